@@ -1,0 +1,24 @@
+import { randomBytes } from 'node:crypto';
+
+/** Sandbox ids: `sb-` + 12 lowercase hex chars. Short enough to type, long enough not to collide. */
+export function newSandboxId(): string {
+  return `sb-${randomBytes(6).toString('hex')}`;
+}
+
+export function newExecId(): string {
+  return `ex-${randomBytes(6).toString('hex')}`;
+}
+
+const ADJECTIVES = ['amber', 'brisk', 'calm', 'dusky', 'eager', 'fuzzy', 'gentle', 'hazy', 'icy', 'jolly',
+  'keen', 'lucid', 'mellow', 'nimble', 'olive', 'proud', 'quiet', 'rapid', 'sunny', 'tidy', 'vivid', 'witty'];
+const NOUNS = ['otter', 'falcon', 'maple', 'comet', 'heron', 'cedar', 'lynx', 'pebble', 'raven', 'willow',
+  'badger', 'quartz', 'fjord', 'ember', 'tundra', 'walrus', 'meadow', 'orca', 'sparrow', 'canyon'];
+
+/** A readable name such as `brisk-heron-3f`, for nodes and unnamed sandboxes. */
+export function readableName(): string {
+  const b = randomBytes(3);
+  return `${ADJECTIVES[b[0]! % ADJECTIVES.length]}-${NOUNS[b[1]! % NOUNS.length]}-${b[2]!.toString(16).padStart(2, '0')}`;
+}
+
+/** Names users give: DNS-label-like, so they are safe in paths, URLs and hostnames. */
+export const NAME_PATTERN = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';

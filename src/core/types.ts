@@ -1,0 +1,86 @@
+/** Domain types shared by every layer. See docs/glossary.md for the words. */
+
+export type RuntimeName = 'oci' | 'microvm' | 'docker';
+export const RUNTIME_NAMES: readonly RuntimeName[] = ['oci', 'microvm', 'docker'];
+
+export type SandboxStatus =
+  | 'pending'
+  | 'scheduled'
+  | 'starting'
+  | 'running'
+  | 'stopping'
+  | 'stopped'
+  | 'failed'
+  | 'lost'
+  | 'deleting';
+
+/** What a user asked for; defaults already applied. */
+export interface SandboxSpec {
+  image: string;
+  runtime: RuntimeName;
+  cpus: number;
+  memoryMb: number;
+  pidsLimit: number;
+  env: Record<string, string>;
+  workdir: string;
+  /** Auto-stop after this many seconds of running; 0 = never. */
+  timeoutSec: number;
+}
+
+export interface Sandbox extends SandboxSpec {
+  id: string;
+  name: string;
+  status: SandboxStatus;
+  node: string;
+  imageDigest?: string;
+  createdAt: string;
+  startedAt?: string;
+  stoppedAt?: string;
+  /** Why the sandbox is `failed`/`lost`, or why the last stop happened. */
+  error?: { code: string; message: string };
+}
+
+export interface ExecResult {
+  exitCode: number;
+  /** Signal name when the process was killed by one (e.g. `SIGKILL`). */
+  signal?: string;
+  timedOut: boolean;
+  oomKilled: boolean;
+  durationMs: number;
+}
+
+export interface ExecRecord extends ExecResult {
+  id: string;
+  sandboxId: string;
+  cmd: string[];
+  startedAt: string;
+  /** Output as text (`utf8`) or as base64 of the exact bytes (`base64`); see docs/api.md. */
+  stdout: string;
+  stderr: string;
+  encoding: 'utf8' | 'base64';
+  /** True when the stored output was cut at the per-record cap (the live stream was complete). */
+  truncated: boolean;
+}
+
+export interface NodeResources {
+  cpus: number;
+  memoryBytes: number;
+  memoryUsedBytes: number;
+  diskBytes: number;
+  diskUsedBytes: number;
+  load1: number;
+}
+
+export interface NodeInfo {
+  id: string;
+  name: string;
+  address: string;
+  status: 'alive' | 'dead';
+  version: string;
+  runtimes: RuntimeName[];
+  defaultRuntime: RuntimeName;
+  resources: NodeResources;
+  sandboxes: number;
+  startedAt: string;
+  heartbeatAt: string;
+}

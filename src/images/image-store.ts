@@ -1,0 +1,59 @@
+/**
+ * The ImageStore seam: images by reference, backed by a content store keyed by digest
+ * (src/images/content/). Resolving, pulling and unpacking live behind it.
+ *
+ * Contract:
+ * - References are normalised (`name:tag` or `name@sha256:...`; a missing tag is `latest`).
+ * - `rootfs` returns unpacked layer directories, lowest first, that callers must treat as read-only.
+ *   Unpacking is done once per layer digest and shared between images and sandboxes.
+ * - `remove` refuses (FAILED_PRECONDITION) while `inUse(ref)` says the image is used.
+ * Errors: NOT_FOUND (unknown ref), INVALID_ARGUMENT (malformed ref), INTERNAL.
+ */
+
+export interface ImageConfig {
+  env: string[];
+  workingDir?: string;
+  user?: string;
+  entrypoint?: string[];
+  cmd?: string[];
+}
+
+export interface ImageLayer {
+  /** Digest of the blob as stored (compressed). */
+  digest: string;
+  /** Digest of the uncompressed tar (the config's rootfs.diff_ids entry). */
+  diffId: string;
+  size: number;
+  mediaType: string;
+}
+
+export interface ImageRecord {
+  /** Normalised references pointing at this image. */
+  refs: string[];
+  /** Digest of the manifest. */
+  digest: string;
+  /** Total compressed size of the layers. */
+  size: number;
+  createdAt: string;
+  os: string;
+  architecture: string;
+  config: ImageConfig;
+  layers: ImageLayer[];
+}
+
+export interface Rootfs {
+  image: ImageRecord;
+  /** Unpacked layer directories, lowest first. */
+  layerDirs: string[];
+}
+
+export interface ImageStore {
+  list(): Promise<ImageRecord[]>;
+  /** NOT_FOUND when the reference is not in the store. */
+  get(ref: string): Promise<ImageRecord>;
+  /** Unpacks (once) and returns the image's layers. */
+  rootfs(ref: string): Promise<Rootfs>;
+  /** Imports an OCI image layout directory; tags it `ref`. */
+  importOciLayout(dir: string, ref: string): Promise<ImageRecord>;
+  remove(ref: string, inUse?: (image: ImageRecord) => boolean): Promise<void>;
+}

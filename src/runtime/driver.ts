@@ -1,0 +1,104 @@
+import type { Readable, Writable } from 'node:stream';
+import type { ExecResult, RuntimeName } from '../core/types.js';
+
+/**
+ * The RuntimeDriver seam (after Nomad's task drivers). A driver runs *tasks*: one long-lived isolated
+ * environment per sandbox, in which commands are executed. Drivers know nothing of the Store or HTTP.
+ *
+ * Contract:
+ * - `create` builds and starts the task and resolves when commands can be executed in it. If it fails
+ *   it throws a PrismError and leaves nothing behind (no process, mount, cgroup, file, device).
+ * - The daemon persists the returned handle and passes it back; after a daemon restart it calls
+ *   `recover(handle)` for every persisted handle before anything else.
+ * - `stop` ends every process of the task but keeps its filesystem; `start` runs it again on the same
+ *   filesystem. Both are idempotent.
+ * - `destroy` removes everything the task owns, stopped or not. Idempotent: destroying a task that is
+ *   already gone succeeds.
+ * - `exec` runs one command; `kill()` on the returned process kills the command and every process it
+ *   started. `result` never rejects for a command that ran: a failure to *start* it rejects with a
+ *   PrismError (FAILED_PRECONDITION when the task is not running).
+ * - `listTasks` returns the ids of every task this driver holds resources for on this node, so that the
+ *   daemon can destroy orphans.
+ * Errors: NOT_FOUND (unknown task), FAILED_PRECONDITION (wrong state), RESOURCE_EXHAUSTED, INTERNAL.
+ */
+
+export interface TaskSpec {
+  /** The sandbox id; everything the driver creates is named or labelled with it. */
+  id: string;
+  hostname: string;
+  /** Unpacked image layers, lowest first; the driver stacks a private writable layer on top. */
+  layers: string[];
+  /** Base environment of every command (image env merged with sandbox env). */
+  env: Record<string, string>;
+  workdir: string;
+  cpus: number;
+  memoryMb: number;
+  pidsLimit: number;
+}
+
+export interface TaskHandle {
+  id: string;
+  runtime: RuntimeName;
+  spec: TaskSpec;
+  /** Driver-private data needed to find the task again (paths, pids). JSON-serialisable. */
+  data: Record<string, unknown>;
+}
+
+export type TaskState = 'running' | 'stopped' | 'gone';
+
+export interface ExecOptions {
+  argv: string[];
+  /** The complete environment of the command. */
+  env: Record<string, string>;
+  cwd: string;
+  /** When true the returned process has a writable `stdin`; otherwise stdin is empty. */
+  stdin: boolean;
+}
+
+export interface TaskProcess {
+  stdin: Writable | null;
+  stdout: Readable;
+  stderr: Readable;
+  /** Resolves when the command has exited and its output has been fully delivered. */
+  result: Promise<Omit<ExecResult, 'timedOut'>>;
+  /** Kills the command and all its descendants (SIGKILL unless told otherwise). */
+  kill(signal?: NodeJS.Signals): void;
+}
+
+export interface TaskStats {
+  memoryBytes: number;
+  memoryLimitBytes: number;
+  cpuUsageNs: number;
+  pids: number;
+}
+
+export interface RuntimeCapabilities {
+  isolation: 'container' | 'vm';
+  /** Filesystem survives stop/start. */
+  persistentFilesystem: boolean;
+  /** Tasks survive a daemon restart (recover can reattach). */
+  survivesDaemonRestart: boolean;
+}
+
+export interface ProbeResult {
+  usable: boolean;
+  /** Why it is not usable, or notes about how it runs (e.g. accelerator). */
+  reason?: string;
+  details?: Record<string, string>;
+}
+
+export interface RuntimeDriver {
+  readonly name: RuntimeName;
+  capabilities(): RuntimeCapabilities;
+  /** Checks that the driver can run tasks on this host. Never throws. */
+  probe(): Promise<ProbeResult>;
+  create(spec: TaskSpec): Promise<TaskHandle>;
+  start(handle: TaskHandle): Promise<void>;
+  recover(handle: TaskHandle): Promise<TaskState>;
+  exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess>;
+  stop(handle: TaskHandle, opts?: { timeoutMs?: number }): Promise<void>;
+  destroy(handle: TaskHandle): Promise<void>;
+  inspect(handle: TaskHandle): Promise<TaskState>;
+  stats(handle: TaskHandle): Promise<TaskStats>;
+  listTasks(): Promise<string[]>;
+}
