@@ -1,0 +1,290 @@
+import { execFile } from 'node:child_process';
+import { constants, existsSync } from 'node:fs';
+import { access, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { asPrismError, PrismError } from '../../core/errors.js';
+import type {
+  ExecOptions, ProbeResult, RuntimeCapabilities, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskState, TaskStats,
+} from '../driver.js';
+import { hasCgroupV1Memory, hasSwapAccounting, readStats, removeCgroups } from './cgroups.js';
+import { startExec } from './oci-exec.js';
+import { isMounted, mountOverlay, unmountAll } from './overlay-mount.js';
+import { Runc, type ContainerState } from './runc.js';
+import { buildRuntimeSpec } from './runtime-spec.js';
+
+export interface OciDriverLogger {
+  info(o: object, msg?: string): void;
+  warn(o: object, msg?: string): void;
+  error(o: object, msg?: string): void;
+}
+
+export interface OciDriverOptions {
+  /** Owned by this driver: `runc/` (runc's state root) and `tasks/<id>/`. */
+  stateDir: string;
+  /** The static guest/init/prism-init, bind-mounted read-only as every task's PID 1. */
+  initBinary: string;
+  runcBinary?: string;
+  logger?: OciDriverLogger;
+}
+
+/** A task id names a directory, a runc container and cgroups, so it must be a plain name. */
+const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+
+interface TaskPaths {
+  task: string;
+  bundle: string;
+  upper: string;
+  work: string;
+  rootfs: string;
+  pidFile: string;
+  runLog: string;
+}
+
+/**
+ * Runs tasks as runc containers on an overlay of the image layers, with a private writable layer
+ * (`upper/`) that survives stop/start. Everything a task owns is `<stateDir>/tasks/<id>/`, the runc
+ * container `<id>` and the cgroups `prism/<id>`, so destroy and orphan cleanup are total. Paths are
+ * always derived from stateDir and the id; the handle's `data` records them for humans only, so a
+ * corrupt handle cannot point destroy at another directory.
+ */
+export class OciDriver implements RuntimeDriver {
+  readonly name = 'oci' as const;
+  private readonly runc: Runc;
+  private readonly tasksDir: string;
+
+  constructor(private readonly opts: OciDriverOptions) {
+    this.runc = new Runc(opts.runcBinary ?? 'runc', join(opts.stateDir, 'runc'));
+    this.tasksDir = join(opts.stateDir, 'tasks');
+  }
+
+  capabilities(): RuntimeCapabilities {
+    return { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true };
+  }
+
+  async probe(): Promise<ProbeResult> {
+    const details: Record<string, string> = {};
+    try {
+      details.runc = await this.runc.version();
+    } catch (e) {
+      return { usable: false, reason: `runc does not run: ${asPrismError(e).message}`, details };
+    }
+    if (process.getuid?.() !== 0) return { usable: false, reason: 'the oci driver must run as root', details };
+    const filesystems = await readFile('/proc/filesystems', 'utf8').catch(() => '');
+    if (!/\toverlay$/m.test(filesystems)) return { usable: false, reason: 'the kernel does not support overlayfs', details };
+    try {
+      await access(this.opts.initBinary, constants.X_OK);
+    } catch {
+      return { usable: false, reason: `init binary missing: ${this.opts.initBinary} (run make -C guest/init)`, details };
+    }
+    // Stats and OOM detection read cgroup v1 files; a v2-only host would need another reader.
+    if (!hasCgroupV1Memory()) return { usable: false, reason: 'cgroup v1 memory controller not found', details };
+    details.cgroups = 'v1';
+    return { usable: true, details };
+  }
+
+  async create(spec: TaskSpec): Promise<TaskHandle> {
+    validateSpec(spec);
+    await Promise.all(spec.layers.map((layer) => requireDir(layer)));
+    const p = this.paths(spec.id);
+    await mkdir(this.tasksDir, { recursive: true });
+    if (await this.runc.state(spec.id)) throw new PrismError('ALREADY_EXISTS', `task ${spec.id} already exists`);
+    try {
+      await mkdir(p.task); // non-recursive: claims the id atomically
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new PrismError('ALREADY_EXISTS', `task ${spec.id} already exists`);
+      throw asPrismError(e, 'INTERNAL', 'creating task directory');
+    }
+    const handle: TaskHandle = { id: spec.id, runtime: 'oci', spec, data: { taskDir: p.task, rootfs: p.rootfs } };
+    try {
+      await Promise.all([p.bundle, p.upper, p.work, p.rootfs].map((d) => mkdir(d)));
+      await mountOverlay(spec.layers, p.upper, p.work, p.rootfs);
+      await this.writeConfig(spec, p);
+      await this.runAndVerify(spec.id, p);
+      this.opts.logger?.info({ task: spec.id }, 'oci task created');
+      return handle;
+    } catch (e) {
+      await this.teardown(spec.id, p, true).catch((te: unknown) =>
+        this.opts.logger?.error({ err: te, task: spec.id }, 'cleanup after failed create failed'),
+      );
+      throw asPrismError(e, 'INTERNAL', `creating task ${spec.id}`);
+    }
+  }
+
+  async start(handle: TaskHandle): Promise<void> {
+    const p = this.paths(handle.id);
+    if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+    const state = await this.runc.state(handle.id);
+    if (isLive(state)) return;
+    if (state) await this.runc.delete(handle.id, true);
+    try {
+      if (!(await isMounted(p.rootfs))) await mountOverlay(handle.spec.layers, p.upper, p.work, p.rootfs);
+      // The config written by create is reused, so a restarted task is the same task.
+      if (!existsSync(join(p.bundle, 'config.json'))) await this.writeConfig(handle.spec, p);
+      await this.runAndVerify(handle.id, p);
+    } catch (e) {
+      await this.teardown(handle.id, p, false).catch((te: unknown) =>
+        this.opts.logger?.error({ err: te, task: handle.id }, 'cleanup after failed start failed'),
+      );
+      throw asPrismError(e, 'INTERNAL', `starting task ${handle.id}`);
+    }
+  }
+
+  async recover(handle: TaskHandle): Promise<TaskState> {
+    const p = this.paths(handle.id);
+    const state = await this.runc.state(handle.id);
+    if (state?.status === 'running') return 'running';
+    if (state?.status === 'paused') {
+      await this.runc.run(['resume', handle.id]);
+      return 'running';
+    }
+    if (!existsSync(p.task)) {
+      // A container without its directory cannot be started again: remove what is left.
+      if (state) await this.teardown(handle.id, p, true);
+      return 'gone';
+    }
+    // Stopped, half-created, or unknown to runc (e.g. after a host reboot): bring it to a clean stop.
+    await this.teardown(handle.id, p, false);
+    return 'stopped';
+  }
+
+  async inspect(handle: TaskHandle): Promise<TaskState> {
+    const state = await this.runc.state(handle.id);
+    if (isLive(state)) return 'running';
+    return state || existsSync(this.paths(handle.id).task) ? 'stopped' : 'gone';
+  }
+
+  async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
+    if (opts.argv.length === 0) throw new PrismError('INVALID_ARGUMENT', 'argv must not be empty');
+    // The state check runs alongside exec's own preparation: it is most of exec's overhead over runc.
+    return startExec(this.runc, handle.id, this.paths(handle.id).task, opts, this.requireRunning(handle.id), this.opts.logger);
+  }
+
+  async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {
+    const p = this.paths(handle.id);
+    const state = await this.runc.state(handle.id);
+    if (!state && !existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+    if (state && state.status !== 'stopped') {
+      // KILL of a pid namespace's init takes every process of the task with it.
+      await this.runc.kill(handle.id, 'KILL');
+      await this.waitStopped(handle.id, opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS);
+    }
+    await this.teardown(handle.id, p, false);
+  }
+
+  async destroy(handle: TaskHandle): Promise<void> {
+    await this.teardown(handle.id, this.paths(handle.id), true);
+    this.opts.logger?.info({ task: handle.id }, 'oci task destroyed');
+  }
+
+  async stats(handle: TaskHandle): Promise<TaskStats> {
+    await this.requireRunning(handle.id);
+    try {
+      return await readStats(handle.id);
+    } catch (e) {
+      throw asPrismError(e, 'INTERNAL', `reading cgroup stats of ${handle.id}`);
+    }
+  }
+
+  async listTasks(): Promise<string[]> {
+    const dirs = await readdir(this.tasksDir).catch(() => [] as string[]);
+    return [...new Set([...dirs, ...(await this.runc.list())])].sort();
+  }
+
+  private paths(id: string): TaskPaths {
+    if (!ID_PATTERN.test(id)) throw new PrismError('INVALID_ARGUMENT', `invalid task id: ${JSON.stringify(id)}`);
+    const task = join(this.tasksDir, id);
+    const bundle = join(task, 'bundle');
+    return {
+      task, bundle, upper: join(task, 'upper'), work: join(task, 'work'), rootfs: join(task, 'rootfs'),
+      pidFile: join(bundle, 'init.pid'), runLog: join(bundle, 'runc.log'),
+    };
+  }
+
+  private async requireRunning(id: string): Promise<void> {
+    const state = await this.runc.state(id);
+    if (state?.status === 'running') return;
+    if (!state && !existsSync(this.paths(id).task)) throw new PrismError('NOT_FOUND', `task ${id} not found`);
+    throw new PrismError('FAILED_PRECONDITION', `task ${id} is not running`);
+  }
+
+  private async writeConfig(spec: TaskSpec, p: TaskPaths): Promise<void> {
+    const config = buildRuntimeSpec({ spec, rootfs: p.rootfs, initBinary: this.opts.initBinary, swapAccounting: hasSwapAccounting() });
+    await writeFile(join(p.bundle, 'config.json'), JSON.stringify(config, null, 2));
+  }
+
+  private async runAndVerify(id: string, p: TaskPaths): Promise<void> {
+    await this.runc.runDetached(id, p.bundle, p.pidFile, p.runLog);
+    const pid = Number((await readFile(p.pidFile, 'utf8')).trim());
+    await ensureLoopbackUp(pid);
+  }
+
+  private async waitStopped(id: string, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const state = await this.runc.state(id);
+      if (!state || state.status === 'stopped') return;
+      if (Date.now() > deadline) throw new PrismError('DEADLINE_EXCEEDED', `task ${id} did not stop within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /**
+   * Removes the container, its mounts and cgroups; with `removeFiles` also the task directory.
+   * Safe to repeat. Unmounting comes before removal so that rm can never reach into a layer.
+   */
+  private async teardown(id: string, p: TaskPaths, removeFiles: boolean): Promise<void> {
+    // `runc delete -f` alone sleeps 100 ms after its SIGKILL; killing and polling first is faster.
+    const state = await this.runc.state(id);
+    if (state && state.status !== 'stopped') {
+      await this.runc.kill(id, 'KILL');
+      await this.waitStopped(id, DEFAULT_STOP_TIMEOUT_MS).catch(() => {});
+    }
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.runc.delete(id, true);
+        break;
+      } catch (e) {
+        // Deleting while the kernel still tears down the task's processes can fail with EBUSY.
+        if (attempt >= 20) throw e;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    await unmountAll(removeFiles ? p.task : p.rootfs);
+    if (removeFiles) await rm(p.task, { recursive: true, force: true });
+    const left = await removeCgroups(id);
+    if (left.length > 0) throw new PrismError('INTERNAL', `cgroups of task ${id} still busy: ${left.join(', ')}`);
+  }
+}
+
+function isLive(state: ContainerState | null): boolean {
+  return state?.status === 'running' || state?.status === 'paused';
+}
+
+function validateSpec(spec: TaskSpec): void {
+  if (!ID_PATTERN.test(spec.id)) throw new PrismError('INVALID_ARGUMENT', `invalid task id: ${JSON.stringify(spec.id)}`);
+  if (spec.layers.length === 0) throw new PrismError('INVALID_ARGUMENT', 'a task needs at least one layer');
+  if (!(spec.memoryMb > 0 && spec.cpus > 0 && spec.pidsLimit > 0)) {
+    throw new PrismError('INVALID_ARGUMENT', 'memoryMb, cpus and pidsLimit must be positive');
+  }
+  if (!spec.workdir.startsWith('/')) throw new PrismError('INVALID_ARGUMENT', 'workdir must be an absolute path');
+}
+
+async function requireDir(path: string): Promise<void> {
+  const st = await stat(path).catch(() => null);
+  if (!st?.isDirectory()) throw new PrismError('FAILED_PRECONDITION', `image layer not found: ${path}`);
+}
+
+/**
+ * runc brings `lo` up in a new network namespace; this checks it through the task's own sysfs and
+ * repairs it from the host (images need not contain `ip`) should a runc version leave it down.
+ */
+async function ensureLoopbackUp(pid: number): Promise<void> {
+  const flags = await readFile(`/proc/${pid}/root/sys/class/net/lo/flags`, 'utf8').catch(() => '0x0');
+  if ((Number(flags.trim()) & 0x1) === 1) return;
+  await new Promise<void>((resolve, reject) => {
+    execFile('nsenter', ['-t', String(pid), '-n', 'ip', 'link', 'set', 'lo', 'up'], { timeout: 10_000 }, (err, _o, stderr) =>
+      err ? reject(new PrismError('INTERNAL', `bringing up lo in task: ${stderr.trim() || err.message}`, { cause: err })) : resolve(),
+    );
+  });
+}

@@ -1,0 +1,148 @@
+import { execFile, spawn } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { PrismError, type ErrorCode } from '../../core/errors.js';
+
+const COMMAND_TIMEOUT_MS = 30_000;
+
+export interface RuncOutput {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ContainerState {
+  id: string;
+  /** Host pid of the container's init; 0 when stopped. */
+  pid: number;
+  status: 'creating' | 'created' | 'running' | 'paused' | 'stopped';
+}
+
+/**
+ * Translates runc's error text into a PrismError. This is the one place that reads runc's messages
+ * (runc has no machine-readable error codes); everything above branches on `code`.
+ */
+export function runcError(operation: string, message: string, cause?: unknown): PrismError {
+  const text = message.trim() || 'runc failed without a message';
+  const rules: Array<[RegExp, ErrorCode]> = [
+    [/container does not exist/i, 'NOT_FOUND'],
+    [/already exists/i, 'ALREADY_EXISTS'],
+    [/not running|stopped container|paused container|that is not stopped/i, 'FAILED_PRECONDITION'],
+    [/cannot allocate memory|resource temporarily unavailable|no space left on device/i, 'RESOURCE_EXHAUSTED'],
+  ];
+  const code = rules.find(([re]) => re.test(text))?.[1] ?? 'INTERNAL';
+  return new PrismError(code, `runc ${operation}: ${text}`, { cause });
+}
+
+/** Error lines of a `--log-format json` log, which is where runc reports when its stdio is not ours. */
+export async function readRuncLogErrors(logFile: string): Promise<string> {
+  const text = await readFile(logFile, 'utf8').catch(() => '');
+  const msgs: string[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      const entry = JSON.parse(line) as { level?: string; msg?: string };
+      if ((entry.level === 'error' || entry.level === 'fatal') && entry.msg) msgs.push(entry.msg);
+    } catch {
+      msgs.push(line);
+    }
+  }
+  return msgs.join('; ');
+}
+
+/** The runc CLI with one state root. */
+export class Runc {
+  constructor(
+    readonly binary: string,
+    readonly root: string,
+  ) {}
+
+  /** Runs runc; resolves with the exit code, rejects only when runc cannot be started or hangs. */
+  run(args: string[]): Promise<RuncOutput> {
+    return new Promise((resolve, reject) => {
+      execFile(
+        this.binary,
+        ['--root', this.root, ...args],
+        { timeout: COMMAND_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 },
+        (err, stdout, stderr) => {
+          if (err && typeof err.code !== 'number') {
+            if (err.killed) reject(new PrismError('DEADLINE_EXCEEDED', `runc ${args[0]} timed out`, { cause: err }));
+            else reject(new PrismError('UNAVAILABLE', `cannot run ${this.binary}: ${err.message}`, { cause: err }));
+            return;
+          }
+          resolve({ code: err ? Number(err.code) : 0, stdout, stderr });
+        },
+      );
+    });
+  }
+
+  private async check(operation: string, args: string[]): Promise<RuncOutput> {
+    const out = await this.run(args);
+    if (out.code !== 0) throw runcError(operation, stripLogPrefix(out.stderr));
+    return out;
+  }
+
+  /** null when runc does not know the container. */
+  async state(id: string): Promise<ContainerState | null> {
+    const out = await this.run(['state', id]);
+    if (out.code !== 0) {
+      const err = runcError('state', stripLogPrefix(out.stderr));
+      if (err.code === 'NOT_FOUND') return null;
+      throw err;
+    }
+    return JSON.parse(out.stdout) as ContainerState;
+  }
+
+  async list(): Promise<string[]> {
+    const out = await this.check('list', ['list', '--format', 'json']);
+    const entries = JSON.parse(out.stdout || 'null') as Array<{ id: string }> | null;
+    return (entries ?? []).map((e) => e.id);
+  }
+
+  /**
+   * `runc run -d`. Its stdio is /dev/null: the container's init inherits runc's stdio, so a pipe
+   * would never close. runc's own errors are therefore read back from a JSON log file.
+   */
+  async runDetached(id: string, bundle: string, pidFile: string, logFile: string): Promise<void> {
+    await writeFile(logFile, ''); // one log per run, so old errors are not reported again
+    const args = ['--root', this.root, '--log', logFile, '--log-format', 'json'];
+    args.push('run', '-d', '--bundle', bundle, '--pid-file', pidFile, id);
+    const child = spawn(this.binary, args, { stdio: 'ignore', timeout: COMMAND_TIMEOUT_MS });
+    const status = await new Promise<number | string>((resolve) => {
+      child.once('error', (e) => resolve(e.message));
+      child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
+    });
+    if (status === 0) return;
+    const msg = await readRuncLogErrors(logFile);
+    throw runcError('run', msg || `exited with ${status}`);
+  }
+
+  /** Sends a signal to the init; a container that is already stopped or gone is not an error. */
+  async kill(id: string, signal: string): Promise<void> {
+    const out = await this.run(['kill', id, signal]);
+    if (out.code === 0) return;
+    const err = runcError('kill', stripLogPrefix(out.stderr));
+    if (err.code !== 'NOT_FOUND' && err.code !== 'FAILED_PRECONDITION') throw err;
+  }
+
+  /** Deletes the container; a container runc does not know is not an error. */
+  async delete(id: string, force: boolean): Promise<void> {
+    const out = await this.run(force ? ['delete', '-f', id] : ['delete', id]);
+    if (out.code === 0) return;
+    const err = runcError('delete', stripLogPrefix(out.stderr));
+    if (err.code !== 'NOT_FOUND') throw err;
+  }
+
+  async version(): Promise<string> {
+    const out = await this.check('--version', ['--version']);
+    return out.stdout.split('\n')[0]?.trim() ?? '';
+  }
+}
+
+/** runc's default text log format wraps each message in `time=... level=error msg="..."`. */
+function stripLogPrefix(stderr: string): string {
+  return stderr
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => /msg="((?:[^"\\]|\\.)*)"/.exec(l)?.[1]?.replace(/\\"/g, '"') ?? l)
+    .join('; ');
+}

@@ -1,0 +1,100 @@
+import type { TaskSpec } from '../driver.js';
+import { defaultSeccompProfile } from './seccomp-profile.js';
+
+/** Where the init binary appears inside every task. */
+export const INIT_PATH = '/.prism/init';
+
+const CPU_PERIOD_US = 100_000;
+/** Docker's default: enough for ordinary programs, and we never go above 20000. */
+const NOFILE_LIMIT = 1024;
+
+/** Docker's default capability set. */
+const CAPABILITIES = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW',
+  'CAP_SETGID', 'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE',
+  'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
+];
+
+/** Docker's masked and read-only paths: host information and knobs a task must not see or turn. */
+const MASKED_PATHS = [
+  '/proc/asound', '/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats',
+  '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware',
+  '/sys/devices/virtual/powercap',
+];
+const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+export interface OciProcess {
+  terminal: boolean;
+  user: { uid: number; gid: number };
+  args: string[];
+  env: string[];
+  cwd: string;
+  capabilities: Record<'bounding' | 'effective' | 'permitted', string[]>;
+  rlimits: Array<{ type: string; hard: number; soft: number }>;
+  noNewPrivileges: boolean;
+}
+
+/**
+ * The process of the task's init or of one exec. Exec passes it whole with `runc exec --process`,
+ * because `--env` would only add to the init's environment and ExecOptions.env must be complete.
+ */
+export function buildProcess(args: string[], env: Record<string, string>, cwd: string): OciProcess {
+  return {
+    terminal: false,
+    user: { uid: 0, gid: 0 },
+    args,
+    env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
+    cwd,
+    capabilities: { bounding: CAPABILITIES, effective: CAPABILITIES, permitted: CAPABILITIES },
+    rlimits: [{ type: 'RLIMIT_NOFILE', hard: NOFILE_LIMIT, soft: NOFILE_LIMIT }],
+    noNewPrivileges: true,
+  };
+}
+
+export interface RuntimeSpecInput {
+  spec: TaskSpec;
+  /** Absolute path of the mounted overlay. */
+  rootfs: string;
+  initBinary: string;
+  /** memory.memsw.* exists (swap accounting on); only then may memory.swap be set. */
+  swapAccounting: boolean;
+}
+
+/** Builds config.json (OCI runtime spec 1.0.2) for a task. */
+export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknown> {
+  const { spec } = input;
+  const memoryBytes = spec.memoryMb * 1024 * 1024;
+  return {
+    ociVersion: '1.0.2',
+    process: buildProcess([INIT_PATH], spec.env, spec.workdir),
+    root: { path: input.rootfs, readonly: false },
+    hostname: spec.hostname,
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc' },
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+      {
+        destination: '/dev/pts', type: 'devpts', source: 'devpts',
+        options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'],
+      },
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+      { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+      { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
+      // runc creates the (empty) target file in the writable layer; the binary itself stays on the host.
+      { destination: INIT_PATH, type: 'bind', source: input.initBinary, options: ['bind', 'ro', 'nosuid', 'nodev'] },
+    ],
+    linux: {
+      cgroupsPath: `/prism/${spec.id}`,
+      namespaces: [{ type: 'pid' }, { type: 'mount' }, { type: 'ipc' }, { type: 'uts' }, { type: 'network' }],
+      resources: {
+        devices: [{ allow: false, access: 'rwm' }],
+        memory: input.swapAccounting ? { limit: memoryBytes, swap: memoryBytes } : { limit: memoryBytes },
+        cpu: { quota: Math.max(1000, Math.round(spec.cpus * CPU_PERIOD_US)), period: CPU_PERIOD_US },
+        pids: { limit: spec.pidsLimit },
+      },
+      maskedPaths: MASKED_PATHS,
+      readonlyPaths: READONLY_PATHS,
+      seccomp: defaultSeccompProfile(),
+    },
+  };
+}
