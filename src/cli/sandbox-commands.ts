@@ -1,0 +1,186 @@
+import { Option, type Command } from 'commander';
+import { PrismApiError, type ExecLogEntry, type RuntimeName, type Sandbox } from '../sdk/index.js';
+import { collect, parseEnvPairs, parseNumber, printError, type CliContext } from './context.js';
+import { registerExecCommand } from './exec-command.js';
+import { age, humanBytes, humanMs, renderFields, renderTable, shellJoin, wireOutput } from './output.js';
+
+interface CreateFlags {
+  name?: string;
+  image?: string;
+  runtime?: RuntimeName;
+  cpus?: number;
+  memory?: number;
+  pidsLimit?: number;
+  env?: string[];
+  workdir?: string;
+  timeout?: number;
+}
+
+/** `sandbox` (alias `sb`) and its subcommands. */
+export function registerSandboxCommands(program: Command, ctx: CliContext): void {
+  const sandbox = program.command('sandbox').alias('sb').description('create, run commands in and remove sandboxes');
+
+  sandbox
+    .command('create')
+    .description('create a sandbox and wait until it is running')
+    .option('--name <name>', 'sandbox name (default: generated)')
+    .option('--image <image>', 'OCI image reference')
+    .addOption(new Option('--runtime <runtime>', 'runtime to run it with').choices(['oci', 'microvm', 'docker']))
+    .option('--cpus <n>', 'CPU limit', parseNumber('float'))
+    .option('--memory <mb>', 'memory limit in MiB', parseNumber('int'))
+    .option('--pids-limit <n>', 'maximum number of processes', parseNumber('int'))
+    .option('--env <key=value>', 'environment variable (repeatable)', collect)
+    .option('--workdir <dir>', 'working directory for commands')
+    .option('--timeout <sec>', 'stop the sandbox after this many seconds; 0 = never', parseNumber('int'))
+    .action(async (f: CreateFlags, cmd: Command) => {
+      const sb = await ctx.client(cmd).sandboxes.create({
+        name: f.name,
+        image: f.image,
+        runtime: f.runtime,
+        cpus: f.cpus,
+        memoryMb: f.memory,
+        pidsLimit: f.pidsLimit,
+        env: parseEnvPairs(f.env),
+        workdir: f.workdir,
+        timeoutSec: f.timeout,
+      });
+      if (ctx.format(cmd) === 'json') return ctx.json(sb.info);
+      const s = sb.info;
+      ctx.out(
+        renderFields([
+          ['ID', s.id],
+          ['Name', s.name],
+          ['Status', s.status],
+          ['Node', s.node],
+          ['Image', s.image],
+          ['Runtime', s.runtime],
+        ]),
+      );
+    });
+
+  sandbox
+    .command('ls')
+    .alias('list')
+    .description('list sandboxes')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const list = (await ctx.client(cmd).sandboxes.list()).map((h) => h.info);
+      if (ctx.format(cmd) === 'json') return ctx.json({ sandboxes: list });
+      const now = new Date();
+      ctx.out(
+        renderTable(
+          ['ID', 'NAME', 'STATUS', 'NODE', 'IMAGE', 'RUNTIME', 'CPUS', 'MEMORY', 'AGE'],
+          list.map((s) => [
+            s.id,
+            s.name,
+            s.status,
+            s.node || '-',
+            s.image,
+            s.runtime,
+            String(s.cpus),
+            humanBytes(s.memoryMb * 1024 * 1024),
+            age(s.createdAt, now),
+          ]),
+        ),
+      );
+    });
+
+  sandbox
+    .command('info')
+    .alias('inspect')
+    .description('show one sandbox')
+    .argument('<sandbox>', 'sandbox id or name')
+    .action(async (ref: string, _opts: unknown, cmd: Command) => {
+      const sb = await ctx.client(cmd).sandboxes.get(ref);
+      if (ctx.format(cmd) === 'json') return ctx.json(sb.info);
+      ctx.out(renderSandbox(sb.info));
+    });
+
+  registerExecCommand(sandbox, ctx);
+
+  sandbox
+    .command('logs')
+    .description('show past executions and their output, oldest first')
+    .argument('<sandbox>', 'sandbox id or name')
+    .action(async (ref: string, _opts: unknown, cmd: Command) => {
+      const executions = await (await ctx.client(cmd).sandboxes.get(ref)).logs();
+      if (ctx.format(cmd) === 'json') {
+        return ctx.json({ executions: executions.map(({ text: _text, ...e }) => ({ ...e, ...wireOutput(e.stdout, e.stderr) })) });
+      }
+      const now = new Date();
+      for (const e of executions) writeLogEntry(ctx, e, now);
+    });
+
+  for (const [verb, description] of [
+    ['stop', 'stop a sandbox (its filesystem is kept)'],
+    ['start', 'start a stopped sandbox'],
+  ] as const) {
+    sandbox
+      .command(verb)
+      .description(description)
+      .argument('<sandbox>', 'sandbox id or name')
+      .action(async (ref: string, _opts: unknown, cmd: Command) => {
+        const sb = await ctx.client(cmd).sandboxes.get(ref);
+        await sb[verb]();
+        if (ctx.format(cmd) === 'json') return ctx.json(sb.info);
+        ctx.out(`${sb.name} (${sb.id}): ${sb.status}`);
+      });
+  }
+
+  sandbox
+    .command('rm')
+    .alias('delete')
+    .description('delete sandboxes')
+    .argument('<sandbox...>', 'sandbox ids or names')
+    .action(async (refs: string[], _opts: unknown, cmd: Command) => {
+      const client = ctx.client(cmd);
+      const deleted: string[] = [];
+      // Keep going past a failure so one bad name does not leave the rest behind; exit 1 at the end.
+      for (const ref of refs) {
+        try {
+          const sb = await client.sandboxes.get(ref);
+          await sb.delete();
+          deleted.push(sb.id);
+          if (ctx.format(cmd) === 'table') ctx.out(`deleted ${sb.name} (${sb.id})`);
+        } catch (e) {
+          if (!(e instanceof PrismApiError)) throw e;
+          printError(ctx.io, e);
+          ctx.exitCode = 1;
+        }
+      }
+      if (ctx.format(cmd) === 'json') ctx.json({ deleted });
+    });
+}
+
+function renderSandbox(s: Sandbox): string {
+  const now = new Date();
+  const env = Object.entries(s.env ?? {}).map(([k, v]) => `${k}=${v}`);
+  return renderFields([
+    ['ID', s.id],
+    ['Name', s.name],
+    ['Status', s.status],
+    ['Error', s.error ? `${s.error.message} (${s.error.code})` : undefined],
+    ['Node', s.node || '-'],
+    ['Image', s.imageDigest ? `${s.image} (${s.imageDigest})` : s.image],
+    ['Runtime', s.runtime],
+    ['CPUs', String(s.cpus)],
+    ['Memory', humanBytes(s.memoryMb * 1024 * 1024)],
+    ['PIDs limit', String(s.pidsLimit)],
+    ['Workdir', s.workdir],
+    ['Timeout', s.timeoutSec > 0 ? `${s.timeoutSec}s` : 'none'],
+    ['Env', env.length > 0 ? env.join(' ') : undefined],
+    ['Created', `${s.createdAt} (${age(s.createdAt, now)} ago)`],
+    ['Started', s.startedAt ? `${s.startedAt} (${age(s.startedAt, now)} ago)` : undefined],
+    ['Stopped', s.stoppedAt ? `${s.stoppedAt} (${age(s.stoppedAt, now)} ago)` : undefined],
+  ]);
+}
+
+function writeLogEntry(ctx: CliContext, e: ExecLogEntry, now: Date): void {
+  const outcome = e.timedOut ? 'timed out' : e.oomKilled ? 'OOM-killed' : e.signal ? e.signal : `exit ${e.exitCode}`;
+  ctx.out(`=== ${e.id}  ${age(e.startedAt, now)} ago  ${outcome}  ${humanMs(e.durationMs)}  $ ${shellJoin(e.cmd)}`);
+  for (const bytes of [e.stdout, e.stderr]) {
+    if (bytes.length === 0) continue;
+    ctx.io.stdout.write(bytes);
+    if (bytes[bytes.length - 1] !== 0x0a) ctx.io.stdout.write('\n');
+  }
+  if (e.truncated) ctx.out('(output truncated)');
+}

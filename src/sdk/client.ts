@@ -1,0 +1,149 @@
+import type { NodeInfo, RuntimeName, Sandbox, SandboxStatus } from '../core/types.js';
+import { PrismApiError, connectionError, errorFromResponse } from './errors.js';
+import { SandboxHandle, type ApiTransport } from './sandbox-handle.js';
+
+export interface PrismOptions {
+  /** Daemon address, e.g. `http://127.0.0.1:8008`; `host:port` without a scheme means http. */
+  url?: string;
+  /** Sent as `Authorization: Bearer <token>`. */
+  token?: string;
+  /** Replaces the global fetch (tests, proxies, instrumentation). */
+  fetch?: typeof fetch;
+}
+
+export interface HealthInfo {
+  status: 'ok';
+  node: string;
+  version: string;
+}
+
+export interface ClusterInfo {
+  version: string;
+  nodes: number;
+  nodesAlive: number;
+  leader: string;
+  uptimeSec: number;
+  sandboxes: { total: number; byStatus: Partial<Record<SandboxStatus, number>> };
+}
+
+/** Body of `POST /sandboxes`; the daemon fills in what is left out. */
+export interface CreateSandboxOptions {
+  name?: string;
+  image?: string;
+  runtime?: RuntimeName;
+  cpus?: number;
+  memoryMb?: number;
+  pidsLimit?: number;
+  env?: Record<string, string>;
+  workdir?: string;
+  /** Auto-stop after this many seconds of running; 0 = never. */
+  timeoutSec?: number;
+}
+
+export const DEFAULT_URL = 'http://127.0.0.1:8008';
+
+/** Accepts `host:port`, `http://host:port`, with or without a trailing `/` or `/api/v1`. */
+export function normalizeUrl(url: string): string {
+  let u = url.trim();
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(u)) u = `http://${u}`;
+  return u.replace(/\/+$/, '').replace(/\/api\/v1$/, '');
+}
+
+class HttpTransport implements ApiTransport {
+  readonly baseUrl: string;
+  readonly #token: string | undefined;
+  readonly #fetch: typeof fetch;
+
+  constructor(opts: PrismOptions) {
+    this.baseUrl = normalizeUrl(opts.url ?? DEFAULT_URL);
+    this.#token = opts.token;
+    this.#fetch = opts.fetch ?? ((input, init) => fetch(input, init));
+  }
+
+  async json<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+    const res = await this.raw(method, path, body, 'application/json', signal);
+    const text = await res.text();
+    if (res.status === 204 || text === '') return undefined as T;
+    try {
+      return JSON.parse(text) as T;
+    } catch (e) {
+      throw new PrismApiError('INTERNAL', `${method} ${path}: the API answered with invalid JSON`, {
+        status: res.status,
+        cause: e,
+      });
+    }
+  }
+
+  async raw(method: string, path: string, body: unknown, accept: string, signal?: AbortSignal): Promise<Response> {
+    const headers: Record<string, string> = { accept };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (this.#token) headers.authorization = `Bearer ${this.#token}`;
+    let res: Response;
+    try {
+      res = await this.#fetch(`${this.baseUrl}/api/v1${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal,
+      });
+    } catch (e) {
+      if (signal?.aborted) throw e;
+      throw connectionError(this.baseUrl, e);
+    }
+    if (!res.ok) throw await errorFromResponse(res, `${method} ${path}`);
+    return res;
+  }
+}
+
+/**
+ * Client for one Prism daemon (any node of a cluster).
+ *
+ * `sandboxes.list()` returns {@link SandboxHandle}s, not plain records, so a listed sandbox can be acted
+ * on directly; the record is in `handle.info`, and `JSON.stringify(handles)` gives the records.
+ * Every call rejects with {@link PrismApiError} on failure.
+ */
+export class Prism {
+  readonly #api: HttpTransport;
+
+  readonly nodes: {
+    list(): Promise<NodeInfo[]>;
+    get(idOrName: string): Promise<NodeInfo>;
+  };
+
+  readonly sandboxes: {
+    /** Resolves once the sandbox is `running`. */
+    create(opts?: CreateSandboxOptions): Promise<SandboxHandle>;
+    list(): Promise<SandboxHandle[]>;
+    /** Exact id or exact name. */
+    get(idOrName: string): Promise<SandboxHandle>;
+  };
+
+  constructor(opts: PrismOptions = {}) {
+    const api = new HttpTransport(opts);
+    this.#api = api;
+    this.nodes = {
+      list: async () => (await api.json<{ nodes: NodeInfo[] }>('GET', '/nodes')).nodes,
+      get: (idOrName) => api.json<NodeInfo>('GET', `/nodes/${encodeURIComponent(idOrName)}`),
+    };
+    this.sandboxes = {
+      create: async (o = {}) => new SandboxHandle(api, await api.json<Sandbox>('POST', '/sandboxes', o)),
+      list: async () =>
+        (await api.json<{ sandboxes: Sandbox[] }>('GET', '/sandboxes')).sandboxes.map((s) => new SandboxHandle(api, s)),
+      get: async (idOrName) =>
+        new SandboxHandle(api, await api.json<Sandbox>('GET', `/sandboxes/${encodeURIComponent(idOrName)}`)),
+    };
+  }
+
+  /** The daemon address in use, normalized (`http://host:port`). */
+  get url(): string {
+    return this.#api.baseUrl;
+  }
+
+  health(): Promise<HealthInfo> {
+    return this.#api.json<HealthInfo>('GET', '/health');
+  }
+
+  clusterInfo(): Promise<ClusterInfo> {
+    return this.#api.json<ClusterInfo>('GET', '/cluster/info');
+  }
+}
