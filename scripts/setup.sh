@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what Prism needs on Debian 12 and builds it. Safe and fast to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (Prism creates namespaces, cgroups and mounts)" >&2
+  exit 1
+fi
+
+# runc: the oci runtime. debootstrap: builds the base image. build-essential: the static init.
+# busybox-static: tiny rootfs for driver tests. e2fsprogs, iproute2: disks and network namespaces.
+PKGS=(runc debootstrap build-essential busybox-static e2fsprogs iproute2 ca-certificates curl)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+echo "setup: building"
+npm run --silent build

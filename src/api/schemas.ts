@@ -1,0 +1,127 @@
+import { Type, type TSchema } from '@sinclair/typebox';
+import { ERROR_CODES } from '../core/errors.js';
+import { NAME_PATTERN } from '../core/ids.js';
+import { RUNTIME_NAMES } from '../core/types.js';
+
+/** Request and response schemas: validation, serialisation and the OpenAPI document in one place. */
+
+const closed = { additionalProperties: false } as const;
+const StringMap = (maxProps: number, maxLen: number) =>
+  Type.Record(Type.String({ maxLength: 256 }), Type.String({ maxLength: maxLen }), { maxProperties: maxProps });
+const Runtime = Type.Union(RUNTIME_NAMES.map((r) => Type.Literal(r)));
+const Encoding = Type.Union([Type.Literal('utf8'), Type.Literal('base64')]);
+
+export const ErrorBody = Type.Object(
+  { error: Type.Object({ code: Type.Union(ERROR_CODES.map((c) => Type.Literal(c))), message: Type.String() }) }
+);
+
+export const SandboxSchema = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    status: Type.String(),
+    node: Type.String(),
+    image: Type.String(),
+    imageDigest: Type.Optional(Type.String()),
+    runtime: Runtime,
+    cpus: Type.Number(),
+    memoryMb: Type.Integer(),
+    pidsLimit: Type.Integer(),
+    env: Type.Record(Type.String(), Type.String()),
+    workdir: Type.String(),
+    timeoutSec: Type.Integer(),
+    createdAt: Type.String(),
+    startedAt: Type.Optional(Type.String()),
+    stoppedAt: Type.Optional(Type.String()),
+    error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
+  }
+);
+
+export const CreateSandboxBody = Type.Object(
+  {
+    name: Type.Optional(Type.String({ pattern: NAME_PATTERN, maxLength: 63 })),
+    image: Type.Optional(Type.String({ minLength: 1, maxLength: 512 })),
+    runtime: Type.Optional(Runtime),
+    cpus: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 64 })),
+    memoryMb: Type.Optional(Type.Integer({ minimum: 16, maximum: 262144 })),
+    pidsLimit: Type.Optional(Type.Integer({ minimum: 8, maximum: 32768 })),
+    env: Type.Optional(StringMap(256, 32768)),
+    workdir: Type.Optional(Type.String({ maxLength: 4096 })),
+    timeoutSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 30 * 86400 })),
+  },
+  closed,
+);
+
+export const ExecBody = Type.Object(
+  {
+    command: Type.Optional(Type.String({ minLength: 1, maxLength: 1 << 20 })),
+    cmd: Type.Optional(Type.Array(Type.String({ maxLength: 1 << 16 }), { minItems: 1, maxItems: 4096 })),
+    env: Type.Optional(StringMap(256, 32768)),
+    cwd: Type.Optional(Type.String({ maxLength: 4096 })),
+    timeoutSec: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 86400 })),
+    stdin: Type.Optional(Type.String()),
+    stdinEncoding: Type.Optional(Encoding),
+  },
+  closed,
+);
+
+const ExecResultProps = {
+  id: Type.String(),
+  exitCode: Type.Integer(),
+  signal: Type.Optional(Type.String()),
+  timedOut: Type.Boolean(),
+  oomKilled: Type.Boolean(),
+  durationMs: Type.Number(),
+  stdout: Type.String(),
+  stderr: Type.String(),
+  encoding: Encoding,
+};
+
+export const ExecResultSchema = Type.Object(ExecResultProps);
+
+export const ExecRecordSchema = Type.Object(
+  { ...ExecResultProps, sandboxId: Type.String(), cmd: Type.Array(Type.String()), startedAt: Type.String(), truncated: Type.Boolean() }
+);
+
+export const NodeSchema = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    address: Type.String(),
+    status: Type.Union([Type.Literal('alive'), Type.Literal('dead')]),
+    version: Type.String(),
+    runtimes: Type.Array(Runtime),
+    defaultRuntime: Runtime,
+    sandboxes: Type.Integer(),
+    resources: Type.Object({
+      cpus: Type.Integer(),
+      memoryBytes: Type.Number(),
+      memoryUsedBytes: Type.Number(),
+      diskBytes: Type.Number(),
+      diskUsedBytes: Type.Number(),
+      load1: Type.Number(),
+    }),
+    startedAt: Type.String(),
+    heartbeatAt: Type.String(),
+  }
+);
+
+export const ClusterInfoSchema = Type.Object({
+  version: Type.String(),
+  nodes: Type.Integer(),
+  nodesAlive: Type.Integer(),
+  leader: Type.String(),
+  uptimeSec: Type.Integer(),
+  sandboxes: Type.Object({ total: Type.Integer(), byStatus: Type.Record(Type.String(), Type.Integer()) }),
+});
+
+export const HealthSchema = Type.Object({ status: Type.Literal('ok'), node: Type.String(), version: Type.String() });
+
+export const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 256 }) });
+
+/** Standard error responses for a route, so the OpenAPI document lists them. */
+export function withErrors(ok: Record<number, TSchema>, ...codes: number[]): Record<number, TSchema> {
+  const out: Record<number, TSchema> = { ...ok };
+  for (const c of [400, 500, ...codes]) out[c] = ErrorBody;
+  return out;
+}

@@ -1,0 +1,90 @@
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import { PrismError, httpStatusForCode, type ErrorCode } from '../core/errors.js';
+import type { ExecService } from '../service/exec-service.js';
+import type { Logger } from '../service/logger.js';
+import type { NodeService } from '../service/node-service.js';
+import type { SandboxService } from '../service/sandbox-service.js';
+import { registerExecRoutes } from './routes/exec-routes.js';
+import { registerSandboxRoutes } from './routes/sandbox-routes.js';
+import { registerSystemRoutes } from './routes/system-routes.js';
+
+export interface ApiServices {
+  sandboxes: SandboxService;
+  exec: ExecService;
+  nodes: NodeService;
+  version: string;
+  nodeId: string;
+}
+
+export interface ApiOptions {
+  logger: Logger;
+  /** Largest accepted request body (exec stdin travels in it). */
+  bodyLimit: number;
+}
+
+function sendError(reply: import('fastify').FastifyReply, code: ErrorCode, message: string) {
+  return reply.status(httpStatusForCode[code]).send({ error: { code, message } });
+}
+
+/** Maps framework errors (bad JSON, schema violations, oversized bodies) onto stable codes. */
+function translate(err: FastifyError): { code: ErrorCode; message: string } {
+  if (err.validation) {
+    const v = err.validation[0];
+    const where = `${err.validationContext ?? 'body'}${v?.instancePath ?? ''}`;
+    const extra = (v?.params as { additionalProperty?: string } | undefined)?.additionalProperty;
+    if (extra) return { code: 'INVALID_ARGUMENT', message: `${where}: unknown field '${extra}'` };
+    return { code: 'INVALID_ARGUMENT', message: `${where} ${v?.message ?? err.message}` };
+  }
+  if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return { code: 'PAYLOAD_TOO_LARGE', message: 'request body is too large' };
+  if (err.statusCode === 413) return { code: 'PAYLOAD_TOO_LARGE', message: err.message };
+  if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
+    return { code: 'INVALID_ARGUMENT', message: err.message };
+  }
+  return { code: 'INTERNAL', message: 'internal error' };
+}
+
+export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: false,
+    bodyLimit: opts.bodyLimit,
+    // Reject wrong types and unknown fields instead of silently coercing or dropping them.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false } },
+  });
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'Prism API', version: svc.version, description: 'Sandboxes for running untrusted code. See docs/api.md.' },
+    },
+  });
+  // Empty bodies are fine on POSTs that take none (stop, start); malformed JSON is INVALID_ARGUMENT.
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    const text = body as string;
+    if (text.trim() === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch (e) {
+      done(new PrismError('INVALID_ARGUMENT', `request body is not valid JSON: ${(e as Error).message}`), undefined);
+    }
+  });
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    if (err instanceof PrismError) {
+      if (err.code === 'INTERNAL') opts.logger.error({ err, url: req.url }, 'request failed');
+      return sendError(reply, err.code, err.message);
+    }
+    const t = translate(err);
+    if (t.code === 'INTERNAL') opts.logger.error({ err, url: req.url }, 'unexpected error');
+    return sendError(reply, t.code, t.message);
+  });
+  app.setNotFoundHandler((req, reply) => sendError(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
+  await app.register(
+    async (api) => {
+      registerSystemRoutes(api, svc);
+      registerSandboxRoutes(api, svc);
+      registerExecRoutes(api, svc, opts.logger);
+    },
+    { prefix: '/api/v1' },
+  );
+  return app;
+}

@@ -1,0 +1,31 @@
+import { join, resolve } from 'node:path';
+import { buildBaseImage } from '../images/base-image.js';
+import { LocalImageStore } from '../images/local-image-store.js';
+import { DEFAULT_IMAGE, defaultDataDir } from './config.js';
+
+interface Flags {
+  imagesDir?: string;
+  dataDir?: string;
+  mirror: string;
+  force?: boolean;
+}
+
+/** `prismd build-base-image`: debootstrap the default image into the image store, unless it is there. */
+export async function buildBaseImageCommand(flags: Flags): Promise<void> {
+  const dataDir = resolve(flags.dataDir ?? process.env.PRISM_DATA_DIR ?? defaultDataDir());
+  const root = resolve(flags.imagesDir ?? process.env.PRISM_IMAGES_DIR ?? join(dataDir, 'images'));
+  const store = new LocalImageStore({ root });
+  const ref = process.env.PRISM_DEFAULT_IMAGE ?? DEFAULT_IMAGE;
+  if (!flags.force) {
+    const existing = await store.get(ref).catch(() => undefined);
+    if (existing) {
+      process.stdout.write(`${ref} is already in ${root} (${existing.digest})\n`);
+      return;
+    }
+  }
+  const t0 = Date.now();
+  process.stdout.write(`building ${ref} with debootstrap from ${flags.mirror} (takes a minute or two, once)\n`);
+  const rec = await buildBaseImage({ store, ref, mirror: flags.mirror, log: (l) => process.stdout.write(`  ${l}\n`) });
+  await store.rootfs(ref); // unpack now, so the first sandbox starts fast
+  process.stdout.write(`built ${ref} (${rec.digest}) in ${Math.round((Date.now() - t0) / 1000)} s\n`);
+}

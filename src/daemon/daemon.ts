@@ -1,0 +1,113 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import pino from 'pino';
+import { buildApi } from '../api/server.js';
+import { PrismError } from '../core/errors.js';
+import type { RuntimeName } from '../core/types.js';
+import { LocalImageStore } from '../images/local-image-store.js';
+import type { RuntimeDriver } from '../runtime/driver.js';
+import { OciDriver } from '../runtime/oci/oci-driver.js';
+import { ExecService } from '../service/exec-service.js';
+import { NodeAgent } from '../service/node-agent.js';
+import { NodeService } from '../service/node-service.js';
+import { SandboxRepo } from '../service/sandbox-repo.js';
+import { SandboxService } from '../service/sandbox-service.js';
+import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import type { DaemonConfig } from './config.js';
+import { loadNodeIdentity } from './node-identity.js';
+import { initBinaryPath, packageVersion } from './package-info.js';
+import { acquirePidLock } from './pid-lock.js';
+
+export interface RunningDaemon {
+  url: string;
+  nodeId: string;
+  close(): Promise<void>;
+}
+
+/** Runtimes in the order `--runtime=auto` prefers them (docker is never picked silently). */
+const AUTO_ORDER: RuntimeName[] = ['oci'];
+
+/**
+ * The composition root: config in, wired services out. The only place that knows which
+ * implementation sits behind each seam.
+ */
+export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
+  await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 });
+  const log = pino(
+    { level: cfg.logLevel, base: { pid: process.pid } },
+    cfg.logFile ? pino.destination({ dest: cfg.logFile, mkdir: true, sync: false }) : pino.destination(1),
+  );
+  const releaseLock = await acquirePidLock(cfg.dataDir);
+  const version = packageVersion();
+  const ident = await loadNodeIdentity(cfg.dataDir, cfg.name);
+  const store = SqliteStore.open(join(cfg.dataDir, 'store.db'));
+  try {
+    const images = new LocalImageStore({ root: cfg.imagesDir });
+    const candidates: RuntimeDriver[] = [
+      new OciDriver({ stateDir: join(cfg.dataDir, 'runtime', 'oci'), initBinary: initBinaryPath(), logger: log }),
+    ];
+    const drivers = new Map<RuntimeName, RuntimeDriver>();
+    for (const d of candidates) {
+      const p = await d.probe();
+      if (p.usable) drivers.set(d.name, d);
+      else log.warn({ runtime: d.name, reason: p.reason }, `runtime ${d.name} is not usable on this host`);
+    }
+    const defaultRuntime = cfg.runtime === 'auto' ? AUTO_ORDER.find((r) => drivers.has(r)) : cfg.runtime;
+    if (!defaultRuntime || !drivers.has(defaultRuntime)) {
+      throw new PrismError(
+        'FAILED_PRECONDITION',
+        cfg.runtime === 'auto'
+          ? 'no usable runtime on this host (see the warnings above)'
+          : `runtime '${cfg.runtime}' is not usable on this host (usable: ${[...drivers.keys()].join(', ') || 'none'})`,
+      );
+    }
+    const repo = new SandboxRepo(store);
+    const agent = new NodeAgent(ident.id, repo, images, drivers, log);
+    const host = cfg.apiHost.includes(':') ? `[${cfg.apiHost}]` : cfg.apiHost;
+    let url = `http://${host}:${cfg.apiPort}`;
+    const nodes = new NodeService(
+      { ...ident, address: url, version, runtimes: [...drivers.keys()], defaultRuntime, dataDir: cfg.dataDir },
+      repo,
+      log,
+    );
+    const sandboxes = new SandboxService(
+      repo,
+      images,
+      agent,
+      { image: cfg.defaultImage, runtime: defaultRuntime, cpus: 1, memoryMb: 512, pidsLimit: 256 },
+      log,
+    );
+    const exec = new ExecService(sandboxes, agent, repo, { recordBytes: 256 * 1024, recordsPerSandbox: 100, maxTimeoutSec: 86400 }, log);
+    await nodes.start();
+    await agent.recover();
+    const app = await buildApi({ sandboxes, exec, nodes, version, nodeId: ident.id }, { logger: log, bodyLimit: 16 * 1024 * 1024 });
+    await app.listen({ host: cfg.apiHost, port: cfg.apiPort });
+    const bound = app.server.address();
+    if (bound && typeof bound === 'object' && bound.port !== cfg.apiPort) {
+      url = `http://${host}:${bound.port}`; // --api HOST:0 picks a free port (tests)
+      nodes.setAddress(url);
+      await nodes.publish();
+    }
+    log.info({ url, node: ident.id, name: ident.name, runtimes: [...drivers.keys()], defaultRuntime, dataDir: cfg.dataDir }, 'prismd ready');
+    let closed = false;
+    return {
+      url,
+      nodeId: ident.id,
+      async close() {
+        if (closed) return;
+        closed = true;
+        log.info('prismd shutting down; sandboxes keep running and are recovered on the next start');
+        await app.close();
+        nodes.stop();
+        agent.close();
+        await store.close();
+        await releaseLock();
+        log.flush();
+      },
+    };
+  } catch (e) {
+    await store.close();
+    await releaseLock();
+    throw e;
+  }
+}

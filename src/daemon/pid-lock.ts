@@ -1,0 +1,30 @@
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PrismError } from '../core/errors.js';
+
+/** One daemon per data dir: a pid file, taken over only when its owner is gone. */
+export async function acquirePidLock(dataDir: string): Promise<() => Promise<void>> {
+  const file = join(dataDir, 'prismd.pid');
+  try {
+    await writeFile(file, String(process.pid), { flag: 'wx' });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    const other = Number((await readFile(file, 'utf8')).trim());
+    if (other && other !== process.pid && isAlive(other)) {
+      throw new PrismError('FAILED_PRECONDITION', `another prismd (pid ${other}) is using ${dataDir}`);
+    }
+    await writeFile(file, String(process.pid));
+  }
+  return async () => {
+    await rm(file, { force: true });
+  };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

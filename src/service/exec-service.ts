@@ -1,0 +1,143 @@
+import { PrismError } from '../core/errors.js';
+import { newExecId } from '../core/ids.js';
+import type { ExecRecord, ExecResult } from '../core/types.js';
+import type { Logger } from './logger.js';
+import type { NodeAgent } from './node-agent.js';
+import { encodeOutput } from './output-encoding.js';
+import type { SandboxRepo } from './sandbox-repo.js';
+import type { SandboxService } from './sandbox-service.js';
+
+export interface ExecRequest {
+  argv: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  timeoutSec?: number;
+  stdin?: Buffer;
+}
+
+export interface ExecSink {
+  stdout(chunk: Buffer): void;
+  stderr(chunk: Buffer): void;
+}
+
+export interface ExecSession {
+  id: string;
+  /** Resolves with the result once the command exited and all output went to the sink. */
+  done: Promise<ExecResult>;
+  /** Kills the command (e.g. the client went away). */
+  cancel(): void;
+}
+
+export interface ExecLimits {
+  /** Bytes of each stream kept in the exec record for `logs` (the live stream is never cut). */
+  recordBytes: number;
+  /** Exec records kept per sandbox. */
+  recordsPerSandbox: number;
+  maxTimeoutSec: number;
+}
+
+/** Collects at most `cap` bytes. */
+class CappedBuffer {
+  private parts: Buffer[] = [];
+  private size = 0;
+  truncated = false;
+  constructor(private readonly cap: number) {}
+  push(b: Buffer): void {
+    const room = this.cap - this.size;
+    if (room <= 0) {
+      this.truncated ||= b.length > 0;
+      return;
+    }
+    const take = b.length > room ? b.subarray(0, room) : b;
+    if (take.length < b.length) this.truncated = true;
+    this.parts.push(Buffer.from(take));
+    this.size += take.length;
+  }
+  bytes(): Buffer {
+    return Buffer.concat(this.parts);
+  }
+}
+
+/** Runs commands in sandboxes, enforces exec timeouts, and keeps exec records for `logs`. */
+export class ExecService {
+  constructor(
+    private readonly sandboxes: SandboxService,
+    private readonly agent: NodeAgent,
+    private readonly repo: SandboxRepo,
+    private readonly limits: ExecLimits,
+    private readonly log: Logger,
+  ) {}
+
+  async exec(idOrName: string, req: ExecRequest, sink: ExecSink): Promise<ExecSession> {
+    if (req.argv.length === 0 || req.argv[0] === '') throw new PrismError('INVALID_ARGUMENT', 'the command is empty');
+    if (req.timeoutSec !== undefined && (req.timeoutSec <= 0 || req.timeoutSec > this.limits.maxTimeoutSec)) {
+      throw new PrismError('INVALID_ARGUMENT', `timeoutSec must be between 0 and ${this.limits.maxTimeoutSec}`);
+    }
+    if (req.cwd !== undefined && req.cwd !== '' && !req.cwd.startsWith('/')) {
+      throw new PrismError('INVALID_ARGUMENT', `cwd must be an absolute path, got '${req.cwd}'`);
+    }
+    const sb = await this.sandboxes.get(idOrName);
+    if (sb.status !== 'running') {
+      throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is ${sb.status}; start it before running commands`);
+    }
+    const id = newExecId();
+    const startedAt = new Date();
+    const t0 = performance.now();
+    const proc = await this.agent.exec(sb, {
+      argv: req.argv,
+      env: req.env ?? {},
+      cwd: req.cwd,
+      stdin: req.stdin !== undefined,
+    });
+    if (proc.stdin) {
+      proc.stdin.on('error', () => undefined); // the command may exit without reading its stdin
+      proc.stdin.end(req.stdin);
+    }
+    const out = new CappedBuffer(this.limits.recordBytes);
+    const err = new CappedBuffer(this.limits.recordBytes);
+    proc.stdout.on('data', (b: Buffer) => {
+      out.push(b);
+      sink.stdout(b);
+    });
+    proc.stderr.on('data', (b: Buffer) => {
+      err.push(b);
+      sink.stderr(b);
+    });
+    let timedOut = false;
+    const timer = req.timeoutSec
+      ? setTimeout(() => {
+          timedOut = true;
+          proc.kill('SIGKILL');
+        }, req.timeoutSec * 1000)
+      : undefined;
+    const done = proc.result.then(async (r) => {
+      clearTimeout(timer);
+      const result: ExecResult = { ...r, timedOut, durationMs: Math.round(performance.now() - t0) };
+      const stdout = out.bytes();
+      const stderr = err.bytes();
+      const enc = encodeOutput(stdout, stderr);
+      const rec: ExecRecord = {
+        ...result,
+        id,
+        sandboxId: sb.id,
+        cmd: req.argv,
+        startedAt: startedAt.toISOString(),
+        stdout: enc.stdout,
+        stderr: enc.stderr,
+        encoding: enc.encoding,
+        truncated: out.truncated || err.truncated,
+      };
+      await this.repo
+        .appendExec(rec, this.limits.recordsPerSandbox)
+        .catch((e) => this.log.warn({ err: e, sandbox: sb.id }, 'could not store the exec record'));
+      return result;
+    });
+    done.catch(() => clearTimeout(timer));
+    return { id, done, cancel: () => proc.kill('SIGKILL') };
+  }
+
+  async logs(idOrName: string): Promise<ExecRecord[]> {
+    const sb = await this.sandboxes.get(idOrName);
+    return this.repo.listExecs(sb.id);
+  }
+}

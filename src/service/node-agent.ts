@@ -1,0 +1,218 @@
+import { PrismError, asPrismError } from '../core/errors.js';
+import type { Sandbox, RuntimeName } from '../core/types.js';
+import type { ImageStore } from '../images/image-store.js';
+import type { ExecOptions, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec } from '../runtime/driver.js';
+import type { Logger } from './logger.js';
+import { KeyedMutex } from './keyed-mutex.js';
+import type { SandboxRepo } from './sandbox-repo.js';
+
+/**
+ * The node agent runs the sandboxes placed on this node: it turns a sandbox record into a driver task,
+ * keeps the task handles in the Store (so a restarted daemon can find its tasks again), recovers them
+ * at start-up, and enforces sandbox TTLs. Lifecycle operations on one sandbox are serialised.
+ */
+export class NodeAgent {
+  private readonly lock = new KeyedMutex();
+  private readonly handles = new Map<string, TaskHandle>();
+  private readonly ttlTimers = new Map<string, NodeJS.Timeout>();
+
+  constructor(
+    readonly nodeId: string,
+    private readonly repo: SandboxRepo,
+    private readonly images: ImageStore,
+    private readonly drivers: ReadonlyMap<RuntimeName, RuntimeDriver>,
+    private readonly log: Logger,
+  ) {}
+
+  runtimes(): RuntimeName[] {
+    return [...this.drivers.keys()];
+  }
+
+  private driver(runtime: RuntimeName): RuntimeDriver {
+    const d = this.drivers.get(runtime);
+    if (!d) throw new PrismError('FAILED_PRECONDITION', `runtime '${runtime}' is not available on node ${this.nodeId}`);
+    return d;
+  }
+
+  private async handle(id: string): Promise<TaskHandle> {
+    let h = this.handles.get(id);
+    if (!h) {
+      h = await this.repo.getHandle(this.nodeId, id);
+      if (!h) throw new PrismError('FAILED_PRECONDITION', `sandbox '${id}' has no task on node ${this.nodeId}`);
+      this.handles.set(id, h);
+    }
+    return h;
+  }
+
+  /** Creates and starts the task of a new sandbox. On failure nothing is left behind. */
+  async create(sb: Sandbox): Promise<{ imageDigest: string }> {
+    return this.lock.run(sb.id, async () => {
+      const driver = this.driver(sb.runtime);
+      const rootfs = await this.images.rootfs(sb.image);
+      const cfg = rootfs.image.config;
+      const env: Record<string, string> = {};
+      for (const kv of cfg.env) {
+        const i = kv.indexOf('=');
+        if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
+      }
+      Object.assign(env, sb.env);
+      const spec: TaskSpec = {
+        id: sb.id,
+        hostname: sb.name,
+        layers: rootfs.layerDirs,
+        env,
+        workdir: sb.workdir || cfg.workingDir || '/',
+        cpus: sb.cpus,
+        memoryMb: sb.memoryMb,
+        pidsLimit: sb.pidsLimit,
+      };
+      const handle = await driver.create(spec);
+      try {
+        await this.repo.putHandle(this.nodeId, handle);
+      } catch (e) {
+        await driver.destroy(handle).catch(() => undefined);
+        throw asPrismError(e, 'INTERNAL', 'saving the task handle');
+      }
+      this.handles.set(sb.id, handle);
+      this.armTtl(sb);
+      return { imageDigest: rootfs.image.digest };
+    });
+  }
+
+  async stop(sb: Sandbox): Promise<void> {
+    await this.lock.run(sb.id, async () => {
+      this.disarmTtl(sb.id);
+      const h = await this.handle(sb.id);
+      await this.driver(h.runtime).stop(h, { timeoutMs: 5000 });
+    });
+  }
+
+  async start(sb: Sandbox): Promise<void> {
+    await this.lock.run(sb.id, async () => {
+      const h = await this.handle(sb.id);
+      await this.driver(h.runtime).start(h);
+      this.armTtl(sb);
+    });
+  }
+
+  /** Removes the task and its handle. Idempotent. */
+  async destroy(sb: Sandbox): Promise<void> {
+    await this.lock.run(sb.id, async () => {
+      this.disarmTtl(sb.id);
+      const h = this.handles.get(sb.id) ?? (await this.repo.getHandle(this.nodeId, sb.id));
+      if (h) await this.driver(h.runtime).destroy(h);
+      this.handles.delete(sb.id);
+      await this.repo.deleteHandle(this.nodeId, sb.id);
+    });
+  }
+
+  /** Runs a command in the sandbox's task; `env` and `cwd` apply on top of the task's own. */
+  async exec(sb: Sandbox, opts: { argv: string[]; env: Record<string, string>; cwd?: string; stdin: boolean }): Promise<TaskProcess> {
+    const h = await this.handle(sb.id);
+    const full: ExecOptions = {
+      argv: opts.argv,
+      env: { ...h.spec.env, ...opts.env },
+      cwd: opts.cwd || h.spec.workdir,
+      stdin: opts.stdin,
+    };
+    return this.driver(h.runtime).exec(h, full);
+  }
+
+  async stats(sb: Sandbox) {
+    const h = await this.handle(sb.id);
+    return this.driver(h.runtime).stats(h);
+  }
+
+  /** Called when a sandbox's TTL ends; set by the service. */
+  onTtlExpired: (id: string) => void = () => undefined;
+
+  private armTtl(sb: Sandbox): void {
+    this.disarmTtl(sb.id);
+    if (!sb.timeoutSec) return;
+    const started = sb.startedAt ? Date.parse(sb.startedAt) : Date.now();
+    const ms = Math.max(0, started + sb.timeoutSec * 1000 - Date.now());
+    const t = setTimeout(() => this.onTtlExpired(sb.id), ms);
+    t.unref();
+    this.ttlTimers.set(sb.id, t);
+  }
+
+  private disarmTtl(id: string): void {
+    clearTimeout(this.ttlTimers.get(id));
+    this.ttlTimers.delete(id);
+  }
+
+  /**
+   * Start-up reconciliation: reattach to tasks that still run, keep stopped filesystems, mark what
+   * cannot be recovered failed, and destroy tasks the Store does not know (orphans).
+   */
+  async recover(): Promise<void> {
+    const handles = await this.repo.listHandles(this.nodeId);
+    const known = new Set<string>();
+    for (const h of handles) {
+      known.add(h.id);
+      await this.recoverOne(h).catch((e) => this.log.error({ err: e, sandbox: h.id }, 'recovery failed'));
+    }
+    for (const [name, driver] of this.drivers) {
+      for (const id of await driver.listTasks().catch(() => [] as string[])) {
+        if (known.has(id)) continue;
+        this.log.warn({ sandbox: id, runtime: name }, 'destroying orphaned task unknown to the store');
+        await driver
+          .destroy({ id, runtime: name, spec: { id } as TaskSpec, data: {} })
+          .catch((e) => this.log.error({ err: e, sandbox: id }, 'orphan cleanup failed'));
+      }
+    }
+  }
+
+  private async recoverOne(h: TaskHandle): Promise<void> {
+    const cur = await this.repo.getSandbox(h.id);
+    const driver = this.drivers.get(h.runtime);
+    if (!cur || cur.value.status === 'deleting') {
+      this.log.warn({ sandbox: h.id }, 'task without a live sandbox record: destroying');
+      if (driver) await driver.destroy(h);
+      await this.repo.deleteHandle(this.nodeId, h.id);
+      if (cur) await this.repo.deleteSandbox(cur.value);
+      return;
+    }
+    const sb = cur.value;
+    const state = driver ? await driver.recover(h) : 'gone';
+    this.handles.set(h.id, h);
+    if (state === 'running' && (sb.status === 'running' || sb.status === 'stopping')) {
+      this.log.info({ sandbox: sb.id }, 'reattached to running sandbox');
+      if (sb.status !== 'running') await this.repo.update(sb.id, (s) => ({ ...s, status: 'running' }));
+      this.armTtl(sb);
+      return;
+    }
+    if (state === 'running') {
+      // The record says it is not running (e.g. stopped while we were down): make reality match.
+      await driver!.stop(h);
+    }
+    if (state === 'gone' || sb.status === 'pending' || sb.status === 'scheduled' || sb.status === 'starting') {
+      // A create that was cut short, or a task that vanished: nothing usable is left.
+      if (driver) await driver.destroy(h).catch(() => undefined);
+      this.handles.delete(h.id);
+      await this.repo.deleteHandle(this.nodeId, h.id);
+      await this.repo.update(sb.id, (s) => ({
+        ...s,
+        status: 'failed',
+        error: { code: 'LOST', message: `the sandbox's task could not be recovered after a prismd restart (was ${s.status})` },
+      }));
+      this.log.warn({ sandbox: sb.id, state }, 'sandbox could not be recovered: marked failed');
+      return;
+    }
+    if (sb.status === 'running') {
+      // Processes are gone (e.g. host reboot) but the filesystem is intact: keep it, restartable.
+      await this.repo.update(sb.id, (s) => ({
+        ...s,
+        status: 'stopped',
+        stoppedAt: new Date().toISOString(),
+        error: { code: 'INTERRUPTED', message: 'its processes ended while prismd was down; the filesystem was kept' },
+      }));
+      this.log.warn({ sandbox: sb.id }, 'sandbox processes were gone after restart: marked stopped');
+    }
+  }
+
+  /** Stops timers; tasks keep running so that a restarted daemon can reattach. */
+  close(): void {
+    for (const id of [...this.ttlTimers.keys()]) this.disarmTtl(id);
+  }
+}

@@ -1,0 +1,136 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Where the shared test image store lives (built once by .ci/run or the global setup). */
+export const TEST_IMAGES_DIR = process.env.PRISM_TEST_IMAGES_DIR ?? '/var/lib/prism-test/images';
+export const REPO_ROOT = join(import.meta.dirname, '..', '..');
+
+/** Why integration tests cannot run here, or undefined when they can. */
+export function integrationSkipReason(): string | undefined {
+  if (process.getuid?.() !== 0) return 'integration tests need root (namespaces, cgroups, mounts)';
+  if (!existsSync('/usr/sbin/runc') && !existsSync('/usr/bin/runc')) return 'runc is not installed (run scripts/setup.sh)';
+  if (!existsSync(join(REPO_ROOT, 'dist', 'src', 'daemon', 'prismd.js'))) return 'not built (npm run build)';
+  if (!existsSync(join(REPO_ROOT, 'guest', 'init', 'prism-init'))) return 'guest/init not built (npm run build)';
+  return undefined;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface Prismd {
+  url: string;
+  api: string;
+  dataDir: string;
+  logFile: string;
+  proc: ChildProcess;
+  /** Ends the daemon (SIGTERM by default; SIGKILL simulates a crash). */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts a new daemon on the same data dir and port. */
+  restart(signal?: NodeJS.Signals): Promise<Prismd>;
+  /** Stops the daemon, destroys every sandbox it still runs, removes the data dir. */
+  dispose(): Promise<void>;
+  logs(): string;
+}
+
+export async function startPrismd(opts: { dataDir?: string; port?: number; extraArgs?: string[] } = {}): Promise<Prismd> {
+  const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'prismd-test-')));
+  const port = opts.port ?? (await freePort());
+  const api = `127.0.0.1:${port}`;
+  const url = `http://${api}`;
+  const logFile = join(dataDir, 'prismd.log');
+  const proc = spawn(
+    process.execPath,
+    [join(REPO_ROOT, 'bin', 'prismd.js'), '--api', api, '--data-dir', dataDir, '--images-dir', TEST_IMAGES_DIR, '--log-file', logFile, '--log-level', 'debug', ...(opts.extraArgs ?? [])],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let stderr = '';
+  proc.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`prismd exited with ${proc.exitCode}: ${stderr}`);
+    try {
+      const r = await fetch(`${url}/api/v1/health`);
+      if (r.ok) break;
+    } catch {
+      /* not up yet */
+    }
+    if (Date.now() > deadline) throw new Error(`prismd did not become healthy: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const self: Prismd = {
+    url,
+    api,
+    dataDir,
+    logFile,
+    proc,
+    logs: () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '') + stderr,
+    async stop(signal = 'SIGTERM') {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      await exited;
+    },
+    async restart(signal = 'SIGTERM') {
+      await self.stop(signal);
+      return startPrismd({ dataDir, port, extraArgs: opts.extraArgs });
+    },
+    async dispose() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        try {
+          const r = await fetch(`${url}/api/v1/sandboxes`);
+          const body = (await r.json()) as { sandboxes: { id: string }[] };
+          for (const sb of body.sandboxes) await fetch(`${url}/api/v1/sandboxes/${sb.id}`, { method: 'DELETE' });
+        } catch {
+          /* best effort; the checks below catch leaks */
+        }
+      }
+      await self.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+  return self;
+}
+
+/** JSON request helper returning status and parsed body. */
+export async function call<T = any>(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T; headers: Headers }> {
+  const init: RequestInit = { method, headers: { ...headers } };
+  if (body !== undefined) {
+    init.body = typeof body === 'string' ? body : JSON.stringify(body);
+    (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
+  }
+  const r = await fetch(`${base}/api/v1${path}`, init);
+  const text = await r.text();
+  let parsed: unknown = text;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    /* raw text (e.g. NDJSON) */
+  }
+  return { status: r.status, body: parsed as T, headers: r.headers };
+}
+
+/** What a sandbox may leave on the host: mounts, cgroups, processes, files. Empty when nothing. */
+export function leftovers(sandboxId: string, dataDir: string): string[] {
+  const out: string[] = [];
+  const mounts = readFileSync('/proc/mounts', 'utf8').split('\n').filter((l) => l.includes(sandboxId));
+  if (mounts.length) out.push(`mounts: ${mounts.join('; ')}`);
+  for (const ctrl of ['memory', 'pids', 'cpu', 'cpuacct', 'freezer', 'devices', 'blkio', 'cpuset']) {
+    const p = `/sys/fs/cgroup/${ctrl}/prism/${sandboxId}`;
+    if (existsSync(p)) out.push(`cgroup: ${p}`);
+  }
+  const task = join(dataDir, 'runtime', 'oci', 'tasks', sandboxId);
+  if (existsSync(task)) out.push(`task dir: ${task}`);
+  if (existsSync(join(dataDir, 'runtime', 'oci', 'runc', sandboxId))) out.push('runc state dir');
+  return out;
+}

@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 300_000,
+    // Integration tests start real daemons and containers; 2 cores do not gain from more.
+    maxWorkers: 2,
+    globalSetup: ['test/global-setup.ts'],
+  },
+});
