@@ -4,10 +4,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { packageRoot } from '../../src/daemon/package-info.js';
 
 /** Where the shared test image store lives (built once by .ci/run or the global setup). */
 export const TEST_IMAGES_DIR = process.env.PRISM_TEST_IMAGES_DIR ?? '/var/lib/prism-test/images';
-export const REPO_ROOT = join(import.meta.dirname, '..', '..');
+export const REPO_ROOT = packageRoot();
 
 /** Why integration tests cannot run here, or undefined when they can. */
 export function integrationSkipReason(): string | undefined {

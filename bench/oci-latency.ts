@@ -1,0 +1,152 @@
+/**
+ * Sandbox latency on the oci runtime, beside bare runc on the same bundle, measured in the same run.
+ *
+ *   prism.createToFirstOutput  POST /sandboxes, then exec `echo ready` (streamed) until the first byte
+ *   prism.execRoundTrip        POST /sandboxes/:id/exec {cmd: ["true"]} on a running sandbox
+ *   bare.runForeground         `runc run` of a bundle whose process is `echo ready`, until the output
+ *   bare.runDetachedThenExec   `runc run -d` (init) then `runc exec echo ready`: the same steps as Prism
+ *   bare.exec                  `runc exec <id> true`
+ *
+ * Usage: node dist/bench/oci-latency.js [runs]   (root; PRISM_BENCH_IMAGES_DIR picks the image store)
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LocalImageStore } from '../src/images/local-image-store.js';
+import { DEFAULT_IMAGE } from '../src/daemon/config.js';
+import { initBinaryPath } from '../src/daemon/package-info.js';
+import { mountOverlay, unmountAll } from '../src/runtime/oci/overlay-mount.js';
+import { buildProcess, buildRuntimeSpec } from '../src/runtime/oci/runtime-spec.js';
+import { startPrismd, call } from '../test/integration/prismd-harness.js';
+import { summarize, timeIt } from './stats.js';
+
+const RUNS = Number(process.argv[2] ?? 20);
+const IMAGES = process.env.PRISM_BENCH_IMAGES_DIR ?? '/var/lib/prism-test/images';
+
+function run(cmd: string, args: string[], untilOutput = false): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (b) => (err += b));
+    if (untilOutput) p.stdout.once('data', () => resolve());
+    else p.stdout.resume();
+    p.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')}: ${code} ${err}`))));
+  });
+}
+
+async function bare(layers: string[], env: Record<string, string>) {
+  const dir = await mkdtemp(join(tmpdir(), 'prism-bench-'));
+  const root = join(dir, 'runc');
+  const rootfs = join(dir, 'rootfs');
+  await Promise.all(['upper', 'work', 'rootfs', 'bundle'].map((d) => mkdir(join(dir, d))));
+  await mountOverlay(layers, join(dir, 'upper'), join(dir, 'work'), rootfs);
+  const spec = (process: string[]) => {
+    const s = buildRuntimeSpec({
+      spec: { id: 'bench', hostname: 'bench', layers, env, workdir: '/', cpus: 1, memoryMb: 512, pidsLimit: 256 },
+      rootfs,
+      initBinary: initBinaryPath(),
+      swapAccounting: false,
+    });
+    s.process = buildProcess(process, env, '/');
+    return s;
+  };
+  const runc = (...a: string[]) => ['--root', root, ...a];
+  const result = { runForeground: [] as number[], runDetachedThenExec: [] as number[], exec: [] as number[] };
+  try {
+    await writeFile(join(dir, 'bundle', 'config.json'), JSON.stringify(spec(['echo', 'ready'])));
+    for (let i = 0; i < RUNS; i++) {
+      result.runForeground.push(await timeIt(() => run('runc', runc('run', '-b', join(dir, 'bundle'), `fg${i}`), true)));
+      await run('runc', runc('delete', '-f', `fg${i}`)).catch(() => undefined);
+    }
+    await writeFile(join(dir, 'bundle', 'config.json'), JSON.stringify(spec(['/.prism/init'])));
+    for (let i = 0; i < RUNS; i++) {
+      result.runDetachedThenExec.push(
+        await timeIt(async () => {
+          await run('runc', runc('run', '-d', '-b', join(dir, 'bundle'), `d${i}`));
+          await run('runc', runc('exec', `d${i}`, 'echo', 'ready'), true);
+        }),
+      );
+      if (i < RUNS - 1) await run('runc', runc('delete', '-f', `d${i}`));
+    }
+    const last = `d${RUNS - 1}`;
+    for (let i = 0; i < RUNS; i++) result.exec.push(await timeIt(() => run('runc', runc('exec', last, 'true'))));
+    await run('runc', runc('delete', '-f', last));
+  } finally {
+    await unmountAll(dir).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
+  return result;
+}
+
+async function prism() {
+  const d = await startPrismd();
+  const result = { createToFirstOutput: [] as number[], execRoundTrip: [] as number[] };
+  try {
+    for (let i = 0; i < RUNS; i++) {
+      let id = '';
+      result.createToFirstOutput.push(
+        await timeIt(async () => {
+          const c = await call(d.url, 'POST', '/sandboxes', {});
+          if (c.status !== 201) throw new Error(JSON.stringify(c.body));
+          id = c.body.id;
+          const r = await fetch(`${d.url}/api/v1/sandboxes/${id}/exec`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
+            body: JSON.stringify({ cmd: ['echo', 'ready'] }),
+          });
+          const reader = r.body!.getReader();
+          await reader.read();
+          await reader.cancel().catch(() => undefined);
+        }),
+      );
+      if (i < RUNS - 1) await call(d.url, 'DELETE', `/sandboxes/${id}`);
+      else {
+        for (let j = 0; j < RUNS; j++) {
+          result.execRoundTrip.push(await timeIt(() => call(d.url, 'POST', `/sandboxes/${id}/exec`, { cmd: ['true'] })));
+        }
+        await call(d.url, 'DELETE', `/sandboxes/${id}`);
+      }
+    }
+  } finally {
+    await d.dispose();
+  }
+  return result;
+}
+
+async function main() {
+  const store = new LocalImageStore({ root: IMAGES });
+  const rootfs = await store.rootfs(DEFAULT_IMAGE);
+  const env = Object.fromEntries(rootfs.image.config.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  process.env.PRISM_TEST_IMAGES_DIR = IMAGES;
+  const b = await bare(rootfs.layerDirs, env);
+  const p = await prism();
+  const s = {
+    prismCreate: summarize(p.createToFirstOutput),
+    prismExec: summarize(p.execRoundTrip),
+    bareRun: summarize(b.runForeground),
+    bareRunDetachedExec: summarize(b.runDetachedThenExec),
+    bareExec: summarize(b.exec),
+  };
+  const ratio = (a: number, c: number) => Math.round((a / c) * 100) / 100;
+  const out = {
+    benchmark: 'oci-latency',
+    date: new Date().toISOString(),
+    runs: RUNS,
+    image: DEFAULT_IMAGE,
+    prism: { createToFirstOutput: s.prismCreate, execRoundTrip: s.prismExec },
+    bare: { runForeground: s.bareRun, runDetachedThenExec: s.bareRunDetachedExec, exec: s.bareExec },
+    ratios: {
+      createVsBareRun: ratio(s.prismCreate.medianMs, s.bareRun.medianMs),
+      createVsBareRunDetachedThenExec: ratio(s.prismCreate.medianMs, s.bareRunDetachedExec.medianMs),
+      execVsBareExec: ratio(s.prismExec.medianMs, s.bareExec.medianMs),
+    },
+    targets: { createVsBareRun: 1.5, execVsBareExec: 2 },
+  };
+  process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench failed: ${e instanceof Error ? e.stack : e}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,85 @@
+import Ajv from 'ajv';
+import addFormats from 'ajv-formats';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { call, integrationSkipReason, startPrismd, type Prismd } from './prismd-harness.js';
+
+const skip = integrationSkipReason();
+
+interface OpenApiDoc {
+  openapi: string;
+  paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, { schema: object }> }> }>>;
+}
+
+describe.skipIf(!!skip)('responses match the served OpenAPI document', () => {
+  let d: Prismd;
+  let doc: OpenApiDoc;
+  const ajv = new Ajv({ strict: false, allErrors: true });
+  addFormats(ajv);
+
+  /** Validates a live response against the document's schema for that route and status. */
+  function check(method: string, route: string, status: number, body: unknown): void {
+    const op = doc.paths[route]?.[method.toLowerCase()];
+    expect(op, `${method} ${route} is documented`).toBeDefined();
+    const resp = op!.responses[String(status)];
+    expect(resp, `${method} ${route} documents status ${status}`).toBeDefined();
+    const schema = resp!.content?.['application/json']?.schema;
+    if (!schema) {
+      expect(body ?? '').toBe('');
+      return;
+    }
+    const validate = ajv.compile(schema);
+    expect(validate(body), `${method} ${route} ${status}: ${ajv.errorsText(validate.errors)}`).toBe(true);
+  }
+
+  beforeAll(async () => {
+    d = await startPrismd();
+    doc = (await call(d.url, 'GET', '/openapi.json')).body;
+  });
+  afterAll(async () => {
+    await d?.dispose();
+  });
+
+  it('serves an OpenAPI 3 document listing every route', () => {
+    expect(doc.openapi).toMatch(/^3\./);
+    for (const p of ['/api/v1/health', '/api/v1/cluster/info', '/api/v1/nodes', '/api/v1/nodes/{id}', '/api/v1/sandboxes', '/api/v1/sandboxes/{id}',
+      '/api/v1/sandboxes/{id}/exec', '/api/v1/sandboxes/{id}/logs', '/api/v1/sandboxes/{id}/stop', '/api/v1/sandboxes/{id}/start']) {
+      expect(Object.keys(doc.paths)).toContain(p);
+    }
+  });
+
+  it('every answer of a whole sandbox lifecycle validates', async () => {
+    const steps: [string, string, string, unknown?][] = [
+      ['GET', '/api/v1/health', '/health'],
+      ['GET', '/api/v1/cluster/info', '/cluster/info'],
+      ['GET', '/api/v1/nodes', '/nodes'],
+      ['POST', '/api/v1/sandboxes', '/sandboxes', { name: 'contract', env: { A: '1' } }],
+    ];
+    for (const [m, route, path, body] of steps) {
+      const r = await call(d.url, m, path, body);
+      check(m, route, r.status, r.body);
+    }
+    const nodes = (await call(d.url, 'GET', '/nodes')).body.nodes;
+    const n = await call(d.url, 'GET', `/nodes/${nodes[0].id}`);
+    check('GET', '/api/v1/nodes/{id}', n.status, n.body);
+    const more: [string, string, string, unknown?][] = [
+      ['GET', '/api/v1/sandboxes', '/sandboxes'],
+      ['GET', '/api/v1/sandboxes/{id}', '/sandboxes/contract'],
+      ['POST', '/api/v1/sandboxes/{id}/exec', '/sandboxes/contract/exec', { command: 'echo hi; printf "\\377" >&2; exit 2' }],
+      ['GET', '/api/v1/sandboxes/{id}/logs', '/sandboxes/contract/logs'],
+      ['POST', '/api/v1/sandboxes/{id}/stop', '/sandboxes/contract/stop'],
+      ['POST', '/api/v1/sandboxes/{id}/exec', '/sandboxes/contract/exec', { command: 'true' }],
+      ['POST', '/api/v1/sandboxes/{id}/start', '/sandboxes/contract/start'],
+      ['POST', '/api/v1/sandboxes', '/sandboxes', { name: 'contract' }],
+      ['POST', '/api/v1/sandboxes', '/sandboxes', { bogus: true }],
+      ['GET', '/api/v1/sandboxes/{id}', '/sandboxes/nope'],
+      ['DELETE', '/api/v1/sandboxes/{id}', '/sandboxes/contract'],
+    ];
+    const statuses: number[] = [];
+    for (const [m, route, path, body] of more) {
+      const r = await call(d.url, m, path, body);
+      statuses.push(r.status);
+      check(m, route, r.status, r.body);
+    }
+    expect(statuses).toEqual([200, 200, 200, 200, 200, 412, 200, 409, 400, 404, 204]);
+  });
+});
