@@ -8,7 +8,7 @@ import type {
 } from '../driver.js';
 import { hasCgroupV1Memory, hasSwapAccounting, readStats, removeCgroups } from './cgroups.js';
 import { startExec } from './oci-exec.js';
-import { isMounted, mountOverlay, unmountAll } from './overlay-mount.js';
+import { isMounted, overlayOptions, unmountAll } from './overlay-mount.js';
 import { Runc, type ContainerState } from './runc.js';
 import { buildRuntimeSpec } from './runtime-spec.js';
 
@@ -39,6 +39,8 @@ interface TaskPaths {
   rootfs: string;
   pidFile: string;
   runLog: string;
+  /** The exec agent's socket (host side); see guest/init/prism-init.c. */
+  agentSocket: string;
 }
 
 /**
@@ -88,7 +90,6 @@ export class OciDriver implements RuntimeDriver {
     await Promise.all(spec.layers.map((layer) => requireDir(layer)));
     const p = this.paths(spec.id);
     await mkdir(this.tasksDir, { recursive: true });
-    if (await this.runc.state(spec.id)) throw new PrismError('ALREADY_EXISTS', `task ${spec.id} already exists`);
     try {
       await mkdir(p.task); // non-recursive: claims the id atomically
     } catch (e) {
@@ -98,9 +99,8 @@ export class OciDriver implements RuntimeDriver {
     const handle: TaskHandle = { id: spec.id, runtime: 'oci', spec, data: { taskDir: p.task, rootfs: p.rootfs } };
     try {
       await Promise.all([p.bundle, p.upper, p.work, p.rootfs].map((d) => mkdir(d)));
-      await mountOverlay(spec.layers, p.upper, p.work, p.rootfs);
       await this.writeConfig(spec, p);
-      await this.runAndVerify(spec.id, p);
+      await this.runAndVerify(spec.id, p, overlayOptions(spec.layers, p.upper, p.work));
       this.opts.logger?.info({ task: spec.id }, 'oci task created');
       return handle;
     } catch (e) {
@@ -118,10 +118,10 @@ export class OciDriver implements RuntimeDriver {
     if (isLive(state)) return;
     if (state) await this.runc.delete(handle.id, true);
     try {
-      if (!(await isMounted(p.rootfs))) await mountOverlay(handle.spec.layers, p.upper, p.work, p.rootfs);
+      const overlay = (await isMounted(p.rootfs)) ? undefined : overlayOptions(handle.spec.layers, p.upper, p.work);
       // The config written by create is reused, so a restarted task is the same task.
       if (!existsSync(join(p.bundle, 'config.json'))) await this.writeConfig(handle.spec, p);
-      await this.runAndVerify(handle.id, p);
+      await this.runAndVerify(handle.id, p, overlay);
     } catch (e) {
       await this.teardown(handle.id, p, false).catch((te: unknown) =>
         this.opts.logger?.error({ err: te, task: handle.id }, 'cleanup after failed start failed'),
@@ -155,9 +155,16 @@ export class OciDriver implements RuntimeDriver {
   }
 
   async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
-    if (opts.argv.length === 0) throw new PrismError('INVALID_ARGUMENT', 'argv must not be empty');
-    // The state check runs alongside exec's own preparation: it is most of exec's overhead over runc.
-    return startExec(this.runc, handle.id, this.paths(handle.id).task, opts, this.requireRunning(handle.id), this.opts.logger);
+    const p = this.paths(handle.id);
+    try {
+      return await startExec(handle.id, p.agentSocket, opts);
+    } catch (e) {
+      // No agent listening: tell "gone" from "stopped" the way callers expect.
+      if (e instanceof PrismError && e.code === 'FAILED_PRECONDITION' && !existsSync(p.task)) {
+        throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+      }
+      throw e;
+    }
   }
 
   async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {
@@ -197,7 +204,7 @@ export class OciDriver implements RuntimeDriver {
     const bundle = join(task, 'bundle');
     return {
       task, bundle, upper: join(task, 'upper'), work: join(task, 'work'), rootfs: join(task, 'rootfs'),
-      pidFile: join(bundle, 'init.pid'), runLog: join(bundle, 'runc.log'),
+      pidFile: join(bundle, 'init.pid'), runLog: join(bundle, 'runc.log'), agentSocket: join(task, 'agent.sock'),
     };
   }
 
@@ -213,8 +220,13 @@ export class OciDriver implements RuntimeDriver {
     await writeFile(join(p.bundle, 'config.json'), JSON.stringify(config, null, 2));
   }
 
-  private async runAndVerify(id: string, p: TaskPaths): Promise<void> {
-    await this.runc.runDetached(id, p.bundle, p.pidFile, p.runLog);
+  /**
+   * Starts the container through prism-init's host side, which mounts the overlay (when `overlay`
+   * options are given) and hands runc the exec agent's listening socket.
+   */
+  private async runAndVerify(id: string, p: TaskPaths, overlay?: string): Promise<void> {
+    const wrapper = [this.opts.initBinary, 'listen', p.agentSocket, ...(overlay ? ['--overlay', overlay, p.rootfs] : []), '--'];
+    await this.runc.runDetached(id, p.bundle, p.pidFile, p.runLog, wrapper);
     const pid = Number((await readFile(p.pidFile, 'utf8')).trim());
     await ensureLoopbackUp(pid);
   }

@@ -12,16 +12,19 @@ function run(cmd: string, args: string[]): Promise<void> {
 }
 
 /**
- * Mounts `layers` (lowest first) read-only under a private writable `upper` at `target`. overlayfs
- * wants the topmost lower dir first. Paths must not contain ':' or ',' (the option separators).
+ * The overlay mount options stacking `layers` (lowest first) read-only under a private writable
+ * `upper`. overlayfs wants the topmost lower dir first. Paths must not contain ':' or ',' (the option
+ * separators). The option string is limited to one page; many deep layer paths would need shorter
+ * (relative) paths.
  */
-export async function mountOverlay(layers: string[], upper: string, work: string, target: string): Promise<void> {
-  const all = [...layers, upper, work, target];
-  const bad = all.find((p) => /[:,]/.test(p));
+export function overlayOptions(layers: string[], upper: string, work: string): string {
+  const bad = [...layers, upper, work].find((p) => /[:,]/.test(p));
   if (bad) throw new PrismError('INVALID_ARGUMENT', `path not usable in an overlay mount: ${bad}`);
-  const lower = [...layers].reverse().join(':');
-  // The option string is limited to one page; many deep layer paths would need shorter (relative) paths.
-  await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, target]);
+  return `lowerdir=${[...layers].reverse().join(':')},upperdir=${upper},workdir=${work}`;
+}
+
+export async function mountOverlay(layers: string[], upper: string, work: string, target: string): Promise<void> {
+  await run('mount', ['-t', 'overlay', 'overlay', '-o', overlayOptions(layers, upper, work), target]);
 }
 
 /** Mount points at or below `prefix`, deepest first, from this process's mount table. */

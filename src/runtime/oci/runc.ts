@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
 import { PrismError, type ErrorCode } from '../../core/errors.js';
 
 const COMMAND_TIMEOUT_MS = 30_000;
@@ -102,17 +102,30 @@ export class Runc {
    * `runc run -d`. Its stdio is /dev/null: the container's init inherits runc's stdio, so a pipe
    * would never close. runc's own errors are therefore read back from a JSON log file.
    */
-  async runDetached(id: string, bundle: string, pidFile: string, logFile: string): Promise<void> {
+  async runDetached(id: string, bundle: string, pidFile: string, logFile: string, wrapper: string[] = []): Promise<void> {
     await writeFile(logFile, ''); // one log per run, so old errors are not reported again
     const args = ['--root', this.root, '--log', logFile, '--log-format', 'json'];
-    args.push('run', '-d', '--bundle', bundle, '--pid-file', pidFile, id);
-    const child = spawn(this.binary, args, { stdio: 'ignore', timeout: COMMAND_TIMEOUT_MS });
-    const status = await new Promise<number | string>((resolve) => {
-      child.once('error', (e) => resolve(e.message));
-      child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
-    });
+    args.push('run', '-d', '--bundle', bundle, '--pid-file', pidFile);
+    // A wrapper (the exec agent's `prism-init listen PATH --`) puts a listening socket on fd 3 for
+    // runc to hand to the container's init.
+    if (wrapper.length) args.push('--preserve-fds', '1');
+    args.push(id);
+    const [cmd, ...pre] = wrapper.length ? [...wrapper, this.binary] : [this.binary];
+    // The wrapper reports its own failures on stderr: a file, since the init would keep a pipe open.
+    const errFile = `${logFile}.stderr`;
+    const errFd = await open(errFile, 'w');
+    let status: number | string;
+    try {
+      const child = spawn(cmd!, [...pre, ...args], { stdio: ['ignore', 'ignore', errFd.fd], timeout: COMMAND_TIMEOUT_MS });
+      status = await new Promise<number | string>((resolve) => {
+        child.once('error', (e) => resolve(e.message));
+        child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
+      });
+    } finally {
+      await errFd.close();
+    }
     if (status === 0) return;
-    const msg = await readRuncLogErrors(logFile);
+    const msg = (await readRuncLogErrors(logFile)) || (await readFile(errFile, 'utf8').catch(() => '')).trim();
     throw runcError('run', msg || `exited with ${status}`);
   }
 

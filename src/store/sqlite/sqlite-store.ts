@@ -91,8 +91,10 @@ export class SqliteStore implements Store {
       db.pragma('journal_mode = WAL');
       // Another process (backup, sqlite3 shell) may hold the lock briefly; wait rather than fail.
       db.pragma('busy_timeout = 5000');
-      // A put may be a scheduling decision other nodes act on; an acknowledged write must survive power loss.
-      db.pragma('synchronous = FULL');
+      // WAL + NORMAL: a commit survives a prismd crash (the case recovery is built for) but may be lost
+      // on power loss; FULL would fsync every write on the sandbox create path. The single-node store
+      // only; a cluster's durable state lives in etcd.
+      db.pragma('synchronous = NORMAL');
       db.exec(SCHEMA);
       return new SqliteStore(db, historyLimit, sweepMs);
     } catch (e) {

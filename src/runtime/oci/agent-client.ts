@@ -1,0 +1,133 @@
+import { createConnection, type Socket } from 'node:net';
+import { constants } from 'node:os';
+import { PassThrough, Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { PrismError } from '../../core/errors.js';
+import type { ExecOptions } from '../driver.js';
+
+/**
+ * Client of the exec agent in guest/init/prism-init.c (the protocol is described there): one unix
+ * socket connection per command, length-prefixed frames both ways.
+ */
+
+const MAX_CHUNK = 1 << 20;
+const SIGNAL_NAMES = new Map<number, string>(Object.entries(constants.signals).map(([name, n]) => [n, name]));
+
+export interface AgentExit {
+  exitCode: number;
+  signal?: string;
+}
+
+export interface AgentProcess {
+  stdin: Writable | null;
+  stdout: PassThrough;
+  stderr: PassThrough;
+  /** Resolves when the exit frame arrived and both output streams ended. */
+  exit: Promise<AgentExit>;
+  kill(signal: NodeJS.Signals): void;
+}
+
+function frame(type: string, payload: Buffer): Buffer {
+  const hdr = Buffer.alloc(5);
+  hdr.write(type, 0, 'latin1');
+  hdr.writeUInt32BE(payload.length, 1);
+  return Buffer.concat([hdr, payload]);
+}
+
+function startFrame(opts: ExecOptions): Buffer {
+  const env = Object.entries(opts.env).map(([k, v]) => `${k}=${v}`);
+  const fields = [opts.cwd, opts.stdin ? 'stdin' : '', String(opts.argv.length), ...opts.argv, String(env.length), ...env];
+  for (const f of fields) {
+    if (f.includes('\0')) throw new PrismError('INVALID_ARGUMENT', 'command, environment and cwd must not contain NUL bytes');
+  }
+  return frame('S', Buffer.from(fields.map((f) => `${f}\0`).join(''), 'utf8'));
+}
+
+/** Connects and starts the command; rejects FAILED_PRECONDITION when no agent listens (task not running). */
+export function agentExec(socketPath: string, opts: ExecOptions): Promise<AgentProcess> {
+  const start = startFrame(opts);
+  return new Promise((resolve, reject) => {
+    const sock: Socket = createConnection(socketPath);
+    sock.once('error', (e: NodeJS.ErrnoException) => {
+      const notRunning = e.code === 'ECONNREFUSED' || e.code === 'ENOENT';
+      reject(
+        notRunning
+          ? new PrismError('FAILED_PRECONDITION', 'the task is not running', { cause: e })
+          : new PrismError('INTERNAL', `cannot reach the task's exec agent: ${e.message}`, { cause: e }),
+      );
+    });
+    sock.once('connect', () => {
+      sock.removeAllListeners('error');
+      sock.write(start);
+      resolve(attach(sock, opts.stdin));
+    });
+  });
+}
+
+function attach(sock: Socket, withStdin: boolean): AgentProcess {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let exit: AgentExit | undefined;
+  let buf: Buffer = Buffer.alloc(0);
+  const send = (type: string, payload: Buffer) => {
+    if (!sock.destroyed) sock.write(frame(type, payload));
+  };
+  // Back-pressure: a slow reader of either stream pauses the socket, and so the command.
+  const push = (s: PassThrough, data: Buffer) => {
+    if (!s.write(data)) {
+      sock.pause();
+      s.once('drain', () => sock.resume());
+    }
+  };
+  sock.on('data', (chunk: Buffer) => {
+    buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+    while (buf.length >= 5) {
+      const len = buf.readUInt32BE(1);
+      if (buf.length < 5 + len) break;
+      const type = String.fromCharCode(buf[0]!);
+      const payload = buf.subarray(5, 5 + len);
+      buf = buf.subarray(5 + len);
+      if (type === 'O') push(stdout, Buffer.from(payload));
+      else if (type === 'E') push(stderr, Buffer.from(payload));
+      else if (type === 'X') {
+        const [code, sig] = payload.toString().split(' ').map(Number);
+        const name = sig ? SIGNAL_NAMES.get(sig) : undefined;
+        exit = { exitCode: code ?? 1, ...(name ? { signal: name } : {}) };
+      }
+    }
+  });
+  const exitP = new Promise<AgentExit>((resolve) => {
+    sock.once('close', () => {
+      stdout.end();
+      stderr.end();
+      // No exit frame: the task ended under the command (stopped or destroyed mid-exec).
+      const result = exit ?? { exitCode: 137, signal: 'SIGKILL' };
+      // Resolve once both streams delivered everything they had to their reader.
+      Promise.all([stdout, stderr].map((s) => finished(s).catch(() => undefined))).then(() => resolve(result));
+    });
+  });
+  sock.on('error', () => undefined); // surfaces as 'close'
+  let stdin: Writable | null = null;
+  if (withStdin) {
+    stdin = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (let i = 0; i < chunk.length; i += MAX_CHUNK) send('I', chunk.subarray(i, i + MAX_CHUNK));
+        if (sock.writableNeedDrain) sock.once('drain', () => cb());
+        else cb();
+      },
+      final(cb) {
+        send('C', Buffer.alloc(0));
+        cb();
+      },
+    });
+  }
+  return {
+    stdin,
+    stdout,
+    stderr,
+    exit: exitP,
+    kill(signal: NodeJS.Signals) {
+      send('K', Buffer.from([constants.signals[signal] ?? constants.signals.SIGKILL]));
+    },
+  };
+}
