@@ -53,6 +53,9 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       else log.warn({ runtime: d.name, reason: p.reason }, `runtime ${d.name} is not usable on this host`);
     }
     const defaultRuntime = cfg.runtime === 'auto' ? AUTO_ORDER.find((r) => drivers.has(r)) : cfg.runtime;
+    if (defaultRuntime && !candidates.some((d) => d.name === defaultRuntime)) {
+      throw new PrismError('FAILED_PRECONDITION', `runtime '${defaultRuntime}' is not implemented in this version yet (available: ${candidates.map((d) => d.name).join(', ')}); see docs/status.md`);
+    }
     if (!defaultRuntime || !drivers.has(defaultRuntime)) {
       throw new PrismError(
         'FAILED_PRECONDITION',
@@ -97,7 +100,11 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
         if (closed) return;
         closed = true;
         log.info('prismd shutting down; sandboxes keep running and are recovered on the next start');
+        // In-flight requests (a long streamed exec) get a few seconds, then their connections are cut,
+        // which kills their commands; the sandboxes themselves keep running.
+        const grace = setTimeout(() => app.server.closeAllConnections(), 5000);
         await app.close();
+        clearTimeout(grace);
         nodes.stop();
         agent.close();
         await store.close();

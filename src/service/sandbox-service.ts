@@ -83,7 +83,7 @@ export class SandboxService {
   async create(req: CreateSandboxRequest): Promise<Sandbox> {
     this.validate(req);
     const image = req.image ?? this.defaults.image;
-    await this.images.get(image); // NOT_FOUND early, before anything is written
+    const imageRecord = await this.images.get(image); // NOT_FOUND early, before anything is written
     const id = newSandboxId();
     const sb: Sandbox = {
       id,
@@ -96,7 +96,8 @@ export class SandboxService {
       memoryMb: req.memoryMb ?? this.defaults.memoryMb,
       pidsLimit: req.pidsLimit ?? this.defaults.pidsLimit,
       env: req.env ?? {},
-      workdir: req.workdir ?? '',
+      // The effective directory, so the record says where commands run.
+      workdir: req.workdir || imageRecord.config.workingDir || '/',
       timeoutSec: req.timeoutSec ?? 0,
       createdAt: new Date().toISOString(),
     };

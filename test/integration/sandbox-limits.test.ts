@@ -1,4 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import { call, integrationSkipReason, leftovers, startPrismd, type Prismd } from './prismd-harness.js';
 
 const skip = integrationSkipReason();
@@ -109,6 +111,31 @@ describe.skipIf(!!skip)('limits, bad input and failures', () => {
     expect((await call(d.url, 'POST', `/sandboxes/${sb.id}/exec`, { command: 'cat /tmp/state' })).body.stdout).toBe('before\n');
     expect((await call(d.url, 'DELETE', `/sandboxes/${sb.id}`)).status).toBe(204);
     expect(leftovers(sb.id, d.dataDir)).toEqual([]);
+  });
+
+  it('after a crash, keeps a sandbox whose processes died (restartable) and destroys orphaned tasks', async () => {
+    const a = (await call(d.url, 'POST', '/sandboxes', { name: 'interrupted' })).body;
+    const b = (await call(d.url, 'POST', '/sandboxes', { name: 'orphan' })).body;
+    await call(d.url, 'POST', `/sandboxes/${a.id}/exec`, { command: 'echo kept > /root/data' });
+    await d.stop('SIGKILL');
+    // While prismd is down: a's processes die (as on a host reboot) and b is forgotten by the store.
+    execFileSync('runc', ['--root', `${d.dataDir}/runtime/oci/runc`, 'kill', a.id, 'KILL']);
+    const store = SqliteStore.open(`${d.dataDir}/store.db`);
+    await store.commit([
+      { op: 'delete', key: `/prism/sandboxes/${b.id}` },
+      { op: 'delete', key: '/prism/names/orphan' },
+      { op: 'delete', key: `/prism/handles/${b.node}/${b.id}` },
+    ]);
+    await store.close();
+    d = await startPrismd({ dataDir: d.dataDir, port: Number(d.api.split(':')[1]) });
+    const got = (await call(d.url, 'GET', `/sandboxes/${a.id}`)).body;
+    expect(got.status).toBe('stopped');
+    expect(got.error.code).toBe('INTERRUPTED');
+    expect(leftovers(a.id, d.dataDir).filter((l) => !l.startsWith('task dir'))).toEqual([]);
+    expect(leftovers(b.id, d.dataDir)).toEqual([]);
+    expect((await call(d.url, 'POST', `/sandboxes/${a.id}/start`)).body.status).toBe('running');
+    expect((await call(d.url, 'POST', `/sandboxes/${a.id}/exec`, { command: 'cat /root/data' })).body.stdout).toBe('kept\n');
+    await call(d.url, 'DELETE', `/sandboxes/${a.id}`);
   });
 
   it('stops a sandbox when its timeoutSec runs out', async () => {
