@@ -1,0 +1,92 @@
+import { resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { PrismError } from '../core/errors.js';
+import { DEFAULT_IMAGE, parseHostPort, resolveConfig } from './config.js';
+
+function code(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (e) {
+    return e instanceof PrismError ? e.code : `not a PrismError: ${String(e)}`;
+  }
+  return undefined;
+}
+
+describe('parseHostPort', () => {
+  it('parses host:port, IPv6 in brackets and an http(s):// prefix', () => {
+    expect(parseHostPort('127.0.0.1:8008')).toEqual({ host: '127.0.0.1', port: 8008 });
+    expect(parseHostPort('0.0.0.0:0')).toEqual({ host: '0.0.0.0', port: 0 });
+    expect(parseHostPort('[::1]:8008')).toEqual({ host: '::1', port: 8008 });
+    expect(parseHostPort('[::]:65535')).toEqual({ host: '::', port: 65535 });
+    expect(parseHostPort('http://example.com:80')).toEqual({ host: 'example.com', port: 80 });
+    expect(parseHostPort('https://[::1]:443')).toEqual({ host: '::1', port: 443 });
+  });
+
+  it('defaults an empty host to loopback', () => {
+    expect(parseHostPort(':9000')).toEqual({ host: '127.0.0.1', port: 9000 });
+  });
+
+  it('rejects anything else with INVALID_ARGUMENT', () => {
+    for (const bad of ['', 'localhost', '8008', 'host:', 'host:port', 'host:65536', 'host:123456', '::1:8008', '[::1]', 'ftp://h:1']) {
+      expect(code(() => parseHostPort(bad)), bad).toBe('INVALID_ARGUMENT');
+    }
+  });
+});
+
+describe('resolveConfig', () => {
+  it('applies defaults (with an explicit data dir)', () => {
+    const cfg = resolveConfig({ dataDir: '/tmp/prism-x' }, {});
+    expect(cfg).toEqual({
+      apiHost: '127.0.0.1',
+      apiPort: 8008,
+      dataDir: '/tmp/prism-x',
+      imagesDir: '/tmp/prism-x/images',
+      runtime: 'auto',
+      logLevel: 'info',
+      defaultImage: DEFAULT_IMAGE,
+    });
+  });
+
+  it('falls back to PRISM_* environment variables', () => {
+    const cfg = resolveConfig(
+      {},
+      {
+        PRISM_API: '[::1]:9001',
+        PRISM_DATA_DIR: '/srv/prism',
+        PRISM_IMAGES_DIR: 'rel/images',
+        PRISM_NAME: 'node-1',
+        PRISM_RUNTIME: 'oci',
+        PRISM_LOG_LEVEL: 'debug',
+        PRISM_LOG_FILE: 'prism.log',
+        PRISM_DEFAULT_IMAGE: 'alpine:3',
+      },
+    );
+    expect(cfg).toEqual({
+      apiHost: '::1',
+      apiPort: 9001,
+      dataDir: '/srv/prism',
+      imagesDir: resolve('rel/images'),
+      name: 'node-1',
+      runtime: 'oci',
+      logLevel: 'debug',
+      logFile: resolve('prism.log'),
+      defaultImage: 'alpine:3',
+    });
+  });
+
+  it('prefers flags over the environment', () => {
+    const cfg = resolveConfig(
+      { api: '0.0.0.0:1', dataDir: '/a', runtime: 'microvm', logLevel: 'warn', name: 'flag' },
+      { PRISM_API: '127.0.0.1:2', PRISM_DATA_DIR: '/b', PRISM_RUNTIME: 'oci', PRISM_LOG_LEVEL: 'error', PRISM_NAME: 'env' },
+    );
+    expect(cfg).toMatchObject({ apiHost: '0.0.0.0', apiPort: 1, dataDir: '/a', imagesDir: '/a/images', runtime: 'microvm', logLevel: 'warn', name: 'flag' });
+  });
+
+  it('rejects an unknown runtime, log level or address', () => {
+    expect(code(() => resolveConfig({ dataDir: '/a', runtime: 'kvm' }, {}))).toBe('INVALID_ARGUMENT');
+    expect(code(() => resolveConfig({ dataDir: '/a' }, { PRISM_RUNTIME: 'OCI' }))).toBe('INVALID_ARGUMENT');
+    expect(code(() => resolveConfig({ dataDir: '/a', logLevel: 'verbose' }, {}))).toBe('INVALID_ARGUMENT');
+    expect(code(() => resolveConfig({ dataDir: '/a' }, { PRISM_LOG_LEVEL: 'loud' }))).toBe('INVALID_ARGUMENT');
+    expect(code(() => resolveConfig({ dataDir: '/a' }, { PRISM_API: 'nope' }))).toBe('INVALID_ARGUMENT');
+  });
+});
