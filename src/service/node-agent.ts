@@ -142,8 +142,10 @@ export class NodeAgent {
   }
 
   /**
-   * Start-up reconciliation: reattach to tasks that still run, keep stopped filesystems, mark what
-   * cannot be recovered failed, and destroy tasks the Store does not know (orphans).
+   * Start-up reconciliation: reattach to tasks that still run, keep stopped filesystems, settle
+   * transitions a crash cut short, and destroy tasks the Store does not know (orphans).
+   * A record with an imageDigest finished its create once; one without it is a create cut short,
+   * which leaves nothing behind (as a failed create would).
    */
   async recover(): Promise<void> {
     const handles = await this.repo.listHandles(this.nodeId);
@@ -151,6 +153,10 @@ export class NodeAgent {
     for (const h of handles) {
       known.add(h.id);
       await this.recoverOne(h).catch((e) => this.log.error({ err: e, sandbox: h.id }, 'recovery failed'));
+    }
+    for (const sb of await this.repo.listSandboxes()) {
+      if (sb.node !== this.nodeId || known.has(sb.id)) continue;
+      await this.settleWithoutTask(sb).catch((e) => this.log.error({ err: e, sandbox: sb.id }, 'recovery failed'));
     }
     for (const [name, driver] of this.drivers) {
       for (const id of await driver.listTasks().catch(() => [] as string[])) {
@@ -163,52 +169,64 @@ export class NodeAgent {
     }
   }
 
+  /** A record of this node with no task handle: a create cut short, a delete cut short, or a lost task. */
+  private async settleWithoutTask(sb: Sandbox): Promise<void> {
+    if (sb.status === 'deleting' || !sb.imageDigest) {
+      this.log.warn({ sandbox: sb.id, status: sb.status }, 'removing a sandbox whose create or delete was cut short');
+      await this.repo.deleteSandbox(sb);
+      return;
+    }
+    if (sb.status === 'failed') return;
+    await this.markLost(sb.id, 'its task handle is missing');
+  }
+
+  private async markLost(id: string, why: string): Promise<void> {
+    await this.repo.update(id, (s) => ({
+      ...s,
+      status: 'failed',
+      error: { code: 'LOST', message: `the sandbox's task could not be recovered after a prismd restart (${why}; was ${s.status})` },
+    }));
+    this.log.warn({ sandbox: id }, 'sandbox could not be recovered: marked failed');
+  }
+
   private async recoverOne(h: TaskHandle): Promise<void> {
     const cur = await this.repo.getSandbox(h.id);
     const driver = this.drivers.get(h.runtime);
-    if (!cur || cur.value.status === 'deleting') {
-      this.log.warn({ sandbox: h.id }, 'task without a live sandbox record: destroying');
-      if (driver) await driver.destroy(h);
+    const forget = async () => {
+      if (driver) await driver.destroy(h).catch(() => undefined);
+      this.handles.delete(h.id);
       await this.repo.deleteHandle(this.nodeId, h.id);
+    };
+    if (!cur || cur.value.status === 'deleting' || !cur.value.imageDigest) {
+      this.log.warn({ sandbox: h.id }, 'task of a deleted, deleting or half-created sandbox: destroying');
+      await forget();
       if (cur) await this.repo.deleteSandbox(cur.value);
       return;
     }
     const sb = cur.value;
     const state = driver ? await driver.recover(h) : 'gone';
     this.handles.set(h.id, h);
-    if (state === 'running' && (sb.status === 'running' || sb.status === 'stopping')) {
+    if (state === 'gone') {
+      await forget();
+      await this.markLost(sb.id, 'the task is gone');
+      return;
+    }
+    const wanted = sb.status === 'running' || sb.status === 'starting';
+    if (state === 'running' && wanted) {
       this.log.info({ sandbox: sb.id }, 'reattached to running sandbox');
       if (sb.status !== 'running') await this.repo.update(sb.id, (s) => ({ ...s, status: 'running' }));
       this.armTtl(sb);
       return;
     }
-    if (state === 'running') {
-      // The record says it is not running (e.g. stopped while we were down): make reality match.
-      await driver!.stop(h);
-    }
-    if (state === 'gone' || sb.status === 'pending' || sb.status === 'scheduled' || sb.status === 'starting') {
-      // A create that was cut short, or a task that vanished: nothing usable is left.
-      if (driver) await driver.destroy(h).catch(() => undefined);
-      this.handles.delete(h.id);
-      await this.repo.deleteHandle(this.nodeId, h.id);
-      await this.repo.update(sb.id, (s) => ({
-        ...s,
-        status: 'failed',
-        error: { code: 'LOST', message: `the sandbox's task could not be recovered after a prismd restart (was ${s.status})` },
-      }));
-      this.log.warn({ sandbox: sb.id, state }, 'sandbox could not be recovered: marked failed');
-      return;
-    }
-    if (sb.status === 'running') {
-      // Processes are gone (e.g. host reboot) but the filesystem is intact: keep it, restartable.
-      await this.repo.update(sb.id, (s) => ({
-        ...s,
-        status: 'stopped',
-        stoppedAt: new Date().toISOString(),
-        error: { code: 'INTERRUPTED', message: 'its processes ended while prismd was down; the filesystem was kept' },
-      }));
-      this.log.warn({ sandbox: sb.id }, 'sandbox processes were gone after restart: marked stopped');
-    }
+    if (state === 'running') await driver!.stop(h); // stopped or stopping while we were down
+    if (sb.status === 'stopped' || sb.status === 'failed') return;
+    // Processes are gone (a host reboot, a stop or start cut short) but the filesystem is intact.
+    await this.repo.update(sb.id, (s) => {
+      const next: Sandbox = { ...s, status: 'stopped', stoppedAt: new Date().toISOString() };
+      if (wanted) next.error = { code: 'INTERRUPTED', message: 'its processes ended while prismd was down; the filesystem was kept' };
+      return next;
+    });
+    this.log.warn({ sandbox: sb.id, was: sb.status }, 'sandbox settled as stopped after restart');
   }
 
   /** Stops timers; tasks keep running so that a restarted daemon can reattach. */

@@ -135,7 +135,9 @@ export class SandboxRepo {
         await this.store.commit(ops);
         return;
       } catch (e) {
-        if (!isPrismError(e, 'CONFLICT') || attempt >= 10) throw e;
+        if (!isPrismError(e, 'CONFLICT') || attempt >= 100) throw e;
+        // Concurrent execs of one sandbox race for the next sequence number: back off a little.
+        await new Promise((r) => setTimeout(r, Math.random() * Math.min(50, 2 + attempt * 2)));
       }
     }
   }

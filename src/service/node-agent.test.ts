@@ -1,0 +1,225 @@
+import { tmpdir } from 'node:os';
+import { afterEach, describe, expect, it } from 'vitest';
+import { PrismError } from '../core/errors.js';
+import type { Sandbox } from '../core/types.js';
+import type { ImageRecord, ImageStore, Rootfs } from '../images/image-store.js';
+import type { TaskSpec } from '../runtime/driver.js';
+import { FakeDriver } from '../runtime/fake/fake-driver.js';
+import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import { ExecService } from './exec-service.js';
+import { silentLogger } from './logger.js';
+import { NodeAgent } from './node-agent.js';
+import { NodeService } from './node-service.js';
+import { SandboxRepo } from './sandbox-repo.js';
+import { SandboxService } from './sandbox-service.js';
+
+/**
+ * Start-up recovery. A "restart" builds a new NodeAgent and services on the same Store and the same
+ * FakeDriver (whose tasks, like runc containers, outlive the daemon), then runs `recover()`.
+ */
+
+const NODE = 'node-test';
+const IMAGE = 'prism.local/base:test';
+
+const imageRecord: ImageRecord = {
+  refs: [IMAGE],
+  digest: 'sha256:' + 'cd'.repeat(32),
+  size: 1,
+  createdAt: '2024-01-01T00:00:00.000Z',
+  os: 'linux',
+  architecture: 'amd64',
+  config: { env: ['PATH=/bin'], workingDir: '/work' },
+  layers: [],
+};
+
+/** One image; only get, ensure and rootfs, which is all the services call. */
+const images = {
+  async get(ref: string): Promise<ImageRecord> {
+    if (ref !== IMAGE) throw new PrismError('NOT_FOUND', `image '${ref}' not found`);
+    return structuredClone(imageRecord);
+  },
+  /** As if the registry had no other image either. */
+  async ensure(ref: string): Promise<ImageRecord> {
+    return images.get(ref);
+  },
+  async rootfs(ref: string): Promise<Rootfs> {
+    return { image: await images.get(ref), layerDirs: [] };
+  },
+} satisfies Pick<ImageStore, 'get' | 'ensure' | 'rootfs'> as unknown as ImageStore;
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** One daemon's worth of services on `store` and `driver`. */
+async function boot(store: SqliteStore, driver: FakeDriver) {
+  const repo = new SandboxRepo(store);
+  const agent = new NodeAgent(NODE, repo, images, new Map([['oci', driver]]), silentLogger);
+  cleanups.push(() => agent.close());
+  const nodes = new NodeService(
+    { id: NODE, name: 'test-node', address: 'http://127.0.0.1:0', version: 'test', runtimes: ['oci'], defaultRuntime: 'oci', dataDir: tmpdir() },
+    repo,
+    silentLogger,
+  );
+  await nodes.publish();
+  const sandboxes = new SandboxService(repo, images, agent, { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256 }, silentLogger);
+  const exec = new ExecService(sandboxes, agent, repo, { recordBytes: 1 << 16, recordsPerSandbox: 10, maxTimeoutSec: 3600 }, silentLogger);
+  const run = async (sb: string, argv: string[]) => {
+    const out: Buffer[] = [];
+    const s = await exec.exec(sb, { argv }, { stdout: (b) => out.push(b), stderr: () => undefined });
+    return { ...(await s.done), stdout: Buffer.concat(out).toString() };
+  };
+  return { repo, agent, sandboxes, exec, run };
+}
+
+async function fresh() {
+  const store = SqliteStore.open(':memory:');
+  cleanups.push(() => store.close());
+  const driver = new FakeDriver();
+  const first = await boot(store, driver);
+  /** Simulates a prismd restart: the old agent stops its timers, a new one recovers. */
+  const restart = async () => {
+    first.agent.close();
+    const next = await boot(store, driver);
+    await next.agent.recover();
+    return next;
+  };
+  return { store, driver, first, restart };
+}
+
+const handleOf = (id: string) => ({ id, runtime: 'oci' as const, spec: { id } as TaskSpec, data: {} });
+
+describe('NodeAgent.recover', () => {
+  it('reattaches to a running sandbox: it stays running and exec works', async () => {
+    const { driver, first, restart } = await fresh();
+    const sb = await first.sandboxes.create({ name: 'keeper' });
+    await first.run(sb.id, ['write', 'f', 'before']);
+    const after = await restart();
+    expect(await after.sandboxes.get(sb.id)).toMatchObject({ status: 'running' });
+    expect(await after.run('keeper', ['read', 'f'])).toMatchObject({ exitCode: 0, stdout: 'before' });
+    expect(await after.repo.getHandle(NODE, sb.id)).toBeDefined();
+    expect(await driver.listTasks()).toEqual([sb.id]);
+    // Lifecycle still works through the new agent.
+    expect((await after.sandboxes.stop(sb.id)).status).toBe('stopped');
+    expect((await after.sandboxes.start(sb.id)).status).toBe('running');
+  });
+
+  it('marks a sandbox whose task vanished failed with LOST and removes its handle', async () => {
+    const { driver, first, restart } = await fresh();
+    const sb = await first.sandboxes.create({});
+    driver.vanish(sb.id);
+    const after = await restart();
+    const cur = await after.sandboxes.get(sb.id);
+    expect(cur.status).toBe('failed');
+    expect(cur.error?.code).toBe('LOST');
+    expect(await after.repo.getHandle(NODE, sb.id)).toBeUndefined();
+    // It can still be deleted.
+    await after.sandboxes.delete(sb.id);
+    expect(await after.sandboxes.list()).toEqual([]);
+  });
+
+  it('marks a running sandbox whose task stopped as stopped (INTERRUPTED), keeping its files', async () => {
+    const { driver, first, restart } = await fresh();
+    const sb = await first.sandboxes.create({});
+    await first.run(sb.id, ['write', '/data', 'kept']);
+    driver.setRecoverState(sb.id, 'stopped');
+    const after = await restart();
+    const cur = await after.sandboxes.get(sb.id);
+    expect(cur.status).toBe('stopped');
+    expect(cur.error?.code).toBe('INTERRUPTED');
+    expect(cur.stoppedAt).toBeDefined();
+    expect((await after.sandboxes.start(sb.id)).status).toBe('running');
+    expect(await after.run(sb.id, ['read', '/data'])).toMatchObject({ exitCode: 0, stdout: 'kept' });
+  });
+
+  it('stops a task that runs although its sandbox was stopped', async () => {
+    const { driver, first, restart } = await fresh();
+    const sb = await first.sandboxes.create({});
+    await first.sandboxes.stop(sb.id);
+    driver.setRecoverState(sb.id, 'running');
+    const after = await restart();
+    expect((await after.sandboxes.get(sb.id)).status).toBe('stopped');
+    expect(await driver.inspect(handleOf(sb.id))).toBe('stopped');
+  });
+
+  it('destroys orphaned tasks the store does not know, and nothing else', async () => {
+    const { driver, first, restart } = await fresh();
+    const sb = await first.sandboxes.create({});
+    await driver.create({ ...(await first.repo.getHandle(NODE, sb.id))!.spec, id: 'sb-0rphan0rphan' });
+    expect(await driver.listTasks()).toHaveLength(2);
+    await restart();
+    expect(await driver.listTasks()).toEqual([sb.id]);
+  });
+
+  it('removes a sandbox whose create was cut short (starting), as a failed create would, with its task', async () => {
+    const { driver, first, restart } = await fresh();
+    const sb = await first.sandboxes.create({});
+    // As if prismd died after saving the handle but before recording `running`.
+    await first.repo.update(sb.id, (s) => {
+      const next: Sandbox = { ...s, status: 'starting' };
+      delete next.imageDigest;
+      delete next.startedAt;
+      return next;
+    });
+    const after = await restart();
+    await expect(after.sandboxes.get(sb.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect(await driver.listTasks()).toEqual([]);
+    expect(await after.repo.getHandle(NODE, sb.id)).toBeUndefined();
+  });
+
+  it('finishes a delete that was cut short', async () => {
+    const { driver, first, restart } = await fresh();
+    const sb = await first.sandboxes.create({ name: 'half-deleted' });
+    await first.repo.update(sb.id, (s) => ({ ...s, status: 'deleting' }));
+    const after = await restart();
+    expect(await after.sandboxes.list()).toEqual([]);
+    expect(await after.repo.idForName('half-deleted')).toBeUndefined();
+    expect(await driver.listTasks()).toEqual([]);
+  });
+
+  it('stops a reattached sandbox whose timeoutSec ran out while prismd was down', async () => {
+    const { first, restart } = await fresh();
+    const sb = await first.sandboxes.create({ timeoutSec: 60 });
+    await first.repo.update(sb.id, (s) => ({ ...s, startedAt: new Date(Date.now() - 120_000).toISOString() }));
+    const after = await restart();
+    let cur = await after.sandboxes.get(sb.id);
+    for (let i = 0; i < 100 && cur.status !== 'stopped'; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      cur = await after.sandboxes.get(sb.id);
+    }
+    expect(cur.status).toBe('stopped');
+    expect(cur.error?.code).toBe('TIMEOUT');
+  });
+
+  it('settles a stop that was cut short (record stopping, task stopped) as stopped', async () => {
+    const { driver, first, restart } = await fresh();
+    const sb = await first.sandboxes.create({});
+    await first.repo.update(sb.id, (s) => ({ ...s, status: 'stopping' }));
+    driver.setRecoverState(sb.id, 'stopped');
+    const after = await restart();
+    expect((await after.sandboxes.get(sb.id)).status).toBe('stopped');
+    expect((await after.sandboxes.start(sb.id)).status).toBe('running');
+  });
+
+  it('fails a sandbox cut short before its handle was saved', async () => {
+    const { driver, first, restart } = await fresh();
+    const sb = await first.sandboxes.create({});
+    await first.repo.update(sb.id, (s) => ({ ...s, status: 'starting' }));
+    await first.repo.deleteHandle(NODE, sb.id);
+    const after = await restart();
+    expect(await driver.listTasks()).toEqual([]); // the orphan part works
+    expect((await after.sandboxes.get(sb.id)).status).toBe('failed');
+  });
+
+  it('keeps the filesystem of a sandbox whose start (not create) was cut short', async () => {
+    const { driver, first, restart } = await fresh();
+    const sb = await first.sandboxes.create({});
+    await first.run(sb.id, ['write', '/data', 'precious']);
+    await first.sandboxes.stop(sb.id);
+    await first.repo.update(sb.id, (s) => ({ ...s, status: 'starting' }));
+    const after = await restart();
+    expect(await driver.listTasks()).toEqual([sb.id]);
+    expect(['stopped', 'running']).toContain((await after.sandboxes.get(sb.id)).status);
+  });
+});

@@ -1,0 +1,391 @@
+import { tmpdir } from 'node:os';
+import { afterEach, describe, expect, it } from 'vitest';
+import { PrismError, type ErrorCode } from '../core/errors.js';
+import type { ExecRecord, ExecResult } from '../core/types.js';
+import type { ImageRecord, ImageStore, Rootfs } from '../images/image-store.js';
+import { FakeDriver } from '../runtime/fake/fake-driver.js';
+import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import { ExecService, type ExecLimits, type ExecRequest } from './exec-service.js';
+import { silentLogger } from './logger.js';
+import { NodeAgent } from './node-agent.js';
+import { NodeService } from './node-service.js';
+import { SandboxRepo } from './sandbox-repo.js';
+import { SandboxService, type CreateSandboxRequest } from './sandbox-service.js';
+
+const NODE = 'node-test';
+const IMAGE = 'prism.local/base:test';
+
+const imageRecord: ImageRecord = {
+  refs: [IMAGE],
+  digest: 'sha256:' + 'ab'.repeat(32),
+  size: 1,
+  createdAt: '2024-01-01T00:00:00.000Z',
+  os: 'linux',
+  architecture: 'amd64',
+  config: { env: ['PATH=/bin'], workingDir: '/work' },
+  layers: [],
+};
+
+/**
+ * One image, IMAGE; every other reference is NOT_FOUND. Only get, ensure and rootfs, which is all the
+ * services call; the rest of the ImageStore seam (pull, import, gc) is out of these tests' reach.
+ */
+const images = {
+  async get(ref: string): Promise<ImageRecord> {
+    if (ref !== IMAGE) throw new PrismError('NOT_FOUND', `image '${ref}' not found`);
+    return structuredClone(imageRecord);
+  },
+  /** As if the registry had no other image either. */
+  async ensure(ref: string): Promise<ImageRecord> {
+    return images.get(ref);
+  },
+  async rootfs(ref: string): Promise<Rootfs> {
+    return { image: await images.get(ref), layerDirs: ['/layers/0'] };
+  },
+} satisfies Pick<ImageStore, 'get' | 'ensure' | 'rootfs'> as unknown as ImageStore;
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function setup(limits: Partial<ExecLimits> = {}) {
+  const store = SqliteStore.open(':memory:');
+  const repo = new SandboxRepo(store);
+  const driver = new FakeDriver();
+  const agent = new NodeAgent(NODE, repo, images, new Map([['oci', driver]]), silentLogger);
+  const nodes = new NodeService(
+    { id: NODE, name: 'test-node', address: 'http://127.0.0.1:0', version: 'test', runtimes: ['oci'], defaultRuntime: 'oci', dataDir: tmpdir() },
+    repo,
+    silentLogger,
+  );
+  cleanups.push(() => store.close(), () => agent.close());
+  const node = await nodes.publish();
+  const sandboxes = new SandboxService(repo, images, agent, { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256 }, silentLogger);
+  const exec = new ExecService(sandboxes, agent, repo, { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600, ...limits }, silentLogger);
+  const run = (sb: string, argv: string[], req: Partial<ExecRequest> = {}) => runExec(exec, sb, { argv, ...req });
+  return { store, repo, driver, agent, node, sandboxes, exec, run };
+}
+
+async function runExec(exec: ExecService, sb: string, req: ExecRequest): Promise<ExecResult & { stdout: string; stderr: string }> {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const session = await exec.exec(sb, req, { stdout: (b) => out.push(b), stderr: (b) => err.push(b) });
+  const r = await session.done;
+  return { ...r, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() };
+}
+
+async function codeOf(p: Promise<unknown>): Promise<ErrorCode | string | undefined> {
+  return p.then(
+    () => undefined,
+    (e: unknown) => (e instanceof PrismError ? e.code : `not a PrismError: ${String(e)}`),
+  );
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+describe('SandboxService.create', () => {
+  it('applies defaults, merges environments, and ends running with the image digest', async () => {
+    const { sandboxes, repo, driver, run } = await setup();
+    const sb = await sandboxes.create({ env: { FOO: 'bar' } });
+    expect(sb).toMatchObject({
+      status: 'running',
+      node: NODE,
+      image: IMAGE,
+      runtime: 'oci',
+      cpus: 1,
+      memoryMb: 512,
+      pidsLimit: 256,
+      workdir: '/work',
+      timeoutSec: 0,
+      imageDigest: imageRecord.digest,
+    });
+    expect(sb.id).toMatch(/^sb-[0-9a-f]{12}$/);
+    expect(sb.name).toMatch(/^[a-z]+-[a-z]+-[0-9a-f]{2}$/);
+    expect(sb.startedAt).toBeDefined();
+    expect(await sandboxes.get(sb.id)).toEqual(sb);
+    expect((await repo.getHandle(NODE, sb.id))?.spec).toMatchObject({ layers: ['/layers/0'], cpus: 1, memoryMb: 512, pidsLimit: 256, workdir: '/work' });
+    expect(await driver.listTasks()).toEqual([sb.id]);
+
+    expect((await run(sb.id, ['pwd'])).stdout).toBe('/work\n');
+    expect((await run(sb.id, ['pwd'], { cwd: '/tmp' })).stdout).toBe('/tmp\n');
+    expect((await run(sb.id, ['env'], { env: { FOO: 'exec', X: '1' } })).stdout).toBe('FOO=exec\nPATH=/bin\nX=1\n');
+  });
+
+  it('keeps an explicit workdir and resources', async () => {
+    const { sandboxes } = await setup();
+    const sb = await sandboxes.create({ name: 'custom', workdir: '/srv', cpus: 2, memoryMb: 256, pidsLimit: 64, image: IMAGE });
+    expect(sb).toMatchObject({ name: 'custom', workdir: '/srv', cpus: 2, memoryMb: 256, pidsLimit: 64 });
+  });
+
+  it('refuses a taken name with ALREADY_EXISTS; the loser leaves nothing behind', async () => {
+    const { sandboxes, driver, repo } = await setup();
+    const results = await Promise.allSettled([sandboxes.create({ name: 'dup' }), sandboxes.create({ name: 'dup' })]);
+    const won = results.filter((r) => r.status === 'fulfilled');
+    const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    expect(won).toHaveLength(1);
+    expect(lost).toHaveLength(1);
+    expect((lost[0]!.reason as PrismError).code).toBe('ALREADY_EXISTS');
+    const winner = (won[0] as PromiseFulfilledResult<{ id: string }>).value;
+    expect((await sandboxes.list()).map((s) => s.id)).toEqual([winner.id]);
+    expect(await driver.listTasks()).toEqual([winner.id]);
+    expect((await repo.listHandles(NODE)).map((h) => h.id)).toEqual([winner.id]);
+    expect(await codeOf(sandboxes.create({ name: 'dup' }))).toBe('ALREADY_EXISTS');
+    expect(await sandboxes.list()).toHaveLength(1);
+  });
+
+  it('rejects invalid names, env keys and relative workdirs with INVALID_ARGUMENT, writing nothing', async () => {
+    const { sandboxes, store, driver } = await setup();
+    const before = await store.revision();
+    const bad: CreateSandboxRequest[] = [
+      { name: 'Upper' },
+      { name: '-lead' },
+      { name: 'trail-' },
+      { name: 'under_score' },
+      { name: 'a'.repeat(64) },
+      { name: '' },
+      { env: { '1X': 'v' } },
+      { env: { 'A-B': 'v' } },
+      { env: { '': 'v' } },
+      { workdir: 'relative/dir' },
+    ];
+    for (const req of bad) expect(await codeOf(sandboxes.create(req)), JSON.stringify(req)).toBe('INVALID_ARGUMENT');
+    expect(await codeOf(sandboxes.create({ runtime: 'microvm' }))).toBe('FAILED_PRECONDITION');
+    expect(await store.revision()).toBe(before);
+    expect(await driver.listTasks()).toEqual([]);
+    // The longest valid name is accepted.
+    expect((await sandboxes.create({ name: 'a'.repeat(63) })).status).toBe('running');
+  });
+
+  it('answers NOT_FOUND for an unknown image and writes nothing', async () => {
+    const { sandboxes, store, driver } = await setup();
+    const before = await store.revision();
+    expect(await codeOf(sandboxes.create({ name: 'x', image: 'nosuch:latest' }))).toBe('NOT_FOUND');
+    expect(await store.revision()).toBe(before);
+    expect(await driver.listTasks()).toEqual([]);
+  });
+
+  it('leaves no record, handle, task or name behind when the driver fails', async () => {
+    const { sandboxes, driver, repo } = await setup();
+    driver.failNextCreate(new PrismError('RESOURCE_EXHAUSTED', 'no loop devices left'));
+    expect(await codeOf(sandboxes.create({ name: 'doomed' }))).toBe('RESOURCE_EXHAUSTED');
+    expect(await sandboxes.list()).toEqual([]);
+    expect(await repo.listHandles(NODE)).toEqual([]);
+    expect(await repo.idForName('doomed')).toBeUndefined();
+    expect(await driver.listTasks()).toEqual([]);
+    expect((await sandboxes.create({ name: 'doomed' })).status).toBe('running');
+
+    driver.failNextCreate(new Error('runc exploded'));
+    expect(await codeOf(sandboxes.create({ name: 'plain-error' }))).toBe('INTERNAL');
+    expect(await repo.idForName('plain-error')).toBeUndefined();
+  });
+
+  it('refuses with RESOURCE_EXHAUSTED when memory exceeds the node, writing nothing', async (ctx) => {
+    const { sandboxes, node, store } = await setup();
+    const memoryMb = 262144;
+    // Placement lets sandboxes reserve 90% of the node's memory; a machine with more cannot show this.
+    if (node.resources.memoryBytes / 2 ** 20 * 0.9 >= memoryMb) ctx.skip();
+    const before = (await store.list('/')).map((kv) => kv.key);
+    const err = await sandboxes.create({ name: 'huge', memoryMb }).catch((e: unknown) => e as PrismError);
+    expect(err).toBeInstanceOf(PrismError);
+    expect((err as PrismError).code).toBe('RESOURCE_EXHAUSTED');
+    expect((err as PrismError).message).toContain('MiB memory free');
+    expect((await store.list('/')).map((kv) => kv.key)).toEqual(before);
+  });
+});
+
+describe('SandboxService.get', () => {
+  it('finds by id and by exact name, never by prefix', async () => {
+    const { sandboxes } = await setup();
+    const sb = await sandboxes.create({ name: 'findme' });
+    expect((await sandboxes.get(sb.id)).id).toBe(sb.id);
+    expect((await sandboxes.get('findme')).id).toBe(sb.id);
+    for (const partial of [sb.id.slice(0, 6), 'find', 'findm', 'findme-', '']) {
+      expect(await codeOf(sandboxes.get(partial)), partial).toBe('NOT_FOUND');
+    }
+  });
+});
+
+describe('SandboxService lifecycle', () => {
+  it('stop refuses exec; start runs again on the same files', async () => {
+    const { sandboxes, run, exec } = await setup();
+    const sb = await sandboxes.create({ name: 'life' });
+    expect((await run('life', ['write', 'data.txt', 'persist', 'me'])).exitCode).toBe(0);
+    const stopped = await sandboxes.stop('life');
+    expect(stopped.status).toBe('stopped');
+    expect(stopped.stoppedAt).toBeDefined();
+    expect(stopped.error).toBeUndefined();
+    expect((await sandboxes.stop('life')).status).toBe('stopped'); // idempotent
+    expect(await codeOf(exec.exec('life', { argv: ['echo'] }, { stdout() {}, stderr() {} }))).toBe('FAILED_PRECONDITION');
+    const started = await sandboxes.start(sb.id);
+    expect(started.status).toBe('running');
+    expect(started.stoppedAt).toBeUndefined();
+    expect((await sandboxes.start(sb.id)).status).toBe('running'); // idempotent
+    expect(await run('life', ['read', '/work/data.txt'])).toMatchObject({ exitCode: 0, stdout: 'persist me' });
+  });
+
+  it('delete removes the record, name, handle, exec records and task', async () => {
+    const { sandboxes, repo, driver, run, exec } = await setup();
+    const sb = await sandboxes.create({ name: 'gone-soon' });
+    await run(sb.id, ['echo', 'one']);
+    await run(sb.id, ['echo', 'two']);
+    expect(await exec.logs(sb.id)).toHaveLength(2);
+    await sandboxes.delete('gone-soon');
+    expect(await codeOf(sandboxes.get(sb.id))).toBe('NOT_FOUND');
+    expect(await codeOf(sandboxes.get('gone-soon'))).toBe('NOT_FOUND');
+    expect(await repo.idForName('gone-soon')).toBeUndefined();
+    expect(await repo.getHandle(NODE, sb.id)).toBeUndefined();
+    expect(await repo.listExecs(sb.id)).toEqual([]);
+    expect(await driver.listTasks()).toEqual([]);
+    expect((await sandboxes.create({ name: 'gone-soon' })).status).toBe('running');
+  });
+
+  it('a stopped sandbox can be deleted too', async () => {
+    const { sandboxes, driver } = await setup();
+    const sb = await sandboxes.create({});
+    await sandboxes.stop(sb.id);
+    await sandboxes.delete(sb.id);
+    expect(await sandboxes.list()).toEqual([]);
+    expect(await driver.listTasks()).toEqual([]);
+  });
+
+  it('a stop whose task vanished marks the sandbox failed, and it can still be deleted', async () => {
+    const { sandboxes, driver, repo } = await setup();
+    const sb = await sandboxes.create({});
+    driver.vanish(sb.id);
+    expect(await codeOf(sandboxes.stop(sb.id))).toBe('NOT_FOUND');
+    const failed = await sandboxes.get(sb.id);
+    expect(failed.status).toBe('failed');
+    expect(failed.error?.code).toBe('STOP_FAILED');
+    expect(await codeOf(sandboxes.start(sb.id))).toBe('FAILED_PRECONDITION');
+    await sandboxes.delete(sb.id);
+    expect(await sandboxes.list()).toEqual([]);
+    expect(await repo.listHandles(NODE)).toEqual([]);
+  });
+
+  it('stops a sandbox when its timeoutSec runs out, with error TIMEOUT', async () => {
+    const { sandboxes, driver } = await setup();
+    const t0 = Date.now();
+    const sb = await sandboxes.create({ timeoutSec: 1 });
+    let cur = sb;
+    while (cur.status === 'running' && Date.now() - t0 < 5000) {
+      await sleep(50);
+      cur = await sandboxes.get(sb.id);
+    }
+    expect(cur.status).toBe('stopped');
+    expect(cur.error?.code).toBe('TIMEOUT');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
+    expect(await driver.inspect({ id: sb.id, runtime: 'oci', spec: {} as never, data: {} })).toBe('stopped');
+    // Starting again clears the reason.
+    const again = await sandboxes.start(sb.id);
+    expect(again.error).toBeUndefined();
+    await sandboxes.stop(sb.id);
+  });
+});
+
+describe('ExecService', () => {
+  it('reports exit codes and unknown commands', async () => {
+    const { sandboxes, run } = await setup();
+    const sb = await sandboxes.create({});
+    expect(await run(sb.id, ['echo', 'hi'])).toMatchObject({ exitCode: 0, stdout: 'hi\n', timedOut: false, oomKilled: false });
+    expect(await run(sb.id, ['exit', '42'])).toMatchObject({ exitCode: 42 });
+    const nf = await run(sb.id, ['python3']);
+    expect(nf.exitCode).toBe(127);
+    expect(nf.stderr).toContain('not found');
+    expect(await run(sb.id, ['cat'], { stdin: Buffer.from('from stdin') })).toMatchObject({ exitCode: 0, stdout: 'from stdin' });
+  });
+
+  it('rejects empty commands, bad timeouts and relative cwd with INVALID_ARGUMENT', async () => {
+    const { sandboxes, exec } = await setup();
+    const sb = await sandboxes.create({});
+    const sink = { stdout() {}, stderr() {} };
+    for (const req of [{ argv: [] }, { argv: [''] }, { argv: ['echo'], timeoutSec: 0 }, { argv: ['echo'], timeoutSec: -1 }, { argv: ['echo'], timeoutSec: 3601 }, { argv: ['echo'], cwd: 'tmp' }]) {
+      expect(await codeOf(exec.exec(sb.id, req, sink)), JSON.stringify(req)).toBe('INVALID_ARGUMENT');
+    }
+    expect(await codeOf(exec.exec('no-such-sandbox', { argv: ['echo'] }, sink))).toBe('NOT_FOUND');
+  });
+
+  it('kills a command at its timeout and says so', async () => {
+    const { sandboxes, run, exec } = await setup();
+    const sb = await sandboxes.create({});
+    const t0 = Date.now();
+    const r = await run(sb.id, ['sleep', '10000'], { timeoutSec: 0.2 });
+    expect(r).toMatchObject({ timedOut: true, exitCode: 137, signal: 'SIGKILL' });
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect((await exec.logs(sb.id))[0]).toMatchObject({ cmd: ['sleep', '10000'], timedOut: true });
+    // A command that finishes in time is not marked.
+    expect((await run(sb.id, ['echo'], { timeoutSec: 5 })).timedOut).toBe(false);
+  });
+
+  it('cancel() kills the command', async () => {
+    const { sandboxes, exec } = await setup();
+    const sb = await sandboxes.create({});
+    const session = await exec.exec(sb.id, { argv: ['sleep', '10000'] }, { stdout() {}, stderr() {} });
+    session.cancel();
+    expect(await session.done).toMatchObject({ signal: 'SIGKILL', timedOut: false });
+  });
+
+  it('keeps only the last recordsPerSandbox exec records, oldest first', async () => {
+    const { sandboxes, run, exec } = await setup({ recordsPerSandbox: 3 });
+    const sb = await sandboxes.create({});
+    for (let i = 1; i <= 5; i++) await run(sb.id, ['echo', String(i)]);
+    const logs = await exec.logs(sb.id);
+    expect(logs.map((l) => l.stdout)).toEqual(['3\n', '4\n', '5\n']);
+    expect(logs[0]).toMatchObject({ sandboxId: sb.id, cmd: ['echo', '3'], exitCode: 0, encoding: 'utf8', truncated: false });
+  });
+
+  it('cuts stored output at recordBytes and flags it, while the live stream is complete', async () => {
+    const { sandboxes, run, exec } = await setup({ recordBytes: 8 });
+    const sb = await sandboxes.create({});
+    const r = await run(sb.id, ['echo', 'abcdefghijklmnop']);
+    expect(r.stdout).toBe('abcdefghijklmnop\n');
+    await run(sb.id, ['echo', 'short']);
+    const [long, short] = await exec.logs(sb.id);
+    expect(long).toMatchObject({ stdout: 'abcdefgh', truncated: true });
+    expect(short).toMatchObject({ stdout: 'short\n', truncated: false });
+  });
+
+  it('stores non-UTF-8 output as base64 of the exact bytes', async () => {
+    const { sandboxes, run, exec } = await setup();
+    const sb = await sandboxes.create({});
+    await run(sb.id, ['bytes', '00ff41']);
+    const [rec] = await exec.logs(sb.id);
+    expect(rec!.encoding).toBe('base64');
+    expect(Buffer.from(rec!.stdout, 'base64')).toEqual(Buffer.from([0x00, 0xff, 0x41]));
+  });
+
+  it('keeps a record for every one of several concurrent execs', async () => {
+    const { sandboxes, exec, run } = await setup();
+    const sb = await sandboxes.create({});
+    const n = 8;
+    const results = await Promise.all(Array.from({ length: n }, (_, i) => run(sb.id, ['echo', `n${i}`])));
+    expect(results.every((r) => r.exitCode === 0)).toBe(true);
+    const logs = await exec.logs(sb.id);
+    expect(logs.map((l) => l.stdout).sort()).toEqual(Array.from({ length: n }, (_, i) => `n${i}\n`).sort());
+    expect(new Set(logs.map((l) => l.id)).size).toBe(n);
+  });
+});
+
+describe('SandboxRepo.appendExec', () => {
+  it('keeps every record when 20 are appended concurrently', async () => {
+    const { repo } = await setup();
+    const n = 20;
+    const rec = (i: number): ExecRecord => ({
+      id: `ex-${i}`,
+      sandboxId: 'sb-000000000001',
+      cmd: ['echo', String(i)],
+      startedAt: new Date().toISOString(),
+      stdout: '',
+      stderr: '',
+      encoding: 'utf8',
+      truncated: false,
+      exitCode: 0,
+      timedOut: false,
+      oomKilled: false,
+      durationMs: 0,
+    });
+    const settled = await Promise.allSettled(Array.from({ length: n }, (_, i) => repo.appendExec(rec(i), 100)));
+    expect(settled.filter((r) => r.status === 'rejected')).toEqual([]);
+    expect(await repo.listExecs('sb-000000000001')).toHaveLength(n);
+  });
+});
