@@ -10,7 +10,8 @@ fi
 
 # runc: the oci runtime. debootstrap: builds the base image. build-essential: the static init.
 # busybox-static: tiny rootfs for driver tests. e2fsprogs, iproute2: disks and network namespaces.
-PKGS=(runc debootstrap build-essential busybox-static e2fsprogs iproute2 ca-certificates curl)
+# zstd: zstd-compressed image layers.
+PKGS=(runc debootstrap build-essential busybox-static e2fsprogs iproute2 ca-certificates curl zstd)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
