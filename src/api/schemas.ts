@@ -125,3 +125,29 @@ export function withErrors(ok: Record<number, TSchema>, ...codes: number[]): Rec
   for (const c of [400, 500, ...codes]) out[c] = ErrorBody;
   return out;
 }
+
+export const PlatformSchema = Type.Object(
+  { os: Type.String({ maxLength: 64 }), architecture: Type.String({ maxLength: 64 }), variant: Type.Optional(Type.String({ maxLength: 64 })) },
+  closed,
+);
+
+export const ImageSchema = Type.Object({
+  refs: Type.Array(Type.String()),
+  digest: Type.String(),
+  size: Type.Integer(),
+  createdAt: Type.String(),
+  os: Type.String(),
+  architecture: Type.String(),
+  config: Type.Object({
+    env: Type.Array(Type.String()),
+    workingDir: Type.Optional(Type.String()),
+    user: Type.Optional(Type.String()),
+    entrypoint: Type.Optional(Type.Array(Type.String())),
+    cmd: Type.Optional(Type.Array(Type.String())),
+  }),
+  layers: Type.Array(Type.Object({ digest: Type.String(), diffId: Type.String(), size: Type.Integer(), mediaType: Type.String() })),
+});
+
+export const PullBody = Type.Object({ ref: Type.String({ minLength: 1, maxLength: 512 }), platform: Type.Optional(PlatformSchema) }, closed);
+
+export const GcSchema = Type.Object({ blobsRemoved: Type.Integer(), layersRemoved: Type.Integer(), bytesFreed: Type.Integer() });

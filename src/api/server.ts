@@ -2,10 +2,12 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { PrismError, httpStatusForCode, type ErrorCode } from '../core/errors.js';
 import type { ExecService } from '../service/exec-service.js';
+import type { ImageService } from '../service/image-service.js';
 import type { Logger } from '../service/logger.js';
 import type { NodeService } from '../service/node-service.js';
 import type { SandboxService } from '../service/sandbox-service.js';
 import { registerExecRoutes } from './routes/exec-routes.js';
+import { registerImageRoutes } from './routes/image-routes.js';
 import { registerSandboxRoutes } from './routes/sandbox-routes.js';
 import { registerSystemRoutes } from './routes/system-routes.js';
 
@@ -13,14 +15,17 @@ export interface ApiServices {
   sandboxes: SandboxService;
   exec: ExecService;
   nodes: NodeService;
+  images: ImageService;
   version: string;
   nodeId: string;
 }
 
 export interface ApiOptions {
   logger: Logger;
-  /** Largest accepted request body (exec stdin travels in it). */
+  /** Largest accepted JSON request body (exec stdin travels in it). */
   bodyLimit: number;
+  /** Largest image archive accepted by POST /images/import. */
+  maxImportBytes: number;
 }
 
 function sendError(reply: import('fastify').FastifyReply, code: ErrorCode, message: string) {
@@ -83,6 +88,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
       registerSystemRoutes(api, svc);
       registerSandboxRoutes(api, svc);
       registerExecRoutes(api, svc, opts.logger);
+      registerImageRoutes(api, svc, opts.maxImportBytes);
     },
     { prefix: '/api/v1' },
   );

@@ -2,6 +2,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { CliContext, DEFAULT_API, printError, UsageError, type CliIo } from './context.js';
+import { registerImageCommands } from './image-commands.js';
 import { registerNodeCommands } from './node-commands.js';
 import { registerSandboxCommands } from './sandbox-commands.js';
 
@@ -25,6 +26,7 @@ function buildProgram(ctx: CliContext): Command {
     .showHelpAfterError('(run with --help for usage)');
   registerNodeCommands(program, ctx);
   registerSandboxCommands(program, ctx);
+  registerImageCommands(program, ctx);
   return program;
 }
 

@@ -2,6 +2,7 @@ import { join, resolve } from 'node:path';
 import { buildBaseImage } from '../images/base-image.js';
 import { LocalImageStore } from '../images/local-image-store.js';
 import { DEFAULT_IMAGE, defaultDataDir } from './config.js';
+import { initBinaryPath } from './package-info.js';
 
 interface Flags {
   imagesDir?: string;
@@ -14,7 +15,7 @@ interface Flags {
 export async function buildBaseImageCommand(flags: Flags): Promise<void> {
   const dataDir = resolve(flags.dataDir ?? process.env.PRISM_DATA_DIR ?? defaultDataDir());
   const root = resolve(flags.imagesDir ?? process.env.PRISM_IMAGES_DIR ?? join(dataDir, 'images'));
-  const store = new LocalImageStore({ root });
+  const store = new LocalImageStore({ root, fixupBinary: initBinaryPath() });
   const ref = process.env.PRISM_DEFAULT_IMAGE ?? DEFAULT_IMAGE;
   if (!flags.force) {
     const existing = await store.get(ref).catch(() => undefined);

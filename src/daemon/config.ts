@@ -14,6 +14,10 @@ export interface DaemonConfig {
   logLevel: LogLevel;
   logFile?: string;
   defaultImage: string;
+  /** Registries (host[:port]) that may be reached over plain HTTP; loopback always may. */
+  insecureRegistries: string[];
+  /** JSON file `{"auths": {"host[:port]": {"username": "...", "password": "..."}}}` (mode 0600). */
+  registryAuthFile?: string;
 }
 
 /** Flags as given on the command line (or their PRISM_* environment equivalents). */
@@ -26,6 +30,8 @@ export interface DaemonFlags {
   logLevel?: string;
   logFile?: string;
   defaultImage?: string;
+  insecureRegistry?: string[];
+  registryAuth?: string;
 }
 
 export const DEFAULT_API = '127.0.0.1:8008';
@@ -61,7 +67,10 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     runtime: runtime as DaemonConfig['runtime'],
     logLevel,
     defaultImage: flags.defaultImage ?? env.PRISM_DEFAULT_IMAGE ?? DEFAULT_IMAGE,
+    insecureRegistries: flags.insecureRegistry ?? (env.PRISM_INSECURE_REGISTRIES ?? '').split(',').filter(Boolean),
   };
+  const authFile = flags.registryAuth ?? env.PRISM_REGISTRY_AUTH;
+  if (authFile) cfg.registryAuthFile = resolve(authFile);
   const name = flags.name ?? env.PRISM_NAME;
   if (name) cfg.name = name;
   const logFile = flags.logFile ?? env.PRISM_LOG_FILE;

@@ -5,9 +5,12 @@ import { buildApi } from '../api/server.js';
 import { PrismError } from '../core/errors.js';
 import type { RuntimeName } from '../core/types.js';
 import { LocalImageStore } from '../images/local-image-store.js';
+import { RegistryClient } from '../images/registry/registry-client.js';
+import { RegistryPuller } from '../images/registry/pull.js';
 import type { RuntimeDriver } from '../runtime/driver.js';
 import { OciDriver } from '../runtime/oci/oci-driver.js';
 import { ExecService } from '../service/exec-service.js';
+import { ImageService } from '../service/image-service.js';
 import { NodeAgent } from '../service/node-agent.js';
 import { NodeService } from '../service/node-service.js';
 import { SandboxRepo } from '../service/sandbox-repo.js';
@@ -15,6 +18,7 @@ import { SandboxService } from '../service/sandbox-service.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { DaemonConfig } from './config.js';
 import { loadNodeIdentity } from './node-identity.js';
+import { loadRegistryAuths } from './registry-config.js';
 import { initBinaryPath, packageVersion } from './package-info.js';
 import { acquirePidLock } from './pid-lock.js';
 
@@ -42,7 +46,8 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
   const ident = await loadNodeIdentity(cfg.dataDir, cfg.name);
   const store = SqliteStore.open(join(cfg.dataDir, 'store.db'));
   try {
-    const images = new LocalImageStore({ root: cfg.imagesDir });
+    const registry = new RegistryClient({ insecure: cfg.insecureRegistries, auths: await loadRegistryAuths(cfg.registryAuthFile) });
+    const images = new LocalImageStore({ root: cfg.imagesDir, puller: new RegistryPuller(registry), fixupBinary: initBinaryPath() });
     const candidates: RuntimeDriver[] = [
       new OciDriver({ stateDir: join(cfg.dataDir, 'runtime', 'oci'), initBinary: initBinaryPath(), logger: log }),
     ];
@@ -81,9 +86,11 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       log,
     );
     const exec = new ExecService(sandboxes, agent, repo, { recordBytes: 256 * 1024, recordsPerSandbox: 100, maxTimeoutSec: 86400 }, log);
+    const imageService = new ImageService(images, repo, log);
     await nodes.start();
     await agent.recover();
-    const app = await buildApi({ sandboxes, exec, nodes, version, nodeId: ident.id }, { logger: log, bodyLimit: 16 * 1024 * 1024 });
+    const app = await buildApi({ sandboxes, exec, nodes, images: imageService, version, nodeId: ident.id },
+      { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3 },);
     await app.listen({ host: cfg.apiHost, port: cfg.apiPort });
     const bound = app.server.address();
     if (bound && typeof bound === 'object' && bound.port !== cfg.apiPort) {

@@ -26,9 +26,15 @@ export function prismdProgram(): Command {
       new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info').env('PRISM_LOG_LEVEL'),
     )
     .addOption(new Option('--log-file <file>', 'write logs (JSON lines) to this file instead of stdout').env('PRISM_LOG_FILE'))
+    .addOption(
+      new Option('--insecure-registry <host:port...>', 'registries that may be used over plain HTTP (loopback always may)').argParser(
+        (v: string, prev: string[] | undefined) => [...(prev ?? []), ...v.split(',').filter(Boolean)],
+      ),
+    )
+    .addOption(new Option('--registry-auth <file>', 'JSON file with registry credentials: {"auths": {"host": {"username", "password"}}}').env('PRISM_REGISTRY_AUTH'))
     .addOption(new Option('--default-image <ref>', `image of sandboxes created without one (default ${DEFAULT_IMAGE})`).env('PRISM_DEFAULT_IMAGE'))
     .action(async (flags: DaemonFlags) => {
-      const daemon = await startDaemon(resolveConfig(flags, {}));
+      const daemon = await startDaemon(resolveConfig(flags, process.env));
       const shutdown = (sig: string) => {
         process.stderr.write(`prismd: ${sig} received, shutting down\n`);
         daemon.close().then(

@@ -47,13 +47,59 @@ export interface Rootfs {
   layerDirs: string[];
 }
 
+export interface Platform {
+  os: string;
+  architecture: string;
+  variant?: string;
+}
+
+/** Progress of a pull, reported per phase and per layer (sizes in bytes). */
+export interface PullProgress {
+  ref: string;
+  phase: 'resolving' | 'downloading' | 'unpacking' | 'done';
+  /** The layer (blob digest) this event is about, if any. */
+  layer?: string;
+  current?: number;
+  total?: number;
+  /** The blob or layer was already present. */
+  cached?: boolean;
+}
+
+export interface PullOptions {
+  platform?: Platform;
+  onProgress?: (p: PullProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface GcResult {
+  blobsRemoved: number;
+  layersRemoved: number;
+  bytesFreed: number;
+}
+
 export interface ImageStore {
   list(): Promise<ImageRecord[]>;
   /** NOT_FOUND when the reference is not in the store. */
   get(ref: string): Promise<ImageRecord>;
   /** Unpacks (once) and returns the image's layers. */
   rootfs(ref: string): Promise<Rootfs>;
+  /**
+   * Pulls from the image's registry, verifying every blob, and tags `ref`. Concurrent pulls of the same
+   * reference share one download. Nothing half-written ever becomes visible.
+   * Errors: NOT_FOUND (no such image/tag), UNAUTHENTICATED/PERMISSION_DENIED (registry refused),
+   * UNAVAILABLE (registry unreachable after retries), INVALID_ARGUMENT (bad digest, hostile layer).
+   */
+  pull(ref: string, opts?: PullOptions): Promise<ImageRecord>;
+  /** The image if present, else pulled. */
+  ensure(ref: string, opts?: PullOptions): Promise<ImageRecord>;
   /** Imports an OCI image layout directory; tags it `ref`. */
   importOciLayout(dir: string, ref: string): Promise<ImageRecord>;
+  /**
+   * Imports a `docker save` archive or an OCI image layout tar. Images are tagged with the names the
+   * archive carries, or `ref` when given (required when the archive names none).
+   */
+  importArchive(file: string, opts?: { ref?: string }): Promise<ImageRecord[]>;
   remove(ref: string, inUse?: (image: ImageRecord) => boolean): Promise<void>;
+  /** Removes blobs and unpacked layers no tagged image references. */
+  gc(): Promise<GcResult>;
 }

@@ -118,7 +118,7 @@ describe('LocalImageStore', () => {
     const layout = await newLayout();
     const rec = await store.importOciLayout(layout.dir, 'Test/App');
     expect(rec).toMatchObject({
-      refs: ['test/app:latest'],
+      refs: ['docker.io/test/app:latest'],
       digest: layout.manifestDigest,
       createdAt: '2024-01-02T03:04:05Z',
       os: 'linux',
@@ -127,13 +127,13 @@ describe('LocalImageStore', () => {
       layers: [{ digest: layout.layerDigest, mediaType: MEDIA_TYPES.ociLayerGzip }],
     });
     expect(rec.size).toBe(rec.layers[0]!.size);
-    expect(await store.get('test/app:latest')).toEqual(rec);
+    expect(await store.get('docker.io/test/app:latest')).toEqual(rec);
     expect(await store.get(`test/app@${layout.manifestDigest}`)).toEqual(rec);
     expect(await store.list()).toEqual([rec]);
     // A second store on the same root sees the same images.
     expect(await new LocalImageStore({ root }).get('test/app')).toEqual(rec);
     const index = JSON.parse(await readFile(join(root, 'index.json'), 'utf8'));
-    expect(index.refs).toEqual({ 'test/app:latest': layout.manifestDigest });
+    expect(index.refs).toEqual({ 'docker.io/test/app:latest': layout.manifestDigest });
   });
 
   it('unpacks the layer with exactly its files, modes, owners and symlinks', async () => {
@@ -185,18 +185,18 @@ describe('LocalImageStore', () => {
     expect(await readdir(join(root, 'tmp'))).toEqual([]);
   });
 
-  it('refuses a layer with whiteouts instead of unpacking it wrongly', async () => {
+  it('turns whiteouts into overlay whiteouts (with prism-init as the fixup helper)', async () => {
+    const fixup = new LocalImageStore({ root: join(root, 'fixup'), fixupBinary: join(import.meta.dirname, '..', '..', 'guest', 'init', 'prism-init') });
     const layout = await newLayout(async (stage) => {
       await fillStage(stage);
       await writeFile(join(stage, 'etc', '.wh.removed'), '');
     });
-    await store.importOciLayout(layout.dir, 'wh:1');
-    await expect(store.rootfs('wh:1')).rejects.toMatchObject({
-      code: 'INVALID_ARGUMENT',
-      message: expect.stringContaining('whiteouts not supported yet'),
-    });
-    expect(await readdir(join(root, 'layers'))).toEqual([]);
-    expect(await readdir(join(root, 'tmp'))).toEqual([]);
+    await fixup.importOciLayout(layout.dir, 'wh:1');
+    const { layerDirs } = await fixup.rootfs('wh:1');
+    const st = await lstat(join(layerDirs[0]!, 'etc', 'removed'));
+    expect(st.isCharacterDevice()).toBe(true);
+    expect(st.rdev).toBe(0);
+    expect(await readdir(join(root, 'fixup', 'tmp'))).toEqual([]);
   });
 
   /** A layout whose only layer is the hand-made tar `raw` (for archives no sane tool would write). */
@@ -257,7 +257,7 @@ describe('LocalImageStore', () => {
     await store.importOciLayout(b.dir, 'b:1');
     const dirA = (await store.rootfs('a:1')).layerDirs[0]!;
     const dirB = (await store.rootfs('b:1')).layerDirs[0]!;
-    expect((await store.get('a:2')).refs).toEqual(['a:1', 'a:2']);
+    expect((await store.get('a:2')).refs).toEqual(['docker.io/library/a:1', 'docker.io/library/a:2']);
 
     await store.remove('a:1');
     expect(await store.content.has(a.layerDigest)).toBe(true);
@@ -280,7 +280,7 @@ describe('LocalImageStore', () => {
     await store.importOciLayout(layout.dir, 'busy:1');
     const seen: string[][] = [];
     await expect(store.remove('busy:1', (img) => (seen.push(img.refs), true))).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
-    expect(seen).toEqual([['busy:1']]);
+    expect(seen).toEqual([['docker.io/library/busy:1']]);
     expect((await store.get('busy:1')).digest).toBe(layout.manifestDigest);
     await store.remove('busy:1', () => false);
     await expect(store.get('busy:1')).rejects.toMatchObject({ code: 'NOT_FOUND' });
@@ -298,6 +298,6 @@ describe('LocalImageStore', () => {
     const layout = await newLayout();
     await expect(store.importOciLayout(layout.dir, `app@${sha('other')}`)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     const rec = await store.importOciLayout(layout.dir, `app@${layout.manifestDigest}`);
-    expect(rec.refs).toEqual([`app@${layout.manifestDigest}`]);
+    expect(rec.refs).toEqual([`docker.io/library/app@${layout.manifestDigest}`]);
   });
 });

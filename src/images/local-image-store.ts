@@ -2,7 +2,8 @@ import { lstat, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs
 import { join } from 'node:path';
 import { asPrismError, isPrismError, PrismError } from '../core/errors.js';
 import { assertDigest, ContentStore } from './content/content-store.js';
-import type { ImageLayer, ImageRecord, ImageStore, Rootfs } from './image-store.js';
+import type { GcResult, ImageLayer, ImageRecord, ImageStore, PullOptions, Rootfs } from './image-store.js';
+import { extractArchive, readArchive } from './archive-import.js';
 import {
   checkConfig, checkDescriptor, checkManifest, hostArchitecture, imageConfig, INDEX_TYPES, MANIFEST_TYPES, bad,
   type Descriptor, type IndexFile, type OciManifest,
@@ -10,7 +11,10 @@ import {
 import { extractLayer } from './unpack/layer-unpacker.js';
 
 export { MEDIA_TYPES, hostArchitecture } from './oci-types.js';
-import { formatReference, parseReference, type ImageReference } from './reference.js';
+import { formatReference, parseReference, registryHost, type ImageReference } from './reference.js';
+
+/** Images under this registry name are built on the node (the base image), never pulled. */
+const LOCAL_REGISTRY = 'prism.local';
 
 /**
  * ImageStore on one node's disk:
@@ -30,9 +34,18 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/** Fetches an image's blobs into the content store (src/images/registry/ implements it). */
+export interface ImagePuller {
+  pull(ref: ImageReference, content: ContentStore, opts: PullOptions): Promise<{ manifestDigest: string }>;
+}
+
 export interface LocalImageStoreOptions {
   /** `<data-dir>/images`. */
   root: string;
+  /** Without one, `pull` fails with FAILED_PRECONDITION (offline store). */
+  puller?: ImagePuller;
+  /** prism-init, which writes overlay whiteouts and xattrs for the unpacker (Node cannot mknod). */
+  fixupBinary?: string;
 }
 
 export class LocalImageStore implements ImageStore {
@@ -44,12 +57,104 @@ export class LocalImageStore implements ImageStore {
   private tail: Promise<unknown> = Promise.resolve();
   /** In-flight unpacks by diffId: concurrent rootfs() calls share one, and GC leaves them alone. */
   private readonly unpacking = new Map<string, Promise<string>>();
+  /** In-flight pulls by normalised ref; while any runs, GC keeps untagged blobs (they may be its). */
+  private readonly pulling = new Map<string, Promise<ImageRecord>>();
+  private readonly puller?: ImagePuller;
+  private readonly fixupBinary?: string;
 
   constructor(opts: LocalImageStoreOptions) {
     this.root = opts.root;
     this.content = new ContentStore(opts.root);
     this.layersDir = join(opts.root, 'layers');
     this.indexPath = join(opts.root, 'index.json');
+    if (opts.puller) this.puller = opts.puller;
+    if (opts.fixupBinary) this.fixupBinary = opts.fixupBinary;
+  }
+
+  async ensure(ref: string, opts: PullOptions = {}): Promise<ImageRecord> {
+    try {
+      return await this.get(ref);
+    } catch (e) {
+      if (!isPrismError(e, 'NOT_FOUND')) throw e;
+    }
+    return this.pull(ref, opts);
+  }
+
+  /** Downloads (verified, deduplicated), tags, then unpacks, so the first sandbox starts at once. */
+  pull(ref: string, opts: PullOptions = {}): Promise<ImageRecord> {
+    const parsed = parseReference(ref);
+    const key = formatReference(parsed);
+    let p = this.pulling.get(key);
+    if (!p) {
+      p = this.doPull(parsed, key, opts).finally(() => this.pulling.delete(key));
+      this.pulling.set(key, p);
+    }
+    return p;
+  }
+
+  private async doPull(parsed: ImageReference, key: string, opts: PullOptions): Promise<ImageRecord> {
+    await this.init();
+    if (!this.puller) throw new PrismError('FAILED_PRECONDITION', `cannot pull ${key}: this image store has no registry access`);
+    if (registryHost(parsed) === LOCAL_REGISTRY) {
+      throw new PrismError('NOT_FOUND', `image ${key} is built locally, not pulled: run 'prismd build-base-image'`);
+    }
+    const progress = opts.onProgress ?? (() => undefined);
+    const { manifestDigest } = await this.puller.pull(parsed, this.content, { ...opts, onProgress: progress });
+    // Unpacked before it is tagged: an image whose layers cannot be unpacked (hostile, corrupt) never
+    // becomes visible, and its first sandbox starts without waiting.
+    const untagged = await this.load(manifestDigest, await this.readIndex()); // validates manifest and config
+    for (const layer of untagged.layers) {
+      progress({ ref: key, phase: 'unpacking', layer: layer.digest, total: layer.size });
+      await this.unpackOnce(layer, untagged.layers);
+    }
+    const image = await this.exclusive(async () => {
+      const index = await this.readIndex();
+      index.refs[key] = manifestDigest;
+      await this.writeIndex(index);
+      return this.load(manifestDigest, index);
+    });
+    progress({ ref: key, phase: 'done' });
+    return image;
+  }
+
+  async importArchive(file: string, opts: { ref?: string } = {}): Promise<ImageRecord[]> {
+    await this.init();
+    const tmp = await this.content.newTemp('archive');
+    try {
+      await mkdir(tmp);
+      await extractArchive(file, tmp);
+      const found = await readArchive(tmp, this.content);
+      if (found.kind === 'oci-layout') {
+        const refs = opts.ref ? [opts.ref] : found.names;
+        if (refs.length === 0) throw bad('the OCI layout names no image; give a reference to tag it with');
+        const out: ImageRecord[] = [];
+        for (const r of refs) out.push(await this.importOciLayout(tmp, r));
+        return out;
+      }
+      return await this.exclusive(async () => {
+        const index = await this.readIndex();
+        const tagged: string[] = [];
+        for (const img of found.images) {
+          const record = await this.load(img.manifestDigest, index); // validates before tagging
+          const refs = opts.ref ? [opts.ref] : img.repoTags;
+          if (refs.length === 0) throw bad(`image ${record.digest} in the archive has no name; give a reference to tag it with`);
+          for (const r of refs) {
+            const k = formatReference(parseReference(r));
+            index.refs[k] = img.manifestDigest;
+            tagged.push(img.manifestDigest);
+          }
+        }
+        await this.writeIndex(index);
+        return Promise.all([...new Set(tagged)].map((d) => this.load(d, index)));
+      });
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  }
+
+  async gc(): Promise<GcResult> {
+    await this.init();
+    return this.exclusive(async () => this.collectGarbage(await this.readIndex()));
   }
 
   async list(): Promise<ImageRecord[]> {
@@ -70,7 +175,9 @@ export class LocalImageStore implements ImageStore {
 
   async rootfs(ref: string): Promise<Rootfs> {
     const image = await this.get(ref);
-    const layerDirs = await Promise.all(image.layers.map((l) => this.unpackOnce(l)));
+    // In order: a layer's hardlinks may point into the layers below it.
+    const layerDirs: string[] = [];
+    for (const l of image.layers) layerDirs.push(await this.unpackOnce(l, image.layers));
     return { image, layerDirs };
   }
 
@@ -190,6 +297,16 @@ export class LocalImageStore implements ImageStore {
     if (idx?.schemaVersion !== 1 || typeof idx.refs !== 'object' || idx.refs === null) {
       throw new PrismError('INTERNAL', `image index ${this.indexPath} is malformed`);
     }
+    // Keys written before Docker-style normalisation (`app:1`) read as their full form now.
+    const refs: Record<string, string> = {};
+    for (const [k, v] of Object.entries(idx.refs)) {
+      try {
+        refs[formatReference(parseReference(k))] = v;
+      } catch {
+        refs[k] = v;
+      }
+    }
+    idx.refs = refs;
     return idx;
   }
 
@@ -210,22 +327,24 @@ export class LocalImageStore implements ImageStore {
     }
   }
 
-  private unpackOnce(layer: ImageLayer): Promise<string> {
+  /** `stack` is the image's layers, lowest first; those below `layer` are already unpacked. */
+  private unpackOnce(layer: ImageLayer, stack: ImageLayer[]): Promise<string> {
     const hex = assertDigest(layer.diffId).slice('sha256:'.length);
     let p = this.unpacking.get(hex);
     if (p === undefined) {
-      p = this.unpack(layer, hex).finally(() => this.unpacking.delete(hex));
+      const lower = stack.slice(0, stack.indexOf(layer)).map((l) => join(this.layersDir, l.diffId.slice('sha256:'.length)));
+      p = this.unpack(layer, hex, lower).finally(() => this.unpacking.delete(hex));
       this.unpacking.set(hex, p);
     }
     return p;
   }
 
-  private async unpack(layer: ImageLayer, hex: string): Promise<string> {
+  private async unpack(layer: ImageLayer, hex: string, lowerDirs: string[]): Promise<string> {
     const dest = join(this.layersDir, hex);
     if (await exists(dest)) return dest;
     const tmp = await this.content.newTemp('layer');
     try {
-      await extractLayer(this.content.path(layer.digest), layer, tmp);
+      await extractLayer(this.content.path(layer.digest), layer, tmp, lowerDirs, this.fixupBinary ? { fixupBinary: this.fixupBinary } : {});
       try {
         await rename(tmp, dest);
       } catch (e) {
@@ -242,8 +361,12 @@ export class LocalImageStore implements ImageStore {
     }
   }
 
-  /** Mark and sweep: keeps what tagged images reference; skips the sweep if any of them is unreadable. */
-  private async collectGarbage(index: IndexFile): Promise<void> {
+  /**
+   * Mark and sweep: keeps what tagged images reference; skips the sweep if any of them is unreadable.
+   * Blobs are kept while a pull runs (its blobs are not tagged yet).
+   */
+  private async collectGarbage(index: IndexFile): Promise<GcResult> {
+    const result: GcResult = { blobsRemoved: 0, layersRemoved: 0, bytesFreed: 0 };
     const blobs = new Set<string>();
     const layers = new Set<string>();
     try {
@@ -257,17 +380,25 @@ export class LocalImageStore implements ImageStore {
         }
       }
     } catch (e) {
-      if (isPrismError(e)) return;
+      if (isPrismError(e)) return result;
       throw e;
     }
-    for (const d of await this.content.listDigests()) if (!blobs.has(d)) await this.content.delete(d);
+    if (this.pulling.size === 0) {
+      for (const d of await this.content.listDigests()) {
+        if (blobs.has(d)) continue;
+        result.bytesFreed += await this.content.size(d).catch(() => 0);
+        if (await this.content.delete(d)) result.blobsRemoved++;
+      }
+    }
     for (const name of await readdir(this.layersDir)) {
-      if (!/^[0-9a-f]{64}$/.test(name) || layers.has(name) || this.unpacking.has(name)) continue;
+      if (!/^[0-9a-f]{64}$/.test(name) || layers.has(name) || this.unpacking.has(name) || this.pulling.size > 0) continue;
       // Rename first so an interrupted delete never leaves a partial layer under its real name.
       const trash = await this.content.newTemp('gc');
       await rename(join(this.layersDir, name), trash);
       await rm(trash, { recursive: true, force: true });
+      result.layersRemoved++;
     }
+    return result;
   }
 }
 

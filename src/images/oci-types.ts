@@ -16,7 +16,8 @@ export const MEDIA_TYPES = {
 export const MANIFEST_TYPES = new Set<string>([MEDIA_TYPES.ociManifest, 'application/vnd.docker.distribution.manifest.v2+json']);
 export const INDEX_TYPES = new Set<string>([MEDIA_TYPES.ociIndex, 'application/vnd.docker.distribution.manifest.list.v2+json']);
 export const GZIP_LAYER_TYPES = new Set<string>([MEDIA_TYPES.ociLayerGzip, 'application/vnd.docker.image.rootfs.diff.tar.gzip']);
-export const TAR_LAYER_TYPES = new Set<string>([MEDIA_TYPES.ociLayer]);
+export const TAR_LAYER_TYPES = new Set<string>([MEDIA_TYPES.ociLayer, 'application/vnd.docker.image.rootfs.diff.tar']);
+export const ZSTD_LAYER_TYPES = new Set<string>(['application/vnd.oci.image.layer.v1.tar+zstd']);
 
 /** The host's architecture in OCI (GOARCH) spelling. */
 export function hostArchitecture(): string {
@@ -81,8 +82,8 @@ export function checkManifest(m: unknown, digest: string): OciManifest {
   man.layers.forEach((l, i) => {
     checkDescriptor(l, `manifest ${digest} layer ${i}`);
     const type = l.mediaType ?? '';
-    if (!GZIP_LAYER_TYPES.has(type) && !TAR_LAYER_TYPES.has(type)) {
-      throw bad(`manifest ${digest} layer ${i}: unsupported media type ${JSON.stringify(type)} (tar or tar+gzip only)`);
+    if (!GZIP_LAYER_TYPES.has(type) && !TAR_LAYER_TYPES.has(type) && !ZSTD_LAYER_TYPES.has(type)) {
+      throw bad(`manifest ${digest} layer ${i}: unsupported media type ${JSON.stringify(type)} (tar, tar+gzip or tar+zstd only)`);
     }
   });
   return man;

@@ -1,5 +1,6 @@
 import type { NodeInfo, RuntimeName, Sandbox, SandboxStatus } from '../core/types.js';
 import { PrismApiError, connectionError, errorFromResponse } from './errors.js';
+import { ImagesApi } from './images.js';
 import { SandboxHandle, type ApiTransport } from './sandbox-handle.js';
 
 export interface PrismOptions {
@@ -75,17 +76,31 @@ class HttpTransport implements ApiTransport {
   }
 
   async raw(method: string, path: string, body: unknown, accept: string, signal?: AbortSignal): Promise<Response> {
+    return this.send(method, path, body === undefined ? undefined : JSON.stringify(body), 'application/json', accept, signal);
+  }
+
+  async upload<T>(method: string, path: string, body: Uint8Array | ReadableStream<Uint8Array>, contentType: string, signal?: AbortSignal): Promise<T> {
+    const res = await this.send(method, path, body, contentType, 'application/json', signal);
+    return (await res.json()) as T;
+  }
+
+  private async send(
+    method: string,
+    path: string,
+    body: string | Uint8Array | ReadableStream<Uint8Array> | undefined,
+    contentType: string,
+    accept: string,
+    signal?: AbortSignal,
+  ): Promise<Response> {
     const headers: Record<string, string> = { accept };
-    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (body !== undefined) headers['content-type'] = contentType;
     if (this.#token) headers.authorization = `Bearer ${this.#token}`;
     let res: Response;
     try {
-      res = await this.#fetch(`${this.baseUrl}/api/v1${path}`, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal,
-      });
+      const init: RequestInit & { duplex?: 'half' } = { method, headers, body: body as BodyInit | undefined, signal };
+      // Streaming request bodies need half-duplex in Node's fetch.
+      if (body instanceof ReadableStream) init.duplex = 'half';
+      res = await this.#fetch(`${this.baseUrl}/api/v1${path}`, init);
     } catch (e) {
       if (signal?.aborted) throw e;
       throw connectionError(this.baseUrl, e);
@@ -110,6 +125,8 @@ export class Prism {
     get(idOrName: string): Promise<NodeInfo>;
   };
 
+  readonly images: ImagesApi;
+
   readonly sandboxes: {
     /** Resolves once the sandbox is `running`. */
     create(opts?: CreateSandboxOptions): Promise<SandboxHandle>;
@@ -125,6 +142,7 @@ export class Prism {
       list: async () => (await api.json<{ nodes: NodeInfo[] }>('GET', '/nodes')).nodes,
       get: (idOrName) => api.json<NodeInfo>('GET', `/nodes/${encodeURIComponent(idOrName)}`),
     };
+    this.images = new ImagesApi(api);
     this.sandboxes = {
       create: async (o = {}) => new SandboxHandle(api, await api.json<Sandbox>('POST', '/sandboxes', o)),
       list: async () =>

@@ -12,6 +12,8 @@ export interface ApiTransport {
   json<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T>;
   /** Resolves to a 2xx response whose body the caller reads. */
   raw(method: string, path: string, body: unknown, accept: string, signal?: AbortSignal): Promise<Response>;
+  /** Sends a raw (non-JSON) body, e.g. an image archive; resolves to the parsed JSON answer. */
+  upload<T>(method: string, path: string, body: Uint8Array | ReadableStream<Uint8Array>, contentType: string, signal?: AbortSignal): Promise<T>;
 }
 
 export interface ExecOptions {

@@ -83,7 +83,8 @@ export class SandboxService {
   async create(req: CreateSandboxRequest): Promise<Sandbox> {
     this.validate(req);
     const image = req.image ?? this.defaults.image;
-    const imageRecord = await this.images.get(image); // NOT_FOUND early, before anything is written
+    // Present, or pulled now; NOT_FOUND and registry errors come before anything is written.
+    const imageRecord = await this.images.ensure(image);
     const id = newSandboxId();
     const sb: Sandbox = {
       id,
@@ -175,10 +176,5 @@ export class SandboxService {
     await this.transition(sb.id, 'deleting');
     if (sb.node) await this.agent.destroy(sb);
     await this.repo.deleteSandbox(sb);
-  }
-
-  /** Is any sandbox using this image? (Images in use cannot be removed.) */
-  async imageInUse(digest: string): Promise<boolean> {
-    return (await this.repo.listSandboxes()).some((s) => s.imageDigest === digest);
   }
 }

@@ -45,7 +45,7 @@ export interface Prismd {
   logs(): string;
 }
 
-export async function startPrismd(opts: { dataDir?: string; port?: number; extraArgs?: string[] } = {}): Promise<Prismd> {
+export async function startPrismd(opts: { dataDir?: string; port?: number; extraArgs?: string[]; imagesDir?: string } = {}): Promise<Prismd> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'prismd-test-')));
   const port = opts.port ?? (await freePort());
   const api = `127.0.0.1:${port}`;
@@ -53,7 +53,7 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
   const logFile = join(dataDir, 'prismd.log');
   const proc = spawn(
     process.execPath,
-    [join(REPO_ROOT, 'bin', 'prismd.js'), '--api', api, '--data-dir', dataDir, '--images-dir', TEST_IMAGES_DIR, '--log-file', logFile, '--log-level', 'debug', ...(opts.extraArgs ?? [])],
+    [join(REPO_ROOT, 'bin', 'prismd.js'), '--api', api, '--data-dir', dataDir, '--images-dir', opts.imagesDir ?? TEST_IMAGES_DIR, '--log-file', logFile, '--log-level', 'debug', ...(opts.extraArgs ?? [])],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let stderr = '';
@@ -84,7 +84,7 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
     },
     async restart(signal = 'SIGTERM') {
       await self.stop(signal);
-      return startPrismd({ dataDir, port, extraArgs: opts.extraArgs });
+      return startPrismd({ ...opts, dataDir, port });
     },
     async dispose() {
       if (proc.exitCode === null && proc.signalCode === null) {

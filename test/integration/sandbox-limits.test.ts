@@ -62,7 +62,7 @@ describe.skipIf(!!skip)('limits, bad input and failures', () => {
       ['POST', '/sandboxes', { cpus: -1 }, 400, 'INVALID_ARGUMENT'],
       ['POST', '/sandboxes', { name: 'Bad Name!' }, 400, 'INVALID_ARGUMENT'],
       ['POST', '/sandboxes', { nmae: 'typo' }, 400, 'INVALID_ARGUMENT'],
-      ['POST', '/sandboxes', { image: 'no-such-image:1' }, 404, 'NOT_FOUND'],
+      ['POST', '/sandboxes', { image: 'prism.local/no-such-image:1' }, 404, 'NOT_FOUND'],
       ['POST', '/sandboxes', { runtime: 'warp' }, 400, 'INVALID_ARGUMENT'],
       ['GET', '/no/such/route', undefined, 404, 'NOT_FOUND'],
       ['POST', '/sandboxes', { name: 'x'.repeat(10) , env: { 'BAD KEY': 'v' } }, 400, 'INVALID_ARGUMENT'],
