@@ -13,7 +13,8 @@
  * the container's init. Sandboxed code cannot reach it (every agent fd is close-on-exec).
  *
  * Protocol (one connection per command; frames are type:u8, length:u32 big-endian, payload):
- *   daemon -> agent  'S' start: NUL-terminated fields: cwd, "stdin"|"", argc, argv..., envc, env...
+ *   daemon -> agent  'S' start: NUL-terminated fields: cwd, "stdin"|"", argc, argv..., envc, env...,
+ *                        and optionally the user as "uid gid g1,g2" (absent: root, the task's own)
  *                    'I' stdin bytes   'C' close stdin   'K' signal the command's tree (payload: u8)
  *   agent -> daemon  'O' stdout bytes  'E' stderr bytes  'X' exit: "<exitCode> <signal>"
  * The exit frame comes once the command exited and what it wrote is drained. A daemon that hangs up
@@ -23,6 +24,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -173,7 +175,33 @@ static void kill_tree(pid_t root, int sig) {
   kill(root, SIGKILL);
 }
 
-static void child_exec(char *cwd, char **argv, char **envp, int in_fd, int out_fd, int err_fd) {
+/*
+ * Drops to the user the daemon resolved from the image ("uid gid g1,g2,..."): groups first, then gid,
+ * then uid, which also clears every capability (no SECBIT_KEEP_CAPS).
+ */
+static void become_user(const char *spec) {
+  unsigned uid, gid;
+  int off = 0;
+  if (sscanf(spec, "%u %u %n", &uid, &gid, &off) < 2) {
+    dprintf(2, "prism: bad user spec %s\n", spec);
+    _exit(126);
+  }
+  gid_t groups[64];
+  int n = 0;
+  for (const char *p = spec + off; *p && n < 64;) {
+    char *endp;
+    unsigned long g = strtoul(p, &endp, 10);
+    if (endp == p) break;
+    groups[n++] = (gid_t)g;
+    p = *endp == ',' ? endp + 1 : endp;
+  }
+  if (setgroups((size_t)n, groups) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
+    dprintf(2, "prism: cannot become user %u:%u: %s\n", uid, gid, strerror(errno));
+    _exit(126);
+  }
+}
+
+static void child_exec(char *cwd, char **argv, char **envp, const char *user, int in_fd, int out_fd, int err_fd) {
   sigset_t all;
   sigemptyset(&all);
   sigprocmask(SIG_SETMASK, &all, NULL);
@@ -182,6 +210,7 @@ static void child_exec(char *cwd, char **argv, char **envp, int in_fd, int out_f
   dup2(in_fd, 0);
   dup2(out_fd, 1);
   dup2(err_fd, 2);
+  if (user && user[0]) become_user(user);
   if (cwd[0] && chdir(cwd) != 0) {
     dprintf(2, "prism: cannot change directory to %s: %s\n", cwd, strerror(errno));
     _exit(126);
@@ -220,6 +249,8 @@ static void serve(int c) {
   char **envp = calloc((size_t)envc + 1, sizeof *envp);
   for (int i = 0; i < envc; i++)
     if (!(envp[i] = next_field(&cur, end))) _exit(1);
+  /* Optional trailing field (newer daemons): the user to run as, "uid gid groups". */
+  char *user = next_field(&cur, end);
 
   int in[2] = {-1, -1}, out[2], err[2];
   if (want_stdin[0]) {
@@ -241,7 +272,7 @@ static void serve(int c) {
     send_frame(c, 'X', "126 0", 5);
     _exit(0);
   }
-  if (pid == 0) child_exec(cwd, argv, envp, in[0], out[1], err[1]);
+  if (pid == 0) child_exec(cwd, argv, envp, user, in[0], out[1], err[1]);
   close(in[0]);
   close(out[1]);
   close(err[1]);

@@ -30,6 +30,7 @@ export const SandboxSchema = Type.Object(
     env: Type.Record(Type.String(), Type.String()),
     workdir: Type.String(),
     timeoutSec: Type.Integer(),
+    user: Type.Optional(Type.String()),
     createdAt: Type.String(),
     startedAt: Type.Optional(Type.String()),
     stoppedAt: Type.Optional(Type.String()),
@@ -48,6 +49,7 @@ export const CreateSandboxBody = Type.Object(
     env: Type.Optional(StringMap(256, 32768)),
     workdir: Type.Optional(Type.String({ maxLength: 4096 })),
     timeoutSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 30 * 86400 })),
+    user: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$', maxLength: 128 })),
   },
   closed,
 );

@@ -14,6 +14,7 @@ interface CreateFlags {
   env?: string[];
   workdir?: string;
   timeout?: number;
+  user?: string;
 }
 
 /** `sandbox` (alias `sb`) and its subcommands. */
@@ -32,6 +33,7 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
     .option('--env <key=value>', 'environment variable (repeatable)', collect)
     .option('--workdir <dir>', 'working directory for commands')
     .option('--timeout <sec>', 'stop the sandbox after this many seconds; 0 = never', parseNumber('int'))
+    .option('--user <user[:group]>', "run commands as this user instead of the image's")
     .action(async (f: CreateFlags, cmd: Command) => {
       const sb = await ctx.client(cmd).sandboxes.create({
         name: f.name,
@@ -43,6 +45,7 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
         env: parseEnvPairs(f.env),
         workdir: f.workdir,
         timeoutSec: f.timeout,
+        user: f.user,
       });
       if (ctx.format(cmd) === 'json') return ctx.json(sb.info);
       const s = sb.info;

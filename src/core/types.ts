@@ -25,6 +25,8 @@ export interface SandboxSpec {
   workdir: string;
   /** Auto-stop after this many seconds of running; 0 = never. */
   timeoutSec: number;
+  /** Commands run as this user (`name|uid[:group|gid]`); absent = the image's User, else root. */
+  user?: string;
 }
 
 export interface Sandbox extends SandboxSpec {

@@ -34,6 +34,8 @@ export interface TaskSpec {
   cpus: number;
   memoryMb: number;
   pidsLimit: number;
+  /** Run commands as this user (`name|uid[:group|gid]`, resolved in the image); absent = root. */
+  user?: string;
 }
 
 export interface TaskHandle {

@@ -39,6 +39,8 @@ export interface CreateSandboxOptions {
   workdir?: string;
   /** Auto-stop after this many seconds of running; 0 = never. */
   timeoutSec?: number;
+  /** Run commands as this user (`name|uid[:group|gid]`) instead of the image's User. */
+  user?: string;
 }
 
 export const DEFAULT_URL = 'http://127.0.0.1:8008';

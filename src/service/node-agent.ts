@@ -66,6 +66,7 @@ export class NodeAgent {
         memoryMb: sb.memoryMb,
         pidsLimit: sb.pidsLimit,
       };
+      if (sb.user) spec.user = sb.user; // the request's or the image's User, chosen at create
       const handle = await driver.create(spec);
       try {
         await this.repo.putHandle(this.nodeId, handle);

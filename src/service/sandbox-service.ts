@@ -17,6 +17,7 @@ export interface CreateSandboxRequest {
   env?: Record<string, string>;
   workdir?: string;
   timeoutSec?: number;
+  user?: string;
 }
 
 export interface SandboxDefaults {
@@ -102,6 +103,8 @@ export class SandboxService {
       timeoutSec: req.timeoutSec ?? 0,
       createdAt: new Date().toISOString(),
     };
+    const user = req.user || imageRecord.config.user;
+    if (user) sb.user = user;
     await this.repo.createSandbox(sb);
     try {
       const [nodes, all] = await Promise.all([this.repo.listNodes(), this.repo.listSandboxes()]);

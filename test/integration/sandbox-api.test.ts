@@ -156,6 +156,22 @@ describe.skipIf(!!skip)('sandbox API over HTTP with the oci runtime', () => {
     expect(info.sandboxes.byStatus.running).toBeGreaterThanOrEqual(1);
   });
 
+  it('runs commands as a non-root user when asked, without capabilities', async () => {
+    const nobody = (await call(d.url, 'POST', '/sandboxes', { name: 'nobody', user: 'nobody' })).body;
+    expect(nobody.user).toBe('nobody');
+    const r = await call(d.url, 'POST', `/sandboxes/${nobody.id}/exec`, { command: 'id -u; id -g; echo $HOME; grep CapEff /proc/self/status; touch /root/x' });
+    expect(r.body.stdout).toBe('65534\n65534\n/nonexistent\nCapEff:\t0000000000000000\n');
+    expect(r.body.exitCode).not.toBe(0);
+    await call(d.url, 'DELETE', `/sandboxes/${nobody.id}`);
+    const numeric = (await call(d.url, 'POST', '/sandboxes', { user: '1234:4321' })).body;
+    expect((await call(d.url, 'POST', `/sandboxes/${numeric.id}/exec`, { command: 'id -u; id -g' })).body.stdout).toBe('1234\n4321\n');
+    await call(d.url, 'DELETE', `/sandboxes/${numeric.id}`);
+    const ghost = await call(d.url, 'POST', '/sandboxes', { name: 'ghost', user: 'ghost' });
+    expect(ghost.status).toBe(400);
+    expect(ghost.body.error.message).toContain('ghost');
+    expect((await call(d.url, 'GET', '/sandboxes/ghost')).status).toBe(404);
+  });
+
   it('deletes a sandbox and leaves nothing behind', async () => {
     const c = await call(d.url, 'POST', '/sandboxes', { name: 'doomed' });
     expect(c.status).toBe(201);

@@ -34,9 +34,10 @@ function frame(type: string, payload: Buffer): Buffer {
   return Buffer.concat([hdr, payload]);
 }
 
-function startFrame(opts: ExecOptions): Buffer {
+function startFrame(opts: ExecOptions, user?: string): Buffer {
   const env = Object.entries(opts.env).map(([k, v]) => `${k}=${v}`);
   const fields = [opts.cwd, opts.stdin ? 'stdin' : '', String(opts.argv.length), ...opts.argv, String(env.length), ...env];
+  if (user) fields.push(user);
   for (const f of fields) {
     if (f.includes('\0')) throw new PrismError('INVALID_ARGUMENT', 'command, environment and cwd must not contain NUL bytes');
   }
@@ -44,8 +45,9 @@ function startFrame(opts: ExecOptions): Buffer {
 }
 
 /** Connects and starts the command; rejects FAILED_PRECONDITION when no agent listens (task not running). */
-export function agentExec(socketPath: string, opts: ExecOptions): Promise<AgentProcess> {
-  const start = startFrame(opts);
+/** `user` is the agent's "uid gid groups" form; absent runs as the task's root. */
+export function agentExec(socketPath: string, opts: ExecOptions, user?: string): Promise<AgentProcess> {
+  const start = startFrame(opts, user);
   return new Promise((resolve, reject) => {
     const sock: Socket = createConnection(socketPath);
     sock.once('error', (e: NodeJS.ErrnoException) => {

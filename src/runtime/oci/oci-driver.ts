@@ -11,6 +11,7 @@ import { startExec } from './oci-exec.js';
 import { isMounted, overlayOptions, unmountAll } from './overlay-mount.js';
 import { Runc, type ContainerState } from './runc.js';
 import { buildRuntimeSpec } from './runtime-spec.js';
+import { resolveTaskUser, type TaskUser } from './task-user.js';
 
 export interface OciDriverLogger {
   info(o: object, msg?: string): void;
@@ -101,6 +102,7 @@ export class OciDriver implements RuntimeDriver {
       await Promise.all([p.bundle, p.upper, p.work, p.rootfs].map((d) => mkdir(d)));
       await this.writeConfig(spec, p);
       await this.runAndVerify(spec.id, p, overlayOptions(spec.layers, p.upper, p.work));
+      if (spec.user) handle.data.user = await resolveTaskUser(p.rootfs, spec.user);
       this.opts.logger?.info({ task: spec.id }, 'oci task created');
       return handle;
     } catch (e) {
@@ -157,7 +159,7 @@ export class OciDriver implements RuntimeDriver {
   async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
     const p = this.paths(handle.id);
     try {
-      return await startExec(handle.id, p.agentSocket, opts);
+      return await startExec(handle.id, p.agentSocket, opts, handle.data.user as TaskUser | undefined);
     } catch (e) {
       // No agent listening: tell "gone" from "stopped" the way callers expect.
       if (e instanceof PrismError && e.code === 'FAILED_PRECONDITION' && !existsSync(p.task)) {

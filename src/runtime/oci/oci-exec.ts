@@ -2,6 +2,7 @@ import { PrismError } from '../../core/errors.js';
 import type { ExecOptions, TaskProcess } from '../driver.js';
 import { agentExec } from './agent-client.js';
 import { readOomKills } from './cgroups.js';
+import { userSpec, type TaskUser } from './task-user.js';
 
 /**
  * Runs one command through the task's exec agent (guest/init). The agent forks it inside the task, so
@@ -9,11 +10,13 @@ import { readOomKills } from './cgroups.js';
  * bytes of stdout and stderr arrive exactly as written. OOM kills are read off the task's memory
  * cgroup: the `oom_kill` counter grew while the command ran and the command died of SIGKILL.
  */
-export async function startExec(id: string, socketPath: string, opts: ExecOptions): Promise<TaskProcess> {
+export async function startExec(id: string, socketPath: string, opts: ExecOptions, user?: TaskUser): Promise<TaskProcess> {
   if (opts.argv.length === 0) throw new PrismError('INVALID_ARGUMENT', 'argv must not be empty');
   const oomBefore = readOomKills(id).catch(() => -1);
   const started = Date.now();
-  const proc = await agentExec(socketPath, opts);
+  // A non-root user gets its passwd home as HOME unless the command sets one (as Docker does).
+  const env = user && user.uid !== 0 && opts.env.HOME === undefined ? { ...opts.env, HOME: user.home } : opts.env;
+  const proc = await agentExec(socketPath, { ...opts, env }, user ? userSpec(user) : undefined);
   const result = (async () => {
     const exit = await proc.exit;
     const durationMs = Date.now() - started;
