@@ -1,10 +1,11 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushTestImages, TEST_REGISTRY_USER, type TestImages } from '../fixtures/test-images.js';
-import { call, integrationSkipReason, startPrismd, type Prismd } from './prismd-harness.js';
+import { REPO_ROOT, call, integrationSkipReason, startPrismd, type Prismd } from './prismd-harness.js';
 
 const skip = integrationSkipReason() ?? (existsSync('/usr/bin/docker-registry') ? undefined : 'docker-registry is not installed');
 if (skip) console.warn(`skipping image integration tests: ${skip}`);
@@ -197,5 +198,26 @@ describe.skipIf(!!skip)('images from real registries', () => {
     }
     const bad = await fetch(`${d.url}/api/v1/images/import`, { method: 'POST', headers: { 'content-type': 'application/x-tar' }, body: 'not a tar' });
     expect(bad.status).toBe(400);
+  });
+
+  it('prismctl image pull, ls, inspect, import and rm', () => {
+    const ctl = (...args: string[]) => {
+      const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin', 'prismctl.js'), '--api', d.api, ...args], { encoding: 'utf8', timeout: 60_000 });
+      return { code: r.status, out: r.stdout, err: r.stderr };
+    };
+    const ref = t.images.multiarch.ref;
+    const pulled = ctl('image', 'pull', ref);
+    expect(pulled.code, pulled.err).toBe(0);
+    expect(pulled.out).toContain(`pulled ${ref}`);
+    expect(ctl('image', 'ls').out).toContain('127.0.0.1:5000/prism-test/multiarch:1');
+    const inspect = JSON.parse(ctl('-o', 'json', 'image', 'inspect', ref).out);
+    expect(inspect.architecture).toBe('amd64');
+    const imported = ctl('image', 'import', t.archives.ociArchive, '--ref', 'cli/imported:1');
+    expect(imported.code, imported.err).toBe(0);
+    expect(imported.out).toContain('docker.io/cli/imported:1');
+    expect(ctl('image', 'rm', 'cli/imported:1', ref).code).toBe(0);
+    const gone = ctl('image', 'inspect', ref);
+    expect(gone.code).toBe(1);
+    expect(gone.err).toContain('NOT_FOUND');
   });
 });
