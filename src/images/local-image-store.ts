@@ -1,7 +1,7 @@
 import { lstat, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { asPrismError, isPrismError, PrismError } from '../core/errors.js';
-import { assertDigest, ContentStore } from './content/content-store.js';
+import { assertDigest, ContentStore, fsyncPath } from './content/content-store.js';
 import type { GcResult, ImageLayer, ImageRecord, ImageStore, PullOptions, Rootfs } from './image-store.js';
 import { extractArchive, readArchive } from './archive-import.js';
 import {
@@ -24,15 +24,6 @@ const LOCAL_REGISTRY = 'prism.local';
  *   <root>/tmp/                 temps named by writer pid, swept at start-up when that pid is gone
  * Index writes, imports and garbage collection are serialised in-process; one daemon owns a data dir.
  */
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
 
 /** Fetches an image's blobs into the content store (src/images/registry/ implements it). */
 export interface ImagePuller {
@@ -321,7 +312,7 @@ export class LocalImageStore implements ImageStore {
         await fh.close();
       }
       await rename(tmp, this.indexPath);
-      await fsyncDir(this.root);
+      await fsyncPath(this.root);
     } finally {
       await rm(tmp, { force: true });
     }
@@ -351,7 +342,7 @@ export class LocalImageStore implements ImageStore {
         // Another process won the race; its copy is complete because it also arrived by rename.
         if (!['ENOTEMPTY', 'EEXIST'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
       }
-      await fsyncDir(this.layersDir);
+      await fsyncPath(this.layersDir);
       return dest;
     } catch (e) {
       throw asPrismError(e, 'INTERNAL', `unpacking layer ${layer.diffId}`);

@@ -1,9 +1,8 @@
 import { tmpdir } from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PrismError } from '../core/errors.js';
 import type { Sandbox } from '../core/types.js';
-import type { ImageRecord, ImageStore, Rootfs } from '../images/image-store.js';
 import type { TaskSpec } from '../runtime/driver.js';
+import { oneImageStore } from '../images/fake/one-image-store.js';
 import { FakeDriver } from '../runtime/fake/fake-driver.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { ExecService } from './exec-service.js';
@@ -21,31 +20,7 @@ import { SandboxService } from './sandbox-service.js';
 const NODE = 'node-test';
 const IMAGE = 'prism.local/base:test';
 
-const imageRecord: ImageRecord = {
-  refs: [IMAGE],
-  digest: 'sha256:' + 'cd'.repeat(32),
-  size: 1,
-  createdAt: '2024-01-01T00:00:00.000Z',
-  os: 'linux',
-  architecture: 'amd64',
-  config: { env: ['PATH=/bin'], workingDir: '/work' },
-  layers: [],
-};
-
-/** One image; only get, ensure and rootfs, which is all the services call. */
-const images = {
-  async get(ref: string): Promise<ImageRecord> {
-    if (ref !== IMAGE) throw new PrismError('NOT_FOUND', `image '${ref}' not found`);
-    return structuredClone(imageRecord);
-  },
-  /** As if the registry had no other image either. */
-  async ensure(ref: string): Promise<ImageRecord> {
-    return images.get(ref);
-  },
-  async rootfs(ref: string): Promise<Rootfs> {
-    return { image: await images.get(ref), layerDirs: [] };
-  },
-} satisfies Pick<ImageStore, 'get' | 'ensure' | 'rootfs'> as unknown as ImageStore;
+const images = oneImageStore(IMAGE, { digest: 'sha256:' + 'cd'.repeat(32) });
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {

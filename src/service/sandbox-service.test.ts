@@ -2,7 +2,7 @@ import { tmpdir } from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PrismError, type ErrorCode } from '../core/errors.js';
 import type { ExecRecord, ExecResult } from '../core/types.js';
-import type { ImageRecord, ImageStore, Rootfs } from '../images/image-store.js';
+import { oneImageStore } from '../images/fake/one-image-store.js';
 import { FakeDriver } from '../runtime/fake/fake-driver.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { ExecService, type ExecLimits, type ExecRequest } from './exec-service.js';
@@ -15,34 +15,8 @@ import { SandboxService, type CreateSandboxRequest } from './sandbox-service.js'
 const NODE = 'node-test';
 const IMAGE = 'prism.local/base:test';
 
-const imageRecord: ImageRecord = {
-  refs: [IMAGE],
-  digest: 'sha256:' + 'ab'.repeat(32),
-  size: 1,
-  createdAt: '2024-01-01T00:00:00.000Z',
-  os: 'linux',
-  architecture: 'amd64',
-  config: { env: ['PATH=/bin'], workingDir: '/work' },
-  layers: [],
-};
-
-/**
- * One image, IMAGE; every other reference is NOT_FOUND. Only get, ensure and rootfs, which is all the
- * services call; the rest of the ImageStore seam (pull, import, gc) is out of these tests' reach.
- */
-const images = {
-  async get(ref: string): Promise<ImageRecord> {
-    if (ref !== IMAGE) throw new PrismError('NOT_FOUND', `image '${ref}' not found`);
-    return structuredClone(imageRecord);
-  },
-  /** As if the registry had no other image either. */
-  async ensure(ref: string): Promise<ImageRecord> {
-    return images.get(ref);
-  },
-  async rootfs(ref: string): Promise<Rootfs> {
-    return { image: await images.get(ref), layerDirs: ['/layers/0'] };
-  },
-} satisfies Pick<ImageStore, 'get' | 'ensure' | 'rootfs'> as unknown as ImageStore;
+const images = oneImageStore(IMAGE, { digest: 'sha256:' + 'ab'.repeat(32), layerDirs: ['/layers/0'] });
+const imageRecord = await images.get(IMAGE);
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {

@@ -1,5 +1,5 @@
-import Ajv from 'ajv';
-import addFormats from 'ajv-formats';
+import AjvModule from 'ajv';
+import addFormatsModule from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, integrationSkipReason, startPrismd, type Prismd } from './prismd-harness.js';
 
@@ -13,8 +13,11 @@ interface OpenApiDoc {
 describe.skipIf(!!skip)('responses match the served OpenAPI document', () => {
   let d: Prismd;
   let doc: OpenApiDoc;
-  const ajv = new Ajv({ strict: false, allErrors: true });
-  addFormats(ajv);
+  // ajv and ajv-formats are CommonJS with a default export; under NodeNext it sits on .default.
+  const Ajv = (AjvModule as unknown as { default: typeof AjvModule }).default ?? AjvModule;
+  const addFormats = (addFormatsModule as unknown as { default: typeof addFormatsModule }).default ?? addFormatsModule;
+  const ajv = new (Ajv as unknown as new (o: object) => import('ajv').default)({ strict: false, allErrors: true });
+  (addFormats as unknown as (a: unknown) => void)(ajv);
 
   /** Validates a live response against the document's schema for that route and status. */
   function check(method: string, route: string, status: number, body: unknown): void {

@@ -71,7 +71,8 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-async function fsyncPath(path: string): Promise<void> {
+/** fsync of a file or directory (a directory, so that a rename into it is durable). */
+export async function fsyncPath(path: string): Promise<void> {
   const fh = await open(path, 'r');
   try {
     await fh.sync();

@@ -3,7 +3,6 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ImageLayer } from '../image-store.js';
 import { extractLayer, type SkippedEntries } from './layer-unpacker.js';
 import { getXattr, writeLayer, type Spec } from './test-layers.test-support.js';
 
