@@ -94,6 +94,14 @@ export const NodeSchema = Type.Object(
     version: Type.String(),
     runtimes: Type.Array(Runtime),
     defaultRuntime: Runtime,
+    runtimeInfo: Type.Array(
+      Type.Object({
+        name: Runtime,
+        usable: Type.Boolean(),
+        reason: Type.Optional(Type.String()),
+        details: Type.Optional(Type.Record(Type.String(), Type.String())),
+      }),
+    ),
     sandboxes: Type.Integer(),
     resources: Type.Object({
       cpus: Type.Integer(),

@@ -78,6 +78,12 @@ function renderNode(n: NodeInfo): string {
     ['Address', n.address],
     ['Version', n.version],
     ['Runtimes', `${n.runtimes.join(', ')} (default ${n.defaultRuntime})`],
+    ...(n.runtimeInfo ?? []).map((r): [string, string] => [
+      `  ${r.name}`,
+      r.usable
+        ? `usable${r.details && Object.keys(r.details).length ? ` (${Object.entries(r.details).map(([k, v]) => `${k}: ${v}`).join('; ')})` : ''}`
+        : `not usable: ${r.reason ?? 'unknown'}`,
+    ]),
     ['CPUs', String(r.cpus)],
     ['Memory', `${humanBytes(r.memoryUsedBytes)} used of ${humanBytes(r.memoryBytes)}`],
     ['Disk', `${humanBytes(r.diskUsedBytes)} used of ${humanBytes(r.diskBytes)}`],

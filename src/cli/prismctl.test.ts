@@ -30,6 +30,7 @@ const SB: Sandbox = {
   createdAt: NOW,
 };
 const NODE: NodeInfo = {
+  runtimeInfo: [{ name: 'oci', usable: true }],
   id: 'nd-1',
   name: 'node-a',
   address: '10.0.0.1:8008',

@@ -73,6 +73,13 @@ export interface NodeResources {
   load1: number;
 }
 
+export interface RuntimeProbeInfo {
+  name: RuntimeName;
+  usable: boolean;
+  reason?: string;
+  details?: Record<string, string>;
+}
+
 export interface NodeInfo {
   id: string;
   name: string;
@@ -81,6 +88,8 @@ export interface NodeInfo {
   version: string;
   runtimes: RuntimeName[];
   defaultRuntime: RuntimeName;
+  /** What each runtime's probe found on this node: usable or why not, and how it runs (accelerator). */
+  runtimeInfo: RuntimeProbeInfo[];
   resources: NodeResources;
   sandboxes: number;
   startedAt: string;

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { buildApi } from '../api/server.js';
 import { PrismError } from '../core/errors.js';
-import type { RuntimeName } from '../core/types.js';
+import type { RuntimeName, RuntimeProbeInfo } from '../core/types.js';
 import { LocalImageStore } from '../images/local-image-store.js';
 import { RegistryClient } from '../images/registry/registry-client.js';
 import { RegistryPuller } from '../images/registry/pull.js';
@@ -52,8 +52,10 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       new OciDriver({ stateDir: join(cfg.dataDir, 'runtime', 'oci'), initBinary: initBinaryPath(), logger: log }),
     ];
     const drivers = new Map<RuntimeName, RuntimeDriver>();
+    const runtimeInfo: RuntimeProbeInfo[] = [];
     for (const d of candidates) {
       const p = await d.probe();
+      runtimeInfo.push({ name: d.name, usable: p.usable, ...(p.reason ? { reason: p.reason } : {}), ...(p.details ? { details: p.details } : {}) });
       if (p.usable) drivers.set(d.name, d);
       else log.warn({ runtime: d.name, reason: p.reason }, `runtime ${d.name} is not usable on this host`);
     }
@@ -74,7 +76,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     const host = cfg.apiHost.includes(':') ? `[${cfg.apiHost}]` : cfg.apiHost;
     let url = `http://${host}:${cfg.apiPort}`;
     const nodes = new NodeService(
-      { ...ident, address: url, version, runtimes: [...drivers.keys()], defaultRuntime, dataDir: cfg.dataDir },
+      { ...ident, address: url, version, runtimes: [...drivers.keys()], defaultRuntime, runtimeInfo, dataDir: cfg.dataDir },
       repo,
       log,
     );

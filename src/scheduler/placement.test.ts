@@ -7,6 +7,7 @@ const GiB = 2 ** 30;
 
 function node(id: string, memGiB: number, cpus = 4, extra: Partial<NodeInfo> = {}): NodeInfo {
   return {
+    runtimeInfo: [],
     id,
     name: `name-${id}`,
     address: `http://${id}:8008`,

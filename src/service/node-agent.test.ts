@@ -33,7 +33,7 @@ async function boot(store: SqliteStore, driver: FakeDriver) {
   const agent = new NodeAgent(NODE, repo, images, new Map([['oci', driver]]), silentLogger);
   cleanups.push(() => agent.close());
   const nodes = new NodeService(
-    { id: NODE, name: 'test-node', address: 'http://127.0.0.1:0', version: 'test', runtimes: ['oci'], defaultRuntime: 'oci', dataDir: tmpdir() },
+    { id: NODE, name: 'test-node', address: 'http://127.0.0.1:0', version: 'test', runtimes: ['oci'], defaultRuntime: 'oci', runtimeInfo: [], dataDir: tmpdir() },
     repo,
     silentLogger,
   );

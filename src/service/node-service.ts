@@ -1,7 +1,7 @@
 import { readFile, statfs } from 'node:fs/promises';
 import os from 'node:os';
 import { PrismError } from '../core/errors.js';
-import type { NodeInfo, NodeResources, RuntimeName, SandboxStatus } from '../core/types.js';
+import type { NodeInfo, NodeResources, RuntimeName, RuntimeProbeInfo, SandboxStatus } from '../core/types.js';
 import type { Logger } from './logger.js';
 import type { SandboxRepo } from './sandbox-repo.js';
 
@@ -12,6 +12,7 @@ export interface NodeIdentity {
   version: string;
   runtimes: RuntimeName[];
   defaultRuntime: RuntimeName;
+  runtimeInfo: RuntimeProbeInfo[];
   dataDir: string;
 }
 
@@ -70,6 +71,7 @@ export class NodeService {
       version: this.self.version,
       runtimes: this.self.runtimes,
       defaultRuntime: this.self.defaultRuntime,
+      runtimeInfo: this.self.runtimeInfo,
       resources: await measureResources(this.self.dataDir),
       sandboxes,
       startedAt: this.startedAt.toISOString(),

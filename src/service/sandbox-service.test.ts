@@ -29,7 +29,7 @@ async function setup(limits: Partial<ExecLimits> = {}) {
   const driver = new FakeDriver();
   const agent = new NodeAgent(NODE, repo, images, new Map([['oci', driver]]), silentLogger);
   const nodes = new NodeService(
-    { id: NODE, name: 'test-node', address: 'http://127.0.0.1:0', version: 'test', runtimes: ['oci'], defaultRuntime: 'oci', dataDir: tmpdir() },
+    { id: NODE, name: 'test-node', address: 'http://127.0.0.1:0', version: 'test', runtimes: ['oci'], defaultRuntime: 'oci', runtimeInfo: [], dataDir: tmpdir() },
     repo,
     silentLogger,
   );
