@@ -1,0 +1,36 @@
+/* Shared by the parts of prism-init: see prism-init.c for what the binary is. */
+#ifndef PRISM_INIT_H
+#define PRISM_INIT_H
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#define LISTEN_FD 3
+#define MAX_FRAME (1u << 20)
+#define MAX_ARGS 8192
+#define STDIN_HIGH_WATER (4u << 20)
+
+/* exec-agent.c: the next NUL-terminated field of a payload, or NULL. */
+char *next_field(char **cur, char *end);
+/* exec-agent.c: serves one command on connection `c`, in its own process; never returns. */
+void serve(int c);
+/* layer-fixup.c: applies whiteouts, opaque markers and xattrs under `dest` (instructions on stdin). */
+int layer_fixup(const char *dest);
+
+#endif
