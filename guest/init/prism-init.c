@@ -8,9 +8,13 @@
  * It also runs commands for the daemon. `runc exec` costs a Go runtime start and a namespace join per
  * command (~12 ms); a fork inside the task costs well under one. The daemon reaches the agent through
  * a unix socket it can never see from inside the task: the host side runs
- *     prism-init listen PATH -- runc run --preserve-fds 1 ...
- * (optionally with `--overlay OPTIONS TARGET`, mounting the task's rootfs first), which binds PATH on the host, puts the listening socket on fd 3 and execs runc, which hands fd 3 to
- * the container's init. Sandboxed code cannot reach it (every agent fd is close-on-exec).
+ *     prism-init listen PATH [--overlay OPTIONS TARGET] -- runc run --preserve-fds 1 ...
+ * which mounts the task's rootfs (with --overlay), binds PATH on the host, puts the listening socket
+ * on fd 3 and execs runc, which hands fd 3 to the container's init. Sandboxed code cannot reach it
+ * (every agent fd is close-on-exec). The exec agent is exec-agent.c.
+ *
+ * A third job, on the host: `prism-init layer-fixup DEST` writes overlay whiteouts, opaque markers and
+ * xattrs for the image unpacker, which Node cannot (layer-fixup.c).
  *
  * Protocol (one connection per command; frames are type:u8, length:u32 big-endian, payload):
  *   daemon -> agent  'S' start: NUL-terminated fields: cwd, "stdin"|"", argc, argv..., envc, env...,
