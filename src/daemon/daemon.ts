@@ -44,7 +44,8 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
   const releaseLock = await acquirePidLock(cfg.dataDir);
   const version = packageVersion();
   const ident = await loadNodeIdentity(cfg.dataDir, cfg.name);
-  const store = SqliteStore.open(join(cfg.dataDir, 'store.db'));
+  // Watch history keeps values (exec records among them): 2000 events bound it to ~256 MiB at worst.
+  const store = SqliteStore.open(join(cfg.dataDir, 'store.db'), { historyLimit: 2000 });
   try {
     const registry = new RegistryClient({ insecure: cfg.insecureRegistries, auths: await loadRegistryAuths(cfg.registryAuthFile) });
     const images = new LocalImageStore({ root: cfg.imagesDir, puller: new RegistryPuller(registry), fixupBinary: initBinaryPath() });
@@ -87,7 +88,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       { image: cfg.defaultImage, runtime: defaultRuntime, cpus: 1, memoryMb: 512, pidsLimit: 256 },
       log,
     );
-    const exec = new ExecService(sandboxes, agent, repo, { recordBytes: 256 * 1024, recordsPerSandbox: 100, maxTimeoutSec: 86400 }, log);
+    const exec = new ExecService(sandboxes, agent, repo, { recordBytes: 64 * 1024, recordsPerSandbox: 100, maxTimeoutSec: 86400 }, log);
     const imageService = new ImageService(images, repo, log);
     await nodes.start();
     await agent.recover();
