@@ -1,0 +1,179 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { AgentConnection, type AgentProcess } from './agent-connection.js';
+import { decodeFields, decodeStart, encodeExit, encodeFrame, FrameParser, FrameType } from './agent-protocol.js';
+
+/**
+ * A fake guest agent on a unix socket: answers hello and mount, and runs pretend commands:
+ * `echo <words>`, `cat` (stdin to stdout until C), `big <n>` (n bytes), `sleep` (until K).
+ */
+class FakeAgent {
+  server!: Server;
+  socks: Socket[] = [];
+  mounted: string[] = [];
+  helloDelayMs = 0;
+  starts = 0;
+
+  async listen(path: string): Promise<void> {
+    this.server = createServer((s) => this.serve(s));
+    await new Promise<void>((r) => this.server.listen(path, r));
+  }
+
+  dropAll(): void {
+    for (const s of this.socks) s.destroy();
+  }
+
+  private serve(sock: Socket): void {
+    this.socks.push(sock);
+    const parser = new FrameParser();
+    const stdinOf = new Map<number, boolean>();
+    const send = (t: Parameters<typeof encodeFrame>[0], ch: number, p?: Buffer) => !sock.destroyed && sock.write(encodeFrame(t, ch, p));
+    const exit = (ch: number, code: number, sig = 0) => send(FrameType.Exit, ch, encodeExit({ exitCode: code, signal: sig }));
+    sock.on('error', () => undefined);
+    sock.on('data', (chunk: Buffer) => {
+      for (const f of parser.push(chunk)) {
+        if (f.type === 'H') setTimeout(() => send(FrameType.HelloReply, 0, Buffer.from(`prism-agent 1 ${this.mounted.length ? 'ready' : 'booted'}`)), this.helloDelayMs);
+        else if (f.type === 'M') {
+          this.mounted.push(decodeFields(f.payload)[0]!);
+          send(FrameType.MountReply, 0, Buffer.from('ok'));
+        } else if (f.type === 'S') {
+          this.starts++;
+          const req = decodeStart(f.payload);
+          const [cmd, ...rest] = req.argv;
+          if (cmd === 'echo') {
+            send(FrameType.Stdout, f.channel, Buffer.from(`${rest.join(' ')}|${req.cwd}|${req.env.FOO ?? ''}|${req.user ?? 'root'}\n`));
+            exit(f.channel, 0);
+          } else if (cmd === 'big') {
+            const n = Number(rest[0]);
+            for (let i = 0; i < n; i += 65536) send(FrameType.Stdout, f.channel, Buffer.alloc(Math.min(65536, n - i), i / 65536));
+            send(FrameType.Stderr, f.channel, Buffer.from('done'));
+            exit(f.channel, 0);
+          } else if (cmd === 'cat') stdinOf.set(f.channel, true);
+          else if (cmd !== 'sleep') {
+            send(FrameType.Stderr, f.channel, Buffer.from(`${cmd}: not found\n`));
+            exit(f.channel, 127);
+          }
+        } else if (f.type === 'I' && stdinOf.get(f.channel)) send(FrameType.Stdout, f.channel, f.payload);
+        else if (f.type === 'C') exit(f.channel, 0);
+        else if (f.type === 'K') exit(f.channel, 128 + f.payload[0]!, f.payload[0]!);
+      }
+    });
+  }
+}
+
+async function collect(s: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+const exec = (conn: AgentConnection, argv: string[], stdin = false, user?: string): AgentProcess =>
+  conn.exec({ argv, env: { FOO: 'bar' }, cwd: '/tmp', stdin }, user);
+
+describe('AgentConnection', () => {
+  let dir: string;
+  let path: string;
+  let agent: FakeAgent;
+  let conn: AgentConnection | undefined;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'prism-agent-conn-'));
+    path = join(dir, 'agent.sock');
+    agent = new FakeAgent();
+  });
+  afterEach(async () => {
+    conn?.close();
+    agent.server?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('retries until the socket exists and the guest says hello, then mounts', async () => {
+    agent.helloDelayMs = 100;
+    const opening = AgentConnection.open(path, { timeoutMs: 5000 });
+    await new Promise((r) => setTimeout(r, 200));
+    await agent.listen(path);
+    conn = await opening;
+    expect(conn.state).toBe('booted');
+    await conn.mount('box-1');
+    expect(agent.mounted).toEqual(['box-1']);
+    expect(conn.state).toBe('ready');
+  });
+
+  it('times out UNAVAILABLE when no guest answers', async () => {
+    await expect(AgentConnection.open(path, { timeoutMs: 300 })).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+  });
+
+  it('runs commands with cwd, env and user and reports exit codes and signals', async () => {
+    await agent.listen(path);
+    conn = await AgentConnection.open(path, { timeoutMs: 2000 });
+    const p = exec(conn, ['echo', 'a', 'b'], false, '1000 1000 1000');
+    const [out, , exit] = await Promise.all([collect(p.stdout), collect(p.stderr), p.exit]);
+    expect(out.toString()).toBe('a b|/tmp|bar|1000 1000 1000\n');
+    expect(exit).toEqual({ exitCode: 0 });
+    expect(p.stdin).toBeNull();
+    const missing = exec(conn, ['nope']);
+    const [, err, exit2] = await Promise.all([collect(missing.stdout), collect(missing.stderr), missing.exit]);
+    expect(err.toString()).toBe('nope: not found\n');
+    expect(exit2.exitCode).toBe(127);
+    const sleeper = exec(conn, ['sleep']);
+    sleeper.stdout.resume();
+    sleeper.stderr.resume();
+    sleeper.kill('SIGTERM');
+    expect(await sleeper.exit).toEqual({ exitCode: 143, signal: 'SIGTERM' });
+    expect(conn.sessionCount).toBe(0);
+  });
+
+  it('streams stdin through and ends on close', async () => {
+    await agent.listen(path);
+    conn = await AgentConnection.open(path, { timeoutMs: 2000 });
+    const p = exec(conn, ['cat'], true);
+    const out = collect(p.stdout);
+    p.stderr.resume();
+    const blob = Buffer.alloc(3 * 1024 * 1024 + 7, 7);
+    p.stdin!.end(blob);
+    expect((await out).equals(blob)).toBe(true);
+    expect((await p.exit).exitCode).toBe(0);
+  });
+
+  it('a session nobody reads does not stall the others', async () => {
+    await agent.listen(path);
+    conn = await AgentConnection.open(path, { timeoutMs: 2000 });
+    const unread = exec(conn, ['big', String(8 * 1024 * 1024)]);
+    const others = await Promise.all(Array.from({ length: 5 }, (_, i) => {
+      const p = exec(conn!, ['echo', String(i)]);
+      p.stderr.resume();
+      return Promise.all([collect(p.stdout), p.exit]);
+    }));
+    expect(others.map(([o]) => o.toString().split('|')[0])).toEqual(['0', '1', '2', '3', '4']);
+    // Its output was kept, not dropped, while it was not read.
+    const [out, err] = await Promise.all([collect(unread.stdout), collect(unread.stderr)]);
+    expect(out.length).toBe(8 * 1024 * 1024);
+    expect(err.toString()).toBe('done');
+    expect((await unread.exit).exitCode).toBe(0);
+  });
+
+  it('ends running sessions as killed when the connection drops, and reconnects', async () => {
+    await agent.listen(path);
+    conn = await AgentConnection.open(path, { timeoutMs: 2000 });
+    const a = exec(conn, ['sleep']);
+    const b = exec(conn, ['cat'], true);
+    for (const p of [a, b]) {
+      p.stdout.resume();
+      p.stderr.resume();
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    agent.dropAll();
+    expect(await a.exit).toEqual({ exitCode: 137, signal: 'SIGKILL' });
+    expect(await b.exit).toEqual({ exitCode: 137, signal: 'SIGKILL' });
+    b.stdin!.write('ignored'); // writing to a dead session must not throw
+    expect(conn.connected).toBe(false);
+    expect(() => exec(conn!, ['echo'])).toThrow(/not running/);
+    await conn.connect({ timeoutMs: 2000 });
+    const p = exec(conn, ['echo', 'again']);
+    expect((await collect(p.stdout)).toString()).toMatch(/^again\|/);
+    expect(agent.starts).toBe(3);
+  });
+});

@@ -1,0 +1,301 @@
+import { createConnection, type Socket } from 'node:net';
+import { constants } from 'node:os';
+import { PassThrough, Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { PrismError } from '../../core/errors.js';
+import type { ExecOptions } from '../driver.js';
+import {
+  CONTROL_CHANNEL, decodeExit, decodeHello, decodeMountReply, encodeChunked, encodeFields, encodeFrame, encodeStart,
+  FrameParser, FrameType, MAX_SESSION_CHANNEL, PROTOCOL_VERSION, type AgentState, type Frame,
+} from './agent-protocol.js';
+
+/**
+ * One connection to a microVM's guest agent over the host side of its virtio-serial port (a unix
+ * socket QEMU listens on with `server=on,wait=off`). Sessions are multiplexed by channel. Output is
+ * buffered per session and the socket is never paused, so a slow reader of one command never stops
+ * the others; the protocol has no flow control towards the host, so the buffer is only bounded by
+ * what the reader leaves unread. If the connection drops the guest kills every session, so they end
+ * here as killed (137, SIGKILL).
+ */
+
+const SIGNAL_NAMES = new Map<number, string>(Object.entries(constants.signals).map(([name, n]) => [n, name]));
+const RETRY_MS = 50;
+/** QEMU accepts connections before the guest opens its port; repeat the hello until someone answers. */
+const HELLO_REPEAT_MS = 500;
+
+export interface AgentExit {
+  exitCode: number;
+  signal?: string;
+}
+
+export interface AgentProcess {
+  stdin: Writable | null;
+  stdout: PassThrough;
+  stderr: PassThrough;
+  /** Resolves when the exit frame arrived (or the connection dropped) and both streams were drained. */
+  exit: Promise<AgentExit>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+interface Session {
+  stdout: PassThrough;
+  stderr: PassThrough;
+  stdin: Writable | null;
+  done(exit: AgentExit): void;
+}
+
+interface Waiter {
+  resolve(payload: Buffer): void;
+  reject(e: Error): void;
+}
+
+export interface AgentConnectOptions {
+  /** How long to wait for the guest's hello (boot time included). */
+  timeoutMs: number;
+}
+
+export class AgentConnection {
+  private sock: Socket | null = null;
+  private readonly sessions = new Map<number, Session>();
+  private nextChannel = 1;
+  private helloWaiters: Waiter[] = [];
+  private mountWaiters: Waiter[] = [];
+  private connecting: Promise<AgentState> | null = null;
+  /** The guest's state from its last hello. */
+  state: AgentState | null = null;
+
+  constructor(readonly socketPath: string) {}
+
+  /** Connects (retrying while the socket is missing or refused) and waits for the guest's hello. */
+  static async open(socketPath: string, opts: AgentConnectOptions): Promise<AgentConnection> {
+    const conn = new AgentConnection(socketPath);
+    await conn.connect(opts);
+    return conn;
+  }
+
+  get connected(): boolean { return this.sock !== null && !this.sock.destroyed && this.state !== null; }
+
+  /** Idempotent: resolves at once when connected, else (re)connects. Rejects UNAVAILABLE on timeout. */
+  connect(opts: AgentConnectOptions): Promise<AgentState> {
+    if (this.connected) return Promise.resolve(this.state!);
+    this.connecting ??= this.doConnect(opts.timeoutMs).finally(() => (this.connecting = null));
+    return this.connecting;
+  }
+
+  private async doConnect(timeoutMs: number): Promise<AgentState> {
+    const deadline = Date.now() + timeoutMs;
+    let lastError: Error | undefined;
+    while (Date.now() < deadline) {
+      let sock: Socket;
+      try {
+        sock = await dial(this.socketPath, deadline - Date.now());
+      } catch (e) {
+        lastError = e as Error;
+        await sleep(RETRY_MS);
+        continue;
+      }
+      this.attach(sock);
+      try {
+        const hello = await this.awaitHello(sock, deadline);
+        const { version, state } = decodeHello(hello);
+        if (version !== PROTOCOL_VERSION) throw new PrismError('FAILED_PRECONDITION', `guest agent speaks protocol ${version}, want ${PROTOCOL_VERSION}`);
+        this.state = state;
+        return state;
+      } catch (e) {
+        sock.destroy();
+        if (e instanceof PrismError && e.code === 'FAILED_PRECONDITION') throw e;
+        lastError = e as Error;
+      }
+    }
+    throw new PrismError('UNAVAILABLE', `guest agent did not answer within ${timeoutMs} ms${lastError ? ` (${lastError.message})` : ''}`, {
+      cause: lastError,
+    });
+  }
+
+  private awaitHello(sock: Socket, deadline: number): Promise<Buffer> {
+    return new Promise<Buffer>((resolve, reject) => {
+      const send = () => {
+        if (!sock.destroyed) sock.write(encodeFrame(FrameType.Hello, CONTROL_CHANNEL));
+      };
+      const repeat = setInterval(send, HELLO_REPEAT_MS);
+      const timer = setTimeout(() => settle(new Error('no hello from the guest agent')), Math.max(0, deadline - Date.now()));
+      const settle = (r: Buffer | Error) => {
+        clearInterval(repeat);
+        clearTimeout(timer);
+        this.helloWaiters = this.helloWaiters.filter((w) => w !== waiter);
+        if (r instanceof Error) reject(r);
+        else resolve(r);
+      };
+      const waiter: Waiter = { resolve: settle, reject: settle };
+      this.helloWaiters.push(waiter);
+      send();
+    });
+  }
+
+  private attach(sock: Socket): void {
+    this.sock = sock;
+    const parser = new FrameParser();
+    sock.on('data', (chunk: Buffer) => {
+      let frames: Frame[];
+      try {
+        frames = parser.push(chunk);
+      } catch {
+        sock.destroy();
+        return;
+      }
+      for (const f of frames) this.dispatch(f);
+    });
+    sock.on('error', () => undefined); // surfaces as 'close'
+    sock.once('close', () => {
+      if (this.sock === sock) {
+        this.sock = null;
+        this.state = null;
+      }
+      this.failAll(new PrismError('UNAVAILABLE', 'the connection to the guest agent closed'));
+    });
+  }
+
+  private dispatch(f: Frame): void {
+    if (f.channel === CONTROL_CHANNEL) {
+      if (f.type === FrameType.HelloReply) this.helloWaiters.shift()?.resolve(f.payload);
+      else if (f.type === FrameType.MountReply) this.mountWaiters.shift()?.resolve(f.payload);
+      return;
+    }
+    const s = this.sessions.get(f.channel);
+    if (!s) return; // late output of a session already over
+    // write() beyond the high-water mark still buffers: that is the per-session buffer.
+    if (f.type === FrameType.Stdout) s.stdout.write(Buffer.from(f.payload));
+    else if (f.type === FrameType.Stderr) s.stderr.write(Buffer.from(f.payload));
+    else if (f.type === FrameType.Exit) s.done(exitOf(f.payload));
+  }
+
+  private failAll(e: Error): void {
+    for (const w of [...this.helloWaiters, ...this.mountWaiters]) w.reject(e);
+    this.helloWaiters = [];
+    this.mountWaiters = [];
+    for (const s of [...this.sessions.values()]) s.done({ exitCode: 137, signal: 'SIGKILL' });
+  }
+
+  private send(frame: Buffer): boolean {
+    const sock = this.sock;
+    if (!sock || sock.destroyed) return true;
+    return sock.write(frame);
+  }
+
+  private requireConnected(): Socket {
+    if (!this.connected) throw new PrismError('FAILED_PRECONDITION', 'the task is not running (no connection to its guest agent)');
+    return this.sock!;
+  }
+
+  /** `M`: mounts the root file system and switches into it; INTERNAL with the guest's message on failure. */
+  async mount(hostname: string, timeoutMs = 30_000): Promise<void> {
+    this.requireConnected();
+    const payload = encodeFields([hostname]);
+    const reply = await new Promise<Buffer>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.mountWaiters = this.mountWaiters.filter((w) => w !== waiter);
+        reject(new PrismError('DEADLINE_EXCEEDED', `guest agent did not answer mount within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const waiter: Waiter = { resolve: (b) => (clearTimeout(timer), resolve(b)), reject: (e) => (clearTimeout(timer), reject(e)) };
+      this.mountWaiters.push(waiter);
+      this.send(encodeFrame(FrameType.Mount, CONTROL_CHANNEL, payload));
+    });
+    const error = decodeMountReply(reply);
+    if (error !== null) throw new PrismError('INTERNAL', `guest could not mount its root file system: ${error}`);
+    this.state = 'ready';
+  }
+
+  /** `Q`: asks the guest to sync, unmount and power off. The caller waits for QEMU to exit. */
+  shutdown(): void {
+    if (this.connected) this.send(encodeFrame(FrameType.Shutdown, CONTROL_CHANNEL));
+  }
+
+  /** Closes the host side; the guest kills running sessions, and they end here as killed. */
+  close(): void { this.sock?.destroy(); }
+
+  /** Starts one command. `user` is the agent's "uid gid g1,g2" form; absent runs as root. */
+  exec(opts: ExecOptions, user?: string): AgentProcess {
+    const start = encodeStart({ cwd: opts.cwd, stdin: opts.stdin, argv: opts.argv, env: opts.env, ...(user ? { user } : {}) });
+    const sock = this.requireConnected();
+    const channel = this.allocateChannel();
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    let over = false;
+    let resolveExit!: (e: AgentExit) => void;
+    const exit = new Promise<AgentExit>((r) => (resolveExit = r));
+    const stdin = opts.stdin ? this.stdinStream(channel, sock, () => over) : null;
+    this.sessions.set(channel, { stdout, stderr, stdin, done: (e) => {
+        if (over) return;
+        over = true;
+        this.sessions.delete(channel);
+        stdout.end();
+        stderr.end();
+        stdin?.destroy();
+        // Resolve once both streams delivered everything they had to their reader.
+        void Promise.all([stdout, stderr].map((s) => finished(s).catch(() => undefined))).then(() => resolveExit(e));
+    } });
+    this.send(encodeFrame(FrameType.Start, channel, start));
+    return {
+      stdin, stdout, stderr, exit,
+      kill: (signal: NodeJS.Signals = 'SIGKILL') => {
+        if (over || this.sock !== sock) return;
+        this.send(encodeFrame(FrameType.Kill, channel, Buffer.from([constants.signals[signal] ?? constants.signals.SIGKILL])));
+      },
+    };
+  }
+
+  private stdinStream(channel: number, sock: Socket, isOver: () => boolean): Writable {
+    const live = () => !isOver() && this.sock === sock && !sock.destroyed;
+    return new Writable({
+      write: (chunk: Buffer, _enc, cb) => {
+        if (!live()) return cb(); // the command is gone: input is dropped, as with a closed pipe
+        let ok = true;
+        for (const f of encodeChunked(FrameType.Stdin, channel, chunk)) ok = this.send(f);
+        if (ok || !live()) return cb();
+        const go = () => (sock.off('close', go), sock.off('drain', go), cb());
+        sock.once('drain', go);
+        sock.once('close', go);
+      },
+      final: (cb) => {
+        if (live()) this.send(encodeFrame(FrameType.CloseStdin, channel));
+        cb();
+      },
+    });
+  }
+
+  private allocateChannel(): number {
+    for (;;) {
+      const ch = this.nextChannel;
+      this.nextChannel = ch >= MAX_SESSION_CHANNEL ? 1 : ch + 1;
+      if (!this.sessions.has(ch)) return ch;
+    }
+  }
+
+  /** Sessions currently running. */
+  get sessionCount(): number { return this.sessions.size; }
+}
+
+function dial(path: string, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection(path);
+    const timer = setTimeout(() => (sock.destroy(), reject(new Error('connect timed out'))), Math.max(1, timeoutMs));
+    sock.once('error', (e) => (clearTimeout(timer), reject(e)));
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      sock.removeAllListeners('error');
+      resolve(sock);
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function exitOf(payload: Buffer): AgentExit {
+  try {
+    const st = decodeExit(payload);
+    const name = st.signal ? SIGNAL_NAMES.get(st.signal) : undefined;
+    return { exitCode: st.exitCode, ...(name ? { signal: name } : {}) };
+  } catch {
+    return { exitCode: 126 }; // a malformed exit frame: the protocol's "could not run"
+  }
+}

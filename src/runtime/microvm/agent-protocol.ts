@@ -1,0 +1,196 @@
+import { PrismError } from '../../core/errors.js';
+
+/**
+ * The microVM guest agent protocol, version 1 (docs/microvm-agent-protocol.md). This file and
+ * guest/agent/protocol.h are its two definitions and must change together.
+ *
+ * Frame: u8 type, u32 channel (big-endian), u32 length (big-endian, at most 1 MiB), payload.
+ */
+
+export const PROTOCOL_VERSION = 1;
+export const HEADER_BYTES = 9;
+export const MAX_PAYLOAD = 1 << 20;
+export const CONTROL_CHANNEL = 0;
+/** Session channels are 1..2^31, chosen by the host. */
+export const MAX_SESSION_CHANNEL = 2 ** 31;
+
+/** Frame types; the comment says who sends it. */
+export const FrameType = {
+  Hello: 'H', // host: hello, answered by HelloReply
+  HelloReply: 'h', // guest: "prism-agent 1 <booted|ready>"
+  Mount: 'M', // host: fields hostname
+  MountReply: 'm', // guest: "ok" or "error: <message>"
+  Shutdown: 'Q', // host: sync, unmount, power off
+  Start: 'S', // host: start a command (see encodeStart)
+  Stdin: 'I', // host: stdin bytes
+  CloseStdin: 'C', // host: close stdin
+  Kill: 'K', // host: u8 signal number
+  Stdout: 'O', // guest: stdout bytes
+  Stderr: 'E', // guest: stderr bytes
+  Exit: 'X', // guest: "<exitCode> <signal>"
+} as const;
+
+export type FrameTypeChar = (typeof FrameType)[keyof typeof FrameType];
+
+export interface Frame {
+  /** One ASCII character; unknown types are passed through so the caller can ignore them. */
+  type: string;
+  channel: number;
+  payload: Buffer;
+}
+
+export function encodeFrame(type: FrameTypeChar, channel: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  if (payload.length > MAX_PAYLOAD) throw new PrismError('INTERNAL', `agent frame of ${payload.length} bytes exceeds ${MAX_PAYLOAD}`);
+  if (!Number.isInteger(channel) || channel < 0 || channel > MAX_SESSION_CHANNEL) {
+    throw new PrismError('INTERNAL', `invalid agent channel ${channel}`);
+  }
+  const header = Buffer.alloc(HEADER_BYTES);
+  header.write(type, 0, 'latin1');
+  header.writeUInt32BE(channel, 1);
+  header.writeUInt32BE(payload.length, 5);
+  return payload.length === 0 ? header : Buffer.concat([header, payload]);
+}
+
+/** Splits `data` into frames of at most MAX_PAYLOAD bytes each (stdin). */
+export function encodeChunked(type: FrameTypeChar, channel: number, data: Buffer): Buffer[] {
+  const frames: Buffer[] = [];
+  for (let i = 0; i < data.length; i += MAX_PAYLOAD) frames.push(encodeFrame(type, channel, data.subarray(i, i + MAX_PAYLOAD)));
+  return frames;
+}
+
+/**
+ * Incremental frame parser: feed it whatever the socket delivered, get back the complete frames.
+ * An oversized length means the stream is out of step (or not the agent); the parser then throws,
+ * and the connection must be dropped since no later byte can be trusted.
+ */
+export class FrameParser {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  push(chunk: Buffer): Frame[] {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const frames: Frame[] = [];
+    while (this.buffered >= HEADER_BYTES) {
+      const head = this.peek(HEADER_BYTES);
+      const length = head.readUInt32BE(5);
+      if (length > MAX_PAYLOAD) throw new PrismError('INTERNAL', `agent sent a frame of ${length} bytes (limit ${MAX_PAYLOAD})`);
+      if (this.buffered < HEADER_BYTES + length) break;
+      const all = this.take(HEADER_BYTES + length);
+      frames.push({ type: String.fromCharCode(all[0]!), channel: all.readUInt32BE(1), payload: all.subarray(HEADER_BYTES) });
+    }
+    return frames;
+  }
+
+  /** Bytes of an incomplete frame held back. */
+  get pending(): number {
+    return this.buffered;
+  }
+
+  private peek(n: number): Buffer {
+    if (this.chunks[0]!.length < n) this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0]!.subarray(0, n);
+  }
+
+  private take(n: number): Buffer {
+    if (this.chunks[0]!.length < n) this.chunks = [Buffer.concat(this.chunks)];
+    const first = this.chunks[0]!;
+    const out = first.subarray(0, n);
+    if (first.length === n) this.chunks.shift();
+    else this.chunks[0] = first.subarray(n);
+    this.buffered -= n;
+    return out;
+  }
+}
+
+/** Fields are NUL-terminated strings, concatenated. */
+export function encodeFields(fields: string[]): Buffer {
+  for (const f of fields) {
+    if (f.includes('\0')) throw new PrismError('INVALID_ARGUMENT', 'command, environment, cwd and hostname must not contain NUL bytes');
+  }
+  return Buffer.from(fields.map((f) => `${f}\0`).join(''), 'utf8');
+}
+
+/** Inverse of encodeFields; a trailing unterminated field is malformed. */
+export function decodeFields(payload: Buffer): string[] {
+  const fields: string[] = [];
+  let start = 0;
+  for (let i = 0; i < payload.length; i++) {
+    if (payload[i] === 0) {
+      fields.push(payload.subarray(start, i).toString('utf8'));
+      start = i + 1;
+    }
+  }
+  if (start !== payload.length) throw new PrismError('INVALID_ARGUMENT', 'unterminated field in agent payload');
+  return fields;
+}
+
+export interface StartRequest {
+  cwd: string;
+  stdin: boolean;
+  argv: string[];
+  env: Record<string, string>;
+  /** "uid gid g1,g2"; absent = root. */
+  user?: string;
+}
+
+/** `S`: cwd, "stdin" or "", argc, argv..., envc, env..., user ("" = root). */
+export function encodeStart(req: StartRequest): Buffer {
+  if (req.argv.length === 0) throw new PrismError('INVALID_ARGUMENT', 'argv must not be empty');
+  const env = Object.entries(req.env).map(([k, v]) => `${k}=${v}`);
+  if (Object.keys(req.env).some((k) => k === '' || k.includes('='))) {
+    throw new PrismError('INVALID_ARGUMENT', 'environment names must be non-empty and must not contain "="');
+  }
+  const payload = encodeFields([
+    req.cwd, req.stdin ? 'stdin' : '', String(req.argv.length), ...req.argv, String(env.length), ...env, req.user ?? '',
+  ]);
+  if (payload.length > MAX_PAYLOAD) throw new PrismError('INVALID_ARGUMENT', 'command and environment exceed 1 MiB');
+  return payload;
+}
+
+export function decodeStart(payload: Buffer): StartRequest {
+  const f = decodeFields(payload);
+  const argc = Number(f[2]);
+  const envc = Number(f[3 + argc]);
+  if (!Number.isInteger(argc) || !Number.isInteger(envc) || f.length !== 5 + argc + envc) {
+    throw new PrismError('INVALID_ARGUMENT', 'malformed start payload');
+  }
+  const env: Record<string, string> = {};
+  for (const kv of f.slice(4 + argc, 4 + argc + envc)) {
+    const eq = kv.indexOf('=');
+    env[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  const user = f[4 + argc + envc]!;
+  return { cwd: f[0]!, stdin: f[1] === 'stdin', argv: f.slice(3, 3 + argc), env, ...(user ? { user } : {}) };
+}
+
+export interface ExitStatus {
+  exitCode: number;
+  /** Signal number, 0 when the command exited normally. */
+  signal: number;
+}
+
+export function encodeExit(s: ExitStatus): Buffer {
+  return Buffer.from(`${s.exitCode} ${s.signal}`);
+}
+
+export function decodeExit(payload: Buffer): ExitStatus {
+  const m = /^(-?\d+) (\d+)$/.exec(payload.toString('latin1').trim());
+  if (!m) throw new PrismError('INTERNAL', `malformed exit frame: ${JSON.stringify(payload.toString('latin1'))}`);
+  return { exitCode: Number(m[1]), signal: Number(m[2]) };
+}
+
+export type AgentState = 'booted' | 'ready';
+
+export function decodeHello(payload: Buffer): { version: number; state: AgentState } {
+  const m = /^prism-agent (\d+) (booted|ready)$/.exec(payload.toString('latin1').trim());
+  if (!m) throw new PrismError('INTERNAL', `unexpected agent hello: ${JSON.stringify(payload.toString('latin1'))}`);
+  return { version: Number(m[1]), state: m[2] as AgentState };
+}
+
+/** `m` payload: null on success, else the guest's message. */
+export function decodeMountReply(payload: Buffer): string | null {
+  const text = payload.toString('utf8').replace(/\0+$/, '').trim();
+  if (text === 'ok') return null;
+  return text.startsWith('error:') ? text.slice(6).trim() : text || 'empty reply';
+}

@@ -1,0 +1,298 @@
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { asPrismError, PrismError } from '../../core/errors.js';
+import type {
+  ExecOptions, ProbeResult, RuntimeCapabilities, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskState, TaskStats,
+} from '../driver.js';
+import { probeAccelerator, type AccelVerdict } from './accel-probe.js';
+import { AgentConnection } from './agent-connection.js';
+import { consoleSize, oomKillLoggedSince } from './guest-console.js';
+import { defaultCmdline, locateGuestFiles } from './guest-files.js';
+import { QmpClient } from './qmp.js';
+import { hasCgroupV1, isQemuAlive, killQemu, listVmCgroups, readPidFile, readVmCgroup, removeCgroup, waitExit } from './qemu-process.js';
+import { bootVm, taskPaths, type TaskPaths } from './vm-boot.js';
+import { imageDisk, makeWritableDisk, requireLayers, runTool } from './vm-disks.js';
+
+export type MicrovmDriverLogger = Record<'info' | 'warn' | 'error', (o: object, msg?: string) => void>;
+
+export interface MicrovmDriverOptions {
+  /** Owned by this driver: `tasks/<id>/` and the accelerator verdict. */
+  stateDir: string;
+  /** vmlinux + initramfs.cpio (+ manifest.json), see guest-files.ts. */
+  guestDir: string;
+  /** Where image ext4 disks are cached (shared by tasks of one image). */
+  imageDiskCache: string;
+  kernel?: string;
+  initramfs?: string;
+  qemuBinary?: string;
+  /** Size of each task's writable disk (sparse), default 2048 MiB. */
+  writableDiskMb?: number;
+  /** Boot-to-agent-hello timeout, default 30 s (TCG boots take ~2 s, more on a loaded host). */
+  bootTimeoutMs?: number;
+  logger?: MicrovmDriverLogger;
+}
+
+const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const MiB = 1 << 20;
+const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+const RECONNECT_TIMEOUT_MS = 10_000;
+/** A unix socket path must fit sockaddr_un.sun_path (108 bytes with the NUL). */
+const MAX_SOCKET_PATH = 107;
+const NUMERIC_USER = /^(\d+)(?::(\d+))?$/;
+
+
+/**
+ * Runs each task as a QEMU `microvm` guest: the image as a read-only ext4 disk shared by its tasks,
+ * a private writable ext4 disk (kept across stop/start), and the guest agent (guest/agent/, the
+ * guest's PID 1) reached over a virtio-serial port. QEMU is started detached so the VM outlives
+ * prismd; recover finds it again by its pid file, checked against its own socket path. Everything a
+ * task owns is `<stateDir>/tasks/<id>/`, its QEMU process and the cgroups `prism-vm/<id>`.
+ */
+export class MicrovmDriver implements RuntimeDriver {
+  readonly name = 'microvm' as const;
+  private readonly tasksDir: string;
+  private readonly qemu: string;
+  private readonly conns = new Map<string, AgentConnection>();
+  private accel: Promise<AccelVerdict> | null = null;
+
+  constructor(private readonly opts: MicrovmDriverOptions) {
+    this.tasksDir = join(opts.stateDir, 'tasks');
+    this.qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
+  }
+
+  capabilities(): RuntimeCapabilities {
+    return { isolation: 'vm', persistentFilesystem: true, survivesDaemonRestart: true };
+  }
+
+  async probe(): Promise<ProbeResult> {
+    const details: Record<string, string> = {};
+    try {
+      details.qemu = (await runTool(this.qemu, ['--version'])).split('\n')[0]!.trim();
+      const files = await this.guestFiles();
+      details.kernel = `${files.kernel} (${files.kernelVersion})`;
+      if (process.getuid?.() !== 0) return { usable: false, reason: 'the microvm driver must run as root', details };
+      if (!hasCgroupV1()) return { usable: false, reason: 'cgroup v1 memory, pids and cpuacct controllers not found', details };
+      const v = await this.accelerator();
+      details.accelerator = v.accel === 'kvm' ? 'kvm' : `tcg (${v.reason})`;
+      return { usable: true, details };
+    } catch (e) {
+      return { usable: false, reason: asPrismError(e).message, details };
+    }
+  }
+
+  async create(spec: TaskSpec): Promise<TaskHandle> {
+    validateSpec(spec);
+    const p = this.paths(spec.id);
+    await requireLayers(spec.layers);
+    await mkdir(this.tasksDir, { recursive: true });
+    try {
+      await mkdir(p.task); // non-recursive: claims the id atomically
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new PrismError('ALREADY_EXISTS', `task ${spec.id} already exists`);
+      throw asPrismError(e, 'INTERNAL', 'creating task directory');
+    }
+    try {
+      await makeWritableDisk(p.rwDisk, this.opts.writableDiskMb ?? 2048);
+      await this.boot(spec, p, true);
+      this.opts.logger?.info({ task: spec.id }, 'microvm task created');
+      return { id: spec.id, runtime: 'microvm', spec, data: { taskDir: p.task } };
+    } catch (e) {
+      await this.teardown(spec.id, p, true).catch((te: unknown) =>
+        this.opts.logger?.error({ err: te, task: spec.id }, 'cleanup after failed create failed'),
+      );
+      throw asPrismError(e, 'INTERNAL', `creating task ${spec.id}`);
+    }
+  }
+
+  async start(handle: TaskHandle): Promise<void> {
+    const p = this.paths(handle.id);
+    if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+    if (await this.alive(p)) return;
+    await this.teardown(handle.id, p, false);
+    try {
+      await this.boot(handle.spec, p, false);
+    } catch (e) {
+      await this.teardown(handle.id, p, false).catch(() => undefined);
+      throw asPrismError(e, 'INTERNAL', `starting task ${handle.id}`);
+    }
+  }
+
+  async recover(handle: TaskHandle): Promise<TaskState> {
+    const p = this.paths(handle.id);
+    if (!existsSync(p.task)) {
+      await this.teardown(handle.id, p, true);
+      return 'gone';
+    }
+    if (await this.alive(p)) {
+      try {
+        const qmp = await QmpClient.connect(p.qmpSocket);
+        try {
+          if ((await qmp.queryStatus()).status === 'paused') await qmp.execute('cont');
+        } finally {
+          qmp.close();
+        }
+        await this.connection(handle.id, p);
+        return 'running';
+      } catch (e) {
+        this.opts.logger?.warn({ err: e, task: handle.id }, 'microvm task unreachable; stopping it');
+      }
+    }
+    await this.teardown(handle.id, p, false);
+    return 'stopped';
+  }
+
+  async inspect(handle: TaskHandle): Promise<TaskState> {
+    const p = this.paths(handle.id);
+    if (await this.alive(p)) return 'running';
+    return existsSync(p.task) ? 'stopped' : 'gone';
+  }
+
+  async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
+    if (opts.argv.length === 0) throw new PrismError('INVALID_ARGUMENT', 'argv must not be empty');
+    const p = this.paths(handle.id);
+    const user = agentUser(handle.spec.user);
+    const env = user && !user.startsWith('0 ') && opts.env.HOME === undefined ? { ...opts.env, HOME: '/' } : opts.env;
+    const conn = await this.connection(handle.id, p);
+    const consoleStart = await consoleSize(p.consoleLog);
+    const started = Date.now();
+    const proc = conn.exec({ ...opts, env }, user);
+    const result = (async () => {
+      const exit = await proc.exit;
+      const oomKilled = exit.signal === 'SIGKILL' && (await oomKillLoggedSince(p.consoleLog, consoleStart));
+      return { ...exit, oomKilled, durationMs: Date.now() - started };
+    })();
+    return { stdin: proc.stdin, stdout: proc.stdout, stderr: proc.stderr, result, kill: (s?: NodeJS.Signals) => proc.kill(s) };
+  }
+
+  async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {
+    const p = this.paths(handle.id);
+    if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+    const pid = await readPidFile(p.pidFile);
+    if (pid && (await isQemuAlive(pid, p.agentSocket))) {
+      const timeoutMs = opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
+      // Clean power-off first (the guest syncs its writable disk), then QEMU's quit, then SIGKILL.
+      const conn = this.conns.get(handle.id);
+      if (conn?.connected) conn.shutdown();
+      if (!(conn?.connected && (await waitExit(pid, p.agentSocket, timeoutMs)))) {
+        const qmp = await QmpClient.connect(p.qmpSocket, 2_000).catch(() => null);
+        await qmp?.quit().catch(() => undefined);
+        qmp?.close();
+        if (!(await waitExit(pid, p.agentSocket, 2_000))) await killQemu(pid, p.agentSocket);
+      }
+    }
+    await this.teardown(handle.id, p, false);
+  }
+
+  async destroy(handle: TaskHandle): Promise<void> {
+    await this.teardown(handle.id, this.paths(handle.id), true);
+    this.opts.logger?.info({ task: handle.id }, 'microvm task destroyed');
+  }
+
+  /**
+   * memoryLimitBytes is the guest's RAM (what its commands can use); memoryBytes, cpuUsageNs and
+   * pids are QEMU's on the host (pids counts QEMU threads: the guest's processes are not visible
+   * from here without a stats message in the agent protocol).
+   */
+  async stats(handle: TaskHandle): Promise<TaskStats> {
+    const p = this.paths(handle.id);
+    if (!(await this.alive(p))) {
+      if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+      throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not running`);
+    }
+    try {
+      const cg = await readVmCgroup(handle.id);
+      return { memoryBytes: cg.memoryBytes, memoryLimitBytes: handle.spec.memoryMb * MiB, cpuUsageNs: cg.cpuUsageNs, pids: cg.threads };
+    } catch (e) {
+      throw asPrismError(e, 'INTERNAL', `reading cgroup stats of ${handle.id}`);
+    }
+  }
+
+  async listTasks(): Promise<string[]> {
+    const dirs = await readdir(this.tasksDir, { withFileTypes: true }).catch(() => []);
+    return [...new Set([...dirs.filter((d) => d.isDirectory()).map((d) => d.name), ...(await listVmCgroups())])].sort();
+  }
+
+  private paths(id: string): TaskPaths {
+    if (!ID_PATTERN.test(id)) throw new PrismError('INVALID_ARGUMENT', `invalid task id: ${JSON.stringify(id)}`);
+    const p = taskPaths(this.tasksDir, id);
+    if (p.agentSocket.length > MAX_SOCKET_PATH) throw new PrismError('INVALID_ARGUMENT', `state dir too deep for unix sockets: ${p.agentSocket}`);
+    return p;
+  }
+
+  private async guestFiles() {
+    return locateGuestFiles(this.opts.guestDir, {
+      ...(this.opts.kernel ? { kernel: this.opts.kernel } : {}), ...(this.opts.initramfs ? { initramfs: this.opts.initramfs } : {}),
+    });
+  }
+
+  private accelerator(): Promise<AccelVerdict> {
+    this.accel ??= (async () => {
+      const files = await this.guestFiles();
+      const cmdline = await defaultCmdline({ tcg: false, pvh: files.pvh });
+      return probeAccelerator(files, { stateDir: this.opts.stateDir, qemuBinary: this.qemu, cmdline });
+    })().catch((e: unknown) => {
+      this.accel = null;
+      throw e;
+    });
+    return this.accel;
+  }
+
+  private alive(p: TaskPaths): Promise<boolean> {
+    return readPidFile(p.pidFile).then((pid) => isQemuAlive(pid, p.agentSocket));
+  }
+
+  /** Boots QEMU on the task's disks and waits for the agent; `fresh` also creates the workdir. */
+  private async boot(spec: TaskSpec, p: TaskPaths, fresh: boolean): Promise<void> {
+    const [files, verdict, image] = await Promise.all([
+      this.guestFiles(), this.accelerator(), imageDisk(this.opts.imageDiskCache, spec.layers),
+    ]);
+    const conn = new AgentConnection(p.agentSocket);
+    this.conns.set(spec.id, conn);
+    await bootVm({ spec, paths: p, files, accel: verdict.accel, imageDisk: image, qemuBinary: this.qemu, conn,
+      bootTimeoutMs: this.opts.bootTimeoutMs ?? 30_000, makeWorkdir: fresh });
+  }
+
+  /** The agent connection of a running task, reconnecting after a daemon restart or a dropped socket. */
+  private async connection(id: string, p: TaskPaths): Promise<AgentConnection> {
+    const existing = this.conns.get(id);
+    if (existing?.connected) return existing;
+    if (!(await this.alive(p))) {
+      if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${id} not found`);
+      throw new PrismError('FAILED_PRECONDITION', `task ${id} is not running`);
+    }
+    const conn = existing ?? new AgentConnection(p.agentSocket);
+    this.conns.set(id, conn);
+    await conn.connect({ timeoutMs: RECONNECT_TIMEOUT_MS });
+    return conn;
+  }
+
+  /** Kills QEMU, drops the connection, sockets and cgroups; with `removeFiles` the task directory too. */
+  private async teardown(id: string, p: TaskPaths, removeFiles: boolean): Promise<void> {
+    this.conns.get(id)?.close();
+    this.conns.delete(id);
+    await killQemu(await readPidFile(p.pidFile), p.agentSocket);
+    await removeCgroup(id);
+    if (removeFiles) await rm(p.task, { recursive: true, force: true });
+    else await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile].map((f) => rm(f, { force: true })));
+  }
+}
+
+/** Numeric `uid[:gid]` -> the agent's "uid gid groups"; names would need the image's passwd inside the guest. */
+function agentUser(user: string | undefined): string | undefined {
+  if (user === undefined || user === '') return undefined;
+  const m = NUMERIC_USER.exec(user);
+  if (!m) throw new PrismError('FAILED_PRECONDITION', 'named users are not supported on microvm yet; use a numeric uid[:gid]');
+  const gid = m[2] ?? '0';
+  return `${m[1]} ${gid} ${gid}`;
+}
+
+function validateSpec(spec: TaskSpec): void {
+  if (!ID_PATTERN.test(spec.id)) throw new PrismError('INVALID_ARGUMENT', `invalid task id: ${JSON.stringify(spec.id)}`);
+  if (spec.layers.length === 0) throw new PrismError('INVALID_ARGUMENT', 'a task needs at least one layer');
+  if (!(spec.memoryMb >= 32 && spec.cpus > 0 && spec.pidsLimit > 0)) {
+    throw new PrismError('INVALID_ARGUMENT', 'memoryMb must be >= 32, cpus and pidsLimit positive');
+  }
+  if (!spec.workdir.startsWith('/')) throw new PrismError('INVALID_ARGUMENT', 'workdir must be an absolute path');
+  agentUser(spec.user);
+}

@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+import { buildQemuArgs, type QemuVmConfig } from './qemu-args.js';
+
+const base: QemuVmConfig = {
+  accel: 'tcg', memoryMb: 256, cpus: 2, kernel: '/g/vmlinux', initramfs: '/g/initramfs.cpio', cmdline: 'console=ttyS0 quiet',
+  imageDisk: '/c/img.ext4', writableDisk: '/t/rw.ext4', agentSocket: '/t/agent.sock', qmpSocket: '/t/qmp.sock',
+  consoleLog: '/t/console.log', pidFile: '/t/qemu.pid',
+};
+
+const opt = (args: string[], name: string) => args.flatMap((a, i) => (a === name ? [args[i + 1]] : []));
+
+describe('buildQemuArgs', () => {
+  it('builds a microvm with ACPI, the two disks in order, the agent port and QMP, and no network', () => {
+    const a = buildQemuArgs(base);
+    expect(opt(a, '-M')).toEqual(['microvm,acpi=on']);
+    expect(opt(a, '-accel')).toEqual(['tcg,tb-size=64']);
+    expect(opt(a, '-cpu')).toEqual(['max']);
+    expect(opt(a, '-m')).toEqual(['256M']);
+    expect(opt(a, '-smp')).toEqual(['2']);
+    for (const flag of ['-nodefaults', '-no-user-config', '-nographic', '-no-reboot']) expect(a).toContain(flag);
+    expect(opt(a, '-kernel')).toEqual(['/g/vmlinux']);
+    expect(opt(a, '-initrd')).toEqual(['/g/initramfs.cpio']);
+    expect(opt(a, '-append')).toEqual(['console=ttyS0 quiet']);
+    expect(opt(a, '-serial')).toEqual(['file:/t/console.log']);
+    expect(opt(a, '-pidfile')).toEqual(['/t/qemu.pid']);
+    expect(opt(a, '-drive')).toEqual([
+      'id=image,file=/c/img.ext4,format=raw,if=none,readonly=on',
+      'id=rw,file=/t/rw.ext4,format=raw,if=none',
+    ]);
+    expect(opt(a, '-device')).toEqual([
+      'virtio-blk-device,drive=image,serial=prism-image',
+      'virtio-blk-device,drive=rw,serial=prism-rw',
+      'virtio-serial-device,max_ports=2',
+      'virtserialport,chardev=agent,name=prism.agent',
+    ]);
+    expect(opt(a, '-chardev')).toEqual(['socket,id=agent,path=/t/agent.sock,server=on,wait=off']);
+    expect(opt(a, '-qmp')).toEqual(['unix:/t/qmp.sock,server=on,wait=off']);
+    expect(a.join(' ')).not.toMatch(/netdev|virtio-net|-nic/);
+  });
+
+  it('uses the host CPU under KVM and leaves out what a probe VM lacks', () => {
+    const a = buildQemuArgs({ ...base, accel: 'kvm', imageDisk: undefined, writableDisk: undefined, qmpSocket: undefined });
+    expect(opt(a, '-accel')).toEqual(['kvm']);
+    expect(opt(a, '-cpu')).toEqual(['host']);
+    expect(opt(a, '-drive')).toEqual([]);
+    expect(opt(a, '-qmp')).toEqual([]);
+  });
+
+  it('refuses paths QEMU would parse as options, and silly sizes', () => {
+    expect(() => buildQemuArgs({ ...base, writableDisk: '/t/a,b.ext4' })).toThrow(/not usable/);
+    expect(() => buildQemuArgs({ ...base, agentSocket: 'relative.sock' })).toThrow(/not usable/);
+    expect(() => buildQemuArgs({ ...base, memoryMb: 8 })).toThrow(/memory/);
+    expect(() => buildQemuArgs({ ...base, cpus: 0 })).toThrow(/cpus/);
+  });
+});

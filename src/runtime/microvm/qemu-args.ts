@@ -1,0 +1,75 @@
+import { PrismError } from '../../core/errors.js';
+
+export type Accelerator = 'kvm' | 'tcg';
+
+export interface QemuVmConfig {
+  accel: Accelerator;
+  memoryMb: number;
+  cpus: number;
+  kernel: string;
+  initramfs: string;
+  cmdline: string;
+  /** The image's read-only ext4 disk: the guest's /dev/vda. Absent for a probe VM. */
+  imageDisk?: string;
+  /** The task's writable ext4 disk: the guest's /dev/vdb. Absent for a probe VM. */
+  writableDisk?: string;
+  /** Host side of the agent's virtio-serial port (a unix socket QEMU listens on). */
+  agentSocket: string;
+  /** QMP unix socket; absent for a probe VM. */
+  qmpSocket?: string;
+  consoleLog: string;
+  pidFile: string;
+}
+
+/**
+ * Characters QEMU's option parser treats specially: ',' separates properties (it would have to be
+ * doubled) and '=' within a path is ambiguous; paths are ours, so refusing them is simpler than escaping.
+ */
+function checkPath(what: string, p: string): string {
+  if (!p.startsWith('/') || /[,\n\0]/.test(p)) throw new PrismError('INVALID_ARGUMENT', `${what} path not usable on a QEMU command line: ${p}`);
+  return p;
+}
+
+/**
+ * The qemu-system-x86_64 argv of one microVM. The `microvm` machine has no PCI and no firmware: the
+ * kernel is loaded directly and devices are virtio-mmio. ACPI stays on because the guest kernel
+ * discovers the virtio-mmio transports through the ACPI tables (it has no virtio_mmio.device= list).
+ * There is no network device: the guest has loopback only. `-no-reboot` turns the guest's power-off
+ * or panic-reboot into QEMU exiting, which is how stop is observed.
+ *
+ * The disks carry serials (`prism-image`, `prism-rw`) so the guest can tell them apart by
+ * /sys/block/vd?/serial should virtio-mmio probe order ever differ from command-line order.
+ */
+export function buildQemuArgs(c: QemuVmConfig): string[] {
+  if (!(Number.isInteger(c.memoryMb) && c.memoryMb >= 32)) throw new PrismError('INVALID_ARGUMENT', `guest memory must be >= 32 MiB, got ${c.memoryMb}`);
+  if (!(Number.isInteger(c.cpus) && c.cpus >= 1 && c.cpus <= 64)) throw new PrismError('INVALID_ARGUMENT', `guest cpus must be 1..64, got ${c.cpus}`);
+  const args = [
+    '-M', 'microvm,acpi=on',
+    // TCG's code cache defaults to 1 GiB on 64-bit hosts; it counts against the VM's host cgroup.
+    '-accel', c.accel === 'tcg' ? 'tcg,tb-size=64' : 'kvm',
+    '-cpu', c.accel === 'kvm' ? 'host' : 'max',
+    '-m', `${c.memoryMb}M`,
+    '-smp', String(c.cpus),
+    '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+    '-kernel', checkPath('kernel', c.kernel),
+    '-initrd', checkPath('initramfs', c.initramfs),
+    '-append', c.cmdline,
+    '-serial', `file:${checkPath('console log', c.consoleLog)}`,
+    '-pidfile', checkPath('pid file', c.pidFile),
+  ];
+  if (c.imageDisk) args.push(...disk('image', c.imageDisk, true));
+  if (c.writableDisk) args.push(...disk('rw', c.writableDisk, false));
+  args.push(
+    '-device', 'virtio-serial-device,max_ports=2',
+    '-chardev', `socket,id=agent,path=${checkPath('agent socket', c.agentSocket)},server=on,wait=off`,
+    '-device', 'virtserialport,chardev=agent,name=prism.agent',
+  );
+  if (c.qmpSocket) args.push('-qmp', `unix:${checkPath('QMP socket', c.qmpSocket)},server=on,wait=off`);
+  return args;
+}
+
+function disk(name: 'image' | 'rw', file: string, readOnly: boolean): string[] {
+  const drive = [`id=${name}`, `file=${checkPath(`${name} disk`, file)}`, 'format=raw', 'if=none'];
+  if (readOnly) drive.push('readonly=on');
+  return ['-drive', drive.join(','), '-device', `virtio-blk-device,drive=${name},serial=prism-${name}`];
+}
