@@ -1,3 +1,5 @@
+import type { PrismError } from '../core/errors.js';
+
 /**
  * The Store seam: a small revisioned key-value store with compare-and-swap, atomic multi-key commits,
  * prefix watches and leases. SQLite implements it for one node, etcd for a cluster; both must pass
@@ -72,7 +74,12 @@ export interface Store {
   commit(ops: CommitOp[]): Promise<number>;
   /** The store's current revision. */
   revision(): Promise<number>;
-  watch(prefix: string, fromRevision: number, onEvent: (e: WatchEvent) => void): Watch;
+  /**
+   * `onError` hears of failures that arrive after the call returned (etcd reports a compacted start
+   * revision over the stream): FAILED_PRECONDITION, after which the watch has stopped. A store that can
+   * tell at once throws from `watch` instead.
+   */
+  watch(prefix: string, fromRevision: number, onEvent: (e: WatchEvent) => void, onError?: (e: PrismError) => void): Watch;
   grantLease(ttlMs: number): Promise<Lease>;
   /** Releases resources. Idempotent. Watches stop; leases are left to expire. */
   close(): Promise<void>;
