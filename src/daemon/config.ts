@@ -16,6 +16,9 @@ export interface DaemonConfig {
   defaultImage: string;
   /** Registries (host[:port]) that may be reached over plain HTTP; loopback always may. */
   insecureRegistries: string[];
+  /** Guest kernel + initramfs for the microvm runtime (scripts/prepare-guest.sh); host-wide. */
+  guestDir: string;
+  kernel?: string;
   /** JSON file `{"auths": {"host[:port]": {"username": "...", "password": "..."}}}` (mode 0600). */
   registryAuthFile?: string;
 }
@@ -32,10 +35,14 @@ export interface DaemonFlags {
   defaultImage?: string;
   insecureRegistry?: string[];
   registryAuth?: string;
+  guestDir?: string;
+  kernel?: string;
 }
 
 export const DEFAULT_API = '127.0.0.1:8008';
 export const DEFAULT_IMAGE = 'prism.local/base:bookworm';
+/** Where scripts/prepare-guest.sh puts the guest kernel and initramfs. */
+export const DEFAULT_GUEST_DIR = '/var/lib/prism/guest';
 const LEVELS: LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 export function parseHostPort(s: string): { host: string; port: number } {
@@ -68,7 +75,10 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     logLevel,
     defaultImage: flags.defaultImage ?? env.PRISM_DEFAULT_IMAGE ?? DEFAULT_IMAGE,
     insecureRegistries: flags.insecureRegistry ?? (env.PRISM_INSECURE_REGISTRIES ?? '').split(',').filter(Boolean),
+    guestDir: resolve(flags.guestDir ?? env.PRISM_GUEST_DIR ?? DEFAULT_GUEST_DIR),
   };
+  const kernel = flags.kernel ?? env.PRISM_KERNEL;
+  if (kernel) cfg.kernel = resolve(kernel);
   const authFile = flags.registryAuth ?? env.PRISM_REGISTRY_AUTH;
   if (authFile) cfg.registryAuthFile = resolve(authFile);
   const name = flags.name ?? env.PRISM_NAME;

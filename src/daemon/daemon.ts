@@ -8,6 +8,7 @@ import { LocalImageStore } from '../images/local-image-store.js';
 import { RegistryClient } from '../images/registry/registry-client.js';
 import { RegistryPuller } from '../images/registry/pull.js';
 import type { RuntimeDriver } from '../runtime/driver.js';
+import { MicrovmDriver } from '../runtime/microvm/microvm-driver.js';
 import { OciDriver } from '../runtime/oci/oci-driver.js';
 import { ExecService } from '../service/exec-service.js';
 import { ImageService } from '../service/image-service.js';
@@ -28,8 +29,16 @@ export interface RunningDaemon {
   close(): Promise<void>;
 }
 
-/** Runtimes in the order `--runtime=auto` prefers them (docker is never picked silently). */
-const AUTO_ORDER: RuntimeName[] = ['oci'];
+/**
+ * `--runtime=auto`: a microVM (a kernel per sandbox) where hardware virtualisation works, else oci.
+ * Under software emulation (TCG) microVMs work but boot in seconds, so they are never the silent
+ * default; docker is never picked silently either.
+ */
+function pickAuto(drivers: Map<RuntimeName, RuntimeDriver>, info: RuntimeProbeInfo[]): RuntimeName | undefined {
+  const vm = info.find((r) => r.name === 'microvm');
+  if (drivers.has('microvm') && vm?.details?.accelerator === 'kvm') return 'microvm';
+  return drivers.has('oci') ? 'oci' : undefined;
+}
 
 /**
  * The composition root: config in, wired services out. The only place that knows which
@@ -51,6 +60,14 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     const images = new LocalImageStore({ root: cfg.imagesDir, puller: new RegistryPuller(registry), fixupBinary: initBinaryPath() });
     const candidates: RuntimeDriver[] = [
       new OciDriver({ stateDir: join(cfg.dataDir, 'runtime', 'oci'), initBinary: initBinaryPath(), logger: log }),
+      new MicrovmDriver({
+        stateDir: join(cfg.dataDir, 'runtime', 'microvm'),
+        guestDir: cfg.guestDir,
+        imageDiskCache: join(cfg.imagesDir, 'disks'),
+        accelCacheDir: cfg.guestDir,
+        ...(cfg.kernel ? { kernel: cfg.kernel } : {}),
+        logger: log,
+      }),
     ];
     const drivers = new Map<RuntimeName, RuntimeDriver>();
     const runtimeInfo: RuntimeProbeInfo[] = [];
@@ -60,7 +77,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       if (p.usable) drivers.set(d.name, d);
       else log.warn({ runtime: d.name, reason: p.reason }, `runtime ${d.name} is not usable on this host`);
     }
-    const defaultRuntime = cfg.runtime === 'auto' ? AUTO_ORDER.find((r) => drivers.has(r)) : cfg.runtime;
+    const defaultRuntime = cfg.runtime === 'auto' ? pickAuto(drivers, runtimeInfo) : cfg.runtime;
     if (defaultRuntime && !candidates.some((d) => d.name === defaultRuntime)) {
       throw new PrismError('FAILED_PRECONDITION', `runtime '${defaultRuntime}' is not implemented in this version yet (available: ${candidates.map((d) => d.name).join(', ')}); see docs/status.md`);
     }
@@ -117,6 +134,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
         clearTimeout(grace);
         nodes.stop();
         agent.close();
+        for (const d of candidates) await d.close().catch(() => undefined);
         await store.close();
         await releaseLock();
         log.flush();

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { asPrismError } from '../core/errors.js';
-import { DEFAULT_API, DEFAULT_IMAGE, resolveConfig, type DaemonFlags } from './config.js';
+import { DEFAULT_API, DEFAULT_GUEST_DIR, DEFAULT_IMAGE, resolveConfig, type DaemonFlags } from './config.js';
 import { startDaemon } from './daemon.js';
 import { buildBaseImageCommand } from './build-base-image.js';
 import { packageVersion } from './package-info.js';
@@ -32,6 +32,8 @@ export function prismdProgram(): Command {
       ),
     )
     .addOption(new Option('--registry-auth <file>', 'JSON file with registry credentials: {"auths": {"host": {"username", "password"}}}').env('PRISM_REGISTRY_AUTH'))
+    .addOption(new Option('--guest-dir <dir>', `microvm guest kernel and initramfs (default ${DEFAULT_GUEST_DIR}; scripts/prepare-guest.sh)`).env('PRISM_GUEST_DIR'))
+    .addOption(new Option('--kernel <file>', 'microvm guest kernel, overriding the one in --guest-dir').env('PRISM_KERNEL'))
     .addOption(new Option('--default-image <ref>', `image of sandboxes created without one (default ${DEFAULT_IMAGE})`).env('PRISM_DEFAULT_IMAGE'))
     .action(async (flags: DaemonFlags) => {
       const daemon = await startDaemon(resolveConfig(flags, process.env));

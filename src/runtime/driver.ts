@@ -103,4 +103,6 @@ export interface RuntimeDriver {
   inspect(handle: TaskHandle): Promise<TaskState>;
   stats(handle: TaskHandle): Promise<TaskStats>;
   listTasks(): Promise<string[]>;
+  /** Releases the driver's connections and timers (daemon shutdown). Tasks keep running. Idempotent. */
+  close(): Promise<void>;
 }

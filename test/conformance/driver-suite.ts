@@ -291,6 +291,8 @@ export function driverConformanceSuite(name: string, make: () => Promise<DriverF
         expect(await d2.listTasks()).toEqual(expect.arrayContaining([shared.id, stopped.id]));
         await d2.start(stopped);
         expect((await run(stopped, ['echo', 'restarted'], {}, d2)).exitCode).toBe(0);
+        // The "restarted daemon" hands back, as a daemon shutting down would.
+        if (d2 !== driver) await d2.close();
       } finally {
         await destroy(stopped);
       }

@@ -81,7 +81,11 @@ if (reason) {
     return {
       driver,
       layers: [layer],
-      reopen: async () => open(),
+      // A restart: the old daemon's driver lets go of its agent connections first.
+      reopen: async () => {
+        await driver.close();
+        return open();
+      },
       leaks: (id) => microvmLeaks(stateDir, id),
       async cleanup() {
         for (const id of await driver.listTasks().catch(() => [] as string[])) {

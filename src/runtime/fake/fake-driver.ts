@@ -243,6 +243,8 @@ export class FakeDriver implements RuntimeDriver {
     return { memoryBytes: 0, memoryLimitBytes: t.handle.spec.memoryMb * 2 ** 20, cpuUsageNs: 0, pids: t.procs.size };
   }
 
+  async close(): Promise<void> {}
+
   async listTasks(): Promise<string[]> {
     return [...this.tasks.keys()];
   }

@@ -5,8 +5,8 @@ import { finished } from 'node:stream/promises';
 import { PrismError } from '../../core/errors.js';
 import type { ExecOptions } from '../driver.js';
 import {
-  CONTROL_CHANNEL, decodeExit, decodeHello, decodeMountReply, encodeChunked, encodeFields, encodeFrame, encodeStart,
-  FrameParser, FrameType, MAX_SESSION_CHANNEL, PROTOCOL_VERSION, type AgentState, type Frame,
+  CONTROL_CHANNEL, decodeExit, decodeHello, decodeMountReply, decodeStats, encodeChunked, encodeFields, encodeFrame, encodeStart,
+  FrameParser, FrameType, MAX_SESSION_CHANNEL, PROTOCOL_VERSION, type AgentState, type Frame, type FrameTypeChar, type GuestStats,
 } from './agent-protocol.js';
 
 /**
@@ -60,6 +60,7 @@ export class AgentConnection {
   private nextChannel = 1;
   private helloWaiters: Waiter[] = [];
   private mountWaiters: Waiter[] = [];
+  private statsWaiters: Waiter[] = [];
   private connecting: Promise<AgentState> | null = null;
   /** The guest's state from its last hello. */
   state: AgentState | null = null;
@@ -159,6 +160,7 @@ export class AgentConnection {
     if (f.channel === CONTROL_CHANNEL) {
       if (f.type === FrameType.HelloReply) this.helloWaiters.shift()?.resolve(f.payload);
       else if (f.type === FrameType.MountReply) this.mountWaiters.shift()?.resolve(f.payload);
+      else if (f.type === FrameType.StatsReply) this.statsWaiters.shift()?.resolve(f.payload);
       return;
     }
     const s = this.sessions.get(f.channel);
@@ -170,7 +172,8 @@ export class AgentConnection {
   }
 
   private failAll(e: Error): void {
-    for (const w of [...this.helloWaiters, ...this.mountWaiters]) w.reject(e);
+    for (const w of [...this.helloWaiters, ...this.mountWaiters, ...this.statsWaiters]) w.reject(e);
+    this.statsWaiters = [];
     this.helloWaiters = [];
     this.mountWaiters = [];
     for (const s of [...this.sessions.values()]) s.done({ exitCode: 137, signal: 'SIGKILL' });
@@ -187,19 +190,32 @@ export class AgentConnection {
     return this.sock!;
   }
 
-  /** `M`: mounts the root file system and switches into it; INTERNAL with the guest's message on failure. */
-  async mount(hostname: string, timeoutMs = 30_000): Promise<void> {
+  /** Sends a control frame and waits for its reply (replies come in order, one queue per kind). */
+  private request(kind: 'mountWaiters' | 'statsWaiters', type: FrameTypeChar, payload: Buffer, what: string, timeoutMs: number): Promise<Buffer> {
     this.requireConnected();
-    const payload = encodeFields([hostname]);
-    const reply = await new Promise<Buffer>((resolve, reject) => {
+    return new Promise<Buffer>((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.mountWaiters = this.mountWaiters.filter((w) => w !== waiter);
-        reject(new PrismError('DEADLINE_EXCEEDED', `guest agent did not answer mount within ${timeoutMs} ms`));
+        this[kind] = this[kind].filter((w) => w !== waiter);
+        reject(new PrismError('DEADLINE_EXCEEDED', `guest agent did not answer ${what} within ${timeoutMs} ms`));
       }, timeoutMs);
       const waiter: Waiter = { resolve: (b) => (clearTimeout(timer), resolve(b)), reject: (e) => (clearTimeout(timer), reject(e)) };
-      this.mountWaiters.push(waiter);
-      this.send(encodeFrame(FrameType.Mount, CONTROL_CHANNEL, payload));
+      this[kind].push(waiter);
+      this.send(encodeFrame(type, CONTROL_CHANNEL, payload));
     });
+  }
+
+  /** `T`: pids, memory and OOM kills of the sandbox cgroup in the guest. */
+  async stats(timeoutMs = 10_000): Promise<GuestStats> {
+    return decodeStats(await this.request('statsWaiters', FrameType.Stats, Buffer.alloc(0), 'stats', timeoutMs));
+  }
+
+  /**
+   * `M`: mounts the root file system, switches into it and applies the sandbox's limits to every
+   * command (a cgroup in the guest); INTERNAL with the guest's message on failure.
+   */
+  async mount(hostname: string, limits: { memoryBytes: number; pids: number } = { memoryBytes: 0, pids: 0 }, timeoutMs = 30_000): Promise<void> {
+    const payload = encodeFields([hostname, String(limits.memoryBytes), String(limits.pids)]);
+    const reply = await this.request('mountWaiters', FrameType.Mount, payload, 'mount', timeoutMs);
     const error = decodeMountReply(reply);
     if (error !== null) throw new PrismError('INTERNAL', `guest could not mount its root file system: ${error}`);
     this.state = 'ready';

@@ -18,9 +18,11 @@ export const MAX_SESSION_CHANNEL = 2 ** 31;
 export const FrameType = {
   Hello: 'H', // host: hello, answered by HelloReply
   HelloReply: 'h', // guest: "prism-agent 1 <booted|ready>"
-  Mount: 'M', // host: fields hostname
+  Mount: 'M', // host: fields hostname, memory limit in bytes, pids limit (0 = none)
   MountReply: 'm', // guest: "ok" or "error: <message>"
   Shutdown: 'Q', // host: sync, unmount, power off
+  Stats: 'T', // host: usage of the sandbox cgroup, answered by StatsReply
+  StatsReply: 't', // guest: "pids N memory BYTES oom_kills K"
   Start: 'S', // host: start a command (see encodeStart)
   Stdin: 'I', // host: stdin bytes
   CloseStdin: 'C', // host: close stdin
@@ -193,4 +195,17 @@ export function decodeMountReply(payload: Buffer): string | null {
   const text = payload.toString('utf8').replace(/\0+$/, '').trim();
   if (text === 'ok') return null;
   return text.startsWith('error:') ? text.slice(6).trim() : text || 'empty reply';
+}
+
+export interface GuestStats {
+  pids: number;
+  memoryBytes: number;
+  oomKills: number;
+}
+
+/** `t` payload: "pids N memory BYTES oom_kills K". */
+export function decodeStats(payload: Buffer): GuestStats {
+  const f = payload.toString('latin1').split(' ');
+  const get = (k: string) => Number(f[f.indexOf(k) + 1] ?? 0) || 0;
+  return { pids: get('pids'), memoryBytes: get('memory'), oomKills: get('oom_kills') };
 }

@@ -7,7 +7,6 @@ import type {
 } from '../driver.js';
 import { probeAccelerator, type AccelVerdict } from './accel-probe.js';
 import { AgentConnection } from './agent-connection.js';
-import { consoleSize, oomKillLoggedSince } from './guest-console.js';
 import { defaultCmdline, locateGuestFiles } from './guest-files.js';
 import { QmpClient } from './qmp.js';
 import { hasCgroupV1, isQemuAlive, killQemu, listVmCgroups, readPidFile, readVmCgroup, removeCgroup, waitExit } from './qemu-process.js';
@@ -28,6 +27,8 @@ export interface MicrovmDriverOptions {
   qemuBinary?: string;
   /** Size of each task's writable disk (sparse), default 2048 MiB. */
   writableDiskMb?: number;
+  /** Where the accelerator verdict is cached; host-wide (default: stateDir). */
+  accelCacheDir?: string;
   /** Boot-to-agent-hello timeout, default 30 s (TCG boots take ~2 s, more on a loaded host). */
   bootTimeoutMs?: number;
   logger?: MicrovmDriverLogger;
@@ -154,12 +155,14 @@ export class MicrovmDriver implements RuntimeDriver {
     const user = agentUser(handle.spec.user);
     const env = user && !user.startsWith('0 ') && opts.env.HOME === undefined ? { ...opts.env, HOME: '/' } : opts.env;
     const conn = await this.connection(handle.id, p);
-    const consoleStart = await consoleSize(p.consoleLog);
+    // The sandbox cgroup's oom_kill counter, read alongside the start (one control round trip).
+    const oomBefore = conn.stats().then((s) => s.oomKills, () => -1);
     const started = Date.now();
     const proc = conn.exec({ ...opts, env }, user);
     const result = (async () => {
       const exit = await proc.exit;
-      const oomKilled = exit.signal === 'SIGKILL' && (await oomKillLoggedSince(p.consoleLog, consoleStart));
+      const before = await oomBefore;
+      const oomKilled = exit.signal === 'SIGKILL' && before >= 0 && (await conn.stats().then((s) => s.oomKills, () => before)) > before;
       return { ...exit, oomKilled, durationMs: Date.now() - started };
     })();
     return { stdin: proc.stdin, stdout: proc.stdout, stderr: proc.stderr, result, kill: (s?: NodeJS.Signals) => proc.kill(s) };
@@ -190,9 +193,8 @@ export class MicrovmDriver implements RuntimeDriver {
   }
 
   /**
-   * memoryLimitBytes is the guest's RAM (what its commands can use); memoryBytes, cpuUsageNs and
-   * pids are QEMU's on the host (pids counts QEMU threads: the guest's processes are not visible
-   * from here without a stats message in the agent protocol).
+   * Usage of the sandbox's commands, from the cgroup the agent keeps in the guest: pids counts them
+   * plus the agent (as a container's count includes its init); CPU time is QEMU's on the host.
    */
   async stats(handle: TaskHandle): Promise<TaskStats> {
     const p = this.paths(handle.id);
@@ -201,11 +203,20 @@ export class MicrovmDriver implements RuntimeDriver {
       throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not running`);
     }
     try {
-      const cg = await readVmCgroup(handle.id);
-      return { memoryBytes: cg.memoryBytes, memoryLimitBytes: handle.spec.memoryMb * MiB, cpuUsageNs: cg.cpuUsageNs, pids: cg.threads };
+      const [guest, cg] = await Promise.all([(await this.connection(handle.id, p)).stats(), readVmCgroup(handle.id)]);
+      return { memoryBytes: guest.memoryBytes, memoryLimitBytes: handle.spec.memoryMb * MiB, cpuUsageNs: cg.cpuUsageNs, pids: guest.pids + 1 };
     } catch (e) {
-      throw asPrismError(e, 'INTERNAL', `reading cgroup stats of ${handle.id}`);
+      throw asPrismError(e, 'INTERNAL', `reading stats of ${handle.id}`);
     }
+  }
+
+  /**
+   * Closes every agent connection; the VMs keep running. QEMU's agent chardev takes one client at a
+   * time, so a daemon that hands over to another (restart) must let go first.
+   */
+  async close(): Promise<void> {
+    for (const conn of this.conns.values()) conn.close();
+    this.conns.clear();
   }
 
   async listTasks(): Promise<string[]> {
@@ -230,7 +241,7 @@ export class MicrovmDriver implements RuntimeDriver {
     this.accel ??= (async () => {
       const files = await this.guestFiles();
       const cmdline = await defaultCmdline({ tcg: false, pvh: files.pvh });
-      return probeAccelerator(files, { stateDir: this.opts.stateDir, qemuBinary: this.qemu, cmdline });
+      return probeAccelerator(files, { stateDir: this.opts.accelCacheDir ?? this.opts.stateDir, qemuBinary: this.qemu, cmdline });
     })().catch((e: unknown) => {
       this.accel = null;
       throw e;

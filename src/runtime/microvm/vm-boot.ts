@@ -51,12 +51,22 @@ export interface BootOptions {
  * exits, with the tail of its log), mounts the root file system and creates the workdir. On failure
  * the caller tears down: the pid file names the QEMU to kill.
  */
+/**
+ * Guest RAM: the sandbox's memory limit plus room for the guest kernel, page cache and the agent. The
+ * limit itself is enforced on the commands by a cgroup inside the guest (see the agent's `M`), so a
+ * memory hog meets the guest's OOM killer at the sandbox's limit, as in a container.
+ */
+export const GUEST_OVERHEAD_MB = 128;
+export function guestMemoryMb(sandboxMemoryMb: number): number {
+  return sandboxMemoryMb + GUEST_OVERHEAD_MB;
+}
+
 export async function bootVm(o: BootOptions): Promise<void> {
   const { spec, paths: p } = o;
   const cmdline = await defaultCmdline({ tcg: o.accel === 'tcg', hostname: spec.hostname, pvh: o.files.pvh });
   await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile, p.consoleLog].map((f) => rm(f, { force: true })));
   const args = buildQemuArgs({
-    accel: o.accel, memoryMb: spec.memoryMb, cpus: Math.max(1, Math.ceil(spec.cpus)), kernel: o.files.kernel,
+    accel: o.accel, memoryMb: guestMemoryMb(spec.memoryMb), cpus: Math.max(1, Math.ceil(spec.cpus)), kernel: o.files.kernel,
     initramfs: o.files.initramfs, cmdline, imageDisk: o.imageDisk, writableDisk: p.rwDisk, agentSocket: p.agentSocket,
     qmpSocket: p.qmpSocket, consoleLog: p.consoleLog, pidFile: p.pidFile,
   });
@@ -66,9 +76,13 @@ export async function bootVm(o: BootOptions): Promise<void> {
     throw new PrismError('INTERNAL', `QEMU exited during boot (${how}): ${log || 'no message'}`);
   });
   died.catch(() => undefined); // after boot, an exit is observed by stop and inspect instead
-  await enterCgroup(spec.id, vm.pid, { memoryBytes: spec.memoryMb * MiB + QEMU_OVERHEAD_BYTES, pids: QEMU_MAX_THREADS });
+  await enterCgroup(spec.id, vm.pid, { memoryBytes: guestMemoryMb(spec.memoryMb) * MiB + QEMU_OVERHEAD_BYTES, pids: QEMU_MAX_THREADS });
   const state = await Promise.race([o.conn.connect({ timeoutMs: o.bootTimeoutMs }), died]);
-  if (state === 'booted') await Promise.race([o.conn.mount(spec.hostname), died]);
+  if (state === 'booted') {
+    // The agent counts as the task's init, as in a container: commands get the rest of pidsLimit.
+    const pids = Math.max(1, spec.pidsLimit - 1);
+    await Promise.race([o.conn.mount(spec.hostname, { memoryBytes: spec.memoryMb * MiB, pids }), died]);
+  }
   if (o.makeWorkdir && spec.workdir !== '/') await makeWorkdir(o.conn, spec.workdir);
 }
 

@@ -195,6 +195,9 @@ export class OciDriver implements RuntimeDriver {
     }
   }
 
+  /** Nothing to release: every exec has its own connection. */
+  async close(): Promise<void> {}
+
   async listTasks(): Promise<string[]> {
     const dirs = await readdir(this.tasksDir).catch(() => [] as string[]);
     return [...new Set([...dirs, ...(await this.runc.list())])].sort();

@@ -1,0 +1,541 @@
+/*
+ * agent-test: unit tests of the codecs, then the agent core (agent.c, session.c) served on a unix
+ * socket in a child process, driven frame by frame the way prismd drives the virtio port. boot.c's
+ * seams are replaced below: port_reconnect accepts the next test's connection, so every test also
+ * exercises disconnect and reconnect. Each test runs in its own process; `make test` fails if any does.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+#define CHECK(c)                                                                 \
+  do {                                                                           \
+    if (!(c)) {                                                                  \
+      fprintf(stderr, "    %s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
+      exit(1);                                                                   \
+    }                                                                            \
+  } while (0)
+#define TEST_MAX_SESSIONS 32
+
+static struct sockaddr_un addr = {.sun_family = AF_UNIX};
+static int listen_fd = -1;
+
+/* ---- seams (boot.c in the VM) ---- */
+
+int port_reconnect(int previous) {
+  if (previous >= 0) close(previous);
+  return accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+int rootfs_mount(const char *hostname, const struct limits *lim, char *err, size_t errlen) {
+  (void)lim;
+  if (strcmp(hostname, "fail") != 0) return 0;
+  snprintf(err, errlen, "test failure");
+  return -1;
+}
+
+void cgroup_join(void) {}
+
+void sandbox_stats(char *out, size_t n) {
+  snprintf(out, n, "pids 0 memory 0 oom_kills 0");
+}
+
+void power_off(struct agent *a) {
+  (void)a;
+  exit(0);
+}
+
+/* ---- client ---- */
+
+static long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int conn(void) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0);
+  return fd;
+}
+
+static void write_all(int fd, const void *p, size_t n) {
+  for (const char *c = p; n;) {
+    ssize_t w = write(fd, c, n);
+    CHECK(w > 0);
+    c += w;
+    n -= (size_t)w;
+  }
+}
+
+static void send_frame(int fd, char type, uint32_t ch, const void *p, size_t n) {
+  unsigned char h[FRAME_HDR];
+  frame_hdr_encode(h, type, ch, (uint32_t)n);
+  write_all(fd, h, sizeof h);
+  if (n) write_all(fd, p, n);
+}
+
+/* S with NUL-joined fields; argv and env are NULL-terminated. */
+static void send_start(int fd, uint32_t ch, const char *cwd, int in, const char **argv, const char **env, const char *user) {
+  struct buf b = {0};
+  char num[16];
+  int argc = 0, envc = 0;
+  while (argv[argc]) argc++;
+  while (env && env[envc]) envc++;
+  buf_append(&b, cwd, strlen(cwd) + 1);
+  buf_append(&b, in ? "stdin" : "", in ? 6 : 1);
+  buf_append(&b, num, (size_t)snprintf(num, sizeof num, "%d", argc) + 1);
+  for (int i = 0; i < argc; i++) buf_append(&b, argv[i], strlen(argv[i]) + 1);
+  buf_append(&b, num, (size_t)snprintf(num, sizeof num, "%d", envc) + 1);
+  for (int i = 0; i < envc; i++) buf_append(&b, env[i], strlen(env[i]) + 1);
+  buf_append(&b, user, strlen(user) + 1);
+  send_frame(fd, F_START, ch, b.data, b.len);
+  buf_free(&b);
+}
+
+static const char *path_env[] = {"PATH=/usr/local/bin:/usr/bin:/bin", NULL};
+
+static void start(int fd, uint32_t ch, int in, const char **argv) { send_start(fd, ch, "", in, argv, path_env, ""); }
+
+static void read_full(int fd, void *p, size_t n) {
+  for (char *c = p; n;) {
+    struct pollfd pf = {fd, POLLIN, 0};
+    CHECK(poll(&pf, 1, 20000) == 1); /* the agent answers within 20 s or the test fails */
+    ssize_t r = read(fd, c, n);
+    CHECK(r > 0);
+    c += r;
+    n -= (size_t)r;
+  }
+}
+
+struct frame {
+  char type;
+  uint32_t ch, len;
+  char data[FRAME_MAX + 1]; /* NUL-terminated for convenience */
+};
+static struct frame f;
+
+static struct frame *recv_frame(int fd) {
+  unsigned char h[FRAME_HDR];
+  read_full(fd, h, sizeof h);
+  struct frame_hdr hd = frame_hdr_decode(h);
+  CHECK(hd.length <= FRAME_MAX);
+  f.type = (char)hd.type;
+  f.ch = hd.channel;
+  f.len = hd.length;
+  read_full(fd, f.data, f.len);
+  f.data[f.len] = 0;
+  return &f;
+}
+
+struct result {
+  struct buf out, err;
+  char exit[32];
+};
+
+/* Reads frames until channels first..first+n-1 all sent X; nothing else may arrive. */
+static void collect(int fd, uint32_t first, int n, struct result *res) {
+  memset(res, 0, sizeof *res * (size_t)n);
+  for (int done = 0; done < n;) {
+    struct frame *fr = recv_frame(fd);
+    if (fr->ch < first || fr->ch >= first + (uint32_t)n) fprintf(stderr, "    unexpected %c on channel %u: %s\n", fr->type, fr->ch, fr->data);
+    CHECK(fr->ch >= first && fr->ch < first + (uint32_t)n);
+    struct result *r = &res[fr->ch - first];
+    CHECK(!r->exit[0]);
+    if (fr->type == F_STDOUT) buf_append(&r->out, fr->data, fr->len);
+    else if (fr->type == F_STDERR) buf_append(&r->err, fr->data, fr->len);
+    else CHECK(fr->type == F_EXIT && fr->len < sizeof r->exit && (done++, 1));
+    if (fr->type == F_EXIT) memcpy(r->exit, fr->data, fr->len + 1);
+  }
+}
+
+static int out_is(struct buf *b, const char *want) { return b->len == strlen(want) && memcmp(b->data, want, b->len) == 0; }
+
+static struct result run(int fd, uint32_t ch, const char **argv) {
+  struct result r;
+  start(fd, ch, 0, argv);
+  collect(fd, ch, 1, &r);
+  return r;
+}
+
+#define ARGV(...) ((const char *[]){__VA_ARGS__, NULL})
+#define SH(script) ARGV("sh", "-c", script)
+
+/* ---- unit tests ---- */
+
+static void test_frame_codec(void) {
+  unsigned char h[FRAME_HDR];
+  frame_hdr_encode(h, 'S', 0x80000000u, 0x00100000u);
+  CHECK(memcmp(h, "S\x80\0\0\0\0\x10\0\0", 9) == 0);
+  struct frame_hdr d = frame_hdr_decode(h);
+  CHECK(d.type == 'S' && d.channel == 0x80000000u && d.length == FRAME_MAX);
+}
+
+static const char *parse(const char *p, size_t n) {
+  static char copy[256];
+  struct start_req r;
+  memcpy(copy, p, n);
+  const char *why = start_parse(copy, (uint32_t)n, &r);
+  start_free(&r);
+  return why;
+}
+#define LIT(s) s, sizeof s - 1
+#define PARSE(lit) parse(LIT(lit))
+
+static void test_start_parse(void) {
+  char p[] = "/tmp\0stdin\0002\0ls\0-l\0001\0A=1\0\0";
+  struct start_req r;
+  CHECK(start_parse(p, sizeof p - 1, &r) == NULL);
+  CHECK(strcmp(r.cwd, "/tmp") == 0 && r.want_stdin && strcmp(r.argv[1], "-l") == 0 && !r.argv[2]);
+  CHECK(strcmp(r.envp[0], "A=1") == 0 && !r.envp[1] && strcmp(r.user, "") == 0);
+  start_free(&r);
+  CHECK(PARSE("\0\0001\0true\0000\0\0") == NULL);
+  CHECK(PARSE("\0\0001\0true\0000\0") != NULL);           /* no user field */
+  CHECK(PARSE("\0\0001\0true\0000\0\0x") != NULL);        /* trailing bytes */
+  CHECK(PARSE("\0\0005\0true\0000\0\0") != NULL);         /* argc larger than the fields */
+  CHECK(PARSE("\0\0001\0true\0009\0\0") != NULL);         /* envc larger than the fields */
+  CHECK(PARSE("\0\0000\0000\0\0") != NULL);                /* argc 0 */
+  CHECK(PARSE("\0\0-1\0true\0000\0\0") != NULL);           /* argc not plain digits */
+  CHECK(PARSE("\0yes\0001\0true\0000\0\0") != NULL);      /* stdin field */
+  CHECK(PARSE("\0\0001\0tru") != NULL);                    /* truncated */
+  CHECK(PARSE("") != NULL);
+  CHECK(PARSE("\0\0004294967297\0true\0000\0\0") != NULL); /* huge argc */
+}
+
+static void test_user_parse(void) {
+  struct user_spec u;
+  CHECK(user_parse("1000 1000", &u) == 0 && u.uid == 1000 && u.gid == 1000 && u.ngroups == 0);
+  CHECK(user_parse("1 2 ", &u) == 0 && u.ngroups == 0);
+  CHECK(user_parse("1 2 3,4", &u) == 0 && u.ngroups == 2 && u.groups[1] == 4);
+  CHECK(user_parse("1", &u) < 0 && user_parse("a 1", &u) < 0 && user_parse("1 2 3,", &u) < 0);
+  CHECK(user_parse("1 2 3x", &u) < 0 && user_parse("4294967295 0", &u) < 0 && user_parse("-1 0", &u) < 0);
+}
+
+/* ---- the agent over a socket ---- */
+
+static void test_hello_booted(void) {
+  int fd = conn();
+  send_frame(fd, 'Z', 0, "junk", 4); /* unknown control frame: ignored */
+  send_frame(fd, F_HELLO, 0, NULL, 0);
+  struct frame *fr = recv_frame(fd);
+  CHECK(fr->type == F_HELLO_REPLY && fr->ch == 0 && strcmp(fr->data, "prism-agent 1 booted") == 0);
+}
+
+static void test_echo(void) {
+  int fd = conn();
+  struct result r = run(fd, 1, ARGV("echo", "hi"));
+  CHECK(out_is(&r.out, "hi\n") && r.err.len == 0 && strcmp(r.exit, "0 0") == 0);
+}
+
+static void test_exit_codes(void) {
+  int fd = conn();
+  CHECK(strcmp(run(fd, 1, SH("exit 3")).exit, "3 0") == 0);
+  CHECK(strcmp(run(fd, 2, SH("kill -TERM $$")).exit, "143 15") == 0);
+  CHECK(strcmp(run(fd, 3, ARGV("false")).exit, "1 0") == 0);
+}
+
+static void test_stderr_separate(void) {
+  int fd = conn();
+  struct result r = run(fd, 7, SH("echo out; echo err >&2; echo out2"));
+  CHECK(out_is(&r.out, "out\nout2\n") && out_is(&r.err, "err\n") && strcmp(r.exit, "0 0") == 0);
+}
+
+static void test_stdin_cat(void) {
+  int fd = conn();
+  struct result r;
+  start(fd, 5, 1, ARGV("cat"));
+  send_frame(fd, F_STDIN, 5, "hello ", 6);
+  send_frame(fd, F_STDIN, 5, "world", 5);
+  send_frame(fd, F_CLOSE, 5, NULL, 0);
+  send_frame(fd, F_STDIN, 5, "late", 4); /* after C: ignored */
+  collect(fd, 5, 1, &r);
+  CHECK(out_is(&r.out, "hello world") && strcmp(r.exit, "0 0") == 0);
+}
+
+static void test_cwd_env_user(void) {
+  int fd = conn();
+  struct result r;
+  send_start(fd, 1, "/tmp", 0, ARGV("pwd"), NULL, "");
+  collect(fd, 1, 1, &r);
+  CHECK(out_is(&r.out, "/tmp\n"));
+  send_start(fd, 2, "", 0, SH("echo $FOO; pwd"), ARGV(path_env[0], "FOO=bar"), "");
+  collect(fd, 2, 1, &r);
+  CHECK(out_is(&r.out, "bar\n/\n"));
+  if (getuid() != 0) return;
+  send_start(fd, 3, "", 0, SH("id -u; id -g; id -G"), path_env, "65534 65533 65532,65531");
+  collect(fd, 3, 1, &r);
+  CHECK(out_is(&r.out, "65534\n65533\n65533 65531 65532\n") || out_is(&r.out, "65534\n65533\n65533 65532 65531\n"));
+}
+
+static void test_big_output(void) {
+  int fd = conn();
+  struct result r = run(fd, 9, ARGV("head", "-c", "10485760", "/dev/zero"));
+  CHECK(r.out.len == 10485760 && strcmp(r.exit, "0 0") == 0);
+  for (size_t i = 0; i < r.out.len; i++) CHECK(r.out.data[i] == 0);
+}
+
+/* 20 cats fed round-robin in small pieces: every byte reaches its own session, in order. */
+static void test_concurrent(void) {
+  int fd = conn();
+  struct result r[20];
+  char piece[64], want[20][2048] = {{0}};
+  for (int c = 0; c < 20; c++) start(fd, 100 + (uint32_t)c, 1, ARGV("cat"));
+  for (int round = 0; round < 50; round++) {
+    for (int c = 0; c < 20; c++) {
+      int n = snprintf(piece, sizeof piece, "ch%d.%d;", c, round);
+      send_frame(fd, F_STDIN, 100 + (uint32_t)c, piece, (size_t)n);
+      strcat(want[c], piece);
+    }
+  }
+  for (int c = 19; c >= 0; c--) send_frame(fd, F_CLOSE, 100 + (uint32_t)c, NULL, 0);
+  collect(fd, 100, 20, r);
+  for (int c = 0; c < 20; c++) CHECK(out_is(&r[c].out, want[c]) && strcmp(r[c].exit, "0 0") == 0);
+}
+
+static void test_kill(void) {
+  int fd = conn();
+  struct result r;
+  start(fd, 4, 0, ARGV("sleep", "100"));
+  usleep(50000);
+  send_frame(fd, F_KILL, 4, "\x09", 1);
+  collect(fd, 4, 1, &r);
+  CHECK(strcmp(r.exit, "137 9") == 0);
+  start(fd, 5, 0, SH("sleep 100 & wait"));
+  usleep(50000);
+  send_frame(fd, F_KILL, 5, "\x0f", 1); /* SIGTERM to the group: sh and its sleep */
+  collect(fd, 5, 1, &r);
+  CHECK(strcmp(r.exit, "143 15") == 0);
+  send_frame(fd, F_KILL, 5, "\x09", 1); /* the session is over: ignored, no second X */
+  CHECK(strcmp(run(fd, 6, ARGV("true")).exit, "0 0") == 0);
+}
+
+static void expect_fail(int fd, uint32_t ch, const char *why) {
+  struct result r;
+  collect(fd, ch, 1, &r);
+  CHECK(strcmp(r.exit, "126 0") == 0 && r.out.len == 0);
+  buf_append(&r.err, "", 1);
+  CHECK(strstr(r.err.data, why) != NULL);
+}
+
+static void test_malformed(void) {
+  int fd = conn();
+  send_frame(fd, 'Z', 1, "x", 1);
+  expect_fail(fd, 1, "unknown frame type");
+  send_frame(fd, F_START, 2, LIT("/\0"));
+  expect_fail(fd, 2, "missing cwd or stdin");
+  send_frame(fd, F_START, 3, LIT("\0\0009\0echo\0hi\0000\0\0"));
+  expect_fail(fd, 3, "argc");
+  send_frame(fd, F_START, 4, LIT("\0\0001\0true\0000\0bogus\0"));
+  expect_fail(fd, 4, "malformed user");
+  send_frame(fd, F_STDIN, 77, "x", 1); /* I on a channel without a session: ignored */
+  send_frame(fd, F_START, 0x90000000u, "", 0);
+  expect_fail(fd, 0x90000000u, "channel number");
+  /* Bad K on a running session: the session ends with 126, its command is killed. */
+  start(fd, 5, 1, ARGV("cat"));
+  send_frame(fd, F_KILL, 5, "\x09\x09", 2);
+  expect_fail(fd, 5, "K wants one byte");
+  start(fd, 6, 0, ARGV("sleep", "100"));
+  start(fd, 6, 0, ARGV("true"));
+  expect_fail(fd, 6, "already in use");
+  /* Over 1 MiB: answered, then skipped, and the stream stays in sync. */
+  size_t big = 2u << 20;
+  char *junk = calloc(1, big);
+  send_frame(fd, F_STDIN, 8, junk, big);
+  free(junk);
+  expect_fail(fd, 8, "longer than 1 MiB");
+  struct result r = run(fd, 9, ARGV("echo", "still", "here"));
+  CHECK(out_is(&r.out, "still here\n") && strcmp(r.exit, "0 0") == 0);
+}
+
+static void test_not_found(void) {
+  int fd = conn();
+  struct result r = run(fd, 1, ARGV("no-such-command-prism"));
+  buf_append(&r.err, "", 1);
+  CHECK(strcmp(r.exit, "127 0") == 0 && strstr(r.err.data, "cannot run no-such-command-prism"));
+  r = run(fd, 2, ARGV("/etc/passwd")); /* not executable */
+  CHECK(strcmp(r.exit, "126 0") == 0);
+  send_start(fd, 3, "/no/such/dir", 0, ARGV("true"), path_env, "");
+  collect(fd, 3, 1, &r);
+  CHECK(strcmp(r.exit, "126 0") == 0);
+}
+
+/* Output that background processes write after the command exited is not waited for. */
+static void test_background(void) {
+  int fd = conn();
+  long t0 = now_ms();
+  struct result r = run(fd, 1, SH("(sleep 1; echo late) & echo now"));
+  CHECK(out_is(&r.out, "now\n") && strcmp(r.exit, "0 0") == 0 && now_ms() - t0 < 900);
+}
+
+static void test_slow_consumers(void) {
+  int fd = conn();
+  /* A command that never reads its stdin, with 1 MiB waiting for it. */
+  start(fd, 1, 1, ARGV("sleep", "100"));
+  char *mb = calloc(1, 1u << 20);
+  send_frame(fd, F_STDIN, 1, mb, 1u << 20);
+  free(mb);
+  /* A command flooding output without end: one started after it still gets its turn. */
+  start(fd, 2, 0, ARGV("cat", "/dev/zero"));
+  usleep(100000);
+  start(fd, 3, 0, ARGV("echo", "quick"));
+  size_t flood = 0;
+  for (int done = 0; !done;) {
+    struct frame *fr = recv_frame(fd);
+    CHECK(fr->type != F_EXIT || fr->ch == 3);
+    if (fr->ch == 2) flood += fr->len;
+    done = fr->ch == 3 && fr->type == F_EXIT;
+  }
+  CHECK(flood > 0);
+  send_frame(fd, F_KILL, 1, "\x09", 1);
+  send_frame(fd, F_KILL, 2, "\x09", 1);
+  for (int exits = 0; exits < 2;) {
+    struct frame *fr = recv_frame(fd);
+    CHECK(fr->ch == 1 || fr->ch == 2);
+    if (fr->type == F_EXIT) CHECK(strcmp(fr->data, "137 9") == 0 && ++exits);
+  }
+}
+
+/* The host stops reading: the agent must keep serving input (here, K) and never block on a write. */
+static void test_host_not_reading(void) {
+  int fd = conn();
+  struct result r;
+  start(fd, 1, 0, ARGV("head", "-c", "104857600", "/dev/zero"));
+  usleep(500000);
+  send_frame(fd, F_KILL, 1, "\x09", 1);
+  collect(fd, 1, 1, &r);
+  CHECK(strcmp(r.exit, "137 9") == 0 && r.out.len < 104857600);
+  CHECK(r.out.len >= OUT_HIGH_WATER); /* the buffer filled up to its limit before pipes were paused */
+}
+
+static void test_session_limit(void) {
+  int fd = conn();
+  for (int i = 1; i <= TEST_MAX_SESSIONS; i++) start(fd, (uint32_t)i, 0, ARGV("sleep", "100"));
+  start(fd, 99, 0, ARGV("true"));
+  expect_fail(fd, 99, "too many sessions");
+  /* Closing the connection kills all of them, so the next test (a new connection) has room. */
+}
+
+static void test_disconnect_kills(void) {
+  int fd = conn();
+  start(fd, 1, 0, SH("echo $$; exec sleep 100"));
+  struct frame *fr = recv_frame(fd);
+  CHECK(fr->type == F_STDOUT);
+  pid_t pid = atoi(fr->data);
+  CHECK(pid > 1 && kill(pid, 0) == 0);
+  close(fd);
+  long t0 = now_ms();
+  while (kill(pid, 0) == 0 && now_ms() - t0 < 3000) usleep(10000);
+  CHECK(kill(pid, 0) != 0 && errno == ESRCH); /* killed and reaped by the agent */
+  fd = conn();
+  CHECK(strcmp(run(fd, 1, ARGV("true")).exit, "0 0") == 0);
+}
+
+static const char *control(int fd, char type, const void *p, size_t n) {
+  send_frame(fd, type, 0, p, n);
+  struct frame *fr = recv_frame(fd);
+  CHECK(fr->ch == 0 && fr->type == (type == F_MOUNT ? F_MOUNT_REPLY : type == F_STATS ? F_STATS_REPLY : F_HELLO_REPLY));
+  return fr->data;
+}
+
+static void test_mount(void) {
+  int fd = conn();
+  CHECK(strcmp(control(fd, F_MOUNT, "fail", 5), "error: test failure") == 0);
+  CHECK(strncmp(control(fd, F_MOUNT, "noterm", 6), "error: malformed M", 18) == 0);
+  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 1 booted") == 0);
+  CHECK(strcmp(control(fd, F_MOUNT, "sandbox", 8), "ok") == 0);
+  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 1 ready") == 0);
+  CHECK(strcmp(control(fd, F_MOUNT, "sandbox", 8), "error: rootfs already mounted") == 0);
+  CHECK(strncmp(control(fd, F_MOUNT, "x\0notanumber", 13), "error: malformed M", 18) == 0);
+  CHECK(strcmp(control(fd, F_STATS, NULL, 0), "pids 0 memory 0 oom_kills 0") == 0);
+}
+
+static void test_quit(void) {
+  int fd = conn();
+  send_frame(fd, F_QUIT, 0, NULL, 0);
+  char c;
+  struct pollfd pf = {fd, POLLIN, 0};
+  CHECK(poll(&pf, 1, 5000) == 1 && read(fd, &c, 1) == 0); /* the agent is gone */
+}
+
+struct test {
+  const char *name;
+  void (*fn)(void);
+};
+static const struct test tests[] = {
+    {"frame codec", test_frame_codec}, {"start parse", test_start_parse}, {"user parse", test_user_parse},
+    {"hello booted", test_hello_booted}, {"echo", test_echo}, {"exit codes", test_exit_codes},
+    {"stderr separate", test_stderr_separate}, {"stdin via cat", test_stdin_cat},
+    {"cwd env user", test_cwd_env_user}, {"10 MiB output", test_big_output},
+    {"20 concurrent sessions", test_concurrent}, {"kill", test_kill}, {"malformed frames", test_malformed},
+    {"command not found", test_not_found}, {"background output not waited for", test_background},
+    {"slow consumers", test_slow_consumers}, {"host not reading", test_host_not_reading},
+    {"session limit", test_session_limit}, {"disconnect kills sessions", test_disconnect_kills},
+    {"mount", test_mount}, {"quit", test_quit},
+};
+
+static pid_t start_agent(void) {
+  snprintf(addr.sun_path, sizeof addr.sun_path, "/tmp/prism-agent-test.%d.sock", getpid());
+  unlink(addr.sun_path);
+  listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(listen_fd, 8) < 0) {
+    perror("agent-test: listen");
+    exit(2);
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    struct agent a;
+    agent_log_fd = getenv("AGENT_TEST_LOG") ? 2 : -1;
+    if (agent_init(&a) < 0) _exit(3);
+    a.max_sessions = TEST_MAX_SESSIONS;
+    agent_serve(&a);
+  }
+  close(listen_fd);
+  return pid;
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  pid_t agent = start_agent();
+  int failed = 0;
+  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+    long t0 = now_ms();
+    pid_t pid = fork();
+    if (pid == 0) {
+      alarm(60);
+      tests[i].fn();
+      exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    int ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    failed += !ok;
+    printf("%s  %-36s %5ld ms\n", ok ? "ok  " : "FAIL", tests[i].name, now_ms() - t0);
+    fflush(stdout);
+  }
+  int status = 0;
+  long t0 = now_ms();
+  while (waitpid(agent, &status, WNOHANG) == 0 && now_ms() - t0 < 2000) usleep(10000);
+  if (now_ms() - t0 >= 2000) {
+    printf("FAIL  agent still running after Q\n");
+    kill(agent, SIGKILL);
+    waitpid(agent, &status, 0);
+    failed++;
+  } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    printf("FAIL  agent exited abnormally (status %#x)\n", status);
+    failed++;
+  }
+  unlink(addr.sun_path);
+  printf("%s: %zu tests, %d failed\n", failed ? "FAIL" : "PASS", sizeof tests / sizeof tests[0], failed);
+  return failed != 0;
+}

@@ -1,0 +1,269 @@
+/*
+ * prism-agent's serve loop: one single-threaded poll loop multiplexes every exec session over the one
+ * host stream (docs/microvm-agent-protocol.md; choices the document leaves open are in protocol.h).
+ *
+ * Nothing here may block: the port and every pipe are non-blocking, output waits in `out` until the
+ * port takes it, and when `out` grows past OUT_HIGH_WATER the pipes are simply not polled, so commands
+ * block on write while the loop keeps serving input, signals and other frames.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+int agent_log_fd = 2;
+
+void agent_log(const char *fmt, ...) {
+  if (agent_log_fd < 0) return;
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  dprintf(agent_log_fd, "prism-agent: %s\n", line);
+}
+
+int buf_reserve(struct buf *b, size_t n) {
+  if (b->cap - b->len >= n) return 0;
+  /* Compact only when at least half is consumed, so each byte is moved O(1) times on average. */
+  if (b->off && b->off >= b->len - b->off) {
+    memmove(b->data, b->data + b->off, b->len - b->off);
+    b->len -= b->off;
+    b->off = 0;
+    if (b->cap - b->len >= n) return 0;
+  }
+  size_t cap = b->cap ? b->cap : 65536;
+  while (cap - b->len < n) cap *= 2;
+  char *d = realloc(b->data, cap);
+  if (!d) return -1;
+  b->data = d;
+  b->cap = cap;
+  return 0;
+}
+
+int buf_append(struct buf *b, const void *p, size_t n) {
+  if (buf_reserve(b, n) < 0) return -1;
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  return 0;
+}
+
+void buf_consume(struct buf *b, size_t n) {
+  b->off += n;
+  if (b->off == b->len) b->off = b->len = 0;
+}
+
+void buf_free(struct buf *b) {
+  free(b->data);
+  memset(b, 0, sizeof *b);
+}
+
+/* Queues a frame. Out of memory drops it: there is nothing better to do with no memory left. */
+void emit(struct agent *a, char type, uint32_t channel, const void *data, size_t len) {
+  if (a->port < 0 || buf_reserve(&a->out, FRAME_HDR + len) < 0) return;
+  frame_hdr_encode((unsigned char *)a->out.data + a->out.len, type, channel, (uint32_t)len);
+  if (len) memcpy(a->out.data + a->out.len + FRAME_HDR, data, len);
+  a->out.len += FRAME_HDR + len;
+}
+
+void session_fail(struct agent *a, uint32_t channel, const char *why) {
+  char msg[256];
+  int n = snprintf(msg, sizeof msg, "prism: %s\n", why);
+  emit(a, F_STDERR, channel, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+  emit(a, F_EXIT, channel, "126 0", 5);
+}
+
+int agent_init(struct agent *a) {
+  memset(a, 0, sizeof *a);
+  a->port = a->stale = -1;
+  a->max_sessions = MAX_SESSIONS;
+  /* A command closing its stdin must not kill the agent; children restore SIG_DFL before exec. */
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  if (sigprocmask(SIG_BLOCK, &chld, NULL) != 0) return -1;
+  a->sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  return a->sigfd < 0 ? -1 : 0;
+}
+
+/* The host went away: nobody will read the sessions' output, so they end (as under the oci runtime). */
+static void disconnect(struct agent *a, const char *why) {
+  agent_log("host disconnected (%s), killing %d sessions", why, a->nsessions);
+  while (a->nsessions) session_kill(a, a->sessions[0]);
+  buf_free(&a->in);
+  buf_free(&a->out);
+  a->skip = 0;
+  a->stale = a->port;
+  a->port = -1;
+}
+
+/* A frame the agent cannot honour: ends its session (see protocol.h); ignored on control. */
+static void reject(struct agent *a, uint32_t channel, const char *why) {
+  if (channel == 0) return;
+  struct session *s = session_find(a, channel);
+  if (s) session_kill(a, s);
+  session_fail(a, channel, why);
+}
+
+/* Parses a decimal field of `M`; an absent field is 0 (no limit). */
+static int limit_field(char **cur, char *end, unsigned long long *out) {
+  *out = 0;
+  if (*cur >= end) return 0;
+  char *f = *cur, *nul = memchr(f, 0, (size_t)(end - f));
+  if (!nul || nul == f || strspn(f, "0123456789") != (size_t)(nul - f)) return -1;
+  *out = strtoull(f, NULL, 10);
+  *cur = nul + 1;
+  return 0;
+}
+
+/* M: fields hostname, then optionally the memory limit in bytes and the pids limit (0 = none). */
+static void mount_rootfs(struct agent *a, char *p, uint32_t len) {
+  char err[256] = "", reply[300];
+  struct limits lim = {0, 0};
+  char *end = p + len, *nul = len ? memchr(p, 0, len) : NULL;
+  char *cur = nul ? nul + 1 : NULL;
+  if (!nul || limit_field(&cur, end, &lim.memory_bytes) < 0 || limit_field(&cur, end, &lim.pids) < 0 || cur != end) {
+    snprintf(err, sizeof err, "malformed M frame: want hostname[, memory bytes, pids limit], NUL-terminated");
+  } else if (a->ready) {
+    snprintf(err, sizeof err, "rootfs already mounted");
+  } else if (rootfs_mount(p, &lim, err, sizeof err) == 0) {
+    a->ready = 1;
+    agent_log("rootfs mounted, hostname %s", p);
+    emit(a, F_MOUNT_REPLY, 0, "ok", 2);
+    return;
+  }
+  int n = snprintf(reply, sizeof reply, "error: %s", err);
+  emit(a, F_MOUNT_REPLY, 0, reply, (size_t)n < sizeof reply ? (size_t)n : sizeof reply - 1);
+}
+
+static void dispatch(struct agent *a, const struct frame_hdr *h, char *p) {
+  if (h->channel == 0) {
+    if (h->type == F_HELLO) {
+      char hello[64];
+      int n = snprintf(hello, sizeof hello, "prism-agent %d %s", PROTOCOL_VERSION, a->ready ? "ready" : "booted");
+      emit(a, F_HELLO_REPLY, 0, hello, (size_t)n);
+    } else if (h->type == F_MOUNT) {
+      mount_rootfs(a, p, h->length);
+    } else if (h->type == F_QUIT) {
+      power_off(a);
+    } else if (h->type == F_STATS) {
+      char stats[128];
+      sandbox_stats(stats, sizeof stats);
+      emit(a, F_STATS_REPLY, 0, stats, strlen(stats));
+    }
+    return;
+  }
+  struct session *s = session_find(a, h->channel);
+  if (h->channel > CHANNEL_MAX) reject(a, h->channel, "channel number above 2^31");
+  else if (h->type == F_START && s) reject(a, h->channel, "S on a channel already in use");
+  else if (h->type == F_START) session_start(a, h->channel, p, h->length);
+  else if (h->type == F_STDIN || h->type == F_CLOSE || h->type == F_KILL) {
+    if (s) session_input(a, s, (char)h->type, p, h->length);
+  } else reject(a, h->channel, "unknown frame type");
+}
+
+/* Handles every complete frame in `in`; an oversized one is answered, then skipped as it arrives. */
+static void parse_frames(struct agent *a) {
+  while (a->port >= 0) {
+    size_t avail = buf_used(&a->in);
+    if (a->skip) {
+      size_t n = a->skip < avail ? (size_t)a->skip : avail;
+      buf_consume(&a->in, n);
+      a->skip -= n;
+      if (a->skip) return;
+      continue;
+    }
+    if (avail < FRAME_HDR) return;
+    struct frame_hdr h = frame_hdr_decode((unsigned char *)a->in.data + a->in.off);
+    if (h.length > FRAME_MAX) {
+      buf_consume(&a->in, FRAME_HDR);
+      a->skip = h.length;
+      reject(a, h.channel, "frame longer than 1 MiB");
+      continue;
+    }
+    if (avail < FRAME_HDR + h.length) return;
+    dispatch(a, &h, a->in.data + a->in.off + FRAME_HDR);
+    if (a->port >= 0) buf_consume(&a->in, FRAME_HDR + h.length);
+  }
+}
+
+static void port_read(struct agent *a) {
+  if (buf_reserve(&a->in, PIPE_CHUNK) < 0) return;
+  ssize_t r = read(a->port, a->in.data + a->in.len, PIPE_CHUNK);
+  if (r > 0) {
+    a->in.len += (size_t)r;
+    parse_frames(a);
+  } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+    disconnect(a, r == 0 ? "end of stream" : strerror(errno));
+  }
+}
+
+static void flush(struct agent *a) {
+  while (a->port >= 0 && buf_used(&a->out)) {
+    ssize_t w = write(a->port, a->out.data + a->out.off, buf_used(&a->out));
+    if (w > 0) buf_consume(&a->out, (size_t)w);
+    else if (w < 0 && errno == EINTR) continue;
+    else if (w < 0 && errno == EAGAIN) return;
+    else disconnect(a, w < 0 ? strerror(errno) : "write returned 0");
+  }
+}
+
+/* PID 1 inherits every orphan: collect them all; a session's command ends its session. */
+static void reap(struct agent *a) {
+  struct signalfd_siginfo si;
+  while (read(a->sigfd, &si, sizeof si) == sizeof si) {
+  }
+  int status;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) session_reaped(a, pid, status);
+}
+
+static int poll_add(struct pollfd *p, int *n, int fd, short events) {
+  p[*n] = (struct pollfd){fd, events, 0};
+  return (*n)++;
+}
+
+void agent_serve(struct agent *a) {
+  static struct pollfd p[2 + 3 * MAX_SESSIONS];
+  for (;;) {
+    if (a->port < 0) {
+      a->port = port_reconnect(a->stale);
+      a->stale = -1;
+    }
+    int n = 0, i_port = -1, pipes = buf_used(&a->out) < OUT_HIGH_WATER;
+    poll_add(p, &n, a->sigfd, POLLIN);
+    if (a->port >= 0) {
+      short ev = (a->stdin_pending <= STDIN_HIGH_WATER ? POLLIN : 0) | (buf_used(&a->out) ? POLLOUT : 0);
+      i_port = poll_add(p, &n, a->port, ev);
+    }
+    for (int i = 0; i < a->nsessions; i++) {
+      struct session *s = a->sessions[i];
+      s->poll_out = pipes && s->out_fd >= 0 ? poll_add(p, &n, s->out_fd, POLLIN) : -1;
+      s->poll_err = pipes && s->err_fd >= 0 ? poll_add(p, &n, s->err_fd, POLLIN) : -1;
+      s->poll_in = s->in_fd >= 0 && buf_used(&s->pending) ? poll_add(p, &n, s->in_fd, POLLOUT) : -1;
+    }
+    /* Disconnected: wake every 100 ms to look for the host again, never spin on POLLHUP. */
+    if (poll(p, (nfds_t)n, a->port >= 0 ? -1 : 100) < 0) continue;
+    /* Pipes first: the indices are only valid until a session is reaped or killed below. */
+    for (int i = 0; i < a->nsessions; i++) {
+      struct session *s = a->sessions[i];
+      if (s->poll_out >= 0 && p[s->poll_out].revents) session_readable(a, s, 0);
+      if (s->poll_err >= 0 && p[s->poll_err].revents) session_readable(a, s, 1);
+      if (s->poll_in >= 0 && p[s->poll_in].revents) session_write_stdin(a, s);
+    }
+    if (p[0].revents) reap(a);
+    if (i_port >= 0 && (p[i_port].revents & POLLIN)) port_read(a);
+    else if (i_port >= 0 && (p[i_port].revents & (POLLHUP | POLLERR | POLLNVAL))) disconnect(a, "hangup");
+    flush(a);
+  }
+}

@@ -1,0 +1,91 @@
+/* The agent's core (agent.c: serve loop, session.c: exec sessions) and the seams around it. */
+#ifndef PRISM_AGENT_H
+#define PRISM_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "protocol.h"
+
+#define MAX_SESSIONS 256
+/* Past this much unsent output the pipes are no longer read: commands block, the loop never does. */
+#define OUT_HIGH_WATER (16u << 20)
+/* Past this much unwritten stdin (all sessions) the port is no longer read; see protocol.h. */
+#define STDIN_HIGH_WATER (16u << 20)
+#define PIPE_CHUNK 65536
+
+/* A byte queue: data[off..len) is queued. */
+struct buf {
+  char *data;
+  size_t off, len, cap;
+};
+int buf_reserve(struct buf *b, size_t n); /* room for n more bytes at data+len; -1 when out of memory */
+int buf_append(struct buf *b, const void *p, size_t n);
+void buf_consume(struct buf *b, size_t n);
+void buf_free(struct buf *b);
+static inline size_t buf_used(const struct buf *b) { return b->len - b->off; }
+
+struct session {
+  uint32_t channel;
+  pid_t pid;                   /* never reaped while the session exists, so never reused */
+  int in_fd, out_fd, err_fd;   /* -1 once closed */
+  int stdin_closing;           /* C received: close in_fd once pending is written */
+  struct buf pending;          /* stdin the command has not read yet */
+  int poll_out, poll_err, poll_in;  /* this round's pollfd indices, -1 when not polled */
+};
+
+struct agent {
+  int port;      /* the host stream, -1 while disconnected */
+  int stale;     /* the previous stream, handed to port_reconnect */
+  int sigfd;     /* SIGCHLD */
+  int ready;     /* rootfs mounted (state `ready`) */
+  int max_sessions;
+  struct buf in, out;
+  uint64_t skip; /* payload bytes of an oversized frame still to discard */
+  size_t stdin_pending;
+  int nsessions;
+  struct session *sessions[MAX_SESSIONS];
+};
+
+/* agent.c */
+extern int agent_log_fd;
+void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int agent_init(struct agent *a); /* blocks SIGCHLD into a signalfd, ignores SIGPIPE */
+void agent_serve(struct agent *a) __attribute__((noreturn));
+void emit(struct agent *a, char type, uint32_t channel, const void *data, size_t len);
+void session_fail(struct agent *a, uint32_t channel, const char *why); /* E + X 126 0 */
+
+/* session.c */
+struct session *session_find(struct agent *a, uint32_t channel);
+void session_start(struct agent *a, uint32_t channel, char *payload, uint32_t len);
+void session_input(struct agent *a, struct session *s, char type, const char *payload, uint32_t len);
+void session_readable(struct agent *a, struct session *s, int is_err);
+void session_write_stdin(struct agent *a, struct session *s);
+void session_reaped(struct agent *a, pid_t pid, int status);
+void session_kill(struct agent *a, struct session *s); /* kills the tree; no X is sent */
+
+/*
+ * Seams, implemented by boot.c in the VM and by agent-test.c in tests.
+ * port_reconnect: called while disconnected (at most every 100 ms unless a child exits) with the
+ *   previous stream or -1; it owns that fd from then on (keeps or closes it). Returns a non-blocking
+ *   close-on-exec fd to serve, or -1 when the host is still away.
+ * rootfs_mount: does `M`; 0, or -1 with a message in err.
+ * power_off: does `Q`; does not return in the VM.
+ * cgroup_join, sandbox_stats: the sandbox cgroup (limits and usage of every command).
+ */
+/* Sandbox limits from `M` (0 = none), applied to every command through a cgroup in the guest. */
+struct limits {
+  unsigned long long memory_bytes;
+  unsigned long long pids;
+};
+
+int port_reconnect(int previous);
+int rootfs_mount(const char *hostname, const struct limits *lim, char *err, size_t errlen);
+void power_off(struct agent *a);
+/* In a command's child, before it drops privileges: join the sandbox cgroup (no-op before `M`). */
+void cgroup_join(void);
+/* `T`: "pids N memory BYTES oom_kills K" of the sandbox cgroup into out. */
+void sandbox_stats(char *out, size_t n);
+
+#endif

@@ -1,0 +1,293 @@
+/*
+ * prism-agent: /init (PID 1) of every microVM, started by the kernel from the initramfs.
+ *
+ * Boot: mount proc, sysfs and devtmpfs, load the initramfs's modules (virtio drivers), find the
+ * virtio-serial port `prism.agent` and serve the host (agent.c). `M` later mounts the sandbox's disks
+ * as an overlay and switches into it; `Q` powers off. PID 1 must never exit (the kernel panics), so
+ * every failure here is logged to the console and the agent carries on serving, or powers off.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/ioctl.h>
+#include <net/if.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+#define PORT_NAME "prism.agent"
+#define MODULE_INIT_COMPRESSED_FILE 4 /* linux/module.h, kernel 6.0+: the kernel decompresses */
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
+}
+
+/* Calls f until it succeeds (>= 0) or `ms` pass: devices appear asynchronously after probing. */
+static int retry_ms(int (*f)(void), long ms) {
+  int r;
+  for (long waited = 0; (r = f()) < 0 && waited < ms; waited += 20) sleep_ms(20);
+  return r;
+}
+
+static void mount_early(void) {
+  mkdir("/proc", 0555);
+  mkdir("/sys", 0555);
+  mkdir("/dev", 0755);
+  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) agent_log("mount /proc: %m");
+  if (mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) agent_log("mount /sys: %m");
+  /* CONFIG_DEVTMPFS_MOUNT does not apply to an initramfs root: mount it ourselves. */
+  if (mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755") != 0 && errno != EBUSY) agent_log("mount /dev: %m");
+  /* The kernel opens /dev/console as fds 0-2 only if the initramfs had one; ours has an empty /dev. */
+  int fd = open("/dev/console", O_RDWR | O_NOCTTY);
+  if (fd < 0) fd = open("/dev/null", O_RDWR);
+  for (int i = 0; fd >= 0 && i < 3; i++)
+    if (fd != i) dup2(fd, i);
+  if (fd > 2) close(fd);
+}
+
+static void load_modules(void) {
+  FILE *f = fopen("/modules.order", "re");
+  char line[256], path[300];
+  while (f && fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\r\n")] = 0;
+    if (!line[0] || line[0] == '#') continue;
+    snprintf(path, sizeof path, line[0] == '/' ? "%s" : "/lib/modules/%s", line);
+    const char *dot = strrchr(line, '.');
+    int flags = dot && strcmp(dot, ".ko") != 0 ? MODULE_INIT_COMPRESSED_FILE : 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || (syscall(SYS_finit_module, fd, "", flags) != 0 && errno != EEXIST)) agent_log("load %s: %m", path);
+    if (fd >= 0) close(fd);
+  }
+  if (f) fclose(f);
+}
+
+/* Opens /dev/vportNpM whose /sys/class/virtio-ports/vportNpM/name is PORT_NAME; -1 if none yet. */
+static int port_open(void) {
+  DIR *d = opendir("/sys/class/virtio-ports");
+  struct dirent *e;
+  int fd = -1;
+  while (d && fd < 0 && (e = readdir(d))) {
+    char path[300], name[64] = "";
+    snprintf(path, sizeof path, "/sys/class/virtio-ports/%s/name", e->d_name);
+    int nfd = e->d_name[0] == '.' ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+    if (nfd < 0) continue;
+    ssize_t n = read(nfd, name, sizeof name - 1);
+    close(nfd);
+    name[n > 0 ? n : 0] = 0;
+    name[strcspn(name, "\n")] = 0;
+    snprintf(path, sizeof path, "/dev/%s", e->d_name);
+    if (strcmp(name, PORT_NAME) == 0) fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  }
+  if (d) closedir(d);
+  return fd;
+}
+
+static int vport = -1;
+
+/*
+ * The port stays open across host reconnects: a virtio port reports POLLHUP (and reads return 0)
+ * while no host is attached to its chardev, and stops as soon as one is.
+ */
+int port_reconnect(int previous) {
+  (void)previous; /* always vport */
+  if (vport < 0 && (vport = port_open()) < 0) return -1;
+  struct pollfd p = {vport, POLLIN, 0};
+  return poll(&p, 1, 0) >= 0 && !(p.revents & POLLHUP) ? vport : -1;
+}
+
+static int disks_present(void) {
+  struct stat st;
+  return stat("/dev/vda", &st) == 0 && stat("/dev/vdb", &st) == 0 ? 0 : -1;
+}
+
+#define FAIL(...) (snprintf(err, errlen, __VA_ARGS__), -1)
+
+/* The overlay of the image disk (vda, read-only) and the sandbox's writable disk (vdb). */
+static int mount_overlay(char *err, size_t errlen) {
+  if (retry_ms(disks_present, 5000) < 0) return FAIL("/dev/vda or /dev/vdb missing after 5 s");
+  if (mount("/dev/vda", "/lower", "ext4", MS_RDONLY, NULL) != 0) return FAIL("mount /dev/vda on /lower: %m");
+  const char *step = NULL;
+  if (mount("/dev/vdb", "/upper", "ext4", 0, NULL) != 0) step = "mount /dev/vdb on /upper";
+  else if ((mkdir("/upper/upper", 0755) != 0 && errno != EEXIST) || (mkdir("/upper/work", 0755) != 0 && errno != EEXIST))
+    step = "create /upper/upper and /upper/work";
+  else if (mount("overlay", "/newroot", "overlay", 0, "lowerdir=/lower,upperdir=/upper/upper,workdir=/upper/work") != 0)
+    step = "mount overlay on /newroot";
+  else return 0;
+  snprintf(err, errlen, "%s: %s", step, strerror(errno));
+  /* Undo, so that a later M can try again. */
+  umount2("/upper", MNT_DETACH);
+  umount2("/lower", MNT_DETACH);
+  return -1;
+}
+
+static int write_str(const char *path, const char *value) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = write(fd, value, strlen(value));
+  close(fd);
+  return n == (ssize_t)strlen(value) ? 0 : -1;
+}
+
+/* The guest has no network device, but programs expect a working loopback (as in a container). */
+static int loopback_up(void) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strcpy(ifr.ifr_name, "lo");
+  int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
+  if (rc == 0) {
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    rc = ioctl(s, SIOCSIFFLAGS, &ifr);
+  }
+  close(s);
+  return rc;
+}
+
+#define SANDBOX_CG "/sys/fs/cgroup/sandbox"
+static int cgroup_ready;
+
+/*
+ * The sandbox's limits hold inside the guest too: guest RAM is the limit plus room for the kernel and
+ * the agent, so the commands themselves are capped by a cgroup (v2) that every command joins.
+ */
+static int sandbox_cgroup(const struct limits *lim, char *err, size_t errlen) {
+  char v[32];
+  if (mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0 && errno != EBUSY)
+    return FAIL("mount cgroup2: %m");
+  if (write_str("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids") != 0) return FAIL("enable memory and pids controllers: %m");
+  if (mkdir(SANDBOX_CG, 0755) != 0 && errno != EEXIST) return FAIL("mkdir " SANDBOX_CG ": %m");
+  if (lim->memory_bytes) {
+    snprintf(v, sizeof v, "%llu", lim->memory_bytes);
+    if (write_str(SANDBOX_CG "/memory.max", v) != 0) return FAIL("memory.max: %m");
+    write_str(SANDBOX_CG "/memory.swap.max", "0"); /* absent without swap support: fine */
+  }
+  /*
+   * Overcommit as a container host does: an allocation larger than the guest's RAM then succeeds and
+   * the cgroup's OOM killer ends the command when it touches too much, instead of malloc failing.
+   */
+  write_str("/proc/sys/vm/overcommit_memory", "1");
+  if (lim->pids) {
+    snprintf(v, sizeof v, "%llu", lim->pids);
+    if (write_str(SANDBOX_CG "/pids.max", v) != 0) return FAIL("pids.max: %m");
+  }
+  cgroup_ready = 1;
+  return 0;
+}
+
+void cgroup_join(void) {
+  if (cgroup_ready && write_str(SANDBOX_CG "/cgroup.procs", "0") != 0) {
+    dprintf(2, "prism: cannot join the sandbox cgroup: %s\n", strerror(errno));
+    _exit(126);
+  }
+}
+
+static unsigned long long read_counter(const char *path, const char *key) {
+  char buf[1024];
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  if (!key) return strtoull(buf, NULL, 10);
+  for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+    size_t k = strlen(key);
+    if (strncmp(line, key, k) == 0 && line[k] == ' ') return strtoull(line + k + 1, NULL, 10);
+  }
+  return 0;
+}
+
+void sandbox_stats(char *out, size_t n) {
+  snprintf(out, n, "pids %llu memory %llu oom_kills %llu", read_counter(SANDBOX_CG "/pids.current", NULL),
+           read_counter(SANDBOX_CG "/memory.current", NULL), read_counter(SANDBOX_CG "/memory.events", "oom_kill"));
+}
+
+int rootfs_mount(const char *hostname, const struct limits *lim, char *err, size_t errlen) {
+  if (strlen(hostname) > 64) return FAIL("hostname longer than 64 bytes");
+  if (mount_overlay(err, errlen) < 0) return -1;
+  /* Past this point a failure is not undone: it leaves mounts moved, which only a reboot fixes. */
+  static const char *moved[] = {"/dev", "/proc", "/sys"};
+  char target[64];
+  for (int i = 0; i < 3; i++) {
+    snprintf(target, sizeof target, "/newroot%s", moved[i]);
+    mkdir(target, 0755);
+    if (mount(moved[i], target, NULL, MS_MOVE, NULL) != 0) return FAIL("move %s to %s: %m", moved[i], target);
+  }
+  static const struct { const char *dir, *type, *opts; unsigned long flags; } fs[] = {
+      {"/newroot/tmp", "tmpfs", "mode=1777", MS_NOSUID | MS_NODEV},
+      {"/newroot/dev/shm", "tmpfs", "mode=1777", MS_NOSUID | MS_NODEV},
+      {"/newroot/dev/pts", "devpts", "mode=0620,ptmxmode=0666", MS_NOSUID | MS_NOEXEC},
+  };
+  for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++) {
+    mkdir(fs[i].dir, 0755);
+    if (mount(fs[i].type, fs[i].dir, fs[i].type, fs[i].flags, fs[i].opts) != 0) return FAIL("mount %s: %m", fs[i].dir);
+  }
+  /*
+   * switch_root: the initramfs cannot be unmounted (it is the rootfs), so move the new root over it
+   * and chroot. This binary keeps running from the initramfs pages, which stay in memory.
+   */
+  if (chdir("/newroot") != 0 || mount(".", "/", NULL, MS_MOVE, NULL) != 0 || chroot(".") != 0 || chdir("/") != 0)
+    return FAIL("switch root to /newroot: %m");
+  if (hostname[0] && sethostname(hostname, strlen(hostname)) != 0) return FAIL("sethostname: %m");
+  if (loopback_up() != 0) return FAIL("bring up lo: %m");
+  return sandbox_cgroup(lim, err, errlen);
+}
+
+/*
+ * Q: stop everything and power off. The writable disk cannot be unmounted cleanly while it backs
+ * our own root, so sync() (which commits ext4's journal) is what keeps its data; the lazy unmounts
+ * are best effort.
+ */
+void power_off(struct agent *a) {
+  (void)a;
+  agent_log("power off");
+  sync();
+  kill(-1, SIGTERM);
+  for (int i = 0; i < 50 && kill(-1, 0) == 0; i++) {
+    while (waitpid(-1, NULL, WNOHANG) > 0) {
+    }
+    sleep_ms(20);
+  }
+  kill(-1, SIGKILL);
+  while (waitpid(-1, NULL, WNOHANG) > 0) {
+  }
+  sync();
+  static const char *mounts[] = {"/dev/pts", "/dev/shm", "/tmp", "/proc", "/sys", "/dev", "/"};
+  for (size_t i = 0; i < sizeof mounts / sizeof mounts[0]; i++) umount2(mounts[i], MNT_DETACH);
+  reboot(RB_POWER_OFF);
+  for (;;) pause(); /* reboot() failed: PID 1 must not exit */
+}
+
+int main(void) {
+  if (getpid() != 1) {
+    fprintf(stderr, "prism-agent: runs only as /init (PID 1) of a microVM\n");
+    return 2;
+  }
+  mount_early();
+  load_modules();
+  struct agent a;
+  if (agent_init(&a) < 0) {
+    agent_log("cannot set up signals: %m");
+    power_off(&a);
+  }
+  vport = retry_ms(port_open, 5000);
+  if (vport < 0) agent_log("no virtio port named " PORT_NAME " after 5 s; still looking");
+  agent_log("booted");
+  agent_serve(&a);
+}

@@ -1,0 +1,75 @@
+/*
+ * Wire format of the microVM agent protocol, version 1: docs/microvm-agent-protocol.md.
+ * This file and src/runtime/microvm/agent-protocol.ts are the two definitions: change them together.
+ *
+ * Choices the document leaves open, made here so that both sides agree:
+ * - Oversized frame (length > 1 MiB): answered like any malformed frame (E + X 126 0 on a session
+ *   channel, ignored on control), then its payload is discarded as it streams in. The length is
+ *   still trusted to find the next frame, so a host that sent a too-big frame stays in sync. (A stream
+ *   that is truly corrupt cannot be resynchronised by any rule, having no frame markers; only a
+ *   reconnect fixes it, and the agent cannot force one on a virtio port.)
+ * - A malformed frame on a session channel ends that session: E (the reason) + X 126 0, and a command
+ *   already running on the channel is killed and sends no X of its own. `S` on a busy channel is one.
+ * - `I`, `C` and `K` on a channel with no session are ignored, not answered: they race with the
+ *   command's exit (its X is already on the way), and a second X would confuse the host.
+ * - `I` on a session started without stdin, or after `C`, is ignored.
+ * - `K`'s payload is exactly one byte, a signal 1..64. SIGKILL kills the whole tree; other signals
+ *   go to the command's process group.
+ * - `S`: every field is required, user included (empty = root); bytes after it are malformed; the
+ *   stdin field is exactly "stdin" or empty; counts are plain decimal; empty cwd means "/".
+ *   The user is "uid gid" optionally followed by " g1,g2,..." (at most 256 groups).
+ * - `M` is answered even when malformed (`m error: ...`): the host waits for that answer. Other
+ *   control frames with an unknown type are ignored; payloads on `H` and `Q` are ignored.
+ *   `M` after a successful `M` answers `m error: rootfs already mounted`.
+ * - A channel number above 2^31 is answered like a malformed session frame on that channel.
+ * - Sessions may run before `M` (state booted), inside the initramfs.
+ * - Stdin has no flow control in v1: the agent buffers it per session, and while more than 16 MiB is
+ *   buffered over all sessions it stops reading the port, so the host's writes block as a socket's
+ *   would. A host must not push megabytes into a command that does not read them: until it drains,
+ *   no other frame (K included) is read. Disconnecting recovers.
+ */
+#ifndef PRISM_AGENT_PROTOCOL_H
+#define PRISM_AGENT_PROTOCOL_H
+
+#include <stdint.h>
+
+#define PROTOCOL_VERSION 1
+#define FRAME_HDR 9            /* type u8, channel u32 BE, length u32 BE */
+#define FRAME_MAX (1u << 20)   /* longest payload either side sends */
+#define CHANNEL_MAX 0x80000000u
+
+enum frame_type {
+  F_HELLO = 'H', F_HELLO_REPLY = 'h', F_MOUNT = 'M', F_MOUNT_REPLY = 'm', F_QUIT = 'Q',
+  F_STATS = 'T', F_STATS_REPLY = 't',
+  F_START = 'S', F_STDIN = 'I', F_CLOSE = 'C', F_KILL = 'K',
+  F_STDOUT = 'O', F_STDERR = 'E', F_EXIT = 'X',
+};
+
+struct frame_hdr {
+  uint8_t type;
+  uint32_t channel, length;
+};
+
+void frame_hdr_encode(unsigned char out[FRAME_HDR], char type, uint32_t channel, uint32_t length);
+struct frame_hdr frame_hdr_decode(const unsigned char in[FRAME_HDR]);
+
+/* An `S` payload split in place: the strings point into it. argv/envp are NULL-terminated arrays. */
+struct start_req {
+  const char *cwd, *user;
+  int want_stdin;
+  char **argv, **envp;
+};
+/* NULL when well formed, else why not. Always call start_free afterwards. */
+const char *start_parse(char *payload, uint32_t len, struct start_req *r);
+void start_free(struct start_req *r);
+
+#define MAX_GROUPS 256
+struct user_spec {
+  unsigned uid, gid;
+  int ngroups;
+  unsigned groups[MAX_GROUPS];
+};
+/* "uid gid[ g1,g2,...]"; 0 when well formed, -1 otherwise. */
+int user_parse(const char *s, struct user_spec *u);
+
+#endif
