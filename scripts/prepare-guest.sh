@@ -90,7 +90,11 @@ prepare_kernel() {
   log "downloading $META_PKG"
   # Root downloads into a private temp dir that the _apt sandbox user cannot write.
   local apt=(apt-get -qq -o APT::Sandbox::User=root download)
-  (cd "$TMP" && "${apt[@]}" "$META_PKG") || die "apt-get download $META_PKG failed (apt-get update?)"
+  if ! (cd "$TMP" && "${apt[@]}" "$META_PKG" 2>/dev/null); then
+    # A fresh machine may have no package lists yet.
+    apt-get update -qq
+    (cd "$TMP" && "${apt[@]}" "$META_PKG") || die "apt-get download $META_PKG failed"
+  fi
   local dep pkg_version
   dep=$(dpkg-deb -f "$TMP"/"$META_PKG"_*.deb Depends | tr ',' '\n' | grep -oE 'linux-image-[^ ]+' | head -n 1)
   pkg_version=$(dpkg-deb -f "$TMP"/"$META_PKG"_*.deb Version)

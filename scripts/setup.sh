@@ -31,3 +31,6 @@ fi
 
 echo "setup: building"
 npm run --silent build
+
+# The microvm runtime's guest kernel + initramfs (Debian's cloud kernel, our agent); fast when done.
+bash scripts/prepare-guest.sh

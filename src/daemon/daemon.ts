@@ -109,6 +109,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     const imageService = new ImageService(images, repo, log);
     await nodes.start();
     await agent.recover();
+    agent.startWatchdog(5000);
     const app = await buildApi({ sandboxes, exec, nodes, images: imageService, version, nodeId: ident.id },
       { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3 },);
     await app.listen({ host: cfg.apiHost, port: cfg.apiPort });

@@ -1,4 +1,4 @@
-import { PrismError } from '../core/errors.js';
+import { PrismError, isPrismError } from '../core/errors.js';
 import { newExecId } from '../core/ids.js';
 import type { ExecRecord, ExecResult } from '../core/types.js';
 import type { Logger } from './logger.js';
@@ -83,12 +83,16 @@ export class ExecService {
     const id = newExecId();
     const startedAt = new Date();
     const t0 = performance.now();
-    const proc = await this.agent.exec(sb, {
-      argv: req.argv,
-      env: req.env ?? {},
-      cwd: req.cwd,
-      stdin: req.stdin !== undefined,
-    });
+    let proc;
+    try {
+      proc = await this.agent.exec(sb, { argv: req.argv, env: req.env ?? {}, cwd: req.cwd, stdin: req.stdin !== undefined });
+    } catch (e) {
+      // A task that died under a running sandbox: say so now rather than at the next watchdog round.
+      if (isPrismError(e, 'FAILED_PRECONDITION') && !(await this.agent.checkTask(sb.id))) {
+        throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is failed: its task ended unexpectedly`, { cause: e });
+      }
+      throw e;
+    }
     if (proc.stdin) {
       proc.stdin.on('error', () => undefined); // the command may exit without reading its stdin
       proc.stdin.end(req.stdin);

@@ -198,3 +198,30 @@ describe('NodeAgent.recover', () => {
     expect(['stopped', 'running']).toContain((await after.sandboxes.get(sb.id)).status);
   });
 });
+
+describe('NodeAgent task watchdog', () => {
+  it('marks a running sandbox whose task died failed, and says so on exec', async () => {
+    const { driver, first } = await fresh();
+    const sb = await first.sandboxes.create({});
+    expect(await first.agent.checkTask(sb.id)).toBe(true);
+    driver.setRecoverState(sb.id, 'stopped'); // its init (or VM) died
+    await expect(first.run(sb.id, ['echo', 'x'])).rejects.toMatchObject({ code: 'FAILED_PRECONDITION', message: expect.stringContaining('is failed') });
+    const cur = await first.sandboxes.get(sb.id);
+    expect(cur.status).toBe('failed');
+    expect(cur.error?.code).toBe('TASK_EXITED');
+    // Deleting it still works and leaves nothing.
+    await first.sandboxes.delete(sb.id);
+    expect(await driver.listTasks()).toEqual([]);
+  });
+
+  it('finds dead tasks on its own rounds', async () => {
+    const { driver, first } = await fresh();
+    const a = await first.sandboxes.create({});
+    const b = await first.sandboxes.create({});
+    driver.vanish(a.id);
+    first.agent.startWatchdog(20);
+    await new Promise((r) => setTimeout(r, 150));
+    expect((await first.sandboxes.get(a.id)).status).toBe('failed');
+    expect((await first.sandboxes.get(b.id)).status).toBe('running');
+  });
+});

@@ -230,8 +230,49 @@ export class NodeAgent {
     this.log.warn({ sandbox: sb.id, was: sb.status }, 'sandbox settled as stopped after restart');
   }
 
+  private watchdog?: NodeJS.Timeout;
+
+  /**
+   * Notices tasks that died under a `running` sandbox (a killed QEMU or runc init) and marks the
+   * sandbox `failed` with TASK_EXITED, so it does not look healthy while every exec fails.
+   */
+  startWatchdog(intervalMs: number): void {
+    this.watchdog = setInterval(() => {
+      this.checkAll().catch((e) => this.log.warn({ err: e }, 'task watchdog failed'));
+    }, intervalMs);
+    this.watchdog.unref();
+  }
+
+  private async checkAll(): Promise<void> {
+    for (const sb of await this.repo.listSandboxes()) {
+      if (sb.node === this.nodeId && sb.status === 'running') await this.checkTask(sb.id);
+    }
+  }
+
+  /** Checks one running sandbox's task; returns false (and marks the sandbox failed) when it is gone. */
+  async checkTask(id: string): Promise<boolean> {
+    return this.lock.run(id, async () => {
+      const cur = await this.repo.getSandbox(id);
+      const h = this.handles.get(id) ?? (await this.repo.getHandle(this.nodeId, id));
+      if (!cur || cur.value.status !== 'running' || !h) return true;
+      const driver = this.drivers.get(h.runtime);
+      const state = driver ? await driver.inspect(h) : 'gone';
+      if (state === 'running') return true;
+      this.disarmTtl(id);
+      if (driver && state === 'stopped') await driver.stop(h).catch(() => undefined); // release mounts, cgroups
+      await this.repo.update(id, (s) =>
+        s.status !== 'running'
+          ? undefined
+          : { ...s, status: 'failed', error: { code: 'TASK_EXITED', message: `the sandbox's ${h.runtime} task ended unexpectedly (${state}); start it again or delete it` } },
+      );
+      this.log.warn({ sandbox: id, state }, 'task of a running sandbox is gone: marked failed');
+      return false;
+    });
+  }
+
   /** Stops timers; tasks keep running so that a restarted daemon can reattach. */
   close(): void {
+    clearInterval(this.watchdog);
     for (const id of [...this.ttlTimers.keys()]) this.disarmTtl(id);
   }
 }
