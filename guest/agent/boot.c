@@ -2,7 +2,8 @@
  * prism-agent: /init (PID 1) of every microVM, started by the kernel from the initramfs.
  *
  * Boot: mount proc, sysfs and devtmpfs, load the initramfs's modules (virtio drivers), find the
- * virtio-serial port `prism.agent` and serve the host (agent.c). `M` later mounts the sandbox's disks
+ * virtio-serial port `prism.agent` (QEMU) or, without one, listen on vsock port 1024 (Firecracker,
+ * which has no virtio-serial) and serve the host (agent.c). `M` later mounts the sandbox's disks
  * as an overlay and switches into it; `Q` powers off. PID 1 must never exit (the kernel panics), so
  * every failure here is logged to the console and the agent carries on serving, or powers off.
  */
@@ -30,6 +31,7 @@
 #include "agent.h"
 
 #define PORT_NAME "prism.agent"
+#define VIRTIO_ID_CONSOLE 3 /* linux/virtio_ids.h */
 #define MODULE_INIT_COMPRESSED_FILE 4 /* linux/module.h, kernel 6.0+: the kernel decompresses */
 
 static void sleep_ms(long ms) {
@@ -100,14 +102,69 @@ static int port_open(void) {
 static int vport = -1;
 
 /*
- * The port stays open across host reconnects: a virtio port reports POLLHUP (and reads return 0)
- * while no host is attached to its chardev, and stops as soon as one is.
+ * The vsock fallback. musl ships no <linux/vm_sockets.h>: this is the kernel's struct sockaddr_vm
+ * (16 bytes, like struct sockaddr) and VMADDR_CID_ANY from it.
+ */
+#define VSOCK_PORT 1024
+#define VSOCK_CID_ANY 0xffffffffu
+struct vsock_addr {
+  sa_family_t svm_family;
+  unsigned short svm_reserved1;
+  unsigned int svm_port;
+  unsigned int svm_cid;
+  unsigned char svm_flags;
+  unsigned char svm_zero[3];
+};
+_Static_assert(sizeof(struct vsock_addr) == sizeof(struct sockaddr), "sockaddr_vm layout");
+
+static int vsock_listener = -1;
+
+/* A non-blocking listener on VSOCK_PORT for any CID; -1 without vsock (module or device missing). */
+static int vsock_listen(void) {
+  int s = socket(AF_VSOCK, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  struct vsock_addr addr = {.svm_family = AF_VSOCK, .svm_port = VSOCK_PORT, .svm_cid = VSOCK_CID_ANY};
+  if (bind(s, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(s, 4) != 0) {
+    close(s);
+    return -1;
+  }
+  return s;
+}
+
+/*
+ * The virtio port comes first and stays open across host reconnects: it reports POLLHUP (and reads
+ * return 0) while no host is attached to its chardev, and stops as soon as one is. Without it, each
+ * host connection is its own vsock socket: the previous one is closed and the next one accepted. The
+ * listener survives a Firecracker snapshot/restore, which resets the connections that were open.
  */
 int port_reconnect(int previous) {
-  (void)previous; /* always vport */
-  if (vport < 0 && (vport = port_open()) < 0) return -1;
-  struct pollfd p = {vport, POLLIN, 0};
-  return poll(&p, 1, 0) >= 0 && !(p.revents & POLLHUP) ? vport : -1;
+  if (vport < 0) vport = port_open();
+  if (previous >= 0 && previous != vport) close(previous);
+  if (vport >= 0) {
+    struct pollfd p = {vport, POLLIN, 0};
+    return poll(&p, 1, 0) >= 0 && !(p.revents & POLLHUP) ? vport : -1;
+  }
+  if (vsock_listener < 0 && (vsock_listener = vsock_listen()) < 0) return -1;
+  return accept4(vsock_listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+/* Whether a virtio device with this id was probed (the drivers are loaded, so probing is done). */
+static int virtio_device_present(unsigned id) {
+  DIR *d = opendir("/sys/bus/virtio/devices");
+  struct dirent *e;
+  int found = 0;
+  while (d && !found && (e = readdir(d))) {
+    char path[300], val[16] = "";
+    snprintf(path, sizeof path, "/sys/bus/virtio/devices/%s/device", e->d_name);
+    int fd = e->d_name[0] == '.' ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    ssize_t n = read(fd, val, sizeof val - 1);
+    close(fd);
+    val[n > 0 ? n : 0] = 0;
+    found = strtoul(val, NULL, 16) == id;
+  }
+  if (d) closedir(d);
+  return found;
 }
 
 static int disks_present(void) {
@@ -286,8 +343,13 @@ int main(void) {
     agent_log("cannot set up signals: %m");
     power_off(&a);
   }
-  vport = retry_ms(port_open, 5000);
-  if (vport < 0) agent_log("no virtio port named " PORT_NAME " after 5 s; still looking");
+  /*
+   * The port shows up after the host's virtio-serial device announces it; without a virtio console
+   * device at all (Firecracker) there is nothing to wait for.
+   */
+  if (virtio_device_present(VIRTIO_ID_CONSOLE)) vport = retry_ms(port_open, 5000);
+  if (vport < 0 && (vsock_listener = vsock_listen()) >= 0) agent_log("no virtio port named " PORT_NAME "; listening on vsock port %d", VSOCK_PORT);
+  else if (vport < 0) agent_log("no virtio port named " PORT_NAME " and no vsock; still looking");
   agent_log("booted");
   agent_serve(&a);
 }

@@ -1,0 +1,245 @@
+import { spawn } from 'node:child_process';
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
+import { access, readFile, rm, stat } from 'node:fs/promises';
+import { createConnection } from 'node:net';
+import { delimiter, join } from 'node:path';
+import { PrismError } from '../../../core/errors.js';
+import { FirecrackerApi } from './firecracker-api.js';
+import { action, bootRequests, driveUpdate, snapshotCreate, snapshotLoad, vmState, type FirecrackerRequest } from './firecracker-config.js';
+
+/**
+ * The host side of a Firecracker microVM: one `firecracker --api-sock <task>/fc.sock` process per VM,
+ * started detached (it survives prismd) with stdout (the guest's serial console) appended to the
+ * console log and stderr (Firecracker's own log) to `<task>/firecracker.log`, then configured and
+ * started through its API. A pid is only trusted while its command line still names the task's API
+ * socket, so a recycled pid is never signalled.
+ *
+ * Built against Firecracker's API spec and docs (swagger firecracker.yaml, docs/api_requests/actions.md,
+ * docs/snapshotting/snapshot-support.md) and unit-tested against a fake that serves the API; untested
+ * against a real Firecracker (none on the machines this was written on).
+ */
+
+export interface LaunchOptions {
+  binary: string;
+  taskDir: string;
+  /** An uncompressed vmlinux: Firecracker does not load a bzImage. */
+  kernel: string;
+  initramfs: string;
+  cmdline: string;
+  memoryMb: number;
+  vcpus: number;
+  imageDisk: string;
+  writableDisk: string;
+  /** Host side of the guest's vsock device; Firecracker creates it, so a stale one is removed first. */
+  vsockUds: string;
+  consoleLog: string;
+  /** Not supported yet: see jailer-args.ts for what running jailed changes. */
+  jailer?: string;
+}
+
+export interface RestoreOptions {
+  binary: string;
+  taskDir: string;
+  consoleLog: string;
+  /** Rebind the vsock device to this socket instead of the one recorded in the snapshot. */
+  vsockUds?: string;
+  /** Back the `rw` drive with this file instead of the one recorded in the snapshot (a fresh disk). */
+  writableDisk?: string;
+  jailer?: string;
+}
+
+/** What identifies a running VM across prismd restarts. */
+export interface FirecrackerVm {
+  pid: number;
+  apiSocket: string;
+}
+
+export interface LaunchedVm extends FirecrackerVm {
+  /** Resolves with the exit description if the process exits while this prismd still owns it. */
+  exited: Promise<string>;
+}
+
+export interface FirecrackerVmmOptions {
+  /** How long Firecracker may take to create its API socket. */
+  startTimeoutMs?: number;
+  apiTimeoutMs?: number;
+  /** How long shutdown waits after SendCtrlAltDel before SIGKILL. */
+  shutdownGraceMs?: number;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export class FirecrackerVmm {
+  private readonly startTimeoutMs: number;
+  private readonly apiTimeoutMs: number;
+  private readonly shutdownGraceMs: number;
+
+  constructor(o: FirecrackerVmmOptions = {}) {
+    this.startTimeoutMs = o.startTimeoutMs ?? 5_000;
+    this.apiTimeoutMs = o.apiTimeoutMs ?? 10_000;
+    this.shutdownGraceMs = o.shutdownGraceMs ?? 3_000;
+  }
+
+  /** `explicit` if it is an executable file, else the first `firecracker` on PATH; undefined if none. */
+  static async findBinary(explicit?: string): Promise<string | undefined> {
+    const candidates = explicit !== undefined ? [explicit] : (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((d) => join(d, 'firecracker'));
+    for (const c of candidates) {
+      const ok = await access(c, fsConstants.X_OK).then(() => stat(c)).then((s) => s.isFile(), () => false);
+      if (ok) return c;
+    }
+    return undefined;
+  }
+
+  static apiSocketPath(taskDir: string): string {
+    return join(taskDir, 'fc.sock');
+  }
+
+  /** Starts the process, configures the VM and starts the guest. On failure the process is killed. */
+  async launch(o: LaunchOptions): Promise<LaunchedVm> {
+    rejectJailer(o.jailer);
+    await rm(o.vsockUds, { force: true });
+    return this.startWith(o, bootRequests(o));
+  }
+
+  /**
+   * A new process restored from a full snapshot. The disks are reopened at the paths recorded in the
+   * snapshot unless `writableDisk` names a new one, in which case the VM is loaded paused, its `rw`
+   * drive repointed, and only then resumed. Vsock connections open at snapshot time are reset (the
+   * guest's listener survives), so the host reconnects to the agent.
+   */
+  async restore(o: RestoreOptions, statePath: string, memPath: string): Promise<LaunchedVm> {
+    rejectJailer(o.jailer);
+    if (o.vsockUds !== undefined) await rm(o.vsockUds, { force: true });
+    const requests: FirecrackerRequest[] = [snapshotLoad({ statePath, memPath, resume: o.writableDisk === undefined, vsockUds: o.vsockUds })];
+    if (o.writableDisk !== undefined) requests.push(driveUpdate('rw', o.writableDisk), vmState('Resumed'));
+    return this.startWith(o, requests);
+  }
+
+  pause(vm: FirecrackerVm): Promise<void> {
+    return this.api(vm).send(vmState('Paused'));
+  }
+
+  resume(vm: FirecrackerVm): Promise<void> {
+    return this.api(vm).send(vmState('Resumed'));
+  }
+
+  /** A full snapshot of a VM paused by {@link pause}; it stays paused (resume it or shut it down). */
+  snapshot(vm: FirecrackerVm, statePath: string, memPath: string): Promise<void> {
+    return this.api(vm).send(snapshotCreate(statePath, memPath));
+  }
+
+  /**
+   * SendCtrlAltDel, then SIGKILL if the process is still there after the grace period. Idempotent.
+   * Firecracker exits when the guest resets the CPU; a guest whose init ignores Ctrl-Alt-Del (the
+   * kernel turns it into SIGINT to PID 1, which the agent does not handle) is killed.
+   */
+  async shutdown(vm: FirecrackerVm): Promise<void> {
+    if (!(await isFirecrackerAlive(vm))) return;
+    await this.api(vm, Math.min(this.apiTimeoutMs, 2_000)).send(action('SendCtrlAltDel')).catch(() => undefined);
+    if (await waitExit(vm, this.shutdownGraceMs)) return;
+    await kill(vm);
+  }
+
+  private api(vm: FirecrackerVm, timeoutMs = this.apiTimeoutMs): FirecrackerApi {
+    return new FirecrackerApi(vm.apiSocket, timeoutMs);
+  }
+
+  private async startWith(o: { binary: string; taskDir: string; consoleLog: string }, requests: FirecrackerRequest[]): Promise<LaunchedVm> {
+    const apiSocket = FirecrackerVmm.apiSocketPath(o.taskDir);
+    const logFile = join(o.taskDir, 'firecracker.log');
+    await rm(apiSocket, { force: true });
+    const vm = await spawnDetached(o.binary, ['--api-sock', apiSocket], o.consoleLog, logFile, apiSocket);
+    const died = vm.exited.then((how) => {
+      throw exitError(how, logFile);
+    });
+    died.catch(() => undefined); // once started, an exit is observed by the caller through `exited`
+    try {
+      await Promise.race([waitForSocket(apiSocket, this.startTimeoutMs), died]);
+      const api = this.api(vm);
+      for (const r of requests) await Promise.race([api.send(r), died]);
+      return vm;
+    } catch (e) {
+      await kill(vm).catch(() => undefined);
+      throw await withLogTail(e, logFile);
+    }
+  }
+}
+
+function rejectJailer(jailer: string | undefined): void {
+  if (jailer !== undefined) {
+    throw new PrismError('FAILED_PRECONDITION', `running Firecracker under the jailer (${jailer}) is not supported yet: the VM's files would have to be linked into its chroot`);
+  }
+}
+
+function spawnDetached(binary: string, args: string[], stdoutFile: string, stderrFile: string, apiSocket: string): Promise<LaunchedVm> {
+  const out = openSync(stdoutFile, 'a');
+  const err = openSync(stderrFile, 'a');
+  try {
+    const child = spawn(binary, args, { detached: true, stdio: ['ignore', out, err] });
+    return new Promise((resolve, reject) => {
+      child.once('error', (e) => reject(new PrismError('FAILED_PRECONDITION', `cannot run ${binary}: ${e.message}`, { cause: e })));
+      child.once('spawn', () => {
+        const exited = new Promise<string>((r) => child.once('exit', (code, sig) => r(sig ? `signal ${sig}` : `exit code ${code}`)));
+        child.unref();
+        resolve({ pid: child.pid!, apiSocket, exited });
+      });
+    });
+  } finally {
+    closeSync(out);
+    closeSync(err);
+  }
+}
+
+/** Resolves once something accepts on `path`. */
+async function waitForSocket(path: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = createConnection(path);
+      s.once('connect', () => (s.destroy(), resolve(true)));
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new PrismError('DEADLINE_EXCEEDED', `Firecracker did not open its API socket ${path} within ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}
+
+function exitError(how: string, logFile: string): PrismError {
+  return new PrismError('INTERNAL', `Firecracker exited during start-up (${how}); see ${logFile}`);
+}
+
+async function withLogTail(e: unknown, logFile: string): Promise<unknown> {
+  if (!(e instanceof PrismError) || e.code === 'INVALID_ARGUMENT') return e;
+  const tail = (await readFile(logFile, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join(' | ');
+  return tail ? new PrismError(e.code, `${e.message} (firecracker.log: ${tail})`, { cause: e }) : e;
+}
+
+/** True while `vm.pid` is a live (not zombie) process whose argv names the VM's API socket. */
+export async function isFirecrackerAlive(vm: FirecrackerVm): Promise<boolean> {
+  if (!Number.isInteger(vm.pid) || vm.pid <= 1) return false;
+  const st = await readFile(`/proc/${vm.pid}/stat`, 'utf8').catch(() => '');
+  const state = st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3);
+  if (!state || state === 'Z' || state === 'X') return false;
+  const cmdline = await readFile(`/proc/${vm.pid}/cmdline`, 'utf8').catch(() => '');
+  return cmdline.split('\0').includes(vm.apiSocket);
+}
+
+async function waitExit(vm: FirecrackerVm, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (await isFirecrackerAlive(vm)) {
+    if (Date.now() > deadline) return false;
+    await sleep(25);
+  }
+  return true;
+}
+
+async function kill(vm: FirecrackerVm): Promise<void> {
+  if (!(await isFirecrackerAlive(vm))) return;
+  try {
+    process.kill(vm.pid, 'SIGKILL');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
+  }
+  if (!(await waitExit(vm, 10_000))) throw new PrismError('INTERNAL', `Firecracker ${vm.pid} did not die after SIGKILL`);
+}
