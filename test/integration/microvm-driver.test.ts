@@ -8,7 +8,8 @@ import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import type { TaskHandle, TaskSpec } from '../../src/runtime/driver.js';
 import { MicrovmDriver } from '../../src/runtime/microvm/microvm-driver.js';
 import { driverConformanceSuite, type DriverFixture } from '../conformance/driver-suite.js';
 
@@ -88,11 +89,72 @@ if (reason) {
       },
       leaks: (id) => microvmLeaks(stateDir, id),
       async cleanup() {
+        await driver.close(); // waits for template builds the creates started
         for (const id of await driver.listTasks().catch(() => [] as string[])) {
           await driver.destroy({ id, runtime: 'microvm', spec: {} as never, data: {} }).catch((e: unknown) => console.error(e));
         }
         await rm(root, { recursive: true, force: true });
       },
     };
+  });
+
+  describe('microvm template snapshots', () => {
+    const PATH = '/bin';
+    const spec = (id: string, hostname: string): TaskSpec => ({
+      id, hostname, layers: [], env: { PATH }, workdir: '/work', cpus: 1, memoryMb: 128, pidsLimit: 128,
+    });
+    async function sh(driver: MicrovmDriver, h: TaskHandle, script: string): Promise<{ exitCode: number; stdout: string }> {
+      const proc = await driver.exec(h, { argv: ['/bin/sh', '-c', script], env: { PATH }, cwd: '/work', stdin: false });
+      const chunks: Buffer[] = [];
+      proc.stderr.resume();
+      for await (const c of proc.stdout) chunks.push(c as Buffer);
+      return { exitCode: (await proc.result).exitCode, stdout: Buffer.concat(chunks).toString() };
+    }
+
+    it('builds a template on the first create and restores later ones from it, each with its own disk and hostname', async () => {
+      const root = await mkdtemp('/tmp/pvm-');
+      const stateDir = join(root, 'state');
+      const driver = new MicrovmDriver({ stateDir, guestDir: GUEST_DIR, imageDiskCache: join(root, 'disks'), writableDiskMb: 256 });
+      const handles: TaskHandle[] = [];
+      try {
+        const layer = join(root, 'layers/busybox');
+        await buildBusyboxLayer(layer);
+        const create = async (id: string, hostname: string) => {
+          const h = await driver.create({ ...spec(id, hostname), layers: [layer] });
+          handles.push(h);
+          return h;
+        };
+        const a = await create('tpl-a', 'host-a');
+        expect(a.data.boot).toBe('cold');
+        await driver.templatesSettled();
+        const templates = await readdir(join(stateDir, 'templates'));
+        expect(templates).toHaveLength(1);
+        expect((await readdir(join(stateDir, 'templates', templates[0]!))).sort()).toEqual(['meta.json', 'state']);
+
+        const b = await create('tpl-b', 'host-b');
+        expect(b.data).toMatchObject({ boot: 'restore', template: templates[0] });
+        console.warn(`microvm create: cold ${String(a.data.createMs)} ms, restore ${String(b.data.createMs)} ms`);
+        expect(b.data.createMs as number).toBeLessThan((a.data.createMs as number) / 2);
+
+        // The writable disks are separate: each VM sees only its own file, and its own hostname.
+        expect(await sh(driver, a, 'echo from-a > mine && hostname')).toEqual({ exitCode: 0, stdout: 'host-a\n' });
+        expect(await sh(driver, b, 'echo from-b > mine && hostname')).toEqual({ exitCode: 0, stdout: 'host-b\n' });
+        expect(await sh(driver, a, 'cat mine; ls /work')).toEqual({ exitCode: 0, stdout: 'from-a\nmine\n' });
+        expect(await sh(driver, b, 'cat mine; ls /work')).toEqual({ exitCode: 0, stdout: 'from-b\nmine\n' });
+
+        // A restored task survives stop/start with its files (start restores again).
+        await driver.stop(b, { timeoutMs: 5_000 });
+        await driver.start(b);
+        expect(await sh(driver, b, 'cat mine; hostname')).toEqual({ exitCode: 0, stdout: 'from-b\nhost-b\n' });
+
+        expect(await driver.pruneTemplates({ unusedForMs: 60_000 })).toEqual([]);
+        expect(await driver.pruneTemplates({ unusedForMs: 0 })).toEqual(templates);
+      } finally {
+        for (const h of handles) await driver.destroy(h).catch((e: unknown) => console.error(e));
+        await driver.close();
+        for (const h of handles) expect(await microvmLeaks(stateDir, h.id)).toEqual([]);
+        await rm(root, { recursive: true, force: true });
+      }
+    }, 120_000);
   });
 }

@@ -1,13 +1,14 @@
-import { createConnection, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { constants } from 'node:os';
 import { PassThrough, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { PrismError } from '../../core/errors.js';
 import type { ExecOptions } from '../driver.js';
 import {
-  CONTROL_CHANNEL, decodeExit, decodeHello, decodeMountReply, decodeStats, encodeChunked, encodeFields, encodeFrame, encodeStart,
+  CONTROL_CHANNEL, decodeHello, decodeMountReply, decodeStats, encodeChunked, encodeFields, encodeFrame, encodeStart, exitFromFrame,
   FrameParser, FrameType, MAX_SESSION_CHANNEL, PROTOCOL_VERSION, type AgentState, type Frame, type FrameTypeChar, type GuestStats,
 } from './agent-protocol.js';
+import { dialUnix } from './unix-socket.js';
 
 /**
  * One connection to a microVM's guest agent over the host side of its virtio-serial port (a unix
@@ -18,7 +19,6 @@ import {
  * here as killed (137, SIGKILL).
  */
 
-const SIGNAL_NAMES = new Map<number, string>(Object.entries(constants.signals).map(([name, n]) => [n, name]));
 const RETRY_MS = 50;
 /** QEMU accepts connections before the guest opens its port; repeat the hello until someone answers. */
 const HELLO_REPEAT_MS = 500;
@@ -89,7 +89,7 @@ export class AgentConnection {
     while (Date.now() < deadline) {
       let sock: Socket;
       try {
-        sock = await dial(this.socketPath, deadline - Date.now());
+        sock = await dialUnix(this.socketPath, deadline - Date.now());
       } catch (e) {
         lastError = e as Error;
         await sleep(RETRY_MS);
@@ -168,7 +168,7 @@ export class AgentConnection {
     // write() beyond the high-water mark still buffers: that is the per-session buffer.
     if (f.type === FrameType.Stdout) s.stdout.write(Buffer.from(f.payload));
     else if (f.type === FrameType.Stderr) s.stderr.write(Buffer.from(f.payload));
-    else if (f.type === FrameType.Exit) s.done(exitOf(f.payload));
+    else if (f.type === FrameType.Exit) s.done(exitFromFrame(f.payload));
   }
 
   private failAll(e: Error): void {
@@ -291,27 +291,4 @@ export class AgentConnection {
   get sessionCount(): number { return this.sessions.size; }
 }
 
-function dial(path: string, timeoutMs: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const sock = createConnection(path);
-    const timer = setTimeout(() => (sock.destroy(), reject(new Error('connect timed out'))), Math.max(1, timeoutMs));
-    sock.once('error', (e) => (clearTimeout(timer), reject(e)));
-    sock.once('connect', () => {
-      clearTimeout(timer);
-      sock.removeAllListeners('error');
-      resolve(sock);
-    });
-  });
-}
-
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-function exitOf(payload: Buffer): AgentExit {
-  try {
-    const st = decodeExit(payload);
-    const name = st.signal ? SIGNAL_NAMES.get(st.signal) : undefined;
-    return { exitCode: st.exitCode, ...(name ? { signal: name } : {}) };
-  } catch {
-    return { exitCode: 126 }; // a malformed exit frame: the protocol's "could not run"
-  }
-}

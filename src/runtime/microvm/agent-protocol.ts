@@ -1,3 +1,4 @@
+import { constants } from 'node:os';
 import { PrismError } from '../../core/errors.js';
 
 /**
@@ -180,6 +181,19 @@ export function decodeExit(payload: Buffer): ExitStatus {
   const m = /^(-?\d+) (\d+)$/.exec(payload.toString('latin1').trim());
   if (!m) throw new PrismError('INTERNAL', `malformed exit frame: ${JSON.stringify(payload.toString('latin1'))}`);
   return { exitCode: Number(m[1]), signal: Number(m[2]) };
+}
+
+const SIGNAL_NAMES = new Map<number, string>(Object.entries(constants.signals).map(([name, n]) => [n, name]));
+
+/** An exit frame as a command's result: the signal by name; a malformed frame is the protocol's "could not run" (126). */
+export function exitFromFrame(payload: Buffer): { exitCode: number; signal?: string } {
+  try {
+    const st = decodeExit(payload);
+    const name = st.signal ? SIGNAL_NAMES.get(st.signal) : undefined;
+    return { exitCode: st.exitCode, ...(name ? { signal: name } : {}) };
+  } catch {
+    return { exitCode: 126 };
+  }
 }
 
 export type AgentState = 'booted' | 'ready';

@@ -116,9 +116,19 @@ export const BASE_CMDLINE = [
 
 const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
+/** INVALID_ARGUMENT unless `name` is a valid host name (RFC 1123 labels, at most 64 bytes). */
+export function checkHostname(name: string): string {
+  if (name.length > 64 || !HOSTNAME.test(name)) throw new PrismError('INVALID_ARGUMENT', `hostname ${JSON.stringify(name)} is not a valid host name`);
+  return name;
+}
+
 export interface CmdlineOptions {
   tcg: boolean;
-  /** Set by the kernel itself (`hostname=`, Linux >= 5.19) before init runs. */
+  /**
+   * Set by the kernel itself (`hostname=`, Linux >= 5.19) before init runs. The driver leaves it
+   * out so every VM of a shape boots the same command line (template snapshots); the agent sets the
+   * task's hostname on `M` instead.
+   */
   hostname?: string;
   extra?: string[];
   /**
@@ -136,12 +146,7 @@ export async function defaultCmdline(opts: CmdlineOptions): Promise<string> {
   const args: string[] = [...BASE_CMDLINE];
   if (opts.pvh === false) args.push('nokaslr');
   if (opts.tcg) args.push(...(opts.tcgPresets ?? (await tcgKernelPresets())));
-  if (opts.hostname !== undefined) {
-    if (opts.hostname.length > 64 || !HOSTNAME.test(opts.hostname)) {
-      throw new PrismError('INVALID_ARGUMENT', `hostname ${JSON.stringify(opts.hostname)} is not a valid host name`);
-    }
-    args.push(`hostname=${opts.hostname}`);
-  }
+  if (opts.hostname !== undefined) args.push(`hostname=${checkHostname(opts.hostname)}`);
   for (const a of opts.extra ?? []) {
     // One word each: whitespace would split into parameters the caller did not ask for.
     if (a === '' || /\s/.test(a)) throw new PrismError('INVALID_ARGUMENT', `kernel parameter ${JSON.stringify(a)} must be one non-empty word`);

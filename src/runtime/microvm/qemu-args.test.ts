@@ -52,4 +52,14 @@ describe('buildQemuArgs', () => {
     expect(() => buildQemuArgs({ ...base, memoryMb: 8 })).toThrow(/memory/);
     expect(() => buildQemuArgs({ ...base, cpus: 0 })).toThrow(/cpus/);
   });
+
+  it('restores a snapshot with the same devices plus -incoming, and keeps shell syntax out of its path', () => {
+    const boot = buildQemuArgs(base);
+    const restore = buildQemuArgs({ ...base, incoming: '/s/templates/k1/state' });
+    expect(restore.slice(0, boot.length)).toEqual(boot);
+    expect(restore.slice(boot.length)).toEqual(['-incoming', 'exec:cat /s/templates/k1/state']);
+    for (const bad of ['/s/a b', '/s/$(x)', '/s/a;b', 'rel/state', "/s/it's"]) {
+      expect(() => buildQemuArgs({ ...base, incoming: bad })).toThrow(/exec: URI/);
+    }
+  });
 });

@@ -19,6 +19,11 @@ export interface QemuVmConfig {
   qmpSocket?: string;
   consoleLog: string;
   pidFile: string;
+  /**
+   * A migration stream (a template snapshot) to restore instead of booting: `-incoming exec:cat FILE`
+   * (QEMU 7.2 has no `file:` URI). Every other argument must match the snapshotted VM's shape.
+   */
+  incoming?: string;
 }
 
 /**
@@ -65,7 +70,14 @@ export function buildQemuArgs(c: QemuVmConfig): string[] {
     '-device', 'virtserialport,chardev=agent,name=prism.agent',
   );
   if (c.qmpSocket) args.push('-qmp', `unix:${checkPath('QMP socket', c.qmpSocket)},server=on,wait=off`);
+  if (c.incoming) args.push('-incoming', `exec:cat ${shellSafePath('snapshot', c.incoming)}`);
   return args;
+}
+
+/** The exec: URI goes through /bin/sh, so its path is limited to characters the shell takes literally. */
+export function shellSafePath(what: string, p: string): string {
+  if (!/^\/[A-Za-z0-9_./-]+$/.test(p)) throw new PrismError('INVALID_ARGUMENT', `${what} path not usable in a QEMU exec: URI: ${p}`);
+  return p;
 }
 
 function disk(name: 'image' | 'rw', file: string, readOnly: boolean): string[] {

@@ -6,8 +6,9 @@ import type { AgentConnection } from './agent-connection.js';
 import { defaultCmdline, type GuestFiles } from './guest-files.js';
 import { buildQemuArgs, type Accelerator } from './qemu-args.js';
 import { enterCgroup, spawnQemu } from './qemu-process.js';
+import { resumeIncoming } from './vm-snapshot.js';
 
-/** The files of one task: `<tasksDir>/<id>/`. */
+/** The files of one VM: `<tasksDir>/<id>/` for a task. */
 export interface TaskPaths {
   task: string;
   rwDisk: string;
@@ -32,25 +33,6 @@ const QEMU_OVERHEAD_BYTES = 256 * MiB;
 /** QEMU threads (vCPUs, I/O workers, RCU); the guest's own processes are limited inside the guest. */
 const QEMU_MAX_THREADS = 512;
 
-export interface BootOptions {
-  spec: TaskSpec;
-  paths: TaskPaths;
-  files: GuestFiles;
-  accel: Accelerator;
-  imageDisk: string;
-  qemuBinary: string;
-  /** Not yet connected; connected here. */
-  conn: AgentConnection;
-  bootTimeoutMs: number;
-  /** Create spec.workdir in the guest (first boot only: it then lives on the writable disk). */
-  makeWorkdir: boolean;
-}
-
-/**
- * Starts QEMU detached, moves it into its cgroup, waits for the agent's hello (failing early if QEMU
- * exits, with the tail of its log), mounts the root file system and creates the workdir. On failure
- * the caller tears down: the pid file names the QEMU to kill.
- */
 /**
  * Guest RAM: the sandbox's memory limit plus room for the guest kernel, page cache and the agent. The
  * limit itself is enforced on the commands by a cgroup inside the guest (see the agent's `M`), so a
@@ -61,39 +43,88 @@ export function guestMemoryMb(sandboxMemoryMb: number): number {
   return sandboxMemoryMb + GUEST_OVERHEAD_MB;
 }
 
+/**
+ * Everything that shapes a VM up to the agent's `booted` hello. VMs of one shape are interchangeable
+ * until `M`, which is what lets one template snapshot serve many tasks; so no per-task value
+ * (hostname, paths of sockets or the writable disk) belongs here, nor on the kernel command line.
+ */
+export interface VmShape {
+  files: GuestFiles;
+  accel: Accelerator;
+  imageDisk: string;
+  /** Guest RAM (see guestMemoryMb). */
+  memoryMb: number;
+  cpus: number;
+  cmdline: string;
+  /** The writable disk's size: the guest reads the capacity at boot, so a restore needs the same. */
+  writableDiskMb: number;
+}
+
+export async function vmShape(o: { files: GuestFiles; accel: Accelerator; imageDisk: string; spec: TaskSpec; writableDiskMb: number }): Promise<VmShape> {
+  return {
+    files: o.files, accel: o.accel, imageDisk: o.imageDisk, memoryMb: guestMemoryMb(o.spec.memoryMb),
+    cpus: Math.max(1, Math.ceil(o.spec.cpus)), writableDiskMb: o.writableDiskMb,
+    cmdline: await defaultCmdline({ tcg: o.accel === 'tcg', pvh: o.files.pvh }),
+  };
+}
+
+export interface BootOptions {
+  shape: VmShape;
+  paths: TaskPaths;
+  qemuBinary: string;
+  /** Not yet connected; connected here. */
+  conn: AgentConnection;
+  bootTimeoutMs: number;
+  /** Restore this template snapshot instead of booting (see vm-snapshot.ts). */
+  incoming?: string;
+  /** The task to limit and mount (`M`); absent for a template VM, which must stay at `booted`. */
+  spec?: TaskSpec;
+}
+
+/**
+ * Starts QEMU detached (booting, or restoring `incoming`), moves a task's VM into its cgroup, waits
+ * for the agent's hello (failing early if QEMU exits, with the tail of its log) and, for a task,
+ * mounts the root file system. On failure the caller tears down: the pid file names the QEMU to kill.
+ */
 export async function bootVm(o: BootOptions): Promise<void> {
-  const { spec, paths: p } = o;
-  const cmdline = await defaultCmdline({ tcg: o.accel === 'tcg', hostname: spec.hostname, pvh: o.files.pvh });
+  const { shape, paths: p, spec } = o;
   await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile, p.consoleLog].map((f) => rm(f, { force: true })));
   const args = buildQemuArgs({
-    accel: o.accel, memoryMb: guestMemoryMb(spec.memoryMb), cpus: Math.max(1, Math.ceil(spec.cpus)), kernel: o.files.kernel,
-    initramfs: o.files.initramfs, cmdline, imageDisk: o.imageDisk, writableDisk: p.rwDisk, agentSocket: p.agentSocket,
-    qmpSocket: p.qmpSocket, consoleLog: p.consoleLog, pidFile: p.pidFile,
+    accel: shape.accel, memoryMb: shape.memoryMb, cpus: shape.cpus, kernel: shape.files.kernel, initramfs: shape.files.initramfs,
+    cmdline: shape.cmdline, imageDisk: shape.imageDisk, writableDisk: p.rwDisk, agentSocket: p.agentSocket, qmpSocket: p.qmpSocket,
+    consoleLog: p.consoleLog, pidFile: p.pidFile, ...(o.incoming ? { incoming: o.incoming } : {}),
   });
   const vm = await spawnQemu(o.qemuBinary, args, p.qemuLog);
   const died = vm.exited.then(async (how) => {
     const log = (await readFile(p.qemuLog, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join(' | ');
-    throw new PrismError('INTERNAL', `QEMU exited during boot (${how}): ${log || 'no message'}`);
+    throw new PrismError('INTERNAL', `QEMU exited during ${o.incoming ? 'restore' : 'boot'} (${how}): ${log || 'no message'}`);
   });
   died.catch(() => undefined); // after boot, an exit is observed by stop and inspect instead
-  await enterCgroup(spec.id, vm.pid, { memoryBytes: guestMemoryMb(spec.memoryMb) * MiB + QEMU_OVERHEAD_BYTES, pids: QEMU_MAX_THREADS });
+  if (spec) await enterCgroup(spec.id, vm.pid, { memoryBytes: shape.memoryMb * MiB + QEMU_OVERHEAD_BYTES, pids: QEMU_MAX_THREADS });
+  if (o.incoming) await Promise.race([resumeIncoming(p.qmpSocket, o.bootTimeoutMs), died]);
   const state = await Promise.race([o.conn.connect({ timeoutMs: o.bootTimeoutMs }), died]);
-  if (state === 'booted') {
+  if (!spec) {
+    if (state !== 'booted') throw new PrismError('INTERNAL', `a fresh VM's agent reported ${state}, not booted`);
+  } else if (state === 'booted') {
     // The agent counts as the task's init, as in a container: commands get the rest of pidsLimit.
     const pids = Math.max(1, spec.pidsLimit - 1);
     await Promise.race([o.conn.mount(spec.hostname, { memoryBytes: spec.memoryMb * MiB, pids }), died]);
   }
-  if (o.makeWorkdir && spec.workdir !== '/') await makeWorkdir(o.conn, spec.workdir);
 }
 
-async function makeWorkdir(conn: AgentConnection, workdir: string): Promise<void> {
-  const proc = conn.exec({ argv: ['mkdir', '-p', '--', workdir], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, cwd: '/', stdin: false });
+/** Creates the workdir in the guest (first boot only: it then lives on the writable disk). */
+export async function makeWorkdir(conn: AgentConnection, workdir: string): Promise<void> {
+  if (workdir === '/') return;
+  const why = await runInGuest(conn, ['mkdir', '-p', '--', workdir]);
+  if (why !== null) throw new PrismError('FAILED_PRECONDITION', `cannot create workdir ${workdir}: ${why}`);
+}
+
+/** Runs a setup command as root; null when it succeeded, else its stderr (or exit status). */
+async function runInGuest(conn: AgentConnection, argv: string[]): Promise<string | null> {
+  const proc = conn.exec({ argv, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, cwd: '/', stdin: false });
   const err: Buffer[] = [];
   proc.stdout.resume();
   proc.stderr.on('data', (c: Buffer) => err.push(c));
   const exit = await proc.exit;
-  if (exit.exitCode !== 0) {
-    const why = Buffer.concat(err).toString().trim() || `exit ${exit.exitCode}`;
-    throw new PrismError('FAILED_PRECONDITION', `cannot create workdir ${workdir}: ${why}`);
-  }
+  return exit.exitCode === 0 ? null : Buffer.concat(err).toString().trim() || `exit ${exit.exitCode}`;
 }
