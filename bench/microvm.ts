@@ -6,8 +6,8 @@
  *
  * Usage: node dist/bench/microvm.js [runs]   (root; scripts/prepare-guest.sh done; busybox-static, musl-gcc)
  */
-import { execFile, execFileSync, spawn } from 'node:child_process';
-import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { TaskHandle, TaskSpec } from '../src/runtime/driver.js';
@@ -15,11 +15,11 @@ import { DEFAULT_GUEST_DIR, defaultCmdline, locateGuestFiles } from '../src/runt
 import { writeInitramfs } from '../src/runtime/microvm/initramfs.js';
 import { MicrovmDriver } from '../src/runtime/microvm/microvm-driver.js';
 import { summarize, timeIt } from './stats.js';
+import { buildBusyboxLayer } from '../test/fixtures/busybox-layer.js';
 
 const RUNS = Math.max(10, Number(process.argv[2] ?? 10));
 const EXEC_RUNS = Math.max(RUNS, 50);
 const GUEST_DIR = process.env.PRISM_GUEST_DIR ?? DEFAULT_GUEST_DIR;
-const BUSYBOX = '/bin/busybox';
 const MARKER = 'prism-trivial-init: reached /init';
 const TEN_MIB = 10 * 1024 * 1024;
 const PATH = '/bin';
@@ -27,16 +27,6 @@ const PATH = '/bin';
 const MEMORY_MB = 128;
 const log = (msg: string) => process.stderr.write(`${msg}\n`);
 
-async function buildBusyboxLayer(dir: string): Promise<void> {
-  for (const d of ['bin', 'dev', 'proc', 'sys', 'etc', 'root', 'tmp']) await mkdir(join(dir, d), { recursive: true });
-  await chmod(join(dir, 'tmp'), 0o1777);
-  await copyFile(BUSYBOX, join(dir, 'bin/busybox'));
-  await chmod(join(dir, 'bin/busybox'), 0o755);
-  const applets = execFileSync(BUSYBOX, ['--list'], { encoding: 'utf8' }).split('\n').filter((a) => a && a !== 'busybox');
-  await Promise.all(applets.map((a) => symlink('busybox', join(dir, 'bin', a))));
-  await writeFile(join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
-  await writeFile(join(dir, 'etc/group'), 'root:x:0:\n');
-}
 
 /** Bare QEMU: spawn until the trivial init powered the guest off (same machine as qemu-bare-boot.ts). */
 async function bareBoots(tmp: string, runs: number): Promise<number[]> {

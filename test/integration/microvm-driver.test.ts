@@ -5,17 +5,17 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { TaskHandle, TaskSpec } from '../../src/runtime/driver.js';
 import { MicrovmDriver } from '../../src/runtime/microvm/microvm-driver.js';
 import { driverConformanceSuite, type DriverFixture } from '../conformance/driver-suite.js';
+import { BUSYBOX, buildBusyboxLayer } from '../fixtures/busybox-layer.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const GUEST_DIR = '/var/lib/prism/guest';
-const BUSYBOX = '/bin/busybox';
 
 function skipReason(): string | null {
   if (process.getuid?.() !== 0) return 'not running as root';
@@ -31,16 +31,6 @@ function skipReason(): string | null {
   return null;
 }
 
-async function buildBusyboxLayer(dir: string): Promise<void> {
-  for (const d of ['bin', 'dev', 'proc', 'sys', 'etc', 'root', 'tmp']) await mkdir(join(dir, d), { recursive: true });
-  await chmod(join(dir, 'tmp'), 0o1777);
-  await copyFile(BUSYBOX, join(dir, 'bin/busybox'));
-  await chmod(join(dir, 'bin/busybox'), 0o755);
-  const applets = execFileSync(BUSYBOX, ['--list'], { encoding: 'utf8' }).split('\n').filter((a) => a && a !== 'busybox');
-  await Promise.all(applets.map((a) => symlink('busybox', join(dir, 'bin', a))));
-  await writeFile(join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n');
-  await writeFile(join(dir, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
-}
 
 /** Everything of task `id` the host still holds: its directory, cgroups and QEMU process. */
 async function microvmLeaks(stateDir: string, id: string): Promise<string[]> {

@@ -4,17 +4,17 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'vitest';
 import { OciDriver } from '../../src/runtime/oci/oci-driver.js';
 import { driverConformanceSuite, type DriverFixture } from '../conformance/driver-suite.js';
+import { BUSYBOX, buildBusyboxLayer } from '../fixtures/busybox-layer.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const initBinary = join(repo, 'guest/init/prism-init');
-const BUSYBOX = '/bin/busybox';
 
 function skipReason(): string | null {
   if (process.getuid?.() !== 0) return 'not running as root';
@@ -27,17 +27,6 @@ function skipReason(): string | null {
   return null;
 }
 
-/** A one-layer image: static busybox with its applets as relative symlinks (they must resolve inside). */
-async function buildBusyboxLayer(dir: string): Promise<void> {
-  for (const d of ['bin', 'dev', 'proc', 'sys', 'etc', 'root', 'tmp']) await mkdir(join(dir, d), { recursive: true });
-  await chmod(join(dir, 'tmp'), 0o1777);
-  await copyFile(BUSYBOX, join(dir, 'bin/busybox'));
-  await chmod(join(dir, 'bin/busybox'), 0o755);
-  const applets = execFileSync(BUSYBOX, ['--list'], { encoding: 'utf8' }).split('\n').filter((a) => a && a !== 'busybox');
-  await Promise.all(applets.map((a) => symlink('busybox', join(dir, 'bin', a))));
-  await writeFile(join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n');
-  await writeFile(join(dir, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
-}
 
 /** Everything of task `id` the host still holds. */
 async function ociLeaks(stateDir: string, id: string): Promise<string[]> {
