@@ -126,14 +126,32 @@ static int limit_field(char **cur, char *end, unsigned long long *out) {
   return 0;
 }
 
-/* M: fields hostname, then optionally the memory limit in bytes and the pids limit (0 = none). */
+/* Parses an optional hex field of at most sizeof out bytes; absent or empty = none. */
+static int hex_field(char **cur, char *end, unsigned char *out, size_t cap, size_t *n) {
+  *n = 0;
+  if (*cur >= end) return 0;
+  char *f = *cur, *nul = memchr(f, 0, (size_t)(end - f));
+  size_t len = nul ? (size_t)(nul - f) : 0;
+  if (!nul || len % 2 || len / 2 > cap || strspn(f, "0123456789abcdef") != len) return -1;
+  for (size_t i = 0; i < len / 2; i++) {
+    char byte[3] = {f[2 * i], f[2 * i + 1], 0};
+    out[i] = (unsigned char)strtoul(byte, NULL, 16);
+  }
+  *n = len / 2;
+  *cur = nul + 1;
+  return 0;
+}
+
+/* M: fields hostname, then optionally memory limit, pids limit, host time (ms), entropy (hex). */
 static void mount_rootfs(struct agent *a, char *p, uint32_t len) {
   char err[256] = "", reply[300];
-  struct limits lim = {0, 0};
+  struct limits lim;
+  memset(&lim, 0, sizeof lim);
   char *end = p + len, *nul = len ? memchr(p, 0, len) : NULL;
   char *cur = nul ? nul + 1 : NULL;
-  if (!nul || limit_field(&cur, end, &lim.memory_bytes) < 0 || limit_field(&cur, end, &lim.pids) < 0 || cur != end) {
-    snprintf(err, sizeof err, "malformed M frame: want hostname[, memory bytes, pids limit], NUL-terminated");
+  if (!nul || limit_field(&cur, end, &lim.memory_bytes) < 0 || limit_field(&cur, end, &lim.pids) < 0 ||
+      limit_field(&cur, end, &lim.time_ms) < 0 || hex_field(&cur, end, lim.seed, sizeof lim.seed, &lim.seed_len) < 0 || cur != end) {
+    snprintf(err, sizeof err, "malformed M frame: want hostname[, memory bytes, pids, time ms, seed hex], NUL-terminated");
   } else if (a->ready) {
     snprintf(err, sizeof err, "rootfs already mounted");
   } else if (rootfs_mount(p, &lim, err, sizeof err) == 0) {

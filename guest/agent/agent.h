@@ -74,10 +74,17 @@ void session_kill(struct agent *a, struct session *s); /* kills the tree; no X i
  * power_off: does `Q`; does not return in the VM.
  * cgroup_join, sandbox_stats: the sandbox cgroup (limits and usage of every command).
  */
-/* Sandbox limits from `M` (0 = none), applied to every command through a cgroup in the guest. */
+/*
+ * What `M` carries besides the hostname: the sandbox's limits (0 = none), applied to every command
+ * through a cgroup in the guest, and the host's clock and fresh entropy (0 / empty = none), which a VM
+ * restored from a template snapshot needs: it wakes with the template's clock and RNG state.
+ */
 struct limits {
   unsigned long long memory_bytes;
   unsigned long long pids;
+  unsigned long long time_ms;
+  unsigned char seed[64];
+  size_t seed_len;
 };
 
 int port_reconnect(int previous);

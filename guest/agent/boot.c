@@ -275,7 +275,29 @@ void sandbox_stats(char *out, size_t n) {
            read_counter(SANDBOX_CG "/memory.current", NULL), read_counter(SANDBOX_CG "/memory.events", "oom_kill"));
 }
 
+/* RNDRESEEDCRNG (linux/random.h, absent from musl): reseed the kernel's CRNG from the input pool now. */
+#define PRISM_RNDRESEEDCRNG _IO('R', 0x07)
+
+/*
+ * The host's clock and entropy. A VM restored from a snapshot wakes with the template's wall clock
+ * and RNG state, shared by every VM restored from it; fresh bytes mixed in and a forced reseed make
+ * each one's random numbers its own.
+ */
+static void host_facts(const struct limits *lim) {
+  if (lim->time_ms) {
+    struct timespec ts = {(time_t)(lim->time_ms / 1000), (long)(lim->time_ms % 1000) * 1000000L};
+    if (clock_settime(CLOCK_REALTIME, &ts) != 0) agent_log("cannot set the clock: %m");
+  }
+  if (lim->seed_len) {
+    int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, lim->seed, lim->seed_len) != (ssize_t)lim->seed_len || ioctl(fd, PRISM_RNDRESEEDCRNG) != 0)
+      agent_log("cannot reseed the RNG: %m");
+    if (fd >= 0) close(fd);
+  }
+}
+
 int rootfs_mount(const char *hostname, const struct limits *lim, char *err, size_t errlen) {
+  host_facts(lim);
   if (strlen(hostname) > 64) return FAIL("hostname longer than 64 bytes");
   if (mount_overlay(err, errlen) < 0) return -1;
   /* Past this point a failure is not undone: it leaves mounts moved, which only a reboot fixes. */

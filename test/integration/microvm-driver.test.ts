@@ -132,6 +132,14 @@ if (reason) {
         expect(await sh(driver, a, 'cat mine; ls /work')).toEqual({ exitCode: 0, stdout: 'from-a\nmine\n' });
         expect(await sh(driver, b, 'cat mine; ls /work')).toEqual({ exitCode: 0, stdout: 'from-b\nmine\n' });
 
+        // A restored guest runs on the host's clock, not the template's, and draws its own random numbers.
+        const clock = Number((await sh(driver, b, 'date +%s')).stdout.trim());
+        expect(Math.abs(clock - Date.now() / 1000)).toBeLessThan(5);
+        const c = await create('tpl-c', 'host-c');
+        expect(c.data.boot).toBe('restore');
+        const rand = async (h: TaskHandle) => (await sh(driver, h, 'head -c 16 /dev/urandom | od -An -tx1')).stdout;
+        expect(await rand(b)).not.toBe(await rand(c));
+
         // A restored task survives stop/start with its files (start restores again).
         await driver.stop(b, { timeoutMs: 5_000 });
         await driver.start(b);

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { constants } from 'node:os';
 import { PassThrough, Writable } from 'node:stream';
@@ -214,7 +215,8 @@ export class AgentConnection {
    * command (a cgroup in the guest); INTERNAL with the guest's message on failure.
    */
   async mount(hostname: string, limits: { memoryBytes: number; pids: number } = { memoryBytes: 0, pids: 0 }, timeoutMs = 30_000): Promise<void> {
-    const payload = encodeFields([hostname, String(limits.memoryBytes), String(limits.pids)]);
+    // The host's clock and fresh entropy: a VM restored from a template wakes with the template's.
+    const payload = encodeFields([hostname, String(limits.memoryBytes), String(limits.pids), String(Date.now()), randomBytes(32).toString('hex')]);
     const reply = await this.request('mountWaiters', FrameType.Mount, payload, 'mount', timeoutMs);
     const error = decodeMountReply(reply);
     if (error !== null) throw new PrismError('INTERNAL', `guest could not mount its root file system: ${error}`);
