@@ -265,7 +265,10 @@ export function storeConformanceSuite(
         });
         await store.commit([{ op: 'put', key: 'q/1', value: '1' }, { op: 'put', key: 'q/2', value: '2' }]);
         await store.put('q/3', '3');
-        await sleep(50);
+        // A networked store delivers later than the write returns: wait for the first event, then
+        // give the others time to (wrongly) arrive.
+        await waitFor('the first event', () => events.length >= 1);
+        await sleep(150);
         expect(events.map((e) => e.key)).toEqual(['q/1']);
       });
 

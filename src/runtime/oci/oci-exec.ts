@@ -12,7 +12,9 @@ import { userSpec, type TaskUser } from './task-user.js';
  */
 export async function startExec(id: string, socketPath: string, opts: ExecOptions, user?: TaskUser): Promise<TaskProcess> {
   if (opts.argv.length === 0) throw new PrismError('INVALID_ARGUMENT', 'argv must not be empty');
-  const oomBefore = readOomKills(id).catch(() => -1);
+  // Read before the command starts: read concurrently, a busy thread pool could let a fast memory hog
+  // be killed before the "before" value is taken, and the kill would go unreported.
+  const before = await readOomKills(id).catch(() => -1);
   const started = Date.now();
   // A non-root user gets its passwd home as HOME unless the command sets one (as Docker does).
   const env = user && user.uid !== 0 && opts.env.HOME === undefined ? { ...opts.env, HOME: user.home } : opts.env;
@@ -20,7 +22,6 @@ export async function startExec(id: string, socketPath: string, opts: ExecOption
   const result = (async () => {
     const exit = await proc.exit;
     const durationMs = Date.now() - started;
-    const before = await oomBefore;
     const oomKilled = exit.signal === 'SIGKILL' && before >= 0 && (await readOomKills(id).catch(() => before)) > before;
     return { ...exit, oomKilled, durationMs };
   })();
