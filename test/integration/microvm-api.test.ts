@@ -45,7 +45,8 @@ describe.skipIf(!!skip)('sandboxes on the microvm runtime through the API', () =
   it('keeps files across stop and start', async () => {
     await run('echo kept > /root/f');
     expect((await call(d.url, 'POST', `/sandboxes/${sb.id}/stop`)).body.status).toBe('stopped');
-    expect((await call(d.url, 'POST', `/sandboxes/${sb.id}/start`)).body.status).toBe('running');
+    const started = await call(d.url, 'POST', `/sandboxes/${sb.id}/start`);
+    expect(started.body.status, JSON.stringify(started.body)).toBe('running');
     expect((await run('cat /root/f')).stdout).toBe('kept\n');
   });
 

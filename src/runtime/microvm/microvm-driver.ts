@@ -99,11 +99,17 @@ export class MicrovmDriver implements RuntimeDriver {
     if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
     if (await this.alive(p)) return;
     await this.teardown(handle.id, p, false);
-    try {
-      await this.boot(handle.spec, p, false);
-    } catch (e) {
-      await this.teardown(handle.id, p, false).catch(() => undefined);
-      throw asPrismError(e, 'INTERNAL', `starting task ${handle.id}`);
+    // One more try after a failed boot: on a loaded host (CI) a restart right after a stop has been
+    // seen to fail once, cause not yet found (docs/status.md); the first error is logged, not hidden.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.boot(handle.spec, p, false);
+        return;
+      } catch (e) {
+        await this.teardown(handle.id, p, false).catch(() => undefined);
+        if (attempt >= 2) throw asPrismError(e, 'INTERNAL', `starting task ${handle.id}`);
+        this.opts.logger?.warn({ err: e, task: handle.id }, 'microvm start failed; trying once more');
+      }
     }
   }
 
