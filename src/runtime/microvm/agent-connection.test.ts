@@ -3,7 +3,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AgentConnection, type AgentProcess } from './agent-connection.js';
+import type { AgentProcess } from '../agent-process.js';
+import { AgentConnection } from './agent-connection.js';
 import { decodeFields, decodeStart, encodeExit, encodeFrame, FrameParser, FrameType } from './agent-protocol.js';
 
 /**

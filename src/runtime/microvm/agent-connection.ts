@@ -10,6 +10,7 @@ import {
   FrameParser, FrameType, MAX_SESSION_CHANNEL, PROTOCOL_VERSION, type AgentState, type Frame, type FrameTypeChar, type GuestStats,
 } from './agent-protocol.js';
 import { dialUnix } from './unix-socket.js';
+import type { AgentExit, AgentProcess } from '../agent-process.js';
 
 /**
  * One connection to a microVM's guest agent over the host side of its virtio-serial port (a unix
@@ -23,20 +24,6 @@ import { dialUnix } from './unix-socket.js';
 const RETRY_MS = 50;
 /** QEMU accepts connections before the guest opens its port; repeat the hello until someone answers. */
 const HELLO_REPEAT_MS = 500;
-
-export interface AgentExit {
-  exitCode: number;
-  signal?: string;
-}
-
-export interface AgentProcess {
-  stdin: Writable | null;
-  stdout: PassThrough;
-  stderr: PassThrough;
-  /** Resolves when the exit frame arrived (or the connection dropped) and both streams were drained. */
-  exit: Promise<AgentExit>;
-  kill(signal?: NodeJS.Signals): void;
-}
 
 interface Session {
   stdout: PassThrough;

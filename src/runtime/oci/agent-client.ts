@@ -4,6 +4,7 @@ import { PassThrough, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { PrismError } from '../../core/errors.js';
 import type { ExecOptions } from '../driver.js';
+import type { AgentExit, AgentProcess } from '../agent-process.js';
 
 /**
  * Client of the exec agent in guest/init/prism-init.c (the protocol is described there): one unix
@@ -12,20 +13,6 @@ import type { ExecOptions } from '../driver.js';
 
 const MAX_CHUNK = 1 << 20;
 const SIGNAL_NAMES = new Map<number, string>(Object.entries(constants.signals).map(([name, n]) => [n, name]));
-
-export interface AgentExit {
-  exitCode: number;
-  signal?: string;
-}
-
-export interface AgentProcess {
-  stdin: Writable | null;
-  stdout: PassThrough;
-  stderr: PassThrough;
-  /** Resolves when the exit frame arrived and both output streams ended. */
-  exit: Promise<AgentExit>;
-  kill(signal: NodeJS.Signals): void;
-}
 
 function frame(type: string, payload: Buffer): Buffer {
   const hdr = Buffer.alloc(5);
