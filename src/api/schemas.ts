@@ -31,6 +31,7 @@ export const SandboxSchema = Type.Object(
     workdir: Type.String(),
     timeoutSec: Type.Integer(),
     user: Type.Optional(Type.String()),
+    nodeSelector: Type.Optional(Type.Record(Type.String(), Type.String())),
     createdAt: Type.String(),
     startedAt: Type.Optional(Type.String()),
     stoppedAt: Type.Optional(Type.String()),
@@ -50,6 +51,7 @@ export const CreateSandboxBody = Type.Object(
     workdir: Type.Optional(Type.String({ maxLength: 4096 })),
     timeoutSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 30 * 86400 })),
     user: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$', maxLength: 128 })),
+    nodeSelector: Type.Optional(StringMap(32, 256)),
   },
   closed,
 );
@@ -91,6 +93,9 @@ export const NodeSchema = Type.Object(
     name: Type.String(),
     address: Type.String(),
     status: Type.Union([Type.Literal('alive'), Type.Literal('dead')]),
+    labels: Type.Record(Type.String(), Type.String()),
+    capacity: Type.Object({ cpus: Type.Number(), memoryMb: Type.Integer(), maxSandboxes: Type.Integer() }),
+    reserved: Type.Object({ cpus: Type.Number(), memoryMb: Type.Integer(), sandboxes: Type.Integer() }),
     version: Type.String(),
     runtimes: Type.Array(Runtime),
     defaultRuntime: Runtime,
@@ -110,6 +115,7 @@ export const NodeSchema = Type.Object(
       diskBytes: Type.Number(),
       diskUsedBytes: Type.Number(),
       load1: Type.Number(),
+      cpuPercent: Type.Number(),
     }),
     startedAt: Type.String(),
     heartbeatAt: Type.String(),
@@ -118,9 +124,12 @@ export const NodeSchema = Type.Object(
 
 export const ClusterInfoSchema = Type.Object({
   version: Type.String(),
+  node: Type.String(),
   nodes: Type.Integer(),
   nodesAlive: Type.Integer(),
+  nodesDead: Type.Integer(),
   leader: Type.String(),
+  leaderName: Type.String(),
   uptimeSec: Type.Integer(),
   sandboxes: Type.Object({ total: Type.Integer(), byStatus: Type.Record(Type.String(), Type.Integer()) }),
 });

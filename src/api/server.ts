@@ -6,6 +6,7 @@ import type { ImageService } from '../service/image-service.js';
 import type { Logger } from '../service/logger.js';
 import type { NodeService } from '../service/node-service.js';
 import type { SandboxService } from '../service/sandbox-service.js';
+import { registerOwnerProxy } from './owner-proxy.js';
 import { registerExecRoutes } from './routes/exec-routes.js';
 import { registerImageRoutes } from './routes/image-routes.js';
 import { registerSandboxRoutes } from './routes/sandbox-routes.js';
@@ -76,6 +77,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
   app.setErrorHandler((err: FastifyError, req, reply) => {
     if (err instanceof PrismError) {
       if (err.code === 'INTERNAL') opts.logger.error({ err, url: req.url }, 'request failed');
+      if (err.retryAfterSec !== undefined) void reply.header('retry-after', String(err.retryAfterSec));
       return sendError(reply, err.code, err.message);
     }
     const t = translate(err);
@@ -83,6 +85,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
     return sendError(reply, t.code, t.message);
   });
   app.setNotFoundHandler((req, reply) => sendError(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
+  await registerOwnerProxy(app, svc.sandboxes, svc.nodeId);
   await app.register(
     async (api) => {
       registerSystemRoutes(api, svc);

@@ -38,22 +38,30 @@ export const httpStatusForCode: Record<ErrorCode, number> = {
 export interface PrismErrorOptions {
   cause?: unknown;
   retryable?: boolean;
+  /** For UNAVAILABLE/RESOURCE_EXHAUSTED: when trying again makes sense (the HTTP layer sends Retry-After). */
+  retryAfterSec?: number;
 }
 
 export class PrismError extends Error {
   readonly code: ErrorCode;
   readonly retryable: boolean;
+  readonly retryAfterSec?: number;
 
   constructor(code: ErrorCode, message: string, opts: PrismErrorOptions = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'PrismError';
     this.code = code;
     this.retryable = opts.retryable ?? code === 'UNAVAILABLE';
+    if (opts.retryAfterSec !== undefined) this.retryAfterSec = opts.retryAfterSec;
   }
 
   toJSON(): { code: ErrorCode; message: string } {
     return { code: this.code, message: this.message };
   }
+}
+
+export function isErrorCode(s: string): s is ErrorCode {
+  return (ERROR_CODES as readonly string[]).includes(s);
 }
 
 export function isPrismError(e: unknown, code?: ErrorCode): e is PrismError {

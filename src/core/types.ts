@@ -27,6 +27,8 @@ export interface SandboxSpec {
   timeoutSec: number;
   /** Commands run as this user (`name|uid[:group|gid]`); absent = the image's User, else root. */
   user?: string;
+  /** Only nodes carrying all of these labels may run the sandbox. */
+  nodeSelector?: Record<string, string>;
 }
 
 export interface Sandbox extends SandboxSpec {
@@ -71,6 +73,8 @@ export interface NodeResources {
   diskBytes: number;
   diskUsedBytes: number;
   load1: number;
+  /** Busy share of all CPUs over the last refresh interval, 0-100. */
+  cpuPercent: number;
 }
 
 export interface RuntimeProbeInfo {
@@ -80,11 +84,30 @@ export interface RuntimeProbeInfo {
   details?: Record<string, string>;
 }
 
+/** What a node offers to sandboxes (after `--capacity-*` flags) and what placement has reserved of it. */
+export interface NodeCapacity {
+  cpus: number;
+  memoryMb: number;
+  /** Most sandboxes this node takes (0 = no limit but memory and CPU). */
+  maxSandboxes: number;
+}
+
+export interface Reservation {
+  cpus: number;
+  memoryMb: number;
+  sandboxes: number;
+}
+
 export interface NodeInfo {
   id: string;
   name: string;
+  /** Base URL of this node's API, as other nodes reach it (proxying). */
   address: string;
+  /** `alive` while the node renews its lease; `dead` once it expired. Derived, never stored. */
   status: 'alive' | 'dead';
+  labels: Record<string, string>;
+  capacity: NodeCapacity;
+  reserved: Reservation;
   version: string;
   runtimes: RuntimeName[];
   defaultRuntime: RuntimeName;

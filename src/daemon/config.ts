@@ -23,6 +23,17 @@ export interface DaemonConfig {
   microvmSnapshots: boolean;
   /** JSON file `{"auths": {"host[:port]": {"username": "...", "password": "..."}}}` (mode 0600). */
   registryAuthFile?: string;
+  /** Where cluster state lives: this node's SQLite file, or an etcd cluster shared by every node. */
+  store: { kind: 'sqlite' } | { kind: 'etcd'; endpoints: string[]; tls?: { ca?: string; cert?: string; key?: string } };
+  /** The URL other nodes use to reach this node's API (default: the bound API address). */
+  advertise?: string;
+  labels: Record<string, string>;
+  capacity: { cpus?: number; memoryMb?: number; maxSandboxes?: number };
+  placement: 'spread' | 'binpack';
+  /** Membership lease TTL: a node silent for this long is dead. */
+  nodeTtlMs: number;
+  /** How long a create waits for placement before failing with UNAVAILABLE. */
+  scheduleTimeoutMs: number;
 }
 
 /** Flags as given on the command line (or their PRISM_* environment equivalents). */
@@ -40,6 +51,18 @@ export interface DaemonFlags {
   guestDir?: string;
   kernel?: string;
   microvmSnapshots?: boolean;
+  store?: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+  advertise?: string;
+  label?: string[];
+  capacityCpus?: string;
+  capacityMemoryMb?: string;
+  maxSandboxes?: string;
+  placement?: string;
+  nodeTtl?: string;
+  scheduleTimeout?: string;
 }
 
 export const DEFAULT_API = '127.0.0.1:8008';
@@ -48,11 +71,48 @@ export const DEFAULT_IMAGE = 'prism.local/base:bookworm';
 export const DEFAULT_GUEST_DIR = '/var/lib/prism/guest';
 const LEVELS: LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
-export function parseHostPort(s: string): { host: string; port: number } {
+export function parseHostPort(s: string, flag = '--api'): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(s.replace(/^https?:\/\//, ''));
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new PrismError('INVALID_ARGUMENT', `--api must be HOST:PORT, got '${s}'`);
+  if (!m || port > 65535) throw new PrismError('INVALID_ARGUMENT', `${flag} must be HOST:PORT, got '${s}'`);
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+/** `sqlite` (the default) or `etcd://host:port[,host:port...]` (`etcd+https://` for TLS). */
+export function parseStore(url: string, tls: { ca?: string; cert?: string; key?: string }): DaemonConfig['store'] {
+  if (url === '' || url === 'sqlite') return { kind: 'sqlite' };
+  const m = /^etcd(\+https)?:\/\/(.+)$/.exec(url);
+  if (!m) throw new PrismError('INVALID_ARGUMENT', `--store must be 'sqlite' or etcd://host:port[,host:port...], got '${url}'`);
+  const scheme = m[1] || tls.ca || tls.cert ? 'https' : 'http';
+  const endpoints = m[2]!.split(',').filter(Boolean).map((hp) => {
+    const { host, port } = parseHostPort(hp, '--store');
+    return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  });
+  if (endpoints.length === 0) throw new PrismError('INVALID_ARGUMENT', '--store names no etcd endpoint');
+  const files = Object.fromEntries(Object.entries(tls).filter(([, v]) => v).map(([k, v]) => [k, resolve(v!)]));
+  return Object.keys(files).length ? { kind: 'etcd', endpoints, tls: files } : { kind: 'etcd', endpoints };
+}
+
+function positive(name: string, v: string | undefined, integer = true): number | undefined {
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) {
+    throw new PrismError('INVALID_ARGUMENT', `${name} must be a positive ${integer ? 'integer' : 'number'}, got '${v}'`);
+  }
+  return n;
+}
+
+const LABEL_KEY_RE = /^[a-z0-9]([a-z0-9._/-]{0,62}[a-z0-9])?$/i;
+
+export function parseLabels(items: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of items) {
+    const i = item.indexOf('=');
+    const k = i > 0 ? item.slice(0, i) : '';
+    if (!LABEL_KEY_RE.test(k) || item.length > 256) throw new PrismError('INVALID_ARGUMENT', `--label must be key=value with a simple key, got '${item}'`);
+    out[k] = item.slice(i + 1);
+  }
+  return out;
 }
 
 export function defaultDataDir(now = new Date()): string {
@@ -80,7 +140,31 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     insecureRegistries: flags.insecureRegistry ?? (env.PRISM_INSECURE_REGISTRIES ?? '').split(',').filter(Boolean),
     guestDir: resolve(flags.guestDir ?? env.PRISM_GUEST_DIR ?? DEFAULT_GUEST_DIR),
     microvmSnapshots: flags.microvmSnapshots ?? env.PRISM_MICROVM_SNAPSHOTS === '1',
+    store: parseStore(flags.store ?? env.PRISM_STORE ?? 'sqlite', {
+      ca: flags.etcdCa ?? env.PRISM_ETCD_CA,
+      cert: flags.etcdCert ?? env.PRISM_ETCD_CERT,
+      key: flags.etcdKey ?? env.PRISM_ETCD_KEY,
+    }),
+    labels: parseLabels(flags.label ?? (env.PRISM_LABELS ?? '').split(',').filter(Boolean)),
+    capacity: {},
+    placement: 'spread',
+    nodeTtlMs: (positive('--node-ttl', flags.nodeTtl ?? env.PRISM_NODE_TTL, false) ?? 5) * 1000,
+    scheduleTimeoutMs: (positive('--schedule-timeout', flags.scheduleTimeout ?? env.PRISM_SCHEDULE_TIMEOUT, false) ?? 30) * 1000,
   };
+  const placement = flags.placement ?? env.PRISM_PLACEMENT ?? 'spread';
+  if (placement !== 'spread' && placement !== 'binpack') throw new PrismError('INVALID_ARGUMENT', `--placement must be spread or binpack, got '${placement}'`);
+  cfg.placement = placement;
+  const cpus = positive('--capacity-cpus', flags.capacityCpus ?? env.PRISM_CAPACITY_CPUS, false);
+  const memoryMb = positive('--capacity-memory-mb', flags.capacityMemoryMb ?? env.PRISM_CAPACITY_MEMORY_MB);
+  const maxSandboxes = positive('--max-sandboxes', flags.maxSandboxes ?? env.PRISM_MAX_SANDBOXES);
+  if (cpus !== undefined) cfg.capacity.cpus = cpus;
+  if (memoryMb !== undefined) cfg.capacity.memoryMb = memoryMb;
+  if (maxSandboxes !== undefined) cfg.capacity.maxSandboxes = maxSandboxes;
+  const advertise = flags.advertise ?? env.PRISM_ADVERTISE;
+  if (advertise) {
+    if (!/^https?:\/\/[^/]+$/.test(advertise.replace(/\/+$/, ''))) throw new PrismError('INVALID_ARGUMENT', `--advertise must be a URL like http://10.0.0.5:8008, got '${advertise}'`);
+    cfg.advertise = advertise.replace(/\/+$/, '');
+  }
   const kernel = flags.kernel ?? env.PRISM_KERNEL;
   if (kernel) cfg.kernel = resolve(kernel);
   const authFile = flags.registryAuth ?? env.PRISM_REGISTRY_AUTH;

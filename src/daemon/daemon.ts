@@ -1,4 +1,5 @@
 import { mkdir } from 'node:fs/promises';
+import os from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { buildApi } from '../api/server.js';
@@ -10,14 +11,11 @@ import { RegistryPuller } from '../images/registry/pull.js';
 import type { RuntimeDriver } from '../runtime/driver.js';
 import { MicrovmDriver } from '../runtime/microvm/microvm-driver.js';
 import { OciDriver } from '../runtime/oci/oci-driver.js';
-import { ExecService } from '../service/exec-service.js';
-import { ImageService } from '../service/image-service.js';
-import { NodeAgent } from '../service/node-agent.js';
-import { NodeService } from '../service/node-service.js';
-import { SandboxRepo } from '../service/sandbox-repo.js';
-import { SandboxService } from '../service/sandbox-service.js';
+import { EtcdStore } from '../store/etcd/etcd-store.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import type { Store } from '../store/store.js';
 import type { DaemonConfig } from './config.js';
+import { startNode } from './node-wiring.js';
 import { loadNodeIdentity } from './node-identity.js';
 import { loadRegistryAuths } from './registry-config.js';
 import { initBinaryPath, packageVersion } from './package-info.js';
@@ -40,6 +38,14 @@ function pickAuto(drivers: Map<RuntimeName, RuntimeDriver>, info: RuntimeProbeIn
   return drivers.has('oci') ? 'oci' : undefined;
 }
 
+async function openStore(cfg: DaemonConfig): Promise<Store> {
+  if (cfg.store.kind === 'etcd') {
+    return EtcdStore.connect({ endpoints: cfg.store.endpoints, ...(cfg.store.tls ? { tls: cfg.store.tls } : {}) });
+  }
+  // Watch history keeps values (exec records among them): 2000 events bound it to ~256 MiB at worst.
+  return SqliteStore.open(join(cfg.dataDir, 'store.db'), { historyLimit: 2000 });
+}
+
 /**
  * The composition root: config in, wired services out. The only place that knows which
  * implementation sits behind each seam.
@@ -53,8 +59,13 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
   const releaseLock = await acquirePidLock(cfg.dataDir);
   const version = packageVersion();
   const ident = await loadNodeIdentity(cfg.dataDir, cfg.name);
-  // Watch history keeps values (exec records among them): 2000 events bound it to ~256 MiB at worst.
-  const store = SqliteStore.open(join(cfg.dataDir, 'store.db'), { historyLimit: 2000 });
+  let store: Store;
+  try {
+    store = await openStore(cfg);
+  } catch (e) {
+    await releaseLock();
+    throw e;
+  }
   try {
     const registry = new RegistryClient({ insecure: cfg.insecureRegistries, auths: await loadRegistryAuths(cfg.registryAuthFile) });
     const images = new LocalImageStore({ root: cfg.imagesDir, puller: new RegistryPuller(registry), fixupBinary: initBinaryPath() });
@@ -92,35 +103,26 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
           : `runtime '${cfg.runtime}' is not usable on this host (usable: ${[...drivers.keys()].join(', ') || 'none'})`,
       );
     }
-    const repo = new SandboxRepo(store);
-    const agent = new NodeAgent(ident.id, repo, images, drivers, log);
     const host = cfg.apiHost.includes(':') ? `[${cfg.apiHost}]` : cfg.apiHost;
     let url = `http://${host}:${cfg.apiPort}`;
-    const nodes = new NodeService(
-      { ...ident, address: url, version, runtimes: [...drivers.keys()], defaultRuntime, runtimeInfo, dataDir: cfg.dataDir },
-      repo,
+    const advertised = () => cfg.advertise ?? (['0.0.0.0', '[::]'].includes(host) ? url.replace(host, os.hostname()) : url);
+    const node = await startNode({
+      store, id: ident.id, name: ident.name, version, dataDir: cfg.dataDir, address: advertised(),
+      images, drivers, runtimeInfo,
+      defaults: { image: cfg.defaultImage, runtime: defaultRuntime, cpus: 1, memoryMb: 512, pidsLimit: 256 },
+      labels: cfg.labels, capacity: cfg.capacity, placement: cfg.placement,
+      nodeTtlMs: cfg.nodeTtlMs, scheduleTimeoutMs: cfg.scheduleTimeoutMs,
+      execLimits: { recordBytes: 64 * 1024, recordsPerSandbox: 100, maxTimeoutSec: 86400 },
+      watchdogMs: 5000,
       log,
-    );
-    const sandboxes = new SandboxService(
-      repo,
-      images,
-      agent,
-      { image: cfg.defaultImage, runtime: defaultRuntime, cpus: 1, memoryMb: 512, pidsLimit: 256 },
-      log,
-    );
-    const exec = new ExecService(sandboxes, agent, repo, { recordBytes: 64 * 1024, recordsPerSandbox: 100, maxTimeoutSec: 86400 }, log);
-    const imageService = new ImageService(images, repo, log);
-    await nodes.start();
-    await agent.recover();
-    agent.startWatchdog(5000);
-    const app = await buildApi({ sandboxes, exec, nodes, images: imageService, version, nodeId: ident.id },
+    });
+    const app = await buildApi({ sandboxes: node.sandboxes, exec: node.exec, nodes: node.nodes, images: node.images, version, nodeId: ident.id },
       { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3 },);
     await app.listen({ host: cfg.apiHost, port: cfg.apiPort });
     const bound = app.server.address();
     if (bound && typeof bound === 'object' && bound.port !== cfg.apiPort) {
       url = `http://${host}:${bound.port}`; // --api HOST:0 picks a free port (tests)
-      nodes.setAddress(url);
-      await nodes.publish();
+      await node.setAddress(advertised());
     }
     log.info({ url, node: ident.id, name: ident.name, runtimes: [...drivers.keys()], defaultRuntime, dataDir: cfg.dataDir }, 'prismd ready');
     let closed = false;
@@ -136,8 +138,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
         const grace = setTimeout(() => app.server.closeAllConnections(), 5000);
         await app.close();
         clearTimeout(grace);
-        nodes.stop();
-        agent.close();
+        await node.stop({ leave: true });
         for (const d of candidates) await d.close().catch(() => undefined);
         await store.close();
         await releaseLock();

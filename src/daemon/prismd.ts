@@ -36,6 +36,22 @@ export function prismdProgram(): Command {
     .addOption(new Option('--kernel <file>', 'microvm guest kernel, overriding the one in --guest-dir').env('PRISM_KERNEL'))
     .addOption(new Option('--microvm-snapshots', 'create microVMs by restoring template snapshots (experimental; see docs/runtimes.md)'))
     .addOption(new Option('--default-image <ref>', `image of sandboxes created without one (default ${DEFAULT_IMAGE})`).env('PRISM_DEFAULT_IMAGE'))
+    .addOption(new Option('--store <url>', "cluster state: 'sqlite' (this node alone, the default) or etcd://host:port[,host:port...]").env('PRISM_STORE'))
+    .addOption(new Option('--etcd-ca <file>', 'CA bundle (PEM) to verify etcd with; implies https').env('PRISM_ETCD_CA'))
+    .addOption(new Option('--etcd-cert <file>', 'client certificate (PEM) for etcd').env('PRISM_ETCD_CERT'))
+    .addOption(new Option('--etcd-key <file>', 'client key (PEM) for etcd').env('PRISM_ETCD_KEY'))
+    .addOption(new Option('--advertise <url>', 'URL other nodes reach this API at (default: the --api address)').env('PRISM_ADVERTISE'))
+    .addOption(
+      new Option('--label <key=value...>', 'node label for placement (repeatable; sandboxes select nodes with nodeSelector)').argParser(
+        (v: string, prev: string[] | undefined) => [...(prev ?? []), ...v.split(',').filter(Boolean)],
+      ),
+    )
+    .addOption(new Option('--capacity-cpus <n>', 'CPUs offered to sandboxes (default: all cores)').env('PRISM_CAPACITY_CPUS'))
+    .addOption(new Option('--capacity-memory-mb <n>', 'memory offered to sandboxes (default: 90% of RAM)').env('PRISM_CAPACITY_MEMORY_MB'))
+    .addOption(new Option('--max-sandboxes <n>', 'most sandboxes placed on this node (default: no limit)').env('PRISM_MAX_SANDBOXES'))
+    .addOption(new Option('--placement <strategy>', 'spread (most free memory first) or binpack, used while this node leads').choices(['spread', 'binpack']).env('PRISM_PLACEMENT'))
+    .addOption(new Option('--node-ttl <seconds>', 'membership lease TTL: a node silent this long is dead (default 5)').env('PRISM_NODE_TTL'))
+    .addOption(new Option('--schedule-timeout <seconds>', 'how long a create waits for placement before 503 (default 30)').env('PRISM_SCHEDULE_TIMEOUT'))
     .action(async (flags: DaemonFlags) => {
       const daemon = await startDaemon(resolveConfig(flags, process.env));
       const shutdown = (sig: string) => {

@@ -1,131 +1,119 @@
 import { describe, expect, it } from 'vitest';
-import { PrismError } from '../core/errors.js';
-import type { NodeInfo, Sandbox, SandboxStatus } from '../core/types.js';
-import { defaultPlacementOptions, place, reservations, type PlacementRequest } from './placement.js';
+import { defaultPlacementOptions, placeBatch, type PlacementNode, type PlacementRequest } from './placement.js';
 
-const GiB = 2 ** 30;
-
-function node(id: string, memGiB: number, cpus = 4, extra: Partial<NodeInfo> = {}): NodeInfo {
+function node(id: string, memoryMb: number, cpus = 4, extra: Partial<PlacementNode> = {}): PlacementNode {
   return {
-    runtimeInfo: [],
     id,
     name: `name-${id}`,
-    address: `http://${id}:8008`,
-    status: 'alive',
-    version: 'test',
     runtimes: ['oci'],
-    defaultRuntime: 'oci',
-    resources: { cpus, memoryBytes: memGiB * GiB, memoryUsedBytes: 0, diskBytes: 0, diskUsedBytes: 0, load1: 0 },
-    sandboxes: 0,
-    startedAt: '2024-01-01T00:00:00.000Z',
-    heartbeatAt: '2024-01-01T00:00:00.000Z',
+    labels: {},
+    capacity: { cpus, memoryMb, maxSandboxes: 0 },
+    reserved: { cpus: 0, memoryMb: 0, sandboxes: 0 },
     ...extra,
   };
 }
 
 let seq = 0;
-function sandbox(nodeId: string, status: SandboxStatus, memoryMb: number, cpus = 1): Sandbox {
-  seq++;
-  return {
-    id: `sb-${seq}`,
-    name: `sb-${seq}`,
-    status,
-    node: nodeId,
-    image: 'img',
-    runtime: 'oci',
-    cpus,
-    memoryMb,
-    pidsLimit: 256,
-    env: {},
-    workdir: '/',
-    timeoutSec: 0,
-    createdAt: '2024-01-01T00:00:00.000Z',
-  };
+const req = (memoryMb: number, cpus = 1, extra: Partial<PlacementRequest> = {}): PlacementRequest => ({
+  id: `sb-${++seq}`,
+  runtime: 'oci',
+  cpus,
+  memoryMb,
+  ...extra,
+});
+
+function one(r: PlacementRequest, nodes: PlacementNode[], opts = defaultPlacementOptions) {
+  return placeBatch([r], nodes, opts).decisions.get(r.id)!;
 }
 
-const req = (memoryMb: number, cpus = 1, runtime: PlacementRequest['runtime'] = 'oci'): PlacementRequest => ({ runtime, cpus, memoryMb });
+describe('placeBatch', () => {
+  const small = node('a', 4096);
+  const big = node('b', 16384);
 
-function placeError(fn: () => unknown): PrismError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(PrismError);
-    return e as PrismError;
-  }
-  throw new Error('expected place() to throw');
-}
-
-describe('place', () => {
-  const small = node('a', 4);
-  const big = node('b', 16);
-
-  it('spread picks the node with the most free memory, binpack the least', () => {
-    expect(place(req(512), [small, big], [])).toBe('b');
-    expect(place(req(512), [small, big], [], { ...defaultPlacementOptions, strategy: 'binpack' })).toBe('a');
+  it('spread picks the node with the most free memory, binpack the fullest that fits', () => {
+    expect(one(req(512), [small, big])).toEqual({ node: 'b' });
+    expect(one(req(512), [small, big], { ...defaultPlacementOptions, strategy: 'binpack' })).toEqual({ node: 'a' });
   });
 
-  it('counts reservations: spread moves away from a node that filled up', () => {
-    // 16 GiB * 0.9 = 14745 MiB; reserving 13 GiB leaves less than node a's 3686 MiB.
-    const onB = [sandbox('b', 'running', 13 * 1024)];
-    expect(place(req(512), [small, big], onB)).toBe('a');
+  it('counts existing reservations', () => {
+    const fullB = { ...big, reserved: { cpus: 1, memoryMb: 13 * 1024, sandboxes: 1 } };
+    expect(one(req(512), [small, fullB])).toEqual({ node: 'a' });
+  });
+
+  it('spreads a batch evenly across equal nodes and never overcommits within the batch', () => {
+    const nodes = [node('a', 2048), node('b', 2048), node('c', 2048)];
+    const reqs = Array.from({ length: 14 }, () => req(512));
+    const { decisions, reserved } = placeBatch(reqs, nodes);
+    const per = new Map<string, number>();
+    let refused = 0;
+    for (const d of decisions.values()) {
+      if ('node' in d) per.set(d.node, (per.get(d.node) ?? 0) + 1);
+      else {
+        refused++;
+        expect(d.error.code).toBe('RESOURCE_EXHAUSTED');
+      }
+    }
+    expect([...per.values()]).toEqual([4, 4, 4]);
+    expect(refused).toBe(2);
+    for (const r of reserved.values()) expect(r).toEqual({ cpus: 4, memoryMb: 2048, sandboxes: 4 });
+  });
+
+  it('binpack fills one node before the next', () => {
+    const nodes = [node('a', 2048), node('b', 2048)];
+    const reqs = Array.from({ length: 5 }, () => req(512));
+    const { decisions } = placeBatch(reqs, nodes, { ...defaultPlacementOptions, strategy: 'binpack' });
+    expect([...decisions.values()].map((d) => ('node' in d ? d.node : 'x'))).toEqual(['a', 'a', 'a', 'a', 'b']);
   });
 
   it('breaks ties by node id', () => {
-    expect(place(req(512), [node('z', 8), node('m', 8)], [])).toBe('m');
+    expect(one(req(512), [node('z', 8192), node('m', 8192)])).toEqual({ node: 'm' });
   });
 
-  it('only reserving statuses hold memory', () => {
-    const statuses: SandboxStatus[] = ['pending', 'scheduled', 'starting', 'running', 'stopping', 'stopped', 'failed', 'lost', 'deleting'];
-    const sbs = statuses.map((s) => sandbox('a', s, 100, 1));
-    expect(reservations(sbs).get('a')).toEqual({ cpus: 4, memoryMb: 400, count: 4 });
-    // A sandbox not yet placed reserves nothing anywhere.
-    expect(reservations([sandbox('', 'scheduled', 100)]).size).toBe(0);
-
-    // Node a: 4 GiB * 0.9 = 3686 MiB. Stopped/failed sandboxes do not count against it.
-    const freed = [sandbox('a', 'stopped', 3000), sandbox('a', 'failed', 3000), sandbox('a', 'lost', 3000)];
-    expect(place(req(3000), [small], freed)).toBe('a');
-    const held = [sandbox('a', 'stopping', 3000)];
-    expect(placeError(() => place(req(3000), [small], held)).code).toBe('RESOURCE_EXHAUSTED');
+  it('filters on runtime and labels; no possible node is FAILED_PRECONDITION', () => {
+    const vm = node('vm', 2048, 4, { runtimes: ['oci', 'microvm'], labels: { zone: 'x' } });
+    expect(one(req(512, 1, { runtime: 'microvm' }), [big, vm])).toEqual({ node: 'vm' });
+    expect(one(req(512, 1, { nodeSelector: { zone: 'x' } }), [big, vm])).toEqual({ node: 'vm' });
+    const d = one(req(512, 1, { runtime: 'docker' }), [big, vm]);
+    expect(d).toMatchObject({ error: { code: 'FAILED_PRECONDITION' } });
+    expect('error' in d && d.error.message).toContain('name-b: no docker runtime');
+    expect(one(req(512, 1, { nodeSelector: { zone: 'y' } }), [big, vm])).toMatchObject({ error: { code: 'FAILED_PRECONDITION' } });
   });
 
-  it('filters on runtime', () => {
-    const vm = node('vm', 2, 4, { runtimes: ['oci', 'microvm'] });
-    expect(place(req(512, 1, 'microvm'), [big, vm], [])).toBe('vm');
-    const err = placeError(() => place(req(512, 1, 'docker'), [big, vm], []));
-    expect(err.code).toBe('RESOURCE_EXHAUSTED');
-    expect(err.message).toContain('name-b: no docker runtime');
+  it('with no alive nodes says so', () => {
+    const d = one(req(512), []);
+    expect(d).toMatchObject({ error: { code: 'FAILED_PRECONDITION' } });
+    expect('error' in d && d.error.message).toContain('no alive nodes');
   });
 
-  it('skips dead nodes', () => {
-    const deadBig = node('b', 64, 4, { status: 'dead' });
-    expect(place(req(512), [small, deadBig], [])).toBe('a');
-    const err = placeError(() => place(req(512), [deadBig], []));
-    expect(err.code).toBe('RESOURCE_EXHAUSTED');
-    expect(err.message).toContain('no alive nodes');
-  });
-
-  it('refuses a sandbox with more CPUs than the node has, even with overcommit room', () => {
-    const err = placeError(() => place(req(512, 8), [node('a', 16, 4)], []));
-    expect(err.message).toContain('name-a: has 4 CPUs');
+  it('refuses more CPUs than the node has, even with overcommit room', () => {
+    const d = one(req(512, 8), [node('a', 16384, 4)]);
+    expect('error' in d && d.error.message).toContain('name-a: has 4 CPUs');
   });
 
   it('allows CPU overcommit up to cpuOvercommit x cores, then refuses', () => {
-    const n = node('a', 64, 2);
+    const n = node('a', 64 * 1024, 2, { reserved: { cpus: 3, memoryMb: 300, sandboxes: 3 } });
     const opts = { ...defaultPlacementOptions, cpuOvercommit: 2 };
-    const three = [1, 2, 3].map(() => sandbox('a', 'running', 100, 1));
-    expect(place(req(100, 1), [n], three, opts)).toBe('a'); // 3 + 1 = 4 = 2 cores x 2
-    const four = [...three, sandbox('a', 'running', 100, 1)];
-    const err = placeError(() => place(req(100, 1), [n], four, opts));
-    expect(err.message).toContain('name-a: 0 CPUs unreserved');
+    const { decisions } = placeBatch([req(100), req(100)], [n], opts);
+    const [first, second] = [...decisions.values()];
+    expect(first).toEqual({ node: 'a' }); // 3 + 1 = 4 = 2 cores x 2
+    expect(second).toMatchObject({ error: { code: 'RESOURCE_EXHAUSTED' } });
+    expect(second && 'error' in second && second.error.message).toContain('name-a: 0 CPUs unreserved');
   });
 
-  it('RESOURCE_EXHAUSTED names the request and every node with its reason', () => {
-    const nodes = [node('a', 1), node('b', 2, 4, { runtimes: ['microvm'] }), node('c', 64, 1)];
-    const err = placeError(() => place(req(2048, 2), nodes, []));
-    expect(err.code).toBe('RESOURCE_EXHAUSTED');
-    expect(err.message).toContain('2 CPU / 2048 MiB');
-    expect(err.message).toContain('name-a: 921 MiB memory free');
-    expect(err.message).toContain('name-b: no oci runtime');
-    expect(err.message).toContain('name-c: has 1 CPUs');
+  it('honours maxSandboxes', () => {
+    const n = node('a', 64 * 1024, 64, { capacity: { cpus: 64, memoryMb: 65536, maxSandboxes: 2 } });
+    const { decisions } = placeBatch([req(10), req(10), req(10)], [n]);
+    expect([...decisions.values()].map((d) => 'node' in d)).toEqual([true, true, false]);
+  });
+
+  it('names the request and every node with its reason', () => {
+    const nodes = [node('a', 921), node('b', 2048, 4, { runtimes: ['microvm'] }), node('c', 65536, 1)];
+    const d = one(req(2048, 2), nodes);
+    expect(d).toMatchObject({ error: { code: 'RESOURCE_EXHAUSTED' } });
+    const msg = 'error' in d ? d.error.message : '';
+    expect(msg).toContain('2 CPU / 2048 MiB');
+    expect(msg).toContain('name-a: 921 MiB unreserved');
+    expect(msg).toContain('name-b: no oci runtime');
+    expect(msg).toContain('name-c: has 1 CPUs');
   });
 });

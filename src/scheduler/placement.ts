@@ -1,69 +1,103 @@
-import { PrismError } from '../core/errors.js';
-import type { NodeInfo, RuntimeName, Sandbox } from '../core/types.js';
+import type { NodeCapacity, Reservation, RuntimeName } from '../core/types.js';
 
 /**
- * Placement as a pure function: cluster state in, decision out. Memory is the hard constraint
- * (requests must fit in what the node has minus what its sandboxes reserved); CPU is a quota and may be
- * overcommitted up to `cpuOvercommit` times the node's cores, as container hosts usually are.
+ * Placement as a pure function: cluster state in, decisions out. Memory is the hard constraint (a
+ * request must fit in the node's capacity minus what placement already reserved there); CPU is a
+ * quota and may be overcommitted up to `cpuOvercommit` times the node's cores, as container hosts
+ * usually are. A batch is placed one request after another against a running tally, so a burst never
+ * overcommits a node even before anything is written.
  */
 export interface PlacementRequest {
+  id: string;
   runtime: RuntimeName;
   cpus: number;
   memoryMb: number;
+  /** Only nodes carrying all of these labels qualify. */
+  nodeSelector?: Record<string, string>;
 }
+
+/** An alive node as placement sees it. */
+export interface PlacementNode {
+  id: string;
+  name: string;
+  runtimes: RuntimeName[];
+  labels: Record<string, string>;
+  capacity: NodeCapacity;
+  reserved: Reservation;
+}
+
+export type PlacementStrategy = 'spread' | 'binpack';
 
 export interface PlacementOptions {
-  strategy: 'spread' | 'binpack';
+  /** spread: the node with the most free memory; binpack: the fullest node that still fits. */
+  strategy: PlacementStrategy;
   cpuOvercommit: number;
-  /** Fraction of a node's memory that sandboxes may reserve. */
-  memoryFraction: number;
 }
 
-export const defaultPlacementOptions: PlacementOptions = { strategy: 'spread', cpuOvercommit: 4, memoryFraction: 0.9 };
+export const defaultPlacementOptions: PlacementOptions = { strategy: 'spread', cpuOvercommit: 4 };
 
-/** Sandboxes in these states hold a reservation on their node. */
-const RESERVING = new Set<Sandbox['status']>(['scheduled', 'starting', 'running', 'stopping']);
+export type PlacementDecision = { node: string } | { error: { code: 'RESOURCE_EXHAUSTED' | 'FAILED_PRECONDITION'; message: string } };
 
-export function reservations(sandboxes: Sandbox[]): Map<string, { cpus: number; memoryMb: number; count: number }> {
-  const out = new Map<string, { cpus: number; memoryMb: number; count: number }>();
-  for (const sb of sandboxes) {
-    if (!sb.node || !RESERVING.has(sb.status)) continue;
-    const r = out.get(sb.node) ?? { cpus: 0, memoryMb: 0, count: 0 };
-    r.cpus += sb.cpus;
-    r.memoryMb += sb.memoryMb;
-    r.count += 1;
-    out.set(sb.node, r);
+export interface BatchPlacement {
+  decisions: Map<string, PlacementDecision>;
+  /** Each touched node's reservation after the batch. */
+  reserved: Map<string, Reservation>;
+}
+
+function matches(labels: Record<string, string>, selector: Record<string, string> | undefined): boolean {
+  return Object.entries(selector ?? {}).every(([k, v]) => labels[k] === v);
+}
+
+export function placeBatch(reqs: PlacementRequest[], nodes: PlacementNode[], opts: PlacementOptions = defaultPlacementOptions): BatchPlacement {
+  const reserved = new Map<string, Reservation>();
+  const tally = (n: PlacementNode) => reserved.get(n.id) ?? n.reserved;
+  const decisions = new Map<string, PlacementDecision>();
+  for (const req of reqs) {
+    const d = placeOne(req, nodes, tally, opts);
+    decisions.set(req.id, d);
+    if ('node' in d) {
+      const n = nodes.find((x) => x.id === d.node)!;
+      const r = tally(n);
+      reserved.set(n.id, { cpus: r.cpus + req.cpus, memoryMb: r.memoryMb + req.memoryMb, sandboxes: r.sandboxes + 1 });
+    }
   }
-  return out;
+  return { decisions, reserved };
 }
 
-export function place(
+function placeOne(
   req: PlacementRequest,
-  nodes: NodeInfo[],
-  sandboxes: Sandbox[],
-  opts: PlacementOptions = defaultPlacementOptions,
-): string {
-  const reserved = reservations(sandboxes);
-  const candidates: { id: string; freeMem: number; freeCpu: number }[] = [];
+  nodes: PlacementNode[],
+  tally: (n: PlacementNode) => Reservation,
+  opts: PlacementOptions,
+): PlacementDecision {
+  const candidates: { id: string; freeMem: number }[] = [];
   const reasons: string[] = [];
+  let eligible = 0;
   for (const n of nodes) {
-    if (n.status !== 'alive') continue;
     if (!n.runtimes.includes(req.runtime)) {
       reasons.push(`${n.name}: no ${req.runtime} runtime`);
       continue;
     }
-    const r = reserved.get(n.id) ?? { cpus: 0, memoryMb: 0, count: 0 };
-    const freeMem = (n.resources.memoryBytes / 2 ** 20) * opts.memoryFraction - r.memoryMb;
-    const freeCpu = n.resources.cpus * opts.cpuOvercommit - r.cpus;
-    if (req.cpus > n.resources.cpus) reasons.push(`${n.name}: has ${n.resources.cpus} CPUs`);
-    else if (freeMem < req.memoryMb) reasons.push(`${n.name}: ${Math.floor(freeMem)} MiB memory free`);
-    else if (freeCpu < req.cpus) reasons.push(`${n.name}: ${freeCpu} CPUs unreserved`);
-    else candidates.push({ id: n.id, freeMem, freeCpu });
+    if (!matches(n.labels, req.nodeSelector)) {
+      reasons.push(`${n.name}: labels do not match`);
+      continue;
+    }
+    eligible++;
+    const r = tally(n);
+    const freeMem = n.capacity.memoryMb - r.memoryMb;
+    const freeCpu = n.capacity.cpus * opts.cpuOvercommit - r.cpus;
+    if (req.cpus > n.capacity.cpus) reasons.push(`${n.name}: has ${n.capacity.cpus} CPUs`);
+    else if (freeMem < req.memoryMb) reasons.push(`${n.name}: ${Math.max(0, Math.floor(freeMem))} MiB unreserved`);
+    else if (freeCpu < req.cpus) reasons.push(`${n.name}: ${Math.max(0, freeCpu)} CPUs unreserved`);
+    else if (n.capacity.maxSandboxes > 0 && r.sandboxes >= n.capacity.maxSandboxes) reasons.push(`${n.name}: at its limit of ${n.capacity.maxSandboxes} sandboxes`);
+    else candidates.push({ id: n.id, freeMem });
   }
   if (candidates.length === 0) {
-    const why = reasons.length ? reasons.join('; ') : 'no alive nodes';
-    throw new PrismError('RESOURCE_EXHAUSTED', `no node can take a sandbox with ${req.cpus} CPU / ${req.memoryMb} MiB (${why})`);
+    const why = nodes.length === 0 ? 'no alive nodes' : reasons.join('; ');
+    // No node could ever take it (wrong runtime or labels) vs. every fitting node is full right now.
+    const code = eligible === 0 ? 'FAILED_PRECONDITION' : 'RESOURCE_EXHAUSTED';
+    return { error: { code, message: `no node can take a sandbox with ${req.cpus} CPU / ${req.memoryMb} MiB (${why})` } };
   }
   candidates.sort((a, b) => (opts.strategy === 'spread' ? b.freeMem - a.freeMem : a.freeMem - b.freeMem) || a.id.localeCompare(b.id));
-  return candidates[0]!.id;
+  return { node: candidates[0]!.id };
 }

@@ -5,12 +5,8 @@ import type { TaskSpec } from '../runtime/driver.js';
 import { oneImageStore } from '../images/fake/one-image-store.js';
 import { FakeDriver } from '../runtime/fake/fake-driver.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
-import { ExecService } from './exec-service.js';
+import { startNode } from '../daemon/node-wiring.js';
 import { silentLogger } from './logger.js';
-import { NodeAgent } from './node-agent.js';
-import { NodeService } from './node-service.js';
-import { SandboxRepo } from './sandbox-repo.js';
-import { SandboxService } from './sandbox-service.js';
 
 /**
  * Start-up recovery. A "restart" builds a new NodeAgent and services on the same Store and the same
@@ -29,23 +25,22 @@ afterEach(async () => {
 
 /** One daemon's worth of services on `store` and `driver`. */
 async function boot(store: SqliteStore, driver: FakeDriver) {
-  const repo = new SandboxRepo(store);
-  const agent = new NodeAgent(NODE, repo, images, new Map([['oci', driver]]), silentLogger);
-  cleanups.push(() => agent.close());
-  const nodes = new NodeService(
-    { id: NODE, name: 'test-node', address: 'http://127.0.0.1:0', version: 'test', runtimes: ['oci'], defaultRuntime: 'oci', runtimeInfo: [], dataDir: tmpdir() },
-    repo,
-    silentLogger,
-  );
-  await nodes.publish();
-  const sandboxes = new SandboxService(repo, images, agent, { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256 }, silentLogger);
-  const exec = new ExecService(sandboxes, agent, repo, { recordBytes: 1 << 16, recordsPerSandbox: 10, maxTimeoutSec: 3600 }, silentLogger);
+  const node = await startNode({
+    store, id: NODE, name: 'test-node', version: 'test', dataDir: tmpdir(), address: 'http://127.0.0.1:0',
+    images, drivers: new Map([['oci', driver]]), runtimeInfo: [],
+    defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256 },
+    labels: {}, capacity: {}, placement: 'spread', nodeTtlMs: 5000, scheduleTimeoutMs: 5000,
+    execLimits: { recordBytes: 1 << 16, recordsPerSandbox: 10, maxTimeoutSec: 3600 },
+    watchdogMs: 60_000, log: silentLogger,
+  });
+  cleanups.push(() => node.stop());
+  const { repo, agent, sandboxes, exec } = node;
   const run = async (sb: string, argv: string[]) => {
     const out: Buffer[] = [];
     const s = await exec.exec(sb, { argv }, { stdout: (b) => out.push(b), stderr: () => undefined });
     return { ...(await s.done), stdout: Buffer.concat(out).toString() };
   };
-  return { repo, agent, sandboxes, exec, run };
+  return { repo, agent, sandboxes, exec, run, node };
 }
 
 async function fresh() {
@@ -55,10 +50,8 @@ async function fresh() {
   const first = await boot(store, driver);
   /** Simulates a prismd restart: the old agent stops its timers, a new one recovers. */
   const restart = async () => {
-    first.agent.close();
-    const next = await boot(store, driver);
-    await next.agent.recover();
-    return next;
+    await first.node.stop();
+    return boot(store, driver); // startNode recovers
   };
   return { store, driver, first, restart };
 }

@@ -1,7 +1,8 @@
-import { PrismError, asPrismError } from '../core/errors.js';
+import { PrismError, asPrismError, isPrismError } from '../core/errors.js';
 import type { Sandbox, RuntimeName } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { ExecOptions, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec } from '../runtime/driver.js';
+import type { Watch } from '../store/store.js';
 import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import type { SandboxRepo } from './sandbox-repo.js';
@@ -44,10 +45,70 @@ export class NodeAgent {
     return h;
   }
 
-  /** Creates and starts the task of a new sandbox. On failure nothing is left behind. */
-  async create(sb: Sandbox): Promise<{ imageDigest: string }> {
+  private assignments?: Watch;
+  private readonly launching = new Set<string>();
+
+  /**
+   * Runs what placement assigns to this node: every record that names this node in `scheduled` is
+   * created here, whether it was placed before this call (the initial listing) or after (the watch,
+   * which resumes from its revision after a store disconnect). Call after `recover`.
+   */
+  async watchAssignments(): Promise<void> {
+    const rev = await this.repo.revision();
+    this.assignments = this.repo.watchSandboxes(rev, (_id, sb) => {
+      if (sb?.node === this.nodeId && sb.status === 'scheduled') this.launch(sb.id);
+    }, (e) => {
+      this.log.warn({ err: e }, 'assignment watch failed: resynchronising');
+      this.assignments?.close();
+      void this.watchAssignments().catch((err) => this.log.error({ err }, 'assignment resync failed'));
+    });
+    for (const sb of await this.repo.listSandboxes()) {
+      if (sb.node === this.nodeId && sb.status === 'scheduled') this.launch(sb.id);
+    }
+  }
+
+  private launch(id: string): void {
+    if (this.launching.has(id)) return;
+    this.launching.add(id);
+    this.runAssignment(id)
+      .catch((e) => this.log.error({ err: e, sandbox: id }, 'running an assignment failed'))
+      .finally(() => this.launching.delete(id));
+  }
+
+  /** scheduled -> starting -> running, or -> failed (with the create's error code) leaving no task behind. */
+  private async runAssignment(id: string): Promise<void> {
+    let sb: Sandbox;
+    try {
+      sb = await this.repo.update(id, (s) => (s.node === this.nodeId && s.status === 'scheduled' ? { ...s, status: 'starting' } : undefined));
+    } catch (e) {
+      if (isPrismError(e, 'NOT_FOUND')) return; // deleted before we got to it
+      throw e;
+    }
+    if (sb.status !== 'starting' || sb.node !== this.nodeId) return;
+    try {
+      const made = await this.create(sb);
+      const startedAt = new Date().toISOString();
+      await this.repo.update(id, (s) => {
+        const next: Sandbox = { ...s, status: 'running', imageDigest: made.imageDigest, workdir: made.workdir, startedAt };
+        if (made.user) next.user = made.user;
+        return next;
+      });
+      this.armTtl({ ...sb, startedAt });
+    } catch (e) {
+      const err = asPrismError(e, 'INTERNAL', 'creating the sandbox');
+      this.log.warn({ sandbox: id, err }, 'sandbox create failed: cleaning up');
+      await this.destroy(sb).catch(() => undefined);
+      await this.repo
+        .update(id, (s) => ({ ...s, status: 'failed', error: { code: err.code, message: err.message } }))
+        .catch((e2) => this.log.warn({ err: e2, sandbox: id }, 'recording a failed create failed'));
+    }
+  }
+
+  /** Creates and starts the task of a new sandbox (pulling its image if needed). On failure nothing is left behind. */
+  async create(sb: Sandbox): Promise<{ imageDigest: string; workdir: string; user?: string }> {
     return this.lock.run(sb.id, async () => {
       const driver = this.driver(sb.runtime);
+      await this.images.ensure(sb.image);
       const rootfs = await this.images.rootfs(sb.image);
       const cfg = rootfs.image.config;
       const env: Record<string, string> = {};
@@ -66,7 +127,8 @@ export class NodeAgent {
         memoryMb: sb.memoryMb,
         pidsLimit: sb.pidsLimit,
       };
-      if (sb.user) spec.user = sb.user; // the request's or the image's User, chosen at create
+      const user = sb.user || cfg.user;
+      if (user) spec.user = user; // the request's or the image's User
       const handle = await driver.create(spec);
       try {
         await this.repo.putHandle(this.nodeId, handle);
@@ -75,8 +137,7 @@ export class NodeAgent {
         throw asPrismError(e, 'INTERNAL', 'saving the task handle');
       }
       this.handles.set(sb.id, handle);
-      this.armTtl(sb);
-      return { imageDigest: rootfs.image.digest };
+      return { imageDigest: rootfs.image.digest, workdir: spec.workdir, ...(user ? { user } : {}) };
     });
   }
 
@@ -170,8 +231,44 @@ export class NodeAgent {
     }
   }
 
+  /**
+   * After this node rejoins the cluster (its lease had run out while it kept running): sandboxes
+   * deleted meanwhile are destroyed here, and ones marked `lost` take the state their task is in.
+   */
+  async reconcileAfterRejoin(): Promise<void> {
+    for (const h of await this.repo.listHandles(this.nodeId)) {
+      await this.lock.run(h.id, async () => {
+        const cur = await this.repo.getSandbox(h.id);
+        const driver = this.drivers.get(h.runtime);
+        if (!cur || cur.value.node !== this.nodeId) {
+          this.log.warn({ sandbox: h.id }, 'sandbox deleted while this node was away: destroying its task');
+          this.disarmTtl(h.id);
+          if (driver) await driver.destroy(h);
+          this.handles.delete(h.id);
+          await this.repo.deleteHandle(this.nodeId, h.id);
+          return;
+        }
+        if (cur.value.status !== 'lost') return;
+        const state = driver ? await driver.inspect(h) : 'gone';
+        await this.repo.update(h.id, (s) => {
+          if (s.status !== 'lost') return undefined;
+          if (state === 'gone') return { ...s, status: 'failed', error: { code: 'LOST', message: 'the task was gone when its node rejoined the cluster' } };
+          const next: Sandbox = { ...s, status: state === 'running' ? 'running' : 'stopped' };
+          delete next.error;
+          return next;
+        });
+      }).catch((e) => this.log.error({ err: e, sandbox: h.id }, 'reconciling after rejoin failed'));
+    }
+    for (const sb of await this.repo.listSandboxes()) {
+      if (sb.node === this.nodeId && sb.status === 'lost' && !(await this.repo.getHandle(this.nodeId, sb.id))) {
+        await this.settleWithoutTask(sb).catch((e) => this.log.error({ err: e, sandbox: sb.id }, 'reconciling after rejoin failed'));
+      }
+    }
+  }
+
   /** A record of this node with no task handle: a create cut short, a delete cut short, or a lost task. */
   private async settleWithoutTask(sb: Sandbox): Promise<void> {
+    if (sb.status === 'scheduled') return; // placed while we were away: watchAssignments creates it
     if (sb.status === 'deleting' || !sb.imageDigest) {
       this.log.warn({ sandbox: sb.id, status: sb.status }, 'removing a sandbox whose create or delete was cut short');
       await this.repo.deleteSandbox(sb);
@@ -212,10 +309,17 @@ export class NodeAgent {
       await this.markLost(sb.id, 'the task is gone');
       return;
     }
-    const wanted = sb.status === 'running' || sb.status === 'starting';
+    // `lost`: the cluster gave up on this node while it was away; whatever still runs is kept.
+    const wanted = sb.status === 'running' || sb.status === 'starting' || sb.status === 'lost';
     if (state === 'running' && wanted) {
       this.log.info({ sandbox: sb.id }, 'reattached to running sandbox');
-      if (sb.status !== 'running') await this.repo.update(sb.id, (s) => ({ ...s, status: 'running' }));
+      if (sb.status !== 'running') {
+        await this.repo.update(sb.id, (s) => {
+          const next: Sandbox = { ...s, status: 'running' };
+          if (s.status === 'lost') delete next.error;
+          return next;
+        });
+      }
       this.armTtl(sb);
       return;
     }
@@ -272,6 +376,7 @@ export class NodeAgent {
 
   /** Stops timers; tasks keep running so that a restarted daemon can reattach. */
   close(): void {
+    this.assignments?.close();
     clearInterval(this.watchdog);
     for (const id of [...this.ttlTimers.keys()]) this.disarmTtl(id);
   }

@@ -1,7 +1,7 @@
 import { readFile, statfs } from 'node:fs/promises';
 import os from 'node:os';
 import { PrismError } from '../core/errors.js';
-import type { NodeInfo, NodeResources, RuntimeName, RuntimeProbeInfo, SandboxStatus } from '../core/types.js';
+import type { NodeCapacity, NodeInfo, NodeResources, RuntimeName, RuntimeProbeInfo, SandboxStatus } from '../core/types.js';
 import type { Logger } from './logger.js';
 import type { SandboxRepo } from './sandbox-repo.js';
 
@@ -14,10 +14,30 @@ export interface NodeIdentity {
   defaultRuntime: RuntimeName;
   runtimeInfo: RuntimeProbeInfo[];
   dataDir: string;
+  labels: Record<string, string>;
+  /** Overrides of what this node offers to sandboxes; absent fields are measured. */
+  capacity: Partial<NodeCapacity>;
+}
+
+/** Busy share of all CPUs since the previous sample, from /proc/stat (the first sample: since boot). */
+class CpuSampler {
+  private prev?: { busy: number; total: number };
+
+  async sample(): Promise<number> {
+    const line = (await readFile('/proc/stat', 'utf8')).split('\n', 1)[0] ?? '';
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    const idle = (f[3] ?? 0) + (f[4] ?? 0);
+    const total = f.reduce((a, b) => a + b, 0);
+    const cur = { busy: total - idle, total };
+    const base = this.prev ?? { busy: 0, total: 0 };
+    this.prev = cur;
+    const dt = cur.total - base.total;
+    return dt > 0 ? Math.round(((cur.busy - base.busy) / dt) * 1000) / 10 : 0;
+  }
 }
 
 /** Real figures for this host: cores, memory (MemAvailable), disk of the data dir, load. */
-export async function measureResources(dataDir: string): Promise<NodeResources> {
+export async function measureResources(dataDir: string, cpu?: CpuSampler): Promise<NodeResources> {
   const meminfo = await readFile('/proc/meminfo', 'utf8');
   const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(meminfo)?.[1] ?? 0) * 1024;
   const total = kb('MemTotal') || os.totalmem();
@@ -30,6 +50,7 @@ export async function measureResources(dataDir: string): Promise<NodeResources> 
     diskBytes: fs.blocks * fs.bsize,
     diskUsedBytes: (fs.blocks - fs.bfree) * fs.bsize,
     load1: os.loadavg()[0] ?? 0,
+    cpuPercent: cpu ? await cpu.sample() : 0,
   };
 }
 
@@ -40,6 +61,7 @@ export async function measureResources(dataDir: string): Promise<NodeResources> 
 export class NodeService {
   private timer?: NodeJS.Timeout;
   private readonly startedAt = new Date();
+  private readonly cpu = new CpuSampler();
 
   constructor(
     private readonly self: NodeIdentity,
@@ -62,17 +84,26 @@ export class NodeService {
 
   async publish(): Promise<NodeInfo> {
     const sandboxes = (await this.repo.listSandboxes()).filter((s) => s.node === this.self.id).length;
+    const resources = await measureResources(this.self.dataDir, this.cpu);
     const now = new Date().toISOString();
     const info: NodeInfo = {
       id: this.self.id,
       name: this.self.name,
       address: this.self.address,
       status: 'alive',
+      labels: this.self.labels,
+      capacity: {
+        cpus: this.self.capacity.cpus ?? resources.cpus,
+        // Leave a tenth of the host's memory to the host itself unless told otherwise.
+        memoryMb: this.self.capacity.memoryMb ?? Math.floor((resources.memoryBytes / 2 ** 20) * 0.9),
+        maxSandboxes: this.self.capacity.maxSandboxes ?? 0,
+      },
+      reserved: { cpus: 0, memoryMb: 0, sandboxes: 0 }, // joined from the reservation key on read
       version: this.self.version,
       runtimes: this.self.runtimes,
       defaultRuntime: this.self.defaultRuntime,
       runtimeInfo: this.self.runtimeInfo,
-      resources: await measureResources(this.self.dataDir),
+      resources,
       sandboxes,
       startedAt: this.startedAt.toISOString(),
       heartbeatAt: now,
@@ -86,22 +117,34 @@ export class NodeService {
   }
 
   async get(idOrName: string): Promise<NodeInfo> {
-    if (idOrName === this.self.id || idOrName === this.self.name) return this.publish();
+    if (idOrName === this.self.id || idOrName === this.self.name) await this.publish();
     const n = (await this.repo.listNodes()).find((x) => x.id === idOrName || x.name === idOrName);
     if (!n) throw new PrismError('NOT_FOUND', `node '${idOrName}' not found`);
     return n;
   }
 
+  /** Forgets a dead node's record (its sandboxes must be deleted first). */
+  async remove(idOrName: string): Promise<void> {
+    const n = await this.get(idOrName);
+    if (n.status === 'alive') throw new PrismError('FAILED_PRECONDITION', `node '${n.name}' is alive; stop its prismd first`);
+    const left = (await this.repo.listSandboxes()).filter((s) => s.node === n.id).length;
+    if (left) throw new PrismError('FAILED_PRECONDITION', `node '${n.name}' still has ${left} sandboxes; delete them first`);
+    await this.repo.deleteNode(n.id);
+  }
+
   async clusterInfo() {
-    const [nodes, sandboxes] = await Promise.all([this.repo.listNodes(), this.repo.listSandboxes()]);
+    const [nodes, sandboxes, leader] = await Promise.all([this.repo.listNodes(), this.repo.listSandboxes(), this.repo.leader()]);
     const byStatus: Partial<Record<SandboxStatus, number>> = {};
     for (const s of sandboxes) byStatus[s.status] = (byStatus[s.status] ?? 0) + 1;
+    const leaderNode = nodes.find((n) => n.id === leader?.node);
     return {
       version: this.self.version,
+      node: this.self.id,
       nodes: nodes.length,
       nodesAlive: nodes.filter((n) => n.status === 'alive').length,
-      // A single node leads itself; the etcd backend elects one.
-      leader: this.self.id,
+      nodesDead: nodes.filter((n) => n.status === 'dead').length,
+      leader: leader?.node ?? '',
+      leaderName: leaderNode?.name ?? '',
       uptimeSec: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
       sandboxes: { total: sandboxes.length, byStatus },
     };

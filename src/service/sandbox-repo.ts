@@ -1,7 +1,7 @@
 import { PrismError, isPrismError } from '../core/errors.js';
-import type { ExecRecord, NodeInfo, Sandbox } from '../core/types.js';
+import type { ExecRecord, NodeInfo, Reservation, Sandbox } from '../core/types.js';
 import type { TaskHandle } from '../runtime/driver.js';
-import type { CommitOp, KeyValue, Store } from '../store/store.js';
+import type { CommitOp, KeyValue, Lease, Store, Watch } from '../store/store.js';
 
 /**
  * Key layout of Prism's state in the Store, and typed access to it. Every sandbox transition is a
@@ -13,6 +13,14 @@ const K = {
   name: (name: string) => `/prism/names/${name}`,
   node: (id: string) => `/prism/nodes/${id}`,
   nodes: '/prism/nodes/',
+  /** Held under the node's lease: present while the node is alive. */
+  member: (id: string) => `/prism/members/${id}`,
+  members: '/prism/members/',
+  /** Held under the leader's lease; its modRevision is the leader's term. */
+  leader: '/prism/leader',
+  /** What placement reserved on a node; only placement adds to it, only deletes take from it. */
+  reservation: (node: string) => `/prism/reservations/${node}`,
+  reservations: '/prism/reservations/',
   handle: (node: string, id: string) => `/prism/handles/${node}/${id}`,
   handles: (node: string) => `/prism/handles/${node}/`,
   exec: (sb: string, seq: number) => `/prism/execs/${sb}/${String(seq).padStart(12, '0')}`,
@@ -38,6 +46,10 @@ export class SandboxRepo {
 
   async idForName(name: string): Promise<string | undefined> {
     return (await this.store.get(K.name(name)))?.value;
+  }
+
+  async listSandboxesVersioned(): Promise<Versioned<Sandbox>[]> {
+    return (await this.store.list(K.sandboxes)).map((kv) => parse<Sandbox>(kv));
   }
 
   async listSandboxes(): Promise<Sandbox[]> {
@@ -80,14 +92,58 @@ export class SandboxRepo {
     throw new PrismError('CONFLICT', `sandbox '${id}' is being changed concurrently; try again`, { retryable: true });
   }
 
-  /** Removes the record, its name, its handle and its exec records. */
-  async deleteSandbox(sb: Sandbox): Promise<void> {
-    const ops: CommitOp[] = [
-      { op: 'delete', key: K.sandbox(sb.id) },
-      { op: 'delete', key: K.name(sb.name) },
-      { op: 'delete', key: K.handle(sb.node, sb.id) },
-    ];
-    for (const kv of await this.store.list(K.execs(sb.id))) ops.push({ op: 'delete', key: kv.key });
+  /**
+   * Removes the record, its name, its handle and its exec records, and returns the capacity placement
+   * reserved for it to its node, all in one commit (retried when the reservation changed meanwhile).
+   */
+  async deleteSandbox(sb: Sandbox, onlyIf: (cur: Sandbox) => boolean = () => true): Promise<boolean> {
+    const execs = await this.store.list(K.execs(sb.id));
+    for (let attempt = 0; ; attempt++) {
+      const cur = await this.getSandbox(sb.id);
+      if (!cur || !onlyIf(cur.value)) return false;
+      const rec = cur.value;
+      const ops: CommitOp[] = [
+        { op: 'delete', key: K.sandbox(rec.id), expectRevision: cur.revision },
+        { op: 'delete', key: K.name(rec.name) },
+        { op: 'delete', key: K.handle(rec.node, rec.id) },
+        ...execs.map((kv): CommitOp => ({ op: 'delete', key: kv.key })),
+      ];
+      if (rec.node) {
+        const r = await this.getReservation(rec.node);
+        const left: Reservation = {
+          cpus: Math.max(0, r.value.cpus - rec.cpus),
+          memoryMb: Math.max(0, r.value.memoryMb - rec.memoryMb),
+          sandboxes: Math.max(0, r.value.sandboxes - 1),
+        };
+        ops.push({ op: 'put', key: K.reservation(rec.node), value: JSON.stringify(left), expectRevision: r.revision });
+      }
+      try {
+        await this.store.commit(ops);
+        return true;
+      } catch (e) {
+        if (!isPrismError(e, 'CONFLICT') || attempt >= 50) throw e;
+      }
+    }
+  }
+
+  async getReservation(node: string): Promise<Versioned<Reservation>> {
+    const kv = await this.store.get(K.reservation(node));
+    return kv ? parse<Reservation>(kv) : { value: { cpus: 0, memoryMb: 0, sandboxes: 0 }, revision: 0 };
+  }
+
+  /**
+   * The scheduler's one transaction per batch: every placed (or refused) sandbox moves on from the
+   * revision the scheduler read, every touched node's reservation grows from the revision it read, and
+   * the leader key must still be the one this leader wrote. CONFLICT when any of it changed.
+   */
+  async commitPlacement(
+    leaderRevision: number,
+    sandboxes: Versioned<Sandbox>[],
+    reservations: { node: string; value: Reservation; revision: number }[],
+  ): Promise<void> {
+    const ops: CommitOp[] = [{ op: 'check', key: K.leader, expectRevision: leaderRevision }];
+    for (const s of sandboxes) ops.push({ op: 'put', key: K.sandbox(s.value.id), value: JSON.stringify(s.value), expectRevision: s.revision });
+    for (const r of reservations) ops.push({ op: 'put', key: K.reservation(r.node), value: JSON.stringify(r.value), expectRevision: r.revision });
     await this.store.commit(ops);
   }
 
@@ -108,12 +164,101 @@ export class SandboxRepo {
     return (await this.store.list(K.handles(node))).map((kv) => JSON.parse(kv.value) as TaskHandle);
   }
 
-  async putNode(node: NodeInfo, lease?: string): Promise<void> {
-    await this.store.put(K.node(node.id), JSON.stringify(node), lease ? { lease } : undefined);
+  async putNode(node: NodeInfo): Promise<void> {
+    await this.store.put(K.node(node.id), JSON.stringify(node));
   }
 
+  async deleteNode(id: string): Promise<void> {
+    await this.store.commit([{ op: 'delete', key: K.node(id) }, { op: 'delete', key: K.reservation(id) }]);
+  }
+
+  /** Node records with their liveness (a member key under a live lease) and reservations joined in. */
   async listNodes(): Promise<NodeInfo[]> {
-    return (await this.store.list(K.nodes)).map((kv) => parse<NodeInfo>(kv).value);
+    const [records, members, reservations] = await Promise.all([
+      this.store.list(K.nodes),
+      this.store.list(K.members),
+      this.store.list(K.reservations),
+    ]);
+    const alive = new Set(members.map((kv) => kv.key.slice(K.members.length)));
+    const reserved = new Map(reservations.map((kv) => [kv.key.slice(K.reservations.length), JSON.parse(kv.value) as Reservation]));
+    return records.map((kv) => {
+      const n = JSON.parse(kv.value) as NodeInfo;
+      return {
+        ...n,
+        status: alive.has(n.id) ? 'alive' : 'dead',
+        reserved: reserved.get(n.id) ?? { cpus: 0, memoryMb: 0, sandboxes: 0 },
+      };
+    });
+  }
+
+  /** Announces the node alive for as long as `lease` lives. */
+  async putMember(id: string, address: string, lease: Lease): Promise<void> {
+    await this.store.put(K.member(id), JSON.stringify({ address, at: new Date().toISOString() }), { lease: lease.id });
+  }
+
+  async isMember(id: string): Promise<boolean> {
+    return (await this.store.get(K.member(id))) !== undefined;
+  }
+
+  /** Takes leadership if nobody holds it; returns the term (the leader key's revision) or undefined. */
+  async campaign(nodeId: string, lease: Lease): Promise<number | undefined> {
+    try {
+      return await this.store.put(K.leader, nodeId, { expectRevision: 0, lease: lease.id });
+    } catch (e) {
+      if (isPrismError(e, 'CONFLICT')) return undefined;
+      throw e;
+    }
+  }
+
+  /** Moves the leader key from a dead incarnation of `nodeId` to its new lease. */
+  async takeOverLeadership(nodeId: string, lease: Lease, revision: number): Promise<number | undefined> {
+    try {
+      return await this.store.put(K.leader, nodeId, { expectRevision: revision, lease: lease.id });
+    } catch (e) {
+      if (isPrismError(e, 'CONFLICT')) return undefined;
+      throw e;
+    }
+  }
+
+  grantLease(ttlMs: number): Promise<Lease> {
+    return this.store.grantLease(ttlMs);
+  }
+
+  async leader(): Promise<{ node: string; revision: number } | undefined> {
+    const kv = await this.store.get(K.leader);
+    return kv && { node: kv.value, revision: kv.modRevision };
+  }
+
+  /** Gives up leadership if `term` is still the current one. */
+  async resign(term: number): Promise<void> {
+    await this.store.delete(K.leader, { expectRevision: term }).catch(() => undefined);
+  }
+
+  async revision(): Promise<number> {
+    return this.store.revision();
+  }
+
+  /** Every change to sandbox records after `fromRevision`; `sb` is absent for deletes. */
+  watchSandboxes(
+    fromRevision: number,
+    onChange: (id: string, sb: Sandbox | undefined, revision: number) => void,
+    onError?: (e: PrismError) => void,
+  ): Watch {
+    return this.store.watch(K.sandboxes, fromRevision, (e) => {
+      const id = e.key.slice(K.sandboxes.length);
+      onChange(id, e.type === 'put' ? (JSON.parse(e.value!) as Sandbox) : undefined, e.revision);
+    }, onError);
+  }
+
+  /** Liveness changes: `alive` false when a node's lease ran out or it left. */
+  watchMembers(fromRevision: number, onChange: (node: string, alive: boolean) => void, onError?: (e: PrismError) => void): Watch {
+    return this.store.watch(K.members, fromRevision, (e) => onChange(e.key.slice(K.members.length), e.type === 'put'), onError);
+  }
+
+  watchLeader(fromRevision: number, onChange: (leader: string | undefined) => void, onError?: (e: PrismError) => void): Watch {
+    return this.store.watch(K.leader, fromRevision, (e) => {
+      if (e.key === K.leader) onChange(e.type === 'put' ? e.value : undefined);
+    }, onError);
   }
 
   /**

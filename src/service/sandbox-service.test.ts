@@ -5,12 +5,10 @@ import type { ExecRecord, ExecResult } from '../core/types.js';
 import { oneImageStore } from '../images/fake/one-image-store.js';
 import { FakeDriver } from '../runtime/fake/fake-driver.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
-import { ExecService, type ExecLimits, type ExecRequest } from './exec-service.js';
+import { startNode } from '../daemon/node-wiring.js';
+import type { ExecLimits, ExecRequest, ExecService } from './exec-service.js';
 import { silentLogger } from './logger.js';
-import { NodeAgent } from './node-agent.js';
-import { NodeService } from './node-service.js';
-import { SandboxRepo } from './sandbox-repo.js';
-import { SandboxService, type CreateSandboxRequest } from './sandbox-service.js';
+import type { CreateSandboxRequest } from './sandbox-service.js';
 
 const NODE = 'node-test';
 const IMAGE = 'prism.local/base:test';
@@ -25,20 +23,19 @@ afterEach(async () => {
 
 async function setup(limits: Partial<ExecLimits> = {}) {
   const store = SqliteStore.open(':memory:');
-  const repo = new SandboxRepo(store);
   const driver = new FakeDriver();
-  const agent = new NodeAgent(NODE, repo, images, new Map([['oci', driver]]), silentLogger);
-  const nodes = new NodeService(
-    { id: NODE, name: 'test-node', address: 'http://127.0.0.1:0', version: 'test', runtimes: ['oci'], defaultRuntime: 'oci', runtimeInfo: [], dataDir: tmpdir() },
-    repo,
-    silentLogger,
-  );
-  cleanups.push(() => store.close(), () => agent.close());
-  const node = await nodes.publish();
-  const sandboxes = new SandboxService(repo, images, agent, { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256 }, silentLogger);
-  const exec = new ExecService(sandboxes, agent, repo, { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600, ...limits }, silentLogger);
+  const node = await startNode({
+    store, id: NODE, name: 'test-node', version: 'test', dataDir: tmpdir(), address: 'http://127.0.0.1:0',
+    images, drivers: new Map([['oci', driver]]), runtimeInfo: [],
+    defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256 },
+    labels: {}, capacity: {}, placement: 'spread', nodeTtlMs: 5000, scheduleTimeoutMs: 5000,
+    execLimits: { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600, ...limits },
+    watchdogMs: 60_000, log: silentLogger,
+  });
+  cleanups.push(() => store.close(), () => node.stop());
+  const { repo, agent, sandboxes, exec } = node;
   const run = (sb: string, argv: string[], req: Partial<ExecRequest> = {}) => runExec(exec, sb, { argv, ...req });
-  return { store, repo, driver, agent, node, sandboxes, exec, run };
+  return { store, repo, driver, agent, node: await node.nodes.publish(), sandboxes, exec, run };
 }
 
 async function runExec(exec: ExecService, sb: string, req: ExecRequest): Promise<ExecResult & { stdout: string; stderr: string }> {
@@ -54,6 +51,11 @@ async function codeOf(p: Promise<unknown>): Promise<ErrorCode | string | undefin
     () => undefined,
     (e: unknown) => (e instanceof PrismError ? e.code : `not a PrismError: ${String(e)}`),
   );
+}
+
+/** Keys of sandbox state (records, names, handles, exec records), leaving out node and cluster keys. */
+async function sandboxKeys(store: SqliteStore): Promise<string[]> {
+  return (await store.list('/prism/')).map((kv) => kv.key).filter((k) => /^\/prism\/(sandboxes|names|handles|execs)\//.test(k));
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -124,19 +126,24 @@ describe('SandboxService.create', () => {
       { workdir: 'relative/dir' },
     ];
     for (const req of bad) expect(await codeOf(sandboxes.create(req)), JSON.stringify(req)).toBe('INVALID_ARGUMENT');
-    expect(await codeOf(sandboxes.create({ runtime: 'microvm' }))).toBe('FAILED_PRECONDITION');
     expect(await store.revision()).toBe(before);
+    // Valid but impossible: placement refuses it, and the record it wrote is gone again.
+    const keys = await sandboxKeys(store);
+    expect(await codeOf(sandboxes.create({ runtime: 'microvm' }))).toBe('FAILED_PRECONDITION');
+    expect(await sandboxKeys(store)).toEqual(keys);
     expect(await driver.listTasks()).toEqual([]);
     // The longest valid name is accepted.
     expect((await sandboxes.create({ name: 'a'.repeat(63) })).status).toBe('running');
   });
 
-  it('answers NOT_FOUND for an unknown image and writes nothing', async () => {
-    const { sandboxes, store, driver } = await setup();
-    const before = await store.revision();
+  it('answers NOT_FOUND for an unknown image and leaves nothing behind', async () => {
+    const { sandboxes, store, driver, repo } = await setup();
+    const before = await sandboxKeys(store);
     expect(await codeOf(sandboxes.create({ name: 'x', image: 'nosuch:latest' }))).toBe('NOT_FOUND');
-    expect(await store.revision()).toBe(before);
+    expect(await sandboxKeys(store)).toEqual(before);
+    expect((await repo.getReservation(NODE)).value).toEqual({ cpus: 0, memoryMb: 0, sandboxes: 0 });
     expect(await driver.listTasks()).toEqual([]);
+    expect(await codeOf(sandboxes.create({ image: 'bad ref!' }))).toBe('INVALID_ARGUMENT');
   });
 
   it('leaves no record, handle, task or name behind when the driver fails', async () => {
@@ -159,12 +166,12 @@ describe('SandboxService.create', () => {
     const memoryMb = 262144;
     // Placement lets sandboxes reserve 90% of the node's memory; a machine with more cannot show this.
     if (node.resources.memoryBytes / 2 ** 20 * 0.9 >= memoryMb) ctx.skip();
-    const before = (await store.list('/')).map((kv) => kv.key);
+    const before = await sandboxKeys(store);
     const err = await sandboxes.create({ name: 'huge', memoryMb }).catch((e: unknown) => e as PrismError);
     expect(err).toBeInstanceOf(PrismError);
     expect((err as PrismError).code).toBe('RESOURCE_EXHAUSTED');
-    expect((err as PrismError).message).toContain('MiB memory free');
-    expect((await store.list('/')).map((kv) => kv.key)).toEqual(before);
+    expect((err as PrismError).message).toContain('MiB unreserved');
+    expect(await sandboxKeys(store)).toEqual(before);
   });
 });
 

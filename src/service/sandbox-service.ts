@@ -1,10 +1,10 @@
-import { PrismError, asPrismError } from '../core/errors.js';
+import { PrismError, asPrismError, isErrorCode } from '../core/errors.js';
 import { NAME_PATTERN, newSandboxId, readableName } from '../core/ids.js';
 import type { RuntimeName, Sandbox, SandboxStatus } from '../core/types.js';
-import type { ImageStore } from '../images/image-store.js';
-import { place } from '../scheduler/placement.js';
+import { parseReference } from '../images/reference.js';
 import type { Logger } from './logger.js';
 import type { NodeAgent } from './node-agent.js';
+import type { SandboxEvents } from './sandbox-events.js';
 import type { SandboxRepo } from './sandbox-repo.js';
 
 export interface CreateSandboxRequest {
@@ -18,7 +18,18 @@ export interface CreateSandboxRequest {
   workdir?: string;
   timeoutSec?: number;
   user?: string;
+  nodeSelector?: Record<string, string>;
 }
+
+export interface CreateTimeouts {
+  /** How long a create waits for a scheduler to place it before failing with UNAVAILABLE. */
+  scheduleMs: number;
+  /** How long a create waits for its node to start it (an image pull included). */
+  startMs: number;
+}
+
+/** Where a sandbox's task lives, for requests that must run on that node. */
+export type SandboxLocation = { local: true; sandbox: Sandbox } | { local: false; sandbox: Sandbox; node: string; address: string; alive: boolean };
 
 export interface SandboxDefaults {
   image: string;
@@ -38,10 +49,11 @@ const ENV_KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export class SandboxService {
   constructor(
     private readonly repo: SandboxRepo,
-    private readonly images: ImageStore,
+    private readonly events: SandboxEvents,
     private readonly agent: NodeAgent,
     private readonly defaults: SandboxDefaults,
     private readonly log: Logger,
+    private readonly timeouts: CreateTimeouts = { scheduleMs: 30_000, startMs: 15 * 60_000 },
   ) {
     agent.onTtlExpired = (id) => {
       this.log.info({ sandbox: id }, 'sandbox timeout reached: stopping');
@@ -75,54 +87,65 @@ export class SandboxService {
     if (req.workdir !== undefined && req.workdir !== '' && !req.workdir.startsWith('/')) {
       throw new PrismError('INVALID_ARGUMENT', `workdir must be an absolute path, got '${req.workdir}'`);
     }
-    if (req.runtime && !this.agent.runtimes().includes(req.runtime)) {
-      throw new PrismError('FAILED_PRECONDITION', `runtime '${req.runtime}' is not available here (available: ${this.agent.runtimes().join(', ')})`);
-    }
+    if (req.image !== undefined) parseReference(req.image); // INVALID_ARGUMENT before anything is written
   }
 
-  /** Creates a sandbox and resolves once it is running. On failure nothing is left behind. */
+  /**
+   * Creates a sandbox and resolves once it is running. The record goes in as `pending`; the scheduler
+   * leader places it; the chosen node creates it (pulling the image there). On failure nothing is left
+   * behind: the record is removed and the node's error code is the call's.
+   */
   async create(req: CreateSandboxRequest): Promise<Sandbox> {
     this.validate(req);
-    const image = req.image ?? this.defaults.image;
-    // Present, or pulled now; NOT_FOUND and registry errors come before anything is written.
-    const imageRecord = await this.images.ensure(image);
-    const id = newSandboxId();
     const sb: Sandbox = {
-      id,
-      name: req.name ?? `${readableName()}`,
+      id: newSandboxId(),
+      name: req.name ?? readableName(),
       status: 'pending',
       node: '',
-      image,
+      image: req.image ?? this.defaults.image,
       runtime: req.runtime ?? this.defaults.runtime,
       cpus: req.cpus ?? this.defaults.cpus,
       memoryMb: req.memoryMb ?? this.defaults.memoryMb,
       pidsLimit: req.pidsLimit ?? this.defaults.pidsLimit,
       env: req.env ?? {},
-      // The effective directory, so the record says where commands run.
-      workdir: req.workdir || imageRecord.config.workingDir || '/',
+      // Empty until the node resolves it against the image; then the record says where commands run.
+      workdir: req.workdir ?? '',
       timeoutSec: req.timeoutSec ?? 0,
       createdAt: new Date().toISOString(),
     };
-    const user = req.user || imageRecord.config.user;
-    if (user) sb.user = user;
+    if (req.user) sb.user = req.user;
+    if (req.nodeSelector && Object.keys(req.nodeSelector).length) sb.nodeSelector = req.nodeSelector;
     await this.repo.createSandbox(sb);
-    try {
-      const [nodes, all] = await Promise.all([this.repo.listNodes(), this.repo.listSandboxes()]);
-      const node = place(sb, nodes, all);
-      if (node !== this.agent.nodeId) {
-        throw new PrismError('UNAVAILABLE', `sandbox placed on node ${node}, which this node cannot reach yet`);
+    const placed = await this.events.waitFor(sb.id, (s) => s?.status !== 'pending', this.timeouts.scheduleMs);
+    if (placed?.status === 'pending') {
+      const removed = await this.repo.deleteSandbox(sb, (s) => s.status === 'pending');
+      if (removed) {
+        throw new PrismError('UNAVAILABLE', `no scheduler placed the sandbox within ${Math.round(this.timeouts.scheduleMs / 1000)} s (is a leader elected? see 'prismctl info'); try again`, { retryAfterSec: 5 });
       }
-      await this.transition(id, 'scheduled', (s) => ({ ...s, node }));
-      await this.transition(id, 'starting');
-      const { imageDigest } = await this.agent.create({ ...sb, node });
-      return await this.transition(id, 'running', (s) => ({ ...s, imageDigest, startedAt: new Date().toISOString() }));
-    } catch (e) {
-      const err = asPrismError(e, 'INTERNAL', 'creating the sandbox');
-      this.log.warn({ sandbox: id, err }, 'sandbox create failed: cleaning up');
-      const cur = await this.repo.getSandbox(id);
-      if (cur?.value.node) await this.agent.destroy(cur.value).catch(() => undefined);
-      if (cur) await this.repo.deleteSandbox(cur.value);
-      throw err;
+    }
+    const done = await this.events.waitFor(sb.id, (s) => !s || ['running', 'failed', 'lost', 'stopped'].includes(s.status), this.timeouts.startMs);
+    if (done?.status === 'running' || done?.status === 'stopped') return done;
+    if (!done) throw new PrismError('UNAVAILABLE', `sandbox '${sb.name}' was removed while it was being created; try again`, { retryAfterSec: 1 });
+    if (done.status === 'failed' || done.status === 'lost') {
+      await this.repo.deleteSandbox(done).catch((e) => this.log.warn({ err: e, sandbox: sb.id }, 'removing a failed sandbox failed'));
+      const code = done.error && isErrorCode(done.error.code) ? done.error.code : 'UNAVAILABLE';
+      throw new PrismError(code, done.error?.message ?? `creating sandbox '${sb.name}' failed`);
+    }
+    throw new PrismError('DEADLINE_EXCEEDED', `sandbox '${sb.name}' is still ${done.status} after ${Math.round(this.timeouts.startMs / 1000)} s; it is kept: watch it with 'prismctl sandbox info'`);
+  }
+
+  /** Where the sandbox's task runs: here, or on which node (and whether that node is alive). */
+  async locate(idOrName: string): Promise<SandboxLocation> {
+    const sb = await this.get(idOrName);
+    if (!sb.node || sb.node === this.agent.nodeId) return { local: true, sandbox: sb };
+    const node = (await this.repo.listNodes()).find((n) => n.id === sb.node);
+    return { local: false, sandbox: sb, node: node?.name ?? sb.node, address: node?.address ?? '', alive: node?.status === 'alive' };
+  }
+
+  /** Lifecycle calls for another node's sandbox reach this node only when that node is gone. */
+  private requireLocal(sb: Sandbox, what: string): void {
+    if (sb.node && sb.node !== this.agent.nodeId) {
+      throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' runs on node ${sb.node}, which is not reachable (${sb.status}); it cannot be ${what} until that node returns. It can be deleted.`);
     }
   }
 
@@ -136,6 +159,7 @@ export class SandboxService {
     if (sb.status !== 'running') {
       throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is ${sb.status}; only a running sandbox can be stopped`);
     }
+    this.requireLocal(sb, 'stopped');
     await this.transition(sb.id, 'stopping');
     try {
       await this.agent.stop(sb);
@@ -157,6 +181,7 @@ export class SandboxService {
     if (sb.status !== 'stopped') {
       throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is ${sb.status}; only a stopped sandbox can be started`);
     }
+    this.requireLocal(sb, 'started');
     await this.transition(sb.id, 'starting');
     const startedAt = new Date().toISOString();
     try {
@@ -173,11 +198,14 @@ export class SandboxService {
     });
   }
 
-  /** Stops if needed and removes everything the sandbox owns. */
+  /**
+   * Stops if needed and removes everything the sandbox owns. A sandbox of a dead node loses only its
+   * record here; the node destroys the task when it returns (it finds no record for it).
+   */
   async delete(idOrName: string): Promise<void> {
     const sb = await this.get(idOrName);
     await this.transition(sb.id, 'deleting');
-    if (sb.node) await this.agent.destroy(sb);
+    if (sb.node === this.agent.nodeId) await this.agent.destroy(sb);
     await this.repo.deleteSandbox(sb);
   }
 }

@@ -25,6 +25,7 @@ export function registerExecRoutes(app: FastifyInstance, svc: ApiServices, log: 
   app.post<{ Params: { id: string }; Body: Body }>(
     '/sandboxes/:id/exec',
     {
+      config: { owner: true },
       schema: {
         tags: ['exec'],
         description: 'Runs a command. With `Accept: application/x-ndjson` the output streams as NDJSON events.',

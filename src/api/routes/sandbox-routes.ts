@@ -24,19 +24,19 @@ export function registerSandboxRoutes(app: FastifyInstance, svc: ApiServices): v
 
   app.post<Id>(
     '/sandboxes/:id/stop',
-    { schema: { tags: ['sandboxes'], params: IdParams, response: withErrors({ 200: SandboxSchema }, 404, 412) } },
+    { config: { owner: true }, schema: { tags: ['sandboxes'], params: IdParams, response: withErrors({ 200: SandboxSchema }, 404, 412) } },
     (req) => svc.sandboxes.stop(req.params.id),
   );
 
   app.post<Id>(
     '/sandboxes/:id/start',
-    { schema: { tags: ['sandboxes'], params: IdParams, response: withErrors({ 200: SandboxSchema }, 404, 412) } },
+    { config: { owner: true }, schema: { tags: ['sandboxes'], params: IdParams, response: withErrors({ 200: SandboxSchema }, 404, 412) } },
     (req) => svc.sandboxes.start(req.params.id),
   );
 
   app.delete<Id>(
     '/sandboxes/:id',
-    { schema: { tags: ['sandboxes'], params: IdParams, response: withErrors({ 204: Type.Null() }, 404) } },
+    { config: { owner: true }, schema: { tags: ['sandboxes'], params: IdParams, response: withErrors({ 204: Type.Null() }, 404) } },
     async (req, reply) => {
       await svc.sandboxes.delete(req.params.id);
       return reply.status(204).send();

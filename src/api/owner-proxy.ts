@@ -1,0 +1,48 @@
+import replyFrom from '@fastify/reply-from';
+import type { FastifyInstance } from 'fastify';
+import { PrismError } from '../core/errors.js';
+import type { SandboxService } from '../service/sandbox-service.js';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The route acts on a sandbox's task, so it runs on the node that owns the sandbox. */
+    owner?: boolean;
+  }
+}
+
+/** Marks a request forwarded by another node; a node never forwards such a request again. */
+export const FORWARDED_HEADER = 'x-prism-forwarded-by';
+
+/**
+ * Any node serves the whole API: a request on a route marked `config: { owner: true }` for a sandbox
+ * owned by another alive node is forwarded to that node's API and its response streamed back as is
+ * (NDJSON exec output included). Sandboxes of dead nodes are answered here by the service, which
+ * explains what can and cannot be done with them.
+ */
+export async function registerOwnerProxy(app: FastifyInstance, sandboxes: SandboxService, nodeId: string): Promise<void> {
+  await app.register(replyFrom, {
+    // A forwarded exec may stream for as long as the command runs; the client's own timeouts apply.
+    undici: { headersTimeout: 0, bodyTimeout: 0 },
+    retryMethods: [],
+    destroyAgent: true,
+  });
+  app.addHook('preHandler', async (req, reply) => {
+    if (!req.routeOptions.config?.owner) return;
+    const id = (req.params as { id?: string } | undefined)?.id;
+    if (!id) return;
+    const loc = await sandboxes.locate(id);
+    if (loc.local || !loc.alive) return;
+    if (req.headers[FORWARDED_HEADER]) {
+      throw new PrismError('UNAVAILABLE', `sandbox '${loc.sandbox.name}' moved while the request was forwarded; try again`, { retryAfterSec: 1 });
+    }
+    return reply.from(`${loc.address}${req.url}`, {
+      rewriteRequestHeaders: (_req, headers) => ({ ...headers, [FORWARDED_HEADER]: nodeId }),
+      onError: (r) => {
+        void r
+          .status(503)
+          .header('retry-after', '1')
+          .send({ error: { code: 'UNAVAILABLE', message: `node ${loc.node} (${loc.address}), which runs sandbox '${loc.sandbox.name}', did not answer; try again` } });
+      },
+    });
+  });
+}

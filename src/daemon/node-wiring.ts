@@ -1,0 +1,107 @@
+import type { NodeCapacity, RuntimeName, RuntimeProbeInfo } from '../core/types.js';
+import type { ImageStore } from '../images/image-store.js';
+import type { RuntimeDriver } from '../runtime/driver.js';
+import { Scheduler } from '../scheduler/scheduler.js';
+import type { PlacementStrategy } from '../scheduler/placement.js';
+import { ExecService, type ExecLimits } from '../service/exec-service.js';
+import { ImageService } from '../service/image-service.js';
+import type { Logger } from '../service/logger.js';
+import { Membership } from '../service/membership.js';
+import { NodeAgent } from '../service/node-agent.js';
+import { NodeService } from '../service/node-service.js';
+import { SandboxEvents } from '../service/sandbox-events.js';
+import { SandboxRepo } from '../service/sandbox-repo.js';
+import { SandboxService, type SandboxDefaults } from '../service/sandbox-service.js';
+import type { Store } from '../store/store.js';
+
+export interface NodeWiring {
+  store: Store;
+  id: string;
+  name: string;
+  version: string;
+  dataDir: string;
+  /** The URL other nodes reach this node's API at (may change once the API has bound its port). */
+  address: string;
+  images: ImageStore;
+  drivers: ReadonlyMap<RuntimeName, RuntimeDriver>;
+  runtimeInfo: RuntimeProbeInfo[];
+  defaults: SandboxDefaults;
+  labels: Record<string, string>;
+  capacity: Partial<NodeCapacity>;
+  placement: PlacementStrategy;
+  nodeTtlMs: number;
+  scheduleTimeoutMs: number;
+  execLimits: ExecLimits;
+  /** How often running tasks are checked for having died. */
+  watchdogMs: number;
+  log: Logger;
+}
+
+export interface NodeServices {
+  repo: SandboxRepo;
+  agent: NodeAgent;
+  nodes: NodeService;
+  sandboxes: SandboxService;
+  exec: ExecService;
+  images: ImageService;
+  scheduler: Scheduler;
+  membership: Membership;
+  setAddress(url: string): Promise<void>;
+  /**
+   * Stops this node's services. `leave` (a clean shutdown) gives up the lease so the cluster sees the
+   * node gone at once; without it the lease simply runs out, as after a crash. Tasks keep running.
+   */
+  stop(opts?: { leave?: boolean }): Promise<void>;
+}
+
+/**
+ * Wires and starts one node's services on a Store: the same for a single node on SQLite and for a
+ * member of an etcd cluster. Start-up order: publish the node record, recover this node's tasks, then
+ * join (membership, maybe leadership) and take assignments.
+ */
+export async function startNode(w: NodeWiring): Promise<NodeServices> {
+  let address = w.address;
+  const repo = new SandboxRepo(w.store);
+  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log);
+  const nodes = new NodeService(
+    {
+      id: w.id, name: w.name, address, version: w.version, runtimes: [...w.drivers.keys()], defaultRuntime: w.defaults.runtime,
+      runtimeInfo: w.runtimeInfo, dataDir: w.dataDir, labels: w.labels, capacity: w.capacity,
+    },
+    repo,
+    w.log,
+  );
+  const events = new SandboxEvents(repo, w.log);
+  const sandboxes = new SandboxService(repo, events, agent, w.defaults, w.log, { scheduleMs: w.scheduleTimeoutMs, startMs: 15 * 60_000 });
+  const exec = new ExecService(sandboxes, agent, repo, w.execLimits, w.log);
+  const images = new ImageService(w.images, repo, w.log);
+  const scheduler = new Scheduler(repo, w.log, { strategy: w.placement, cpuOvercommit: 4, batchMax: 256 });
+  const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });
+  membership.onElected = (term) => void scheduler.start(term).catch((e) => w.log.error({ err: e }, 'scheduler start failed'));
+  membership.onDeposed = () => scheduler.stop();
+  membership.onRejoin = () => void agent.reconcileAfterRejoin().catch((e) => w.log.error({ err: e }, 'reconciling after rejoin failed'));
+
+  await nodes.start();
+  await agent.recover();
+  await events.start();
+  await membership.start();
+  await agent.watchAssignments();
+  agent.startWatchdog(w.watchdogMs);
+  return {
+    repo, agent, nodes, sandboxes, exec, images, scheduler, membership,
+    async setAddress(url) {
+      address = url;
+      nodes.setAddress(url);
+      await nodes.publish();
+      await membership.announce();
+    },
+    async stop(opts = {}) {
+      if (opts.leave) await membership.stop();
+      else membership.halt();
+      scheduler.stop();
+      events.stop();
+      nodes.stop();
+      agent.close();
+    },
+  };
+}

@@ -1,0 +1,160 @@
+import { isPrismError } from '../core/errors.js';
+import type { Reservation, Sandbox } from '../core/types.js';
+import type { Logger } from '../service/logger.js';
+import type { SandboxRepo, Versioned } from '../service/sandbox-repo.js';
+import type { Watch } from '../store/store.js';
+import { placeBatch, type PlacementNode, type PlacementOptions } from './placement.js';
+
+export interface SchedulerOptions extends PlacementOptions {
+  /** Most sandboxes placed in one transaction. */
+  batchMax: number;
+}
+
+/** Statuses in which a sandbox on a dead node becomes `lost`. */
+const LOSABLE = new Set<Sandbox['status']>(['scheduled', 'starting', 'running', 'stopping', 'stopped']);
+
+/**
+ * The leader loop. Runs only on the elected leader, for one term: it watches for `pending` sandboxes,
+ * places them in batches (every sandbox queued while the previous transaction was in flight goes into
+ * the next one), and marks the sandboxes of dead nodes `lost`. Every placement transaction checks the
+ * term, so a deposed leader's last batch fails instead of double-placing.
+ */
+export class Scheduler {
+  private readonly queue = new Map<string, Versioned<Sandbox>>();
+  private watches: Watch[] = [];
+  private term?: number;
+  private draining = false;
+  /** Batches committed and sandboxes placed in this term (for `info` and the bench). */
+  readonly stats = { batches: 0, placed: 0, refused: 0 };
+
+  constructor(
+    private readonly repo: SandboxRepo,
+    private readonly log: Logger,
+    private readonly opts: SchedulerOptions,
+  ) {}
+
+  async start(term: number): Promise<void> {
+    this.stop();
+    this.term = term;
+    const rev = await this.repo.revision();
+    if (this.term !== term) return;
+    this.watches.push(
+      this.repo.watchSandboxes(rev, (id, sb, revision) => {
+        if (sb?.status === 'pending') this.enqueue({ value: sb, revision });
+        else this.queue.delete(id);
+      }, (e) => this.restart(term, e)),
+      this.repo.watchMembers(rev, (node, alive) => {
+        if (!alive) void this.markLost(node, term);
+      }, (e) => this.restart(term, e)),
+    );
+    for (const s of await this.repo.listSandboxesVersioned()) {
+      if (s.value.status === 'pending' && !this.queue.has(s.value.id)) this.enqueue(s);
+    }
+    for (const n of await this.repo.listNodes()) {
+      if (n.status === 'dead') await this.markLost(n.id, term);
+    }
+  }
+
+  /** A watch failed (history compacted): start the term over from a fresh listing. */
+  private restart(term: number, e: Error): void {
+    if (this.term !== term) return;
+    this.log.warn({ err: e }, 'scheduler watch failed: resynchronising');
+    void this.start(term).catch((err) => this.log.error({ err }, 'scheduler resync failed'));
+  }
+
+  stop(): void {
+    for (const w of this.watches) w.close();
+    this.watches = [];
+    this.queue.clear();
+    this.term = undefined;
+  }
+
+  private enqueue(s: Versioned<Sandbox>): void {
+    const known = this.queue.get(s.value.id);
+    if (known && known.revision >= s.revision) return;
+    this.queue.set(s.value.id, s);
+    if (!this.draining) void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      while (this.queue.size > 0 && this.term !== undefined) {
+        const batch = [...this.queue.values()].slice(0, this.opts.batchMax);
+        try {
+          await this.placeAndCommit(batch, this.term);
+          for (const s of batch) if (this.queue.get(s.value.id) === s) this.queue.delete(s.value.id);
+        } catch (e) {
+          await this.afterFailedCommit(batch, e);
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private async placeAndCommit(batch: Versioned<Sandbox>[], term: number): Promise<void> {
+    const nodes: PlacementNode[] = [];
+    const reservationRevs = new Map<string, number>();
+    for (const n of await this.repo.listNodes()) {
+      if (n.status !== 'alive') continue;
+      const r = await this.repo.getReservation(n.id);
+      reservationRevs.set(n.id, r.revision);
+      nodes.push({ id: n.id, name: n.name, runtimes: n.runtimes, labels: n.labels ?? {}, capacity: n.capacity, reserved: r.value });
+    }
+    const reqs = batch.map((s) => ({ id: s.value.id, runtime: s.value.runtime, cpus: s.value.cpus, memoryMb: s.value.memoryMb, ...(s.value.nodeSelector ? { nodeSelector: s.value.nodeSelector } : {}) }));
+    const { decisions, reserved } = placeBatch(reqs, nodes, this.opts);
+    const updates = batch.map((s): Versioned<Sandbox> => {
+      const d = decisions.get(s.value.id)!;
+      const next: Sandbox = 'node' in d ? { ...s.value, status: 'scheduled', node: d.node } : { ...s.value, status: 'failed', error: d.error };
+      return { value: next, revision: s.revision };
+    });
+    const res: { node: string; value: Reservation; revision: number }[] = [...reserved].map(([node, value]) => ({ node, value, revision: reservationRevs.get(node)! }));
+    await this.repo.commitPlacement(term, updates, res);
+    this.stats.batches++;
+    for (const u of updates) {
+      if (u.value.status === 'scheduled') this.stats.placed++;
+      else this.stats.refused++;
+    }
+    this.log.debug({ batch: batch.length, term }, 'placed a batch');
+  }
+
+  /** A compared key changed: drop sandboxes that are no longer pending, or stop if deposed. */
+  private async afterFailedCommit(batch: Versioned<Sandbox>[], e: unknown): Promise<void> {
+    if (!isPrismError(e, 'CONFLICT')) {
+      this.log.warn({ err: e }, 'placement commit failed; retrying');
+      await new Promise((r) => setTimeout(r, 200));
+      return;
+    }
+    const leader = await this.repo.leader().catch(() => undefined);
+    if (!leader || leader.revision !== this.term) {
+      this.log.warn({ term: this.term }, 'placement refused: no longer the leader');
+      this.stop();
+      return;
+    }
+    for (const s of batch) {
+      const cur = await this.repo.getSandbox(s.value.id);
+      if (this.queue.get(s.value.id) !== s) continue; // a newer event already replaced it
+      if (cur?.value.status === 'pending') this.queue.set(s.value.id, cur);
+      else this.queue.delete(s.value.id);
+    }
+  }
+
+  /** A node's lease ran out: its sandboxes are `lost` (kept, not deleted) until it returns. */
+  private async markLost(node: string, term: number): Promise<void> {
+    if (this.term !== term) return;
+    const at = new Date().toISOString();
+    let n = 0;
+    for (const sb of await this.repo.listSandboxes()) {
+      if (sb.node !== node || !LOSABLE.has(sb.status)) continue;
+      await this.repo
+        .update(sb.id, (s) =>
+          s.node !== node || !LOSABLE.has(s.status)
+            ? undefined
+            : { ...s, status: 'lost', error: { code: 'NODE_LOST', message: `node ${node} stopped renewing its lease at ${at} (the sandbox was ${s.status})` } },
+        )
+        .then(() => n++, (e) => this.log.warn({ err: e, sandbox: sb.id }, 'marking a sandbox lost failed'));
+    }
+    if (n) this.log.warn({ node, sandboxes: n }, 'node is dead: its sandboxes are marked lost');
+  }
+}

@@ -1,0 +1,149 @@
+import { isPrismError } from '../core/errors.js';
+import type { Lease, Watch } from '../store/store.js';
+import type { Logger } from './logger.js';
+import type { SandboxRepo } from './sandbox-repo.js';
+
+export interface MembershipOptions {
+  /** Lease TTL: a node that stops renewing for this long is dead. */
+  ttlMs: number;
+  /** Take part in leader elections (every node does unless told otherwise). */
+  campaign: boolean;
+}
+
+/**
+ * This node's membership in the cluster, resting on one Store lease: the member key (the node is alive
+ * while it exists) and, when elected, the leader key are both held under it. The lease is renewed at a
+ * third of its TTL. Leader election is etcd's usual recipe: create the leader key only if absent, under
+ * our lease; its modRevision is our term, and the scheduler's transactions check that revision, so a
+ * deposed leader cannot place anything even before it notices.
+ *
+ * If the lease is lost (a partition longer than the TTL), the node grants a new one, announces itself
+ * again and calls `onRejoin` so that the agent reconciles sandboxes the cluster marked lost meanwhile.
+ */
+export class Membership {
+  private lease?: Lease;
+  private term?: number;
+  private timer?: NodeJS.Timeout;
+  private leaderWatch?: Watch;
+  private lastRenewal = 0;
+  private stopped = false;
+  private busy = false;
+
+  onElected: (term: number) => void = () => undefined;
+  onDeposed: () => void = () => undefined;
+  onRejoin: () => void = () => undefined;
+
+  constructor(
+    private readonly nodeId: string,
+    private readonly address: () => string,
+    private readonly repo: SandboxRepo,
+    private readonly log: Logger,
+    private readonly opts: MembershipOptions,
+  ) {}
+
+  /** The current term when this node leads, else undefined. */
+  leaderTerm(): number | undefined {
+    return this.term;
+  }
+
+  async start(): Promise<void> {
+    await this.join();
+    this.timer = setInterval(() => void this.tick(), Math.max(200, Math.floor(this.opts.ttlMs / 3)));
+    this.timer.unref();
+    if (this.opts.campaign) await this.runForLeader();
+  }
+
+  private async join(): Promise<void> {
+    this.lease = await this.repo.grantLease(this.opts.ttlMs);
+    await this.repo.putMember(this.nodeId, this.address(), this.lease);
+    this.lastRenewal = Date.now();
+  }
+
+  /** Re-announces the address (after the API bound a port). */
+  async announce(): Promise<void> {
+    if (this.lease) await this.repo.putMember(this.nodeId, this.address(), this.lease);
+  }
+
+  private async tick(): Promise<void> {
+    if (this.busy || this.stopped || !this.lease) return;
+    this.busy = true;
+    try {
+      await this.lease.keepAlive();
+      this.lastRenewal = Date.now();
+      if (this.opts.campaign && this.term === undefined) await this.runForLeader();
+    } catch (e) {
+      if (isPrismError(e, 'NOT_FOUND')) {
+        this.log.warn({ node: this.nodeId }, 'membership lease expired: rejoining the cluster');
+        this.depose();
+        await this.join().then(() => this.onRejoin(), (err) => this.log.warn({ err }, 'rejoining failed; retrying'));
+        if (this.opts.campaign) await this.runForLeader();
+      } else {
+        this.log.warn({ err: e }, 'renewing the membership lease failed');
+        // Past the TTL the cluster may have elected someone else: stop acting as leader.
+        if (Date.now() - this.lastRenewal > this.opts.ttlMs) this.depose();
+      }
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async runForLeader(): Promise<void> {
+    if (this.stopped || !this.lease || this.term !== undefined) return;
+    try {
+      let term = await this.repo.campaign(this.nodeId, this.lease);
+      if (term === undefined) {
+        const cur = await this.repo.leader();
+        // Our own previous incarnation (a restart within the TTL): the data dir's pid lock says it is
+        // gone, so take the key over instead of waiting for its lease to run out.
+        if (cur?.node === this.nodeId) term = await this.repo.takeOverLeadership(this.nodeId, this.lease, cur.revision);
+      }
+      if (term === undefined) {
+        this.watchLeader();
+        return;
+      }
+      this.term = term;
+      this.log.info({ node: this.nodeId, term }, 'elected scheduler leader');
+      this.watchLeader();
+      this.onElected(term);
+    } catch (e) {
+      this.log.warn({ err: e }, 'leader campaign failed; retrying');
+    }
+  }
+
+  /** Campaigns as soon as the leader key disappears; steps down if someone else's key replaces ours. */
+  private watchLeader(): void {
+    this.leaderWatch?.close();
+    void this.repo.revision().then((rev) => {
+      if (this.stopped) return;
+      this.leaderWatch = this.repo.watchLeader(rev, (leader) => {
+        if (leader === undefined) {
+          if (this.term !== undefined) this.depose();
+          void this.runForLeader();
+        } else if (leader !== this.nodeId && this.term !== undefined) {
+          this.depose();
+        }
+      }, () => this.watchLeader());
+    }, () => undefined);
+  }
+
+  private depose(): void {
+    if (this.term === undefined) return;
+    this.log.warn({ node: this.nodeId, term: this.term }, 'no longer the scheduler leader');
+    this.term = undefined;
+    this.onDeposed();
+  }
+
+  /** Leaves the cluster: gives up leadership and the lease, so others see this node gone at once. */
+  async stop(): Promise<void> {
+    this.halt();
+    await this.lease?.revoke().catch(() => undefined);
+  }
+
+  /** Stops renewing without leaving (as a crash would): the lease runs out after its TTL. */
+  halt(): void {
+    this.stopped = true;
+    clearInterval(this.timer);
+    this.leaderWatch?.close();
+    this.depose();
+  }
+}
