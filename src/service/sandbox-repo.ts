@@ -27,6 +27,16 @@ const K = {
   execs: (sb: string) => `/prism/execs/${sb}/`,
 };
 
+/**
+ * A write that failed with UNAVAILABLE or DEADLINE_EXCEEDED may or may not have been applied (the
+ * Store contract): callers re-read and retry instead of giving up, e.g. while etcd elects a leader.
+ */
+function outcomeUnknown(e: unknown): boolean {
+  return isPrismError(e, 'UNAVAILABLE') || isPrismError(e, 'DEADLINE_EXCEEDED');
+}
+
+const pause = (attempt: number) => new Promise((r) => setTimeout(r, Math.min(1000, 100 * (attempt + 1))));
+
 export interface Versioned<T> {
   value: T;
   revision: number;
@@ -58,17 +68,23 @@ export class SandboxRepo {
 
   /** Creates the record and claims its name atomically; ALREADY_EXISTS when the name is taken. */
   async createSandbox(sb: Sandbox): Promise<Versioned<Sandbox>> {
-    try {
-      const rev = await this.store.commit([
-        { op: 'put', key: K.name(sb.name), value: sb.id, expectRevision: 0 },
-        { op: 'put', key: K.sandbox(sb.id), value: JSON.stringify(sb), expectRevision: 0 },
-      ]);
-      return { value: sb, revision: rev };
-    } catch (e) {
-      if (isPrismError(e, 'CONFLICT')) {
-        throw new PrismError('ALREADY_EXISTS', `a sandbox named '${sb.name}' already exists`);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const rev = await this.store.commit([
+          { op: 'put', key: K.name(sb.name), value: sb.id, expectRevision: 0 },
+          { op: 'put', key: K.sandbox(sb.id), value: JSON.stringify(sb), expectRevision: 0 },
+        ]);
+        return { value: sb, revision: rev };
+      } catch (e) {
+        if (isPrismError(e, 'CONFLICT')) {
+          // An earlier attempt whose answer was lost may have written it: the id is ours alone.
+          const mine = await this.getSandbox(sb.id);
+          if (mine) return mine;
+          throw new PrismError('ALREADY_EXISTS', `a sandbox named '${sb.name}' already exists`);
+        }
+        if (!outcomeUnknown(e) || attempt >= 5) throw e;
+        await pause(attempt);
       }
-      throw e;
     }
   }
 
@@ -86,7 +102,9 @@ export class SandboxRepo {
         await this.store.put(K.sandbox(id), JSON.stringify(next), { expectRevision: cur.revision });
         return next;
       } catch (e) {
-        if (!isPrismError(e, 'CONFLICT')) throw e;
+        // Unknown outcome: the next round re-reads, and a change that already applied applies as a no-op.
+        if (outcomeUnknown(e)) await pause(attempt);
+        else if (!isPrismError(e, 'CONFLICT')) throw e;
       }
     }
     throw new PrismError('CONFLICT', `sandbox '${id}' is being changed concurrently; try again`, { retryable: true });
@@ -121,7 +139,8 @@ export class SandboxRepo {
         await this.store.commit(ops);
         return true;
       } catch (e) {
-        if (!isPrismError(e, 'CONFLICT') || attempt >= 50) throw e;
+        if (attempt >= 50 || !(isPrismError(e, 'CONFLICT') || outcomeUnknown(e))) throw e;
+        if (outcomeUnknown(e)) await pause(attempt);
       }
     }
   }

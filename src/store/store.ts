@@ -18,6 +18,8 @@ import type { PrismError } from '../core/errors.js';
  * - A key written with a lease is deleted (and a delete event is delivered) when the lease expires or
  *   is revoked. Leases expire when not kept alive within their TTL.
  * - Values are opaque strings (callers store JSON).
+ * - A write that fails with UNAVAILABLE or DEADLINE_EXCEEDED may or may not have been applied (a
+ *   networked store lost the answer): callers re-read before retrying anything that is not idempotent.
  */
 
 export interface KeyValue {

@@ -1,95 +1,13 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storeConformanceSuite } from '../../../test/conformance/store-suite.js';
+import { EtcdCluster, etcdSkipReason as skipReason } from '../../../test/fixtures/etcd-cluster.js';
 import type { PrismError } from '../../core/errors.js';
 import type { WatchEvent } from '../store.js';
 import { EtcdStore } from './etcd-store.js';
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-const skipReason = spawnSync('etcd', ['--version']).error ? 'the etcd binary is not installed (apt-get install etcd-server etcd-client)' : '';
 if (skipReason) console.log(`skipping etcd store tests: ${skipReason}`);
-
-interface Member { name: string; client: string; proc: ChildProcess }
-
-/** Loopback-only etcd members on free ports with a temp data dir; `stop` kills them and removes it. */
-class EtcdCluster {
-  readonly dir = mkdtempSync(join(tmpdir(), 'prism-etcd-'));
-  members: Member[] = [];
-
-  async start(size: number): Promise<void> {
-    const ports = await freePorts(size * 2);
-    const names = Array.from({ length: size }, (_, i) => `m${i}`);
-    const peer = (i: number) => `http://127.0.0.1:${ports[2 * i + 1]}`;
-    const initial = names.map((n, i) => `${n}=${peer(i)}`).join(',');
-    for (const [i, name] of names.entries()) {
-      const client = `http://127.0.0.1:${ports[2 * i]}`;
-      const proc = spawn('etcd', [
-        '--name', name, '--data-dir', join(this.dir, name),
-        '--listen-client-urls', client, '--advertise-client-urls', client,
-        '--listen-peer-urls', peer(i), '--initial-advertise-peer-urls', peer(i),
-        '--initial-cluster', initial, '--initial-cluster-token', `prism-test-${process.pid}`,
-        '--initial-cluster-state', 'new', '--log-level', 'error',
-      ], { stdio: ['ignore', 'ignore', 'pipe'] });
-      proc.stderr!.resume();
-      this.members.push({ name, client, proc });
-    }
-    await Promise.all(this.members.map((m) => waitHealthy(m.client)));
-  }
-
-  endpoints(): string[] {
-    return this.members.map((m) => m.client);
-  }
-
-  /** The member etcdctl reports as leader (simple output: endpoint, id, version, size, IS LEADER, ...). */
-  leader(): Member {
-    const out = spawnSync('etcdctl', ['--endpoints', this.alive().map((m) => m.client).join(','), 'endpoint', 'status'],
-      { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } }).stdout;
-    const line = out.split('\n').find((l) => l.split(', ')[4] === 'true');
-    const member = this.members.find((m) => line?.startsWith(`${m.client},`));
-    if (!member) throw new Error(`no leader in etcdctl output:\n${out}`);
-    return member;
-  }
-
-  alive(): Member[] {
-    return this.members.filter((m) => m.proc.exitCode === null && m.proc.signalCode === null);
-  }
-
-  async kill(m: Member): Promise<void> {
-    if (m.proc.exitCode !== null || m.proc.signalCode !== null) return;
-    const exited = new Promise((resolve) => m.proc.once('exit', resolve));
-    m.proc.kill('SIGKILL');
-    await exited;
-  }
-
-  async stop(): Promise<void> {
-    await Promise.all(this.members.map((m) => this.kill(m)));
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-}
-
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => resolve(s));
-  })));
-  const ports = servers.map((s) => (s.address() as { port: number }).port);
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
-  return ports;
-}
-
-async function waitHealthy(url: string): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const ok = await fetch(`${url}/health`).then(async (r) => (await r.json() as { health: string }).health === 'true', () => false);
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`etcd at ${url} did not become healthy in 20 s`);
-    await sleep(100);
-  }
-}
 
 let prefixSeq = 0;
 const uniquePrefix = () => `prism-test/${process.pid}-${Date.now()}-${++prefixSeq}/`;

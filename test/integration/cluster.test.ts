@@ -1,0 +1,163 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EtcdCluster, etcdSkipReason } from '../fixtures/etcd-cluster.js';
+import { call, integrationSkipReason, leftovers, startPrismd, type Prismd } from './prismd-harness.js';
+
+/**
+ * Three prismd processes on a real three-member etcd, all on loopback, running oci sandboxes:
+ * placement, any-node API (forwarding, streaming included), no overcommit, node crash -> dead/lost ->
+ * rejoin, scheduler-leader crash, and an etcd member crash.
+ */
+
+const skip = integrationSkipReason() ?? (etcdSkipReason || undefined);
+if (skip) console.log(`skipping cluster tests: ${skip}`);
+
+const TTL_S = 3;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+interface Sb { id: string; name: string; node: string; status: string; error?: { code: string } }
+
+describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)', () => {
+  const etcd = new EtcdCluster();
+  let nodes: Prismd[] = [];
+  let ids: string[] = [];
+  const store = () => `etcd://${etcd.endpoints().map((u) => u.replace('http://', '')).join(',')}`;
+  const args = (i: number) => ['--store', store(), '--name', `node-${i}`, '--runtime', 'oci', '--node-ttl', String(TTL_S), '--capacity-memory-mb', '4096'];
+
+  const clusterInfo = async (n: Prismd) => (await call(n.url, 'GET', '/cluster/info')).body as { leader: string; nodesAlive: number; nodesDead: number };
+  const nodeIndex = (id: string) => ids.indexOf(id);
+  const create = async (via: Prismd, body: object = {}) => {
+    const r = await call<Sb>(via.url, 'POST', '/sandboxes', { memoryMb: 64, cpus: 0.25, ...body });
+    if (r.status !== 201) throw new Error(`create via ${via.url} -> ${r.status} ${JSON.stringify(r.body)}`);
+    return r.body;
+  };
+  const exec = (via: Prismd, id: string, cmd: string) => call(via.url, 'POST', `/sandboxes/${id}/exec`, { command: cmd });
+
+  beforeAll(async () => {
+    await etcd.start(3);
+    nodes = await Promise.all([0, 1, 2].map((i) => startPrismd({ extraArgs: args(i) })));
+    ids = await Promise.all(nodes.map(async (n) => ((await call(n.url, 'GET', '/health')).body as { node: string }).node));
+    await until('3 alive nodes and a leader', async () => {
+      const info = await clusterInfo(nodes[0]!);
+      return info.nodesAlive === 3 && info.leader !== '';
+    }, 15_000);
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const n of nodes) await n.dispose().catch(() => undefined);
+    await etcd.stop();
+  }, 60_000);
+
+  it('spreads 30 sandboxes created through one node, and each answers exec through every node', async () => {
+    const made: Sb[] = [];
+    for (let i = 0; i < 30; i += 10) made.push(...(await Promise.all(Array.from({ length: 10 }, () => create(nodes[0]!)))));
+    const per = [0, 0, 0];
+    for (const sb of made) per[nodeIndex(sb.node)]!++;
+    expect(per).toEqual([10, 10, 10]);
+    for (const [i, sb] of made.entries()) {
+      const via = nodes[i % 3]!;
+      const r = await exec(via, sb.id, 'echo "$(hostname) $((6*7))"');
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      expect(r.body).toMatchObject({ exitCode: 0, stdout: `${sb.name} 42\n` });
+    }
+    // Streaming survives forwarding: events arrive as NDJSON through a node that does not own the sandbox.
+    const remote = made.find((s) => s.node !== ids[0])!;
+    const res = await fetch(`${nodes[0]!.url}/api/v1/sandboxes/${remote.id}/exec`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
+      body: JSON.stringify({ command: 'echo one; echo two >&2; exit 3' }),
+    });
+    expect(res.headers.get('content-type')).toContain('application/x-ndjson');
+    const events = (await res.text()).trim().split('\n').map((l) => JSON.parse(l) as { type: string; data?: string; exitCode?: number });
+    expect(events.filter((e) => e.type === 'stdout').map((e) => e.data).join('')).toBe('one\n');
+    expect(events.filter((e) => e.type === 'stderr').map((e) => e.data).join('')).toBe('two\n');
+    expect(events.at(-1)).toMatchObject({ type: 'exit', exitCode: 3 });
+    // Lifecycle calls are forwarded too; deleting through another node leaves nothing on the owner.
+    const other = nodes[(nodeIndex(remote.node) + 1) % 3]!;
+    expect((await call<Sb>(other.url, 'POST', `/sandboxes/${remote.id}/stop`)).body.status).toBe('stopped');
+    expect((await call<Sb>(other.url, 'POST', `/sandboxes/${remote.id}/start`)).body.status).toBe('running');
+    for (const sb of made) expect((await call(nodes[2]!.url, 'DELETE', `/sandboxes/${sb.id}`)).status).toBe(204);
+    for (const sb of made) expect(leftovers(sb.id, nodes[nodeIndex(sb.node)]!.dataDir)).toEqual([]);
+    expect((await call<{ sandboxes: Sb[] }>(nodes[1]!.url, 'GET', '/sandboxes')).body.sandboxes).toEqual([]);
+  }, 180_000);
+
+  it('never overcommits a node when creates race through every node', async () => {
+    // 4096 MiB per node: 12 sandboxes of 1024 MiB fit, the other 6 are refused.
+    const results = await Promise.all(Array.from({ length: 18 }, (_, i) => call<Sb>(nodes[i % 3]!.url, 'POST', '/sandboxes', { memoryMb: 1024, cpus: 0.25 })));
+    expect(results.filter((r) => r.status === 201)).toHaveLength(12);
+    for (const r of results.filter((x) => x.status !== 201)) expect(r.body).toMatchObject({ error: { code: 'RESOURCE_EXHAUSTED' } });
+    const listed = (await call<{ nodes: { reserved: { memoryMb: number }; capacity: { memoryMb: number } }[] }>(nodes[0]!.url, 'GET', '/nodes')).body.nodes;
+    for (const n of listed) expect(n.reserved.memoryMb).toBe(4096);
+    for (const r of results.filter((x) => x.status === 201)) await call(nodes[0]!.url, 'DELETE', `/sandboxes/${r.body.id}`);
+  }, 120_000);
+
+  it('marks a killed node dead and its sandboxes lost; after a restart they run again and deleted ones are destroyed', async () => {
+    const leaderId = (await clusterInfo(nodes[0]!)).leader;
+    const victim = ids.findIndex((id) => id !== leaderId);
+    const via = nodes[(victim + 1) % 3]!;
+    const made = await Promise.all(Array.from({ length: 6 }, () => create(via)));
+    const onVictim = made.filter((s) => s.node === ids[victim]);
+    expect(onVictim).toHaveLength(2);
+    await exec(via, onVictim[0]!.id, 'echo kept > /root/marker');
+    await nodes[victim]!.stop('SIGKILL');
+    const t0 = Date.now();
+    await until('the victim dead and its sandboxes lost', async () => {
+      const all = (await call<{ sandboxes: Sb[] }>(via.url, 'GET', '/sandboxes')).body.sandboxes;
+      return onVictim.every((s) => all.find((x) => x.id === s.id)?.status === 'lost');
+    }, (TTL_S + 10) * 1000);
+    const detectMs = Date.now() - t0;
+    expect((await call<Sb>(via.url, 'GET', `/sandboxes/${onVictim[0]!.id}`)).body.error?.code).toBe('NODE_LOST');
+    expect((await clusterInfo(via)).nodesDead).toBe(1);
+    // A lost sandbox can be deleted; an exec explains instead of hanging.
+    expect((await exec(via, onVictim[0]!.id, 'true')).status).toBe(412);
+    expect((await call(via.url, 'DELETE', `/sandboxes/${onVictim[1]!.id}`)).status).toBe(204);
+    nodes[victim] = await nodes[victim]!.restart();
+    await until('the victim alive again', async () => (await clusterInfo(via)).nodesAlive === 3, 15_000);
+    const back = (await call<Sb>(via.url, 'GET', `/sandboxes/${onVictim[0]!.id}`)).body;
+    expect(back.status).toBe('running');
+    expect((await exec(via, onVictim[0]!.id, 'cat /root/marker')).body).toMatchObject({ exitCode: 0, stdout: 'kept\n' });
+    expect(leftovers(onVictim[1]!.id, nodes[victim]!.dataDir)).toEqual([]);
+    console.log(JSON.stringify({ nodeDeadAndLostMs: detectMs, ttlMs: TTL_S * 1000 }));
+    for (const sb of made) await call(via.url, 'DELETE', `/sandboxes/${sb.id}`);
+  }, 120_000);
+
+  it('elects a new scheduler leader when the leader is killed, and creates resume', async () => {
+    const leaderId = (await clusterInfo(nodes[0]!)).leader;
+    const li = nodeIndex(leaderId);
+    const via = nodes[(li + 1) % 3]!;
+    await nodes[li]!.stop('SIGKILL');
+    const t0 = Date.now();
+    const sb = await create(via); // queues until a new leader places it
+    const createdMs = Date.now() - t0;
+    expect(sb.status).toBe('running');
+    expect(sb.node).not.toBe(leaderId);
+    const info = await clusterInfo(via);
+    expect(info.leader).not.toBe(leaderId);
+    expect(info.leader).not.toBe('');
+    console.log(JSON.stringify({ createAfterLeaderKillMs: createdMs }));
+    nodes[li] = await nodes[li]!.restart();
+    await until('3 alive', async () => (await clusterInfo(via)).nodesAlive === 3, 15_000);
+    await call(via.url, 'DELETE', `/sandboxes/${sb.id}`);
+  }, 120_000);
+
+  it('keeps creating and executing when one etcd member is killed', async () => {
+    const member = etcd.leader();
+    await etcd.kill(member);
+    const t0 = Date.now();
+    const sb = await create(nodes[1]!);
+    const firstCreateMs = Date.now() - t0;
+    const r = await exec(nodes[2]!, sb.id, 'echo still');
+    expect(r.body).toMatchObject({ exitCode: 0, stdout: 'still\n' });
+    console.log(JSON.stringify({ createAfterEtcdLeaderKillMs: firstCreateMs }));
+    await call(nodes[0]!.url, 'DELETE', `/sandboxes/${sb.id}`);
+  }, 60_000);
+});
