@@ -20,9 +20,15 @@ export interface HealthInfo {
 
 export interface ClusterInfo {
   version: string;
+  /** Id of the node that answered. */
+  node: string;
   nodes: number;
   nodesAlive: number;
+  nodesDead: number;
+  /** Id and name of the node running the scheduler; empty while no leader is elected. */
   leader: string;
+  leaderName: string;
+  /** Of the node that answered. */
   uptimeSec: number;
   sandboxes: { total: number; byStatus: Partial<Record<SandboxStatus, number>> };
 }
@@ -41,6 +47,8 @@ export interface CreateSandboxOptions {
   timeoutSec?: number;
   /** Run commands as this user (`name|uid[:group|gid]`) instead of the image's User. */
   user?: string;
+  /** Place only on nodes carrying all these labels (prismd `--label k=v`). */
+  nodeSelector?: Record<string, string>;
 }
 
 export const DEFAULT_URL = 'http://127.0.0.1:8008';
@@ -125,6 +133,8 @@ export class Prism {
   readonly nodes: {
     list(): Promise<NodeInfo[]>;
     get(idOrName: string): Promise<NodeInfo>;
+    /** Forgets a dead node's record; FAILED_PRECONDITION while it is alive or still has sandboxes. */
+    remove(idOrName: string): Promise<void>;
   };
 
   readonly images: ImagesApi;
@@ -143,6 +153,7 @@ export class Prism {
     this.nodes = {
       list: async () => (await api.json<{ nodes: NodeInfo[] }>('GET', '/nodes')).nodes,
       get: (idOrName) => api.json<NodeInfo>('GET', `/nodes/${encodeURIComponent(idOrName)}`),
+      remove: (idOrName) => api.json<void>('DELETE', `/nodes/${encodeURIComponent(idOrName)}`),
     };
     this.images = new ImagesApi(api);
     this.sandboxes = {

@@ -24,5 +24,15 @@ export function registerSystemRoutes(app: FastifyInstance, svc: ApiServices): vo
     (req) => svc.nodes.get(req.params.id),
   );
 
+  // Only a dead node without sandboxes can go: an alive one would publish itself again at once.
+  app.delete<{ Params: { id: string } }>(
+    '/nodes/:id',
+    { schema: { tags: ['nodes'], params: IdParams, response: withErrors({ 204: Type.Null() }, 404, 412) } },
+    async (req, reply) => {
+      await svc.nodes.remove(req.params.id);
+      return reply.status(204).send();
+    },
+  );
+
   app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
 }
