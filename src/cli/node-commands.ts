@@ -1,29 +1,20 @@
-import type { Command } from 'commander';
-import type { NodeInfo } from '../sdk/index.js';
-import type { CliContext } from './context.js';
-import { age, humanBytes, humanDuration, renderFields, renderTable } from './output.js';
+import { InvalidArgumentError, type Command } from 'commander';
+import { PrismApiError, type ClusterInfo, type NodeInfo, type Prism } from '../sdk/index.js';
+import { printError, type CliContext } from './context.js';
+import { age, humanBytes, humanCpus, humanDuration, labelList, percent, renderFields, renderTable, usedOf } from './output.js';
 
-/** `info`, `node ls`, `node info NODE`. */
+const MiB = 2 ** 20;
+
+/** `info`, `node ls`, `node info NODE`, `node top [--watch]`, `node rm NODE...`. */
 export function registerNodeCommands(program: Command, ctx: CliContext): void {
   program
     .command('info')
-    .description('show cluster information')
+    .description('show the cluster: nodes alive and dead, leader, sandboxes by status')
     .action(async (_opts: unknown, cmd: Command) => {
-      const info = await ctx.client(cmd).clusterInfo();
+      const client = ctx.client(cmd);
+      const [info, nodes] = await Promise.all([client.clusterInfo(), client.nodes.list()]);
       if (ctx.format(cmd) === 'json') return ctx.json(info);
-      const byStatus = Object.entries(info.sandboxes.byStatus)
-        .filter(([, n]) => (n ?? 0) > 0)
-        .map(([s, n]) => `${s} ${n}`)
-        .join(', ');
-      ctx.out(
-        renderFields([
-          ['Version', info.version],
-          ['Leader', info.leader || '-'],
-          ['Nodes', `${info.nodes} (${info.nodesAlive} alive)`],
-          ['Uptime', humanDuration(info.uptimeSec)],
-          ['Sandboxes', byStatus ? `${info.sandboxes.total} (${byStatus})` : String(info.sandboxes.total)],
-        ]),
-      );
+      ctx.out(renderClusterInfo(info, nodes));
     });
 
   const node = program.command('node').description('inspect the nodes of the cluster');
@@ -35,59 +26,211 @@ export function registerNodeCommands(program: Command, ctx: CliContext): void {
     .action(async (_opts: unknown, cmd: Command) => {
       const nodes = await ctx.client(cmd).nodes.list();
       if (ctx.format(cmd) === 'json') return ctx.json({ nodes });
-      const now = new Date();
-      ctx.out(
-        renderTable(
-          ['NAME', 'ID', 'STATUS', 'ADDRESS', 'RUNTIMES', 'CPUS', 'MEMORY', 'LOAD', 'SANDBOXES', 'SEEN', 'AGE'],
-          nodes.map((n) => [
-            n.name,
-            n.id,
-            n.status,
-            n.address,
-            n.runtimes.join(','),
-            String(n.resources.cpus),
-            `${humanBytes(n.resources.memoryUsedBytes)}/${humanBytes(n.resources.memoryBytes)}`,
-            n.resources.load1.toFixed(2),
-            String(n.sandboxes),
-            `${age(n.heartbeatAt, now)} ago`,
-            age(n.startedAt, now),
-          ]),
-        ),
-      );
+      ctx.out(renderNodeTable(nodes, new Date()));
     });
 
   node
     .command('info')
     .alias('inspect')
-    .description('show one node')
+    .description('show one node: usage, capacity, reservations, labels, runtimes')
     .argument('<node>', 'node id or name')
     .action(async (idOrName: string, _opts: unknown, cmd: Command) => {
-      const n = await ctx.client(cmd).nodes.get(idOrName);
+      const client = ctx.client(cmd);
+      // The leader is only decoration here; a failed cluster query must not hide the node.
+      const [n, info] = await Promise.all([client.nodes.get(idOrName), client.clusterInfo().catch(() => undefined)]);
       if (ctx.format(cmd) === 'json') return ctx.json(n);
-      ctx.out(renderNode(n));
+      ctx.out(renderNode(n, info?.leader === n.id));
+    });
+
+  node
+    .command('top')
+    .description('live usage per node: CPU, memory, disk, sandboxes, reservations')
+    .option('-w, --watch [seconds]', 'redraw every N seconds (default 2) until Ctrl-C', positiveSeconds)
+    .option('-n, --count <n>', 'with --watch: stop after this many snapshots', positiveSeconds)
+    .action(async (opts: { watch?: number | true; count?: number }, cmd: Command) => {
+      const interval = opts.watch === undefined ? 0 : opts.watch === true ? 2 : opts.watch;
+      await top(ctx, cmd, interval, opts.count);
+    });
+
+  node
+    .command('rm')
+    .alias('remove')
+    .description('forget dead nodes (a node must be dead and have no sandboxes)')
+    .argument('<node...>', 'node ids or names')
+    .action(async (refs: string[], _opts: unknown, cmd: Command) => {
+      const client = ctx.client(cmd);
+      const removed: string[] = [];
+      // As `sandbox rm`: keep going past a failure, exit 1 at the end.
+      for (const ref of refs) {
+        try {
+          await client.nodes.remove(ref);
+          removed.push(ref);
+          if (ctx.format(cmd) === 'table') ctx.out(`removed node ${ref}`);
+        } catch (e) {
+          if (!(e instanceof PrismApiError)) throw e;
+          printError(ctx.io, e);
+          ctx.exitCode = 1;
+        }
+      }
+      if (ctx.format(cmd) === 'json') ctx.json({ removed });
     });
 }
 
-function renderNode(n: NodeInfo): string {
+function positiveSeconds(value: string): number {
+  const n = Number(value);
+  if (!/^\d*\.?\d+$/.test(value.trim()) || !(n > 0)) throw new InvalidArgumentError('expected a positive number.');
+  return n;
+}
+
+/**
+ * One snapshot, or with `interval` one per interval: redrawn in place on a terminal, appended
+ * otherwise (a log or a pipe keeps every snapshot). In watch mode a failed query is shown and retried,
+ * since the node being asked may be restarting; `-o json` then prints one JSON line per snapshot.
+ */
+async function top(ctx: CliContext, cmd: Command, interval: number, count?: number): Promise<void> {
+  const client = ctx.client(cmd);
+  const json = ctx.format(cmd) === 'json';
+  const tty = Boolean((ctx.io.stdout as { isTTY?: boolean }).isTTY);
+  for (let i = 1; ; i++) {
+    let text: string;
+    try {
+      const snap = await snapshot(client);
+      if (json) text = interval ? `${JSON.stringify(snap)}\n` : `${JSON.stringify(snap, null, 2)}\n`;
+      else text = renderTop(snap.cluster, snap.nodes, new Date());
+    } catch (e) {
+      if (!interval || !(e instanceof PrismApiError)) throw e;
+      text = `error: ${e.message} (${e.code}); retrying in ${interval}s\n`;
+    }
+    if (json) ctx.io.stdout.write(text);
+    else if (interval && tty) ctx.io.stdout.write(`\x1b[H\x1b[2J${text}`);
+    else ctx.io.stdout.write(i > 1 ? `\n${text}` : text);
+    if (!interval || (count !== undefined && i >= count)) return;
+    await new Promise((r) => setTimeout(r, interval * 1000));
+  }
+}
+
+async function snapshot(client: Prism): Promise<{ cluster: ClusterInfo; nodes: NodeInfo[] }> {
+  const [cluster, nodes] = await Promise.all([client.clusterInfo(), client.nodes.list()]);
+  return { cluster, nodes };
+}
+
+const byName = (a: NodeInfo, b: NodeInfo): number => a.name.localeCompare(b.name);
+
+function sandboxCount(n: NodeInfo): string {
+  return n.capacity?.maxSandboxes ? usedOf(n.sandboxes, n.capacity.maxSandboxes) : String(n.sandboxes);
+}
+
+function reservedCpu(n: NodeInfo): string {
+  return n.capacity ? `${humanCpus(n.reserved?.cpus ?? 0)}/${humanCpus(n.capacity.cpus)}` : '-';
+}
+
+function reservedMem(n: NodeInfo): string {
+  return n.capacity ? usedOf((n.reserved?.memoryMb ?? 0) * MiB, n.capacity.memoryMb * MiB, humanBytes) : '-';
+}
+
+export function renderNodeTable(nodes: NodeInfo[], now: Date): string {
+  return renderTable(
+    ['NAME', 'STATUS', 'ADDRESS', 'CPU', 'MEMORY', 'DISK', 'RESERVED', 'SANDBOXES', 'LABELS', 'SEEN'],
+    [...nodes].sort(byName).map((n) => {
+      const r = n.resources;
+      return [
+        n.name,
+        n.status,
+        n.address,
+        `${r.cpuPercent.toFixed(1)}%/${r.cpus}`,
+        usedOf(r.memoryUsedBytes, r.memoryBytes, humanBytes),
+        usedOf(r.diskUsedBytes, r.diskBytes, humanBytes),
+        `${reservedCpu(n)} cpu, ${reservedMem(n)}`,
+        sandboxCount(n),
+        labelList(n.labels),
+        `${age(n.heartbeatAt, now)} ago`,
+      ];
+    }),
+  );
+}
+
+function clusterLine(info: ClusterInfo): string {
+  const dead = info.nodesDead ?? info.nodes - info.nodesAlive;
+  const leader = info.leaderName || info.leader || 'none';
+  const byStatus = Object.entries(info.sandboxes.byStatus)
+    .filter(([, n]) => (n ?? 0) > 0)
+    .map(([s, n]) => `${s} ${n}`)
+    .join(', ');
+  return `nodes ${info.nodesAlive}/${info.nodes} alive${dead ? ` (${dead} dead)` : ''}   leader ${leader}   sandboxes ${info.sandboxes.total}${byStatus ? ` (${byStatus})` : ''}`;
+}
+
+export function renderTop(info: ClusterInfo, nodes: NodeInfo[], now: Date): string {
+  const table = renderTable(
+    ['NAME', 'STATUS', 'CPU%', 'LOAD', 'MEMORY', 'MEM%', 'DISK', 'DISK%', 'SANDBOXES', 'RES-CPU', 'RES-MEM'],
+    [...nodes].sort(byName).map((n) => {
+      const r = n.resources;
+      const live = n.status === 'alive';
+      return [
+        n.id === info.leader ? `${n.name}*` : n.name,
+        live ? n.status : `${n.status} ${age(n.heartbeatAt, now)}`,
+        live ? `${r.cpuPercent.toFixed(1)}` : '-',
+        live ? r.load1.toFixed(2) : '-',
+        usedOf(r.memoryUsedBytes, r.memoryBytes, humanBytes),
+        percent(r.memoryUsedBytes, r.memoryBytes),
+        usedOf(r.diskUsedBytes, r.diskBytes, humanBytes),
+        percent(r.diskUsedBytes, r.diskBytes),
+        sandboxCount(n),
+        reservedCpu(n),
+        reservedMem(n),
+      ];
+    }),
+  );
+  return `${clusterLine(info)}   ${now.toTimeString().slice(0, 8)}\n${table}${nodes.length ? '(* leader)\n' : ''}`;
+}
+
+function renderClusterInfo(info: ClusterInfo, nodes: NodeInfo[]): string {
+  const name = (id: string): string => nodes.find((n) => n.id === id)?.name ?? '';
+  const named = (n: string, id: string): string => (n ? `${n} (${id})` : id);
+  const dead = nodes.filter((n) => n.status === 'dead').map((n) => n.name).sort();
+  const deadCount = info.nodesDead ?? info.nodes - info.nodesAlive;
+  const byStatus = Object.entries(info.sandboxes.byStatus)
+    .filter(([, n]) => (n ?? 0) > 0)
+    .map(([s, n]) => `${s} ${n}`)
+    .join(', ');
+  return renderFields([
+    ['Version', info.version],
+    ['This node', info.node ? named(name(info.node), info.node) : undefined],
+    ['Leader', info.leader ? named(info.leaderName || name(info.leader), info.leader) : 'none (no scheduler elected; creates wait)'],
+    ['Nodes', `${info.nodes} (${info.nodesAlive} alive, ${deadCount} dead${dead.length ? `: ${dead.join(', ')}` : ''})`],
+    ['Uptime', humanDuration(info.uptimeSec)],
+    ['Sandboxes', byStatus ? `${info.sandboxes.total} (${byStatus})` : String(info.sandboxes.total)],
+  ]);
+}
+
+function renderNode(n: NodeInfo, leader: boolean): string {
   const r = n.resources;
   const now = new Date();
+  const cap = n.capacity;
+  const res = n.reserved ?? { cpus: 0, memoryMb: 0, sandboxes: 0 };
   return renderFields([
     ['Name', n.name],
     ['ID', n.id],
-    ['Status', n.status],
+    ['Status', leader ? `${n.status}, leader (runs the scheduler)` : n.status],
     ['Address', n.address],
     ['Version', n.version],
+    ['Labels', labelList(n.labels)],
     ['Runtimes', `${n.runtimes.join(', ')} (default ${n.defaultRuntime})`],
-    ...(n.runtimeInfo ?? []).map((r): [string, string] => [
-      `  ${r.name}`,
-      r.usable
-        ? `usable${r.details && Object.keys(r.details).length ? ` (${Object.entries(r.details).map(([k, v]) => `${k}: ${v}`).join('; ')})` : ''}`
-        : `not usable: ${r.reason ?? 'unknown'}`,
+    ...(n.runtimeInfo ?? []).map((ri): [string, string] => [
+      `  ${ri.name}`,
+      ri.usable
+        ? `usable${ri.details && Object.keys(ri.details).length ? ` (${Object.entries(ri.details).map(([k, v]) => `${k}: ${v}`).join('; ')})` : ''}`
+        : `not usable: ${ri.reason ?? 'unknown'}`,
     ]),
-    ['CPUs', String(r.cpus)],
-    ['Memory', `${humanBytes(r.memoryUsedBytes)} used of ${humanBytes(r.memoryBytes)}`],
-    ['Disk', `${humanBytes(r.diskUsedBytes)} used of ${humanBytes(r.diskBytes)}`],
-    ['Load (1m)', r.load1.toFixed(2)],
+    ['CPU', `${r.cpus} cores, ${r.cpuPercent.toFixed(1)}% busy, load ${r.load1.toFixed(2)}`],
+    ['Memory', `${humanBytes(r.memoryUsedBytes)} used of ${humanBytes(r.memoryBytes)} (${percent(r.memoryUsedBytes, r.memoryBytes)})`],
+    ['Disk', `${humanBytes(r.diskUsedBytes)} used of ${humanBytes(r.diskBytes)} (${percent(r.diskUsedBytes, r.diskBytes)})`],
+    ['Capacity', cap ? `${humanCpus(cap.cpus)} CPUs, ${humanBytes(cap.memoryMb * MiB)}, ${cap.maxSandboxes ? `at most ${cap.maxSandboxes} sandboxes` : 'no sandbox limit'}` : undefined],
+    [
+      'Reserved',
+      cap
+        ? `${humanCpus(res.cpus)} CPUs (${percent(res.cpus, cap.cpus)}), ${humanBytes(res.memoryMb * MiB)} (${percent(res.memoryMb, cap.memoryMb)}), ${res.sandboxes} sandboxes`
+        : undefined,
+    ],
     ['Sandboxes', String(n.sandboxes)],
     ['Started', `${n.startedAt} (${age(n.startedAt, now)} ago)`],
     ['Heartbeat', `${n.heartbeatAt} (${age(n.heartbeatAt, now)} ago)`],

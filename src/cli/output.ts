@@ -68,3 +68,24 @@ export function wireOutput(stdout: Uint8Array, stderr: Uint8Array): { stdout: st
     return { stdout: Buffer.from(stdout).toString('base64'), stderr: Buffer.from(stderr).toString('base64'), encoding: 'base64' };
   }
 }
+
+/** `used/total` with both sides in one formatter, e.g. `3 GiB/16 GiB`. */
+export function usedOf(used: number, total: number, fmt: (n: number) => string = String): string {
+  return `${fmt(used)}/${fmt(total)}`;
+}
+
+/** A share as a whole percent (`12%`), `-` when the whole is unknown or zero. */
+export function percent(part: number, whole: number): string {
+  return whole > 0 && Number.isFinite(part) ? `${Math.round((part / whole) * 100)}%` : '-';
+}
+
+/** CPU counts as users write them: `2`, `0.5`, `1.25`. */
+export function humanCpus(n: number): string {
+  return Number.isFinite(n) ? String(Math.round(n * 100) / 100) : '-';
+}
+
+/** `k=v,k2=v2` sorted by key, `-` for none. */
+export function labelList(labels: Record<string, string> | undefined): string {
+  const e = Object.entries(labels ?? {}).sort(([a], [b]) => a.localeCompare(b));
+  return e.length ? e.map(([k, v]) => `${k}=${v}`).join(',') : '-';
+}

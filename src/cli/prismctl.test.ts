@@ -46,6 +46,17 @@ const NODE: NodeInfo = {
   startedAt: NOW,
   heartbeatAt: NOW,
 };
+const DEAD: NodeInfo = {
+  ...NODE,
+  id: 'nd-2',
+  name: 'node-b',
+  address: '10.0.0.2:8008',
+  status: 'dead',
+  labels: {},
+  reserved: { cpus: 0, memoryMb: 0, sandboxes: 0 },
+  sandboxes: 0,
+  heartbeatAt: new Date(Date.now() - 90_000).toISOString(),
+};
 
 /** Minimal docs/api.md daemon: one sandbox, one node; exec answers with `execEvents` (stream) or their sum (plain). */
 let server: Server;
@@ -53,9 +64,11 @@ let api = '';
 let requests: Recorded[] = [];
 let sandboxes: Sandbox[] = [];
 let execEvents: Array<Record<string, unknown>> = [];
+let nodes: NodeInfo[] = [];
 
 beforeEach(async () => {
   requests = [];
+  nodes = [NODE];
   sandboxes = [{ ...SB }];
   execEvents = [];
   server = createServer(async (req, res) => {
@@ -70,10 +83,29 @@ beforeEach(async () => {
     };
     const key = `${req.method} ${path}`;
     if (key === 'GET /cluster/info') {
-      return send(200, { version: '0.1.0', nodes: 1, nodesAlive: 1, leader: 'node-a', uptimeSec: 7200, sandboxes: { total: 1, byStatus: { running: 1 } } });
+      const alive = nodes.filter((n) => n.status === 'alive').length;
+      return send(200, {
+        version: '0.1.0',
+        node: 'nd-1',
+        nodes: nodes.length,
+        nodesAlive: alive,
+        nodesDead: nodes.length - alive,
+        leader: 'nd-1',
+        leaderName: 'node-a',
+        uptimeSec: 7200,
+        sandboxes: { total: 1, byStatus: { running: 1 } },
+      });
     }
-    if (key === 'GET /nodes') return send(200, { nodes: [NODE] });
-    if (key === 'GET /nodes/node-a') return send(200, NODE);
+    if (key === 'GET /nodes') return send(200, { nodes });
+    const nm = /^\/nodes\/([^/]+)$/.exec(path);
+    if (nm) {
+      const n = nodes.find((x) => x.id === nm[1] || x.name === nm[1]);
+      if (!n) return send(404, { error: { code: 'NOT_FOUND', message: `node '${nm[1]}' not found` } });
+      if (req.method === 'GET') return send(200, n);
+      if (n.status === 'alive') return send(412, { error: { code: 'FAILED_PRECONDITION', message: `node '${n.name}' is alive; stop its prismd first` } });
+      nodes = nodes.filter((x) => x !== n);
+      return void res.writeHead(204).end();
+    }
     if (key === 'GET /sandboxes') return send(200, { sandboxes });
     if (key === 'POST /sandboxes') {
       const sb = { ...SB, ...body, id: 'sb-newnewnew000' } as Sandbox;
@@ -117,12 +149,12 @@ interface Run {
   stderr: string;
 }
 
-async function run(args: string[], opts: { stdin?: string; tty?: boolean; env?: Record<string, string> } = {}): Promise<Run> {
+async function run(args: string[], opts: { stdin?: string; tty?: boolean; stdoutTty?: boolean; env?: Record<string, string> } = {}): Promise<Run> {
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   const stdin = Object.assign(Readable.from(opts.stdin === undefined ? [] : [Buffer.from(opts.stdin)]), { isTTY: opts.tty ?? false });
   const io: CliIo = {
-    stdout: { write: (c) => out.push(Buffer.from(c)) },
+    stdout: { write: (c) => out.push(Buffer.from(c)), isTTY: opts.stdoutTty ?? false } as CliIo['stdout'],
     stderr: { write: (c) => err.push(Buffer.from(c)) },
     stdin,
     env: opts.env ?? { PRISM_API: api },
@@ -219,9 +251,6 @@ describe('prismctl output', () => {
     expect(row!.indexOf('calm-otter-01')).toBe(header!.indexOf('NAME'));
     const nodes = await run(['node', 'ls']);
     expect(nodes.stdout).toContain('3 GiB/16 GiB');
-    const info = await run(['info']);
-    expect(info.stdout).toMatch(/Nodes:\s+1 \(1 alive\)/);
-    expect(info.stdout).toMatch(/Uptime:\s+2h/);
   });
 
   it('create sends the flags and prints a summary with the id', async () => {
@@ -239,6 +268,102 @@ describe('prismctl output', () => {
     expect(rm.stdout).toContain(`deleted ${SB.name}`);
     expect(rm.stderr).toBe("error: sandbox 'ghost' not found (NOT_FOUND)\n");
     expect(sandboxes).toHaveLength(0);
+  });
+});
+
+describe('prismctl cluster commands', () => {
+  const cells = (line: string): string[] => line.split(/\s{3,}/);
+
+  it('node ls shows usage, reservations, labels and last heartbeat per node', async () => {
+    nodes = [DEAD, NODE];
+    const r = await run(['node', 'ls']);
+    expect(r.code).toBe(0);
+    const [header, a, b] = r.stdout.trimEnd().split('\n');
+    expect(cells(header!)).toEqual(['NAME', 'STATUS', 'ADDRESS', 'CPU', 'MEMORY', 'DISK', 'RESERVED', 'SANDBOXES', 'LABELS', 'SEEN']);
+    // Sorted by name, whatever order the API answered in.
+    expect(cells(a!)).toEqual(['node-a', 'alive', '10.0.0.1:8008', '12.5%/8', '3 GiB/16 GiB', '512 GiB/1 TiB', '1/8 cpu, 512 MiB/14 GiB', '1', 'zone=a', expect.stringMatching(/^\d+s ago$/)]);
+    expect(cells(b!)).toEqual(['node-b', 'dead', '10.0.0.2:8008', '12.5%/8', '3 GiB/16 GiB', '512 GiB/1 TiB', '0/8 cpu, 0 B/14 GiB', '0', '-', '1m ago']);
+  });
+
+  it('node info shows capacity, reservations, labels, runtimes and the leader role', async () => {
+    const r = await run(['node', 'info', 'node-a']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^Status:\s+alive, leader \(runs the scheduler\)$/m);
+    expect(r.stdout).toMatch(/^Labels:\s+zone=a$/m);
+    expect(r.stdout).toMatch(/^CPU:\s+8 cores, 12\.5% busy, load 0\.50$/m);
+    expect(r.stdout).toMatch(/^Capacity:\s+8 CPUs, 14 GiB, no sandbox limit$/m);
+    expect(r.stdout).toMatch(/^Reserved:\s+1 CPUs \(13%\), 512 MiB \(3%\), 1 sandboxes$/m);
+    expect(r.stdout).toMatch(/^ {2}oci:\s+usable$/m);
+    const json = await run(['node', 'info', 'node-a', '-o', 'json']);
+    expect(JSON.parse(json.stdout)).toEqual(NODE);
+  });
+
+  it('info shows nodes alive and dead, the leader by name and id, this node and sandboxes by status', async () => {
+    nodes = [NODE, DEAD];
+    const r = await run(['info']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^This node:\s+node-a \(nd-1\)$/m);
+    expect(r.stdout).toMatch(/^Leader:\s+node-a \(nd-1\)$/m);
+    expect(r.stdout).toMatch(/^Nodes:\s+2 \(1 alive, 1 dead: node-b\)$/m);
+    expect(r.stdout).toMatch(/^Sandboxes:\s+1 \(running 1\)$/m);
+    expect(r.stdout).toMatch(/^Uptime:\s+2h$/m);
+    expect(JSON.parse((await run(['info', '-o', 'json'])).stdout)).toMatchObject({ nodesAlive: 1, nodesDead: 1, leaderName: 'node-a' });
+  });
+
+  it('node top prints one snapshot with the cluster line and the leader marked', async () => {
+    nodes = [NODE, DEAD];
+    const r = await run(['node', 'top']);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^nodes 1\/2 alive \(1 dead\)\s+leader node-a\s+sandboxes 1 \(running 1\)\s+\d\d:\d\d:\d\d$/);
+    expect(cells(lines[1]!)).toEqual(['NAME', 'STATUS', 'CPU%', 'LOAD', 'MEMORY', 'MEM%', 'DISK', 'DISK%', 'SANDBOXES', 'RES-CPU', 'RES-MEM']);
+    expect(cells(lines[2]!)).toEqual(['node-a*', 'alive', '12.5', '0.50', '3 GiB/16 GiB', '19%', '512 GiB/1 TiB', '50%', '1', '1/8', '512 MiB/14 GiB']);
+    expect(cells(lines[3]!).slice(0, 4)).toEqual(['node-b', 'dead 1m', '-', '-']);
+    expect(r.stdout).not.toContain('\x1b');
+  });
+
+  it('node top --watch appends snapshots to a pipe, redraws a terminal, and prints JSON lines', async () => {
+    let r = await run(['node', 'top', '--watch', '0.01', '--count', '3']);
+    expect(r.code).toBe(0);
+    expect(r.stdout.match(/^nodes 1\/1 alive/gm)).toHaveLength(3);
+    expect(r.stdout).not.toContain('\x1b');
+    expect(requests.filter((q) => q.path === '/nodes')).toHaveLength(3);
+    r = await run(['node', 'top', '-w', '0.01', '-n', '2'], { stdoutTty: true });
+    expect(r.stdout.split('\x1b[H\x1b[2J')).toHaveLength(3);
+    r = await run(['-o', 'json', 'node', 'top', '--watch', '0.01', '--count', '2']);
+    const docs = r.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { cluster: { leader: string }; nodes: NodeInfo[] });
+    expect(docs).toHaveLength(2);
+    expect(docs[0]).toEqual({ cluster: expect.objectContaining({ leader: 'nd-1' }), nodes: [NODE] });
+  });
+
+  it('node top --watch keeps going when the daemon is briefly unreachable', async () => {
+    const port = (server.address() as AddressInfo).port;
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+    server = createServer().listen(0);
+    const r = await run(['--api', `127.0.0.1:${port}`, 'node', 'top', '--watch', '0.01', '--count', '2'], { env: {} });
+    expect(r.code).toBe(0);
+    expect(r.stdout.match(/^error: cannot reach the Prism API .*\(UNAVAILABLE\); retrying in 0\.01s$/gm)).toHaveLength(2);
+    expect((await run(['--api', `127.0.0.1:${port}`, 'node', 'top'], { env: {} })).code).toBe(1);
+  });
+
+  it('node top rejects a zero or non-numeric interval as a usage error', async () => {
+    expect((await run(['node', 'top', '--watch', '0'])).code).toBe(2);
+    expect((await run(['node', 'top', '--watch', 'soon'])).code).toBe(2);
+  });
+
+  it('node rm deletes dead nodes through DELETE /nodes/:id and reports the refusals', async () => {
+    nodes = [NODE, DEAD];
+    const r = await run(['node', 'rm', 'node-b', 'node-a', 'ghost']);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('removed node node-b\n');
+    expect(r.stderr).toBe("error: node 'node-a' is alive; stop its prismd first (FAILED_PRECONDITION)\nerror: node 'ghost' not found (NOT_FOUND)\n");
+    expect(requests.filter((q) => q.method === 'DELETE').map((q) => q.path)).toEqual(['/nodes/node-b', '/nodes/node-a', '/nodes/ghost']);
+    expect(nodes).toEqual([NODE]);
+    nodes = [NODE, DEAD];
+    const json = await run(['-o', 'json', 'node', 'remove', 'nd-2']);
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.stdout)).toEqual({ removed: ['nd-2'] });
   });
 });
 
