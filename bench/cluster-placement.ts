@@ -1,0 +1,532 @@
+/**
+ * Cluster control plane on a real 3-member etcd on loopback, beside raw etcd puts measured in the same run.
+ *
+ *   baseline.rawPuts        puts/s through the npm etcd3 client, CONCURRENCY in flight, N small JSON values
+ *   baseline.storePuts      the same through EtcdStore.put (Prism's store layer, tuned retry policy)
+ *   prism.steady / .burst   3 in-process nodes (FakeDriver: a no-op runtime, allowed for this bench only),
+ *                           N SandboxService.create calls spread over the nodes. steady: CONCURRENCY in
+ *                           flight, as the baseline. burst: waves of BURST creates issued at once.
+ *     .placedPerSec         placements the scheduler committed / time from a wave's start to its last commit
+ *     .createdPerSec        N / time until every create returned `running`
+ *     .etcdRpcsPerCreate    client RPCs etcd served per create (from its /metrics), deletes likewise
+ *     .benchEventLoopBusy   the 3 nodes share this process's JS thread: near 1, the host is the limit
+ *   failover.schedulerLeaderCrash  the leader node stops without leaving: time until another node leads,
+ *                           until a create issued at the crash completes, until the node counts as dead
+ *   failover.etcdLeaderKill kill -9 of etcd's leader member: time until a create (and, for comparison,
+ *                           a bare EtcdStore.put and an etcd3 put with default settings) succeeds again
+ *   failover.nodeCrash      a non-leader node with sandboxes crashes: time until it is dead, until all its
+ *                           sandboxes are `lost`, and (after it restarts) until they are `running` again
+ *
+ * Usage: node dist/bench/cluster-placement.js [runs=5] [n=1000] [failoverRuns=3]   (needs etcd, etcdctl)
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Etcd3 } from 'etcd3';
+import { isPrismError } from '../src/core/errors.js';
+import { startNode, type NodeServices } from '../src/daemon/node-wiring.js';
+import { oneImageStore } from '../src/images/fake/one-image-store.js';
+import { FakeDriver } from '../src/runtime/fake/fake-driver.js';
+import type { Logger } from '../src/service/logger.js';
+import { SandboxRepo } from '../src/service/sandbox-repo.js';
+import { EtcdStore } from '../src/store/etcd/etcd-store.js';
+import { summarize } from './stats.js';
+
+const RUNS = Number(process.argv[2] ?? 5);
+const N = Number(process.argv[3] ?? 1000);
+const FAILOVER_RUNS = Number(process.argv[4] ?? 3);
+const CONCURRENCY = Number(process.env.PRISM_BENCH_CONCURRENCY ?? 64);
+/**
+ * Creates issued at once in burst mode. Kept under etcd's default --max-txn-ops (128): a placement
+ * transaction holds 1 leader check + one put per sandbox + one per node, and the scheduler's batchMax
+ * of 256 exceeds it: etcd refuses the batch and the scheduler retries that same batch until creates time out.
+ */
+const BURST = Number(process.env.PRISM_BENCH_BURST ?? 100);
+const NODE_TTL_MS = 3000;
+/** How long one failover measurement may take before it counts as a timeout. */
+const FAILOVER_BOUND_MS = 30_000;
+const PREFIX = 'prism-bench/';
+const IMAGE = 'prism.local/bench:latest';
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const round = (x: number) => Math.round(x * 100) / 100;
+const log: Logger = process.env.PRISM_BENCH_DEBUG
+  ? { info() {}, debug() {}, warn: (o, m) => console.error('warn', m, o), error: (o, m) => console.error('error', m, o) }
+  : { info() {}, debug() {}, warn() {}, error() {} };
+
+// Every etcd process and the data dir are removed on any exit, a thrown error or Ctrl-C included.
+const children = new Set<ChildProcess>();
+const dataDir = mkdtempSync(join(tmpdir(), 'prism-bench-etcd-'));
+process.on('exit', () => {
+  for (const p of children) p.kill('SIGKILL');
+  rmSync(dataDir, { recursive: true, force: true });
+});
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
+
+interface Member { name: string; client: string; peer: string; proc?: ChildProcess }
+
+/** Three etcd members on free loopback ports; a killed member restarts on its data dir ("existing"). */
+class LoopbackEtcd {
+  members: Member[] = [];
+  private initial = '';
+
+  async start(): Promise<void> {
+    const ports = await freePorts(6);
+    this.members = [0, 1, 2].map((i) => ({ name: `m${i}`, client: `http://127.0.0.1:${ports[2 * i]}`, peer: `http://127.0.0.1:${ports[2 * i + 1]}` }));
+    this.initial = this.members.map((m) => `${m.name}=${m.peer}`).join(',');
+    for (const m of this.members) this.spawn(m, 'new');
+    await Promise.all(this.members.map((m) => waitHealthy(m.client)));
+  }
+
+  private spawn(m: Member, state: 'new' | 'existing'): void {
+    m.proc = spawn('etcd', [
+      '--name', m.name, '--data-dir', join(dataDir, m.name),
+      '--listen-client-urls', m.client, '--advertise-client-urls', m.client,
+      '--listen-peer-urls', m.peer, '--initial-advertise-peer-urls', m.peer,
+      '--initial-cluster', this.initial, '--initial-cluster-token', `prism-bench-${process.pid}`,
+      '--initial-cluster-state', state, '--log-level', 'error',
+    ], { stdio: ['ignore', 'ignore', 'pipe'] });
+    m.proc.stderr!.resume();
+    children.add(m.proc);
+    const p = m.proc;
+    p.once('exit', () => children.delete(p));
+  }
+
+  endpoints(): string[] {
+    return this.members.map((m) => m.client);
+  }
+
+  /** The member `etcdctl endpoint status` calls leader (simple output: endpoint, id, version, size, IS LEADER, ...). */
+  leader(): Member {
+    const alive = this.members.filter((m) => children.has(m.proc!));
+    const out = spawnSync('etcdctl', ['--endpoints', alive.map((m) => m.client).join(','), 'endpoint', 'status'],
+      { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } }).stdout;
+    const line = out.split('\n').find((l) => l.split(', ')[4] === 'true');
+    const member = this.members.find((m) => line?.startsWith(`${m.client},`));
+    if (!member) throw new Error(`no etcd leader in etcdctl output:\n${out}`);
+    return member;
+  }
+
+  async kill(m: Member): Promise<void> {
+    const p = m.proc!;
+    if (!children.has(p)) return;
+    const exited = new Promise((resolve) => p.once('exit', resolve));
+    p.kill('SIGKILL');
+    await exited;
+  }
+
+  async restart(m: Member): Promise<void> {
+    this.spawn(m, 'existing');
+    await waitHealthy(m.client);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.members.map((m) => this.kill(m)));
+  }
+}
+
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => resolve(s));
+  })));
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+  return ports;
+}
+
+async function waitHealthy(url: string): Promise<void> {
+  await waitUntil(() => fetch(`${url}/health`).then(async (r) => (await r.json() as { health: string }).health === 'true', () => false), 20_000, `etcd at ${url} healthy`);
+}
+
+/** Polls `cond` every 10 ms; resolves with the elapsed ms, throws after `boundMs`. */
+async function waitUntil(cond: () => boolean | Promise<boolean>, boundMs: number, what: string): Promise<number> {
+  const t0 = performance.now();
+  for (;;) {
+    if (await cond()) return performance.now() - t0;
+    if (performance.now() - t0 > boundMs) throw new Error(`timed out after ${boundMs} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** Runs `fn(0..n-1)` with at most `width` calls in flight. */
+async function pool(n: number, width: number, fn: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(width, n) }, async () => {
+    while (next < n) await fn(next++);
+  }));
+}
+
+/** Client RPCs etcd has served, by gRPC method, summed over the live members (from /metrics). */
+async function rpcCounts(cluster: LoopbackEtcd): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const m of cluster.members.filter((x) => children.has(x.proc!))) {
+    const text = await fetch(`${m.client}/metrics`).then((r) => r.text());
+    for (const [, method, n] of text.matchAll(/^grpc_server_handled_total\{[^}]*grpc_method="(\w+)"[^}]*\} (\S+)$/gm)) {
+      out.set(method!, (out.get(method!) ?? 0) + Number(n));
+    }
+  }
+  return out;
+}
+
+/** CPU seconds the etcd members have used (utime + stime from /proc; clock ticks are 100 Hz on Linux). */
+function etcdCpuSec(cluster: LoopbackEtcd): number {
+  let ticks = 0;
+  for (const m of cluster.members) {
+    if (!children.has(m.proc!)) continue;
+    const fields = readFileSync(`/proc/${m.proc!.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks / 100;
+}
+
+/** RPCs per unit of work between two `rpcCounts` readings (methods that moved only). */
+function rpcsPer(before: Map<string, number>, after: Map<string, number>, units: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of after) if (v - (before.get(k) ?? 0) > 0) out[k] = round((v - (before.get(k) ?? 0)) / units);
+  return out;
+}
+
+// --- Prism nodes --------------------------------------------------------------------------------
+
+const images = oneImageStore(IMAGE, { digest: 'sha256:' + 'cd'.repeat(32) });
+
+interface BenchNode { id: string; store: EtcdStore; driver: FakeDriver; svc: NodeServices }
+
+/** One node on its own etcd connection; a restart passes the old FakeDriver (its tasks "survived"). */
+async function startBenchNode(endpoints: string[], id: string, driver = new FakeDriver()): Promise<BenchNode> {
+  const store = await EtcdStore.connect({ endpoints, prefix: PREFIX });
+  const svc = await startNode({
+    store, id, name: id, version: 'bench', dataDir, address: 'http://127.0.0.1:0',
+    images, drivers: new Map([['oci', driver]]), runtimeInfo: [],
+    defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 256, pidsLimit: 256 },
+    // Large enough that capacity never refuses a placement: this bench measures the control plane.
+    labels: {}, capacity: { cpus: 1_000_000, memoryMb: 1_000_000_000, maxSandboxes: 0 }, placement: 'spread',
+    nodeTtlMs: NODE_TTL_MS, scheduleTimeoutMs: FAILOVER_BOUND_MS,
+    execLimits: { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600 },
+    watchdogMs: 600_000, log,
+  });
+  return { id, store, driver, svc };
+}
+
+/** A node dying without a goodbye: renewals stop, its connection drops, the lease runs out in etcd. */
+async function crash(node: BenchNode): Promise<void> {
+  await node.svc.stop();
+  await node.store.close();
+}
+
+const leaderOf = (nodes: BenchNode[]) => nodes.find((n) => n.svc.membership.leaderTerm() !== undefined);
+const totals = (nodes: BenchNode[]) => nodes.reduce((t, n) => ({ placed: t.placed + n.svc.scheduler.stats.placed, batches: t.batches + n.svc.scheduler.stats.batches }), { placed: 0, batches: 0 });
+
+let deleteConflicts = 0;
+
+/**
+ * Deletes every sandbox through its owning node (so the task goes too); returns deletes/s. A delete
+ * that gave up on CONFLICT (concurrent deletes race on the node's reservation key) is retried and counted.
+ */
+async function deleteAll(nodes: BenchNode[], repo: SandboxRepo): Promise<number> {
+  const all = await repo.listSandboxes();
+  const t0 = performance.now();
+  await pool(all.length, CONCURRENCY, async (i) => {
+    const sb = all[i]!;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await (nodes.find((n) => n.id === sb.node) ?? nodes[0]!).svc.sandboxes.delete(sb.id);
+      } catch (e) {
+        if (!isPrismError(e, 'CONFLICT') || attempt >= 5) throw e;
+        deleteConflicts++;
+      }
+    }
+  });
+  return all.length / ((performance.now() - t0) / 1000);
+}
+
+/** Keys a run should leave behind (none) and reservations that did not return to zero. */
+async function leftovers(observer: EtcdStore): Promise<{ keys: number; reservedSandboxes: number }> {
+  const keys = (await observer.list('/prism/')).filter((kv) => /^\/prism\/(sandboxes|names|handles|execs)\//.test(kv.key)).length;
+  const reservedSandboxes = (await observer.list('/prism/reservations/')).reduce((s, kv) => s + (JSON.parse(kv.value) as { sandboxes: number }).sandboxes, 0);
+  return { keys, reservedSandboxes };
+}
+
+// --- Measurements -------------------------------------------------------------------------------
+
+async function rawPutRun(client: Etcd3, run: number): Promise<number> {
+  const value = JSON.stringify(sampleRecord(run));
+  const prefix = `raw-bench/${run}/`;
+  const t0 = performance.now();
+  await pool(N, CONCURRENCY, (i) => client.put(`${prefix}${i}`).value(value).exec());
+  const perSec = N / ((performance.now() - t0) / 1000);
+  await client.delete().prefix(prefix).exec();
+  return perSec;
+}
+
+async function storePutRun(store: EtcdStore, run: number): Promise<number> {
+  const value = JSON.stringify(sampleRecord(run));
+  const prefix = `/store-bench/${run}/`;
+  const t0 = performance.now();
+  await pool(N, CONCURRENCY, (i) => store.put(`${prefix}${i}`, value));
+  const perSec = N / ((performance.now() - t0) / 1000);
+  await Promise.all((await store.list(prefix)).map((kv) => store.delete(kv.key)));
+  return perSec;
+}
+
+/** A value the size of a pending sandbox record (~400 bytes of JSON), so both sides write alike. */
+function sampleRecord(i: number) {
+  return {
+    id: `sb-${String(i).padStart(12, '0')}`, name: `bench-${i}`, status: 'pending', node: '', image: IMAGE, runtime: 'oci',
+    cpus: 1, memoryMb: 256, pidsLimit: 256, env: {}, workdir: '', timeoutSec: 0, createdAt: new Date().toISOString(),
+  };
+}
+
+interface PrismRun { benchLoopBusy: number; etcdCpuSec: number; rpcsPerCreate: Record<string, number>; rpcsPerDelete: Record<string, number>; placedPerSec: number; createdPerSec: number; deletedPerSec: number; batches: number; meanBatch: number; createMs: number[]; perNode: Record<string, number>; errors: number; leftover: { keys: number; reservedSandboxes: number } }
+
+/**
+ * N creates in waves of `wave`, at most `width` in flight within a wave. Steady (wave N, width 64) is the
+ * same load shape as the raw-put baseline; a burst (wave = width) has every create of a wave pending at
+ * once, which is what batching is for. Placement time counts from each wave's start to its last commit.
+ */
+async function prismRun(nodes: BenchNode[], repo: SandboxRepo, observer: EtcdStore, cluster: LoopbackEtcd, wave: number, width: number): Promise<PrismRun> {
+  const before = totals(nodes);
+  const rpc0 = await rpcCounts(cluster);
+  const cpu0 = etcdCpuSec(cluster);
+  const elu0 = performance.eventLoopUtilization();
+  let placed = 0;
+  let placedAt = 0;
+  let placingMs = 0;
+  const createMs: number[] = [];
+  let errors = 0;
+  const t0 = performance.now();
+  // The scheduler counts a placement right after its transaction commits; 1 ms polling is well below a wave's length.
+  const poll = setInterval(() => {
+    const now = totals(nodes).placed - before.placed;
+    if (now > placed) [placed, placedAt] = [now, performance.now()];
+  }, 1);
+  try {
+    for (let first = 0; first < N; first += wave) {
+      const w0 = performance.now();
+      await pool(Math.min(wave, N - first), width, async (k) => {
+        const i = first + k;
+        const c0 = performance.now();
+        // Named, because generated names collide within a thousand sandboxes (see the report).
+        await nodes[i % nodes.length]!.svc.sandboxes.create({ name: `bench-${i}` }).then(() => createMs.push(performance.now() - c0), (e) => {
+          errors++;
+          log.error({ err: e }, 'create failed');
+        });
+      });
+      if (placedAt > w0) placingMs += placedAt - w0;
+    }
+  } finally {
+    clearInterval(poll);
+  }
+  const createdAt = performance.now();
+  const benchLoopBusy = performance.eventLoopUtilization(elu0).utilization;
+  const etcdCpu = etcdCpuSec(cluster) - cpu0;
+  const after = totals(nodes);
+  const perNode: Record<string, number> = {};
+  for (const sb of await repo.listSandboxes()) perNode[sb.node] = (perNode[sb.node] ?? 0) + 1;
+  const rpc1 = await rpcCounts(cluster);
+  const deletedPerSec = await deleteAll(nodes, repo);
+  const rpc2 = await rpcCounts(cluster);
+  const batches = after.batches - before.batches;
+  return {
+    placedPerSec: placed / (placingMs / 1000),
+    createdPerSec: (N - errors) / ((createdAt - t0) / 1000),
+    benchLoopBusy, etcdCpuSec: etcdCpu, rpcsPerCreate: rpcsPer(rpc0, rpc1, N), rpcsPerDelete: rpcsPer(rpc1, rpc2, N),
+    deletedPerSec, batches, meanBatch: batches ? (after.placed - before.placed) / batches : 0, createMs, perNode, errors,
+    leftover: await leftovers(observer),
+  };
+}
+
+/** (a) The scheduler leader crashes: times to a new leader, to a completed create, to the node being dead. */
+async function schedulerLeaderCrash(nodes: BenchNode[], repo: SandboxRepo, endpoints: string[]) {
+  const leader = leaderOf(nodes);
+  if (!leader) throw new Error('no scheduler leader');
+  const survivors = nodes.filter((n) => n !== leader);
+  const t0 = performance.now();
+  await crash(leader);
+  const since = () => performance.now() - t0;
+  const [electedMs, createMs, deadMs] = await Promise.all([
+    waitUntil(() => leaderOf(survivors) !== undefined, FAILOVER_BOUND_MS, 'a new scheduler leader').then(since),
+    survivors[0]!.svc.sandboxes.create({}).then(since),
+    waitUntil(async () => (await repo.listNodes()).find((n) => n.id === leader.id)?.status === 'dead', FAILOVER_BOUND_MS, 'the crashed leader dead').then(since),
+  ]);
+  nodes[nodes.indexOf(leader)] = await startBenchNode(endpoints, leader.id, leader.driver);
+  await waitUntil(async () => (await repo.listNodes()).every((n) => n.status === 'alive'), FAILOVER_BOUND_MS, 'the restarted node alive');
+  await deleteAll(nodes, repo);
+  return { electedMs, createMs, deadMs };
+}
+
+/** (b) etcd's leader member is killed: times until writes at each layer succeed again. */
+async function etcdLeaderKill(nodes: BenchNode[], cluster: LoopbackEtcd, observer: EtcdStore, raw: Etcd3, repo: SandboxRepo) {
+  const member = cluster.leader();
+  const t0 = performance.now();
+  await cluster.kill(member);
+  const until = async (fn: () => Promise<unknown>) => {
+    for (;;) {
+      if (performance.now() - t0 > FAILOVER_BOUND_MS) return null;
+      if (await fn().then(() => true, () => false)) return performance.now() - t0;
+      await sleep(10);
+    }
+  };
+  const [createMs, storePutMs, rawPutMs] = await Promise.all([
+    until(() => nodes[0]!.svc.sandboxes.create({})),
+    until(() => observer.put('/bench-probe', 'x')),
+    until(() => raw.put('raw-bench/probe').value('x').exec()),
+  ]);
+  await cluster.restart(member);
+  // Creates through every node work again before the next run starts.
+  await Promise.all(nodes.map((n) => n.svc.sandboxes.create({})));
+  await deleteAll(nodes, repo);
+  return { createMs, storePutMs, rawPutMs, member: member.name };
+}
+
+/** (c) A non-leader node holding sandboxes crashes: dead, its sandboxes lost; back to running after its restart. */
+async function nodeCrash(nodes: BenchNode[], repo: SandboxRepo, endpoints: string[]) {
+  await Promise.all(Array.from({ length: 6 }, (_, i) => nodes[i % nodes.length]!.svc.sandboxes.create({})));
+  const all = await repo.listSandboxes();
+  const victim = nodes.find((n) => n !== leaderOf(nodes) && all.some((s) => s.node === n.id));
+  if (!victim) throw new Error('no non-leader node holds a sandbox');
+  const mine = all.filter((s) => s.node === victim.id).map((s) => s.id);
+  const status = async () => (await repo.listSandboxes()).filter((s) => mine.includes(s.id)).map((s) => s.status);
+  const t0 = performance.now();
+  await crash(victim);
+  const since = () => performance.now() - t0;
+  const [deadMs, lostMs] = await Promise.all([
+    waitUntil(async () => (await repo.listNodes()).find((n) => n.id === victim.id)?.status === 'dead', FAILOVER_BOUND_MS, 'the crashed node dead').then(since),
+    waitUntil(async () => (await status()).every((s) => s === 'lost'), FAILOVER_BOUND_MS, 'its sandboxes lost').then(since),
+  ]);
+  const r0 = performance.now();
+  nodes[nodes.indexOf(victim)] = await startBenchNode(endpoints, victim.id, victim.driver);
+  const reconciledMs = await waitUntil(async () => (await status()).every((s) => s === 'running'), FAILOVER_BOUND_MS, 'its sandboxes running again')
+    .then(() => performance.now() - r0);
+  await deleteAll(nodes, repo);
+  return { deadMs, lostMs, reconciledAfterRestartMs: reconciledMs, sandboxes: mine.length };
+}
+
+// --- Main -----------------------------------------------------------------------------------------
+
+async function main() {
+  const cluster = new LoopbackEtcd();
+  await cluster.start();
+  const endpoints = cluster.endpoints();
+  const raw = new Etcd3({ hosts: endpoints });
+  const observer = await EtcdStore.connect({ endpoints, prefix: PREFIX });
+  const repo = new SandboxRepo(observer);
+  const nodes: BenchNode[] = [];
+  try {
+    for (const id of ['node-a', 'node-b', 'node-c']) nodes.push(await startBenchNode(endpoints, id));
+    await waitUntil(() => leaderOf(nodes) !== undefined, FAILOVER_BOUND_MS, 'a scheduler leader');
+
+    // Warm-up (connections, JIT) on both sides, then alternate so drift on a shared machine hits both.
+    await rawPutRun(raw, -1);
+    await Promise.all(nodes.map((n) => n.svc.sandboxes.create({})));
+    await deleteAll(nodes, repo);
+    const rawPuts: number[] = [];
+    const storePuts: number[] = [];
+    const steady: PrismRun[] = [];
+    const burst: PrismRun[] = [];
+    for (let r = 0; r < RUNS; r++) {
+      rawPuts.push(await rawPutRun(raw, r));
+      storePuts.push(await storePutRun(observer, r));
+      steady.push(await prismRun(nodes, repo, observer, cluster, N, CONCURRENCY));
+      burst.push(await prismRun(nodes, repo, observer, cluster, BURST, BURST));
+    }
+
+    const failover = { schedulerLeaderCrash: [] as Awaited<ReturnType<typeof schedulerLeaderCrash>>[], etcdLeaderKill: [] as Awaited<ReturnType<typeof etcdLeaderKill>>[], nodeCrash: [] as Awaited<ReturnType<typeof nodeCrash>>[] };
+    for (let r = 0; r < FAILOVER_RUNS; r++) {
+      failover.schedulerLeaderCrash.push(await schedulerLeaderCrash(nodes, repo, endpoints));
+      failover.nodeCrash.push(await nodeCrash(nodes, repo, endpoints));
+      failover.etcdLeaderKill.push(await etcdLeaderKill(nodes, cluster, observer, raw, repo));
+    }
+
+    process.stdout.write(`${JSON.stringify(report(rawPuts, storePuts, { steady, burst }, failover), null, 2)}\n`);
+  } finally {
+    for (const n of nodes) await n.svc.stop({ leave: true }).catch(() => undefined);
+    for (const n of nodes) await n.store.close();
+    await observer.close();
+    raw.close();
+    await cluster.stop();
+  }
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return round(s[Math.floor((s.length - 1) / 2)]!);
+};
+const ms = (xs: (number | null)[]) => ({ ...summarize(xs.filter((x): x is number => x !== null)), timeouts: xs.filter((x) => x === null).length });
+
+function prismSummary(runs: PrismRun[], rawPutsPerSec: number) {
+  const placed = median(runs.map((r) => r.placedPerSec));
+  const created = median(runs.map((r) => r.createdPerSec));
+  return {
+    placedPerSec: { median: placed, all: runs.map((r) => round(r.placedPerSec)) },
+    createdPerSec: { median: created, all: runs.map((r) => round(r.createdPerSec)) },
+    placedVsRawPuts: round(placed / rawPutsPerSec),
+    createdVsRawPuts: round(created / rawPutsPerSec),
+    deletedPerSec: { median: median(runs.map((r) => r.deletedPerSec)), all: runs.map((r) => round(r.deletedPerSec)) },
+    createLatency: summarize(runs.flatMap((r) => r.createMs)),
+    batches: runs.map((r) => r.batches),
+    meanBatchSize: runs.map((r) => round(r.meanBatch)),
+    perNode: runs.map((r) => r.perNode),
+    errors: runs.reduce((s, r) => s + r.errors, 0),
+    leftoverAfterDelete: runs.map((r) => r.leftover),
+    benchEventLoopBusy: runs.map((r) => round(r.benchLoopBusy)),
+    etcdCpuSecWhileCreating: runs.map((r) => round(r.etcdCpuSec)),
+    etcdRpcsPerCreate: runs.at(-1)?.rpcsPerCreate,
+    etcdRpcsPerDelete: runs.at(-1)?.rpcsPerDelete,
+  };
+}
+
+function report(rawPuts: number[], storePuts: number[], prism: { steady: PrismRun[]; burst: PrismRun[] }, f: {
+  schedulerLeaderCrash: { electedMs: number; createMs: number; deadMs: number }[];
+  etcdLeaderKill: { createMs: number | null; storePutMs: number | null; rawPutMs: number | null }[];
+  nodeCrash: { deadMs: number; lostMs: number; reconciledAfterRestartMs: number; sandboxes: number }[];
+}) {
+  const rawMedian = median(rawPuts);
+  return {
+    benchmark: 'cluster-placement',
+    date: new Date().toISOString(),
+    runs: RUNS, n: N, concurrency: CONCURRENCY, burst: BURST, etcd: 'v3.4, 3 members on loopback, data on ' + tmpdir(),
+    nodes: 3, driver: 'fake (no-op)', nodeTtlMs: NODE_TTL_MS,
+    baseline: {
+      rawPutsPerSec: { median: rawMedian, all: rawPuts.map(round) },
+      storePutsPerSec: { median: median(storePuts), all: storePuts.map(round) },
+    },
+    prism: {
+      steady: prismSummary(prism.steady, rawMedian),
+      burst: prismSummary(prism.burst, rawMedian),
+    },
+    targets: { placedVsRawPuts: 0.5 },
+    deletesGivenUpOnConflict: deleteConflicts,
+    failover: {
+      runs: FAILOVER_RUNS,
+      schedulerLeaderCrash: {
+        newLeader: ms(f.schedulerLeaderCrash.map((x) => x.electedMs)),
+        createCompleted: ms(f.schedulerLeaderCrash.map((x) => x.createMs)),
+        nodeDead: ms(f.schedulerLeaderCrash.map((x) => x.deadMs)),
+      },
+      etcdLeaderKill: {
+        prismCreateSucceeded: ms(f.etcdLeaderKill.map((x) => x.createMs)),
+        storePutSucceeded: ms(f.etcdLeaderKill.map((x) => x.storePutMs)),
+        defaultEtcd3PutSucceeded: ms(f.etcdLeaderKill.map((x) => x.rawPutMs)),
+      },
+      nodeCrash: {
+        nodeDead: ms(f.nodeCrash.map((x) => x.deadMs)),
+        sandboxesLost: ms(f.nodeCrash.map((x) => x.lostMs)),
+        runningAgainAfterRestart: ms(f.nodeCrash.map((x) => x.reconciledAfterRestartMs)),
+        sandboxesOnNode: f.nodeCrash.map((x) => x.sandboxes),
+      },
+    },
+  };
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    process.stderr.write(`bench failed: ${e instanceof Error ? e.stack : e}\n`);
+    process.exit(1);
+  },
+);
