@@ -1,5 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { Prism, PrismApiError } from '../sdk/index.js';
+import { Prism, PrismApiError, normalizeUrl } from '../sdk/index.js';
+import { readConfig } from './cli-config.js';
 
 /** Where the CLI reads and writes; `process` in real use, in-memory streams in tests. */
 export interface CliIo {
@@ -27,10 +28,16 @@ export class CliContext {
 
   constructor(readonly io: CliIo) {}
 
+  /**
+   * The daemon and token: `--api`/`--token`, else PRISM_API/PRISM_TOKEN, else the config file that
+   * `prismctl login` wrote. The saved token is only ever sent to the saved address.
+   */
   client(cmd: Command): Prism {
     const o = cmd.optsWithGlobals<{ api?: string; token?: string }>();
-    const api = o.api ?? this.io.env.PRISM_API ?? DEFAULT_API;
-    const token = o.token ?? this.io.env.PRISM_TOKEN;
+    const saved = readConfig(this.io.env);
+    const api = o.api ?? this.io.env.PRISM_API ?? saved?.url ?? DEFAULT_API;
+    let token = o.token ?? this.io.env.PRISM_TOKEN;
+    if (!token && saved && normalizeUrl(api) === saved.url) token = saved.token;
     return new Prism({ url: api, token: token || undefined });
   }
 
@@ -84,6 +91,9 @@ export function printError(io: CliIo, e: unknown): void {
     io.stderr.write(`error: ${e.message} (${e.code})\n`);
     if (e.code === 'UNAVAILABLE' && e.status === 0) {
       io.stderr.write('hint: is prismd running? Point prismctl at it with --api HOST:PORT or PRISM_API.\n');
+    }
+    if (e.code === 'UNAUTHENTICATED') {
+      io.stderr.write("hint: give a token with --token or PRISM_TOKEN, or save one with 'prismctl login' (the admin token is in the data dir's admin-token file).\n");
     }
     return;
   }

@@ -34,6 +34,8 @@ export interface DaemonConfig {
   nodeTtlMs: number;
   /** How long a create waits for placement before failing with UNAVAILABLE. */
   scheduleTimeoutMs: number;
+  /** `token`: every route but /health needs an API token; `none` (loopback only) turns that off. */
+  auth: 'token' | 'none';
 }
 
 /** Flags as given on the command line (or their PRISM_* environment equivalents). */
@@ -63,6 +65,7 @@ export interface DaemonFlags {
   placement?: string;
   nodeTtl?: string;
   scheduleTimeout?: string;
+  auth?: string;
 }
 
 export const DEFAULT_API = '127.0.0.1:8008';
@@ -115,6 +118,10 @@ export function parseLabels(items: string[]): Record<string, string> {
   return out;
 }
 
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
 export function defaultDataDir(now = new Date()): string {
   if (process.getuid?.() === 0) return '/var/lib/prism';
   return resolve('data', now.toISOString().replace(/[:.]/g, '-'));
@@ -149,8 +156,15 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     capacity: {},
     placement: 'spread',
     nodeTtlMs: (positive('--node-ttl', flags.nodeTtl ?? env.PRISM_NODE_TTL, false) ?? 5) * 1000,
+    auth: 'token',
     scheduleTimeoutMs: (positive('--schedule-timeout', flags.scheduleTimeout ?? env.PRISM_SCHEDULE_TIMEOUT, false) ?? 30) * 1000,
   };
+  const auth = flags.auth ?? env.PRISM_AUTH ?? 'token';
+  if (auth !== 'token' && auth !== 'none') throw new PrismError('INVALID_ARGUMENT', `--auth must be token or none, got '${auth}'`);
+  if (auth === 'none' && !isLoopback(cfg.apiHost)) {
+    throw new PrismError('INVALID_ARGUMENT', `--auth none is only allowed with a loopback --api address (got ${cfg.apiHost}): anyone who reaches the API could run code`);
+  }
+  cfg.auth = auth;
   const placement = flags.placement ?? env.PRISM_PLACEMENT ?? 'spread';
   if (placement !== 'spread' && placement !== 'binpack') throw new PrismError('INVALID_ARGUMENT', `--placement must be spread or binpack, got '${placement}'`);
   cfg.placement = placement;

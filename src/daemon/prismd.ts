@@ -52,6 +52,7 @@ export function prismdProgram(): Command {
     .addOption(new Option('--placement <strategy>', 'spread (most free memory first) or binpack, used while this node leads').choices(['spread', 'binpack']).env('PRISM_PLACEMENT'))
     .addOption(new Option('--node-ttl <seconds>', 'membership lease TTL: a node silent this long is dead (default 5)').env('PRISM_NODE_TTL'))
     .addOption(new Option('--schedule-timeout <seconds>', 'how long a create waits for placement before 503 (default 30)').env('PRISM_SCHEDULE_TIMEOUT'))
+    .addOption(new Option('--auth <mode>', 'token: every API call but /health needs a token (default); none: no auth, loopback only').choices(['token', 'none']).env('PRISM_AUTH'))
     .action(async (flags: DaemonFlags) => {
       const daemon = await startDaemon(resolveConfig(flags, process.env));
       const shutdown = (sig: string) => {

@@ -120,6 +120,16 @@ class HttpTransport implements ApiTransport {
   }
 }
 
+export interface TokenInfo {
+  id: string;
+  name: string;
+  createdAt: string;
+}
+
+export interface NewToken extends TokenInfo {
+  token: string;
+}
+
 /**
  * Client for one Prism daemon (any node of a cluster).
  *
@@ -139,6 +149,15 @@ export class Prism {
 
   readonly images: ImagesApi;
 
+  /** API tokens (every token may manage tokens). */
+  readonly tokens: {
+    /** The returned `token` is shown once; the server keeps only a hash. */
+    create(name: string): Promise<NewToken>;
+    list(): Promise<TokenInfo[]>;
+    /** Revokes by id or name; the token stops working at once. */
+    revoke(idOrName: string): Promise<void>;
+  };
+
   readonly sandboxes: {
     /** Resolves once the sandbox is `running`. */
     create(opts?: CreateSandboxOptions): Promise<SandboxHandle>;
@@ -156,6 +175,11 @@ export class Prism {
       remove: (idOrName) => api.json<void>('DELETE', `/nodes/${encodeURIComponent(idOrName)}`),
     };
     this.images = new ImagesApi(api);
+    this.tokens = {
+      create: (name) => api.json<NewToken>('POST', '/tokens', { name }),
+      list: async () => (await api.json<{ tokens: TokenInfo[] }>('GET', '/tokens')).tokens,
+      revoke: (idOrName) => api.json<void>('DELETE', `/tokens/${encodeURIComponent(idOrName)}`),
+    };
     this.sandboxes = {
       create: async (o = {}) => new SandboxHandle(api, await api.json<Sandbox>('POST', '/sandboxes', o)),
       list: async () =>

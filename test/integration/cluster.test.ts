@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EtcdCluster, etcdSkipReason } from '../fixtures/etcd-cluster.js';
-import { call, integrationSkipReason, leftovers, startPrismd, type Prismd } from './prismd-harness.js';
+import { call, integrationSkipReason, leftovers, startPrismd, type Prismd, authHeaders } from './prismd-harness.js';
 
 /**
  * Three prismd processes on a real three-member etcd, all on loopback, running oci sandboxes:
@@ -44,7 +44,10 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
 
   beforeAll(async () => {
     await etcd.start(3);
-    nodes = await Promise.all([0, 1, 2].map((i) => startPrismd({ extraArgs: args(i) })));
+    // The first node creates the cluster's admin token; the others join a cluster that has one.
+    const first = await startPrismd({ extraArgs: args(0) });
+    expect(first.token).toMatch(/^prism_/);
+    nodes = [first, ...(await Promise.all([1, 2].map((i) => startPrismd({ extraArgs: args(i), token: first.token }))))];
     ids = await Promise.all(nodes.map(async (n) => ((await call(n.url, 'GET', '/health')).body as { node: string }).node));
     await until('3 alive nodes and a leader', async () => {
       const info = await clusterInfo(nodes[0]!);
@@ -73,7 +76,7 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
     const remote = made.find((s) => s.node !== ids[0])!;
     const res = await fetch(`${nodes[0]!.url}/api/v1/sandboxes/${remote.id}/exec`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
+      headers: { ...authHeaders(nodes[0]!.url), 'content-type': 'application/json', accept: 'application/x-ndjson' },
       body: JSON.stringify({ command: 'echo one; echo two >&2; exit 3' }),
     });
     expect(res.headers.get('content-type')).toContain('application/x-ndjson');

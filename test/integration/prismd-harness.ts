@@ -30,8 +30,18 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** Tokens by daemon URL: `call` and `authHeaders` send the right one automatically. */
+const tokens = new Map<string, string>();
+
+export function authHeaders(url: string): Record<string, string> {
+  const t = tokens.get(new URL(url).origin);
+  return t ? { authorization: `Bearer ${t}` } : {};
+}
+
 export interface Prismd {
   url: string;
+  /** The admin API token: read from the data dir (first node) or given (nodes joining a cluster). */
+  token: string;
   api: string;
   dataDir: string;
   logFile: string;
@@ -45,7 +55,7 @@ export interface Prismd {
   logs(): string;
 }
 
-export async function startPrismd(opts: { dataDir?: string; port?: number; extraArgs?: string[]; imagesDir?: string } = {}): Promise<Prismd> {
+export async function startPrismd(opts: { dataDir?: string; port?: number; extraArgs?: string[]; imagesDir?: string; token?: string } = {}): Promise<Prismd> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'prismd-test-')));
   const port = opts.port ?? (await freePort());
   const api = `127.0.0.1:${port}`;
@@ -71,8 +81,12 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
     if (Date.now() > deadline) throw new Error(`prismd did not become healthy: ${stderr}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+  const tokenFile = join(dataDir, 'admin-token');
+  const token = opts.token ?? (existsSync(tokenFile) ? readFileSync(tokenFile, 'utf8').trim() : '');
+  if (token) tokens.set(url, token);
   const self: Prismd = {
     url,
+    token,
     api,
     dataDir,
     logFile,
@@ -84,14 +98,14 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
     },
     async restart(signal = 'SIGTERM') {
       await self.stop(signal);
-      return startPrismd({ ...opts, dataDir, port });
+      return startPrismd({ ...opts, dataDir, port, ...(token ? { token } : {}) });
     },
     async dispose() {
       if (proc.exitCode === null && proc.signalCode === null) {
         try {
-          const r = await fetch(`${url}/api/v1/sandboxes`);
+          const r = await fetch(`${url}/api/v1/sandboxes`, { headers: authHeaders(url) });
           const body = (await r.json()) as { sandboxes: { id: string }[] };
-          for (const sb of body.sandboxes) await fetch(`${url}/api/v1/sandboxes/${sb.id}`, { method: 'DELETE' });
+          for (const sb of body.sandboxes) await fetch(`${url}/api/v1/sandboxes/${sb.id}`, { method: 'DELETE', headers: authHeaders(url) });
         } catch {
           /* best effort; the checks below catch leaks */
         }
@@ -105,7 +119,7 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
 
 /** JSON request helper returning status and parsed body. */
 export async function call<T = any>(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T; headers: Headers }> {
-  const init: RequestInit = { method, headers: { ...headers } };
+  const init: RequestInit = { method, headers: { ...authHeaders(base), ...headers } };
   if (body !== undefined) {
     init.body = typeof body === 'string' ? body : JSON.stringify(body);
     (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
