@@ -32,6 +32,8 @@ export interface ApiOptions {
   bodyLimit: number;
   /** Largest image archive accepted by POST /images/import. */
   maxImportBytes: number;
+  /** Serve HTTPS with `cert`/`key`; forwarded requests verify other nodes against `ca` and present `cert`. */
+  tls?: { cert: Buffer; key: Buffer; ca: Buffer };
 }
 
 function sendError(reply: import('fastify').FastifyReply, code: ErrorCode, message: string) {
@@ -57,6 +59,7 @@ function translate(err: FastifyError): { code: ErrorCode; message: string } {
 
 export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<FastifyInstance> {
   const app = Fastify({
+    ...(opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key } } : {}),
     logger: false,
     bodyLimit: opts.bodyLimit,
     // Reject wrong types and unknown fields instead of silently coercing or dropping them.
@@ -93,7 +96,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
   });
   app.setNotFoundHandler((req, reply) => sendError(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
   if (svc.tokens) registerAuth(app, svc.tokens);
-  await registerOwnerProxy(app, svc.sandboxes, svc.nodeId);
+  await registerOwnerProxy(app, svc.sandboxes, svc.nodeId, opts.tls);
   await app.register(
     async (api) => {
       registerSystemRoutes(api, svc);

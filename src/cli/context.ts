@@ -1,5 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { Prism, PrismApiError, normalizeUrl } from '../sdk/index.js';
+import { readFileSync } from 'node:fs';
 import { readConfig } from './cli-config.js';
 
 /** Where the CLI reads and writes; `process` in real use, in-memory streams in tests. */
@@ -33,12 +34,21 @@ export class CliContext {
    * `prismctl login` wrote. The saved token is only ever sent to the saved address.
    */
   client(cmd: Command): Prism {
-    const o = cmd.optsWithGlobals<{ api?: string; token?: string }>();
+    const o = cmd.optsWithGlobals<{ api?: string; token?: string; ca?: string }>();
     const saved = readConfig(this.io.env);
     const api = o.api ?? this.io.env.PRISM_API ?? saved?.url ?? DEFAULT_API;
     let token = o.token ?? this.io.env.PRISM_TOKEN;
     if (!token && saved && normalizeUrl(api) === saved.url) token = saved.token;
-    return new Prism({ url: api, token: token || undefined });
+    const caFile = o.ca ?? this.io.env.PRISM_CA;
+    let ca: Buffer | undefined;
+    if (caFile) {
+      try {
+        ca = readFileSync(caFile);
+      } catch (e) {
+        throw new UsageError(`cannot read --ca ${caFile}: ${(e as Error).message}`);
+      }
+    }
+    return new Prism({ url: api, token: token || undefined, ...(ca ? { ca } : {}) });
   }
 
   format(cmd: Command): OutputFormat {

@@ -17,6 +17,7 @@ function buildProgram(ctx: CliContext): Command {
       new Option('--api <host:port>', `daemon address (env PRISM_API, default ${DEFAULT_API})`),
     )
     .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
+    .addOption(new Option('--ca <file>', 'trust this CA certificate (PEM) for an https:// daemon (env PRISM_CA)'))
     .addOption(new Option('--token <token>', "API token (env PRISM_TOKEN; default: the one 'prismctl login' saved)"))
     // Settings copied into every subcommand, so they must come before the commands are added.
     .exitOverride()

@@ -18,6 +18,7 @@ import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store } from '../store/store.js';
 import type { DaemonConfig } from './config.js';
 import { startNode } from './node-wiring.js';
+import { loadTls } from './tls.js';
 import { loadNodeIdentity } from './node-identity.js';
 import { loadRegistryAuths } from './registry-config.js';
 import { initBinaryPath, packageVersion } from './package-info.js';
@@ -129,7 +130,9 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       );
     }
     const host = cfg.apiHost.includes(':') ? `[${cfg.apiHost}]` : cfg.apiHost;
-    let url = `http://${host}:${cfg.apiPort}`;
+    const tls = await loadTls(cfg.tls, cfg.dataDir, cfg.advertise ? new URL(cfg.advertise).hostname : cfg.apiHost);
+    const scheme = tls ? 'https' : 'http';
+    let url = `${scheme}://${host}:${cfg.apiPort}`;
     const advertised = () => cfg.advertise ?? (['0.0.0.0', '[::]'].includes(host) ? url.replace(host, os.hostname()) : url);
     const node = await startNode({
       store, id: ident.id, name: ident.name, version, dataDir: cfg.dataDir, address: advertised(),
@@ -150,13 +153,14 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       log.warn({ api: cfg.apiHost }, 'API authentication is OFF (--auth none): anyone who can reach the API can run code');
     }
     const app = await buildApi({ sandboxes: node.sandboxes, exec: node.exec, nodes: node.nodes, images: node.images, version, nodeId: ident.id, ...(tokens ? { tokens } : {}) },
-      { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3 },);
+      { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3, ...(tls ? { tls } : {}) });
     await app.listen({ host: cfg.apiHost, port: cfg.apiPort });
     const bound = app.server.address();
     if (bound && typeof bound === 'object' && bound.port !== cfg.apiPort) {
-      url = `http://${host}:${bound.port}`; // --api HOST:0 picks a free port (tests)
+      url = `${scheme}://${host}:${bound.port}`; // --api HOST:0 picks a free port (tests)
       await node.setAddress(advertised());
     }
+    if (tls) log.info({ ca: tls.caFile }, 'serving HTTPS; clients trust the CA with prismctl --ca FILE');
     log.info({ url, node: ident.id, name: ident.name, runtimes: [...drivers.keys()], defaultRuntime, dataDir: cfg.dataDir }, 'prismd ready');
     let closed = false;
     return {
