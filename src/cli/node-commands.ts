@@ -137,7 +137,8 @@ export function renderNodeTable(nodes: NodeInfo[], now: Date): string {
         n.name,
         n.status,
         n.address,
-        `${r.cpuPercent.toFixed(1)}%/${r.cpus}`,
+        // A dead node's last CPU rate is no longer true; its sizes still are.
+        `${n.status === 'alive' ? `${r.cpuPercent.toFixed(1)}%` : '-'}/${r.cpus}`,
         usedOf(r.memoryUsedBytes, r.memoryBytes, humanBytes),
         usedOf(r.diskUsedBytes, r.diskBytes, humanBytes),
         `${reservedCpu(n)} cpu, ${reservedMem(n)}`,

@@ -282,7 +282,7 @@ describe('prismctl cluster commands', () => {
     expect(cells(header!)).toEqual(['NAME', 'STATUS', 'ADDRESS', 'CPU', 'MEMORY', 'DISK', 'RESERVED', 'SANDBOXES', 'LABELS', 'SEEN']);
     // Sorted by name, whatever order the API answered in.
     expect(cells(a!)).toEqual(['node-a', 'alive', '10.0.0.1:8008', '12.5%/8', '3 GiB/16 GiB', '512 GiB/1 TiB', '1/8 cpu, 512 MiB/14 GiB', '1', 'zone=a', expect.stringMatching(/^\d+s ago$/)]);
-    expect(cells(b!)).toEqual(['node-b', 'dead', '10.0.0.2:8008', '12.5%/8', '3 GiB/16 GiB', '512 GiB/1 TiB', '0/8 cpu, 0 B/14 GiB', '0', '-', '1m ago']);
+    expect(cells(b!)).toEqual(['node-b', 'dead', '10.0.0.2:8008', '-/8', '3 GiB/16 GiB', '512 GiB/1 TiB', '0/8 cpu, 0 B/14 GiB', '0', '-', '1m ago']);
   });
 
   it('node info shows capacity, reservations, labels, runtimes and the leader role', async () => {
