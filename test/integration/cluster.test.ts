@@ -70,6 +70,11 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
   }, 60_000);
 
   afterAll(async () => {
+    // A test that failed after killing a node leaves its tasks running: bring it back so that it can
+    // destroy them (only prismd knows how), then tear everything down.
+    for (const [i, n] of nodes.entries()) {
+      if (n.proc.exitCode !== null || n.proc.signalCode !== null) nodes[i] = await n.restart().catch(() => n);
+    }
     for (const n of nodes) await n.dispose().catch(() => undefined);
     await etcd.stop();
     rmSync(caDir, { recursive: true, force: true });
