@@ -118,6 +118,11 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
       return startPrismd({ ...opts, dataDir, port, ...(token ? { token } : {}) });
     },
     async dispose() {
+      if (proc.exitCode !== null || proc.signalCode !== null) {
+        // Killed by the test (or crashed): its sandboxes still run, and only prismd can tear them down.
+        const again = await startPrismd({ ...opts, dataDir, port, ...(token ? { token } : {}) }).catch(() => undefined);
+        if (again) return again.dispose();
+      }
       if (proc.exitCode === null && proc.signalCode === null) {
         try {
           const r = await fetchFor(url)(`${url}/api/v1/sandboxes`, { headers: authHeaders(url) });
