@@ -18,7 +18,7 @@ import { DEFAULT_IMAGE } from '../src/daemon/config.js';
 import { initBinaryPath } from '../src/daemon/package-info.js';
 import { mountOverlay, unmountAll } from '../src/runtime/oci/overlay-mount.js';
 import { buildProcess, buildRuntimeSpec } from '../src/runtime/oci/runtime-spec.js';
-import { startPrismd, call } from '../test/integration/prismd-harness.js';
+import { startPrismd, call, authHeaders } from '../test/integration/prismd-harness.js';
 import { summarize, timeIt } from './stats.js';
 
 const RUNS = Number(process.argv[2] ?? 20);
@@ -92,7 +92,7 @@ async function prism() {
           id = c.body.id;
           const r = await fetch(`${d.url}/api/v1/sandboxes/${id}/exec`, {
             method: 'POST',
-            headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
+            headers: { ...authHeaders(d.url), 'content-type': 'application/json', accept: 'application/x-ndjson' },
             body: JSON.stringify({ cmd: ['echo', 'ready'] }),
           });
           const reader = r.body!.getReader();

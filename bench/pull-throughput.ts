@@ -28,7 +28,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../src/daemon/package-info.js';
-import { call, integrationSkipReason, startPrismd, type Prismd } from '../test/integration/prismd-harness.js';
+import { call, integrationSkipReason, startPrismd, type Prismd, authHeaders } from '../test/integration/prismd-harness.js';
 import { summarize, timeIt } from './stats.js';
 
 const RUNS = Number(process.argv[2] ?? 5);
@@ -243,7 +243,7 @@ async function prismPhases(): Promise<Phases> {
       const t0 = performance.now();
       const r = await fetch(`${d.url}/api/v1/images`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
+        headers: { ...authHeaders(d.url), 'content-type': 'application/json', accept: 'application/x-ndjson' },
         body: JSON.stringify({ ref: IMAGE }),
       });
       let firstUnpack: number | undefined;

@@ -36,7 +36,12 @@ etcd_endpoints() {
 
 log() { echo "cluster: $*" >&2; }
 die() { log "$*"; exit 1; }
-prismctl() { node "$ROOT/bin/prismctl.js" "$@"; }
+# The admin API token: the node that started the cluster first wrote it into its data dir.
+cluster_token() {
+  [[ -s "$DIR/admin-token" ]] || cat "$DIR"/node*/admin-token 2>/dev/null | head -n 1 >"$DIR/admin-token" || true
+  [[ -s "$DIR/admin-token" ]] && chmod 600 "$DIR/admin-token" && cat "$DIR/admin-token"
+}
+prismctl() { PRISM_TOKEN="${PRISM_TOKEN:-$(cluster_token)}" node "$ROOT/bin/prismctl.js" "$@"; }
 
 pid_of() { [[ -f "$DIR/$1.pid" ]] && cat "$DIR/$1.pid"; }
 running() {
@@ -48,12 +53,12 @@ running() {
 # GET a path of a node's API and print one field of the JSON answer (a jq-like path: a.b.c).
 api_field() {
   node -e '
-    const [url, path] = process.argv.slice(1);
-    fetch(url, { signal: AbortSignal.timeout(2000) })
+    const [url, path, token] = process.argv.slice(1);
+    fetch(url, { signal: AbortSignal.timeout(2000), headers: token ? { authorization: `Bearer ${token}` } : {} })
       .then((r) => (r.ok ? r.json() : Promise.reject(new Error(String(r.status)))))
       .then((j) => console.log(path.split(".").reduce((v, k) => v?.[k], j) ?? ""))
       .catch(() => process.exit(1));
-  ' "$1/api/v1$2" "$3"
+  ' "$1/api/v1$2" "$3" "$(cluster_token)"
 }
 
 check_prereqs() {
@@ -136,8 +141,9 @@ TXT
   etcd   $(etcd_endpoints)   logs $DIR/etcd*.log
   leader $(api_field "$(api_url 0)" /cluster/info leaderName 2>/dev/null || echo '?')
 
-Try, from another shell:
+Try, from another shell (the admin API token is in $DIR/admin-token, mode 0600):
   alias prismctl="node $ROOT/bin/prismctl.js"
+  export PRISM_TOKEN=\$(cat $DIR/admin-token)
   prismctl --api 127.0.0.1:$(api_port 0) node ls
   prismctl --api 127.0.0.1:$(api_port 0) sandbox create --name demo
   prismctl --api 127.0.0.1:$(api_port 1) sandbox exec demo -- python3 -c 'print(6*7)'

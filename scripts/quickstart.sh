@@ -28,6 +28,12 @@ else
   curl -fsS "http://$PRISM_API/api/v1/health" >/dev/null || { echo "prismd did not start; see $LOG and $LOG.err" >&2; exit 1; }
 fi
 
+# prismd wrote the admin API token on its first start; save it for prismctl (~/.config/prism, 0600).
+TOKEN_FILE="$PRISM_DATA_DIR/admin-token"
+if [[ -z "${PRISM_TOKEN:-}" && -r "$TOKEN_FILE" ]]; then
+  prismctl --token "$(cat "$TOKEN_FILE")" login >/dev/null
+fi
+
 if ! prismctl sandbox info quickstart >/dev/null 2>&1; then
   prismctl sandbox create --name quickstart >/dev/null
 fi
@@ -40,6 +46,7 @@ cat <<TXT
 Prism is running (API http://$PRISM_API, data in $PRISM_DATA_DIR). Next:
   alias prismctl="node $ROOT/bin/prismctl.js"     # or: npm link
   prismctl info                                  # the cluster (one node)
+  prismctl token create my-app                   # an API token for a program (the SDK)
   prismctl sandbox ls
   prismctl sandbox exec quickstart -- python3 -c 'import sys; print(sys.version)'
   prismctl sandbox create --name mybox --memory 1024

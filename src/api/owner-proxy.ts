@@ -19,10 +19,11 @@ export const FORWARDED_HEADER = 'x-prism-forwarded-by';
  * (NDJSON exec output included). Sandboxes of dead nodes are answered here by the service, which
  * explains what can and cannot be done with them.
  */
-export async function registerOwnerProxy(app: FastifyInstance, sandboxes: SandboxService, nodeId: string): Promise<void> {
+export async function registerOwnerProxy(app: FastifyInstance, sandboxes: SandboxService, nodeId: string, tls?: { cert: Buffer; key: Buffer; ca: Buffer }): Promise<void> {
   await app.register(replyFrom, {
     // A forwarded exec may stream for as long as the command runs; the client's own timeouts apply.
-    undici: { headersTimeout: 0, bodyTimeout: 0 },
+    // Over TLS the owner must prove it holds a certificate of the cluster CA; this node shows its own.
+    undici: { headersTimeout: 0, bodyTimeout: 0, ...(tls ? { connect: { ca: tls.ca, cert: tls.cert, key: tls.key } } : {}) },
     retryMethods: [],
     destroyAgent: true,
   });

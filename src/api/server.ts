@@ -6,6 +6,9 @@ import type { ImageService } from '../service/image-service.js';
 import type { Logger } from '../service/logger.js';
 import type { NodeService } from '../service/node-service.js';
 import type { SandboxService } from '../service/sandbox-service.js';
+import type { TokenService } from '../service/token-service.js';
+import { registerAuth } from './auth.js';
+import { registerTokenRoutes } from './routes/token-routes.js';
 import { registerOwnerProxy } from './owner-proxy.js';
 import { registerExecRoutes } from './routes/exec-routes.js';
 import { registerImageRoutes } from './routes/image-routes.js';
@@ -19,6 +22,8 @@ export interface ApiServices {
   images: ImageService;
   version: string;
   nodeId: string;
+  /** Absent only when the daemon runs with `--auth none`. */
+  tokens?: TokenService;
 }
 
 export interface ApiOptions {
@@ -27,6 +32,8 @@ export interface ApiOptions {
   bodyLimit: number;
   /** Largest image archive accepted by POST /images/import. */
   maxImportBytes: number;
+  /** Serve HTTPS with `cert`/`key`; forwarded requests verify other nodes against `ca` and present `cert`. */
+  tls?: { cert: Buffer; key: Buffer; ca: Buffer };
 }
 
 function sendError(reply: import('fastify').FastifyReply, code: ErrorCode, message: string) {
@@ -52,6 +59,7 @@ function translate(err: FastifyError): { code: ErrorCode; message: string } {
 
 export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<FastifyInstance> {
   const app = Fastify({
+    ...(opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key } } : {}),
     logger: false,
     bodyLimit: opts.bodyLimit,
     // Reject wrong types and unknown fields instead of silently coercing or dropping them.
@@ -61,6 +69,8 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
     openapi: {
       openapi: '3.0.3',
       info: { title: 'Prism API', version: svc.version, description: 'Sandboxes for running untrusted code. See docs/api.md.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'An API token: prism_<id>_<secret>' } } },
+      security: svc.tokens ? [{ bearer: [] }] : [],
     },
   });
   // Empty bodies are fine on POSTs that take none (stop, start); malformed JSON is INVALID_ARGUMENT.
@@ -85,13 +95,15 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
     return sendError(reply, t.code, t.message);
   });
   app.setNotFoundHandler((req, reply) => sendError(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
-  await registerOwnerProxy(app, svc.sandboxes, svc.nodeId);
+  if (svc.tokens) registerAuth(app, svc.tokens);
+  await registerOwnerProxy(app, svc.sandboxes, svc.nodeId, opts.tls);
   await app.register(
     async (api) => {
       registerSystemRoutes(api, svc);
       registerSandboxRoutes(api, svc);
       registerExecRoutes(api, svc, opts.logger);
       registerImageRoutes(api, svc, opts.maxImportBytes);
+      if (svc.tokens) registerTokenRoutes(api, svc.tokens);
     },
     { prefix: '/api/v1' },
   );

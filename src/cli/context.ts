@@ -1,5 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { Prism, PrismApiError } from '../sdk/index.js';
+import { Prism, PrismApiError, normalizeUrl } from '../sdk/index.js';
+import { readFileSync } from 'node:fs';
+import { readConfig } from './cli-config.js';
 
 /** Where the CLI reads and writes; `process` in real use, in-memory streams in tests. */
 export interface CliIo {
@@ -27,11 +29,26 @@ export class CliContext {
 
   constructor(readonly io: CliIo) {}
 
+  /**
+   * The daemon and token: `--api`/`--token`, else PRISM_API/PRISM_TOKEN, else the config file that
+   * `prismctl login` wrote. The saved token is only ever sent to the saved address.
+   */
   client(cmd: Command): Prism {
-    const o = cmd.optsWithGlobals<{ api?: string; token?: string }>();
-    const api = o.api ?? this.io.env.PRISM_API ?? DEFAULT_API;
-    const token = o.token ?? this.io.env.PRISM_TOKEN;
-    return new Prism({ url: api, token: token || undefined });
+    const o = cmd.optsWithGlobals<{ api?: string; token?: string; ca?: string }>();
+    const saved = readConfig(this.io.env);
+    const api = o.api ?? this.io.env.PRISM_API ?? saved?.url ?? DEFAULT_API;
+    let token = o.token ?? this.io.env.PRISM_TOKEN;
+    if (!token && saved && normalizeUrl(api) === saved.url) token = saved.token;
+    const caFile = o.ca ?? this.io.env.PRISM_CA;
+    let ca: Buffer | undefined;
+    if (caFile) {
+      try {
+        ca = readFileSync(caFile);
+      } catch (e) {
+        throw new UsageError(`cannot read --ca ${caFile}: ${(e as Error).message}`);
+      }
+    }
+    return new Prism({ url: api, token: token || undefined, ...(ca ? { ca } : {}) });
   }
 
   format(cmd: Command): OutputFormat {
@@ -84,6 +101,9 @@ export function printError(io: CliIo, e: unknown): void {
     io.stderr.write(`error: ${e.message} (${e.code})\n`);
     if (e.code === 'UNAVAILABLE' && e.status === 0) {
       io.stderr.write('hint: is prismd running? Point prismctl at it with --api HOST:PORT or PRISM_API.\n');
+    }
+    if (e.code === 'UNAUTHENTICATED') {
+      io.stderr.write("hint: give a token with --token or PRISM_TOKEN, or save one with 'prismctl login' (the admin token is in the data dir's admin-token file).\n");
     }
     return;
   }

@@ -5,6 +5,7 @@ import { CliContext, DEFAULT_API, printError, UsageError, type CliIo } from './c
 import { registerImageCommands } from './image-commands.js';
 import { registerNodeCommands } from './node-commands.js';
 import { registerSandboxCommands } from './sandbox-commands.js';
+import { registerTokenCommands } from './token-commands.js';
 
 const VERSION = '0.1.0';
 
@@ -16,7 +17,8 @@ function buildProgram(ctx: CliContext): Command {
       new Option('--api <host:port>', `daemon address (env PRISM_API, default ${DEFAULT_API})`),
     )
     .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
-    .addOption(new Option('--token <token>', 'API token (env PRISM_TOKEN)'))
+    .addOption(new Option('--ca <file>', 'trust this CA certificate (PEM) for an https:// daemon (env PRISM_CA)'))
+    .addOption(new Option('--token <token>', "API token (env PRISM_TOKEN; default: the one 'prismctl login' saved)"))
     // Settings copied into every subcommand, so they must come before the commands are added.
     .exitOverride()
     .configureOutput({
@@ -27,6 +29,7 @@ function buildProgram(ctx: CliContext): Command {
   registerNodeCommands(program, ctx);
   registerSandboxCommands(program, ctx);
   registerImageCommands(program, ctx);
+  registerTokenCommands(program, ctx);
   return program;
 }
 

@@ -1,6 +1,7 @@
 import { join, resolve } from 'node:path';
 import { PrismError } from '../core/errors.js';
 import { RUNTIME_NAMES, type RuntimeName } from '../core/types.js';
+import type { TlsConfig } from './tls.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 
@@ -34,6 +35,9 @@ export interface DaemonConfig {
   nodeTtlMs: number;
   /** How long a create waits for placement before failing with UNAVAILABLE. */
   scheduleTimeoutMs: number;
+  /** `token`: every route but /health needs an API token; `none` (loopback only) turns that off. */
+  auth: 'token' | 'none';
+  tls: TlsConfig;
 }
 
 /** Flags as given on the command line (or their PRISM_* environment equivalents). */
@@ -63,6 +67,12 @@ export interface DaemonFlags {
   placement?: string;
   nodeTtl?: string;
   scheduleTimeout?: string;
+  auth?: string;
+  tls?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  tlsCaKey?: string;
 }
 
 export const DEFAULT_API = '127.0.0.1:8008';
@@ -115,6 +125,27 @@ export function parseLabels(items: string[]): Record<string, string> {
   return out;
 }
 
+function parseTls(flags: DaemonFlags, env: NodeJS.ProcessEnv): TlsConfig {
+  const mode = flags.tls ?? env.PRISM_TLS ?? '';
+  const cert = flags.tlsCert ?? env.PRISM_TLS_CERT;
+  const key = flags.tlsKey ?? env.PRISM_TLS_KEY;
+  const ca = flags.tlsCa ?? env.PRISM_TLS_CA;
+  const caKey = flags.tlsCaKey ?? env.PRISM_TLS_CA_KEY;
+  if (!['', 'off', 'auto'].includes(mode)) throw new PrismError('INVALID_ARGUMENT', `--tls must be off or auto, got '${mode}'`);
+  if (cert || key) {
+    if (!cert || !key) throw new PrismError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
+    if (mode === 'auto') throw new PrismError('INVALID_ARGUMENT', '--tls auto generates a certificate: do not also give --tls-cert/--tls-key');
+    return { mode: 'files', cert: resolve(cert), key: resolve(key), ...(ca ? { ca: resolve(ca) } : {}) };
+  }
+  if (mode === 'auto') return { mode: 'auto', ...(ca ? { ca: resolve(ca) } : {}), ...(caKey ? { caKey: resolve(caKey) } : {}) };
+  if (ca || caKey) throw new PrismError('INVALID_ARGUMENT', '--tls-ca/--tls-ca-key need --tls auto or --tls-cert/--tls-key');
+  return { mode: 'off' };
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
 export function defaultDataDir(now = new Date()): string {
   if (process.getuid?.() === 0) return '/var/lib/prism';
   return resolve('data', now.toISOString().replace(/[:.]/g, '-'));
@@ -149,8 +180,17 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     capacity: {},
     placement: 'spread',
     nodeTtlMs: (positive('--node-ttl', flags.nodeTtl ?? env.PRISM_NODE_TTL, false) ?? 5) * 1000,
+    auth: 'token',
+    tls: { mode: 'off' },
     scheduleTimeoutMs: (positive('--schedule-timeout', flags.scheduleTimeout ?? env.PRISM_SCHEDULE_TIMEOUT, false) ?? 30) * 1000,
   };
+  const auth = flags.auth ?? env.PRISM_AUTH ?? 'token';
+  if (auth !== 'token' && auth !== 'none') throw new PrismError('INVALID_ARGUMENT', `--auth must be token or none, got '${auth}'`);
+  if (auth === 'none' && !isLoopback(cfg.apiHost)) {
+    throw new PrismError('INVALID_ARGUMENT', `--auth none is only allowed with a loopback --api address (got ${cfg.apiHost}): anyone who reaches the API could run code`);
+  }
+  cfg.auth = auth;
+  cfg.tls = parseTls(flags, env);
   const placement = flags.placement ?? env.PRISM_PLACEMENT ?? 'spread';
   if (placement !== 'spread' && placement !== 'binpack') throw new PrismError('INVALID_ARGUMENT', `--placement must be spread or binpack, got '${placement}'`);
   cfg.placement = placement;

@@ -1,9 +1,11 @@
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { buildApi } from '../api/server.js';
-import { PrismError } from '../core/errors.js';
+import { PrismError, isPrismError } from '../core/errors.js';
+import type { Logger } from '../service/logger.js';
+import { TokenService } from '../service/token-service.js';
 import type { RuntimeName, RuntimeProbeInfo } from '../core/types.js';
 import { LocalImageStore } from '../images/local-image-store.js';
 import { RegistryClient } from '../images/registry/registry-client.js';
@@ -16,10 +18,14 @@ import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store } from '../store/store.js';
 import type { DaemonConfig } from './config.js';
 import { startNode } from './node-wiring.js';
+import { loadTls } from './tls.js';
 import { loadNodeIdentity } from './node-identity.js';
 import { loadRegistryAuths } from './registry-config.js';
 import { initBinaryPath, packageVersion } from './package-info.js';
 import { acquirePidLock } from './pid-lock.js';
+
+/** The admin token's file in the data dir, written on a cluster's first start. */
+export const ADMIN_TOKEN_FILE = 'admin-token';
 
 export interface RunningDaemon {
   url: string;
@@ -36,6 +42,26 @@ function pickAuto(drivers: Map<RuntimeName, RuntimeDriver>, info: RuntimeProbeIn
   const vm = info.find((r) => r.name === 'microvm');
   if (drivers.has('microvm') && vm?.details?.accelerator === 'kvm') return 'microvm';
   return drivers.has('oci') ? 'oci' : undefined;
+}
+
+/**
+ * First start of a cluster (no token anywhere): create the admin token, keep it in the data dir
+ * (mode 0600) and print it once. Nodes joining a cluster that has tokens create none.
+ */
+async function bootstrapAdminToken(tokens: TokenService, dataDir: string, log: Logger): Promise<void> {
+  if (!tokens.empty()) return;
+  let t;
+  try {
+    t = await tokens.create('admin');
+  } catch (e) {
+    if (isPrismError(e, 'ALREADY_EXISTS')) return; // another node of the cluster was first
+    throw e;
+  }
+  const file = join(dataDir, ADMIN_TOKEN_FILE);
+  await writeFile(file, `${t.token}\n`, { mode: 0o600 });
+  await chmod(file, 0o600);
+  log.info({ file, tokenId: t.id }, 'created the admin API token');
+  process.stderr.write(`prismd: created the admin API token (printed once; also in ${file}, mode 0600):\n${t.token}\n`);
 }
 
 async function openStore(cfg: DaemonConfig): Promise<Store> {
@@ -104,7 +130,9 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       );
     }
     const host = cfg.apiHost.includes(':') ? `[${cfg.apiHost}]` : cfg.apiHost;
-    let url = `http://${host}:${cfg.apiPort}`;
+    const tls = await loadTls(cfg.tls, cfg.dataDir, cfg.advertise ? new URL(cfg.advertise).hostname : cfg.apiHost);
+    const scheme = tls ? 'https' : 'http';
+    let url = `${scheme}://${host}:${cfg.apiPort}`;
     const advertised = () => cfg.advertise ?? (['0.0.0.0', '[::]'].includes(host) ? url.replace(host, os.hostname()) : url);
     const node = await startNode({
       store, id: ident.id, name: ident.name, version, dataDir: cfg.dataDir, address: advertised(),
@@ -116,14 +144,23 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       watchdogMs: 5000,
       log,
     });
-    const app = await buildApi({ sandboxes: node.sandboxes, exec: node.exec, nodes: node.nodes, images: node.images, version, nodeId: ident.id },
-      { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3 },);
+    let tokens: TokenService | undefined;
+    if (cfg.auth === 'token') {
+      tokens = new TokenService(store, log);
+      await tokens.start();
+      await bootstrapAdminToken(tokens, cfg.dataDir, log);
+    } else {
+      log.warn({ api: cfg.apiHost }, 'API authentication is OFF (--auth none): anyone who can reach the API can run code');
+    }
+    const app = await buildApi({ sandboxes: node.sandboxes, exec: node.exec, nodes: node.nodes, images: node.images, version, nodeId: ident.id, ...(tokens ? { tokens } : {}) },
+      { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3, ...(tls ? { tls } : {}) });
     await app.listen({ host: cfg.apiHost, port: cfg.apiPort });
     const bound = app.server.address();
     if (bound && typeof bound === 'object' && bound.port !== cfg.apiPort) {
-      url = `http://${host}:${bound.port}`; // --api HOST:0 picks a free port (tests)
+      url = `${scheme}://${host}:${bound.port}`; // --api HOST:0 picks a free port (tests)
       await node.setAddress(advertised());
     }
+    if (tls) log.info({ ca: tls.caFile }, 'serving HTTPS; clients trust the CA with prismctl --ca FILE');
     log.info({ url, node: ident.id, name: ident.name, runtimes: [...drivers.keys()], defaultRuntime, dataDir: cfg.dataDir }, 'prismd ready');
     let closed = false;
     return {
@@ -139,6 +176,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
         await app.close();
         clearTimeout(grace);
         await node.stop({ leave: true });
+        tokens?.stop();
         for (const d of candidates) await d.close().catch(() => undefined);
         await store.close();
         await releaseLock();

@@ -10,6 +10,24 @@ export interface PrismOptions {
   token?: string;
   /** Replaces the global fetch (tests, proxies, instrumentation). */
   fetch?: typeof fetch;
+  /**
+   * PEM certificate(s) to trust for an `https://` daemon with a private CA (prismd `--tls auto`
+   * keeps it in `<data-dir>/tls/ca.crt`). The system roots are used otherwise. Certificates are
+   * always verified.
+   */
+  ca?: string | Uint8Array;
+}
+
+/** A fetch that trusts `ca`, on undici (pure JS, already what Node's fetch is built on). */
+function fetchTrusting(ca: string | Uint8Array): typeof fetch {
+  let ready: Promise<typeof fetch> | undefined;
+  const load = async (): Promise<typeof fetch> => {
+    const undici = await import('undici');
+    const dispatcher = new undici.Agent({ connect: { ca: typeof ca === 'string' ? ca : Buffer.from(ca) } });
+    return ((input: string | URL | Request, init?: RequestInit) =>
+      undici.fetch(input as string, { ...(init as object), dispatcher } as Parameters<typeof undici.fetch>[1])) as unknown as typeof fetch;
+  };
+  return async (input, init) => (await (ready ??= load()))(input, init);
 }
 
 export interface HealthInfo {
@@ -68,7 +86,7 @@ class HttpTransport implements ApiTransport {
   constructor(opts: PrismOptions) {
     this.baseUrl = normalizeUrl(opts.url ?? DEFAULT_URL);
     this.#token = opts.token;
-    this.#fetch = opts.fetch ?? ((input, init) => fetch(input, init));
+    this.#fetch = opts.fetch ?? (opts.ca ? fetchTrusting(opts.ca) : (input, init) => fetch(input, init));
   }
 
   async json<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
@@ -120,6 +138,16 @@ class HttpTransport implements ApiTransport {
   }
 }
 
+export interface TokenInfo {
+  id: string;
+  name: string;
+  createdAt: string;
+}
+
+export interface NewToken extends TokenInfo {
+  token: string;
+}
+
 /**
  * Client for one Prism daemon (any node of a cluster).
  *
@@ -139,6 +167,15 @@ export class Prism {
 
   readonly images: ImagesApi;
 
+  /** API tokens (every token may manage tokens). */
+  readonly tokens: {
+    /** The returned `token` is shown once; the server keeps only a hash. */
+    create(name: string): Promise<NewToken>;
+    list(): Promise<TokenInfo[]>;
+    /** Revokes by id or name; the token stops working at once. */
+    revoke(idOrName: string): Promise<void>;
+  };
+
   readonly sandboxes: {
     /** Resolves once the sandbox is `running`. */
     create(opts?: CreateSandboxOptions): Promise<SandboxHandle>;
@@ -156,6 +193,11 @@ export class Prism {
       remove: (idOrName) => api.json<void>('DELETE', `/nodes/${encodeURIComponent(idOrName)}`),
     };
     this.images = new ImagesApi(api);
+    this.tokens = {
+      create: (name) => api.json<NewToken>('POST', '/tokens', { name }),
+      list: async () => (await api.json<{ tokens: TokenInfo[] }>('GET', '/tokens')).tokens,
+      revoke: (idOrName) => api.json<void>('DELETE', `/tokens/${encodeURIComponent(idOrName)}`),
+    };
     this.sandboxes = {
       create: async (o = {}) => new SandboxHandle(api, await api.json<Sandbox>('POST', '/sandboxes', o)),
       list: async () =>

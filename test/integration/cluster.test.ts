@@ -1,6 +1,10 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EtcdCluster, etcdSkipReason } from '../fixtures/etcd-cluster.js';
-import { call, integrationSkipReason, leftovers, startPrismd, type Prismd } from './prismd-harness.js';
+import { call, integrationSkipReason, leftovers, startPrismd, type Prismd, authHeaders, fetchFor } from './prismd-harness.js';
 
 /**
  * Three prismd processes on a real three-member etcd, all on loopback, running oci sandboxes:
@@ -31,7 +35,13 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
   let nodes: Prismd[] = [];
   let ids: string[] = [];
   const store = () => `etcd://${etcd.endpoints().map((u) => u.replace('http://', '')).join(',')}`;
-  const args = (i: number) => ['--store', store(), '--name', `node-${i}`, '--runtime', 'oci', '--node-ttl', String(TTL_S), '--capacity-memory-mb', '4096'];
+  // Every node serves HTTPS with a certificate of one cluster CA, so forwarding between nodes is TLS
+  // verified against that CA.
+  const caDir = mkdtempSync(join(tmpdir(), 'prism-cluster-ca-'));
+  const args = (i: number) => [
+    '--store', store(), '--name', `node-${i}`, '--runtime', 'oci', '--node-ttl', String(TTL_S), '--capacity-memory-mb', '4096',
+    '--tls', 'auto', '--tls-ca', join(caDir, 'ca.crt'), '--tls-ca-key', join(caDir, 'ca.key'),
+  ];
 
   const clusterInfo = async (n: Prismd) => (await call(n.url, 'GET', '/cluster/info')).body as { leader: string; nodesAlive: number; nodesDead: number };
   const nodeIndex = (id: string) => ids.indexOf(id);
@@ -43,8 +53,15 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
   const exec = (via: Prismd, id: string, cmd: string) => call(via.url, 'POST', `/sandboxes/${id}/exec`, { command: cmd });
 
   beforeAll(async () => {
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+      '-subj', '/CN=test cluster CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+      '-keyout', join(caDir, 'ca.key'), '-out', join(caDir, 'ca.crt')]);
+    expect(made.status).toBe(0);
     await etcd.start(3);
-    nodes = await Promise.all([0, 1, 2].map((i) => startPrismd({ extraArgs: args(i) })));
+    // The first node creates the cluster's admin token; the others join a cluster that has one.
+    const first = await startPrismd({ extraArgs: args(0) });
+    expect(first.token).toMatch(/^prism_/);
+    nodes = [first, ...(await Promise.all([1, 2].map((i) => startPrismd({ extraArgs: args(i), token: first.token }))))];
     ids = await Promise.all(nodes.map(async (n) => ((await call(n.url, 'GET', '/health')).body as { node: string }).node));
     await until('3 alive nodes and a leader', async () => {
       const info = await clusterInfo(nodes[0]!);
@@ -53,8 +70,14 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
   }, 60_000);
 
   afterAll(async () => {
+    // A test that failed after killing a node leaves its tasks running: bring it back so that it can
+    // destroy them (only prismd knows how), then tear everything down.
+    for (const [i, n] of nodes.entries()) {
+      if (n.proc.exitCode !== null || n.proc.signalCode !== null) nodes[i] = await n.restart().catch(() => n);
+    }
     for (const n of nodes) await n.dispose().catch(() => undefined);
     await etcd.stop();
+    rmSync(caDir, { recursive: true, force: true });
   }, 60_000);
 
   it('spreads 30 sandboxes created through one node, and each answers exec through every node', async () => {
@@ -71,9 +94,10 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
     }
     // Streaming survives forwarding: events arrive as NDJSON through a node that does not own the sandbox.
     const remote = made.find((s) => s.node !== ids[0])!;
-    const res = await fetch(`${nodes[0]!.url}/api/v1/sandboxes/${remote.id}/exec`, {
+    expect(nodes[0]!.url).toMatch(/^https:/);
+    const res = await fetchFor(nodes[0]!.url)(`${nodes[0]!.url}/api/v1/sandboxes/${remote.id}/exec`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
+      headers: { ...authHeaders(nodes[0]!.url), 'content-type': 'application/json', accept: 'application/x-ndjson' },
       body: JSON.stringify({ command: 'echo one; echo two >&2; exit 3' }),
     });
     expect(res.headers.get('content-type')).toContain('application/x-ndjson');

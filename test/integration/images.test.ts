@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushTestImages, TEST_REGISTRY_USER, type TestImages } from '../fixtures/test-images.js';
-import { REPO_ROOT, call, integrationSkipReason, startPrismd, type Prismd } from './prismd-harness.js';
+import { REPO_ROOT, call, integrationSkipReason, startPrismd, type Prismd, authHeaders } from './prismd-harness.js';
 
 const skip = integrationSkipReason() ?? (existsSync('/usr/bin/docker-registry') ? undefined : 'docker-registry is not installed');
 if (skip) console.warn(`skipping image integration tests: ${skip}`);
@@ -43,7 +43,7 @@ describe.skipIf(!!skip)('images from real registries', () => {
   it('pulls a multi-layer image with whiteouts, an opaque dir and a zstd layer, and runs it', async () => {
     const r = await fetch(`${d.url}/api/v1/images`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
+      headers: { ...authHeaders(d.url), 'content-type': 'application/json', accept: 'application/x-ndjson' },
       body: JSON.stringify({ ref: t.images.layers.ref }),
     });
     const events = (await r.text()).trim().split('\n').map((l) => JSON.parse(l));
@@ -145,7 +145,7 @@ describe.skipIf(!!skip)('images from real registries', () => {
   it('restarts an interrupted pull cleanly with no half-written image visible', async () => {
     const started = fetch(`${d.url}/api/v1/images`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
+      headers: { ...authHeaders(d.url), 'content-type': 'application/json', accept: 'application/x-ndjson' },
       body: JSON.stringify({ ref: t.images.big.ref }),
     }).then((r) => r.text()).catch(() => 'cut');
     // Kill prismd while the 50 MB pull runs.
@@ -185,7 +185,7 @@ describe.skipIf(!!skip)('images from real registries', () => {
     for (const [file, ref] of [[t.archives.dockerArchive, 'imported/docker:1'], [t.archives.ociArchive, 'imported/oci:1']] as const) {
       const r = await fetch(`${d.url}/api/v1/images/import?ref=${enc(ref)}`, {
         method: 'POST',
-        headers: { 'content-type': 'application/x-tar' },
+        headers: { ...authHeaders(d.url), 'content-type': 'application/x-tar' },
         body: await readFile(file),
       });
       const body = (await r.json()) as { images: { refs: string[] }[] };
@@ -196,7 +196,7 @@ describe.skipIf(!!skip)('images from real registries', () => {
       expect((await run(sb.id, 'ls /data | sort')).stdout).toBe('keep.txt\nnew.txt\n');
       await call(d.url, 'DELETE', `/sandboxes/${sb.id}`);
     }
-    const bad = await fetch(`${d.url}/api/v1/images/import`, { method: 'POST', headers: { 'content-type': 'application/x-tar' }, body: 'not a tar' });
+    const bad = await fetch(`${d.url}/api/v1/images/import`, { method: 'POST', headers: { ...authHeaders(d.url), 'content-type': 'application/x-tar' }, body: 'not a tar' });
     expect(bad.status).toBe(400);
   });
 

@@ -1,4 +1,6 @@
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT, integrationSkipReason, startPrismd, type Prismd } from './prismd-harness.js';
@@ -7,11 +9,13 @@ const skip = integrationSkipReason();
 
 describe.skipIf(!!skip)('prismctl against a real prismd', () => {
   let d: Prismd;
-  const ctl = (args: string[], input?: string) => {
+  const cfgDir = mkdtempSync(join(tmpdir(), 'prismctl-cfg-'));
+  const ctl = (args: string[], input?: string, env: Record<string, string> = { PRISM_TOKEN: d.token }) => {
     const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin', 'prismctl.js'), '--api', d.api, ...args], {
       encoding: 'utf8',
       input,
       timeout: 60_000,
+      env: { ...process.env, PRISM_TOKEN: '', PRISM_CONFIG: join(cfgDir, 'config.json'), ...env },
     });
     return { code: r.status, out: r.stdout, err: r.stderr };
   };
@@ -21,6 +25,31 @@ describe.skipIf(!!skip)('prismctl against a real prismd', () => {
   });
   afterAll(async () => {
     await d?.dispose();
+    rmSync(cfgDir, { recursive: true, force: true });
+  });
+
+  it('needs a token: refuses without one, logs in, creates, lists and revokes tokens', () => {
+    const denied = ctl(['sandbox', 'ls'], undefined, {});
+    expect(denied.code).toBe(1);
+    expect(denied.err).toContain('UNAUTHENTICATED');
+    expect(denied.err).toContain('prismctl login');
+    const made = ctl(['-o', 'json', 'token', 'create', 'ci-bot']);
+    expect(made.code, made.err).toBe(0);
+    const bot = JSON.parse(made.out) as { id: string; token: string };
+    // login saves the address and token (mode 0600); later calls need neither flag nor env.
+    const login = ctl(['--token', bot.token, 'login'], undefined, {});
+    expect(login.code, login.err).toBe(0);
+    expect(statSync(join(cfgDir, 'config.json')).mode & 0o777).toBe(0o600);
+    const listed = ctl(['token', 'ls'], undefined, {});
+    expect(listed.code, listed.err).toBe(0);
+    expect(listed.out).toContain('ci-bot');
+    expect(listed.out).toContain('admin');
+    expect(listed.out).not.toContain(bot.token.slice(-20));
+    expect(ctl(['token', 'rm', 'ci-bot']).code).toBe(0);
+    const revoked = ctl(['sandbox', 'ls'], undefined, {});
+    expect(revoked.code).toBe(1);
+    expect(revoked.err).toContain('UNAUTHENTICATED');
+    rmSync(join(cfgDir, 'config.json'));
   });
 
   it('creates, lists, runs, logs, stops, starts and removes a sandbox', () => {

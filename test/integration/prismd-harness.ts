@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Agent, fetch as undiciFetch } from 'undici';
 import { packageRoot } from '../../src/daemon/package-info.js';
 
 /** Where the shared test image store lives (built once by .ci/run or the global setup). */
@@ -30,8 +31,30 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** Tokens by daemon URL: `call` and `authHeaders` send the right one automatically. */
+const tokens = new Map<string, string>();
+/** For https daemons: a fetch that trusts the daemon's CA (`--tls auto` writes it to <data-dir>/tls). */
+const fetchers = new Map<string, typeof fetch>();
+
+/** fetch for a daemon URL: over TLS it verifies against that daemon's CA. */
+export function fetchFor(url: string): typeof fetch {
+  return fetchers.get(new URL(url).origin) ?? fetch;
+}
+
+function trustingFetch(caFile: string): typeof fetch {
+  const dispatcher = new Agent({ connect: { ca: readFileSync(caFile) } });
+  return ((input: string, init?: RequestInit) => undiciFetch(input, { ...(init as object), dispatcher } as Parameters<typeof undiciFetch>[1])) as unknown as typeof fetch;
+}
+
+export function authHeaders(url: string): Record<string, string> {
+  const t = tokens.get(new URL(url).origin);
+  return t ? { authorization: `Bearer ${t}` } : {};
+}
+
 export interface Prismd {
   url: string;
+  /** The admin API token: read from the data dir (first node) or given (nodes joining a cluster). */
+  token: string;
   api: string;
   dataDir: string;
   logFile: string;
@@ -45,11 +68,14 @@ export interface Prismd {
   logs(): string;
 }
 
-export async function startPrismd(opts: { dataDir?: string; port?: number; extraArgs?: string[]; imagesDir?: string } = {}): Promise<Prismd> {
+export async function startPrismd(opts: { dataDir?: string; port?: number; extraArgs?: string[]; imagesDir?: string; token?: string } = {}): Promise<Prismd> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'prismd-test-')));
   const port = opts.port ?? (await freePort());
   const api = `127.0.0.1:${port}`;
-  const url = `http://${api}`;
+  const tls = (opts.extraArgs ?? []).some((a) => a === '--tls' || a === '--tls-cert');
+  const url = `${tls ? 'https' : 'http'}://${api}`;
+  const args = opts.extraArgs ?? [];
+  const caFile = args.includes('--tls-ca') ? args[args.indexOf('--tls-ca') + 1]! : join(dataDir, 'tls', 'ca.crt');
   const logFile = join(dataDir, 'prismd.log');
   const proc = spawn(
     process.execPath,
@@ -63,7 +89,8 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`prismd exited with ${proc.exitCode}: ${stderr}`);
     try {
-      const r = await fetch(`${url}/api/v1/health`);
+      if (tls && !fetchers.has(url) && existsSync(caFile)) fetchers.set(url, trustingFetch(caFile));
+      const r = await fetchFor(url)(`${url}/api/v1/health`);
       if (r.ok) break;
     } catch {
       /* not up yet */
@@ -71,8 +98,12 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
     if (Date.now() > deadline) throw new Error(`prismd did not become healthy: ${stderr}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+  const tokenFile = join(dataDir, 'admin-token');
+  const token = opts.token ?? (existsSync(tokenFile) ? readFileSync(tokenFile, 'utf8').trim() : '');
+  if (token) tokens.set(url, token);
   const self: Prismd = {
     url,
+    token,
     api,
     dataDir,
     logFile,
@@ -84,14 +115,19 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
     },
     async restart(signal = 'SIGTERM') {
       await self.stop(signal);
-      return startPrismd({ ...opts, dataDir, port });
+      return startPrismd({ ...opts, dataDir, port, ...(token ? { token } : {}) });
     },
     async dispose() {
+      if (proc.exitCode !== null || proc.signalCode !== null) {
+        // Killed by the test (or crashed): its sandboxes still run, and only prismd can tear them down.
+        const again = await startPrismd({ ...opts, dataDir, port, ...(token ? { token } : {}) }).catch(() => undefined);
+        if (again) return again.dispose();
+      }
       if (proc.exitCode === null && proc.signalCode === null) {
         try {
-          const r = await fetch(`${url}/api/v1/sandboxes`);
+          const r = await fetchFor(url)(`${url}/api/v1/sandboxes`, { headers: authHeaders(url) });
           const body = (await r.json()) as { sandboxes: { id: string }[] };
-          for (const sb of body.sandboxes) await fetch(`${url}/api/v1/sandboxes/${sb.id}`, { method: 'DELETE' });
+          for (const sb of body.sandboxes) await fetchFor(url)(`${url}/api/v1/sandboxes/${sb.id}`, { method: 'DELETE', headers: authHeaders(url) });
         } catch {
           /* best effort; the checks below catch leaks */
         }
@@ -105,12 +141,12 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
 
 /** JSON request helper returning status and parsed body. */
 export async function call<T = any>(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T; headers: Headers }> {
-  const init: RequestInit = { method, headers: { ...headers } };
+  const init: RequestInit = { method, headers: { ...authHeaders(base), ...headers } };
   if (body !== undefined) {
     init.body = typeof body === 'string' ? body : JSON.stringify(body);
     (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
   }
-  const r = await fetch(`${base}/api/v1${path}`, init);
+  const r = await fetchFor(base)(`${base}/api/v1${path}`, init);
   const text = await r.text();
   let parsed: unknown = text;
   try {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, integrationSkipReason, leftovers, startPrismd, type Prismd } from './prismd-harness.js';
+import { call, integrationSkipReason, leftovers, startPrismd, type Prismd, authHeaders } from './prismd-harness.js';
 
 const skip = integrationSkipReason();
 if (skip) console.warn(`skipping sandbox API integration tests: ${skip}`);
@@ -60,7 +60,7 @@ describe.skipIf(!!skip)('sandbox API over HTTP with the oci runtime', () => {
     expect(plain.body.stdout).toBe(text);
     const r = await fetch(`${d.url}/api/v1/sandboxes/${sb.id}/exec`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
+      headers: { ...authHeaders(d.url), 'content-type': 'application/json', accept: 'application/x-ndjson' },
       body: JSON.stringify({ cmd: ['python3', '-c', `import sys; sys.stdout.write(${JSON.stringify(text)}); sys.stderr.write("e"); sys.exit(3)`] }),
     });
     expect(r.headers.get('content-type')).toContain('application/x-ndjson');
@@ -74,7 +74,7 @@ describe.skipIf(!!skip)('sandbox API over HTTP with the oci runtime', () => {
   it('streams output as it is produced, not at the end', async () => {
     const r = await fetch(`${d.url}/api/v1/sandboxes/${sb.id}/exec`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
+      headers: { ...authHeaders(d.url), 'content-type': 'application/json', accept: 'application/x-ndjson' },
       body: JSON.stringify({ command: 'echo first; sleep 2; echo second' }),
     });
     const reader = r.body!.getReader();
