@@ -15,9 +15,10 @@ const NOUNS = ['otter', 'falcon', 'maple', 'comet', 'heron', 'cedar', 'lynx', 'p
   'badger', 'quartz', 'fjord', 'ember', 'tundra', 'walrus', 'meadow', 'orca', 'sparrow', 'canyon'];
 
 /** A readable name such as `brisk-heron-3f`, for nodes and unnamed sandboxes. */
+/** `adjective-noun-xxxx`: about 29 million names; callers that generate one retry on a clash. */
 export function readableName(): string {
-  const b = randomBytes(3);
-  return `${ADJECTIVES[b[0]! % ADJECTIVES.length]}-${NOUNS[b[1]! % NOUNS.length]}-${b[2]!.toString(16).padStart(2, '0')}`;
+  const b = randomBytes(4);
+  return `${ADJECTIVES[b[0]! % ADJECTIVES.length]}-${NOUNS[b[1]! % NOUNS.length]}-${b.readUInt16BE(2).toString(16).padStart(4, '0')}`;
 }
 
 /** Names users give: DNS-label-like, so they are safe in paths, URLs and hostnames. */

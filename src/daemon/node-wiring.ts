@@ -75,7 +75,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const sandboxes = new SandboxService(repo, events, agent, w.defaults, w.log, { scheduleMs: w.scheduleTimeoutMs, startMs: 15 * 60_000 });
   const exec = new ExecService(sandboxes, agent, repo, w.execLimits, w.log);
   const images = new ImageService(w.images, repo, w.log);
-  const scheduler = new Scheduler(repo, w.log, { strategy: w.placement, cpuOvercommit: 4, batchMax: 256 });
+  const scheduler = new Scheduler(repo, w.log, { strategy: w.placement, cpuOvercommit: 4, batchMax: 100, maxTxnOps: 128 });
   const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });
   membership.onElected = (term) => void scheduler.start(term).catch((e) => w.log.error({ err: e }, 'scheduler start failed'));
   membership.onDeposed = () => scheduler.stop();

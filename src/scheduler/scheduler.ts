@@ -8,6 +8,11 @@ import { placeBatch, type PlacementNode, type PlacementOptions } from './placeme
 export interface SchedulerOptions extends PlacementOptions {
   /** Most sandboxes placed in one transaction. */
   batchMax: number;
+  /**
+   * Most operations the Store takes in one transaction (etcd's --max-txn-ops, 128 by default). A batch
+   * of n sandboxes on k nodes costs 1 + n + k operations, so batches shrink to fit.
+   */
+  maxTxnOps: number;
 }
 
 /** Statuses in which a sandbox on a dead node becomes `lost`. */
@@ -80,9 +85,12 @@ export class Scheduler {
     this.draining = true;
     try {
       while (this.queue.size > 0 && this.term !== undefined) {
-        const batch = [...this.queue.values()].slice(0, this.opts.batchMax);
+        let batch: Versioned<Sandbox>[] = [];
         try {
-          await this.placeAndCommit(batch, this.term);
+          const nodes = await this.aliveNodes();
+          const room = this.opts.maxTxnOps - 1 - nodes.length;
+          batch = [...this.queue.values()].slice(0, Math.max(1, Math.min(this.opts.batchMax, room)));
+          await this.placeAndCommit(batch, nodes, this.term);
           for (const s of batch) if (this.queue.get(s.value.id) === s) this.queue.delete(s.value.id);
         } catch (e) {
           await this.afterFailedCommit(batch, e);
@@ -93,15 +101,19 @@ export class Scheduler {
     }
   }
 
-  private async placeAndCommit(batch: Versioned<Sandbox>[], term: number): Promise<void> {
-    const nodes: PlacementNode[] = [];
-    const reservationRevs = new Map<string, number>();
+  /** Alive nodes with their reservations and the revisions those were read at. */
+  private async aliveNodes(): Promise<(PlacementNode & { reservationRevision: number })[]> {
+    const out: (PlacementNode & { reservationRevision: number })[] = [];
     for (const n of await this.repo.listNodes()) {
       if (n.status !== 'alive') continue;
       const r = await this.repo.getReservation(n.id);
-      reservationRevs.set(n.id, r.revision);
-      nodes.push({ id: n.id, name: n.name, runtimes: n.runtimes, labels: n.labels ?? {}, capacity: n.capacity, reserved: r.value });
+      out.push({ id: n.id, name: n.name, runtimes: n.runtimes, labels: n.labels ?? {}, capacity: n.capacity, reserved: r.value, reservationRevision: r.revision });
     }
+    return out;
+  }
+
+  private async placeAndCommit(batch: Versioned<Sandbox>[], nodes: (PlacementNode & { reservationRevision: number })[], term: number): Promise<void> {
+    const reservationRevs = new Map(nodes.map((n) => [n.id, n.reservationRevision]));
     const reqs = batch.map((s) => ({ id: s.value.id, runtime: s.value.runtime, cpus: s.value.cpus, memoryMb: s.value.memoryMb, ...(s.value.nodeSelector ? { nodeSelector: s.value.nodeSelector } : {}) }));
     const { decisions, reserved } = placeBatch(reqs, nodes, this.opts);
     const updates = batch.map((s): Versioned<Sandbox> => {

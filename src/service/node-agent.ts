@@ -7,6 +7,9 @@ import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import type { SandboxRepo } from './sandbox-repo.js';
 
+/** The record changed or went away while its task was being made: someone else decided its fate. */
+class Superseded extends Error {}
+
 /**
  * The node agent runs the sandboxes placed on this node: it turns a sandbox record into a driver task,
  * keeps the task handles in the Store (so a restarted daemon can find its tasks again), recovers them
@@ -75,70 +78,78 @@ export class NodeAgent {
       .finally(() => this.launching.delete(id));
   }
 
-  /** scheduled -> starting -> running, or -> failed (with the create's error code) leaving no task behind. */
+  /**
+   * scheduled -> running, or -> failed (with the create's error code) leaving no task behind. The task
+   * handle and the `running` record go in one commit that also checks the record did not change while
+   * the task was made (a delete meanwhile wins: the new task is destroyed). `starting` is written only
+   * when the image must be pulled first, since that can take a while.
+   */
   private async runAssignment(id: string): Promise<void> {
-    let sb: Sandbox;
+    const cur = await this.repo.getSandbox(id);
+    if (!cur || cur.value.node !== this.nodeId || cur.value.status !== 'scheduled') return;
+    let { value: sb, revision } = cur;
     try {
-      sb = await this.repo.update(id, (s) => (s.node === this.nodeId && s.status === 'scheduled' ? { ...s, status: 'starting' } : undefined));
-    } catch (e) {
-      if (isPrismError(e, 'NOT_FOUND')) return; // deleted before we got to it
-      throw e;
-    }
-    if (sb.status !== 'starting' || sb.node !== this.nodeId) return;
-    try {
-      const made = await this.create(sb);
-      const startedAt = new Date().toISOString();
-      await this.repo.update(id, (s) => {
-        const next: Sandbox = { ...s, status: 'running', imageDigest: made.imageDigest, workdir: made.workdir, startedAt };
-        if (made.user) next.user = made.user;
-        return next;
+      await this.lock.run(id, async () => {
+        const present = await this.images.get(sb.image).then(() => true, (e: unknown) => (isPrismError(e, 'NOT_FOUND') ? false : Promise.reject(e)));
+        if (!present) {
+          sb = await this.repo.update(id, (s) => (s.status === 'scheduled' ? { ...s, status: 'starting' } : undefined)).catch((e: unknown) => {
+            throw isPrismError(e, 'NOT_FOUND') ? new Superseded() : e;
+          });
+          if (sb.status !== 'starting') throw new Superseded();
+          revision = (await this.repo.getSandbox(id))?.revision ?? 0;
+          await this.images.ensure(sb.image);
+        }
+        const { handle, imageDigest, workdir, user } = await this.makeTask(sb);
+        const startedAt = new Date().toISOString();
+        const running: Sandbox = { ...sb, status: 'running', imageDigest, workdir, startedAt };
+        if (user) running.user = user;
+        try {
+          await this.repo.commitRunning(this.nodeId, handle, running, revision);
+        } catch (e) {
+          await this.driver(sb.runtime).destroy(handle).catch(() => undefined);
+          throw isPrismError(e, 'CONFLICT') || isPrismError(e, 'NOT_FOUND') ? new Superseded() : e;
+        }
+        this.handles.set(id, handle);
+        this.armTtl(running);
       });
-      this.armTtl({ ...sb, startedAt });
     } catch (e) {
+      if (e instanceof Superseded) {
+        this.log.info({ sandbox: id }, 'sandbox changed or was deleted while being created: its task was removed');
+        return;
+      }
       const err = asPrismError(e, 'INTERNAL', 'creating the sandbox');
-      this.log.warn({ sandbox: id, err }, 'sandbox create failed: cleaning up');
-      await this.destroy(sb).catch(() => undefined);
+      this.log.warn({ sandbox: id, err }, 'sandbox create failed');
       await this.repo
-        .update(id, (s) => ({ ...s, status: 'failed', error: { code: err.code, message: err.message } }))
+        .update(id, (s) => (s.node === this.nodeId && (s.status === 'scheduled' || s.status === 'starting') ? { ...s, status: 'failed', error: { code: err.code, message: err.message } } : undefined))
         .catch((e2) => this.log.warn({ err: e2, sandbox: id }, 'recording a failed create failed'));
     }
   }
 
-  /** Creates and starts the task of a new sandbox (pulling its image if needed). On failure nothing is left behind. */
-  async create(sb: Sandbox): Promise<{ imageDigest: string; workdir: string; user?: string }> {
-    return this.lock.run(sb.id, async () => {
-      const driver = this.driver(sb.runtime);
-      await this.images.ensure(sb.image);
-      const rootfs = await this.images.rootfs(sb.image);
-      const cfg = rootfs.image.config;
-      const env: Record<string, string> = {};
-      for (const kv of cfg.env) {
-        const i = kv.indexOf('=');
-        if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
-      }
-      Object.assign(env, sb.env);
-      const spec: TaskSpec = {
-        id: sb.id,
-        hostname: sb.name,
-        layers: rootfs.layerDirs,
-        env,
-        workdir: sb.workdir || cfg.workingDir || '/',
-        cpus: sb.cpus,
-        memoryMb: sb.memoryMb,
-        pidsLimit: sb.pidsLimit,
-      };
-      const user = sb.user || cfg.user;
-      if (user) spec.user = user; // the request's or the image's User
-      const handle = await driver.create(spec);
-      try {
-        await this.repo.putHandle(this.nodeId, handle);
-      } catch (e) {
-        await driver.destroy(handle).catch(() => undefined);
-        throw asPrismError(e, 'INTERNAL', 'saving the task handle');
-      }
-      this.handles.set(sb.id, handle);
-      return { imageDigest: rootfs.image.digest, workdir: spec.workdir, ...(user ? { user } : {}) };
-    });
+  /** Makes the task of a new sandbox from its (present) image. On failure nothing is left behind. */
+  private async makeTask(sb: Sandbox): Promise<{ handle: TaskHandle; imageDigest: string; workdir: string; user?: string }> {
+    const driver = this.driver(sb.runtime);
+    const rootfs = await this.images.rootfs(sb.image);
+    const cfg = rootfs.image.config;
+    const env: Record<string, string> = {};
+    for (const kv of cfg.env) {
+      const i = kv.indexOf('=');
+      if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
+    }
+    Object.assign(env, sb.env);
+    const spec: TaskSpec = {
+      id: sb.id,
+      hostname: sb.name,
+      layers: rootfs.layerDirs,
+      env,
+      workdir: sb.workdir || cfg.workingDir || '/',
+      cpus: sb.cpus,
+      memoryMb: sb.memoryMb,
+      pidsLimit: sb.pidsLimit,
+    };
+    const user = sb.user || cfg.user;
+    if (user) spec.user = user; // the request's or the image's User
+    const handle = await driver.create(spec);
+    return { handle, imageDigest: rootfs.image.digest, workdir: spec.workdir, ...(user ? { user } : {}) };
   }
 
   async stop(sb: Sandbox): Promise<void> {

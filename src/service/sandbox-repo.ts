@@ -140,7 +140,8 @@ export class SandboxRepo {
         return true;
       } catch (e) {
         if (attempt >= 50 || !(isPrismError(e, 'CONFLICT') || outcomeUnknown(e))) throw e;
-        if (outcomeUnknown(e)) await pause(attempt);
+        // The node's reservation key is shared by every delete on that node: back off with jitter.
+        await (outcomeUnknown(e) ? pause(attempt) : new Promise((r) => setTimeout(r, Math.random() * Math.min(200, 10 * (attempt + 1)))));
       }
     }
   }
@@ -164,6 +165,32 @@ export class SandboxRepo {
     for (const s of sandboxes) ops.push({ op: 'put', key: K.sandbox(s.value.id), value: JSON.stringify(s.value), expectRevision: s.revision });
     for (const r of reservations) ops.push({ op: 'put', key: K.reservation(r.node), value: JSON.stringify(r.value), expectRevision: r.revision });
     await this.store.commit(ops);
+  }
+
+  /**
+   * A finished create: the task handle and the `running` record in one commit, provided the record is
+   * still at `expectRevision` (CONFLICT when it changed, e.g. a delete meanwhile; NOT_FOUND when gone).
+   */
+  async commitRunning(node: string, handle: TaskHandle, sb: Sandbox, expectRevision: number): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.store.commit([
+          { op: 'put', key: K.handle(node, handle.id), value: JSON.stringify(handle) },
+          { op: 'put', key: K.sandbox(sb.id), value: JSON.stringify(sb), expectRevision },
+        ]);
+        return;
+      } catch (e) {
+        if (isPrismError(e, 'CONFLICT')) {
+          const cur = await this.getSandbox(sb.id);
+          if (!cur) throw new PrismError('NOT_FOUND', `sandbox '${sb.id}' was deleted while it was being created`);
+          // An earlier attempt whose answer was lost may have applied it.
+          if (cur.value.status === 'running' && cur.value.startedAt === sb.startedAt) return;
+          throw e;
+        }
+        if (!outcomeUnknown(e) || attempt >= 5) throw e;
+        await pause(attempt);
+      }
+    }
   }
 
   async putHandle(node: string, handle: TaskHandle): Promise<void> {

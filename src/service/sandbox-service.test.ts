@@ -77,7 +77,7 @@ describe('SandboxService.create', () => {
       imageDigest: imageRecord.digest,
     });
     expect(sb.id).toMatch(/^sb-[0-9a-f]{12}$/);
-    expect(sb.name).toMatch(/^[a-z]+-[a-z]+-[0-9a-f]{2}$/);
+    expect(sb.name).toMatch(/^[a-z]+-[a-z]+-[0-9a-f]{4}$/);
     expect(sb.startedAt).toBeDefined();
     expect(await sandboxes.get(sb.id)).toEqual(sb);
     expect((await repo.getHandle(NODE, sb.id))?.spec).toMatchObject({ layers: ['/layers/0'], cpus: 1, memoryMb: 512, pidsLimit: 256, workdir: '/work' });

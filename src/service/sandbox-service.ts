@@ -1,4 +1,4 @@
-import { PrismError, asPrismError, isErrorCode } from '../core/errors.js';
+import { PrismError, asPrismError, isErrorCode, isPrismError } from '../core/errors.js';
 import { NAME_PATTERN, newSandboxId, readableName } from '../core/ids.js';
 import type { RuntimeName, Sandbox, SandboxStatus } from '../core/types.js';
 import { parseReference } from '../images/reference.js';
@@ -115,7 +115,16 @@ export class SandboxService {
     };
     if (req.user) sb.user = req.user;
     if (req.nodeSelector && Object.keys(req.nodeSelector).length) sb.nodeSelector = req.nodeSelector;
-    await this.repo.createSandbox(sb);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.repo.createSandbox(sb);
+        break;
+      } catch (e) {
+        // A generated name that happens to be taken is not the user's problem: draw another.
+        if (req.name !== undefined || attempt >= 5 || !isPrismError(e, 'ALREADY_EXISTS')) throw e;
+        sb.name = readableName();
+      }
+    }
     const placed = await this.events.waitFor(sb.id, (s) => s?.status !== 'pending', this.timeouts.scheduleMs);
     if (placed?.status === 'pending') {
       const removed = await this.repo.deleteSandbox(sb, (s) => s.status === 'pending');
