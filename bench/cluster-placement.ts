@@ -19,9 +19,7 @@
  *
  * Usage: node dist/bench/cluster-placement.js [runs=5] [n=1000] [failoverRuns=3]   (needs etcd, etcdctl)
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -35,6 +33,7 @@ import type { Logger } from '../src/service/logger.js';
 import { SandboxRepo } from '../src/service/sandbox-repo.js';
 import { EtcdStore } from '../src/store/etcd/etcd-store.js';
 import { summarize } from './stats.js';
+import { EtcdCluster } from '../test/fixtures/etcd-cluster.js';
 
 const RUNS = Number(process.argv[2] ?? 5);
 const N = Number(process.argv[3] ?? 1000);
@@ -59,89 +58,9 @@ const log: Logger = process.env.PRISM_BENCH_DEBUG
   : { info() {}, debug() {}, warn() {}, error() {} };
 
 // Every etcd process and the data dir are removed on any exit, a thrown error or Ctrl-C included.
-const children = new Set<ChildProcess>();
-const dataDir = mkdtempSync(join(tmpdir(), 'prism-bench-etcd-'));
-process.on('exit', () => {
-  for (const p of children) p.kill('SIGKILL');
-  rmSync(dataDir, { recursive: true, force: true });
-});
+const dataDir = mkdtempSync(join(tmpdir(), 'prism-bench-'));
+process.on('exit', () => rmSync(dataDir, { recursive: true, force: true }));
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
-
-interface Member { name: string; client: string; peer: string; proc?: ChildProcess }
-
-/** Three etcd members on free loopback ports; a killed member restarts on its data dir ("existing"). */
-class LoopbackEtcd {
-  members: Member[] = [];
-  private initial = '';
-
-  async start(): Promise<void> {
-    const ports = await freePorts(6);
-    this.members = [0, 1, 2].map((i) => ({ name: `m${i}`, client: `http://127.0.0.1:${ports[2 * i]}`, peer: `http://127.0.0.1:${ports[2 * i + 1]}` }));
-    this.initial = this.members.map((m) => `${m.name}=${m.peer}`).join(',');
-    for (const m of this.members) this.spawn(m, 'new');
-    await Promise.all(this.members.map((m) => waitHealthy(m.client)));
-  }
-
-  private spawn(m: Member, state: 'new' | 'existing'): void {
-    m.proc = spawn('etcd', [
-      '--name', m.name, '--data-dir', join(dataDir, m.name),
-      '--listen-client-urls', m.client, '--advertise-client-urls', m.client,
-      '--listen-peer-urls', m.peer, '--initial-advertise-peer-urls', m.peer,
-      '--initial-cluster', this.initial, '--initial-cluster-token', `prism-bench-${process.pid}`,
-      '--initial-cluster-state', state, '--log-level', 'error',
-    ], { stdio: ['ignore', 'ignore', 'pipe'] });
-    m.proc.stderr!.resume();
-    children.add(m.proc);
-    const p = m.proc;
-    p.once('exit', () => children.delete(p));
-  }
-
-  endpoints(): string[] {
-    return this.members.map((m) => m.client);
-  }
-
-  /** The member `etcdctl endpoint status` calls leader (simple output: endpoint, id, version, size, IS LEADER, ...). */
-  leader(): Member {
-    const alive = this.members.filter((m) => children.has(m.proc!));
-    const out = spawnSync('etcdctl', ['--endpoints', alive.map((m) => m.client).join(','), 'endpoint', 'status'],
-      { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } }).stdout;
-    const line = out.split('\n').find((l) => l.split(', ')[4] === 'true');
-    const member = this.members.find((m) => line?.startsWith(`${m.client},`));
-    if (!member) throw new Error(`no etcd leader in etcdctl output:\n${out}`);
-    return member;
-  }
-
-  async kill(m: Member): Promise<void> {
-    const p = m.proc!;
-    if (!children.has(p)) return;
-    const exited = new Promise((resolve) => p.once('exit', resolve));
-    p.kill('SIGKILL');
-    await exited;
-  }
-
-  async restart(m: Member): Promise<void> {
-    this.spawn(m, 'existing');
-    await waitHealthy(m.client);
-  }
-
-  async stop(): Promise<void> {
-    await Promise.all(this.members.map((m) => this.kill(m)));
-  }
-}
-
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => resolve(s));
-  })));
-  const ports = servers.map((s) => (s.address() as { port: number }).port);
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
-  return ports;
-}
-
-async function waitHealthy(url: string): Promise<void> {
-  await waitUntil(() => fetch(`${url}/health`).then(async (r) => (await r.json() as { health: string }).health === 'true', () => false), 20_000, `etcd at ${url} healthy`);
-}
 
 /** Polls `cond` every 10 ms; resolves with the elapsed ms, throws after `boundMs`. */
 async function waitUntil(cond: () => boolean | Promise<boolean>, boundMs: number, what: string): Promise<number> {
@@ -162,9 +81,9 @@ async function pool(n: number, width: number, fn: (i: number) => Promise<unknown
 }
 
 /** Client RPCs etcd has served, by gRPC method, summed over the live members (from /metrics). */
-async function rpcCounts(cluster: LoopbackEtcd): Promise<Map<string, number>> {
+async function rpcCounts(cluster: EtcdCluster): Promise<Map<string, number>> {
   const out = new Map<string, number>();
-  for (const m of cluster.members.filter((x) => children.has(x.proc!))) {
+  for (const m of cluster.alive()) {
     const text = await fetch(`${m.client}/metrics`).then((r) => r.text());
     for (const [, method, n] of text.matchAll(/^grpc_server_handled_total\{[^}]*grpc_method="(\w+)"[^}]*\} (\S+)$/gm)) {
       out.set(method!, (out.get(method!) ?? 0) + Number(n));
@@ -174,10 +93,9 @@ async function rpcCounts(cluster: LoopbackEtcd): Promise<Map<string, number>> {
 }
 
 /** CPU seconds the etcd members have used (utime + stime from /proc; clock ticks are 100 Hz on Linux). */
-function etcdCpuSec(cluster: LoopbackEtcd): number {
+function etcdCpuSec(cluster: EtcdCluster): number {
   let ticks = 0;
-  for (const m of cluster.members) {
-    if (!children.has(m.proc!)) continue;
+  for (const m of cluster.alive()) {
     const fields = readFileSync(`/proc/${m.proc!.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
     ticks += Number(fields[11]) + Number(fields[12]);
   }
@@ -289,7 +207,7 @@ interface PrismRun { benchLoopBusy: number; etcdCpuSec: number; rpcsPerCreate: R
  * same load shape as the raw-put baseline; a burst (wave = width) has every create of a wave pending at
  * once, which is what batching is for. Placement time counts from each wave's start to its last commit.
  */
-async function prismRun(nodes: BenchNode[], repo: SandboxRepo, observer: EtcdStore, cluster: LoopbackEtcd, wave: number, width: number): Promise<PrismRun> {
+async function prismRun(nodes: BenchNode[], repo: SandboxRepo, observer: EtcdStore, cluster: EtcdCluster, wave: number, width: number): Promise<PrismRun> {
   const before = totals(nodes);
   const rpc0 = await rpcCounts(cluster);
   const cpu0 = etcdCpuSec(cluster);
@@ -390,7 +308,7 @@ async function schedulerLeaderCrash(nodes: BenchNode[], repo: SandboxRepo, endpo
 }
 
 /** (b) etcd's leader member is killed: times until writes at each layer succeed again. */
-async function etcdLeaderKill(nodes: BenchNode[], cluster: LoopbackEtcd, observer: EtcdStore, raw: Etcd3, repo: SandboxRepo) {
+async function etcdLeaderKill(nodes: BenchNode[], cluster: EtcdCluster, observer: EtcdStore, raw: Etcd3, repo: SandboxRepo) {
   const member = cluster.leader();
   const t0 = performance.now();
   await cluster.kill(member);
@@ -439,8 +357,8 @@ async function nodeCrash(nodes: BenchNode[], repo: SandboxRepo, endpoints: strin
 // --- Main -----------------------------------------------------------------------------------------
 
 async function main() {
-  const cluster = new LoopbackEtcd();
-  await cluster.start();
+  const cluster = new EtcdCluster();
+  await cluster.start(3);
   const endpoints = cluster.endpoints();
   const raw = new Etcd3({ hosts: endpoints });
   const observer = await EtcdStore.connect({ endpoints, prefix: PREFIX });

@@ -202,7 +202,11 @@ describe.skipIf(!!skip)('images from real registries', () => {
 
   it('prismctl image pull, ls, inspect, import and rm', () => {
     const ctl = (...args: string[]) => {
-      const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin', 'prismctl.js'), '--api', d.api, ...args], { encoding: 'utf8', timeout: 60_000 });
+      const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin', 'prismctl.js'), '--api', d.api, ...args], {
+        encoding: 'utf8',
+        timeout: 60_000,
+        env: { ...process.env, PRISM_TOKEN: d.token, PRISM_CONFIG: '/nonexistent/prism-config.json' },
+      });
       return { code: r.status, out: r.stdout, err: r.stderr };
     };
     const ref = t.images.multiarch.ref;
