@@ -70,12 +70,12 @@ export function collect(value: string, previous: string[] = []): string[] {
 }
 
 /** `K=V` pairs into an object; the value may itself contain `=`. */
-export function parseEnvPairs(pairs: string[] | undefined): Record<string, string> | undefined {
+export function parseEnvPairs(pairs: string[] | undefined, flag = '--env'): Record<string, string> | undefined {
   if (!pairs || pairs.length === 0) return undefined;
   const env: Record<string, string> = {};
   for (const pair of pairs) {
     const eq = pair.indexOf('=');
-    if (eq <= 0) throw new UsageError(`--env expects KEY=VALUE, got '${pair}'`);
+    if (eq <= 0) throw new UsageError(`${flag} expects KEY=VALUE, got '${pair}'`);
     env[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   return env;

@@ -254,9 +254,9 @@ describe('prismctl output', () => {
   });
 
   it('create sends the flags and prints a summary with the id', async () => {
-    const r = await run(['sandbox', 'create', '--name', 'web', '--image', 'alpine', '--runtime', 'microvm', '--cpus', '0.5', '--memory', '256', '--env', 'K=V', '--workdir', '/w', '--timeout', '60']);
+    const r = await run(['sandbox', 'create', '--name', 'web', '--image', 'alpine', '--runtime', 'microvm', '--cpus', '0.5', '--memory', '256', '--env', 'K=V', '--workdir', '/w', '--timeout', '60', '--node-selector', 'zone=a', '--node-selector', 'gpu=yes']);
     expect(r.code).toBe(0);
-    expect(requests.at(-1)!.body).toEqual({ name: 'web', image: 'alpine', runtime: 'microvm', cpus: 0.5, memoryMb: 256, env: { K: 'V' }, workdir: '/w', timeoutSec: 60 });
+    expect(requests.at(-1)!.body).toEqual({ name: 'web', image: 'alpine', runtime: 'microvm', cpus: 0.5, memoryMb: 256, env: { K: 'V' }, workdir: '/w', timeoutSec: 60, nodeSelector: { zone: 'a', gpu: 'yes' } });
     expect(r.stdout).toMatch(/ID:\s+sb-newnewnew000/);
   });
 
@@ -398,6 +398,7 @@ describe('prismctl errors', () => {
     expect((await run(['-o', 'yaml', 'sandbox', 'ls'])).code).toBe(2);
     expect((await run(['sandbox', 'create', '--memory', 'lots'])).code).toBe(2);
     expect((await run(['sandbox', 'create', '--env', 'NOEQUALS'])).code).toBe(2);
+    expect((await run(['sandbox', 'create', '--node-selector', 'zone'])).stderr).toContain('--node-selector expects KEY=VALUE');
     expect((await run(['--help'])).code).toBe(0);
   });
 });

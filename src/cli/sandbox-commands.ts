@@ -15,6 +15,7 @@ interface CreateFlags {
   workdir?: string;
   timeout?: number;
   user?: string;
+  nodeSelector?: string[];
 }
 
 /** `sandbox` (alias `sb`) and its subcommands. */
@@ -34,6 +35,7 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
     .option('--workdir <dir>', 'working directory for commands')
     .option('--timeout <sec>', 'stop the sandbox after this many seconds; 0 = never', parseNumber('int'))
     .option('--user <user[:group]>', "run commands as this user instead of the image's")
+    .option('--node-selector <key=value>', 'place only on nodes with this label (repeatable; prismd --label)', collect)
     .action(async (f: CreateFlags, cmd: Command) => {
       const sb = await ctx.client(cmd).sandboxes.create({
         name: f.name,
@@ -46,6 +48,7 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
         workdir: f.workdir,
         timeoutSec: f.timeout,
         user: f.user,
+        nodeSelector: parseEnvPairs(f.nodeSelector, '--node-selector'),
       });
       if (ctx.format(cmd) === 'json') return ctx.json(sb.info);
       const s = sb.info;
