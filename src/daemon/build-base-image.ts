@@ -1,5 +1,5 @@
 import { join, resolve } from 'node:path';
-import { buildBaseImage } from '../images/base-image.js';
+import { buildBaseImage, isCurrentBaseImage } from '../images/base-image.js';
 import { LocalImageStore } from '../images/local-image-store.js';
 import { DEFAULT_IMAGE, defaultDataDir } from './config.js';
 import { initBinaryPath } from './package-info.js';
@@ -19,10 +19,11 @@ export async function buildBaseImageCommand(flags: Flags): Promise<void> {
   const ref = process.env.PRISM_DEFAULT_IMAGE ?? DEFAULT_IMAGE;
   if (!flags.force) {
     const existing = await store.get(ref).catch(() => undefined);
-    if (existing) {
+    if (existing && isCurrentBaseImage(existing)) {
       process.stdout.write(`${ref} is already in ${root} (${existing.digest})\n`);
       return;
     }
+    if (existing) process.stdout.write(`${ref} in ${root} predates the sandbox user: rebuilding it\n`);
   }
   const t0 = Date.now();
   process.stdout.write(`building ${ref} with debootstrap from ${flags.mirror} (takes a minute or two, once)\n`);

@@ -37,6 +37,8 @@ export interface DaemonConfig {
   scheduleTimeoutMs: number;
   /** `token`: every route but /health needs an API token; `none` (loopback only) turns that off. */
   auth: 'token' | 'none';
+  /** Commands in images that name no user run as this one (`uid[:gid]` or `root`). */
+  defaultUser: string;
   tls: TlsConfig;
 }
 
@@ -68,6 +70,7 @@ export interface DaemonFlags {
   nodeTtl?: string;
   scheduleTimeout?: string;
   auth?: string;
+  defaultUser?: string;
   tls?: string;
   tlsCert?: string;
   tlsKey?: string;
@@ -181,6 +184,7 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     placement: 'spread',
     nodeTtlMs: (positive('--node-ttl', flags.nodeTtl ?? env.PRISM_NODE_TTL, false) ?? 5) * 1000,
     auth: 'token',
+    defaultUser: flags.defaultUser ?? env.PRISM_DEFAULT_USER ?? '65534:65534',
     tls: { mode: 'off' },
     scheduleTimeoutMs: (positive('--schedule-timeout', flags.scheduleTimeout ?? env.PRISM_SCHEDULE_TIMEOUT, false) ?? 30) * 1000,
   };
@@ -191,6 +195,9 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
   }
   cfg.auth = auth;
   cfg.tls = parseTls(flags, env);
+  if (!/^(root|\d{1,10}(:\d{1,10})?)$/.test(cfg.defaultUser)) {
+    throw new PrismError('INVALID_ARGUMENT', `--default-user must be uid[:gid] or root, got '${cfg.defaultUser}'`);
+  }
   const placement = flags.placement ?? env.PRISM_PLACEMENT ?? 'spread';
   if (placement !== 'spread' && placement !== 'binpack') throw new PrismError('INVALID_ARGUMENT', `--placement must be spread or binpack, got '${placement}'`);
   cfg.placement = placement;

@@ -142,6 +142,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       nodeTtlMs: cfg.nodeTtlMs, scheduleTimeoutMs: cfg.scheduleTimeoutMs,
       execLimits: { recordBytes: 64 * 1024, recordsPerSandbox: 100, maxTimeoutSec: 86400 },
       watchdogMs: 5000,
+      defaultUser: cfg.defaultUser,
       log,
     });
     let tokens: TokenService | undefined;

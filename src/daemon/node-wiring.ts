@@ -7,7 +7,7 @@ import { ExecService, type ExecLimits } from '../service/exec-service.js';
 import { ImageService } from '../service/image-service.js';
 import type { Logger } from '../service/logger.js';
 import { Membership } from '../service/membership.js';
-import { NodeAgent } from '../service/node-agent.js';
+import { DEFAULT_SANDBOX_USER, NodeAgent } from '../service/node-agent.js';
 import { NodeService } from '../service/node-service.js';
 import { SandboxEvents } from '../service/sandbox-events.js';
 import { SandboxRepo } from '../service/sandbox-repo.js';
@@ -34,6 +34,8 @@ export interface NodeWiring {
   execLimits: ExecLimits;
   /** How often running tasks are checked for having died. */
   watchdogMs: number;
+  /** User of commands in images that name none (default `65534:65534`, nobody; `root` to allow root). */
+  defaultUser?: string;
   log: Logger;
 }
 
@@ -62,7 +64,7 @@ export interface NodeServices {
 export async function startNode(w: NodeWiring): Promise<NodeServices> {
   let address = w.address;
   const repo = new SandboxRepo(w.store);
-  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log);
+  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER });
   const nodes = new NodeService(
     {
       id: w.id, name: w.name, address, version: w.version, runtimes: [...w.drivers.keys()], defaultRuntime: w.defaults.runtime,

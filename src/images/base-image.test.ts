@@ -1,9 +1,9 @@
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, readdir, readlink, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BASE_IMAGE_ENV, buildBaseImage, DEFAULT_BASE_IMAGE, ensureBaseImage } from './base-image.js';
+import { BASE_IMAGE_ENV, BASE_IMAGE_HOME, BASE_IMAGE_USER, buildBaseImage, DEFAULT_BASE_IMAGE, ensureBaseImage } from './base-image.js';
 import { LocalImageStore } from './local-image-store.js';
 
 const DEBROOT = '/tmp/debroot';
@@ -25,7 +25,7 @@ describe('base image', () => {
     await rm(work, { recursive: true, force: true });
   });
 
-  it.skipIf(skipReason !== '')('packages a debootstrap tree into a runnable one-layer image without changing the tree', async () => {
+  it.skipIf(skipReason !== '')('packages a debootstrap tree into a runnable image with an unprivileged user, without changing the tree', async () => {
     const before = await stat(DEBROOT);
     const devBefore = (await readdir(join(DEBROOT, 'dev'))).sort();
     const buildDir = join(work, 'build');
@@ -39,10 +39,16 @@ describe('base image', () => {
     console.log(JSON.stringify({ buildMs, unpackMs, layerBytes: rec.size, log: lines }));
 
     expect(rec.refs).toEqual([DEFAULT_BASE_IMAGE]);
-    expect(rec.config).toEqual({ env: BASE_IMAGE_ENV, workingDir: '/', cmd: ['/bin/sh'] });
-    expect(rec.layers).toHaveLength(1);
-    expect(layerDirs).toHaveLength(1);
+    expect(rec.config).toEqual({ env: BASE_IMAGE_ENV, user: BASE_IMAGE_USER, workingDir: BASE_IMAGE_HOME, cmd: ['/bin/sh'] });
+    expect(rec.layers).toHaveLength(2);
+    expect(layerDirs).toHaveLength(2);
     const dir = layerDirs[0]!;
+    // The second layer adds the sandbox user (uid 1000) and its home, owned by it.
+    const userDir = layerDirs[1]!;
+    expect(await readFile(join(userDir, 'etc/passwd'), 'utf8')).toMatch(/^root:x:0:0:.*\nsandbox:x:1000:1000:[^\n]*:\/home\/sandbox:\/bin\/bash\n$/s);
+    expect(await readFile(join(userDir, 'etc/group'), 'utf8')).toContain('\nsandbox:x:1000:\n');
+    const home = await stat(join(userDir, 'home/sandbox'));
+    expect([home.uid, home.gid, home.mode & 0o777]).toEqual([1000, 1000, 0o755]);
     expect((await stat(join(dir, 'usr/bin/python3'))).isFile()).toBe(true);
     expect(await readlink(join(dir, 'etc/alternatives/awk'))).toBe('/usr/bin/mawk');
     expect(await readlink(join(dir, 'bin'))).toBe('usr/bin');

@@ -1,6 +1,6 @@
 import { spawn, execFile } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chown, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -20,6 +20,17 @@ import { normalizeReference } from './reference.js';
 export const DEFAULT_BASE_IMAGE = 'prism.local/base:bookworm';
 export const DEFAULT_DEBIAN_MIRROR = 'http://deb.debian.org/debian';
 export const BASE_IMAGE_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'LANG=C.UTF-8'];
+/**
+ * Commands run as this unprivileged user (issue 6: not root unless the image says so); numeric, so
+ * that every runtime can apply it without reading /etc/passwd. Its home is the working directory.
+ */
+export const BASE_IMAGE_USER = '1000:1000';
+export const BASE_IMAGE_HOME = '/home/sandbox';
+
+/** An image built by an older recipe (before the sandbox user) is rebuilt rather than reused. */
+export function isCurrentBaseImage(rec: ImageRecord): boolean {
+  return rec.config.user === BASE_IMAGE_USER;
+}
 
 export interface BuildBaseImageOptions {
   store: ImageStore;
@@ -75,21 +86,32 @@ export async function buildBaseImage(opts: BuildBaseImageOptions): Promise<Image
     const layer = await writeLayer(rootfs, join(tmp, 'layer.tar.gz'));
     await rename(join(tmp, 'layer.tar.gz'), join(blobDir, layer.digest.slice(7)));
     log(`layer ${layer.digest}: ${(layer.size / 1e6).toFixed(1)} MB compressed, built in ${Date.now() - t0} ms`);
+    // The sandbox user goes in a second, tiny layer, so the debootstrap tree is never changed.
+    const userTree = join(tmp, 'user-layer');
+    await writeSandboxUser(rootfs, userTree);
+    const userLayer = await writeLayer(userTree, join(tmp, 'user-layer.tar.gz'));
+    await rename(join(tmp, 'user-layer.tar.gz'), join(blobDir, userLayer.digest.slice(7)));
     const created = new Date().toISOString();
     const config = {
       created,
       architecture: hostArchitecture(),
       os: 'linux',
-      config: { Env: BASE_IMAGE_ENV, WorkingDir: '/', Cmd: ['/bin/sh'] },
-      rootfs: { type: 'layers', diff_ids: [layer.diffId] },
-      history: [{ created, created_by: `debootstrap --variant=minbase --include=python3 ${suite} ${mirror}` }],
+      config: { Env: BASE_IMAGE_ENV, User: BASE_IMAGE_USER, WorkingDir: BASE_IMAGE_HOME, Cmd: ['/bin/sh'] },
+      rootfs: { type: 'layers', diff_ids: [layer.diffId, userLayer.diffId] },
+      history: [
+        { created, created_by: `debootstrap --variant=minbase --include=python3 ${suite} ${mirror}` },
+        { created, created_by: `add user sandbox (${BASE_IMAGE_USER}, home ${BASE_IMAGE_HOME})` },
+      ],
     };
     const configDesc = await writeBlob(blobDir, MEDIA_TYPES.ociConfig, config);
     const manifestDesc = await writeBlob(blobDir, MEDIA_TYPES.ociManifest, {
       schemaVersion: 2,
       mediaType: MEDIA_TYPES.ociManifest,
       config: configDesc,
-      layers: [{ mediaType: MEDIA_TYPES.ociLayerGzip, digest: layer.digest, size: layer.size }],
+      layers: [
+        { mediaType: MEDIA_TYPES.ociLayerGzip, digest: layer.digest, size: layer.size },
+        { mediaType: MEDIA_TYPES.ociLayerGzip, digest: userLayer.digest, size: userLayer.size },
+      ],
     });
     await writeFile(join(layoutDir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     await writeFile(join(layoutDir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [manifestDesc] }));
@@ -110,7 +132,8 @@ export async function ensureBaseImage(
 ): Promise<ImageRecord> {
   const ref = normalizeReference(opts.ref ?? DEFAULT_BASE_IMAGE);
   try {
-    return await store.get(ref);
+    const rec = await store.get(ref);
+    if (isCurrentBaseImage(rec)) return rec;
   } catch (e) {
     if (!isPrismError(e, 'NOT_FOUND')) throw e;
   }
@@ -120,6 +143,22 @@ export async function ensureBaseImage(
     ensuring.set(ref, p);
   }
   return p;
+}
+
+/** etc/passwd and etc/group of `rootfs` with the sandbox user added, and its home, under `dir`. */
+async function writeSandboxUser(rootfs: string, dir: string): Promise<void> {
+  const [uid, gid] = BASE_IMAGE_USER.split(':');
+  await mkdir(join(dir, 'etc'), { recursive: true, mode: 0o755 });
+  const add = async (file: string, line: string) => {
+    const cur = await readFile(join(rootfs, 'etc', file), 'utf8');
+    const lines = cur.split('\n').filter((l) => l && !l.startsWith('sandbox:'));
+    await writeFile(join(dir, 'etc', file), `${[...lines, line].join('\n')}\n`, { mode: 0o644 });
+  };
+  await add('passwd', `sandbox:x:${uid}:${gid}:Prism sandbox user:${BASE_IMAGE_HOME}:/bin/bash`);
+  await add('group', `sandbox:x:${gid}:`);
+  const home = join(dir, BASE_IMAGE_HOME);
+  await mkdir(home, { recursive: true, mode: 0o755 });
+  await chown(home, Number(uid), Number(gid));
 }
 
 async function writeBlob(dir: string, mediaType: string, value: unknown): Promise<{ mediaType: string; digest: string; size: number }> {

@@ -7,6 +7,17 @@ import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import type { SandboxRepo } from './sandbox-repo.js';
 
+/** `nobody`: what commands run as in an image that names no user (issue 6: never root by default). */
+export const DEFAULT_SANDBOX_USER = '65534:65534';
+
+/** Ways to ask for root, the one user the drivers run as when given none. */
+const ROOT_USERS = new Set(['root', '0', '0:0', 'root:root']);
+
+export interface NodeAgentOptions {
+  /** User of commands when neither the request nor the image names one (`uid[:gid]`, or `root`). */
+  defaultUser: string;
+}
+
 /** The record changed or went away while its task was being made: someone else decided its fate. */
 class Superseded extends Error {}
 
@@ -26,6 +37,7 @@ export class NodeAgent {
     private readonly images: ImageStore,
     private readonly drivers: ReadonlyMap<RuntimeName, RuntimeDriver>,
     private readonly log: Logger,
+    private readonly opts: NodeAgentOptions = { defaultUser: DEFAULT_SANDBOX_USER },
   ) {}
 
   runtimes(): RuntimeName[] {
@@ -146,8 +158,9 @@ export class NodeAgent {
       memoryMb: sb.memoryMb,
       pidsLimit: sb.pidsLimit,
     };
-    const user = sb.user || cfg.user;
-    if (user) spec.user = user; // the request's or the image's User
+    // The request's user, else the image's, else an unprivileged default; root only when asked for.
+    const user = sb.user || cfg.user || this.opts.defaultUser;
+    if (user && !ROOT_USERS.has(user)) spec.user = user;
     const handle = await driver.create(spec);
     return { handle, imageDigest: rootfs.image.digest, workdir: spec.workdir, ...(user ? { user } : {}) };
   }

@@ -175,6 +175,19 @@ describe('SandboxService.create', () => {
   });
 });
 
+describe('the user commands run as', () => {
+  it('is an unprivileged default when neither the request nor the image names one; root only when asked', async () => {
+    const { sandboxes, repo } = await setup();
+    const plain = await sandboxes.create({});
+    expect(plain.user).toBe('65534:65534');
+    expect((await repo.getHandle(NODE, plain.id))?.spec.user).toBe('65534:65534');
+    const asked = await sandboxes.create({ user: '1234:5678' });
+    expect((await repo.getHandle(NODE, asked.id))?.spec.user).toBe('1234:5678');
+    const root = await sandboxes.create({ user: 'root' });
+    expect((await repo.getHandle(NODE, root.id))?.spec.user).toBeUndefined();
+  });
+});
+
 describe('SandboxService.get', () => {
   it('finds by id and by exact name, never by prefix', async () => {
     const { sandboxes } = await setup();

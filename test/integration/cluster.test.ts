@@ -131,7 +131,7 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
     const made = await Promise.all(Array.from({ length: 6 }, () => create(via)));
     const onVictim = made.filter((s) => s.node === ids[victim]);
     expect(onVictim).toHaveLength(2);
-    await exec(via, onVictim[0]!.id, 'echo kept > /root/marker');
+    await exec(via, onVictim[0]!.id, 'echo kept > ~/marker');
     await nodes[victim]!.stop('SIGKILL');
     const t0 = Date.now();
     await until('the victim dead and its sandboxes lost', async () => {
@@ -148,7 +148,7 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
     await until('the victim alive again', async () => (await clusterInfo(via)).nodesAlive === 3, 15_000);
     const back = (await call<Sb>(via.url, 'GET', `/sandboxes/${onVictim[0]!.id}`)).body;
     expect(back.status).toBe('running');
-    expect((await exec(via, onVictim[0]!.id, 'cat /root/marker')).body).toMatchObject({ exitCode: 0, stdout: 'kept\n' });
+    expect((await exec(via, onVictim[0]!.id, 'cat ~/marker')).body).toMatchObject({ exitCode: 0, stdout: 'kept\n' });
     expect(leftovers(onVictim[1]!.id, nodes[victim]!.dataDir)).toEqual([]);
     console.log(JSON.stringify({ nodeDeadAndLostMs: detectMs, ttlMs: TTL_S * 1000 }));
     for (const sb of made) await call(via.url, 'DELETE', `/sandboxes/${sb.id}`);

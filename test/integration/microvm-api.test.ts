@@ -43,11 +43,11 @@ describe.skipIf(!!skip)('sandboxes on the microvm runtime through the API', () =
   });
 
   it('keeps files across stop and start', async () => {
-    await run('echo kept > /root/f');
+    await run('echo kept > /home/sandbox/f');
     expect((await call(d.url, 'POST', `/sandboxes/${sb.id}/stop`)).body.status).toBe('stopped');
     const started = await call(d.url, 'POST', `/sandboxes/${sb.id}/start`);
     expect(started.body.status, JSON.stringify(started.body)).toBe('running');
-    expect((await run('cat /root/f')).stdout).toBe('kept\n');
+    expect((await run('cat /home/sandbox/f')).stdout).toBe('kept\n');
   });
 
   it('shows a killed VM as failed, not hung, and deletes it without leftovers', async () => {

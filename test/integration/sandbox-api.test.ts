@@ -97,14 +97,14 @@ describe.skipIf(!!skip)('sandbox API over HTTP with the oci runtime', () => {
   });
 
   it('keeps files between execs and across stop/start', async () => {
-    await exec({ command: 'echo persisted > /root/note.txt' });
-    expect((await exec({ command: 'cat /root/note.txt' })).body.stdout).toBe('persisted\n');
+    await exec({ command: 'echo persisted > ~/note.txt' });
+    expect((await exec({ command: 'cat ~/note.txt' })).body.stdout).toBe('persisted\n');
     expect((await call(d.url, 'POST', `/sandboxes/${sb.id}/stop`)).body.status).toBe('stopped');
     const refused = await exec({ command: 'true' });
     expect(refused.status).toBe(412);
     expect(refused.body.error.code).toBe('FAILED_PRECONDITION');
     expect((await call(d.url, 'POST', `/sandboxes/${sb.id}/start`)).body.status).toBe('running');
-    expect((await exec({ command: 'cat /root/note.txt' })).body.stdout).toBe('persisted\n');
+    expect((await exec({ command: 'cat ~/note.txt' })).body.stdout).toBe('persisted\n');
   });
 
   it('kills a command that exceeds its timeout, with everything it started', async () => {
@@ -154,6 +154,18 @@ describe.skipIf(!!skip)('sandbox API over HTTP with the oci runtime', () => {
     const info = (await call(d.url, 'GET', '/cluster/info')).body;
     expect(info).toMatchObject({ nodes: 1, nodesAlive: 1, leader: nodes[0].id });
     expect(info.sandboxes.byStatus.running).toBeGreaterThanOrEqual(1);
+  });
+
+  it("runs commands as the base image's unprivileged user by default, and as root only when asked", async () => {
+    const plain = (await call(d.url, 'POST', '/sandboxes', {})).body;
+    expect(plain).toMatchObject({ user: '1000:1000', workdir: '/home/sandbox' });
+    const r = await call(d.url, 'POST', `/sandboxes/${plain.id}/exec`, { command: 'id -un; id -u; id -g; echo $HOME; pwd; grep CapEff /proc/self/status; touch /etc/x' });
+    expect(r.body.stdout).toBe('sandbox\n1000\n1000\n/home/sandbox\n/home/sandbox\nCapEff:\t0000000000000000\n');
+    expect(r.body.exitCode).not.toBe(0);
+    await call(d.url, 'DELETE', `/sandboxes/${plain.id}`);
+    const root = (await call(d.url, 'POST', '/sandboxes', { user: 'root' })).body;
+    expect((await call(d.url, 'POST', `/sandboxes/${root.id}/exec`, { command: 'id -u' })).body.stdout).toBe('0\n');
+    await call(d.url, 'DELETE', `/sandboxes/${root.id}`);
   });
 
   it('runs commands as a non-root user when asked, without capabilities', async () => {

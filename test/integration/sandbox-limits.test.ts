@@ -116,7 +116,7 @@ describe.skipIf(!!skip)('limits, bad input and failures', () => {
   it('after a crash, keeps a sandbox whose processes died (restartable) and destroys orphaned tasks', async () => {
     const a = (await call(d.url, 'POST', '/sandboxes', { name: 'interrupted' })).body;
     const b = (await call(d.url, 'POST', '/sandboxes', { name: 'orphan' })).body;
-    await call(d.url, 'POST', `/sandboxes/${a.id}/exec`, { command: 'echo kept > /root/data' });
+    await call(d.url, 'POST', `/sandboxes/${a.id}/exec`, { command: 'echo kept > ~/data' });
     await d.stop('SIGKILL');
     // While prismd is down: a's processes die (as on a host reboot) and b is forgotten by the store.
     execFileSync('runc', ['--root', `${d.dataDir}/runtime/oci/runc`, 'kill', a.id, 'KILL']);
@@ -134,7 +134,7 @@ describe.skipIf(!!skip)('limits, bad input and failures', () => {
     expect(leftovers(a.id, d.dataDir).filter((l) => !l.startsWith('task dir'))).toEqual([]);
     expect(leftovers(b.id, d.dataDir)).toEqual([]);
     expect((await call(d.url, 'POST', `/sandboxes/${a.id}/start`)).body.status).toBe('running');
-    expect((await call(d.url, 'POST', `/sandboxes/${a.id}/exec`, { command: 'cat /root/data' })).body.stdout).toBe('kept\n');
+    expect((await call(d.url, 'POST', `/sandboxes/${a.id}/exec`, { command: 'cat ~/data' })).body.stdout).toBe('kept\n');
     await call(d.url, 'DELETE', `/sandboxes/${a.id}`);
   });
 
