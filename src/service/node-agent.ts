@@ -126,6 +126,9 @@ export class NodeAgent {
         cpus: sb.cpus,
         memoryMb: sb.memoryMb,
         pidsLimit: sb.pidsLimit,
+        // Sandboxes recorded before these limits existed get the defaults of their time.
+        diskMb: sb.diskMb ?? 2048,
+        maxOpenFiles: sb.maxOpenFiles ?? 1024,
       };
       const user = sb.user || cfg.user;
       if (user) spec.user = user; // the request's or the image's User
