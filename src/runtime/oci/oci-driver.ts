@@ -113,7 +113,7 @@ export class OciDriver implements RuntimeDriver {
       await this.writeConfig(spec, p);
       await this.runAndVerify(spec.id, p, overlayOptions(spec.layers, p.upper, p.work));
       if (spec.user) handle.data.user = await resolveTaskUser(p.rootfs, spec.user);
-      this.opts.logger?.info({ task: spec.id }, 'oci task created');
+      this.opts.logger?.info({ task: spec.id, diskMs: handle.data.diskMs }, 'oci task created');
       return handle;
     } catch (e) {
       await this.teardown(spec.id, p, true).catch((te: unknown) =>
