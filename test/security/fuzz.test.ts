@@ -217,8 +217,11 @@ describe.skipIf(!!skip)('API fuzz', () => {
     expect(d.proc.exitCode).toBeNull();
     expect((await call(d.url, 'GET', '/health')).status).toBe(200);
     expect((await call(d.url, 'GET', '/sandboxes')).body.sandboxes).toEqual([]);
-    const tasks = join(d.dataDir, 'runtime', 'oci', 'tasks');
-    expect(existsSync(tasks) ? readdirSync(tasks) : []).toEqual([]);
+    // Task dirs and runc state of either runtime: where a sandbox's cgroups, mounts and VMs are named.
+    for (const dir of ['oci/tasks', 'oci/runc', 'microvm/tasks']) {
+      const p = join(d.dataDir, 'runtime', dir);
+      expect(existsSync(p) ? readdirSync(p) : [], dir).toEqual([]);
+    }
     expect(readFileSync('/proc/mounts', 'utf8')).not.toContain(d.dataDir);
     expect(loopDevicesUnder(d.dataDir)).toEqual([]);
     const loopsAfter = loopDeviceCount();
