@@ -121,7 +121,7 @@ async function startBenchNode(endpoints: string[], id: string, driver = new Fake
   const svc = await startNode({
     store, id, name: id, version: 'bench', dataDir, address: 'http://127.0.0.1:0',
     images, drivers: new Map([['oci', driver]]), runtimeInfo: [],
-    defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 256, pidsLimit: 256 },
+    defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 256, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
     // Large enough that capacity never refuses a placement: this bench measures the control plane.
     labels: {}, capacity: { cpus: 1_000_000, memoryMb: 1_000_000_000, maxSandboxes: 0 }, placement: 'spread',
     nodeTtlMs: NODE_TTL_MS, scheduleTimeoutMs: FAILOVER_BOUND_MS,

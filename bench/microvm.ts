@@ -109,7 +109,7 @@ async function main(): Promise<void> {
     const warm = open('warm', true);
     let n = 0;
     const spec = (): TaskSpec => ({
-      id: `bench-${n++}`, hostname: 'bench', layers: [layer], env: { PATH }, workdir: '/', cpus: 1, memoryMb: MEMORY_MB, pidsLimit: 128,
+      id: `bench-${n++}`, hostname: 'bench', layers: [layer], env: { PATH }, workdir: '/', cpus: 1, memoryMb: MEMORY_MB, pidsLimit: 128, diskMb: 2048, maxOpenFiles: 4096,
     });
     /** create -> time + idle RSS -> destroy, `runs` times. */
     const creates = async (d: MicrovmDriver, stateDir: string, runs: number, expectBoot: string) => {

@@ -43,12 +43,12 @@ async function bare(layers: string[], env: Record<string, string>) {
   await mountOverlay(layers, join(dir, 'upper'), join(dir, 'work'), rootfs);
   const spec = (process: string[]) => {
     const s = buildRuntimeSpec({
-      spec: { id: 'bench', hostname: 'bench', layers, env, workdir: '/', cpus: 1, memoryMb: 512, pidsLimit: 256 },
+      spec: { id: 'bench', hostname: 'bench', layers, env, workdir: '/', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
       rootfs,
       initBinary: initBinaryPath(),
       swapAccounting: false,
     });
-    s.process = buildProcess(process, env, '/');
+    s.process = buildProcess(process, env, '/', 4096);
     return s;
   };
   const runc = (...a: string[]) => ['--root', root, ...a];

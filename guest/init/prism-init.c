@@ -71,6 +71,13 @@ int main(int argc, char **argv) {
     return 2;
   }
 
+  /*
+   * Not dumpable: no process of the task can ptrace PID 1 (and with it the agent's connections to
+   * the daemon) or read its memory; without CAP_SYS_PTRACE the kernel then refuses even root in the
+   * task. The commands it starts are dumpable again, as execve resets the flag.
+   */
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return 1;
+
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGCHLD);

@@ -1,7 +1,7 @@
 import { Type, type TSchema } from '@sinclair/typebox';
 import { ERROR_CODES } from '../core/errors.js';
 import { NAME_PATTERN } from '../core/ids.js';
-import { RUNTIME_NAMES } from '../core/types.js';
+import { DISK_MB_MAX, DISK_MB_MIN, MAX_OPEN_FILES_MAX, RUNTIME_NAMES } from '../core/types.js';
 
 /** Request and response schemas: validation, serialisation and the OpenAPI document in one place. */
 
@@ -27,6 +27,8 @@ export const SandboxSchema = Type.Object(
     cpus: Type.Number(),
     memoryMb: Type.Integer(),
     pidsLimit: Type.Integer(),
+    diskMb: Type.Integer(),
+    maxOpenFiles: Type.Integer(),
     env: Type.Record(Type.String(), Type.String()),
     workdir: Type.String(),
     timeoutSec: Type.Integer(),
@@ -47,6 +49,10 @@ export const CreateSandboxBody = Type.Object(
     cpus: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 64 })),
     memoryMb: Type.Optional(Type.Integer({ minimum: 16, maximum: 262144 })),
     pidsLimit: Type.Optional(Type.Integer({ minimum: 8, maximum: 32768 })),
+    diskMb: Type.Optional(Type.Integer({ minimum: DISK_MB_MIN, maximum: DISK_MB_MAX })),
+    // Never above 20000: raising the hard limit past the host's needs CAP_SYS_RESOURCE, and a task
+    // with more than that many descriptors is more likely an attack than a program.
+    maxOpenFiles: Type.Optional(Type.Integer({ minimum: 64, maximum: MAX_OPEN_FILES_MAX })),
     env: Type.Optional(StringMap(256, 32768)),
     workdir: Type.Optional(Type.String({ maxLength: 4096 })),
     timeoutSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 30 * 86400 })),
@@ -75,13 +81,16 @@ const ExecResultProps = {
   signal: Type.Optional(Type.String()),
   timedOut: Type.Boolean(),
   oomKilled: Type.Boolean(),
+  diskFull: Type.Boolean(),
+  limitExceeded: Type.Optional(Type.Union([Type.Literal('TIMEOUT'), Type.Literal('OOM_KILLED'), Type.Literal('DISK_FULL')])),
   durationMs: Type.Number(),
   stdout: Type.String(),
   stderr: Type.String(),
   encoding: Encoding,
 };
 
-export const ExecResultSchema = Type.Object(ExecResultProps);
+/** `truncated`: the reply holds only the first bytes of the output (stream with NDJSON for all of it). */
+export const ExecResultSchema = Type.Object({ ...ExecResultProps, truncated: Type.Optional(Type.Boolean()) });
 
 export const ExecRecordSchema = Type.Object(
   { ...ExecResultProps, sandboxId: Type.String(), cmd: Type.Array(Type.String()), startedAt: Type.String(), truncated: Type.Boolean() }

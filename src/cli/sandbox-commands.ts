@@ -11,6 +11,8 @@ interface CreateFlags {
   cpus?: number;
   memory?: number;
   pidsLimit?: number;
+  disk?: number;
+  maxOpenFiles?: number;
   env?: string[];
   workdir?: string;
   timeout?: number;
@@ -31,6 +33,8 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
     .option('--cpus <n>', 'CPU limit', parseNumber('float'))
     .option('--memory <mb>', 'memory limit in MiB', parseNumber('int'))
     .option('--pids-limit <n>', 'maximum number of processes', parseNumber('int'))
+    .option('--disk <mb>', 'size of the writable layer in MiB', parseNumber('int'))
+    .option('--max-open-files <n>', 'open files limit (RLIMIT_NOFILE) of every process', parseNumber('int'))
     .option('--env <key=value>', 'environment variable (repeatable)', collect)
     .option('--workdir <dir>', 'working directory for commands')
     .option('--timeout <sec>', 'stop the sandbox after this many seconds; 0 = never', parseNumber('int'))
@@ -44,6 +48,8 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
         cpus: f.cpus,
         memoryMb: f.memory,
         pidsLimit: f.pidsLimit,
+        diskMb: f.disk,
+        maxOpenFiles: f.maxOpenFiles,
         env: parseEnvPairs(f.env),
         workdir: f.workdir,
         timeoutSec: f.timeout,
@@ -171,6 +177,8 @@ function renderSandbox(s: Sandbox): string {
     ['CPUs', String(s.cpus)],
     ['Memory', humanBytes(s.memoryMb * 1024 * 1024)],
     ['PIDs limit', String(s.pidsLimit)],
+    ['Disk', s.diskMb === undefined ? '-' : `${s.diskMb} MiB`],
+    ['Open files', s.maxOpenFiles === undefined ? '-' : String(s.maxOpenFiles)],
     ['Workdir', s.workdir],
     ['Timeout', s.timeoutSec > 0 ? `${s.timeoutSec}s` : 'none'],
     ['Env', env.length > 0 ? env.join(' ') : undefined],

@@ -3,6 +3,12 @@
 export type RuntimeName = 'oci' | 'microvm' | 'docker';
 export const RUNTIME_NAMES: readonly RuntimeName[] = ['oci', 'microvm', 'docker'];
 
+/** Bounds of a sandbox's diskMb (the writable layer is a sparse file: only what is written is used). */
+export const DISK_MB_MIN = 64;
+export const DISK_MB_MAX = 1 << 20;
+/** Highest maxOpenFiles: the hard RLIMIT_NOFILE a task gets can only go up to what prismd itself may set. */
+export const MAX_OPEN_FILES_MAX = 20000;
+
 export type SandboxStatus =
   | 'pending'
   | 'scheduled'
@@ -21,6 +27,10 @@ export interface SandboxSpec {
   cpus: number;
   memoryMb: number;
   pidsLimit: number;
+  /** Size of the writable layer (files the sandbox writes) in MiB; writes past it fail with ENOSPC. */
+  diskMb: number;
+  /** RLIMIT_NOFILE (soft and hard) of every process in the sandbox. */
+  maxOpenFiles: number;
   env: Record<string, string>;
   workdir: string;
   /** Auto-stop after this many seconds of running; 0 = never. */
@@ -50,7 +60,24 @@ export interface ExecResult {
   signal?: string;
   timedOut: boolean;
   oomKilled: boolean;
+  /** The sandbox's writable layer was full when the command ended (it reached diskMb). */
+  diskFull: boolean;
+  /**
+   * The limit the command ran into, as a stable code: `TIMEOUT` (killed at timeoutSec), `OOM_KILLED`
+   * (killed at memoryMb) or `DISK_FULL` (diskMb reached). Absent when no limit was hit.
+   */
+  limitExceeded?: LimitCode;
   durationMs: number;
+}
+
+export type LimitCode = 'TIMEOUT' | 'OOM_KILLED' | 'DISK_FULL';
+
+/** The one limit to report for a command: what killed it first, else a full disk. */
+export function limitExceeded(r: { timedOut: boolean; oomKilled: boolean; diskFull: boolean }): LimitCode | undefined {
+  if (r.timedOut) return 'TIMEOUT';
+  if (r.oomKilled) return 'OOM_KILLED';
+  if (r.diskFull) return 'DISK_FULL';
+  return undefined;
 }
 
 export interface ExecRecord extends ExecResult {

@@ -137,7 +137,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     const node = await startNode({
       store, id: ident.id, name: ident.name, version, dataDir: cfg.dataDir, address: advertised(),
       images, drivers, runtimeInfo,
-      defaults: { image: cfg.defaultImage, runtime: defaultRuntime, cpus: 1, memoryMb: 512, pidsLimit: 256 },
+      defaults: { image: cfg.defaultImage, runtime: defaultRuntime, cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
       labels: cfg.labels, capacity: cfg.capacity, placement: cfg.placement,
       nodeTtlMs: cfg.nodeTtlMs, scheduleTimeoutMs: cfg.scheduleTimeoutMs,
       execLimits: { recordBytes: 64 * 1024, recordsPerSandbox: 100, maxTimeoutSec: 86400 },

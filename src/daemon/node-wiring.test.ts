@@ -47,7 +47,7 @@ async function node(store: Store, id: string, opts: { memoryMb?: number; driver?
   const svc = await startNode({
     store, id, name: `name-${id}`, version: 'test', dataDir: tmpdir(), address: `http://${id}.invalid:8008`,
     images, drivers: new Map([['oci', driver]]), runtimeInfo: [],
-    defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 256, pidsLimit: 64 },
+    defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 256, pidsLimit: 64, diskMb: 2048, maxOpenFiles: 4096 },
     labels: opts.labels ?? {}, capacity: { cpus: 8, memoryMb: opts.memoryMb ?? 8192 }, placement: 'spread',
     nodeTtlMs: TTL, scheduleTimeoutMs: opts.scheduleTimeoutMs ?? 5000,
     execLimits: { recordBytes: 1 << 16, recordsPerSandbox: 10, maxTimeoutSec: 60 },

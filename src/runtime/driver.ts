@@ -34,6 +34,10 @@ export interface TaskSpec {
   cpus: number;
   memoryMb: number;
   pidsLimit: number;
+  /** Size of the private writable layer in MiB: a write past it fails with ENOSPC. */
+  diskMb: number;
+  /** RLIMIT_NOFILE (soft = hard) of the task's processes. */
+  maxOpenFiles: number;
   /** Run commands as this user (`name|uid[:group|gid]`, resolved in the image); absent = root. */
   user?: string;
 }
@@ -62,7 +66,7 @@ export interface TaskProcess {
   stdout: Readable;
   stderr: Readable;
   /** Resolves when the command has exited and its output has been fully delivered. */
-  result: Promise<Omit<ExecResult, 'timedOut'>>;
+  result: Promise<Omit<ExecResult, 'timedOut' | 'limitExceeded'>>;
   /** Kills the command and all its descendants (SIGKILL unless told otherwise). */
   kill(signal?: NodeJS.Signals): void;
 }

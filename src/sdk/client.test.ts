@@ -100,6 +100,8 @@ function sandbox(over: Partial<Sandbox> = {}): Sandbox {
     cpus: 1,
     memoryMb: 512,
     pidsLimit: 256,
+    diskMb: 2048,
+    maxOpenFiles: 4096,
     env: {},
     workdir: '/workspace',
     timeoutSec: 0,

@@ -58,6 +58,10 @@ export interface CreateSandboxOptions {
   runtime?: RuntimeName;
   cpus?: number;
   memoryMb?: number;
+  /** Size of the writable layer in MiB (default 2048); writes past it fail with ENOSPC / DISK_FULL. */
+  diskMb?: number;
+  /** RLIMIT_NOFILE of every process in the sandbox (default 4096, at most 20000). */
+  maxOpenFiles?: number;
   pidsLimit?: number;
   env?: Record<string, string>;
   workdir?: string;

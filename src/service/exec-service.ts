@@ -1,6 +1,7 @@
 import { PrismError, isPrismError } from '../core/errors.js';
 import { newExecId } from '../core/ids.js';
-import type { ExecRecord, ExecResult } from '../core/types.js';
+import { limitExceeded, type ExecRecord, type ExecResult } from '../core/types.js';
+import { CappedBuffer } from './capped-buffer.js';
 import type { Logger } from './logger.js';
 import type { NodeAgent } from './node-agent.js';
 import { encodeOutput } from './output-encoding.js';
@@ -15,9 +16,15 @@ export interface ExecRequest {
   stdin?: Buffer;
 }
 
+/**
+ * Where a command's output goes. A sink that cannot keep up returns false; the command's output is
+ * then paused (and the command blocks on a full pipe) until `drained` resolves, so a slow client
+ * cannot make the daemon buffer without bound.
+ */
 export interface ExecSink {
-  stdout(chunk: Buffer): void;
-  stderr(chunk: Buffer): void;
+  stdout(chunk: Buffer): unknown;
+  stderr(chunk: Buffer): unknown;
+  drained?(): Promise<void>;
 }
 
 export interface ExecSession {
@@ -34,28 +41,6 @@ export interface ExecLimits {
   /** Exec records kept per sandbox. */
   recordsPerSandbox: number;
   maxTimeoutSec: number;
-}
-
-/** Collects at most `cap` bytes. */
-class CappedBuffer {
-  private parts: Buffer[] = [];
-  private size = 0;
-  truncated = false;
-  constructor(private readonly cap: number) {}
-  push(b: Buffer): void {
-    const room = this.cap - this.size;
-    if (room <= 0) {
-      this.truncated ||= b.length > 0;
-      return;
-    }
-    const take = b.length > room ? b.subarray(0, room) : b;
-    if (take.length < b.length) this.truncated = true;
-    this.parts.push(Buffer.from(take));
-    this.size += take.length;
-  }
-  bytes(): Buffer {
-    return Buffer.concat(this.parts);
-  }
 }
 
 /** Runs commands in sandboxes, enforces exec timeouts, and keeps exec records for `logs`. */
@@ -99,13 +84,25 @@ export class ExecService {
     }
     const out = new CappedBuffer(this.limits.recordBytes);
     const err = new CappedBuffer(this.limits.recordBytes);
+    let paused = false;
+    const slowDown = (ok: unknown) => {
+      if (ok !== false || !sink.drained || paused) return;
+      paused = true;
+      proc.stdout.pause();
+      proc.stderr.pause();
+      void sink.drained().finally(() => {
+        paused = false;
+        proc.stdout.resume();
+        proc.stderr.resume();
+      });
+    };
     proc.stdout.on('data', (b: Buffer) => {
       out.push(b);
-      sink.stdout(b);
+      slowDown(sink.stdout(b));
     });
     proc.stderr.on('data', (b: Buffer) => {
       err.push(b);
-      sink.stderr(b);
+      slowDown(sink.stderr(b));
     });
     let timedOut = false;
     const timer = req.timeoutSec
@@ -117,6 +114,8 @@ export class ExecService {
     const done = proc.result.then(async (r) => {
       clearTimeout(timer);
       const result: ExecResult = { ...r, timedOut, durationMs: Math.round(performance.now() - t0) };
+      const limit = limitExceeded(result);
+      if (limit) result.limitExceeded = limit;
       const stdout = out.bytes();
       const stderr = err.bytes();
       const enc = encodeOutput(stdout, stderr);
@@ -142,6 +141,7 @@ export class ExecService {
 
   async logs(idOrName: string): Promise<ExecRecord[]> {
     const sb = await this.sandboxes.get(idOrName);
-    return this.repo.listExecs(sb.id);
+    // Records written before diskFull existed lack it.
+    return (await this.repo.listExecs(sb.id)).map((r) => ({ ...r, diskFull: r.diskFull ?? false }));
   }
 }

@@ -28,7 +28,7 @@ async function boot(store: SqliteStore, driver: FakeDriver) {
   const node = await startNode({
     store, id: NODE, name: 'test-node', version: 'test', dataDir: tmpdir(), address: 'http://127.0.0.1:0',
     images, drivers: new Map([['oci', driver]]), runtimeInfo: [],
-    defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256 },
+    defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
     labels: {}, capacity: {}, placement: 'spread', nodeTtlMs: 5000, scheduleTimeoutMs: 5000,
     execLimits: { recordBytes: 1 << 16, recordsPerSandbox: 10, maxTimeoutSec: 3600 },
     watchdogMs: 60_000, log: silentLogger,

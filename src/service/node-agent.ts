@@ -157,6 +157,9 @@ export class NodeAgent {
       cpus: sb.cpus,
       memoryMb: sb.memoryMb,
       pidsLimit: sb.pidsLimit,
+      // Sandboxes recorded before these limits existed get the defaults of their time.
+      diskMb: sb.diskMb ?? 2048,
+      maxOpenFiles: sb.maxOpenFiles ?? 1024,
     };
     // The request's user, else the image's, else an unprivileged default; root only when asked for.
     const user = sb.user || cfg.user || this.opts.defaultUser;

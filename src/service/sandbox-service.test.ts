@@ -27,7 +27,7 @@ async function setup(limits: Partial<ExecLimits> = {}) {
   const node = await startNode({
     store, id: NODE, name: 'test-node', version: 'test', dataDir: tmpdir(), address: 'http://127.0.0.1:0',
     images, drivers: new Map([['oci', driver]]), runtimeInfo: [],
-    defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256 },
+    defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
     labels: {}, capacity: {}, placement: 'spread', nodeTtlMs: 5000, scheduleTimeoutMs: 5000,
     execLimits: { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600, ...limits },
     watchdogMs: 60_000, log: silentLogger,
@@ -72,6 +72,8 @@ describe('SandboxService.create', () => {
       cpus: 1,
       memoryMb: 512,
       pidsLimit: 256,
+      diskMb: 2048,
+      maxOpenFiles: 4096,
       workdir: '/work',
       timeoutSec: 0,
       imageDigest: imageRecord.digest,
@@ -339,6 +341,36 @@ describe('ExecService', () => {
     expect(short).toMatchObject({ stdout: 'short\n', truncated: false });
   });
 
+  it('names the limit a command hit as a stable code, and none when it hit none', async () => {
+    const { sandboxes, run, exec } = await setup();
+    const sb = await sandboxes.create({});
+    expect(await run(sb.id, ['sleep', '5000'], { timeoutSec: 0.05 })).toMatchObject({ timedOut: true, limitExceeded: 'TIMEOUT' });
+    const ok = await run(sb.id, ['echo', 'x']);
+    expect(ok).toMatchObject({ timedOut: false, oomKilled: false, diskFull: false });
+    expect(ok.limitExceeded).toBeUndefined();
+    expect((await exec.logs(sb.id))[0]).toMatchObject({ limitExceeded: 'TIMEOUT' });
+  });
+
+  it('pauses a command\'s output while the sink is not drained, then delivers all of it', async () => {
+    const { sandboxes, exec } = await setup();
+    const sb = await sandboxes.create({});
+    const out: Buffer[] = [];
+    let release!: () => void;
+    const drained = new Promise<void>((r) => (release = r));
+    let waits = 0;
+    const session = await exec.exec(sb.id, { argv: ['bytes', '41424344'] }, {
+      stdout: (b) => (out.push(b), false),
+      stderr: () => undefined,
+      drained: () => (waits++, drained),
+    });
+    const settled = await Promise.race([session.done.then(() => 'done'), new Promise((r) => setTimeout(() => r('waiting'), 50))]);
+    expect(settled).toBe('waiting');
+    expect(waits).toBe(1);
+    release();
+    expect((await session.done).exitCode).toBe(0);
+    expect(Buffer.concat(out).toString()).toBe('ABCD');
+  });
+
   it('stores non-UTF-8 output as base64 of the exact bytes', async () => {
     const { sandboxes, run, exec } = await setup();
     const sb = await sandboxes.create({});
@@ -368,6 +400,7 @@ describe('SandboxRepo.appendExec', () => {
       id: `ex-${i}`,
       sandboxId: 'sb-000000000001',
       cmd: ['echo', String(i)],
+      diskFull: false,
       startedAt: new Date().toISOString(),
       stdout: '',
       stderr: '',

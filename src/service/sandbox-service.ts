@@ -14,6 +14,8 @@ export interface CreateSandboxRequest {
   cpus?: number;
   memoryMb?: number;
   pidsLimit?: number;
+  diskMb?: number;
+  maxOpenFiles?: number;
   env?: Record<string, string>;
   workdir?: string;
   timeoutSec?: number;
@@ -37,6 +39,8 @@ export interface SandboxDefaults {
   cpus: number;
   memoryMb: number;
   pidsLimit: number;
+  diskMb: number;
+  maxOpenFiles: number;
 }
 
 const NAME_RE = new RegExp(NAME_PATTERN);
@@ -107,6 +111,8 @@ export class SandboxService {
       cpus: req.cpus ?? this.defaults.cpus,
       memoryMb: req.memoryMb ?? this.defaults.memoryMb,
       pidsLimit: req.pidsLimit ?? this.defaults.pidsLimit,
+      diskMb: req.diskMb ?? this.defaults.diskMb,
+      maxOpenFiles: req.maxOpenFiles ?? this.defaults.maxOpenFiles,
       env: req.env ?? {},
       // Empty until the node resolves it against the image; then the record says where commands run.
       workdir: req.workdir ?? '',

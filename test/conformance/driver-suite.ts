@@ -64,6 +64,8 @@ export function driverConformanceSuite(name: string, make: () => Promise<DriverF
       cpus: 1,
       memoryMb: 256,
       pidsLimit: 256,
+      diskMb: 512,
+      maxOpenFiles: 1024,
       ...over,
     });
 

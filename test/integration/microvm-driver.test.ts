@@ -91,7 +91,7 @@ if (reason) {
   describe('microvm template snapshots', () => {
     const PATH = '/bin';
     const spec = (id: string, hostname: string): TaskSpec => ({
-      id, hostname, layers: [], env: { PATH }, workdir: '/work', cpus: 1, memoryMb: 128, pidsLimit: 128,
+      id, hostname, layers: [], env: { PATH }, workdir: '/work', cpus: 1, memoryMb: 128, pidsLimit: 128, diskMb: 256, maxOpenFiles: 1024,
     });
     async function sh(driver: MicrovmDriver, h: TaskHandle, script: string): Promise<{ exitCode: number; stdout: string }> {
       const proc = await driver.exec(h, { argv: ['/bin/sh', '-c', script], env: { PATH }, cwd: '/work', stdin: false });

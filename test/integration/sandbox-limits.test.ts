@@ -98,6 +98,11 @@ describe.skipIf(!!skip)('limits, bad input and failures', () => {
     const tasks = `${d.dataDir}/runtime/oci/tasks`;
     expect(fs.existsSync(tasks) ? fs.readdirSync(tasks) : []).toEqual([]);
     expect(fs.readFileSync('/proc/mounts', 'utf8')).not.toContain(d.dataDir);
+    // The writable layer's disk image was made and loop-mounted before the task failed: both gone.
+    const loops = fs.readdirSync('/sys/block').filter((b) => b.startsWith('loop'))
+      .map((b) => `/sys/block/${b}/loop/backing_file`).filter((f) => fs.existsSync(f))
+      .map((f) => fs.readFileSync(f, 'utf8').trim()).filter((f) => f.startsWith(d.dataDir));
+    expect(loops).toEqual([]);
   });
 
   it('keeps running sandboxes usable across a prismd restart, even a crash', async () => {

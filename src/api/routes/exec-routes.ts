@@ -3,11 +3,15 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { PrismError } from '../../core/errors.js';
 import type { ExecRequest, ExecSession } from '../../service/exec-service.js';
 import type { Logger } from '../../service/logger.js';
+import { CappedBuffer } from '../../service/capped-buffer.js';
 import { StreamEncoder, encodeOutput } from '../../service/output-encoding.js';
 import { ExecBody, ExecResultSchema, IdParams, withErrors } from '../schemas.js';
 import type { ApiServices } from '../server.js';
 
 type Body = Static<typeof ExecBody>;
+
+/** Output bytes per stream in a plain (non-streaming) exec reply; docs/api.md. */
+export const REPLY_BYTES_PER_STREAM = 16 << 20;
 
 function toRequest(body: Body): ExecRequest {
   if ((body.command === undefined) === (body.cmd === undefined)) {
@@ -39,14 +43,17 @@ export function registerExecRoutes(app: FastifyInstance, svc: ApiServices, log: 
       if ((req.headers.accept ?? '').includes('application/x-ndjson')) {
         return streamExec(svc, req.params.id, execReq, reply, log);
       }
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
+      // A plain reply holds the output in memory twice (bytes, then JSON): cut it rather than let one
+      // command's output grow the daemon without bound. NDJSON streaming delivers all of it.
+      const out = new CappedBuffer(REPLY_BYTES_PER_STREAM);
+      const err = new CappedBuffer(REPLY_BYTES_PER_STREAM);
       const session = await svc.exec.exec(req.params.id, execReq, { stdout: (b) => out.push(b), stderr: (b) => err.push(b) });
       req.raw.once('close', () => {
         if (!reply.sent) session.cancel();
       });
       const r = await session.done;
-      return { id: session.id, ...r, ...encodeOutput(Buffer.concat(out), Buffer.concat(err)) };
+      const body = { id: session.id, ...r, ...encodeOutput(out.bytes(), err.bytes()) };
+      return out.truncated || err.truncated ? { ...body, truncated: true } : body;
     },
   );
 }
@@ -56,19 +63,32 @@ async function streamExec(svc: ApiServices, id: string, execReq: ExecRequest, re
   const res = reply.raw;
   const early: string[] = [];
   let open = false;
-  const write = (o: object) => {
+  const write = (o: object): boolean => {
     const line = `${JSON.stringify(o)}\n`;
-    if (open) res.write(line);
-    else early.push(line);
+    if (open) return res.write(line);
+    early.push(line);
+    return true;
   };
+  // The client reads slower than the command writes: wait for the socket to drain (or close).
+  const drained = () => new Promise<void>((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
   const encoders = { stdout: new StreamEncoder(), stderr: new StreamEncoder() };
-  const emit = (type: 'stdout' | 'stderr', e: { data: string; encoding: string } | undefined) => {
-    if (e) write(e.encoding === 'base64' ? { type, data: e.data, encoding: 'base64' } : { type, data: e.data });
+  const emit = (type: 'stdout' | 'stderr', e: { data: string; encoding: string } | undefined): boolean => {
+    if (!e) return true;
+    return write(e.encoding === 'base64' ? { type, data: e.data, encoding: 'base64' } : { type, data: e.data });
   };
   // Errors before the command starts (unknown sandbox, not running) are ordinary JSON error responses.
   const session: ExecSession = await svc.exec.exec(id, execReq, {
     stdout: (b) => emit('stdout', encoders.stdout.push(b)),
     stderr: (b) => emit('stderr', encoders.stderr.push(b)),
+    drained,
   });
   reply.hijack();
   res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', 'x-exec-id': session.id });

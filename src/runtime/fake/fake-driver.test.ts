@@ -15,6 +15,8 @@ const spec = (id: string): TaskSpec => ({
   cpus: 1,
   memoryMb: 64,
   pidsLimit: 16,
+  diskMb: 256,
+  maxOpenFiles: 1024,
 });
 
 async function run(driver: RuntimeDriver, h: TaskHandle, argv: string[], extra: Partial<ExecOptions> = {}, input?: string) {

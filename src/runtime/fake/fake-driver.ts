@@ -32,7 +32,7 @@ import type {
  * Anything else exits 127 with a message on stderr, as a shell does for an unknown command.
  */
 
-type CommandResult = Omit<ExecResult, 'timedOut' | 'durationMs'>;
+type CommandResult = Omit<ExecResult, 'timedOut' | 'durationMs' | 'limitExceeded'>;
 
 interface FakeTask {
   handle: TaskHandle;
@@ -77,7 +77,7 @@ class FakeProcess implements TaskProcess {
 
   private killedResult(): CommandResult {
     const sig = this.killed!;
-    return { exitCode: 128 + (constants.signals[sig] ?? 9), signal: sig, oomKilled: false };
+    return { exitCode: 128 + (constants.signals[sig] ?? 9), signal: sig, oomKilled: false, diskFull: false };
   }
 
   /** Resolves after `ms`, or early (false) when the process is killed. */
@@ -94,7 +94,7 @@ class FakeProcess implements TaskProcess {
   private async run(): Promise<CommandResult> {
     if (this.killed) return this.killedResult();
     const [cmd, ...args] = this.opts.argv;
-    const ok = (exitCode = 0): CommandResult => ({ exitCode, oomKilled: false });
+    const ok = (exitCode = 0): CommandResult => ({ exitCode, oomKilled: false, diskFull: false });
     const fail = (msg: string, exitCode = 1): CommandResult => {
       this.stderr.write(`${cmd}: ${msg}\n`);
       return ok(exitCode);
@@ -138,14 +138,14 @@ class FakeProcess implements TaskProcess {
 
   private cat(): Promise<CommandResult> {
     const stdin = this.stdin;
-    if (!stdin) return Promise.resolve({ exitCode: 0, oomKilled: false });
+    if (!stdin) return Promise.resolve({ exitCode: 0, oomKilled: false, diskFull: false });
     return new Promise((resolve) => {
       this.onKill = () => {
         stdin.destroy();
         resolve(this.killedResult());
       };
       stdin.on('data', (b: Buffer) => this.stdout.write(b));
-      stdin.on('end', () => resolve({ exitCode: 0, oomKilled: false }));
+      stdin.on('end', () => resolve({ exitCode: 0, oomKilled: false, diskFull: false }));
     });
   }
 }

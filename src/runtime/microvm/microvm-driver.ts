@@ -81,7 +81,7 @@ export class MicrovmDriver implements RuntimeDriver {
     }
     try {
       const t0 = Date.now();
-      await makeWritableDisk(p.rwDisk, this.launcher.writableDiskMb);
+      await makeWritableDisk(p.rwDisk, this.launcher.writableDiskMb(spec));
       const boot = await this.boot(spec, p, true);
       const data = { taskDir: p.task, ...boot, createMs: Date.now() - t0 };
       this.opts.logger?.info({ task: spec.id, ...data }, 'microvm task created');
@@ -157,7 +157,9 @@ export class MicrovmDriver implements RuntimeDriver {
       const exit = await proc.exit;
       const before = await oomBefore;
       const oomKilled = exit.signal === 'SIGKILL' && before >= 0 && (await conn.stats().then((s) => s.oomKills, () => before)) > before;
-      return { ...exit, oomKilled, durationMs: Date.now() - started };
+      // Only a failed command can have met ENOSPC; asking the guest costs one more round trip.
+      const diskFull = exit.exitCode !== 0 && !oomKilled ? await guestDiskFull(conn) : false;
+      return { ...exit, oomKilled, diskFull, durationMs: Date.now() - started };
     })();
     return { stdin: proc.stdin, stdout: proc.stdout, stderr: proc.stderr, result, kill: (s?: NodeJS.Signals) => proc.kill(s) };
   }
@@ -277,5 +279,25 @@ export class MicrovmDriver implements RuntimeDriver {
     await removeCgroup(id);
     if (removeFiles) await rm(p.task, { recursive: true, force: true });
     else await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile].map((f) => rm(f, { force: true })));
+  }
+}
+
+/**
+ * Whether the guest's writable disk (the upper layer, whose statfs the overlay root reports) is full.
+ * Asked through a command, since the agent protocol has no disk stats yet; an image without `stat`
+ * reads as not full.
+ */
+async function guestDiskFull(conn: AgentConnection): Promise<boolean> {
+  try {
+    const proc = conn.exec({ argv: ['stat', '-f', '-c', '%a %S %d', '/'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, cwd: '/', stdin: false }, undefined);
+    const out: Buffer[] = [];
+    proc.stdout.on('data', (b: Buffer) => out.push(b));
+    proc.stderr.resume();
+    const exit = await proc.exit;
+    const [avail, bsize, inodesFree] = Buffer.concat(out).toString().trim().split(' ').map(Number);
+    if (exit.exitCode !== 0 || avail === undefined || bsize === undefined || inodesFree === undefined) return false;
+    return avail * bsize < 1 << 20 || inodesFree < 16;
+  } catch {
+    return false;
   }
 }

@@ -19,7 +19,7 @@ export interface MicrovmDriverOptions {
   kernel?: string;
   initramfs?: string;
   qemuBinary?: string;
-  /** Size of each task's writable disk (sparse), default 2048 MiB. */
+  /** Size of a task's writable disk (sparse) when its spec has no diskMb, default 2048 MiB. */
   writableDiskMb?: number;
   /** Where the accelerator verdict is cached; host-wide (default: stateDir). */
   accelCacheDir?: string;
@@ -63,8 +63,9 @@ export class VmLauncher {
     });
   }
 
-  get writableDiskMb(): number {
-    return this.opts.writableDiskMb ?? 2048;
+  /** The task's writable disk follows its diskMb; the option is for specs without one (old handles). */
+  writableDiskMb(spec: TaskSpec): number {
+    return spec.diskMb || (this.opts.writableDiskMb ?? 2048);
   }
 
   private get bootTimeoutMs(): number {
@@ -99,7 +100,7 @@ export class VmLauncher {
     const [files, verdict, image] = await Promise.all([
       this.guestFiles(), this.accelerator(), imageDisk(this.opts.imageDiskCache, spec.layers),
     ]);
-    const shape = await vmShape({ files, accel: verdict.accel, imageDisk: image, spec, writableDiskMb: this.writableDiskMb });
+    const shape = await vmShape({ files, accel: verdict.accel, imageDisk: image, spec, writableDiskMb: this.writableDiskMb(spec) });
     const vm = { shape, paths: p, qemuBinary: this.qemu, spec };
     const key = await this.templates?.key(shape);
     const state = key ? await this.templates!.find(key) : undefined;
@@ -115,7 +116,7 @@ export class VmLauncher {
         await hooks.teardown();
         await this.templates!.remove(key);
         // `M` may have written to the disk before failing; a fresh task gets a clean one.
-        if (fresh) await makeWritableDisk(p.rwDisk, this.writableDiskMb);
+        if (fresh) await makeWritableDisk(p.rwDisk, this.writableDiskMb(spec));
       }
     }
     if (info.boot === 'cold') {

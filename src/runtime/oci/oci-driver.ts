@@ -10,6 +10,7 @@ import { hasCgroupV1Memory, hasSwapAccounting, readStats, removeCgroups } from '
 import { startExec } from './oci-exec.js';
 import { isMounted, overlayOptions, unmountAll } from './overlay-mount.js';
 import { Runc, type ContainerState } from './runc.js';
+import { isDiskFull, makeTaskDisk, mountTaskDisk } from './task-disk.js';
 import { buildRuntimeSpec } from './runtime-spec.js';
 import { resolveTaskUser, type TaskUser } from './task-user.js';
 
@@ -35,6 +36,10 @@ const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 interface TaskPaths {
   task: string;
   bundle: string;
+  /** The sparse ext4 image of the writable layer (task-disk.ts) and where it is mounted. */
+  diskImage: string;
+  disk: string;
+  /** Overlay's upper and work dirs: on the disk, or directly in the task dir for tasks made before disks. */
   upper: string;
   work: string;
   rootfs: string;
@@ -99,11 +104,16 @@ export class OciDriver implements RuntimeDriver {
     }
     const handle: TaskHandle = { id: spec.id, runtime: 'oci', spec, data: { taskDir: p.task, rootfs: p.rootfs } };
     try {
-      await Promise.all([p.bundle, p.upper, p.work, p.rootfs].map((d) => mkdir(d)));
+      await Promise.all([p.bundle, p.disk, p.rootfs].map((d) => mkdir(d)));
+      const t0 = performance.now();
+      await makeTaskDisk(p.diskImage, spec.diskMb);
+      await mountTaskDisk(p.diskImage, p.disk);
+      handle.data.diskMs = Math.round(performance.now() - t0);
+      await Promise.all([p.upper, p.work].map((d) => mkdir(d)));
       await this.writeConfig(spec, p);
       await this.runAndVerify(spec.id, p, overlayOptions(spec.layers, p.upper, p.work));
       if (spec.user) handle.data.user = await resolveTaskUser(p.rootfs, spec.user);
-      this.opts.logger?.info({ task: spec.id }, 'oci task created');
+      this.opts.logger?.info({ task: spec.id, diskMs: handle.data.diskMs }, 'oci task created');
       return handle;
     } catch (e) {
       await this.teardown(spec.id, p, true).catch((te: unknown) =>
@@ -120,6 +130,7 @@ export class OciDriver implements RuntimeDriver {
     if (isLive(state)) return;
     if (state) await this.runc.delete(handle.id, true);
     try {
+      if (existsSync(p.diskImage) && !(await isMounted(p.disk))) await mountTaskDisk(p.diskImage, p.disk);
       const overlay = (await isMounted(p.rootfs)) ? undefined : overlayOptions(handle.spec.layers, p.upper, p.work);
       // The config written by create is reused, so a restarted task is the same task.
       if (!existsSync(join(p.bundle, 'config.json'))) await this.writeConfig(handle.spec, p);
@@ -159,7 +170,8 @@ export class OciDriver implements RuntimeDriver {
   async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
     const p = this.paths(handle.id);
     try {
-      return await startExec(handle.id, p.agentSocket, opts, handle.data.user as TaskUser | undefined);
+      const diskFull = existsSync(p.diskImage) ? () => isDiskFull(p.disk) : async () => false;
+      return await startExec(handle.id, p.agentSocket, opts, handle.data.user as TaskUser | undefined, diskFull);
     } catch (e) {
       // No agent listening: tell "gone" from "stopped" the way callers expect.
       if (e instanceof PrismError && e.code === 'FAILED_PRECONDITION' && !existsSync(p.task)) {
@@ -207,8 +219,12 @@ export class OciDriver implements RuntimeDriver {
     if (!ID_PATTERN.test(id)) throw new PrismError('INVALID_ARGUMENT', `invalid task id: ${JSON.stringify(id)}`);
     const task = join(this.tasksDir, id);
     const bundle = join(task, 'bundle');
+    const diskImage = join(task, 'disk.ext4');
+    const disk = join(task, 'disk');
+    // Tasks created before writable-layer disks keep their layer where it was (no disk.ext4, no limit).
+    const layerDir = existsSync(join(task, 'upper')) && !existsSync(diskImage) ? task : disk;
     return {
-      task, bundle, upper: join(task, 'upper'), work: join(task, 'work'), rootfs: join(task, 'rootfs'),
+      task, bundle, diskImage, disk, upper: join(layerDir, 'upper'), work: join(layerDir, 'work'), rootfs: join(task, 'rootfs'),
       pidFile: join(bundle, 'init.pid'), runLog: join(bundle, 'runc.log'), agentSocket: join(task, 'agent.sock'),
     };
   }
@@ -267,7 +283,10 @@ export class OciDriver implements RuntimeDriver {
         await new Promise((r) => setTimeout(r, 50));
       }
     }
-    await unmountAll(removeFiles ? p.task : p.rootfs);
+    // The overlay first: it holds the disk busy. The disk's loop device goes with its last unmount.
+    await unmountAll(p.rootfs);
+    await unmountAll(p.disk);
+    if (removeFiles) await unmountAll(p.task);
     if (removeFiles) await rm(p.task, { recursive: true, force: true });
     const left = await removeCgroups(id);
     if (left.length > 0) throw new PrismError('INTERNAL', `cgroups of task ${id} still busy: ${left.join(', ')}`);
@@ -281,8 +300,8 @@ function isLive(state: ContainerState | null): boolean {
 function validateSpec(spec: TaskSpec): void {
   if (!ID_PATTERN.test(spec.id)) throw new PrismError('INVALID_ARGUMENT', `invalid task id: ${JSON.stringify(spec.id)}`);
   if (spec.layers.length === 0) throw new PrismError('INVALID_ARGUMENT', 'a task needs at least one layer');
-  if (!(spec.memoryMb > 0 && spec.cpus > 0 && spec.pidsLimit > 0)) {
-    throw new PrismError('INVALID_ARGUMENT', 'memoryMb, cpus and pidsLimit must be positive');
+  if (!(spec.memoryMb > 0 && spec.cpus > 0 && spec.pidsLimit > 0 && spec.diskMb > 0 && spec.maxOpenFiles > 0)) {
+    throw new PrismError('INVALID_ARGUMENT', 'memoryMb, cpus, pidsLimit, diskMb and maxOpenFiles must be positive');
   }
   if (!spec.workdir.startsWith('/')) throw new PrismError('INVALID_ARGUMENT', 'workdir must be an absolute path');
 }

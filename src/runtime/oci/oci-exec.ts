@@ -8,9 +8,16 @@ import { userSpec, type TaskUser } from './task-user.js';
  * Runs one command through the task's exec agent (guest/init). The agent forks it inside the task, so
  * it inherits the task's namespaces, cgroups, capabilities, seccomp filter and no-new-privileges; the
  * bytes of stdout and stderr arrive exactly as written. OOM kills are read off the task's memory
- * cgroup: the `oom_kill` counter grew while the command ran and the command died of SIGKILL.
+ * cgroup: the `oom_kill` counter grew while the command ran and the command died of SIGKILL. A full
+ * writable layer is read off its filesystem when the command ends (`diskFull`).
  */
-export async function startExec(id: string, socketPath: string, opts: ExecOptions, user?: TaskUser): Promise<TaskProcess> {
+export async function startExec(
+  id: string,
+  socketPath: string,
+  opts: ExecOptions,
+  user: TaskUser | undefined,
+  diskFull: () => Promise<boolean>,
+): Promise<TaskProcess> {
   if (opts.argv.length === 0) throw new PrismError('INVALID_ARGUMENT', 'argv must not be empty');
   // Read before the command starts: read concurrently, a busy thread pool could let a fast memory hog
   // be killed before the "before" value is taken, and the kill would go unreported.
@@ -23,7 +30,8 @@ export async function startExec(id: string, socketPath: string, opts: ExecOption
     const exit = await proc.exit;
     const durationMs = Date.now() - started;
     const oomKilled = exit.signal === 'SIGKILL' && before >= 0 && (await readOomKills(id).catch(() => before)) > before;
-    return { ...exit, oomKilled, durationMs };
+    // Read once the command is gone: a command that filled the disk and failed leaves it full.
+    return { ...exit, oomKilled, diskFull: await diskFull().catch(() => false), durationMs };
   })();
   return {
     stdin: proc.stdin,

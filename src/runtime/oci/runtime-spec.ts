@@ -5,8 +5,6 @@ import { defaultSeccompProfile } from './seccomp-profile.js';
 export const INIT_PATH = '/.prism/init';
 
 const CPU_PERIOD_US = 100_000;
-/** Docker's default: enough for ordinary programs, and we never go above 20000. */
-const NOFILE_LIMIT = 1024;
 
 /** Docker's default capability set. */
 const CAPABILITIES = [
@@ -38,7 +36,7 @@ export interface OciProcess {
  * The process of the task's init or of one exec. Exec passes it whole with `runc exec --process`,
  * because `--env` would only add to the init's environment and ExecOptions.env must be complete.
  */
-export function buildProcess(args: string[], env: Record<string, string>, cwd: string): OciProcess {
+export function buildProcess(args: string[], env: Record<string, string>, cwd: string, maxOpenFiles: number): OciProcess {
   return {
     terminal: false,
     user: { uid: 0, gid: 0 },
@@ -46,7 +44,9 @@ export function buildProcess(args: string[], env: Record<string, string>, cwd: s
     env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
     cwd,
     capabilities: { bounding: CAPABILITIES, effective: CAPABILITIES, permitted: CAPABILITIES },
-    rlimits: [{ type: 'RLIMIT_NOFILE', hard: NOFILE_LIMIT, soft: NOFILE_LIMIT }],
+    // Soft = hard: without CAP_SYS_RESOURCE (not granted) no process of the task can raise it, and
+    // every command inherits it from init through fork.
+    rlimits: [{ type: 'RLIMIT_NOFILE', hard: maxOpenFiles, soft: maxOpenFiles }],
     noNewPrivileges: true,
   };
 }
@@ -66,7 +66,7 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
   const memoryBytes = spec.memoryMb * 1024 * 1024;
   return {
     ociVersion: '1.0.2',
-    process: buildProcess([INIT_PATH], spec.env, spec.workdir),
+    process: buildProcess([INIT_PATH], spec.env, spec.workdir, spec.maxOpenFiles),
     root: { path: input.rootfs, readonly: false },
     hostname: spec.hostname,
     mounts: [

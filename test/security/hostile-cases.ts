@@ -1,0 +1,380 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { expect } from 'vitest';
+import type { RuntimeName } from '../../src/core/types.js';
+import { call, type Prismd } from '../integration/prismd-harness.js';
+
+/**
+ * The hostile-code cases, as a table: each case says per runtime what must happen, so a new runtime
+ * is one more entry in RUNTIMES plus one more key in each case's `expect` (a missing key skips the
+ * case for that runtime with the reason printed).
+ *
+ * - `deny`: the attempt fails inside the sandbox (EPERM/EROFS/ECONNREFUSED, or the limit holds).
+ * - `guest`: the sandbox has its own kernel (a VM): the attempt may succeed *inside* the guest, and
+ *   the case only checks that nothing changed on the host.
+ * - a string: the case does not run on that runtime, for that reason.
+ */
+export type Expectation = 'deny' | 'guest' | string;
+
+export interface VictimLimits {
+  memoryMb: number;
+  pidsLimit: number;
+  cpus: number;
+  diskMb: number;
+  maxOpenFiles: number;
+}
+
+export interface RuntimeTarget {
+  name: RuntimeName;
+  /** Limits of the victim sandbox that every case runs in: small, so the cases hit them quickly. */
+  victim: VictimLimits;
+  /** Bytes of output the output case sends (at least 16 MiB, so a plain reply is cut). */
+  outputBytes: number;
+}
+
+const VICTIM_LIMITS: VictimLimits = { memoryMb: 128, pidsLimit: 64, cpus: 0.5, diskMb: 256, maxOpenFiles: 256 };
+
+export const RUNTIMES: RuntimeTarget[] = [
+  { name: 'oci', victim: VICTIM_LIMITS, outputBytes: 100e6 },
+  // Under TCG the guest writes its disk at ~20 MB/s and its output at ~2 MB/s: a smaller disk and
+  // 20 MB of output keep the suite within minutes; the daemon's side of both is the same code.
+  { name: 'microvm', victim: { ...VICTIM_LIMITS, diskMb: 128 }, outputBytes: 20e6 },
+];
+
+export interface ExecReply {
+  id: string;
+  exitCode: number;
+  signal?: string;
+  timedOut: boolean;
+  oomKilled: boolean;
+  diskFull: boolean;
+  limitExceeded?: string;
+  durationMs: number;
+  stdout: string;
+  stderr: string;
+  encoding: string;
+}
+
+export interface CaseContext {
+  d: Prismd;
+  runtime: RuntimeName;
+  target: RuntimeTarget;
+  /** The sandbox the hostile code runs in (one per runtime, shared by all cases). */
+  victim: { id: string; name: string };
+  /** An oci sandbox that must keep working whatever the victim does. */
+  bystander: { id: string; name: string };
+  /** A TCP listener on the host's 127.0.0.1 (standing in for etcd); counts accepted connections. */
+  hostListener: { port: number; accepted(): number };
+  /** A port the bystander listens on inside its own sandbox. */
+  bystanderPort: number;
+  exec(sandboxId: string, body: Record<string, unknown>): Promise<ExecReply>;
+  /** Runs a Python snippet in the victim. */
+  py(code: string, extra?: Record<string, unknown>): Promise<ExecReply>;
+  /** Planted on the host before the cases run; its content never appears in a sandbox. */
+  marker: { path: string; secret: string };
+}
+
+export interface HostileCase {
+  name: string;
+  expect: Partial<Record<RuntimeName, Expectation>>;
+  timeoutMs?: number;
+  /** The case ends its victim's processes (e.g. a fork bomb's timeout); the victim must still work. */
+  run(ctx: CaseContext, expectation: Expectation): Promise<void>;
+}
+
+/** Python that calls one raw syscall through ctypes and prints `errno=<n>` (0 on success). */
+export function syscallPy(nr: number, args: string[] = [], setup = ''): string {
+  return [
+    'import ctypes, os',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'libc.syscall.restype = ctypes.c_long',
+    setup,
+    `r = libc.syscall(${[nr, ...args].join(', ')})`,
+    'print("errno=%d" % (ctypes.get_errno() if r < 0 else 0))',
+  ].join('\n');
+}
+
+const EPERM = 1;
+
+/** x86_64 syscall numbers. */
+const NR = { mount: 165, init_module: 175, finit_module: 313, keyctl: 250, bpf: 321, ptrace: 101, kexec_load: 246, unshare: 272 };
+
+function expectErrno(r: ExecReply, errno: number, what: string): void {
+  expect(r.exitCode, `${what}: ${r.stderr}`).toBe(0);
+  expect(r.stdout.trim(), what).toBe(`errno=${errno}`);
+}
+
+const hostMounts = () => readFileSync('/proc/mounts', 'utf8');
+
+/** Connects to each address (host, port) from inside the sandbox; prints one `host:port -> result` line each. */
+function connectPy(targets: Array<[string, number]>): string {
+  return [
+    'import socket, errno',
+    `for h, p in ${JSON.stringify(targets)}:`,
+    '    s = socket.socket(); s.settimeout(2)',
+    '    try:',
+    '        s.connect((h, p)); print("%s:%d -> CONNECTED" % (h, p))',
+    '    except OSError as e:',
+    '        print("%s:%d -> %s" % (h, p, errno.errorcode.get(e.errno, str(e))))',
+    '    finally: s.close()',
+  ].join('\n');
+}
+
+function hostAddresses(): string[] {
+  // The host's own non-loopback IPv4 addresses, from the kernel's local routing table.
+  const text = readFileSync('/proc/net/fib_trie', 'utf8');
+  const out = new Set<string>();
+  const re = /\|-- (\d+\.\d+\.\d+\.\d+)\n\s+\/32 host LOCAL/g;
+  for (let m = re.exec(text); m; m = re.exec(text)) if (!m[1]!.startsWith('127.')) out.add(m[1]!);
+  return [...out];
+}
+
+export const CASES: HostileCase[] = [
+  {
+    name: 'fork bomb: pids limit holds, exec times out, nothing survives it',
+    expect: { oci: 'deny', microvm: 'deny' },
+    timeoutMs: 60_000,
+    async run(ctx) {
+      const bomb = ctx.py('import os\nwhile True:\n  try: os.fork()\n  except OSError: pass', { timeoutSec: 4 });
+      await new Promise((r) => setTimeout(r, 1500));
+      if (ctx.runtime === 'oci') {
+        const pids = Number(readFileSync(`/sys/fs/cgroup/pids/prism/${ctx.victim.id}/pids.current`, 'utf8'));
+        expect(pids).toBeLessThanOrEqual(ctx.target.victim.pidsLimit);
+        expect(pids).toBeGreaterThan(ctx.target.victim.pidsLimit / 2); // the bomb really ran
+      }
+      const r = await bomb;
+      expect(r).toMatchObject({ timedOut: true, limitExceeded: 'TIMEOUT' });
+      // Killing the exec takes every process it forked: the sandbox is quiet again.
+      // User processes only: a VM's /proc also lists its kernel threads (empty cmdline).
+      await new Promise((r) => setTimeout(r, 1000));
+      const left = await ctx.py(
+        'import os\nn = 0\nfor p in filter(str.isdigit, os.listdir("/proc")):\n  try: n += bool(open("/proc/%s/cmdline" % p, "rb").read())\n  except OSError: pass\nprint(n)',
+      );
+      expect(Number(left.stdout.trim()), left.stderr).toBeLessThanOrEqual(4);
+    },
+  },
+  {
+    name: 'memory bomb: OOM-killed and reported as oomKilled',
+    expect: { oci: 'deny', microvm: 'deny' },
+    async run(ctx) {
+      const r = await ctx.py('b = []\nwhile True: b.append(bytearray(8 << 20))', { timeoutSec: 60 });
+      expect(r).toMatchObject({ oomKilled: true, timedOut: false, exitCode: 137, signal: 'SIGKILL', limitExceeded: 'OOM_KILLED' });
+    },
+  },
+  {
+    name: 'disk fill of the writable layer: ENOSPC at diskMb, reported as DISK_FULL, space comes back',
+    expect: { oci: 'deny', microvm: 'deny' },
+    timeoutMs: 90_000,
+    async run(ctx) {
+      const r = await ctx.exec(ctx.victim.id, { command: 'dd if=/dev/zero of=/var/tmp/fill bs=1M 2>&1', timeoutSec: 60 });
+      expect(r.exitCode).not.toBe(0);
+      expect(r.stdout).toMatch(/No space left on device/);
+      expect(r).toMatchObject({ diskFull: true, limitExceeded: 'DISK_FULL', timedOut: false });
+      const written = Number(/(\d+) bytes/.exec(r.stdout)?.[1]);
+      expect(written).toBeLessThanOrEqual(ctx.target.victim.diskMb * 1024 * 1024);
+      expect(written).toBeGreaterThan(ctx.target.victim.diskMb * 1024 * 1024 * 0.5);
+      const after = await ctx.exec(ctx.victim.id, { command: 'rm /var/tmp/fill && echo ok > /var/tmp/x && cat /var/tmp/x' });
+      expect(after).toMatchObject({ stdout: 'ok\n', diskFull: false });
+      expect(after.limitExceeded).toBeUndefined();
+    },
+  },
+  {
+    name: 'CPU spin beyond the quota: usage stays at the quota',
+    expect: { oci: 'deny', microvm: 'deny' },
+    async run(ctx) {
+      const usage = () =>
+        Number(readFileSync(ctx.runtime === 'oci' ? `/sys/fs/cgroup/cpuacct/prism/${ctx.victim.id}/cpuacct.usage` : `/sys/fs/cgroup/cpuacct/prism-vm/${ctx.victim.id}/cpuacct.usage`, 'utf8'));
+      const u0 = usage();
+      const t0 = process.hrtime.bigint();
+      // Two spinning processes ask for two cores.
+      const r = await ctx.exec(ctx.victim.id, { command: 'python3 -c "while 1: pass" & python3 -c "while 1: pass"', timeoutSec: 3 });
+      const cores = (usage() - u0) / Number(process.hrtime.bigint() - t0);
+      expect(r.timedOut).toBe(true);
+      // oci: the CFS quota (cpus). microvm: vCPUs = ceil(cpus) plus QEMU's own threads (docs/runtimes.md).
+      const limit = ctx.runtime === 'oci' ? ctx.target.victim.cpus : Math.ceil(ctx.target.victim.cpus);
+      console.log(`[${ctx.runtime}] cpu spin used ${cores.toFixed(2)} cores (limit ${limit})`);
+      expect(cores).toBeLessThanOrEqual(limit * 1.15 + 0.05);
+      expect(cores).toBeGreaterThan(limit * 0.3); // it did spin
+    },
+  },
+  {
+    name: 'open-file exhaustion: stops at maxOpenFiles, the hard limit cannot be raised',
+    expect: {
+      oci: 'deny',
+      microvm: 'maxOpenFiles is not applied in the guest yet (needs an agent protocol change); root in the guest can raise its own limit, bounded by the guest kernel',
+    },
+    async run(ctx) {
+      const r = await ctx.py(
+        [
+          'import os, resource',
+          'print("limit", *resource.getrlimit(resource.RLIMIT_NOFILE))',
+          'try:\n  resource.setrlimit(resource.RLIMIT_NOFILE, (100000, 100000)); print("raised")',
+          'except (ValueError, OSError) as e: print("raise refused")',
+          'fds = []',
+          'try:\n  while True: fds.append(os.open("/dev/null", os.O_RDONLY))',
+          'except OSError as e: print("opened", len(fds), e.strerror)',
+        ].join('\n'),
+      );
+      const lim = ctx.target.victim.maxOpenFiles;
+      expect(r.stdout).toContain(`limit ${lim} ${lim}`);
+      expect(r.stdout).toContain('raise refused');
+      const opened = Number(/opened (\d+) Too many open files/.exec(r.stdout)?.[1]);
+      expect(opened, r.stdout + r.stderr).toBeLessThanOrEqual(lim);
+      expect(opened).toBeGreaterThan(lim - 16);
+    },
+  },
+  {
+    name: 'reaching the prismd API, a host loopback service, the host address and another sandbox: all fail',
+    expect: { oci: 'deny', microvm: 'deny' },
+    async run(ctx) {
+      const apiPort = Number(new URL(ctx.d.url).port);
+      const targets: Array<[string, number]> = [
+        ['127.0.0.1', apiPort],
+        ['127.0.0.1', ctx.hostListener.port],
+        ['127.0.0.1', ctx.bystanderPort],
+        ...hostAddresses().flatMap((a): Array<[string, number]> => [[a, apiPort], [a, ctx.hostListener.port]]),
+        [ctx.bystander.name, ctx.bystanderPort],
+        ['169.254.169.254', 80],
+      ];
+      const before = ctx.hostListener.accepted();
+      const r = await ctx.py(connectPy(targets), { timeoutSec: 60 });
+      expect(r.exitCode, r.stderr).toBe(0);
+      const lines = r.stdout.trim().split('\n');
+      expect(lines).toHaveLength(targets.length);
+      for (const l of lines) expect(l).not.toMatch(/CONNECTED/);
+      expect(ctx.hostListener.accepted()).toBe(before);
+      // The same check is not vacuous: the bystander reaches its own listener.
+      const own = await ctx.exec(ctx.bystander.id, { cmd: ['python3', '-c', connectPy([['127.0.0.1', ctx.bystanderPort]])] });
+      expect(own.stdout).toContain('CONNECTED');
+    },
+  },
+  {
+    name: 'reading a marker file planted on the host: not visible by path, /proc/1/root or ../',
+    expect: { oci: 'deny', microvm: 'deny' },
+    async run(ctx) {
+      const p = ctx.marker.path;
+      const r = await ctx.exec(ctx.victim.id, {
+        command: `cat ${p} /proc/1/root${p} /proc/self/root${p} ../../../../../..${p} /proc/1/cwd/../../..${p} 2>&1; grep -rl ${ctx.marker.secret} /root /proc/1/root/root 2>/dev/null; true`,
+      });
+      expect(r.stdout).not.toContain(ctx.marker.secret);
+      expect(r.stdout).toMatch(/No such file or directory/);
+    },
+  },
+  {
+    name: 'writing /proc/sys (kernel/hostname, vm/drop_caches)',
+    expect: { oci: 'deny', microvm: 'guest' },
+    async run(ctx, e) {
+      const host = hostname();
+      const r = await ctx.exec(ctx.victim.id, {
+        command: 'echo pwned > /proc/sys/kernel/hostname; echo "hostname=$?"; echo 3 > /proc/sys/vm/drop_caches; echo "drop=$?"',
+      });
+      if (e === 'deny') {
+        expect(r.stdout).toMatch(/hostname=[1-9]/);
+        expect(r.stdout).toMatch(/drop=[1-9]/);
+        expect(r.stderr).toMatch(/Read-only file system/);
+      }
+      expect(hostname()).toBe(host);
+      expect(readFileSync('/proc/sys/kernel/hostname', 'utf8').trim()).toBe(host);
+    },
+  },
+  {
+    name: 'mount (command and raw syscall)',
+    expect: { oci: 'deny', microvm: 'guest' },
+    async run(ctx, e) {
+      const before = hostMounts();
+      const cmd = await ctx.exec(ctx.victim.id, { command: 'mkdir -p /mnt/x && mount -t tmpfs hostile /mnt/x; echo "rc=$?"' });
+      const raw = await ctx.py(syscallPy(NR.mount, ['b"hostile2"', 'b"/mnt"', 'b"tmpfs"', '0', 'None']));
+      if (e === 'deny') {
+        expect(cmd.stdout).toContain('rc=32');
+        expectErrno(raw, EPERM, 'mount(2)');
+      }
+      const after = hostMounts();
+      expect(after).not.toMatch(/hostile/);
+      expect(after.split('\n').length).toBeLessThanOrEqual(before.split('\n').length + 20); // others' tests mount too
+      if (e === 'guest') await ctx.exec(ctx.victim.id, { command: 'umount /mnt/x /mnt 2>/dev/null; true' });
+    },
+  },
+  {
+    name: 'loading a kernel module (init_module, finit_module)',
+    expect: { oci: 'deny', microvm: 'the guest kernel is the boundary: root in the guest may load its own modules' },
+    async run(ctx) {
+      // A kernel without module support has no /proc/modules; the syscalls must fail all the same.
+      const modules = () => (existsSync('/proc/modules') ? readFileSync('/proc/modules', 'utf8') : '');
+      const modsBefore = modules();
+      expectErrno(await ctx.py(syscallPy(NR.finit_module, ['fd', 'b""', '0'], 'fd = os.open("/bin/true", os.O_RDONLY)')), EPERM, 'finit_module');
+      expectErrno(await ctx.py(syscallPy(NR.init_module, ['buf', 'len(data)', 'b""'], 'data = open("/bin/true","rb").read(); buf = ctypes.create_string_buffer(data)')), EPERM, 'init_module');
+      expect(modules()).toBe(modsBefore);
+    },
+  },
+  {
+    name: 'keyctl, bpf, ptrace of PID 1, kexec_load, unshare(CLONE_NEWUSER): EPERM',
+    expect: { oci: 'deny', microvm: 'the guest kernel is the boundary: root in the guest may use them (kexec or ptrace of the agent would only end its own VM)' },
+    async run(ctx) {
+      const KEYCTL_JOIN_SESSION_KEYRING = 1;
+      const PTRACE_ATTACH = 16;
+      const CLONE_NEWUSER = 0x10000000;
+      expectErrno(await ctx.py(syscallPy(NR.keyctl, [String(KEYCTL_JOIN_SESSION_KEYRING), 'b"hostile"'])), EPERM, 'keyctl');
+      expectErrno(await ctx.py(syscallPy(NR.bpf, ['0', 'buf', '128'], 'buf = ctypes.create_string_buffer(128)')), EPERM, 'bpf');
+      expectErrno(await ctx.py(syscallPy(NR.ptrace, [String(PTRACE_ATTACH), '1', '0', '0'])), EPERM, 'ptrace(ATTACH, 1)');
+      expectErrno(await ctx.py(syscallPy(NR.kexec_load, ['0', '0', 'None', '0'])), EPERM, 'kexec_load');
+      expectErrno(await ctx.py(syscallPy(NR.unshare, [String(CLONE_NEWUSER)])), EPERM, 'unshare(CLONE_NEWUSER)');
+      // Also as a non-root user, the way most code would try it.
+      expectErrno(await ctx.py(syscallPy(NR.unshare, [String(CLONE_NEWUSER)], 'os.setuid(1000)')), EPERM, 'unshare as uid 1000');
+    },
+  },
+  {
+    name: '100 MB of output (20 MB on TCG microvm): delivered by streaming, cut in a plain reply, daemon RSS bounded',
+    expect: { oci: 'deny', microvm: 'deny' },
+    timeoutMs: 120_000,
+    async run(ctx) {
+      const pid = ctx.d.proc.pid!;
+      const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+      let peak = 0;
+      const sampler = setInterval(() => (peak = Math.max(peak, rss())), 25);
+      const base = rss();
+      const size = ctx.target.outputBytes;
+      const command = `head -c ${size} /dev/zero | tr '\\0' a`;
+      try {
+        // Streaming: every byte arrives.
+        const res = await fetch(`${ctx.d.url}/api/v1/sandboxes/${ctx.victim.id}/exec`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', accept: 'application/x-ndjson', authorization: `Bearer ${ctx.d.token}` },
+          body: JSON.stringify({ command, timeoutSec: 90 }),
+        });
+        expect(res.status).toBe(200);
+        let got = 0;
+        let exit: Record<string, unknown> | undefined;
+        let rest = '';
+        const decoder = new TextDecoder();
+        for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+          const lines = (rest + decoder.decode(chunk, { stream: true })).split('\n');
+          rest = lines.pop()!;
+          for (const l of lines) {
+            const ev = JSON.parse(l) as { type: string; data?: string };
+            if (ev.type === 'stdout') got += ev.data!.length;
+            if (ev.type === 'exit') exit = ev;
+          }
+        }
+        expect(got).toBe(size);
+        expect(exit).toMatchObject({ exitCode: 0, timedOut: false });
+        // Plain JSON: cut at the reply cap and marked truncated, not held whole in the daemon.
+        const plain = await ctx.exec(ctx.victim.id, { command, timeoutSec: 90 });
+        expect(plain.exitCode).toBe(0);
+        expect((plain as unknown as { truncated: boolean }).truncated).toBe(true);
+        expect(plain.stdout.length).toBeLessThan(size);
+        expect(plain.stdout.length).toBeGreaterThan(0);
+      } finally {
+        clearInterval(sampler);
+      }
+      console.log(`[${ctx.runtime}] ${size / 1e6} MB output: daemon RSS ${(base / 2 ** 20).toFixed(0)} MiB -> peak ${(peak / 2 ** 20).toFixed(0)} MiB`);
+      expect(peak - base).toBeLessThan(160 * 2 ** 20);
+      expect((await call(ctx.d.url, 'GET', '/health')).status).toBe(200);
+    },
+  },
+];
+
+/** The setuid case needs its own non-root sandbox; it runs on oci only (see RUNTIME notes in docs/security.md). */
+export const SETUID_RUNTIMES: Partial<Record<RuntimeName, Expectation>> = {
+  oci: 'deny',
+  microvm: 'needs a second (non-root) VM; inside a VM the guest kernel is the boundary',
+};
