@@ -153,7 +153,12 @@ export class LinuxNetworkManager implements NetworkManager {
     const ns = netnsName(id);
     // Deleting the namespace takes the veth's inside end, and with it the host end.
     if (existsSync(`/run/netns/${ns}`)) await hostCommand('ip', ['netns', 'delete', ns]);
-    if (existsSync(`/sys/class/net/${hostIf}`)) await hostCommand('ip', ['link', 'delete', hostIf]);
+    // The kernel removes that host end asynchronously: it may vanish between the check and the delete.
+    if (existsSync(`/sys/class/net/${hostIf}`)) {
+      await hostCommand('ip', ['link', 'delete', hostIf]).catch((e: unknown) => {
+        if (existsSync(`/sys/class/net/${hostIf}`)) throw e;
+      });
+    }
   }
 
   teardown(sandboxId: string): Promise<void> {
