@@ -184,6 +184,26 @@ describe.skipIf(!!skip)('network policy (oci runtime, real runc, nftables and na
     expect(sh('ip', '-4', 'addr')).not.toContain('10.203.1');
   });
 
+  it('keeps the network across stop/start and a daemon restart (rules and DNS filter reattached)', async () => {
+    const sb = await create({ network: { egress: { allow: ['allowed.test'] } } });
+    const addr = await myAddress(sb.id);
+    expect((await call(d.url, 'POST', `/sandboxes/${sb.id}/stop`)).status).toBe(200);
+    expect((await call(d.url, 'POST', `/sandboxes/${sb.id}/start`)).status).toBe(200);
+    expect(await myAddress(sb.id)).toBe(addr);
+    d = await d.restart();
+    expect(await connect(sb.id, 'allowed.test', INET.port)).toBe(`hello ${INET.a}`);
+    expect(await connect(sb.id, INET.b, INET.port)).toMatch(/^FAIL/);
+    expect((await call(d.url, 'DELETE', `/sandboxes/${sb.id}`)).status).toBe(204);
+  });
+
+  it('refuses network policies for the microvm runtime, which has no network device yet', async () => {
+    const r = await call(d.url, 'POST', '/sandboxes', { runtime: 'microvm', network: { egress: 'all' } });
+    expect(r.status).toBe(412);
+    expect(r.body.error.code).toBe('FAILED_PRECONDITION');
+    const bad = await call(d.url, 'POST', '/sandboxes', { network: { egress: { allow: ['10.0.0.1/8'] } } });
+    expect(bad.status).toBe(400);
+  });
+
   it('networks of sandboxes the store does not know are removed at daemon start', async () => {
     const orphan = 'sb-0000deadbeef';
     mkdirSync(join(d.dataDir, 'net'), { recursive: true });
