@@ -49,7 +49,9 @@ export async function registerPortRoutes(app: FastifyInstance, svc: ApiServices)
         response: withErrors({}, 404, 412, 503),
       },
     };
-    scope.all<PortRoute>('/sandboxes/:id/ports/:port', opts, handler);
-    scope.all<PortRoute>('/sandboxes/:id/ports/:port/*', opts, handler);
+    // The usual methods (HEAD comes with GET); not TRACE/CONNECT and the like.
+    for (const url of ['/sandboxes/:id/ports/:port', '/sandboxes/:id/ports/:port/*']) {
+      scope.route<PortRoute>({ method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'], url, ...opts, handler });
+    }
   });
 }
