@@ -13,6 +13,8 @@ export interface DnsFilterOptions {
 }
 
 const UPSTREAM_TIMEOUT_MS = 3000;
+/** Queries of one sandbox in flight upstream at once; more are dropped (clients retry), so a flood costs little. */
+const MAX_IN_FLIGHT = 64;
 const RCODE_SERVFAIL = 2;
 const RCODE_REFUSED = 5;
 
@@ -44,7 +46,7 @@ export class DnsFilter {
 
   private async answer(msg: Buffer, address: string, port: number): Promise<void> {
     const q = parseQuery(msg);
-    if (!q) return;
+    if (!q || this.pending.size >= MAX_IN_FLIGHT) return;
     let reply: Buffer;
     if (!this.opts.allows(q.name)) reply = errorResponse(msg, q, RCODE_REFUSED);
     else {

@@ -170,6 +170,9 @@ export class LinuxNetworkManager implements NetworkManager {
     const st = await this.readState(id);
     const key = st?.key ?? networkKey(id);
     const hostIf = `pv${key}`;
+    // Every delete comes here, most for sandboxes that never had a network (the state file is written
+    // before anything else): those must not need nft, nor pay for running it.
+    if (!st && !existsSync(`/run/netns/${netnsName(id)}`) && !existsSync(`/sys/class/net/${hostIf}`)) return;
     this.filters.get(id)?.close();
     this.filters.delete(id);
     this.live.delete(id);
