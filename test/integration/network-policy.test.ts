@@ -49,7 +49,11 @@ describe.skipIf(!!skip)('network policy (oci runtime, real runc, nftables and na
   const myAddress = async (id: string) =>
     (await run(id, ['python3', '-c', "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(('198.51.100.2', 9)); print(s.getsockname()[0])"])).stdout.trim();
 
+  // prismd turns forwarding on for sandboxes with egress (docs/network.md); the test host gets its own value back.
+  let ipForward = '';
+
   beforeAll(async () => {
+    ipForward = sh('cat', '/proc/sys/net/ipv4/ip_forward').trim();
     inet = await startFakeInternet();
     dns = await startTestDns({ 'allowed.test': INET.a, 'other.test': INET.b });
     hostListener = createServer((c) => c.end('host secret\n'));
@@ -70,6 +74,7 @@ describe.skipIf(!!skip)('network policy (oci runtime, real runc, nftables and na
       try { sh('ip', 'netns', 'delete', `prism-${id}`); } catch { /* removed by the daemon */ }
     }
     try { sh('nft', 'delete', 'table', 'inet', table); } catch { /* removed by the daemon */ }
+    if (ipForward) writeFileSync('/proc/sys/net/ipv4/ip_forward', ipForward);
   });
 
   it('egress none (the default) gives the sandbox only lo and creates nothing on the host', async () => {
