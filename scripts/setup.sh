@@ -10,10 +10,12 @@ fi
 
 # runc: the oci runtime. debootstrap: builds the base image. build-essential: the static init.
 # busybox-static: tiny rootfs for driver tests. e2fsprogs, iproute2: disks and network namespaces.
+# nftables: sandbox egress policy (docs/network.md).
 # zstd: zstd-compressed image layers. qemu-system-x86, musl-tools, cpio, lz4: the microvm runtime
-# (QEMU, the static guest agent, the initramfs, the LZ4-compressed Debian kernel). openssl: --tls auto
+# (QEMU, the static guest agent, the initramfs, the LZ4-compressed Debian kernel). nftables: network
+# policy. openssl: --tls auto
 # makes its certificates with it.
-PKGS=(runc debootstrap build-essential busybox-static e2fsprogs iproute2 ca-certificates curl zstd qemu-system-x86 musl-tools cpio lz4 openssl)
+PKGS=(runc debootstrap build-essential busybox-static e2fsprogs iproute2 nftables ca-certificates curl zstd qemu-system-x86 musl-tools cpio lz4 openssl)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

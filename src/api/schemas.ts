@@ -15,6 +15,25 @@ export const ErrorBody = Type.Object(
   { error: Type.Object({ code: Type.Union(ERROR_CODES.map((c) => Type.Literal(c))), message: Type.String() }) }
 );
 
+const PolicyEntry = Type.String({ minLength: 1, maxLength: 253 });
+const NetworkBody = Type.Object(
+  {
+    egress: Type.Union([
+      Type.Literal('none'),
+      Type.Literal('all'),
+      Type.Object(
+        { allow: Type.Optional(Type.Array(PolicyEntry, { maxItems: 256 })), deny: Type.Optional(Type.Array(PolicyEntry, { maxItems: 256 })) },
+        closed,
+      ),
+    ]),
+  },
+  closed,
+);
+const NetworkOut = Type.Object({
+  egress: Type.Union([Type.Literal('none'), Type.Literal('all'), Type.Object({ allow: Type.Array(Type.String()), deny: Type.Array(Type.String()) })]),
+});
+const Ports = Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), { maxItems: 16, uniqueItems: true });
+
 export const SandboxSchema = Type.Object(
   {
     id: Type.String(),
@@ -34,6 +53,8 @@ export const SandboxSchema = Type.Object(
     timeoutSec: Type.Integer(),
     user: Type.Optional(Type.String()),
     nodeSelector: Type.Optional(Type.Record(Type.String(), Type.String())),
+    network: Type.Optional(NetworkOut),
+    ports: Type.Optional(Type.Array(Type.Integer())),
     createdAt: Type.String(),
     startedAt: Type.Optional(Type.String()),
     stoppedAt: Type.Optional(Type.String()),
@@ -58,9 +79,17 @@ export const CreateSandboxBody = Type.Object(
     timeoutSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 30 * 86400 })),
     user: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$', maxLength: 128 })),
     nodeSelector: Type.Optional(StringMap(32, 256)),
+    network: Type.Optional(NetworkBody),
+    ports: Type.Optional(Ports),
   },
   closed,
 );
+
+export const PortParams = Type.Object({
+  id: Type.String({ minLength: 1, maxLength: 256 }),
+  port: Type.Integer({ minimum: 1, maximum: 65535 }),
+  '*': Type.Optional(Type.String()),
+});
 
 export const ExecBody = Type.Object(
   {

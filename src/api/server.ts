@@ -12,6 +12,7 @@ import { registerTokenRoutes } from './routes/token-routes.js';
 import { registerOwnerProxy } from './owner-proxy.js';
 import { registerExecRoutes } from './routes/exec-routes.js';
 import { registerImageRoutes } from './routes/image-routes.js';
+import { registerPortRoutes } from './routes/port-routes.js';
 import { registerSandboxRoutes } from './routes/sandbox-routes.js';
 import { registerSystemRoutes } from './routes/system-routes.js';
 
@@ -103,6 +104,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
       registerSandboxRoutes(api, svc);
       registerExecRoutes(api, svc, opts.logger);
       registerImageRoutes(api, svc, opts.maxImportBytes);
+      await registerPortRoutes(api, svc);
       if (svc.tokens) registerTokenRoutes(api, svc.tokens);
     },
     { prefix: '/api/v1' },

@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 import { PrismApiError, type ExecLogEntry, type RuntimeName, type Sandbox } from '../sdk/index.js';
-import { collect, parseEnvPairs, parseNumber, printError, type CliContext } from './context.js';
+import type { CreateSandboxOptions } from '../sdk/index.js';
+import { UsageError, collect, parseEnvPairs, parseNumber, printError, type CliContext } from './context.js';
 import { registerExecCommand } from './exec-command.js';
 import { age, humanBytes, humanMs, renderFields, renderTable, shellJoin, wireOutput } from './output.js';
 
@@ -18,6 +19,36 @@ interface CreateFlags {
   timeout?: number;
   user?: string;
   nodeSelector?: string[];
+  network?: string;
+  allow?: string[];
+  deny?: string[];
+  port?: string[];
+}
+
+/** `--network none|all`, or an allow-list from `--allow`/`--deny` (which imply a list). */
+export function networkFromFlags(f: Pick<CreateFlags, 'network' | 'allow' | 'deny'>): CreateSandboxOptions['network'] {
+  const list = (f.allow?.length ?? 0) + (f.deny?.length ?? 0) > 0;
+  if (list) {
+    if (f.network && f.network !== 'list') throw new UsageError(`--allow/--deny make an allow-list; they do not go with --network ${f.network}`);
+    return { egress: { allow: f.allow ?? [], deny: f.deny ?? [] } };
+  }
+  if (f.network === 'list') return { egress: { allow: [], deny: [] } };
+  return f.network ? { egress: f.network as 'none' | 'all' } : undefined;
+}
+
+function parsePorts(ports: string[] | undefined): number[] | undefined {
+  if (!ports?.length) return undefined;
+  return ports.flatMap((p) => p.split(',')).map((p) => {
+    const n = Number(p);
+    if (!Number.isInteger(n) || n < 1 || n > 65535) throw new UsageError(`--port expects a TCP port (1-65535), got '${p}'`);
+    return n;
+  });
+}
+
+function describeNetwork(s: Sandbox): string {
+  const e = s.network?.egress ?? 'none';
+  if (typeof e === 'string') return e;
+  return [`allow ${e.allow.join(', ') || '(nothing)'}`, ...(e.deny.length ? [`deny ${e.deny.join(', ')}`] : [])].join('; ');
 }
 
 /** `sandbox` (alias `sb`) and its subcommands. */
@@ -40,6 +71,10 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
     .option('--timeout <sec>', 'stop the sandbox after this many seconds; 0 = never', parseNumber('int'))
     .option('--user <user[:group]>', "run commands as this user instead of the image's")
     .option('--node-selector <key=value>', 'place only on nodes with this label (repeatable; prismd --label)', collect)
+    .addOption(new Option('--network <egress>', 'where the sandbox may connect: none (only lo, the default), all (not the host, private ranges or other sandboxes), list (with --allow/--deny)').choices(['none', 'all', 'list']))
+    .option('--allow <cidr|domain>', 'allow connections to an IPv4 CIDR or a domain (*.example.com for subdomains); repeatable', collect)
+    .option('--deny <cidr>', 'refuse an IPv4 CIDR even if allowed; repeatable', collect)
+    .option('--port <port>', 'serve this sandbox TCP port through the API (/api/v1/sandboxes/<id>/ports/<port>/); repeatable', collect)
     .action(async (f: CreateFlags, cmd: Command) => {
       const sb = await ctx.client(cmd).sandboxes.create({
         name: f.name,
@@ -55,6 +90,8 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
         timeoutSec: f.timeout,
         user: f.user,
         nodeSelector: parseEnvPairs(f.nodeSelector, '--node-selector'),
+        network: networkFromFlags(f),
+        ports: parsePorts(f.port),
       });
       if (ctx.format(cmd) === 'json') return ctx.json(sb.info);
       const s = sb.info;
@@ -181,6 +218,8 @@ function renderSandbox(s: Sandbox): string {
     ['Open files', s.maxOpenFiles === undefined ? '-' : String(s.maxOpenFiles)],
     ['Workdir', s.workdir],
     ['Timeout', s.timeoutSec > 0 ? `${s.timeoutSec}s` : 'none'],
+    ['Network', describeNetwork(s)],
+    ...(s.ports?.length ? [['Ports', s.ports.join(', ')] as [string, string]] : []),
     ['Env', env.length > 0 ? env.join(' ') : undefined],
     ['Created', `${s.createdAt} (${age(s.createdAt, now)} ago)`],
     ['Started', s.startedAt ? `${s.startedAt} (${age(s.startedAt, now)} ago)` : undefined],

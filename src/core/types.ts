@@ -20,6 +20,18 @@ export type SandboxStatus =
   | 'lost'
   | 'deleting';
 
+/**
+ * Where a sandbox may open connections. `none`: no interface but `lo`. `all`: the internet, but never
+ * the host, other sandboxes, link-local/metadata or private ranges. A list: only the given CIDRs and
+ * domain names (and what those names resolve to through the sandbox's DNS filter), `deny` winning.
+ * See docs/network.md.
+ */
+export type EgressPolicy = 'none' | 'all' | { allow: string[]; deny: string[] };
+
+export interface NetworkSpec {
+  egress: EgressPolicy;
+}
+
 /** What a user asked for; defaults already applied. */
 export interface SandboxSpec {
   image: string;
@@ -39,6 +51,10 @@ export interface SandboxSpec {
   user?: string;
   /** Only nodes carrying all of these labels may run the sandbox. */
   nodeSelector?: Record<string, string>;
+  /** Absent (records older than network policies) means `{ egress: 'none' }`. */
+  network?: NetworkSpec;
+  /** Sandbox TCP ports reachable through prismd at `/api/v1/sandboxes/:id/ports/:port/`. */
+  ports?: number[];
 }
 
 export interface Sandbox extends SandboxSpec {

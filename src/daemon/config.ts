@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { PrismError } from '../core/errors.js';
 import { RUNTIME_NAMES, type RuntimeName } from '../core/types.js';
@@ -40,6 +41,10 @@ export interface DaemonConfig {
   /** Commands in images that name no user run as this one (`uid[:gid]` or `root`). */
   defaultUser: string;
   tls: TlsConfig;
+  /** IPv4 pool sandbox networks take /30s from. */
+  sandboxCidr: string;
+  /** Resolver the sandboxes' DNS filters ask (`host` or `host:port`); default the host's first name server. */
+  sandboxDns: { host: string; port: number };
 }
 
 /** Flags as given on the command line (or their PRISM_* environment equivalents). */
@@ -76,9 +81,12 @@ export interface DaemonFlags {
   tlsKey?: string;
   tlsCa?: string;
   tlsCaKey?: string;
+  sandboxCidr?: string;
+  sandboxDns?: string;
 }
 
 export const DEFAULT_API = '127.0.0.1:8008';
+export const DEFAULT_SANDBOX_CIDR = '10.203.0.0/16';
 export const DEFAULT_IMAGE = 'prism.local/base:bookworm';
 /** Where scripts/prepare-guest.sh puts the guest kernel and initramfs. */
 export const DEFAULT_GUEST_DIR = '/var/lib/prism/guest';
@@ -149,6 +157,15 @@ export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
+/** `--sandbox-dns`: `ip` or `ip:port`; default the first IPv4 name server of /etc/resolv.conf. */
+export function parseSandboxDns(v: string | undefined, resolvConf: string): { host: string; port: number } {
+  const text = v ?? /^\s*nameserver\s+(\d+\.\d+\.\d+\.\d+)\s*$/m.exec(resolvConf)?.[1] ?? '127.0.0.53';
+  const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d{1,5}))?$/.exec(text);
+  const port = m?.[2] ? Number(m[2]) : 53;
+  if (!m || port < 1 || port > 65535) throw new PrismError('INVALID_ARGUMENT', `--sandbox-dns must be an IPv4 address with an optional :port, got '${text}'`);
+  return { host: m[1]!, port };
+}
+
 export function defaultDataDir(now = new Date()): string {
   if (process.getuid?.() === 0) return '/var/lib/prism';
   return resolve('data', now.toISOString().replace(/[:.]/g, '-'));
@@ -186,6 +203,8 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     auth: 'token',
     defaultUser: flags.defaultUser ?? env.PRISM_DEFAULT_USER ?? '65534:65534',
     tls: { mode: 'off' },
+    sandboxCidr: flags.sandboxCidr ?? env.PRISM_SANDBOX_CIDR ?? DEFAULT_SANDBOX_CIDR,
+    sandboxDns: parseSandboxDns(flags.sandboxDns ?? env.PRISM_SANDBOX_DNS, readResolvConf()),
     scheduleTimeoutMs: (positive('--schedule-timeout', flags.scheduleTimeout ?? env.PRISM_SCHEDULE_TIMEOUT, false) ?? 30) * 1000,
   };
   const auth = flags.auth ?? env.PRISM_AUTH ?? 'token';
@@ -221,4 +240,12 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
   const logFile = flags.logFile ?? env.PRISM_LOG_FILE;
   if (logFile) cfg.logFile = resolve(logFile);
   return cfg;
+}
+
+function readResolvConf(): string {
+  try {
+    return readFileSync('/etc/resolv.conf', 'utf8');
+  } catch {
+    return '';
+  }
 }

@@ -13,6 +13,7 @@ import { RegistryPuller } from '../images/registry/pull.js';
 import type { RuntimeDriver } from '../runtime/driver.js';
 import { MicrovmDriver } from '../runtime/microvm/microvm-driver.js';
 import { OciDriver } from '../runtime/oci/oci-driver.js';
+import { LinuxNetworkManager } from '../net/linux/linux-network-manager.js';
 import { EtcdStore } from '../store/etcd/etcd-store.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store } from '../store/store.js';
@@ -129,6 +130,14 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
           : `runtime '${cfg.runtime}' is not usable on this host (usable: ${[...drivers.keys()].join(', ') || 'none'})`,
       );
     }
+    // One nft table per daemon (named after the node), so daemons sharing a host never touch each other's rules.
+    const net = new LinuxNetworkManager({
+      stateDir: join(cfg.dataDir, 'net'),
+      table: `prism_${ident.id.replace(/^node-/, '').slice(0, 8)}`,
+      pool: cfg.sandboxCidr,
+      dnsUpstream: cfg.sandboxDns,
+      logger: log,
+    });
     const host = cfg.apiHost.includes(':') ? `[${cfg.apiHost}]` : cfg.apiHost;
     const tls = await loadTls(cfg.tls, cfg.dataDir, cfg.advertise ? new URL(cfg.advertise).hostname : cfg.apiHost);
     const scheme = tls ? 'https' : 'http';
@@ -136,7 +145,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     const advertised = () => cfg.advertise ?? (['0.0.0.0', '[::]'].includes(host) ? url.replace(host, os.hostname()) : url);
     const node = await startNode({
       store, id: ident.id, name: ident.name, version, dataDir: cfg.dataDir, address: advertised(),
-      images, drivers, runtimeInfo,
+      images, drivers, runtimeInfo, net,
       defaults: { image: cfg.defaultImage, runtime: defaultRuntime, cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
       labels: cfg.labels, capacity: cfg.capacity, placement: cfg.placement,
       nodeTtlMs: cfg.nodeTtlMs, scheduleTimeoutMs: cfg.scheduleTimeoutMs,
@@ -179,6 +188,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
         await node.stop({ leave: true });
         tokens?.stop();
         for (const d of candidates) await d.close().catch(() => undefined);
+        await net.close();
         await store.close();
         await releaseLock();
         log.flush();

@@ -1,5 +1,6 @@
 import type { NodeCapacity, RuntimeName, RuntimeProbeInfo } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
+import type { NetworkManager } from '../net/network-manager.js';
 import type { RuntimeDriver } from '../runtime/driver.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import type { PlacementStrategy } from '../scheduler/placement.js';
@@ -25,6 +26,8 @@ export interface NodeWiring {
   images: ImageStore;
   drivers: ReadonlyMap<RuntimeName, RuntimeDriver>;
   runtimeInfo: RuntimeProbeInfo[];
+  /** Per-sandbox networks; absent where the host cannot give sandboxes one. */
+  net?: NetworkManager;
   defaults: SandboxDefaults;
   labels: Record<string, string>;
   capacity: Partial<NodeCapacity>;
@@ -64,7 +67,7 @@ export interface NodeServices {
 export async function startNode(w: NodeWiring): Promise<NodeServices> {
   let address = w.address;
   const repo = new SandboxRepo(w.store);
-  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER });
+  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER }, w.net);
   const nodes = new NodeService(
     {
       id: w.id, name: w.name, address, version: w.version, runtimes: [...w.drivers.keys()], defaultRuntime: w.defaults.runtime,

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { asPrismError } from '../core/errors.js';
-import { DEFAULT_API, DEFAULT_GUEST_DIR, DEFAULT_IMAGE, resolveConfig, type DaemonFlags } from './config.js';
+import { DEFAULT_API, DEFAULT_GUEST_DIR, DEFAULT_IMAGE, DEFAULT_SANDBOX_CIDR, resolveConfig, type DaemonFlags } from './config.js';
 import { startDaemon } from './daemon.js';
 import { buildBaseImageCommand } from './build-base-image.js';
 import { packageVersion } from './package-info.js';
@@ -58,6 +58,8 @@ export function prismdProgram(): Command {
     .addOption(new Option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM; with --tls-key)').env('PRISM_TLS_CERT'))
     .addOption(new Option('--tls-key <file>', 'private key of --tls-cert (PEM)').env('PRISM_TLS_KEY'))
     .addOption(new Option('--tls-ca <file>', "CA certificate that signs every node's certificate; other nodes are verified against it").env('PRISM_TLS_CA'))
+    .addOption(new Option('--sandbox-cidr <cidr>', `IPv4 pool for sandbox networks, a /30 each (default ${DEFAULT_SANDBOX_CIDR}; docs/network.md)`).env('PRISM_SANDBOX_CIDR'))
+    .addOption(new Option('--sandbox-dns <ip[:port]>', "resolver the sandboxes' DNS filters ask (default: the host's first name server)").env('PRISM_SANDBOX_DNS'))
     .addOption(new Option('--tls-ca-key <file>', 'with --tls auto: the key of --tls-ca, to sign this node\'s certificate with the cluster CA').env('PRISM_TLS_CA_KEY'))
     .action(async (flags: DaemonFlags) => {
       const daemon = await startDaemon(resolveConfig(flags, process.env));

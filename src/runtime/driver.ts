@@ -40,6 +40,11 @@ export interface TaskSpec {
   maxOpenFiles: number;
   /** Run commands as this user (`name|uid[:group|gid]`, resolved in the image); absent = root. */
   user?: string;
+  /**
+   * Join this prepared network namespace (made and owned by the NetworkManager) instead of a new one
+   * with only `lo`, and resolve names with these servers. Absent: no network.
+   */
+  network?: { netnsPath: string; nameservers: string[] };
 }
 
 export interface TaskHandle {

@@ -71,6 +71,13 @@ export interface CreateSandboxOptions {
   user?: string;
   /** Place only on nodes carrying all these labels (prismd `--label k=v`). */
   nodeSelector?: Record<string, string>;
+  /**
+   * Where the sandbox may connect (docs/network.md). Default `{ egress: 'none' }`: only `lo`.
+   * `allow` takes IPv4 CIDRs and domain names (`*.example.com` for subdomains); `deny` CIDRs, and wins.
+   */
+  network?: { egress: 'none' | 'all' | { allow?: string[]; deny?: string[] } };
+  /** Sandbox TCP ports served through the API at `/api/v1/sandboxes/:id/ports/:port/` (see `portUrl`). */
+  ports?: number[];
 }
 
 export const DEFAULT_URL = 'http://127.0.0.1:8008';

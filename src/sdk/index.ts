@@ -5,6 +5,6 @@ export { SandboxHandle } from './sandbox-handle.js';
 export type { ExecOptions, ExecResult, ExecLogEntry } from './sandbox-handle.js';
 export { PrismApiError } from './errors.js';
 export type { ErrorCode } from '../core/errors.js';
-export type { Sandbox, SandboxStatus, NodeInfo, NodeResources, NodeCapacity, Reservation, RuntimeName } from '../core/types.js';
+export type { EgressPolicy, NetworkSpec, Sandbox, SandboxStatus, NodeInfo, NodeResources, NodeCapacity, Reservation, RuntimeName } from '../core/types.js';
 export { ImagesApi } from './images.js';
 export type { PullOptions, ImageRecord, PullProgress, Platform, GcResult } from './images.js';

@@ -1,6 +1,8 @@
 import { PrismError, asPrismError, isPrismError } from '../core/errors.js';
 import type { Sandbox, RuntimeName } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
+import type { NetworkManager } from '../net/network-manager.js';
+import { needsNetwork } from '../net/policy.js';
 import type { ExecOptions, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec } from '../runtime/driver.js';
 import type { Watch } from '../store/store.js';
 import type { Logger } from './logger.js';
@@ -38,7 +40,21 @@ export class NodeAgent {
     private readonly drivers: ReadonlyMap<RuntimeName, RuntimeDriver>,
     private readonly log: Logger,
     private readonly opts: NodeAgentOptions = { defaultUser: DEFAULT_SANDBOX_USER },
+    /** Absent on hosts without network support: sandboxes that need a network then fail to create. */
+    private readonly net?: NetworkManager,
   ) {}
+
+  /** The sandbox's address as the host reaches it, when it has a network on this node. */
+  addressOf(id: string): string | undefined {
+    return this.net?.get(id)?.address;
+  }
+
+  private async setupNetwork(sb: Sandbox): Promise<TaskSpec['network']> {
+    if (!needsNetwork(sb.network?.egress, sb.ports)) return undefined;
+    if (!this.net) throw new PrismError('FAILED_PRECONDITION', `node ${this.nodeId} has no sandbox networking; only network egress 'none' without ports is possible here`);
+    const n = await this.net.setup(sb.id, sb.network?.egress ?? 'none');
+    return { netnsPath: n.netnsPath, nameservers: n.nameservers };
+  }
 
   runtimes(): RuntimeName[] {
     return [...this.drivers.keys()];
@@ -119,6 +135,7 @@ export class NodeAgent {
           await this.repo.commitRunning(this.nodeId, handle, running, revision);
         } catch (e) {
           await this.driver(sb.runtime).destroy(handle).catch(() => undefined);
+          await this.net?.teardown(id).catch(() => undefined);
           throw isPrismError(e, 'CONFLICT') || isPrismError(e, 'NOT_FOUND') ? new Superseded() : e;
         }
         this.handles.set(id, handle);
@@ -164,7 +181,15 @@ export class NodeAgent {
     // The request's user, else the image's, else an unprivileged default; root only when asked for.
     const user = sb.user || cfg.user || this.opts.defaultUser;
     if (user && !ROOT_USERS.has(user)) spec.user = user;
-    const handle = await driver.create(spec);
+    const network = await this.setupNetwork(sb);
+    if (network) spec.network = network;
+    let handle: TaskHandle;
+    try {
+      handle = await driver.create(spec);
+    } catch (e) {
+      await this.net?.teardown(sb.id).catch((te) => this.log.error({ err: te, sandbox: sb.id }, 'network cleanup after failed create failed'));
+      throw e;
+    }
     return { handle, imageDigest: rootfs.image.digest, workdir: spec.workdir, ...(user ? { user } : {}) };
   }
 
@@ -190,6 +215,7 @@ export class NodeAgent {
       this.disarmTtl(sb.id);
       const h = this.handles.get(sb.id) ?? (await this.repo.getHandle(this.nodeId, sb.id));
       if (h) await this.driver(h.runtime).destroy(h);
+      await this.net?.teardown(sb.id);
       this.handles.delete(sb.id);
       await this.repo.deleteHandle(this.nodeId, sb.id);
     });
@@ -247,6 +273,7 @@ export class NodeAgent {
       if (sb.node !== this.nodeId || known.has(sb.id)) continue;
       await this.settleWithoutTask(sb).catch((e) => this.log.error({ err: e, sandbox: sb.id }, 'recovery failed'));
     }
+    await this.recoverNetworks(known);
     for (const [name, driver] of this.drivers) {
       for (const id of await driver.listTasks().catch(() => [] as string[])) {
         if (known.has(id)) continue;
@@ -255,6 +282,25 @@ export class NodeAgent {
           .destroy({ id, runtime: name, spec: { id } as TaskSpec, data: {} })
           .catch((e) => this.log.error({ err: e, sandbox: id }, 'orphan cleanup failed'));
       }
+    }
+  }
+
+  /** Reattaches the networks of sandboxes this node keeps (DNS filters, rules) and removes the rest. */
+  private async recoverNetworks(known: Set<string>): Promise<void> {
+    if (!this.net) return;
+    const keep = new Map<string, Sandbox>();
+    for (const id of known) {
+      const sb = (await this.repo.getSandbox(id))?.value;
+      if (sb && sb.node === this.nodeId && needsNetwork(sb.network?.egress, sb.ports)) keep.set(id, sb);
+    }
+    for (const id of await this.net.listAttached().catch(() => [] as string[])) {
+      const sb = keep.get(id);
+      if (sb) {
+        await this.net.setup(id, sb.network?.egress ?? 'none').catch((e) => this.log.error({ err: e, sandbox: id }, 'reattaching the network failed'));
+        continue;
+      }
+      this.log.warn({ sandbox: id }, 'removing the network of a sandbox unknown to this node');
+      await this.net.teardown(id).catch((e) => this.log.error({ err: e, sandbox: id }, 'network orphan cleanup failed'));
     }
   }
 
@@ -271,6 +317,7 @@ export class NodeAgent {
           this.log.warn({ sandbox: h.id }, 'sandbox deleted while this node was away: destroying its task');
           this.disarmTtl(h.id);
           if (driver) await driver.destroy(h);
+          await this.net?.teardown(h.id);
           this.handles.delete(h.id);
           await this.repo.deleteHandle(this.nodeId, h.id);
           return;
@@ -319,6 +366,7 @@ export class NodeAgent {
     const driver = this.drivers.get(h.runtime);
     const forget = async () => {
       if (driver) await driver.destroy(h).catch(() => undefined);
+      await this.net?.teardown(h.id).catch(() => undefined);
       this.handles.delete(h.id);
       await this.repo.deleteHandle(this.nodeId, h.id);
     };

@@ -1,7 +1,8 @@
 import { PrismError, asPrismError, isErrorCode, isPrismError } from '../core/errors.js';
 import { NAME_PATTERN, newSandboxId, readableName } from '../core/ids.js';
-import type { RuntimeName, Sandbox, SandboxStatus } from '../core/types.js';
+import type { NetworkSpec, RuntimeName, Sandbox, SandboxStatus } from '../core/types.js';
 import { parseReference } from '../images/reference.js';
+import { needsNetwork, resolvePolicy } from '../net/policy.js';
 import type { Logger } from './logger.js';
 import type { NodeAgent } from './node-agent.js';
 import type { SandboxEvents } from './sandbox-events.js';
@@ -21,7 +22,18 @@ export interface CreateSandboxRequest {
   timeoutSec?: number;
   user?: string;
   nodeSelector?: Record<string, string>;
+  /** `allow`/`deny` may be left out of a list policy (empty). */
+  network?: { egress: 'none' | 'all' | { allow?: string[]; deny?: string[] } };
+  ports?: number[];
 }
+
+function normaliseNetwork(n: CreateSandboxRequest['network']): NetworkSpec {
+  const e = n?.egress ?? 'none';
+  return { egress: typeof e === 'string' ? e : { allow: e.allow ?? [], deny: e.deny ?? [] } };
+}
+
+/** Most ports one sandbox exposes through the API. */
+export const MAX_PORTS = 16;
 
 export interface CreateTimeouts {
   /** How long a create waits for a scheduler to place it before failing with UNAVAILABLE. */
@@ -92,6 +104,16 @@ export class SandboxService {
       throw new PrismError('INVALID_ARGUMENT', `workdir must be an absolute path, got '${req.workdir}'`);
     }
     if (req.image !== undefined) parseReference(req.image); // INVALID_ARGUMENT before anything is written
+    const network = normaliseNetwork(req.network);
+    resolvePolicy(network.egress);
+    const ports = req.ports ?? [];
+    if (ports.length > MAX_PORTS || new Set(ports).size !== ports.length || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) {
+      throw new PrismError('INVALID_ARGUMENT', `ports must be at most ${MAX_PORTS} distinct TCP ports (1-65535)`);
+    }
+    const runtime = req.runtime ?? this.defaults.runtime;
+    if (runtime === 'microvm' && needsNetwork(network.egress, ports)) {
+      throw new PrismError('FAILED_PRECONDITION', "the microvm runtime has no network device yet: only network egress 'none' without ports is supported (see docs/network.md); use the oci runtime");
+    }
   }
 
   /**
@@ -117,6 +139,8 @@ export class SandboxService {
       // Empty until the node resolves it against the image; then the record says where commands run.
       workdir: req.workdir ?? '',
       timeoutSec: req.timeoutSec ?? 0,
+      network: normaliseNetwork(req.network),
+      ports: req.ports ?? [],
       createdAt: new Date().toISOString(),
     };
     if (req.user) sb.user = req.user;
@@ -150,6 +174,22 @@ export class SandboxService {
   }
 
   /** Where the sandbox's task runs: here, or on which node (and whether that node is alive). */
+  /**
+   * Where the host reaches an exposed port of a running sandbox of this node (the port proxy).
+   * FAILED_PRECONDITION when the port was not exposed on create or the sandbox is not running.
+   */
+  async portTarget(idOrName: string, port: number): Promise<{ host: string; port: number }> {
+    const sb = await this.get(idOrName);
+    if (!(sb.ports ?? []).includes(port)) {
+      throw new PrismError('FAILED_PRECONDITION', `port ${port} of sandbox '${sb.name}' is not exposed (create it with ports: [${port}])`);
+    }
+    if (sb.status !== 'running') throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is ${sb.status}; only a running sandbox serves ports`);
+    this.requireLocal(sb, 'reached');
+    const address = this.agent.addressOf(sb.id);
+    if (!address) throw new PrismError('UNAVAILABLE', `the network of sandbox '${sb.name}' is not ready on this node; try again`, { retryAfterSec: 1 });
+    return { host: address, port };
+  }
+
   async locate(idOrName: string): Promise<SandboxLocation> {
     const sb = await this.get(idOrName);
     if (!sb.node || sb.node === this.agent.nodeId) return { local: true, sandbox: sb };

@@ -237,7 +237,9 @@ export class OciDriver implements RuntimeDriver {
   }
 
   private async writeConfig(spec: TaskSpec, p: TaskPaths): Promise<void> {
-    const config = buildRuntimeSpec({ spec, rootfs: p.rootfs, initBinary: this.opts.initBinary, swapAccounting: hasSwapAccounting() });
+    const resolvConf = join(p.task, 'resolv.conf');
+    if (spec.network) await writeFile(resolvConf, spec.network.nameservers.map((ns) => `nameserver ${ns}\n`).join('') || '# no name servers: egress policy allows no names\n');
+    const config = buildRuntimeSpec({ spec, rootfs: p.rootfs, initBinary: this.opts.initBinary, swapAccounting: hasSwapAccounting(), resolvConf });
     await writeFile(join(p.bundle, 'config.json'), JSON.stringify(config, null, 2));
   }
 

@@ -58,6 +58,8 @@ export interface RuntimeSpecInput {
   initBinary: string;
   /** memory.memsw.* exists (swap accounting on); only then may memory.swap be set. */
   swapAccounting: boolean;
+  /** With `spec.network`: the host file bind-mounted read-only as the task's /etc/resolv.conf. */
+  resolvConf?: string;
 }
 
 /** Builds config.json (OCI runtime spec 1.0.2) for a task. */
@@ -82,10 +84,14 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
       { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
       // runc creates the (empty) target file in the writable layer; the binary itself stays on the host.
       { destination: INIT_PATH, type: 'bind', source: input.initBinary, options: ['bind', 'ro', 'nosuid', 'nodev'] },
+      ...(spec.network && input.resolvConf
+        ? [{ destination: '/etc/resolv.conf', type: 'bind', source: input.resolvConf, options: ['bind', 'ro', 'nosuid', 'nodev', 'noexec'] }]
+        : []),
     ],
     linux: {
       cgroupsPath: `/prism/${spec.id}`,
-      namespaces: [{ type: 'pid' }, { type: 'mount' }, { type: 'ipc' }, { type: 'uts' }, { type: 'network' }],
+      // A prepared namespace (veth, address, route) when the sandbox has a network; else a new one with only lo.
+      namespaces: [{ type: 'pid' }, { type: 'mount' }, { type: 'ipc' }, { type: 'uts' }, spec.network ? { type: 'network', path: spec.network.netnsPath } : { type: 'network' }],
       resources: {
         devices: [{ allow: false, access: 'rwm' }],
         memory: input.swapAccounting ? { limit: memoryBytes, swap: memoryBytes } : { limit: memoryBytes },

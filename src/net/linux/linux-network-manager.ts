@@ -1,0 +1,254 @@
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PrismError, asPrismError } from '../../core/errors.js';
+import type { EgressPolicy } from '../../core/types.js';
+import type { NetworkManager, SandboxNetwork } from '../network-manager.js';
+import { cidrContains, domainAllowed, formatIpv4, parseCidr, parseIpv4, resolvePolicy, type Cidr4, type ResolvedPolicy } from '../policy.js';
+import { DnsFilter } from './dns-filter.js';
+import { hostCommand } from './host-commands.js';
+import { allowResolved, baseRuleset, parseTableObjects, sandboxRuleset, sandboxTeardown } from './nft-rules.js';
+
+export interface NetworkLogger {
+  info(o: object, msg?: string): void;
+  warn(o: object, msg?: string): void;
+  error(o: object, msg?: string): void;
+}
+
+export interface LinuxNetworkOptions {
+  /** Owned by this manager: one `<sandbox-id>.json` per network, written before anything is made. */
+  stateDir: string;
+  /** nftables table (family inet) holding this daemon's rules; removed when its last network goes. */
+  table: string;
+  /** Private IPv4 pool; each sandbox takes a /30 of it (`--sandbox-cidr`). */
+  pool: string;
+  /** Resolver the DNS filters ask (`--sandbox-dns`), e.g. the host's own. */
+  dnsUpstream: { host: string; port: number };
+  logger?: NetworkLogger;
+}
+
+interface NetState {
+  id: string;
+  key: string;
+  index: number;
+  egress: EgressPolicy;
+}
+
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+/** Resolved addresses stay open at least this long (TTL 0 answers would otherwise close at once). */
+const MIN_RESOLVED_TTL = 60;
+const MAX_RESOLVED_TTL = 86_400;
+
+/** `sb-<12 hex>` ids keep their hex; anything else is hashed, so names fit IFNAMSIZ (15). */
+export function networkKey(id: string): string {
+  const m = /^sb-([0-9a-f]{12})$/.exec(id);
+  return m ? m[1]! : createHash('sha256').update(id).digest('hex').slice(0, 12);
+}
+
+/**
+ * Per-sandbox networks with `ip` and `nft`: a named netns `prism-<id>`, a veth pair (`pv<key>` on the
+ * host, `eth0` inside) on a /30 of the pool, NAT through the host, and the sandbox's chains in this
+ * daemon's table. See docs/network.md for the rules and their limits.
+ */
+export class LinuxNetworkManager implements NetworkManager {
+  private readonly pool: Cidr4;
+  private readonly live = new Map<string, SandboxNetwork>();
+  private readonly filters = new Map<string, DnsFilter>();
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly opts: LinuxNetworkOptions) {
+    const pool = parseCidr(opts.pool);
+    if (!pool || pool.prefix > 28) throw new PrismError('INVALID_ARGUMENT', `--sandbox-cidr must be an IPv4 network of /28 or larger, got '${opts.pool}'`);
+    if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(opts.table)) throw new PrismError('INVALID_ARGUMENT', `invalid nft table name '${opts.table}'`);
+    this.pool = pool;
+  }
+
+  /** Every change runs alone: address allocation and the table's existence depend on all networks. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  get(sandboxId: string): SandboxNetwork | undefined {
+    return this.live.get(sandboxId);
+  }
+
+  async setup(sandboxId: string, egress: EgressPolicy): Promise<SandboxNetwork> {
+    if (!ID_RE.test(sandboxId)) throw new PrismError('INVALID_ARGUMENT', `invalid sandbox id ${JSON.stringify(sandboxId)}`);
+    const policy = resolvePolicy(egress);
+    return this.serial(async () => {
+      let st = await this.readState(sandboxId);
+      const fresh = !st;
+      if (!st) {
+        st = { id: sandboxId, key: networkKey(sandboxId), index: await this.allocate(), egress };
+        await this.writeState(st);
+      }
+      try {
+        return await this.apply({ ...st, egress }, policy);
+      } catch (e) {
+        // A reattach that fails keeps the network of a sandbox that may still run; a new one goes.
+        if (fresh) await this.remove(sandboxId).catch((te: unknown) => this.opts.logger?.error({ err: te, sandbox: sandboxId }, 'network cleanup after failed setup failed'));
+        throw asPrismError(e, 'INTERNAL', `setting up the network of ${sandboxId}`);
+      }
+    });
+  }
+
+  private async apply(st: NetState, policy: ResolvedPolicy): Promise<SandboxNetwork> {
+    const subnet = (this.pool.addr + st.index * 4) >>> 0;
+    const gateway = formatIpv4(subnet + 1);
+    const address = formatIpv4(subnet + 2);
+    const hostIf = `pv${st.key}`;
+    const dns = policy.mode === 'all' || policy.allowDomains.length > 0;
+    // Rules first: the link never carries a packet that the policy has not seen.
+    await hostCommand('nft', ['-f', '-'], baseRuleset(this.opts.table, this.pool) + sandboxRuleset({ table: this.opts.table, key: st.key, hostIf, address, gateway, policy, dns }));
+    await this.ensureLink(st.id, hostIf, gateway, address);
+    if (policy.mode !== 'none') await writeFile('/proc/sys/net/ipv4/ip_forward', '1');
+    this.filters.get(st.id)?.close();
+    this.filters.delete(st.id);
+    if (dns) {
+      const filter = new DnsFilter({
+        listen: gateway,
+        upstream: this.opts.dnsUpstream,
+        allows: (name) => policy.mode === 'all' || domainAllowed(name, policy.allowDomains),
+        ...(policy.mode === 'list'
+          ? { onResolved: (ips: number[], ttl: number) => this.allowIps(st.key, ips, ttl).then(() => undefined) }
+          : {}),
+        onError: (err) => this.opts.logger?.warn({ err, sandbox: st.id }, 'sandbox DNS filter error'),
+      });
+      await filter.start();
+      this.filters.set(st.id, filter);
+    }
+    const net: SandboxNetwork = { sandboxId: st.id, netnsPath: `/run/netns/${netnsName(st.id)}`, address, gateway, nameservers: dns ? [gateway] : [] };
+    this.live.set(st.id, net);
+    return net;
+  }
+
+  private allowIps(key: string, ips: number[], ttl: number): Promise<string> {
+    const t = Math.min(MAX_RESOLVED_TTL, Math.max(MIN_RESOLVED_TTL, ttl));
+    return hostCommand('nft', ['-f', '-'], allowResolved(this.opts.table, key, ips, t));
+  }
+
+  /** The netns and veth, made whole: a half-made pair from a crash is replaced. */
+  private async ensureLink(id: string, hostIf: string, gateway: string, address: string): Promise<void> {
+    const ns = netnsName(id);
+    if (existsSync(`/run/netns/${ns}`) && existsSync(`/sys/class/net/${hostIf}`)) return;
+    await this.removeLink(id, hostIf);
+    await hostCommand('ip', ['-b', '-'], [
+      `netns add ${ns}`,
+      `link add ${hostIf} type veth peer name eth0 netns ${ns}`,
+      `addr add ${gateway}/30 dev ${hostIf}`,
+      `link set ${hostIf} up`,
+    ].join('\n') + '\n');
+    await hostCommand('ip', ['-n', ns, '-b', '-'], [
+      `addr add ${address}/30 dev eth0`,
+      'link set eth0 up',
+      'link set lo up',
+      `route add default via ${gateway}`,
+    ].join('\n') + '\n');
+  }
+
+  private async removeLink(id: string, hostIf: string): Promise<void> {
+    const ns = netnsName(id);
+    // Deleting the namespace takes the veth's inside end, and with it the host end.
+    if (existsSync(`/run/netns/${ns}`)) await hostCommand('ip', ['netns', 'delete', ns]);
+    // The kernel removes that host end asynchronously: it may vanish between the check and the delete.
+    if (existsSync(`/sys/class/net/${hostIf}`)) {
+      await hostCommand('ip', ['link', 'delete', hostIf]).catch((e: unknown) => {
+        if (existsSync(`/sys/class/net/${hostIf}`)) throw e;
+      });
+    }
+  }
+
+  teardown(sandboxId: string): Promise<void> {
+    if (!ID_RE.test(sandboxId)) return Promise.reject(new PrismError('INVALID_ARGUMENT', `invalid sandbox id ${JSON.stringify(sandboxId)}`));
+    return this.serial(() => this.remove(sandboxId));
+  }
+
+  private async remove(id: string): Promise<void> {
+    const st = await this.readState(id);
+    const key = st?.key ?? networkKey(id);
+    const hostIf = `pv${key}`;
+    // Every delete comes here, most for sandboxes that never had a network (the state file is written
+    // before anything else): those must not need nft, nor pay for running it.
+    if (!st && !existsSync(`/run/netns/${netnsName(id)}`) && !existsSync(`/sys/class/net/${hostIf}`)) return;
+    this.filters.get(id)?.close();
+    this.filters.delete(id);
+    this.live.delete(id);
+    await this.removeLink(id, hostIf);
+    const table = await this.listTable();
+    if (table) {
+      const batch = sandboxTeardown(this.opts.table, key, hostIf, table);
+      if (batch) await hostCommand('nft', ['-f', '-'], batch);
+    }
+    await rm(this.statePath(id), { force: true });
+    // The table goes with the last network, so a host without sandboxes carries no Prism rules.
+    if (table && (await this.listAttached()).length === 0) await hostCommand('nft', ['delete', 'table', 'inet', this.opts.table]).catch(() => undefined);
+  }
+
+  private async listTable() {
+    try {
+      return parseTableObjects(await hostCommand('nft', ['-j', 'list', 'table', 'inet', this.opts.table]));
+    } catch (e) {
+      if (e instanceof PrismError && /No such file or directory/.test(e.message)) return undefined;
+      throw e;
+    }
+  }
+
+  async listAttached(): Promise<string[]> {
+    const files = await readdir(this.opts.stateDir).catch(() => [] as string[]);
+    return files.filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5)).sort();
+  }
+
+  async close(): Promise<void> {
+    for (const f of this.filters.values()) f.close();
+    this.filters.clear();
+  }
+
+  /** The lowest free /30: not taken by a network of ours nor by any address on this host (another daemon's). */
+  private async allocate(): Promise<number> {
+    const used = new Set<number>();
+    for (const id of await this.listAttached()) {
+      const st = await this.readState(id);
+      if (st) used.add(st.index);
+    }
+    const hostAddrs = await hostAddresses();
+    const slots = 2 ** (32 - this.pool.prefix) / 4;
+    for (let i = 0; i < slots; i++) {
+      if (used.has(i)) continue;
+      const subnet: Cidr4 = { addr: (this.pool.addr + i * 4) >>> 0, prefix: 30 };
+      if (hostAddrs.some((a) => cidrContains(subnet, a))) continue;
+      return i;
+    }
+    throw new PrismError('RESOURCE_EXHAUSTED', `no free address in the sandbox pool ${this.opts.pool}`);
+  }
+
+  private statePath(id: string): string {
+    return join(this.opts.stateDir, `${id}.json`);
+  }
+
+  private async readState(id: string): Promise<NetState | undefined> {
+    try {
+      return JSON.parse(await readFile(this.statePath(id), 'utf8')) as NetState;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async writeState(st: NetState): Promise<void> {
+    await mkdir(this.opts.stateDir, { recursive: true, mode: 0o700 });
+    const file = this.statePath(st.id);
+    await writeFile(`${file}.tmp`, JSON.stringify(st));
+    await rename(`${file}.tmp`, file);
+  }
+}
+
+export function netnsName(id: string): string {
+  return `prism-${id}`;
+}
+
+async function hostAddresses(): Promise<number[]> {
+  const out = JSON.parse(await hostCommand('ip', ['-j', '-4', 'addr', 'show'])) as Array<{ addr_info?: Array<{ local?: string }> }>;
+  return out.flatMap((l) => (l.addr_info ?? []).map((a) => parseIpv4(a.local ?? '')).filter((n): n is number => n !== undefined));
+}

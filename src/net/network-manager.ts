@@ -1,0 +1,43 @@
+import type { EgressPolicy } from '../core/types.js';
+
+/** What a sandbox's task needs to join its network, and where the host reaches it. */
+export interface SandboxNetwork {
+  sandboxId: string;
+  /** A network namespace file (`/run/netns/...`) the task joins instead of making its own. */
+  netnsPath: string;
+  /** The sandbox's IPv4 address (host side connects to it, e.g. the port proxy). */
+  address: string;
+  /** The host end of the link: the sandbox's default gateway. Never reachable from the sandbox but for DNS. */
+  gateway: string;
+  /** Name servers for the sandbox's /etc/resolv.conf; empty when the sandbox resolves nothing. */
+  nameservers: string[];
+}
+
+/**
+ * The network seam: per-sandbox network namespaces and the egress policy around them. Drivers only
+ * join the namespace they are given; everything on the host side (links, addresses, NAT, filter
+ * rules, the DNS filter) belongs to the NetworkManager.
+ *
+ * Contract:
+ * - `setup` prepares the sandbox's namespace and enforces `egress` before it resolves. It is
+ *   idempotent and is also how a restarted daemon reattaches: called again for a sandbox that has a
+ *   network it re-applies the rules and restarts its DNS filter, keeping the address. If it fails it
+ *   throws a PrismError and leaves nothing of that sandbox behind.
+ * - Whatever the policy, a sandbox can never open connections to the host's own addresses (but the
+ *   DNS filter on its gateway), link-local addresses (169.254.169.254), loopback, other sandboxes, or
+ *   private ranges it was not explicitly allowed. The host may connect into the sandbox.
+ * - `teardown` removes everything `setup` made for the sandbox. Idempotent; unknown ids succeed.
+ * - `listAttached` lists every sandbox this manager holds resources for on this host, whether or not
+ *   setup finished, so the daemon can tear down networks of sandboxes the Store does not know.
+ * - `close` stops the DNS filters (daemon shutdown); namespaces and rules stay for the next start.
+ * Errors: INVALID_ARGUMENT (bad policy or id), RESOURCE_EXHAUSTED (address pool full),
+ * FAILED_PRECONDITION (a missing tool or kernel feature), INTERNAL.
+ */
+export interface NetworkManager {
+  setup(sandboxId: string, egress: EgressPolicy): Promise<SandboxNetwork>;
+  teardown(sandboxId: string): Promise<void>;
+  listAttached(): Promise<string[]>;
+  /** The network of a sandbox set up (or reattached) by this process, if any. */
+  get(sandboxId: string): SandboxNetwork | undefined;
+  close(): Promise<void>;
+}
