@@ -11,8 +11,8 @@
  * On stderr it writes "oom <n>\n" before connecting and again after the agent hung up: the task's
  * cgroup OOM-kill counter as seen from inside (v1 memory.oom_control or v2 memory.events; -1 when
  * unreadable), so the driver can tell an OOM kill of the command from another SIGKILL.
- * EOF on stdin means the driver went away: the relay closes the connection, and the agent kills the
- * command's tree, as it does for any daemon that hangs up.
+ * EOF on stdin means the driver went away: the relay shuts the connection down, and the agent kills
+ * the command's tree, as it does for any daemon that hangs up.
  */
 
 static long oom_kills(void) {
@@ -69,15 +69,22 @@ int relay(const char *path) {
     fprintf(stderr, "prism-init relay: cannot reach the exec agent at %s\n", path);
     return 3;
   }
-  for (;;) {
-    struct pollfd p[2] = {{0, POLLIN, 0}, {s, POLLIN, 0}};
-    if (poll(p, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      break;
+  /*
+   * One process per direction: a single loop blocked writing the command's stdin to the agent while
+   * the agent is blocked writing the command's output back would deadlock (cat of a large input).
+   */
+  pid_t in = fork();
+  if (in < 0) return 2;
+  if (in == 0) {
+    while (copy_some(0, s)) {
     }
-    if ((p[1].revents & (POLLIN | POLLHUP | POLLERR)) && !copy_some(s, 1)) break;
-    if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && !copy_some(0, s)) break;
+    shutdown(s, SHUT_WR); /* the driver hung up: the agent kills the command's tree */
+    _exit(0);
   }
+  while (copy_some(s, 1)) {
+  }
+  kill(in, SIGKILL);
+  waitpid(in, NULL, 0);
   close(s);
   fprintf(stderr, "oom %ld\n", oom_kills());
   return 0;
