@@ -108,7 +108,7 @@ if (reason) {
         expect(info.Config.Labels).toMatchObject({ [SANDBOX_LABEL]: h.id, [NODE_LABEL]: fx.node });
         expect(info.HostConfig).toMatchObject({ NetworkMode: 'none', Memory: 128 << 20, NanoCpus: 5e8, PidsLimit: 100 });
         expect(Object.keys(info.NetworkSettings.Networks ?? {}).filter((n) => n !== 'none')).toEqual([]);
-        expect(info.Config.NetworkDisabled).toBe(true);
+        expect((info.Config as { NetworkDisabled?: boolean }).NetworkDisabled).toBe(true);
       } finally {
         await fx.driver.destroy(h);
       }
