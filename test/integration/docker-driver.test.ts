@@ -21,6 +21,7 @@ import { dockerConnection } from '../../src/runtime/docker/docker-host.js';
 import { IMAGE_REPO } from '../../src/runtime/docker/layer-image.js';
 import { driverConformanceSuite, type DriverFixture } from '../conformance/driver-suite.js';
 import { BUSYBOX, buildBusyboxLayer } from '../fixtures/busybox-layer.js';
+import { call, integrationSkipReason, startPrismd } from './prismd-harness.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const initBinary = join(repo, 'guest/init/prism-init');
@@ -172,6 +173,34 @@ if (reason) {
       expect(err).toBeInstanceOf(PrismError);
       expect((err as PrismError).code).toBe('UNAVAILABLE');
       expect(await readdir(join(stateDir, 'tmp')).catch(() => [])).toEqual([]);
+    });
+  });
+
+  describe.skipIf(!!integrationSkipReason())('prismd with the docker runtime', () => {
+    it('runs a sandbox that asks for docker, while auto stays on oci, and deletes its container', async () => {
+      const d = await startPrismd({ extraArgs: ['--docker-host', dockerHost] });
+      const engine = new Docker(dockerConnection(dockerHost));
+      try {
+        const nodes = (await call(d.url, 'GET', '/nodes')).body.nodes;
+        const node = (await call(d.url, 'GET', `/nodes/${nodes[0].id}`)).body;
+        expect(node.runtimes).toContain('docker');
+        expect(node.defaultRuntime).not.toBe('docker');
+        const c = await call(d.url, 'POST', '/sandboxes', { runtime: 'docker' });
+        expect(c.status, JSON.stringify(c.body)).toBe(201);
+        expect(c.body).toMatchObject({ status: 'running', runtime: 'docker' });
+        const r = await call(d.url, 'POST', `/sandboxes/${c.body.id}/exec`, { cmd: ['sh', '-c', 'echo hi; exit 4'] });
+        expect(r.body).toMatchObject({ exitCode: 4, stdout: 'hi\n', stderr: '', oomKilled: false });
+        const labelled = await engine.listContainers({ all: true, filters: { label: [`${SANDBOX_LABEL}=${c.body.id}`] } });
+        expect(labelled).toHaveLength(1);
+        expect((await call(d.url, 'DELETE', `/sandboxes/${c.body.id}`)).status).toBeLessThan(300);
+        const deadline = Date.now() + 20_000;
+        while ((await engine.listContainers({ all: true, filters: { label: [`${SANDBOX_LABEL}=${c.body.id}`] } })).length > 0) {
+          if (Date.now() > deadline) throw new Error('the container outlived its sandbox');
+          await new Promise((res) => setTimeout(res, 100));
+        }
+      } finally {
+        await d.dispose();
+      }
     });
   });
 }
