@@ -33,5 +33,7 @@ char *next_field(char **cur, char *end);
 void serve(int c);
 /* layer-fixup.c: applies whiteouts, opaque markers and xattrs under `dest` (instructions on stdin). */
 int layer_fixup(const char *dest);
+/* relay.c: copies stdin/stdout to and from the exec agent at `path` (the docker driver's exec path). */
+int relay(const char *path);
 
 #endif

@@ -21,6 +21,8 @@ export interface DaemonConfig {
   /** Guest kernel + initramfs for the microvm runtime (scripts/prepare-guest.sh); host-wide. */
   guestDir: string;
   kernel?: string;
+  /** The Docker engine of the docker runtime (`unix:///path`, `tcp://host:port`); unset: DOCKER_HOST, then /var/run/docker.sock. */
+  dockerHost?: string;
   /** Create microVMs by restoring template snapshots (experimental). */
   microvmSnapshots: boolean;
   /** JSON file `{"auths": {"host[:port]": {"username": "...", "password": "..."}}}` (mode 0600). */
@@ -61,6 +63,7 @@ export interface DaemonFlags {
   registryAuth?: string;
   guestDir?: string;
   kernel?: string;
+  dockerHost?: string;
   microvmSnapshots?: boolean;
   store?: string;
   etcdCa?: string;
@@ -233,6 +236,11 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
   }
   const kernel = flags.kernel ?? env.PRISM_KERNEL;
   if (kernel) cfg.kernel = resolve(kernel);
+  const dockerHost = flags.dockerHost ?? env.PRISM_DOCKER_HOST;
+  if (dockerHost) {
+    if (!/^(unix|tcp):\/\/./.test(dockerHost)) throw new PrismError('INVALID_ARGUMENT', `--docker-host must be unix:///path or tcp://host:port, got '${dockerHost}'`);
+    cfg.dockerHost = dockerHost;
+  }
   const authFile = flags.registryAuth ?? env.PRISM_REGISTRY_AUTH;
   if (authFile) cfg.registryAuthFile = resolve(authFile);
   const name = flags.name ?? env.PRISM_NAME;

@@ -12,6 +12,7 @@ import { RegistryClient } from '../images/registry/registry-client.js';
 import { RegistryPuller } from '../images/registry/pull.js';
 import type { RuntimeDriver } from '../runtime/driver.js';
 import { MicrovmDriver } from '../runtime/microvm/microvm-driver.js';
+import { DockerDriver } from '../runtime/docker/docker-driver.js';
 import { OciDriver } from '../runtime/oci/oci-driver.js';
 import { LinuxNetworkManager } from '../net/linux/linux-network-manager.js';
 import { EtcdStore } from '../store/etcd/etcd-store.js';
@@ -39,9 +40,10 @@ export interface RunningDaemon {
  * Under software emulation (TCG) microVMs work but boot in seconds, so they are never the silent
  * default; docker is never picked silently either.
  */
-function pickAuto(drivers: Map<RuntimeName, RuntimeDriver>, info: RuntimeProbeInfo[]): RuntimeName | undefined {
+export function pickAuto(drivers: Map<RuntimeName, RuntimeDriver>, info: RuntimeProbeInfo[]): RuntimeName | undefined {
   const vm = info.find((r) => r.name === 'microvm');
   if (drivers.has('microvm') && vm?.details?.accelerator === 'kvm') return 'microvm';
+  // docker is never chosen here: a daemon that found an engine must not move sandboxes into it unasked.
   return drivers.has('oci') ? 'oci' : undefined;
 }
 
@@ -107,6 +109,14 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
         // docs/runtimes.md (clock, shared RNG state, a rare first-command stall).
         snapshots: cfg.microvmSnapshots,
         ...(cfg.kernel ? { kernel: cfg.kernel } : {}),
+        logger: log,
+      }),
+      // Never the default under --runtime=auto (pickAuto): only for nodes or sandboxes that ask for it.
+      new DockerDriver({
+        stateDir: join(cfg.dataDir, 'runtime', 'docker'),
+        node: ident.id,
+        initBinary: initBinaryPath(),
+        ...(cfg.dockerHost ? { dockerHost: cfg.dockerHost } : {}),
         logger: log,
       }),
     ];

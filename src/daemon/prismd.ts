@@ -34,6 +34,7 @@ export function prismdProgram(): Command {
     .addOption(new Option('--registry-auth <file>', 'JSON file with registry credentials: {"auths": {"host": {"username", "password"}}}').env('PRISM_REGISTRY_AUTH'))
     .addOption(new Option('--guest-dir <dir>', `microvm guest kernel and initramfs (default ${DEFAULT_GUEST_DIR}; scripts/prepare-guest.sh)`).env('PRISM_GUEST_DIR'))
     .addOption(new Option('--kernel <file>', 'microvm guest kernel, overriding the one in --guest-dir').env('PRISM_KERNEL'))
+    .addOption(new Option('--docker-host <url>', 'Docker engine of the docker runtime: unix:///path or tcp://host:port (default: DOCKER_HOST, then /var/run/docker.sock)').env('PRISM_DOCKER_HOST'))
     .addOption(new Option('--microvm-snapshots', 'create microVMs by restoring template snapshots (experimental; see docs/runtimes.md)'))
     .addOption(new Option('--default-image <ref>', `image of sandboxes created without one (default ${DEFAULT_IMAGE})`).env('PRISM_DEFAULT_IMAGE'))
     .addOption(new Option('--store <url>', "cluster state: 'sqlite' (this node alone, the default) or etcd://host:port[,host:port...]").env('PRISM_STORE'))

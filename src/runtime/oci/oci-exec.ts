@@ -1,6 +1,6 @@
 import { PrismError } from '../../core/errors.js';
 import type { ExecOptions, TaskProcess } from '../driver.js';
-import { agentExec } from './agent-client.js';
+import { agentExec } from '../exec-agent-client.js';
 import { readOomKills } from './cgroups.js';
 import { userSpec, type TaskUser } from './task-user.js';
 

@@ -1,14 +1,15 @@
 import { createConnection, type Socket } from 'node:net';
 import { constants } from 'node:os';
-import { PassThrough, Writable } from 'node:stream';
+import { PassThrough, Writable, type Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import { PrismError } from '../../core/errors.js';
-import type { ExecOptions } from '../driver.js';
-import type { AgentExit, AgentProcess } from '../agent-process.js';
+import { PrismError } from '../core/errors.js';
+import type { ExecOptions } from './driver.js';
+import type { AgentExit, AgentProcess } from './agent-process.js';
 
 /**
- * Client of the exec agent in guest/init/prism-init.c (the protocol is described there): one unix
- * socket connection per command, length-prefixed frames both ways.
+ * Client of the exec agent in guest/init/prism-init.c (the protocol is described there): one
+ * connection per command, length-prefixed frames both ways. The oci driver connects to the agent's
+ * unix socket; the docker driver reaches it through a `docker exec` of `prism-init relay`.
  */
 
 const MAX_CHUNK = 1 << 20;
@@ -21,7 +22,7 @@ function frame(type: string, payload: Buffer): Buffer {
   return Buffer.concat([hdr, payload]);
 }
 
-function startFrame(opts: ExecOptions, user?: string): Buffer {
+export function startFrame(opts: ExecOptions, user?: string): Buffer {
   const env = Object.entries(opts.env).map(([k, v]) => `${k}=${v}`);
   const fields = [opts.cwd, opts.stdin ? 'stdin' : '', String(opts.argv.length), ...opts.argv, String(env.length), ...env];
   if (user) fields.push(user);
@@ -48,27 +49,31 @@ export function agentExec(socketPath: string, opts: ExecOptions, user?: string):
     sock.once('connect', () => {
       sock.removeAllListeners('error');
       sock.write(start);
-      resolve(attach(sock, opts.stdin));
+      resolve(attachAgent(sock, sock, opts.stdin));
     });
   });
 }
 
-function attach(sock: Socket, withStdin: boolean): AgentProcess {
+/**
+ * Speaks the protocol over `input` (frames from the agent) and `output` (frames to it), once the start
+ * frame was sent. The end of the command is when `input` closes.
+ */
+export function attachAgent(input: Readable, output: Writable, withStdin: boolean): AgentProcess {
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   let exit: AgentExit | undefined;
   let buf: Buffer = Buffer.alloc(0);
   const send = (type: string, payload: Buffer) => {
-    if (!sock.destroyed) sock.write(frame(type, payload));
+    if (!output.destroyed && !output.writableEnded) output.write(frame(type, payload));
   };
   // Back-pressure: a slow reader of either stream pauses the socket, and so the command.
   const push = (s: PassThrough, data: Buffer) => {
     if (!s.write(data)) {
-      sock.pause();
-      s.once('drain', () => sock.resume());
+      input.pause();
+      s.once('drain', () => input.resume());
     }
   };
-  sock.on('data', (chunk: Buffer) => {
+  input.on('data', (chunk: Buffer) => {
     buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
     while (buf.length >= 5) {
       const len = buf.readUInt32BE(1);
@@ -86,7 +91,7 @@ function attach(sock: Socket, withStdin: boolean): AgentProcess {
     }
   });
   const exitP = new Promise<AgentExit>((resolve) => {
-    sock.once('close', () => {
+    input.once('close', () => {
       stdout.end();
       stderr.end();
       // No exit frame: the task ended under the command (stopped or destroyed mid-exec).
@@ -95,13 +100,14 @@ function attach(sock: Socket, withStdin: boolean): AgentProcess {
       Promise.all([stdout, stderr].map((s) => finished(s).catch(() => undefined))).then(() => resolve(result));
     });
   });
-  sock.on('error', () => undefined); // surfaces as 'close'
+  input.on('error', () => undefined); // surfaces as 'close'
+  if ((output as unknown) !== input) output.on('error', () => undefined);
   let stdin: Writable | null = null;
   if (withStdin) {
     stdin = new Writable({
       write(chunk: Buffer, _enc, cb) {
         for (let i = 0; i < chunk.length; i += MAX_CHUNK) send('I', chunk.subarray(i, i + MAX_CHUNK));
-        if (sock.writableNeedDrain) sock.once('drain', () => cb());
+        if (output.writableNeedDrain) output.once('drain', () => cb());
         else cb();
       },
       final(cb) {

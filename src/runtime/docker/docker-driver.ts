@@ -1,0 +1,302 @@
+
+import { constants } from 'node:fs';
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
+import Docker from 'dockerode';
+import { asPrismError, PrismError } from '../../core/errors.js';
+import type {
+  ExecOptions, ProbeResult, RuntimeCapabilities, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskState, TaskStats,
+} from '../driver.js';
+import { dockerExec, AGENT_SOCKET } from './docker-exec.js';
+import { describeConnection, dockerConnection } from './docker-host.js';
+import { engineError, engineStatus } from './engine-errors.js';
+import { ensureLayerImage, fileDigest, INIT_PATH, layerImageTag, MANAGED_LABEL, requireLayerDirs } from './layer-image.js';
+
+export interface DockerDriverLogger {
+  info(o: object, msg?: string): void;
+  warn(o: object, msg?: string): void;
+  error(o: object, msg?: string): void;
+}
+
+export interface DockerDriverOptions {
+  /** The engine: `unix:///path` or `tcp://host:port` (TLS from DOCKER_TLS_VERIFY/DOCKER_CERT_PATH); default DOCKER_HOST, then /var/run/docker.sock. */
+  dockerHost?: string;
+  /** This node's id, labelled on every container so that listTasks sees only this node's tasks on a shared engine. */
+  node: string;
+  /** The static guest/init/prism-init; it goes into every image as PID 1 and exec relay. */
+  initBinary: string;
+  /** Owned by this driver: temporary image archives while loading an image into the engine. */
+  stateDir: string;
+  logger?: DockerDriverLogger;
+}
+
+export const SANDBOX_LABEL = 'prism.sandbox';
+export const NODE_LABEL = 'prism.node';
+const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+const PROBE_TIMEOUT_MS = 5_000;
+
+/**
+ * Runs tasks as containers of a Docker Engine (local, Docker Desktop or remote), through its API only:
+ * nothing here assumes the engine shares this host's filesystem. Each task is the container
+ * `prism-<id>` labelled `prism.sandbox=<id>` and `prism.node=<node>`, made from an image the driver
+ * builds from the sandbox's layers (loaded into the engine once). PID 1 is prism-init, whose exec agent
+ * is reached through `docker exec prism-init relay` (docker-exec.ts). The container's writable layer
+ * is the task's filesystem, so stop/start keep it; destroy removes the container and its anonymous
+ * volumes. Images stay cached in the engine (labelled `prism.managed=true`).
+ */
+export class DockerDriver implements RuntimeDriver {
+  readonly name = 'docker' as const;
+  private readonly docker: Docker;
+  private readonly connection: Docker.DockerOptions;
+  private readonly loading = new Map<string, Promise<void>>();
+  private initDigest?: Promise<string>;
+
+  constructor(private readonly opts: DockerDriverOptions) {
+    this.connection = dockerConnection(opts.dockerHost);
+    this.docker = new Docker(this.connection);
+  }
+
+  capabilities(): RuntimeCapabilities {
+    return { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true };
+  }
+
+  async probe(): Promise<ProbeResult> {
+    const host = describeConnection(this.connection);
+    const details: Record<string, string> = { host };
+    try {
+      const v = await withTimeout(this.docker.version(), PROBE_TIMEOUT_MS, 'no answer');
+      details.engine = v.Version;
+      details.api = v.ApiVersion;
+      details.os = `${v.Os}/${v.Arch}`;
+    } catch (e) {
+      return { usable: false, reason: `no Docker engine reachable at ${host} (${asPrismError(e).message}); set DOCKER_HOST or --docker-host`, details };
+    }
+    if (details.os !== `linux/${process.arch === 'x64' ? 'amd64' : process.arch}`) {
+      return { usable: false, reason: `the engine runs ${details.os}; prism-init is built for linux/${process.arch}`, details };
+    }
+    try {
+      await access(this.opts.initBinary, constants.R_OK);
+    } catch {
+      return { usable: false, reason: `init binary missing: ${this.opts.initBinary} (run make -C guest/init)`, details };
+    }
+    return { usable: true, details };
+  }
+
+  async create(spec: TaskSpec): Promise<TaskHandle> {
+    validateSpec(spec);
+    await requireLayerDirs(spec.layers);
+    const name = containerName(spec.id);
+    const image = await this.imageFor(spec.layers);
+    let created = false;
+    try {
+      await this.docker.createContainer(this.containerConfig(spec, name, image)).catch((e: unknown) => {
+        throw engineError(e, `creating task ${spec.id}`, { 409: 'ALREADY_EXISTS', 404: 'FAILED_PRECONDITION' });
+      });
+      created = true;
+      await this.docker.getContainer(name).start().catch((e: unknown) => {
+        throw engineError(e, `starting task ${spec.id}`, { 400: 'FAILED_PRECONDITION' });
+      });
+      this.opts.logger?.info({ task: spec.id, image }, 'docker task created');
+      return { id: spec.id, runtime: 'docker', spec, data: { container: name, image } };
+    } catch (e) {
+      if (created) {
+        await this.remove(name).catch((re: unknown) => this.opts.logger?.error({ err: re, task: spec.id }, 'cleanup after failed create failed'));
+      }
+      throw asPrismError(e, 'INTERNAL', `creating task ${spec.id}`);
+    }
+  }
+
+  async start(handle: TaskHandle): Promise<void> {
+    const state = await this.state(handle.id);
+    if (state === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+    if (state === 'running') return;
+    try {
+      await this.docker.getContainer(containerName(handle.id)).start();
+    } catch (e) {
+      if (engineStatus(e) === 304) return; // started meanwhile
+      throw engineError(e, `starting task ${handle.id}`, { 404: 'NOT_FOUND' });
+    }
+  }
+
+  async recover(handle: TaskHandle): Promise<TaskState> {
+    const info = await this.inspectContainer(handle.id);
+    if (!info) return 'gone';
+    if (info.State.Paused) await this.docker.getContainer(containerName(handle.id)).unpause();
+    return info.State.Running ? 'running' : 'stopped';
+  }
+
+  inspect(handle: TaskHandle): Promise<TaskState> {
+    return this.state(handle.id);
+  }
+
+  async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
+    return dockerExec(this.docker, containerName(handle.id), opts, userSpec(handle.spec.user));
+  }
+
+  async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {
+    const state = await this.state(handle.id);
+    if (state === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+    if (state === 'stopped') return;
+    // prism-init exits on SIGTERM at once, and with it every process of the task's pid namespace.
+    const t = Math.max(1, Math.ceil((opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS) / 1000));
+    try {
+      await this.docker.getContainer(containerName(handle.id)).stop({ t });
+    } catch (e) {
+      if (engineStatus(e) === 304) return;
+      throw engineError(e, `stopping task ${handle.id}`, { 404: 'NOT_FOUND' });
+    }
+  }
+
+  async destroy(handle: TaskHandle): Promise<void> {
+    await this.remove(containerName(handle.id));
+    this.opts.logger?.info({ task: handle.id }, 'docker task destroyed');
+  }
+
+  async stats(handle: TaskHandle): Promise<TaskStats> {
+    const state = await this.state(handle.id);
+    if (state === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+    if (state !== 'running') throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not running`);
+    try {
+      // one-shot: without it the engine waits for a second sample (about a second) to compute CPU %.
+      const s = (await this.docker.getContainer(containerName(handle.id)).stats({ stream: false, 'one-shot': true } as never)) as unknown as EngineStats;
+      return {
+        memoryBytes: s.memory_stats?.usage ?? 0,
+        memoryLimitBytes: s.memory_stats?.limit ?? 0,
+        cpuUsageNs: s.cpu_stats?.cpu_usage?.total_usage ?? 0,
+        pids: s.pids_stats?.current ?? 0,
+      };
+    } catch (e) {
+      throw engineError(e, `reading stats of task ${handle.id}`, { 404: 'NOT_FOUND', 409: 'FAILED_PRECONDITION' });
+    }
+  }
+
+  async listTasks(): Promise<string[]> {
+    try {
+      const list = await this.docker.listContainers({ all: true, filters: { label: [`${NODE_LABEL}=${this.opts.node}`] } });
+      return [...new Set(list.map((c) => c.Labels[SANDBOX_LABEL]).filter((id): id is string => !!id))].sort();
+    } catch (e) {
+      throw engineError(e, 'listing docker tasks');
+    }
+  }
+
+  /** dockerode keeps no connection open between calls: nothing to release. */
+  async close(): Promise<void> {}
+
+  private containerConfig(spec: TaskSpec, name: string, image: string): Docker.ContainerCreateOptions {
+    const memory = spec.memoryMb * 1024 * 1024;
+    return {
+      name,
+      Image: image,
+      // prism-init binds the agent socket, then execs itself as PID 1 with the listener on fd 3.
+      Entrypoint: [INIT_PATH, 'listen', AGENT_SOCKET, '--', INIT_PATH],
+      Cmd: [],
+      Hostname: spec.hostname,
+      Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+      WorkingDir: spec.workdir,
+      User: '0:0',
+      Labels: { [SANDBOX_LABEL]: spec.id, [NODE_LABEL]: this.opts.node, [MANAGED_LABEL]: 'true' },
+      NetworkDisabled: true,
+      HostConfig: {
+        NetworkMode: 'none',
+        Memory: memory,
+        MemorySwap: memory, // no swap: the limit is the limit, as in the oci driver
+        NanoCpus: Math.round(spec.cpus * 1e9),
+        PidsLimit: spec.pidsLimit,
+        SecurityOpt: ['no-new-privileges'],
+        RestartPolicy: { Name: 'no' },
+        LogConfig: { Type: 'none', Config: {} },
+      },
+    };
+  }
+
+  /** The engine's image for these layers, loaded from Prism's layers when the engine lacks it. */
+  private async imageFor(layers: string[]): Promise<string> {
+    this.initDigest ??= fileDigest(this.opts.initBinary);
+    const tag = layerImageTag(layers, await this.initDigest.catch((e: unknown) => {
+      this.initDigest = undefined;
+      throw new PrismError('FAILED_PRECONDITION', `init binary unreadable: ${this.opts.initBinary}`, { cause: e });
+    }));
+    let p = this.loading.get(tag);
+    if (!p) {
+      p = ensureLayerImage(this.docker, tag, layers, this.opts.initBinary, join(this.opts.stateDir, 'tmp')).finally(() => this.loading.delete(tag));
+      this.loading.set(tag, p);
+    }
+    await p;
+    return tag;
+  }
+
+  private async inspectContainer(id: string): Promise<Docker.ContainerInspectInfo | null> {
+    try {
+      const info = await this.docker.getContainer(containerName(id)).inspect();
+      // A same-named container that is not ours (another node on a shared engine, a user's) is not this task.
+      if (info.Config.Labels?.[NODE_LABEL] !== this.opts.node) return null;
+      return info;
+    } catch (e) {
+      if (engineStatus(e) === 404) return null;
+      throw engineError(e, `inspecting task ${id}`);
+    }
+  }
+
+  private async state(id: string): Promise<TaskState> {
+    const info = await this.inspectContainer(id);
+    if (!info) return 'gone';
+    return info.State.Running ? 'running' : 'stopped';
+  }
+
+  /** Force-removes a container of this node; gone already is success. */
+  private async remove(name: string): Promise<void> {
+    const id = name.slice('prism-'.length);
+    for (let attempt = 0; ; attempt++) {
+      if (!(await this.inspectContainer(id))) return;
+      try {
+        await this.docker.getContainer(name).remove({ force: true, v: true });
+        return;
+      } catch (e) {
+        if (engineStatus(e) === 404) return;
+        // 409: a removal already in progress (a concurrent destroy); wait for it to finish.
+        if (engineStatus(e) !== 409 || attempt >= 50) throw engineError(e, `removing task ${id}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+}
+
+interface EngineStats {
+  memory_stats?: { usage?: number; limit?: number };
+  cpu_stats?: { cpu_usage?: { total_usage?: number } };
+  pids_stats?: { current?: number };
+}
+
+function containerName(id: string): string {
+  if (!ID_PATTERN.test(id)) throw new PrismError('INVALID_ARGUMENT', `invalid task id: ${JSON.stringify(id)}`);
+  return `prism-${id}`;
+}
+
+/** Numeric `uid[:gid]` only for now; names would need the image's /etc/passwd (see docs/runtimes.md). */
+function userSpec(user: string | undefined): string | undefined {
+  if (!user) return undefined;
+  const m = /^(\d+)(?::(\d+))?$/.exec(user);
+  if (!m) throw new PrismError('INVALID_ARGUMENT', `the docker runtime takes a numeric user (uid[:gid]) for now; got ${JSON.stringify(user)}`);
+  const gid = m[2] ?? m[1]!;
+  return `${m[1]} ${gid} ${gid}`;
+}
+
+function validateSpec(spec: TaskSpec): void {
+  containerName(spec.id);
+  if (spec.layers.length === 0) throw new PrismError('INVALID_ARGUMENT', 'a task needs at least one layer');
+  if (!(spec.memoryMb > 0 && spec.cpus > 0 && spec.pidsLimit > 0)) {
+    throw new PrismError('INVALID_ARGUMENT', 'memoryMb, cpus and pidsLimit must be positive');
+  }
+  if (!spec.workdir.startsWith('/')) throw new PrismError('INVALID_ARGUMENT', 'workdir must be an absolute path');
+  userSpec(spec.user);
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new PrismError('UNAVAILABLE', what)), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+

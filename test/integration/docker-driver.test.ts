@@ -1,0 +1,206 @@
+/**
+ * The docker driver against a real dockerd: the shared RuntimeDriver conformance suite, then what only
+ * this driver has (labels, orphans on the engine, images loaded from Prism's store, an unreachable
+ * engine). The engine is DOCKER_HOST, else the private test dockerd of scripts/test-dockerd.sh (which
+ * .ci/run starts). Where no engine answers the tests are skipped with the reason printed.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Docker from 'dockerode';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PrismError } from '../../src/core/errors.js';
+import { LocalImageStore } from '../../src/images/local-image-store.js';
+import type { TaskHandle, TaskSpec } from '../../src/runtime/driver.js';
+import { DockerDriver, NODE_LABEL, SANDBOX_LABEL } from '../../src/runtime/docker/docker-driver.js';
+import { dockerConnection } from '../../src/runtime/docker/docker-host.js';
+import { IMAGE_REPO } from '../../src/runtime/docker/layer-image.js';
+import { driverConformanceSuite, type DriverFixture } from '../conformance/driver-suite.js';
+import { BUSYBOX, buildBusyboxLayer } from '../fixtures/busybox-layer.js';
+import { call, integrationSkipReason, startPrismd } from './prismd-harness.js';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const initBinary = join(repo, 'guest/init/prism-init');
+const testDockerDir = process.env.PRISM_TEST_DOCKER_DIR ?? '/var/lib/prism-test/docker';
+const dockerHost = process.env.DOCKER_HOST ?? `unix://${testDockerDir}/docker.sock`;
+const imagesDir = process.env.PRISM_TEST_IMAGES_DIR ?? '/var/lib/prism-test/images';
+const BASE_IMAGE = 'prism.local/base:bookworm';
+const PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+async function skipReason(): Promise<string | null> {
+  if (!existsSync(BUSYBOX)) return `${BUSYBOX} (busybox-static) is not installed`;
+  execFileSync('make', ['-C', join(repo, 'guest/init')], { stdio: 'ignore' });
+  const probe = await new DockerDriver({ dockerHost, node: 'probe', initBinary, stateDir: tmpdir() }).probe();
+  return probe.usable ? null : `${probe.reason} (start one with scripts/test-dockerd.sh start)`;
+}
+
+interface DockerFixture extends DriverFixture {
+  driver: DockerDriver;
+  node: string;
+  stateDir: string;
+  open(): DockerDriver;
+}
+
+/** A driver on its own node label, so that parallel runs never see or remove each other's tasks. */
+async function makeFixture(): Promise<DockerFixture> {
+  const root = await mkdtemp(join(tmpdir(), 'prism-docker-test-'));
+  const layer = join(root, 'layers/busybox');
+  const stateDir = join(root, 'state');
+  const node = `test-${randomBytes(4).toString('hex')}`;
+  const open = () => new DockerDriver({ dockerHost, node, initBinary, stateDir });
+  const driver = open();
+  await buildBusyboxLayer(layer);
+  const engine = new Docker(dockerConnection(dockerHost));
+  return {
+    driver, node, stateDir, open,
+    layers: [layer],
+    reopen: async () => open(),
+    async leaks(id) {
+      const left = await engine.listContainers({ all: true, filters: { label: [`${SANDBOX_LABEL}=${id}`, `${NODE_LABEL}=${node}`] } });
+      const tmp = await readdir(join(stateDir, 'tmp')).catch(() => [] as string[]);
+      return [...left.map((c) => `container ${c.Names.join(',')} (${c.State})`), ...tmp.map((f) => `temp file ${f}`)];
+    },
+    async cleanup() {
+      // Also what a failing test left: every container labelled with this node.
+      const left = await engine.listContainers({ all: true, filters: { label: [`${NODE_LABEL}=${node}`] } });
+      for (const c of left) await engine.getContainer(c.Id).remove({ force: true, v: true }).catch((e: unknown) => console.error(e));
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+}
+
+const reason = await skipReason();
+if (reason) {
+  console.warn(`skipping docker driver integration tests: ${reason}`);
+  describe.skip('RuntimeDriver conformance: docker', () => it('needs a Docker engine', () => {}));
+} else {
+  driverConformanceSuite('docker', makeFixture);
+
+  describe('docker driver', () => {
+    let fx: DockerFixture;
+    const engine = new Docker(dockerConnection(dockerHost));
+    const spec = (over: Partial<TaskSpec> = {}): TaskSpec => ({
+      id: `dk-${randomBytes(4).toString('hex')}`, hostname: 'sandbox', layers: fx.layers,
+      env: { PATH }, workdir: '/', cpus: 0.5, memoryMb: 128, pidsLimit: 100, ...over,
+    });
+    const run = async (d: DockerDriver, h: TaskHandle, script: string) => {
+      const p = await d.exec(h, { argv: ['/bin/sh', '-c', script], env: { PATH }, cwd: '/', stdin: false });
+      let out = '';
+      p.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      p.stderr.resume();
+      return { ...(await p.result), out };
+    };
+
+    beforeAll(async () => {
+      fx = await makeFixture();
+    });
+    afterAll(async () => {
+      await fx?.cleanup();
+    });
+
+    it('labels its containers, applies the limits and gives them no network', async () => {
+      const h = await fx.driver.create(spec());
+      try {
+        const info = await engine.getContainer(`prism-${h.id}`).inspect();
+        expect(info.Config.Labels).toMatchObject({ [SANDBOX_LABEL]: h.id, [NODE_LABEL]: fx.node });
+        expect(info.HostConfig).toMatchObject({ NetworkMode: 'none', Memory: 128 << 20, NanoCpus: 5e8, PidsLimit: 100 });
+        expect(Object.keys(info.NetworkSettings.Networks ?? {}).filter((n) => n !== 'none')).toEqual([]);
+        expect((info.Config as { NetworkDisabled?: boolean }).NetworkDisabled).toBe(true);
+      } finally {
+        await fx.driver.destroy(h);
+      }
+    });
+
+    it('finds orphans from a new driver instance and destroys them', async () => {
+      const h = await fx.driver.create(spec());
+      const d2 = fx.open();
+      expect(await d2.listTasks()).toContain(h.id);
+      // Another node's driver on the same engine neither sees nor touches it.
+      const other = new DockerDriver({ dockerHost, node: `${fx.node}-other`, initBinary, stateDir: fx.stateDir });
+      expect(await other.listTasks()).not.toContain(h.id);
+      expect(await other.inspect(h)).toBe('gone');
+      await other.destroy(h);
+      expect(await fx.driver.inspect(h)).toBe('running');
+      // The daemon knows only the id of an orphan.
+      await d2.destroy({ id: h.id, runtime: 'docker', spec: { id: h.id } as TaskSpec, data: {} });
+      expect(await d2.listTasks()).not.toContain(h.id);
+      expect(await fx.leaks!(h.id)).toEqual([]);
+    });
+
+    it('loads the sandbox image from Prism\'s image store when the engine lacks it', async () => {
+      const store = new LocalImageStore({ root: imagesDir, fixupBinary: initBinary });
+      const rootfs = await store.rootfs(BASE_IMAGE).catch((e: unknown) => {
+        throw new Error(`${BASE_IMAGE} is not in ${imagesDir} (node bin/prismd.js build-base-image --images-dir ${imagesDir})`, { cause: e });
+      });
+      // Forget the engine's copy from earlier runs, so that this create has to load it.
+      for (const img of await engine.listImages({ filters: { reference: [`${IMAGE_REPO}`] } })) {
+        await engine.getImage(img.Id).remove({ force: true }).catch(() => undefined);
+      }
+      const h = await fx.driver.create(spec({ layers: rootfs.layerDirs, memoryMb: 256 }));
+      try {
+        const r = await run(fx.driver, h, 'cat /etc/debian_version; id -u');
+        expect(r.exitCode).toBe(0);
+        expect(r.out).toMatch(/^12\.\d+\n0\n$/);
+        const tag = (await engine.getContainer(`prism-${h.id}`).inspect()).Config.Image;
+        expect(tag.startsWith(`${IMAGE_REPO}:`)).toBe(true);
+        expect((await engine.getImage(tag).inspect()).Config.Labels).toMatchObject({ 'prism.managed': 'true' });
+      } finally {
+        await fx.driver.destroy(h);
+      }
+      expect(await readdir(join(fx.stateDir, 'tmp')).catch(() => [])).toEqual([]);
+    });
+
+    it('runs commands as a numeric user', async () => {
+      const h = await fx.driver.create(spec({ user: '65534:65534' }));
+      try {
+        expect((await run(fx.driver, h, 'id -u; id -g')).out).toBe('65534\n65534\n');
+      } finally {
+        await fx.driver.destroy(h);
+      }
+    });
+
+    it('says clearly when no engine is reachable, and a create against it leaves nothing behind', async () => {
+      const stateDir = join(fx.stateDir, 'unreachable');
+      const d = new DockerDriver({ dockerHost: 'unix:///nonexistent/docker.sock', node: fx.node, initBinary, stateDir });
+      const probe = await d.probe();
+      expect(probe.usable).toBe(false);
+      expect(probe.reason).toMatch(/no Docker engine reachable at unix:\/\/\/nonexistent\/docker.sock/);
+      const err = await d.create(spec()).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(PrismError);
+      expect((err as PrismError).code).toBe('UNAVAILABLE');
+      expect(await readdir(join(stateDir, 'tmp')).catch(() => [])).toEqual([]);
+    });
+  });
+
+  describe.skipIf(!!integrationSkipReason())('prismd with the docker runtime', () => {
+    it('runs a sandbox that asks for docker, while auto stays on oci, and deletes its container', async () => {
+      const d = await startPrismd({ extraArgs: ['--docker-host', dockerHost] });
+      const engine = new Docker(dockerConnection(dockerHost));
+      try {
+        const nodes = (await call(d.url, 'GET', '/nodes')).body.nodes;
+        const node = (await call(d.url, 'GET', `/nodes/${nodes[0].id}`)).body;
+        expect(node.runtimes).toContain('docker');
+        expect(node.defaultRuntime).not.toBe('docker');
+        const c = await call(d.url, 'POST', '/sandboxes', { runtime: 'docker' });
+        expect(c.status, JSON.stringify(c.body)).toBe(201);
+        expect(c.body).toMatchObject({ status: 'running', runtime: 'docker' });
+        const r = await call(d.url, 'POST', `/sandboxes/${c.body.id}/exec`, { cmd: ['sh', '-c', 'echo hi; exit 4'] });
+        expect(r.body).toMatchObject({ exitCode: 4, stdout: 'hi\n', stderr: '', oomKilled: false });
+        const labelled = await engine.listContainers({ all: true, filters: { label: [`${SANDBOX_LABEL}=${c.body.id}`] } });
+        expect(labelled).toHaveLength(1);
+        expect((await call(d.url, 'DELETE', `/sandboxes/${c.body.id}`)).status).toBeLessThan(300);
+        const deadline = Date.now() + 20_000;
+        while ((await engine.listContainers({ all: true, filters: { label: [`${SANDBOX_LABEL}=${c.body.id}`] } })).length > 0) {
+          if (Date.now() > deadline) throw new Error('the container outlived its sandbox');
+          await new Promise((res) => setTimeout(res, 100));
+        }
+      } finally {
+        await d.dispose();
+      }
+    });
+  });
+}
