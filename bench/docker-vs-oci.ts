@@ -55,7 +55,7 @@ async function main() {
     if (!p.usable) throw new Error(`${name} driver not usable: ${p.reason}`);
   }
   const spec = (): TaskSpec => ({
-    id: `bench-${randomBytes(4).toString('hex')}`, hostname: 'bench', layers: rootfs.layerDirs, env, workdir: '/', cpus: 1, memoryMb: 512, pidsLimit: 256,
+    id: `bench-${randomBytes(4).toString('hex')}`, hostname: 'bench', layers: rootfs.layerDirs, env, workdir: '/', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096,
   });
   const samples = {
     oci: { createToFirstExec: [] as number[], execRoundTrip: [] as number[], destroy: [] as number[] },

@@ -85,7 +85,7 @@ if (reason) {
     const engine = new Docker(dockerConnection(dockerHost));
     const spec = (over: Partial<TaskSpec> = {}): TaskSpec => ({
       id: `dk-${randomBytes(4).toString('hex')}`, hostname: 'sandbox', layers: fx.layers,
-      env: { PATH }, workdir: '/', cpus: 0.5, memoryMb: 128, pidsLimit: 100, ...over,
+      env: { PATH }, workdir: '/', cpus: 0.5, memoryMb: 128, pidsLimit: 100, diskMb: 1024, maxOpenFiles: 1024, ...over,
     });
     const run = async (d: DockerDriver, h: TaskHandle, script: string) => {
       const p = await d.exec(h, { argv: ['/bin/sh', '-c', script], env: { PATH }, cwd: '/', stdin: false });

@@ -203,6 +203,7 @@ export class DockerDriver implements RuntimeDriver {
         MemorySwap: memory, // no swap: the limit is the limit, as in the oci driver
         NanoCpus: Math.round(spec.cpus * 1e9),
         PidsLimit: spec.pidsLimit,
+        Ulimits: [{ Name: 'nofile', Soft: spec.maxOpenFiles, Hard: spec.maxOpenFiles }],
         SecurityOpt: ['no-new-privileges'],
         RestartPolicy: { Name: 'no' },
         LogConfig: { Type: 'none', Config: {} },

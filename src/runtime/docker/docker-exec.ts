@@ -56,7 +56,8 @@ export async function dockerExec(docker: Docker, container: string, opts: ExecOp
     for (const m of metaText.matchAll(/^oom (-?\d+)$/gm)) oom.push(Number(m[1]));
     const [before, after] = [oom[0] ?? -1, oom[1] ?? -1];
     const oomKilled = exit.signal === 'SIGKILL' && before >= 0 && after > before;
-    return { ...exit, oomKilled, durationMs: Date.now() - started };
+    // The engine's writable layer has no size limit here (overlay2 quotas need XFS): never full.
+    return { ...exit, oomKilled, diskFull: false, durationMs: Date.now() - started };
   })();
   return {
     stdin: proc.stdin,
