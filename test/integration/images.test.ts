@@ -67,7 +67,8 @@ describe.skipIf(!!skip)('images from real registries', () => {
 
   it('keeps hardlinks, symlinks, modes and owners', async () => {
     // Not pulled first: creating a sandbox from an absent image pulls it.
-    const sb = (await call(d.url, 'POST', '/sandboxes', { name: 'links', image: t.images.links.ref })).body;
+    // As root: the image's private dir (750, 1000:1000) must be inspectable, as owners and modes are the point.
+    const sb = (await call(d.url, 'POST', '/sandboxes', { name: 'links', image: t.images.links.ref, user: 'root' })).body;
     expect(sb.status, JSON.stringify(sb)).toBe('running');
     const out = (await run(sb.id, 'cd /links; stat -c "%n %i %h" hard-a hard-b; readlink abs-link; readlink rel-link; stat -c "%n %a %u:%g" setuid sticky private private/owned.txt; cat cross-hard')).stdout.split('\n');
     const [a, b] = [out[0]!.split(' '), out[1]!.split(' ')];

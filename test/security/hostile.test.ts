@@ -78,7 +78,8 @@ describe.skipIf(!!skip)('hostile code is contained', () => {
           console.warn(`hostile suite: ${unusable}`);
           return;
         }
-        victim = await create(d, { name: `victim-${rt.name}`, runtime: rt.name, ...rt.victim });
+        // Root in the sandbox: the suite shows what contains even the most privileged code a sandbox can run.
+        victim = await create(d, { name: `victim-${rt.name}`, runtime: rt.name, user: 'root', ...rt.victim });
         ctx = {
           d, runtime: rt.name, target: rt, victim, bystander, bystanderPort: BYSTANDER_PORT, marker,
           hostListener: { port: hostPort, accepted: () => accepted },
