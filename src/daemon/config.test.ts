@@ -84,6 +84,13 @@ describe('resolveConfig', () => {
     expect(cfg).toMatchObject({ apiHost: '0.0.0.0', apiPort: 1, dataDir: '/a', imagesDir: '/a/images', runtime: 'microvm', logLevel: 'warn', name: 'flag' });
   });
 
+  it('restores microVMs from template snapshots unless turned off by flag or PRISM_MICROVM_SNAPSHOTS=0', () => {
+    expect(resolveConfig({ dataDir: '/a' }, {}).microvmSnapshots).toBe(true);
+    expect(resolveConfig({ dataDir: '/a' }, { PRISM_MICROVM_SNAPSHOTS: '0' }).microvmSnapshots).toBe(false);
+    expect(resolveConfig({ dataDir: '/a', microvmSnapshots: false }, { PRISM_MICROVM_SNAPSHOTS: '1' }).microvmSnapshots).toBe(false);
+    expect(resolveConfig({ dataDir: '/a', microvmSnapshots: true }, { PRISM_MICROVM_SNAPSHOTS: '0' }).microvmSnapshots).toBe(true);
+  });
+
   it('rejects an unknown runtime, log level or address', () => {
     expect(code(() => resolveConfig({ dataDir: '/a', runtime: 'kvm' }, {}))).toBe('INVALID_ARGUMENT');
     expect(code(() => resolveConfig({ dataDir: '/a' }, { PRISM_RUNTIME: 'OCI' }))).toBe('INVALID_ARGUMENT');

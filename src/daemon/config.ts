@@ -19,7 +19,7 @@ export interface DaemonConfig {
   /** Guest kernel + initramfs for the microvm runtime (scripts/prepare-guest.sh); host-wide. */
   guestDir: string;
   kernel?: string;
-  /** Create microVMs by restoring template snapshots (experimental). */
+  /** Create microVMs by restoring template snapshots (default; `--no-microvm-snapshots` turns it off). */
   microvmSnapshots: boolean;
   /** JSON file `{"auths": {"host[:port]": {"username": "...", "password": "..."}}}` (mode 0600). */
   registryAuthFile?: string;
@@ -79,7 +79,7 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     defaultImage: flags.defaultImage ?? env.PRISM_DEFAULT_IMAGE ?? DEFAULT_IMAGE,
     insecureRegistries: flags.insecureRegistry ?? (env.PRISM_INSECURE_REGISTRIES ?? '').split(',').filter(Boolean),
     guestDir: resolve(flags.guestDir ?? env.PRISM_GUEST_DIR ?? DEFAULT_GUEST_DIR),
-    microvmSnapshots: flags.microvmSnapshots ?? env.PRISM_MICROVM_SNAPSHOTS === '1',
+    microvmSnapshots: flags.microvmSnapshots ?? env.PRISM_MICROVM_SNAPSHOTS !== '0',
   };
   const kernel = flags.kernel ?? env.PRISM_KERNEL;
   if (kernel) cfg.kernel = resolve(kernel);

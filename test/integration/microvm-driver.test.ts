@@ -15,7 +15,7 @@ import { driverConformanceSuite, type DriverFixture } from '../conformance/drive
 import { BUSYBOX, buildBusyboxLayer } from '../fixtures/busybox-layer.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const GUEST_DIR = '/var/lib/prism/guest';
+const GUEST_DIR = process.env.PRISM_GUEST_DIR ?? '/var/lib/prism/guest';
 
 function skipReason(): string | null {
   if (process.getuid?.() !== 0) return 'not running as root';

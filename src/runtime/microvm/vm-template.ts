@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, open, readdir, readFile, realpath, rename, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
+import { delimiter, join } from 'node:path';
 import { PrismError } from '../../core/errors.js';
 import { AgentConnection } from './agent-connection.js';
 import { killQemu, readPidFile } from './qemu-process.js';
@@ -19,7 +19,8 @@ import { saveVmState } from './vm-snapshot.js';
  * `<dir>/.build-<rand>/` and renames it into place, so a template either exists whole or not at all.
  */
 
-const FORMAT = 1;
+/** 2: the agent mounts the image disk before `booted`, so a template holds that mount. */
+const FORMAT = 2;
 const MiB = 1 << 20;
 const SAVE_TIMEOUT_MS = 60_000;
 /** `cat` may still be flushing the stream when QEMU reports the migration completed. */
@@ -67,12 +68,30 @@ async function fileId(path: string): Promise<FileId> {
   return { path, size: st.size, mtimeMs: st.mtimeMs };
 }
 
+/**
+ * Everything a restore depends on: the guest's memory holds the kernel, the initramfs (the agent)
+ * and the image disk's mounted file system (the agent mounts it before `booted`); the device model
+ * depends on the QEMU build, RAM size, vCPUs and disk sizes. The image disk's path names its content
+ * digest (vm-disks.ts), its size and mtime catch a rebuild; QEMU is identified by its resolved file.
+ */
 async function templateInputs(shape: VmShape, qemuBinary: string): Promise<TemplateInputs> {
   const files = await Promise.all([shape.files.kernel, shape.files.initramfs, shape.imageDisk].map(fileId));
+  const qemuFile = await resolveBinary(qemuBinary);
+  if (qemuFile) files.push(await fileId(qemuFile));
   return {
     format: FORMAT, files, accel: shape.accel, memoryMb: shape.memoryMb, cpus: shape.cpus, cmdline: shape.cmdline,
     writableDiskMb: shape.writableDiskMb, qemu: qemuBinary,
   };
+}
+
+/** `binary` as a file: itself when it is a path, else the first match on PATH (symlinks resolved). */
+async function resolveBinary(binary: string): Promise<string | undefined> {
+  const candidates = binary.includes('/') ? [binary] : (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((d) => join(d, binary));
+  for (const c of candidates) {
+    const real = await realpath(c).catch(() => undefined);
+    if (real) return real;
+  }
+  return undefined;
 }
 
 export class TemplateStore {
@@ -90,14 +109,36 @@ export class TemplateStore {
     return createHash('sha256').update(JSON.stringify(inputs)).digest('hex').slice(0, 32);
   }
 
-  /** The state file of template `key`, if it exists; marks the template used (for prune). */
+  /**
+   * The state file of template `key`, if it exists whole; marks the template used (for prune). A
+   * template whose meta.json is unreadable or whose stream is not the size it was written with
+   * (truncated, or replaced by hand) is removed with a log line, so the task cold-boots and a fresh
+   * template is built.
+   */
   async find(key: string): Promise<string | undefined> {
     const dir = join(this.o.dir, key);
     const state = join(dir, 'state');
     if (!existsSync(state)) return undefined;
+    const why = await this.corrupt(dir);
+    if (why) {
+      this.o.logger?.warn({ template: key, reason: why }, 'microvm template snapshot is corrupt; removing it and cold-booting');
+      await this.remove(key);
+      return undefined;
+    }
     const now = new Date();
     await utimes(join(dir, 'meta.json'), now, now).catch(() => undefined);
     return state;
+  }
+
+  private async corrupt(dir: string): Promise<string | null> {
+    let meta: TemplateMeta;
+    try {
+      meta = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as TemplateMeta;
+    } catch (e) {
+      return `meta.json unreadable: ${(e as Error).message}`;
+    }
+    const size = (await stat(join(dir, 'state')).catch(() => null))?.size;
+    return size === meta.stateBytes ? null : `state is ${String(size)} bytes, meta.json says ${meta.stateBytes}`;
   }
 
   /**
