@@ -91,6 +91,13 @@ describe('resolveConfig', () => {
     expect(resolveConfig({ dataDir: '/a', microvmSnapshots: true }, { PRISM_MICROVM_SNAPSHOTS: '0' }).microvmSnapshots).toBe(true);
   });
 
+  it('reads the warm pool size from --warm-pool or PRISM_WARM_POOL, default 0', () => {
+    expect(resolveConfig({ dataDir: '/a' }, {}).warmPool).toBe(0);
+    expect(resolveConfig({ dataDir: '/a' }, { PRISM_WARM_POOL: '2' }).warmPool).toBe(2);
+    expect(resolveConfig({ dataDir: '/a', warmPool: '3' }, { PRISM_WARM_POOL: '2' }).warmPool).toBe(3);
+    for (const bad of ['-1', 'two', '1.5', '65', '']) expect(code(() => resolveConfig({ dataDir: '/a', warmPool: bad }, {}))).toBe('INVALID_ARGUMENT');
+  });
+
   it('rejects an unknown runtime, log level or address', () => {
     expect(code(() => resolveConfig({ dataDir: '/a', runtime: 'kvm' }, {}))).toBe('INVALID_ARGUMENT');
     expect(code(() => resolveConfig({ dataDir: '/a' }, { PRISM_RUNTIME: 'OCI' }))).toBe('INVALID_ARGUMENT');

@@ -21,6 +21,8 @@ export interface DaemonConfig {
   kernel?: string;
   /** Create microVMs by restoring template snapshots (default; `--no-microvm-snapshots` turns it off). */
   microvmSnapshots: boolean;
+  /** microVMs kept restored and ready per image + VM shape (0 = none). */
+  warmPool: number;
   /** JSON file `{"auths": {"host[:port]": {"username": "...", "password": "..."}}}` (mode 0600). */
   registryAuthFile?: string;
 }
@@ -40,6 +42,7 @@ export interface DaemonFlags {
   guestDir?: string;
   kernel?: string;
   microvmSnapshots?: boolean;
+  warmPool?: string;
 }
 
 export const DEFAULT_API = '127.0.0.1:8008';
@@ -58,6 +61,12 @@ export function parseHostPort(s: string): { host: string; port: number } {
 export function defaultDataDir(now = new Date()): string {
   if (process.getuid?.() === 0) return '/var/lib/prism';
   return resolve('data', now.toISOString().replace(/[:.]/g, '-'));
+}
+
+function parseWarmPool(s: string): number {
+  const n = Number(s);
+  if (!/^\d+$/.test(s) || n > 64) throw new PrismError('INVALID_ARGUMENT', `--warm-pool must be a whole number from 0 to 64, got '${s}'`);
+  return n;
 }
 
 export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
@@ -80,6 +89,7 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     insecureRegistries: flags.insecureRegistry ?? (env.PRISM_INSECURE_REGISTRIES ?? '').split(',').filter(Boolean),
     guestDir: resolve(flags.guestDir ?? env.PRISM_GUEST_DIR ?? DEFAULT_GUEST_DIR),
     microvmSnapshots: flags.microvmSnapshots ?? env.PRISM_MICROVM_SNAPSHOTS !== '0',
+    warmPool: parseWarmPool(flags.warmPool ?? env.PRISM_WARM_POOL ?? '0'),
   };
   const kernel = flags.kernel ?? env.PRISM_KERNEL;
   if (kernel) cfg.kernel = resolve(kernel);

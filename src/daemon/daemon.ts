@@ -66,6 +66,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
         imageDiskCache: join(cfg.imagesDir, 'disks'),
         accelCacheDir: cfg.guestDir,
         snapshots: cfg.microvmSnapshots,
+        warmPool: cfg.warmPool,
         ...(cfg.kernel ? { kernel: cfg.kernel } : {}),
         logger: log,
       }),

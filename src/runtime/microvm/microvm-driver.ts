@@ -9,8 +9,8 @@ import { AgentConnection } from './agent-connection.js';
 import { QmpClient } from './qmp.js';
 import { hasCgroupV1, isQemuAlive, killQemu, listVmCgroups, readPidFile, readVmCgroup, removeCgroup, waitExit } from './qemu-process.js';
 import { agentUser, ID_PATTERN, validateSpec } from './task-spec.js';
-import { taskPaths, type TaskPaths } from './vm-boot.js';
-import { makeWritableDisk, requireLayers, runTool } from './vm-disks.js';
+import { taskPaths, vmMarker, type TaskPaths } from './vm-boot.js';
+import { requireLayers, runTool } from './vm-disks.js';
 import { VmLauncher, type LaunchInfo, type MicrovmDriverOptions } from './vm-launcher.js';
 
 export type { MicrovmDriverLogger, MicrovmDriverOptions } from './vm-launcher.js';
@@ -81,7 +81,6 @@ export class MicrovmDriver implements RuntimeDriver {
     }
     try {
       const t0 = Date.now();
-      await makeWritableDisk(p.rwDisk, this.launcher.writableDiskMb);
       const boot = await this.boot(spec, p, true);
       const data = { taskDir: p.task, ...boot, createMs: Date.now() - t0 };
       this.opts.logger?.info({ task: spec.id, ...data }, 'microvm task created');
@@ -166,16 +165,17 @@ export class MicrovmDriver implements RuntimeDriver {
     const p = this.paths(handle.id);
     if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
     const pid = await readPidFile(p.pidFile);
-    if (pid && (await isQemuAlive(pid, p.agentSocket))) {
+    const marker = await vmMarker(p);
+    if (pid && (await isQemuAlive(pid, marker))) {
       const timeoutMs = opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
       // Clean power-off first (the guest syncs its writable disk), then QEMU's quit, then SIGKILL.
       const conn = this.conns.get(handle.id);
       if (conn?.connected) conn.shutdown();
-      if (!(conn?.connected && (await waitExit(pid, p.agentSocket, timeoutMs)))) {
+      if (!(conn?.connected && (await waitExit(pid, marker, timeoutMs)))) {
         const qmp = await QmpClient.connect(p.qmpSocket, 2_000).catch(() => null);
         await qmp?.quit().catch(() => undefined);
         qmp?.close();
-        if (!(await waitExit(pid, p.agentSocket, 2_000))) await killQemu(pid, p.agentSocket);
+        if (!(await waitExit(pid, marker, 2_000))) await killQemu(pid, marker);
       }
     }
     await this.teardown(handle.id, p, false);
@@ -205,18 +205,20 @@ export class MicrovmDriver implements RuntimeDriver {
   }
 
   /**
-   * Closes every agent connection; the VMs keep running. QEMU's agent chardev takes one client at a
-   * time, so a daemon that hands over to another (restart) must let go first.
+   * Closes every agent connection; the tasks' VMs keep running. QEMU's agent chardev takes one client
+   * at a time, so a daemon that hands over to another (restart) must let go first. Warm-pool VMs are
+   * not tasks: they are destroyed.
    */
   async close(): Promise<void> {
     for (const conn of this.conns.values()) conn.close();
     this.conns.clear();
-    await this.launcher.templates?.settled();
+    await this.launcher.settled();
+    await this.launcher.pool?.close();
   }
 
-  /** Resolves when no template snapshot is being built. */
+  /** Resolves when no template snapshot is being built and the warm pool is not refilling. */
   async templatesSettled(): Promise<void> {
-    await this.launcher.templates?.settled();
+    await this.launcher.settled();
   }
 
   /**
@@ -240,14 +242,14 @@ export class MicrovmDriver implements RuntimeDriver {
     return p;
   }
 
-  private alive(p: TaskPaths): Promise<boolean> {
-    return readPidFile(p.pidFile).then((pid) => isQemuAlive(pid, p.agentSocket));
+  private async alive(p: TaskPaths): Promise<boolean> {
+    return isQemuAlive(await readPidFile(p.pidFile), await vmMarker(p));
   }
 
   private boot(spec: TaskSpec, p: TaskPaths, fresh: boolean): Promise<LaunchInfo> {
     return this.launcher.launch(spec, p, fresh, {
-      connection: () => {
-        const conn = new AgentConnection(p.agentSocket);
+      connection: (existing?: AgentConnection) => {
+        const conn = existing ?? new AgentConnection(p.agentSocket);
         this.conns.set(spec.id, conn);
         return conn;
       },
@@ -273,9 +275,9 @@ export class MicrovmDriver implements RuntimeDriver {
   private async teardown(id: string, p: TaskPaths, removeFiles: boolean): Promise<void> {
     this.conns.get(id)?.close();
     this.conns.delete(id);
-    await killQemu(await readPidFile(p.pidFile), p.agentSocket);
+    await killQemu(await readPidFile(p.pidFile), await vmMarker(p));
     await removeCgroup(id);
     if (removeFiles) await rm(p.task, { recursive: true, force: true });
-    else await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile].map((f) => rm(f, { force: true })));
+    else await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile, p.origin].map((f) => rm(f, { force: true })));
   }
 }

@@ -3,7 +3,11 @@ import type { TaskSpec } from '../driver.js';
 import { probeAccelerator, type AccelVerdict } from './accel-probe.js';
 import type { AgentConnection } from './agent-connection.js';
 import { defaultCmdline, locateGuestFiles, type GuestFiles } from './guest-files.js';
-import { bootVm, makeWorkdir, vmShape, type TaskPaths } from './vm-boot.js';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { PrismError } from '../../core/errors.js';
+import { readPidFile } from './qemu-process.js';
+import { bootVm, enterTaskCgroup, makeWorkdir, mountTask, vmShape, type TaskPaths, type VmShape } from './vm-boot.js';
+import { WarmPool } from './vm-pool.js';
 import { imageDisk, makeWritableDisk } from './vm-disks.js';
 import { TemplateStore } from './vm-template.js';
 
@@ -27,6 +31,8 @@ export interface MicrovmDriverOptions {
   bootTimeoutMs?: number;
   /** Create tasks from template snapshots (`<stateDir>/templates/`, see vm-template.ts); default true. */
   snapshots?: boolean;
+  /** Restored VMs kept ready per template (`<stateDir>/pool/`, see vm-pool.ts); default 0. Needs snapshots. */
+  warmPool?: number;
   logger?: MicrovmDriverLogger;
 }
 
@@ -35,14 +41,15 @@ const RESTORE_TIMEOUT_MS = 10_000;
 
 /** How a task's VM came up: restored from a template snapshot, or booted. */
 export interface LaunchInfo {
-  boot: 'restore' | 'cold';
+  /** `pool`: a warm-pool VM (already restored) adopted by the task. */
+  boot: 'pool' | 'restore' | 'cold';
   template?: string;
 }
 
 /** What the driver lends a launch: its connection table and its teardown of the task's VM. */
 export interface LaunchHooks {
-  /** A new, unconnected agent connection, registered as the task's. */
-  connection(): AgentConnection;
+  /** Registers `existing` as the task's connection, or a new, unconnected one. */
+  connection(existing?: AgentConnection): AgentConnection;
   /** Kills the task's QEMU and removes its sockets and cgroups, keeping its disk. */
   teardown(): Promise<void>;
 }
@@ -53,7 +60,9 @@ export interface LaunchHooks {
  */
 export class VmLauncher {
   readonly templates: TemplateStore | null;
+  readonly pool: WarmPool | null;
   private accel: Promise<AccelVerdict> | null = null;
+  private readonly refills = new Set<Promise<void>>();
   private readonly qemu: string;
 
   constructor(private readonly opts: MicrovmDriverOptions) {
@@ -61,6 +70,10 @@ export class VmLauncher {
     this.templates = opts.snapshots === false ? null : new TemplateStore({
       dir: join(opts.stateDir, 'templates'), qemuBinary: this.qemu, bootTimeoutMs: this.bootTimeoutMs, logger: opts.logger,
     });
+    this.pool = this.templates && (opts.warmPool ?? 0) > 0 ? new WarmPool({
+      dir: join(opts.stateDir, 'pool'), size: opts.warmPool!, qemuBinary: this.qemu, writableDiskMb: this.writableDiskMb,
+      bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS), logger: opts.logger,
+    }) : null;
   }
 
   get writableDiskMb(): number {
@@ -90,40 +103,104 @@ export class VmLauncher {
   }
 
   /**
-   * Runs the task's VM until its agent is ready: restored from its shape's template if there is one,
-   * else booted, after which the template is built in the background (so the first task of a shape
-   * is not slowed by the build). A failed restore deletes the template and cold-boots. `fresh`
-   * (first boot of the task) also creates the workdir.
+   * Runs the task's VM until its agent is ready: a warm-pool VM of its shape if one is ready (fresh
+   * tasks only: a restarted task keeps its disk), else restored from its shape's template, else
+   * booted, after which the template is built in the background (so the first task of a shape is not
+   * slowed by the build) and then the pool filled. A failed adoption or restore falls through to the
+   * next way (a failed restore also deletes the template). `fresh` (first boot of the task) also
+   * makes its writable disk and workdir.
    */
   async launch(spec: TaskSpec, p: TaskPaths, fresh: boolean, hooks: LaunchHooks): Promise<LaunchInfo> {
     const [files, verdict, image] = await Promise.all([
       this.guestFiles(), this.accelerator(), imageDisk(this.opts.imageDiskCache, spec.layers),
     ]);
     const shape = await vmShape({ files, accel: verdict.accel, imageDisk: image, spec, writableDiskMb: this.writableDiskMb });
-    const vm = { shape, paths: p, qemuBinary: this.qemu, spec };
     const key = await this.templates?.key(shape);
-    const state = key ? await this.templates!.find(key) : undefined;
+    let state = key ? await this.templates!.find(key) : undefined;
     let conn: AgentConnection | undefined;
-    let info: LaunchInfo = { boot: 'cold' };
-    if (key && state) {
+    let info: LaunchInfo | undefined;
+    if (fresh && key && state && this.pool) {
+      conn = await this.adopt(key, spec, shape, p, hooks);
+      if (conn) info = { boot: 'pool', template: key };
+    }
+    if (fresh && !info) await makeWritableDisk(p.rwDisk, this.writableDiskMb);
+    if (!info && key && state) {
       try {
         conn = hooks.connection();
-        await bootVm({ ...vm, conn, incoming: state, bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS) });
+        await bootVm({ shape, paths: p, qemuBinary: this.qemu, spec, conn, incoming: state, bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS) });
         info = { boot: 'restore', template: key };
       } catch (e) {
         this.opts.logger?.warn({ err: e, task: spec.id, template: key }, 'restoring the template snapshot failed; deleting it and cold-booting');
         await hooks.teardown();
         await this.templates!.remove(key);
+        state = undefined;
         // `M` may have written to the disk before failing; a fresh task gets a clean one.
         if (fresh) await makeWritableDisk(p.rwDisk, this.writableDiskMb);
       }
     }
-    if (info.boot === 'cold') {
+    if (!info) {
       conn = hooks.connection();
-      await bootVm({ ...vm, conn, bootTimeoutMs: this.bootTimeoutMs });
-      if (key) void this.templates!.buildSoon(key, shape);
+      await bootVm({ shape, paths: p, qemuBinary: this.qemu, spec, conn, bootTimeoutMs: this.bootTimeoutMs });
+      info = { boot: 'cold' };
     }
+    if (key) this.track(this.refill(key, shape, state));
     if (fresh) await makeWorkdir(conn!, spec.workdir);
     return info;
+  }
+
+  /** Resolves when no template build or pool refill is running (or queued to run). */
+  async settled(): Promise<void> {
+    while (this.refills.size > 0) await Promise.all(this.refills);
+    await this.templates?.settled();
+    await this.pool?.settled();
+  }
+
+  private track(work: Promise<void>): void {
+    const p = work.catch((e: unknown) => this.opts.logger?.warn({ err: e }, 'microvm template or pool refill failed'))
+      .finally(() => this.refills.delete(p));
+    this.refills.add(p);
+  }
+
+  /** Builds the template of `key` if missing, then tops up its warm pool; in the background. */
+  private async refill(key: string, shape: VmShape, state: string | undefined): Promise<void> {
+    if (!state) {
+      await this.templates!.buildSoon(key, shape);
+      state = await this.templates!.find(key);
+    }
+    if (state && this.pool) await this.pool.fill(key, shape, state);
+  }
+
+  /**
+   * Moves a ready pool VM into the task: its directory becomes the task's (QEMU keeps its open files
+   * and listening sockets across the rename; `qemu.origin` records the socket path QEMU was started
+   * with, its identity for isQemuAlive), then it joins the task's cgroup and gets `M`. Undefined if
+   * no VM was ready or the adoption failed (logged; the VM is destroyed and the task dir left empty).
+   */
+  private async adopt(key: string, spec: TaskSpec, shape: VmShape, p: TaskPaths, hooks: LaunchHooks): Promise<AgentConnection | undefined> {
+    const vm = await this.pool!.take(key);
+    if (!vm) return undefined;
+    let moved = false;
+    try {
+      await writeFile(vm.paths.origin, vm.paths.agentSocket);
+      await rename(vm.paths.task, p.task); // the task dir is empty (just claimed): rename replaces it
+      moved = true;
+      vm.conn.relocate(p.agentSocket);
+      const conn = hooks.connection(vm.conn);
+      const pid = await readPidFile(p.pidFile);
+      if (!pid) throw new PrismError('INTERNAL', 'the pool VM has no pid file');
+      await enterTaskCgroup(spec, shape, pid);
+      await mountTask(conn, spec);
+      return conn;
+    } catch (e) {
+      this.opts.logger?.warn({ err: e, task: spec.id }, 'adopting a warm-pool microVM failed; restoring instead');
+      if (!moved) {
+        await this.pool!.destroy(vm.paths, vm.conn);
+        return undefined;
+      }
+      await hooks.teardown();
+      await rm(p.task, { recursive: true, force: true });
+      await mkdir(p.task);
+      return undefined;
+    }
   }
 }
