@@ -228,6 +228,7 @@ static int loopback_up(void) {
 
 #define SANDBOX_CG "/sys/fs/cgroup/sandbox"
 static int cgroup_ready, cgroup_created;
+static int oom_events_fd = -1; /* kept open: read once per exec */
 
 /*
  * The sandbox's limits hold inside the guest too: guest RAM is the limit plus room for the kernel and
@@ -261,16 +262,18 @@ static int sandbox_cgroup(const struct limits *lim, char *err, size_t errlen) {
     snprintf(v, sizeof v, "%llu", lim->pids);
     if (write_str(SANDBOX_CG "/pids.max", v) != 0) return FAIL("pids.max: %m");
   }
+  /*
+   * The agent joins the sandbox cgroup itself, as a container's init is in its container's: every
+   * command inherits it at fork, which costs nothing, where moving each child in cost a cgroup
+   * migration per exec. PID 1 is never chosen by the OOM killer; its output buffers count against
+   * the sandbox's memory, as the commands' own pipes would.
+   */
+  if (write_str(SANDBOX_CG "/cgroup.procs", "0") != 0) return FAIL("join " SANDBOX_CG ": %m");
+  oom_events_fd = open(SANDBOX_CG "/memory.events", O_RDONLY | O_CLOEXEC);
   cgroup_ready = 1;
   return 0;
 }
 
-void cgroup_join(void) {
-  if (cgroup_ready && write_str(SANDBOX_CG "/cgroup.procs", "0") != 0) {
-    dprintf(2, "prism: cannot join the sandbox cgroup: %s\n", strerror(errno));
-    _exit(126);
-  }
-}
 
 static unsigned long long read_counter(const char *path, const char *key) {
   char buf[1024];
@@ -286,6 +289,16 @@ static unsigned long long read_counter(const char *path, const char *key) {
     if (strncmp(line, key, k) == 0 && line[k] == ' ') return strtoull(line + k + 1, NULL, 10);
   }
   return 0;
+}
+
+/* The oom_kill line of memory.events, re-read through the kept descriptor (pread from 0 regenerates it). */
+unsigned long long sandbox_oom_kills(void) {
+  char buf[512];
+  ssize_t n = oom_events_fd >= 0 ? pread(oom_events_fd, buf, sizeof buf - 1, 0) : -1;
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  char *line = strstr(buf, "oom_kill ");
+  return line ? strtoull(line + 9, NULL, 10) : 0;
 }
 
 void sandbox_stats(char *out, size_t n) {

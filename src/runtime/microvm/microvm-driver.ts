@@ -148,16 +148,10 @@ export class MicrovmDriver implements RuntimeDriver {
     const user = agentUser(handle.spec.user);
     const env = user && !user.startsWith('0 ') && opts.env.HOME === undefined ? { ...opts.env, HOME: '/' } : opts.env;
     const conn = await this.connection(handle.id, p);
-    // The sandbox cgroup's oom_kill counter, read alongside the start (one control round trip).
-    const oomBefore = conn.stats().then((s) => s.oomKills, () => -1);
     const started = Date.now();
     const proc = conn.exec({ ...opts, env }, user);
-    const result = (async () => {
-      const exit = await proc.exit;
-      const before = await oomBefore;
-      const oomKilled = exit.signal === 'SIGKILL' && before >= 0 && (await conn.stats().then((s) => s.oomKills, () => before)) > before;
-      return { ...exit, oomKilled, durationMs: Date.now() - started };
-    })();
+    // The guest agent reports OOM kills in the exit frame (it reads the sandbox cgroup's counter).
+    const result = proc.exit.then((exit) => ({ ...exit, oomKilled: exit.oomKilled === true, durationMs: Date.now() - started }));
     return { stdin: proc.stdin, stdout: proc.stdout, stderr: proc.stderr, result, kill: (s?: NodeJS.Signals) => proc.kill(s) };
   }
 
@@ -187,8 +181,8 @@ export class MicrovmDriver implements RuntimeDriver {
   }
 
   /**
-   * Usage of the sandbox's commands, from the cgroup the agent keeps in the guest: pids counts them
-   * plus the agent (as a container's count includes its init); CPU time is QEMU's on the host.
+   * Usage of the sandbox, from the cgroup the agent keeps in the guest: its commands and the agent
+   * itself (as a container's count includes its init); CPU time is QEMU's on the host.
    */
   async stats(handle: TaskHandle): Promise<TaskStats> {
     const p = this.paths(handle.id);
@@ -198,7 +192,7 @@ export class MicrovmDriver implements RuntimeDriver {
     }
     try {
       const [guest, cg] = await Promise.all([(await this.connection(handle.id, p)).stats(), readVmCgroup(handle.id)]);
-      return { memoryBytes: guest.memoryBytes, memoryLimitBytes: handle.spec.memoryMb * MiB, cpuUsageNs: cg.cpuUsageNs, pids: guest.pids + 1 };
+      return { memoryBytes: guest.memoryBytes, memoryLimitBytes: handle.spec.memoryMb * MiB, cpuUsageNs: cg.cpuUsageNs, pids: guest.pids };
     } catch (e) {
       throw asPrismError(e, 'INTERNAL', `reading stats of ${handle.id}`);
     }

@@ -125,9 +125,9 @@ export function enterTaskCgroup(spec: TaskSpec, shape: VmShape, pid: number): Pr
   return enterCgroup(spec.id, pid, { memoryBytes: shape.memoryMb * MiB + QEMU_OVERHEAD_BYTES, pids: QEMU_MAX_THREADS });
 }
 
-/** `M` for a task: its hostname and limits; the agent counts as its init, as in a container. */
+/** `M` for a task: its hostname and limits (the agent joins the cgroup as the task's init, as in a container). */
 export function mountTask(conn: AgentConnection, spec: TaskSpec): Promise<void> {
-  return conn.mount(spec.hostname, { memoryBytes: spec.memoryMb * MiB, pids: Math.max(1, spec.pidsLimit - 1) });
+  return conn.mount(spec.hostname, { memoryBytes: spec.memoryMb * MiB, pids: spec.pidsLimit });
 }
 
 /** Creates the workdir in the guest (first boot only: it then lives on the writable disk). */
