@@ -98,6 +98,12 @@ describe('resolveConfig', () => {
     for (const bad of ['-1', 'two', '1.5', '65', '']) expect(code(() => resolveConfig({ dataDir: '/a', warmPool: bad }, {}))).toBe('INVALID_ARGUMENT');
   });
 
+  it('takes --firecracker-bin or PRISM_FIRECRACKER_BIN as an absolute path, else leaves it unset', () => {
+    expect(resolveConfig({ dataDir: '/a' }, {}).firecrackerBin).toBeUndefined();
+    expect(resolveConfig({ dataDir: '/a' }, { PRISM_FIRECRACKER_BIN: '/opt/fc' }).firecrackerBin).toBe('/opt/fc');
+    expect(resolveConfig({ dataDir: '/a', firecrackerBin: 'fc' }, { PRISM_FIRECRACKER_BIN: '/opt/fc' }).firecrackerBin).toBe(resolve('fc'));
+  });
+
   it('rejects an unknown runtime, log level or address', () => {
     expect(code(() => resolveConfig({ dataDir: '/a', runtime: 'kvm' }, {}))).toBe('INVALID_ARGUMENT');
     expect(code(() => resolveConfig({ dataDir: '/a' }, { PRISM_RUNTIME: 'OCI' }))).toBe('INVALID_ARGUMENT');

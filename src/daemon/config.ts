@@ -19,6 +19,8 @@ export interface DaemonConfig {
   /** Guest kernel + initramfs for the microvm runtime (scripts/prepare-guest.sh); host-wide. */
   guestDir: string;
   kernel?: string;
+  /** Run microVMs on Firecracker from this binary (else Firecracker only if `firecracker` is on PATH). */
+  firecrackerBin?: string;
   /** Create microVMs by restoring template snapshots (default; `--no-microvm-snapshots` turns it off). */
   microvmSnapshots: boolean;
   /** microVMs kept restored and ready per image + VM shape (0 = none). */
@@ -43,6 +45,7 @@ export interface DaemonFlags {
   kernel?: string;
   microvmSnapshots?: boolean;
   warmPool?: string;
+  firecrackerBin?: string;
 }
 
 export const DEFAULT_API = '127.0.0.1:8008';
@@ -93,6 +96,8 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
   };
   const kernel = flags.kernel ?? env.PRISM_KERNEL;
   if (kernel) cfg.kernel = resolve(kernel);
+  const firecrackerBin = flags.firecrackerBin ?? env.PRISM_FIRECRACKER_BIN;
+  if (firecrackerBin) cfg.firecrackerBin = resolve(firecrackerBin);
   const authFile = flags.registryAuth ?? env.PRISM_REGISTRY_AUTH;
   if (authFile) cfg.registryAuthFile = resolve(authFile);
   const name = flags.name ?? env.PRISM_NAME;

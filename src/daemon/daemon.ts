@@ -67,6 +67,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
         accelCacheDir: cfg.guestDir,
         snapshots: cfg.microvmSnapshots,
         warmPool: cfg.warmPool,
+        ...(cfg.firecrackerBin ? { firecrackerBinary: cfg.firecrackerBin } : {}),
         ...(cfg.kernel ? { kernel: cfg.kernel } : {}),
         logger: log,
       }),

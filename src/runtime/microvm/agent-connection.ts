@@ -53,7 +53,8 @@ export class AgentConnection {
   /** The guest's state from its last hello. */
   state: AgentState | null = null;
 
-  constructor(private path: string) {}
+  /** `dial` opens the byte stream to the agent (the VMM's: Vmm.dialAgent); default a plain unix socket. */
+  constructor(private path: string, private readonly dial: (path: string, timeoutMs: number) => Promise<Socket> = dialUnix) {}
 
   get socketPath(): string { return this.path; }
 
@@ -85,7 +86,7 @@ export class AgentConnection {
     while (Date.now() < deadline) {
       let sock: Socket;
       try {
-        sock = await dialUnix(this.path, deadline - Date.now());
+        sock = await this.dial(this.path, deadline - Date.now());
       } catch (e) {
         lastError = e as Error;
         await sleep(RETRY_MS);

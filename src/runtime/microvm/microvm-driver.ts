@@ -6,11 +6,10 @@ import type {
   ExecOptions, ProbeResult, RuntimeCapabilities, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskState, TaskStats,
 } from '../driver.js';
 import { AgentConnection } from './agent-connection.js';
-import { QmpClient } from './qmp.js';
 import { hasCgroupV1, isQemuAlive, killQemu, listVmCgroups, readPidFile, readVmCgroup, removeCgroup, waitExit } from './qemu-process.js';
 import { agentUser, ID_PATTERN, validateSpec } from './task-spec.js';
 import { taskPaths, vmMarker, type TaskPaths } from './vm-boot.js';
-import { requireLayers, runTool } from './vm-disks.js';
+import { requireLayers } from './vm-disks.js';
 import { VmLauncher, type LaunchInfo, type MicrovmDriverOptions } from './vm-launcher.js';
 
 export type { MicrovmDriverLogger, MicrovmDriverOptions } from './vm-launcher.js';
@@ -38,13 +37,11 @@ const MAX_SOCKET_PATH = 107;
 export class MicrovmDriver implements RuntimeDriver {
   readonly name = 'microvm' as const;
   private readonly tasksDir: string;
-  private readonly qemu: string;
   private readonly conns = new Map<string, AgentConnection>();
   private readonly launcher: VmLauncher;
 
   constructor(private readonly opts: MicrovmDriverOptions) {
     this.tasksDir = join(opts.stateDir, 'tasks');
-    this.qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
     this.launcher = new VmLauncher(opts);
   }
 
@@ -55,7 +52,7 @@ export class MicrovmDriver implements RuntimeDriver {
   async probe(): Promise<ProbeResult> {
     const details: Record<string, string> = {};
     try {
-      details.qemu = (await runTool(this.qemu, ['--version'])).split('\n')[0]!.trim();
+      Object.assign(details, await this.launcher.vmm.describe());
       const files = await this.launcher.guestFiles();
       details.kernel = `${files.kernel} (${files.kernelVersion})`;
       if (process.getuid?.() !== 0) return { usable: false, reason: 'the microvm driver must run as root', details };
@@ -120,12 +117,7 @@ export class MicrovmDriver implements RuntimeDriver {
     }
     if (await this.alive(p)) {
       try {
-        const qmp = await QmpClient.connect(p.qmpSocket);
-        try {
-          if ((await qmp.queryStatus()).status === 'paused') await qmp.execute('cont');
-        } finally {
-          qmp.close();
-        }
+        await this.launcher.vmm.resume(p);
         await this.connection(handle.id, p);
         return 'running';
       } catch (e) {
@@ -159,16 +151,14 @@ export class MicrovmDriver implements RuntimeDriver {
     const p = this.paths(handle.id);
     if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
     const pid = await readPidFile(p.pidFile);
-    const marker = await vmMarker(p);
+    const marker = await vmMarker(p, this.launcher.vmm);
     if (pid && (await isQemuAlive(pid, marker))) {
       const timeoutMs = opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
       // Clean power-off first (the guest syncs its writable disk), then QEMU's quit, then SIGKILL.
       const conn = this.conns.get(handle.id);
       if (conn?.connected) conn.shutdown();
       if (!(conn?.connected && (await waitExit(pid, marker, timeoutMs)))) {
-        const qmp = await QmpClient.connect(p.qmpSocket, 2_000).catch(() => null);
-        await qmp?.quit().catch(() => undefined);
-        qmp?.close();
+        await this.launcher.vmm.quit(p);
         if (!(await waitExit(pid, marker, 2_000))) await killQemu(pid, marker);
       }
     }
@@ -237,13 +227,13 @@ export class MicrovmDriver implements RuntimeDriver {
   }
 
   private async alive(p: TaskPaths): Promise<boolean> {
-    return isQemuAlive(await readPidFile(p.pidFile), await vmMarker(p));
+    return isQemuAlive(await readPidFile(p.pidFile), await vmMarker(p, this.launcher.vmm));
   }
 
   private boot(spec: TaskSpec, p: TaskPaths, fresh: boolean): Promise<LaunchInfo> {
     return this.launcher.launch(spec, p, fresh, {
       connection: (existing?: AgentConnection) => {
-        const conn = existing ?? new AgentConnection(p.agentSocket);
+        const conn = existing ?? this.launcher.agentConnection(p.agentSocket);
         this.conns.set(spec.id, conn);
         return conn;
       },
@@ -259,7 +249,7 @@ export class MicrovmDriver implements RuntimeDriver {
       if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${id} not found`);
       throw new PrismError('FAILED_PRECONDITION', `task ${id} is not running`);
     }
-    const conn = existing ?? new AgentConnection(p.agentSocket);
+    const conn = existing ?? this.launcher.agentConnection(p.agentSocket);
     this.conns.set(id, conn);
     await conn.connect({ timeoutMs: RECONNECT_TIMEOUT_MS });
     return conn;
@@ -269,7 +259,7 @@ export class MicrovmDriver implements RuntimeDriver {
   private async teardown(id: string, p: TaskPaths, removeFiles: boolean): Promise<void> {
     this.conns.get(id)?.close();
     this.conns.delete(id);
-    await killQemu(await readPidFile(p.pidFile), await vmMarker(p));
+    await killQemu(await readPidFile(p.pidFile), await vmMarker(p, this.launcher.vmm));
     await removeCgroup(id);
     if (removeFiles) await rm(p.task, { recursive: true, force: true });
     else await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile, p.origin].map((f) => rm(f, { force: true })));

@@ -4,9 +4,9 @@ import { PrismError } from '../../core/errors.js';
 import type { TaskSpec } from '../driver.js';
 import type { AgentConnection } from './agent-connection.js';
 import { defaultCmdline, type GuestFiles } from './guest-files.js';
-import { buildQemuArgs, type Accelerator } from './qemu-args.js';
-import { enterCgroup, spawnQemu } from './qemu-process.js';
-import { resumeIncoming } from './vm-snapshot.js';
+import type { Accelerator } from './qemu-args.js';
+import { enterCgroup } from './qemu-process.js';
+import type { Vmm } from './vmm.js';
 
 /** The files of one VM: `<tasksDir>/<id>/` for a task. */
 export interface TaskPaths {
@@ -32,9 +32,9 @@ export function taskPaths(tasksDir: string, id: string): TaskPaths {
   };
 }
 
-/** What QEMU's command line names for this VM (isQemuAlive's marker): its agent socket as started. */
-export async function vmMarker(p: TaskPaths): Promise<string> {
-  return (await readFile(p.origin, 'utf8').catch(() => '')).trim() || p.agentSocket;
+/** What the VMM's command line names for this VM (isQemuAlive's marker), as it was started. */
+export async function vmMarker(p: TaskPaths, vmm: Vmm): Promise<string> {
+  return (await readFile(p.origin, 'utf8').catch(() => '')).trim() || vmm.marker(p);
 }
 
 const MiB = 1 << 20;
@@ -81,7 +81,7 @@ export async function vmShape(o: { files: GuestFiles; accel: Accelerator; imageD
 export interface BootOptions {
   shape: VmShape;
   paths: TaskPaths;
-  qemuBinary: string;
+  vmm: Vmm;
   /** Not yet connected; connected here. */
   conn: AgentConnection;
   bootTimeoutMs: number;
@@ -99,25 +99,26 @@ export interface BootOptions {
 export async function bootVm(o: BootOptions): Promise<void> {
   const { shape, paths: p, spec } = o;
   await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile, p.consoleLog, p.origin].map((f) => rm(f, { force: true })));
-  const args = buildQemuArgs({
-    accel: shape.accel, memoryMb: shape.memoryMb, cpus: shape.cpus, kernel: shape.files.kernel, initramfs: shape.files.initramfs,
-    cmdline: shape.cmdline, imageDisk: shape.imageDisk, writableDisk: p.rwDisk, agentSocket: p.agentSocket, qmpSocket: p.qmpSocket,
-    consoleLog: p.consoleLog, pidFile: p.pidFile, ...(o.incoming ? { incoming: o.incoming } : {}),
+  const started = o.vmm.start({ shape, paths: p, ...(o.incoming ? { incoming: o.incoming } : {}) });
+  const vm = await started.catch(async (e: unknown) => {
+    throw new PrismError('INTERNAL', `${o.vmm.name} failed to ${o.incoming ? 'restore' : 'boot'}: ${(e as Error).message}${await logTail(p)}`, { cause: e });
   });
-  const vm = await spawnQemu(o.qemuBinary, args, p.qemuLog);
   const died = vm.exited.then(async (how) => {
-    const log = (await readFile(p.qemuLog, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join(' | ');
-    throw new PrismError('INTERNAL', `QEMU exited during ${o.incoming ? 'restore' : 'boot'} (${how}): ${log || 'no message'}`);
+    throw new PrismError('INTERNAL', `${o.vmm.name} exited during ${o.incoming ? 'restore' : 'boot'} (${how})${await logTail(p)}`);
   });
   died.catch(() => undefined); // after boot, an exit is observed by stop and inspect instead
   if (spec) await enterTaskCgroup(spec, shape, vm.pid);
-  if (o.incoming) await Promise.race([resumeIncoming(p.qmpSocket, o.bootTimeoutMs), died]);
   const state = await Promise.race([o.conn.connect({ timeoutMs: o.bootTimeoutMs }), died]);
   if (!spec) {
     if (state !== 'booted') throw new PrismError('INTERNAL', `a fresh VM's agent reported ${state}, not booted`);
   } else if (state === 'booted') {
     await Promise.race([mountTask(o.conn, spec), died]);
   }
+}
+
+async function logTail(p: TaskPaths): Promise<string> {
+  const log = (await readFile(p.qemuLog, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join(' | ');
+  return log ? `: ${log}` : '';
 }
 
 /** Moves a task's QEMU into its host cgroups `prism-vm/<id>`, limited to guest RAM + QEMU's overhead. */

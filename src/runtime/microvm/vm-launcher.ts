@@ -1,13 +1,15 @@
 import { join } from 'node:path';
 import type { TaskSpec } from '../driver.js';
 import { probeAccelerator, type AccelVerdict } from './accel-probe.js';
-import type { AgentConnection } from './agent-connection.js';
+import { AgentConnection } from './agent-connection.js';
 import { defaultCmdline, locateGuestFiles, type GuestFiles } from './guest-files.js';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { PrismError } from '../../core/errors.js';
 import { readPidFile } from './qemu-process.js';
 import { bootVm, enterTaskCgroup, makeWorkdir, mountTask, vmShape, type TaskPaths, type VmShape } from './vm-boot.js';
 import { WarmPool } from './vm-pool.js';
+import type { Vmm } from './vmm.js';
+import { selectVmm } from './vmm-select.js';
 import { imageDisk, makeWritableDisk } from './vm-disks.js';
 import { TemplateStore } from './vm-template.js';
 
@@ -23,6 +25,8 @@ export interface MicrovmDriverOptions {
   kernel?: string;
   initramfs?: string;
   qemuBinary?: string;
+  /** Use Firecracker from this binary; without it, Firecracker is used when `firecracker` is on PATH. */
+  firecrackerBinary?: string;
   /** Size of each task's writable disk (sparse), default 2048 MiB. */
   writableDiskMb?: number;
   /** Where the accelerator verdict is cached; host-wide (default: stateDir). */
@@ -64,14 +68,16 @@ export class VmLauncher {
   private accel: Promise<AccelVerdict> | null = null;
   private readonly refills = new Set<Promise<void>>();
   private readonly qemu: string;
+  readonly vmm: Vmm;
 
   constructor(private readonly opts: MicrovmDriverOptions) {
     this.qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
+    this.vmm = selectVmm({ qemuBinary: this.qemu, firecrackerBinary: opts.firecrackerBinary, restoreTimeoutMs: RESTORE_TIMEOUT_MS });
     this.templates = opts.snapshots === false ? null : new TemplateStore({
-      dir: join(opts.stateDir, 'templates'), qemuBinary: this.qemu, bootTimeoutMs: this.bootTimeoutMs, logger: opts.logger,
+      dir: join(opts.stateDir, 'templates'), vmm: this.vmm, bootTimeoutMs: this.bootTimeoutMs, logger: opts.logger,
     });
     this.pool = this.templates && (opts.warmPool ?? 0) > 0 ? new WarmPool({
-      dir: join(opts.stateDir, 'pool'), size: opts.warmPool!, qemuBinary: this.qemu, writableDiskMb: this.writableDiskMb,
+      dir: join(opts.stateDir, 'pool'), size: opts.warmPool!, vmm: this.vmm, writableDiskMb: this.writableDiskMb,
       bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS), logger: opts.logger,
     }) : null;
   }
@@ -90,7 +96,14 @@ export class VmLauncher {
     });
   }
 
+  /** The Vmm's agent connection to `agentSocket`: unconnected, a unix socket under QEMU, vsock under Firecracker. */
+  agentConnection(agentSocket: string): AgentConnection {
+    return new AgentConnection(agentSocket, (path, ms) => this.vmm.dialAgent(path, ms));
+  }
+
+  /** KVM or TCG for QEMU (probed once per host); Firecracker runs on KVM only, so there is nothing to probe. */
   accelerator(): Promise<AccelVerdict> {
+    if (this.vmm.name === 'firecracker') return Promise.resolve({ accel: 'kvm', reason: 'Firecracker runs on KVM only' });
     this.accel ??= (async () => {
       const files = await this.guestFiles();
       const cmdline = await defaultCmdline({ tcg: false, pvh: files.pvh });
@@ -127,7 +140,7 @@ export class VmLauncher {
     if (!info && key && state) {
       try {
         conn = hooks.connection();
-        await bootVm({ shape, paths: p, qemuBinary: this.qemu, spec, conn, incoming: state, bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS) });
+        await bootVm({ shape, paths: p, vmm: this.vmm, spec, conn, incoming: state, bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS) });
         info = { boot: 'restore', template: key };
       } catch (e) {
         this.opts.logger?.warn({ err: e, task: spec.id, template: key }, 'restoring the template snapshot failed; deleting it and cold-booting');
@@ -140,7 +153,7 @@ export class VmLauncher {
     }
     if (!info) {
       conn = hooks.connection();
-      await bootVm({ shape, paths: p, qemuBinary: this.qemu, spec, conn, bootTimeoutMs: this.bootTimeoutMs });
+      await bootVm({ shape, paths: p, vmm: this.vmm, spec, conn, bootTimeoutMs: this.bootTimeoutMs });
       info = { boot: 'cold' };
     }
     if (key) this.track(this.refill(key, shape, state));
@@ -181,7 +194,7 @@ export class VmLauncher {
     if (!vm) return undefined;
     let moved = false;
     try {
-      await writeFile(vm.paths.origin, vm.paths.agentSocket);
+      await writeFile(vm.paths.origin, this.vmm.marker(vm.paths));
       await rename(vm.paths.task, p.task); // the task dir is empty (just claimed): rename replaces it
       moved = true;
       vm.conn.relocate(p.agentSocket);

@@ -4,6 +4,7 @@ import { AgentConnection } from './agent-connection.js';
 import { isQemuAlive, killQemu, readPidFile } from './qemu-process.js';
 import { bootVm, taskPaths, type TaskPaths, type VmShape } from './vm-boot.js';
 import { makeWritableDisk } from './vm-disks.js';
+import type { Vmm } from './vmm.js';
 
 /**
  * The warm pool: per template (image + VM shape), up to `size` VMs restored from the template and
@@ -23,7 +24,7 @@ export interface WarmPoolOptions {
   dir: string;
   /** VMs kept ready per template; 0 disables the pool. */
   size: number;
-  qemuBinary: string;
+  vmm: Vmm;
   bootTimeoutMs: number;
   writableDiskMb: number;
   logger?: Logger | undefined;
@@ -63,7 +64,7 @@ export class WarmPool {
     const list = this.ready.get(key) ?? [];
     for (let vm = list.shift(); vm; vm = list.shift()) {
       const pid = await readPidFile(vm.paths.pidFile);
-      if (vm.conn.connected && (await isQemuAlive(pid, vm.paths.agentSocket))) {
+      if (vm.conn.connected && (await isQemuAlive(pid, this.o.vmm.marker(vm.paths)))) {
         this.owned.delete(vm.paths.task);
         return vm;
       }
@@ -133,7 +134,7 @@ export class WarmPool {
   /** Kills the VM's QEMU (if still that QEMU) and removes its directory. */
   async destroy(p: TaskPaths, conn?: AgentConnection): Promise<void> {
     conn?.close();
-    await killQemu(await readPidFile(p.pidFile), p.agentSocket).catch((e: unknown) => this.o.logger?.warn({ err: e, vm: p.task }, 'killing a warm-pool microVM failed'));
+    await killQemu(await readPidFile(p.pidFile), this.o.vmm.marker(p)).catch((e: unknown) => this.o.logger?.warn({ err: e, vm: p.task }, 'killing a warm-pool microVM failed'));
     await rm(p.task, { recursive: true, force: true });
     this.owned.delete(p.task);
   }
@@ -142,12 +143,13 @@ export class WarmPool {
     await mkdir(this.o.dir, { recursive: true });
     // Short names: the directory holds unix sockets (108-byte paths).
     const p = taskPaths(this.o.dir, randomBytes(4).toString('hex'));
-    const conn = new AgentConnection(p.agentSocket);
+    const { vmm } = this.o;
+    const conn = new AgentConnection(p.agentSocket, (path, ms) => vmm.dialAgent(path, ms));
     this.owned.add(p.task);
     try {
       await mkdir(p.task);
       await makeWritableDisk(p.rwDisk, this.o.writableDiskMb);
-      await bootVm({ shape, paths: p, qemuBinary: this.o.qemuBinary, conn, incoming: state, bootTimeoutMs: this.o.bootTimeoutMs });
+      await bootVm({ shape, paths: p, vmm, conn, incoming: state, bootTimeoutMs: this.o.bootTimeoutMs });
       return { paths: p, conn };
     } catch (e) {
       await this.destroy(p, conn);

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { VmShape } from './vm-boot.js';
+import { QemuVmm } from './qemu-vmm.js';
 import { TemplateStore } from './vm-template.js';
 
 describe('TemplateStore', () => {
@@ -18,7 +19,7 @@ describe('TemplateStore', () => {
       files: { kernel: join(root, 'vmlinux'), initramfs: join(root, 'initramfs.cpio'), kernelVersion: '6.1', pvh: true },
       accel: 'tcg', imageDisk: join(root, 'image.ext4'), memoryMb: 256, cpus: 1, cmdline: 'console=ttyS0', writableDiskMb: 256,
     };
-    store = new TemplateStore({ dir: join(root, 'templates'), qemuBinary: 'qemu-system-x86_64', bootTimeoutMs: 1_000 });
+    store = new TemplateStore({ dir: join(root, 'templates'), vmm: new QemuVmm(), bootTimeoutMs: 1_000 });
   });
   afterEach(() => rm(root, { recursive: true, force: true }));
 
@@ -56,7 +57,7 @@ describe('TemplateStore', () => {
   it('removes a truncated or unreadable template with a log line instead of restoring it', async () => {
     const warnings: string[] = [];
     const logger = { info: () => undefined, warn: (o: object, msg?: string) => warnings.push(`${msg ?? ''} ${JSON.stringify(o)}`) };
-    store = new TemplateStore({ dir: join(root, 'templates'), qemuBinary: 'qemu-system-x86_64', bootTimeoutMs: 1_000, logger });
+    store = new TemplateStore({ dir: join(root, 'templates'), vmm: new QemuVmm(), bootTimeoutMs: 1_000, logger });
     const k = await store.key(shape);
     await place(k);
     await writeFile(join(root, 'templates', k, 'state'), 'str');
