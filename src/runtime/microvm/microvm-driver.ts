@@ -197,7 +197,7 @@ export class MicrovmDriver implements RuntimeDriver {
     for (const conn of this.conns.values()) conn.close();
     this.conns.clear();
     await this.launcher.settled();
-    await this.launcher.pool?.close();
+    await this.launcher.pool.close();
   }
 
   /** Resolves when no template snapshot is being built and the warm pool is not refilling. */

@@ -64,7 +64,8 @@ export interface LaunchHooks {
  */
 export class VmLauncher {
   readonly templates: TemplateStore | null;
-  readonly pool: WarmPool | null;
+  /** Always there (size 0 without --warm-pool or snapshots), so that a crashed prismd's pool VMs are swept. */
+  readonly pool: WarmPool;
   private accel: Promise<AccelVerdict> | null = null;
   private readonly refills = new Set<Promise<void>>();
   private readonly qemu: string;
@@ -76,10 +77,10 @@ export class VmLauncher {
     this.templates = opts.snapshots === false ? null : new TemplateStore({
       dir: join(opts.stateDir, 'templates'), vmm: this.vmm, bootTimeoutMs: this.bootTimeoutMs, logger: opts.logger,
     });
-    this.pool = this.templates && (opts.warmPool ?? 0) > 0 ? new WarmPool({
-      dir: join(opts.stateDir, 'pool'), size: opts.warmPool!, vmm: this.vmm, writableDiskMb: this.writableDiskMb,
+    this.pool = new WarmPool({
+      dir: join(opts.stateDir, 'pool'), size: this.templates ? (opts.warmPool ?? 0) : 0, vmm: this.vmm, writableDiskMb: this.writableDiskMb,
       bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS), logger: opts.logger,
-    }) : null;
+    });
   }
 
   get writableDiskMb(): number {
@@ -132,7 +133,8 @@ export class VmLauncher {
     let state = key ? await this.templates!.find(key) : undefined;
     let conn: AgentConnection | undefined;
     let info: LaunchInfo | undefined;
-    if (fresh && key && state && this.pool) {
+    this.track(this.pool.sweep());
+    if (fresh && key && state && this.pool.size > 0) {
       conn = await this.adopt(key, spec, shape, p, hooks);
       if (conn) info = { boot: 'pool', template: key };
     }
@@ -165,7 +167,7 @@ export class VmLauncher {
   async settled(): Promise<void> {
     while (this.refills.size > 0) await Promise.all(this.refills);
     await this.templates?.settled();
-    await this.pool?.settled();
+    await this.pool.settled();
   }
 
   private track(work: Promise<void>): void {
@@ -180,7 +182,7 @@ export class VmLauncher {
       await this.templates!.buildSoon(key, shape);
       state = await this.templates!.find(key);
     }
-    if (state && this.pool) await this.pool.fill(key, shape, state);
+    if (state) await this.pool.fill(key, shape, state);
   }
 
   /**
@@ -190,7 +192,7 @@ export class VmLauncher {
    * no VM was ready or the adoption failed (logged; the VM is destroyed and the task dir left empty).
    */
   private async adopt(key: string, spec: TaskSpec, shape: VmShape, p: TaskPaths, hooks: LaunchHooks): Promise<AgentConnection | undefined> {
-    const vm = await this.pool!.take(key);
+    const vm = await this.pool.take(key);
     if (!vm) return undefined;
     let moved = false;
     try {
@@ -207,7 +209,7 @@ export class VmLauncher {
     } catch (e) {
       this.opts.logger?.warn({ err: e, task: spec.id }, 'adopting a warm-pool microVM failed; restoring instead');
       if (!moved) {
-        await this.pool!.destroy(vm.paths, vm.conn);
+        await this.pool.destroy(vm.paths, vm.conn);
         return undefined;
       }
       await hooks.teardown();
