@@ -1,6 +1,6 @@
 /**
- * The microvm runtime against bare QEMU: cold boot and template-snapshot restore to a ready agent,
- * exec round trip, a 10 MiB transfer through stdout, and QEMU's host RSS per idle VM. The baseline,
+ * The microvm runtime against bare QEMU: cold boot, template-snapshot restore and warm-pool create to
+ * a ready agent, exec round trip, a 10 MiB transfer through stdout, and QEMU's host RSS per idle VM. The baseline,
  * bare QEMU booting the same kernel with a trivial /init that powers off, runs in the same process
  * (bench/qemu-bare-boot.ts's method, copied so that file stays the fixed reference).
  *
@@ -100,22 +100,24 @@ async function main(): Promise<void> {
   try {
     const layer = join(tmp, 'layers/busybox');
     await buildBusyboxLayer(layer);
-    const open = (name: string, snapshots: boolean) => {
-      const d = new MicrovmDriver({ stateDir: join(tmp, name), guestDir: GUEST_DIR, imageDiskCache: join(tmp, 'disks'), writableDiskMb: 256, snapshots });
+    const open = (name: string, snapshots: boolean, warmPool = 0) => {
+      const d = new MicrovmDriver({ stateDir: join(tmp, name), guestDir: GUEST_DIR, imageDiskCache: join(tmp, 'disks'), writableDiskMb: 256, snapshots, warmPool });
       drivers.push(d);
       return d;
     };
     const cold = open('cold', false);
     const warm = open('warm', true);
+    const pooled = open('pool', true, 1);
     let n = 0;
     const spec = (): TaskSpec => ({
       id: `bench-${n++}`, hostname: 'bench', layers: [layer], env: { PATH }, workdir: '/', cpus: 1, memoryMb: MEMORY_MB, pidsLimit: 128, diskMb: 2048, maxOpenFiles: 4096,
     });
-    /** create -> time + idle RSS -> destroy, `runs` times. */
+    /** create -> time + idle RSS -> destroy, `runs` times (with a warm pool: each once the pool is full). */
     const creates = async (d: MicrovmDriver, stateDir: string, runs: number, expectBoot: string) => {
       const ms: number[] = [];
       const rss: number[] = [];
       for (let i = 0; i < runs; i++) {
+        await d.templatesSettled();
         const s = spec();
         let h: TaskHandle | undefined;
         ms.push(await timeIt(async () => (h = await d.create(s))));
@@ -143,6 +145,13 @@ async function main(): Promise<void> {
     const coldRuns = await creates(cold, 'cold', RUNS, 'cold');
     log('restores...');
     const restoreRuns = await creates(warm, 'warm', RUNS, 'restore');
+    log('warm-pool creates...');
+    const firstPooled = await pooled.create(spec()); // cold boot; builds its template, then fills the pool
+    live.push([pooled, firstPooled]);
+    const poolRuns = await creates(pooled, 'pool', RUNS, 'pool');
+    await pooled.destroy(firstPooled);
+    live.splice(live.findIndex(([, h]) => h === firstPooled), 1);
+    await pooled.close();
 
     log('exec round trips and transfers...');
     const execMs: number[] = [];
@@ -157,6 +166,7 @@ async function main(): Promise<void> {
     const bareS = summarize(bare);
     const coldS = summarize(coldRuns.ms);
     const restoreS = summarize(restoreRuns.ms);
+    const poolS = summarize(poolRuns.ms);
     const execS = summarize(execMs);
     const xferS = summarize(xferMs);
     const target = (value: number, op: '<=' | '>=' | '<', limit: number) => ({
@@ -169,13 +179,15 @@ async function main(): Promise<void> {
       bareQemuBoot: bareS,
       coldBootToAgentReady: coldS,
       snapshotRestoreToAgentReady: restoreS,
+      warmPoolCreateToAgentReady: poolS,
       templateBuild: { ms: meta.buildMs, stateMiB: Math.round((meta.stateBytes / 1048576) * 10) / 10 },
       execRoundTripTrue: execS,
       transfer10MiB: { ...xferS, medianMiBps: Math.round((10 / (xferS.medianMs / 1000)) * 10) / 10 },
-      idleVmRss: { coldBooted: summarizeKb(coldRuns.rss), restored: summarizeKb(restoreRuns.rss) },
+      idleVmRss: { coldBooted: summarizeKb(coldRuns.rss), restored: summarizeKb(restoreRuns.rss), fromWarmPool: summarizeKb(poolRuns.rss) },
       targets: {
         coldBootOverBareBoot: target(coldS.medianMs / bareS.medianMs, '<=', 1.2),
         restoreSpeedupOverColdBoot: target(coldS.medianMs / restoreS.medianMs, '>=', 8),
+        warmPoolSpeedupOverColdBoot: target(coldS.medianMs / poolS.medianMs, '>=', 8),
         execRoundTripMedianMs: target(execS.medianMs, '<', 5),
       },
     }, null, 2));

@@ -45,10 +45,19 @@ int rootfs_mount(const char *hostname, const struct limits *lim, char *err, size
   return -1;
 }
 
-void cgroup_join(void) {}
-
 void sandbox_stats(char *out, size_t n) {
   snprintf(out, n, "pids 0 memory 0 oom_kills 0");
+}
+
+/* The fake cgroup's oom_kill counter: a number in a file the tests' commands write. */
+static char oom_file[64];
+
+unsigned long long sandbox_oom_kills(void) {
+  FILE *f = fopen(oom_file, "re");
+  unsigned long long n = 0;
+  if (f && fscanf(f, "%llu", &n) != 1) n = 0;
+  if (f) fclose(f);
+  return n;
 }
 
 void power_off(struct agent *a) {
@@ -229,7 +238,7 @@ static void test_hello_booted(void) {
   send_frame(fd, 'Z', 0, "junk", 4); /* unknown control frame: ignored */
   send_frame(fd, F_HELLO, 0, NULL, 0);
   struct frame *fr = recv_frame(fd);
-  CHECK(fr->type == F_HELLO_REPLY && fr->ch == 0 && strcmp(fr->data, "prism-agent 1 booted") == 0);
+  CHECK(fr->type == F_HELLO_REPLY && fr->ch == 0 && strcmp(fr->data, "prism-agent 2 booted") == 0);
 }
 
 static void test_echo(void) {
@@ -318,6 +327,25 @@ static void test_kill(void) {
   CHECK(strcmp(r.exit, "143 15") == 0);
   send_frame(fd, F_KILL, 5, "\x09", 1); /* the session is over: ignored, no second X */
   CHECK(strcmp(run(fd, 6, ARGV("true")).exit, "0 0") == 0);
+}
+
+/* X says "oom" only for a SIGKILL while the cgroup's oom_kill counter went up. */
+static void test_oom_in_exit(void) {
+  int fd = conn();
+  char script[160];
+  snprintf(script, sizeof script, "echo 1 > %s; kill -KILL $$", oom_file);
+  CHECK(strcmp(run(fd, 1, SH(script)).exit, "137 9 oom") == 0);
+  CHECK(strcmp(run(fd, 2, SH("kill -KILL $$")).exit, "137 9") == 0); /* counter unchanged */
+  snprintf(script, sizeof script, "echo 2 > %s; kill -TERM $$", oom_file);
+  CHECK(strcmp(run(fd, 3, SH(script)).exit, "143 15") == 0); /* not a SIGKILL */
+  snprintf(script, sizeof script, "echo 3 > %s", oom_file);
+  CHECK(strcmp(run(fd, 4, SH(script)).exit, "0 0") == 0);
+  start(fd, 5, 0, ARGV("sleep", "100"));
+  usleep(50000);
+  send_frame(fd, F_KILL, 5, "\x09", 1); /* killed by the host, counter unchanged */
+  struct result r;
+  collect(fd, 5, 1, &r);
+  CHECK(strcmp(r.exit, "137 9") == 0);
 }
 
 static void expect_fail(int fd, uint32_t ch, const char *why) {
@@ -452,9 +480,9 @@ static void test_mount(void) {
   int fd = conn();
   CHECK(strcmp(control(fd, F_MOUNT, "fail", 5), "error: test failure") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "noterm", 6), "error: malformed M", 18) == 0);
-  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 1 booted") == 0);
+  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 2 booted") == 0);
   CHECK(strcmp(control(fd, F_MOUNT, "sandbox", 8), "ok") == 0);
-  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 1 ready") == 0);
+  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 2 ready") == 0);
   CHECK(strcmp(control(fd, F_MOUNT, "sandbox", 8), "error: rootfs already mounted") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "x\0notanumber", 13), "error: malformed M", 18) == 0);
   CHECK(strcmp(control(fd, F_STATS, NULL, 0), "pids 0 memory 0 oom_kills 0") == 0);
@@ -476,7 +504,7 @@ static const struct test tests[] = {
     {"frame codec", test_frame_codec}, {"start parse", test_start_parse}, {"user parse", test_user_parse},
     {"hello booted", test_hello_booted}, {"echo", test_echo}, {"exit codes", test_exit_codes},
     {"stderr separate", test_stderr_separate}, {"stdin via cat", test_stdin_cat},
-    {"cwd env user", test_cwd_env_user}, {"10 MiB output", test_big_output},
+    {"cwd env user", test_cwd_env_user}, {"oom kill in the exit frame", test_oom_in_exit}, {"10 MiB output", test_big_output},
     {"20 concurrent sessions", test_concurrent}, {"kill", test_kill}, {"malformed frames", test_malformed},
     {"command not found", test_not_found}, {"background output not waited for", test_background},
     {"slow consumers", test_slow_consumers}, {"host not reading", test_host_not_reading},
@@ -486,6 +514,7 @@ static const struct test tests[] = {
 
 static pid_t start_agent(void) {
   snprintf(addr.sun_path, sizeof addr.sun_path, "/tmp/prism-agent-test.%d.sock", getpid());
+  snprintf(oom_file, sizeof oom_file, "/tmp/prism-agent-test.%d.oom", getpid());
   unlink(addr.sun_path);
   listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(listen_fd, 8) < 0) {
@@ -536,6 +565,7 @@ int main(void) {
     failed++;
   }
   unlink(addr.sun_path);
+  unlink(oom_file);
   printf("%s: %zu tests, %d failed\n", failed ? "FAIL" : "PASS", sizeof tests / sizeof tests[0], failed);
   return failed != 0;
 }

@@ -91,6 +91,8 @@ int agent_init(struct agent *a) {
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
+  /* SIGIO: the port's host side connected or left (boot.c asks for it), so a reconnect is seen at once. */
+  sigaddset(&chld, SIGIO);
   if (sigprocmask(SIG_BLOCK, &chld, NULL) != 0) return -1;
   a->sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   return a->sigfd < 0 ? -1 : 0;

@@ -33,6 +33,7 @@ struct session {
   int stdin_closing;           /* C received: close in_fd once pending is written */
   struct buf pending;          /* stdin the command has not read yet */
   int poll_out, poll_err, poll_in;  /* this round's pollfd indices, -1 when not polled */
+  unsigned long long oom_before;   /* the sandbox cgroup's oom_kill count when the command started */
 };
 
 struct agent {
@@ -72,7 +73,7 @@ void session_kill(struct agent *a, struct session *s); /* kills the tree; no X i
  *   close-on-exec fd to serve, or -1 when the host is still away.
  * rootfs_mount: does `M`; 0, or -1 with a message in err.
  * power_off: does `Q`; does not return in the VM.
- * cgroup_join, sandbox_stats: the sandbox cgroup (limits and usage of every command).
+ * sandbox_stats, sandbox_oom_kills: the sandbox cgroup (limits and usage of every command).
  */
 /*
  * What `M` carries besides the hostname: the sandbox's limits (0 = none), applied to every command
@@ -90,9 +91,9 @@ struct limits {
 int port_reconnect(int previous);
 int rootfs_mount(const char *hostname, const struct limits *lim, char *err, size_t errlen);
 void power_off(struct agent *a);
-/* In a command's child, before it drops privileges: join the sandbox cgroup (no-op before `M`). */
-void cgroup_join(void);
 /* `T`: "pids N memory BYTES oom_kills K" of the sandbox cgroup into out. */
 void sandbox_stats(char *out, size_t n);
+/* The sandbox cgroup's oom_kill counter (memory.events); 0 before `M`. */
+unsigned long long sandbox_oom_kills(void);
 
 #endif

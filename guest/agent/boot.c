@@ -95,6 +95,13 @@ static int port_open(void) {
     snprintf(path, sizeof path, "/dev/%s", e->d_name);
     if (strcmp(name, PORT_NAME) == 0) fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
   }
+  /*
+   * SIGIO when the host connects or leaves (virtio_console signals VIRTIO_CONSOLE_PORT_OPEN to async
+   * owners); agent.c takes it through its signalfd, so a host reconnecting (after a restore from a
+   * template, or a prismd restart) is answered at once, not at the next 100 ms re-check.
+   */
+  if (fd >= 0 && (fcntl(fd, F_SETOWN, getpid()) != 0 || fcntl(fd, F_SETFL, O_RDWR | O_NONBLOCK | O_ASYNC) != 0))
+    agent_log("cannot ask for SIGIO on the port: %m (reconnects are seen within 100 ms)");
   if (d) closedir(d);
   return fd;
 }
@@ -167,6 +174,13 @@ static int virtio_device_present(unsigned id) {
   return found;
 }
 
+#define VIRTIO_ID_BLOCK 2
+
+static int image_disk_present(void) {
+  struct stat st;
+  return stat("/dev/vda", &st) == 0 ? 0 : -1;
+}
+
 static int disks_present(void) {
   struct stat st;
   return stat("/dev/vda", &st) == 0 && stat("/dev/vdb", &st) == 0 ? 0 : -1;
@@ -174,10 +188,14 @@ static int disks_present(void) {
 
 #define FAIL(...) (snprintf(err, errlen, __VA_ARGS__), -1)
 
+/* The image disk on /lower: mounted at boot when present (see prepare_shared), else by `M`. */
+static int lower_mounted;
+
 /* The overlay of the image disk (vda, read-only) and the sandbox's writable disk (vdb). */
 static int mount_overlay(char *err, size_t errlen) {
   if (retry_ms(disks_present, 5000) < 0) return FAIL("/dev/vda or /dev/vdb missing after 5 s");
-  if (mount("/dev/vda", "/lower", "ext4", MS_RDONLY, NULL) != 0) return FAIL("mount /dev/vda on /lower: %m");
+  if (!lower_mounted && mount("/dev/vda", "/lower", "ext4", MS_RDONLY, NULL) != 0) return FAIL("mount /dev/vda on /lower: %m");
+  lower_mounted = 1;
   const char *step = NULL;
   if (mount("/dev/vdb", "/upper", "ext4", 0, NULL) != 0) step = "mount /dev/vdb on /upper";
   else if ((mkdir("/upper/upper", 0755) != 0 && errno != EEXIST) || (mkdir("/upper/work", 0755) != 0 && errno != EEXIST))
@@ -186,9 +204,8 @@ static int mount_overlay(char *err, size_t errlen) {
     step = "mount overlay on /newroot";
   else return 0;
   snprintf(err, errlen, "%s: %s", step, strerror(errno));
-  /* Undo, so that a later M can try again. */
+  /* Undo, so that a later M can try again (the image disk stays mounted: it is read-only). */
   umount2("/upper", MNT_DETACH);
-  umount2("/lower", MNT_DETACH);
   return -1;
 }
 
@@ -217,18 +234,27 @@ static int loopback_up(void) {
 }
 
 #define SANDBOX_CG "/sys/fs/cgroup/sandbox"
-static int cgroup_ready;
+static int cgroup_ready, cgroup_created;
+static int oom_events_fd = -1; /* kept open: read once per exec */
 
 /*
  * The sandbox's limits hold inside the guest too: guest RAM is the limit plus room for the kernel and
  * the agent, so the commands themselves are capped by a cgroup (v2) that every command joins.
  */
-static int sandbox_cgroup(const struct limits *lim, char *err, size_t errlen) {
-  char v[32];
+/* The sandbox cgroup without its limits; done at boot (see prepare_shared), else by `M`. */
+static int cgroup_create(char *err, size_t errlen) {
+  if (cgroup_created) return 0;
   if (mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0 && errno != EBUSY)
     return FAIL("mount cgroup2: %m");
   if (write_str("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids") != 0) return FAIL("enable memory and pids controllers: %m");
   if (mkdir(SANDBOX_CG, 0755) != 0 && errno != EEXIST) return FAIL("mkdir " SANDBOX_CG ": %m");
+  cgroup_created = 1;
+  return 0;
+}
+
+static int sandbox_cgroup(const struct limits *lim, char *err, size_t errlen) {
+  char v[32];
+  if (cgroup_create(err, errlen) < 0) return -1;
   if (lim->memory_bytes) {
     snprintf(v, sizeof v, "%llu", lim->memory_bytes);
     if (write_str(SANDBOX_CG "/memory.max", v) != 0) return FAIL("memory.max: %m");
@@ -243,16 +269,18 @@ static int sandbox_cgroup(const struct limits *lim, char *err, size_t errlen) {
     snprintf(v, sizeof v, "%llu", lim->pids);
     if (write_str(SANDBOX_CG "/pids.max", v) != 0) return FAIL("pids.max: %m");
   }
+  /*
+   * The agent joins the sandbox cgroup itself, as a container's init is in its container's: every
+   * command inherits it at fork, which costs nothing, where moving each child in cost a cgroup
+   * migration per exec. PID 1 is never chosen by the OOM killer; its output buffers count against
+   * the sandbox's memory, as the commands' own pipes would.
+   */
+  if (write_str(SANDBOX_CG "/cgroup.procs", "0") != 0) return FAIL("join " SANDBOX_CG ": %m");
+  oom_events_fd = open(SANDBOX_CG "/memory.events", O_RDONLY | O_CLOEXEC);
   cgroup_ready = 1;
   return 0;
 }
 
-void cgroup_join(void) {
-  if (cgroup_ready && write_str(SANDBOX_CG "/cgroup.procs", "0") != 0) {
-    dprintf(2, "prism: cannot join the sandbox cgroup: %s\n", strerror(errno));
-    _exit(126);
-  }
-}
 
 static unsigned long long read_counter(const char *path, const char *key) {
   char buf[1024];
@@ -268,6 +296,16 @@ static unsigned long long read_counter(const char *path, const char *key) {
     if (strncmp(line, key, k) == 0 && line[k] == ' ') return strtoull(line + k + 1, NULL, 10);
   }
   return 0;
+}
+
+/* The oom_kill line of memory.events, re-read through the kept descriptor (pread from 0 regenerates it). */
+unsigned long long sandbox_oom_kills(void) {
+  char buf[512];
+  ssize_t n = oom_events_fd >= 0 ? pread(oom_events_fd, buf, sizeof buf - 1, 0) : -1;
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  char *line = strstr(buf, "oom_kill ");
+  return line ? strtoull(line + 9, NULL, 10) : 0;
 }
 
 void sandbox_stats(char *out, size_t n) {
@@ -294,6 +332,22 @@ static void host_facts(const struct limits *lim) {
       agent_log("cannot reseed the RNG: %m");
     if (fd >= 0) close(fd);
   }
+}
+
+/*
+ * What every sandbox of this VM shape shares, done before the `booted` hello so that it is in a
+ * template snapshot and a restored VM skips it (under TCG each first run of a kernel path costs
+ * translation time): the image disk mounted read-only on /lower (a template is keyed by that disk
+ * file, which never changes) and the cgroup2 hierarchy with an empty sandbox cgroup. The per-sandbox
+ * parts (writable disk, limits, hostname) wait for `M`. Failures are left for `M` to retry and report.
+ */
+static void prepare_shared(void) {
+  char err[160];
+  if (virtio_device_present(VIRTIO_ID_BLOCK) && retry_ms(image_disk_present, 2000) == 0) {
+    if (mount("/dev/vda", "/lower", "ext4", MS_RDONLY, NULL) == 0) lower_mounted = 1;
+    else agent_log("mount /dev/vda on /lower: %m (M tries again)");
+  }
+  if (cgroup_create(err, sizeof err) < 0) agent_log("%s (M tries again)", err);
 }
 
 int rootfs_mount(const char *hostname, const struct limits *lim, char *err, size_t errlen) {
@@ -372,6 +426,7 @@ int main(void) {
   if (virtio_device_present(VIRTIO_ID_CONSOLE)) vport = retry_ms(port_open, 5000);
   if (vport < 0 && (vsock_listener = vsock_listen()) >= 0) agent_log("no virtio port named " PORT_NAME "; listening on vsock port %d", VSOCK_PORT);
   else if (vport < 0) agent_log("no virtio port named " PORT_NAME " and no vsock; still looking");
+  prepare_shared();
   agent_log("booted");
   agent_serve(&a);
 }

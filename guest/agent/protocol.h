@@ -1,5 +1,5 @@
 /*
- * Wire format of the microVM agent protocol, version 1: docs/microvm-agent-protocol.md.
+ * Wire format of the microVM agent protocol, version 2: docs/microvm-agent-protocol.md.
  * This file and src/runtime/microvm/agent-protocol.ts are the two definitions: change them together.
  *
  * Choices the document leaves open, made here so that both sides agree:
@@ -33,7 +33,7 @@
 
 #include <stdint.h>
 
-#define PROTOCOL_VERSION 1
+#define PROTOCOL_VERSION 2
 #define FRAME_HDR 9            /* type u8, channel u32 BE, length u32 BE */
 #define FRAME_MAX (1u << 20)   /* longest payload either side sends */
 #define CHANNEL_MAX 0x80000000u

@@ -84,6 +84,26 @@ describe('resolveConfig', () => {
     expect(cfg).toMatchObject({ apiHost: '0.0.0.0', apiPort: 1, dataDir: '/a', imagesDir: '/a/images', runtime: 'microvm', logLevel: 'warn', name: 'flag' });
   });
 
+  it('restores microVMs from template snapshots unless turned off by flag or PRISM_MICROVM_SNAPSHOTS=0', () => {
+    expect(resolveConfig({ dataDir: '/a' }, {}).microvmSnapshots).toBe(true);
+    expect(resolveConfig({ dataDir: '/a' }, { PRISM_MICROVM_SNAPSHOTS: '0' }).microvmSnapshots).toBe(false);
+    expect(resolveConfig({ dataDir: '/a', microvmSnapshots: false }, { PRISM_MICROVM_SNAPSHOTS: '1' }).microvmSnapshots).toBe(false);
+    expect(resolveConfig({ dataDir: '/a', microvmSnapshots: true }, { PRISM_MICROVM_SNAPSHOTS: '0' }).microvmSnapshots).toBe(true);
+  });
+
+  it('reads the warm pool size from --warm-pool or PRISM_WARM_POOL, default 0', () => {
+    expect(resolveConfig({ dataDir: '/a' }, {}).warmPool).toBe(0);
+    expect(resolveConfig({ dataDir: '/a' }, { PRISM_WARM_POOL: '2' }).warmPool).toBe(2);
+    expect(resolveConfig({ dataDir: '/a', warmPool: '3' }, { PRISM_WARM_POOL: '2' }).warmPool).toBe(3);
+    for (const bad of ['-1', 'two', '1.5', '65', '']) expect(code(() => resolveConfig({ dataDir: '/a', warmPool: bad }, {}))).toBe('INVALID_ARGUMENT');
+  });
+
+  it('takes --firecracker-bin or PRISM_FIRECRACKER_BIN as an absolute path, else leaves it unset', () => {
+    expect(resolveConfig({ dataDir: '/a' }, {}).firecrackerBin).toBeUndefined();
+    expect(resolveConfig({ dataDir: '/a' }, { PRISM_FIRECRACKER_BIN: '/opt/fc' }).firecrackerBin).toBe('/opt/fc');
+    expect(resolveConfig({ dataDir: '/a', firecrackerBin: 'fc' }, { PRISM_FIRECRACKER_BIN: '/opt/fc' }).firecrackerBin).toBe(resolve('fc'));
+  });
+
   it('rejects an unknown runtime, log level or address', () => {
     expect(code(() => resolveConfig({ dataDir: '/a', runtime: 'kvm' }, {}))).toBe('INVALID_ARGUMENT');
     expect(code(() => resolveConfig({ dataDir: '/a' }, { PRISM_RUNTIME: 'OCI' }))).toBe('INVALID_ARGUMENT');

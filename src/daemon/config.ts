@@ -23,8 +23,13 @@ export interface DaemonConfig {
   kernel?: string;
   /** The Docker engine of the docker runtime (`unix:///path`, `tcp://host:port`); unset: DOCKER_HOST, then /var/run/docker.sock. */
   dockerHost?: string;
-  /** Create microVMs by restoring template snapshots (experimental). */
+
+  /** Run microVMs on Firecracker from this binary (else Firecracker only if `firecracker` is on PATH). */
+  firecrackerBin?: string;
+  /** Create microVMs by restoring template snapshots (default; `--no-microvm-snapshots` turns it off). */
   microvmSnapshots: boolean;
+  /** microVMs kept restored and ready per image + VM shape (0 = none). */
+  warmPool: number;
   /** JSON file `{"auths": {"host[:port]": {"username": "...", "password": "..."}}}` (mode 0600). */
   registryAuthFile?: string;
   /** Where cluster state lives: this node's SQLite file, or an etcd cluster shared by every node. */
@@ -86,6 +91,8 @@ export interface DaemonFlags {
   tlsCaKey?: string;
   sandboxCidr?: string;
   sandboxDns?: string;
+  warmPool?: string;
+  firecrackerBin?: string;
 }
 
 export const DEFAULT_API = '127.0.0.1:8008';
@@ -174,6 +181,12 @@ export function defaultDataDir(now = new Date()): string {
   return resolve('data', now.toISOString().replace(/[:.]/g, '-'));
 }
 
+function parseWarmPool(s: string): number {
+  const n = Number(s);
+  if (!/^\d+$/.test(s) || n > 64) throw new PrismError('INVALID_ARGUMENT', `--warm-pool must be a whole number from 0 to 64, got '${s}'`);
+  return n;
+}
+
 export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
   const api = parseHostPort(flags.api ?? env.PRISM_API ?? DEFAULT_API);
   const dataDir = resolve(flags.dataDir ?? env.PRISM_DATA_DIR ?? defaultDataDir());
@@ -193,7 +206,8 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     defaultImage: flags.defaultImage ?? env.PRISM_DEFAULT_IMAGE ?? DEFAULT_IMAGE,
     insecureRegistries: flags.insecureRegistry ?? (env.PRISM_INSECURE_REGISTRIES ?? '').split(',').filter(Boolean),
     guestDir: resolve(flags.guestDir ?? env.PRISM_GUEST_DIR ?? DEFAULT_GUEST_DIR),
-    microvmSnapshots: flags.microvmSnapshots ?? env.PRISM_MICROVM_SNAPSHOTS === '1',
+    microvmSnapshots: flags.microvmSnapshots ?? env.PRISM_MICROVM_SNAPSHOTS !== '0',
+    warmPool: parseWarmPool(flags.warmPool ?? env.PRISM_WARM_POOL ?? '0'),
     store: parseStore(flags.store ?? env.PRISM_STORE ?? 'sqlite', {
       ca: flags.etcdCa ?? env.PRISM_ETCD_CA,
       cert: flags.etcdCert ?? env.PRISM_ETCD_CERT,
@@ -241,6 +255,8 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     if (!/^(unix|tcp):\/\/./.test(dockerHost)) throw new PrismError('INVALID_ARGUMENT', `--docker-host must be unix:///path or tcp://host:port, got '${dockerHost}'`);
     cfg.dockerHost = dockerHost;
   }
+  const firecrackerBin = flags.firecrackerBin ?? env.PRISM_FIRECRACKER_BIN;
+  if (firecrackerBin) cfg.firecrackerBin = resolve(firecrackerBin);
   const authFile = flags.registryAuth ?? env.PRISM_REGISTRY_AUTH;
   if (authFile) cfg.registryAuthFile = resolve(authFile);
   const name = flags.name ?? env.PRISM_NAME;

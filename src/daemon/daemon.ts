@@ -105,9 +105,9 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
         guestDir: cfg.guestDir,
         imageDiskCache: join(cfg.imagesDir, 'disks'),
         accelCacheDir: cfg.guestDir,
-        // Restoring from template snapshots is opt-in until restored guests are known good: see
-        // docs/runtimes.md (clock, shared RNG state, a rare first-command stall).
         snapshots: cfg.microvmSnapshots,
+        warmPool: cfg.warmPool,
+        ...(cfg.firecrackerBin ? { firecrackerBinary: cfg.firecrackerBin } : {}),
         ...(cfg.kernel ? { kernel: cfg.kernel } : {}),
         logger: log,
       }),

@@ -36,6 +36,11 @@ export function prismdProgram(): Command {
     .addOption(new Option('--kernel <file>', 'microvm guest kernel, overriding the one in --guest-dir').env('PRISM_KERNEL'))
     .addOption(new Option('--docker-host <url>', 'Docker engine of the docker runtime: unix:///path or tcp://host:port (default: DOCKER_HOST, then /var/run/docker.sock)').env('PRISM_DOCKER_HOST'))
     .addOption(new Option('--microvm-snapshots', 'create microVMs by restoring template snapshots (experimental; see docs/runtimes.md)'))
+    // Both forms, so that neither given leaves the flag undefined and PRISM_MICROVM_SNAPSHOTS decides.
+    .addOption(new Option('--microvm-snapshots', 'restore microVMs from template snapshots (the default)'))
+    .addOption(new Option('--no-microvm-snapshots', 'cold-boot every microVM instead of restoring a template snapshot (PRISM_MICROVM_SNAPSHOTS=0)'))
+    .addOption(new Option('--firecracker-bin <file>', 'run microVMs on Firecracker (UNTESTED backend); default: Firecracker if `firecracker` is on PATH, else QEMU').env('PRISM_FIRECRACKER_BIN'))
+    .addOption(new Option('--warm-pool <n>', 'microVMs kept restored and ready per image and shape (default 0)').env('PRISM_WARM_POOL'))
     .addOption(new Option('--default-image <ref>', `image of sandboxes created without one (default ${DEFAULT_IMAGE})`).env('PRISM_DEFAULT_IMAGE'))
     .addOption(new Option('--store <url>', "cluster state: 'sqlite' (this node alone, the default) or etcd://host:port[,host:port...]").env('PRISM_STORE'))
     .addOption(new Option('--etcd-ca <file>', 'CA bundle (PEM) to verify etcd with; implies https').env('PRISM_ETCD_CA'))

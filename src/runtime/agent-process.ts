@@ -8,6 +8,8 @@ export interface AgentExit {
   exitCode: number;
   /** Signal name when the command was killed by one. */
   signal?: string;
+  /** Set by agents that detect OOM kills themselves (the microVM guest agent). */
+  oomKilled?: boolean;
 }
 
 export interface AgentProcess {

@@ -53,7 +53,16 @@ export class AgentConnection {
   /** The guest's state from its last hello. */
   state: AgentState | null = null;
 
-  constructor(readonly socketPath: string) {}
+  /** `dial` opens the byte stream to the agent (the VMM's: Vmm.dialAgent); default a plain unix socket. */
+  constructor(private path: string, private readonly dial: (path: string, timeoutMs: number) => Promise<Socket> = dialUnix) {}
+
+  get socketPath(): string { return this.path; }
+
+  /**
+   * Where to reconnect from now on: the socket was moved with its directory (a warm-pool VM adopted
+   * by a task). The open connection is not affected.
+   */
+  relocate(socketPath: string): void { this.path = socketPath; }
 
   /** Connects (retrying while the socket is missing or refused) and waits for the guest's hello. */
   static async open(socketPath: string, opts: AgentConnectOptions): Promise<AgentConnection> {
@@ -77,7 +86,7 @@ export class AgentConnection {
     while (Date.now() < deadline) {
       let sock: Socket;
       try {
-        sock = await dialUnix(this.socketPath, deadline - Date.now());
+        sock = await this.dial(this.path, deadline - Date.now());
       } catch (e) {
         lastError = e as Error;
         await sleep(RETRY_MS);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  decodeExit, decodeFields, decodeHello, decodeMountReply, decodeStart, encodeChunked, encodeExit, encodeFields, encodeFrame,
+  decodeExit, decodeFields, exitFromFrame, decodeHello, decodeMountReply, decodeStart, encodeChunked, encodeExit, encodeFields, encodeFrame,
   encodeStart, FrameParser, FrameType, MAX_PAYLOAD,
 } from './agent-protocol.js';
 
@@ -59,6 +59,11 @@ describe('agent protocol', () => {
   it('decodes exit, hello and mount replies', () => {
     expect(decodeExit(Buffer.from('3 0'))).toEqual({ exitCode: 3, signal: 0 });
     expect(decodeExit(Buffer.from('137 9'))).toEqual({ exitCode: 137, signal: 9 });
+    expect(decodeExit(Buffer.from('137 9 oom'))).toEqual({ exitCode: 137, signal: 9, oomKilled: true });
+    expect(encodeExit({ exitCode: 137, signal: 9, oomKilled: true }).toString()).toBe('137 9 oom');
+    expect(exitFromFrame(Buffer.from('137 9 oom'))).toEqual({ exitCode: 137, signal: 'SIGKILL', oomKilled: true });
+    expect(exitFromFrame(Buffer.from('137 9'))).toEqual({ exitCode: 137, signal: 'SIGKILL' });
+    expect(() => decodeExit(Buffer.from('137 9 oops'))).toThrow();
     expect(() => decodeExit(Buffer.from('x'))).toThrow();
     expect(decodeHello(Buffer.from('prism-agent 1 ready'))).toEqual({ version: 1, state: 'ready' });
     expect(() => decodeHello(Buffer.from('hello'))).toThrow();

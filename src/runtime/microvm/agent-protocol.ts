@@ -2,13 +2,13 @@ import { constants } from 'node:os';
 import { PrismError } from '../../core/errors.js';
 
 /**
- * The microVM guest agent protocol, version 1 (docs/microvm-agent-protocol.md). This file and
+ * The microVM guest agent protocol, version 2 (docs/microvm-agent-protocol.md). This file and
  * guest/agent/protocol.h are its two definitions and must change together.
  *
  * Frame: u8 type, u32 channel (big-endian), u32 length (big-endian, at most 1 MiB), payload.
  */
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const HEADER_BYTES = 9;
 export const MAX_PAYLOAD = 1 << 20;
 export const CONTROL_CHANNEL = 0;
@@ -30,7 +30,7 @@ export const FrameType = {
   Kill: 'K', // host: u8 signal number
   Stdout: 'O', // guest: stdout bytes
   Stderr: 'E', // guest: stderr bytes
-  Exit: 'X', // guest: "<exitCode> <signal>"
+  Exit: 'X', // guest: "<exitCode> <signal>[ oom]"
 } as const;
 
 export type FrameTypeChar = (typeof FrameType)[keyof typeof FrameType];
@@ -171,26 +171,28 @@ export interface ExitStatus {
   exitCode: number;
   /** Signal number, 0 when the command exited normally. */
   signal: number;
+  /** Killed by the guest's OOM killer: SIGKILL while the sandbox cgroup's oom_kill count rose. */
+  oomKilled?: boolean;
 }
 
 export function encodeExit(s: ExitStatus): Buffer {
-  return Buffer.from(`${s.exitCode} ${s.signal}`);
+  return Buffer.from(`${s.exitCode} ${s.signal}${s.oomKilled ? ' oom' : ''}`);
 }
 
 export function decodeExit(payload: Buffer): ExitStatus {
-  const m = /^(-?\d+) (\d+)$/.exec(payload.toString('latin1').trim());
+  const m = /^(-?\d+) (\d+)( oom)?$/.exec(payload.toString('latin1').trim());
   if (!m) throw new PrismError('INTERNAL', `malformed exit frame: ${JSON.stringify(payload.toString('latin1'))}`);
-  return { exitCode: Number(m[1]), signal: Number(m[2]) };
+  return { exitCode: Number(m[1]), signal: Number(m[2]), ...(m[3] ? { oomKilled: true } : {}) };
 }
 
 const SIGNAL_NAMES = new Map<number, string>(Object.entries(constants.signals).map(([name, n]) => [n, name]));
 
 /** An exit frame as a command's result: the signal by name; a malformed frame is the protocol's "could not run" (126). */
-export function exitFromFrame(payload: Buffer): { exitCode: number; signal?: string } {
+export function exitFromFrame(payload: Buffer): { exitCode: number; signal?: string; oomKilled?: boolean } {
   try {
     const st = decodeExit(payload);
     const name = st.signal ? SIGNAL_NAMES.get(st.signal) : undefined;
-    return { exitCode: st.exitCode, ...(name ? { signal: name } : {}) };
+    return { exitCode: st.exitCode, ...(name ? { signal: name } : {}), ...(st.oomKilled ? { oomKilled: true } : {}) };
   } catch {
     return { exitCode: 126 };
   }

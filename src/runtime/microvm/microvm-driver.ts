@@ -6,11 +6,10 @@ import type {
   ExecOptions, ProbeResult, RuntimeCapabilities, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskState, TaskStats,
 } from '../driver.js';
 import { AgentConnection } from './agent-connection.js';
-import { QmpClient } from './qmp.js';
 import { hasCgroupV1, isQemuAlive, killQemu, listVmCgroups, readPidFile, readVmCgroup, removeCgroup, waitExit } from './qemu-process.js';
 import { agentUser, ID_PATTERN, validateSpec } from './task-spec.js';
-import { taskPaths, type TaskPaths } from './vm-boot.js';
-import { makeWritableDisk, requireLayers, runTool } from './vm-disks.js';
+import { taskPaths, vmMarker, type TaskPaths } from './vm-boot.js';
+import { requireLayers } from './vm-disks.js';
 import { VmLauncher, type LaunchInfo, type MicrovmDriverOptions } from './vm-launcher.js';
 
 export type { MicrovmDriverLogger, MicrovmDriverOptions } from './vm-launcher.js';
@@ -38,13 +37,11 @@ const MAX_SOCKET_PATH = 107;
 export class MicrovmDriver implements RuntimeDriver {
   readonly name = 'microvm' as const;
   private readonly tasksDir: string;
-  private readonly qemu: string;
   private readonly conns = new Map<string, AgentConnection>();
   private readonly launcher: VmLauncher;
 
   constructor(private readonly opts: MicrovmDriverOptions) {
     this.tasksDir = join(opts.stateDir, 'tasks');
-    this.qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
     this.launcher = new VmLauncher(opts);
   }
 
@@ -55,7 +52,7 @@ export class MicrovmDriver implements RuntimeDriver {
   async probe(): Promise<ProbeResult> {
     const details: Record<string, string> = {};
     try {
-      details.qemu = (await runTool(this.qemu, ['--version'])).split('\n')[0]!.trim();
+      Object.assign(details, await this.launcher.vmm.describe());
       const files = await this.launcher.guestFiles();
       details.kernel = `${files.kernel} (${files.kernelVersion})`;
       if (process.getuid?.() !== 0) return { usable: false, reason: 'the microvm driver must run as root', details };
@@ -83,7 +80,6 @@ export class MicrovmDriver implements RuntimeDriver {
     }
     try {
       const t0 = Date.now();
-      await makeWritableDisk(p.rwDisk, this.launcher.writableDiskMb(spec));
       const boot = await this.boot(spec, p, true);
       const data = { taskDir: p.task, ...boot, createMs: Date.now() - t0 };
       this.opts.logger?.info({ task: spec.id, ...data }, 'microvm task created');
@@ -123,12 +119,7 @@ export class MicrovmDriver implements RuntimeDriver {
     }
     if (await this.alive(p)) {
       try {
-        const qmp = await QmpClient.connect(p.qmpSocket);
-        try {
-          if ((await qmp.queryStatus()).status === 'paused') await qmp.execute('cont');
-        } finally {
-          qmp.close();
-        }
+        await this.launcher.vmm.resume(p);
         await this.connection(handle.id, p);
         return 'running';
       } catch (e) {
@@ -151,18 +142,15 @@ export class MicrovmDriver implements RuntimeDriver {
     const user = agentUser(handle.spec.user);
     const env = user && !user.startsWith('0 ') && opts.env.HOME === undefined ? { ...opts.env, HOME: '/' } : opts.env;
     const conn = await this.connection(handle.id, p);
-    // The sandbox cgroup's oom_kill counter, read alongside the start (one control round trip).
-    const oomBefore = conn.stats().then((s) => s.oomKills, () => -1);
     const started = Date.now();
     const proc = conn.exec({ ...opts, env }, user);
-    const result = (async () => {
-      const exit = await proc.exit;
-      const before = await oomBefore;
-      const oomKilled = exit.signal === 'SIGKILL' && before >= 0 && (await conn.stats().then((s) => s.oomKills, () => before)) > before;
-      // Only a failed command can have met ENOSPC; asking the guest costs one more round trip.
+    // The guest agent reports OOM kills in the exit frame (it reads the sandbox cgroup's counter). Only a
+    // failed command can have met ENOSPC; asking the guest costs one more round trip.
+    const result = proc.exit.then(async (exit) => {
+      const oomKilled = exit.oomKilled === true;
       const diskFull = exit.exitCode !== 0 && !oomKilled ? await guestDiskFull(conn) : false;
       return { ...exit, oomKilled, diskFull, durationMs: Date.now() - started };
-    })();
+    });
     return { stdin: proc.stdin, stdout: proc.stdout, stderr: proc.stderr, result, kill: (s?: NodeJS.Signals) => proc.kill(s) };
   }
 
@@ -170,16 +158,15 @@ export class MicrovmDriver implements RuntimeDriver {
     const p = this.paths(handle.id);
     if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
     const pid = await readPidFile(p.pidFile);
-    if (pid && (await isQemuAlive(pid, p.agentSocket))) {
+    const marker = await vmMarker(p, this.launcher.vmm);
+    if (pid && (await isQemuAlive(pid, marker))) {
       const timeoutMs = opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
       // Clean power-off first (the guest syncs its writable disk), then QEMU's quit, then SIGKILL.
       const conn = this.conns.get(handle.id);
       if (conn?.connected) conn.shutdown();
-      if (!(conn?.connected && (await waitExit(pid, p.agentSocket, timeoutMs)))) {
-        const qmp = await QmpClient.connect(p.qmpSocket, 2_000).catch(() => null);
-        await qmp?.quit().catch(() => undefined);
-        qmp?.close();
-        if (!(await waitExit(pid, p.agentSocket, 2_000))) await killQemu(pid, p.agentSocket);
+      if (!(conn?.connected && (await waitExit(pid, marker, timeoutMs)))) {
+        await this.launcher.vmm.quit(p);
+        if (!(await waitExit(pid, marker, 2_000))) await killQemu(pid, marker);
       }
     }
     await this.teardown(handle.id, p, false);
@@ -191,8 +178,8 @@ export class MicrovmDriver implements RuntimeDriver {
   }
 
   /**
-   * Usage of the sandbox's commands, from the cgroup the agent keeps in the guest: pids counts them
-   * plus the agent (as a container's count includes its init); CPU time is QEMU's on the host.
+   * Usage of the sandbox, from the cgroup the agent keeps in the guest: its commands and the agent
+   * itself (as a container's count includes its init); CPU time is QEMU's on the host.
    */
   async stats(handle: TaskHandle): Promise<TaskStats> {
     const p = this.paths(handle.id);
@@ -202,25 +189,27 @@ export class MicrovmDriver implements RuntimeDriver {
     }
     try {
       const [guest, cg] = await Promise.all([(await this.connection(handle.id, p)).stats(), readVmCgroup(handle.id)]);
-      return { memoryBytes: guest.memoryBytes, memoryLimitBytes: handle.spec.memoryMb * MiB, cpuUsageNs: cg.cpuUsageNs, pids: guest.pids + 1 };
+      return { memoryBytes: guest.memoryBytes, memoryLimitBytes: handle.spec.memoryMb * MiB, cpuUsageNs: cg.cpuUsageNs, pids: guest.pids };
     } catch (e) {
       throw asPrismError(e, 'INTERNAL', `reading stats of ${handle.id}`);
     }
   }
 
   /**
-   * Closes every agent connection; the VMs keep running. QEMU's agent chardev takes one client at a
-   * time, so a daemon that hands over to another (restart) must let go first.
+   * Closes every agent connection; the tasks' VMs keep running. QEMU's agent chardev takes one client
+   * at a time, so a daemon that hands over to another (restart) must let go first. Warm-pool VMs are
+   * not tasks: they are destroyed.
    */
   async close(): Promise<void> {
     for (const conn of this.conns.values()) conn.close();
     this.conns.clear();
-    await this.launcher.templates?.settled();
+    await this.launcher.settled();
+    await this.launcher.pool.close();
   }
 
-  /** Resolves when no template snapshot is being built. */
+  /** Resolves when no template snapshot is being built and the warm pool is not refilling. */
   async templatesSettled(): Promise<void> {
-    await this.launcher.templates?.settled();
+    await this.launcher.settled();
   }
 
   /**
@@ -244,14 +233,14 @@ export class MicrovmDriver implements RuntimeDriver {
     return p;
   }
 
-  private alive(p: TaskPaths): Promise<boolean> {
-    return readPidFile(p.pidFile).then((pid) => isQemuAlive(pid, p.agentSocket));
+  private async alive(p: TaskPaths): Promise<boolean> {
+    return isQemuAlive(await readPidFile(p.pidFile), await vmMarker(p, this.launcher.vmm));
   }
 
   private boot(spec: TaskSpec, p: TaskPaths, fresh: boolean): Promise<LaunchInfo> {
     return this.launcher.launch(spec, p, fresh, {
-      connection: () => {
-        const conn = new AgentConnection(p.agentSocket);
+      connection: (existing?: AgentConnection) => {
+        const conn = existing ?? this.launcher.agentConnection(p.agentSocket);
         this.conns.set(spec.id, conn);
         return conn;
       },
@@ -267,7 +256,7 @@ export class MicrovmDriver implements RuntimeDriver {
       if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${id} not found`);
       throw new PrismError('FAILED_PRECONDITION', `task ${id} is not running`);
     }
-    const conn = existing ?? new AgentConnection(p.agentSocket);
+    const conn = existing ?? this.launcher.agentConnection(p.agentSocket);
     this.conns.set(id, conn);
     await conn.connect({ timeoutMs: RECONNECT_TIMEOUT_MS });
     return conn;
@@ -277,10 +266,10 @@ export class MicrovmDriver implements RuntimeDriver {
   private async teardown(id: string, p: TaskPaths, removeFiles: boolean): Promise<void> {
     this.conns.get(id)?.close();
     this.conns.delete(id);
-    await killQemu(await readPidFile(p.pidFile), p.agentSocket);
+    await killQemu(await readPidFile(p.pidFile), await vmMarker(p, this.launcher.vmm));
     await removeCgroup(id);
     if (removeFiles) await rm(p.task, { recursive: true, force: true });
-    else await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile].map((f) => rm(f, { force: true })));
+    else await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile, p.origin].map((f) => rm(f, { force: true })));
   }
 }
 

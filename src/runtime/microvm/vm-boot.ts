@@ -4,9 +4,9 @@ import { PrismError } from '../../core/errors.js';
 import type { TaskSpec } from '../driver.js';
 import type { AgentConnection } from './agent-connection.js';
 import { defaultCmdline, type GuestFiles } from './guest-files.js';
-import { buildQemuArgs, type Accelerator } from './qemu-args.js';
-import { enterCgroup, spawnQemu } from './qemu-process.js';
-import { resumeIncoming } from './vm-snapshot.js';
+import type { Accelerator } from './qemu-args.js';
+import { enterCgroup } from './qemu-process.js';
+import type { Vmm } from './vmm.js';
 
 /** The files of one VM: `<tasksDir>/<id>/` for a task. */
 export interface TaskPaths {
@@ -17,14 +17,24 @@ export interface TaskPaths {
   pidFile: string;
   consoleLog: string;
   qemuLog: string;
+  /**
+   * Present when the VM was started under another directory (a warm-pool VM, moved in whole): the
+   * agent socket path on QEMU's command line, which is what identifies that QEMU (see vmMarker).
+   */
+  origin: string;
 }
 
 export function taskPaths(tasksDir: string, id: string): TaskPaths {
   const task = join(tasksDir, id);
   return {
     task, rwDisk: join(task, 'rw.ext4'), agentSocket: join(task, 'agent.sock'), qmpSocket: join(task, 'qmp.sock'),
-    pidFile: join(task, 'qemu.pid'), consoleLog: join(task, 'console.log'), qemuLog: join(task, 'qemu.log'),
+    pidFile: join(task, 'qemu.pid'), consoleLog: join(task, 'console.log'), qemuLog: join(task, 'qemu.log'), origin: join(task, 'qemu.origin'),
   };
+}
+
+/** What the VMM's command line names for this VM (isQemuAlive's marker), as it was started. */
+export async function vmMarker(p: TaskPaths, vmm: Vmm): Promise<string> {
+  return (await readFile(p.origin, 'utf8').catch(() => '')).trim() || vmm.marker(p);
 }
 
 const MiB = 1 << 20;
@@ -71,7 +81,7 @@ export async function vmShape(o: { files: GuestFiles; accel: Accelerator; imageD
 export interface BootOptions {
   shape: VmShape;
   paths: TaskPaths;
-  qemuBinary: string;
+  vmm: Vmm;
   /** Not yet connected; connected here. */
   conn: AgentConnection;
   bootTimeoutMs: number;
@@ -88,28 +98,37 @@ export interface BootOptions {
  */
 export async function bootVm(o: BootOptions): Promise<void> {
   const { shape, paths: p, spec } = o;
-  await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile, p.consoleLog].map((f) => rm(f, { force: true })));
-  const args = buildQemuArgs({
-    accel: shape.accel, memoryMb: shape.memoryMb, cpus: shape.cpus, kernel: shape.files.kernel, initramfs: shape.files.initramfs,
-    cmdline: shape.cmdline, imageDisk: shape.imageDisk, writableDisk: p.rwDisk, agentSocket: p.agentSocket, qmpSocket: p.qmpSocket,
-    consoleLog: p.consoleLog, pidFile: p.pidFile, ...(o.incoming ? { incoming: o.incoming } : {}),
+  await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile, p.consoleLog, p.origin].map((f) => rm(f, { force: true })));
+  const started = o.vmm.start({ shape, paths: p, ...(o.incoming ? { incoming: o.incoming } : {}) });
+  const vm = await started.catch(async (e: unknown) => {
+    throw new PrismError('INTERNAL', `${o.vmm.name} failed to ${o.incoming ? 'restore' : 'boot'}: ${(e as Error).message}${await logTail(p)}`, { cause: e });
   });
-  const vm = await spawnQemu(o.qemuBinary, args, p.qemuLog);
   const died = vm.exited.then(async (how) => {
-    const log = (await readFile(p.qemuLog, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join(' | ');
-    throw new PrismError('INTERNAL', `QEMU exited during ${o.incoming ? 'restore' : 'boot'} (${how}): ${log || 'no message'}`);
+    throw new PrismError('INTERNAL', `${o.vmm.name} exited during ${o.incoming ? 'restore' : 'boot'} (${how})${await logTail(p)}`);
   });
   died.catch(() => undefined); // after boot, an exit is observed by stop and inspect instead
-  if (spec) await enterCgroup(spec.id, vm.pid, { memoryBytes: shape.memoryMb * MiB + QEMU_OVERHEAD_BYTES, pids: QEMU_MAX_THREADS });
-  if (o.incoming) await Promise.race([resumeIncoming(p.qmpSocket, o.bootTimeoutMs), died]);
+  if (spec) await enterTaskCgroup(spec, shape, vm.pid);
   const state = await Promise.race([o.conn.connect({ timeoutMs: o.bootTimeoutMs }), died]);
   if (!spec) {
     if (state !== 'booted') throw new PrismError('INTERNAL', `a fresh VM's agent reported ${state}, not booted`);
   } else if (state === 'booted') {
-    // The agent counts as the task's init, as in a container: commands get the rest of pidsLimit.
-    const pids = Math.max(1, spec.pidsLimit - 1);
-    await Promise.race([o.conn.mount(spec.hostname, { memoryBytes: spec.memoryMb * MiB, pids }), died]);
+    await Promise.race([mountTask(o.conn, spec), died]);
   }
+}
+
+async function logTail(p: TaskPaths): Promise<string> {
+  const log = (await readFile(p.qemuLog, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join(' | ');
+  return log ? `: ${log}` : '';
+}
+
+/** Moves a task's QEMU into its host cgroups `prism-vm/<id>`, limited to guest RAM + QEMU's overhead. */
+export function enterTaskCgroup(spec: TaskSpec, shape: VmShape, pid: number): Promise<void> {
+  return enterCgroup(spec.id, pid, { memoryBytes: shape.memoryMb * MiB + QEMU_OVERHEAD_BYTES, pids: QEMU_MAX_THREADS });
+}
+
+/** `M` for a task: its hostname and limits (the agent joins the cgroup as the task's init, as in a container). */
+export function mountTask(conn: AgentConnection, spec: TaskSpec): Promise<void> {
+  return conn.mount(spec.hostname, { memoryBytes: spec.memoryMb * MiB, pids: spec.pidsLimit });
 }
 
 /** Creates the workdir in the guest (first boot only: it then lives on the writable disk). */

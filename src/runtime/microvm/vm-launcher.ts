@@ -1,9 +1,15 @@
 import { join } from 'node:path';
 import type { TaskSpec } from '../driver.js';
 import { probeAccelerator, type AccelVerdict } from './accel-probe.js';
-import type { AgentConnection } from './agent-connection.js';
+import { AgentConnection } from './agent-connection.js';
 import { defaultCmdline, locateGuestFiles, type GuestFiles } from './guest-files.js';
-import { bootVm, makeWorkdir, vmShape, type TaskPaths } from './vm-boot.js';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { PrismError } from '../../core/errors.js';
+import { readPidFile } from './qemu-process.js';
+import { bootVm, enterTaskCgroup, makeWorkdir, mountTask, vmShape, type TaskPaths, type VmShape } from './vm-boot.js';
+import { WarmPool } from './vm-pool.js';
+import type { Vmm } from './vmm.js';
+import { selectVmm } from './vmm-select.js';
 import { imageDisk, makeWritableDisk } from './vm-disks.js';
 import { TemplateStore } from './vm-template.js';
 
@@ -19,6 +25,8 @@ export interface MicrovmDriverOptions {
   kernel?: string;
   initramfs?: string;
   qemuBinary?: string;
+  /** Use Firecracker from this binary; without it, Firecracker is used when `firecracker` is on PATH. */
+  firecrackerBinary?: string;
   /** Size of a task's writable disk (sparse) when its spec has no diskMb, default 2048 MiB. */
   writableDiskMb?: number;
   /** Where the accelerator verdict is cached; host-wide (default: stateDir). */
@@ -27,6 +35,8 @@ export interface MicrovmDriverOptions {
   bootTimeoutMs?: number;
   /** Create tasks from template snapshots (`<stateDir>/templates/`, see vm-template.ts); default true. */
   snapshots?: boolean;
+  /** Restored VMs kept ready per template (`<stateDir>/pool/`, see vm-pool.ts); default 0. Needs snapshots. */
+  warmPool?: number;
   logger?: MicrovmDriverLogger;
 }
 
@@ -35,14 +45,15 @@ const RESTORE_TIMEOUT_MS = 10_000;
 
 /** How a task's VM came up: restored from a template snapshot, or booted. */
 export interface LaunchInfo {
-  boot: 'restore' | 'cold';
+  /** `pool`: a warm-pool VM (already restored) adopted by the task. */
+  boot: 'pool' | 'restore' | 'cold';
   template?: string;
 }
 
 /** What the driver lends a launch: its connection table and its teardown of the task's VM. */
 export interface LaunchHooks {
-  /** A new, unconnected agent connection, registered as the task's. */
-  connection(): AgentConnection;
+  /** Registers `existing` as the task's connection, or a new, unconnected one. */
+  connection(existing?: AgentConnection): AgentConnection;
   /** Kills the task's QEMU and removes its sockets and cgroups, keeping its disk. */
   teardown(): Promise<void>;
 }
@@ -53,13 +64,22 @@ export interface LaunchHooks {
  */
 export class VmLauncher {
   readonly templates: TemplateStore | null;
+  /** Always there (size 0 without --warm-pool or snapshots), so that a crashed prismd's pool VMs are swept. */
+  readonly pool: WarmPool;
   private accel: Promise<AccelVerdict> | null = null;
+  private readonly refills = new Set<Promise<void>>();
   private readonly qemu: string;
+  readonly vmm: Vmm;
 
   constructor(private readonly opts: MicrovmDriverOptions) {
     this.qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
+    this.vmm = selectVmm({ qemuBinary: this.qemu, firecrackerBinary: opts.firecrackerBinary, restoreTimeoutMs: RESTORE_TIMEOUT_MS });
     this.templates = opts.snapshots === false ? null : new TemplateStore({
-      dir: join(opts.stateDir, 'templates'), qemuBinary: this.qemu, bootTimeoutMs: this.bootTimeoutMs, logger: opts.logger,
+      dir: join(opts.stateDir, 'templates'), vmm: this.vmm, bootTimeoutMs: this.bootTimeoutMs, logger: opts.logger,
+    });
+    this.pool = new WarmPool({
+      dir: join(opts.stateDir, 'pool'), size: this.templates ? (opts.warmPool ?? 0) : 0, vmm: this.vmm,
+      bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS), logger: opts.logger,
     });
   }
 
@@ -78,7 +98,14 @@ export class VmLauncher {
     });
   }
 
+  /** The Vmm's agent connection to `agentSocket`: unconnected, a unix socket under QEMU, vsock under Firecracker. */
+  agentConnection(agentSocket: string): AgentConnection {
+    return new AgentConnection(agentSocket, (path, ms) => this.vmm.dialAgent(path, ms));
+  }
+
+  /** KVM or TCG for QEMU (probed once per host); Firecracker runs on KVM only, so there is nothing to probe. */
   accelerator(): Promise<AccelVerdict> {
+    if (this.vmm.name === 'firecracker') return Promise.resolve({ accel: 'kvm', reason: 'Firecracker runs on KVM only' });
     this.accel ??= (async () => {
       const files = await this.guestFiles();
       const cmdline = await defaultCmdline({ tcg: false, pvh: files.pvh });
@@ -91,40 +118,105 @@ export class VmLauncher {
   }
 
   /**
-   * Runs the task's VM until its agent is ready: restored from its shape's template if there is one,
-   * else booted, after which the template is built in the background (so the first task of a shape
-   * is not slowed by the build). A failed restore deletes the template and cold-boots. `fresh`
-   * (first boot of the task) also creates the workdir.
+   * Runs the task's VM until its agent is ready: a warm-pool VM of its shape if one is ready (fresh
+   * tasks only: a restarted task keeps its disk), else restored from its shape's template, else
+   * booted, after which the template is built in the background (so the first task of a shape is not
+   * slowed by the build) and then the pool filled. A failed adoption or restore falls through to the
+   * next way (a failed restore also deletes the template). `fresh` (first boot of the task) also
+   * makes its writable disk and workdir.
    */
   async launch(spec: TaskSpec, p: TaskPaths, fresh: boolean, hooks: LaunchHooks): Promise<LaunchInfo> {
     const [files, verdict, image] = await Promise.all([
       this.guestFiles(), this.accelerator(), imageDisk(this.opts.imageDiskCache, spec.layers),
     ]);
     const shape = await vmShape({ files, accel: verdict.accel, imageDisk: image, spec, writableDiskMb: this.writableDiskMb(spec) });
-    const vm = { shape, paths: p, qemuBinary: this.qemu, spec };
     const key = await this.templates?.key(shape);
-    const state = key ? await this.templates!.find(key) : undefined;
+    let state = key ? await this.templates!.find(key) : undefined;
     let conn: AgentConnection | undefined;
-    let info: LaunchInfo = { boot: 'cold' };
-    if (key && state) {
+    let info: LaunchInfo | undefined;
+    this.track(this.pool.sweep());
+    if (fresh && key && state && this.pool.size > 0) {
+      conn = await this.adopt(key, spec, shape, p, hooks);
+      if (conn) info = { boot: 'pool', template: key };
+    }
+    if (fresh && !info) await makeWritableDisk(p.rwDisk, this.writableDiskMb(spec));
+    if (!info && key && state) {
       try {
         conn = hooks.connection();
-        await bootVm({ ...vm, conn, incoming: state, bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS) });
+        await bootVm({ shape, paths: p, vmm: this.vmm, spec, conn, incoming: state, bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS) });
         info = { boot: 'restore', template: key };
       } catch (e) {
         this.opts.logger?.warn({ err: e, task: spec.id, template: key }, 'restoring the template snapshot failed; deleting it and cold-booting');
         await hooks.teardown();
         await this.templates!.remove(key);
+        state = undefined;
         // `M` may have written to the disk before failing; a fresh task gets a clean one.
         if (fresh) await makeWritableDisk(p.rwDisk, this.writableDiskMb(spec));
       }
     }
-    if (info.boot === 'cold') {
+    if (!info) {
       conn = hooks.connection();
-      await bootVm({ ...vm, conn, bootTimeoutMs: this.bootTimeoutMs });
-      if (key) void this.templates!.buildSoon(key, shape);
+      await bootVm({ shape, paths: p, vmm: this.vmm, spec, conn, bootTimeoutMs: this.bootTimeoutMs });
+      info = { boot: 'cold' };
     }
+    if (key) this.track(this.refill(key, shape, state));
     if (fresh) await makeWorkdir(conn!, spec.workdir);
     return info;
+  }
+
+  /** Resolves when no template build or pool refill is running (or queued to run). */
+  async settled(): Promise<void> {
+    while (this.refills.size > 0) await Promise.all(this.refills);
+    await this.templates?.settled();
+    await this.pool.settled();
+  }
+
+  private track(work: Promise<void>): void {
+    const p = work.catch((e: unknown) => this.opts.logger?.warn({ err: e }, 'microvm template or pool refill failed'))
+      .finally(() => this.refills.delete(p));
+    this.refills.add(p);
+  }
+
+  /** Builds the template of `key` if missing, then tops up its warm pool; in the background. */
+  private async refill(key: string, shape: VmShape, state: string | undefined): Promise<void> {
+    if (!state) {
+      await this.templates!.buildSoon(key, shape);
+      state = await this.templates!.find(key);
+    }
+    if (state) await this.pool.fill(key, shape, state);
+  }
+
+  /**
+   * Moves a ready pool VM into the task: its directory becomes the task's (QEMU keeps its open files
+   * and listening sockets across the rename; `qemu.origin` records the socket path QEMU was started
+   * with, its identity for isQemuAlive), then it joins the task's cgroup and gets `M`. Undefined if
+   * no VM was ready or the adoption failed (logged; the VM is destroyed and the task dir left empty).
+   */
+  private async adopt(key: string, spec: TaskSpec, shape: VmShape, p: TaskPaths, hooks: LaunchHooks): Promise<AgentConnection | undefined> {
+    const vm = await this.pool.take(key);
+    if (!vm) return undefined;
+    let moved = false;
+    try {
+      await writeFile(vm.paths.origin, this.vmm.marker(vm.paths));
+      await rename(vm.paths.task, p.task); // the task dir is empty (just claimed): rename replaces it
+      moved = true;
+      vm.conn.relocate(p.agentSocket);
+      const conn = hooks.connection(vm.conn);
+      const pid = await readPidFile(p.pidFile);
+      if (!pid) throw new PrismError('INTERNAL', 'the pool VM has no pid file');
+      await enterTaskCgroup(spec, shape, pid);
+      await mountTask(conn, spec);
+      return conn;
+    } catch (e) {
+      this.opts.logger?.warn({ err: e, task: spec.id }, 'adopting a warm-pool microVM failed; restoring instead');
+      if (!moved) {
+        await this.pool.destroy(vm.paths, vm.conn);
+        return undefined;
+      }
+      await hooks.teardown();
+      await rm(p.task, { recursive: true, force: true });
+      await mkdir(p.task);
+      return undefined;
+    }
   }
 }

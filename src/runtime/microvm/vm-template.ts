@@ -1,12 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { PrismError } from '../../core/errors.js';
+import { mkdir, open, readdir, readFile, realpath, rename, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
+import { delimiter, join } from 'node:path';
 import { AgentConnection } from './agent-connection.js';
 import { killQemu, readPidFile } from './qemu-process.js';
 import { bootVm, taskPaths, type VmShape } from './vm-boot.js';
-import { saveVmState } from './vm-snapshot.js';
+import type { Vmm } from './vmm.js';
 
 /**
  * Template snapshots: the saved state of a VM booted to its agent's `booted` hello, before `M` has
@@ -19,20 +18,18 @@ import { saveVmState } from './vm-snapshot.js';
  * `<dir>/.build-<rand>/` and renames it into place, so a template either exists whole or not at all.
  */
 
-const FORMAT = 1;
+/** 2: the agent mounts the image disk before `booted`, so a template holds that mount. */
+const FORMAT = 2;
 const MiB = 1 << 20;
 const SAVE_TIMEOUT_MS = 60_000;
-/** `cat` may still be flushing the stream when QEMU reports the migration completed. */
-const FLUSH_TIMEOUT_MS = 10_000;
 /** After a failed build the key is not tried again for this long (each try costs a boot). */
 const RETRY_AFTER_MS = 10 * 60_000;
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 type Logger = Record<'info' | 'warn', (o: object, msg?: string) => void>;
 
 export interface TemplateStoreOptions {
   dir: string;
-  qemuBinary: string;
+  vmm: Vmm;
   bootTimeoutMs: number;
   logger?: Logger | undefined;
 }
@@ -51,7 +48,7 @@ interface TemplateInputs {
   cpus: number;
   cmdline: string;
   writableDiskMb: number;
-  qemu: string;
+  vmm: string;
 }
 
 interface TemplateMeta {
@@ -67,12 +64,30 @@ async function fileId(path: string): Promise<FileId> {
   return { path, size: st.size, mtimeMs: st.mtimeMs };
 }
 
-async function templateInputs(shape: VmShape, qemuBinary: string): Promise<TemplateInputs> {
+/**
+ * Everything a restore depends on: the guest's memory holds the kernel, the initramfs (the agent)
+ * and the image disk's mounted file system (the agent mounts it before `booted`); the device model
+ * depends on the QEMU build, RAM size, vCPUs and disk sizes. The image disk's path names its content
+ * digest (vm-disks.ts), its size and mtime catch a rebuild; QEMU is identified by its resolved file.
+ */
+async function templateInputs(shape: VmShape, vmm: Vmm): Promise<TemplateInputs> {
   const files = await Promise.all([shape.files.kernel, shape.files.initramfs, shape.imageDisk].map(fileId));
+  const vmmFile = await resolveBinary(vmm.binary);
+  if (vmmFile) files.push(await fileId(vmmFile));
   return {
     format: FORMAT, files, accel: shape.accel, memoryMb: shape.memoryMb, cpus: shape.cpus, cmdline: shape.cmdline,
-    writableDiskMb: shape.writableDiskMb, qemu: qemuBinary,
+    writableDiskMb: shape.writableDiskMb, vmm: `${vmm.name} ${vmm.binary}`,
   };
+}
+
+/** `binary` as a file: itself when it is a path, else the first match on PATH (symlinks resolved). */
+async function resolveBinary(binary: string): Promise<string | undefined> {
+  const candidates = binary.includes('/') ? [binary] : (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((d) => join(d, binary));
+  for (const c of candidates) {
+    const real = await realpath(c).catch(() => undefined);
+    if (real) return real;
+  }
+  return undefined;
 }
 
 export class TemplateStore {
@@ -86,18 +101,40 @@ export class TemplateStore {
   constructor(private readonly o: TemplateStoreOptions) {}
 
   async key(shape: VmShape): Promise<string> {
-    const inputs = await templateInputs(shape, this.o.qemuBinary);
+    const inputs = await templateInputs(shape, this.o.vmm);
     return createHash('sha256').update(JSON.stringify(inputs)).digest('hex').slice(0, 32);
   }
 
-  /** The state file of template `key`, if it exists; marks the template used (for prune). */
+  /**
+   * The state file of template `key`, if it exists whole; marks the template used (for prune). A
+   * template whose meta.json is unreadable or whose stream is not the size it was written with
+   * (truncated, or replaced by hand) is removed with a log line, so the task cold-boots and a fresh
+   * template is built.
+   */
   async find(key: string): Promise<string | undefined> {
     const dir = join(this.o.dir, key);
     const state = join(dir, 'state');
     if (!existsSync(state)) return undefined;
+    const why = await this.corrupt(dir);
+    if (why) {
+      this.o.logger?.warn({ template: key, reason: why }, 'microvm template snapshot is corrupt; removing it and cold-booting');
+      await this.remove(key);
+      return undefined;
+    }
     const now = new Date();
     await utimes(join(dir, 'meta.json'), now, now).catch(() => undefined);
     return state;
+  }
+
+  private async corrupt(dir: string): Promise<string | null> {
+    let meta: TemplateMeta;
+    try {
+      meta = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as TemplateMeta;
+    } catch (e) {
+      return `meta.json unreadable: ${(e as Error).message}`;
+    }
+    const size = (await stat(join(dir, 'state')).catch(() => null))?.size;
+    return size === meta.stateBytes ? null : `state is ${String(size)} bytes, meta.json says ${meta.stateBytes}`;
   }
 
   /**
@@ -175,22 +212,22 @@ export class TemplateStore {
     await mkdir(this.o.dir, { recursive: true });
     const name = `.build-${randomBytes(4).toString('hex')}`;
     const p = taskPaths(this.o.dir, name);
-    const conn = new AgentConnection(p.agentSocket);
+    const { vmm } = this.o;
+    const conn = new AgentConnection(p.agentSocket, (path, ms) => vmm.dialAgent(path, ms));
     this.workDirs.add(name);
     try {
       await mkdir(p.task);
       // QEMU needs a drive file in the writable slot; the guest only reads its capacity before `M`.
       await (await open(p.rwDisk, 'w')).close();
       await truncate(p.rwDisk, shape.writableDiskMb * MiB);
-      const inputs = await templateInputs(shape, this.o.qemuBinary);
-      await bootVm({ shape, paths: p, qemuBinary: this.o.qemuBinary, conn, bootTimeoutMs: this.o.bootTimeoutMs });
+      const inputs = await templateInputs(shape, vmm);
+      await bootVm({ shape, paths: p, vmm, conn, bootTimeoutMs: this.o.bootTimeoutMs });
       conn.close();
       const state = join(p.task, 'state');
-      await saveVmState(p.qmpSocket, state, SAVE_TIMEOUT_MS);
-      await waitForFile(state, FLUSH_TIMEOUT_MS);
+      await vmm.save(p, state, SAVE_TIMEOUT_MS);
       const meta: TemplateMeta = { key, inputs, createdAt: new Date().toISOString(), buildMs: Date.now() - t0, stateBytes: (await stat(state)).size };
       await writeFile(join(p.task, 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`);
-      await killQemu(await readPidFile(p.pidFile), p.agentSocket);
+      await killQemu(await readPidFile(p.pidFile), vmm.marker(p));
       await Promise.all([p.rwDisk, p.agentSocket, p.qmpSocket, p.pidFile, p.consoleLog, p.qemuLog].map((f) => rm(f, { force: true })));
       await rename(p.task, join(this.o.dir, key)).catch((e: NodeJS.ErrnoException) => {
         // Another process built the same key first: theirs is as good as ours.
@@ -198,18 +235,9 @@ export class TemplateStore {
       });
     } finally {
       conn.close();
-      await killQemu(await readPidFile(p.pidFile), p.agentSocket).catch(() => undefined);
+      await killQemu(await readPidFile(p.pidFile), vmm.marker(p)).catch(() => undefined);
       await rm(p.task, { recursive: true, force: true });
       this.workDirs.delete(name);
     }
-  }
-}
-
-/** The migration URI renames the stream into place after `cat` finished, so its presence means complete. */
-async function waitForFile(path: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!existsSync(path)) {
-    if (Date.now() > deadline) throw new PrismError('INTERNAL', `the snapshot stream was not written to ${path}`);
-    await sleep(5);
   }
 }

@@ -4,6 +4,8 @@ import { delimiter, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PrismError } from '../../../core/errors.js';
 import { FirecrackerVmm, isFirecrackerAlive, type LaunchedVm, type LaunchOptions } from './firecracker-vmm.js';
+import { isQemuAlive } from '../qemu-process.js';
+import { taskPaths, type VmShape } from '../vm-boot.js';
 import { connectVsock } from './vsock-connect.js';
 
 /**
@@ -161,7 +163,7 @@ describe('FirecrackerVmm against a fake firecracker', () => {
     const vm = await launch();
     await vmm.pause(vm);
     await vmm.snapshot(vm, join(dir, 'vm.state'), join(dir, 'vm.mem'));
-    await vmm.resume(vm);
+    await vmm.resumeVm(vm);
     expect((await requests()).slice(6)).toEqual([
       { method: 'PATCH', path: '/vm', body: { state: 'Paused' } },
       { method: 'PUT', path: '/snapshot/create', body: { snapshot_type: 'Full', snapshot_path: join(dir, 'vm.state'), mem_file_path: join(dir, 'vm.mem') } },
@@ -196,6 +198,59 @@ describe('FirecrackerVmm against a fake firecracker', () => {
     ]);
     const sock = await connectVsock(join(opts.taskDir, 'other.sock'), 1024, 2_000);
     sock.destroy();
+  });
+
+  it('serves as the driver Vmm: boots, dials the agent over vsock, saves beside the state file, restores, quits', async () => {
+    const seam = new FirecrackerVmm({ binary, startTimeoutMs: 5_000, shutdownGraceMs: 300 });
+    const p = taskPaths(dir, 'task');
+    const shape: VmShape = {
+      files: { kernel: '/k/vmlinux', initramfs: '/k/initramfs.cpio', kernelVersion: '6.1', pvh: true }, accel: 'kvm',
+      imageDisk: join(p.task, 'image.ext4'), memoryMb: 256, cpus: 2, cmdline: 'console=ttyS0 quiet', writableDiskMb: 256,
+    };
+    const vm = await seam.start({ shape, paths: p });
+    started.push({ ...vm, apiSocket: seam.marker(p) });
+    expect(Number(await readFile(p.pidFile, 'utf8'))).toBe(vm.pid);
+    expect(seam.marker(p)).toBe(join(p.task, 'fc.sock'));
+    expect(await isQemuAlive(vm.pid, seam.marker(p))).toBe(true);
+    expect((await requests()).at(-2)).toEqual({ method: 'PUT', path: '/vsock', body: { guest_cid: 3, uds_path: p.agentSocket } });
+    const sock = await seam.dialAgent(p.agentSocket, 2_000);
+    const echoed = new Promise<string>((r) => sock.once('data', (c: Buffer) => r(c.toString())));
+    sock.write('H');
+    expect(await echoed).toBe('H');
+    sock.destroy();
+
+    const state = join(dir, 'template', 'state');
+    await seam.save(p, state, 5_000);
+    expect((await requests()).slice(-2)).toEqual([
+      { method: 'PATCH', path: '/vm', body: { state: 'Paused' } },
+      { method: 'PUT', path: '/snapshot/create', body: { snapshot_type: 'Full', snapshot_path: state, mem_file_path: join(dir, 'template', 'mem') } },
+    ]);
+    await seam.quit(p);
+    expect(await vm.exited).toBe('signal SIGKILL');
+    await rm(join(p.task, 'requests.jsonl'));
+
+    const restored = await seam.start({ shape, paths: p, incoming: state });
+    started.push({ ...restored, apiSocket: seam.marker(p) });
+    expect(await requests()).toEqual([
+      {
+        method: 'PUT', path: '/snapshot/load',
+        body: { snapshot_path: state, mem_backend: { backend_type: 'File', backend_path: join(dir, 'template', 'mem') }, resume_vm: false, vsock_override: { uds_path: p.agentSocket } },
+      },
+      { method: 'PATCH', path: '/drives/rw', body: { drive_id: 'rw', path_on_host: p.rwDisk } },
+      { method: 'PATCH', path: '/vm', body: { state: 'Resumed' } },
+    ]);
+    await seam.quit(p);
+    expect(await isQemuAlive(restored.pid, seam.marker(p))).toBe(false);
+  });
+
+  it('describes itself as untested, and fails to describe a binary that cannot run', async () => {
+    const versioned = join(dir, 'fc-version');
+    await writeFile(versioned, '#!/bin/sh\necho "Firecracker v1.7.0"\n');
+    await chmod(versioned, 0o755);
+    expect(await new FirecrackerVmm({ binary: versioned }).describe()).toEqual({
+      vmm: expect.stringContaining('UNTESTED') as string, firecracker: 'Firecracker v1.7.0',
+    });
+    await expect(new FirecrackerVmm({ binary: join(dir, 'missing') }).describe()).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
   });
 
   it('refuses the jailer until the chroot is wired', async () => {

@@ -1,10 +1,14 @@
 import { spawn } from 'node:child_process';
 import { closeSync, constants as fsConstants, openSync } from 'node:fs';
-import { access, readFile, rm, stat } from 'node:fs/promises';
-import { createConnection } from 'node:net';
-import { delimiter, join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { access, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createConnection, type Socket } from 'node:net';
+import { delimiter, dirname, join } from 'node:path';
 import { PrismError } from '../../../core/errors.js';
 import { FirecrackerApi } from './firecracker-api.js';
+import type { TaskPaths } from '../vm-boot.js';
+import type { Vmm, VmmProcess, VmmStart } from '../vmm.js';
+import { connectVsock } from './vsock-connect.js';
 import { action, bootRequests, driveUpdate, snapshotCreate, snapshotLoad, vmState, type FirecrackerRequest } from './firecracker-config.js';
 
 /**
@@ -60,6 +64,8 @@ export interface LaunchedVm extends FirecrackerVm {
 }
 
 export interface FirecrackerVmmOptions {
+  /** The `firecracker` executable the {@link Vmm} methods start (default: `firecracker` on PATH). */
+  binary?: string;
   /** How long Firecracker may take to create its API socket. */
   startTimeoutMs?: number;
   apiTimeoutMs?: number;
@@ -69,12 +75,24 @@ export interface FirecrackerVmmOptions {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-export class FirecrackerVmm {
+/** The guest agent's vsock port (guest/agent/boot.c). */
+export const AGENT_VSOCK_PORT = 1024;
+
+/**
+ * Also the {@link Vmm} of the microvm driver when Firecracker is selected (vmm-select.ts): a VM's
+ * vsock device is bound to `paths.agentSocket`, its API socket `fc.sock` in the VM's directory is
+ * the marker on its command line, and a template is `state` + `mem` side by side. UNTESTED against a
+ * real Firecracker (none can be installed where this was written); only fakes have exercised it.
+ */
+export class FirecrackerVmm implements Vmm {
+  readonly name = 'firecracker' as const;
+  readonly binary: string;
   private readonly startTimeoutMs: number;
   private readonly apiTimeoutMs: number;
   private readonly shutdownGraceMs: number;
 
   constructor(o: FirecrackerVmmOptions = {}) {
+    this.binary = o.binary ?? 'firecracker';
     this.startTimeoutMs = o.startTimeoutMs ?? 5_000;
     this.apiTimeoutMs = o.apiTimeoutMs ?? 10_000;
     this.shutdownGraceMs = o.shutdownGraceMs ?? 3_000;
@@ -119,8 +137,60 @@ export class FirecrackerVmm {
     return this.api(vm).send(vmState('Paused'));
   }
 
-  resume(vm: FirecrackerVm): Promise<void> {
+  resumeVm(vm: FirecrackerVm): Promise<void> {
     return this.api(vm).send(vmState('Resumed'));
+  }
+
+  // ---- Vmm ----
+
+  async describe(): Promise<Record<string, string>> {
+    const version = await new Promise<string>((resolve, reject) => {
+      execFile(this.binary, ['--version'], { timeout: 10_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout.split('\n')[0]!.trim())));
+    }).catch((e: Error) => {
+      throw new PrismError('FAILED_PRECONDITION', `cannot run Firecracker ${this.binary}: ${e.message}`, { cause: e });
+    });
+    return { vmm: 'firecracker (UNTESTED: this backend has never run against a real Firecracker)', firecracker: version };
+  }
+
+  marker(paths: TaskPaths): string {
+    return FirecrackerVmm.apiSocketPath(paths.task);
+  }
+
+  async start(o: VmmStart): Promise<VmmProcess> {
+    const { shape, paths: p } = o;
+    const base = { binary: this.binary, taskDir: p.task, consoleLog: p.consoleLog };
+    const vm = o.incoming
+      ? await this.restore({ ...base, vsockUds: p.agentSocket, writableDisk: p.rwDisk }, o.incoming, join(dirname(o.incoming), 'mem'))
+      : await this.launch({
+        ...base, kernel: shape.files.kernel, initramfs: shape.files.initramfs, cmdline: shape.cmdline, memoryMb: shape.memoryMb,
+        vcpus: shape.cpus, imageDisk: shape.imageDisk, writableDisk: p.rwDisk, vsockUds: p.agentSocket,
+      });
+    await writeFile(p.pidFile, `${vm.pid}\n`);
+    return { pid: vm.pid, exited: vm.exited };
+  }
+
+  dialAgent(agentSocket: string, timeoutMs: number): Promise<Socket> {
+    return connectVsock(agentSocket, AGENT_VSOCK_PORT, timeoutMs);
+  }
+
+  async resume(paths: TaskPaths): Promise<void> {
+    await this.api(this.vmOf(paths)).send(vmState('Resumed'));
+  }
+
+  async save(paths: TaskPaths, stateFile: string, timeoutMs: number): Promise<void> {
+    const vm = this.vmOf(paths);
+    await this.pause(vm);
+    await this.api(vm, timeoutMs).send(snapshotCreate(stateFile, join(dirname(stateFile), 'mem')));
+  }
+
+  async quit(paths: TaskPaths): Promise<void> {
+    const pid = Number((await readFile(paths.pidFile, 'utf8').catch(() => '')).trim());
+    if (Number.isInteger(pid) && pid > 1) await kill({ pid, apiSocket: this.marker(paths) }).catch(() => undefined);
+  }
+
+  /** The API needs only the socket; the pid is not used for requests. */
+  private vmOf(paths: TaskPaths): FirecrackerVm {
+    return { pid: 0, apiSocket: this.marker(paths) };
   }
 
   /** A full snapshot of a VM paused by {@link pause}; it stays paused (resume it or shut it down). */
