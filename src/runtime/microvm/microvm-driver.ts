@@ -223,7 +223,7 @@ export class MicrovmDriver implements RuntimeDriver {
 
   async listTasks(): Promise<string[]> {
     const dirs = await readdir(this.tasksDir, { withFileTypes: true }).catch(() => []);
-    return [...new Set([...dirs.filter((d) => d.isDirectory()).map((d) => d.name), ...(await listVmCgroups())])].sort();
+    return [...new Set([...dirs.filter((d) => d.isDirectory()).map((d) => d.name), ...(await listVmCgroups(this.tasksDir))])].sort();
   }
 
   private paths(id: string): TaskPaths {

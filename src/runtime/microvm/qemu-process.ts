@@ -130,10 +130,25 @@ export async function readVmCgroup(id: string): Promise<{ memoryBytes: number; c
   return { memoryBytes, cpuUsageNs, threads };
 }
 
-/** Task ids that still have a VM cgroup (for orphan listing). */
-export async function listVmCgroups(): Promise<string[]> {
-  return readdir(join(CGROUP_ROOT, 'memory', 'prism-vm'), { withFileTypes: true }).then(
-    (entries) => entries.filter((e) => e.isDirectory()).map((e) => e.name),
-    () => [],
-  );
+/**
+ * Task ids with a VM cgroup whose QEMU runs on files under `tasksDir` (for orphan listing). The cgroup
+ * tree is host-wide, so another prismd's VMs (another data dir on the same host) are left out: their
+ * QEMU command lines name that prismd's task directory, not ours. Empty cgroups are left out too, since
+ * they may be another prismd's create in progress.
+ */
+export async function listVmCgroups(tasksDir: string): Promise<string[]> {
+  const entries = await readdir(join(CGROUP_ROOT, 'memory', 'prism-vm'), { withFileTypes: true }).catch(() => []);
+  const mine: string[] = [];
+  for (const e of entries) {
+    if (!e.isDirectory()) continue;
+    const pids = (await readFile(join(CGROUP_ROOT, 'memory', 'prism-vm', e.name, 'cgroup.procs'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
+    for (const pid of pids) {
+      const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+      if (cmdline.includes(`${tasksDir}/`)) {
+        mine.push(e.name);
+        break;
+      }
+    }
+  }
+  return mine;
 }
