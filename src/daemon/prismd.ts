@@ -35,7 +35,6 @@ export function prismdProgram(): Command {
     .addOption(new Option('--guest-dir <dir>', `microvm guest kernel and initramfs (default ${DEFAULT_GUEST_DIR}; scripts/prepare-guest.sh)`).env('PRISM_GUEST_DIR'))
     .addOption(new Option('--kernel <file>', 'microvm guest kernel, overriding the one in --guest-dir').env('PRISM_KERNEL'))
     .addOption(new Option('--docker-host <url>', 'Docker engine of the docker runtime: unix:///path or tcp://host:port (default: DOCKER_HOST, then /var/run/docker.sock)').env('PRISM_DOCKER_HOST'))
-    .addOption(new Option('--microvm-snapshots', 'create microVMs by restoring template snapshots (experimental; see docs/runtimes.md)'))
     // Both forms, so that neither given leaves the flag undefined and PRISM_MICROVM_SNAPSHOTS decides.
     .addOption(new Option('--microvm-snapshots', 'restore microVMs from template snapshots (the default)'))
     .addOption(new Option('--no-microvm-snapshots', 'cold-boot every microVM instead of restoring a template snapshot (PRISM_MICROVM_SNAPSHOTS=0)'))
