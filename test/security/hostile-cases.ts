@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { expect } from 'vitest';
@@ -39,6 +40,8 @@ export const RUNTIMES: RuntimeTarget[] = [
   // Under TCG the guest writes its disk at ~20 MB/s and its output at ~2 MB/s: a smaller disk and
   // 20 MB of output keep the suite within minutes; the daemon's side of both is the same code.
   { name: 'microvm', victim: { ...VICTIM_LIMITS, diskMb: 128 }, outputBytes: 20e6 },
+  // Each docker exec relays output through the engine's attach stream: 50 MB is still past the cut.
+  { name: 'docker', victim: VICTIM_LIMITS, outputBytes: 50e6 },
 ];
 
 export interface ExecReply {
@@ -120,6 +123,15 @@ function connectPy(targets: Array<[string, number]>): string {
   ].join('\n');
 }
 
+/** Where the victim's CPU time is counted on the host (cgroup v1 cpuacct). */
+function cpuUsageFile(ctx: CaseContext): string {
+  if (ctx.runtime === 'oci') return `/sys/fs/cgroup/cpuacct/prism/${ctx.victim.id}/cpuacct.usage`;
+  if (ctx.runtime === 'microvm') return `/sys/fs/cgroup/cpuacct/prism-vm/${ctx.victim.id}/cpuacct.usage`;
+  // docker with the cgroupfs driver: /docker/<container id>; the container is prism-<sandbox id>.
+  const cid = execFileSync('docker', ['inspect', '-f', '{{.Id}}', `prism-${ctx.victim.id}`], { encoding: 'utf8' }).trim();
+  return `/sys/fs/cgroup/cpuacct/docker/${cid}/cpuacct.usage`;
+}
+
 function hostAddresses(): string[] {
   // The host's own non-loopback IPv4 addresses, from the kernel's local routing table.
   const text = readFileSync('/proc/net/fib_trie', 'utf8');
@@ -132,7 +144,7 @@ function hostAddresses(): string[] {
 export const CASES: HostileCase[] = [
   {
     name: 'fork bomb: pids limit holds, exec times out, nothing survives it',
-    expect: { oci: 'deny', microvm: 'deny' },
+    expect: { oci: 'deny', microvm: 'deny', docker: 'deny' },
     timeoutMs: 60_000,
     async run(ctx) {
       const bomb = ctx.py('import os\nwhile True:\n  try: os.fork()\n  except OSError: pass', { timeoutSec: 4 });
@@ -150,12 +162,13 @@ export const CASES: HostileCase[] = [
       const left = await ctx.py(
         'import os\nn = 0\nfor p in filter(str.isdigit, os.listdir("/proc")):\n  try: n += bool(open("/proc/%s/cmdline" % p, "rb").read())\n  except OSError: pass\nprint(n)',
       );
-      expect(Number(left.stdout.trim()), left.stderr).toBeLessThanOrEqual(4);
+      // docker runs each command under a `prism-init relay` (docker exec), one more process than oci.
+      expect(Number(left.stdout.trim()), left.stderr).toBeLessThanOrEqual(ctx.runtime === 'docker' ? 5 : 4);
     },
   },
   {
     name: 'memory bomb: OOM-killed and reported as oomKilled',
-    expect: { oci: 'deny', microvm: 'deny' },
+    expect: { oci: 'deny', microvm: 'deny', docker: 'deny' },
     async run(ctx) {
       const r = await ctx.py('b = []\nwhile True: b.append(bytearray(8 << 20))', { timeoutSec: 60 });
       expect(r).toMatchObject({ oomKilled: true, timedOut: false, exitCode: 137, signal: 'SIGKILL', limitExceeded: 'OOM_KILLED' });
@@ -163,7 +176,7 @@ export const CASES: HostileCase[] = [
   },
   {
     name: 'disk fill of the writable layer: ENOSPC at diskMb, reported as DISK_FULL, space comes back',
-    expect: { oci: 'deny', microvm: 'deny' },
+    expect: { oci: 'deny', microvm: 'deny', docker: 'the docker runtime has no writable-layer size limit yet (overlay2 quotas need XFS; docs/runtimes.md)' },
     timeoutMs: 90_000,
     async run(ctx) {
       const r = await ctx.exec(ctx.victim.id, { command: 'dd if=/dev/zero of=/var/tmp/fill bs=1M 2>&1', timeoutSec: 60 });
@@ -180,10 +193,10 @@ export const CASES: HostileCase[] = [
   },
   {
     name: 'CPU spin beyond the quota: usage stays at the quota',
-    expect: { oci: 'deny', microvm: 'deny' },
+    expect: { oci: 'deny', microvm: 'deny', docker: 'deny' },
     async run(ctx) {
-      const usage = () =>
-        Number(readFileSync(ctx.runtime === 'oci' ? `/sys/fs/cgroup/cpuacct/prism/${ctx.victim.id}/cpuacct.usage` : `/sys/fs/cgroup/cpuacct/prism-vm/${ctx.victim.id}/cpuacct.usage`, 'utf8'));
+      const usageFile = cpuUsageFile(ctx);
+      const usage = () => Number(readFileSync(usageFile, 'utf8'));
       const u0 = usage();
       const t0 = process.hrtime.bigint();
       // Two spinning processes ask for two cores.
@@ -191,7 +204,7 @@ export const CASES: HostileCase[] = [
       const cores = (usage() - u0) / Number(process.hrtime.bigint() - t0);
       expect(r.timedOut).toBe(true);
       // oci: the CFS quota (cpus). microvm: vCPUs = ceil(cpus) plus QEMU's own threads (docs/runtimes.md).
-      const limit = ctx.runtime === 'oci' ? ctx.target.victim.cpus : Math.ceil(ctx.target.victim.cpus);
+      const limit = ctx.runtime === 'microvm' ? Math.ceil(ctx.target.victim.cpus) : ctx.target.victim.cpus;
       console.log(`[${ctx.runtime}] cpu spin used ${cores.toFixed(2)} cores (limit ${limit})`);
       expect(cores).toBeLessThanOrEqual(limit * 1.15 + 0.05);
       expect(cores).toBeGreaterThan(limit * 0.3); // it did spin
@@ -202,6 +215,7 @@ export const CASES: HostileCase[] = [
     expect: {
       oci: 'deny',
       microvm: 'maxOpenFiles is not applied in the guest yet (needs an agent protocol change); root in the guest can raise its own limit, bounded by the guest kernel',
+      docker: 'deny',
     },
     async run(ctx) {
       const r = await ctx.py(
@@ -225,7 +239,7 @@ export const CASES: HostileCase[] = [
   },
   {
     name: 'reaching the prismd API, a host loopback service, the host address and another sandbox: all fail',
-    expect: { oci: 'deny', microvm: 'deny' },
+    expect: { oci: 'deny', microvm: 'deny', docker: 'deny' },
     async run(ctx) {
       const apiPort = Number(new URL(ctx.d.url).port);
       const targets: Array<[string, number]> = [
@@ -250,7 +264,7 @@ export const CASES: HostileCase[] = [
   },
   {
     name: 'reading a marker file planted on the host: not visible by path, /proc/1/root or ../',
-    expect: { oci: 'deny', microvm: 'deny' },
+    expect: { oci: 'deny', microvm: 'deny', docker: 'deny' },
     async run(ctx) {
       const p = ctx.marker.path;
       const r = await ctx.exec(ctx.victim.id, {
@@ -262,7 +276,7 @@ export const CASES: HostileCase[] = [
   },
   {
     name: 'writing /proc/sys (kernel/hostname, vm/drop_caches)',
-    expect: { oci: 'deny', microvm: 'guest' },
+    expect: { oci: 'deny', microvm: 'guest', docker: 'deny' },
     async run(ctx, e) {
       const host = hostname();
       const r = await ctx.exec(ctx.victim.id, {
@@ -279,7 +293,7 @@ export const CASES: HostileCase[] = [
   },
   {
     name: 'mount (command and raw syscall)',
-    expect: { oci: 'deny', microvm: 'guest' },
+    expect: { oci: 'deny', microvm: 'guest', docker: 'deny' },
     async run(ctx, e) {
       const before = hostMounts();
       const cmd = await ctx.exec(ctx.victim.id, { command: 'mkdir -p /mnt/x && mount -t tmpfs hostile /mnt/x; echo "rc=$?"' });
@@ -296,7 +310,7 @@ export const CASES: HostileCase[] = [
   },
   {
     name: 'loading a kernel module (init_module, finit_module)',
-    expect: { oci: 'deny', microvm: 'the guest kernel is the boundary: root in the guest may load its own modules' },
+    expect: { oci: 'deny', microvm: 'the guest kernel is the boundary: root in the guest may load its own modules', docker: 'deny' },
     async run(ctx) {
       // A kernel without module support has no /proc/modules; the syscalls must fail all the same.
       const modules = () => (existsSync('/proc/modules') ? readFileSync('/proc/modules', 'utf8') : '');
@@ -308,7 +322,7 @@ export const CASES: HostileCase[] = [
   },
   {
     name: 'keyctl, bpf, ptrace of PID 1, kexec_load, unshare(CLONE_NEWUSER): EPERM',
-    expect: { oci: 'deny', microvm: 'the guest kernel is the boundary: root in the guest may use them (kexec or ptrace of the agent would only end its own VM)' },
+    expect: { oci: 'deny', microvm: 'the guest kernel is the boundary: root in the guest may use them (kexec or ptrace of the agent would only end its own VM)', docker: 'deny' },
     async run(ctx) {
       const KEYCTL_JOIN_SESSION_KEYRING = 1;
       const PTRACE_ATTACH = 16;
@@ -324,7 +338,7 @@ export const CASES: HostileCase[] = [
   },
   {
     name: '100 MB of output (20 MB on TCG microvm): delivered by streaming, cut in a plain reply, daemon RSS bounded',
-    expect: { oci: 'deny', microvm: 'deny' },
+    expect: { oci: 'deny', microvm: 'deny', docker: 'deny' },
     timeoutMs: 120_000,
     async run(ctx) {
       const pid = ctx.d.proc.pid!;
@@ -377,4 +391,5 @@ export const CASES: HostileCase[] = [
 export const SETUID_RUNTIMES: Partial<Record<RuntimeName, Expectation>> = {
   oci: 'deny',
   microvm: 'needs a second (non-root) VM; inside a VM the guest kernel is the boundary',
+  docker: 'deny',
 };

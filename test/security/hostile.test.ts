@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, copyFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
@@ -117,11 +118,15 @@ describe.skipIf(!!skip)('hostile code is contained', () => {
         const sb = await create(d, { name: `setuid-${rt.name}`, runtime: rt.name, user: '1000' });
         try {
           // Planted from the host: a root-owned setuid copy of the image's own python3.
-          const rootfs = join(d.dataDir, 'runtime', 'oci', 'tasks', sb.id, 'rootfs');
-          const py = realpathSync(join(rootfs, 'usr/bin/python3'));
-          const planted = join(rootfs, 'usr/local/bin/py-suid');
-          copyFileSync(py, planted);
-          chmodSync(planted, 0o4755);
+          if (rt.name === 'docker') {
+            execFileSync('docker', ['exec', '-u', '0', `prism-${sb.id}`, 'sh', '-c', 'cp -L /usr/bin/python3 /usr/local/bin/py-suid && chmod 4755 /usr/local/bin/py-suid']);
+          } else {
+            const rootfs = join(d.dataDir, 'runtime', 'oci', 'tasks', sb.id, 'rootfs');
+            const py = realpathSync(join(rootfs, 'usr/bin/python3'));
+            const planted = join(rootfs, 'usr/local/bin/py-suid');
+            copyFileSync(py, planted);
+            chmodSync(planted, 0o4755);
+          }
           const r = await exec(d, sb.id, {
             command: 'stat -c %a:%u /usr/local/bin/py-suid; /usr/local/bin/py-suid -c "import os; print(os.getuid(), os.geteuid())"; grep NoNewPrivs /proc/self/status; su -c id root </dev/null 2>&1; echo "su=$?"',
           });
