@@ -161,3 +161,15 @@ export interface NodeInfo {
   startedAt: string;
   heartbeatAt: string;
 }
+
+/** An API token as listed: never its secret. */
+export interface TokenInfo {
+  id: string;
+  name: string;
+  createdAt: string;
+}
+
+export interface NewToken extends TokenInfo {
+  /** `prism_<id>_<secret>`: shown once, at creation. */
+  token: string;
+}

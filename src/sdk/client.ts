@@ -1,4 +1,4 @@
-import type { NodeInfo, RuntimeName, Sandbox, SandboxStatus } from '../core/types.js';
+import type { NewToken, NodeInfo, RuntimeName, Sandbox, SandboxStatus, TokenInfo } from '../core/types.js';
 import { PrismApiError, connectionError, errorFromResponse } from './errors.js';
 import { ImagesApi } from './images.js';
 import { SandboxHandle, type ApiTransport } from './sandbox-handle.js';
@@ -147,16 +147,6 @@ class HttpTransport implements ApiTransport {
     if (!res.ok) throw await errorFromResponse(res, `${method} ${path}`);
     return res;
   }
-}
-
-export interface TokenInfo {
-  id: string;
-  name: string;
-  createdAt: string;
-}
-
-export interface NewToken extends TokenInfo {
-  token: string;
 }
 
 /**

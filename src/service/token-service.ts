@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { PrismError, isPrismError } from '../core/errors.js';
 import { NAME_PATTERN } from '../core/ids.js';
+import type { NewToken, TokenInfo } from '../core/types.js';
 import type { Store, Watch } from '../store/store.js';
 import type { Logger } from './logger.js';
 
@@ -10,17 +11,6 @@ interface StoredToken {
   name: string;
   hash: string;
   createdAt: string;
-}
-
-export interface TokenInfo {
-  id: string;
-  name: string;
-  createdAt: string;
-}
-
-export interface NewToken extends TokenInfo {
-  /** `prism_<id>_<secret>`: shown once, at creation. */
-  token: string;
 }
 
 const PREFIX = '/prism/tokens/';
