@@ -481,12 +481,18 @@ static void test_mount(void) {
   CHECK(strcmp(control(fd, F_MOUNT, "fail", 5), "error: test failure") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "noterm", 6), "error: malformed M", 18) == 0);
   CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 2 booted") == 0);
-  CHECK(strcmp(control(fd, F_MOUNT, "sandbox", 8), "ok") == 0);
+  CHECK(strncmp(control(fd, F_MOUNT, "x\0" "0\0" "0\0" "0\0" "\0" "many", 15), "error: malformed M", 18) == 0);
+  /* The sixth field is every command's open-file limit, soft and hard. */
+  static const char m[] = "sandbox\0" "0\0" "0\0" "0\0" "\0" "100";
+  CHECK(strcmp(control(fd, F_MOUNT, m, sizeof m), "ok") == 0);
   CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 2 ready") == 0);
+  struct result r = run(fd, 1, SH("ulimit -Sn; ulimit -Hn"));
+  CHECK(out_is(&r.out, "100\n100\n") && strcmp(r.exit, "0 0") == 0);
   CHECK(strcmp(control(fd, F_MOUNT, "sandbox", 8), "error: rootfs already mounted") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "x\0notanumber", 13), "error: malformed M", 18) == 0);
   CHECK(strcmp(control(fd, F_STATS, NULL, 0), "pids 0 memory 0 oom_kills 0") == 0);
 }
+
 
 static void test_quit(void) {
   int fd = conn();

@@ -144,7 +144,7 @@ static int hex_field(char **cur, char *end, unsigned char *out, size_t cap, size
   return 0;
 }
 
-/* M: fields hostname, then optionally memory limit, pids limit, host time (ms), entropy (hex). */
+/* M: fields hostname, then optionally memory limit, pids limit, host time (ms), entropy (hex), open files. */
 static void mount_rootfs(struct agent *a, char *p, uint32_t len) {
   char err[256] = "", reply[300];
   struct limits lim;
@@ -152,11 +152,13 @@ static void mount_rootfs(struct agent *a, char *p, uint32_t len) {
   char *end = p + len, *nul = len ? memchr(p, 0, len) : NULL;
   char *cur = nul ? nul + 1 : NULL;
   if (!nul || limit_field(&cur, end, &lim.memory_bytes) < 0 || limit_field(&cur, end, &lim.pids) < 0 ||
-      limit_field(&cur, end, &lim.time_ms) < 0 || hex_field(&cur, end, lim.seed, sizeof lim.seed, &lim.seed_len) < 0 || cur != end) {
-    snprintf(err, sizeof err, "malformed M frame: want hostname[, memory bytes, pids, time ms, seed hex], NUL-terminated");
+      limit_field(&cur, end, &lim.time_ms) < 0 || hex_field(&cur, end, lim.seed, sizeof lim.seed, &lim.seed_len) < 0 ||
+      limit_field(&cur, end, &lim.nofile) < 0 || cur != end) {
+    snprintf(err, sizeof err, "malformed M frame: want hostname[, memory bytes, pids, time ms, seed hex, open files], NUL-terminated");
   } else if (a->ready) {
     snprintf(err, sizeof err, "rootfs already mounted");
   } else if (rootfs_mount(p, &lim, err, sizeof err) == 0) {
+    session_set_nofile(lim.nofile);
     a->ready = 1;
     agent_log("rootfs mounted, hostname %s", p);
     emit(a, F_MOUNT_REPLY, 0, "ok", 2);

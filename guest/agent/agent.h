@@ -86,7 +86,11 @@ struct limits {
   unsigned long long time_ms;
   unsigned char seed[64];
   size_t seed_len;
+  unsigned long long nofile; /* RLIMIT_NOFILE (soft = hard) of every command; 0 = the agent's own */
 };
+
+/* Applies the sandbox's open-file limit to commands started from now on (0 = leave as is). */
+void session_set_nofile(unsigned long long n);
 
 int port_reconnect(int previous);
 int rootfs_mount(const char *hostname, const struct limits *lim, char *err, size_t errlen);

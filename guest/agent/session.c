@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -87,7 +88,18 @@ static void become_user(const struct user_spec *u) {
   }
 }
 
+static unsigned long long nofile_limit;
+
+void session_set_nofile(unsigned long long n) {
+  nofile_limit = n;
+}
+
 static void child_exec(const struct start_req *r, const struct user_spec *u, int in_fd, int out_fd, int err_fd) {
+  /* Before dropping to the user: raising a hard limit needs privilege, lowering it does not. */
+  if (nofile_limit) {
+    struct rlimit rl = {.rlim_cur = (rlim_t)nofile_limit, .rlim_max = (rlim_t)nofile_limit};
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);

@@ -18,12 +18,16 @@ describe.skipIf(!!skip)('sandboxes on the microvm runtime through the API', () =
 
   beforeAll(async () => {
     d = await startPrismd();
-    const r = await call(d.url, 'POST', '/sandboxes', { name: 'vm', runtime: 'microvm', memoryMb: 256 });
+    const r = await call(d.url, 'POST', '/sandboxes', { name: 'vm', runtime: 'microvm', memoryMb: 256, maxOpenFiles: 333 });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
     sb = r.body;
   }, 180_000);
   afterAll(async () => {
     await d?.dispose();
+  });
+
+  it('gives every command the sandbox limits: open files (soft = hard), the unprivileged default user', async () => {
+    expect((await run('ulimit -Sn; ulimit -Hn; id -u')).stdout).toBe('333\n333\n1000\n');
   });
 
   it('says which accelerator the node uses', async () => {

@@ -214,7 +214,7 @@ export const CASES: HostileCase[] = [
     name: 'open-file exhaustion: stops at maxOpenFiles, the hard limit cannot be raised',
     expect: {
       oci: 'deny',
-      microvm: 'maxOpenFiles is not applied in the guest yet (needs an agent protocol change); root in the guest can raise its own limit, bounded by the guest kernel',
+      microvm: 'maxOpenFiles is applied to every command in the guest, but the victim is root in its own kernel and may raise the hard limit; the guest kernel bounds it',
       docker: 'deny',
     },
     async run(ctx) {

@@ -210,9 +210,11 @@ export class AgentConnection {
    * `M`: mounts the root file system, switches into it and applies the sandbox's limits to every
    * command (a cgroup in the guest); INTERNAL with the guest's message on failure.
    */
-  async mount(hostname: string, limits: { memoryBytes: number; pids: number } = { memoryBytes: 0, pids: 0 }, timeoutMs = 30_000): Promise<void> {
+  async mount(hostname: string, limits: { memoryBytes: number; pids: number; openFiles?: number } = { memoryBytes: 0, pids: 0 }, timeoutMs = 30_000): Promise<void> {
     // The host's clock and fresh entropy: a VM restored from a template wakes with the template's.
-    const payload = encodeFields([hostname, String(limits.memoryBytes), String(limits.pids), String(Date.now()), randomBytes(32).toString('hex')]);
+    const payload = encodeFields([
+      hostname, String(limits.memoryBytes), String(limits.pids), String(Date.now()), randomBytes(32).toString('hex'), String(limits.openFiles ?? 0),
+    ]);
     const reply = await this.request('mountWaiters', FrameType.Mount, payload, 'mount', timeoutMs);
     const error = decodeMountReply(reply);
     if (error !== null) throw new PrismError('INTERNAL', `guest could not mount its root file system: ${error}`);

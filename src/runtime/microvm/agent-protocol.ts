@@ -19,7 +19,7 @@ export const MAX_SESSION_CHANNEL = 2 ** 31;
 export const FrameType = {
   Hello: 'H', // host: hello, answered by HelloReply
   HelloReply: 'h', // guest: "prism-agent 1 <booted|ready>"
-  Mount: 'M', // host: fields hostname, memory limit in bytes, pids limit (0 = none)
+  Mount: 'M', // host: fields hostname, memory limit in bytes, pids limit (0 = none), time ms, seed hex, open files (0 = none)
   MountReply: 'm', // guest: "ok" or "error: <message>"
   Shutdown: 'Q', // host: sync, unmount, power off
   Stats: 'T', // host: usage of the sandbox cgroup, answered by StatsReply

@@ -128,7 +128,7 @@ export function enterTaskCgroup(spec: TaskSpec, shape: VmShape, pid: number): Pr
 
 /** `M` for a task: its hostname and limits (the agent joins the cgroup as the task's init, as in a container). */
 export function mountTask(conn: AgentConnection, spec: TaskSpec): Promise<void> {
-  return conn.mount(spec.hostname, { memoryBytes: spec.memoryMb * MiB, pids: spec.pidsLimit });
+  return conn.mount(spec.hostname, { memoryBytes: spec.memoryMb * MiB, pids: spec.pidsLimit, openFiles: spec.maxOpenFiles });
 }
 
 /** Creates the workdir in the guest (first boot only: it then lives on the writable disk). */
