@@ -111,8 +111,9 @@ export class SandboxService {
       throw new PrismError('INVALID_ARGUMENT', `ports must be at most ${MAX_PORTS} distinct TCP ports (1-65535)`);
     }
     const runtime = req.runtime ?? this.defaults.runtime;
-    if (runtime === 'microvm' && needsNetwork(network.egress, ports)) {
-      throw new PrismError('FAILED_PRECONDITION', "the microvm runtime has no network device yet: only network egress 'none' without ports is supported (see docs/network.md); use the oci runtime");
+    // Only the oci runtime joins the network namespace Prism prepares (docs/network.md).
+    if (runtime !== 'oci' && needsNetwork(network.egress, ports)) {
+      throw new PrismError('FAILED_PRECONDITION', `the ${runtime} runtime has no sandbox networking yet: only network egress 'none' without ports is supported (see docs/network.md); use the oci runtime`);
     }
   }
 

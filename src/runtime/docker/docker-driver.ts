@@ -84,6 +84,8 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   async create(spec: TaskSpec): Promise<TaskHandle> {
+    // The engine cannot join a network namespace Prism prepared; the service refuses such sandboxes first.
+    if (spec.network) throw new PrismError('FAILED_PRECONDITION', 'the docker runtime has no sandbox networking yet: only network egress none is supported');
     validateSpec(spec);
     await requireLayerDirs(spec.layers);
     const name = containerName(spec.id);
