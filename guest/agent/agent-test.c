@@ -238,7 +238,7 @@ static void test_hello_booted(void) {
   send_frame(fd, 'Z', 0, "junk", 4); /* unknown control frame: ignored */
   send_frame(fd, F_HELLO, 0, NULL, 0);
   struct frame *fr = recv_frame(fd);
-  CHECK(fr->type == F_HELLO_REPLY && fr->ch == 0 && strcmp(fr->data, "prism-agent 2 booted") == 0);
+  CHECK(fr->type == F_HELLO_REPLY && fr->ch == 0 && strcmp(fr->data, "prism-agent 3 booted") == 0);
 }
 
 static void test_echo(void) {
@@ -480,12 +480,12 @@ static void test_mount(void) {
   int fd = conn();
   CHECK(strcmp(control(fd, F_MOUNT, "fail", 5), "error: test failure") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "noterm", 6), "error: malformed M", 18) == 0);
-  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 2 booted") == 0);
+  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 3 booted") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "x\0" "0\0" "0\0" "0\0" "\0" "many", 15), "error: malformed M", 18) == 0);
   /* The sixth field is every command's open-file limit, soft and hard. */
   static const char m[] = "sandbox\0" "0\0" "0\0" "0\0" "\0" "100";
   CHECK(strcmp(control(fd, F_MOUNT, m, sizeof m), "ok") == 0);
-  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 2 ready") == 0);
+  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 3 ready") == 0);
   struct result r = run(fd, 1, SH("ulimit -Sn; ulimit -Hn"));
   CHECK(out_is(&r.out, "100\n100\n") && strcmp(r.exit, "0 0") == 0);
   CHECK(strcmp(control(fd, F_MOUNT, "sandbox", 8), "error: rootfs already mounted") == 0);

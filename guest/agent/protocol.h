@@ -33,7 +33,7 @@
 
 #include <stdint.h>
 
-#define PROTOCOL_VERSION 2
+#define PROTOCOL_VERSION 3
 #define FRAME_HDR 9            /* type u8, channel u32 BE, length u32 BE */
 #define FRAME_MAX (1u << 20)   /* longest payload either side sends */
 #define CHANNEL_MAX 0x80000000u

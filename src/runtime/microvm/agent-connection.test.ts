@@ -36,7 +36,7 @@ class FakeAgent {
     sock.on('error', () => undefined);
     sock.on('data', (chunk: Buffer) => {
       for (const f of parser.push(chunk)) {
-        if (f.type === 'H') setTimeout(() => send(FrameType.HelloReply, 0, Buffer.from(`prism-agent 2 ${this.mounted.length ? 'ready' : 'booted'}`)), this.helloDelayMs);
+        if (f.type === 'H') setTimeout(() => send(FrameType.HelloReply, 0, Buffer.from(`prism-agent 3 ${this.mounted.length ? 'ready' : 'booted'}`)), this.helloDelayMs);
         else if (f.type === 'M') {
           this.mounted.push(decodeFields(f.payload)[0]!);
           send(FrameType.MountReply, 0, Buffer.from('ok'));

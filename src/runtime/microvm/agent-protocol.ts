@@ -8,7 +8,7 @@ import { PrismError } from '../../core/errors.js';
  * Frame: u8 type, u32 channel (big-endian), u32 length (big-endian, at most 1 MiB), payload.
  */
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 export const HEADER_BYTES = 9;
 export const MAX_PAYLOAD = 1 << 20;
 export const CONTROL_CHANNEL = 0;
