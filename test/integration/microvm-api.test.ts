@@ -26,8 +26,8 @@ describe.skipIf(!!skip)('sandboxes on the microvm runtime through the API', () =
     await d?.dispose();
   });
 
-  it('gives every command the sandbox limits: open files (soft = hard), the unprivileged default user', async () => {
-    expect((await run('ulimit -Sn; ulimit -Hn; id -u')).stdout).toBe('333\n333\n1000\n');
+  it('gives every command the sandbox limits: open files (soft = hard), the unprivileged default user and its home', async () => {
+    expect((await run('ulimit -Sn; ulimit -Hn; id -u; echo $HOME')).stdout).toBe('333\n333\n1000\n/home/sandbox\n');
   });
 
   it('says which accelerator the node uses', async () => {

@@ -7,7 +7,7 @@ import type {
 } from '../driver.js';
 import { AgentConnection } from './agent-connection.js';
 import { hasCgroupV1, isQemuAlive, killQemu, listVmCgroups, readPidFile, readVmCgroup, removeCgroup, waitExit } from './qemu-process.js';
-import { agentUser, ID_PATTERN, validateSpec } from './task-spec.js';
+import { agentUser, ID_PATTERN, imageHome, validateSpec } from './task-spec.js';
 import { taskPaths, vmMarker, type TaskPaths } from './vm-boot.js';
 import { requireLayers } from './vm-disks.js';
 import { VmLauncher, type LaunchInfo, type MicrovmDriverOptions } from './vm-launcher.js';
@@ -81,7 +81,7 @@ export class MicrovmDriver implements RuntimeDriver {
     try {
       const t0 = Date.now();
       const boot = await this.boot(spec, p, true);
-      const data = { taskDir: p.task, ...boot, createMs: Date.now() - t0 };
+      const data = { taskDir: p.task, ...boot, home: await imageHome(spec.layers, spec.user), createMs: Date.now() - t0 };
       this.opts.logger?.info({ task: spec.id, ...data }, 'microvm task created');
       return { id: spec.id, runtime: 'microvm', spec, data };
     } catch (e) {
@@ -140,7 +140,8 @@ export class MicrovmDriver implements RuntimeDriver {
     if (opts.argv.length === 0) throw new PrismError('INVALID_ARGUMENT', 'argv must not be empty');
     const p = this.paths(handle.id);
     const user = agentUser(handle.spec.user);
-    const env = user && !user.startsWith('0 ') && opts.env.HOME === undefined ? { ...opts.env, HOME: '/' } : opts.env;
+    const home = typeof handle.data.home === 'string' ? handle.data.home : '/';
+    const env = user && !user.startsWith('0 ') && opts.env.HOME === undefined ? { ...opts.env, HOME: home } : opts.env;
     const conn = await this.connection(handle.id, p);
     const started = Date.now();
     const proc = conn.exec({ ...opts, env }, user);

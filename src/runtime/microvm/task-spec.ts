@@ -1,3 +1,6 @@
+import { constants } from 'node:fs';
+import { lstat, open } from 'node:fs/promises';
+import { join } from 'node:path';
 import { PrismError } from '../../core/errors.js';
 import type { TaskSpec } from '../driver.js';
 import { checkHostname } from './guest-files.js';
@@ -25,4 +28,36 @@ export function validateSpec(spec: TaskSpec): void {
   if (!spec.workdir.startsWith('/')) throw new PrismError('INVALID_ARGUMENT', 'workdir must be an absolute path');
   if (spec.hostname !== '') checkHostname(spec.hostname);
   agentUser(spec.user);
+}
+
+/**
+ * HOME of a numeric user from the image's /etc/passwd (the top-most layer that has one; the guest agent
+ * reads no passwd), else `/`. Read from the host's copy of the layers, so nothing is followed: `etc`
+ * must be a real directory and `passwd` is opened with O_NOFOLLOW, or a hostile layer could point the
+ * read at a host file.
+ */
+export async function imageHome(layers: string[], user: string | undefined): Promise<string> {
+  const uid = user === undefined || user === '' ? '0' : NUMERIC_USER.exec(user)?.[1];
+  if (uid === undefined) return '/';
+  for (const dir of [...layers].reverse()) {
+    const etc = await lstat(join(dir, 'etc')).catch(() => undefined);
+    if (!etc) continue;
+    if (!etc.isDirectory()) return '/';
+    let text: string;
+    try {
+      const fh = await open(join(dir, 'etc', 'passwd'), constants.O_RDONLY | constants.O_NOFOLLOW);
+      try {
+        text = (await fh.readFile({ encoding: 'utf8' })).slice(0, 1 << 20);
+      } finally {
+        await fh.close();
+      }
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      return '/';
+    }
+    const line = text.split('\n').find((l) => l.split(':')[2] === uid);
+    const home = line?.split(':')[5];
+    return home && home.startsWith('/') ? home : '/';
+  }
+  return '/';
 }
