@@ -1,4 +1,5 @@
 import type { PassThrough, Writable } from 'node:stream';
+import type { TaskProcess } from './driver.js';
 
 /**
  * A command run by an in-task exec agent (prism-init for oci, the guest agent for microvm): what both
@@ -19,4 +20,9 @@ export interface AgentProcess {
   /** Resolves when the exit arrived (or the connection dropped) and both output streams were drained. */
   exit: Promise<AgentExit>;
   kill(signal?: NodeJS.Signals): void;
+}
+
+/** The driver-facing process: the agent's streams and kill, with the result the driver completed. */
+export function toTaskProcess(proc: AgentProcess, result: TaskProcess['result']): TaskProcess {
+  return { stdin: proc.stdin, stdout: proc.stdout, stderr: proc.stderr, result, kill: (signal: NodeJS.Signals = 'SIGKILL') => proc.kill(signal) };
 }

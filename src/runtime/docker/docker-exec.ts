@@ -5,6 +5,7 @@ import type { ExecOptions, TaskProcess } from '../driver.js';
 import { attachAgent, startFrame } from '../exec-agent-client.js';
 import { engineError } from './engine-errors.js';
 import { INIT_PATH } from './layer-image.js';
+import { toTaskProcess } from '../agent-process.js';
 
 /** prism-init's exec agent socket inside every docker task (see guest/init/relay.c). */
 export const AGENT_SOCKET = '/.prism/agent.sock';
@@ -59,11 +60,5 @@ export async function dockerExec(docker: Docker, container: string, opts: ExecOp
     // The engine's writable layer has no size limit here (overlay2 quotas need XFS): never full.
     return { ...exit, oomKilled, diskFull: false, durationMs: Date.now() - started };
   })();
-  return {
-    stdin: proc.stdin,
-    stdout: proc.stdout,
-    stderr: proc.stderr,
-    result,
-    kill: (signal: NodeJS.Signals = 'SIGKILL') => proc.kill(signal),
-  };
+  return toTaskProcess(proc, result);
 }

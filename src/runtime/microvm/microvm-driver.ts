@@ -11,6 +11,7 @@ import { agentUser, ID_PATTERN, imageHome, validateSpec } from './task-spec.js';
 import { taskPaths, vmMarker, type TaskPaths } from './vm-boot.js';
 import { requireLayers } from './vm-disks.js';
 import { VmLauncher, type LaunchInfo, type MicrovmDriverOptions } from './vm-launcher.js';
+import { toTaskProcess } from '../agent-process.js';
 
 export type { MicrovmDriverLogger, MicrovmDriverOptions } from './vm-launcher.js';
 
@@ -152,7 +153,7 @@ export class MicrovmDriver implements RuntimeDriver {
       const diskFull = exit.exitCode !== 0 && !oomKilled ? await guestDiskFull(conn) : false;
       return { ...exit, oomKilled, diskFull, durationMs: Date.now() - started };
     });
-    return { stdin: proc.stdin, stdout: proc.stdout, stderr: proc.stderr, result, kill: (s?: NodeJS.Signals) => proc.kill(s) };
+    return toTaskProcess(proc, result);
   }
 
   async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {

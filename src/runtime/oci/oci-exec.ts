@@ -3,6 +3,7 @@ import type { ExecOptions, TaskProcess } from '../driver.js';
 import { agentExec } from '../exec-agent-client.js';
 import { readOomKills } from './cgroups.js';
 import { userSpec, type TaskUser } from './task-user.js';
+import { toTaskProcess } from '../agent-process.js';
 
 /**
  * Runs one command through the task's exec agent (guest/init). The agent forks it inside the task, so
@@ -33,11 +34,5 @@ export async function startExec(
     // Read once the command is gone: a command that filled the disk and failed leaves it full.
     return { ...exit, oomKilled, diskFull: await diskFull().catch(() => false), durationMs };
   })();
-  return {
-    stdin: proc.stdin,
-    stdout: proc.stdout,
-    stderr: proc.stderr,
-    result,
-    kill: (signal: NodeJS.Signals = 'SIGKILL') => proc.kill(signal),
-  };
+  return toTaskProcess(proc, result);
 }

@@ -9,7 +9,7 @@ import { FirecrackerApi } from './firecracker-api.js';
 import type { TaskPaths } from '../vm-boot.js';
 import type { Vmm, VmmProcess, VmmStart } from '../vmm.js';
 import { connectVsock } from './vsock-connect.js';
-import { action, bootRequests, driveUpdate, snapshotCreate, snapshotLoad, vmState, type FirecrackerRequest } from './firecracker-config.js';
+import { action, bootRequests, driveUpdate, snapshotCreate, snapshotLoad, vmState, type BootConfig, type FirecrackerRequest } from './firecracker-config.js';
 
 /**
  * The host side of a Firecracker microVM: one `firecracker --api-sock <task>/fc.sock` process per VM,
@@ -23,19 +23,10 @@ import { action, bootRequests, driveUpdate, snapshotCreate, snapshotLoad, vmStat
  * against a real Firecracker (none on the machines this was written on).
  */
 
-export interface LaunchOptions {
+/** What to boot (kernel: an uncompressed vmlinux; vsockUds: created by Firecracker, a stale one is removed first). */
+export interface LaunchOptions extends BootConfig {
   binary: string;
   taskDir: string;
-  /** An uncompressed vmlinux: Firecracker does not load a bzImage. */
-  kernel: string;
-  initramfs: string;
-  cmdline: string;
-  memoryMb: number;
-  vcpus: number;
-  imageDisk: string;
-  writableDisk: string;
-  /** Host side of the guest's vsock device; Firecracker creates it, so a stale one is removed first. */
-  vsockUds: string;
   consoleLog: string;
   /** Not supported yet: see jailer-args.ts for what running jailed changes. */
   jailer?: string;
