@@ -101,15 +101,13 @@ export class Scheduler {
     }
   }
 
-  /** Alive nodes with their reservations and the revisions those were read at. */
+  /** Alive nodes with their reservations and the revisions those were read at, from one listing. */
   private async aliveNodes(): Promise<(PlacementNode & { reservationRevision: number })[]> {
-    const out: (PlacementNode & { reservationRevision: number })[] = [];
-    for (const n of await this.repo.listNodes()) {
-      if (n.status !== 'alive') continue;
-      const r = await this.repo.getReservation(n.id);
-      out.push({ id: n.id, name: n.name, runtimes: n.runtimes, labels: n.labels ?? {}, capacity: n.capacity, reserved: r.value, reservationRevision: r.revision });
-    }
-    return out;
+    return (await this.repo.listNodesWithReservations())
+      .filter(({ node: n }) => n.status === 'alive')
+      .map(({ node: n, reservationRevision }) => ({
+        id: n.id, name: n.name, runtimes: n.runtimes, labels: n.labels ?? {}, capacity: n.capacity, reserved: n.reserved, reservationRevision,
+      }));
   }
 
   private async placeAndCommit(batch: Versioned<Sandbox>[], nodes: (PlacementNode & { reservationRevision: number })[], term: number): Promise<void> {

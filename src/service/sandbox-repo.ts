@@ -220,19 +220,24 @@ export class SandboxRepo {
 
   /** Node records with their liveness (a member key under a live lease) and reservations joined in. */
   async listNodes(): Promise<NodeInfo[]> {
+    return (await this.listNodesWithReservations()).map((n) => n.node);
+  }
+
+  /** listNodes, with the revision each node's reservation was read at (0: none yet), for placement's CAS. */
+  async listNodesWithReservations(): Promise<{ node: NodeInfo; reservationRevision: number }[]> {
     const [records, members, reservations] = await Promise.all([
       this.store.list(K.nodes),
       this.store.list(K.members),
       this.store.list(K.reservations),
     ]);
     const alive = new Set(members.map((kv) => kv.key.slice(K.members.length)));
-    const reserved = new Map(reservations.map((kv) => [kv.key.slice(K.reservations.length), JSON.parse(kv.value) as Reservation]));
+    const reserved = new Map(reservations.map((kv) => [kv.key.slice(K.reservations.length), parse<Reservation>(kv)]));
     return records.map((kv) => {
       const n = JSON.parse(kv.value) as NodeInfo;
+      const r = reserved.get(n.id);
       return {
-        ...n,
-        status: alive.has(n.id) ? 'alive' : 'dead',
-        reserved: reserved.get(n.id) ?? { cpus: 0, memoryMb: 0, sandboxes: 0 },
+        node: { ...n, status: alive.has(n.id) ? 'alive' : 'dead', reserved: r?.value ?? { cpus: 0, memoryMb: 0, sandboxes: 0 } },
+        reservationRevision: r?.revision ?? 0,
       };
     });
   }
