@@ -78,38 +78,12 @@ function prefixEnd(key: Buffer): Buffer {
   return Buffer.from([0]);
 }
 
-export function invalid(message: string): PrismError {
-  return new PrismError('INVALID_ARGUMENT', message);
-}
-
-export function checkKey(key: unknown): void {
-  if (typeof key !== 'string' || key.length === 0) throw invalid('key must be a non-empty string');
-}
-
 export function checkLeaseId(lease: unknown): void {
   if (lease !== undefined && (typeof lease !== 'string' || !/^[1-9][0-9]{0,18}$/.test(lease))) {
     throw new PrismError('NOT_FOUND', `lease ${String(lease)} does not exist; grant a new lease`);
   }
 }
 
-/** The same input rules as every Store: one write per key per commit (etcd refuses it too). */
-export function validateOps(ops: CommitOp[]): void {
-  if (!Array.isArray(ops)) throw invalid('commit takes an array of operations');
-  const written = new Set<string>();
-  for (const op of ops) {
-    checkKey(op?.key);
-    const kind: unknown = op.op;
-    if (kind !== 'put' && kind !== 'delete' && kind !== 'check') throw invalid(`unknown commit op ${String(kind)}`);
-    const rev = op.expectRevision;
-    if (rev !== undefined && (!Number.isSafeInteger(rev) || rev < 0)) throw invalid('expectRevision must be an integer >= 0');
-    if (op.op === 'check' && rev === undefined) throw invalid(`check on ${op.key} needs expectRevision`);
-    if (op.op === 'put' && typeof op.value !== 'string') throw invalid(`value for ${op.key} must be a string`);
-    if (op.op === 'put') checkLeaseId(op.lease);
-    if (op.op === 'check') continue;
-    if (written.has(op.key)) throw invalid(`key ${op.key} is written twice in one commit`);
-    written.add(op.key);
-  }
-}
 
 /** Maps etcd3 failures to codes at the edge that saw them; PrismErrors pass through. */
 export function translate(e: unknown, context: string): PrismError {

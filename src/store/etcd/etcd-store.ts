@@ -18,7 +18,8 @@ import { Etcd3, type IOptions } from 'etcd3';
 import { readFile } from 'node:fs/promises';
 import { PrismError } from '../../core/errors.js';
 import type { CommitOp, KeyValue, Lease, PutOptions, Store, Watch, WatchEvent } from '../store.js';
-import { KeyCodec, checkKey, invalid, translate, validateOps } from './etcd-codec.js';
+import { checkKey, invalid, validateOps } from '../store-input.js';
+import { KeyCodec, checkLeaseId, translate } from './etcd-codec.js';
 import { EtcdWatch } from './etcd-watch.js';
 import { hostBreaker, notApplied, passThroughPolicy, transient, withRetry } from './fault-policy.js';
 
@@ -155,7 +156,7 @@ export class EtcdStore implements Store {
   }
 
   private async txn(ops: CommitOp[]) {
-    validateOps(ops);
+    validateOps(ops, checkLeaseId);
     const kind: CallKind = ops.some((op) => op.expectRevision !== undefined) ? 'cas' : 'write';
     const res = await this.call(kind, 'commit', () => this.client.kv.txn(this.codec.txn(ops)));
     if (!res.succeeded) {

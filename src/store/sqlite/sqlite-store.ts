@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { PrismError } from '../../core/errors.js';
 import type { CommitOp, KeyValue, Lease, PutOptions, Store, Watch, WatchEvent } from '../store.js';
+import { checkKey, invalid, validateOps } from '../store-input.js';
 
 export interface SqliteStoreOptions {
   /** How often expired leases are swept (their keys deleted). Default 250 ms. */
@@ -361,33 +362,6 @@ function toEvent(r: HistoryRow): WatchEvent {
     : { type: 'delete' as const, key: r.key, revision: r.rev });
 }
 
-function invalid(message: string): PrismError {
-  return new PrismError('INVALID_ARGUMENT', message);
-}
-
-function checkKey(key: unknown): void {
-  if (typeof key !== 'string' || key.length === 0) throw invalid('key must be a non-empty string');
-}
-
-function validateOps(ops: CommitOp[]): void {
-  if (!Array.isArray(ops)) throw invalid('commit takes an array of operations');
-  const written = new Set<string>();
-  for (const op of ops) {
-    checkKey(op?.key);
-    const kind: unknown = op.op;
-    if (kind !== 'put' && kind !== 'delete' && kind !== 'check') throw invalid(`unknown commit op ${String(kind)}`);
-    const rev = op.expectRevision;
-    if (rev !== undefined && (!Number.isSafeInteger(rev) || rev < 0)) {
-      throw invalid('expectRevision must be an integer >= 0');
-    }
-    if (op.op === 'check' && rev === undefined) throw invalid(`check on ${op.key} needs expectRevision`);
-    if (op.op === 'put' && typeof op.value !== 'string') throw invalid(`value for ${op.key} must be a string`);
-    if (op.op === 'check') continue;
-    // Two writes to one key at one revision would make the event stream ambiguous (etcd refuses it too).
-    if (written.has(op.key)) throw invalid(`key ${op.key} is written twice in one commit`);
-    written.add(op.key);
-  }
-}
 
 /** Maps SQLite failures to codes at the edge that saw them; PrismErrors pass through. */
 function translate(e: unknown, context: string): PrismError {
