@@ -20,7 +20,7 @@ try {
 
   // A command past its time limit is killed (with everything it started) and says so.
   const slow = await sb.exec('sleep 30', { timeoutSec: 1 });
-  console.log(`timed out: ${slow.timedOut}`);
+  console.log(`timed out: ${slow.timedOut} (${slow.limitExceeded})`);
 
   // Errors carry the API's stable codes.
   try {

@@ -36,6 +36,10 @@ export interface ExecResult {
   signal?: string;
   timedOut: boolean;
   oomKilled: boolean;
+  /** The sandbox's writable layer was full when the command ended. */
+  diskFull: boolean;
+  /** The limit the command hit, if any: what killed it first, else a full disk. */
+  limitExceeded?: 'TIMEOUT' | 'OOM_KILLED' | 'DISK_FULL';
   durationMs: number;
   /** The exact bytes the command wrote. */
   stdout: Uint8Array;
@@ -59,6 +63,8 @@ interface WireExecResult {
   signal?: string;
   timedOut: boolean;
   oomKilled: boolean;
+  diskFull?: boolean;
+  limitExceeded?: 'TIMEOUT' | 'OOM_KILLED' | 'DISK_FULL';
   durationMs: number;
   stdout?: string;
   stderr?: string;
@@ -162,6 +168,7 @@ function makeResult(w: Omit<WireExecResult, 'stdout' | 'stderr' | 'encoding'>, s
     exitCode: w.exitCode,
     timedOut: w.timedOut,
     oomKilled: w.oomKilled,
+    diskFull: w.diskFull ?? false,
     durationMs: w.durationMs,
     stdout,
     stderr,
@@ -169,6 +176,7 @@ function makeResult(w: Omit<WireExecResult, 'stdout' | 'stderr' | 'encoding'>, s
   };
   if (w.id !== undefined) result.id = w.id;
   if (w.signal !== undefined) result.signal = w.signal;
+  if (w.limitExceeded !== undefined) result.limitExceeded = w.limitExceeded;
   return result;
 }
 
