@@ -112,7 +112,8 @@ export class LinuxNetworkManager implements NetworkManager {
     if (policy.mode !== 'none') await writeFile('/proc/sys/net/ipv4/ip_forward', '1');
     this.filters.get(st.id)?.close();
     this.filters.delete(st.id);
-    if (dns) {
+    // The filter listens on the gateway, the host end of the link: with no link yet, it starts with it.
+    if (dns && placement !== 'later') {
       const filter = new DnsFilter({
         listen: gateway,
         upstream: this.opts.dnsUpstream,
