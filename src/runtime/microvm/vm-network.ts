@@ -45,12 +45,13 @@ export async function prepareTap(netnsPath: string): Promise<GuestNic> {
 
 /** `eth0`'s MAC, address, MTU and default gateway, as the NetworkManager set them. */
 async function readNic(netnsPath: string): Promise<GuestNic> {
-  const links = JSON.parse(await inNetns(netnsPath, 'ip', ['-j', '-4', 'addr', 'show', 'dev', NS_LINK])) as Array<{
-    address?: string; mtu?: number; addr_info?: Array<{ local?: string; prefixlen?: number }>;
+  // Not `-4`: it leaves out the link's MAC.
+  const links = JSON.parse(await inNetns(netnsPath, 'ip', ['-j', 'addr', 'show', 'dev', NS_LINK])) as Array<{
+    address?: string; mtu?: number; addr_info?: Array<{ family?: string; local?: string; prefixlen?: number }>;
   }>;
   const routes = JSON.parse(await inNetns(netnsPath, 'ip', ['-j', '-4', 'route', 'show', 'default'])) as Array<{ gateway?: string }>;
   const link = links[0];
-  const addr = link?.addr_info?.[0];
+  const addr = link?.addr_info?.find((a) => a.family === 'inet');
   const gateway = routes[0]?.gateway;
   if (!link?.address || !addr?.local || addr.prefixlen === undefined || !gateway) {
     throw new PrismError('INTERNAL', `the sandbox namespace ${netnsPath} has no configured ${NS_LINK} with a default route`);
