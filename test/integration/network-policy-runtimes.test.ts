@@ -153,13 +153,18 @@ describe.skipIf(!!skip)('network policy on the microvm and docker runtimes', () 
         if (a) expect(await connect(b.id, await myAddress(a.id), 8000)).toMatch(/^FAIL/);
       }, 120_000);
 
-      it('keeps the address and policy across stop/start', async (t) => {
+      it('keeps the address and policy across stop/start and a daemon restart', async (t) => {
         if (usable.get(runtime)) return t.skip(usable.get(runtime));
         if (!b) return t.skip('the allow-list sandbox was not made');
         const addr = await myAddress(b.id);
         expect((await call(d.url, 'POST', `/sandboxes/${b.id}/stop`)).status).toBe(200);
         expect((await call(d.url, 'POST', `/sandboxes/${b.id}/start`)).status).toBe(200);
         expect(await myAddress(b.id)).toBe(addr);
+        expect(await connect(b.id, 'allowed.test', INET.port)).toBe(`hello ${INET.a}`);
+        expect(await connect(b.id, INET.b, INET.port)).toMatch(/^FAIL/);
+        // The task keeps running; its link, rules and DNS filter are found again (docker: same namespace, kept).
+        d = await d.restart();
+        expect(await connect(b.id, INET.private, INET.port)).toBe(`hello ${INET.private}`);
         expect(await connect(b.id, 'allowed.test', INET.port)).toBe(`hello ${INET.a}`);
         expect(await connect(b.id, INET.b, INET.port)).toMatch(/^FAIL/);
       }, 120_000);
