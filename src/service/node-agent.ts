@@ -49,11 +49,24 @@ export class NodeAgent {
     return this.net?.get(id)?.address;
   }
 
-  private async setupNetwork(sb: Sandbox): Promise<TaskSpec['network']> {
+  /**
+   * Before create: the network the task joins. For a driver that keeps its task's own namespace
+   * (capabilities().network 'own') everything but the link is made now, so that the task is created
+   * with its name servers; linkOwnNetns links it once the task runs.
+   */
+  private async setupNetwork(sb: Sandbox, driver: RuntimeDriver): Promise<TaskSpec['network']> {
     if (!needsNetwork(sb.network?.egress, sb.ports)) return undefined;
     if (!this.net) throw new PrismError('FAILED_PRECONDITION', `node ${this.nodeId} has no sandbox networking; only network egress 'none' without ports is possible here`);
-    const n = await this.net.setup(sb.id, sb.network?.egress ?? 'none');
+    const own = driver.capabilities().network === 'own';
+    const n = await this.net.setup(sb.id, sb.network?.egress ?? 'none', own ? { netns: 'later' } : {});
     return { netnsPath: n.netnsPath, nameservers: n.nameservers };
+  }
+
+  /** After a create or start of a task that keeps its own namespace: links that (new) namespace. */
+  private async linkOwnNetns(sb: Sandbox, driver: RuntimeDriver, h: TaskHandle): Promise<void> {
+    if (!this.net || driver.capabilities().network !== 'own' || !needsNetwork(sb.network?.egress, sb.ports)) return;
+    if (!driver.taskNetns) throw new PrismError('INTERNAL', `the ${driver.name} driver keeps its own network namespace but cannot name it`);
+    await this.net.setup(sb.id, sb.network?.egress ?? 'none', { netns: { path: await driver.taskNetns(h) } });
   }
 
   runtimes(): RuntimeName[] {
@@ -181,12 +194,14 @@ export class NodeAgent {
     // The request's user, else the image's, else an unprivileged default; root only when asked for.
     const user = sb.user || cfg.user || this.opts.defaultUser;
     if (user && !ROOT_USERS.has(user)) spec.user = user;
-    const network = await this.setupNetwork(sb);
+    const network = await this.setupNetwork(sb, driver);
     if (network) spec.network = network;
-    let handle: TaskHandle;
+    let handle: TaskHandle | undefined;
     try {
       handle = await driver.create(spec);
+      await this.linkOwnNetns(sb, driver, handle);
     } catch (e) {
+      if (handle) await driver.destroy(handle).catch((de) => this.log.error({ err: de, sandbox: sb.id }, 'task cleanup after failed network link failed'));
       await this.net?.teardown(sb.id).catch((te) => this.log.error({ err: te, sandbox: sb.id }, 'network cleanup after failed create failed'));
       throw e;
     }
@@ -204,7 +219,9 @@ export class NodeAgent {
   async start(sb: Sandbox): Promise<void> {
     await this.lock.run(sb.id, async () => {
       const h = await this.handle(sb.id);
-      await this.driver(h.runtime).start(h);
+      const driver = this.driver(h.runtime);
+      await driver.start(h);
+      await this.linkOwnNetns(sb, driver, h);
       this.armTtl(sb);
     });
   }
@@ -296,12 +313,25 @@ export class NodeAgent {
     for (const id of await this.net.listAttached().catch(() => [] as string[])) {
       const sb = keep.get(id);
       if (sb) {
-        await this.net.setup(id, sb.network?.egress ?? 'none').catch((e) => this.log.error({ err: e, sandbox: id }, 'reattaching the network failed'));
+        await this.reattachNetwork(sb).catch((e) => this.log.error({ err: e, sandbox: id }, 'reattaching the network failed'));
         continue;
       }
       this.log.warn({ sandbox: id }, 'removing the network of a sandbox unknown to this node');
       await this.net.teardown(id).catch((e) => this.log.error({ err: e, sandbox: id }, 'network orphan cleanup failed'));
     }
+  }
+
+  /** A task that keeps its own namespace is linked again if it runs, else when it starts. */
+  private async reattachNetwork(sb: Sandbox): Promise<void> {
+    const h = this.handles.get(sb.id);
+    const driver = h && this.drivers.get(h.runtime);
+    const egress = sb.network?.egress ?? 'none';
+    if (!h || !driver || driver.capabilities().network !== 'own') {
+      await this.net!.setup(sb.id, egress);
+      return;
+    }
+    if ((await driver.inspect(h)) === 'running') await this.linkOwnNetns(sb, driver, h);
+    else await this.net!.setup(sb.id, egress, { netns: 'later' });
   }
 
   /**
