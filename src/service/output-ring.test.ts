@@ -44,10 +44,12 @@ describe('OutputRing', () => {
     expect(a.next).toBe(5);
   });
 
-  it('clamps an offset past the end to the end', () => {
+  it('keeps an offset past the end until the stream reaches it', () => {
     const r = new OutputRing(8);
     r.push(Buffer.from('ab'));
-    expect(r.read(99)).toMatchObject({ from: 2, next: 2, dropped: 0 });
+    expect(r.read(4)).toMatchObject({ from: 4, next: 4, dropped: 0 });
+    r.push(Buffer.from('cdef'));
+    expect(r.read(4).data.toString()).toBe('ef');
   });
 
   it('with wholeChars leaves a character cut at the end for the next read', () => {

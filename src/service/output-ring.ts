@@ -59,10 +59,11 @@ export class OutputRing {
   /**
    * Bytes from `offset` on, at most `max`. With `wholeChars` a UTF-8 sequence cut at the end is left
    * for the next read, so that text read piece by piece stays text (the process is still writing it).
-   * An offset past the end reads nothing from the end.
+   * An offset past the end reads nothing yet: the reader gets bytes once the stream reaches it.
    */
   read(offset: number, opts: { max?: number; wholeChars?: boolean } = {}): RingRead {
-    const asked = Math.max(0, Math.min(offset, this.written));
+    const asked = Math.max(0, offset);
+    if (asked >= this.written) return { data: Buffer.alloc(0), from: asked, next: asked, dropped: 0 };
     const from = Math.max(asked, this.start);
     let want = Math.min(this.written - from, opts.max ?? Infinity);
     const parts: Buffer[] = [];
