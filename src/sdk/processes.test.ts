@@ -1,48 +1,18 @@
-import { tmpdir } from 'node:os';
-import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApi } from '../api/server.js';
-import { startNode, type NodeServices } from '../daemon/node-wiring.js';
-import { oneImageStore } from '../images/fake/one-image-store.js';
-import { FakeDriver } from '../runtime/fake/fake-driver.js';
-import { silentLogger } from '../service/logger.js';
-import { DEFAULT_PROCESS_LIMITS } from '../service/process-service.js';
-import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import { startInProcessApi } from '../daemon/in-process-api.test-support.js';
 import { Prism, PrismApiError, type ProcessEvent, type SandboxHandle } from './index.js';
 
 // The SDK against the real API routes and ProcessService, on the in-memory fake driver (no root needed).
-const IMAGE = 'prism.local/base:test';
-let store: SqliteStore;
-let node: NodeServices;
-let app: FastifyInstance;
+let api: Awaited<ReturnType<typeof startInProcessApi>>;
 let sb: SandboxHandle;
 
 beforeAll(async () => {
-  store = SqliteStore.open(':memory:');
-  node = await startNode({
-    store, id: 'node-sdk', name: 'sdk', version: 'test', dataDir: tmpdir(), address: 'http://127.0.0.1:0',
-    images: oneImageStore(IMAGE, { digest: 'sha256:' + 'ef'.repeat(32), layerDirs: ['/layers/0'] }),
-    drivers: new Map([['oci', new FakeDriver()]]), runtimeInfo: [],
-    defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
-    labels: {}, capacity: {}, placement: 'spread', nodeTtlMs: 5000, scheduleTimeoutMs: 5000,
-    execLimits: { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600 },
-    processLimits: { ...DEFAULT_PROCESS_LIMITS, bufferBytes: 16 },
-    watchdogMs: 60_000, log: silentLogger,
-  });
-  await node.nodes.publish();
-  app = await buildApi(
-    { sandboxes: node.sandboxes, exec: node.exec, processes: node.processes, nodes: node.nodes, images: node.images, version: 'test', nodeId: 'node-sdk' },
-    { logger: silentLogger, bodyLimit: 1 << 20, maxImportBytes: 1 << 20 },
-  );
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const port = (app.server.address() as { port: number }).port;
-  sb = await new Prism({ url: `127.0.0.1:${port}` }).sandboxes.create();
+  api = await startInProcessApi({ processLimits: { bufferBytes: 16 } });
+  sb = await new Prism({ url: api.url }).sandboxes.create();
 });
 
 afterAll(async () => {
-  await app?.close();
-  await node?.stop();
-  store?.close();
+  await api?.close();
 });
 
 describe('SDK background processes', () => {
