@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authHeaders, call, integrationSkipReason, leftovers, startPrismd, type Prismd } from './prismd-harness.js';
 
@@ -172,5 +173,37 @@ describe.skipIf(!!skip)('background processes over HTTP with the oci runtime', (
     expect(hostProcesses(marker)).toEqual([]);
     expect((await proc(a.body.id)).status).toBe(404);
     expect((await call(d.url, 'GET', `/sandboxes/${sb.id}`)).body.status).toBe('running');
+  });
+});
+
+const dockerHost = process.env.DOCKER_HOST ?? 'unix:///var/lib/prism-test/docker/docker.sock';
+const dockerSkip = skip ?? (existsSync(dockerHost.replace(/^unix:\/\//, '')) || !dockerHost.startsWith('unix://') ? undefined : `no Docker engine at ${dockerHost}`);
+
+// The driver paths are the same exec as for foreground commands; this checks the docker relay carries
+// stdin, a signal other than SIGKILL and the exit code of a background process.
+describe.skipIf(!!dockerSkip)('background processes on the docker runtime', () => {
+  let d: Prismd;
+  afterAll(async () => {
+    await d?.dispose();
+  });
+
+  it('takes stdin and delivers SIGTERM to a trap', async () => {
+    d = await startPrismd({ extraArgs: ['--docker-host', dockerHost] });
+    const c = await call(d.url, 'POST', '/sandboxes', { runtime: 'docker' });
+    expect(c.status, JSON.stringify(c.body)).toBe(201);
+    const script = 'trap "echo got TERM; exit 3" TERM; read line; echo "read $line"; while :; do sleep 0.1; done';
+    const r = await call(d.url, 'POST', `/sandboxes/${c.body.id}/exec`, { cmd: ['sh', '-c', script], background: true });
+    expect(r.status).toBe(201);
+    const base = `/sandboxes/${c.body.id}/processes/${r.body.id}`;
+    await call(d.url, 'POST', `${base}/stdin`, { data: 'hello\n' });
+    let out = '';
+    for (let i = 0; i < 100 && !out.includes('read hello'); i++) {
+      out = (await call(d.url, 'GET', `${base}/output`)).body.stdout;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    expect(out).toBe('read hello\n');
+    await call(d.url, 'POST', `${base}/signal`, { signal: 'SIGTERM' });
+    expect((await call(d.url, 'POST', `${base}/wait?timeoutSec=20`)).body).toMatchObject({ status: 'exited', exitCode: 3 });
+    expect((await call(d.url, 'GET', `${base}/output`)).body.stdout).toBe('read hello\ngot TERM\n');
   });
 });
