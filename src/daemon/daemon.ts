@@ -25,6 +25,7 @@ import { loadNodeIdentity } from './node-identity.js';
 import { loadRegistryAuths } from './registry-config.js';
 import { initBinaryPath, packageVersion } from './package-info.js';
 import { acquirePidLock } from './pid-lock.js';
+import { DEFAULT_PROCESS_LIMITS } from '../service/process-service.js';
 
 /** The admin token's file in the data dir, written on a cluster's first start. */
 export const ADMIN_TOKEN_FILE = 'admin-token';
@@ -160,7 +161,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       labels: cfg.labels, capacity: cfg.capacity, placement: cfg.placement,
       nodeTtlMs: cfg.nodeTtlMs, scheduleTimeoutMs: cfg.scheduleTimeoutMs,
       execLimits: { recordBytes: 64 * 1024, recordsPerSandbox: 100, maxTimeoutSec: 86400 },
-      processLimits: { maxPerSandbox: cfg.maxProcesses, bufferBytes: cfg.processBufferBytes, keepExited: 64 },
+      processLimits: { ...DEFAULT_PROCESS_LIMITS, maxPerSandbox: cfg.maxProcesses, bufferBytes: cfg.processBufferBytes },
       watchdogMs: 5000,
       defaultUser: cfg.defaultUser,
       log,

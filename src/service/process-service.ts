@@ -15,7 +15,7 @@ export interface ProcessLimits {
   keepExited: number;
 }
 
-export const DEFAULT_PROCESS_LIMITS: ProcessLimits = { maxPerSandbox: 64, bufferBytes: 4 << 20, keepExited: 64 };
+export const DEFAULT_PROCESS_LIMITS: ProcessLimits = { maxPerSandbox: 64, bufferBytes: 4 << 20, keepExited: 16 };
 
 export type OutputStream = 'stdout' | 'stderr';
 
