@@ -126,6 +126,8 @@ export class ProcessService {
   private readonly bySandbox = new Map<string, Map<string, BackgroundProcess>>();
   /** Starts under way per sandbox, counted against the limit before their exec returns. */
   private readonly starting = new Map<string, number>();
+  /** Sandboxes stopped or deleted while a start was under way: that process ends (or ended) with them. */
+  private readonly endedWhileStarting = new Map<string, TaskEndReason>();
 
   constructor(
     private readonly sandboxes: SandboxService,
@@ -148,6 +150,7 @@ export class ProcessService {
     const rings = { stdout: new OutputRing(this.limits.bufferBytes), stderr: new OutputRing(this.limits.bufferBytes) };
     let proc: BackgroundProcess | undefined;
     let session: ExecSession;
+    let endedMeanwhile: TaskEndReason | undefined;
     try {
       // Rings never push back: a process nobody reads keeps running and loses its oldest output.
       session = await this.exec.exec(sb.id, { ...req, keepStdinOpen: true }, {
@@ -155,14 +158,19 @@ export class ProcessService {
         stderr: (b) => (rings.stderr.push(b), proc?.notify()),
       });
     } finally {
+      endedMeanwhile = this.endedWhileStarting.get(sb.id);
       const n = (this.starting.get(sb.id) ?? 1) - 1;
       if (n > 0) this.starting.set(sb.id, n);
-      else this.starting.delete(sb.id);
+      else (this.starting.delete(sb.id), this.endedWhileStarting.delete(sb.id));
     }
     proc = new BackgroundProcess(session.id, sb.id, req.argv, new Date().toISOString(), session, rings);
-    let map = this.bySandbox.get(sb.id);
-    if (!map) this.bySandbox.set(sb.id, (map = new Map()));
-    map.set(proc.id, proc);
+    if (endedMeanwhile) proc.ending = endedMeanwhile;
+    // A sandbox deleted meanwhile is not brought back into the books; its process dies with its task.
+    if (endedMeanwhile !== 'deleted') {
+      let map = this.bySandbox.get(sb.id);
+      if (!map) this.bySandbox.set(sb.id, (map = new Map()));
+      map.set(proc.id, proc);
+    }
     const p = proc;
     session.done.then(
       (r) => this.exited(p, r),
@@ -184,6 +192,7 @@ export class ProcessService {
   }
 
   private taskEnding(sandboxId: string, why: TaskEndReason): void {
+    if (this.starting.has(sandboxId)) this.endedWhileStarting.set(sandboxId, why);
     const map = this.bySandbox.get(sandboxId);
     if (!map) return;
     for (const p of map.values()) if (p.running) p.ending = why;
