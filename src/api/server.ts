@@ -5,6 +5,7 @@ import type { ExecService } from '../service/exec-service.js';
 import type { ImageService } from '../service/image-service.js';
 import type { Logger } from '../service/logger.js';
 import type { NodeService } from '../service/node-service.js';
+import type { ProcessService } from '../service/process-service.js';
 import type { SandboxService } from '../service/sandbox-service.js';
 import type { TokenService } from '../service/token-service.js';
 import { registerAuth } from './auth.js';
@@ -13,12 +14,14 @@ import { registerOwnerProxy } from './owner-proxy.js';
 import { registerExecRoutes } from './routes/exec-routes.js';
 import { registerImageRoutes } from './routes/image-routes.js';
 import { registerPortRoutes } from './routes/port-routes.js';
+import { registerProcessRoutes } from './routes/process-routes.js';
 import { registerSandboxRoutes } from './routes/sandbox-routes.js';
 import { registerSystemRoutes } from './routes/system-routes.js';
 
 export interface ApiServices {
   sandboxes: SandboxService;
   exec: ExecService;
+  processes: ProcessService;
   nodes: NodeService;
   images: ImageService;
   version: string;
@@ -103,6 +106,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
       registerSystemRoutes(api, svc);
       registerSandboxRoutes(api, svc);
       registerExecRoutes(api, svc, opts.logger);
+      registerProcessRoutes(api, svc, opts.logger);
       registerImageRoutes(api, svc, opts.maxImportBytes);
       await registerPortRoutes(api, svc);
       if (svc.tokens) registerTokenRoutes(api, svc.tokens);

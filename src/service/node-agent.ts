@@ -20,6 +20,8 @@ export interface NodeAgentOptions {
   defaultUser: string;
 }
 
+export type TaskEndReason = 'stopped' | 'deleted' | 'failed';
+
 /** The record changed or went away while its task was being made: someone else decided its fate. */
 class Superseded extends Error {}
 
@@ -208,10 +210,32 @@ export class NodeAgent {
     return { handle, imageDigest: rootfs.image.digest, workdir: spec.workdir, ...(user ? { user } : {}) };
   }
 
+  /** Why a sandbox's commands end together: its task is stopped, destroyed, or found dead. */
+  private readonly taskEndListeners: ((id: string, why: TaskEndReason) => void)[] = [];
+
+  /**
+   * Calls `fn` just before this node ends every command of a sandbox on purpose (stop, delete) and
+   * when it finds the task dead, so that whoever tracks long-running commands can tell why they ended.
+   */
+  onTaskEnd(fn: (id: string, why: TaskEndReason) => void): void {
+    this.taskEndListeners.push(fn);
+  }
+
+  private taskEnding(id: string, why: TaskEndReason): void {
+    for (const fn of this.taskEndListeners) {
+      try {
+        fn(id, why);
+      } catch (e) {
+        this.log.error({ err: e, sandbox: id }, 'a task-end listener failed');
+      }
+    }
+  }
+
   async stop(sb: Sandbox): Promise<void> {
     await this.lock.run(sb.id, async () => {
       this.disarmTtl(sb.id);
       const h = await this.handle(sb.id);
+      this.taskEnding(sb.id, 'stopped');
       await this.driver(h.runtime).stop(h, { timeoutMs: 5000 });
     });
   }
@@ -230,6 +254,7 @@ export class NodeAgent {
   async destroy(sb: Sandbox): Promise<void> {
     await this.lock.run(sb.id, async () => {
       this.disarmTtl(sb.id);
+      this.taskEnding(sb.id, 'deleted');
       const h = this.handles.get(sb.id) ?? (await this.repo.getHandle(this.nodeId, sb.id));
       if (h) await this.driver(h.runtime).destroy(h);
       await this.net?.teardown(sb.id);
@@ -468,6 +493,7 @@ export class NodeAgent {
       const state = driver ? await driver.inspect(h) : 'gone';
       if (state === 'running') return true;
       this.disarmTtl(id);
+      this.taskEnding(id, 'failed');
       if (driver && state === 'stopped') await driver.stop(h).catch(() => undefined); // release mounts, cgroups
       await this.repo.update(id, (s) =>
         s.status !== 'running'

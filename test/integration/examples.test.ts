@@ -11,6 +11,7 @@ import { REPO_ROOT, integrationSkipReason, startPrismd, type Prismd } from './pr
  */
 const expected: Record<string, RegExp[]> = {
   'hello.ts': [/^sandbox \S+ says 42$/m],
+  'background.ts': [/^started ex-[0-9a-f]{12}: running$/m, /^echo: hello\necho: world\nbye\nexit 0$/m, /^sleeper ended by SIGTERM$/m, /^streamed\nforeground exit 3$/m],
   'streaming.ts': [/out: tick 0\nout: tick 1\nout: tick 2\nerr: done/, /^exit 0$/m, /^timed out: true \(TIMEOUT\)$/m, /^lookup failed with NOT_FOUND$/m],
 };
 
