@@ -10,7 +10,8 @@
  *
  * On stderr it writes "oom <n>\n" before connecting and again after the agent hung up: the task's
  * cgroup OOM-kill counter as seen from inside (v1 memory.oom_control or v2 memory.events; -1 when
- * unreadable), so the driver can tell an OOM kill of the command from another SIGKILL.
+ * unreadable), so the driver can tell an OOM kill of the command from another SIGKILL. At the end it
+ * also writes "disk <room>\n" (disk_room below), from which the driver reports a full writable layer.
  * EOF on stdin means the driver went away: the relay shuts the connection down, and the agent kills
  * the command's tree, as it does for any daemon that hangs up.
  */
@@ -29,6 +30,29 @@ static long oom_kills(void) {
     if (n >= 0) return n;
   }
   return -1;
+}
+
+/*
+ * Whether the task's root filesystem has room for 1 MiB more: 1 yes, 0 no, -1 unknown. The engine's
+ * size limit (StorageOpt.size) is an XFS project quota on overlay2 (ENOSPC, which statfs would show)
+ * but a btrfs qgroup elsewhere (EDQUOT, which statfs does not show), so the relay asks the filesystem
+ * itself: it reserves 1 MiB in an unnamed file, which goes away on close. /.prism is the driver's
+ * own directory in the image. The threshold is the oci driver's (task-disk.ts).
+ */
+static int disk_room(void) {
+  int fd = open("/.prism", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0 && errno != ENOSPC && errno != EDQUOT) {
+    /* No O_TMPFILE on this filesystem (overlayfs before Linux 6.6): a named file, unlinked at once. */
+    char path[64];
+    snprintf(path, sizeof path, "/.prism/disk-probe.%ld", (long)getpid());
+    fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd >= 0) unlink(path);
+  }
+  if (fd < 0) return errno == ENOSPC || errno == EDQUOT ? 0 : -1;
+  int r = posix_fallocate(fd, 0, 1 << 20);
+  close(fd);
+  if (r == 0) return 1;
+  return r == ENOSPC || r == EDQUOT ? 0 : -1;
 }
 
 static int copy_some(int from, int to) {
@@ -87,5 +111,6 @@ int relay(const char *path) {
   waitpid(in, NULL, 0);
   close(s);
   fprintf(stderr, "oom %ld\n", oom_kills());
+  fprintf(stderr, "disk %d\n", disk_room());
   return 0;
 }

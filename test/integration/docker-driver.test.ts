@@ -163,6 +163,36 @@ if (reason) {
       }
     });
 
+    it('limits the writable layer to diskMb where the engine can: ENOSPC/EDQUOT, diskFull, space comes back', async (ctx) => {
+      const limit = (await fx.driver.probe()).details?.diskLimit ?? 'not reported';
+      if (!limit.startsWith('enforced')) {
+        console.warn(`skipping the docker disk limit test: this engine has no container size limit (${limit}); scripts/test-dockerd.sh starts one that has`);
+        ctx.skip();
+      }
+      const diskMb = 64;
+      const h = await fx.driver.create(spec({ diskMb }));
+      try {
+        expect((await engine.getContainer(`prism-${h.id}`).inspect()).HostConfig.StorageOpt?.size).toMatch(/^\d+M$/);
+        // overlay2 on XFS says ENOSPC; a btrfs qgroup says EDQUOT. Either way the limit is what was hit.
+        const fill = await run(fx.driver, h, 'dd if=/dev/zero of=/fill bs=1M 2>&1');
+        expect(fill.exitCode).not.toBe(0);
+        expect(fill.out).toMatch(/No space left on device|Disk quota exceeded/);
+        expect(fill.diskFull).toBe(true);
+        const written = Number((await run(fx.driver, h, 'wc -c < /fill')).out.trim());
+        expect(written).toBeLessThanOrEqual(diskMb << 20);
+        expect(written).toBeGreaterThan((diskMb << 20) / 2);
+        // Any command while full reports it, not only the one that filled the disk.
+        expect(await run(fx.driver, h, 'true')).toMatchObject({ exitCode: 0, diskFull: true });
+        const after = await run(fx.driver, h, 'rm /fill && echo ok > /x && cat /x');
+        expect(after).toMatchObject({ exitCode: 0, out: 'ok\n', diskFull: false });
+        // The relay's room check leaves nothing behind in the task's filesystem.
+        expect((await run(fx.driver, h, 'ls -a /.prism')).out.split('\n').filter(Boolean).sort()).toEqual(['.', '..', 'agent.sock', 'prism-init']);
+      } finally {
+        await fx.driver.destroy(h);
+      }
+      expect(await fx.leaks!(h.id)).toEqual([]);
+    });
+
     it('says clearly when no engine is reachable, and a create against it leaves nothing behind', async () => {
       const stateDir = join(fx.stateDir, 'unreachable');
       const d = new DockerDriver({ dockerHost: 'unix:///nonexistent/docker.sock', node: fx.node, initBinary, stateDir });

@@ -7,6 +7,7 @@ import { asPrismError, PrismError } from '../../core/errors.js';
 import type {
   ExecOptions, ProbeResult, RuntimeCapabilities, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskState, TaskStats,
 } from '../driver.js';
+import { probeDiskLimit, storageSize, type DiskLimitSupport } from './disk-limit.js';
 import { dockerExec, AGENT_SOCKET } from './docker-exec.js';
 import { describeConnection, dockerConnection } from './docker-host.js';
 import { engineError, engineStatus } from './engine-errors.js';
@@ -45,6 +46,8 @@ const PROBE_TIMEOUT_MS = 5_000;
  * is reached through `docker exec prism-init relay` (docker-exec.ts). The container's writable layer
  * is the task's filesystem, so stop/start keep it; destroy removes the container and its anonymous
  * volumes. Images stay cached in the engine (labelled `prism.managed=true`).
+ * diskMb is the container's StorageOpt.size where the engine's storage driver can limit it (asked once,
+ * disk-limit.ts); where it cannot, tasks are created without a limit and probe() says why.
  */
 export class DockerDriver implements RuntimeDriver {
   readonly name = 'docker' as const;
@@ -52,6 +55,8 @@ export class DockerDriver implements RuntimeDriver {
   private readonly connection: Docker.DockerOptions;
   private readonly loading = new Map<string, Promise<void>>();
   private initDigest?: Promise<string>;
+  private diskLimit?: Promise<DiskLimitSupport>;
+  private readonly imageBytes = new Map<string, number>();
 
   constructor(private readonly opts: DockerDriverOptions) {
     this.connection = dockerConnection(opts.dockerHost);
@@ -82,6 +87,13 @@ export class DockerDriver implements RuntimeDriver {
     } catch {
       return { usable: false, reason: `init binary missing: ${this.opts.initBinary} (run make -C guest/init)`, details };
     }
+    try {
+      const limit = await this.diskLimitSupport();
+      details.diskLimit = limit.detail;
+      if (!limit.enforced) this.opts.logger?.warn({ diskLimit: limit.detail }, 'this Docker engine cannot limit a container\'s size: diskMb is not enforced on the docker runtime');
+    } catch (e) {
+      details.diskLimit = `unknown: ${asPrismError(e).message}`;
+    }
     return { usable: true, details };
   }
 
@@ -90,9 +102,10 @@ export class DockerDriver implements RuntimeDriver {
     await requireLayerDirs(spec.layers);
     const name = containerName(spec.id);
     const image = await this.imageFor(spec.layers);
+    const storageOpt = await this.storageOpt(spec, image);
     let created = false;
     try {
-      await this.docker.createContainer(this.containerConfig(spec, name, image)).catch((e: unknown) => {
+      await this.docker.createContainer(this.containerConfig(spec, name, image, storageOpt)).catch((e: unknown) => {
         throw engineError(e, `creating task ${spec.id}`, { 409: 'ALREADY_EXISTS', 404: 'FAILED_PRECONDITION' });
       });
       created = true;
@@ -105,7 +118,7 @@ export class DockerDriver implements RuntimeDriver {
         throw engineError(e, `starting task ${spec.id}`, { 400: 'FAILED_PRECONDITION' });
       });
       this.opts.logger?.info({ task: spec.id, image }, 'docker task created');
-      return { id: spec.id, runtime: 'docker', spec, data: { container: name, image } };
+      return { id: spec.id, runtime: 'docker', spec, data: { container: name, image, diskLimit: storageOpt !== undefined } };
     } catch (e) {
       if (created) {
         await this.remove(name).catch((re: unknown) => this.opts.logger?.error({ err: re, task: spec.id }, 'cleanup after failed create failed'));
@@ -138,7 +151,8 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
-    return dockerExec(this.docker, containerName(handle.id), opts, userSpec(handle.spec.user));
+    // Handles from before disk limits (or from an engine without them) have no diskLimit: never full.
+    return dockerExec(this.docker, containerName(handle.id), opts, userSpec(handle.spec.user), handle.data.diskLimit === true);
   }
 
   async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {
@@ -206,7 +220,34 @@ export class DockerDriver implements RuntimeDriver {
   /** dockerode keeps no connection open between calls: nothing to release. */
   async close(): Promise<void> {}
 
-  private containerConfig(spec: TaskSpec, name: string, image: string): Docker.ContainerCreateOptions {
+  /** Asked of the engine once; an engine that could not be asked is asked again next time. */
+  private diskLimitSupport(): Promise<DiskLimitSupport> {
+    this.diskLimit ??= probeDiskLimit(this.docker, () => this.imageFor([])).catch((e: unknown) => {
+      this.diskLimit = undefined;
+      throw e;
+    });
+    return this.diskLimit;
+  }
+
+  /** The task's StorageOpt: its size limit, or undefined where the engine has none. */
+  private async storageOpt(spec: TaskSpec, image: string): Promise<Record<string, string> | undefined> {
+    const limit = await this.diskLimitSupport();
+    if (!limit.enforced) return undefined;
+    let bytes: number | undefined;
+    if (limit.wholeRootfs) {
+      bytes = this.imageBytes.get(image);
+      if (bytes === undefined) {
+        const info = await this.docker.getImage(image).inspect().catch((e: unknown) => {
+          throw engineError(e, `inspecting image ${image}`, { 404: 'FAILED_PRECONDITION' });
+        });
+        bytes = info.Size;
+        this.imageBytes.set(image, bytes);
+      }
+    }
+    return { size: storageSize(spec.diskMb, bytes) };
+  }
+
+  private containerConfig(spec: TaskSpec, name: string, image: string, storageOpt: Record<string, string> | undefined): Docker.ContainerCreateOptions {
     const memory = spec.memoryMb * 1024 * 1024;
     return {
       name,
@@ -232,6 +273,7 @@ export class DockerDriver implements RuntimeDriver {
         SecurityOpt: ['no-new-privileges'],
         RestartPolicy: { Name: 'no' },
         LogConfig: { Type: 'none', Config: {} },
+        ...(storageOpt ? { StorageOpt: storageOpt } : {}),
       },
     };
   }
@@ -311,8 +353,8 @@ function userSpec(user: string | undefined): string | undefined {
 function validateSpec(spec: TaskSpec): void {
   containerName(spec.id);
   if (spec.layers.length === 0) throw new PrismError('INVALID_ARGUMENT', 'a task needs at least one layer');
-  if (!(spec.memoryMb > 0 && spec.cpus > 0 && spec.pidsLimit > 0)) {
-    throw new PrismError('INVALID_ARGUMENT', 'memoryMb, cpus and pidsLimit must be positive');
+  if (!(spec.memoryMb > 0 && spec.cpus > 0 && spec.pidsLimit > 0 && Number.isInteger(spec.diskMb) && spec.diskMb > 0)) {
+    throw new PrismError('INVALID_ARGUMENT', 'memoryMb, cpus and pidsLimit must be positive, diskMb a positive integer');
   }
   if (!spec.workdir.startsWith('/')) throw new PrismError('INVALID_ARGUMENT', 'workdir must be an absolute path');
   userSpec(spec.user);

@@ -14,10 +14,12 @@ export const AGENT_SOCKET = '/.prism/agent.sock';
  * Runs one command in a docker task: `docker exec` of `prism-init relay`, whose stdin/stdout carry
  * the exec-agent protocol to the task's PID 1. The agent forks the command in its own process group
  * and kills its whole tree on 'K' or when we hang up, which `docker exec` alone cannot do. The
- * relay's stderr carries the task's OOM-kill counter before and after ("oom <n>" lines).
- * `user` is the agent's "uid gid groups" form; absent runs as the task's root.
+ * relay's stderr carries the task's OOM-kill counter before and after ("oom <n>" lines) and, at the
+ * end, whether 1 MiB still fits in the task's root filesystem ("disk 1|0|-1"). `user` is the agent's
+ * "uid gid groups" form; absent runs as the task's root. `diskLimited`: the task has a size limit, so
+ * a filesystem without room is its diskMb reached (without one, it would be the engine's disk).
  */
-export async function dockerExec(docker: Docker, container: string, opts: ExecOptions, user?: string): Promise<TaskProcess> {
+export async function dockerExec(docker: Docker, container: string, opts: ExecOptions, user: string | undefined, diskLimited: boolean): Promise<TaskProcess> {
   if (opts.argv.length === 0) throw new PrismError('INVALID_ARGUMENT', 'argv must not be empty');
   const start = startFrame(opts, user);
   const started = Date.now();
@@ -57,8 +59,8 @@ export async function dockerExec(docker: Docker, container: string, opts: ExecOp
     for (const m of metaText.matchAll(/^oom (-?\d+)$/gm)) oom.push(Number(m[1]));
     const [before, after] = [oom[0] ?? -1, oom[1] ?? -1];
     const oomKilled = exit.signal === 'SIGKILL' && before >= 0 && after > before;
-    // The engine's writable layer has no size limit here (overlay2 quotas need XFS): never full.
-    return { ...exit, oomKilled, diskFull: false, durationMs: Date.now() - started };
+    const diskFull = diskLimited && /^disk 0$/m.test(metaText);
+    return { ...exit, oomKilled, diskFull, durationMs: Date.now() - started };
   })();
   return toTaskProcess(proc, result);
 }
