@@ -14,8 +14,9 @@ fi
 # zstd: zstd-compressed image layers. qemu-system-x86, musl-tools, cpio, lz4: the microvm runtime
 # (QEMU, the static guest agent, the initramfs, the LZ4-compressed Debian kernel). nftables: network
 # policy. openssl: --tls auto
-# makes its certificates with it.
-PKGS=(runc debootstrap build-essential busybox-static e2fsprogs iproute2 nftables ca-certificates curl zstd qemu-system-x86 musl-tools cpio lz4 openssl)
+# makes its certificates with it. xfsprogs, btrfs-progs: the test dockerd's data root
+# (scripts/test-dockerd.sh), a filesystem on which the engine can limit a container's size.
+PKGS=(runc debootstrap build-essential busybox-static e2fsprogs iproute2 nftables ca-certificates curl zstd qemu-system-x86 musl-tools cpio lz4 openssl xfsprogs btrfs-progs)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -69,11 +69,13 @@ describe.skipIf(!!skip)('hostile code is contained', () => {
     describe(`on ${rt.name}`, () => {
       let victim: { id: string; name: string } | undefined;
       let unusable: string | undefined;
+      let details: Record<string, string> = {};
       let ctx: CaseContext;
 
       beforeAll(async () => {
-        const nodes = (await call(d.url, 'GET', '/nodes')).body.nodes as Array<{ runtimeInfo: Array<{ name: RuntimeName; usable: boolean; reason?: string }> }>;
+        const nodes = (await call(d.url, 'GET', '/nodes')).body.nodes as Array<{ runtimeInfo: Array<{ name: RuntimeName; usable: boolean; reason?: string; details?: Record<string, string> }> }>;
         const info = nodes[0]!.runtimeInfo.find((r) => r.name === rt.name);
+        details = info?.details ?? {};
         if (!info?.usable) {
           unusable = `${rt.name} is not usable on this host: ${info?.reason ?? 'not registered'}`;
           console.warn(`hostile suite: ${unusable}`);
@@ -100,6 +102,11 @@ describe.skipIf(!!skip)('hostile code is contained', () => {
           if (e !== 'deny' && e !== 'guest') {
             console.warn(`hostile suite: '${c.name}' skipped on ${rt.name}: ${e ?? 'no expectation written for this runtime'}`);
             return t.skip(e ?? 'no expectation for this runtime');
+          }
+          const notHere = c.unsupported?.[rt.name]?.(details);
+          if (notHere) {
+            console.warn(`hostile suite: '${c.name}' skipped on ${rt.name}: ${notHere}`);
+            return t.skip(notHere);
           }
           await c.run(ctx, e);
           // Contained: the victim still runs commands, the host and the bystander answer promptly.
