@@ -7,6 +7,8 @@
  *   <driver>.destroy             destroy of a running task
  *   <driver>_warmupCreateMs      the first, uncounted create: for docker it includes loading the image
  *                                into the engine when the engine lacks it (once per engine)
+ *   dockerNoDiskLimit.*          only where the engine limits container size (docker.diskLimit says
+ *                                how): the docker driver without StorageOpt.size, the baseline for its cost
  *
  * Usage: node dist/bench/docker-vs-oci.js [runs]   (root; DOCKER_HOST or the test dockerd of
  * scripts/test-dockerd.sh; PRISM_BENCH_IMAGES_DIR picks the image store)
@@ -29,6 +31,8 @@ const IMAGES = process.env.PRISM_BENCH_IMAGES_DIR ?? '/var/lib/prism-test/images
 const TEST_DOCKER_SOCK = '/var/lib/prism-test/docker/docker.sock';
 const DOCKER_HOST = process.env.DOCKER_HOST ?? (existsSync(TEST_DOCKER_SOCK) ? `unix://${TEST_DOCKER_SOCK}` : undefined);
 
+type Variant = 'oci' | 'docker' | 'dockerNoDiskLimit';
+
 async function firstOutput(d: RuntimeDriver, h: TaskHandle, env: Record<string, string>): Promise<void> {
   const p = await d.exec(h, { argv: ['echo', 'ready'], env, cwd: '/', stdin: false });
   p.stderr.resume();
@@ -46,21 +50,25 @@ async function main() {
   const env = Object.fromEntries(rootfs.image.config.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
   const dir = await mkdtemp(join(tmpdir(), 'prism-bench-docker-'));
   const node = `bench-${randomBytes(3).toString('hex')}`;
-  const drivers: Record<'oci' | 'docker', RuntimeDriver> = {
+  const docker = (diskLimit: boolean) => new DockerDriver({
+    stateDir: join(dir, 'docker'), node, initBinary: initBinaryPath(), diskLimit, ...(DOCKER_HOST ? { dockerHost: DOCKER_HOST } : {}),
+  });
+  const drivers: Partial<Record<Variant, RuntimeDriver>> = {
     oci: new OciDriver({ stateDir: join(dir, 'oci'), initBinary: initBinaryPath() }),
-    docker: new DockerDriver({ stateDir: join(dir, 'docker'), node, initBinary: initBinaryPath(), ...(DOCKER_HOST ? { dockerHost: DOCKER_HOST } : {}) }),
+    docker: docker(true),
   };
+  let diskLimit = '';
   for (const [name, d] of Object.entries(drivers)) {
     const p = await d.probe();
     if (!p.usable) throw new Error(`${name} driver not usable: ${p.reason}`);
+    if (name === 'docker') diskLimit = p.details?.diskLimit ?? '';
   }
+  if (diskLimit.startsWith('enforced')) drivers.dockerNoDiskLimit = docker(false);
+  const variants = Object.keys(drivers) as Variant[];
   const spec = (): TaskSpec => ({
     id: `bench-${randomBytes(4).toString('hex')}`, hostname: 'bench', layers: rootfs.layerDirs, env, workdir: '/', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096,
   });
-  const samples = {
-    oci: { createToFirstExec: [] as number[], execRoundTrip: [] as number[], destroy: [] as number[] },
-    docker: { createToFirstExec: [] as number[], execRoundTrip: [] as number[], destroy: [] as number[] },
-  };
+  const samples = Object.fromEntries(variants.map((v) => [v, { createToFirstExec: [] as number[], execRoundTrip: [] as number[], destroy: [] as number[] }]));
   const live: [RuntimeDriver, TaskHandle][] = [];
   const warmup: Record<string, number> = {};
   try {
@@ -75,21 +83,23 @@ async function main() {
       await d.destroy(live.pop()![1]);
     }
     for (let i = 0; i < RUNS; i++) {
-      for (const name of (i % 2 ? ['oci', 'docker'] : ['docker', 'oci']) as ('oci' | 'docker')[]) {
-        const d = drivers[name];
+      // Rotated so that no variant always runs first (or right after another's destroy).
+      for (const name of variants.map((_, k) => variants[(i + k) % variants.length]!)) {
+        const d = drivers[name]!;
+        const s = samples[name]!;
         let h!: TaskHandle;
-        samples[name].createToFirstExec.push(await timeIt(async () => {
+        s.createToFirstExec.push(await timeIt(async () => {
           h = await d.create(spec());
           live.push([d, h]);
           await firstOutput(d, h, env);
         }));
-        samples[name].execRoundTrip.push(await timeIt(async () => {
+        s.execRoundTrip.push(await timeIt(async () => {
           const p = await d.exec(h, { argv: ['true'], env, cwd: '/', stdin: false });
           p.stdout.resume();
           p.stderr.resume();
           await p.result;
         }));
-        samples[name].destroy.push(await timeIt(() => d.destroy(h)));
+        s.destroy.push(await timeIt(() => d.destroy(h)));
         live.pop();
       }
     }
@@ -100,10 +110,11 @@ async function main() {
   const out = Object.fromEntries(
     Object.entries(samples).map(([name, s]) => [name, Object.fromEntries(Object.entries(s).map(([k, v]) => [k, summarize(v)]))]),
   );
-  const ratio = out.docker!.createToFirstExec!.medianMs / out.oci!.createToFirstExec!.medianMs;
+  const ratio = (a: string, b: string) => Math.round((out[a]!.createToFirstExec!.medianMs / out[b]!.createToFirstExec!.medianMs) * 100) / 100;
   console.log(JSON.stringify({
-    image: DEFAULT_IMAGE, runs: RUNS, dockerHost: DOCKER_HOST ?? '/var/run/docker.sock', ...out,
-    ...warmup, createToFirstExecMedianRatio: Math.round(ratio * 100) / 100,
+    image: DEFAULT_IMAGE, runs: RUNS, dockerHost: DOCKER_HOST ?? '/var/run/docker.sock', diskLimit, ...out,
+    ...warmup, createToFirstExecMedianRatio: ratio('docker', 'oci'),
+    ...(out.dockerNoDiskLimit ? { diskLimitCreateMedianRatio: ratio('docker', 'dockerNoDiskLimit') } : {}),
   }, null, 2));
 }
 

@@ -52,17 +52,23 @@ mount_fs() {
   local fs=$1 mkfs=$2 pkg=$3 opts=$4 img=$STATE/$1.img dir=$STATE/$1 made=false
   fs_mounted "$fs" && return 0
   install_missing "$mkfs" "$pkg" >/dev/null 2>&1 || return 1
-  mkdir -p "$dir"
   if [ ! -f "$img" ]; then
-    truncate -s "$FS_SIZE" "$img.new"
+    truncate -s "$FS_SIZE" "$img.new" 2>/dev/null || return 1
     # -K: no discard pass over the sparse file. XFS's default ftype=1 is the d_type overlay2 needs.
     if ! "$mkfs" -q -K -f "$img.new" >/dev/null 2>&1; then rm -f "$img.new"; return 1; fi
     mv "$img.new" "$img"
     made=true
   fi
-  # `loop` attaches the device with autoclear: it goes with the unmount (stop detaches leftovers).
-  if ! mount -t "$fs" -o "loop,noatime$opts" "$img" "$dir" 2>/dev/null; then
+  # `loop` attaches the device with autoclear: it goes with the unmount (stop detaches leftovers). A
+  # device still attached (containers of a killed dockerd keep the filesystem busy) is mounted again:
+  # a second device on the same image would be a second, conflicting writer of one filesystem.
+  local dev src=$img mopts=loop,noatime$opts
+  dev=$(losetup -n -O NAME -j "$img" 2>/dev/null | head -n1)
+  if [ -n "$dev" ]; then src=$dev; mopts=noatime$opts; fi
+  mkdir -p "$dir"
+  if ! mount -t "$fs" -o "$mopts" "$src" "$dir" 2>/dev/null; then
     detach_loop "$img"
+    rmdir "$dir" 2>/dev/null || true
     if $made; then rm -f "$img"; fi
     return 1
   fi
@@ -91,6 +97,9 @@ start() {
   read -r root driver < <(data_root)
   local storage=()
   [ "$driver" = none ] || storage=(--storage-driver "$driver")
+  if [ "$driver" != none ] && [ -d "$STATE/data" ]; then
+    echo "test-dockerd: $STATE/data (the unlimited data root of an older version of this script) is unused now; rm -rf it to reclaim its space" >&2
+  fi
   rm -f "$PIDFILE"
   # setsid: dockerd outlives this script (and the shell that ran it) like the test registries do.
   setsid dockerd --host "unix://$SOCK" --data-root "$root" "${storage[@]}" --exec-root "$STATE/exec" --pidfile "$PIDFILE" \
@@ -124,6 +133,10 @@ stop() {
   for fs in xfs btrfs; do
     if fs_mounted "$fs"; then umount -R "$STATE/$fs"; echo "unmounted $STATE/$fs"; fi
     detach_loop "$STATE/$fs.img"
+    if [ -n "$(losetup -n -O NAME -j "$STATE/$fs.img" 2>/dev/null)" ]; then
+      # losetup -d on a busy device only marks it to go when released.
+      echo "test-dockerd: $STATE/$fs.img stays attached while containers of a killed dockerd run; start and stop again to end them" >&2
+    fi
   done
 }
 

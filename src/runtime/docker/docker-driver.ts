@@ -29,6 +29,8 @@ export interface DockerDriverOptions {
   initBinary: string;
   /** Owned by this driver: temporary image archives while loading an image into the engine. */
   stateDir: string;
+  /** false: never give containers a size limit, even where the engine could (the bench's baseline for its cost). Default true. */
+  diskLimit?: boolean;
   logger?: DockerDriverLogger;
 }
 
@@ -222,6 +224,7 @@ export class DockerDriver implements RuntimeDriver {
 
   /** Asked of the engine once; an engine that could not be asked is asked again next time. */
   private diskLimitSupport(): Promise<DiskLimitSupport> {
+    if (this.opts.diskLimit === false) return Promise.resolve({ enforced: false, detail: 'off (driver option diskLimit: false)' });
     this.diskLimit ??= probeDiskLimit(this.docker, () => this.imageFor([])).catch((e: unknown) => {
       this.diskLimit = undefined;
       throw e;
