@@ -5,16 +5,17 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AgentProcess } from '../agent-process.js';
 import { AgentConnection } from './agent-connection.js';
-import { decodeFields, decodeStart, encodeExit, encodeFrame, FrameParser, FrameType } from './agent-protocol.js';
+import { decodeFields, decodeStart, encodeExit, encodeFrame, FrameParser, FrameType, PROTOCOL_VERSION } from './agent-protocol.js';
 
 /**
- * A fake guest agent on a unix socket: answers hello and mount, and runs pretend commands:
+ * A fake guest agent on a unix socket: answers hello, mount and volume mounts, and runs pretend commands:
  * `echo <words>`, `cat` (stdin to stdout until C), `big <n>` (n bytes), `sleep` (until K).
  */
 class FakeAgent {
   server!: Server;
   socks: Socket[] = [];
   mounted: string[] = [];
+  volumes: string[][] = [];
   helloDelayMs = 0;
   starts = 0;
 
@@ -36,10 +37,14 @@ class FakeAgent {
     sock.on('error', () => undefined);
     sock.on('data', (chunk: Buffer) => {
       for (const f of parser.push(chunk)) {
-        if (f.type === 'H') setTimeout(() => send(FrameType.HelloReply, 0, Buffer.from(`prism-agent 3 ${this.mounted.length ? 'ready' : 'booted'}`)), this.helloDelayMs);
+        if (f.type === 'H') setTimeout(() => send(FrameType.HelloReply, 0, Buffer.from(`prism-agent ${PROTOCOL_VERSION} ${this.mounted.length ? 'ready' : 'booted'}`)), this.helloDelayMs);
         else if (f.type === 'M') {
           this.mounted.push(decodeFields(f.payload)[0]!);
           send(FrameType.MountReply, 0, Buffer.from('ok'));
+        } else if (f.type === 'V') {
+          const fields = decodeFields(f.payload);
+          this.volumes.push(fields);
+          send(FrameType.VolumeReply, 0, Buffer.from(fields[0] === 'prism-vol0' ? 'ok' : `error: no disk with serial ${fields[0]}`));
         } else if (f.type === 'S') {
           this.starts++;
           const req = decodeStart(f.payload);
@@ -101,6 +106,9 @@ describe('AgentConnection', () => {
     await conn.mount('box-1');
     expect(agent.mounted).toEqual(['box-1']);
     expect(conn.state).toBe('ready');
+    await conn.mountVolume('prism-vol0', '/data', true);
+    await expect(conn.mountVolume('prism-vol1', '/other', false)).rejects.toMatchObject({ code: 'INTERNAL', message: expect.stringMatching(/on \/other: no disk with serial prism-vol1/) });
+    expect(agent.volumes).toEqual([['prism-vol0', '/data', 'ro'], ['prism-vol1', '/other', 'rw']]);
   });
 
   it('times out UNAVAILABLE when no guest answers', async () => {

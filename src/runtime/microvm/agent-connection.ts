@@ -49,6 +49,7 @@ export class AgentConnection {
   private helloWaiters: Waiter[] = [];
   private mountWaiters: Waiter[] = [];
   private statsWaiters: Waiter[] = [];
+  private volumeWaiters: Waiter[] = [];
   private connecting: Promise<AgentState> | null = null;
   /** The guest's state from its last hello. */
   state: AgentState | null = null;
@@ -158,6 +159,7 @@ export class AgentConnection {
       if (f.type === FrameType.HelloReply) this.helloWaiters.shift()?.resolve(f.payload);
       else if (f.type === FrameType.MountReply) this.mountWaiters.shift()?.resolve(f.payload);
       else if (f.type === FrameType.StatsReply) this.statsWaiters.shift()?.resolve(f.payload);
+      else if (f.type === FrameType.VolumeReply) this.volumeWaiters.shift()?.resolve(f.payload);
       return;
     }
     const s = this.sessions.get(f.channel);
@@ -169,7 +171,8 @@ export class AgentConnection {
   }
 
   private failAll(e: Error): void {
-    for (const w of [...this.helloWaiters, ...this.mountWaiters, ...this.statsWaiters]) w.reject(e);
+    for (const w of [...this.helloWaiters, ...this.mountWaiters, ...this.statsWaiters, ...this.volumeWaiters]) w.reject(e);
+    this.volumeWaiters = [];
     this.statsWaiters = [];
     this.helloWaiters = [];
     this.mountWaiters = [];
@@ -188,7 +191,7 @@ export class AgentConnection {
   }
 
   /** Sends a control frame and waits for its reply (replies come in order, one queue per kind). */
-  private request(kind: 'mountWaiters' | 'statsWaiters', type: FrameTypeChar, payload: Buffer, what: string, timeoutMs: number): Promise<Buffer> {
+  private request(kind: 'mountWaiters' | 'statsWaiters' | 'volumeWaiters', type: FrameTypeChar, payload: Buffer, what: string, timeoutMs: number): Promise<Buffer> {
     this.requireConnected();
     return new Promise<Buffer>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -219,6 +222,16 @@ export class AgentConnection {
     const error = decodeMountReply(reply);
     if (error !== null) throw new PrismError('INTERNAL', `guest could not mount its root file system: ${error}`);
     this.state = 'ready';
+  }
+
+  /**
+   * `V` (after `M`): mounts the disk whose virtio serial is `serial` on `mountPath` in the sandbox's
+   * root, read-only or not; INTERNAL with the guest's message on failure.
+   */
+  async mountVolume(serial: string, mountPath: string, readOnly: boolean, timeoutMs = 30_000): Promise<void> {
+    const payload = encodeFields([serial, mountPath, readOnly ? 'ro' : 'rw']);
+    const error = decodeMountReply(await this.request('volumeWaiters', FrameType.Volume, payload, 'volume mount', timeoutMs));
+    if (error !== null) throw new PrismError('INTERNAL', `guest could not mount a volume on ${mountPath}: ${error}`);
   }
 
   /** `Q`: asks the guest to sync, unmount and power off. The caller waits for QEMU to exit. */

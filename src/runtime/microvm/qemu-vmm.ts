@@ -41,7 +41,7 @@ export class QemuVmm implements Vmm {
     const args = buildQemuArgs({
       accel: shape.accel, memoryMb: shape.memoryMb, cpus: shape.cpus, kernel: shape.files.kernel, initramfs: shape.files.initramfs,
       cmdline: shape.cmdline, imageDisk: shape.imageDisk, writableDisk: p.rwDisk, agentSocket: p.agentSocket, qmpSocket: p.qmpSocket,
-      consoleLog: p.consoleLog, pidFile: p.pidFile, ...(o.incoming ? { incoming: o.incoming } : {}),
+      consoleLog: p.consoleLog, pidFile: p.pidFile, ...(o.incoming ? { incoming: o.incoming } : {}), ...(o.volumes ? { volumes: o.volumes } : {}),
     });
     const vm = await spawnQemu(this.binary, args, p.qemuLog);
     if (o.incoming) {

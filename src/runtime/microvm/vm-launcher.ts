@@ -130,7 +130,9 @@ export class VmLauncher {
       this.guestFiles(), this.accelerator(), imageDisk(this.opts.imageDiskCache, spec.layers),
     ]);
     const shape = await vmShape({ files, accel: verdict.accel, imageDisk: image, spec, writableDiskMb: this.writableDiskMb(spec) });
-    const key = await this.templates?.key(shape);
+    // Volumes are extra disks, which a template's saved device state does not have (and the microvm
+    // machine cannot hot-plug): a task with volumes always cold-boots.
+    const key = spec.volumes?.length ? undefined : await this.templates?.key(shape);
     let state = key ? await this.templates!.find(key) : undefined;
     let conn: AgentConnection | undefined;
     let info: LaunchInfo | undefined;

@@ -12,6 +12,8 @@ export interface VmmStart {
    * and gets its own writable disk `paths.rwDisk` in the same device slot.
    */
   incoming?: string;
+  /** Volume images attached as extra disks after the writable one (never with `incoming`: a template has none). */
+  volumes?: Array<{ image: string; readOnly: boolean }>;
 }
 
 /** A VMM process started by this prismd. */
