@@ -176,7 +176,13 @@ export class MicrovmDriver implements RuntimeDriver {
   }
 
   async destroy(handle: TaskHandle): Promise<void> {
-    await this.teardown(handle.id, this.paths(handle.id), true);
+    const p = this.paths(handle.id);
+    // Volumes outlive the task: a clean power-off writes the guest's cached data to them and unmounts
+    // them, where killing QEMU would lose what the guest had not written back yet.
+    if (handle.spec.volumes?.length && (await this.alive(p))) {
+      await this.stop(handle, { timeoutMs: 5_000 }).catch((e: unknown) => this.opts.logger?.warn({ err: e, task: handle.id }, 'clean stop before destroy failed'));
+    }
+    await this.teardown(handle.id, p, true);
     this.opts.logger?.info({ task: handle.id }, 'microvm task destroyed');
   }
 
