@@ -11,6 +11,7 @@ import { dockerExec, AGENT_SOCKET } from './docker-exec.js';
 import { describeConnection, dockerConnection } from './docker-host.js';
 import { engineError, engineStatus } from './engine-errors.js';
 import { ensureLayerImage, fileDigest, INIT_PATH, layerImageTag, MANAGED_LABEL, requireLayerDirs } from './layer-image.js';
+import { anyVolumeFull, mountHostVolumes, unmountHostVolumes } from '../host-volumes.js';
 
 export interface DockerDriverLogger {
   info(o: object, msg?: string): void;
@@ -25,7 +26,10 @@ export interface DockerDriverOptions {
   node: string;
   /** The static guest/init/prism-init; it goes into every image as PID 1 and exec relay. */
   initBinary: string;
-  /** Owned by this driver: temporary image archives while loading an image into the engine. */
+  /**
+   * Owned by this driver: temporary image archives while loading an image into the engine, and
+   * `volumes/<id>/`, the host mounts of a task's volumes (which the engine bind-mounts).
+   */
   stateDir: string;
   logger?: DockerDriverLogger;
 }
@@ -44,6 +48,10 @@ const PROBE_TIMEOUT_MS = 5_000;
  * is reached through `docker exec prism-init relay` (docker-exec.ts). The container's writable layer
  * is the task's filesystem, so stop/start keep it; destroy removes the container and its anonymous
  * volumes. Images stay cached in the engine (labelled `prism.managed=true`).
+ *
+ * Volumes are the exception to "API only": the engine bind-mounts the host directory where Prism
+ * loop-mounted the volume (host-volumes.ts), so they need an engine on this host (a unix socket).
+ * The host mounts exist while the task runs: made before every start, released after stop and destroy.
  */
 export class DockerDriver implements RuntimeDriver {
   readonly name = 'docker' as const;
@@ -87,12 +95,16 @@ export class DockerDriver implements RuntimeDriver {
     // The engine cannot join a network namespace Prism prepared; the service refuses such sandboxes first.
     if (spec.network) throw new PrismError('FAILED_PRECONDITION', 'the docker runtime has no sandbox networking yet: only network egress none is supported');
     validateSpec(spec);
+    if (spec.volumes?.length && !this.connection.socketPath) {
+      throw new PrismError('FAILED_PRECONDITION', `volumes on the docker runtime need an engine on this host (a unix socket); the engine is ${describeConnection(this.connection)}`);
+    }
     await requireLayerDirs(spec.layers);
     const name = containerName(spec.id);
     const image = await this.imageFor(spec.layers);
     let created = false;
     try {
-      await this.docker.createContainer(this.containerConfig(spec, name, image)).catch((e: unknown) => {
+      const volumeDirs = await mountHostVolumes(spec.volumes ?? [], this.volumesDir(spec.id));
+      await this.docker.createContainer(this.containerConfig(spec, name, image, volumeDirs)).catch((e: unknown) => {
         throw engineError(e, `creating task ${spec.id}`, { 409: 'ALREADY_EXISTS', 404: 'FAILED_PRECONDITION' });
       });
       created = true;
@@ -105,6 +117,7 @@ export class DockerDriver implements RuntimeDriver {
       if (created) {
         await this.remove(name).catch((re: unknown) => this.opts.logger?.error({ err: re, task: spec.id }, 'cleanup after failed create failed'));
       }
+      await unmountHostVolumes(this.volumesDir(spec.id)).catch((re: unknown) => this.opts.logger?.error({ err: re, task: spec.id }, 'releasing volumes after failed create failed'));
       throw asPrismError(e, 'INTERNAL', `creating task ${spec.id}`);
     }
   }
@@ -114,6 +127,7 @@ export class DockerDriver implements RuntimeDriver {
     if (state === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
     if (state === 'running') return;
     try {
+      await mountHostVolumes(handle.spec.volumes ?? [], this.volumesDir(handle.id));
       await this.docker.getContainer(containerName(handle.id)).start();
     } catch (e) {
       if (engineStatus(e) === 304) return; // started meanwhile
@@ -133,25 +147,32 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
-    return dockerExec(this.docker, containerName(handle.id), opts, userSpec(handle.spec.user));
+    const proc = await dockerExec(this.docker, containerName(handle.id), opts, userSpec(handle.spec.user));
+    const volumes = handle.spec.volumes ?? [];
+    if (volumes.length === 0) return proc;
+    // The writable layer has no limit here, but volumes do: a failed command may have filled one.
+    const result = proc.result.then(async (r) => (r.exitCode !== 0 && !r.oomKilled ? { ...r, diskFull: await anyVolumeFull(volumes, this.volumesDir(handle.id)) } : r));
+    return { ...proc, result };
   }
 
   async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {
     const state = await this.state(handle.id);
     if (state === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
-    if (state === 'stopped') return;
-    // prism-init exits on SIGTERM at once, and with it every process of the task's pid namespace.
-    const t = Math.max(1, Math.ceil((opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS) / 1000));
-    try {
-      await this.docker.getContainer(containerName(handle.id)).stop({ t });
-    } catch (e) {
-      if (engineStatus(e) === 304) return;
-      throw engineError(e, `stopping task ${handle.id}`, { 404: 'NOT_FOUND' });
+    if (state !== 'stopped') {
+      // prism-init exits on SIGTERM at once, and with it every process of the task's pid namespace.
+      const t = Math.max(1, Math.ceil((opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS) / 1000));
+      try {
+        await this.docker.getContainer(containerName(handle.id)).stop({ t });
+      } catch (e) {
+        if (engineStatus(e) !== 304) throw engineError(e, `stopping task ${handle.id}`, { 404: 'NOT_FOUND' });
+      }
     }
+    await unmountHostVolumes(this.volumesDir(handle.id));
   }
 
   async destroy(handle: TaskHandle): Promise<void> {
     await this.remove(containerName(handle.id));
+    await unmountHostVolumes(this.volumesDir(handle.id));
     this.opts.logger?.info({ task: handle.id }, 'docker task destroyed');
   }
 
@@ -185,7 +206,12 @@ export class DockerDriver implements RuntimeDriver {
   /** dockerode keeps no connection open between calls: nothing to release. */
   async close(): Promise<void> {}
 
-  private containerConfig(spec: TaskSpec, name: string, image: string): Docker.ContainerCreateOptions {
+  /** Host mounts of task `id`'s volumes (host-volumes.ts). */
+  private volumesDir(id: string): string {
+    return join(this.opts.stateDir, 'volumes', containerName(id));
+  }
+
+  private containerConfig(spec: TaskSpec, name: string, image: string, volumeDirs: string[]): Docker.ContainerCreateOptions {
     const memory = spec.memoryMb * 1024 * 1024;
     return {
       name,
@@ -208,6 +234,8 @@ export class DockerDriver implements RuntimeDriver {
         Ulimits: [{ Name: 'nofile', Soft: spec.maxOpenFiles, Hard: spec.maxOpenFiles }],
         SecurityOpt: ['no-new-privileges'],
         RestartPolicy: { Name: 'no' },
+        // The engine resolves the target inside the container's root and creates it if missing.
+        Mounts: (spec.volumes ?? []).map((v, i) => ({ Type: 'bind' as const, Source: volumeDirs[i]!, Target: v.mountPath, ReadOnly: v.readOnly })),
         LogConfig: { Type: 'none', Config: {} },
       },
     };
