@@ -1,8 +1,8 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, integrationSkipReason, leftovers, startPrismd, type Prismd } from './prismd-harness.js';
+import { call, integrationSkipReason, leftovers, REPO_ROOT, startPrismd, type Prismd } from './prismd-harness.js';
 
 const skip = integrationSkipReason();
 
@@ -136,5 +136,29 @@ describe.skipIf(!!skip)('volumes on the oci runtime (real prismd)', () => {
     expect((await call(d.url, 'GET', '/sandboxes')).body.sandboxes).toEqual([]);
     expect((await call(d.url, 'GET', '/volumes')).body.volumes.map((v: { name: string }) => v.name)).toEqual(['data', 'v']);
     await call(d.url, 'DELETE', '/volumes/v');
+  });
+
+  it('prismctl (through the SDK): volume create/ls/inspect/rm and sandbox create --volume', () => {
+    const ctl = (...args: string[]) => {
+      const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin', 'prismctl.js'), '--api', d.api, ...args], {
+        encoding: 'utf8', timeout: 60_000, env: { ...process.env, PRISM_TOKEN: d.token, PRISM_CONFIG: join(d.dataDir, 'no-cli-config.json') },
+      });
+      return { code: r.status, out: r.stdout, err: r.stderr };
+    };
+    expect(ctl('volume', 'create', 'cli', '--size', '16', '--multi-attach')).toMatchObject({ code: 0, out: expect.stringMatching(/created volume cli \(16 MiB on node/) });
+    const made = ctl('-o', 'json', 'sandbox', 'create', '--runtime', 'oci', '--volume', 'cli:/cli', '--volume', 'data:/ref:ro');
+    expect(made.code, made.err).toBe(0);
+    const sb = JSON.parse(made.out) as { id: string; volumes: unknown };
+    expect(sb.volumes).toEqual([{ name: 'cli', mountPath: '/cli', readOnly: false }, { name: 'data', mountPath: '/ref', readOnly: true }]);
+    expect(ctl('sandbox', 'info', sb.id).out).toMatch(/Volumes:\s+cli:\/cli, data:\/ref:ro/);
+    expect(ctl('volume', 'ls').out).toMatch(new RegExp(`cli\\s+16 MiB\\s+\\S+\\s+yes\\s+${sb.id}:/cli`));
+    expect(ctl('volume', 'inspect', 'data').out).toMatch(new RegExp(`${sb.id}\\s+/ref\\s+ro\\s+oci`));
+    const busy = ctl('volume', 'rm', 'cli');
+    expect(busy.code).toBe(1);
+    expect(busy.err).toContain('CONFLICT');
+    expect(ctl('sandbox', 'create', '--volume', 'cli')).toMatchObject({ code: 2, err: expect.stringMatching(/NAME:\/path/) });
+    expect(ctl('sandbox', 'rm', sb.id).code).toBe(0);
+    expect(ctl('volume', 'rm', 'cli')).toMatchObject({ code: 0, out: 'deleted volume cli\n' });
+    expect(JSON.parse(ctl('-o', 'json', 'volume', 'ls').out).volumes.map((v: { name: string }) => v.name)).toEqual(['data']);
   });
 });
