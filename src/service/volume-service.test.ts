@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -133,3 +133,48 @@ describe('VolumeService', () => {
     expect(await data.list()).toEqual(['kept']);
   });
 });
+
+describe('volumes in a cluster (nodes on one store, in process)', () => {
+  async function clusterNode(store: SqliteStore, id: string, dir: string) {
+    const driver = new FakeDriver();
+    const data = new LocalVolumeStore(join(dir, id, 'volumes'));
+    await mkdir(join(dir, id));
+    const svc = await startNode({
+      store, id, name: `name-${id}`, version: 'test', dataDir: join(dir, id), address: `http://${id}.invalid:8008`,
+      images, drivers: new Map([['oci', driver]]), runtimeInfo: [], volumes: data,
+      defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 256, pidsLimit: 64, diskMb: 2048, maxOpenFiles: 4096 },
+      labels: {}, capacity: { cpus: 8, memoryMb: 8192 }, placement: 'spread', nodeTtlMs: 600, scheduleTimeoutMs: 3000,
+      execLimits: { recordBytes: 1 << 16, recordsPerSandbox: 10, maxTimeoutSec: 60 }, watchdogMs: 60_000, log: silentLogger,
+    });
+    return { id, driver, data, svc };
+  }
+
+  it('sandboxes with a volume are placed on its node; they fail clearly while that node is dead', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'prism-volcluster-'));
+    const store = SqliteStore.open(':memory:', { leaseSweepMs: 50 });
+    const nodes: Awaited<ReturnType<typeof clusterNode>>[] = [];
+    for (const id of ['n0', 'n1', 'n2']) nodes.push(await clusterNode(store, id, dir));
+    const [n0, , n2] = nodes as [(typeof nodes)[number], unknown, (typeof nodes)[number]];
+    let n2Stopped = false;
+    cleanups.push(() => rm(dir, { recursive: true, force: true }), () => store.close(), async () => {
+      for (const n of nodes) if (n !== n2 || !n2Stopped) await n.svc.stop();
+    });
+
+    expect(await n2.svc.volumes.create({ name: 'shared', sizeMb: 16, multiAttach: true })).toMatchObject({ node: 'n2' });
+    const created = await Promise.all(Array.from({ length: 4 }, () => n0.svc.sandboxes.create({ volumes: [{ name: 'shared', mountPath: '/s' }] })));
+    expect(created.map((sb) => sb.node)).toEqual(['n2', 'n2', 'n2', 'n2']);
+    expect((await n2.driver.listTasks()).sort()).toEqual(created.map((sb) => sb.id).sort());
+    expect(await n0.data.list()).toEqual([]);
+
+    await n2.svc.stop(); // no leave: its lease runs out as after a crash
+    n2Stopped = true;
+    const deadline = Date.now() + 5000;
+    while ((await n0.svc.nodes.list()).find((n) => n.id === 'n2')?.status !== 'dead') {
+      if (Date.now() > deadline) throw new Error('n2 never went dead');
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const err = await n0.svc.sandboxes.create({ volumes: [{ name: 'shared', mountPath: '/s', readOnly: true }] }).catch((e: unknown) => e as PrismError);
+    expect(err).toMatchObject({ code: 'FAILED_PRECONDITION', message: expect.stringMatching(/volumes live on node n2, which is not alive/) });
+  });
+});
+
