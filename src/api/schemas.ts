@@ -112,6 +112,7 @@ export const VolumeSchema = Type.Object({
   attachments: Type.Array(
     Type.Object({ sandboxId: Type.String(), mountPath: Type.String(), readOnly: Type.Boolean(), runtime: Runtime }),
   ),
+  needsCheck: Type.Optional(Type.Boolean()),
 });
 
 export const VolumeParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 256 }) });

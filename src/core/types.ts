@@ -213,4 +213,9 @@ export interface Volume {
   multiAttach: boolean;
   createdAt: string;
   attachments: VolumeAttachment[];
+  /**
+   * A microVM's kernel had write access since the last check: the guest could have written any bytes
+   * to the image, so the host checks the file system (e2fsck) before its own kernel mounts it.
+   */
+  needsCheck?: boolean;
 }

@@ -18,8 +18,11 @@ const ROOT_USERS = new Set(['root', '0', '0:0', 'root:root']);
 export interface NodeAgentOptions {
   /** User of commands when neither the request nor the image names one (`uid[:gid]`, or `root`). */
   defaultUser: string;
-  /** Host path of a local volume's image (VolumeService.image); absent: sandboxes with volumes fail. */
-  volumeImage?: (name: string) => Promise<string>;
+  /**
+   * Host path of a local volume's image (VolumeService.image), checked first when `hostKernel` and a
+   * microVM wrote it; absent: sandboxes with volumes fail.
+   */
+  volumeImage?: (name: string, hostKernel: boolean) => Promise<string>;
 }
 
 /** The record changed or went away while its task was being made: someone else decided its fate. */
@@ -183,7 +186,7 @@ export class NodeAgent {
     // The request's user, else the image's, else an unprivileged default; root only when asked for.
     const user = sb.user || cfg.user || this.opts.defaultUser;
     if (user && !ROOT_USERS.has(user)) spec.user = user;
-    if (sb.volumes?.length) spec.volumes = await this.taskVolumes(sb);
+    if (sb.volumes?.length) spec.volumes = await this.taskVolumes(sb, driver.capabilities().isolation !== 'vm');
     const network = await this.setupNetwork(sb);
     if (network) spec.network = network;
     let handle: TaskHandle;
@@ -196,10 +199,10 @@ export class NodeAgent {
     return { handle, imageDigest: rootfs.image.digest, workdir: spec.workdir, ...(user ? { user } : {}) };
   }
 
-  private async taskVolumes(sb: Sandbox): Promise<TaskVolume[]> {
+  private async taskVolumes(sb: Sandbox, hostKernel: boolean): Promise<TaskVolume[]> {
     const image = this.opts.volumeImage;
     if (!image) throw new PrismError('FAILED_PRECONDITION', `node ${this.nodeId} has no volume store`);
-    return Promise.all((sb.volumes ?? []).map(async (v) => ({ name: v.name, image: await image(v.name), mountPath: v.mountPath, readOnly: v.readOnly })));
+    return Promise.all((sb.volumes ?? []).map(async (v) => ({ name: v.name, image: await image(v.name, hostKernel), mountPath: v.mountPath, readOnly: v.readOnly })));
   }
 
   async stop(sb: Sandbox): Promise<void> {

@@ -60,9 +60,17 @@ export class VolumeRepo {
       const att = { sandboxId: sb.id, mountPath: m.mountPath, readOnly: m.readOnly, runtime: sb.runtime };
       checkAttach(cur.value, att);
       const next: Volume = { ...cur.value, attachments: [...detached(cur.value, sb.id).attachments, att] };
+      if (sb.runtime === 'microvm' && !m.readOnly) next.needsCheck = true;
       ops.push({ op: 'put', key: key(m.name), value: JSON.stringify(next), expectRevision: cur.revision });
     }
     return ops;
+  }
+
+  /** Clears `needsCheck` if the record is still at `revision`; CONFLICT otherwise. */
+  async markChecked(v: VersionedVolume): Promise<void> {
+    const next: Volume = { ...v.value };
+    delete next.needsCheck;
+    await this.store.put(key(v.value.name), JSON.stringify(next), { expectRevision: v.revision });
   }
 
   /** The writes that release `sb`'s attachments (volumes already gone or not holding it need none). */

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -123,6 +123,27 @@ describe('VolumeService', () => {
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
     for (const r of results) if (r.status === 'rejected') expect((r.reason as PrismError).code).toBe('CONFLICT');
     expect((await volumes.get('race')).attachments).toHaveLength(1);
+  });
+
+  it('a volume a microVM wrote is checked before a container mounts it; one beyond repair is refused', async () => {
+    const { volumes, sandboxes, data } = await setup();
+    await volumes.create({ name: 'vm', sizeMb: 16 });
+    const vm = await sandboxes.create({ runtime: 'microvm', volumes: [{ name: 'vm', mountPath: '/v' }] });
+    expect((await volumes.get('vm')).needsCheck).toBe(true);
+    await sandboxes.delete(vm.id);
+    const c = await sandboxes.create({ volumes: [{ name: 'vm', mountPath: '/v' }] });
+    expect((await volumes.get('vm')).needsCheck).toBeUndefined();
+    await sandboxes.delete(c.id);
+
+    await sandboxes.delete((await sandboxes.create({ runtime: 'microvm', volumes: [{ name: 'vm', mountPath: '/v' }] })).id);
+    await writeFile(await data.image('vm'), Buffer.alloc(16 << 20)); // what a hostile guest could leave
+    const err = await sandboxes.create({ volumes: [{ name: 'vm', mountPath: '/v' }] }).catch((e: unknown) => e as PrismError);
+    expect(err).toMatchObject({ code: 'FAILED_PRECONDITION', message: expect.stringMatching(/damaged beyond repair/) });
+    expect(await volumes.get('vm')).toMatchObject({ attachments: [], needsCheck: true });
+    // A read-only microVM leaves nothing to check.
+    await volumes.create({ name: 'ro', sizeMb: 16 });
+    await sandboxes.create({ runtime: 'microvm', volumes: [{ name: 'ro', mountPath: '/r', readOnly: true }] });
+    expect((await volumes.get('ro')).needsCheck).toBeUndefined();
   });
 
   it('reconcile removes data without a record and half-made volumes', async () => {

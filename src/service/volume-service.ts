@@ -116,13 +116,32 @@ export class VolumeService {
     return this.store;
   }
 
-  /** Host path of a local volume's image, for a task's spec; FAILED_PRECONDITION when its data is missing. */
-  async image(name: string): Promise<string> {
+  /**
+   * Host path of a local volume's image, for a task's spec; FAILED_PRECONDITION when its data is
+   * missing. `hostKernel`: the task's runtime mounts it with the host's kernel, so a file system a
+   * microVM wrote is checked (and repaired) first.
+   */
+  async image(name: string, hostKernel: boolean): Promise<string> {
+    let path: string;
     try {
-      return await this.local().image(name);
+      path = await this.local().image(name);
     } catch (e) {
       if (isPrismError(e, 'NOT_FOUND')) throw new PrismError('FAILED_PRECONDITION', `the data of volume '${name}' is not on node ${this.nodeId}`, { cause: e });
       throw e;
     }
+    for (let attempt = 0; hostKernel; attempt++) {
+      const cur = await this.repo.volumes.get(name);
+      if (!cur?.value.needsCheck) break;
+      // The sandbox asking holds the volume, and a microVM shares it with nobody: no kernel has it mounted.
+      await this.local().check(name);
+      this.log.info({ volume: name }, 'checked a volume a microVM had written before mounting it on the host');
+      try {
+        await this.repo.volumes.markChecked(cur);
+        break;
+      } catch (e) {
+        if (!isPrismError(e, 'CONFLICT') || attempt >= 10) throw e;
+      }
+    }
+    return path;
   }
 }

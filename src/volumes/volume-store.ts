@@ -17,6 +17,10 @@
  * - `remove` deletes the volume and its data; removing a volume that does not exist succeeds. The
  *   caller guarantees no task has it mounted (the volume service refuses while it is attached).
  * - `list` names every volume this node holds, so that the daemon can remove those without a record.
+ * - `check` verifies the file system and repairs what it can, for data that a kernel other than the
+ *   host's (a microVM's) wrote: the host's kernel must never mount a file system a guest may have
+ *   crafted to hit a bug in its parser. FAILED_PRECONDITION when it cannot be repaired. Only while
+ *   nothing has the volume mounted.
  * Errors: INVALID_ARGUMENT, ALREADY_EXISTS, NOT_FOUND, INTERNAL.
  */
 export interface VolumeStore {
@@ -24,6 +28,7 @@ export interface VolumeStore {
   image(name: string): Promise<string>;
   remove(name: string): Promise<void>;
   list(): Promise<string[]>;
+  check(name: string): Promise<void>;
   /** Removes leftovers of creates a crash interrupted. Call at start-up, before serving. */
   sweep(): Promise<void>;
 }

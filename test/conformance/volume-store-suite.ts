@@ -4,7 +4,7 @@
  * system is checked with e2fsprogs tools, not mounted.
  */
 import { execFileSync } from 'node:child_process';
-import { statSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PrismError, type ErrorCode } from '../../src/core/errors.js';
 import type { VolumeStore } from '../../src/volumes/volume-store.js';
@@ -56,6 +56,20 @@ export function volumeStoreConformanceSuite(name: string, make: () => Promise<{ 
       const lost = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')!;
       expect((lost.reason as PrismError).code).toBe('ALREADY_EXISTS');
       expect(await store.list()).toEqual(['race']);
+    });
+
+    it('check passes a sound volume, repairs a damaged one, and refuses one beyond repair', async () => {
+      await store.create('chk', 16);
+      await store.check('chk');
+      const image = await store.image('chk');
+      // Clear the root inode's mode (debugfs edits without mounting): e2fsck repairs that.
+      execFileSync('debugfs', ['-w', '-R', 'sif <2> mode 0', image], { stdio: 'ignore' });
+      await store.check('chk');
+      expect(execFileSync('debugfs', ['-R', 'stat <2>', image], { stdio: ['ignore', 'pipe', 'ignore'] }).toString()).toMatch(/Type: directory/);
+      // Every superblock (primary and backups) zeroed: nothing left to repair from.
+      writeFileSync(image, Buffer.alloc(16 * MiB));
+      await expectCode(store.check('chk'), 'FAILED_PRECONDITION');
+      await expectCode(store.check('nope'), 'NOT_FOUND');
     });
 
     it('image of an unknown volume is NOT_FOUND; remove is idempotent', async () => {

@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
@@ -58,6 +59,21 @@ export class LocalVolumeStore implements VolumeStore {
   async list(): Promise<string[]> {
     const entries = await readdir(this.root, { withFileTypes: true }).catch(() => []);
     return entries.filter((e) => e.isDirectory() && !e.name.startsWith('.')).map((e) => e.name).sort();
+  }
+
+  /** e2fsck -fy: forced full check, repairs without asking. Exit 0-3 left a sound file system. */
+  async check(name: string): Promise<void> {
+    const image = await this.image(name);
+    const { code, output } = await new Promise<{ code: number; output: string }>((resolve) => {
+      execFile('e2fsck', ['-f', '-y', image], { timeout: 30 * 60_000, maxBuffer: 4 << 20 }, (err, stdout, stderr) => {
+        const c = err ? (typeof err.code === 'number' ? err.code : 8) : 0;
+        resolve({ code: c, output: `${stdout}${stderr}`.trim() });
+      });
+    });
+    if (code >= 4) {
+      const tail = output.split('\n').slice(-3).join(' | ');
+      throw new PrismError('FAILED_PRECONDITION', `the file system of volume '${name}' is damaged beyond repair (e2fsck exit ${code}: ${tail})`);
+    }
   }
 
   async sweep(): Promise<void> {
