@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "net-config.h"
 
 int agent_log_fd = 2;
 
@@ -187,6 +188,21 @@ static void mount_volume(struct agent *a, char *p, uint32_t len) {
   emit(a, F_VOLUME_REPLY, 0, reply, (size_t)k < sizeof reply ? (size_t)k : sizeof reply - 1);
 }
 
+/* N: the NIC and resolv.conf of a sandbox with a network; after M, since resolv.conf is in its root. */
+static void configure_network(struct agent *a, char *p, uint32_t len) {
+  char err[256] = "", reply[300];
+  struct net_config c;
+  const char *bad = net_config_parse(p, len, &c);
+  if (bad) snprintf(err, sizeof err, "malformed N frame: %s", bad);
+  else if (!a->ready) snprintf(err, sizeof err, "N before M: the root file system is not mounted");
+  else if (guest_network(&c, err, sizeof err) == 0) {
+    emit(a, F_NETWORK_REPLY, 0, "ok", 2);
+    return;
+  }
+  int n = snprintf(reply, sizeof reply, "error: %s", err);
+  emit(a, F_NETWORK_REPLY, 0, reply, (size_t)n < sizeof reply ? (size_t)n : sizeof reply - 1);
+}
+
 static void dispatch(struct agent *a, const struct frame_hdr *h, char *p) {
   if (h->channel == 0) {
     if (h->type == F_HELLO) {
@@ -197,6 +213,8 @@ static void dispatch(struct agent *a, const struct frame_hdr *h, char *p) {
       mount_rootfs(a, p, h->length);
     } else if (h->type == F_VOLUME) {
       mount_volume(a, p, h->length);
+    } else if (h->type == F_NETWORK) {
+      configure_network(a, p, h->length);
     } else if (h->type == F_QUIT) {
       power_off(a);
     } else if (h->type == F_STATS) {

@@ -1,7 +1,7 @@
 import { Type, type TSchema } from '@sinclair/typebox';
 import { ERROR_CODES } from '../core/errors.js';
 import { NAME_PATTERN } from '../core/ids.js';
-import { DISK_MB_MAX, DISK_MB_MIN, MAX_OPEN_FILES_MAX, MAX_VOLUMES_PER_SANDBOX, RUNTIME_NAMES, VOLUME_MB_MAX, VOLUME_MB_MIN } from '../core/types.js';
+import { DISK_MB_MAX, DISK_MB_MIN, MAX_OPEN_FILES_MAX, MAX_VOLUMES_PER_SANDBOX, PROCESS_SIGNALS, RUNTIME_NAMES, VOLUME_MB_MAX, VOLUME_MB_MIN } from '../core/types.js';
 
 /** Request and response schemas: validation, serialisation and the OpenAPI document in one place. */
 
@@ -132,6 +132,8 @@ export const ExecBody = Type.Object(
     timeoutSec: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 86400 })),
     stdin: Type.Optional(Type.String()),
     stdinEncoding: Type.Optional(Encoding),
+    /** Start the command as a background process and answer at once (201 Process). */
+    background: Type.Optional(Type.Boolean()),
   },
   closed,
 );
@@ -240,3 +242,56 @@ export const ImageSchema = Type.Object({
 export const PullBody = Type.Object({ ref: Type.String({ minLength: 1, maxLength: 512 }), platform: Type.Optional(PlatformSchema) }, closed);
 
 export const GcSchema = Type.Object({ blobsRemoved: Type.Integer(), layersRemoved: Type.Integer(), bytesFreed: Type.Integer() });
+
+const Limit = Type.Union([Type.Literal('TIMEOUT'), Type.Literal('OOM_KILLED'), Type.Literal('DISK_FULL')]);
+
+/** A background process; the result fields appear once it exited. */
+export const ProcessSchema = Type.Object({
+  id: Type.String(),
+  sandboxId: Type.String(),
+  cmd: Type.Array(Type.String()),
+  status: Type.Union([Type.Literal('running'), Type.Literal('exited')]),
+  startedAt: Type.String(),
+  endedAt: Type.Optional(Type.String()),
+  stdinOpen: Type.Boolean(),
+  stdoutBytes: Type.Integer(),
+  stderrBytes: Type.Integer(),
+  exitCode: Type.Optional(Type.Integer()),
+  signal: Type.Optional(Type.String()),
+  timedOut: Type.Optional(Type.Boolean()),
+  oomKilled: Type.Optional(Type.Boolean()),
+  diskFull: Type.Optional(Type.Boolean()),
+  limitExceeded: Type.Optional(Limit),
+  durationMs: Type.Optional(Type.Number()),
+  error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
+});
+
+export const ProcessParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 256 }), pid: Type.String({ minLength: 1, maxLength: 64 }) });
+
+// Query strings arrive as text and the API does not coerce types: digits, checked here, parsed by the route.
+const Offset = Type.String({ pattern: '^[0-9]{1,15}$' });
+export const OutputQuery = Type.Object(
+  { stdoutOffset: Type.Optional(Offset), stderrOffset: Type.Optional(Offset), follow: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')])) },
+  closed,
+);
+
+/** `*Offset`: where the next read continues; `*Dropped`: bytes before that the buffer no longer held. */
+export const ProcessOutputSchema = Type.Object({
+  stdout: Type.String(),
+  stderr: Type.String(),
+  encoding: Encoding,
+  stdoutOffset: Type.Integer(),
+  stderrOffset: Type.Integer(),
+  stdoutDropped: Type.Integer(),
+  stderrDropped: Type.Integer(),
+  process: ProcessSchema,
+});
+
+export const StdinBody = Type.Object(
+  { data: Type.Optional(Type.String()), encoding: Type.Optional(Encoding), close: Type.Optional(Type.Boolean()) },
+  closed,
+);
+
+export const SignalBody = Type.Object({ signal: Type.Union(PROCESS_SIGNALS.map((s) => Type.Literal(s))) }, closed);
+
+export const WaitQuery = Type.Object({ timeoutSec: Type.Optional(Type.String({ pattern: '^[0-9]{1,4}(\\.[0-9]+)?$' })) }, closed);

@@ -219,3 +219,27 @@ export interface Volume {
    */
   needsCheck?: boolean;
 }
+
+/** Signals a background process may be sent through the API. */
+export const PROCESS_SIGNALS = ['SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGKILL', 'SIGUSR1', 'SIGUSR2', 'SIGTERM', 'SIGCONT', 'SIGSTOP', 'SIGTSTP', 'SIGWINCH', 'SIGALRM'] as const;
+export type ProcessSignal = (typeof PROCESS_SIGNALS)[number];
+
+/**
+ * A command started with `background: true`: it runs on the sandbox's node, apart from the request that
+ * started it. The result fields are set once it exited; `error` says why when it ended because its
+ * sandbox was stopped, deleted or failed (code `INTERRUPTED`).
+ */
+export interface ProcessInfo extends Partial<ExecResult> {
+  id: string;
+  sandboxId: string;
+  cmd: string[];
+  status: 'running' | 'exited';
+  startedAt: string;
+  endedAt?: string;
+  /** Whether `POST .../stdin` still reaches the command. */
+  stdinOpen: boolean;
+  /** Bytes the command wrote so far to each stream (the next offset). */
+  stdoutBytes: number;
+  stderrBytes: number;
+  error?: { code: string; message: string };
+}

@@ -26,6 +26,7 @@ import { loadNodeIdentity } from './node-identity.js';
 import { loadRegistryAuths } from './registry-config.js';
 import { initBinaryPath, packageVersion } from './package-info.js';
 import { acquirePidLock } from './pid-lock.js';
+import { DEFAULT_PROCESS_LIMITS } from '../service/process-service.js';
 
 /** The admin token's file in the data dir, written on a cluster's first start. */
 export const ADMIN_TOKEN_FILE = 'admin-token';
@@ -161,6 +162,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       labels: cfg.labels, capacity: cfg.capacity, placement: cfg.placement,
       nodeTtlMs: cfg.nodeTtlMs, scheduleTimeoutMs: cfg.scheduleTimeoutMs,
       execLimits: { recordBytes: 64 * 1024, recordsPerSandbox: 100, maxTimeoutSec: 86400 },
+      processLimits: { ...DEFAULT_PROCESS_LIMITS, maxPerSandbox: cfg.maxProcesses, bufferBytes: cfg.processBufferBytes },
       watchdogMs: 5000,
       defaultUser: cfg.defaultUser,
       log,
@@ -173,7 +175,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     } else {
       log.warn({ api: cfg.apiHost }, 'API authentication is OFF (--auth none): anyone who can reach the API can run code');
     }
-    const app = await buildApi({ sandboxes: node.sandboxes, exec: node.exec, nodes: node.nodes, images: node.images, volumes: node.volumes, version, nodeId: ident.id, ...(tokens ? { tokens } : {}) },
+    const app = await buildApi({ sandboxes: node.sandboxes, exec: node.exec, processes: node.processes, nodes: node.nodes, images: node.images, volumes: node.volumes, version, nodeId: ident.id, ...(tokens ? { tokens } : {}) },
       { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3, ...(tls ? { tls } : {}) });
     await app.listen({ host: cfg.apiHost, port: cfg.apiPort });
     const bound = app.server.address();

@@ -6,6 +6,7 @@ import { Scheduler } from '../scheduler/scheduler.js';
 import type { PlacementStrategy } from '../scheduler/placement.js';
 import { ExecService, type ExecLimits } from '../service/exec-service.js';
 import { ImageService } from '../service/image-service.js';
+import { DEFAULT_PROCESS_LIMITS, ProcessService, type ProcessLimits } from '../service/process-service.js';
 import type { Logger } from '../service/logger.js';
 import { Membership } from '../service/membership.js';
 import { DEFAULT_SANDBOX_USER, NodeAgent } from '../service/node-agent.js';
@@ -39,6 +40,8 @@ export interface NodeWiring {
   nodeTtlMs: number;
   scheduleTimeoutMs: number;
   execLimits: ExecLimits;
+  /** Background processes (default {@link DEFAULT_PROCESS_LIMITS}). */
+  processLimits?: ProcessLimits;
   /** How often running tasks are checked for having died. */
   watchdogMs: number;
   /** User of commands in images that name none (default `65534:65534`, nobody; `root` to allow root). */
@@ -52,6 +55,7 @@ export interface NodeServices {
   nodes: NodeService;
   sandboxes: SandboxService;
   exec: ExecService;
+  processes: ProcessService;
   images: ImageService;
   volumes: VolumeService;
   scheduler: Scheduler;
@@ -85,6 +89,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const events = new SandboxEvents(repo, w.log);
   const sandboxes = new SandboxService(repo, events, agent, w.defaults, w.log, { scheduleMs: w.scheduleTimeoutMs, startMs: 15 * 60_000 });
   const exec = new ExecService(sandboxes, agent, repo, w.execLimits, w.log);
+  const processes = new ProcessService(sandboxes, exec, agent, w.processLimits ?? DEFAULT_PROCESS_LIMITS, w.log);
   const images = new ImageService(w.images, repo, w.log);
   const scheduler = new Scheduler(repo, w.log, { strategy: w.placement, cpuOvercommit: 4, batchMax: 100, maxTxnOps: 128 });
   const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });
@@ -100,7 +105,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   await agent.watchAssignments();
   agent.startWatchdog(w.watchdogMs);
   return {
-    repo, agent, nodes, sandboxes, exec, images, volumes, scheduler, membership,
+    repo, agent, nodes, sandboxes, exec, processes, images, volumes, scheduler, membership,
     async setAddress(url) {
       address = url;
       nodes.setAddress(url);
@@ -113,6 +118,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
       scheduler.stop();
       events.stop();
       nodes.stop();
+      processes.close();
       agent.close();
     },
   };

@@ -119,6 +119,20 @@ describe('placeBatch', () => {
     expect([...decisions.values()].map((d) => 'node' in d)).toEqual([true, true, false]);
   });
 
+  it('skips a node whose free disk cannot hold the writable layer, counting the batch', () => {
+    const a = node('a', 16384, 4, { diskFreeMb: 1500 });
+    const b = node('b', 4096, 4, { diskFreeMb: 100_000 });
+    // a has more free memory (spread prefers it) until its disk runs short within the batch.
+    const reqs = [req(256, 1, { diskMb: 1024 }), req(256, 1, { diskMb: 1024 })];
+    const { decisions } = placeBatch(reqs, [a, b]);
+    expect(reqs.map((r) => decisions.get(r.id))).toEqual([{ node: 'a' }, { node: 'b' }]);
+    const refused = one(req(256, 1, { diskMb: 2048 }), [a]);
+    expect(refused).toMatchObject({ error: { code: 'RESOURCE_EXHAUSTED' } });
+    expect(JSON.stringify(refused)).toContain('1500 MiB of disk free');
+    // Nodes that have not reported their disk yet are not held back.
+    expect(one(req(256, 1, { diskMb: 1 << 20 }), [node('c', 4096)])).toEqual({ node: 'c' });
+  });
+
   it('names the request and every node with its reason', () => {
     const nodes = [node('a', 921), node('b', 2048, 4, { runtimes: ['microvm'] }), node('c', 65536, 1)];
     const d = one(req(2048, 2), nodes);

@@ -1,5 +1,6 @@
 import type { NewToken, NodeInfo, RuntimeName, Sandbox, SandboxStatus, TokenInfo } from '../core/types.js';
 import { PrismApiError, connectionError, errorFromResponse } from './errors.js';
+import { connectionFromEnv, DEFAULT_URL, normalizeUrl } from './config.js';
 import { ImagesApi } from './images.js';
 import { VolumesApi } from './volumes.js';
 import { SandboxHandle, type ApiTransport } from './sandbox-handle.js';
@@ -83,14 +84,7 @@ export interface CreateSandboxOptions {
   volumes?: Array<{ name: string; mountPath: string; readOnly?: boolean }>;
 }
 
-export const DEFAULT_URL = 'http://127.0.0.1:8008';
-
-/** Accepts `host:port`, `http://host:port`, with or without a trailing `/` or `/api/v1`. */
-export function normalizeUrl(url: string): string {
-  let u = url.trim();
-  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(u)) u = `http://${u}`;
-  return u.replace(/\/+$/, '').replace(/\/api\/v1$/, '');
-}
+export { DEFAULT_URL, normalizeUrl } from './config.js';
 
 class HttpTransport implements ApiTransport {
   readonly baseUrl: string;
@@ -212,6 +206,14 @@ export class Prism {
       get: async (idOrName) =>
         new SandboxHandle(api, await api.json<Sandbox>('GET', `/sandboxes/${encodeURIComponent(idOrName)}`)),
     };
+  }
+
+  /**
+   * A client configured like prismctl: PRISM_API, PRISM_TOKEN and PRISM_CA (a PEM file) from `env`,
+   * else the login saved by `prismctl login` or the quick start (~/.config/prism/config.json).
+   */
+  static fromEnv(env: Record<string, string | undefined> = process.env, extra: Pick<PrismOptions, 'fetch'> = {}): Prism {
+    return new Prism({ ...connectionFromEnv(env), ...extra });
   }
 
   /** The daemon address in use, normalized (`http://host:port`). */

@@ -2,7 +2,7 @@ import { PrismError, asPrismError, isErrorCode, isPrismError } from '../core/err
 import { NAME_PATTERN, newSandboxId, readableName } from '../core/ids.js';
 import type { NetworkSpec, RuntimeName, Sandbox, SandboxStatus, VolumeMount } from '../core/types.js';
 import { parseReference } from '../images/reference.js';
-import { needsNetwork, resolvePolicy } from '../net/policy.js';
+import { resolvePolicy } from '../net/policy.js';
 import type { Logger } from './logger.js';
 import type { NodeAgent } from './node-agent.js';
 import type { SandboxEvents } from './sandbox-events.js';
@@ -112,11 +112,6 @@ export class SandboxService {
     const ports = req.ports ?? [];
     if (ports.length > MAX_PORTS || new Set(ports).size !== ports.length || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) {
       throw new PrismError('INVALID_ARGUMENT', `ports must be at most ${MAX_PORTS} distinct TCP ports (1-65535)`);
-    }
-    const runtime = req.runtime ?? this.defaults.runtime;
-    // Only the oci runtime joins the network namespace Prism prepares (docs/network.md).
-    if (runtime !== 'oci' && needsNetwork(network.egress, ports)) {
-      throw new PrismError('FAILED_PRECONDITION', `the ${runtime} runtime has no sandbox networking yet: only network egress 'none' without ports is supported (see docs/network.md); use the oci runtime`);
     }
   }
 

@@ -2,13 +2,13 @@ import { constants } from 'node:os';
 import { PrismError } from '../../core/errors.js';
 
 /**
- * The microVM guest agent protocol, version 4 (docs/microvm-agent-protocol.md). This file and
+ * The microVM guest agent protocol, version 5 (docs/microvm-agent-protocol.md). This file and
  * guest/agent/protocol.h are its two definitions and must change together.
  *
  * Frame: u8 type, u32 channel (big-endian), u32 length (big-endian, at most 1 MiB), payload.
  */
 
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 export const HEADER_BYTES = 9;
 export const MAX_PAYLOAD = 1 << 20;
 export const CONTROL_CHANNEL = 0;
@@ -24,6 +24,8 @@ export const FrameType = {
   Volume: 'V', // host: fields disk serial, absolute mount path, "ro" or "rw" (after Mount)
   VolumeReply: 'v', // guest: "ok" or "error: <message>"
   Shutdown: 'Q', // host: sync, unmount, power off
+  Network: 'N', // host: fields address/prefix, gateway, MTU, then name servers (see encodeNetwork); after M
+  NetworkReply: 'n', // guest: "ok" or "error: <message>"
   Stats: 'T', // host: usage of the sandbox cgroup, answered by StatsReply
   StatsReply: 't', // guest: "pids N memory BYTES oom_kills K"
   Start: 'S', // host: start a command (see encodeStart)
@@ -226,4 +228,17 @@ export function decodeStats(payload: Buffer): GuestStats {
   const f = payload.toString('latin1').split(' ');
   const get = (k: string) => Number(f[f.indexOf(k) + 1] ?? 0) || 0;
   return { pids: get('pids'), memoryBytes: get('memory'), oomKills: get('oom_kills') };
+}
+
+/** What `N` configures: the guest's NIC (the only one besides lo) and its /etc/resolv.conf. */
+export interface GuestNetwork {
+  /** `a.b.c.d/prefix` */
+  address: string;
+  gateway: string;
+  mtu: number;
+  nameservers: string[];
+}
+
+export function encodeNetwork(n: GuestNetwork): Buffer {
+  return encodeFields([n.address, n.gateway, String(n.mtu), ...n.nameservers]);
 }

@@ -68,8 +68,6 @@ export class MicrovmDriver implements RuntimeDriver {
 
   async create(spec: TaskSpec): Promise<TaskHandle> {
     validateSpec(spec);
-    // No virtio-net device yet (docs/network.md); the service refuses such sandboxes before they get here.
-    if (spec.network) throw new PrismError('FAILED_PRECONDITION', 'the microvm runtime has no network device yet: only network egress none is supported');
     const p = this.paths(spec.id);
     await requireLayers(spec.layers);
     await mkdir(this.tasksDir, { recursive: true });

@@ -72,4 +72,13 @@ describe('buildQemuArgs', () => {
       expect(() => buildQemuArgs({ ...base, incoming: bad })).toThrow(/exec: URI/);
     }
   });
+
+  it('has no network device unless given a NIC, which is virtio-net on the named tap with that MAC', () => {
+    expect(buildQemuArgs(base).join(' ')).not.toMatch(/netdev|virtio-net/);
+    const a = buildQemuArgs({ ...base, nic: { tap: 'tap0', mac: '42:10:91:21:3f:cf' } });
+    expect(opt(a, '-netdev')).toEqual(['tap,id=net0,ifname=tap0,script=no,downscript=no']);
+    expect(opt(a, '-device')).toContain('virtio-net-device,netdev=net0,mac=42:10:91:21:3f:cf');
+    expect(() => buildQemuArgs({ ...base, nic: { tap: 'tap0,script=/x', mac: '42:10:91:21:3f:cf' } })).toThrow(/tap/);
+    expect(() => buildQemuArgs({ ...base, nic: { tap: 'tap0', mac: '42:10:91:21:3f' } })).toThrow(/MAC/);
+  });
 });

@@ -37,7 +37,7 @@ export function validateSpec(spec: TaskSpec): void {
   }
 }
 
-/** The microvm machine's 8 virtio-mmio slots: image, writable disk, agent port, a network device later; the rest. */
+/** The microvm machine's 8 virtio-mmio slots: image, writable disk, agent port and a NIC take four; volumes the rest. */
 export const MAX_VM_VOLUMES = 4;
 
 /**

@@ -7,6 +7,7 @@ import { defaultCmdline, type GuestFiles } from './guest-files.js';
 import { volumeSerial, type Accelerator } from './qemu-args.js';
 import { enterCgroup } from './qemu-process.js';
 import type { Vmm } from './vmm.js';
+import { VM_TAP, type GuestNic } from './vm-network.js';
 
 /** The files of one VM: `<tasksDir>/<id>/` for a task. */
 export interface TaskPaths {
@@ -89,6 +90,8 @@ export interface BootOptions {
   incoming?: string;
   /** The task to limit and mount (`M`); absent for a template VM, which must stay at `booted`. */
   spec?: TaskSpec;
+  /** A NIC in the task's network namespace (vm-network.ts), configured by `N` after `M`. */
+  network?: { netnsPath: string; nic: GuestNic; nameservers: string[] };
 }
 
 /**
@@ -99,8 +102,13 @@ export interface BootOptions {
 export async function bootVm(o: BootOptions): Promise<void> {
   const { shape, paths: p, spec } = o;
   await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile, p.consoleLog, p.origin].map((f) => rm(f, { force: true })));
+  const net = o.network;
   const volumes = (spec?.volumes ?? []).map((v) => ({ image: v.image, readOnly: v.readOnly }));
-  const started = o.vmm.start({ shape, paths: p, ...(o.incoming ? { incoming: o.incoming } : {}), ...(volumes.length ? { volumes } : {}) });
+  const started = o.vmm.start({
+    shape, paths: p, ...(o.incoming ? { incoming: o.incoming } : {}),
+    ...(net ? { network: { netnsPath: net.netnsPath, tap: VM_TAP, mac: net.nic.mac } } : {}),
+    ...(volumes.length ? { volumes } : {}),
+  });
   const vm = await started.catch(async (e: unknown) => {
     throw new PrismError('INTERNAL', `${o.vmm.name} failed to ${o.incoming ? 'restore' : 'boot'}: ${(e as Error).message}${await logTail(p)}`, { cause: e });
   });
@@ -114,6 +122,7 @@ export async function bootVm(o: BootOptions): Promise<void> {
     if (state !== 'booted') throw new PrismError('INTERNAL', `a fresh VM's agent reported ${state}, not booted`);
   } else if (state === 'booted') {
     await Promise.race([mountTask(o.conn, spec), died]);
+    if (net) await Promise.race([o.conn.network({ address: net.nic.address, gateway: net.nic.gateway, mtu: net.nic.mtu, nameservers: net.nameservers }), died]);
     await Promise.race([mountVolumes(o.conn, spec), died]);
   }
 }
