@@ -174,12 +174,12 @@ describe('volumes in a cluster (nodes on one store, in process)', () => {
     const dir = await mkdtemp(join(tmpdir(), 'prism-volcluster-'));
     const store = SqliteStore.open(':memory:', { leaseSweepMs: 50 });
     const nodes: Awaited<ReturnType<typeof clusterNode>>[] = [];
-    for (const id of ['n0', 'n1', 'n2']) nodes.push(await clusterNode(store, id, dir));
-    const [n0, , n2] = nodes as [(typeof nodes)[number], unknown, (typeof nodes)[number]];
     let n2Stopped = false;
     cleanups.push(() => rm(dir, { recursive: true, force: true }), () => store.close(), async () => {
-      for (const n of nodes) if (n !== n2 || !n2Stopped) await n.svc.stop();
+      for (const n of nodes) if (n.id !== 'n2' || !n2Stopped) await n.svc.stop();
     });
+    for (const id of ['n0', 'n1', 'n2']) nodes.push(await clusterNode(store, id, dir));
+    const [n0, , n2] = nodes as [(typeof nodes)[number], unknown, (typeof nodes)[number]];
 
     expect(await n2.svc.volumes.create({ name: 'shared', sizeMb: 16, multiAttach: true })).toMatchObject({ node: 'n2' });
     const created = await Promise.all(Array.from({ length: 4 }, () => n0.svc.sandboxes.create({ volumes: [{ name: 'shared', mountPath: '/s' }] })));
