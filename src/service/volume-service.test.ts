@@ -2,11 +2,14 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PrismError, type ErrorCode } from '../core/errors.js';
 import { oneImageStore } from '../images/fake/one-image-store.js';
 import { FakeDriver } from '../runtime/fake/fake-driver.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import { EtcdStore } from '../store/etcd/etcd-store.js';
+import type { Store } from '../store/store.js';
+import { EtcdCluster, etcdSkipReason } from '../../test/fixtures/etcd-cluster.js';
 import { startNode } from '../daemon/node-wiring.js';
 import { LocalVolumeStore } from '../volumes/local/local-volume-store.js';
 import { silentLogger } from './logger.js';
@@ -20,10 +23,10 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-/** One node on SQLite with fake drivers and real volume data (sparse ext4 files in a temp dir, no mounts). */
-async function setup() {
+/** One node on SQLite (or `store`) with fake drivers and real volume data (sparse ext4 files in a temp dir, no mounts). */
+async function setup(given?: Store) {
   const dir = await mkdtemp(join(tmpdir(), 'prism-volsvc-'));
-  const store = SqliteStore.open(':memory:');
+  const store = given ?? SqliteStore.open(':memory:');
   const oci = new FakeDriver();
   const microvm = new FakeDriver({ name: 'microvm', capabilities: { isolation: 'vm' } });
   const data = new LocalVolumeStore(join(dir, 'volumes'));
@@ -196,6 +199,27 @@ describe('volumes in a cluster (nodes on one store, in process)', () => {
     }
     const err = await n0.svc.sandboxes.create({ volumes: [{ name: 'shared', mountPath: '/s', readOnly: true }] }).catch((e: unknown) => e as PrismError);
     expect(err).toMatchObject({ code: 'FAILED_PRECONDITION', message: expect.stringMatching(/volumes live on node n2, which is not alive/) });
+  });
+});
+
+describe.skipIf(etcdSkipReason !== '')('volume attachments on etcd (the cluster store)', () => {
+  const cluster = new EtcdCluster();
+  beforeAll(() => cluster.start(1));
+  afterAll(() => cluster.stop());
+
+  it('attach, conflict, racing attaches, release and delete behave as on SQLite', async () => {
+    const store = await EtcdStore.connect({ endpoints: cluster.endpoints(), prefix: `prism-volumes-test/${process.pid}-${Date.now()}/` });
+    const { volumes, sandboxes } = await setup(store);
+    await volumes.create({ name: 'etcd-vol', sizeMb: 16 });
+    const results = await Promise.allSettled(Array.from({ length: 4 }, () => sandboxes.create({ volumes: [{ name: 'etcd-vol', mountPath: '/v' }] })));
+    const won = results.filter((r): r is PromiseFulfilledResult<Awaited<ReturnType<typeof sandboxes.create>>> => r.status === 'fulfilled');
+    expect(won).toHaveLength(1);
+    for (const r of results) if (r.status === 'rejected') expect((r.reason as PrismError).code).toBe('CONFLICT');
+    expect((await volumes.get('etcd-vol')).attachments.map((a) => a.sandboxId)).toEqual([won[0]!.value.id]);
+    expect(await codeOf(volumes.delete('etcd-vol'))).toBe('CONFLICT');
+    await sandboxes.delete(won[0]!.value.id);
+    await volumes.delete('etcd-vol');
+    expect(await volumes.list()).toEqual([]);
   });
 });
 
