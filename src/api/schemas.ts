@@ -1,7 +1,7 @@
 import { Type, type TSchema } from '@sinclair/typebox';
 import { ERROR_CODES } from '../core/errors.js';
 import { NAME_PATTERN } from '../core/ids.js';
-import { DISK_MB_MAX, DISK_MB_MIN, MAX_OPEN_FILES_MAX, PROCESS_SIGNALS, RUNTIME_NAMES } from '../core/types.js';
+import { DISK_MB_MAX, DISK_MB_MIN, MAX_OPEN_FILES_MAX, MAX_VOLUMES_PER_SANDBOX, PROCESS_SIGNALS, RUNTIME_NAMES, VOLUME_MB_MAX, VOLUME_MB_MIN } from '../core/types.js';
 
 /** Request and response schemas: validation, serialisation and the OpenAPI document in one place. */
 
@@ -33,6 +33,12 @@ const NetworkOut = Type.Object({
   egress: Type.Union([Type.Literal('none'), Type.Literal('all'), Type.Object({ allow: Type.Array(Type.String()), deny: Type.Array(Type.String()) })]),
 });
 const Ports = Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), { maxItems: 16, uniqueItems: true });
+const VolumeName = Type.String({ pattern: NAME_PATTERN, maxLength: 63 });
+const VolumeMountBody = Type.Object(
+  { name: VolumeName, mountPath: Type.String({ minLength: 1, maxLength: 1024 }), readOnly: Type.Optional(Type.Boolean()) },
+  closed,
+);
+const VolumeMountOut = Type.Object({ name: Type.String(), mountPath: Type.String(), readOnly: Type.Boolean() });
 
 export const SandboxSchema = Type.Object(
   {
@@ -55,6 +61,8 @@ export const SandboxSchema = Type.Object(
     nodeSelector: Type.Optional(Type.Record(Type.String(), Type.String())),
     network: Type.Optional(NetworkOut),
     ports: Type.Optional(Type.Array(Type.Integer())),
+    volumes: Type.Optional(Type.Array(VolumeMountOut)),
+    volumeNode: Type.Optional(Type.String()),
     createdAt: Type.String(),
     startedAt: Type.Optional(Type.String()),
     stoppedAt: Type.Optional(Type.String()),
@@ -81,9 +89,33 @@ export const CreateSandboxBody = Type.Object(
     nodeSelector: Type.Optional(StringMap(32, 256)),
     network: Type.Optional(NetworkBody),
     ports: Type.Optional(Ports),
+    volumes: Type.Optional(Type.Array(VolumeMountBody, { maxItems: MAX_VOLUMES_PER_SANDBOX })),
   },
   closed,
 );
+
+export const CreateVolumeBody = Type.Object(
+  {
+    name: VolumeName,
+    sizeMb: Type.Integer({ minimum: VOLUME_MB_MIN, maximum: VOLUME_MB_MAX }),
+    multiAttach: Type.Optional(Type.Boolean()),
+  },
+  closed,
+);
+
+export const VolumeSchema = Type.Object({
+  name: Type.String(),
+  sizeMb: Type.Integer(),
+  node: Type.String(),
+  multiAttach: Type.Boolean(),
+  createdAt: Type.String(),
+  attachments: Type.Array(
+    Type.Object({ sandboxId: Type.String(), mountPath: Type.String(), readOnly: Type.Boolean(), runtime: Runtime }),
+  ),
+  needsCheck: Type.Optional(Type.Boolean()),
+});
+
+export const VolumeParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 256 }) });
 
 export const PortParams = Type.Object({
   id: Type.String({ minLength: 1, maxLength: 256 }),

@@ -8,6 +8,7 @@ import type { NodeService } from '../service/node-service.js';
 import type { ProcessService } from '../service/process-service.js';
 import type { SandboxService } from '../service/sandbox-service.js';
 import type { TokenService } from '../service/token-service.js';
+import type { VolumeService } from '../service/volume-service.js';
 import { registerAuth } from './auth.js';
 import { registerTokenRoutes } from './routes/token-routes.js';
 import { registerOwnerProxy } from './owner-proxy.js';
@@ -17,6 +18,7 @@ import { registerPortRoutes } from './routes/port-routes.js';
 import { registerProcessRoutes } from './routes/process-routes.js';
 import { registerSandboxRoutes } from './routes/sandbox-routes.js';
 import { registerSystemRoutes } from './routes/system-routes.js';
+import { registerVolumeRoutes } from './routes/volume-routes.js';
 
 export interface ApiServices {
   sandboxes: SandboxService;
@@ -24,6 +26,7 @@ export interface ApiServices {
   processes: ProcessService;
   nodes: NodeService;
   images: ImageService;
+  volumes: VolumeService;
   version: string;
   nodeId: string;
   /** Absent only when the daemon runs with `--auth none`. */
@@ -100,7 +103,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
   });
   app.setNotFoundHandler((req, reply) => sendError(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
   if (svc.tokens) registerAuth(app, svc.tokens);
-  await registerOwnerProxy(app, svc.sandboxes, svc.nodeId, opts.tls);
+  await registerOwnerProxy(app, svc.sandboxes, svc.nodeId, opts.tls, svc.volumes);
   await app.register(
     async (api) => {
       registerSystemRoutes(api, svc);
@@ -108,6 +111,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
       registerExecRoutes(api, svc, opts.logger);
       registerProcessRoutes(api, svc, opts.logger);
       registerImageRoutes(api, svc, opts.maxImportBytes);
+      registerVolumeRoutes(api, svc);
       await registerPortRoutes(api, svc);
       if (svc.tokens) registerTokenRoutes(api, svc.tokens);
     },

@@ -15,6 +15,8 @@ import { SandboxEvents } from '../service/sandbox-events.js';
 import { SandboxRepo } from '../service/sandbox-repo.js';
 import { SandboxService, type SandboxDefaults } from '../service/sandbox-service.js';
 import type { Store } from '../store/store.js';
+import { VolumeService } from '../service/volume-service.js';
+import type { VolumeStore } from '../volumes/volume-store.js';
 
 export interface NodeWiring {
   store: Store;
@@ -29,6 +31,8 @@ export interface NodeWiring {
   runtimeInfo: RuntimeProbeInfo[];
   /** Per-sandbox networks; absent where the host cannot give sandboxes one. */
   net?: NetworkManager;
+  /** This node's volume data (`<data-dir>/volumes`); absent: this node holds no volumes. */
+  volumes?: VolumeStore;
   defaults: SandboxDefaults;
   labels: Record<string, string>;
   capacity: Partial<NodeCapacity>;
@@ -53,6 +57,7 @@ export interface NodeServices {
   exec: ExecService;
   processes: ProcessService;
   images: ImageService;
+  volumes: VolumeService;
   scheduler: Scheduler;
   membership: Membership;
   setAddress(url: string): Promise<void>;
@@ -71,7 +76,8 @@ export interface NodeServices {
 export async function startNode(w: NodeWiring): Promise<NodeServices> {
   let address = w.address;
   const repo = new SandboxRepo(w.store);
-  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER }, w.net);
+  const volumes = new VolumeService(repo, w.volumes, w.id, w.log);
+  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER, volumeImage: (name, hostKernel) => volumes.image(name, hostKernel) }, w.net);
   const nodes = new NodeService(
     {
       id: w.id, name: w.name, address, version: w.version, runtimes: [...w.drivers.keys()], defaultRuntime: w.defaults.runtime,
@@ -92,13 +98,14 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   membership.onRejoin = () => void agent.reconcileAfterRejoin().catch((e) => w.log.error({ err: e }, 'reconciling after rejoin failed'));
 
   await nodes.start();
+  await volumes.reconcile();
   await agent.recover();
   await events.start();
   await membership.start();
   await agent.watchAssignments();
   agent.startWatchdog(w.watchdogMs);
   return {
-    repo, agent, nodes, sandboxes, exec, processes, images, scheduler, membership,
+    repo, agent, nodes, sandboxes, exec, processes, images, volumes, scheduler, membership,
     async setAddress(url) {
       address = url;
       nodes.setAddress(url);

@@ -47,6 +47,21 @@ export interface TaskSpec {
    * NetworkManager links after create and start (see {@link RuntimeDriver.taskNetns}).
    */
   network?: { netnsPath: string; nameservers: string[] };
+  /**
+   * Volumes to mount at `mountPath` (absolute, validated by the service), each an ext4 image file on
+   * this host (VolumeStore). The driver mounts them on every start and releases them on stop and
+   * destroy; a failed create leaves no loop device or mount. The service guarantees the image is not
+   * mounted by another kernel while this task may write to it.
+   */
+  volumes?: TaskVolume[];
+}
+
+export interface TaskVolume {
+  name: string;
+  /** Host path of the volume's ext4 image. */
+  image: string;
+  mountPath: string;
+  readOnly: boolean;
 }
 
 export interface TaskHandle {

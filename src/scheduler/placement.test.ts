@@ -30,6 +30,19 @@ describe('placeBatch', () => {
   const small = node('a', 4096);
   const big = node('b', 16384);
 
+  it('a sandbox with volumes goes to the node holding them, even when another has more room', () => {
+    expect(one(req(512, 1, { node: 'a' }), [small, big])).toEqual({ node: 'a' });
+  });
+
+  it('a sandbox with volumes is refused, with the reason, when their node cannot take it', () => {
+    const dead = one(req(512, 1, { node: 'gone' }), [small, big]);
+    expect(dead).toEqual({ error: { code: 'FAILED_PRECONDITION', message: expect.stringMatching(/volumes live on node gone, which is not alive/) } });
+    const full = one(req(8192, 1, { node: 'a' }), [small, big]);
+    expect(full).toEqual({ error: { code: 'RESOURCE_EXHAUSTED', message: expect.stringMatching(/volumes live on node a; name-a: 4096 MiB unreserved/) } });
+    const noRuntime = one(req(512, 1, { node: 'a', runtime: 'microvm' }), [small, { ...big, runtimes: ['oci', 'microvm'] }]);
+    expect(noRuntime).toEqual({ error: { code: 'FAILED_PRECONDITION', message: expect.stringMatching(/name-a: no microvm runtime/) } });
+  });
+
   it('spread picks the node with the most free memory, binpack the fullest that fits', () => {
     expect(one(req(512), [small, big])).toEqual({ node: 'b' });
     expect(one(req(512), [small, big], { ...defaultPlacementOptions, strategy: 'binpack' })).toEqual({ node: 'a' });

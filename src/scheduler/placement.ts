@@ -21,6 +21,8 @@ export interface PlacementRequest {
   diskMb?: number;
   /** Only nodes carrying all of these labels qualify. */
   nodeSelector?: Record<string, string>;
+  /** Only this node qualifies: it holds the sandbox's volumes (volumes are node-local). */
+  node?: string;
 }
 
 /** An alive node as placement sees it. */
@@ -86,7 +88,11 @@ function placeOne(
   const candidates: { id: string; freeMem: number }[] = [];
   const reasons: string[] = [];
   let eligible = 0;
+  if (req.node && !nodes.some((n) => n.id === req.node)) {
+    return { error: { code: 'FAILED_PRECONDITION', message: `the sandbox's volumes live on node ${req.node}, which is not alive; it can only run there` } };
+  }
   for (const n of nodes) {
+    if (req.node && n.id !== req.node) continue;
     if (!n.runtimes.includes(req.runtime)) {
       reasons.push(`${n.name}: no ${req.runtime} runtime`);
       continue;
@@ -107,7 +113,7 @@ function placeOne(
     else candidates.push({ id: n.id, freeMem });
   }
   if (candidates.length === 0) {
-    const why = nodes.length === 0 ? 'no alive nodes' : reasons.join('; ');
+    const why = nodes.length === 0 ? 'no alive nodes' : `${req.node ? `its volumes live on node ${req.node}; ` : ''}${reasons.join('; ')}`;
     // No node could ever take it (wrong runtime or labels) vs. every fitting node is full right now.
     const code = eligible === 0 ? 'FAILED_PRECONDITION' : 'RESOURCE_EXHAUSTED';
     return { error: { code, message: `no node can take a sandbox with ${req.cpus} CPU / ${req.memoryMb} MiB (${why})` } };

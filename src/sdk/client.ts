@@ -2,6 +2,7 @@ import type { NewToken, NodeInfo, RuntimeName, Sandbox, SandboxStatus, TokenInfo
 import { PrismApiError, connectionError, errorFromResponse } from './errors.js';
 import { connectionFromEnv, DEFAULT_URL, normalizeUrl } from './config.js';
 import { ImagesApi } from './images.js';
+import { VolumesApi } from './volumes.js';
 import { SandboxHandle, type ApiTransport } from './sandbox-handle.js';
 
 export interface PrismOptions {
@@ -79,6 +80,8 @@ export interface CreateSandboxOptions {
   network?: { egress: 'none' | 'all' | { allow?: string[]; deny?: string[] } };
   /** Sandbox TCP ports served through the API at `/api/v1/sandboxes/:id/ports/:port/` (see `portUrl`). */
   ports?: number[];
+  /** Volumes to mount (see `prism.volumes`); the sandbox runs on the node that holds them. */
+  volumes?: Array<{ name: string; mountPath: string; readOnly?: boolean }>;
 }
 
 export { DEFAULT_URL, normalizeUrl } from './config.js';
@@ -162,6 +165,8 @@ export class Prism {
 
   readonly images: ImagesApi;
 
+  readonly volumes: VolumesApi;
+
   /** API tokens (every token may manage tokens). */
   readonly tokens: {
     /** The returned `token` is shown once; the server keeps only a hash. */
@@ -188,6 +193,7 @@ export class Prism {
       remove: (idOrName) => api.json<void>('DELETE', `/nodes/${encodeURIComponent(idOrName)}`),
     };
     this.images = new ImagesApi(api);
+    this.volumes = new VolumesApi(api);
     this.tokens = {
       create: (name) => api.json<NewToken>('POST', '/tokens', { name }),
       list: async () => (await api.json<{ tokens: TokenInfo[] }>('GET', '/tokens')).tokens,

@@ -11,3 +11,6 @@ export type { ErrorCode } from '../core/errors.js';
 export type { TokenInfo, NewToken, EgressPolicy, NetworkSpec, Sandbox, SandboxStatus, NodeInfo, NodeResources, NodeCapacity, Reservation, RuntimeName } from '../core/types.js';
 export { ImagesApi } from './images.js';
 export type { PullOptions, ImageRecord, PullProgress, Platform, GcResult } from './images.js';
+export { VolumesApi } from './volumes.js';
+export type { CreateVolumeOptions, Volume } from './volumes.js';
+export type { VolumeAttachment, VolumeMount } from '../core/types.js';

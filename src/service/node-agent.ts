@@ -3,7 +3,7 @@ import type { Sandbox, RuntimeName } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { NetworkManager } from '../net/network-manager.js';
 import { needsNetwork } from '../net/policy.js';
-import type { ExecOptions, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec } from '../runtime/driver.js';
+import type { ExecOptions, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskVolume } from '../runtime/driver.js';
 import type { Watch } from '../store/store.js';
 import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
@@ -18,6 +18,11 @@ const ROOT_USERS = new Set(['root', '0', '0:0', 'root:root']);
 export interface NodeAgentOptions {
   /** User of commands when neither the request nor the image names one (`uid[:gid]`, or `root`). */
   defaultUser: string;
+  /**
+   * Host path of a local volume's image (VolumeService.image), checked first when `hostKernel` and a
+   * microVM wrote it; absent: sandboxes with volumes fail.
+   */
+  volumeImage?: (name: string, hostKernel: boolean) => Promise<string>;
 }
 
 export type TaskEndReason = 'stopped' | 'deleted' | 'failed';
@@ -196,6 +201,7 @@ export class NodeAgent {
     // The request's user, else the image's, else an unprivileged default; root only when asked for.
     const user = sb.user || cfg.user || this.opts.defaultUser;
     if (user && !ROOT_USERS.has(user)) spec.user = user;
+    if (sb.volumes?.length) spec.volumes = await this.taskVolumes(sb, driver.capabilities().isolation !== 'vm');
     const network = await this.setupNetwork(sb, driver);
     if (network) spec.network = network;
     let handle: TaskHandle | undefined;
@@ -208,6 +214,12 @@ export class NodeAgent {
       throw e;
     }
     return { handle, imageDigest: rootfs.image.digest, workdir: spec.workdir, ...(user ? { user } : {}) };
+  }
+
+  private async taskVolumes(sb: Sandbox, hostKernel: boolean): Promise<TaskVolume[]> {
+    const image = this.opts.volumeImage;
+    if (!image) throw new PrismError('FAILED_PRECONDITION', `node ${this.nodeId} has no volume store`);
+    return Promise.all((sb.volumes ?? []).map(async (v) => ({ name: v.name, image: await image(v.name, hostKernel), mountPath: v.mountPath, readOnly: v.readOnly })));
   }
 
   /** Why a sandbox's commands end together: its task is stopped, destroyed, or found dead. */

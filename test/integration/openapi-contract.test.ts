@@ -115,4 +115,27 @@ describe.skipIf(!!skip)('responses match the served OpenAPI document', () => {
     expect(statuses).toEqual([200, 200, 200, 200, 200, 200, 200, 412, 400, 204, 404]);
     await call(d.url, 'DELETE', base);
   });
+
+  it('every answer of a volume lifecycle validates', async () => {
+    const V = '/api/v1/volumes/{name}';
+    const steps: [string, string, string, unknown?][] = [
+      ['POST', '/api/v1/volumes', '/volumes', { name: 'contract-vol', sizeMb: 16 }],
+      ['POST', '/api/v1/volumes', '/volumes', { name: 'contract-vol', sizeMb: 16 }],
+      ['POST', '/api/v1/volumes', '/volumes', { name: 'contract-vol', sizeMb: 1 }],
+      ['POST', '/api/v1/sandboxes', '/sandboxes', { name: 'contract-vol-sb', volumes: [{ name: 'contract-vol', mountPath: '/data' }] }],
+      ['GET', '/api/v1/volumes', '/volumes'],
+      ['GET', V, '/volumes/contract-vol'],
+      ['DELETE', V, '/volumes/contract-vol'],
+      ['DELETE', '/api/v1/sandboxes/{id}', '/sandboxes/contract-vol-sb'],
+      ['DELETE', V, '/volumes/contract-vol'],
+      ['GET', V, '/volumes/contract-vol'],
+    ];
+    const statuses: number[] = [];
+    for (const [m, route, path, body] of steps) {
+      const r = await call(d.url, m, path, body);
+      statuses.push(r.status);
+      check(m, route, r.status, r.body);
+    }
+    expect(statuses).toEqual([201, 409, 400, 201, 200, 200, 409, 204, 204, 404]);
+  });
 });

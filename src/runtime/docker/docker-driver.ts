@@ -13,6 +13,7 @@ import { describeConnection, dockerConnection } from './docker-host.js';
 import { engineError, engineStatus } from './engine-errors.js';
 import { resolvConfArchive } from './resolv-conf.js';
 import { ensureLayerImage, fileDigest, INIT_PATH, layerImageTag, MANAGED_LABEL, requireLayerDirs } from './layer-image.js';
+import { anyVolumeFull, mountHostVolumes, unmountHostVolumes } from '../host-volumes.js';
 
 export interface DockerDriverLogger {
   info(o: object, msg?: string): void;
@@ -27,7 +28,10 @@ export interface DockerDriverOptions {
   node: string;
   /** The static guest/init/prism-init; it goes into every image as PID 1 and exec relay. */
   initBinary: string;
-  /** Owned by this driver: temporary image archives while loading an image into the engine. */
+  /**
+   * Owned by this driver: temporary image archives while loading an image into the engine, and
+   * `volumes/<id>/`, the host mounts of a task's volumes (which the engine bind-mounts).
+   */
   stateDir: string;
   /** false: never give containers a size limit, even where the engine could (the bench's baseline for its cost). Default true. */
   diskLimit?: boolean;
@@ -50,6 +54,10 @@ const PROBE_TIMEOUT_MS = 5_000;
  * volumes. Images stay cached in the engine (labelled `prism.managed=true`).
  * diskMb is the container's StorageOpt.size where the engine's storage driver can limit it (asked once,
  * disk-limit.ts); where it cannot, tasks are created without a limit and probe() says why.
+ *
+ * Volumes are the exception to "API only": the engine bind-mounts the host directory where Prism
+ * loop-mounted the volume (host-volumes.ts), so they need an engine on this host (a unix socket).
+ * The host mounts exist while the task runs: made before every start, released after stop and destroy.
  */
 export class DockerDriver implements RuntimeDriver {
   readonly name = 'docker' as const;
@@ -101,13 +109,17 @@ export class DockerDriver implements RuntimeDriver {
 
   async create(spec: TaskSpec): Promise<TaskHandle> {
     validateSpec(spec);
+    if (spec.volumes?.length && !this.connection.socketPath) {
+      throw new PrismError('FAILED_PRECONDITION', `volumes on the docker runtime need an engine on this host (a unix socket); the engine is ${describeConnection(this.connection)}`);
+    }
     await requireLayerDirs(spec.layers);
     const name = containerName(spec.id);
     const image = await this.imageFor(spec.layers);
     const storageOpt = await this.storageOpt(spec, image);
     let created = false;
     try {
-      await this.docker.createContainer(this.containerConfig(spec, name, image, storageOpt)).catch((e: unknown) => {
+      const volumeDirs = await mountHostVolumes(spec.volumes ?? [], this.volumesDir(spec.id));
+      await this.docker.createContainer(this.containerConfig(spec, name, image, volumeDirs, storageOpt)).catch((e: unknown) => {
         throw engineError(e, `creating task ${spec.id}`, { 409: 'ALREADY_EXISTS', 404: 'FAILED_PRECONDITION' });
       });
       created = true;
@@ -125,6 +137,7 @@ export class DockerDriver implements RuntimeDriver {
       if (created) {
         await this.remove(name).catch((re: unknown) => this.opts.logger?.error({ err: re, task: spec.id }, 'cleanup after failed create failed'));
       }
+      await unmountHostVolumes(this.volumesDir(spec.id)).catch((re: unknown) => this.opts.logger?.error({ err: re, task: spec.id }, 'releasing volumes after failed create failed'));
       throw asPrismError(e, 'INTERNAL', `creating task ${spec.id}`);
     }
   }
@@ -134,6 +147,7 @@ export class DockerDriver implements RuntimeDriver {
     if (state === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
     if (state === 'running') return;
     try {
+      await mountHostVolumes(handle.spec.volumes ?? [], this.volumesDir(handle.id));
       await this.docker.getContainer(containerName(handle.id)).start();
     } catch (e) {
       if (engineStatus(e) === 304) return; // started meanwhile
@@ -154,25 +168,32 @@ export class DockerDriver implements RuntimeDriver {
 
   async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
     // Handles from before disk limits (or from an engine without them) have no diskLimit: never full.
-    return dockerExec(this.docker, containerName(handle.id), opts, userSpec(handle.spec.user), handle.data.diskLimit === true);
+    const proc = await dockerExec(this.docker, containerName(handle.id), opts, userSpec(handle.spec.user), handle.data.diskLimit === true);
+    const volumes = handle.spec.volumes ?? [];
+    if (volumes.length === 0) return proc;
+    // Volumes are filesystems of their own, which the relay's check of the root does not see.
+    const result = proc.result.then(async (r) => (r.exitCode !== 0 && !r.oomKilled && !r.diskFull ? { ...r, diskFull: await anyVolumeFull(volumes, this.volumesDir(handle.id)) } : r));
+    return { ...proc, result };
   }
 
   async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {
     const state = await this.state(handle.id);
     if (state === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
-    if (state === 'stopped') return;
-    // prism-init exits on SIGTERM at once, and with it every process of the task's pid namespace.
-    const t = Math.max(1, Math.ceil((opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS) / 1000));
-    try {
-      await this.docker.getContainer(containerName(handle.id)).stop({ t });
-    } catch (e) {
-      if (engineStatus(e) === 304) return;
-      throw engineError(e, `stopping task ${handle.id}`, { 404: 'NOT_FOUND' });
+    if (state !== 'stopped') {
+      // prism-init exits on SIGTERM at once, and with it every process of the task's pid namespace.
+      const t = Math.max(1, Math.ceil((opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS) / 1000));
+      try {
+        await this.docker.getContainer(containerName(handle.id)).stop({ t });
+      } catch (e) {
+        if (engineStatus(e) !== 304) throw engineError(e, `stopping task ${handle.id}`, { 404: 'NOT_FOUND' });
+      }
     }
+    await unmountHostVolumes(this.volumesDir(handle.id));
   }
 
   async destroy(handle: TaskHandle): Promise<void> {
     await this.remove(containerName(handle.id));
+    await unmountHostVolumes(this.volumesDir(handle.id));
     this.opts.logger?.info({ task: handle.id }, 'docker task destroyed');
   }
 
@@ -250,7 +271,12 @@ export class DockerDriver implements RuntimeDriver {
     return { size: storageSize(spec.diskMb, bytes) };
   }
 
-  private containerConfig(spec: TaskSpec, name: string, image: string, storageOpt: Record<string, string> | undefined): Docker.ContainerCreateOptions {
+  /** Host mounts of task `id`'s volumes (host-volumes.ts). */
+  private volumesDir(id: string): string {
+    return join(this.opts.stateDir, 'volumes', containerName(id));
+  }
+
+  private containerConfig(spec: TaskSpec, name: string, image: string, volumeDirs: string[], storageOpt: Record<string, string> | undefined): Docker.ContainerCreateOptions {
     const memory = spec.memoryMb * 1024 * 1024;
     return {
       name,
@@ -275,6 +301,8 @@ export class DockerDriver implements RuntimeDriver {
         Ulimits: [{ Name: 'nofile', Soft: spec.maxOpenFiles, Hard: spec.maxOpenFiles }],
         SecurityOpt: ['no-new-privileges'],
         RestartPolicy: { Name: 'no' },
+        // The engine resolves the target inside the container's root and creates it if missing.
+        Mounts: (spec.volumes ?? []).map((v, i) => ({ Type: 'bind' as const, Source: volumeDirs[i]!, Target: v.mountPath, ReadOnly: v.readOnly })),
         LogConfig: { Type: 'none', Config: {} },
         ...(storageOpt ? { StorageOpt: storageOpt } : {}),
       },

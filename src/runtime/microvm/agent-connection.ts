@@ -49,6 +49,7 @@ export class AgentConnection {
   private helloWaiters: Waiter[] = [];
   private mountWaiters: Waiter[] = [];
   private statsWaiters: Waiter[] = [];
+  private volumeWaiters: Waiter[] = [];
   private networkWaiters: Waiter[] = [];
   private connecting: Promise<AgentState> | null = null;
   /** The guest's state from its last hello. */
@@ -159,6 +160,7 @@ export class AgentConnection {
       if (f.type === FrameType.HelloReply) this.helloWaiters.shift()?.resolve(f.payload);
       else if (f.type === FrameType.MountReply) this.mountWaiters.shift()?.resolve(f.payload);
       else if (f.type === FrameType.StatsReply) this.statsWaiters.shift()?.resolve(f.payload);
+      else if (f.type === FrameType.VolumeReply) this.volumeWaiters.shift()?.resolve(f.payload);
       else if (f.type === FrameType.NetworkReply) this.networkWaiters.shift()?.resolve(f.payload);
       return;
     }
@@ -171,7 +173,8 @@ export class AgentConnection {
   }
 
   private failAll(e: Error): void {
-    for (const w of [...this.helloWaiters, ...this.mountWaiters, ...this.statsWaiters, ...this.networkWaiters]) w.reject(e);
+    for (const w of [...this.helloWaiters, ...this.mountWaiters, ...this.statsWaiters, ...this.networkWaiters, ...this.volumeWaiters]) w.reject(e);
+    this.volumeWaiters = [];
     this.statsWaiters = [];
     this.networkWaiters = [];
     this.helloWaiters = [];
@@ -191,7 +194,7 @@ export class AgentConnection {
   }
 
   /** Sends a control frame and waits for its reply (replies come in order, one queue per kind). */
-  private request(kind: 'mountWaiters' | 'statsWaiters' | 'networkWaiters', type: FrameTypeChar, payload: Buffer, what: string, timeoutMs: number): Promise<Buffer> {
+  private request(kind: 'mountWaiters' | 'statsWaiters' | 'networkWaiters' | 'volumeWaiters', type: FrameTypeChar, payload: Buffer, what: string, timeoutMs: number): Promise<Buffer> {
     this.requireConnected();
     return new Promise<Buffer>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -228,6 +231,16 @@ export class AgentConnection {
   async network(n: GuestNetwork, timeoutMs = 30_000): Promise<void> {
     const error = decodeMountReply(await this.request('networkWaiters', FrameType.Network, encodeNetwork(n), 'network', timeoutMs));
     if (error !== null) throw new PrismError('INTERNAL', `guest could not configure its network: ${error}`);
+  }
+
+  /**
+   * `V` (after `M`): mounts the disk whose virtio serial is `serial` on `mountPath` in the sandbox's
+   * root, read-only or not; INTERNAL with the guest's message on failure.
+   */
+  async mountVolume(serial: string, mountPath: string, readOnly: boolean, timeoutMs = 30_000): Promise<void> {
+    const payload = encodeFields([serial, mountPath, readOnly ? 'ro' : 'rw']);
+    const error = decodeMountReply(await this.request('volumeWaiters', FrameType.Volume, payload, 'volume mount', timeoutMs));
+    if (error !== null) throw new PrismError('INTERNAL', `guest could not mount a volume on ${mountPath}: ${error}`);
   }
 
   /** `Q`: asks the guest to sync, unmount and power off. The caller waits for QEMU to exit. */

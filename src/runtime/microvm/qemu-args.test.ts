@@ -38,6 +38,16 @@ describe('buildQemuArgs', () => {
     expect(a.join(' ')).not.toMatch(/netdev|virtio-net|-nic/);
   });
 
+  it('attaches volumes as disks after the writable one, each with the serial the agent finds it by', () => {
+    const a = buildQemuArgs({ ...base, volumes: [{ image: '/v/a/volume.ext4', readOnly: false }, { image: '/v/b/volume.ext4', readOnly: true }] });
+    expect(opt(a, '-drive').slice(2)).toEqual([
+      'id=vol0,file=/v/a/volume.ext4,format=raw,if=none',
+      'id=vol1,file=/v/b/volume.ext4,format=raw,if=none,readonly=on',
+    ]);
+    expect(opt(a, '-device').slice(2, 4)).toEqual(['virtio-blk-device,drive=vol0,serial=prism-vol0', 'virtio-blk-device,drive=vol1,serial=prism-vol1']);
+    expect(() => buildQemuArgs({ ...base, volumes: [{ image: '/v/a,b', readOnly: false }] })).toThrow(/not usable/);
+  });
+
   it('uses the host CPU under KVM and leaves out what a probe VM lacks', () => {
     const a = buildQemuArgs({ ...base, accel: 'kvm', imageDisk: undefined, writableDisk: undefined, qmpSocket: undefined });
     expect(opt(a, '-accel')).toEqual(['kvm']);

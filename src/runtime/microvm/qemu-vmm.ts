@@ -44,6 +44,7 @@ export class QemuVmm implements Vmm {
       cmdline: shape.cmdline, imageDisk: shape.imageDisk, writableDisk: p.rwDisk, agentSocket: p.agentSocket, qmpSocket: p.qmpSocket,
       consoleLog: p.consoleLog, pidFile: p.pidFile, ...(o.incoming ? { incoming: o.incoming } : {}),
       ...(o.network ? { nic: { tap: o.network.tap, mac: o.network.mac } } : {}),
+      ...(o.volumes ? { volumes: o.volumes } : {}),
     });
     // In the sandbox's namespace QEMU opens the tap there; nsenter execs it, so the pid is QEMU's.
     const [bin, ...argv] = o.network ? [...netnsExec(o.network.netnsPath), this.binary, ...args] : [this.binary, ...args];

@@ -132,7 +132,9 @@ export class VmLauncher {
     ]);
     const shape = await vmShape({ files, accel: verdict.accel, imageDisk: image, spec, writableDiskMb: this.writableDiskMb(spec) });
     if (spec.network) return this.launchNetworked(spec, shape, p, fresh, hooks);
-    const key = await this.templates?.key(shape);
+    // Volumes are extra disks, which a template's saved device state does not have (and the microvm
+    // machine cannot hot-plug): a task with volumes always cold-boots.
+    const key = spec.volumes?.length ? undefined : await this.templates?.key(shape);
     let state = key ? await this.templates!.find(key) : undefined;
     let conn: AgentConnection | undefined;
     let info: LaunchInfo | undefined;
