@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AgentProcess } from '../agent-process.js';
 import { AgentConnection } from './agent-connection.js';
-import { decodeFields, decodeStart, encodeExit, encodeFrame, FrameParser, FrameType } from './agent-protocol.js';
+import { decodeFields, decodeStart, encodeExit, encodeFrame, FrameParser, FrameType, PROTOCOL_VERSION } from './agent-protocol.js';
 
 /**
  * A fake guest agent on a unix socket: answers hello and mount, and runs pretend commands:
@@ -36,7 +36,7 @@ class FakeAgent {
     sock.on('error', () => undefined);
     sock.on('data', (chunk: Buffer) => {
       for (const f of parser.push(chunk)) {
-        if (f.type === 'H') setTimeout(() => send(FrameType.HelloReply, 0, Buffer.from(`prism-agent 3 ${this.mounted.length ? 'ready' : 'booted'}`)), this.helloDelayMs);
+        if (f.type === 'H') setTimeout(() => send(FrameType.HelloReply, 0, Buffer.from(`prism-agent ${PROTOCOL_VERSION} ${this.mounted.length ? 'ready' : 'booted'}`)), this.helloDelayMs);
         else if (f.type === 'M') {
           this.mounted.push(decodeFields(f.payload)[0]!);
           send(FrameType.MountReply, 0, Buffer.from('ok'));
