@@ -4,6 +4,8 @@ export type { PrismOptions, HealthInfo, ClusterInfo, CreateSandboxOptions } from
 export { SandboxHandle } from './sandbox-handle.js';
 export type { ExecOptions, ExecResult, ExecLogEntry } from './sandbox-handle.js';
 export { PrismApiError } from './errors.js';
+export { Pty } from './pty.js';
+export type { PtyOptions, PtyExit, PtySignal } from './pty.js';
 export type { ErrorCode } from '../core/errors.js';
 export type { TokenInfo, NewToken, EgressPolicy, NetworkSpec, Sandbox, SandboxStatus, NodeInfo, NodeResources, NodeCapacity, Reservation, RuntimeName } from '../core/types.js';
 export { ImagesApi } from './images.js';

@@ -1,12 +1,13 @@
 import type { Sandbox } from '../core/types.js';
 import { PrismApiError } from './errors.js';
+import { openPty, type Pty, type PtyOptions, type SocketDialer } from './pty.js';
 
 /**
  * What a handle needs from the client: JSON calls and raw streaming calls, both already mapping
  * non-2xx answers and connection failures to {@link PrismApiError}. Kept as an interface so this file
  * does not import the client (which imports this file).
  */
-export interface ApiTransport {
+export interface ApiTransport extends SocketDialer {
   readonly baseUrl: string;
   /** Resolves to the parsed body, or undefined for 204. */
   json<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T>;
@@ -114,6 +115,15 @@ export class SandboxHandle {
     }
     const res = await this.#api.raw('POST', path, body, 'application/x-ndjson, application/json', opts.signal);
     return readExecStream(res, opts);
+  }
+
+  /**
+   * Opens an interactive terminal running `cmd` (default: the user's login shell). Output arrives in
+   * `onData`; `write` sends keystrokes, `resize` the window size, `wait()` the exit. Closing it, or
+   * losing the connection, kills the command and everything it started.
+   */
+  pty(opts: PtyOptions): Promise<Pty> {
+    return openPty(this.#api, `${this.#path()}/pty`, opts);
   }
 
   /** Past executions in this sandbox, oldest first. */

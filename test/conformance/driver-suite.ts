@@ -227,21 +227,24 @@ export function driverConformanceSuite(name: string, make: () => Promise<DriverF
       proc.stdout.on('data', (c: Buffer) => (out += c.toString('latin1')));
       proc.stderr.on('data', (c: Buffer) => (err += c.toString('latin1')));
       // Markers are computed by the shell, so the terminal's echo of what we type never matches them.
-      const expectOut = (re: RegExp, what: string) => waitFor(`${what} (output so far: ${JSON.stringify(out.slice(-400))})`, () => re.test(out), 20_000);
+      const expectOut = (re: RegExp, what: string) =>
+        waitFor(what, () => re.test(out), 20_000).catch((e: Error) => {
+          throw new Error(`${e.message}; output so far: ${JSON.stringify(out.slice(-400))}`);
+        });
       const type = (s: string) => proc.stdin!.write(s);
       try {
         expect(proc.resize).toBeTypeOf('function');
         type('test -t 0 && test -t 1 && test -t 2 && echo "TT""Y-$((1+1))"; echo "TERM=[$TERM]"; stty size\n');
         await expectOut(/TTY-2/, 'isatty on fds 0-2');
         await expectOut(/TERM=\[xterm-256color\]/, 'TERM set');
-        await expectOut(/\r\n24 80\r\n/, 'the initial size');
+        await expectOut(/[\r\n]24 80\r\n/, 'the initial size');
         // A foreground job waiting for SIGWINCH (an interactive shell's line editor may keep it to itself).
         type(`sh -c 'trap "echo W\\"\\"INCH-\\$(stty size); exit 0" WINCH; echo "RE""ADY-$((1+1))"; while :; do sleep 1; done'\n`);
         await expectOut(/READY-2/, 'the job waiting for SIGWINCH');
         proc.resize!(100, 30);
         await expectOut(/WINCH-30 100/, 'SIGWINCH to the foreground job, with the new size');
         type('stty size\n');
-        await expectOut(/\r\n30 100\r\n/, 'the new size in the shell');
+        await expectOut(/[\r\n]30 100\r\n/, 'the new size in the shell');
         // 0x03 through the line discipline interrupts the foreground job, not the shell.
         const before = (await driver.stats(shared)).pids;
         const sleeping = async (what: string, marker: string, re: RegExp) => {
