@@ -15,6 +15,7 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -291,13 +292,18 @@ void session_resize(struct session *s, const char *payload, uint32_t len) {
 /*
  * A terminal's output is not in a pipe: what the command wrote may still be in the kernel's flip
  * buffer when it is reaped, and FIONREAD does not count that. Read until the slave is closed
- * everywhere (EIO; the kernel hands over what was in flight first) or stays quiet for 50 ms, which
- * means a background process still holds the terminal; only then does the loop block, that long.
+ * everywhere (EIO; the kernel hands over what was in flight first), or for at most 50 ms, which
+ * means a background process still holds the terminal (and may write to it forever); only then does
+ * the loop block, that long.
  */
 static void drain_tty(struct agent *a, struct session *s) {
+  struct timespec t0, now;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
   while (s->out_fd >= 0) {
     struct pollfd p = {s->out_fd, POLLIN, 0};
-    if (poll(&p, 1, 50) <= 0) return;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long left = 50 - ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000);
+    if (left <= 0 || poll(&p, 1, (int)left) <= 0) return;
     ssize_t r = pipe_to_frame(a, s, s->out_fd, F_STDOUT, PIPE_CHUNK);
     if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) return;
   }

@@ -161,14 +161,19 @@ static int open_pty(const struct winsize *ws, char *slave, size_t n) {
 
 /*
  * What a tty command wrote before exiting: read until the slave side is closed everywhere (EIO; the
- * kernel hands over the data still in flight first) or until it stays quiet for 100 ms, which means
- * a background process it left still holds the terminal.
+ * kernel hands over the data still in flight first), or until it stays quiet for 100 ms or 500 ms
+ * have passed, which means a background process it left still holds the terminal (and may write to
+ * it forever).
  */
 static void drain_tty(int c, int master) {
   char buf[65536];
+  struct timespec t0, now;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
   for (;;) {
     struct pollfd p = {master, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) return;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long left = 500 - ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000);
+    if (left <= 0 || poll(&p, 1, left < 100 ? (int)left : 100) <= 0) return;
     ssize_t r = read(master, buf, sizeof buf);
     if (r > 0) send_frame(c, 'O', buf, (uint32_t)r);
     else if (r == 0 || (errno != EINTR && errno != EAGAIN)) return;

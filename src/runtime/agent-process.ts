@@ -1,4 +1,4 @@
-import type { PassThrough, Writable } from 'node:stream';
+import { PassThrough, type Writable } from 'node:stream';
 import type { ExecOptions, TaskProcess } from './driver.js';
 
 /**
@@ -35,4 +35,14 @@ export function toTaskProcess(proc: AgentProcess, result: TaskProcess['result'])
 export function ttyEnv(opts: ExecOptions): ExecOptions {
   if (!opts.tty || opts.env.TERM !== undefined) return opts;
   return { ...opts, env: { ...opts.env, TERM: 'xterm-256color' } };
+}
+
+/**
+ * A tty command's stderr: the terminal carries everything on stdout, so this one is over at once
+ * (ended and flowing, so that waiting for it to finish never depends on someone reading it).
+ */
+export function emptyIf(tty: boolean): PassThrough {
+  const s = new PassThrough();
+  if (tty) s.end().resume();
+  return s;
 }

@@ -67,8 +67,10 @@ export interface ExecOptions {
   /**
    * Run the command on a new pseudo-terminal of this size: it gets a new session with the terminal as
    * its controlling tty and as fds 0-2, so `stdin` (always writable then) and `stdout` carry the
-   * terminal's bytes both ways and `stderr` stays empty. Bytes written to stdin go through the line
-   * discipline (0x03 interrupts the foreground process group). TERM is the caller's to set in `env`.
+   * terminal's bytes both ways (messages of the driver's own, such as "cannot run", too) and `stderr`
+   * is empty and already ended (it needs no reader). Bytes written to stdin go through the line
+   * discipline (0x03 interrupts the foreground process group; ^D is end of input, ending stdin does
+   * nothing). TERM is xterm-256color unless `env` sets it.
    */
   tty?: { cols: number; rows: number };
 }

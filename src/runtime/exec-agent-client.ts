@@ -4,7 +4,7 @@ import { PassThrough, Writable, type Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { PrismError } from '../core/errors.js';
 import type { ExecOptions } from './driver.js';
-import type { AgentExit, AgentProcess } from './agent-process.js';
+import { emptyIf, type AgentExit, type AgentProcess } from './agent-process.js';
 
 /**
  * Client of the exec agent in guest/init/prism-init.c (the protocol is described there): one
@@ -72,7 +72,7 @@ export function agentExec(socketPath: string, opts: ExecOptions, user?: string):
  */
 export function attachAgent(input: Readable, output: Writable, withStdin: boolean, tty = false): AgentProcess {
   const stdout = new PassThrough();
-  const stderr = new PassThrough();
+  const stderr = emptyIf(tty);
   let exit: AgentExit | undefined;
   let buf: Buffer = Buffer.alloc(0);
   const send = (type: string, payload: Buffer) => {
@@ -94,7 +94,7 @@ export function attachAgent(input: Readable, output: Writable, withStdin: boolea
       const payload = buf.subarray(5, 5 + len);
       buf = buf.subarray(5 + len);
       if (type === 'O') push(stdout, Buffer.from(payload));
-      else if (type === 'E') push(stderr, Buffer.from(payload));
+      else if (type === 'E') push(tty ? stdout : stderr, Buffer.from(payload)); // on a tty: the agent's own messages
       else if (type === 'X') {
         const [code, sig] = payload.toString().split(' ').map(Number);
         const name = sig ? SIGNAL_NAMES.get(sig) : undefined;

@@ -269,6 +269,17 @@ export function driverConformanceSuite(name: string, make: () => Promise<DriverF
         proc.kill();
         await proc.result;
       }
+      // A background writer that outlives the command and keeps the terminal busy does not hold back its exit.
+      const bg = await driver.exec(shared, {
+        argv: ['/bin/sh', '-c', "(trap '' HUP; while :; do echo y; done) & echo $! > /tmp/tty-writer.pid; sleep 0.2; exit 3"],
+        env: { PATH }, cwd: '/', stdin: true, tty: { cols: 80, rows: 24 },
+      });
+      bg.stdout.resume(); // stderr is left unread: on a tty it is empty and needs no reader
+      try {
+        expect((await within(bg.result, 10_000, 'the exit despite a background writer')).exitCode).toBe(3);
+      } finally {
+        await sh(shared, 'kill -9 $(cat /tmp/tty-writer.pid); rm /tmp/tty-writer.pid');
+      }
     });
 
     it('enforces the memory limit and reports an OOM kill', async () => {

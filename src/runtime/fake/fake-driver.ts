@@ -63,6 +63,7 @@ class FakeProcess implements TaskProcess {
   constructor(private readonly task: FakeTask, private readonly opts: ExecOptions) {
     this.stdin = opts.stdin || opts.tty ? new PassThrough() : null;
     if (opts.tty) {
+      this.stderr.end().resume(); // a terminal has one output stream: stdout
       this.size = { ...opts.tty };
       this.resize = (cols, rows) => (this.size = { cols, rows });
     }

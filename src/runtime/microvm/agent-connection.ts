@@ -10,7 +10,7 @@ import {
   FrameParser, FrameType, MAX_SESSION_CHANNEL, PROTOCOL_VERSION, type AgentState, type Frame, type FrameTypeChar, type GuestStats,
 } from './agent-protocol.js';
 import { dialUnix } from './unix-socket.js';
-import type { AgentExit, AgentProcess } from '../agent-process.js';
+import { emptyIf, type AgentExit, type AgentProcess } from '../agent-process.js';
 
 /**
  * One connection to a microVM's guest agent over the host side of its virtio-serial port (a unix
@@ -236,12 +236,13 @@ export class AgentConnection {
     const sock = this.requireConnected();
     const channel = this.allocateChannel();
     const stdout = new PassThrough();
-    const stderr = new PassThrough();
+    const stderr = emptyIf(!!opts.tty);
     let over = false;
     let resolveExit!: (e: AgentExit) => void;
     const exit = new Promise<AgentExit>((r) => (resolveExit = r));
     const stdin = req.stdin ? this.stdinStream(channel, sock, () => over) : null;
-    this.sessions.set(channel, { stdout, stderr, stdin, done: (e) => {
+    // On a tty the agent's own messages (E) go to the terminal's stream.
+    this.sessions.set(channel, { stdout, stderr: opts.tty ? stdout : stderr, stdin, done: (e) => {
         if (over) return;
         over = true;
         this.sessions.delete(channel);
