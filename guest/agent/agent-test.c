@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "net-config.h"
 
 #define CHECK(c)                                                                 \
   do {                                                                           \
@@ -42,6 +43,19 @@ int port_reconnect(int previous) {
 int rootfs_mount(const char *hostname, const struct limits *lim, char *err, size_t errlen) {
   (void)lim;
   if (strcmp(hostname, "fail") != 0) return 0;
+  snprintf(err, errlen, "test failure");
+  return -1;
+}
+
+int volume_mount(const char *serial, const char *path, int read_only, char *err, size_t errlen) {
+  if (strcmp(serial, "prism-vol0") == 0) return 0;
+  snprintf(err, errlen, "no disk with serial %s (%s, %s)", serial, path, read_only ? "ro" : "rw");
+  return -1;
+}
+
+/* The VM's NIC is not here: 10.0.0.99 stands for a guest that cannot take its address. */
+int guest_network(const struct net_config *c, char *err, size_t errlen) {
+  if (c->address.s_addr != htonl(0x0a000063)) return 0;
   snprintf(err, errlen, "test failure");
   return -1;
 }
@@ -257,7 +271,7 @@ static void test_hello_booted(void) {
   send_frame(fd, 'Z', 0, "junk", 4); /* unknown control frame: ignored */
   send_frame(fd, F_HELLO, 0, NULL, 0);
   struct frame *fr = recv_frame(fd);
-  CHECK(fr->type == F_HELLO_REPLY && fr->ch == 0 && strcmp(fr->data, "prism-agent 4 booted") == 0);
+  CHECK(fr->type == F_HELLO_REPLY && fr->ch == 0 && strcmp(fr->data, "prism-agent 6 booted") == 0);
 }
 
 static void test_echo(void) {
@@ -541,25 +555,77 @@ static void test_disconnect_kills(void) {
 static const char *control(int fd, char type, const void *p, size_t n) {
   send_frame(fd, type, 0, p, n);
   struct frame *fr = recv_frame(fd);
-  CHECK(fr->ch == 0 && fr->type == (type == F_MOUNT ? F_MOUNT_REPLY : type == F_STATS ? F_STATS_REPLY : F_HELLO_REPLY));
+  CHECK(fr->ch == 0 && fr->type == (type == F_MOUNT ? F_MOUNT_REPLY : type == F_STATS ? F_STATS_REPLY : type == F_NETWORK ? F_NETWORK_REPLY : type == F_VOLUME ? F_VOLUME_REPLY : F_HELLO_REPLY));
   return fr->data;
 }
 
+/* Runs while the agent is still `booted`: a volume needs the sandbox's root to mount into. */
+static void test_volume_before_mount(void) {
+  int fd = conn();
+  static const char v[] = "prism-vol0\0/data\0rw";
+  CHECK(strcmp(control(fd, F_VOLUME, v, sizeof v), "error: rootfs not mounted yet (M comes first)") == 0);
+}
+
+static void test_volume(void) {
+  int fd = conn();
+  static const char rw[] = "prism-vol0\0/data\0rw", ro[] = "prism-vol0\0/ro\0ro", missing[] = "prism-vol9\0/x\0ro";
+  CHECK(strcmp(control(fd, F_VOLUME, rw, sizeof rw), "ok") == 0);
+  CHECK(strcmp(control(fd, F_VOLUME, ro, sizeof ro), "ok") == 0);
+  CHECK(strcmp(control(fd, F_VOLUME, missing, sizeof missing), "error: no disk with serial prism-vol9 (/x, ro)") == 0);
+  static const char *bad[] = {"prism-vol0\0/data", "prism-vol0\0data\0rw", "prism-vol0\0/data\0rx", "\0/data\0rw", "prism-vol0\0/d\0rw\0extra"};
+  static const size_t len[] = {17, 19, 20, 10, 23};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) CHECK(strncmp(control(fd, F_VOLUME, bad[i], len[i]), "error: malformed V", 18) == 0);
+  CHECK(strncmp(control(fd, F_VOLUME, "prism-vol0\0/data\0rw", 19), "error: malformed V", 18) == 0); /* unterminated */
+}
+
+static const char net_ok[] = "10.203.0.2/30\0" "10.203.0.1\0" "1500\0" "10.203.0.1";
+
 static void test_mount(void) {
   int fd = conn();
+  CHECK(strcmp(control(fd, F_NETWORK, net_ok, sizeof net_ok), "error: N before M: the root file system is not mounted") == 0);
   CHECK(strcmp(control(fd, F_MOUNT, "fail", 5), "error: test failure") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "noterm", 6), "error: malformed M", 18) == 0);
-  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 4 booted") == 0);
+  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 6 booted") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "x\0" "0\0" "0\0" "0\0" "\0" "many", 15), "error: malformed M", 18) == 0);
   /* The sixth field is every command's open-file limit, soft and hard. */
   static const char m[] = "sandbox\0" "0\0" "0\0" "0\0" "\0" "100";
   CHECK(strcmp(control(fd, F_MOUNT, m, sizeof m), "ok") == 0);
-  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 4 ready") == 0);
+  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 6 ready") == 0);
   struct result r = run(fd, 1, SH("ulimit -Sn; ulimit -Hn"));
   CHECK(out_is(&r.out, "100\n100\n") && strcmp(r.exit, "0 0") == 0);
   CHECK(strcmp(control(fd, F_MOUNT, "sandbox", 8), "error: rootfs already mounted") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "x\0notanumber", 13), "error: malformed M", 18) == 0);
   CHECK(strcmp(control(fd, F_STATS, NULL, 0), "pids 0 memory 0 oom_kills 0") == 0);
+  CHECK(strcmp(control(fd, F_NETWORK, net_ok, sizeof net_ok), "ok") == 0);
+  static const char net_fail[] = "10.0.0.99/24\0" "10.0.0.1\0" "1500";
+  CHECK(strcmp(control(fd, F_NETWORK, net_fail, sizeof net_fail), "error: test failure") == 0);
+  CHECK(strncmp(control(fd, F_NETWORK, "10.0.0.2\0" "10.0.0.1\0" "1500", 21), "error: malformed N", 18) == 0);
+}
+
+static void test_net_config_parse(void) {
+  struct net_config c;
+  char ok[] = "10.203.0.2/30\0" "10.203.0.1\0" "1400\0" "10.203.0.1\0" "10.203.0.5";
+  CHECK(net_config_parse(ok, sizeof ok, &c) == NULL);
+  CHECK(c.prefix == 30 && c.mtu == 1400 && c.nnameservers == 2 && c.gateway.s_addr == htonl(0x0acb0001));
+  char none[] = "10.203.0.2/30\0" "10.203.0.1\0" "1500";
+  CHECK(net_config_parse(none, sizeof none, &c) == NULL && c.nnameservers == 0);
+  char noprefix[] = "10.203.0.2\0" "10.203.0.1\0" "1500";
+  CHECK(net_config_parse(noprefix, sizeof noprefix, &c) != NULL);
+  char badmtu[] = "10.203.0.2/30\0" "10.203.0.1\0" "15x";
+  CHECK(net_config_parse(badmtu, sizeof badmtu, &c) != NULL);
+  char badprefix[] = "10.203.0.2/33\0" "10.203.0.1\0" "1500";
+  CHECK(net_config_parse(badprefix, sizeof badprefix, &c) != NULL);
+  char unterminated[] = "10.203.0.2/30\0" "10.203.0.1\0" "1500\0" "10.203.0.1";
+  CHECK(net_config_parse(unterminated, sizeof unterminated - 1, &c) != NULL);
+  char many[] = "10.0.0.2/30\0" "10.0.0.1\0" "1500\0" "1.1.1.1\0" "1.1.1.2\0" "1.1.1.3\0" "1.1.1.4";
+  CHECK(net_config_parse(many, sizeof many, &c) != NULL);
+}
+
+/* Commands get no_new_privs, as under oci: a setuid binary gives nothing. */
+static void test_no_new_privs(void) {
+  int fd = conn();
+  struct result r = run(fd, 1, SH("grep NoNewPrivs /proc/self/status"));
+  CHECK(out_is(&r.out, "NoNewPrivs:\t1\n") && strcmp(r.exit, "0 0") == 0);
 }
 
 
@@ -584,7 +650,8 @@ static const struct test tests[] = {
     {"command not found", test_not_found}, {"background output not waited for", test_background},
     {"slow consumers", test_slow_consumers}, {"host not reading", test_host_not_reading},
     {"session limit", test_session_limit}, {"disconnect kills sessions", test_disconnect_kills},
-    {"mount", test_mount}, {"quit", test_quit},
+    {"net config parse", test_net_config_parse}, {"no_new_privs", test_no_new_privs},
+    {"volume before mount", test_volume_before_mount}, {"mount", test_mount}, {"volume", test_volume}, {"quit", test_quit},
 };
 
 static pid_t start_agent(void) {

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "net-config.h"
 
 int agent_log_fd = 2;
 
@@ -168,6 +169,40 @@ static void mount_rootfs(struct agent *a, char *p, uint32_t len) {
   emit(a, F_MOUNT_REPLY, 0, reply, (size_t)n < sizeof reply ? (size_t)n : sizeof reply - 1);
 }
 
+/* V: fields disk serial, absolute mount path, "ro" or "rw"; only once the rootfs is mounted. */
+static void mount_volume(struct agent *a, char *p, uint32_t len) {
+  char err[256] = "", reply[300];
+  char *f[3] = {0}, *cur = p, *end = p + len;
+  int n = 0;
+  for (char *nul; n < 3 && cur < end && (nul = memchr(cur, 0, (size_t)(end - cur))); cur = nul + 1) f[n++] = cur;
+  if (n != 3 || cur != end || !f[0][0] || f[1][0] != '/' || (strcmp(f[2], "ro") != 0 && strcmp(f[2], "rw") != 0)) {
+    snprintf(err, sizeof err, "malformed V frame: want disk serial, absolute mount path, ro|rw, NUL-terminated");
+  } else if (!a->ready) {
+    snprintf(err, sizeof err, "rootfs not mounted yet (M comes first)");
+  } else if (volume_mount(f[0], f[1], strcmp(f[2], "ro") == 0, err, sizeof err) == 0) {
+    agent_log("volume %s mounted on %s (%s)", f[0], f[1], f[2]);
+    emit(a, F_VOLUME_REPLY, 0, "ok", 2);
+    return;
+  }
+  int k = snprintf(reply, sizeof reply, "error: %s", err);
+  emit(a, F_VOLUME_REPLY, 0, reply, (size_t)k < sizeof reply ? (size_t)k : sizeof reply - 1);
+}
+
+/* N: the NIC and resolv.conf of a sandbox with a network; after M, since resolv.conf is in its root. */
+static void configure_network(struct agent *a, char *p, uint32_t len) {
+  char err[256] = "", reply[300];
+  struct net_config c;
+  const char *bad = net_config_parse(p, len, &c);
+  if (bad) snprintf(err, sizeof err, "malformed N frame: %s", bad);
+  else if (!a->ready) snprintf(err, sizeof err, "N before M: the root file system is not mounted");
+  else if (guest_network(&c, err, sizeof err) == 0) {
+    emit(a, F_NETWORK_REPLY, 0, "ok", 2);
+    return;
+  }
+  int n = snprintf(reply, sizeof reply, "error: %s", err);
+  emit(a, F_NETWORK_REPLY, 0, reply, (size_t)n < sizeof reply ? (size_t)n : sizeof reply - 1);
+}
+
 static void dispatch(struct agent *a, const struct frame_hdr *h, char *p) {
   if (h->channel == 0) {
     if (h->type == F_HELLO) {
@@ -176,6 +211,10 @@ static void dispatch(struct agent *a, const struct frame_hdr *h, char *p) {
       emit(a, F_HELLO_REPLY, 0, hello, (size_t)n);
     } else if (h->type == F_MOUNT) {
       mount_rootfs(a, p, h->length);
+    } else if (h->type == F_VOLUME) {
+      mount_volume(a, p, h->length);
+    } else if (h->type == F_NETWORK) {
+      configure_network(a, p, h->length);
     } else if (h->type == F_QUIT) {
       power_off(a);
     } else if (h->type == F_STATS) {

@@ -74,7 +74,7 @@ void session_resize(struct session *s, const char *payload, uint32_t len); /* R 
  * port_reconnect: called while disconnected (at most every 100 ms unless a child exits) with the
  *   previous stream or -1; it owns that fd from then on (keeps or closes it). Returns a non-blocking
  *   close-on-exec fd to serve, or -1 when the host is still away.
- * rootfs_mount: does `M`; 0, or -1 with a message in err.
+ * rootfs_mount: does `M`; 0, or -1 with a message in err. volume_mount: does `V` (after `M`).
  * power_off: does `Q`; does not return in the VM.
  * sandbox_stats, sandbox_oom_kills: the sandbox cgroup (limits and usage of every command).
  */
@@ -97,6 +97,8 @@ void session_set_nofile(unsigned long long n);
 
 int port_reconnect(int previous);
 int rootfs_mount(const char *hostname, const struct limits *lim, char *err, size_t errlen);
+/* `V`: mounts the disk whose virtio serial is `serial` (ext4) on `path` in the sandbox's root; 0, or -1 with a message. */
+int volume_mount(const char *serial, const char *path, int read_only, char *err, size_t errlen);
 void power_off(struct agent *a);
 /* `T`: "pids N memory BYTES oom_kills K" of the sandbox cgroup into out. */
 void sandbox_stats(char *out, size_t n);

@@ -4,7 +4,7 @@
  * Boot: mount proc, sysfs and devtmpfs, load the initramfs's modules (virtio drivers), find the
  * virtio-serial port `prism.agent` (QEMU) or, without one, listen on vsock port 1024 (Firecracker,
  * which has no virtio-serial) and serve the host (agent.c). `M` later mounts the sandbox's disks
- * as an overlay and switches into it; `Q` powers off. PID 1 must never exit (the kernel panics), so
+ * as an overlay and switches into it; `V` mounts a volume disk in it; `Q` powers off. PID 1 must never exit (the kernel panics), so
  * every failure here is logged to the console and the agent carries on serving, or powers off.
  */
 #define _GNU_SOURCE
@@ -382,6 +382,64 @@ int rootfs_mount(const char *hostname, const struct limits *lim, char *err, size
   return sandbox_cgroup(lim, err, errlen);
 }
 
+/* Volumes mounted by `V`, unmounted by `Q` so that their file systems are clean for the next mount. */
+#define MAX_VOLUMES 8
+static char volume_paths[MAX_VOLUMES][256];
+static int nvolumes;
+
+/* "/dev/vdX" of the virtio disk whose /sys/block/vdX/serial is `serial`; -1 if none (yet). */
+static int find_disk(const char *serial, char *dev, size_t n) {
+  DIR *d = opendir("/sys/block");
+  struct dirent *e;
+  int found = -1;
+  while (d && found < 0 && (e = readdir(d))) {
+    if (strncmp(e->d_name, "vd", 2) != 0) continue;
+    char path[300], val[64] = "";
+    snprintf(path, sizeof path, "/sys/block/%s/serial", e->d_name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    ssize_t r = read(fd, val, sizeof val - 1);
+    close(fd);
+    val[r > 0 ? r : 0] = 0;
+    val[strcspn(val, "\n")] = 0;
+    if (strcmp(val, serial) == 0) found = snprintf(dev, n, "/dev/%s", e->d_name) < (int)n ? 0 : -1;
+  }
+  if (d) closedir(d);
+  return found;
+}
+
+/* mkdir -p, as root in the sandbox's root (its own file system: following its links is its business). */
+static int mkdir_p(const char *path) {
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+    *p = '/';
+  }
+  return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/*
+ * A read-only volume's disk is read-only in QEMU too; `noload` skips the journal, whose replay would
+ * need to write (a volume is unmounted cleanly by whoever wrote it last, so there is nothing to replay).
+ */
+int volume_mount(const char *serial, const char *path, int read_only, char *err, size_t errlen) {
+  char dev[64];
+  if (nvolumes >= MAX_VOLUMES) return FAIL("more than %d volumes", MAX_VOLUMES);
+  if (strlen(path) >= sizeof volume_paths[0]) return FAIL("mount path longer than %zu bytes", sizeof volume_paths[0] - 1);
+  for (long waited = 0; find_disk(serial, dev, sizeof dev) < 0; waited += 20) {
+    if (waited >= 5000) return FAIL("no disk with serial %s after 5 s", serial);
+    sleep_ms(20);
+  }
+  if (mkdir_p(path) != 0) return FAIL("create %s: %m", path);
+  unsigned long flags = MS_NOSUID | MS_NODEV | MS_NOATIME | (read_only ? MS_RDONLY : 0);
+  if (mount(dev, path, "ext4", flags, read_only ? "noload" : NULL) != 0) return FAIL("mount %s (%s) on %s: %m", dev, serial, path);
+  snprintf(volume_paths[nvolumes++], sizeof volume_paths[0], "%s", path);
+  return 0;
+}
+
 /*
  * Q: stop everything and power off. The writable disk cannot be unmounted cleanly while it backs
  * our own root, so sync() (which commits ext4's journal) is what keeps its data; the lazy unmounts
@@ -400,6 +458,8 @@ void power_off(struct agent *a) {
   kill(-1, SIGKILL);
   while (waitpid(-1, NULL, WNOHANG) > 0) {
   }
+  for (int i = nvolumes - 1; i >= 0; i--)
+    if (umount2(volume_paths[i], 0) != 0) agent_log("unmount volume %s: %m", volume_paths[i]);
   sync();
   static const char *mounts[] = {"/dev/pts", "/dev/shm", "/tmp", "/proc", "/sys", "/dev", "/"};
   for (size_t i = 0; i < sizeof mounts / sizeof mounts[0]; i++) umount2(mounts[i], MNT_DETACH);

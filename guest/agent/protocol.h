@@ -1,5 +1,5 @@
 /*
- * Wire format of the microVM agent protocol, version 4: docs/microvm-agent-protocol.md.
+ * Wire format of the microVM agent protocol, version 6: docs/microvm-agent-protocol.md.
  * This file and src/runtime/microvm/agent-protocol.ts are the two definitions: change them together.
  *
  * Choices the document leaves open, made here so that both sides agree:
@@ -18,9 +18,13 @@
  * - `S`: every field is required, user included (empty = root); bytes after it are malformed; the
  *   stdin field is exactly "stdin" or empty; counts are plain decimal; empty cwd means "/".
  *   The user is "uid gid" optionally followed by " g1,g2,..." (at most 256 groups).
+ * - `N` is answered like `M`, even when malformed (`n error: ...`); before `M` it is refused
+ *   (resolv.conf belongs in the sandbox's root).
  * - `M` is answered even when malformed (`m error: ...`): the host waits for that answer. Other
  *   control frames with an unknown type are ignored; payloads on `H` and `Q` are ignored.
  *   `M` after a successful `M` answers `m error: rootfs already mounted`.
+ * - `V` is answered like `M` (`v ok` or `v error: ...`), malformed or not. Its fields are exactly three:
+ *   a disk serial, an absolute mount path and `ro` or `rw`. Before `M` it answers an error.
  * - A channel number above 2^31 is answered like a malformed session frame on that channel.
  * - Sessions may run before `M` (state booted), inside the initramfs.
  * - `P` is `S` on a terminal: fields cols, rows (plain decimal, 1..65535), then exactly S's payload.
@@ -38,14 +42,14 @@
 
 #include <stdint.h>
 
-#define PROTOCOL_VERSION 4
+#define PROTOCOL_VERSION 6
 #define FRAME_HDR 9            /* type u8, channel u32 BE, length u32 BE */
 #define FRAME_MAX (1u << 20)   /* longest payload either side sends */
 #define CHANNEL_MAX 0x80000000u
 
 enum frame_type {
   F_HELLO = 'H', F_HELLO_REPLY = 'h', F_MOUNT = 'M', F_MOUNT_REPLY = 'm', F_QUIT = 'Q',
-  F_STATS = 'T', F_STATS_REPLY = 't',
+  F_STATS = 'T', F_STATS_REPLY = 't', F_NETWORK = 'N', F_NETWORK_REPLY = 'n', F_VOLUME = 'V', F_VOLUME_REPLY = 'v',
   F_START = 'S', F_STDIN = 'I', F_CLOSE = 'C', F_KILL = 'K',
   F_PTY_START = 'P', F_RESIZE = 'R',
   F_STDOUT = 'O', F_STDERR = 'E', F_EXIT = 'X',

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -73,6 +74,14 @@ static void child_exec(const struct start_req *r, const struct user_spec *u, con
     dup2(err_fd, 2);
   }
   if (u) become_user(u);
+  /*
+   * As oci's noNewPrivileges: a setuid binary in the image (su, a planted copy) gives no privileges,
+   * so a non-root sandbox user stays non-root inside the guest too. Root commands get it as well.
+   */
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    dprintf(2, "prism: cannot set no_new_privs: %s\n", strerror(errno));
+    _exit(126);
+  }
   if (chdir(r->cwd) != 0) {
     dprintf(2, "prism: cannot change directory to %s: %s\n", r->cwd, strerror(errno));
     _exit(126);

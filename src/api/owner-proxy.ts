@@ -2,11 +2,14 @@ import replyFrom from '@fastify/reply-from';
 import type { FastifyInstance } from 'fastify';
 import { PrismError } from '../core/errors.js';
 import type { SandboxService } from '../service/sandbox-service.js';
+import type { VolumeService } from '../service/volume-service.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
     /** The route acts on a sandbox's task, so it runs on the node that owns the sandbox. */
     owner?: boolean;
+    /** The route acts on a volume's data, so it runs on the node that holds the volume (`:name`). */
+    volumeOwner?: boolean;
   }
 }
 
@@ -16,10 +19,17 @@ export const FORWARDED_HEADER = 'x-prism-forwarded-by';
 /**
  * Any node serves the whole API: a request on a route marked `config: { owner: true }` for a sandbox
  * owned by another alive node is forwarded to that node's API and its response streamed back as is
- * (NDJSON exec output included). Sandboxes of dead nodes are answered here by the service, which
+ * (NDJSON exec output included). Routes marked `volumeOwner` go to the node holding the volume
+ * `:name` the same way. Sandboxes and volumes of dead nodes are answered here by the service, which
  * explains what can and cannot be done with them.
  */
-export async function registerOwnerProxy(app: FastifyInstance, sandboxes: SandboxService, nodeId: string, tls?: { cert: Buffer; key: Buffer; ca: Buffer }): Promise<void> {
+export async function registerOwnerProxy(
+  app: FastifyInstance,
+  sandboxes: SandboxService,
+  nodeId: string,
+  tls?: { cert: Buffer; key: Buffer; ca: Buffer },
+  volumes?: VolumeService,
+): Promise<void> {
   await app.register(replyFrom, {
     // A forwarded exec may stream for as long as the command runs; the client's own timeouts apply.
     // Over TLS the owner must prove it holds a certificate of the cluster CA; this node shows its own.
@@ -28,21 +38,31 @@ export async function registerOwnerProxy(app: FastifyInstance, sandboxes: Sandbo
     destroyAgent: true,
   });
   app.addHook('preHandler', async (req, reply) => {
-    if (!req.routeOptions.config?.owner) return;
-    const id = (req.params as { id?: string } | undefined)?.id;
-    if (!id) return;
-    const loc = await sandboxes.locate(id);
-    if (loc.local || !loc.alive) return;
-    if (req.headers[FORWARDED_HEADER]) {
-      throw new PrismError('UNAVAILABLE', `sandbox '${loc.sandbox.name}' moved while the request was forwarded; try again`, { retryAfterSec: 1 });
+    const cfg = req.routeOptions.config;
+    const params = req.params as { id?: string; name?: string } | undefined;
+    let target: { what: string; node: string; address: string } | undefined;
+    if (cfg?.owner && params?.id) {
+      const loc = await sandboxes.locate(params.id);
+      if (loc.local || !loc.alive) return;
+      target = { what: `sandbox '${loc.sandbox.name}'`, node: loc.node, address: loc.address };
+    } else if (cfg?.volumeOwner && params?.name && volumes) {
+      const loc = await volumes.locate(params.name);
+      if (loc.local || !loc.alive) return;
+      target = { what: `volume '${params.name}'`, node: loc.node, address: loc.address };
+    } else {
+      return;
     }
-    return reply.from(`${loc.address}${req.url}`, {
+    if (req.headers[FORWARDED_HEADER]) {
+      throw new PrismError('UNAVAILABLE', `${target.what} moved while the request was forwarded; try again`, { retryAfterSec: 1 });
+    }
+    const { what, node, address } = target;
+    return reply.from(`${address}${req.url}`, {
       rewriteRequestHeaders: (_req, headers) => ({ ...headers, [FORWARDED_HEADER]: nodeId }),
       onError: (r) => {
         void r
           .status(503)
           .header('retry-after', '1')
-          .send({ error: { code: 'UNAVAILABLE', message: `node ${loc.node} (${loc.address}), which runs sandbox '${loc.sandbox.name}', did not answer; try again` } });
+          .send({ error: { code: 'UNAVAILABLE', message: `node ${node} (${address}), which holds ${what}, did not answer; try again` } });
       },
     });
   });

@@ -1,7 +1,7 @@
 import { Type, type TSchema } from '@sinclair/typebox';
 import { ERROR_CODES } from '../core/errors.js';
 import { NAME_PATTERN } from '../core/ids.js';
-import { DISK_MB_MAX, DISK_MB_MIN, MAX_OPEN_FILES_MAX, RUNTIME_NAMES } from '../core/types.js';
+import { DISK_MB_MAX, DISK_MB_MIN, MAX_OPEN_FILES_MAX, MAX_VOLUMES_PER_SANDBOX, PROCESS_SIGNALS, RUNTIME_NAMES, VOLUME_MB_MAX, VOLUME_MB_MIN } from '../core/types.js';
 
 /** Request and response schemas: validation, serialisation and the OpenAPI document in one place. */
 
@@ -33,6 +33,12 @@ const NetworkOut = Type.Object({
   egress: Type.Union([Type.Literal('none'), Type.Literal('all'), Type.Object({ allow: Type.Array(Type.String()), deny: Type.Array(Type.String()) })]),
 });
 const Ports = Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), { maxItems: 16, uniqueItems: true });
+const VolumeName = Type.String({ pattern: NAME_PATTERN, maxLength: 63 });
+const VolumeMountBody = Type.Object(
+  { name: VolumeName, mountPath: Type.String({ minLength: 1, maxLength: 1024 }), readOnly: Type.Optional(Type.Boolean()) },
+  closed,
+);
+const VolumeMountOut = Type.Object({ name: Type.String(), mountPath: Type.String(), readOnly: Type.Boolean() });
 
 export const SandboxSchema = Type.Object(
   {
@@ -55,6 +61,8 @@ export const SandboxSchema = Type.Object(
     nodeSelector: Type.Optional(Type.Record(Type.String(), Type.String())),
     network: Type.Optional(NetworkOut),
     ports: Type.Optional(Type.Array(Type.Integer())),
+    volumes: Type.Optional(Type.Array(VolumeMountOut)),
+    volumeNode: Type.Optional(Type.String()),
     createdAt: Type.String(),
     startedAt: Type.Optional(Type.String()),
     stoppedAt: Type.Optional(Type.String()),
@@ -81,9 +89,33 @@ export const CreateSandboxBody = Type.Object(
     nodeSelector: Type.Optional(StringMap(32, 256)),
     network: Type.Optional(NetworkBody),
     ports: Type.Optional(Ports),
+    volumes: Type.Optional(Type.Array(VolumeMountBody, { maxItems: MAX_VOLUMES_PER_SANDBOX })),
   },
   closed,
 );
+
+export const CreateVolumeBody = Type.Object(
+  {
+    name: VolumeName,
+    sizeMb: Type.Integer({ minimum: VOLUME_MB_MIN, maximum: VOLUME_MB_MAX }),
+    multiAttach: Type.Optional(Type.Boolean()),
+  },
+  closed,
+);
+
+export const VolumeSchema = Type.Object({
+  name: Type.String(),
+  sizeMb: Type.Integer(),
+  node: Type.String(),
+  multiAttach: Type.Boolean(),
+  createdAt: Type.String(),
+  attachments: Type.Array(
+    Type.Object({ sandboxId: Type.String(), mountPath: Type.String(), readOnly: Type.Boolean(), runtime: Runtime }),
+  ),
+  needsCheck: Type.Optional(Type.Boolean()),
+});
+
+export const VolumeParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 256 }) });
 
 export const PortParams = Type.Object({
   id: Type.String({ minLength: 1, maxLength: 256 }),
@@ -100,6 +132,8 @@ export const ExecBody = Type.Object(
     timeoutSec: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 86400 })),
     stdin: Type.Optional(Type.String()),
     stdinEncoding: Type.Optional(Encoding),
+    /** Start the command as a background process and answer at once (201 Process). */
+    background: Type.Optional(Type.Boolean()),
   },
   closed,
 );
@@ -208,3 +242,56 @@ export const ImageSchema = Type.Object({
 export const PullBody = Type.Object({ ref: Type.String({ minLength: 1, maxLength: 512 }), platform: Type.Optional(PlatformSchema) }, closed);
 
 export const GcSchema = Type.Object({ blobsRemoved: Type.Integer(), layersRemoved: Type.Integer(), bytesFreed: Type.Integer() });
+
+const Limit = Type.Union([Type.Literal('TIMEOUT'), Type.Literal('OOM_KILLED'), Type.Literal('DISK_FULL')]);
+
+/** A background process; the result fields appear once it exited. */
+export const ProcessSchema = Type.Object({
+  id: Type.String(),
+  sandboxId: Type.String(),
+  cmd: Type.Array(Type.String()),
+  status: Type.Union([Type.Literal('running'), Type.Literal('exited')]),
+  startedAt: Type.String(),
+  endedAt: Type.Optional(Type.String()),
+  stdinOpen: Type.Boolean(),
+  stdoutBytes: Type.Integer(),
+  stderrBytes: Type.Integer(),
+  exitCode: Type.Optional(Type.Integer()),
+  signal: Type.Optional(Type.String()),
+  timedOut: Type.Optional(Type.Boolean()),
+  oomKilled: Type.Optional(Type.Boolean()),
+  diskFull: Type.Optional(Type.Boolean()),
+  limitExceeded: Type.Optional(Limit),
+  durationMs: Type.Optional(Type.Number()),
+  error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
+});
+
+export const ProcessParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 256 }), pid: Type.String({ minLength: 1, maxLength: 64 }) });
+
+// Query strings arrive as text and the API does not coerce types: digits, checked here, parsed by the route.
+const Offset = Type.String({ pattern: '^[0-9]{1,15}$' });
+export const OutputQuery = Type.Object(
+  { stdoutOffset: Type.Optional(Offset), stderrOffset: Type.Optional(Offset), follow: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')])) },
+  closed,
+);
+
+/** `*Offset`: where the next read continues; `*Dropped`: bytes before that the buffer no longer held. */
+export const ProcessOutputSchema = Type.Object({
+  stdout: Type.String(),
+  stderr: Type.String(),
+  encoding: Encoding,
+  stdoutOffset: Type.Integer(),
+  stderrOffset: Type.Integer(),
+  stdoutDropped: Type.Integer(),
+  stderrDropped: Type.Integer(),
+  process: ProcessSchema,
+});
+
+export const StdinBody = Type.Object(
+  { data: Type.Optional(Type.String()), encoding: Type.Optional(Encoding), close: Type.Optional(Type.Boolean()) },
+  closed,
+);
+
+export const SignalBody = Type.Object({ signal: Type.Union(PROCESS_SIGNALS.map((s) => Type.Literal(s))) }, closed);
+
+export const WaitQuery = Type.Object({ timeoutSec: Type.Optional(Type.String({ pattern: '^[0-9]{1,4}(\\.[0-9]+)?$' })) }, closed);

@@ -7,8 +7,10 @@ import type { ImageService } from '../service/image-service.js';
 import type { Logger } from '../service/logger.js';
 import type { NodeService } from '../service/node-service.js';
 import type { PtyService } from '../service/pty-service.js';
+import type { ProcessService } from '../service/process-service.js';
 import type { SandboxService } from '../service/sandbox-service.js';
 import type { TokenService } from '../service/token-service.js';
+import type { VolumeService } from '../service/volume-service.js';
 import { registerAuth } from './auth.js';
 import { registerTokenRoutes } from './routes/token-routes.js';
 import { registerOwnerProxy } from './owner-proxy.js';
@@ -16,15 +18,19 @@ import { registerExecRoutes } from './routes/exec-routes.js';
 import { registerImageRoutes } from './routes/image-routes.js';
 import { registerPortRoutes } from './routes/port-routes.js';
 import { registerPtyRoutes } from './routes/pty-routes.js';
+import { registerProcessRoutes } from './routes/process-routes.js';
 import { registerSandboxRoutes } from './routes/sandbox-routes.js';
 import { registerSystemRoutes } from './routes/system-routes.js';
+import { registerVolumeRoutes } from './routes/volume-routes.js';
 
 export interface ApiServices {
   sandboxes: SandboxService;
   exec: ExecService;
   pty: PtyService;
+  processes: ProcessService;
   nodes: NodeService;
   images: ImageService;
+  volumes: VolumeService;
   version: string;
   nodeId: string;
   /** Absent only when the daemon runs with `--auth none`. */
@@ -104,14 +110,16 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
   // Terminal input comes in keystrokes; 1 MiB bounds what one frame can make the daemon buffer.
   await app.register(websocket, { options: { maxPayload: 1 << 20, perMessageDeflate: false } });
   if (svc.tokens) registerAuth(app, svc.tokens);
-  await registerOwnerProxy(app, svc.sandboxes, svc.nodeId, opts.tls);
+  await registerOwnerProxy(app, svc.sandboxes, svc.nodeId, opts.tls, svc.volumes);
   await app.register(
     async (api) => {
       registerSystemRoutes(api, svc);
       registerSandboxRoutes(api, svc);
       registerExecRoutes(api, svc, opts.logger);
       registerPtyRoutes(api, svc, opts.logger, opts.tls);
+      registerProcessRoutes(api, svc, opts.logger);
       registerImageRoutes(api, svc, opts.maxImportBytes);
+      registerVolumeRoutes(api, svc);
       await registerPortRoutes(api, svc);
       if (svc.tokens) registerTokenRoutes(api, svc.tokens);
     },

@@ -1,7 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { Prism, PrismApiError, normalizeUrl } from '../sdk/index.js';
-import { readFileSync } from 'node:fs';
-import { readConfig } from './cli-config.js';
+import { Prism, PrismApiError } from '../sdk/index.js';
+import { connectionFromEnv } from '../sdk/config.js';
 
 /** Where the CLI reads and writes; `process` in real use, in-memory streams in tests. */
 export interface CliIo {
@@ -28,7 +27,7 @@ export class UsageError extends Error {
   }
 }
 
-export const DEFAULT_API = '127.0.0.1:8008';
+export { DEFAULT_API } from '../sdk/config.js';
 
 /** Shared by every command of one `main()` run. Commands set `exitCode` when it is not 0. */
 export class CliContext {
@@ -42,20 +41,12 @@ export class CliContext {
    */
   client(cmd: Command): Prism {
     const o = cmd.optsWithGlobals<{ api?: string; token?: string; ca?: string }>();
-    const saved = readConfig(this.io.env);
-    const api = o.api ?? this.io.env.PRISM_API ?? saved?.url ?? DEFAULT_API;
-    let token = o.token ?? this.io.env.PRISM_TOKEN;
-    if (!token && saved && normalizeUrl(api) === saved.url) token = saved.token;
-    const caFile = o.ca ?? this.io.env.PRISM_CA;
-    let ca: Buffer | undefined;
-    if (caFile) {
-      try {
-        ca = readFileSync(caFile);
-      } catch (e) {
-        throw new UsageError(`cannot read --ca ${caFile}: ${(e as Error).message}`);
-      }
+    try {
+      return new Prism(connectionFromEnv(this.io.env, { api: o.api, token: o.token, caFile: o.ca }));
+    } catch (e) {
+      if (e instanceof PrismApiError) throw e;
+      throw new UsageError((e as Error).message);
     }
-    return new Prism({ url: api, token: token || undefined, ...(ca ? { ca } : {}) });
   }
 
   format(cmd: Command): OutputFormat {

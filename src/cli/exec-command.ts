@@ -10,6 +10,7 @@ interface ExecFlags {
   cwd?: string;
   timeout?: number;
   stdin?: boolean;
+  background?: boolean;
 }
 
 /** `sandbox exec SB --command "sh string"` or `sandbox exec SB -- argv...`; exits with the command's code. */
@@ -24,6 +25,7 @@ export function registerExecCommand(sandbox: Command, ctx: CliContext): void {
     .option('--cwd <dir>', 'working directory')
     .option('--timeout <sec>', 'kill the command after this many seconds', parseNumber('int'))
     .option('-i, --stdin', 'send piped stdin to the command')
+    .option('-b, --background', 'start it as a background process and print its id (see sandbox ps/output/kill/wait)')
     .addHelpText('after', `\nExamples:\n  prismctl sandbox exec my-sb --command "python3 -c 'print(42)'"\n  prismctl sandbox exec my-sb -- python3 -c 'print(42)'\n  echo hi | prismctl sandbox exec my-sb -i -- cat`)
     .action(async (ref: string, argv: string[], f: ExecFlags, cmd: Command) => {
       if (f.command !== undefined && argv.length > 0) {
@@ -35,6 +37,12 @@ export function registerExecCommand(sandbox: Command, ctx: CliContext): void {
       const stdin = f.stdin ? await readStdin(ctx.io) : undefined;
       const sb = await ctx.client(cmd).sandboxes.get(ref);
       const json = ctx.format(cmd) === 'json';
+      if (f.background) {
+        const p = await sb.processes.start(f.command ?? argv, { env: parseEnvPairs(f.env), cwd: f.cwd, timeoutSec: f.timeout, stdin });
+        if (json) ctx.json(p.info);
+        else ctx.out(p.id);
+        return;
+      }
       const result = await sb.exec(f.command ?? argv, {
         env: parseEnvPairs(f.env),
         cwd: f.cwd,

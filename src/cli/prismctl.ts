@@ -6,6 +6,7 @@ import { registerImageCommands } from './image-commands.js';
 import { registerNodeCommands } from './node-commands.js';
 import { registerSandboxCommands } from './sandbox-commands.js';
 import { registerTokenCommands } from './token-commands.js';
+import { registerVolumeCommands } from './volume-commands.js';
 
 const VERSION = '0.1.0';
 
@@ -29,6 +30,7 @@ function buildProgram(ctx: CliContext): Command {
   registerNodeCommands(program, ctx);
   registerSandboxCommands(program, ctx);
   registerImageCommands(program, ctx);
+  registerVolumeCommands(program, ctx);
   registerTokenCommands(program, ctx);
   return program;
 }

@@ -4,7 +4,9 @@ import type { CreateSandboxOptions } from '../sdk/index.js';
 import { UsageError, collect, parseEnvPairs, parseNumber, printError, type CliContext } from './context.js';
 import { registerExecCommand } from './exec-command.js';
 import { registerShellCommand } from './shell-command.js';
+import { registerProcessCommands } from './process-commands.js';
 import { age, humanBytes, humanMs, renderFields, renderTable, shellJoin, wireOutput } from './output.js';
+import { volumesFromFlags } from './volume-commands.js';
 
 interface CreateFlags {
   name?: string;
@@ -24,6 +26,7 @@ interface CreateFlags {
   allow?: string[];
   deny?: string[];
   port?: string[];
+  volume?: string[];
 }
 
 /** `--network none|all`, or an allow-list from `--allow`/`--deny` (which imply a list). */
@@ -76,6 +79,7 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
     .option('--allow <cidr|domain>', 'allow connections to an IPv4 CIDR or a domain (*.example.com for subdomains); repeatable', collect)
     .option('--deny <cidr>', 'refuse an IPv4 CIDR even if allowed; repeatable', collect)
     .option('--port <port>', 'serve this sandbox TCP port through the API (/api/v1/sandboxes/<id>/ports/<port>/); repeatable', collect)
+    .option('--volume <name:/path[:ro]>', 'mount a volume (prismctl volume create) at /path, read-only with :ro; repeatable', collect)
     .action(async (f: CreateFlags, cmd: Command) => {
       const sb = await ctx.client(cmd).sandboxes.create({
         name: f.name,
@@ -93,6 +97,7 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
         nodeSelector: parseEnvPairs(f.nodeSelector, '--node-selector'),
         network: networkFromFlags(f),
         ports: parsePorts(f.port),
+        volumes: volumesFromFlags(f.volume),
       });
       if (ctx.format(cmd) === 'json') return ctx.json(sb.info);
       const s = sb.info;
@@ -147,6 +152,7 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
 
   registerExecCommand(sandbox, ctx);
   registerShellCommand(sandbox, ctx);
+  registerProcessCommands(sandbox, ctx);
 
   sandbox
     .command('logs')
@@ -222,6 +228,7 @@ function renderSandbox(s: Sandbox): string {
     ['Timeout', s.timeoutSec > 0 ? `${s.timeoutSec}s` : 'none'],
     ['Network', describeNetwork(s)],
     ...(s.ports?.length ? [['Ports', s.ports.join(', ')] as [string, string]] : []),
+    ...(s.volumes?.length ? [['Volumes', s.volumes.map((v) => `${v.name}:${v.mountPath}${v.readOnly ? ':ro' : ''}`).join(', ')] as [string, string]] : []),
     ['Env', env.length > 0 ? env.join(' ') : undefined],
     ['Created', `${s.createdAt} (${age(s.createdAt, now)} ago)`],
     ['Started', s.startedAt ? `${s.startedAt} (${age(s.startedAt, now)} ago)` : undefined],

@@ -55,6 +55,10 @@ export interface SandboxSpec {
   network?: NetworkSpec;
   /** Sandbox TCP ports reachable through prismd at `/api/v1/sandboxes/:id/ports/:port/`. */
   ports?: number[];
+  /** Volumes mounted into the sandbox (attached at create, released at delete). */
+  volumes?: VolumeMount[];
+  /** The node holding the sandbox's volumes (volumes are node-local): placement puts it there. */
+  volumeNode?: string;
 }
 
 export interface Sandbox extends SandboxSpec {
@@ -172,4 +176,70 @@ export interface TokenInfo {
 export interface NewToken extends TokenInfo {
   /** `prism_<id>_<secret>`: shown once, at creation. */
   token: string;
+}
+
+/** Bounds of a volume's sizeMb (a sparse file: only what is written uses host disk). */
+export const VOLUME_MB_MIN = 16;
+export const VOLUME_MB_MAX = 1 << 20;
+/** Most volumes one sandbox mounts (a microVM has 8 virtio-mmio slots, 3-4 of them taken by Prism). */
+export const MAX_VOLUMES_PER_SANDBOX = 4;
+
+/** A volume as a sandbox asks for it: which one, where, and whether writes are refused. */
+export interface VolumeMount {
+  name: string;
+  /** Absolute path in the sandbox; not `/` and not under /proc, /sys, /dev or /.prism. */
+  mountPath: string;
+  readOnly: boolean;
+}
+
+/** A sandbox holding a volume: from its create until its delete, running or stopped. */
+export interface VolumeAttachment {
+  sandboxId: string;
+  mountPath: string;
+  readOnly: boolean;
+  /** Who mounts the file system: each microVM is a kernel of its own, containers share the host's. */
+  runtime: RuntimeName;
+}
+
+/**
+ * Persistent storage that outlives sandboxes: an ext4 file system of `sizeMb` on one node (volumes
+ * are node-local; sandboxes that mount one are placed on that node).
+ */
+export interface Volume {
+  name: string;
+  sizeMb: number;
+  node: string;
+  /** Read-write attachments by more than one sandbox allowed (containers only: one kernel). */
+  multiAttach: boolean;
+  createdAt: string;
+  attachments: VolumeAttachment[];
+  /**
+   * A microVM's kernel had write access since the last check: the guest could have written any bytes
+   * to the image, so the host checks the file system (e2fsck) before its own kernel mounts it.
+   */
+  needsCheck?: boolean;
+}
+
+/** Signals a background process may be sent through the API. */
+export const PROCESS_SIGNALS = ['SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGKILL', 'SIGUSR1', 'SIGUSR2', 'SIGTERM', 'SIGCONT', 'SIGSTOP', 'SIGTSTP', 'SIGWINCH', 'SIGALRM'] as const;
+export type ProcessSignal = (typeof PROCESS_SIGNALS)[number];
+
+/**
+ * A command started with `background: true`: it runs on the sandbox's node, apart from the request that
+ * started it. The result fields are set once it exited; `error` says why when it ended because its
+ * sandbox was stopped, deleted or failed (code `INTERRUPTED`).
+ */
+export interface ProcessInfo extends Partial<ExecResult> {
+  id: string;
+  sandboxId: string;
+  cmd: string[];
+  status: 'running' | 'exited';
+  startedAt: string;
+  endedAt?: string;
+  /** Whether `POST .../stdin` still reaches the command. */
+  stdinOpen: boolean;
+  /** Bytes the command wrote so far to each stream (the next offset). */
+  stdoutBytes: number;
+  stderrBytes: number;
+  error?: { code: string; message: string };
 }

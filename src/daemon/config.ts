@@ -52,6 +52,10 @@ export interface DaemonConfig {
   sandboxCidr: string;
   /** Resolver the sandboxes' DNS filters ask (`host` or `host:port`); default the host's first name server. */
   sandboxDns: { host: string; port: number };
+  /** Background processes running at once per sandbox. */
+  maxProcesses: number;
+  /** Output kept per stream of each background process, in bytes. */
+  processBufferBytes: number;
 }
 
 /** Flags as given on the command line (or their PRISM_* environment equivalents). */
@@ -93,6 +97,8 @@ export interface DaemonFlags {
   sandboxDns?: string;
   warmPool?: string;
   firecrackerBin?: string;
+  maxProcesses?: string;
+  processBufferMb?: string;
 }
 
 export const DEFAULT_API = '127.0.0.1:8008';
@@ -223,6 +229,8 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     sandboxCidr: flags.sandboxCidr ?? env.PRISM_SANDBOX_CIDR ?? DEFAULT_SANDBOX_CIDR,
     sandboxDns: parseSandboxDns(flags.sandboxDns ?? env.PRISM_SANDBOX_DNS, readResolvConf()),
     scheduleTimeoutMs: (positive('--schedule-timeout', flags.scheduleTimeout ?? env.PRISM_SCHEDULE_TIMEOUT, false) ?? 30) * 1000,
+    maxProcesses: positive('--max-processes', flags.maxProcesses ?? env.PRISM_MAX_PROCESSES) ?? 64,
+    processBufferBytes: Math.round((positive('--process-buffer-mb', flags.processBufferMb ?? env.PRISM_PROCESS_BUFFER_MB, false) ?? 4) * (1 << 20)),
   };
   const auth = flags.auth ?? env.PRISM_AUTH ?? 'token';
   if (auth !== 'token' && auth !== 'none') throw new PrismError('INVALID_ARGUMENT', `--auth must be token or none, got '${auth}'`);

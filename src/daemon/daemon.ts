@@ -17,6 +17,7 @@ import { OciDriver } from '../runtime/oci/oci-driver.js';
 import { LinuxNetworkManager } from '../net/linux/linux-network-manager.js';
 import { EtcdStore } from '../store/etcd/etcd-store.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import { LocalVolumeStore } from '../volumes/local/local-volume-store.js';
 import type { Store } from '../store/store.js';
 import type { DaemonConfig } from './config.js';
 import { startNode } from './node-wiring.js';
@@ -25,6 +26,7 @@ import { loadNodeIdentity } from './node-identity.js';
 import { loadRegistryAuths } from './registry-config.js';
 import { initBinaryPath, packageVersion } from './package-info.js';
 import { acquirePidLock } from './pid-lock.js';
+import { DEFAULT_PROCESS_LIMITS } from '../service/process-service.js';
 
 /** The admin token's file in the data dir, written on a cluster's first start. */
 export const ADMIN_TOKEN_FILE = 'admin-token';
@@ -155,11 +157,12 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     const advertised = () => cfg.advertise ?? (['0.0.0.0', '[::]'].includes(host) ? url.replace(host, os.hostname()) : url);
     const node = await startNode({
       store, id: ident.id, name: ident.name, version, dataDir: cfg.dataDir, address: advertised(),
-      images, drivers, runtimeInfo, net,
+      images, drivers, runtimeInfo, net, volumes: new LocalVolumeStore(join(cfg.dataDir, 'volumes')),
       defaults: { image: cfg.defaultImage, runtime: defaultRuntime, cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
       labels: cfg.labels, capacity: cfg.capacity, placement: cfg.placement,
       nodeTtlMs: cfg.nodeTtlMs, scheduleTimeoutMs: cfg.scheduleTimeoutMs,
       execLimits: { recordBytes: 64 * 1024, recordsPerSandbox: 100, maxTimeoutSec: 86400 },
+      processLimits: { ...DEFAULT_PROCESS_LIMITS, maxPerSandbox: cfg.maxProcesses, bufferBytes: cfg.processBufferBytes },
       watchdogMs: 5000,
       defaultUser: cfg.defaultUser,
       log,
@@ -172,7 +175,8 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     } else {
       log.warn({ api: cfg.apiHost }, 'API authentication is OFF (--auth none): anyone who can reach the API can run code');
     }
-    const app = await buildApi({ sandboxes: node.sandboxes, exec: node.exec, pty: node.pty, nodes: node.nodes, images: node.images, version, nodeId: ident.id, ...(tokens ? { tokens } : {}) },
+    const app = await buildApi(
+      { sandboxes: node.sandboxes, exec: node.exec, pty: node.pty, processes: node.processes, nodes: node.nodes, images: node.images, volumes: node.volumes, version, nodeId: ident.id, ...(tokens ? { tokens } : {}) },
       { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3, ...(tls ? { tls } : {}) });
     await app.listen({ host: cfg.apiHost, port: cfg.apiPort });
     const bound = app.server.address();

@@ -7,6 +7,7 @@ import type { PlacementStrategy } from '../scheduler/placement.js';
 import { ExecService, type ExecLimits } from '../service/exec-service.js';
 import { PtyService } from '../service/pty-service.js';
 import { ImageService } from '../service/image-service.js';
+import { DEFAULT_PROCESS_LIMITS, ProcessService, type ProcessLimits } from '../service/process-service.js';
 import type { Logger } from '../service/logger.js';
 import { Membership } from '../service/membership.js';
 import { DEFAULT_SANDBOX_USER, NodeAgent } from '../service/node-agent.js';
@@ -15,6 +16,8 @@ import { SandboxEvents } from '../service/sandbox-events.js';
 import { SandboxRepo } from '../service/sandbox-repo.js';
 import { SandboxService, type SandboxDefaults } from '../service/sandbox-service.js';
 import type { Store } from '../store/store.js';
+import { VolumeService } from '../service/volume-service.js';
+import type { VolumeStore } from '../volumes/volume-store.js';
 
 export interface NodeWiring {
   store: Store;
@@ -29,6 +32,8 @@ export interface NodeWiring {
   runtimeInfo: RuntimeProbeInfo[];
   /** Per-sandbox networks; absent where the host cannot give sandboxes one. */
   net?: NetworkManager;
+  /** This node's volume data (`<data-dir>/volumes`); absent: this node holds no volumes. */
+  volumes?: VolumeStore;
   defaults: SandboxDefaults;
   labels: Record<string, string>;
   capacity: Partial<NodeCapacity>;
@@ -36,6 +41,8 @@ export interface NodeWiring {
   nodeTtlMs: number;
   scheduleTimeoutMs: number;
   execLimits: ExecLimits;
+  /** Background processes (default {@link DEFAULT_PROCESS_LIMITS}). */
+  processLimits?: ProcessLimits;
   /** How often running tasks are checked for having died. */
   watchdogMs: number;
   /** User of commands in images that name none (default `65534:65534`, nobody; `root` to allow root). */
@@ -50,7 +57,9 @@ export interface NodeServices {
   sandboxes: SandboxService;
   exec: ExecService;
   pty: PtyService;
+  processes: ProcessService;
   images: ImageService;
+  volumes: VolumeService;
   scheduler: Scheduler;
   membership: Membership;
   setAddress(url: string): Promise<void>;
@@ -69,7 +78,8 @@ export interface NodeServices {
 export async function startNode(w: NodeWiring): Promise<NodeServices> {
   let address = w.address;
   const repo = new SandboxRepo(w.store);
-  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER }, w.net);
+  const volumes = new VolumeService(repo, w.volumes, w.id, w.log);
+  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER, volumeImage: (name, hostKernel) => volumes.image(name, hostKernel) }, w.net);
   const nodes = new NodeService(
     {
       id: w.id, name: w.name, address, version: w.version, runtimes: [...w.drivers.keys()], defaultRuntime: w.defaults.runtime,
@@ -82,6 +92,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const sandboxes = new SandboxService(repo, events, agent, w.defaults, w.log, { scheduleMs: w.scheduleTimeoutMs, startMs: 15 * 60_000 });
   const exec = new ExecService(sandboxes, agent, repo, w.execLimits, w.log);
   const pty = new PtyService(sandboxes, agent);
+  const processes = new ProcessService(sandboxes, exec, agent, w.processLimits ?? DEFAULT_PROCESS_LIMITS, w.log);
   const images = new ImageService(w.images, repo, w.log);
   const scheduler = new Scheduler(repo, w.log, { strategy: w.placement, cpuOvercommit: 4, batchMax: 100, maxTxnOps: 128 });
   const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });
@@ -90,13 +101,14 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   membership.onRejoin = () => void agent.reconcileAfterRejoin().catch((e) => w.log.error({ err: e }, 'reconciling after rejoin failed'));
 
   await nodes.start();
+  await volumes.reconcile();
   await agent.recover();
   await events.start();
   await membership.start();
   await agent.watchAssignments();
   agent.startWatchdog(w.watchdogMs);
   return {
-    repo, agent, nodes, sandboxes, exec, pty, images, scheduler, membership,
+    repo, agent, nodes, sandboxes, exec, pty, processes, images, volumes, scheduler, membership,
     async setAddress(url) {
       address = url;
       nodes.setAddress(url);
@@ -109,6 +121,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
       scheduler.stop();
       events.stop();
       nodes.stop();
+      processes.close();
       agent.close();
     },
   };

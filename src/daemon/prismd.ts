@@ -54,6 +54,8 @@ export function prismdProgram(): Command {
     .addOption(new Option('--capacity-cpus <n>', 'CPUs offered to sandboxes (default: all cores)').env('PRISM_CAPACITY_CPUS'))
     .addOption(new Option('--capacity-memory-mb <n>', 'memory offered to sandboxes (default: 90% of RAM)').env('PRISM_CAPACITY_MEMORY_MB'))
     .addOption(new Option('--max-sandboxes <n>', 'most sandboxes placed on this node (default: no limit)').env('PRISM_MAX_SANDBOXES'))
+    .addOption(new Option('--max-processes <n>', 'background processes running at once per sandbox (default 64)').env('PRISM_MAX_PROCESSES'))
+    .addOption(new Option('--process-buffer-mb <n>', 'output kept per stream of each background process, in MiB (default 4)').env('PRISM_PROCESS_BUFFER_MB'))
     .addOption(new Option('--placement <strategy>', 'spread (most free memory first) or binpack, used while this node leads').choices(['spread', 'binpack']).env('PRISM_PLACEMENT'))
     .addOption(new Option('--node-ttl <seconds>', 'membership lease TTL: a node silent this long is dead (default 5)').env('PRISM_NODE_TTL'))
     .addOption(new Option('--schedule-timeout <seconds>', 'how long a create waits for placement before 503 (default 30)').env('PRISM_SCHEDULE_TIMEOUT'))

@@ -14,6 +14,23 @@ export interface SandboxNetwork {
 }
 
 /**
+ * Where the sandbox's end of the link goes.
+ * - absent: a namespace the manager makes, `/run/netns/prism-<id>`, which the task joins (oci, microvm).
+ * - `{ path }`: a namespace the task made itself (a Docker container's, `/proc/<pid>/ns/net`), for
+ *   engines that cannot join one by path. The manager names it `prism-<id>` (a bind mount, as
+ *   `ip netns attach` does) and links it. Called again with another namespace (the container was
+ *   restarted and got a new one), the link moves there with the same address.
+ * - `'later'`: that namespace does not exist yet: allocate the address, apply the rules and start
+ *   the DNS filter now (so the task can be created with its name servers), link on a later setup
+ *   that names the path. Until then nothing can reach or leave the sandbox.
+ */
+export type NetnsPlacement = { path: string } | 'later';
+
+export interface SetupOptions {
+  netns?: NetnsPlacement;
+}
+
+/**
  * The network seam: per-sandbox network namespaces and the egress policy around them. Drivers only
  * join the namespace they are given; everything on the host side (links, addresses, NAT, filter
  * rules, the DNS filter) belongs to the NetworkManager.
@@ -26,6 +43,8 @@ export interface SandboxNetwork {
  * - Whatever the policy, a sandbox can never open connections to the host's own addresses (but the
  *   DNS filter on its gateway), link-local addresses (169.254.169.254), loopback, other sandboxes, or
  *   private ranges it was not explicitly allowed. The host may connect into the sandbox.
+ * - `netnsPath` of the result is always `/run/netns/prism-<id>`, whichever placement: with `{ path }`
+ *   it names the task's own namespace once linked.
  * - `teardown` removes everything `setup` made for the sandbox. Idempotent; unknown ids succeed.
  * - `listAttached` lists every sandbox this manager holds resources for on this host, whether or not
  *   setup finished, so the daemon can tear down networks of sandboxes the Store does not know.
@@ -34,7 +53,7 @@ export interface SandboxNetwork {
  * FAILED_PRECONDITION (a missing tool or kernel feature), INTERNAL.
  */
 export interface NetworkManager {
-  setup(sandboxId: string, egress: EgressPolicy): Promise<SandboxNetwork>;
+  setup(sandboxId: string, egress: EgressPolicy, opts?: SetupOptions): Promise<SandboxNetwork>;
   teardown(sandboxId: string): Promise<void>;
   listAttached(): Promise<string[]>;
   /** The network of a sandbox set up (or reattached) by this process, if any. */

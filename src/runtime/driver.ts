@@ -42,9 +42,26 @@ export interface TaskSpec {
   user?: string;
   /**
    * Join this prepared network namespace (made and owned by the NetworkManager) instead of a new one
-   * with only `lo`, and resolve names with these servers. Absent: no network.
+   * with only `lo`, and resolve names with these servers. Absent: no network. A driver whose
+   * capabilities say `network: 'own'` ignores netnsPath: its task keeps its own namespace, which the
+   * NetworkManager links after create and start (see {@link RuntimeDriver.taskNetns}).
    */
   network?: { netnsPath: string; nameservers: string[] };
+  /**
+   * Volumes to mount at `mountPath` (absolute, validated by the service), each an ext4 image file on
+   * this host (VolumeStore). The driver mounts them on every start and releases them on stop and
+   * destroy; a failed create leaves no loop device or mount. The service guarantees the image is not
+   * mounted by another kernel while this task may write to it.
+   */
+  volumes?: TaskVolume[];
+}
+
+export interface TaskVolume {
+  name: string;
+  /** Host path of the volume's ext4 image. */
+  image: string;
+  mountPath: string;
+  readOnly: boolean;
 }
 
 export interface TaskHandle {
@@ -103,6 +120,12 @@ export interface RuntimeCapabilities {
   persistentFilesystem: boolean;
   /** Tasks survive a daemon restart (recover can reattach). */
   survivesDaemonRestart: boolean;
+  /**
+   * How a task gets its network (TaskSpec.network). `join` (the default when absent): it joins the
+   * namespace prepared at netnsPath. `own`: the engine makes the task's namespace and cannot join
+   * another (Docker); the NetworkManager links the namespace that `taskNetns` names, after every create and start.
+   */
+  network?: 'join' | 'own';
 }
 
 export interface ProbeResult {
@@ -126,6 +149,12 @@ export interface RuntimeDriver {
   inspect(handle: TaskHandle): Promise<TaskState>;
   stats(handle: TaskHandle): Promise<TaskStats>;
   listTasks(): Promise<string[]>;
+  /**
+   * Only with capabilities().network === 'own': the network namespace file of the running task
+   * (e.g. `/proc/<pid>/ns/net`), valid until it stops. FAILED_PRECONDITION when the task is not running
+   * or not on this host (a remote engine).
+   */
+  taskNetns?(handle: TaskHandle): Promise<string>;
   /** Releases the driver's connections and timers (daemon shutdown). Tasks keep running. Idempotent. */
   close(): Promise<void>;
 }

@@ -30,6 +30,19 @@ describe('placeBatch', () => {
   const small = node('a', 4096);
   const big = node('b', 16384);
 
+  it('a sandbox with volumes goes to the node holding them, even when another has more room', () => {
+    expect(one(req(512, 1, { node: 'a' }), [small, big])).toEqual({ node: 'a' });
+  });
+
+  it('a sandbox with volumes is refused, with the reason, when their node cannot take it', () => {
+    const dead = one(req(512, 1, { node: 'gone' }), [small, big]);
+    expect(dead).toEqual({ error: { code: 'FAILED_PRECONDITION', message: expect.stringMatching(/volumes live on node gone, which is not alive/) } });
+    const full = one(req(8192, 1, { node: 'a' }), [small, big]);
+    expect(full).toEqual({ error: { code: 'RESOURCE_EXHAUSTED', message: expect.stringMatching(/volumes live on node a; name-a: 4096 MiB unreserved/) } });
+    const noRuntime = one(req(512, 1, { node: 'a', runtime: 'microvm' }), [small, { ...big, runtimes: ['oci', 'microvm'] }]);
+    expect(noRuntime).toEqual({ error: { code: 'FAILED_PRECONDITION', message: expect.stringMatching(/name-a: no microvm runtime/) } });
+  });
+
   it('spread picks the node with the most free memory, binpack the fullest that fits', () => {
     expect(one(req(512), [small, big])).toEqual({ node: 'b' });
     expect(one(req(512), [small, big], { ...defaultPlacementOptions, strategy: 'binpack' })).toEqual({ node: 'a' });
@@ -104,6 +117,20 @@ describe('placeBatch', () => {
     const n = node('a', 64 * 1024, 64, { capacity: { cpus: 64, memoryMb: 65536, maxSandboxes: 2 } });
     const { decisions } = placeBatch([req(10), req(10), req(10)], [n]);
     expect([...decisions.values()].map((d) => 'node' in d)).toEqual([true, true, false]);
+  });
+
+  it('skips a node whose free disk cannot hold the writable layer, counting the batch', () => {
+    const a = node('a', 16384, 4, { diskFreeMb: 1500 });
+    const b = node('b', 4096, 4, { diskFreeMb: 100_000 });
+    // a has more free memory (spread prefers it) until its disk runs short within the batch.
+    const reqs = [req(256, 1, { diskMb: 1024 }), req(256, 1, { diskMb: 1024 })];
+    const { decisions } = placeBatch(reqs, [a, b]);
+    expect(reqs.map((r) => decisions.get(r.id))).toEqual([{ node: 'a' }, { node: 'b' }]);
+    const refused = one(req(256, 1, { diskMb: 2048 }), [a]);
+    expect(refused).toMatchObject({ error: { code: 'RESOURCE_EXHAUSTED' } });
+    expect(JSON.stringify(refused)).toContain('1500 MiB of disk free');
+    // Nodes that have not reported their disk yet are not held back.
+    expect(one(req(256, 1, { diskMb: 1 << 20 }), [node('c', 4096)])).toEqual({ node: 'c' });
   });
 
   it('names the request and every node with its reason', () => {

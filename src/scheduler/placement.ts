@@ -6,14 +6,23 @@ import type { NodeCapacity, Reservation, RuntimeName } from '../core/types.js';
  * quota and may be overcommitted up to `cpuOvercommit` times the node's cores, as container hosts
  * usually are. A batch is placed one request after another against a running tally, so a burst never
  * overcommits a node even before anything is written.
+ *
+ * Disk: a sandbox's writable layer is a sparse file that grows up to its `diskMb`, so disk is not
+ * reserved (that would refuse hosts whose sandboxes write little); instead a node qualifies only while
+ * its last reported free disk covers the request plus what this batch already put there. A node full
+ * of data stops taking sandboxes that could not write their whole layer.
  */
 export interface PlacementRequest {
   id: string;
   runtime: RuntimeName;
   cpus: number;
   memoryMb: number;
+  /** Size of the writable layer; 0 or absent when unknown. */
+  diskMb?: number;
   /** Only nodes carrying all of these labels qualify. */
   nodeSelector?: Record<string, string>;
+  /** Only this node qualifies: it holds the sandbox's volumes (volumes are node-local). */
+  node?: string;
 }
 
 /** An alive node as placement sees it. */
@@ -24,6 +33,8 @@ export interface PlacementNode {
   labels: Record<string, string>;
   capacity: NodeCapacity;
   reserved: Reservation;
+  /** Free disk of the node's data dir at its last report, in MiB; absent when not reported yet. */
+  diskFreeMb?: number;
 }
 
 export type PlacementStrategy = 'spread' | 'binpack';
@@ -51,14 +62,17 @@ function matches(labels: Record<string, string>, selector: Record<string, string
 export function placeBatch(reqs: PlacementRequest[], nodes: PlacementNode[], opts: PlacementOptions = defaultPlacementOptions): BatchPlacement {
   const reserved = new Map<string, Reservation>();
   const tally = (n: PlacementNode) => reserved.get(n.id) ?? n.reserved;
+  const diskPlaced = new Map<string, number>();
+  const diskFree = (n: PlacementNode) => (n.diskFreeMb === undefined ? Infinity : n.diskFreeMb - (diskPlaced.get(n.id) ?? 0));
   const decisions = new Map<string, PlacementDecision>();
   for (const req of reqs) {
-    const d = placeOne(req, nodes, tally, opts);
+    const d = placeOne(req, nodes, tally, diskFree, opts);
     decisions.set(req.id, d);
     if ('node' in d) {
       const n = nodes.find((x) => x.id === d.node)!;
       const r = tally(n);
       reserved.set(n.id, { cpus: r.cpus + req.cpus, memoryMb: r.memoryMb + req.memoryMb, sandboxes: r.sandboxes + 1 });
+      diskPlaced.set(n.id, (diskPlaced.get(n.id) ?? 0) + (req.diskMb ?? 0));
     }
   }
   return { decisions, reserved };
@@ -68,12 +82,17 @@ function placeOne(
   req: PlacementRequest,
   nodes: PlacementNode[],
   tally: (n: PlacementNode) => Reservation,
+  diskFree: (n: PlacementNode) => number,
   opts: PlacementOptions,
 ): PlacementDecision {
   const candidates: { id: string; freeMem: number }[] = [];
   const reasons: string[] = [];
   let eligible = 0;
+  if (req.node && !nodes.some((n) => n.id === req.node)) {
+    return { error: { code: 'FAILED_PRECONDITION', message: `the sandbox's volumes live on node ${req.node}, which is not alive; it can only run there` } };
+  }
   for (const n of nodes) {
+    if (req.node && n.id !== req.node) continue;
     if (!n.runtimes.includes(req.runtime)) {
       reasons.push(`${n.name}: no ${req.runtime} runtime`);
       continue;
@@ -89,11 +108,12 @@ function placeOne(
     if (req.cpus > n.capacity.cpus) reasons.push(`${n.name}: has ${n.capacity.cpus} CPUs`);
     else if (freeMem < req.memoryMb) reasons.push(`${n.name}: ${Math.max(0, Math.floor(freeMem))} MiB unreserved`);
     else if (freeCpu < req.cpus) reasons.push(`${n.name}: ${Math.max(0, freeCpu)} CPUs unreserved`);
+    else if (diskFree(n) < (req.diskMb ?? 0)) reasons.push(`${n.name}: ${Math.max(0, Math.floor(diskFree(n)))} MiB of disk free`);
     else if (n.capacity.maxSandboxes > 0 && r.sandboxes >= n.capacity.maxSandboxes) reasons.push(`${n.name}: at its limit of ${n.capacity.maxSandboxes} sandboxes`);
     else candidates.push({ id: n.id, freeMem });
   }
   if (candidates.length === 0) {
-    const why = nodes.length === 0 ? 'no alive nodes' : reasons.join('; ');
+    const why = nodes.length === 0 ? 'no alive nodes' : `${req.node ? `its volumes live on node ${req.node}; ` : ''}${reasons.join('; ')}`;
     // No node could ever take it (wrong runtime or labels) vs. every fitting node is full right now.
     const code = eligible === 0 ? 'FAILED_PRECONDITION' : 'RESOURCE_EXHAUSTED';
     return { error: { code, message: `no node can take a sandbox with ${req.cpus} CPU / ${req.memoryMb} MiB (${why})` } };

@@ -107,12 +107,13 @@ export class Scheduler {
       .filter(({ node: n }) => n.status === 'alive')
       .map(({ node: n, reservationRevision }) => ({
         id: n.id, name: n.name, runtimes: n.runtimes, labels: n.labels ?? {}, capacity: n.capacity, reserved: n.reserved, reservationRevision,
+        ...(n.resources.diskBytes > 0 ? { diskFreeMb: Math.floor((n.resources.diskBytes - n.resources.diskUsedBytes) / (1 << 20)) } : {}),
       }));
   }
 
   private async placeAndCommit(batch: Versioned<Sandbox>[], nodes: (PlacementNode & { reservationRevision: number })[], term: number): Promise<void> {
     const reservationRevs = new Map(nodes.map((n) => [n.id, n.reservationRevision]));
-    const reqs = batch.map((s) => ({ id: s.value.id, runtime: s.value.runtime, cpus: s.value.cpus, memoryMb: s.value.memoryMb, ...(s.value.nodeSelector ? { nodeSelector: s.value.nodeSelector } : {}) }));
+    const reqs = batch.map((s) => ({ id: s.value.id, runtime: s.value.runtime, cpus: s.value.cpus, memoryMb: s.value.memoryMb, diskMb: s.value.diskMb, ...(s.value.nodeSelector ? { nodeSelector: s.value.nodeSelector } : {}), ...(s.value.volumeNode ? { node: s.value.volumeNode } : {}) }));
     const { decisions, reserved } = placeBatch(reqs, nodes, this.opts);
     const updates = batch.map((s): Versioned<Sandbox> => {
       const d = decisions.get(s.value.id)!;

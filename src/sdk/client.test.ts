@@ -22,9 +22,13 @@ class FakeApi {
   requests: Recorded[] = [];
   sandboxes = new Map<string, Sandbox>();
   exec: (body: Record<string, unknown>) => ExecReply = () => ({ kind: 'json', body: execBody('') });
+  /** Resolves when a streamed exec answer's connection closed before the answer was complete. */
+  clientLeft!: Promise<void>;
+  #left: () => void = () => undefined;
   url = '';
 
   async start(): Promise<void> {
+    this.clientLeft = new Promise((r) => (this.#left = r));
     await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
     this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
   }
@@ -77,6 +81,7 @@ class FakeApi {
         return send(200, reply.kind === 'json' ? reply.body : execBody(''));
       }
       res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.once('close', () => !res.writableFinished && this.#left());
       for (const [i, chunk] of reply.chunks.entries()) {
         await reply.beforeChunk?.(i);
         res.write(chunk);
@@ -285,6 +290,66 @@ describe('SandboxHandle.exec', () => {
     fake.exec = () => ({ kind: 'ndjson', chunks: [ndjson([{ type: 'stdout', data: 'partial' }])] });
     const sb = await prism.sandboxes.create();
     await expect(sb.exec('x', { onStdout: () => {} })).rejects.toMatchObject({ code: 'UNAVAILABLE', retryable: false });
+  });
+
+  it('sends timeoutMs as the daemon-enforced timeoutSec, and refuses both at once', async () => {
+    const sb = await prism.sandboxes.create();
+    await sb.exec('x', { timeoutMs: 1500 });
+    expect(fake.requests.at(-1)!.body).toMatchObject({ command: 'x', timeoutSec: 1.5 });
+    const before = fake.requests.length;
+    await expect(sb.exec('x', { timeoutMs: 1, timeoutSec: 1 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    expect(fake.requests.length).toBe(before);
+  });
+
+  it('aborts a streaming exec with its AbortSignal, dropping the connection (the daemon then kills the command)', async () => {
+    let hold: (() => void) | undefined;
+    fake.exec = () => ({
+      kind: 'ndjson',
+      chunks: [ndjson([{ type: 'stdout', data: 'started\n' }]), ndjson([{ type: 'exit', exitCode: 0, timedOut: false, oomKilled: false, durationMs: 1 }])],
+      beforeChunk: (i) => (i === 1 ? new Promise<void>((r) => (hold = r)) : Promise.resolve()),
+    });
+    const sb = await prism.sandboxes.create();
+    const ac = new AbortController();
+    const run = sb.exec('x', { signal: ac.signal, onStdout: () => ac.abort() });
+    await expect(run).rejects.toMatchObject({ name: 'AbortError' });
+    await fake.clientLeft;
+    hold?.();
+  });
+
+  it('yields exec output as an async iterator, the exit last', async () => {
+    fake.exec = () => ({
+      kind: 'ndjson',
+      chunks: split(ndjson([
+        { type: 'stdout', data: 'a' },
+        { type: 'stderr', data: Buffer.from([0xff]).toString('base64'), encoding: 'base64' },
+        { type: 'exit', id: 'ex-1', exitCode: 3, timedOut: true, oomKilled: false, diskFull: false, limitExceeded: 'TIMEOUT', durationMs: 5 },
+      ]), 5),
+    });
+    const sb = await prism.sandboxes.create();
+    const seen: unknown[] = [];
+    for await (const ev of sb.execStream(['x'], { timeoutMs: 10 })) seen.push(ev);
+    expect(fake.requests.at(-1)!.headers.accept).toContain('application/x-ndjson');
+    expect(seen).toEqual([
+      { type: 'stdout', data: bytes('a') },
+      { type: 'stderr', data: new Uint8Array([0xff]) },
+      { type: 'exit', exit: { id: 'ex-1', exitCode: 3, timedOut: true, oomKilled: false, diskFull: false, limitExceeded: 'TIMEOUT', durationMs: 5 } },
+    ]);
+  });
+
+  it('drops the exec stream when the loop is left early', async () => {
+    let hold: (() => void) | undefined;
+    fake.exec = () => ({
+      kind: 'ndjson',
+      chunks: [ndjson([{ type: 'stdout', data: 'one' }]), ndjson([{ type: 'exit', exitCode: 0, timedOut: false, oomKilled: false, durationMs: 1 }])],
+      beforeChunk: (i) => (i === 1 ? new Promise<void>((r) => (hold = r)) : Promise.resolve()),
+    });
+    const sb = await prism.sandboxes.create();
+    for await (const ev of sb.execStream('x')) {
+      expect(ev).toEqual({ type: 'stdout', data: bytes('one') });
+      break;
+    }
+    await fake.clientLeft;
+    hold?.();
   });
 
   it('maps an error answer to the streaming form too', async () => {

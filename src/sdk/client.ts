@@ -1,6 +1,8 @@
 import type { NewToken, NodeInfo, RuntimeName, Sandbox, SandboxStatus, TokenInfo } from '../core/types.js';
 import { PrismApiError, connectionError, errorFromResponse } from './errors.js';
+import { connectionFromEnv, DEFAULT_URL, normalizeUrl } from './config.js';
 import { ImagesApi } from './images.js';
+import { VolumesApi } from './volumes.js';
 import { SandboxHandle, type ApiTransport } from './sandbox-handle.js';
 
 export interface PrismOptions {
@@ -78,16 +80,11 @@ export interface CreateSandboxOptions {
   network?: { egress: 'none' | 'all' | { allow?: string[]; deny?: string[] } };
   /** Sandbox TCP ports served through the API at `/api/v1/sandboxes/:id/ports/:port/` (see `portUrl`). */
   ports?: number[];
+  /** Volumes to mount (see `prism.volumes`); the sandbox runs on the node that holds them. */
+  volumes?: Array<{ name: string; mountPath: string; readOnly?: boolean }>;
 }
 
-export const DEFAULT_URL = 'http://127.0.0.1:8008';
-
-/** Accepts `host:port`, `http://host:port`, with or without a trailing `/` or `/api/v1`. */
-export function normalizeUrl(url: string): string {
-  let u = url.trim();
-  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(u)) u = `http://${u}`;
-  return u.replace(/\/+$/, '').replace(/\/api\/v1$/, '');
-}
+export { DEFAULT_URL, normalizeUrl } from './config.js';
 
 class HttpTransport implements ApiTransport {
   readonly baseUrl: string;
@@ -178,6 +175,8 @@ export class Prism {
 
   readonly images: ImagesApi;
 
+  readonly volumes: VolumesApi;
+
   /** API tokens (every token may manage tokens). */
   readonly tokens: {
     /** The returned `token` is shown once; the server keeps only a hash. */
@@ -204,6 +203,7 @@ export class Prism {
       remove: (idOrName) => api.json<void>('DELETE', `/nodes/${encodeURIComponent(idOrName)}`),
     };
     this.images = new ImagesApi(api);
+    this.volumes = new VolumesApi(api);
     this.tokens = {
       create: (name) => api.json<NewToken>('POST', '/tokens', { name }),
       list: async () => (await api.json<{ tokens: TokenInfo[] }>('GET', '/tokens')).tokens,
@@ -216,6 +216,14 @@ export class Prism {
       get: async (idOrName) =>
         new SandboxHandle(api, await api.json<Sandbox>('GET', `/sandboxes/${encodeURIComponent(idOrName)}`)),
     };
+  }
+
+  /**
+   * A client configured like prismctl: PRISM_API, PRISM_TOKEN and PRISM_CA (a PEM file) from `env`,
+   * else the login saved by `prismctl login` or the quick start (~/.config/prism/config.json).
+   */
+  static fromEnv(env: Record<string, string | undefined> = process.env, extra: Pick<PrismOptions, 'fetch'> = {}): Prism {
+    return new Prism({ ...connectionFromEnv(env), ...extra });
   }
 
   /** The daemon address in use, normalized (`http://host:port`). */

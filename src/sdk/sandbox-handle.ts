@@ -1,6 +1,11 @@
 import type { Sandbox } from '../core/types.js';
 import { PrismApiError } from './errors.js';
 import { openPty, type Pty, type PtyOptions, type SocketDialer } from './pty.js';
+import { cancelBody, execEvents, execRequestBody, exitOf, type ExecEvent, type ExecRequestOptions } from './exec-stream.js';
+import { ProcessesApi, type ProcessHandle, type StartProcessOptions } from './processes.js';
+import { concat, decodeOutput } from './wire.js';
+
+export { decodeOutput, readNdjson } from './wire.js';
 
 /**
  * What a handle needs from the client: JSON calls and raw streaming calls, both already mapping
@@ -17,15 +22,11 @@ export interface ApiTransport extends SocketDialer {
   upload<T>(method: string, path: string, body: Uint8Array | ReadableStream<Uint8Array>, contentType: string, signal?: AbortSignal): Promise<T>;
 }
 
-export interface ExecOptions {
-  env?: Record<string, string>;
-  cwd?: string;
-  timeoutSec?: number;
-  /** Fed to the command's stdin; a string is sent as UTF-8, bytes as base64. */
-  stdin?: string | Uint8Array;
+export interface ExecOptions extends ExecRequestOptions {
   /** Given either callback, exec uses the NDJSON stream and calls them as output arrives, in order. */
   onStdout?: (chunk: Uint8Array) => void;
   onStderr?: (chunk: Uint8Array) => void;
+  /** Aborting ends the request, and the daemon kills the command when its client goes away. */
   signal?: AbortSignal;
 }
 
@@ -37,6 +38,10 @@ export interface ExecResult {
   signal?: string;
   timedOut: boolean;
   oomKilled: boolean;
+  /** The sandbox's writable layer was full when the command ended. */
+  diskFull: boolean;
+  /** The limit the command hit, if any: what killed it first, else a full disk. */
+  limitExceeded?: 'TIMEOUT' | 'OOM_KILLED' | 'DISK_FULL';
   durationMs: number;
   /** The exact bytes the command wrote. */
   stdout: Uint8Array;
@@ -60,6 +65,8 @@ interface WireExecResult {
   signal?: string;
   timedOut: boolean;
   oomKilled: boolean;
+  diskFull?: boolean;
+  limitExceeded?: 'TIMEOUT' | 'OOM_KILLED' | 'DISK_FULL';
   durationMs: number;
   stdout?: string;
   stderr?: string;
@@ -96,19 +103,20 @@ export class SandboxHandle {
     return this.#info;
   }
 
-  /** Runs a command: a string through the sandbox's shell, an array as argv without a shell. */
-  async exec(cmd: string | string[], opts: ExecOptions = {}): Promise<ExecResult> {
-    const body: Record<string, unknown> = typeof cmd === 'string' ? { command: cmd } : { cmd };
-    if (opts.env !== undefined) body.env = opts.env;
-    if (opts.cwd !== undefined) body.cwd = opts.cwd;
-    if (opts.timeoutSec !== undefined) body.timeoutSec = opts.timeoutSec;
-    if (typeof opts.stdin === 'string') {
-      body.stdin = opts.stdin;
-      body.stdinEncoding = 'utf8';
-    } else if (opts.stdin !== undefined) {
-      body.stdin = toBase64(opts.stdin);
-      body.stdinEncoding = 'base64';
-    }
+  /** Background processes of this sandbox (docs/api.md, "Background processes"). */
+  get processes(): ProcessesApi {
+    return new ProcessesApi(this.#api, this.#path());
+  }
+
+  /**
+   * Runs a command: a string through the sandbox's shell, an array as argv without a shell. With
+   * `background: true` it starts a background process and resolves to its handle at once.
+   */
+  exec(cmd: string | string[], opts: StartProcessOptions & { background: true }): Promise<ProcessHandle>;
+  exec(cmd: string | string[], opts?: ExecOptions & { background?: false }): Promise<ExecResult>;
+  async exec(cmd: string | string[], opts: (ExecOptions & { background?: boolean }) = {}): Promise<ExecResult | ProcessHandle> {
+    if (opts.background) return this.processes.start(cmd, opts);
+    const body = execRequestBody(cmd, opts);
     const path = `${this.#path()}/exec`;
     if (!opts.onStdout && !opts.onStderr) {
       return fromWire(await this.#api.json<WireExecResult>('POST', path, body, opts.signal));
@@ -124,6 +132,20 @@ export class SandboxHandle {
    */
   pty(opts: PtyOptions): Promise<Pty> {
     return openPty(this.#api, `${this.#path()}/pty`, opts);
+  }
+
+  /**
+   * Runs a command and yields its output as it comes, then an `exit` event:
+   * `for await (const ev of sb.execStream(cmd)) ...`. Leaving the loop early (or aborting `signal`)
+   * kills the command.
+   */
+  async *execStream(cmd: string | string[], opts: Omit<ExecOptions, 'onStdout' | 'onStderr'> = {}): AsyncGenerator<ExecEvent> {
+    const res = await this.#api.raw('POST', `${this.#path()}/exec`, execRequestBody(cmd, opts), 'application/x-ndjson, application/json', opts.signal);
+    try {
+      yield* execEvents(res, opts.signal);
+    } finally {
+      await cancelBody(res);
+    }
   }
 
   /** Past executions in this sandbox, oldest first. */
@@ -168,120 +190,16 @@ function fromWire(w: WireExecResult): ExecResult {
 }
 
 function makeResult(w: Omit<WireExecResult, 'stdout' | 'stderr' | 'encoding'>, stdout: Uint8Array, stderr: Uint8Array): ExecResult {
-  const result: ExecResult = {
-    exitCode: w.exitCode,
-    timedOut: w.timedOut,
-    oomKilled: w.oomKilled,
-    durationMs: w.durationMs,
-    stdout,
-    stderr,
-    text: () => new TextDecoder().decode(stdout),
-  };
-  if (w.id !== undefined) result.id = w.id;
-  if (w.signal !== undefined) result.signal = w.signal;
-  return result;
+  return { ...exitOf(w as unknown as Record<string, unknown>), stdout, stderr, text: () => new TextDecoder().decode(stdout) };
 }
 
 async function readExecStream(res: Response, opts: ExecOptions): Promise<ExecResult> {
-  // A server that ignores Accept answers with the plain result; deliver it through the callbacks all at once.
-  const type = res.headers.get('content-type') ?? '';
-  if (type.includes('application/json')) {
-    const result = fromWire((await res.json()) as WireExecResult);
-    if (result.stdout.length > 0) opts.onStdout?.(result.stdout);
-    if (result.stderr.length > 0) opts.onStderr?.(result.stderr);
-    return result;
-  }
   const stdout: Uint8Array[] = [];
   const stderr: Uint8Array[] = [];
-  for await (const event of readNdjson(res, opts.signal)) {
-    const ev = event as Record<string, unknown>;
-    if (ev.type === 'stdout' || ev.type === 'stderr') {
-      const bytes = decodeOutput(String(ev.data ?? ''), ev.encoding as string | undefined);
-      (ev.type === 'stdout' ? stdout : stderr).push(bytes);
-      (ev.type === 'stdout' ? opts.onStdout : opts.onStderr)?.(bytes);
-    } else if (ev.type === 'exit') {
-      return makeResult(ev as unknown as WireExecResult, concat(stdout), concat(stderr));
-    } else if (ev.type === 'error') {
-      // Not in docs/api.md: how a failure after the 200 is reported. Accept both plausible shapes.
-      const err = (ev.error ?? ev) as { code?: unknown; message?: unknown };
-      throw new PrismApiError(String(err.code ?? 'INTERNAL'), String(err.message ?? 'exec failed'), { status: res.status });
-    }
+  for await (const ev of execEvents(res, opts.signal)) {
+    if (ev.type === 'exit') return makeResult(ev.exit, concat(stdout), concat(stderr));
+    (ev.type === 'stdout' ? stdout : stderr).push(ev.data);
+    (ev.type === 'stdout' ? opts.onStdout : opts.onStderr)?.(ev.data);
   }
-  // The command may still be running or may have finished: repeating it is not safe.
-  throw new PrismApiError('UNAVAILABLE', 'exec stream ended before the exit event; the outcome is unknown', {
-    status: res.status,
-    retryable: false,
-  });
-}
-
-/**
- * Splits the body into JSON values, one per line. Lines are cut on the newline byte before decoding, so
- * a line (or a multi-byte character) split across network chunks is reassembled first.
- */
-export async function* readNdjson(res: Response, signal?: AbortSignal): AsyncGenerator<unknown> {
-  if (!res.body) return;
-  const reader = res.body.getReader();
-  const decoder = new TextDecoder();
-  let pending: Uint8Array[] = [];
-  try {
-    for (;;) {
-      let chunk: ReadableStreamReadResult<Uint8Array>;
-      try {
-        chunk = await reader.read();
-      } catch (e) {
-        if (signal?.aborted) throw e;
-        throw new PrismApiError('UNAVAILABLE', `exec stream broke: ${(e as Error).message}`, { retryable: false, cause: e });
-      }
-      if (chunk.done) break;
-      let bytes = chunk.value;
-      for (let nl = bytes.indexOf(0x0a); nl !== -1; nl = bytes.indexOf(0x0a)) {
-        pending.push(bytes.subarray(0, nl));
-        const line = parseLine(decoder.decode(concat(pending)));
-        pending = [];
-        if (line !== undefined) yield line;
-        bytes = bytes.subarray(nl + 1);
-      }
-      if (bytes.length > 0) pending.push(bytes);
-    }
-    const last = parseLine(decoder.decode(concat(pending)));
-    if (last !== undefined) yield last;
-  } finally {
-    reader.releaseLock();
-  }
-}
-
-function parseLine(line: string): unknown {
-  if (line.trim() === '') return undefined;
-  try {
-    return JSON.parse(line);
-  } catch (e) {
-    throw new PrismApiError('INTERNAL', `invalid NDJSON line from the API: ${line.slice(0, 200)}`, { cause: e });
-  }
-}
-
-/** Output bytes per docs/api.md "Output encoding": base64 of the exact bytes, else the UTF-8 text. */
-export function decodeOutput(data: string, encoding: string | undefined): Uint8Array {
-  if (encoding !== 'base64') return new TextEncoder().encode(data);
-  const bin = atob(data);
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-  return out;
-}
-
-function toBase64(bytes: Uint8Array): string {
-  let bin = '';
-  // Chunked: String.fromCharCode(...bytes) overflows the call stack on large inputs.
-  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return btoa(bin);
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  throw new PrismApiError('INTERNAL', 'exec stream ended without an exit event');
 }

@@ -1,3 +1,4 @@
+import type { Writable } from 'node:stream';
 import { PrismError, isPrismError } from '../core/errors.js';
 import { newExecId } from '../core/ids.js';
 import { limitExceeded, type ExecRecord, type ExecResult } from '../core/types.js';
@@ -14,6 +15,8 @@ export interface ExecRequest {
   cwd?: string;
   timeoutSec?: number;
   stdin?: Buffer;
+  /** Leave stdin open after `stdin` was written, for {@link ExecSession.stdin} (background processes). */
+  keepStdinOpen?: boolean;
 }
 
 /**
@@ -33,6 +36,10 @@ export interface ExecSession {
   done: Promise<ExecResult>;
   /** Kills the command (e.g. the client went away). */
   cancel(): void;
+  /** Sends a signal to the command's process group. */
+  signal(sig: NodeJS.Signals): void;
+  /** The command's stdin while it is open (only with `keepStdinOpen`), else null. */
+  stdin: Writable | null;
 }
 
 export interface ExecLimits {
@@ -70,7 +77,7 @@ export class ExecService {
     const t0 = performance.now();
     let proc;
     try {
-      proc = await this.agent.exec(sb, { argv: req.argv, env: req.env ?? {}, cwd: req.cwd, stdin: req.stdin !== undefined });
+      proc = await this.agent.exec(sb, { argv: req.argv, env: req.env ?? {}, cwd: req.cwd, stdin: req.stdin !== undefined || !!req.keepStdinOpen });
     } catch (e) {
       // A task that died under a running sandbox: say so now rather than at the next watchdog round.
       if (isPrismError(e, 'FAILED_PRECONDITION') && !(await this.agent.checkTask(sb.id))) {
@@ -80,7 +87,8 @@ export class ExecService {
     }
     if (proc.stdin) {
       proc.stdin.on('error', () => undefined); // the command may exit without reading its stdin
-      proc.stdin.end(req.stdin);
+      if (!req.keepStdinOpen) proc.stdin.end(req.stdin);
+      else if (req.stdin?.length) proc.stdin.write(req.stdin);
     }
     const out = new CappedBuffer(this.limits.recordBytes);
     const err = new CappedBuffer(this.limits.recordBytes);
@@ -136,7 +144,7 @@ export class ExecService {
       return result;
     });
     done.catch(() => clearTimeout(timer));
-    return { id, done, cancel: () => proc.kill('SIGKILL') };
+    return { id, done, cancel: () => proc.kill('SIGKILL'), signal: (sig) => proc.kill(sig), stdin: req.keepStdinOpen ? proc.stdin : null };
   }
 
   async logs(idOrName: string): Promise<ExecRecord[]> {

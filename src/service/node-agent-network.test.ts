@@ -3,7 +3,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { EgressPolicy } from '../core/types.js';
 import { startNode } from '../daemon/node-wiring.js';
 import { oneImageStore } from '../images/fake/one-image-store.js';
-import type { NetworkManager, SandboxNetwork } from '../net/network-manager.js';
+import type { NetworkManager, SandboxNetwork, SetupOptions } from '../net/network-manager.js';
+import type { TaskHandle } from '../runtime/driver.js';
 import { FakeDriver } from '../runtime/fake/fake-driver.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { silentLogger } from './logger.js';
@@ -15,8 +16,9 @@ const images = oneImageStore(IMAGE, { digest: 'sha256:' + 'cd'.repeat(32) });
 class FakeNetwork implements NetworkManager {
   readonly nets = new Map<string, EgressPolicy>();
   readonly calls: string[] = [];
-  async setup(id: string, egress: EgressPolicy): Promise<SandboxNetwork> {
-    this.calls.push(`setup ${id}`);
+  async setup(id: string, egress: EgressPolicy, opts: SetupOptions = {}): Promise<SandboxNetwork> {
+    const where = opts.netns === undefined ? '' : opts.netns === 'later' ? ' later' : ` into ${opts.netns.path}`;
+    this.calls.push(`setup ${id}${where}`);
     this.nets.set(id, egress);
     return { sandboxId: id, netnsPath: `/run/netns/prism-${id}`, address: '10.203.0.2', gateway: '10.203.0.1', nameservers: [] };
   }
@@ -37,6 +39,27 @@ const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
+
+/** A driver whose tasks keep their own network namespace (as Docker's), a new one per start. */
+class OwnNetnsDriver extends FakeDriver {
+  starts = 0;
+  failNetns = false;
+  constructor() {
+    super({ capabilities: { network: 'own' } });
+  }
+  override async create(spec: Parameters<FakeDriver['create']>[0]) {
+    this.starts++;
+    return super.create(spec);
+  }
+  override async start(h: TaskHandle) {
+    this.starts++;
+    return super.start(h);
+  }
+  async taskNetns(h: TaskHandle): Promise<string> {
+    if (this.failNetns) throw new Error('injected: no namespace');
+    return `/proc/${this.starts}/ns/net#${h.id}`;
+  }
+}
 
 async function boot(store: SqliteStore, driver: FakeDriver, net: FakeNetwork) {
   const node = await startNode({
@@ -95,5 +118,22 @@ describe('node agent with a NetworkManager', () => {
     expect(net.calls).toContain(`setup ${sb.id}`);
     expect(net.calls).toContain('teardown sb-0000deadbeef');
     expect([...net.nets.keys()]).toEqual([sb.id]);
+  });
+
+  it('links the own namespace of a driver that keeps one after create and every start, and cleans up when that fails', async () => {
+    const store = SqliteStore.open(':memory:');
+    cleanups.push(() => store.close());
+    const driver = new OwnNetnsDriver();
+    const net = new FakeNetwork();
+    const node = await boot(store, driver, net);
+    const sb = await node.sandboxes.create({ network: { egress: 'all' } });
+    expect(net.calls).toEqual([`setup ${sb.id} later`, `setup ${sb.id} into /proc/1/ns/net#${sb.id}`]);
+    await node.sandboxes.stop(sb.id);
+    await node.sandboxes.start(sb.id);
+    expect(net.calls.at(-1)).toBe(`setup ${sb.id} into /proc/2/ns/net#${sb.id}`);
+    driver.failNetns = true;
+    await expect(node.sandboxes.create({ network: { egress: 'all' } })).rejects.toBeTruthy();
+    expect([...net.nets.keys()]).toEqual([sb.id]);
+    expect(await driver.listTasks()).toEqual([sb.id]);
   });
 });

@@ -3,7 +3,7 @@ import type { Sandbox, RuntimeName } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { NetworkManager } from '../net/network-manager.js';
 import { needsNetwork } from '../net/policy.js';
-import type { ExecOptions, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec } from '../runtime/driver.js';
+import type { ExecOptions, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskVolume } from '../runtime/driver.js';
 import type { Watch } from '../store/store.js';
 import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
@@ -18,7 +18,14 @@ const ROOT_USERS = new Set(['root', '0', '0:0', 'root:root']);
 export interface NodeAgentOptions {
   /** User of commands when neither the request nor the image names one (`uid[:gid]`, or `root`). */
   defaultUser: string;
+  /**
+   * Host path of a local volume's image (VolumeService.image), checked first when `hostKernel` and a
+   * microVM wrote it; absent: sandboxes with volumes fail.
+   */
+  volumeImage?: (name: string, hostKernel: boolean) => Promise<string>;
 }
+
+export type TaskEndReason = 'stopped' | 'deleted' | 'failed';
 
 /** The record changed or went away while its task was being made: someone else decided its fate. */
 class Superseded extends Error {}
@@ -49,11 +56,24 @@ export class NodeAgent {
     return this.net?.get(id)?.address;
   }
 
-  private async setupNetwork(sb: Sandbox): Promise<TaskSpec['network']> {
+  /**
+   * Before create: the network the task joins. For a driver that keeps its task's own namespace
+   * (capabilities().network 'own') everything but the link is made now, so that the task is created
+   * with its name servers; linkOwnNetns links it once the task runs.
+   */
+  private async setupNetwork(sb: Sandbox, driver: RuntimeDriver): Promise<TaskSpec['network']> {
     if (!needsNetwork(sb.network?.egress, sb.ports)) return undefined;
     if (!this.net) throw new PrismError('FAILED_PRECONDITION', `node ${this.nodeId} has no sandbox networking; only network egress 'none' without ports is possible here`);
-    const n = await this.net.setup(sb.id, sb.network?.egress ?? 'none');
+    const own = driver.capabilities().network === 'own';
+    const n = await this.net.setup(sb.id, sb.network?.egress ?? 'none', own ? { netns: 'later' } : {});
     return { netnsPath: n.netnsPath, nameservers: n.nameservers };
+  }
+
+  /** After a create or start of a task that keeps its own namespace: links that (new) namespace. */
+  private async linkOwnNetns(sb: Sandbox, driver: RuntimeDriver, h: TaskHandle): Promise<void> {
+    if (!this.net || driver.capabilities().network !== 'own' || !needsNetwork(sb.network?.egress, sb.ports)) return;
+    if (!driver.taskNetns) throw new PrismError('INTERNAL', `the ${driver.name} driver keeps its own network namespace but cannot name it`);
+    await this.net.setup(sb.id, sb.network?.egress ?? 'none', { netns: { path: await driver.taskNetns(h) } });
   }
 
   runtimes(): RuntimeName[] {
@@ -181,22 +201,53 @@ export class NodeAgent {
     // The request's user, else the image's, else an unprivileged default; root only when asked for.
     const user = sb.user || cfg.user || this.opts.defaultUser;
     if (user && !ROOT_USERS.has(user)) spec.user = user;
-    const network = await this.setupNetwork(sb);
+    if (sb.volumes?.length) spec.volumes = await this.taskVolumes(sb, driver.capabilities().isolation !== 'vm');
+    const network = await this.setupNetwork(sb, driver);
     if (network) spec.network = network;
-    let handle: TaskHandle;
+    let handle: TaskHandle | undefined;
     try {
       handle = await driver.create(spec);
+      await this.linkOwnNetns(sb, driver, handle);
     } catch (e) {
+      if (handle) await driver.destroy(handle).catch((de) => this.log.error({ err: de, sandbox: sb.id }, 'task cleanup after failed network link failed'));
       await this.net?.teardown(sb.id).catch((te) => this.log.error({ err: te, sandbox: sb.id }, 'network cleanup after failed create failed'));
       throw e;
     }
     return { handle, imageDigest: rootfs.image.digest, workdir: spec.workdir, ...(user ? { user } : {}) };
   }
 
+  private async taskVolumes(sb: Sandbox, hostKernel: boolean): Promise<TaskVolume[]> {
+    const image = this.opts.volumeImage;
+    if (!image) throw new PrismError('FAILED_PRECONDITION', `node ${this.nodeId} has no volume store`);
+    return Promise.all((sb.volumes ?? []).map(async (v) => ({ name: v.name, image: await image(v.name, hostKernel), mountPath: v.mountPath, readOnly: v.readOnly })));
+  }
+
+  /** Why a sandbox's commands end together: its task is stopped, destroyed, or found dead. */
+  private readonly taskEndListeners: ((id: string, why: TaskEndReason) => void)[] = [];
+
+  /**
+   * Calls `fn` just before this node ends every command of a sandbox on purpose (stop, delete) and
+   * when it finds the task dead, so that whoever tracks long-running commands can tell why they ended.
+   */
+  onTaskEnd(fn: (id: string, why: TaskEndReason) => void): void {
+    this.taskEndListeners.push(fn);
+  }
+
+  private taskEnding(id: string, why: TaskEndReason): void {
+    for (const fn of this.taskEndListeners) {
+      try {
+        fn(id, why);
+      } catch (e) {
+        this.log.error({ err: e, sandbox: id }, 'a task-end listener failed');
+      }
+    }
+  }
+
   async stop(sb: Sandbox): Promise<void> {
     await this.lock.run(sb.id, async () => {
       this.disarmTtl(sb.id);
       const h = await this.handle(sb.id);
+      this.taskEnding(sb.id, 'stopped');
       await this.driver(h.runtime).stop(h, { timeoutMs: 5000 });
     });
   }
@@ -204,7 +255,9 @@ export class NodeAgent {
   async start(sb: Sandbox): Promise<void> {
     await this.lock.run(sb.id, async () => {
       const h = await this.handle(sb.id);
-      await this.driver(h.runtime).start(h);
+      const driver = this.driver(h.runtime);
+      await driver.start(h);
+      await this.linkOwnNetns(sb, driver, h);
       this.armTtl(sb);
     });
   }
@@ -213,6 +266,7 @@ export class NodeAgent {
   async destroy(sb: Sandbox): Promise<void> {
     await this.lock.run(sb.id, async () => {
       this.disarmTtl(sb.id);
+      this.taskEnding(sb.id, 'deleted');
       const h = this.handles.get(sb.id) ?? (await this.repo.getHandle(this.nodeId, sb.id));
       if (h) await this.driver(h.runtime).destroy(h);
       await this.net?.teardown(sb.id);
@@ -297,12 +351,25 @@ export class NodeAgent {
     for (const id of await this.net.listAttached().catch(() => [] as string[])) {
       const sb = keep.get(id);
       if (sb) {
-        await this.net.setup(id, sb.network?.egress ?? 'none').catch((e) => this.log.error({ err: e, sandbox: id }, 'reattaching the network failed'));
+        await this.reattachNetwork(sb).catch((e) => this.log.error({ err: e, sandbox: id }, 'reattaching the network failed'));
         continue;
       }
       this.log.warn({ sandbox: id }, 'removing the network of a sandbox unknown to this node');
       await this.net.teardown(id).catch((e) => this.log.error({ err: e, sandbox: id }, 'network orphan cleanup failed'));
     }
+  }
+
+  /** A task that keeps its own namespace is linked again if it runs, else when it starts. */
+  private async reattachNetwork(sb: Sandbox): Promise<void> {
+    const h = this.handles.get(sb.id);
+    const driver = h && this.drivers.get(h.runtime);
+    const egress = sb.network?.egress ?? 'none';
+    if (!h || !driver || driver.capabilities().network !== 'own') {
+      await this.net!.setup(sb.id, egress);
+      return;
+    }
+    if ((await driver.inspect(h)) === 'running') await this.linkOwnNetns(sb, driver, h);
+    else await this.net!.setup(sb.id, egress, { netns: 'later' });
   }
 
   /**
@@ -439,6 +506,7 @@ export class NodeAgent {
       const state = driver ? await driver.inspect(h) : 'gone';
       if (state === 'running') return true;
       this.disarmTtl(id);
+      this.taskEnding(id, 'failed');
       if (driver && state === 'stopped') await driver.stop(h).catch(() => undefined); // release mounts, cgroups
       await this.repo.update(id, (s) =>
         s.status !== 'running'

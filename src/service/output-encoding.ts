@@ -44,7 +44,8 @@ export class StreamEncoder {
   }
 }
 
-function encodeChunk(b: Buffer): { data: string; encoding: OutputEncoding } {
+/** One piece of a stream: text when it is valid UTF-8 on its own, else base64. */
+export function encodeChunk(b: Buffer): { data: string; encoding: OutputEncoding } {
   return isUtf8(b) ? { data: b.toString('utf8'), encoding: 'utf8' } : { data: b.toString('base64'), encoding: 'base64' };
 }
 

@@ -2,6 +2,7 @@ import { PrismError, isPrismError } from '../core/errors.js';
 import type { ExecRecord, NodeInfo, Reservation, Sandbox } from '../core/types.js';
 import type { TaskHandle } from '../runtime/driver.js';
 import type { CommitOp, KeyValue, Lease, Store, Watch } from '../store/store.js';
+import { VolumeRepo } from './volume-repo.js';
 
 /**
  * Key layout of Prism's state in the Store, and typed access to it. Every sandbox transition is a
@@ -47,7 +48,12 @@ function parse<T>(kv: KeyValue): Versioned<T> {
 }
 
 export class SandboxRepo {
-  constructor(private readonly store: Store) {}
+  /** Volume records: a sandbox's attachments go in and out in the same commits as its own record. */
+  readonly volumes: VolumeRepo;
+
+  constructor(private readonly store: Store) {
+    this.volumes = new VolumeRepo(store);
+  }
 
   async getSandbox(id: string): Promise<Versioned<Sandbox> | undefined> {
     const kv = await this.store.get(K.sandbox(id));
@@ -66,13 +72,18 @@ export class SandboxRepo {
     return (await this.store.list(K.sandboxes)).map((kv) => parse<Sandbox>(kv).value);
   }
 
-  /** Creates the record and claims its name atomically; ALREADY_EXISTS when the name is taken. */
+  /**
+   * Creates the record, claims its name and attaches its volumes atomically; ALREADY_EXISTS when the
+   * name is taken, NOT_FOUND or CONFLICT from the volumes (see VolumeRepo.attachOps).
+   */
   async createSandbox(sb: Sandbox): Promise<Versioned<Sandbox>> {
     for (let attempt = 0; ; attempt++) {
+      const attach = await this.volumes.attachOps(sb);
       try {
         const rev = await this.store.commit([
           { op: 'put', key: K.name(sb.name), value: sb.id, expectRevision: 0 },
           { op: 'put', key: K.sandbox(sb.id), value: JSON.stringify(sb), expectRevision: 0 },
+          ...attach,
         ]);
         return { value: sb, revision: rev };
       } catch (e) {
@@ -80,6 +91,8 @@ export class SandboxRepo {
           // An earlier attempt whose answer was lost may have written it: the id is ours alone.
           const mine = await this.getSandbox(sb.id);
           if (mine) return mine;
+          // Not the name: one of the volumes changed since it was read; check the rules again.
+          if (attach.length > 0 && (await this.idForName(sb.name)) === undefined && attempt < 20) continue;
           throw new PrismError('ALREADY_EXISTS', `a sandbox named '${sb.name}' already exists`);
         }
         if (!outcomeUnknown(e) || attempt >= 5) throw e;
@@ -111,8 +124,9 @@ export class SandboxRepo {
   }
 
   /**
-   * Removes the record, its name, its handle and its exec records, and returns the capacity placement
-   * reserved for it to its node, all in one commit (retried when the reservation changed meanwhile).
+   * Removes the record, its name, its handle and its exec records, releases its volumes, and returns
+   * the capacity placement reserved for it to its node, all in one commit (retried when the
+   * reservation or a volume changed meanwhile).
    */
   async deleteSandbox(sb: Sandbox, onlyIf: (cur: Sandbox) => boolean = () => true): Promise<boolean> {
     const execs = await this.store.list(K.execs(sb.id));
@@ -125,6 +139,7 @@ export class SandboxRepo {
         { op: 'delete', key: K.name(rec.name) },
         { op: 'delete', key: K.handle(rec.node, rec.id) },
         ...execs.map((kv): CommitOp => ({ op: 'delete', key: kv.key })),
+        ...(await this.volumes.detachOps(rec)),
       ];
       if (rec.node) {
         const r = await this.getReservation(rec.node);

@@ -177,18 +177,6 @@ describe('SandboxService.create', () => {
   });
 });
 
-describe('network policy by runtime', () => {
-  it('is refused before anything is written for runtimes that cannot join the prepared network (microvm, docker)', async () => {
-    const { sandboxes, store } = await setup();
-    const before = await store.revision();
-    for (const runtime of ['microvm', 'docker'] as const) {
-      await expect(sandboxes.create({ runtime, network: { egress: 'all' } })).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
-      await expect(sandboxes.create({ runtime, ports: [8080] })).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
-    }
-    expect(await store.revision()).toBe(before);
-  });
-});
-
 describe('the user commands run as', () => {
   it('is an unprivileged default when neither the request nor the image names one; root only when asked', async () => {
     const { sandboxes, repo } = await setup();

@@ -1,12 +1,13 @@
 import { PrismError, asPrismError, isErrorCode, isPrismError } from '../core/errors.js';
 import { NAME_PATTERN, newSandboxId, readableName } from '../core/ids.js';
-import type { NetworkSpec, RuntimeName, Sandbox, SandboxStatus } from '../core/types.js';
+import type { NetworkSpec, RuntimeName, Sandbox, SandboxStatus, VolumeMount } from '../core/types.js';
 import { parseReference } from '../images/reference.js';
-import { needsNetwork, resolvePolicy } from '../net/policy.js';
+import { resolvePolicy } from '../net/policy.js';
 import type { Logger } from './logger.js';
 import type { NodeAgent } from './node-agent.js';
 import type { SandboxEvents } from './sandbox-events.js';
 import type { SandboxRepo } from './sandbox-repo.js';
+import { validateVolumeMounts } from './volume-rules.js';
 
 export interface CreateSandboxRequest {
   name?: string;
@@ -25,6 +26,8 @@ export interface CreateSandboxRequest {
   /** `allow`/`deny` may be left out of a list policy (empty). */
   network?: { egress: 'none' | 'all' | { allow?: string[]; deny?: string[] } };
   ports?: number[];
+  /** Volumes to mount; each must exist, and all on one node (where the sandbox is then placed). */
+  volumes?: Array<{ name: string; mountPath: string; readOnly?: boolean }>;
 }
 
 function normaliseNetwork(n: CreateSandboxRequest['network']): NetworkSpec {
@@ -110,11 +113,6 @@ export class SandboxService {
     if (ports.length > MAX_PORTS || new Set(ports).size !== ports.length || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) {
       throw new PrismError('INVALID_ARGUMENT', `ports must be at most ${MAX_PORTS} distinct TCP ports (1-65535)`);
     }
-    const runtime = req.runtime ?? this.defaults.runtime;
-    // Only the oci runtime joins the network namespace Prism prepares (docs/network.md).
-    if (runtime !== 'oci' && needsNetwork(network.egress, ports)) {
-      throw new PrismError('FAILED_PRECONDITION', `the ${runtime} runtime has no sandbox networking yet: only network egress 'none' without ports is supported (see docs/network.md); use the oci runtime`);
-    }
   }
 
   /**
@@ -146,6 +144,10 @@ export class SandboxService {
     };
     if (req.user) sb.user = req.user;
     if (req.nodeSelector && Object.keys(req.nodeSelector).length) sb.nodeSelector = req.nodeSelector;
+    if (req.volumes?.length) {
+      sb.volumes = req.volumes.map((v): VolumeMount => ({ name: v.name, mountPath: v.mountPath, readOnly: v.readOnly ?? false }));
+      sb.volumeNode = await this.volumeNode(sb.volumes);
+    }
     for (let attempt = 0; ; attempt++) {
       try {
         await this.repo.createSandbox(sb);
@@ -174,7 +176,21 @@ export class SandboxService {
     throw new PrismError('DEADLINE_EXCEEDED', `sandbox '${sb.name}' is still ${done.status} after ${Math.round(this.timeouts.startMs / 1000)} s; it is kept: watch it with 'prismctl sandbox info'`);
   }
 
-  /** Where the sandbox's task runs: here, or on which node (and whether that node is alive). */
+  /** The one node holding all of `mounts`' volumes; NOT_FOUND for a missing volume. */
+  private async volumeNode(mounts: VolumeMount[]): Promise<string> {
+    validateVolumeMounts(mounts);
+    const nodes = new Map<string, string>();
+    for (const m of mounts) {
+      const v = await this.repo.volumes.get(m.name);
+      if (!v) throw new PrismError('NOT_FOUND', `volume '${m.name}' not found`);
+      nodes.set(v.value.node, m.name);
+    }
+    if (nodes.size > 1) {
+      throw new PrismError('FAILED_PRECONDITION', `the volumes live on different nodes (${[...nodes].map(([n, v]) => `'${v}' on ${n}`).join(', ')}); a sandbox can only mount volumes of one node`);
+    }
+    return [...nodes.keys()][0]!;
+  }
+
   /**
    * Where the host reaches an exposed port of a running sandbox of this node (the port proxy).
    * FAILED_PRECONDITION when the port was not exposed on create or the sandbox is not running.
@@ -191,6 +207,7 @@ export class SandboxService {
     return { host: address, port };
   }
 
+  /** Where the sandbox's task runs: here, or on which node (and whether that node is alive). */
   async locate(idOrName: string): Promise<SandboxLocation> {
     const sb = await this.get(idOrName);
     if (!sb.node || sb.node === this.agent.nodeId) return { local: true, sandbox: sb };

@@ -85,4 +85,57 @@ describe.skipIf(!!skip)('responses match the served OpenAPI document', () => {
     }
     expect(statuses).toEqual([200, 200, 200, 200, 200, 412, 200, 409, 400, 404, 204]);
   });
+
+  it('every answer of a background process validates', async () => {
+    await call(d.url, 'POST', '/sandboxes', { name: 'contract-procs' });
+    const base = '/sandboxes/contract-procs';
+    const started = await call(d.url, 'POST', `${base}/exec`, { cmd: ['cat'], background: true });
+    check('POST', '/api/v1/sandboxes/{id}/exec', started.status, started.body);
+    const pid = started.body.id;
+    const P = '/api/v1/sandboxes/{id}/processes/{pid}';
+    const steps: [string, string, string, unknown?][] = [
+      ['GET', '/api/v1/sandboxes/{id}/processes', `${base}/processes`],
+      ['GET', P, `${base}/processes/${pid}`],
+      ['POST', `${P}/stdin`, `${base}/processes/${pid}/stdin`, { data: '\u00ff', close: false }],
+      ['POST', `${P}/wait`, `${base}/processes/${pid}/wait?timeoutSec=0.1`],
+      ['GET', `${P}/output`, `${base}/processes/${pid}/output?stdoutOffset=0&stderrOffset=0`],
+      ['POST', `${P}/signal`, `${base}/processes/${pid}/signal`, { signal: 'SIGTERM' }],
+      ['POST', `${P}/wait`, `${base}/processes/${pid}/wait?timeoutSec=10`],
+      ['POST', `${P}/signal`, `${base}/processes/${pid}/signal`, { signal: 'SIGTERM' }],
+      ['GET', `${P}/output`, `${base}/processes/${pid}/output?stdoutOffset=x`],
+      ['DELETE', P, `${base}/processes/${pid}`],
+      ['GET', P, `${base}/processes/${pid}`],
+    ];
+    const statuses: number[] = [];
+    for (const [m, route, path, body] of steps) {
+      const r = await call(d.url, m, path, body);
+      statuses.push(r.status);
+      check(m, route, r.status, r.body);
+    }
+    expect(statuses).toEqual([200, 200, 200, 200, 200, 200, 200, 412, 400, 204, 404]);
+    await call(d.url, 'DELETE', base);
+  });
+
+  it('every answer of a volume lifecycle validates', async () => {
+    const V = '/api/v1/volumes/{name}';
+    const steps: [string, string, string, unknown?][] = [
+      ['POST', '/api/v1/volumes', '/volumes', { name: 'contract-vol', sizeMb: 16 }],
+      ['POST', '/api/v1/volumes', '/volumes', { name: 'contract-vol', sizeMb: 16 }],
+      ['POST', '/api/v1/volumes', '/volumes', { name: 'contract-vol', sizeMb: 1 }],
+      ['POST', '/api/v1/sandboxes', '/sandboxes', { name: 'contract-vol-sb', volumes: [{ name: 'contract-vol', mountPath: '/data' }] }],
+      ['GET', '/api/v1/volumes', '/volumes'],
+      ['GET', V, '/volumes/contract-vol'],
+      ['DELETE', V, '/volumes/contract-vol'],
+      ['DELETE', '/api/v1/sandboxes/{id}', '/sandboxes/contract-vol-sb'],
+      ['DELETE', V, '/volumes/contract-vol'],
+      ['GET', V, '/volumes/contract-vol'],
+    ];
+    const statuses: number[] = [];
+    for (const [m, route, path, body] of steps) {
+      const r = await call(d.url, m, path, body);
+      statuses.push(r.status);
+      check(m, route, r.status, r.body);
+    }
+    expect(statuses).toEqual([201, 409, 400, 201, 200, 200, 409, 204, 204, 404]);
+  });
 });

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { expect } from 'vitest';
 import type { RuntimeName } from '../../src/core/types.js';
 import { call, type Prismd } from '../integration/prismd-harness.js';
@@ -141,6 +142,22 @@ function hostAddresses(): string[] {
   return [...out];
 }
 
+/** connectPy's lines, all targets at once: a dropped SYN costs its whole timeout, one per target. */
+function connectAllPy(targets: Array<[string, number]>): string {
+  return [
+    'import socket, errno, concurrent.futures as cf',
+    'def one(t):',
+    '    h, p = t',
+    '    s = socket.socket(); s.settimeout(3)',
+    '    try:',
+    '        s.connect((h, p)); return "%s:%d -> CONNECTED" % (h, p)',
+    '    except OSError as e:',
+    '        return "%s:%d -> %s" % (h, p, errno.errorcode.get(e.errno, str(e)))',
+    '    finally: s.close()',
+    `for line in cf.ThreadPoolExecutor(16).map(one, ${JSON.stringify(targets)}): print(line)`,
+  ].join('\n');
+}
+
 export const CASES: HostileCase[] = [
   {
     name: 'fork bomb: pids limit holds, exec times out, nothing survives it',
@@ -260,6 +277,50 @@ export const CASES: HostileCase[] = [
       // The same check is not vacuous: the bystander reaches its own listener.
       const own = await ctx.exec(ctx.bystander.id, { cmd: ['python3', '-c', connectPy([['127.0.0.1', ctx.bystanderPort]])] });
       expect(own.stdout).toContain('CONNECTED');
+    },
+  },
+  {
+    // The victim has no network (egress none); a sandbox with one must not reach the host either.
+    name: 'with egress all: the prismd API, host services, the host and its gateway address, the metadata address: all fail',
+    expect: { oci: 'deny', microvm: 'deny', docker: 'deny' },
+    timeoutMs: 120_000,
+    async run(ctx) {
+      const r = await call(ctx.d.url, 'POST', '/sandboxes', { runtime: ctx.runtime, user: 'root', cpus: 0.25, memoryMb: 128, network: { egress: 'all' } });
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+      const id = r.body.id as string;
+      // On every host address (the victim's listener is on loopback only): only the policy stands between.
+      let accepted = 0;
+      const wide = createServer((c) => {
+        accepted++;
+        c.destroy();
+      });
+      await new Promise<void>((res) => wide.listen(0, '0.0.0.0', res));
+      const port = (wide.address() as AddressInfo).port;
+      try {
+        const apiPort = Number(new URL(ctx.d.url).port);
+        const me = await ctx.exec(id, { cmd: ['python3', '-c', "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(('198.51.100.2', 9)); print(s.getsockname()[0])"] });
+        const gateway = me.stdout.trim().replace(/\.(\d+)$/, (_m, n) => `.${Number(n) - 1}`);
+        expect(gateway).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+        const targets: Array<[string, number]> = [
+          ['127.0.0.1', apiPort], ['127.0.0.1', ctx.hostListener.port], [gateway, apiPort], [gateway, port], [gateway, 22],
+          ...hostAddresses().map((a): [string, number] => [a, port]),
+          ['169.254.169.254', 80],
+        ];
+        const before = ctx.hostListener.accepted();
+        const out = await ctx.exec(id, { cmd: ['python3', '-c', connectAllPy(targets)], timeoutSec: 90 });
+        expect(out.exitCode, out.stderr).toBe(0);
+        expect(out.stdout.trim().split('\n')).toHaveLength(targets.length);
+        expect(out.stdout).not.toMatch(/CONNECTED/);
+        expect(ctx.hostListener.accepted()).toBe(before);
+        expect(accepted).toBe(0);
+        // Not vacuous: the listener answers on the sandbox's gateway address, from the host.
+        await new Promise<void>((res, rej) => connect(port, gateway).once('connect', function (this: Socket) { this.destroy(); res(); }).once('error', rej));
+        for (let i = 0; i < 50 && accepted === 0; i++) await new Promise((res) => setTimeout(res, 20));
+        expect(accepted).toBe(1);
+      } finally {
+        wide.close();
+        await call(ctx.d.url, 'DELETE', `/sandboxes/${id}`);
+      }
     },
   },
   {
@@ -390,6 +451,6 @@ export const CASES: HostileCase[] = [
 /** The setuid case needs its own non-root sandbox; it runs on oci only (see RUNTIME notes in docs/security.md). */
 export const SETUID_RUNTIMES: Partial<Record<RuntimeName, Expectation>> = {
   oci: 'deny',
-  microvm: 'needs a second (non-root) VM; inside a VM the guest kernel is the boundary',
+  microvm: 'deny',
   docker: 'deny',
 };

@@ -115,6 +115,18 @@ describe.skipIf(!!skip)('hostile code is contained', () => {
           console.warn(`hostile suite: setuid case skipped on ${rt.name}: ${e}`);
           return t.skip(e);
         }
+        if (rt.name === 'microvm') {
+          // No second VM (a TCG boot each): root in the victim plants the binary, then a command that
+          // drops to uid 1000 itself (allowed to root) runs it: the agent's no_new_privs still holds.
+          const drop = 'import os, sys; os.setgroups([]); os.setgid(1000); os.setuid(1000); os.execv(sys.argv[1], sys.argv[1:])';
+          const r = await exec(d, victim!.id, {
+            command: `cp -L /usr/bin/python3 /usr/local/bin/py-suid && chmod 4755 /usr/local/bin/py-suid && stat -c %a:%u /usr/local/bin/py-suid; python3 -c '${drop}' /usr/local/bin/py-suid -c "import os; print(os.getuid(), os.geteuid()); print(open('/proc/self/status').read())"; rm -f /usr/local/bin/py-suid`,
+          });
+          expect(r.stdout, r.stderr).toContain('4755:0');
+          expect(r.stdout).toContain('1000 1000');
+          expect(r.stdout).toMatch(/NoNewPrivs:\s+1/);
+          return;
+        }
         const sb = await create(d, { name: `setuid-${rt.name}`, runtime: rt.name, user: '1000' });
         try {
           // Planted from the host: a root-owned setuid copy of the image's own python3.

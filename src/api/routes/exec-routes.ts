@@ -5,7 +5,7 @@ import type { ExecRequest, ExecSession } from '../../service/exec-service.js';
 import type { Logger } from '../../service/logger.js';
 import { CappedBuffer } from '../../service/capped-buffer.js';
 import { StreamEncoder, encodeOutput } from '../../service/output-encoding.js';
-import { ExecBody, ExecResultSchema, IdParams, withErrors } from '../schemas.js';
+import { ExecBody, ExecResultSchema, IdParams, ProcessSchema, withErrors } from '../schemas.js';
 import type { ApiServices } from '../server.js';
 
 type Body = Static<typeof ExecBody>;
@@ -32,14 +32,15 @@ export function registerExecRoutes(app: FastifyInstance, svc: ApiServices, log: 
       config: { owner: true },
       schema: {
         tags: ['exec'],
-        description: 'Runs a command. With `Accept: application/x-ndjson` the output streams as NDJSON events.',
+        description: 'Runs a command. With `Accept: application/x-ndjson` the output streams as NDJSON events. With `background: true` it starts a background process and answers 201 at once.',
         params: IdParams,
         body: ExecBody,
-        response: withErrors({ 200: ExecResultSchema }, 404, 412, 413),
+        response: withErrors({ 200: ExecResultSchema, 201: ProcessSchema }, 404, 412, 413, 429),
       },
     },
     async (req, reply) => {
       const execReq = toRequest(req.body);
+      if (req.body.background) return reply.status(201).send(await svc.processes.start(req.params.id, execReq));
       if ((req.headers.accept ?? '').includes('application/x-ndjson')) {
         return streamExec(svc, req.params.id, execReq, reply, log);
       }

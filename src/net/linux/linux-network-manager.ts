@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PrismError, asPrismError } from '../../core/errors.js';
 import type { EgressPolicy } from '../../core/types.js';
-import type { NetworkManager, SandboxNetwork } from '../network-manager.js';
+import type { NetnsPlacement, NetworkManager, SandboxNetwork, SetupOptions } from '../network-manager.js';
 import { cidrContains, domainAllowed, formatIpv4, parseCidr, parseIpv4, resolvePolicy, type Cidr4, type ResolvedPolicy } from '../policy.js';
 import { DnsFilter } from './dns-filter.js';
 import { hostCommand } from './host-commands.js';
@@ -75,8 +75,12 @@ export class LinuxNetworkManager implements NetworkManager {
     return this.live.get(sandboxId);
   }
 
-  async setup(sandboxId: string, egress: EgressPolicy): Promise<SandboxNetwork> {
+  async setup(sandboxId: string, egress: EgressPolicy, opts: SetupOptions = {}): Promise<SandboxNetwork> {
     if (!ID_RE.test(sandboxId)) throw new PrismError('INVALID_ARGUMENT', `invalid sandbox id ${JSON.stringify(sandboxId)}`);
+    const placement = opts.netns;
+    if (typeof placement === 'object' && !/^\/[A-Za-z0-9_./-]+$/.test(placement.path)) {
+      throw new PrismError('INVALID_ARGUMENT', `invalid network namespace path ${JSON.stringify(placement.path)}`);
+    }
     const policy = resolvePolicy(egress);
     return this.serial(async () => {
       let st = await this.readState(sandboxId);
@@ -86,7 +90,7 @@ export class LinuxNetworkManager implements NetworkManager {
         await this.writeState(st);
       }
       try {
-        return await this.apply({ ...st, egress }, policy);
+        return await this.apply({ ...st, egress }, policy, placement);
       } catch (e) {
         // A reattach that fails keeps the network of a sandbox that may still run; a new one goes.
         if (fresh) await this.remove(sandboxId).catch((te: unknown) => this.opts.logger?.error({ err: te, sandbox: sandboxId }, 'network cleanup after failed setup failed'));
@@ -95,7 +99,7 @@ export class LinuxNetworkManager implements NetworkManager {
     });
   }
 
-  private async apply(st: NetState, policy: ResolvedPolicy): Promise<SandboxNetwork> {
+  private async apply(st: NetState, policy: ResolvedPolicy, placement: NetnsPlacement | undefined): Promise<SandboxNetwork> {
     const subnet = (this.pool.addr + st.index * 4) >>> 0;
     const gateway = formatIpv4(subnet + 1);
     const address = formatIpv4(subnet + 2);
@@ -103,11 +107,13 @@ export class LinuxNetworkManager implements NetworkManager {
     const dns = policy.mode === 'all' || policy.allowDomains.length > 0;
     // Rules first: the link never carries a packet that the policy has not seen.
     await hostCommand('nft', ['-f', '-'], baseRuleset(this.opts.table, this.pool) + sandboxRuleset({ table: this.opts.table, key: st.key, hostIf, address, gateway, policy, dns }));
-    await this.ensureLink(st.id, hostIf, gateway, address);
+    if (placement === undefined) await this.ensureLink(st.id, hostIf, gateway, address);
+    else if (placement !== 'later') await this.linkInto(st.id, placement.path, hostIf, gateway, address);
     if (policy.mode !== 'none') await writeFile('/proc/sys/net/ipv4/ip_forward', '1');
     this.filters.get(st.id)?.close();
     this.filters.delete(st.id);
-    if (dns) {
+    // The filter listens on the gateway, the host end of the link: with no link yet, it starts with it.
+    if (dns && placement !== 'later') {
       const filter = new DnsFilter({
         listen: gateway,
         upstream: this.opts.dnsUpstream,
@@ -135,8 +141,33 @@ export class LinuxNetworkManager implements NetworkManager {
     const ns = netnsName(id);
     if (existsSync(`/run/netns/${ns}`) && existsSync(`/sys/class/net/${hostIf}`)) return;
     await this.removeLink(id, hostIf);
+    await this.makeVeth(ns, hostIf, gateway, address, [`netns add ${ns}`]);
+  }
+
+  /**
+   * The veth into a namespace the task made (see NetnsPlacement): named `prism-<id>` by a bind mount,
+   * so that teardown, the port proxy and a reattach find it as they find one of ours. A namespace
+   * already named and linked is kept when it is the same one (a daemon restart).
+   */
+  private async linkInto(id: string, path: string, hostIf: string, gateway: string, address: string): Promise<void> {
+    const ns = netnsName(id);
+    const named = `/run/netns/${ns}`;
+    if (existsSync(named) && existsSync(`/sys/class/net/${hostIf}`) && sameFile(named, path)) return;
+    await this.removeLink(id, hostIf);
+    await mkdir('/run/netns', { recursive: true });
+    await writeFile(named, '', { flag: 'wx' });
+    try {
+      await hostCommand('mount', ['--bind', path, named]);
+    } catch (e) {
+      await rm(named, { force: true });
+      throw e;
+    }
+    await this.makeVeth(ns, hostIf, gateway, address);
+  }
+
+  private async makeVeth(ns: string, hostIf: string, gateway: string, address: string, first: string[] = []): Promise<void> {
     await hostCommand('ip', ['-b', '-'], [
-      `netns add ${ns}`,
+      ...first,
       `link add ${hostIf} type veth peer name eth0 netns ${ns}`,
       `addr add ${gateway}/30 dev ${hostIf}`,
       `link set ${hostIf} up`,
@@ -251,4 +282,15 @@ export function netnsName(id: string): string {
 async function hostAddresses(): Promise<number[]> {
   const out = JSON.parse(await hostCommand('ip', ['-j', '-4', 'addr', 'show'])) as Array<{ addr_info?: Array<{ local?: string }> }>;
   return out.flatMap((l) => (l.addr_info ?? []).map((a) => parseIpv4(a.local ?? '')).filter((n): n is number => n !== undefined));
+}
+
+/** Whether two paths are the same file (two names of one network namespace compare equal). */
+function sameFile(a: string, b: string): boolean {
+  try {
+    const x = statSync(a);
+    const y = statSync(b);
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
 }

@@ -1,6 +1,6 @@
 
 import { constants } from 'node:fs';
-import { access } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { asPrismError, PrismError } from '../../core/errors.js';
@@ -10,7 +10,9 @@ import type {
 import { dockerExec, AGENT_SOCKET } from './docker-exec.js';
 import { describeConnection, dockerConnection } from './docker-host.js';
 import { engineError, engineStatus } from './engine-errors.js';
+import { resolvConfArchive } from './resolv-conf.js';
 import { ensureLayerImage, fileDigest, INIT_PATH, layerImageTag, MANAGED_LABEL, requireLayerDirs } from './layer-image.js';
+import { anyVolumeFull, mountHostVolumes, unmountHostVolumes } from '../host-volumes.js';
 
 export interface DockerDriverLogger {
   info(o: object, msg?: string): void;
@@ -25,7 +27,10 @@ export interface DockerDriverOptions {
   node: string;
   /** The static guest/init/prism-init; it goes into every image as PID 1 and exec relay. */
   initBinary: string;
-  /** Owned by this driver: temporary image archives while loading an image into the engine. */
+  /**
+   * Owned by this driver: temporary image archives while loading an image into the engine, and
+   * `volumes/<id>/`, the host mounts of a task's volumes (which the engine bind-mounts).
+   */
   stateDir: string;
   logger?: DockerDriverLogger;
 }
@@ -44,6 +49,10 @@ const PROBE_TIMEOUT_MS = 5_000;
  * is reached through `docker exec prism-init relay` (docker-exec.ts). The container's writable layer
  * is the task's filesystem, so stop/start keep it; destroy removes the container and its anonymous
  * volumes. Images stay cached in the engine (labelled `prism.managed=true`).
+ *
+ * Volumes are the exception to "API only": the engine bind-mounts the host directory where Prism
+ * loop-mounted the volume (host-volumes.ts), so they need an engine on this host (a unix socket).
+ * The host mounts exist while the task runs: made before every start, released after stop and destroy.
  */
 export class DockerDriver implements RuntimeDriver {
   readonly name = 'docker' as const;
@@ -58,7 +67,8 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   capabilities(): RuntimeCapabilities {
-    return { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true };
+    // The engine cannot join a namespace by path: the NetworkManager links the container's own (taskNetns).
+    return { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true, network: 'own' };
   }
 
   async probe(): Promise<ProbeResult> {
@@ -84,18 +94,25 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   async create(spec: TaskSpec): Promise<TaskHandle> {
-    // The engine cannot join a network namespace Prism prepared; the service refuses such sandboxes first.
-    if (spec.network) throw new PrismError('FAILED_PRECONDITION', 'the docker runtime has no sandbox networking yet: only network egress none is supported');
     validateSpec(spec);
+    if (spec.volumes?.length && !this.connection.socketPath) {
+      throw new PrismError('FAILED_PRECONDITION', `volumes on the docker runtime need an engine on this host (a unix socket); the engine is ${describeConnection(this.connection)}`);
+    }
     await requireLayerDirs(spec.layers);
     const name = containerName(spec.id);
     const image = await this.imageFor(spec.layers);
     let created = false;
     try {
-      await this.docker.createContainer(this.containerConfig(spec, name, image)).catch((e: unknown) => {
+      const volumeDirs = await mountHostVolumes(spec.volumes ?? [], this.volumesDir(spec.id));
+      await this.docker.createContainer(this.containerConfig(spec, name, image, volumeDirs)).catch((e: unknown) => {
         throw engineError(e, `creating task ${spec.id}`, { 409: 'ALREADY_EXISTS', 404: 'FAILED_PRECONDITION' });
       });
       created = true;
+      if (spec.network) {
+        await this.docker.getContainer(name).putArchive(resolvConfArchive(spec.network.nameservers), { path: '/etc' }).catch((e: unknown) => {
+          throw engineError(e, `writing the resolv.conf of task ${spec.id}`);
+        });
+      }
       await this.docker.getContainer(name).start().catch((e: unknown) => {
         throw engineError(e, `starting task ${spec.id}`, { 400: 'FAILED_PRECONDITION' });
       });
@@ -105,6 +122,7 @@ export class DockerDriver implements RuntimeDriver {
       if (created) {
         await this.remove(name).catch((re: unknown) => this.opts.logger?.error({ err: re, task: spec.id }, 'cleanup after failed create failed'));
       }
+      await unmountHostVolumes(this.volumesDir(spec.id)).catch((re: unknown) => this.opts.logger?.error({ err: re, task: spec.id }, 'releasing volumes after failed create failed'));
       throw asPrismError(e, 'INTERNAL', `creating task ${spec.id}`);
     }
   }
@@ -114,6 +132,7 @@ export class DockerDriver implements RuntimeDriver {
     if (state === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
     if (state === 'running') return;
     try {
+      await mountHostVolumes(handle.spec.volumes ?? [], this.volumesDir(handle.id));
       await this.docker.getContainer(containerName(handle.id)).start();
     } catch (e) {
       if (engineStatus(e) === 304) return; // started meanwhile
@@ -133,25 +152,32 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
-    return dockerExec(this.docker, containerName(handle.id), opts, userSpec(handle.spec.user));
+    const proc = await dockerExec(this.docker, containerName(handle.id), opts, userSpec(handle.spec.user));
+    const volumes = handle.spec.volumes ?? [];
+    if (volumes.length === 0) return proc;
+    // The writable layer has no limit here, but volumes do: a failed command may have filled one.
+    const result = proc.result.then(async (r) => (r.exitCode !== 0 && !r.oomKilled ? { ...r, diskFull: await anyVolumeFull(volumes, this.volumesDir(handle.id)) } : r));
+    return { ...proc, result };
   }
 
   async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {
     const state = await this.state(handle.id);
     if (state === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
-    if (state === 'stopped') return;
-    // prism-init exits on SIGTERM at once, and with it every process of the task's pid namespace.
-    const t = Math.max(1, Math.ceil((opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS) / 1000));
-    try {
-      await this.docker.getContainer(containerName(handle.id)).stop({ t });
-    } catch (e) {
-      if (engineStatus(e) === 304) return;
-      throw engineError(e, `stopping task ${handle.id}`, { 404: 'NOT_FOUND' });
+    if (state !== 'stopped') {
+      // prism-init exits on SIGTERM at once, and with it every process of the task's pid namespace.
+      const t = Math.max(1, Math.ceil((opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS) / 1000));
+      try {
+        await this.docker.getContainer(containerName(handle.id)).stop({ t });
+      } catch (e) {
+        if (engineStatus(e) !== 304) throw engineError(e, `stopping task ${handle.id}`, { 404: 'NOT_FOUND' });
+      }
     }
+    await unmountHostVolumes(this.volumesDir(handle.id));
   }
 
   async destroy(handle: TaskHandle): Promise<void> {
     await this.remove(containerName(handle.id));
+    await unmountHostVolumes(this.volumesDir(handle.id));
     this.opts.logger?.info({ task: handle.id }, 'docker task destroyed');
   }
 
@@ -182,10 +208,31 @@ export class DockerDriver implements RuntimeDriver {
     }
   }
 
+  /**
+   * The namespace of the container's init, which the NetworkManager links (a new one after every
+   * start). Only for an engine on this host: the pid must be this container's in our pid namespace,
+   * checked by its cgroup naming the container (a remote engine's pid means nothing here).
+   */
+  async taskNetns(handle: TaskHandle): Promise<string> {
+    const info = await this.inspectContainer(handle.id);
+    if (!info) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+    if (!info.State.Running || !info.State.Pid) throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not running`);
+    const cgroup = await readFile(`/proc/${info.State.Pid}/cgroup`, 'utf8').catch(() => '');
+    if (!cgroup.includes(info.Id)) {
+      throw new PrismError('FAILED_PRECONDITION', 'sandbox networking on the docker runtime needs the Docker engine on this host (its containers\' namespaces are linked from here); this engine is remote or in another pid namespace');
+    }
+    return `/proc/${info.State.Pid}/ns/net`;
+  }
+
   /** dockerode keeps no connection open between calls: nothing to release. */
   async close(): Promise<void> {}
 
-  private containerConfig(spec: TaskSpec, name: string, image: string): Docker.ContainerCreateOptions {
+  /** Host mounts of task `id`'s volumes (host-volumes.ts). */
+  private volumesDir(id: string): string {
+    return join(this.opts.stateDir, 'volumes', containerName(id));
+  }
+
+  private containerConfig(spec: TaskSpec, name: string, image: string, volumeDirs: string[]): Docker.ContainerCreateOptions {
     const memory = spec.memoryMb * 1024 * 1024;
     return {
       name,
@@ -198,6 +245,8 @@ export class DockerDriver implements RuntimeDriver {
       WorkingDir: spec.workdir,
       User: '0:0',
       Labels: { [SANDBOX_LABEL]: spec.id, [NODE_LABEL]: this.opts.node, [MANAGED_LABEL]: 'true' },
+      // A sandbox with a network starts with none too: its namespace is linked after start (taskNetns).
+      // Enabled networking in `none` mode would only add the engine's own namespace setup (~0.2 s here).
       NetworkDisabled: true,
       HostConfig: {
         NetworkMode: 'none',
@@ -208,6 +257,8 @@ export class DockerDriver implements RuntimeDriver {
         Ulimits: [{ Name: 'nofile', Soft: spec.maxOpenFiles, Hard: spec.maxOpenFiles }],
         SecurityOpt: ['no-new-privileges'],
         RestartPolicy: { Name: 'no' },
+        // The engine resolves the target inside the container's root and creates it if missing.
+        Mounts: (spec.volumes ?? []).map((v, i) => ({ Type: 'bind' as const, Source: volumeDirs[i]!, Target: v.mountPath, ReadOnly: v.readOnly })),
         LogConfig: { Type: 'none', Config: {} },
       },
     };

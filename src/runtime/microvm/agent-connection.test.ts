@@ -8,13 +8,14 @@ import { AgentConnection } from './agent-connection.js';
 import { decodeFields, decodeStart, encodeExit, encodeFrame, FrameParser, FrameType, PROTOCOL_VERSION } from './agent-protocol.js';
 
 /**
- * A fake guest agent on a unix socket: answers hello and mount, and runs pretend commands:
+ * A fake guest agent on a unix socket: answers hello, mount and volume mounts, and runs pretend commands:
  * `echo <words>`, `cat` (stdin to stdout until C), `big <n>` (n bytes), `sleep` (until K).
  */
 class FakeAgent {
   server!: Server;
   socks: Socket[] = [];
   mounted: string[] = [];
+  volumes: string[][] = [];
   helloDelayMs = 0;
   starts = 0;
 
@@ -40,6 +41,10 @@ class FakeAgent {
         else if (f.type === 'M') {
           this.mounted.push(decodeFields(f.payload)[0]!);
           send(FrameType.MountReply, 0, Buffer.from('ok'));
+        } else if (f.type === 'V') {
+          const fields = decodeFields(f.payload);
+          this.volumes.push(fields);
+          send(FrameType.VolumeReply, 0, Buffer.from(fields[0] === 'prism-vol0' ? 'ok' : `error: no disk with serial ${fields[0]}`));
         } else if (f.type === 'S') {
           this.starts++;
           const req = decodeStart(f.payload);
@@ -101,6 +106,9 @@ describe('AgentConnection', () => {
     await conn.mount('box-1');
     expect(agent.mounted).toEqual(['box-1']);
     expect(conn.state).toBe('ready');
+    await conn.mountVolume('prism-vol0', '/data', true);
+    await expect(conn.mountVolume('prism-vol1', '/other', false)).rejects.toMatchObject({ code: 'INTERNAL', message: expect.stringMatching(/on \/other: no disk with serial prism-vol1/) });
+    expect(agent.volumes).toEqual([['prism-vol0', '/data', 'ro'], ['prism-vol1', '/other', 'rw']]);
   });
 
   it('times out UNAVAILABLE when no guest answers', async () => {

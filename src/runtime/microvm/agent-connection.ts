@@ -6,8 +6,9 @@ import { finished } from 'node:stream/promises';
 import { PrismError } from '../../core/errors.js';
 import type { ExecOptions } from '../driver.js';
 import {
-  CONTROL_CHANNEL, decodeHello, decodeMountReply, decodeStats, encodeChunked, encodeFields, encodeFrame, encodePtyStart, encodeSize, encodeStart, exitFromFrame,
-  FrameParser, FrameType, MAX_SESSION_CHANNEL, PROTOCOL_VERSION, type AgentState, type Frame, type FrameTypeChar, type GuestStats,
+  CONTROL_CHANNEL, decodeHello, decodeMountReply, decodeStats, encodeChunked, encodeFields, encodeFrame, encodeNetwork, encodePtyStart, encodeSize, encodeStart,
+  exitFromFrame, FrameParser, FrameType, MAX_SESSION_CHANNEL, PROTOCOL_VERSION, type AgentState, type Frame, type GuestNetwork, type FrameTypeChar,
+  type GuestStats,
 } from './agent-protocol.js';
 import { dialUnix } from './unix-socket.js';
 import { emptyIf, type AgentExit, type AgentProcess } from '../agent-process.js';
@@ -49,6 +50,8 @@ export class AgentConnection {
   private helloWaiters: Waiter[] = [];
   private mountWaiters: Waiter[] = [];
   private statsWaiters: Waiter[] = [];
+  private volumeWaiters: Waiter[] = [];
+  private networkWaiters: Waiter[] = [];
   private connecting: Promise<AgentState> | null = null;
   /** The guest's state from its last hello. */
   state: AgentState | null = null;
@@ -158,6 +161,8 @@ export class AgentConnection {
       if (f.type === FrameType.HelloReply) this.helloWaiters.shift()?.resolve(f.payload);
       else if (f.type === FrameType.MountReply) this.mountWaiters.shift()?.resolve(f.payload);
       else if (f.type === FrameType.StatsReply) this.statsWaiters.shift()?.resolve(f.payload);
+      else if (f.type === FrameType.VolumeReply) this.volumeWaiters.shift()?.resolve(f.payload);
+      else if (f.type === FrameType.NetworkReply) this.networkWaiters.shift()?.resolve(f.payload);
       return;
     }
     const s = this.sessions.get(f.channel);
@@ -169,8 +174,10 @@ export class AgentConnection {
   }
 
   private failAll(e: Error): void {
-    for (const w of [...this.helloWaiters, ...this.mountWaiters, ...this.statsWaiters]) w.reject(e);
+    for (const w of [...this.helloWaiters, ...this.mountWaiters, ...this.statsWaiters, ...this.networkWaiters, ...this.volumeWaiters]) w.reject(e);
+    this.volumeWaiters = [];
     this.statsWaiters = [];
+    this.networkWaiters = [];
     this.helloWaiters = [];
     this.mountWaiters = [];
     for (const s of [...this.sessions.values()]) s.done({ exitCode: 137, signal: 'SIGKILL' });
@@ -188,7 +195,7 @@ export class AgentConnection {
   }
 
   /** Sends a control frame and waits for its reply (replies come in order, one queue per kind). */
-  private request(kind: 'mountWaiters' | 'statsWaiters', type: FrameTypeChar, payload: Buffer, what: string, timeoutMs: number): Promise<Buffer> {
+  private request(kind: 'mountWaiters' | 'statsWaiters' | 'networkWaiters' | 'volumeWaiters', type: FrameTypeChar, payload: Buffer, what: string, timeoutMs: number): Promise<Buffer> {
     this.requireConnected();
     return new Promise<Buffer>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -219,6 +226,22 @@ export class AgentConnection {
     const error = decodeMountReply(reply);
     if (error !== null) throw new PrismError('INTERNAL', `guest could not mount its root file system: ${error}`);
     this.state = 'ready';
+  }
+
+  /** `N` (after `M`): configures the guest's NIC and writes its /etc/resolv.conf; INTERNAL with the guest's message on failure. */
+  async network(n: GuestNetwork, timeoutMs = 30_000): Promise<void> {
+    const error = decodeMountReply(await this.request('networkWaiters', FrameType.Network, encodeNetwork(n), 'network', timeoutMs));
+    if (error !== null) throw new PrismError('INTERNAL', `guest could not configure its network: ${error}`);
+  }
+
+  /**
+   * `V` (after `M`): mounts the disk whose virtio serial is `serial` on `mountPath` in the sandbox's
+   * root, read-only or not; INTERNAL with the guest's message on failure.
+   */
+  async mountVolume(serial: string, mountPath: string, readOnly: boolean, timeoutMs = 30_000): Promise<void> {
+    const payload = encodeFields([serial, mountPath, readOnly ? 'ro' : 'rw']);
+    const error = decodeMountReply(await this.request('volumeWaiters', FrameType.Volume, payload, 'volume mount', timeoutMs));
+    if (error !== null) throw new PrismError('INTERNAL', `guest could not mount a volume on ${mountPath}: ${error}`);
   }
 
   /** `Q`: asks the guest to sync, unmount and power off. The caller waits for QEMU to exit. */

@@ -2,13 +2,13 @@ import { constants } from 'node:os';
 import { PrismError } from '../../core/errors.js';
 
 /**
- * The microVM guest agent protocol, version 4 (docs/microvm-agent-protocol.md). This file and
+ * The microVM guest agent protocol, version 6 (docs/microvm-agent-protocol.md). This file and
  * guest/agent/protocol.h are its two definitions and must change together.
  *
  * Frame: u8 type, u32 channel (big-endian), u32 length (big-endian, at most 1 MiB), payload.
  */
 
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 6;
 export const HEADER_BYTES = 9;
 export const MAX_PAYLOAD = 1 << 20;
 export const CONTROL_CHANNEL = 0;
@@ -21,7 +21,11 @@ export const FrameType = {
   HelloReply: 'h', // guest: "prism-agent 1 <booted|ready>"
   Mount: 'M', // host: fields hostname, memory limit in bytes, pids limit (0 = none), time ms, seed hex, open files (0 = none)
   MountReply: 'm', // guest: "ok" or "error: <message>"
+  Volume: 'V', // host: fields disk serial, absolute mount path, "ro" or "rw" (after Mount)
+  VolumeReply: 'v', // guest: "ok" or "error: <message>"
   Shutdown: 'Q', // host: sync, unmount, power off
+  Network: 'N', // host: fields address/prefix, gateway, MTU, then name servers (see encodeNetwork); after M
+  NetworkReply: 'n', // guest: "ok" or "error: <message>"
   Stats: 'T', // host: usage of the sandbox cgroup, answered by StatsReply
   StatsReply: 't', // guest: "pids N memory BYTES oom_kills K"
   Start: 'S', // host: start a command (see encodeStart)
@@ -223,7 +227,7 @@ export function decodeHello(payload: Buffer): { version: number; state: AgentSta
   return { version: Number(m[1]), state: m[2] as AgentState };
 }
 
-/** `m` payload: null on success, else the guest's message. */
+/** `m` and `v` payloads: null on success, else the guest's message. */
 export function decodeMountReply(payload: Buffer): string | null {
   const text = payload.toString('utf8').replace(/\0+$/, '').trim();
   if (text === 'ok') return null;
@@ -241,4 +245,17 @@ export function decodeStats(payload: Buffer): GuestStats {
   const f = payload.toString('latin1').split(' ');
   const get = (k: string) => Number(f[f.indexOf(k) + 1] ?? 0) || 0;
   return { pids: get('pids'), memoryBytes: get('memory'), oomKills: get('oom_kills') };
+}
+
+/** What `N` configures: the guest's NIC (the only one besides lo) and its /etc/resolv.conf. */
+export interface GuestNetwork {
+  /** `a.b.c.d/prefix` */
+  address: string;
+  gateway: string;
+  mtu: number;
+  nameservers: string[];
+}
+
+export function encodeNetwork(n: GuestNetwork): Buffer {
+  return encodeFields([n.address, n.gateway, String(n.mtu), ...n.nameservers]);
 }

@@ -68,8 +68,6 @@ export class MicrovmDriver implements RuntimeDriver {
 
   async create(spec: TaskSpec): Promise<TaskHandle> {
     validateSpec(spec);
-    // No virtio-net device yet (docs/network.md); the service refuses such sandboxes before they get here.
-    if (spec.network) throw new PrismError('FAILED_PRECONDITION', 'the microvm runtime has no network device yet: only network egress none is supported');
     const p = this.paths(spec.id);
     await requireLayers(spec.layers);
     await mkdir(this.tasksDir, { recursive: true });
@@ -150,7 +148,8 @@ export class MicrovmDriver implements RuntimeDriver {
     // failed command can have met ENOSPC; asking the guest costs one more round trip.
     const result = proc.exit.then(async (exit) => {
       const oomKilled = exit.oomKilled === true;
-      const diskFull = exit.exitCode !== 0 && !oomKilled ? await guestDiskFull(conn) : false;
+      const volumes = (handle.spec.volumes ?? []).filter((v) => !v.readOnly).map((v) => v.mountPath);
+      const diskFull = exit.exitCode !== 0 && !oomKilled ? await guestDiskFull(conn, volumes) : false;
       return { ...exit, oomKilled, diskFull, durationMs: Date.now() - started };
     });
     return toTaskProcess(proc, result);
@@ -175,7 +174,13 @@ export class MicrovmDriver implements RuntimeDriver {
   }
 
   async destroy(handle: TaskHandle): Promise<void> {
-    await this.teardown(handle.id, this.paths(handle.id), true);
+    const p = this.paths(handle.id);
+    // Volumes outlive the task: a clean power-off writes the guest's cached data to them and unmounts
+    // them, where killing QEMU would lose what the guest had not written back yet.
+    if (handle.spec.volumes?.length && (await this.alive(p))) {
+      await this.stop(handle, { timeoutMs: 5_000 }).catch((e: unknown) => this.opts.logger?.warn({ err: e, task: handle.id }, 'clean stop before destroy failed'));
+    }
+    await this.teardown(handle.id, p, true);
     this.opts.logger?.info({ task: handle.id }, 'microvm task destroyed');
   }
 
@@ -276,20 +281,22 @@ export class MicrovmDriver implements RuntimeDriver {
 }
 
 /**
- * Whether the guest's writable disk (the upper layer, whose statfs the overlay root reports) is full.
- * Asked through a command, since the agent protocol has no disk stats yet; an image without `stat`
- * reads as not full.
+ * Whether the guest's writable disk (the upper layer, whose statfs the overlay root reports) or one
+ * of its read-write volumes is full. Asked through a command, since the agent protocol has no disk
+ * stats yet; an image without `stat` reads as not full.
  */
-async function guestDiskFull(conn: AgentConnection): Promise<boolean> {
+async function guestDiskFull(conn: AgentConnection, volumePaths: string[]): Promise<boolean> {
   try {
-    const proc = conn.exec({ argv: ['stat', '-f', '-c', '%a %S %d', '/'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, cwd: '/', stdin: false }, undefined);
+    const proc = conn.exec({ argv: ['stat', '-f', '-c', '%a %S %d', '/', ...volumePaths], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, cwd: '/', stdin: false }, undefined);
     const out: Buffer[] = [];
     proc.stdout.on('data', (b: Buffer) => out.push(b));
     proc.stderr.resume();
     const exit = await proc.exit;
-    const [avail, bsize, inodesFree] = Buffer.concat(out).toString().trim().split(' ').map(Number);
-    if (exit.exitCode !== 0 || avail === undefined || bsize === undefined || inodesFree === undefined) return false;
-    return avail * bsize < 1 << 20 || inodesFree < 16;
+    if (exit.exitCode !== 0) return false;
+    return Buffer.concat(out).toString().trim().split('\n').some((line) => {
+      const [avail, bsize, inodesFree] = line.split(' ').map(Number);
+      return avail !== undefined && bsize !== undefined && inodesFree !== undefined && (avail * bsize < 1 << 20 || inodesFree < 16);
+    });
   } catch {
     return false;
   }

@@ -38,6 +38,16 @@ describe('buildQemuArgs', () => {
     expect(a.join(' ')).not.toMatch(/netdev|virtio-net|-nic/);
   });
 
+  it('attaches volumes as disks after the writable one, each with the serial the agent finds it by', () => {
+    const a = buildQemuArgs({ ...base, volumes: [{ image: '/v/a/volume.ext4', readOnly: false }, { image: '/v/b/volume.ext4', readOnly: true }] });
+    expect(opt(a, '-drive').slice(2)).toEqual([
+      'id=vol0,file=/v/a/volume.ext4,format=raw,if=none',
+      'id=vol1,file=/v/b/volume.ext4,format=raw,if=none,readonly=on',
+    ]);
+    expect(opt(a, '-device').slice(2, 4)).toEqual(['virtio-blk-device,drive=vol0,serial=prism-vol0', 'virtio-blk-device,drive=vol1,serial=prism-vol1']);
+    expect(() => buildQemuArgs({ ...base, volumes: [{ image: '/v/a,b', readOnly: false }] })).toThrow(/not usable/);
+  });
+
   it('uses the host CPU under KVM and leaves out what a probe VM lacks', () => {
     const a = buildQemuArgs({ ...base, accel: 'kvm', imageDisk: undefined, writableDisk: undefined, qmpSocket: undefined });
     expect(opt(a, '-accel')).toEqual(['kvm']);
@@ -61,5 +71,14 @@ describe('buildQemuArgs', () => {
     for (const bad of ['/s/a b', '/s/$(x)', '/s/a;b', 'rel/state', "/s/it's"]) {
       expect(() => buildQemuArgs({ ...base, incoming: bad })).toThrow(/exec: URI/);
     }
+  });
+
+  it('has no network device unless given a NIC, which is virtio-net on the named tap with that MAC', () => {
+    expect(buildQemuArgs(base).join(' ')).not.toMatch(/netdev|virtio-net/);
+    const a = buildQemuArgs({ ...base, nic: { tap: 'tap0', mac: '42:10:91:21:3f:cf' } });
+    expect(opt(a, '-netdev')).toEqual(['tap,id=net0,ifname=tap0,script=no,downscript=no']);
+    expect(opt(a, '-device')).toContain('virtio-net-device,netdev=net0,mac=42:10:91:21:3f:cf');
+    expect(() => buildQemuArgs({ ...base, nic: { tap: 'tap0,script=/x', mac: '42:10:91:21:3f:cf' } })).toThrow(/tap/);
+    expect(() => buildQemuArgs({ ...base, nic: { tap: 'tap0', mac: '42:10:91:21:3f' } })).toThrow(/MAC/);
   });
 });

@@ -13,6 +13,8 @@ export interface QemuVmConfig {
   imageDisk?: string;
   /** The task's writable ext4 disk: the guest's /dev/vdb. Absent for a probe VM. */
   writableDisk?: string;
+  /** Volume images, one disk each with serial `prism-vol<index>` (volumeSerial), after the two above. */
+  volumes?: Array<{ image: string; readOnly: boolean }>;
   /** Host side of the agent's virtio-serial port (a unix socket QEMU listens on). */
   agentSocket: string;
   /** QMP unix socket; absent for a probe VM. */
@@ -24,6 +26,8 @@ export interface QemuVmConfig {
    * (QEMU 7.2 has no `file:` URI). Every other argument must match the snapshotted VM's shape.
    */
   incoming?: string;
+  /** A virtio-net NIC on this tap (opened by name: QEMU runs in the tap's namespace), with this MAC. */
+  nic?: { tap: string; mac: string };
 }
 
 /**
@@ -39,10 +43,13 @@ function checkPath(what: string, p: string): string {
  * The qemu-system-x86_64 argv of one microVM. The `microvm` machine has no PCI and no firmware: the
  * kernel is loaded directly and devices are virtio-mmio. ACPI stays on because the guest kernel
  * discovers the virtio-mmio transports through the ACPI tables (it has no virtio_mmio.device= list).
- * There is no network device: the guest has loopback only. `-no-reboot` turns the guest's power-off
+ * There is no network device unless `nic` is given (sandboxes with a network, see vm-network.ts): the
+ * guest then has one virtio-net NIC besides loopback. The machine has 8 virtio-mmio slots and no
+ * hotplug: image, writable disk, agent port and NIC take four, volumes (at most 4) the rest.
+ * `-no-reboot` turns the guest's power-off
  * or panic-reboot into QEMU exiting, which is how stop is observed.
  *
- * The disks carry serials (`prism-image`, `prism-rw`) so the guest can tell them apart by
+ * The disks carry serials (`prism-image`, `prism-rw`, `prism-vol<n>`) so the guest can tell them apart by
  * /sys/block/vd?/serial should virtio-mmio probe order ever differ from command-line order.
  */
 export function buildQemuArgs(c: QemuVmConfig): string[] {
@@ -64,11 +71,13 @@ export function buildQemuArgs(c: QemuVmConfig): string[] {
   ];
   if (c.imageDisk) args.push(...disk('image', c.imageDisk, true));
   if (c.writableDisk) args.push(...disk('rw', c.writableDisk, false));
+  for (const [i, v] of (c.volumes ?? []).entries()) args.push(...disk(`vol${i}`, v.image, v.readOnly));
   args.push(
     '-device', 'virtio-serial-device,max_ports=2',
     '-chardev', `socket,id=agent,path=${checkPath('agent socket', c.agentSocket)},server=on,wait=off`,
     '-device', 'virtserialport,chardev=agent,name=prism.agent',
   );
+  if (c.nic) args.push(...nicArgs(c.nic));
   if (c.qmpSocket) args.push('-qmp', `unix:${checkPath('QMP socket', c.qmpSocket)},server=on,wait=off`);
   if (c.incoming) args.push('-incoming', `exec:cat ${shellSafePath('snapshot', c.incoming)}`);
   return args;
@@ -80,8 +89,19 @@ export function shellSafePath(what: string, p: string): string {
   return p;
 }
 
-function disk(name: 'image' | 'rw', file: string, readOnly: boolean): string[] {
+/** The virtio serial of volume disk `index`: how the guest agent finds it (`V`). */
+export function volumeSerial(index: number): string {
+  return `prism-vol${index}`;
+}
+
+function disk(name: string, file: string, readOnly: boolean): string[] {
   const drive = [`id=${name}`, `file=${checkPath(`${name} disk`, file)}`, 'format=raw', 'if=none'];
   if (readOnly) drive.push('readonly=on');
   return ['-drive', drive.join(','), '-device', `virtio-blk-device,drive=${name},serial=prism-${name}`];
+}
+
+function nicArgs(nic: { tap: string; mac: string }): string[] {
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(nic.tap)) throw new PrismError('INVALID_ARGUMENT', `invalid tap name ${JSON.stringify(nic.tap)}`);
+  if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(nic.mac)) throw new PrismError('INVALID_ARGUMENT', `invalid MAC address ${JSON.stringify(nic.mac)}`);
+  return ['-netdev', `tap,id=net0,ifname=${nic.tap},script=no,downscript=no`, '-device', `virtio-net-device,netdev=net0,mac=${nic.mac}`];
 }

@@ -9,6 +9,7 @@ import type { TaskPaths } from './vm-boot.js';
 import { resumeIncoming, saveVmState } from './vm-snapshot.js';
 import type { Vmm, VmmProcess, VmmStart } from './vmm.js';
 import { runTool } from './vm-disks.js';
+import { netnsExec } from './vm-network.js';
 
 /** `cat` may still be flushing the stream when QEMU reports the migration completed. */
 const FLUSH_TIMEOUT_MS = 10_000;
@@ -42,8 +43,12 @@ export class QemuVmm implements Vmm {
       accel: shape.accel, memoryMb: shape.memoryMb, cpus: shape.cpus, kernel: shape.files.kernel, initramfs: shape.files.initramfs,
       cmdline: shape.cmdline, imageDisk: shape.imageDisk, writableDisk: p.rwDisk, agentSocket: p.agentSocket, qmpSocket: p.qmpSocket,
       consoleLog: p.consoleLog, pidFile: p.pidFile, ...(o.incoming ? { incoming: o.incoming } : {}),
+      ...(o.network ? { nic: { tap: o.network.tap, mac: o.network.mac } } : {}),
+      ...(o.volumes ? { volumes: o.volumes } : {}),
     });
-    const vm = await spawnQemu(this.binary, args, p.qemuLog);
+    // In the sandbox's namespace QEMU opens the tap there; nsenter execs it, so the pid is QEMU's.
+    const [bin, ...argv] = o.network ? [...netnsExec(o.network.netnsPath), this.binary, ...args] : [this.binary, ...args];
+    const vm = await spawnQemu(bin!, argv, p.qemuLog);
     if (o.incoming) {
       const died = vm.exited.then((how) => {
         throw new PrismError('INTERNAL', `QEMU exited while restoring (${how})`);

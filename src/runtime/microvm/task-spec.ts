@@ -28,7 +28,17 @@ export function validateSpec(spec: TaskSpec): void {
   if (!spec.workdir.startsWith('/')) throw new PrismError('INVALID_ARGUMENT', 'workdir must be an absolute path');
   if (spec.hostname !== '') checkHostname(spec.hostname);
   agentUser(spec.user);
+  const volumes = spec.volumes ?? [];
+  if (volumes.length > MAX_VM_VOLUMES) throw new PrismError('INVALID_ARGUMENT', `a microVM takes at most ${MAX_VM_VOLUMES} volumes (virtio-mmio slots), got ${volumes.length}`);
+  for (const v of volumes) {
+    if (!v.mountPath.startsWith('/') || v.mountPath === '/' || v.mountPath.includes('\0')) {
+      throw new PrismError('INVALID_ARGUMENT', `volume mountPath must be an absolute path other than /, got ${JSON.stringify(v.mountPath)}`);
+    }
+  }
 }
+
+/** The microvm machine's 8 virtio-mmio slots: image, writable disk, agent port and a NIC take four; volumes the rest. */
+export const MAX_VM_VOLUMES = 4;
 
 /**
  * HOME of a numeric user from the image's /etc/passwd (the top-most layer that has one; the guest agent

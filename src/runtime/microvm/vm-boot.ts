@@ -4,9 +4,10 @@ import { PrismError } from '../../core/errors.js';
 import type { TaskSpec } from '../driver.js';
 import type { AgentConnection } from './agent-connection.js';
 import { defaultCmdline, type GuestFiles } from './guest-files.js';
-import type { Accelerator } from './qemu-args.js';
+import { volumeSerial, type Accelerator } from './qemu-args.js';
 import { enterCgroup } from './qemu-process.js';
 import type { Vmm } from './vmm.js';
+import { VM_TAP, type GuestNic } from './vm-network.js';
 
 /** The files of one VM: `<tasksDir>/<id>/` for a task. */
 export interface TaskPaths {
@@ -89,17 +90,25 @@ export interface BootOptions {
   incoming?: string;
   /** The task to limit and mount (`M`); absent for a template VM, which must stay at `booted`. */
   spec?: TaskSpec;
+  /** A NIC in the task's network namespace (vm-network.ts), configured by `N` after `M`. */
+  network?: { netnsPath: string; nic: GuestNic; nameservers: string[] };
 }
 
 /**
  * Starts QEMU detached (booting, or restoring `incoming`), moves a task's VM into its cgroup, waits
  * for the agent's hello (failing early if QEMU exits, with the tail of its log) and, for a task,
- * mounts the root file system. On failure the caller tears down: the pid file names the QEMU to kill.
+ * mounts the root file system and its volumes. On failure the caller tears down: the pid file names the QEMU to kill.
  */
 export async function bootVm(o: BootOptions): Promise<void> {
   const { shape, paths: p, spec } = o;
   await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile, p.consoleLog, p.origin].map((f) => rm(f, { force: true })));
-  const started = o.vmm.start({ shape, paths: p, ...(o.incoming ? { incoming: o.incoming } : {}) });
+  const net = o.network;
+  const volumes = (spec?.volumes ?? []).map((v) => ({ image: v.image, readOnly: v.readOnly }));
+  const started = o.vmm.start({
+    shape, paths: p, ...(o.incoming ? { incoming: o.incoming } : {}),
+    ...(net ? { network: { netnsPath: net.netnsPath, tap: VM_TAP, mac: net.nic.mac } } : {}),
+    ...(volumes.length ? { volumes } : {}),
+  });
   const vm = await started.catch(async (e: unknown) => {
     throw new PrismError('INTERNAL', `${o.vmm.name} failed to ${o.incoming ? 'restore' : 'boot'}: ${(e as Error).message}${await logTail(p)}`, { cause: e });
   });
@@ -113,7 +122,14 @@ export async function bootVm(o: BootOptions): Promise<void> {
     if (state !== 'booted') throw new PrismError('INTERNAL', `a fresh VM's agent reported ${state}, not booted`);
   } else if (state === 'booted') {
     await Promise.race([mountTask(o.conn, spec), died]);
+    if (net) await Promise.race([o.conn.network({ address: net.nic.address, gateway: net.nic.gateway, mtu: net.nic.mtu, nameservers: net.nameservers }), died]);
+    await Promise.race([mountVolumes(o.conn, spec), died]);
   }
+}
+
+/** `V` for each of the task's volumes, in the order their disks are on the VMM's command line. */
+export async function mountVolumes(conn: AgentConnection, spec: TaskSpec): Promise<void> {
+  for (const [i, v] of (spec.volumes ?? []).entries()) await conn.mountVolume(volumeSerial(i), v.mountPath, v.readOnly);
 }
 
 async function logTail(p: TaskPaths): Promise<string> {

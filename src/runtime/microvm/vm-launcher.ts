@@ -12,6 +12,7 @@ import type { Vmm } from './vmm.js';
 import { selectVmm } from './vmm-select.js';
 import { imageDisk, makeWritableDisk } from './vm-disks.js';
 import { TemplateStore } from './vm-template.js';
+import { prepareTap } from './vm-network.js';
 
 export type MicrovmDriverLogger = Record<'info' | 'warn' | 'error', (o: object, msg?: string) => void>;
 
@@ -130,7 +131,10 @@ export class VmLauncher {
       this.guestFiles(), this.accelerator(), imageDisk(this.opts.imageDiskCache, spec.layers),
     ]);
     const shape = await vmShape({ files, accel: verdict.accel, imageDisk: image, spec, writableDiskMb: this.writableDiskMb(spec) });
-    const key = await this.templates?.key(shape);
+    if (spec.network) return this.launchNetworked(spec, shape, p, fresh, hooks);
+    // Volumes are extra disks, which a template's saved device state does not have (and the microvm
+    // machine cannot hot-plug): a task with volumes always cold-boots.
+    const key = spec.volumes?.length ? undefined : await this.templates?.key(shape);
     let state = key ? await this.templates!.find(key) : undefined;
     let conn: AgentConnection | undefined;
     let info: LaunchInfo | undefined;
@@ -162,6 +166,22 @@ export class VmLauncher {
     if (key) this.track(this.refill(key, shape, state));
     if (fresh) await makeWorkdir(conn!, spec.workdir);
     return info;
+  }
+
+  /**
+   * A task with a network always boots cold: its VM has a NIC, which template snapshots and pool VMs
+   * (all made without one) lack, and QEMU must be started in the task's namespace. Measured cost in
+   * docs/network.md.
+   */
+  private async launchNetworked(spec: TaskSpec, shape: VmShape, p: TaskPaths, fresh: boolean, hooks: LaunchHooks): Promise<LaunchInfo> {
+    const net = spec.network!;
+    if (this.vmm.name !== 'qemu') throw new PrismError('FAILED_PRECONDITION', `sandbox networking on the microvm runtime needs QEMU; this node runs ${this.vmm.name}`);
+    const nic = await prepareTap(net.netnsPath);
+    if (fresh) await makeWritableDisk(p.rwDisk, this.writableDiskMb(spec));
+    const conn = hooks.connection();
+    await bootVm({ shape, paths: p, vmm: this.vmm, spec, conn, bootTimeoutMs: this.bootTimeoutMs, network: { netnsPath: net.netnsPath, nic, nameservers: net.nameservers } });
+    if (fresh) await makeWorkdir(conn, spec.workdir);
+    return { boot: 'cold' };
   }
 
   /** Resolves when no template build or pool refill is running (or queued to run). */

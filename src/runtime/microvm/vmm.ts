@@ -12,6 +12,13 @@ export interface VmmStart {
    * and gets its own writable disk `paths.rwDisk` in the same device slot.
    */
   incoming?: string;
+  /** Volume images attached as extra disks after the writable one (never with `incoming`: a template has none). */
+  volumes?: Array<{ image: string; readOnly: boolean }>;
+  /**
+   * Run the VMM inside this network namespace with a NIC on its tap `tap` (vm-network.ts), MAC `mac`.
+   * Absent: no network device. Only QEMU supports it so far.
+   */
+  network?: { netnsPath: string; tap: string; mac: string };
 }
 
 /** A VMM process started by this prismd. */

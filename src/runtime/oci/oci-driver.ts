@@ -9,6 +9,7 @@ import type {
 import { hasCgroupV1Memory, hasSwapAccounting, readStats, removeCgroups } from './cgroups.js';
 import { startExec } from './oci-exec.js';
 import { isMounted, overlayOptions, unmountAll } from './overlay-mount.js';
+import { anyVolumeFull, mountHostVolumes, unmountHostVolumes } from '../host-volumes.js';
 import { Runc, type ContainerState } from './runc.js';
 import { isDiskFull, makeTaskDisk, mountTaskDisk } from './task-disk.js';
 import { buildRuntimeSpec } from './runtime-spec.js';
@@ -43,6 +44,8 @@ interface TaskPaths {
   upper: string;
   work: string;
   rootfs: string;
+  /** Host mounts of the task's volumes, one directory per TaskSpec.volumes entry (host-volumes.ts). */
+  volumes: string;
   pidFile: string;
   runLog: string;
   /** The exec agent's socket (host side); see guest/init/prism-init.c. */
@@ -110,6 +113,7 @@ export class OciDriver implements RuntimeDriver {
       await mountTaskDisk(p.diskImage, p.disk);
       handle.data.diskMs = Math.round(performance.now() - t0);
       await Promise.all([p.upper, p.work].map((d) => mkdir(d)));
+      await mountHostVolumes(spec.volumes ?? [], p.volumes);
       await this.writeConfig(spec, p);
       await this.runAndVerify(spec.id, p, overlayOptions(spec.layers, p.upper, p.work));
       if (spec.user) handle.data.user = await resolveTaskUser(p.rootfs, spec.user);
@@ -131,6 +135,7 @@ export class OciDriver implements RuntimeDriver {
     if (state) await this.runc.delete(handle.id, true);
     try {
       if (existsSync(p.diskImage) && !(await isMounted(p.disk))) await mountTaskDisk(p.diskImage, p.disk);
+      await mountHostVolumes(handle.spec.volumes ?? [], p.volumes);
       const overlay = (await isMounted(p.rootfs)) ? undefined : overlayOptions(handle.spec.layers, p.upper, p.work);
       // The config written by create is reused, so a restarted task is the same task.
       if (!existsSync(join(p.bundle, 'config.json'))) await this.writeConfig(handle.spec, p);
@@ -170,7 +175,9 @@ export class OciDriver implements RuntimeDriver {
   async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
     const p = this.paths(handle.id);
     try {
-      const diskFull = existsSync(p.diskImage) ? () => isDiskFull(p.disk) : async () => false;
+      const volumes = handle.spec.volumes ?? [];
+      const layerFull = existsSync(p.diskImage) ? () => isDiskFull(p.disk) : async () => false;
+      const diskFull = async () => (await layerFull()) || anyVolumeFull(volumes, p.volumes);
       return await startExec(handle.id, p.agentSocket, opts, handle.data.user as TaskUser | undefined, diskFull);
     } catch (e) {
       // No agent listening: tell "gone" from "stopped" the way callers expect.
@@ -224,7 +231,7 @@ export class OciDriver implements RuntimeDriver {
     // Tasks created before writable-layer disks keep their layer where it was (no disk.ext4, no limit).
     const layerDir = existsSync(join(task, 'upper')) && !existsSync(diskImage) ? task : disk;
     return {
-      task, bundle, diskImage, disk, upper: join(layerDir, 'upper'), work: join(layerDir, 'work'), rootfs: join(task, 'rootfs'),
+      task, bundle, diskImage, disk, upper: join(layerDir, 'upper'), work: join(layerDir, 'work'), rootfs: join(task, 'rootfs'), volumes: join(task, 'volumes'),
       pidFile: join(bundle, 'init.pid'), runLog: join(bundle, 'runc.log'), agentSocket: join(task, 'agent.sock'),
     };
   }
@@ -239,7 +246,8 @@ export class OciDriver implements RuntimeDriver {
   private async writeConfig(spec: TaskSpec, p: TaskPaths): Promise<void> {
     const resolvConf = join(p.task, 'resolv.conf');
     if (spec.network) await writeFile(resolvConf, spec.network.nameservers.map((ns) => `nameserver ${ns}\n`).join('') || '# no name servers: egress policy allows no names\n');
-    const config = buildRuntimeSpec({ spec, rootfs: p.rootfs, initBinary: this.opts.initBinary, swapAccounting: hasSwapAccounting(), resolvConf });
+    const volumes = (spec.volumes ?? []).map((v, i) => ({ source: join(p.volumes, String(i)), destination: v.mountPath, readOnly: v.readOnly }));
+    const config = buildRuntimeSpec({ spec, rootfs: p.rootfs, initBinary: this.opts.initBinary, swapAccounting: hasSwapAccounting(), resolvConf, volumes });
     await writeFile(join(p.bundle, 'config.json'), JSON.stringify(config, null, 2));
   }
 
@@ -287,6 +295,7 @@ export class OciDriver implements RuntimeDriver {
     }
     // The overlay first: it holds the disk busy. The disk's loop device goes with its last unmount.
     await unmountAll(p.rootfs);
+    await unmountHostVolumes(p.volumes);
     await unmountAll(p.disk);
     if (removeFiles) await unmountAll(p.task);
     if (removeFiles) await rm(p.task, { recursive: true, force: true });
@@ -306,6 +315,9 @@ function validateSpec(spec: TaskSpec): void {
     throw new PrismError('INVALID_ARGUMENT', 'memoryMb, cpus, pidsLimit, diskMb and maxOpenFiles must be positive');
   }
   if (!spec.workdir.startsWith('/')) throw new PrismError('INVALID_ARGUMENT', 'workdir must be an absolute path');
+  for (const v of spec.volumes ?? []) {
+    if (!v.mountPath.startsWith('/') || v.mountPath === '/') throw new PrismError('INVALID_ARGUMENT', `volume mountPath must be an absolute path other than /, got '${v.mountPath}'`);
+  }
 }
 
 async function requireDir(path: string): Promise<void> {

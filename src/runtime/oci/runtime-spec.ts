@@ -60,6 +60,8 @@ export interface RuntimeSpecInput {
   swapAccounting: boolean;
   /** With `spec.network`: the host file bind-mounted read-only as the task's /etc/resolv.conf. */
   resolvConf?: string;
+  /** Host directories (mounted volumes) bind-mounted into the task, in TaskSpec.volumes order. */
+  volumes?: Array<{ source: string; destination: string; readOnly: boolean }>;
 }
 
 /** Builds config.json (OCI runtime spec 1.0.2) for a task. */
@@ -87,6 +89,8 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
       ...(spec.network && input.resolvConf
         ? [{ destination: '/etc/resolv.conf', type: 'bind', source: input.resolvConf, options: ['bind', 'ro', 'nosuid', 'nodev', 'noexec'] }]
         : []),
+      // runc resolves the destination inside the rootfs (symlinks cannot lead out) and creates it if missing.
+      ...(input.volumes ?? []).map((v) => ({ destination: v.destination, type: 'bind', source: v.source, options: ['bind', v.readOnly ? 'ro' : 'rw', 'nosuid', 'nodev'] })),
     ],
     linux: {
       cgroupsPath: `/prism/${spec.id}`,
