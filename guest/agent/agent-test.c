@@ -5,6 +5,7 @@
  * exercises disconnect and reconnect. Each test runs in its own process; `make test` fails if any does.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -109,10 +110,11 @@ static void send_frame(int fd, char type, uint32_t ch, const void *p, size_t n) 
   if (n) write_all(fd, p, n);
 }
 
-/* S with NUL-joined fields; argv and env are NULL-terminated. */
-static void send_start(int fd, uint32_t ch, const char *cwd, int in, const char **argv, const char **env, const char *user) {
+/* S with NUL-joined fields (P when `size` is "cols\0rows\0"); argv and env are NULL-terminated. */
+static void send_start_on(int fd, uint32_t ch, const char *size, size_t size_len, const char *cwd, int in, const char **argv, const char **env, const char *user) {
   struct buf b = {0};
   char num[16];
+  if (size) buf_append(&b, size, size_len);
   int argc = 0, envc = 0;
   while (argv[argc]) argc++;
   while (env && env[envc]) envc++;
@@ -123,8 +125,12 @@ static void send_start(int fd, uint32_t ch, const char *cwd, int in, const char 
   buf_append(&b, num, (size_t)snprintf(num, sizeof num, "%d", envc) + 1);
   for (int i = 0; i < envc; i++) buf_append(&b, env[i], strlen(env[i]) + 1);
   buf_append(&b, user, strlen(user) + 1);
-  send_frame(fd, F_START, ch, b.data, b.len);
+  send_frame(fd, size ? F_PTY_START : F_START, ch, b.data, b.len);
   buf_free(&b);
+}
+
+static void send_start(int fd, uint32_t ch, const char *cwd, int in, const char **argv, const char **env, const char *user) {
+  send_start_on(fd, ch, NULL, 0, cwd, in, argv, env, user);
 }
 
 static const char *path_env[] = {"PATH=/usr/local/bin:/usr/bin:/bin", NULL};
@@ -236,6 +242,19 @@ static void test_start_parse(void) {
   CHECK(PARSE("\0\0004294967297\0true\0000\0\0") != NULL); /* huge argc */
 }
 
+static void test_size_parse(void) {
+  char p[] = "80\00024\0/\0\0001\0sh\0000\0\0";
+  struct start_req r;
+  unsigned c, w;
+  CHECK(pty_start_parse(p, sizeof p - 1, &r) == NULL && r.cols == 80 && r.rows == 24 && r.want_stdin && strcmp(r.argv[0], "sh") == 0);
+  start_free(&r);
+  char bad[] = "0\00024\0/\0\0001\0sh\0000\0\0";
+  CHECK(pty_start_parse(bad, sizeof bad - 1, &r) != NULL);
+  start_free(&r);
+  CHECK(size_parse(LIT("100\00030\0"), &c, &w) == 0 && c == 100 && w == 30);
+  CHECK(size_parse(LIT("100\0"), &c, &w) < 0 && size_parse(LIT("65536\0001\0"), &c, &w) < 0 && size_parse(LIT("1\0001\0x"), &c, &w) < 0);
+}
+
 static void test_user_parse(void) {
   struct user_spec u;
   CHECK(user_parse("1000 1000", &u) == 0 && u.uid == 1000 && u.gid == 1000 && u.ngroups == 0);
@@ -252,7 +271,7 @@ static void test_hello_booted(void) {
   send_frame(fd, 'Z', 0, "junk", 4); /* unknown control frame: ignored */
   send_frame(fd, F_HELLO, 0, NULL, 0);
   struct frame *fr = recv_frame(fd);
-  CHECK(fr->type == F_HELLO_REPLY && fr->ch == 0 && strcmp(fr->data, "prism-agent 5 booted") == 0);
+  CHECK(fr->type == F_HELLO_REPLY && fr->ch == 0 && strcmp(fr->data, "prism-agent 6 booted") == 0);
 }
 
 static void test_echo(void) {
@@ -341,6 +360,56 @@ static void test_kill(void) {
   CHECK(strcmp(r.exit, "143 15") == 0);
   send_frame(fd, F_KILL, 5, "\x09", 1); /* the session is over: ignored, no second X */
   CHECK(strcmp(run(fd, 6, ARGV("true")).exit, "0 0") == 0);
+}
+
+/* Whether a process whose command line is `a` then `b` (two arguments) runs on this host. */
+static int running(const char *a, const char *b) {
+  size_t la = strlen(a) + 1, lb = strlen(b) + 1;
+  char path[300], buf[256];
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  int found = 0;
+  while (d && !found && (e = readdir(d))) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+    FILE *f = fopen(path, "re");
+    if (!f) continue;
+    size_t got = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    found = got == la + lb && memcmp(buf, a, la) == 0 && memcmp(buf + la, b, lb) == 0;
+  }
+  if (d) closedir(d);
+  return found;
+}
+
+/* P: a terminal on fds 0-2 of the asked size, R resizes it, C is ignored, stderr stays empty. */
+static void test_pty(void) {
+  int fd = conn();
+  struct result r;
+  send_start_on(fd, 8, LIT("80\00024\0"), "", 1, SH("test -t 0 && test -t 1 && test -t 2 && echo tty; stty size; read x; stty size; exit 3"), path_env, "");
+  struct buf first = {0};
+  while (!memmem(first.data, first.len, "24 80\r\n", 7)) {
+    struct frame *fr = recv_frame(fd);
+    CHECK(fr->ch == 8 && fr->type == F_STDOUT);
+    buf_append(&first, fr->data, fr->len);
+  }
+  CHECK(memmem(first.data, first.len, "tty\r\n24 80\r\n", 12));
+  send_frame(fd, F_CLOSE, 8, NULL, 0);
+  send_frame(fd, F_RESIZE, 8, LIT("100\00030\0"));
+  send_frame(fd, F_STDIN, 8, "go\n", 3);
+  collect(fd, 8, 1, &r);
+  buf_append(&r.out, "", 1);
+  CHECK(strstr(r.out.data, "go\r\n30 100\r\n"));
+  CHECK(r.err.len == 0 && strcmp(r.exit, "3 0") == 0);
+  /*
+   * ^C through the line discipline reaches the foreground group: sh and its sleep. Sent once sleep
+   * has exec'd: a SIGINT between fork and exec would land in the shell's handler and be lost.
+   */
+  send_start_on(fd, 9, LIT("80\00024\0"), "", 1, SH("sleep 4711; echo not reached"), path_env, "");
+  for (long t0 = now_ms(); !running("sleep", "4711"); usleep(10000)) CHECK(now_ms() - t0 < 10000);
+  send_frame(fd, F_STDIN, 9, "\x03", 1);
+  collect(fd, 9, 1, &r);
+  CHECK(strcmp(r.exit, "130 2") == 0);
 }
 
 /* X says "oom" only for a SIGKILL while the cgroup's oom_kill counter went up. */
@@ -516,12 +585,12 @@ static void test_mount(void) {
   CHECK(strcmp(control(fd, F_NETWORK, net_ok, sizeof net_ok), "error: N before M: the root file system is not mounted") == 0);
   CHECK(strcmp(control(fd, F_MOUNT, "fail", 5), "error: test failure") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "noterm", 6), "error: malformed M", 18) == 0);
-  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 5 booted") == 0);
+  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 6 booted") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "x\0" "0\0" "0\0" "0\0" "\0" "many", 15), "error: malformed M", 18) == 0);
   /* The sixth field is every command's open-file limit, soft and hard. */
   static const char m[] = "sandbox\0" "0\0" "0\0" "0\0" "\0" "100";
   CHECK(strcmp(control(fd, F_MOUNT, m, sizeof m), "ok") == 0);
-  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 5 ready") == 0);
+  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 6 ready") == 0);
   struct result r = run(fd, 1, SH("ulimit -Sn; ulimit -Hn"));
   CHECK(out_is(&r.out, "100\n100\n") && strcmp(r.exit, "0 0") == 0);
   CHECK(strcmp(control(fd, F_MOUNT, "sandbox", 8), "error: rootfs already mounted") == 0);
@@ -573,11 +642,11 @@ struct test {
   void (*fn)(void);
 };
 static const struct test tests[] = {
-    {"frame codec", test_frame_codec}, {"start parse", test_start_parse}, {"user parse", test_user_parse},
+    {"frame codec", test_frame_codec}, {"start parse", test_start_parse}, {"user parse", test_user_parse}, {"size parse", test_size_parse},
     {"hello booted", test_hello_booted}, {"echo", test_echo}, {"exit codes", test_exit_codes},
     {"stderr separate", test_stderr_separate}, {"stdin via cat", test_stdin_cat},
     {"cwd env user", test_cwd_env_user}, {"oom kill in the exit frame", test_oom_in_exit}, {"10 MiB output", test_big_output},
-    {"20 concurrent sessions", test_concurrent}, {"kill", test_kill}, {"malformed frames", test_malformed},
+    {"20 concurrent sessions", test_concurrent}, {"kill", test_kill}, {"terminal sessions", test_pty}, {"malformed frames", test_malformed},
     {"command not found", test_not_found}, {"background output not waited for", test_background},
     {"slow consumers", test_slow_consumers}, {"host not reading", test_host_not_reading},
     {"session limit", test_session_limit}, {"disconnect kills sessions", test_disconnect_kills},

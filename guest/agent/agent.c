@@ -226,10 +226,12 @@ static void dispatch(struct agent *a, const struct frame_hdr *h, char *p) {
   }
   struct session *s = session_find(a, h->channel);
   if (h->channel > CHANNEL_MAX) reject(a, h->channel, "channel number above 2^31");
-  else if (h->type == F_START && s) reject(a, h->channel, "S on a channel already in use");
-  else if (h->type == F_START) session_start(a, h->channel, p, h->length);
+  else if ((h->type == F_START || h->type == F_PTY_START) && s) reject(a, h->channel, "S on a channel already in use");
+  else if (h->type == F_START || h->type == F_PTY_START) session_start(a, h->channel, p, h->length, h->type == F_PTY_START);
   else if (h->type == F_STDIN || h->type == F_CLOSE || h->type == F_KILL) {
     if (s) session_input(a, s, (char)h->type, p, h->length);
+  } else if (h->type == F_RESIZE) {
+    if (s) session_resize(s, p, h->length);
   } else reject(a, h->channel, "unknown frame type");
 }
 

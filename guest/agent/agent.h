@@ -30,6 +30,7 @@ struct session {
   uint32_t channel;
   pid_t pid;                   /* never reaped while the session exists, so never reused */
   int in_fd, out_fd, err_fd;   /* -1 once closed */
+  int pty_fd;                  /* a terminal session's pty master (for ioctls), else -1 */
   int stdin_closing;           /* C received: close in_fd once pending is written */
   struct buf pending;          /* stdin the command has not read yet */
   int poll_out, poll_err, poll_in;  /* this round's pollfd indices, -1 when not polled */
@@ -59,12 +60,14 @@ void session_fail(struct agent *a, uint32_t channel, const char *why); /* E + X 
 
 /* session.c */
 struct session *session_find(struct agent *a, uint32_t channel);
-void session_start(struct agent *a, uint32_t channel, char *payload, uint32_t len);
+/* S, or P when `tty` (the command on a new terminal). */
+void session_start(struct agent *a, uint32_t channel, char *payload, uint32_t len, int tty);
 void session_input(struct agent *a, struct session *s, char type, const char *payload, uint32_t len);
 void session_readable(struct agent *a, struct session *s, int is_err);
 void session_write_stdin(struct agent *a, struct session *s);
 void session_reaped(struct agent *a, pid_t pid, int status);
 void session_kill(struct agent *a, struct session *s); /* kills the tree; no X is sent */
+void session_resize(struct session *s, const char *payload, uint32_t len); /* R */
 
 /*
  * Seams, implemented by boot.c in the VM and by agent-test.c in tests.

@@ -71,6 +71,37 @@ const char *start_parse(char *payload, uint32_t len, struct start_req *r) {
   return NULL;
 }
 
+/* A terminal dimension: plain decimal 1..65535. */
+static int parse_dim(const char *s, unsigned *out) {
+  long v = parse_count(s, 65535);
+  if (v < 1) return -1;
+  *out = (unsigned)v;
+  return 0;
+}
+
+const char *pty_start_parse(char *payload, uint32_t len, struct start_req *r) {
+  char *cur = payload, *end = payload + len;
+  unsigned cols, rows;
+  if (parse_dim(next_field(&cur, end), &cols) < 0 || parse_dim(next_field(&cur, end), &rows) < 0) {
+    memset(r, 0, sizeof *r);
+    return "terminal size is not two numbers from 1 to 65535";
+  }
+  const char *why = start_parse(cur, (uint32_t)(end - cur), r);
+  r->cols = cols;
+  r->rows = rows;
+  r->want_stdin = 1;
+  return why;
+}
+
+int size_parse(const char *payload, uint32_t len, unsigned *cols, unsigned *rows) {
+  char copy[32];
+  if (len >= sizeof copy) return -1;
+  memcpy(copy, payload, len);
+  char *cur = copy, *end = copy + len;
+  if (parse_dim(next_field(&cur, end), cols) < 0 || parse_dim(next_field(&cur, end), rows) < 0) return -1;
+  return cur == end ? 0 : -1;
+}
+
 void start_free(struct start_req *r) {
   free(r->argv);
   free(r->envp);

@@ -1,5 +1,5 @@
 /*
- * Wire format of the microVM agent protocol, version 5: docs/microvm-agent-protocol.md.
+ * Wire format of the microVM agent protocol, version 6: docs/microvm-agent-protocol.md.
  * This file and src/runtime/microvm/agent-protocol.ts are the two definitions: change them together.
  *
  * Choices the document leaves open, made here so that both sides agree:
@@ -27,6 +27,11 @@
  *   a disk serial, an absolute mount path and `ro` or `rw`. Before `M` it answers an error.
  * - A channel number above 2^31 is answered like a malformed session frame on that channel.
  * - Sessions may run before `M` (state booted), inside the initramfs.
+ * - `P` is `S` on a terminal: fields cols, rows (plain decimal, 1..65535), then exactly S's payload.
+ *   A terminal session has no separate stdin end: `C` is ignored (EOF is ^D, sent as data); stderr
+ *   stays empty (fds 0-2 are the terminal). `R` carries fields cols, rows; on a session without a
+ *   terminal, or malformed, it is ignored (a resize races the command's exit like `K` does).
+ *   `K` on a terminal sends any signal but SIGKILL to the terminal's foreground process group.
  * - Stdin has no flow control in v1: the agent buffers it per session, and while more than 16 MiB is
  *   buffered over all sessions it stops reading the port, so the host's writes block as a socket's
  *   would. A host must not push megabytes into a command that does not read them: until it drains,
@@ -37,7 +42,7 @@
 
 #include <stdint.h>
 
-#define PROTOCOL_VERSION 5
+#define PROTOCOL_VERSION 6
 #define FRAME_HDR 9            /* type u8, channel u32 BE, length u32 BE */
 #define FRAME_MAX (1u << 20)   /* longest payload either side sends */
 #define CHANNEL_MAX 0x80000000u
@@ -46,6 +51,7 @@ enum frame_type {
   F_HELLO = 'H', F_HELLO_REPLY = 'h', F_MOUNT = 'M', F_MOUNT_REPLY = 'm', F_QUIT = 'Q',
   F_STATS = 'T', F_STATS_REPLY = 't', F_NETWORK = 'N', F_NETWORK_REPLY = 'n', F_VOLUME = 'V', F_VOLUME_REPLY = 'v',
   F_START = 'S', F_STDIN = 'I', F_CLOSE = 'C', F_KILL = 'K',
+  F_PTY_START = 'P', F_RESIZE = 'R',
   F_STDOUT = 'O', F_STDERR = 'E', F_EXIT = 'X',
 };
 
@@ -62,9 +68,14 @@ struct start_req {
   const char *cwd, *user;
   int want_stdin;
   char **argv, **envp;
+  unsigned cols, rows; /* the terminal's size (P); 0 for S */
 };
 /* NULL when well formed, else why not. Always call start_free afterwards. */
 const char *start_parse(char *payload, uint32_t len, struct start_req *r);
+/* `P`: cols, rows, then S's fields. Same contract as start_parse. */
+const char *pty_start_parse(char *payload, uint32_t len, struct start_req *r);
+/* `R`: cols, rows; 0 when well formed, -1 otherwise. */
+int size_parse(const char *payload, uint32_t len, unsigned *cols, unsigned *rows);
 void start_free(struct start_req *r);
 
 #define MAX_GROUPS 256

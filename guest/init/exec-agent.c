@@ -95,15 +95,38 @@ static void become_user(const char *spec) {
   }
 }
 
-static void child_exec(char *cwd, char **argv, char **envp, const char *user, int in_fd, int out_fd, int err_fd) {
+/*
+ * A tty command's side of the terminal: a new session whose controlling terminal is the pty slave,
+ * on fds 0-2. Called after setsid(), still as root, so the slave can be handed to the user.
+ */
+static void attach_tty(const char *slave, const char *user) {
+  int fd = open(slave, O_RDWR);
+  if (fd < 0 || ioctl(fd, TIOCSCTTY, 0) != 0) {
+    dprintf(2, "prism: cannot attach the terminal %s: %s\n", slave, strerror(errno));
+    _exit(126);
+  }
+  unsigned uid, gid;
+  /* The user's own terminal, as login(1) leaves it: programs like mesg and script expect that. */
+  if (user && user[0] && sscanf(user, "%u %u", &uid, &gid) == 2 && fchown(fd, uid, (gid_t)-1) != 0) {
+    dprintf(2, "prism: cannot hand the terminal to %u: %s\n", uid, strerror(errno));
+  }
+  for (int i = 0; i < 3; i++) dup2(fd, i);
+  if (fd > 2) close(fd);
+}
+
+static void child_exec(char *cwd, char **argv, char **envp, const char *user, const char *tty, int in_fd, int out_fd, int err_fd) {
   sigset_t all;
   sigemptyset(&all);
   sigprocmask(SIG_SETMASK, &all, NULL);
   for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
   setsid(); /* own process group: the whole command can be signalled at once */
-  dup2(in_fd, 0);
-  dup2(out_fd, 1);
-  dup2(err_fd, 2);
+  if (tty) {
+    attach_tty(tty, user);
+  } else {
+    dup2(in_fd, 0);
+    dup2(out_fd, 1);
+    dup2(err_fd, 2);
+  }
   if (user && user[0]) become_user(user);
   if (cwd[0] && chdir(cwd) != 0) {
     dprintf(2, "prism: cannot change directory to %s: %s\n", cwd, strerror(errno));
@@ -115,6 +138,46 @@ static void child_exec(char *cwd, char **argv, char **envp, const char *user, in
   int err = errno;
   dprintf(2, "prism: cannot run %s: %s\n", argv[0], strerror(err));
   _exit(err == ENOENT ? 127 : 126);
+}
+
+/* "cols rows" -> a window size; 0 when well formed. */
+static int parse_size(const char *s, struct winsize *ws) {
+  unsigned cols, rows;
+  if (!s || sscanf(s, "%u %u", &cols, &rows) != 2 || cols < 1 || rows < 1 || cols > 65535 || rows > 65535) return -1;
+  *ws = (struct winsize){.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+  return 0;
+}
+
+/* A new pty master of size ws (non-blocking, close-on-exec), its slave's path in `slave`; -1 on failure. */
+static int open_pty(const struct winsize *ws, char *slave, size_t n) {
+  int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+  if (m < 0) return -1;
+  if (grantpt(m) != 0 || unlockpt(m) != 0 || ptsname_r(m, slave, n) != 0 || ioctl(m, TIOCSWINSZ, ws) != 0) {
+    close(m);
+    return -1;
+  }
+  return m;
+}
+
+/*
+ * What a tty command wrote before exiting: read until the slave side is closed everywhere (EIO; the
+ * kernel hands over the data still in flight first), or until it stays quiet for 100 ms or 500 ms
+ * have passed, which means a background process it left still holds the terminal (and may write to
+ * it forever).
+ */
+static void drain_tty(int c, int master) {
+  char buf[65536];
+  struct timespec t0, now;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    struct pollfd p = {master, POLLIN, 0};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long left = 500 - ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000);
+    if (left <= 0 || poll(&p, 1, left < 100 ? (int)left : 100) <= 0) return;
+    ssize_t r = read(master, buf, sizeof buf);
+    if (r > 0) send_frame(c, 'O', buf, (uint32_t)r);
+    else if (r == 0 || (errno != EINTR && errno != EAGAIN)) return;
+  }
 }
 
 struct outbuf {
@@ -143,16 +206,35 @@ void serve(int c) {
   char **envp = calloc((size_t)envc + 1, sizeof *envp);
   for (int i = 0; i < envc; i++)
     if (!(envp[i] = next_field(&cur, end))) _exit(1);
-  /* Optional trailing field (newer daemons): the user to run as, "uid gid groups". */
+  /* Optional trailing fields (newer daemons): the user to run as, "uid gid groups" ("" = root), then
+   * the terminal size "cols rows" of a tty command. */
   char *user = next_field(&cur, end);
+  char *tty_size = next_field(&cur, end);
+  struct winsize ws;
+  if (tty_size && parse_size(tty_size, &ws) != 0) _exit(1);
 
-  int in[2] = {-1, -1}, out[2], err[2];
-  if (want_stdin[0]) {
-    if (pipe2(in, O_CLOEXEC) < 0) _exit(1);
-  } else if ((in[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
-    _exit(1);
+  int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, master = -1;
+  char slave[64];
+  if (tty_size) {
+    if ((master = open_pty(&ws, slave, sizeof slave)) < 0) {
+      char msg[128];
+      int m = snprintf(msg, sizeof msg, "prism: cannot open a terminal: %s\n", strerror(errno));
+      send_frame(c, 'E', msg, (uint32_t)m);
+      send_frame(c, 'X', "126 0", 5);
+      _exit(0);
+    }
+    /* The master is both ends for us: a dup, so closing "stdin" on EIO leaves the output side open. */
+    out[0] = master;
+    if ((in[1] = dup(master)) < 0) _exit(1);
+    fcntl(in[1], F_SETFD, FD_CLOEXEC);
+  } else {
+    if (want_stdin[0]) {
+      if (pipe2(in, O_CLOEXEC) < 0) _exit(1);
+    } else if ((in[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
+      _exit(1);
+    }
+    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) _exit(1);
   }
-  if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) _exit(1);
 
   sigset_t chld;
   sigemptyset(&chld);
@@ -166,15 +248,17 @@ void serve(int c) {
     send_frame(c, 'X', "126 0", 5);
     _exit(0);
   }
-  if (pid == 0) child_exec(cwd, argv, envp, user, in[0], out[1], err[1]);
-  close(in[0]);
-  close(out[1]);
-  close(err[1]);
+  if (pid == 0) child_exec(cwd, argv, envp, user, master >= 0 ? slave : NULL, in[0], out[1], err[1]);
+  if (master < 0) {
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+  }
   int in_w = in[1];
   if (in_w >= 0) fcntl(in_w, F_SETFL, O_NONBLOCK);
 
   struct outbuf pending = {NULL, 0};
-  int stdin_closing = 0, conn_open = 1, out_open = 1, err_open = 1, status = 0;
+  int stdin_closing = 0, conn_open = 1, out_open = 1, err_open = master < 0, status = 0;
   int exited = 0;
   char buf[65536];
   while (!exited) {
@@ -193,7 +277,7 @@ void serve(int c) {
     if (i_out >= 0 && p[i_out].revents) {
       ssize_t r = read(out[0], buf, sizeof buf);
       if (r > 0) send_frame(c, 'O', buf, (uint32_t)r);
-      else if (r == 0 || errno != EINTR) out_open = 0;
+      else if (r == 0 || (errno != EINTR && errno != EAGAIN)) out_open = 0; /* a pty master: EIO */
     }
     if (i_err >= 0 && p[i_err].revents) {
       ssize_t r = read(err[0], buf, sizeof buf);
@@ -213,10 +297,15 @@ void serve(int c) {
           pending.data = grown;
           pending.len += len;
         }
-      } else if (type == 'C') {
-        stdin_closing = 1;
+      } else if (type == 'C' && master < 0) {
+        stdin_closing = 1; /* a terminal has no end of input but the EOF character, sent as data */
       } else if (type == 'K' && len == 1) {
-        kill_tree(pid, (unsigned char)data[0]);
+        int sig = (unsigned char)data[0];
+        /* On a terminal a signal is for its foreground job, as a keyboard's would be; SIGKILL ends all. */
+        pid_t fg = master >= 0 && sig != SIGKILL ? tcgetpgrp(master) : -1;
+        if (fg <= 0 || kill(-fg, sig) != 0) kill_tree(pid, sig);
+      } else if (type == 'R' && master >= 0 && parse_size(data, &ws) == 0) {
+        ioctl(master, TIOCSWINSZ, &ws); /* the kernel sends SIGWINCH to the foreground job */
       }
       free(data);
     }
@@ -242,12 +331,16 @@ void serve(int c) {
   }
   /* What the command wrote before exiting is in the pipes: send it. Output of background processes
    * it left behind after this point is not waited for (they may run for hours). */
-  int fds[2] = {out[0], err[0]};
-  char kinds[2] = {'O', 'E'};
-  for (int k = 0; k < 2; k++) {
-    fcntl(fds[k], F_SETFL, O_NONBLOCK);
-    ssize_t r;
-    while ((r = read(fds[k], buf, sizeof buf)) > 0) send_frame(c, kinds[k], buf, (uint32_t)r);
+  if (master >= 0) {
+    if (out_open) drain_tty(c, master);
+  } else {
+    int fds[2] = {out[0], err[0]};
+    char kinds[2] = {'O', 'E'};
+    for (int k = 0; k < 2; k++) {
+      fcntl(fds[k], F_SETFL, O_NONBLOCK);
+      ssize_t r;
+      while ((r = read(fds[k], buf, sizeof buf)) > 0) send_frame(c, kinds[k], buf, (uint32_t)r);
+    }
   }
   char msg[32];
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

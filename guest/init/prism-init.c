@@ -19,8 +19,13 @@
  *
  * Protocol (one connection per command; frames are type:u8, length:u32 big-endian, payload):
  *   daemon -> agent  'S' start: NUL-terminated fields: cwd, "stdin"|"", argc, argv..., envc, env...,
- *                        and optionally the user as "uid gid g1,g2" (absent: root, the task's own)
- *                    'I' stdin bytes   'C' close stdin   'K' signal the command's tree (payload: u8)
+ *                        and optionally the user as "uid gid g1,g2" (absent or "": root, the task's
+ *                        own), then optionally a terminal size "cols rows": the command then runs in
+ *                        a new session on a new pty (its controlling tty, fds 0-2); its bytes travel
+ *                        as 'I' and 'O' only, 'C' is ignored (EOF is the terminal's ^D, sent as data)
+ *                    'I' stdin bytes   'C' close stdin   'K' signal the command's tree (payload: u8;
+ *                        on a tty any signal but SIGKILL goes to the terminal's foreground group)
+ *                    'R' resize the terminal: "cols rows" (ignored without a tty)
  *   agent -> daemon  'O' stdout bytes  'E' stderr bytes  'X' exit: "<exitCode> <signal>"
  * The exit frame comes once the command exited and what it wrote is drained. A daemon that hangs up
  * before that gets the command's whole process tree killed.

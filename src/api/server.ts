@@ -1,10 +1,12 @@
 import swagger from '@fastify/swagger';
+import websocket from '@fastify/websocket';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { PrismError, httpStatusForCode, type ErrorCode } from '../core/errors.js';
 import type { ExecService } from '../service/exec-service.js';
 import type { ImageService } from '../service/image-service.js';
 import type { Logger } from '../service/logger.js';
 import type { NodeService } from '../service/node-service.js';
+import type { PtyService } from '../service/pty-service.js';
 import type { ProcessService } from '../service/process-service.js';
 import type { SandboxService } from '../service/sandbox-service.js';
 import type { TokenService } from '../service/token-service.js';
@@ -15,6 +17,7 @@ import { registerOwnerProxy } from './owner-proxy.js';
 import { registerExecRoutes } from './routes/exec-routes.js';
 import { registerImageRoutes } from './routes/image-routes.js';
 import { registerPortRoutes } from './routes/port-routes.js';
+import { registerPtyRoutes } from './routes/pty-routes.js';
 import { registerProcessRoutes } from './routes/process-routes.js';
 import { registerSandboxRoutes } from './routes/sandbox-routes.js';
 import { registerSystemRoutes } from './routes/system-routes.js';
@@ -23,6 +26,7 @@ import { registerVolumeRoutes } from './routes/volume-routes.js';
 export interface ApiServices {
   sandboxes: SandboxService;
   exec: ExecService;
+  pty: PtyService;
   processes: ProcessService;
   nodes: NodeService;
   images: ImageService;
@@ -102,6 +106,9 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
     return sendError(reply, t.code, t.message);
   });
   app.setNotFoundHandler((req, reply) => sendError(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
+  // Before auth: its onRequest hook marks upgrade requests, so that a refused one gets its socket closed.
+  // Terminal input comes in keystrokes; 1 MiB bounds what one frame can make the daemon buffer.
+  await app.register(websocket, { options: { maxPayload: 1 << 20, perMessageDeflate: false } });
   if (svc.tokens) registerAuth(app, svc.tokens);
   await registerOwnerProxy(app, svc.sandboxes, svc.nodeId, opts.tls, svc.volumes);
   await app.register(
@@ -109,6 +116,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
       registerSystemRoutes(api, svc);
       registerSandboxRoutes(api, svc);
       registerExecRoutes(api, svc, opts.logger);
+      registerPtyRoutes(api, svc, opts.logger, opts.tls);
       registerProcessRoutes(api, svc, opts.logger);
       registerImageRoutes(api, svc, opts.maxImportBytes);
       registerVolumeRoutes(api, svc);

@@ -8,6 +8,13 @@ export interface CliIo {
   stderr: { write(chunk: string | Uint8Array): unknown };
   stdin: AsyncIterable<Uint8Array | string> & { isTTY?: boolean };
   env: Record<string, string | undefined>;
+  /** Present when stdin and stdout are a terminal: raw mode, its size and size changes (`sandbox shell`). */
+  terminal?: {
+    setRaw(on: boolean): void;
+    size(): { cols: number; rows: number };
+    /** Calls `cb` on every window size change; returns the function that stops it. */
+    onResize(cb: () => void): () => void;
+  };
 }
 
 export type OutputFormat = 'table' | 'json';

@@ -82,7 +82,7 @@ async function readStdin(io: CliIo): Promise<Uint8Array | undefined> {
 }
 
 /** Shell convention: the command's code when it is one, 128+N when a signal killed it. */
-export function exitCodeOf(r: ExecResult): number {
+export function exitCodeOf(r: Pick<ExecResult, 'exitCode' | 'signal'>): number {
   if (Number.isInteger(r.exitCode) && r.exitCode >= 0 && r.exitCode <= 255) return r.exitCode;
   const n = r.signal ? constants.signals[r.signal as keyof typeof constants.signals] : undefined;
   return n !== undefined ? 128 + n : 1;

@@ -55,7 +55,19 @@ export async function main(argv: string[], io: CliIo = processIo()): Promise<num
 }
 
 function processIo(): CliIo {
-  return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env };
+  const io: CliIo = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env };
+  if (process.stdin.isTTY && process.stdout.isTTY) {
+    const stdin = process.stdin;
+    io.terminal = {
+      setRaw: (on) => stdin.setRawMode(on),
+      size: () => ({ cols: process.stdout.columns || 80, rows: process.stdout.rows || 24 }),
+      onResize: (cb) => {
+        process.on('SIGWINCH', cb);
+        return () => process.off('SIGWINCH', cb);
+      },
+    };
+  }
+  return io;
 }
 
 /** True when node was started on this file (directly or through a symlink), not when it is imported. */

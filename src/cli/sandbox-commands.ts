@@ -3,6 +3,7 @@ import { PrismApiError, type ExecLogEntry, type RuntimeName, type Sandbox } from
 import type { CreateSandboxOptions } from '../sdk/index.js';
 import { UsageError, collect, parseEnvPairs, parseNumber, printError, type CliContext } from './context.js';
 import { registerExecCommand } from './exec-command.js';
+import { registerShellCommand } from './shell-command.js';
 import { registerProcessCommands } from './process-commands.js';
 import { age, humanBytes, humanMs, renderFields, renderTable, shellJoin, wireOutput } from './output.js';
 import { volumesFromFlags } from './volume-commands.js';
@@ -150,6 +151,7 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
     });
 
   registerExecCommand(sandbox, ctx);
+  registerShellCommand(sandbox, ctx);
   registerProcessCommands(sandbox, ctx);
 
   sandbox

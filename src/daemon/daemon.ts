@@ -175,7 +175,8 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     } else {
       log.warn({ api: cfg.apiHost }, 'API authentication is OFF (--auth none): anyone who can reach the API can run code');
     }
-    const app = await buildApi({ sandboxes: node.sandboxes, exec: node.exec, processes: node.processes, nodes: node.nodes, images: node.images, volumes: node.volumes, version, nodeId: ident.id, ...(tokens ? { tokens } : {}) },
+    const app = await buildApi(
+      { sandboxes: node.sandboxes, exec: node.exec, pty: node.pty, processes: node.processes, nodes: node.nodes, images: node.images, volumes: node.volumes, version, nodeId: ident.id, ...(tokens ? { tokens } : {}) },
       { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3, ...(tls ? { tls } : {}) });
     await app.listen({ host: cfg.apiHost, port: cfg.apiPort });
     const bound = app.server.address();

@@ -5,6 +5,7 @@ import type { RuntimeDriver } from '../runtime/driver.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import type { PlacementStrategy } from '../scheduler/placement.js';
 import { ExecService, type ExecLimits } from '../service/exec-service.js';
+import { PtyService } from '../service/pty-service.js';
 import { ImageService } from '../service/image-service.js';
 import { DEFAULT_PROCESS_LIMITS, ProcessService, type ProcessLimits } from '../service/process-service.js';
 import type { Logger } from '../service/logger.js';
@@ -55,6 +56,7 @@ export interface NodeServices {
   nodes: NodeService;
   sandboxes: SandboxService;
   exec: ExecService;
+  pty: PtyService;
   processes: ProcessService;
   images: ImageService;
   volumes: VolumeService;
@@ -89,6 +91,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const events = new SandboxEvents(repo, w.log);
   const sandboxes = new SandboxService(repo, events, agent, w.defaults, w.log, { scheduleMs: w.scheduleTimeoutMs, startMs: 15 * 60_000 });
   const exec = new ExecService(sandboxes, agent, repo, w.execLimits, w.log);
+  const pty = new PtyService(sandboxes, agent);
   const processes = new ProcessService(sandboxes, exec, agent, w.processLimits ?? DEFAULT_PROCESS_LIMITS, w.log);
   const images = new ImageService(w.images, repo, w.log);
   const scheduler = new Scheduler(repo, w.log, { strategy: w.placement, cpuOvercommit: 4, batchMax: 100, maxTxnOps: 128 });
@@ -105,7 +108,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   await agent.watchAssignments();
   agent.startWatchdog(w.watchdogMs);
   return {
-    repo, agent, nodes, sandboxes, exec, processes, images, volumes, scheduler, membership,
+    repo, agent, nodes, sandboxes, exec, pty, processes, images, volumes, scheduler, membership,
     async setAddress(url) {
       address = url;
       nodes.setAddress(url);

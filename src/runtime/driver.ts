@@ -81,6 +81,15 @@ export interface ExecOptions {
   cwd: string;
   /** When true the returned process has a writable `stdin`; otherwise stdin is empty. */
   stdin: boolean;
+  /**
+   * Run the command on a new pseudo-terminal of this size: it gets a new session with the terminal as
+   * its controlling tty and as fds 0-2, so `stdin` (always writable then) and `stdout` carry the
+   * terminal's bytes both ways (messages of the driver's own, such as "cannot run", too) and `stderr`
+   * is empty and already ended (it needs no reader). Bytes written to stdin go through the line
+   * discipline (0x03 interrupts the foreground process group; ^D is end of input, ending stdin does
+   * nothing). TERM is xterm-256color unless `env` sets it.
+   */
+  tty?: { cols: number; rows: number };
 }
 
 export interface TaskProcess {
@@ -89,8 +98,13 @@ export interface TaskProcess {
   stderr: Readable;
   /** Resolves when the command has exited and its output has been fully delivered. */
   result: Promise<Omit<ExecResult, 'timedOut' | 'limitExceeded'>>;
-  /** Kills the command and all its descendants (SIGKILL unless told otherwise). */
+  /**
+   * Kills the command and all its descendants (SIGKILL unless told otherwise). On a tty, a signal
+   * other than SIGKILL goes to the terminal's foreground process group (what Ctrl-C would reach).
+   */
   kill(signal?: NodeJS.Signals): void;
+  /** Present when started with `tty`: sets the terminal's size (the kernel sends SIGWINCH). */
+  resize?(cols: number, rows: number): void;
 }
 
 export interface TaskStats {

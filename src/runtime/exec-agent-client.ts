@@ -4,7 +4,7 @@ import { PassThrough, Writable, type Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { PrismError } from '../core/errors.js';
 import type { ExecOptions } from './driver.js';
-import type { AgentExit, AgentProcess } from './agent-process.js';
+import { emptyIf, type AgentExit, type AgentProcess } from './agent-process.js';
 
 /**
  * Client of the exec agent in guest/init/prism-init.c (the protocol is described there): one
@@ -24,16 +24,28 @@ function frame(type: string, payload: Buffer): Buffer {
 
 export function startFrame(opts: ExecOptions, user?: string): Buffer {
   const env = Object.entries(opts.env).map(([k, v]) => `${k}=${v}`);
-  const fields = [opts.cwd, opts.stdin ? 'stdin' : '', String(opts.argv.length), ...opts.argv, String(env.length), ...env];
-  if (user) fields.push(user);
+  const fields = [opts.cwd, opts.stdin || opts.tty ? 'stdin' : '', String(opts.argv.length), ...opts.argv, String(env.length), ...env];
+  // Both trailing fields are optional; the size needs the user field before it ("" = root).
+  if (user || opts.tty) fields.push(user ?? '');
+  if (opts.tty) fields.push(sizeField(opts.tty.cols, opts.tty.rows));
   for (const f of fields) {
     if (f.includes('\0')) throw new PrismError('INVALID_ARGUMENT', 'command, environment and cwd must not contain NUL bytes');
   }
   return frame('S', Buffer.from(fields.map((f) => `${f}\0`).join(''), 'utf8'));
 }
 
-/** Connects and starts the command; rejects FAILED_PRECONDITION when no agent listens (task not running). */
-/** `user` is the agent's "uid gid groups" form; absent runs as the task's root. */
+/** A terminal size as the agent reads it ("cols rows"); INVALID_ARGUMENT outside 1..65535. */
+export function sizeField(cols: number, rows: number): string {
+  for (const n of [cols, rows]) {
+    if (!Number.isInteger(n) || n < 1 || n > 65535) throw new PrismError('INVALID_ARGUMENT', `terminal size must be 1-65535 columns and rows, got ${cols}x${rows}`);
+  }
+  return `${cols} ${rows}`;
+}
+
+/**
+ * Connects and starts the command; rejects FAILED_PRECONDITION when no agent listens (task not running).
+ * `user` is the agent's "uid gid groups" form; absent runs as the task's root.
+ */
 export function agentExec(socketPath: string, opts: ExecOptions, user?: string): Promise<AgentProcess> {
   const start = startFrame(opts, user);
   return new Promise((resolve, reject) => {
@@ -49,7 +61,7 @@ export function agentExec(socketPath: string, opts: ExecOptions, user?: string):
     sock.once('connect', () => {
       sock.removeAllListeners('error');
       sock.write(start);
-      resolve(attachAgent(sock, sock, opts.stdin));
+      resolve(attachAgent(sock, sock, opts.stdin || !!opts.tty, !!opts.tty));
     });
   });
 }
@@ -58,9 +70,9 @@ export function agentExec(socketPath: string, opts: ExecOptions, user?: string):
  * Speaks the protocol over `input` (frames from the agent) and `output` (frames to it), once the start
  * frame was sent. The end of the command is when `input` closes.
  */
-export function attachAgent(input: Readable, output: Writable, withStdin: boolean): AgentProcess {
+export function attachAgent(input: Readable, output: Writable, withStdin: boolean, tty = false): AgentProcess {
   const stdout = new PassThrough();
-  const stderr = new PassThrough();
+  const stderr = emptyIf(tty);
   let exit: AgentExit | undefined;
   let buf: Buffer = Buffer.alloc(0);
   const send = (type: string, payload: Buffer) => {
@@ -82,7 +94,7 @@ export function attachAgent(input: Readable, output: Writable, withStdin: boolea
       const payload = buf.subarray(5, 5 + len);
       buf = buf.subarray(5 + len);
       if (type === 'O') push(stdout, Buffer.from(payload));
-      else if (type === 'E') push(stderr, Buffer.from(payload));
+      else if (type === 'E') push(tty ? stdout : stderr, Buffer.from(payload)); // on a tty: the agent's own messages
       else if (type === 'X') {
         const [code, sig] = payload.toString().split(' ').map(Number);
         const name = sig ? SIGNAL_NAMES.get(sig) : undefined;
@@ -124,5 +136,6 @@ export function attachAgent(input: Readable, output: Writable, withStdin: boolea
     kill(signal: NodeJS.Signals) {
       send('K', Buffer.from([constants.signals[signal] ?? constants.signals.SIGKILL]));
     },
+    ...(tty ? { resize: (cols: number, rows: number) => send('R', Buffer.from(sizeField(cols, rows))) } : {}),
   };
 }

@@ -90,10 +90,12 @@ class HttpTransport implements ApiTransport {
   readonly baseUrl: string;
   readonly #token: string | undefined;
   readonly #fetch: typeof fetch;
+  readonly #ca: string | Uint8Array | undefined;
 
   constructor(opts: PrismOptions) {
     this.baseUrl = normalizeUrl(opts.url ?? DEFAULT_URL);
     this.#token = opts.token;
+    this.#ca = opts.ca;
     this.#fetch = opts.fetch ?? (opts.ca ? fetchTrusting(opts.ca) : (input, init) => fetch(input, init));
   }
 
@@ -113,6 +115,14 @@ class HttpTransport implements ApiTransport {
 
   async raw(method: string, path: string, body: unknown, accept: string, signal?: AbortSignal): Promise<Response> {
     return this.send(method, path, body === undefined ? undefined : JSON.stringify(body), 'application/json', accept, signal);
+  }
+
+  socketOptions(): { headers: Record<string, string>; ca?: string | Buffer } {
+    const ca = this.#ca;
+    return {
+      headers: this.#token ? { authorization: `Bearer ${this.#token}` } : {},
+      ...(ca !== undefined ? { ca: typeof ca === 'string' ? ca : Buffer.from(ca) } : {}),
+    };
   }
 
   async upload<T>(method: string, path: string, body: Uint8Array | ReadableStream<Uint8Array>, contentType: string, signal?: AbortSignal): Promise<T> {

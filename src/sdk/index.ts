@@ -7,6 +7,8 @@ export type { ExecEvent, ExecExit } from './exec-stream.js';
 export { ProcessHandle, ProcessesApi } from './processes.js';
 export type { ProcessInfo, ProcessSignal, ProcessEvent, ProcessOutput, Offsets, Since, StartProcessOptions } from './processes.js';
 export { PrismApiError } from './errors.js';
+export { Pty } from './pty.js';
+export type { PtyOptions, PtyExit, PtySignal } from './pty.js';
 export type { ErrorCode } from '../core/errors.js';
 export type { TokenInfo, NewToken, EgressPolicy, NetworkSpec, Sandbox, SandboxStatus, NodeInfo, NodeResources, NodeCapacity, Reservation, RuntimeName } from '../core/types.js';
 export { ImagesApi } from './images.js';

@@ -1,5 +1,6 @@
 import type { Sandbox } from '../core/types.js';
 import { PrismApiError } from './errors.js';
+import { openPty, type Pty, type PtyOptions, type SocketDialer } from './pty.js';
 import { cancelBody, execEvents, execRequestBody, exitOf, type ExecEvent, type ExecRequestOptions } from './exec-stream.js';
 import { ProcessesApi, type ProcessHandle, type StartProcessOptions } from './processes.js';
 import { concat, decodeOutput } from './wire.js';
@@ -11,7 +12,7 @@ export { decodeOutput, readNdjson } from './wire.js';
  * non-2xx answers and connection failures to {@link PrismApiError}. Kept as an interface so this file
  * does not import the client (which imports this file).
  */
-export interface ApiTransport {
+export interface ApiTransport extends SocketDialer {
   readonly baseUrl: string;
   /** Resolves to the parsed body, or undefined for 204. */
   json<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T>;
@@ -122,6 +123,15 @@ export class SandboxHandle {
     }
     const res = await this.#api.raw('POST', path, body, 'application/x-ndjson, application/json', opts.signal);
     return readExecStream(res, opts);
+  }
+
+  /**
+   * Opens an interactive terminal running `cmd` (default: the user's login shell). Output arrives in
+   * `onData`; `write` sends keystrokes, `resize` the window size, `wait()` the exit. Closing it, or
+   * losing the connection, kills the command and everything it started.
+   */
+  pty(opts: PtyOptions): Promise<Pty> {
+    return openPty(this.#api, `${this.#path()}/pty`, opts);
   }
 
   /**

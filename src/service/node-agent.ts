@@ -276,13 +276,14 @@ export class NodeAgent {
   }
 
   /** Runs a command in the sandbox's task; `env` and `cwd` apply on top of the task's own. */
-  async exec(sb: Sandbox, opts: { argv: string[]; env: Record<string, string>; cwd?: string; stdin: boolean }): Promise<TaskProcess> {
+  async exec(sb: Sandbox, opts: { argv: string[]; env: Record<string, string>; cwd?: string; stdin: boolean; tty?: ExecOptions['tty'] }): Promise<TaskProcess> {
     const h = await this.handle(sb.id);
     const full: ExecOptions = {
       argv: opts.argv,
       env: { ...h.spec.env, ...opts.env },
       cwd: opts.cwd || h.spec.workdir,
       stdin: opts.stdin,
+      ...(opts.tty ? { tty: opts.tty } : {}),
     };
     return this.driver(h.runtime).exec(h, full);
   }

@@ -220,6 +220,68 @@ export function driverConformanceSuite(name: string, make: () => Promise<DriverF
       expect(ps.stdout.toString()).not.toContain('sleep');
     });
 
+    it('runs a shell on a terminal: isatty, window size, resize, Ctrl-C, signals, exit code', async () => {
+      const proc = await driver.exec(shared, { argv: ['/bin/sh'], env: { PATH, PS1: '$ ' }, cwd: '/', stdin: true, tty: { cols: 80, rows: 24 } });
+      let out = '';
+      let err = '';
+      proc.stdout.on('data', (c: Buffer) => (out += c.toString('latin1')));
+      proc.stderr.on('data', (c: Buffer) => (err += c.toString('latin1')));
+      // Markers are computed by the shell, so the terminal's echo of what we type never matches them.
+      const expectOut = (re: RegExp, what: string) =>
+        waitFor(what, () => re.test(out), 20_000).catch((e: Error) => {
+          throw new Error(`${e.message}; output so far: ${JSON.stringify(out.slice(-400))}`);
+        });
+      const type = (s: string) => proc.stdin!.write(s);
+      try {
+        expect(proc.resize).toBeTypeOf('function');
+        type('test -t 0 && test -t 1 && test -t 2 && echo "TT""Y-$((1+1))"; echo "TERM=[$TERM]"; stty size\n');
+        await expectOut(/TTY-2/, 'isatty on fds 0-2');
+        await expectOut(/TERM=\[xterm-256color\]/, 'TERM set');
+        await expectOut(/[\r\n]24 80\r\n/, 'the initial size');
+        // A foreground job waiting for SIGWINCH (an interactive shell's line editor may keep it to itself).
+        type(`sh -c 'trap "echo W\\"\\"INCH-\\$(stty size); exit 0" WINCH; echo "RE""ADY-$((1+1))"; while :; do sleep 1; done'\n`);
+        await expectOut(/READY-2/, 'the job waiting for SIGWINCH');
+        proc.resize!(100, 30);
+        await expectOut(/WINCH-30 100/, 'SIGWINCH to the foreground job, with the new size');
+        type('stty size\n');
+        await expectOut(/[\r\n]30 100\r\n/, 'the new size in the shell');
+        // 0x03 through the line discipline interrupts the foreground job, not the shell.
+        const before = (await driver.stats(shared)).pids;
+        const sleeping = async (what: string, marker: string, re: RegExp) => {
+          type(`echo "${marker.slice(0, 2)}""${marker.slice(2)}"; sleep 100\n`);
+          await expectOut(re, what);
+          await waitFor(what, async () => (await driver.stats(shared)).pids > before);
+        };
+        await sleeping('sleep 100 started', 'START-$((1+2))', /START-3/);
+        type('\x03');
+        type('echo "ALI""VE-$((2+3))"\n');
+        await expectOut(/ALIVE-5/, 'the shell after Ctrl-C');
+        // A signal by kill() goes to the foreground job too.
+        await sleeping('sleep 100 started again', 'START-$((3+4))', /START-7/);
+        proc.kill('SIGINT');
+        type('echo "AGA""IN-$((4+5))"\n');
+        await expectOut(/AGAIN-9/, 'the shell after SIGINT by kill()');
+        type('exit 7\n');
+        const r = await within(proc.result, 20_000, 'the exit of the shell');
+        expect(r.exitCode).toBe(7);
+        expect(err).toBe('');
+      } finally {
+        proc.kill();
+        await proc.result;
+      }
+      // A background writer that outlives the command and keeps the terminal busy does not hold back its exit.
+      const bg = await driver.exec(shared, {
+        argv: ['/bin/sh', '-c', "(trap '' HUP; while :; do echo y; done) & echo $! > /tmp/tty-writer.pid; sleep 0.2; exit 3"],
+        env: { PATH }, cwd: '/', stdin: true, tty: { cols: 80, rows: 24 },
+      });
+      bg.stdout.resume(); // stderr is left unread: on a tty it is empty and needs no reader
+      try {
+        expect((await within(bg.result, 10_000, 'the exit despite a background writer')).exitCode).toBe(3);
+      } finally {
+        await sh(shared, 'kill -9 $(cat /tmp/tty-writer.pid); rm /tmp/tty-writer.pid');
+      }
+    });
+
     it('enforces the memory limit and reports an OOM kill', async () => {
       const h = await create({ memoryMb: 64 });
       try {

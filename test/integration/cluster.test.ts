@@ -1,8 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Prism } from '../../src/sdk/index.js';
 import { EtcdCluster, etcdSkipReason } from '../fixtures/etcd-cluster.js';
 import { call, integrationSkipReason, leftovers, startPrismd, type Prismd, authHeaders, fetchFor } from './prismd-harness.js';
 
@@ -105,9 +106,18 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
     expect(events.filter((e) => e.type === 'stdout').map((e) => e.data).join('')).toBe('one\n');
     expect(events.filter((e) => e.type === 'stderr').map((e) => e.data).join('')).toBe('two\n');
     expect(events.at(-1)).toMatchObject({ type: 'exit', exitCode: 3 });
+    // A terminal's WebSocket is forwarded too, over TLS between the nodes: bytes both ways, the exit.
+    const prism = new Prism({ url: nodes[0]!.url, token: nodes[0]!.token, ca: readFileSync(join(caDir, 'ca.crt')) });
+    let screen = '';
+    const shell = await (await prism.sandboxes.get(remote.id)).pty({ cmd: ['/bin/sh'], onData: (b) => (screen += Buffer.from(b).toString()) });
+    shell.write('echo "$(hostname)-$((6*7))"; exit 7\n');
+    expect(await shell.wait()).toEqual({ exitCode: 7 });
+    expect(screen).toContain(`${remote.name}-42`);
     // Lifecycle calls are forwarded too; deleting through another node leaves nothing on the owner.
     const other = nodes[(nodeIndex(remote.node) + 1) % 3]!;
     expect((await call<Sb>(other.url, 'POST', `/sandboxes/${remote.id}/stop`)).body.status).toBe('stopped');
+    // The owner's refusal of a terminal reaches the client through the forwarding node as is.
+    await expect((await prism.sandboxes.get(remote.id)).pty({ onData: () => undefined })).rejects.toMatchObject({ code: 'FAILED_PRECONDITION', status: 412 });
     expect((await call<Sb>(other.url, 'POST', `/sandboxes/${remote.id}/start`)).body.status).toBe('running');
     for (const sb of made) expect((await call(nodes[2]!.url, 'DELETE', `/sandboxes/${sb.id}`)).status).toBe(204);
     for (const sb of made) expect(leftovers(sb.id, nodes[nodeIndex(sb.node)]!.dataDir)).toEqual([]);

@@ -5,7 +5,7 @@ import type { ExecOptions, TaskProcess } from '../driver.js';
 import { attachAgent, startFrame } from '../exec-agent-client.js';
 import { engineError } from './engine-errors.js';
 import { INIT_PATH } from './layer-image.js';
-import { toTaskProcess } from '../agent-process.js';
+import { toTaskProcess, ttyEnv } from '../agent-process.js';
 
 /** prism-init's exec agent socket inside every docker task (see guest/init/relay.c). */
 export const AGENT_SOCKET = '/.prism/agent.sock';
@@ -21,7 +21,7 @@ export const AGENT_SOCKET = '/.prism/agent.sock';
  */
 export async function dockerExec(docker: Docker, container: string, opts: ExecOptions, user: string | undefined, diskLimited: boolean): Promise<TaskProcess> {
   if (opts.argv.length === 0) throw new PrismError('INVALID_ARGUMENT', 'argv must not be empty');
-  const start = startFrame(opts, user);
+  const start = startFrame(ttyEnv(opts), user);
   const started = Date.now();
   let stream: Duplex;
   try {
@@ -51,7 +51,7 @@ export async function dockerExec(docker: Docker, container: string, opts: ExecOp
   meta.on('data', (c: Buffer) => (metaText += c.toString()));
   const metaDone = new Promise<void>((resolve) => meta.once('end', resolve));
   stream.write(start);
-  const proc = attachAgent(frames, stream, opts.stdin);
+  const proc = attachAgent(frames, stream, opts.stdin || !!opts.tty, !!opts.tty);
   const result = (async () => {
     const exit = await proc.exit;
     await metaDone;

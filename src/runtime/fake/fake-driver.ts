@@ -29,7 +29,10 @@ import type {
  *   write PATH TEXT  / read PATH   on the task's filesystem (kept across stop/start, gone on destroy)
  *   bytes HEX        writes the raw bytes HEX to stdout (for output-encoding tests)
  *   env / pwd        print the command's environment (sorted KEY=VALUE lines) / working directory
+ *   size             prints the terminal's "rows cols" (as `stty size`); fails without a tty
  * Anything else exits 127 with a message on stderr, as a shell does for an unknown command.
+ * With `tty` stdin is always writable, whatever the command writes to stderr goes to stdout (one
+ * terminal) and `resize` changes what `size` prints; there is no line discipline.
  */
 
 type CommandResult = Omit<ExecResult, 'timedOut' | 'durationMs' | 'limitExceeded'>;
@@ -54,9 +57,16 @@ class FakeProcess implements TaskProcess {
   private killed?: NodeJS.Signals;
   private onKill?: () => void;
   private readonly t0 = performance.now();
+  private size?: { cols: number; rows: number };
+  resize?: (cols: number, rows: number) => void;
 
   constructor(private readonly task: FakeTask, private readonly opts: ExecOptions) {
-    this.stdin = opts.stdin ? new PassThrough() : null;
+    this.stdin = opts.stdin || opts.tty ? new PassThrough() : null;
+    if (opts.tty) {
+      this.stderr.end().resume(); // a terminal has one output stream: stdout
+      this.size = { ...opts.tty };
+      this.resize = (cols, rows) => (this.size = { cols, rows });
+    }
     this.result = new Promise<CommandResult>((resolve) => setImmediate(() => this.run().then(resolve)))
       .then(async (r) => {
         this.stdout.end();
@@ -96,7 +106,7 @@ class FakeProcess implements TaskProcess {
     const [cmd, ...args] = this.opts.argv;
     const ok = (exitCode = 0): CommandResult => ({ exitCode, oomKilled: false, diskFull: false });
     const fail = (msg: string, exitCode = 1): CommandResult => {
-      this.stderr.write(`${cmd}: ${msg}\n`);
+      (this.size ? this.stdout : this.stderr).write(`${cmd}: ${msg}\n`);
       return ok(exitCode);
     };
     const path = (p: string | undefined) => posix.resolve(this.opts.cwd || '/', p ?? '');
@@ -130,6 +140,10 @@ class FakeProcess implements TaskProcess {
         return ok();
       case 'pwd':
         this.stdout.write(`${this.opts.cwd}\n`);
+        return ok();
+      case 'size':
+        if (!this.size) return fail('standard input is not a terminal');
+        this.stdout.write(`${this.size.rows} ${this.size.cols}\n`);
         return ok();
       default:
         return fail('command not found', 127);

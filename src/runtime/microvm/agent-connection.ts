@@ -6,11 +6,12 @@ import { finished } from 'node:stream/promises';
 import { PrismError } from '../../core/errors.js';
 import type { ExecOptions } from '../driver.js';
 import {
-  CONTROL_CHANNEL, decodeHello, decodeMountReply, decodeStats, encodeChunked, encodeFields, encodeFrame, encodeNetwork, encodeStart, exitFromFrame,
-  FrameParser, FrameType, MAX_SESSION_CHANNEL, PROTOCOL_VERSION, type AgentState, type Frame, type GuestNetwork, type FrameTypeChar, type GuestStats,
+  CONTROL_CHANNEL, decodeHello, decodeMountReply, decodeStats, encodeChunked, encodeFields, encodeFrame, encodeNetwork, encodePtyStart, encodeSize, encodeStart,
+  exitFromFrame, FrameParser, FrameType, MAX_SESSION_CHANNEL, PROTOCOL_VERSION, type AgentState, type Frame, type GuestNetwork, type FrameTypeChar,
+  type GuestStats,
 } from './agent-protocol.js';
 import { dialUnix } from './unix-socket.js';
-import type { AgentExit, AgentProcess } from '../agent-process.js';
+import { emptyIf, type AgentExit, type AgentProcess } from '../agent-process.js';
 
 /**
  * One connection to a microVM's guest agent over the host side of its virtio-serial port (a unix
@@ -253,16 +254,18 @@ export class AgentConnection {
 
   /** Starts one command. `user` is the agent's "uid gid g1,g2" form; absent runs as root. */
   exec(opts: ExecOptions, user?: string): AgentProcess {
-    const start = encodeStart({ cwd: opts.cwd, stdin: opts.stdin, argv: opts.argv, env: opts.env, ...(user ? { user } : {}) });
+    const req = { cwd: opts.cwd, stdin: opts.stdin || !!opts.tty, argv: opts.argv, env: opts.env, ...(user ? { user } : {}) };
+    const start = opts.tty ? encodePtyStart(req, opts.tty.cols, opts.tty.rows) : encodeStart(req);
     const sock = this.requireConnected();
     const channel = this.allocateChannel();
     const stdout = new PassThrough();
-    const stderr = new PassThrough();
+    const stderr = emptyIf(!!opts.tty);
     let over = false;
     let resolveExit!: (e: AgentExit) => void;
     const exit = new Promise<AgentExit>((r) => (resolveExit = r));
-    const stdin = opts.stdin ? this.stdinStream(channel, sock, () => over) : null;
-    this.sessions.set(channel, { stdout, stderr, stdin, done: (e) => {
+    const stdin = req.stdin ? this.stdinStream(channel, sock, () => over) : null;
+    // On a tty the agent's own messages (E) go to the terminal's stream.
+    this.sessions.set(channel, { stdout, stderr: opts.tty ? stdout : stderr, stdin, done: (e) => {
         if (over) return;
         over = true;
         this.sessions.delete(channel);
@@ -272,13 +275,19 @@ export class AgentConnection {
         // Resolve once both streams delivered everything they had to their reader.
         void Promise.all([stdout, stderr].map((s) => finished(s).catch(() => undefined))).then(() => resolveExit(e));
     } });
-    this.send(encodeFrame(FrameType.Start, channel, start));
+    this.send(encodeFrame(opts.tty ? FrameType.PtyStart : FrameType.Start, channel, start));
+    const live = () => !over && this.sock === sock;
     return {
       stdin, stdout, stderr, exit,
       kill: (signal: NodeJS.Signals = 'SIGKILL') => {
-        if (over || this.sock !== sock) return;
-        this.send(encodeFrame(FrameType.Kill, channel, Buffer.from([constants.signals[signal] ?? constants.signals.SIGKILL])));
+        if (live()) this.send(encodeFrame(FrameType.Kill, channel, Buffer.from([constants.signals[signal] ?? constants.signals.SIGKILL])));
       },
+      ...(opts.tty ? {
+        resize: (cols: number, rows: number) => {
+          const size = encodeSize(cols, rows);
+          if (live()) this.send(encodeFrame(FrameType.Resize, channel, size));
+        },
+      } : {}),
     };
   }
 

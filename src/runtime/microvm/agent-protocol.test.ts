@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   decodeExit, decodeFields, exitFromFrame, decodeHello, decodeMountReply, decodeStart, encodeChunked, encodeExit, encodeFields, encodeFrame,
-  encodeStart, FrameParser, FrameType, MAX_PAYLOAD,
+  encodePtyStart, encodeSize, encodeStart, FrameParser, FrameType, MAX_PAYLOAD,
 } from './agent-protocol.js';
 
 describe('agent protocol', () => {
@@ -25,6 +25,14 @@ describe('agent protocol', () => {
     ]);
     expect(parser.pending).toBe(0);
     expect(new FrameParser().push(all)).toHaveLength(3);
+  });
+
+  it('encodes a terminal start as the size fields followed by a start payload, and refuses bad sizes', () => {
+    const req = { cwd: '/', stdin: true, argv: ['sh'], env: { TERM: 'xterm' } };
+    const p = encodePtyStart(req, 80, 24);
+    expect(decodeFields(p).slice(0, 2)).toEqual(['80', '24']);
+    expect(decodeStart(p.subarray(encodeSize(80, 24).length))).toEqual(req);
+    for (const [c, r] of [[0, 24], [80, 65536], [1.5, 2]] as const) expect(() => encodeSize(c, r)).toThrow(/terminal size/);
   });
 
   it('rejects an oversized length', () => {

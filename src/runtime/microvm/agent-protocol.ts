@@ -2,13 +2,13 @@ import { constants } from 'node:os';
 import { PrismError } from '../../core/errors.js';
 
 /**
- * The microVM guest agent protocol, version 5 (docs/microvm-agent-protocol.md). This file and
+ * The microVM guest agent protocol, version 6 (docs/microvm-agent-protocol.md). This file and
  * guest/agent/protocol.h are its two definitions and must change together.
  *
  * Frame: u8 type, u32 channel (big-endian), u32 length (big-endian, at most 1 MiB), payload.
  */
 
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 export const HEADER_BYTES = 9;
 export const MAX_PAYLOAD = 1 << 20;
 export const CONTROL_CHANNEL = 0;
@@ -32,6 +32,8 @@ export const FrameType = {
   Stdin: 'I', // host: stdin bytes
   CloseStdin: 'C', // host: close stdin
   Kill: 'K', // host: u8 signal number
+  PtyStart: 'P', // host: start a command on a new terminal: fields cols, rows, then Start's payload
+  Resize: 'R', // host: fields cols, rows of a terminal session
   Stdout: 'O', // guest: stdout bytes
   Stderr: 'E', // guest: stderr bytes
   Exit: 'X', // guest: "<exitCode> <signal>[ oom]"
@@ -151,6 +153,21 @@ export function encodeStart(req: StartRequest): Buffer {
   const payload = encodeFields([
     req.cwd, req.stdin ? 'stdin' : '', String(req.argv.length), ...req.argv, String(env.length), ...env, req.user ?? '',
   ]);
+  if (payload.length > MAX_PAYLOAD) throw new PrismError('INVALID_ARGUMENT', 'command and environment exceed 1 MiB');
+  return payload;
+}
+
+/** A terminal size as fields (`P`'s prefix and `R`); INVALID_ARGUMENT outside 1..65535. */
+export function encodeSize(cols: number, rows: number): Buffer {
+  for (const n of [cols, rows]) {
+    if (!Number.isInteger(n) || n < 1 || n > 65535) throw new PrismError('INVALID_ARGUMENT', `terminal size must be 1-65535 columns and rows, got ${cols}x${rows}`);
+  }
+  return encodeFields([String(cols), String(rows)]);
+}
+
+/** `P`: the terminal's size, then what `S` carries. */
+export function encodePtyStart(req: StartRequest, cols: number, rows: number): Buffer {
+  const payload = Buffer.concat([encodeSize(cols, rows), encodeStart(req)]);
   if (payload.length > MAX_PAYLOAD) throw new PrismError('INVALID_ARGUMENT', 'command and environment exceed 1 MiB');
   return payload;
 }

@@ -11,7 +11,7 @@ import { agentUser, ID_PATTERN, imageHome, validateSpec } from './task-spec.js';
 import { taskPaths, vmMarker, type TaskPaths } from './vm-boot.js';
 import { requireLayers } from './vm-disks.js';
 import { VmLauncher, type LaunchInfo, type MicrovmDriverOptions } from './vm-launcher.js';
-import { toTaskProcess } from '../agent-process.js';
+import { toTaskProcess, ttyEnv } from '../agent-process.js';
 
 export type { MicrovmDriverLogger, MicrovmDriverOptions } from './vm-launcher.js';
 
@@ -143,7 +143,7 @@ export class MicrovmDriver implements RuntimeDriver {
     const env = user && !user.startsWith('0 ') && opts.env.HOME === undefined ? { ...opts.env, HOME: home } : opts.env;
     const conn = await this.connection(handle.id, p);
     const started = Date.now();
-    const proc = conn.exec({ ...opts, env }, user);
+    const proc = conn.exec(ttyEnv({ ...opts, env }), user);
     // The guest agent reports OOM kills in the exit frame (it reads the sandbox cgroup's counter). Only a
     // failed command can have met ENOSPC; asking the guest costs one more round trip.
     const result = proc.exit.then(async (exit) => {

@@ -3,7 +3,7 @@ import type { ExecOptions, TaskProcess } from '../driver.js';
 import { agentExec } from '../exec-agent-client.js';
 import { readOomKills } from './cgroups.js';
 import { userSpec, type TaskUser } from './task-user.js';
-import { toTaskProcess } from '../agent-process.js';
+import { toTaskProcess, ttyEnv } from '../agent-process.js';
 
 /**
  * Runs one command through the task's exec agent (guest/init). The agent forks it inside the task, so
@@ -26,7 +26,7 @@ export async function startExec(
   const started = Date.now();
   // A non-root user gets its passwd home as HOME unless the command sets one (as Docker does).
   const env = user && user.uid !== 0 && opts.env.HOME === undefined ? { ...opts.env, HOME: user.home } : opts.env;
-  const proc = await agentExec(socketPath, { ...opts, env }, user ? userSpec(user) : undefined);
+  const proc = await agentExec(socketPath, ttyEnv({ ...opts, env }), user ? userSpec(user) : undefined);
   const result = (async () => {
     const exit = await proc.exit;
     const durationMs = Date.now() - started;
