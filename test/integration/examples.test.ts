@@ -10,6 +10,7 @@ import { REPO_ROOT, integrationSkipReason, startPrismd, type Prismd } from './pr
  * promises. An example without an entry here fails the suite, so none can rot unseen.
  */
 const expected: Record<string, RegExp[]> = {
+  'terminal.ts': [/^size 30x100, then 40x120$/m, /^Ctrl-C interrupted sleep/m, /^shell exited with 7$/m],
   'hello.ts': [/^sandbox \S+ says 42$/m],
   'background.ts': [/^started ex-[0-9a-f]{12}: running$/m, /^echo: hello\necho: world\nbye\nexit 0$/m, /^sleeper ended by SIGTERM$/m, /^streamed\nforeground exit 3$/m],
   'streaming.ts': [/out: tick 0\nout: tick 1\nout: tick 2\nerr: done/, /^exit 0$/m, /^timed out: true \(TIMEOUT\)$/m, /^lookup failed with NOT_FOUND$/m],
