@@ -133,7 +133,7 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
-    return dockerExec(this.docker, containerName(handle.id), opts, userSpec(handle.spec.user));
+    return dockerExec(this.docker, containerName(handle.id), opts, opts.asRoot ? undefined : userSpec(handle.spec.user));
   }
 
   async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {

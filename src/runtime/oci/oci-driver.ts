@@ -171,7 +171,7 @@ export class OciDriver implements RuntimeDriver {
     const p = this.paths(handle.id);
     try {
       const diskFull = existsSync(p.diskImage) ? () => isDiskFull(p.disk) : async () => false;
-      return await startExec(handle.id, p.agentSocket, opts, handle.data.user as TaskUser | undefined, diskFull);
+      return await startExec(handle.id, p.agentSocket, opts, opts.asRoot ? undefined : (handle.data.user as TaskUser | undefined), diskFull);
     } catch (e) {
       // No agent listening: tell "gone" from "stopped" the way callers expect.
       if (e instanceof PrismError && e.code === 'FAILED_PRECONDITION' && !existsSync(p.task)) {
