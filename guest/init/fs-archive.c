@@ -8,16 +8,14 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
+#include <dirent.h>
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "fs-helper.h"
-
-static char out_root[FS_MAX_NAME];
-static char out_prefix[FS_MAX_NAME];
 
 static void put_file_bytes(const char *path, const struct stat *st) {
   int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
@@ -39,19 +37,33 @@ static void put_file_bytes(const char *path, const struct stat *st) {
   close(fd);
 }
 
-static int emit(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)ftw;
-  if (flag == FTW_DNR || flag == FTW_NS) fs_fail(EACCES, path);
-  char name[FS_MAX_NAME * 2];
-  const char *rel = path + strlen(out_root);
-  if (strcmp(out_root, "/") == 0) {
-    if (path[1] == 0) return 0; /* "/" itself: its entries are named from the top */
-    rel = path + 1;
+/* Filesystems whose "files" are kernel state, not content: listed as directories, never descended. */
+static int pseudo_fs(const char *path) {
+  struct statfs sf;
+  if (statfs(path, &sf) != 0) return 0;
+  switch ((unsigned long)sf.f_type) {
+    case 0x9fa0:     /* proc */
+    case 0x62656572: /* sysfs */
+    case 0x1cd1:     /* devpts */
+    case 0x27e0eb:   /* cgroup */
+    case 0x63677270: /* cgroup2 */
+    case 0x64626720: /* debugfs */
+    case 0x74726163: /* tracefs */
+      return 1;
   }
-  snprintf(name, sizeof name, "%s%s", out_prefix, rel);
-  struct stat s = *st;
-  char type = type_of(st->st_mode);
-  if (type == 'o') return 0; /* devices, FIFOs, sockets: not file content */
+  return 0;
+}
+
+/* Emits `path` (named `name` in the archive) and, for a directory, everything below it. */
+static void emit(char *path, size_t plen, char *name, size_t nlen) {
+  struct stat st;
+  if (lstat(path, &st) != 0) {
+    if (errno == ENOENT) return; /* removed while walking */
+    fs_fail(errno, path);
+  }
+  char type = type_of(st.st_mode);
+  if (type == 'o') return; /* devices, FIFOs, sockets: not file content */
+  struct stat s = st;
   if (type != 'f') s.st_size = 0;
   char link[FS_MAX_NAME] = "";
   if (type == 'l') {
@@ -59,21 +71,42 @@ static int emit(const char *path, const struct stat *st, int flag, struct FTW *f
     if (n < 0) fs_fail(errno, path);
     link[n] = 0;
   }
-  put_record(type, &s, name, link);
-  if (type == 'f') put_file_bytes(path, st);
-  return 0;
+  if (nlen > 0) put_record(type, &s, name, link);
+  if (type == 'f') put_file_bytes(path, &st);
+  if (type != 'd' || pseudo_fs(path)) return;
+  DIR *d = opendir(path);
+  if (!d) fs_fail(errno, path);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    size_t k = strlen(e->d_name);
+    if (plen + k + 2 > FS_MAX_NAME || nlen + k + 2 > FS_MAX_NAME) fs_fail(ENAMETOOLONG, path);
+    /* Children are appended to the shared buffers in place and cut off again after. */
+    size_t cp = plen == 1 ? 1 : plen + 1; /* plen == 1 only for "/" (realpath) */
+    if (plen > 1) path[plen] = '/';
+    memcpy(path + cp, e->d_name, k + 1);
+    size_t cn = nlen ? nlen + 1 : 0;
+    if (nlen) name[nlen] = '/';
+    memcpy(name + cn, e->d_name, k + 1);
+    emit(path, cp + k, name, cn + k);
+    path[plen] = 0;
+    name[nlen] = 0;
+  }
+  closedir(d);
 }
 
 /*
- * Entries are named like `docker cp`'s: the last component of PATH, then the path below it. The walk
- * stays on PATH's filesystem (tar --one-file-system): /proc or /sys under it would be endless noise.
+ * Entries are named like `docker cp`'s: the last component of PATH, then the path below it ("/"
+ * itself: its entries from the top). Links below PATH are archived as links, never followed; the
+ * contents of /proc, /sys and the like are left out (endless kernel state, not files).
  */
 int fs_archive_out(const char *path) {
-  if (!realpath(path, out_root)) fs_fail(errno, path);
+  static char root[FS_MAX_NAME], name[FS_MAX_NAME];
+  if (!realpath(path, root)) fs_fail(errno, path);
   char copy[FS_MAX_NAME];
   snprintf(copy, sizeof copy, "%s", path);
-  snprintf(out_prefix, sizeof out_prefix, "%s", strcmp(out_root, "/") == 0 ? "" : basename(copy));
-  if (nftw(out_root, emit, 32, FTW_PHYS | FTW_MOUNT) != 0) fs_fail(errno, path);
+  snprintf(name, sizeof name, "%s", strcmp(root, "/") == 0 ? "" : basename(copy));
+  emit(root, strlen(root), name, strlen(name));
   return 0;
 }
 

@@ -2,6 +2,7 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { PrismError, httpStatusForCode, type ErrorCode } from '../core/errors.js';
 import type { ExecService } from '../service/exec-service.js';
+import type { FileService } from '../service/file-service.js';
 import type { ImageService } from '../service/image-service.js';
 import type { Logger } from '../service/logger.js';
 import type { NodeService } from '../service/node-service.js';
@@ -11,6 +12,7 @@ import { registerAuth } from './auth.js';
 import { registerTokenRoutes } from './routes/token-routes.js';
 import { registerOwnerProxy } from './owner-proxy.js';
 import { registerExecRoutes } from './routes/exec-routes.js';
+import { registerFileRoutes } from './routes/file-routes.js';
 import { registerImageRoutes } from './routes/image-routes.js';
 import { registerPortRoutes } from './routes/port-routes.js';
 import { registerSandboxRoutes } from './routes/sandbox-routes.js';
@@ -19,6 +21,7 @@ import { registerSystemRoutes } from './routes/system-routes.js';
 export interface ApiServices {
   sandboxes: SandboxService;
   exec: ExecService;
+  files: FileService;
   nodes: NodeService;
   images: ImageService;
   version: string;
@@ -104,6 +107,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
       registerSandboxRoutes(api, svc);
       registerExecRoutes(api, svc, opts.logger);
       registerImageRoutes(api, svc, opts.maxImportBytes);
+      await api.register((files) => registerFileRoutes(files, svc));
       await registerPortRoutes(api, svc);
       if (svc.tokens) registerTokenRoutes(api, svc.tokens);
     },

@@ -43,6 +43,8 @@ export interface DaemonConfig {
   nodeTtlMs: number;
   /** How long a create waits for placement before failing with UNAVAILABLE. */
   scheduleTimeoutMs: number;
+  /** Largest file read or written through the files API in one request (PAYLOAD_TOO_LARGE past it). */
+  maxFileBytes: number;
   /** `token`: every route but /health needs an API token; `none` (loopback only) turns that off. */
   auth: 'token' | 'none';
   /** Commands in images that name no user run as this one (`uid[:gid]` or `root`). */
@@ -82,6 +84,7 @@ export interface DaemonFlags {
   placement?: string;
   nodeTtl?: string;
   scheduleTimeout?: string;
+  maxFileMb?: string;
   auth?: string;
   defaultUser?: string;
   tls?: string;
@@ -223,6 +226,7 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     sandboxCidr: flags.sandboxCidr ?? env.PRISM_SANDBOX_CIDR ?? DEFAULT_SANDBOX_CIDR,
     sandboxDns: parseSandboxDns(flags.sandboxDns ?? env.PRISM_SANDBOX_DNS, readResolvConf()),
     scheduleTimeoutMs: (positive('--schedule-timeout', flags.scheduleTimeout ?? env.PRISM_SCHEDULE_TIMEOUT, false) ?? 30) * 1000,
+    maxFileBytes: (positive('--max-file-mb', flags.maxFileMb ?? env.PRISM_MAX_FILE_MB) ?? 1024) * 1024 * 1024,
   };
   const auth = flags.auth ?? env.PRISM_AUTH ?? 'token';
   if (auth !== 'token' && auth !== 'none') throw new PrismError('INVALID_ARGUMENT', `--auth must be token or none, got '${auth}'`);

@@ -5,6 +5,7 @@ import type { RuntimeDriver } from '../runtime/driver.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import type { PlacementStrategy } from '../scheduler/placement.js';
 import { ExecService, type ExecLimits } from '../service/exec-service.js';
+import { DEFAULT_MAX_FILE_BYTES, FileService, type FileLimits } from '../service/file-service.js';
 import { ImageService } from '../service/image-service.js';
 import type { Logger } from '../service/logger.js';
 import { Membership } from '../service/membership.js';
@@ -35,6 +36,8 @@ export interface NodeWiring {
   nodeTtlMs: number;
   scheduleTimeoutMs: number;
   execLimits: ExecLimits;
+  /** Default: 1 GiB per file read or written. */
+  fileLimits?: FileLimits;
   /** How often running tasks are checked for having died. */
   watchdogMs: number;
   /** User of commands in images that name none (default `65534:65534`, nobody; `root` to allow root). */
@@ -48,6 +51,7 @@ export interface NodeServices {
   nodes: NodeService;
   sandboxes: SandboxService;
   exec: ExecService;
+  files: FileService;
   images: ImageService;
   scheduler: Scheduler;
   membership: Membership;
@@ -79,6 +83,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const events = new SandboxEvents(repo, w.log);
   const sandboxes = new SandboxService(repo, events, agent, w.defaults, w.log, { scheduleMs: w.scheduleTimeoutMs, startMs: 15 * 60_000 });
   const exec = new ExecService(sandboxes, agent, repo, w.execLimits, w.log);
+  const files = new FileService(sandboxes, agent, w.fileLimits ?? { maxFileBytes: DEFAULT_MAX_FILE_BYTES });
   const images = new ImageService(w.images, repo, w.log);
   const scheduler = new Scheduler(repo, w.log, { strategy: w.placement, cpuOvercommit: 4, batchMax: 100, maxTxnOps: 128 });
   const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });
@@ -93,7 +98,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   await agent.watchAssignments();
   agent.startWatchdog(w.watchdogMs);
   return {
-    repo, agent, nodes, sandboxes, exec, images, scheduler, membership,
+    repo, agent, nodes, sandboxes, exec, files, images, scheduler, membership,
     async setAddress(url) {
       address = url;
       nodes.setAddress(url);

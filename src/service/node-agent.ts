@@ -222,7 +222,7 @@ export class NodeAgent {
   }
 
   /** Runs a command in the sandbox's task; `env` and `cwd` apply on top of the task's own. */
-  async exec(sb: Sandbox, opts: { argv: string[]; env: Record<string, string>; cwd?: string; stdin: boolean }): Promise<TaskProcess> {
+  async exec(sb: Sandbox, opts: { argv: string[]; env: Record<string, string>; cwd?: string; stdin: boolean; asRoot?: boolean }): Promise<TaskProcess> {
     const h = await this.handle(sb.id);
     const full: ExecOptions = {
       argv: opts.argv,
@@ -230,6 +230,7 @@ export class NodeAgent {
       cwd: opts.cwd || h.spec.workdir,
       stdin: opts.stdin,
     };
+    if (opts.asRoot) full.asRoot = true;
     return this.driver(h.runtime).exec(h, full);
   }
 

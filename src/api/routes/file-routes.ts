@@ -1,0 +1,139 @@
+import { Readable } from 'node:stream';
+import { Type, type Static } from '@sinclair/typebox';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { PrismError } from '../../core/errors.js';
+import {
+  FileDeleteQuery, FileEntrySchema, FileListSchema, FileQuery, FileWriteQuery, FileWrittenSchema, IdParams, MkdirBody, MoveBody, withErrors,
+} from '../schemas.js';
+import type { ApiServices } from '../server.js';
+
+type Q<T> = { Params: { id: string }; Querystring: T };
+const asRoot = (user: string | undefined) => ({ asRoot: user === 'root' });
+const Binary = Type.String({ format: 'binary' });
+
+/** The raw request body as a stream; a PUT without a body writes nothing (an empty file). */
+function rawBody(req: FastifyRequest, type: string): AsyncIterable<Buffer> {
+  if (req.body instanceof Readable) return req.body;
+  if (req.body === undefined || req.body === null) return Readable.from([]);
+  throw new PrismError('INVALID_ARGUMENT', `send the bytes as the raw body with content-type ${type}`);
+}
+
+/**
+ * Files of a sandbox (service/file-service.ts). Owner routes: in a cluster they are forwarded to the
+ * node that runs the sandbox, raw bodies and streamed answers included (owner-proxy.ts). Registered
+ * in their own plugin so that octet-stream bodies reach the handler as a stream, never buffered.
+ */
+export async function registerFileRoutes(app: FastifyInstance, svc: ApiServices): Promise<void> {
+  const passthrough = (_req: unknown, payload: unknown, done: (err: null, body: unknown) => void) => done(null, payload);
+  app.addContentTypeParser('application/octet-stream', passthrough);
+  if (!app.hasContentTypeParser('application/x-tar')) app.addContentTypeParser('application/x-tar', passthrough);
+  // `curl -T` sends no content type and `--data-binary` a form one: bytes are bytes here.
+  app.addContentTypeParser('*', passthrough);
+  const owner = { owner: true };
+  const tags = ['files'];
+
+  app.put<Q<Static<typeof FileWriteQuery>>>(
+    '/sandboxes/:id/files',
+    {
+      config: owner,
+      schema: {
+        tags, params: IdParams, querystring: FileWriteQuery, consumes: ['application/octet-stream'],
+        description: 'Writes the raw body (application/octet-stream) to `path`, creating parent directories; replaces the file only once the whole body arrived.',
+        response: withErrors({ 200: FileWrittenSchema }, 403, 404, 412, 413, 429),
+      },
+    },
+    async (req) => {
+      const mode = req.query.mode === undefined ? undefined : parseInt(req.query.mode.replace(/^0o/, ''), 8);
+      const r = await svc.files.write(req.params.id, req.query.path, rawBody(req, 'application/octet-stream'), { ...asRoot(req.query.user), ...(mode === undefined ? {} : { mode }) });
+      return { path: req.query.path, size: r.size };
+    },
+  );
+
+  app.get<Q<Static<typeof FileQuery>>>(
+    '/sandboxes/:id/files',
+    {
+      config: owner,
+      schema: {
+        tags, params: IdParams, querystring: FileQuery, produces: ['application/octet-stream'],
+        description: "Streams a regular file's bytes (symlinks followed inside the sandbox).",
+        response: withErrors({ 200: Binary }, 403, 404, 412, 413),
+      },
+    },
+    async (req, reply) => {
+      const stream = await svc.files.read(req.params.id, req.query.path, asRoot(req.query.user));
+      return reply.type('application/octet-stream').header('cache-control', 'no-store').send(stream);
+    },
+  );
+
+  app.get<Q<Static<typeof FileQuery>>>(
+    '/sandboxes/:id/files/stat',
+    { config: owner, schema: { tags, params: IdParams, querystring: FileQuery, response: withErrors({ 200: FileEntrySchema }, 403, 404, 412) } },
+    (req) => svc.files.stat(req.params.id, req.query.path, asRoot(req.query.user)),
+  );
+
+  app.get<Q<Static<typeof FileQuery>>>(
+    '/sandboxes/:id/files/list',
+    { config: owner, schema: { tags, params: IdParams, querystring: FileQuery, response: withErrors({ 200: FileListSchema }, 403, 404, 412) } },
+    async (req) => ({ path: req.query.path, entries: await svc.files.list(req.params.id, req.query.path, asRoot(req.query.user)) }),
+  );
+
+  app.post<{ Params: { id: string }; Body: Static<typeof MkdirBody> }>(
+    '/sandboxes/:id/files/mkdir',
+    { config: owner, schema: { tags, params: IdParams, body: MkdirBody, response: withErrors({ 204: Type.Null() }, 403, 404, 409, 412) } },
+    async (req, reply) => {
+      const b = req.body;
+      await svc.files.mkdir(req.params.id, b.path, { ...asRoot(b.user), ...(b.mode === undefined ? {} : { mode: b.mode }), parents: b.parents === true });
+      return reply.status(204).send();
+    },
+  );
+
+  app.delete<Q<Static<typeof FileDeleteQuery>>>(
+    '/sandboxes/:id/files',
+    { config: owner, schema: { tags, params: IdParams, querystring: FileDeleteQuery, response: withErrors({ 204: Type.Null() }, 403, 404, 412) } },
+    async (req, reply) => {
+      await svc.files.remove(req.params.id, req.query.path, { ...asRoot(req.query.user), recursive: req.query.recursive === 'true' });
+      return reply.status(204).send();
+    },
+  );
+
+  app.post<{ Params: { id: string }; Body: Static<typeof MoveBody> }>(
+    '/sandboxes/:id/files/move',
+    { config: owner, schema: { tags, params: IdParams, body: MoveBody, response: withErrors({ 204: Type.Null() }, 403, 404, 409, 412) } },
+    async (req, reply) => {
+      await svc.files.move(req.params.id, req.body.from, req.body.to, asRoot(req.body.user));
+      return reply.status(204).send();
+    },
+  );
+
+  app.get<Q<Static<typeof FileQuery>>>(
+    '/sandboxes/:id/files/archive',
+    {
+      config: owner,
+      schema: {
+        tags, params: IdParams, querystring: FileQuery, produces: ['application/x-tar'],
+        description: 'Streams a tar of `path` (a directory tree or one file), entries named from its last component, like `docker cp`.',
+        response: withErrors({ 200: Binary }, 403, 404, 412),
+      },
+    },
+    async (req, reply) => {
+      const stream = await svc.files.downloadArchive(req.params.id, req.query.path, asRoot(req.query.user));
+      return reply.type('application/x-tar').header('cache-control', 'no-store').send(stream);
+    },
+  );
+
+  app.put<Q<Static<typeof FileQuery>>>(
+    '/sandboxes/:id/files/archive',
+    {
+      config: owner,
+      schema: {
+        tags, params: IdParams, querystring: FileQuery, consumes: ['application/x-tar'],
+        description: 'Extracts the raw tar body (application/x-tar) into directory `path` (created if missing); entries with absolute names or `..` are refused.',
+        response: withErrors({ 204: Type.Null() }, 403, 404, 412, 429),
+      },
+    },
+    async (req, reply) => {
+      await svc.files.uploadArchive(req.params.id, req.query.path, rawBody(req, 'application/x-tar'), asRoot(req.query.user));
+      return reply.status(204).send();
+    },
+  );
+}
