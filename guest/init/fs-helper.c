@@ -43,12 +43,32 @@ static const struct {
     {EBUSY, "EBUSY"}, {EPIPE, "EPIPE"}, {ETXTBSY, "ETXTBSY"},
 };
 
+/* The upload's temp file while it is being written: removed on any failure. */
+static char upload_tmp[FS_MAX_NAME + 32];
+
+/*
+ * Reads stdin to its end before exiting. The exec agent ends the connection once this process has
+ * exited; a daemon still writing upload bytes then would hit a closed socket, and Node drops a socket
+ * on EPIPE before reading the exit frame waiting in it. So the daemon always closes stdin first: on
+ * success after the end frame, on failure as soon as it sees the error on stderr.
+ */
+static void drain_stdin(void) {
+  static char sink[1 << 16];
+  ssize_t n;
+  while ((n = read(0, sink, sizeof sink)) > 0 || (n < 0 && errno == EINTR)) {
+  }
+}
+
 _Noreturn void fs_fail(int err, const char *what) {
   const char *name = "EIO";
   for (size_t i = 0; i < sizeof ERRNAMES / sizeof ERRNAMES[0]; i++)
     if (ERRNAMES[i].err == err) name = ERRNAMES[i].name;
   fflush(stdout);
   fprintf(stderr, "%s %s: %s\n", name, what, strerror(err));
+  fflush(stderr);
+  if (upload_tmp[0]) unlink(upload_tmp); /* before the drain: the daemon may be gone for good */
+  upload_tmp[0] = 0;
+  drain_stdin();
   exit(1);
 }
 
@@ -163,12 +183,6 @@ static uint32_t rd_u32(struct reader *r, int *eof) {
   return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 }
 
-static char upload_tmp[FS_MAX_NAME + 32];
-
-static void drop_tmp(void) {
-  if (upload_tmp[0]) unlink(upload_tmp);
-}
-
 static int fs_write(const char *path, const char *mode_arg) {
   make_parents(path, 0, 0755);
   /* Writing through a link writes its target (inside the sandbox: resolved against its root). */
@@ -191,7 +205,6 @@ static int fs_write(const char *path, const char *mode_arg) {
     upload_tmp[0] = 0;
     fs_fail(e, path);
   }
-  atexit(drop_tmp);
   static struct reader r;
   for (;;) {
     int eof = 0;
@@ -287,5 +300,6 @@ int fs_main(int argc, char **argv) {
     return 2;
   }
   if (fflush(stdout) != 0) fs_fail(errno, "write stdout");
+  drain_stdin();
   return rc;
 }

@@ -3,6 +3,7 @@ import { PrismApiError, type ExecLogEntry, type RuntimeName, type Sandbox } from
 import type { CreateSandboxOptions } from '../sdk/index.js';
 import { UsageError, collect, parseEnvPairs, parseNumber, printError, type CliContext } from './context.js';
 import { registerExecCommand } from './exec-command.js';
+import { registerFileCommands } from './file-commands.js';
 import { age, humanBytes, humanMs, renderFields, renderTable, shellJoin, wireOutput } from './output.js';
 
 interface CreateFlags {
@@ -145,6 +146,7 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
     });
 
   registerExecCommand(sandbox, ctx);
+  registerFileCommands(sandbox, ctx);
 
   sandbox
     .command('logs')

@@ -1,4 +1,5 @@
 import { PrismError, type ErrorCode } from '../core/errors.js';
+import type { FileEntry, FileType } from '../core/types.js';
 
 /**
  * The wire of `prism-init fs` (guest/init/fs-helper.c): entry records of 7 NUL-terminated fields
@@ -6,20 +7,7 @@ import { PrismError, type ErrorCode } from '../core/errors.js';
  * (u32 big-endian length + bytes, 0 = end), and its "<ERRNAME> message" failures.
  */
 
-export type FileType = 'file' | 'dir' | 'symlink' | 'other';
-
-/** One file or directory entry as the API returns it. */
-export interface FileEntry {
-  name: string;
-  type: FileType;
-  /** Bytes for files; 0 for directories and links. */
-  size: number;
-  /** Permission bits, e.g. 0o644 = 420. */
-  mode: number;
-  /** ISO 8601, millisecond precision. */
-  mtime: string;
-  linkTarget?: string;
-}
+export type { FileEntry };
 
 /** A record as the helper writes and reads it. `h` is a hard link to `link` (archives only). */
 export interface FsRecord {

@@ -8,7 +8,7 @@ import { frameHeader, helperError, parseRecords, RecordReader, toEntry, type Fil
 import type { NodeAgent } from './node-agent.js';
 import type { SandboxService } from './sandbox-service.js';
 
-export type { FileEntry } from './file-records.js';
+export type { FileEntry } from '../core/types.js';
 
 export interface FileLimits {
   /** Largest file read or written in one request (`--max-file-mb`); PAYLOAD_TOO_LARGE past it. */
@@ -24,6 +24,17 @@ export interface FileOpOptions {
 
 const MAX_PATH = 4096;
 const LIST_OUTPUT_BYTES = 64 << 20;
+
+/**
+ * Resolves once the helper reported a failure (it writes only that to stderr) or exited: the moment to
+ * stop sending and close its stdin, which it reads to the end before exiting (fs-helper.c drain_stdin).
+ */
+function stopped(proc: TaskProcess): Promise<'exit'> {
+  return new Promise((resolve) => {
+    proc.stderr.once('data', () => resolve('exit'));
+    void proc.result.then(() => resolve('exit'), () => resolve('exit'));
+  });
+}
 
 /** Absolute, no NUL, bounded: anything else is INVALID_ARGUMENT before the sandbox is touched. */
 export function checkPath(path: string, what = 'path'): string {
@@ -126,7 +137,7 @@ export class FileService {
     const { proc, stderr } = await this.start(idOrName, ['write', checkPath(path), checkMode(opts.mode) ?? '-'], opts, true);
     const stdin = proc.stdin!;
     proc.stdout.resume(); // nothing to read, but the result waits until stdout was consumed
-    const exited = proc.result.then(() => 'exit' as const);
+    const exited = stopped(proc);
     const send = async (b: Buffer) => {
       if (!stdin.write(b)) await Promise.race([new Promise((r) => stdin.once('drain', r)), exited]);
     };
@@ -193,7 +204,7 @@ export class FileService {
     const { proc, stderr } = await this.start(idOrName, ['archive-in', checkPath(dir)], opts, true);
     const stdin = proc.stdin!;
     proc.stdout.resume(); // nothing to read, but the result waits until stdout was consumed
-    const exited = proc.result.then(() => 'exit' as const);
+    const exited = stopped(proc);
     try {
       // recordsFromTar reads `tar` through its own iterator and never returns it early (see write).
       // No size cap: what an archive holds is bounded by the sandbox's disk (ENOSPC).
