@@ -36,6 +36,12 @@ function stopped(proc: TaskProcess): Promise<'exit'> {
   });
 }
 
+/** A request body that broke off (the client went away) is the client's doing, not an internal error. */
+function cutShort(e: unknown): unknown {
+  if (e instanceof PrismError) return e;
+  return new PrismError('INVALID_ARGUMENT', `the upload broke off before its end: ${(e as Error).message}`, { cause: e });
+}
+
 /** Absolute, no NUL, bounded: anything else is INVALID_ARGUMENT before the sandbox is touched. */
 export function checkPath(path: string, what = 'path'): string {
   if (typeof path !== 'string' || path === '') throw new PrismError('INVALID_ARGUMENT', `${what} is required`);
@@ -159,7 +165,7 @@ export class FileService {
       // No end frame: the helper drops its temp file and keeps the old one.
       stdin.end();
       await proc.result.catch(() => undefined);
-      throw e;
+      throw cutShort(e);
     }
     stdin.end(frameHeader(0));
     await this.finish(proc, stderr);
@@ -214,7 +220,7 @@ export class FileService {
     } catch (e) {
       stdin.end(); // no end record: the helper stops where it is
       await proc.result.catch(() => undefined);
-      throw e;
+      throw cutShort(e);
     }
     stdin.end();
     await this.finish(proc, stderr);

@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { Type, type Static } from '@sinclair/typebox';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { PrismError } from '../../core/errors.js';
 import {
   FileDeleteQuery, FileEntrySchema, FileListSchema, FileQuery, FileWriteQuery, FileWrittenSchema, IdParams, MkdirBody, MoveBody, withErrors,
@@ -10,6 +10,19 @@ import type { ApiServices } from '../server.js';
 type Q<T> = { Params: { id: string }; Querystring: T };
 const asRoot = (user: string | undefined) => ({ asRoot: user === 'root' });
 const Binary = Type.String({ format: 'binary' });
+
+/**
+ * Runs `fn` over the raw body. An upload refused half-way (too large, no permission) is answered on a
+ * closing connection: the client may still be sending, and on a kept-alive connection its next
+ * request would queue behind bytes the daemon is not going to read.
+ */
+async function withBody<T>(req: FastifyRequest, reply: FastifyReply, type: string, fn: (body: AsyncIterable<Buffer>) => Promise<T>): Promise<T> {
+  try {
+    return await fn(rawBody(req, type));
+  } finally {
+    if (!req.raw.complete) void reply.header('connection', 'close');
+  }
+}
 
 /** The raw request body as a stream; a PUT without a body writes nothing (an empty file). */
 function rawBody(req: FastifyRequest, type: string): AsyncIterable<Buffer> {
@@ -42,9 +55,10 @@ export async function registerFileRoutes(app: FastifyInstance, svc: ApiServices)
         response: withErrors({ 200: FileWrittenSchema }, 403, 404, 412, 413, 429),
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const mode = req.query.mode === undefined ? undefined : parseInt(req.query.mode.replace(/^0o/, ''), 8);
-      const r = await svc.files.write(req.params.id, req.query.path, rawBody(req, 'application/octet-stream'), { ...asRoot(req.query.user), ...(mode === undefined ? {} : { mode }) });
+      const opts = { ...asRoot(req.query.user), ...(mode === undefined ? {} : { mode }) };
+      const r = await withBody(req, reply, 'application/octet-stream', (body) => svc.files.write(req.params.id, req.query.path, body, opts));
       return { path: req.query.path, size: r.size };
     },
   );
@@ -132,7 +146,7 @@ export async function registerFileRoutes(app: FastifyInstance, svc: ApiServices)
       },
     },
     async (req, reply) => {
-      await svc.files.uploadArchive(req.params.id, req.query.path, rawBody(req, 'application/x-tar'), asRoot(req.query.user));
+      await withBody(req, reply, 'application/x-tar', (body) => svc.files.uploadArchive(req.params.id, req.query.path, body, asRoot(req.query.user)));
       return reply.status(204).send();
     },
   );
