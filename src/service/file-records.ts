@@ -157,9 +157,12 @@ export function helperError(stderr: string, exitCode: number, signal?: string): 
     const message = hint ? `${what}: ${hint}` : line.slice(m[1]!.length + 1);
     return new PrismError(CODES[m[1]!]!, message);
   }
-  // An exec agent that ran something else: a task started before its prism-init had a file helper.
-  if (exitCode === 127 || /usage: prism-init|cannot run/.test(stderr)) {
-    return new PrismError('FAILED_PRECONDITION', 'this sandbox runs a prism-init without file operations; restart the sandbox');
+  // No helper at /.prism/init: a microVM booted from an initramfs built before it had prism-init.
+  if (exitCode === 127 || /cannot run/.test(stderr)) {
+    return new PrismError(
+      'FAILED_PRECONDITION',
+      "this sandbox has no file helper at /.prism/init; for microvm, rebuild the guest initramfs (scripts/prepare-guest.sh) and restart the sandbox",
+    );
   }
   return new PrismError('INTERNAL', `file operation failed (exit ${exitCode}${signal ? `, ${signal}` : ''}): ${line || 'no message'}`);
 }

@@ -33,35 +33,51 @@ function rawBody(req: FastifyRequest, type: string): AsyncIterable<Buffer> {
 
 /**
  * Files of a sandbox (service/file-service.ts). Owner routes: in a cluster they are forwarded to the
- * node that runs the sandbox, raw bodies and streamed answers included (owner-proxy.ts). Registered
- * in their own plugin so that octet-stream bodies reach the handler as a stream, never buffered.
+ * node that runs the sandbox, raw bodies and streamed answers included (owner-proxy.ts). Upload
+ * bodies reach the handler as a stream, never buffered.
  */
 export async function registerFileRoutes(app: FastifyInstance, svc: ApiServices): Promise<void> {
-  const passthrough = (_req: unknown, payload: unknown, done: (err: null, body: unknown) => void) => done(null, payload);
-  app.addContentTypeParser('application/octet-stream', passthrough);
-  if (!app.hasContentTypeParser('application/x-tar')) app.addContentTypeParser('application/x-tar', passthrough);
-  // `curl -T` sends no content type and `--data-binary` a form one: bytes are bytes here.
-  app.addContentTypeParser('*', passthrough);
   const owner = { owner: true };
   const tags = ['files'];
-
-  app.put<Q<Static<typeof FileWriteQuery>>>(
-    '/sandboxes/:id/files',
-    {
-      config: owner,
-      schema: {
-        tags, params: IdParams, querystring: FileWriteQuery, consumes: ['application/octet-stream'],
-        description: 'Writes the raw body (application/octet-stream) to `path`, creating parent directories; replaces the file only once the whole body arrived.',
-        response: withErrors({ 200: FileWrittenSchema }, 403, 404, 412, 413, 429),
+  // Uploads in a scope of their own where every body, whatever its content type (a .json file sent as
+  // application/json, `curl -T` with none), reaches the handler as the raw stream.
+  await app.register(async (raw) => {
+    raw.removeAllContentTypeParsers();
+    raw.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
+    raw.put<Q<Static<typeof FileWriteQuery>>>(
+      '/sandboxes/:id/files',
+      {
+        config: owner,
+        schema: {
+          tags, params: IdParams, querystring: FileWriteQuery, consumes: ['application/octet-stream'],
+          description: 'Writes the raw body (application/octet-stream) to `path`, creating parent directories; replaces the file only once the whole body arrived.',
+          response: withErrors({ 200: FileWrittenSchema }, 403, 404, 412, 413, 429),
+        },
       },
-    },
-    async (req, reply) => {
-      const mode = req.query.mode === undefined ? undefined : parseInt(req.query.mode.replace(/^0o/, ''), 8);
-      const opts = { ...asRoot(req.query.user), ...(mode === undefined ? {} : { mode }) };
-      const r = await withBody(req, reply, 'application/octet-stream', (body) => svc.files.write(req.params.id, req.query.path, body, opts));
-      return { path: req.query.path, size: r.size };
-    },
-  );
+      async (req, reply) => {
+        const mode = req.query.mode === undefined ? undefined : parseInt(req.query.mode.replace(/^0o/, ''), 8);
+        const opts = { ...asRoot(req.query.user), ...(mode === undefined ? {} : { mode }) };
+        const r = await withBody(req, reply, 'application/octet-stream', (body) => svc.files.write(req.params.id, req.query.path, body, opts));
+        return { path: req.query.path, size: r.size };
+      },
+    );
+
+    raw.put<Q<Static<typeof FileQuery>>>(
+      '/sandboxes/:id/files/archive',
+      {
+        config: owner,
+        schema: {
+          tags, params: IdParams, querystring: FileQuery, consumes: ['application/x-tar'],
+          description: 'Extracts the raw tar body (application/x-tar) into directory `path` (created if missing); entries with absolute names or `..` are refused.',
+          response: withErrors({ 204: Type.Null() }, 403, 404, 412, 429),
+        },
+      },
+      async (req, reply) => {
+        await withBody(req, reply, 'application/x-tar', (body) => svc.files.uploadArchive(req.params.id, req.query.path, body, asRoot(req.query.user)));
+        return reply.status(204).send();
+      },
+    );
+  });
 
   app.get<Q<Static<typeof FileQuery>>>(
     '/sandboxes/:id/files',
@@ -135,19 +151,4 @@ export async function registerFileRoutes(app: FastifyInstance, svc: ApiServices)
     },
   );
 
-  app.put<Q<Static<typeof FileQuery>>>(
-    '/sandboxes/:id/files/archive',
-    {
-      config: owner,
-      schema: {
-        tags, params: IdParams, querystring: FileQuery, consumes: ['application/x-tar'],
-        description: 'Extracts the raw tar body (application/x-tar) into directory `path` (created if missing); entries with absolute names or `..` are refused.',
-        response: withErrors({ 204: Type.Null() }, 403, 404, 412, 429),
-      },
-    },
-    async (req, reply) => {
-      await withBody(req, reply, 'application/x-tar', (body) => svc.files.uploadArchive(req.params.id, req.query.path, body, asRoot(req.query.user)));
-      return reply.status(204).send();
-    },
-  );
 }
