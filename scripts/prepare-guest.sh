@@ -2,7 +2,7 @@
 # Prepares what the microvm runtime boots: a kernel from Debian's linux-image-cloud-amd64 and an
 # initramfs with our agent as /init. Idempotent and fast when done; --force redoes everything.
 #
-#   scripts/prepare-guest.sh [--agent PATH] [--force] [DIR]
+#   scripts/prepare-guest.sh [--agent PATH] [--init PATH] [--force] [DIR]
 #
 # DIR (default $PRISM_GUEST_DIR or /var/lib/prism/guest) receives:
 #   vmlinux          uncompressed ELF with a PVH entry note (QEMU and Firecracker boot it without a
@@ -10,19 +10,24 @@
 #   modules/         the .ko files the agent loads (decompressed), modules.order (their load order)
 #   kernel-version   e.g. 6.1.0-56-cloud-amd64
 #   manifest.json    kernel version, package version, kernel file, pvh, sha256
-#   initramfs.cpio   only when the agent binary exists: /init, /lib/modules/*.ko, /modules.order
+#   initramfs.cpio   only when the agent binary exists: /init, /lib/modules/*.ko, /modules.order, and
+#                    /prism-init (guest/init, mounted at /.prism/init in the sandbox for file operations)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 AGENT=guest/agent/prism-agent
+# prism-init's file helper, which the agent mounts at /.prism/init of every sandbox (files API).
+INIT=guest/init/prism-init-musl
 FORCE=0
 DIR="${PRISM_GUEST_DIR:-/var/lib/prism/guest}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --agent) AGENT="$2"; shift 2 ;;
     --agent=*) AGENT="${1#--agent=}"; shift ;;
+    --init) INIT="$2"; shift 2 ;;
+    --init=*) INIT="${1#--init=}"; shift ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     -*) echo "prepare-guest: unknown option $1" >&2; exit 2 ;;
     *) DIR="$1"; shift ;;
   esac
@@ -180,6 +185,7 @@ build_initramfs() {
   chmod 1777 "$root/tmp"
   mknod -m 600 "$root/dev/console" c 5 1
   install -m 755 "$AGENT" "$root/init"
+  if [ -f "$INIT" ]; then install -m 755 "$INIT" "$root/prism-init"; else log "WARNING: no $INIT (make -C guest/init): file operations will fail in microVMs"; fi
   cp "$DIR"/modules/*.ko "$root/lib/modules/"
   cp "$DIR/modules.order" "$root/modules.order"
   (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet --reproducible --owner=0:0) \
@@ -196,6 +202,7 @@ fi
 
 if [ -f "$AGENT" ]; then
   if [ "$FORCE" = 1 ] || [ ! -f "$DIR/initramfs.cpio" ] || [ "$AGENT" -nt "$DIR/initramfs.cpio" ] \
+    || { [ -f "$INIT" ] && [ "$INIT" -nt "$DIR/initramfs.cpio" ]; } \
     || [ "$DIR/manifest.json" -nt "$DIR/initramfs.cpio" ]; then
     build_initramfs
   else

@@ -350,10 +350,38 @@ static void prepare_shared(void) {
   if (cgroup_create(err, sizeof err) < 0) agent_log("%s (M tries again)", err);
 }
 
+/*
+ * prism-init (its musl build, shipped in the initramfs by scripts/prepare-guest.sh) at /.prism/init of the sandbox,
+ * read-only, where oci and docker tasks have it too: the daemon's file operations run it inside the
+ * sandbox's root (TASK_INIT_PATH in src/runtime/driver.ts). The mount point is made with O_NOFOLLOW
+ * and mounted through its descriptor, so an image's /.prism symlink cannot aim the mount elsewhere.
+ * Missing from an older initramfs: only file operations are lost, so it is logged, not fatal.
+ */
+static void mount_init_binary(void) {
+  struct stat st;
+  if (stat("/prism-init", &st) != 0) {
+    agent_log("no /prism-init in the initramfs: file operations will fail");
+    return;
+  }
+  int root = open("/newroot", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (root >= 0 && mkdirat(root, ".prism", 0755) != 0 && errno != EEXIST) agent_log("mkdir /.prism: %m");
+  int dir = root >= 0 ? openat(root, ".prism", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+  int f = dir >= 0 ? openat(dir, "init", O_RDONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0755) : -1;
+  char target[64];
+  snprintf(target, sizeof target, "/proc/self/fd/%d", f);
+  if (f < 0 || mount("/prism-init", target, NULL, MS_BIND, NULL) != 0 ||
+      mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
+    agent_log("cannot mount prism-init at /.prism/init: %m");
+  if (f >= 0) close(f);
+  if (dir >= 0) close(dir);
+  if (root >= 0) close(root);
+}
+
 int rootfs_mount(const char *hostname, const struct limits *lim, char *err, size_t errlen) {
   host_facts(lim);
   if (strlen(hostname) > 64) return FAIL("hostname longer than 64 bytes");
   if (mount_overlay(err, errlen) < 0) return -1;
+  mount_init_binary();
   /* Past this point a failure is not undone: it leaves mounts moved, which only a reboot fixes. */
   static const char *moved[] = {"/dev", "/proc", "/sys"};
   char target[64];

@@ -15,7 +15,9 @@
  *
  * A third job, on the host: `prism-init layer-fixup DEST` writes overlay whiteouts, opaque markers and
  * xattrs for the image unpacker, which Node cannot (layer-fixup.c). A fourth, inside docker tasks:
- * `prism-init relay SOCKET` bridges a `docker exec`'s stdin/stdout to the exec agent (relay.c).
+ * `prism-init relay SOCKET` bridges a `docker exec`'s stdin/stdout to the exec agent (relay.c). A fifth,
+ * inside every task (oci, docker, and microvm, whose agent mounts it from the initramfs):
+ * `prism-init fs OP ARGS` does the files API's work in the sandbox's own root (fs-helper.c).
  *
  * Protocol (one connection per command; frames are type:u8, length:u32 big-endian, payload):
  *   daemon -> agent  'S' start: NUL-terminated fields: cwd, "stdin"|"", argc, argv..., envc, env...,
@@ -63,6 +65,8 @@ static int listen_and_exec(const char *path, const char *overlay_opts, const cha
 int main(int argc, char **argv) {
   /* prism-init layer-fixup DEST < records */
   if (argc == 3 && strcmp(argv[1], "layer-fixup") == 0) return layer_fixup(argv[2]);
+  /* prism-init fs OP ARGS... (the files API, run inside the task: fs-helper.c) */
+  if (argc >= 3 && strcmp(argv[1], "fs") == 0) return fs_main(argc, argv);
   /* prism-init relay SOCKET (docker driver: stdin/stdout <-> exec agent) */
   if (argc == 3 && strcmp(argv[1], "relay") == 0) return relay(argv[2]);
   /* prism-init listen PATH [--overlay OPTIONS TARGET] -- CMD... */

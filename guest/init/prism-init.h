@@ -37,5 +37,7 @@ void serve(int c);
 int layer_fixup(const char *dest);
 /* relay.c: copies stdin/stdout to and from the exec agent at `path` (the docker driver's exec path). */
 int relay(const char *path);
+/* fs-helper.c: `prism-init fs OP ARGS...`, a file operation inside the task. */
+int fs_main(int argc, char **argv);
 
 #endif

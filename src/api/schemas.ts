@@ -295,3 +295,27 @@ export const StdinBody = Type.Object(
 export const SignalBody = Type.Object({ signal: Type.Union(PROCESS_SIGNALS.map((s) => Type.Literal(s))) }, closed);
 
 export const WaitQuery = Type.Object({ timeoutSec: Type.Optional(Type.String({ pattern: '^[0-9]{1,4}(\\.[0-9]+)?$' })) }, closed);
+/** Files (docs/api.md, "Files"): paths are absolute inside the sandbox; `user: root` runs the operation as root. */
+const FilePath = Type.String({ minLength: 1, maxLength: 4096 });
+const AsRoot = Type.Optional(Type.Literal('root', { description: "run as the sandbox's root instead of its user" }));
+export const FileQuery = Type.Object({ path: FilePath, user: AsRoot }, closed);
+export const FileWriteQuery = Type.Object(
+  { path: FilePath, user: AsRoot, mode: Type.Optional(Type.String({ pattern: '^(0o?)?[0-7]{1,4}$', description: 'octal, e.g. 0644' })) },
+  closed,
+);
+export const FileDeleteQuery = Type.Object({ path: FilePath, user: AsRoot, recursive: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')])) }, closed);
+export const MkdirBody = Type.Object(
+  { path: FilePath, mode: Type.Optional(Type.Integer({ minimum: 0, maximum: 0o7777 })), parents: Type.Optional(Type.Boolean()), user: AsRoot },
+  closed,
+);
+export const MoveBody = Type.Object({ from: FilePath, to: FilePath, user: AsRoot }, closed);
+export const FileEntrySchema = Type.Object({
+  name: Type.String(),
+  type: Type.Union([Type.Literal('file'), Type.Literal('dir'), Type.Literal('symlink'), Type.Literal('other')]),
+  size: Type.Integer(),
+  mode: Type.Integer({ description: 'permission bits (0o644 = 420)' }),
+  mtime: Type.String(),
+  linkTarget: Type.Optional(Type.String()),
+});
+export const FileListSchema = Type.Object({ path: Type.String(), entries: Type.Array(FileEntrySchema) });
+export const FileWrittenSchema = Type.Object({ path: Type.String(), size: Type.Integer() });

@@ -3,6 +3,7 @@ import websocket from '@fastify/websocket';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { PrismError, httpStatusForCode, type ErrorCode } from '../core/errors.js';
 import type { ExecService } from '../service/exec-service.js';
+import type { FileService } from '../service/file-service.js';
 import type { ImageService } from '../service/image-service.js';
 import type { Logger } from '../service/logger.js';
 import type { NodeService } from '../service/node-service.js';
@@ -15,6 +16,7 @@ import { registerAuth } from './auth.js';
 import { registerTokenRoutes } from './routes/token-routes.js';
 import { registerOwnerProxy } from './owner-proxy.js';
 import { registerExecRoutes } from './routes/exec-routes.js';
+import { registerFileRoutes } from './routes/file-routes.js';
 import { registerImageRoutes } from './routes/image-routes.js';
 import { registerPortRoutes } from './routes/port-routes.js';
 import { registerPtyRoutes } from './routes/pty-routes.js';
@@ -28,6 +30,7 @@ export interface ApiServices {
   exec: ExecService;
   pty: PtyService;
   processes: ProcessService;
+  files: FileService;
   nodes: NodeService;
   images: ImageService;
   volumes: VolumeService;
@@ -120,6 +123,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
       registerProcessRoutes(api, svc, opts.logger);
       registerImageRoutes(api, svc, opts.maxImportBytes);
       registerVolumeRoutes(api, svc);
+      await api.register((files) => registerFileRoutes(files, svc));
       await registerPortRoutes(api, svc);
       if (svc.tokens) registerTokenRoutes(api, svc.tokens);
     },

@@ -5,6 +5,7 @@ import { UsageError, collect, parseEnvPairs, parseNumber, printError, type CliCo
 import { registerExecCommand } from './exec-command.js';
 import { registerShellCommand } from './shell-command.js';
 import { registerProcessCommands } from './process-commands.js';
+import { registerFileCommands } from './file-commands.js';
 import { age, humanBytes, humanMs, renderFields, renderTable, shellJoin, wireOutput } from './output.js';
 import { volumesFromFlags } from './volume-commands.js';
 
@@ -153,6 +154,7 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
   registerExecCommand(sandbox, ctx);
   registerShellCommand(sandbox, ctx);
   registerProcessCommands(sandbox, ctx);
+  registerFileCommands(sandbox, ctx);
 
   sandbox
     .command('logs')

@@ -243,3 +243,19 @@ export interface ProcessInfo extends Partial<ExecResult> {
   stderrBytes: number;
   error?: { code: string; message: string };
 }
+
+export type FileType = 'file' | 'dir' | 'symlink' | 'other';
+
+/** One entry of a sandbox's filesystem, as the files API returns it (docs/api.md, "Files"). */
+export interface FileEntry {
+  name: string;
+  type: FileType;
+  /** Bytes for files; 0 for directories and links. */
+  size: number;
+  /** Permission bits, e.g. 0o644 = 420. */
+  mode: number;
+  /** ISO 8601, millisecond precision. */
+  mtime: string;
+  /** Where a symlink points, as stored (never resolved). */
+  linkTarget?: string;
+}

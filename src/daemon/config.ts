@@ -43,6 +43,8 @@ export interface DaemonConfig {
   nodeTtlMs: number;
   /** How long a create waits for placement before failing with UNAVAILABLE. */
   scheduleTimeoutMs: number;
+  /** Largest file read or written through the files API in one request (PAYLOAD_TOO_LARGE past it). */
+  maxFileBytes: number;
   /** `token`: every route but /health needs an API token; `none` (loopback only) turns that off. */
   auth: 'token' | 'none';
   /** Commands in images that name no user run as this one (`uid[:gid]` or `root`). */
@@ -86,6 +88,7 @@ export interface DaemonFlags {
   placement?: string;
   nodeTtl?: string;
   scheduleTimeout?: string;
+  maxFileMb?: string;
   auth?: string;
   defaultUser?: string;
   tls?: string;
@@ -231,6 +234,7 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     scheduleTimeoutMs: (positive('--schedule-timeout', flags.scheduleTimeout ?? env.PRISM_SCHEDULE_TIMEOUT, false) ?? 30) * 1000,
     maxProcesses: positive('--max-processes', flags.maxProcesses ?? env.PRISM_MAX_PROCESSES) ?? 64,
     processBufferBytes: Math.round((positive('--process-buffer-mb', flags.processBufferMb ?? env.PRISM_PROCESS_BUFFER_MB, false) ?? 4) * (1 << 20)),
+    maxFileBytes: (positive('--max-file-mb', flags.maxFileMb ?? env.PRISM_MAX_FILE_MB) ?? 1024) * 1024 * 1024,
   };
   const auth = flags.auth ?? env.PRISM_AUTH ?? 'token';
   if (auth !== 'token' && auth !== 'none') throw new PrismError('INVALID_ARGUMENT', `--auth must be token or none, got '${auth}'`);

@@ -6,6 +6,7 @@ import { Scheduler } from '../scheduler/scheduler.js';
 import type { PlacementStrategy } from '../scheduler/placement.js';
 import { ExecService, type ExecLimits } from '../service/exec-service.js';
 import { PtyService } from '../service/pty-service.js';
+import { DEFAULT_MAX_FILE_BYTES, FileService, type FileLimits } from '../service/file-service.js';
 import { ImageService } from '../service/image-service.js';
 import { DEFAULT_PROCESS_LIMITS, ProcessService, type ProcessLimits } from '../service/process-service.js';
 import type { Logger } from '../service/logger.js';
@@ -43,6 +44,8 @@ export interface NodeWiring {
   execLimits: ExecLimits;
   /** Background processes (default {@link DEFAULT_PROCESS_LIMITS}). */
   processLimits?: ProcessLimits;
+  /** Default: 1 GiB per file read or written. */
+  fileLimits?: FileLimits;
   /** How often running tasks are checked for having died. */
   watchdogMs: number;
   /** User of commands in images that name none (default `65534:65534`, nobody; `root` to allow root). */
@@ -58,6 +61,7 @@ export interface NodeServices {
   exec: ExecService;
   pty: PtyService;
   processes: ProcessService;
+  files: FileService;
   images: ImageService;
   volumes: VolumeService;
   scheduler: Scheduler;
@@ -93,6 +97,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const exec = new ExecService(sandboxes, agent, repo, w.execLimits, w.log);
   const pty = new PtyService(sandboxes, agent);
   const processes = new ProcessService(sandboxes, exec, agent, w.processLimits ?? DEFAULT_PROCESS_LIMITS, w.log);
+  const files = new FileService(sandboxes, agent, w.fileLimits ?? { maxFileBytes: DEFAULT_MAX_FILE_BYTES });
   const images = new ImageService(w.images, repo, w.log);
   const scheduler = new Scheduler(repo, w.log, { strategy: w.placement, cpuOvercommit: 4, batchMax: 100, maxTxnOps: 128 });
   const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });
@@ -108,7 +113,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   await agent.watchAssignments();
   agent.startWatchdog(w.watchdogMs);
   return {
-    repo, agent, nodes, sandboxes, exec, pty, processes, images, volumes, scheduler, membership,
+    repo, agent, nodes, sandboxes, exec, pty, processes, files, images, volumes, scheduler, membership,
     async setAddress(url) {
       address = url;
       nodes.setAddress(url);

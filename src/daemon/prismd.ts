@@ -59,6 +59,7 @@ export function prismdProgram(): Command {
     .addOption(new Option('--placement <strategy>', 'spread (most free memory first) or binpack, used while this node leads').choices(['spread', 'binpack']).env('PRISM_PLACEMENT'))
     .addOption(new Option('--node-ttl <seconds>', 'membership lease TTL: a node silent this long is dead (default 5)').env('PRISM_NODE_TTL'))
     .addOption(new Option('--schedule-timeout <seconds>', 'how long a create waits for placement before 503 (default 30)').env('PRISM_SCHEDULE_TIMEOUT'))
+    .addOption(new Option('--max-file-mb <mb>', 'largest file read or written through the files API in one request (default 1024)').env('PRISM_MAX_FILE_MB'))
     .addOption(new Option('--default-user <uid[:gid]|root>', 'user of commands in images that name none (default 65534:65534, nobody)').env('PRISM_DEFAULT_USER'))
     .addOption(new Option('--auth <mode>', 'token: every API call but /health needs a token (default); none: no auth, loopback only').choices(['token', 'none']).env('PRISM_AUTH'))
     .addOption(new Option('--tls <mode>', 'auto: serve HTTPS with a certificate from a private CA made in <data-dir>/tls (off by default)').choices(['off', 'auto']).env('PRISM_TLS'))

@@ -22,6 +22,14 @@ import type { ExecResult, RuntimeName } from '../core/types.js';
  * Errors: NOT_FOUND (unknown task), FAILED_PRECONDITION (wrong state), RESOURCE_EXHAUSTED, INTERNAL.
  */
 
+/**
+ * Where every task has prism-init (guest/init), read-only, whatever the runtime: oci bind-mounts it,
+ * docker bakes it into the task's image, the microvm agent bind-mounts it from the initramfs. The file
+ * service runs `TASK_INIT_PATH fs OP ...` through `exec`, so file operations happen inside the task's
+ * own root (guest/init/fs-helper.c) and no driver needs a file API of its own.
+ */
+export const TASK_INIT_PATH = '/.prism/init';
+
 export interface TaskSpec {
   /** The sandbox id; everything the driver creates is named or labelled with it. */
   id: string;
@@ -90,6 +98,8 @@ export interface ExecOptions {
    * nothing). TERM is xterm-256color unless `env` sets it.
    */
   tty?: { cols: number; rows: number };
+  /** Run as the task's root instead of `TaskSpec.user` (file operations asked for as root). */
+  asRoot?: boolean;
 }
 
 export interface TaskProcess {

@@ -127,7 +127,8 @@ class HttpTransport implements ApiTransport {
 
   async upload<T>(method: string, path: string, body: Uint8Array | ReadableStream<Uint8Array>, contentType: string, signal?: AbortSignal): Promise<T> {
     const res = await this.send(method, path, body, contentType, 'application/json', signal);
-    return (await res.json()) as T;
+    const text = await res.text();
+    return (text === '' ? undefined : JSON.parse(text)) as T;
   }
 
   private async send(

@@ -12,6 +12,8 @@ export type { PtyOptions, PtyExit, PtySignal } from './pty.js';
 export type { ErrorCode } from '../core/errors.js';
 export type { TokenInfo, NewToken, EgressPolicy, NetworkSpec, Sandbox, SandboxStatus, NodeInfo, NodeResources, NodeCapacity, Reservation, RuntimeName } from '../core/types.js';
 export { ImagesApi } from './images.js';
+export { SandboxFiles } from './files.js';
+export type { FileOptions, FileEntry, FileType } from './files.js';
 export type { PullOptions, ImageRecord, PullProgress, Platform, GcResult } from './images.js';
 export { VolumesApi } from './volumes.js';
 export type { CreateVolumeOptions, Volume } from './volumes.js';

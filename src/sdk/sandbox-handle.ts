@@ -6,6 +6,7 @@ import { ProcessesApi, type ProcessHandle, type StartProcessOptions } from './pr
 import { concat, decodeOutput } from './wire.js';
 
 export { decodeOutput, readNdjson } from './wire.js';
+import { SandboxFiles } from './files.js';
 
 /**
  * What a handle needs from the client: JSON calls and raw streaming calls, both already mapping
@@ -79,10 +80,13 @@ type WireExecRecord = WireExecResult & { id: string; cmd: string[]; startedAt: s
 export class SandboxHandle {
   readonly #api: ApiTransport;
   #info: Sandbox;
+  /** The sandbox's filesystem: read, write, list, archives (./files.ts). */
+  readonly files: SandboxFiles;
 
   constructor(api: ApiTransport, info: Sandbox) {
     this.#api = api;
     this.#info = info;
+    this.files = new SandboxFiles(api, () => this.#path());
   }
 
   get info(): Sandbox {

@@ -276,7 +276,7 @@ export class NodeAgent {
   }
 
   /** Runs a command in the sandbox's task; `env` and `cwd` apply on top of the task's own. */
-  async exec(sb: Sandbox, opts: { argv: string[]; env: Record<string, string>; cwd?: string; stdin: boolean; tty?: ExecOptions['tty'] }): Promise<TaskProcess> {
+  async exec(sb: Sandbox, opts: { argv: string[]; env: Record<string, string>; cwd?: string; stdin: boolean; tty?: ExecOptions['tty']; asRoot?: boolean }): Promise<TaskProcess> {
     const h = await this.handle(sb.id);
     const full: ExecOptions = {
       argv: opts.argv,
@@ -285,6 +285,7 @@ export class NodeAgent {
       stdin: opts.stdin,
       ...(opts.tty ? { tty: opts.tty } : {}),
     };
+    if (opts.asRoot) full.asRoot = true;
     return this.driver(h.runtime).exec(h, full);
   }
 

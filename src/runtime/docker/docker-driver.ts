@@ -168,7 +168,8 @@ export class DockerDriver implements RuntimeDriver {
 
   async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
     // Handles from before disk limits (or from an engine without them) have no diskLimit: never full.
-    const proc = await dockerExec(this.docker, containerName(handle.id), opts, userSpec(handle.spec.user), handle.data.diskLimit === true);
+    const user = opts.asRoot ? undefined : userSpec(handle.spec.user);
+    const proc = await dockerExec(this.docker, containerName(handle.id), opts, user, handle.data.diskLimit === true);
     const volumes = handle.spec.volumes ?? [];
     if (volumes.length === 0) return proc;
     // Volumes are filesystems of their own, which the relay's check of the root does not see.

@@ -7,10 +7,11 @@ import { pipeline } from 'node:stream/promises';
 import type Docker from 'dockerode';
 import { c as tarCreate } from 'tar';
 import { PrismError } from '../../core/errors.js';
+import { TASK_INIT_PATH } from '../driver.js';
 import { engineError, engineStatus } from './engine-errors.js';
 
 /** Where the driver puts its own binary in every image it builds (and so in every task). */
-export const INIT_PATH = '/.prism/prism-init';
+export const INIT_PATH = TASK_INIT_PATH;
 export const IMAGE_REPO = 'prism.local/layers';
 export const MANAGED_LABEL = 'prism.managed';
 

@@ -138,7 +138,7 @@ export class MicrovmDriver implements RuntimeDriver {
   async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
     if (opts.argv.length === 0) throw new PrismError('INVALID_ARGUMENT', 'argv must not be empty');
     const p = this.paths(handle.id);
-    const user = agentUser(handle.spec.user);
+    const user = opts.asRoot ? undefined : agentUser(handle.spec.user);
     const home = typeof handle.data.home === 'string' ? handle.data.home : '/';
     const env = user && !user.startsWith('0 ') && opts.env.HOME === undefined ? { ...opts.env, HOME: home } : opts.env;
     const conn = await this.connection(handle.id, p);

@@ -178,7 +178,7 @@ export class OciDriver implements RuntimeDriver {
       const volumes = handle.spec.volumes ?? [];
       const layerFull = existsSync(p.diskImage) ? () => isDiskFull(p.disk) : async () => false;
       const diskFull = async () => (await layerFull()) || anyVolumeFull(volumes, p.volumes);
-      return await startExec(handle.id, p.agentSocket, opts, handle.data.user as TaskUser | undefined, diskFull);
+      return await startExec(handle.id, p.agentSocket, opts, opts.asRoot ? undefined : (handle.data.user as TaskUser | undefined), diskFull);
     } catch (e) {
       // No agent listening: tell "gone" from "stopped" the way callers expect.
       if (e instanceof PrismError && e.code === 'FAILED_PRECONDITION' && !existsSync(p.task)) {

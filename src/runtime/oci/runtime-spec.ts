@@ -1,8 +1,8 @@
-import type { TaskSpec } from '../driver.js';
+import { TASK_INIT_PATH, type TaskSpec } from '../driver.js';
 import { defaultSeccompProfile } from './seccomp-profile.js';
 
 /** Where the init binary appears inside every task. */
-export const INIT_PATH = '/.prism/init';
+export const INIT_PATH = TASK_INIT_PATH;
 
 const CPU_PERIOD_US = 100_000;
 
