@@ -10,6 +10,8 @@ import { REPO_ROOT, integrationSkipReason, startPrismd, type Prismd } from './pr
  * promises. An example without an entry here fails the suite, so none can rot unseen.
  */
 const expected: Record<string, RegExp[]> = {
+  'files-and-volumes.ts': [/^archive of \/cache\/results: \d+ bytes$/m, /^sum from the first sandbox: 10$/m, /^results: squares\.txt, sum\.txt$/m, /^write to the read-only mount: exit [12]$/m, /^reading a missing file: NOT_FOUND$/m],
+  'agent-loop.ts': [/^attempt 1: failed\nattempt 2: ok\nresult: median: 3\.5$/m, /^final program has 3 lines$/m, /^work dir: main\.py \(file, \d+ bytes\)$/m],
   'terminal.ts': [/^size 30x100, then 40x120$/m, /^Ctrl-C interrupted sleep/m, /^shell exited with 7$/m],
   'hello.ts': [/^sandbox \S+ says 42$/m],
   'background.ts': [/^started ex-[0-9a-f]{12}: running$/m, /^echo: hello\necho: world\nbye\nexit 0$/m, /^sleeper ended by SIGTERM$/m, /^streamed\nforeground exit 3$/m],
@@ -60,6 +62,8 @@ describe.skipIf(!!skip)('examples/', () => {
       // Each example cleans up after itself.
       const left = await (await fetch(`${d.url}/api/v1/sandboxes`, { headers: { authorization: `Bearer ${d.token}` } })).json() as { sandboxes: unknown[] };
       expect(left.sandboxes).toEqual([]);
+      const vols = await (await fetch(`${d.url}/api/v1/volumes`, { headers: { authorization: `Bearer ${d.token}` } })).json() as { volumes: unknown[] };
+      expect(vols.volumes).toEqual([]);
     });
   }
 });
