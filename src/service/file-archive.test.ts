@@ -85,6 +85,7 @@ describe('helper output', () => {
     expect(helperError('EFBIG /big: File too large\n', 1).code).toBe('PAYLOAD_TOO_LARGE');
     expect(helperError('ENOTEMPTY /d: Directory not empty\n', 1).code).toBe('FAILED_PRECONDITION');
     expect(helperError('prism: cannot run /.prism/init: No such file or directory\n', 127).code).toBe('FAILED_PRECONDITION');
+    expect(helperError('EIO /proc/self/mem: Input/output error\n', 1)).toMatchObject({ code: 'FAILED_PRECONDITION', message: 'cannot do that with /proc/self/mem in this sandbox: Input/output error' });
     expect(helperError('', 137, 'SIGKILL').code).toBe('INTERNAL');
   });
 });

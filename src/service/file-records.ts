@@ -157,6 +157,9 @@ export function helperError(stderr: string, exitCode: number, signal?: string): 
     const message = hint ? `${what}: ${hint}` : line.slice(m[1]!.length + 1);
     return new PrismError(CODES[m[1]!]!, message);
   }
+  // Any other errno came from the sandbox's own filesystem (EIO reading /proc/self/mem, ENXIO on a
+  // socket, EOPNOTSUPP...): a property of what the path names there, not a daemon fault.
+  if (m) return new PrismError('FAILED_PRECONDITION', `cannot do that with ${m[2]!} in this sandbox: ${line.slice(line.lastIndexOf(': ') + 2) || m[1]}`);
   // No helper at /.prism/init: a microVM booted from an initramfs built before it had prism-init.
   if (exitCode === 127 || /cannot run/.test(stderr)) {
     return new PrismError(
