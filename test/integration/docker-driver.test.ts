@@ -186,7 +186,7 @@ if (reason) {
         const after = await run(fx.driver, h, 'rm /fill && echo ok > /x && cat /x');
         expect(after).toMatchObject({ exitCode: 0, out: 'ok\n', diskFull: false });
         // The relay's room check leaves nothing behind in the task's filesystem.
-        expect((await run(fx.driver, h, 'ls -a /.prism')).out.split('\n').filter(Boolean).sort()).toEqual(['.', '..', 'agent.sock', 'prism-init']);
+        expect((await run(fx.driver, h, 'ls -a /.prism')).out.split('\n').filter(Boolean).sort()).toEqual(['.', '..', 'agent.sock', 'init']);
       } finally {
         await fx.driver.destroy(h);
       }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type Docker from 'dockerode';
 import { engineError, engineStatus } from './engine-errors.js';
 import { MANAGED_LABEL } from './layer-image.js';
+import { TASK_INIT_PATH } from '../driver.js';
 
 /**
  * Whether the engine can limit a container's size (HostConfig.StorageOpt.size), which is how the
@@ -41,7 +42,7 @@ export async function probeDiskLimit(docker: Docker, probeImage: () => Promise<s
   const name = `prism-disk-probe-${randomBytes(6).toString('hex')}`;
   try {
     await docker.createContainer({
-      name, Image: image, Cmd: ['/.prism/prism-init'], NetworkDisabled: true, Labels: { [MANAGED_LABEL]: 'true' },
+      name, Image: image, Cmd: [TASK_INIT_PATH], NetworkDisabled: true, Labels: { [MANAGED_LABEL]: 'true' },
       HostConfig: { NetworkMode: 'none', StorageOpt: { size: TRIAL_SIZE } },
     });
   } catch (e) {
