@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir, stat, utimes } from 'node:fs/promises';
 import { basename, dirname, join, posix, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -42,9 +42,10 @@ async function upload(client: Prism, local: string, ref: string, dest: string): 
   const into = target?.type === 'dir' || dest.endsWith('/');
   if (st.isDirectory()) {
     const abs = resolve(local);
+    // Not node-tar's `portable`: it zeroes directories' mtimes (owners are not restored anyway).
     const tar = into
-      ? tarCreate({ cwd: dirname(abs), portable: true }, [basename(abs)])
-      : tarCreate({ cwd: abs, portable: true }, ['.']);
+      ? tarCreate({ cwd: dirname(abs) }, [basename(abs)])
+      : tarCreate({ cwd: abs }, ['.']);
     await sb.files.uploadArchive(dest, toWeb(Readable.from(tar)));
     return into ? posix.join(dest, basename(abs)) : dest;
   }
@@ -64,7 +65,17 @@ async function download(client: Prism, ref: string, src: string, local: string):
     await mkdir(dest, { recursive: true });
     // Entries are named "<basename>/...": strip that, so the copy takes dest's name.
     const strip = posix.basename(posix.resolve(src)) === '' ? 0 : 1;
-    await pipeline(fromWeb(await sb.files.downloadArchive(src)), tarExtract({ cwd: dest, strip }));
+    // node-tar stamps a directory when it makes it, then its children change it again: put the
+    // archive's directory mtimes back once everything is written, deepest first.
+    const dirTimes: [string, Date][] = [];
+    const onentry = (e: { type: string; path: string; mtime?: Date }) => {
+      if (e.type === 'Directory' && e.mtime) dirTimes.push([e.path, e.mtime]);
+    };
+    await pipeline(fromWeb(await sb.files.downloadArchive(src)), tarExtract({ cwd: dest, strip, onentry }));
+    for (const [path, mtime] of dirTimes.reverse()) {
+      const parts = path.split('/').filter(Boolean).slice(strip);
+      await utimes(join(dest, ...parts), mtime, mtime).catch(() => undefined);
+    }
     return dest;
   }
   const dest = into ? join(local, posix.basename(src)) : local;

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -84,6 +84,8 @@ describe.skipIf(!!skip)('files API on the oci runtime', () => {
       writeFileSync(join(local, 'src', 'a.txt'), 'alpha\n', { mode: 0o600 });
       writeFileSync(join(local, 'src', 'sub', 'b.bin'), Buffer.from([0, 1, 2, 255]));
       symlinkSync('a.txt', join(local, 'src', 'link'));
+      const subTime = new Date('2024-05-06T07:08:09Z');
+      utimesSync(join(local, 'src', 'sub'), subTime, subTime);
       ctl('sandbox', 'cp', join(local, 'src', 'a.txt'), 'fa:/home/sandbox/');
       ctl('sandbox', 'cp', join(local, 'src'), 'fa:/home/sandbox/tree');
       expect(ctl('sandbox', 'files', 'ls', 'fa', '/home/sandbox/tree')).toMatch(/link -> a\.txt/);
@@ -93,6 +95,8 @@ describe.skipIf(!!skip)('files API on the oci runtime', () => {
       expect(statSync(join(local, 'a-back.txt')).mode & 0o777).toBe(0o600);
       expect(readFileSync(join(local, 'back', 'sub', 'b.bin'))).toEqual(Buffer.from([0, 1, 2, 255]));
       expect(readlinkSync(join(local, 'back', 'link'))).toBe('a.txt');
+      // Directories keep their mtimes both ways (node-tar's "portable" mode would zero them).
+      expect(statSync(join(local, 'back', 'sub')).mtime.toISOString()).toBe(subTime.toISOString());
       const listed = JSON.parse(ctl('-o', 'json', 'sandbox', 'files', 'ls', 'fa', '/home/sandbox'));
       expect(listed.entries.map((e: { name: string }) => e.name)).toEqual(expect.arrayContaining(['a.txt', 'tree']));
     } finally {
