@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -20,6 +22,7 @@
 
 #include "agent.h"
 #include "net-config.h"
+#include "seccomp.h"
 
 #define CHECK(c)                                                                 \
   do {                                                                           \
@@ -628,6 +631,51 @@ static void test_no_new_privs(void) {
   CHECK(out_is(&r.out, "NoNewPrivs:\t1\n") && strcmp(r.exit, "0 0") == 0);
 }
 
+/* Each call's errno under the filter; -1 when the call succeeded. */
+static int denied_with(long r) { return r == -1 ? errno : -1; }
+
+/* The filter in this test's own process: what it refuses, what it lets through, what it kills. */
+static void test_seccomp_filter(void) {
+  CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && seccomp_deny_install() == 0);
+  CHECK(denied_with(syscall(SYS_keyctl, 1, "prism-test")) == EPERM); /* KEYCTL_JOIN_SESSION_KEYRING */
+  CHECK(denied_with(syscall(SYS_unshare, 0x10000000)) == EPERM);    /* CLONE_NEWUSER */
+  CHECK(denied_with(syscall(SYS_clone, 0x10000000 | SIGCHLD, 0, 0, 0, 0)) == EPERM);
+  CHECK(denied_with(syscall(SYS_clone, 0x40000000 | SIGCHLD, 0, 0, 0, 0)) == EPERM); /* CLONE_NEWNET */
+  CHECK(denied_with(syscall(SYS_clone3, NULL, 0)) == ENOSYS);
+  CHECK(denied_with(syscall(SYS_mount, "none", "/mnt", "tmpfs", 0, NULL)) == EPERM);
+  CHECK(denied_with(syscall(SYS_finit_module, -1, "", 0)) == EPERM);
+  CHECK(denied_with(syscall(SYS_bpf, 0, NULL, 0)) == EPERM);
+  CHECK(syscall(SYS_getpid) == getpid() && getpid() > 0);
+  /* A plain clone (fork) still works: only namespace flags are refused. */
+  pid_t child = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+  if (child == 0) _exit(7);
+  int status;
+  CHECK(child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 7);
+  /* An i386 call (int 0x80, getpid) from the 64-bit process: a foreign architecture, killed. */
+  child = fork();
+  if (child == 0) {
+    long nr = 20;
+    __asm__ volatile("int $0x80" : "+a"(nr) : : "memory");
+    _exit(0);
+  }
+  CHECK(child > 0 && waitpid(child, &status, 0) == child && WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS);
+}
+
+/* Commands run filtered; root ones with oci's capability bound (Docker's 0xa80425fb). */
+static void test_command_confinement(void) {
+  int fd = conn();
+  struct result r = run(fd, 1, SH("grep -E '^(CapBnd|Seccomp):' /proc/self/status"));
+  CHECK(strcmp(r.exit, "0 0") == 0);
+  CHECK(getuid() != 0 || out_is(&r.out, "CapBnd:\t00000000a80425fb\nSeccomp:\t2\n"));
+  CHECK(memmem(r.out.data, r.out.len, "Seccomp:\t2\n", 11) != NULL);
+  /* The filter is inherited: a shell's child is refused too. */
+  r = run(fd, 2, SH("unshare -U true 2>/dev/null || echo refused"));
+  CHECK(out_is(&r.out, "refused\n"));
+  if (getuid() != 0) return;
+  /* What package managers need as root stays: chown, and dropping to another user (apt's _apt). */
+  r = run(fd, 3, SH("t=$(mktemp) && chown 65534:65533 $t && stat -c '%u %g' $t; rm -f $t; setpriv --reuid 65534 --regid 65533 --clear-groups id -u"));
+  CHECK(out_is(&r.out, "65534 65533\n65534\n") && strcmp(r.exit, "0 0") == 0);
+}
 
 static void test_quit(void) {
   int fd = conn();
@@ -651,6 +699,7 @@ static const struct test tests[] = {
     {"slow consumers", test_slow_consumers}, {"host not reading", test_host_not_reading},
     {"session limit", test_session_limit}, {"disconnect kills sessions", test_disconnect_kills},
     {"net config parse", test_net_config_parse}, {"no_new_privs", test_no_new_privs},
+    {"seccomp filter", test_seccomp_filter}, {"command confinement", test_command_confinement},
     {"volume before mount", test_volume_before_mount}, {"mount", test_mount}, {"volume", test_volume}, {"quit", test_quit},
 };
 

@@ -21,6 +21,7 @@
 
 #include "agent.h"
 #include "proc-tree.h"
+#include "seccomp.h"
 
 
 /* Groups first, then gid, then uid, which also clears every capability (no SECBIT_KEEP_CAPS). */
@@ -73,6 +74,16 @@ static void child_exec(const struct start_req *r, const struct user_spec *u, con
     dup2(out_fd, 1);
     dup2(err_fd, 2);
   }
+  /*
+   * Root in the guest gets oci's capabilities only: without CAP_SYS_RESOURCE the maxOpenFiles hard
+   * limit above holds, without CAP_SYS_PTRACE the agent (full capabilities) cannot be traced or its
+   * memory read. Other users lose every capability at setuid and cannot regain one (no_new_privs).
+   * Only a root agent has capabilities to drop: agent-test may run unprivileged on the host.
+   */
+  if ((!u || u->uid == 0) && geteuid() == 0 && caps_bound_to_task_set() != 0) {
+    dprintf(2, "prism: cannot limit capabilities: %s\n", strerror(errno));
+    _exit(126);
+  }
   if (u) become_user(u);
   /*
    * As oci's noNewPrivileges: a setuid binary in the image (su, a planted copy) gives no privileges,
@@ -84,6 +95,11 @@ static void child_exec(const struct start_req *r, const struct user_spec *u, con
   }
   if (chdir(r->cwd) != 0) {
     dprintf(2, "prism: cannot change directory to %s: %s\n", r->cwd, strerror(errno));
+    _exit(126);
+  }
+  /* Last: it needs no_new_privs, and the agent's own calls above stay unfiltered. */
+  if (seccomp_deny_install() != 0) {
+    dprintf(2, "prism: cannot install the seccomp filter: %s\n", strerror(errno));
     _exit(126);
   }
   /* execvp looks PATH up in environ, so the command's own PATH must be in place first. */

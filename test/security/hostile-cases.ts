@@ -239,11 +239,7 @@ export const CASES: HostileCase[] = [
   },
   {
     name: 'open-file exhaustion: stops at maxOpenFiles, the hard limit cannot be raised',
-    expect: {
-      oci: 'deny',
-      microvm: 'maxOpenFiles is applied to every command in the guest, but the victim is root in its own kernel and may raise the hard limit; the guest kernel bounds it',
-      docker: 'deny',
-    },
+    expect: { oci: 'deny', microvm: 'deny', docker: 'deny' },
     async run(ctx) {
       const r = await ctx.py(
         [
@@ -364,7 +360,7 @@ export const CASES: HostileCase[] = [
   },
   {
     name: 'mount (command and raw syscall)',
-    expect: { oci: 'deny', microvm: 'guest', docker: 'deny' },
+    expect: { oci: 'deny', microvm: 'deny', docker: 'deny' },
     async run(ctx, e) {
       const before = hostMounts();
       const cmd = await ctx.exec(ctx.victim.id, { command: 'mkdir -p /mnt/x && mount -t tmpfs hostile /mnt/x; echo "rc=$?"' });
@@ -381,7 +377,7 @@ export const CASES: HostileCase[] = [
   },
   {
     name: 'loading a kernel module (init_module, finit_module)',
-    expect: { oci: 'deny', microvm: 'the guest kernel is the boundary: root in the guest may load its own modules', docker: 'deny' },
+    expect: { oci: 'deny', microvm: 'deny', docker: 'deny' },
     async run(ctx) {
       // A kernel without module support has no /proc/modules; the syscalls must fail all the same.
       const modules = () => (existsSync('/proc/modules') ? readFileSync('/proc/modules', 'utf8') : '');
@@ -393,7 +389,7 @@ export const CASES: HostileCase[] = [
   },
   {
     name: 'keyctl, bpf, ptrace of PID 1, kexec_load, unshare(CLONE_NEWUSER): EPERM',
-    expect: { oci: 'deny', microvm: 'the guest kernel is the boundary: root in the guest may use them (kexec or ptrace of the agent would only end its own VM)', docker: 'deny' },
+    expect: { oci: 'deny', microvm: 'deny', docker: 'deny' },
     async run(ctx) {
       const KEYCTL_JOIN_SESSION_KEYRING = 1;
       const PTRACE_ATTACH = 16;
