@@ -2,11 +2,11 @@ import { PrismError, asPrismError, isPrismError } from '../core/errors.js';
 import type { Sandbox, RuntimeName } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { NetworkManager } from '../net/network-manager.js';
-import { needsNetwork } from '../net/policy.js';
 import type { ExecOptions, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskVolume } from '../runtime/driver.js';
 import type { Watch } from '../store/store.js';
 import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
+import { SandboxNetworks } from './sandbox-networks.js';
 import type { SandboxRepo } from './sandbox-repo.js';
 
 /** `nobody`: what commands run as in an image that names no user (issue 6: never root by default). */
@@ -48,32 +48,16 @@ export class NodeAgent {
     private readonly log: Logger,
     private readonly opts: NodeAgentOptions = { defaultUser: DEFAULT_SANDBOX_USER },
     /** Absent on hosts without network support: sandboxes that need a network then fail to create. */
-    private readonly net?: NetworkManager,
-  ) {}
+    net?: NetworkManager,
+  ) {
+    this.networks = new SandboxNetworks(nodeId, log, net);
+  }
+
+  private readonly networks: SandboxNetworks;
 
   /** The sandbox's address as the host reaches it, when it has a network on this node. */
   addressOf(id: string): string | undefined {
-    return this.net?.get(id)?.address;
-  }
-
-  /**
-   * Before create: the network the task joins. For a driver that keeps its task's own namespace
-   * (capabilities().network 'own') everything but the link is made now, so that the task is created
-   * with its name servers; linkOwnNetns links it once the task runs.
-   */
-  private async setupNetwork(sb: Sandbox, driver: RuntimeDriver): Promise<TaskSpec['network']> {
-    if (!needsNetwork(sb.network?.egress, sb.ports)) return undefined;
-    if (!this.net) throw new PrismError('FAILED_PRECONDITION', `node ${this.nodeId} has no sandbox networking; only network egress 'none' without ports is possible here`);
-    const own = driver.capabilities().network === 'own';
-    const n = await this.net.setup(sb.id, sb.network?.egress ?? 'none', own ? { netns: 'later' } : {});
-    return { netnsPath: n.netnsPath, nameservers: n.nameservers };
-  }
-
-  /** After a create or start of a task that keeps its own namespace: links that (new) namespace. */
-  private async linkOwnNetns(sb: Sandbox, driver: RuntimeDriver, h: TaskHandle): Promise<void> {
-    if (!this.net || driver.capabilities().network !== 'own' || !needsNetwork(sb.network?.egress, sb.ports)) return;
-    if (!driver.taskNetns) throw new PrismError('INTERNAL', `the ${driver.name} driver keeps its own network namespace but cannot name it`);
-    await this.net.setup(sb.id, sb.network?.egress ?? 'none', { netns: { path: await driver.taskNetns(h) } });
+    return this.networks.addressOf(id);
   }
 
   runtimes(): RuntimeName[] {
@@ -155,7 +139,7 @@ export class NodeAgent {
           await this.repo.commitRunning(this.nodeId, handle, running, revision);
         } catch (e) {
           await this.driver(sb.runtime).destroy(handle).catch(() => undefined);
-          await this.net?.teardown(id).catch(() => undefined);
+          await this.networks.teardown(id).catch(() => undefined);
           throw isPrismError(e, 'CONFLICT') || isPrismError(e, 'NOT_FOUND') ? new Superseded() : e;
         }
         this.handles.set(id, handle);
@@ -202,15 +186,15 @@ export class NodeAgent {
     const user = sb.user || cfg.user || this.opts.defaultUser;
     if (user && !ROOT_USERS.has(user)) spec.user = user;
     if (sb.volumes?.length) spec.volumes = await this.taskVolumes(sb, driver.capabilities().isolation !== 'vm');
-    const network = await this.setupNetwork(sb, driver);
+    const network = await this.networks.prepare(sb, driver);
     if (network) spec.network = network;
     let handle: TaskHandle | undefined;
     try {
       handle = await driver.create(spec);
-      await this.linkOwnNetns(sb, driver, handle);
+      await this.networks.linkOwn(sb, driver, handle);
     } catch (e) {
       if (handle) await driver.destroy(handle).catch((de) => this.log.error({ err: de, sandbox: sb.id }, 'task cleanup after failed network link failed'));
-      await this.net?.teardown(sb.id).catch((te) => this.log.error({ err: te, sandbox: sb.id }, 'network cleanup after failed create failed'));
+      await this.networks.teardown(sb.id).catch((te) => this.log.error({ err: te, sandbox: sb.id }, 'network cleanup after failed create failed'));
       throw e;
     }
     return { handle, imageDigest: rootfs.image.digest, workdir: spec.workdir, ...(user ? { user } : {}) };
@@ -257,7 +241,7 @@ export class NodeAgent {
       const h = await this.handle(sb.id);
       const driver = this.driver(h.runtime);
       await driver.start(h);
-      await this.linkOwnNetns(sb, driver, h);
+      await this.networks.linkOwn(sb, driver, h);
       this.armTtl(sb);
     });
   }
@@ -269,7 +253,7 @@ export class NodeAgent {
       this.taskEnding(sb.id, 'deleted');
       const h = this.handles.get(sb.id) ?? (await this.repo.getHandle(this.nodeId, sb.id));
       if (h) await this.driver(h.runtime).destroy(h);
-      await this.net?.teardown(sb.id);
+      await this.networks.teardown(sb.id);
       this.handles.delete(sb.id);
       await this.repo.deleteHandle(this.nodeId, sb.id);
     });
@@ -329,7 +313,16 @@ export class NodeAgent {
       if (sb.node !== this.nodeId || known.has(sb.id)) continue;
       await this.settleWithoutTask(sb).catch((e) => this.log.error({ err: e, sandbox: sb.id }, 'recovery failed'));
     }
-    await this.recoverNetworks(known);
+    const keep: Sandbox[] = [];
+    for (const id of known) {
+      const sb = (await this.repo.getSandbox(id))?.value;
+      if (sb && sb.node === this.nodeId) keep.push(sb);
+    }
+    await this.networks.recover(keep, (id) => {
+      const h = this.handles.get(id);
+      const driver = h && this.drivers.get(h.runtime);
+      return h && driver ? { h, driver } : undefined;
+    });
     for (const [name, driver] of this.drivers) {
       for (const id of await driver.listTasks().catch(() => [] as string[])) {
         if (known.has(id)) continue;
@@ -339,38 +332,6 @@ export class NodeAgent {
           .catch((e) => this.log.error({ err: e, sandbox: id }, 'orphan cleanup failed'));
       }
     }
-  }
-
-  /** Reattaches the networks of sandboxes this node keeps (DNS filters, rules) and removes the rest. */
-  private async recoverNetworks(known: Set<string>): Promise<void> {
-    if (!this.net) return;
-    const keep = new Map<string, Sandbox>();
-    for (const id of known) {
-      const sb = (await this.repo.getSandbox(id))?.value;
-      if (sb && sb.node === this.nodeId && needsNetwork(sb.network?.egress, sb.ports)) keep.set(id, sb);
-    }
-    for (const id of await this.net.listAttached().catch(() => [] as string[])) {
-      const sb = keep.get(id);
-      if (sb) {
-        await this.reattachNetwork(sb).catch((e) => this.log.error({ err: e, sandbox: id }, 'reattaching the network failed'));
-        continue;
-      }
-      this.log.warn({ sandbox: id }, 'removing the network of a sandbox unknown to this node');
-      await this.net.teardown(id).catch((e) => this.log.error({ err: e, sandbox: id }, 'network orphan cleanup failed'));
-    }
-  }
-
-  /** A task that keeps its own namespace is linked again if it runs, else when it starts. */
-  private async reattachNetwork(sb: Sandbox): Promise<void> {
-    const h = this.handles.get(sb.id);
-    const driver = h && this.drivers.get(h.runtime);
-    const egress = sb.network?.egress ?? 'none';
-    if (!h || !driver || driver.capabilities().network !== 'own') {
-      await this.net!.setup(sb.id, egress);
-      return;
-    }
-    if ((await driver.inspect(h)) === 'running') await this.linkOwnNetns(sb, driver, h);
-    else await this.net!.setup(sb.id, egress, { netns: 'later' });
   }
 
   /**
@@ -386,7 +347,7 @@ export class NodeAgent {
           this.log.warn({ sandbox: h.id }, 'sandbox deleted while this node was away: destroying its task');
           this.disarmTtl(h.id);
           if (driver) await driver.destroy(h);
-          await this.net?.teardown(h.id);
+          await this.networks.teardown(h.id);
           this.handles.delete(h.id);
           await this.repo.deleteHandle(this.nodeId, h.id);
           return;
@@ -435,7 +396,7 @@ export class NodeAgent {
     const driver = this.drivers.get(h.runtime);
     const forget = async () => {
       if (driver) await driver.destroy(h).catch(() => undefined);
-      await this.net?.teardown(h.id).catch(() => undefined);
+      await this.networks.teardown(h.id).catch(() => undefined);
       this.handles.delete(h.id);
       await this.repo.deleteHandle(this.nodeId, h.id);
     };
