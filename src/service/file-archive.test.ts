@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ByteReader, readTar } from '../images/unpack/tar-reader.js';
+import { ByteReader } from '../images/unpack/byte-reader.js';
+import { readTar } from '../images/unpack/tar-reader.js';
 import { recordsFromTar, safeName, tarFromRecords } from './file-archive.js';
 import { encodeRecord, helperError, parseRecords, RecordReader, type FsRecord } from './file-records.js';
 

@@ -1,6 +1,7 @@
 import { posix } from 'node:path';
 import { PrismError } from '../core/errors.js';
-import { ByteReader, readTar, type TarEntry } from '../images/unpack/tar-reader.js';
+import { ByteReader } from '../images/unpack/byte-reader.js';
+import { readTar, type TarEntry } from '../images/unpack/tar-reader.js';
 import { encodeRecord, END_RECORD, type FsRecord, type RecordReader } from './file-records.js';
 
 /**

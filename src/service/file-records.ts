@@ -1,5 +1,6 @@
 import { PrismError, type ErrorCode } from '../core/errors.js';
 import type { FileEntry, FileType } from '../core/types.js';
+import { ByteReader } from '../images/unpack/byte-reader.js';
 
 /**
  * The wire of `prism-init fs` (guest/init/fs-helper.c): entry records of 7 NUL-terminated fields
@@ -67,50 +68,30 @@ export function frameHeader(len: number): Buffer {
 
 /** Streams records (and the bytes after each file record) out of the helper's stdout. */
 export class RecordReader {
-  private pending: Buffer = Buffer.alloc(0);
-  private ended = false;
+  private readonly reader: ByteReader;
 
-  constructor(private readonly source: AsyncIterator<Buffer>) {}
-
-  private async pull(): Promise<boolean> {
-    if (this.ended) return false;
-    const r = await this.source.next();
-    if (r.done) {
-      this.ended = true;
-      return false;
-    }
-    this.pending = this.pending.length ? Buffer.concat([this.pending, r.value]) : r.value;
-    return true;
+  constructor(source: AsyncIterator<Buffer>) {
+    this.reader = new ByteReader(source, (what) =>
+      new PrismError('INTERNAL', what === 'oversized' ? 'file helper sent an oversized record' : 'file helper output ended inside a record or file'));
   }
 
   /** The next record, or null at a clean end. */
   async next(): Promise<FsRecord | null> {
     const fields: string[] = [];
     while (fields.length < 7) {
-      const nul = this.pending.indexOf(0);
-      if (nul >= 0) {
-        fields.push(this.pending.subarray(0, nul).toString('utf8'));
-        this.pending = this.pending.subarray(nul + 1);
-        continue;
-      }
-      if (this.pending.length > 3 * 4096 + 64) throw new PrismError('INTERNAL', 'file helper sent an oversized record');
-      if (!(await this.pull())) {
-        if (fields.length === 0 && this.pending.length === 0) return null;
+      const f = await this.reader.until(0, 3 * 4096 + 64);
+      if (f === null) {
+        if (fields.length === 0) return null;
         throw new PrismError('INTERNAL', 'file helper output ended inside a record');
       }
+      fields.push(f.toString('utf8'));
     }
     return fromFields(fields);
   }
 
   /** Exactly n bytes as they arrive. */
-  async *bytes(n: number): AsyncGenerator<Buffer> {
-    while (n > 0) {
-      if (this.pending.length === 0 && !(await this.pull())) throw new PrismError('INTERNAL', 'file helper output ended inside a file');
-      const take = this.pending.subarray(0, n);
-      this.pending = this.pending.subarray(take.length);
-      n -= take.length;
-      yield take;
-    }
+  bytes(n: number): AsyncGenerator<Buffer> {
+    return this.reader.chunks(n);
   }
 }
 

@@ -4,7 +4,8 @@ import type { ImageLayer } from '../image-store.js';
 import { bad } from '../oci-types.js';
 import { openLayerStream } from './layer-stream.js';
 import { LayerWriter, type SkippedEntries } from './layer-writer.js';
-import { ByteReader, readTar } from './tar-reader.js';
+import { ByteReader } from './byte-reader.js';
+import { readTar } from './tar-reader.js';
 
 export type { SkippedEntries } from './layer-writer.js';
 

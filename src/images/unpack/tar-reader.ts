@@ -1,4 +1,5 @@
 import { bad } from '../oci-types.js';
+import type { ByteReader } from './byte-reader.js';
 
 /**
  * A streaming tar reader (ustar, pax, GNU long names). Our own rather than node-tar's parser because
@@ -28,59 +29,6 @@ const MAX_META = 1 << 20;
 const TYPES: Record<string, TarEntryType> = {
   '0': 'file', '\0': 'file', '7': 'file', '1': 'hardlink', '2': 'symlink', '3': 'char', '4': 'block', '5': 'dir', '6': 'fifo',
 };
-
-/** Pulls exact byte counts out of an async iterator of chunks. */
-export class ByteReader {
-  private pending: Buffer = Buffer.alloc(0);
-  private ended = false;
-
-  constructor(private readonly source: AsyncIterator<Buffer>) {}
-
-  private async pull(): Promise<boolean> {
-    if (this.ended) return false;
-    const r = await this.source.next();
-    if (r.done) {
-      this.ended = true;
-      return false;
-    }
-    this.pending = this.pending.length ? Buffer.concat([this.pending, r.value]) : r.value;
-    return true;
-  }
-
-  /** Exactly n bytes, or null at a clean end of input (nothing left). */
-  async read(n: number): Promise<Buffer | null> {
-    while (this.pending.length < n) {
-      if (!(await this.pull())) {
-        if (this.pending.length === 0) return null;
-        throw bad('tar stream is truncated');
-      }
-    }
-    const out = this.pending.subarray(0, n);
-    this.pending = this.pending.subarray(n);
-    return out;
-  }
-
-  /** Up to n bytes as they arrive; throws if the input ends first. */
-  async *chunks(n: number): AsyncGenerator<Buffer> {
-    while (n > 0) {
-      if (this.pending.length === 0 && !(await this.pull())) throw bad('tar stream is truncated');
-      const take = this.pending.subarray(0, n);
-      this.pending = this.pending.subarray(take.length);
-      n -= take.length;
-      yield take;
-    }
-  }
-
-  async skip(n: number): Promise<void> {
-    for await (const _ of this.chunks(n)) void _;
-  }
-
-  /** Consumes the rest of the input (so a digest over it is complete). */
-  async drain(): Promise<void> {
-    this.pending = Buffer.alloc(0);
-    while (await this.pull()) this.pending = Buffer.alloc(0);
-  }
-}
 
 function utf8(buf: Buffer, what: string): string {
   const s = buf.toString('utf8');
