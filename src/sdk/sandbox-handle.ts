@@ -1,7 +1,7 @@
 import type { Sandbox } from '../core/types.js';
 import { PrismApiError } from './errors.js';
 import { openPty, type Pty, type PtyOptions, type SocketDialer } from './pty.js';
-import { cancelBody, execEvents, execRequestBody, exitOf, type ExecEvent, type ExecRequestOptions } from './exec-stream.js';
+import { cancelBody, execEvents, execRequestBody, exitOf, type ExecEvent, type ExecExit, type ExecRequestOptions } from './exec-stream.js';
 import { ProcessesApi, type ProcessHandle, type StartProcessOptions } from './processes.js';
 import { concat, decodeOutput } from './wire.js';
 
@@ -31,19 +31,8 @@ export interface ExecOptions extends ExecRequestOptions {
   signal?: AbortSignal;
 }
 
-export interface ExecResult {
-  /** The execution's id; absent when the result came from the stream (its exit event carries none). */
-  id?: string;
-  exitCode: number;
-  /** Signal name when the process was killed by one, e.g. `SIGKILL`. */
-  signal?: string;
-  timedOut: boolean;
-  oomKilled: boolean;
-  /** The sandbox's writable layer was full when the command ended. */
-  diskFull: boolean;
-  /** The limit the command hit, if any: what killed it first, else a full disk. */
-  limitExceeded?: 'TIMEOUT' | 'OOM_KILLED' | 'DISK_FULL';
-  durationMs: number;
+/** A finished command: how it ended (as the stream's exit event says) and all it wrote. */
+export interface ExecResult extends ExecExit {
   /** The exact bytes the command wrote. */
   stdout: Uint8Array;
   stderr: Uint8Array;
