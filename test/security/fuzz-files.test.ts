@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { seededRng } from '../fixtures/seeded-rng.js';
 import { authHeaders, call, integrationSkipReason, leftovers, startPrismd, type Prismd } from '../integration/prismd-harness.js';
 
 /**
@@ -15,17 +16,6 @@ import { authHeaders, call, integrationSkipReason, leftovers, startPrismd, type 
 const skip = integrationSkipReason();
 const SEED = Number(process.env.PRISM_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const COUNT = Number(process.env.PRISM_FUZZ_FILES_COUNT ?? 600);
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe.skipIf(!!skip)('files API fuzz (hostile paths on a real sandbox)', () => {
   let d: Prismd;
@@ -54,7 +44,7 @@ describe.skipIf(!!skip)('files API fuzz (hostile paths on a real sandbox)', () =
 
   it(`answers ${COUNT} hostile file requests without a 5xx and never reaches the host (seed ${SEED})`, async () => {
     console.log(`files fuzz seed: ${SEED} (replay with PRISM_FUZZ_SEED=${SEED})`);
-    const r = rng(SEED);
+    const r = seededRng(SEED);
     const int = (n: number) => Math.floor(r() * n);
     const pick = <T,>(xs: readonly T[]): T => xs[int(xs.length)]!;
     const paths = [

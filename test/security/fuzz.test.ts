@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { seededRng } from '../fixtures/seeded-rng.js';
 import { authHeaders, call, integrationSkipReason, startPrismd, type Prismd } from '../integration/prismd-harness.js';
 
 /**
@@ -19,18 +20,6 @@ if (skip) console.warn(`skipping the API fuzz test: ${skip}`);
 const SEED = Number(process.env.PRISM_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const COUNT = Number(process.env.PRISM_FUZZ_COUNT ?? 3000);
 const CONCURRENCY = 8;
-
-/** mulberry32: small, seedable, good enough to pick fuzz inputs. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Route {
   method: string;
@@ -187,7 +176,7 @@ describe.skipIf(!!skip)('API fuzz', () => {
     );
     expect(routes.length).toBeGreaterThan(10);
     const loopsBefore = loopDeviceCount();
-    const f = new Fuzzer(rng(SEED));
+    const f = new Fuzzer(seededRng(SEED));
     const reqs = Array.from({ length: COUNT }, () => f.request(routes, d.url));
     const failures: string[] = [];
     const byStatus = new Map<number, number>();
