@@ -145,9 +145,20 @@ static int hex_field(char **cur, char *end, unsigned char *out, size_t cap, size
   return 0;
 }
 
+/* The answer of a control step: "ok", or "error: <err>" cut to fit. */
+static void emit_result(struct agent *a, uint8_t type, const char *err) {
+  if (!err[0]) {
+    emit(a, type, 0, "ok", 2);
+    return;
+  }
+  char reply[300];
+  int n = snprintf(reply, sizeof reply, "error: %s", err);
+  emit(a, type, 0, reply, (size_t)n < sizeof reply ? (size_t)n : sizeof reply - 1);
+}
+
 /* M: fields hostname, then optionally memory limit, pids limit, host time (ms), entropy (hex), open files. */
 static void mount_rootfs(struct agent *a, char *p, uint32_t len) {
-  char err[256] = "", reply[300];
+  char err[256] = "";
   struct limits lim;
   memset(&lim, 0, sizeof lim);
   char *end = p + len, *nul = len ? memchr(p, 0, len) : NULL;
@@ -165,13 +176,12 @@ static void mount_rootfs(struct agent *a, char *p, uint32_t len) {
     emit(a, F_MOUNT_REPLY, 0, "ok", 2);
     return;
   }
-  int n = snprintf(reply, sizeof reply, "error: %s", err);
-  emit(a, F_MOUNT_REPLY, 0, reply, (size_t)n < sizeof reply ? (size_t)n : sizeof reply - 1);
+  emit_result(a, F_MOUNT_REPLY, err);
 }
 
 /* V: fields disk serial, absolute mount path, "ro" or "rw"; only once the rootfs is mounted. */
 static void mount_volume(struct agent *a, char *p, uint32_t len) {
-  char err[256] = "", reply[300];
+  char err[256] = "";
   char *f[3] = {0}, *cur = p, *end = p + len;
   int n = 0;
   for (char *nul; n < 3 && cur < end && (nul = memchr(cur, 0, (size_t)(end - cur))); cur = nul + 1) f[n++] = cur;
@@ -184,13 +194,12 @@ static void mount_volume(struct agent *a, char *p, uint32_t len) {
     emit(a, F_VOLUME_REPLY, 0, "ok", 2);
     return;
   }
-  int k = snprintf(reply, sizeof reply, "error: %s", err);
-  emit(a, F_VOLUME_REPLY, 0, reply, (size_t)k < sizeof reply ? (size_t)k : sizeof reply - 1);
+  emit_result(a, F_VOLUME_REPLY, err);
 }
 
 /* N: the NIC and resolv.conf of a sandbox with a network; after M, since resolv.conf is in its root. */
 static void configure_network(struct agent *a, char *p, uint32_t len) {
-  char err[256] = "", reply[300];
+  char err[256] = "";
   struct net_config c;
   const char *bad = net_config_parse(p, len, &c);
   if (bad) snprintf(err, sizeof err, "malformed N frame: %s", bad);
@@ -199,8 +208,7 @@ static void configure_network(struct agent *a, char *p, uint32_t len) {
     emit(a, F_NETWORK_REPLY, 0, "ok", 2);
     return;
   }
-  int n = snprintf(reply, sizeof reply, "error: %s", err);
-  emit(a, F_NETWORK_REPLY, 0, reply, (size_t)n < sizeof reply ? (size_t)n : sizeof reply - 1);
+  emit_result(a, F_NETWORK_REPLY, err);
 }
 
 static void dispatch(struct agent *a, const struct frame_hdr *h, char *p) {
