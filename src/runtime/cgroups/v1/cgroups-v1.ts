@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PrismError } from '../../../core/errors.js';
-import type { CgroupLimits, CgroupUsage, TaskCgroups } from '../cgroups.js';
+import type { AppliedLimits, CgroupLimits, CgroupUsage, TaskCgroups } from '../cgroups.js';
 import { cgroupPids, keyedValue, killAll, readNumber, removeDir } from '../cgroup-files.js';
 
 /**
@@ -49,6 +49,20 @@ export class CgroupsV1 implements TaskCgroups {
       ]);
       // v1 reports "no limit" as a huge page-aligned number.
       return { memoryBytes, memoryLimitBytes: memoryLimitBytes >= 2 ** 62 ? 0 : memoryLimitBytes, cpuUsageNs, pids };
+    } catch (e) {
+      throw new PrismError('NOT_FOUND', `task ${id} has no cgroup`, { cause: e });
+    }
+  }
+
+  async applied(id: string): Promise<AppliedLimits> {
+    try {
+      const [memoryBytes, pids, quota, cpuPeriodUs] = await Promise.all([
+        readNumber(join(this.dir('memory', id), 'memory.limit_in_bytes')),
+        readNumber(join(this.dir('pids', id), 'pids.max')),
+        readFile(join(this.dir('cpu', id), 'cpu.cfs_quota_us'), 'utf8').then((t) => Number(t.trim())),
+        readNumber(join(this.dir('cpu', id), 'cpu.cfs_period_us')),
+      ]);
+      return { memoryBytes: memoryBytes >= 2 ** 62 ? 0 : memoryBytes, pids, cpuQuotaUs: quota < 0 ? 0 : quota, cpuPeriodUs };
     } catch (e) {
       throw new PrismError('NOT_FOUND', `task ${id} has no cgroup`, { cause: e });
     }
