@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { TaskHandle, TaskSpec } from '../../src/runtime/driver.js';
 import { MicrovmDriver } from '../../src/runtime/microvm/microvm-driver.js';
+import { vmHierarchies } from '../../src/runtime/microvm/qemu-process.js';
 import { driverConformanceSuite, type DriverFixture } from '../conformance/driver-suite.js';
 import { BUSYBOX, buildBusyboxLayer } from '../fixtures/busybox-layer.js';
 
@@ -37,7 +38,7 @@ async function microvmLeaks(stateDir: string, id: string): Promise<string[]> {
   const leaks: string[] = [];
   const taskDir = join(stateDir, 'tasks', id);
   if (existsSync(taskDir)) leaks.push(`dir ${taskDir}`);
-  for (const ctrl of ['memory', 'pids', 'cpuacct']) {
+  for (const ctrl of vmHierarchies()) {
     const cg = join('/sys/fs/cgroup', ctrl, 'prism-vm', id);
     if (existsSync(cg)) leaks.push(`cgroup ${cg}`);
   }

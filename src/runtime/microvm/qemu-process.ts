@@ -12,6 +12,18 @@ import { PrismError } from '../../core/errors.js';
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
 const CONTROLLERS = ['memory', 'pids', 'cpuacct'] as const;
+/**
+ * Hierarchies without controllers that systemd finds a unit's processes in: its own v1 `name=systemd`
+ * and, on hybrid hosts, the cgroup2 mount beside the v1 ones. A QEMU left in prismd's there would die
+ * with prismd.service (KillMode=mixed kills what is left in the unit's cgroup; docs/install.md), so it
+ * moves to `prism-vm/<id>` in them too, as runc's cgroupfs driver does with oci tasks.
+ */
+const TRACKING = ['systemd', 'unified'] as const;
+
+/** Every hierarchy a VM has a `prism-vm/<id>` cgroup in on this host. */
+export function vmHierarchies(): string[] {
+  return [...CONTROLLERS, ...TRACKING.filter((h) => existsSync(join(CGROUP_ROOT, h, 'cgroup.procs')))];
+}
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export function vmCgroupDir(controller: string, id: string): string {
@@ -82,9 +94,9 @@ export interface VmCgroupLimits {
   pids: number;
 }
 
-/** Creates `prism-vm/<id>` in each controller, sets the limits and moves `pid` (all its threads) in. */
+/** Creates `prism-vm/<id>` in each hierarchy, sets the limits and moves `pid` (all its threads) in. */
 export async function enterCgroup(id: string, pid: number, limits: VmCgroupLimits): Promise<void> {
-  for (const c of CONTROLLERS) {
+  for (const c of vmHierarchies()) {
     const dir = vmCgroupDir(c, id);
     await mkdir(dir, { recursive: true });
     if (c === 'memory') await writeFile(join(dir, 'memory.limit_in_bytes'), String(limits.memoryBytes));
@@ -100,7 +112,7 @@ export function hasCgroupV1(): boolean {
 /** Removes the task's cgroups; rmdir is EBUSY until the dying QEMU has left, so it retries. */
 export async function removeCgroup(id: string, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  for (const c of CONTROLLERS) {
+  for (const c of vmHierarchies()) {
     for (;;) {
       try {
         await rmdir(vmCgroupDir(c, id));
