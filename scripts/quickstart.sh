@@ -80,15 +80,16 @@ prismctl sandbox start quickstart >/dev/null 2>&1 || true
 echo "running: python3 -c 'print(6*7)' in sandbox 'quickstart'"
 prismctl sandbox exec quickstart -- python3 -c 'print(6*7)'
 
+line() { printf '  %-46s # %s\n' "$1" "$2"; }
 if [ -n "$SERVICE" ]; then
   HOW="as the systemd service prismd.service"
-  LOGS="journalctl -u prismd -f                        # prismd's logs"
-  STOP="systemctl stop prismd                          # stop prismd (sandboxes keep running; reattached when it starts)
-  systemctl restart prismd                       # after editing $ENV_FILE"
+  MANAGE=$(line "journalctl -u prismd -f" "prismd's logs"
+    line "systemctl restart prismd" "after editing $ENV_FILE"
+    line "systemctl stop prismd" "stop prismd (sandboxes keep running; reattached when it starts)")
 else
-  HOW="in the background (no systemd here)"
-  LOGS="tail -f $LOG                 # prismd's logs"
-  STOP="kill \$(cat $PRISM_DATA_DIR/prismd.pid)          # stop prismd (sandboxes keep running; reattached when it starts)"
+  HOW="in the background, as there is no systemd here"
+  MANAGE=$(line "tail -f $LOG" "prismd's logs"
+    line "kill \$(cat $PRISM_DATA_DIR/prismd.pid)" "stop prismd (sandboxes keep running; reattached when it starts)")
 fi
 cat <<TXT
 
@@ -99,6 +100,5 @@ Prism is running $HOW (API http://$PRISM_API, data in $PRISM_DATA_DIR). Next:
   prismctl sandbox exec quickstart -- python3 -c 'import sys; print(sys.version)'
   prismctl sandbox create --name mybox --memory 1024
   prismctl sandbox rm quickstart
-  $LOGS
-  $STOP
+$MANAGE
 TXT
