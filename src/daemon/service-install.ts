@@ -132,11 +132,10 @@ async function readText(file: string): Promise<string | undefined> {
  * Creates the environment file, or sets only the given keys in the user's; the settings are checked
  * as prismd would read them before anything is written, so a typo fails here and not in the journal.
  */
-async function updateEnvFile(file: string, values: Record<string, string>, out: (l: string) => void): Promise<Record<string, string>> {
+async function updateEnvFile(file: string, values: Record<string, string>, out: (l: string) => void): Promise<{ url: string; dataDir: string }> {
   const existing = await readText(file);
   const next = setEnvValues(existing ?? NEW_ENV_FILE, values);
-  const env = parseEnvFile(next);
-  daemonAddress(env, file);
+  const address = daemonAddress(parseEnvFile(next), file);
   const keys = Object.keys(values);
   if (existing === undefined) {
     await mkdir(dirname(file), { recursive: true, mode: 0o755 });
@@ -146,7 +145,7 @@ async function updateEnvFile(file: string, values: Record<string, string>, out: 
     if (next !== existing) await writeFile(file, next);
     out(`kept ${file} (your settings)${keys.length ? `; set ${keys.join(', ')}` : ''}`);
   }
-  return env;
+  return address;
 }
 
 /** The URL install polls, and the data dir, from the settings the service will run with. */
@@ -165,8 +164,7 @@ function daemonAddress(env: Record<string, string>, envFile: string): { url: str
 export async function installService(o: InstallOptions): Promise<void> {
   requireSystemd(o.paths);
   const unit = renderUnit(o.template, { node: o.node, prismd: o.prismd });
-  const env = await updateEnvFile(o.paths.envFile, o.env, o.out);
-  const { url, dataDir } = daemonAddress(env, o.paths.envFile);
+  const { url, dataDir } = await updateEnvFile(o.paths.envFile, o.env, o.out);
   if ((await readText(o.paths.unitFile)) === unit) {
     o.out(`${o.paths.unitFile} is up to date (${o.node} ${o.prismd})`);
   } else {
