@@ -3,10 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "setup: run as root (Prism creates namespaces, cgroups and mounts)" >&2
-  exit 1
-fi
+source scripts/requirements.sh
+prism_require_root || exit 1
+prism_require_node || exit 1
 
 # runc: the oci runtime. debootstrap: builds the base image. build-essential: the static init.
 # busybox-static: tiny rootfs for driver tests. e2fsprogs, iproute2: disks and network namespaces.

@@ -24,7 +24,17 @@ export class CgroupsV1 implements TaskCgroups {
   }
 
   dirs(id: string): string[] {
-    return ['memory', 'cpu', 'cpuacct', 'pids', 'freezer', 'devices', 'blkio', 'cpuset'].map((c) => this.dir(c, id));
+    return ['memory', 'cpu', 'cpuacct', 'pids', 'freezer', 'devices', 'blkio', 'cpuset', ...this.tracking()].map((c) => this.dir(c, id));
+  }
+
+  /**
+   * Hierarchies without controllers that systemd finds a unit's processes in: its own `name=systemd`
+   * and, on hybrid hosts, the cgroup2 mount beside the v1 ones. A process left in prismd's cgroup there
+   * would die with prismd.service (KillMode=mixed; docs/install.md), so `enter` moves it out of them
+   * too, as runc's cgroupfs driver does with containers.
+   */
+  private tracking(): string[] {
+    return ['systemd', 'unified'].filter((h) => existsSync(join(this.root, h, 'cgroup.procs')));
   }
 
   runcPath(id: string): string {
@@ -84,7 +94,7 @@ export class CgroupsV1 implements TaskCgroups {
 
   async enter(id: string, pid: number, limits: CgroupLimits): Promise<void> {
     try {
-      for (const c of ['memory', 'pids', 'cpuacct']) {
+      for (const c of ['memory', 'pids', 'cpuacct', ...this.tracking()]) {
         const dir = this.dir(c, id);
         await mkdir(dir, { recursive: true });
         if (c === 'memory') await writeFile(join(dir, 'memory.limit_in_bytes'), String(limits.memoryBytes));
