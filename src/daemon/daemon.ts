@@ -109,6 +109,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
         accelCacheDir: cfg.guestDir,
         snapshots: cfg.microvmSnapshots,
         warmPool: cfg.warmPool,
+        vmm: cfg.vmm,
         ...(cfg.firecrackerBin ? { firecrackerBinary: cfg.firecrackerBin } : {}),
         ...(cfg.kernel ? { kernel: cfg.kernel } : {}),
         logger: log,

@@ -38,7 +38,8 @@ export function prismdProgram(): Command {
     // Both forms, so that neither given leaves the flag undefined and PRISM_MICROVM_SNAPSHOTS decides.
     .addOption(new Option('--microvm-snapshots', 'restore microVMs from template snapshots (the default)'))
     .addOption(new Option('--no-microvm-snapshots', 'cold-boot every microVM instead of restoring a template snapshot (PRISM_MICROVM_SNAPSHOTS=0)'))
-    .addOption(new Option('--firecracker-bin <file>', 'run microVMs on Firecracker (UNTESTED backend); default: Firecracker if `firecracker` is on PATH, else QEMU').env('PRISM_FIRECRACKER_BIN'))
+    .addOption(new Option('--vmm <vmm>', 'VMM of the microvm runtime: qemu, or firecracker (UNTESTED: never run against a real Firecracker)').choices(['qemu', 'firecracker']).env('PRISM_VMM'))
+    .addOption(new Option('--firecracker-bin <file>', 'where Firecracker is, with --vmm firecracker (default: firecracker on PATH)').env('PRISM_FIRECRACKER_BIN'))
     .addOption(new Option('--warm-pool <n>', 'microVMs kept restored and ready per image and shape (default 0)').env('PRISM_WARM_POOL'))
     .addOption(new Option('--default-image <ref>', `image of sandboxes created without one (default ${DEFAULT_IMAGE})`).env('PRISM_DEFAULT_IMAGE'))
     .addOption(new Option('--store <url>', "cluster state: 'sqlite' (this node alone, the default) or etcd://host:port[,host:port...]").env('PRISM_STORE'))
