@@ -18,6 +18,7 @@ import { DEFAULT_IMAGE } from '../src/daemon/config.js';
 import { initBinaryPath } from '../src/daemon/package-info.js';
 import { mountOverlay, unmountAll } from '../src/runtime/oci/overlay-mount.js';
 import { buildProcess, buildRuntimeSpec } from '../src/runtime/oci/runtime-spec.js';
+import { taskCgroups } from '../src/runtime/cgroups/select-cgroups.js';
 import { startPrismd, call, authHeaders } from '../test/integration/prismd-harness.js';
 import { summarize, timeIt } from './stats.js';
 
@@ -41,17 +42,19 @@ async function bare(layers: string[], env: Record<string, string>) {
   const rootfs = join(dir, 'rootfs');
   await Promise.all(['upper', 'work', 'rootfs', 'bundle'].map((d) => mkdir(join(dir, d))));
   await mountOverlay(layers, join(dir, 'upper'), join(dir, 'work'), rootfs);
+  const cg = taskCgroups('prism');
   const spec = (process: string[]) => {
     const s = buildRuntimeSpec({
       spec: { id: 'bench', hostname: 'bench', layers, env, workdir: '/', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
       rootfs,
       initBinary: initBinaryPath(),
-      swapAccounting: false,
+      // The host's cgroups as the driver uses them (v1 dirs or v2 systemd scopes), so the baseline pays the same.
+      cgroups: { path: cg.runcPath('bench'), swapAccounting: cg.swapAccounting(), namespace: cg.version === 2 },
     });
     s.process = buildProcess(process, env, '/', 4096);
     return s;
   };
-  const runc = (...a: string[]) => ['--root', root, ...a];
+  const runc = (...a: string[]) => ['--root', root, ...cg.runcFlags(), ...a];
   const result = { runForeground: [] as number[], runDetachedThenExec: [] as number[], exec: [] as number[] };
   try {
     await writeFile(join(dir, 'bundle', 'config.json'), JSON.stringify(spec(['echo', 'ready'])));

@@ -13,6 +13,7 @@ import { RegistryPuller } from '../images/registry/pull.js';
 import type { RuntimeDriver } from '../runtime/driver.js';
 import { MicrovmDriver } from '../runtime/microvm/microvm-driver.js';
 import { DockerDriver } from '../runtime/docker/docker-driver.js';
+import { probeCgroups } from '../runtime/cgroups/probe.js';
 import { OciDriver } from '../runtime/oci/oci-driver.js';
 import { LinuxNetworkManager } from '../net/linux/linux-network-manager.js';
 import { EtcdStore } from '../store/etcd/etcd-store.js';
@@ -100,9 +101,12 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
   try {
     const registry = new RegistryClient({ insecure: cfg.insecureRegistries, auths: await loadRegistryAuths(cfg.registryAuthFile) });
     const images = new LocalImageStore({ root: cfg.imagesDir, puller: new RegistryPuller(registry), fixupBinary: initBinaryPath() });
+    // One look at the host's cgroups (v1, or v2 with or without systemd) for every driver that uses them.
+    const cgroupHost = probeCgroups();
     const candidates: RuntimeDriver[] = [
-      new OciDriver({ stateDir: join(cfg.dataDir, 'runtime', 'oci'), initBinary: initBinaryPath(), logger: log }),
+      new OciDriver({ stateDir: join(cfg.dataDir, 'runtime', 'oci'), initBinary: initBinaryPath(), logger: log, cgroupHost }),
       new MicrovmDriver({
+        cgroupHost,
         stateDir: join(cfg.dataDir, 'runtime', 'microvm'),
         guestDir: cfg.guestDir,
         imageDiskCache: join(cfg.imagesDir, 'disks'),

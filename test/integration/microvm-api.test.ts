@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { cgroupLeaks, vmCgroups } from '../fixtures/host-cgroups.js';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -67,6 +68,6 @@ describe.skipIf(!!skip)('sandboxes on the microvm runtime through the API', () =
     expect((await call(d.url, 'DELETE', `/sandboxes/${sb.id}`)).status).toBe(204);
     expect(existsSync(task)).toBe(false);
     expect(existsSync(`/proc/${pid}`)).toBe(false);
-    expect(existsSync(`/sys/fs/cgroup/memory/prism-vm/${sb.id}`)).toBe(false);
+    expect(cgroupLeaks(vmCgroups, sb.id)).toEqual([]);
   });
 });

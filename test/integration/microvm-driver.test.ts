@@ -4,6 +4,7 @@
  * agent; elsewhere it is skipped with the reason printed. Under TCG every create boots a VM (~2 s).
  */
 import { execFileSync } from 'node:child_process';
+import { cgroupLeaks, vmCgroups } from '../fixtures/host-cgroups.js';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { join, resolve, dirname } from 'node:path';
@@ -37,10 +38,7 @@ async function microvmLeaks(stateDir: string, id: string): Promise<string[]> {
   const leaks: string[] = [];
   const taskDir = join(stateDir, 'tasks', id);
   if (existsSync(taskDir)) leaks.push(`dir ${taskDir}`);
-  for (const ctrl of ['memory', 'pids', 'cpuacct']) {
-    const cg = join('/sys/fs/cgroup', ctrl, 'prism-vm', id);
-    if (existsSync(cg)) leaks.push(`cgroup ${cg}`);
-  }
+  leaks.push(...cgroupLeaks(vmCgroups, id));
   for (const pid of (await readdir('/proc')).filter((p) => /^\d+$/.test(p))) {
     const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
     if (cmdline.includes(join(taskDir, 'agent.sock'))) leaks.push(`process ${pid}`);

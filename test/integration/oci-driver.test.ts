@@ -3,8 +3,9 @@
  * and runc; elsewhere it is skipped with the reason printed.
  */
 import { execFileSync } from 'node:child_process';
+import { cgroupLeaks, ociCgroups } from '../fixtures/host-cgroups.js';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,14 +36,8 @@ async function ociLeaks(stateDir: string, id: string): Promise<string[]> {
   if (existsSync(taskDir)) leaks.push(`dir ${taskDir}`);
   const mounts = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').map((l) => l.split(' ')[4] ?? '');
   leaks.push(...mounts.filter((m) => m.startsWith(taskDir)).map((m) => `mount ${m}`));
-  for (const ctrl of await readdir('/sys/fs/cgroup')) {
-    const cg = join('/sys/fs/cgroup', ctrl, 'prism', id);
-    if (existsSync(cg)) leaks.push(`cgroup ${cg}`);
-  }
-  for (const pid of (await readdir('/proc')).filter((p) => /^\d+$/.test(p))) {
-    const cg = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
-    if (cg.includes(`/prism/${id}\n`)) leaks.push(`process ${pid}`);
-  }
+  leaks.push(...cgroupLeaks(ociCgroups, id));
+  leaks.push(...(await ociCgroups.pids(id)).map((pid) => `process ${pid}`));
   try {
     execFileSync('runc', ['--root', join(stateDir, 'runc'), 'state', id], { stdio: 'ignore' });
     leaks.push(`runc container ${id}`);

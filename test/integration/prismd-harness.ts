@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { cgroupLeaks, ociCgroups } from '../fixtures/host-cgroups.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -162,10 +163,7 @@ export function leftovers(sandboxId: string, dataDir: string): string[] {
   const out: string[] = [];
   const mounts = readFileSync('/proc/mounts', 'utf8').split('\n').filter((l) => l.includes(sandboxId));
   if (mounts.length) out.push(`mounts: ${mounts.join('; ')}`);
-  for (const ctrl of ['memory', 'pids', 'cpu', 'cpuacct', 'freezer', 'devices', 'blkio', 'cpuset']) {
-    const p = `/sys/fs/cgroup/${ctrl}/prism/${sandboxId}`;
-    if (existsSync(p)) out.push(`cgroup: ${p}`);
-  }
+  out.push(...cgroupLeaks(ociCgroups, sandboxId));
   const task = join(dataDir, 'runtime', 'oci', 'tasks', sandboxId);
   if (existsSync(task)) out.push(`task dir: ${task}`);
   if (existsSync(join(dataDir, 'runtime', 'oci', 'runc', sandboxId))) out.push('runc state dir');

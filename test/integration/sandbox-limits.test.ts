@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import { call, integrationSkipReason, leftovers, startPrismd, type Prismd } from './prismd-harness.js';
+import { ociCgroups, taskPidsCurrent } from '../fixtures/host-cgroups.js';
 
 const skip = integrationSkipReason();
 
@@ -40,13 +41,13 @@ describe.skipIf(!!skip)('limits, bad input and failures', () => {
     const echo = await call(d.url, 'POST', `/sandboxes/${other.id}/exec`, { command: 'echo fine' });
     expect(echo.body.stdout).toBe('fine\n');
     expect(Date.now() - t0).toBeLessThan(5000);
-    const pids = Number((await import('node:fs')).readFileSync(`/sys/fs/cgroup/pids/prism/${bomb.id}/pids.current`, 'utf8'));
+    const pids = taskPidsCurrent(ociCgroups, bomb.id);
     expect(pids).toBeLessThanOrEqual(64);
     const r = await running;
     expect(r.body.timedOut).toBe(true);
     // Everything the bomb forked is gone once the exec was killed.
     await new Promise((r) => setTimeout(r, 500));
-    const after = Number((await import('node:fs')).readFileSync(`/sys/fs/cgroup/pids/prism/${bomb.id}/pids.current`, 'utf8'));
+    const after = taskPidsCurrent(ociCgroups, bomb.id);
     expect(after).toBe(1);
     await call(d.url, 'DELETE', `/sandboxes/${bomb.id}`);
     await call(d.url, 'DELETE', `/sandboxes/${other.id}`);

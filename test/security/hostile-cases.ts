@@ -5,6 +5,7 @@ import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { expect } from 'vitest';
 import type { RuntimeName } from '../../src/core/types.js';
 import { call, type Prismd } from '../integration/prismd-harness.js';
+import { ociCgroups, taskCpuNs, taskPidsCurrent, vmCgroups } from '../fixtures/host-cgroups.js';
 
 /**
  * The hostile-code cases, as a table: each case says per runtime what must happen, so a new runtime
@@ -129,13 +130,14 @@ function connectPy(targets: Array<[string, number]>): string {
   ].join('\n');
 }
 
-/** Where the victim's CPU time is counted on the host (cgroup v1 cpuacct). */
-function cpuUsageFile(ctx: CaseContext): string {
-  if (ctx.runtime === 'oci') return `/sys/fs/cgroup/cpuacct/prism/${ctx.victim.id}/cpuacct.usage`;
-  if (ctx.runtime === 'microvm') return `/sys/fs/cgroup/cpuacct/prism-vm/${ctx.victim.id}/cpuacct.usage`;
-  // docker with the cgroupfs driver: /docker/<container id>; the container is prism-<sandbox id>.
+/** Reads the victim's CPU time (ns) as the host counts it. */
+function cpuUsage(ctx: CaseContext): () => number {
+  if (ctx.runtime === 'oci') return () => taskCpuNs(ociCgroups, ctx.victim.id);
+  if (ctx.runtime === 'microvm') return () => taskCpuNs(vmCgroups, ctx.victim.id);
+  // docker with the cgroupfs driver (the test engine's): /docker/<container id>; the container is prism-<sandbox id>.
   const cid = execFileSync('docker', ['inspect', '-f', '{{.Id}}', `prism-${ctx.victim.id}`], { encoding: 'utf8' }).trim();
-  return `/sys/fs/cgroup/cpuacct/docker/${cid}/cpuacct.usage`;
+  const file = existsSync('/sys/fs/cgroup/cpuacct') ? `/sys/fs/cgroup/cpuacct/docker/${cid}/cpuacct.usage` : `/sys/fs/cgroup/docker/${cid}/cpu.stat`;
+  return () => (file.endsWith('cpu.stat') ? Number(/^usage_usec (\d+)$/m.exec(readFileSync(file, 'utf8'))?.[1] ?? 0) * 1000 : Number(readFileSync(file, 'utf8')));
 }
 
 function hostAddresses(): string[] {
@@ -172,7 +174,7 @@ export const CASES: HostileCase[] = [
       const bomb = ctx.py('import os\nwhile True:\n  try: os.fork()\n  except OSError: pass', { timeoutSec: 4 });
       await new Promise((r) => setTimeout(r, 1500));
       if (ctx.runtime === 'oci') {
-        const pids = Number(readFileSync(`/sys/fs/cgroup/pids/prism/${ctx.victim.id}/pids.current`, 'utf8'));
+        const pids = taskPidsCurrent(ociCgroups, ctx.victim.id);
         expect(pids).toBeLessThanOrEqual(ctx.target.victim.pidsLimit);
         expect(pids).toBeGreaterThan(ctx.target.victim.pidsLimit / 2); // the bomb really ran
       }
@@ -222,8 +224,7 @@ export const CASES: HostileCase[] = [
     name: 'CPU spin beyond the quota: usage stays at the quota',
     expect: { oci: 'deny', microvm: 'deny', docker: 'deny' },
     async run(ctx) {
-      const usageFile = cpuUsageFile(ctx);
-      const usage = () => Number(readFileSync(usageFile, 'utf8'));
+      const usage = cpuUsage(ctx);
       const u0 = usage();
       const t0 = process.hrtime.bigint();
       // Two spinning processes ask for two cores.

@@ -1,12 +1,13 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { asPrismError, PrismError } from '../../core/errors.js';
 import type {
   ExecOptions, ProbeResult, RuntimeCapabilities, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskState, TaskStats,
 } from '../driver.js';
 import { AgentConnection } from './agent-connection.js';
-import { hasCgroupV1, isQemuAlive, killQemu, listVmCgroups, readPidFile, readVmCgroup, removeCgroup, waitExit } from './qemu-process.js';
+import { isQemuAlive, killQemu, readPidFile, waitExit } from './qemu-process.js';
+import { probeCgroups } from '../cgroups/probe.js';
 import { agentUser, ID_PATTERN, imageHome, validateSpec } from './task-spec.js';
 import { taskPaths, vmMarker, type TaskPaths } from './vm-boot.js';
 import { requireLayers } from './vm-disks.js';
@@ -28,7 +29,7 @@ const MAX_SOCKET_PATH = 107;
  * a private writable ext4 disk (kept across stop/start), and the guest agent (guest/agent/, the
  * guest's PID 1) reached over a virtio-serial port. QEMU is started detached so the VM outlives
  * prismd; recover finds it again by its pid file, checked against its own socket path. Everything a
- * task owns is `<stateDir>/tasks/<id>/`, its QEMU process and the cgroups `prism-vm/<id>`.
+ * task owns is `<stateDir>/tasks/<id>/`, its QEMU process and its host cgroup of kind `prism-vm` (cgroups/).
  *
  * With snapshots on, a task restores a template snapshot of its VM shape (vm-template.ts) instead of
  * booting: ~0.5 s instead of ~2.3 s to a ready agent under TCG. The first task of a shape cold-boots
@@ -57,7 +58,10 @@ export class MicrovmDriver implements RuntimeDriver {
       const files = await this.launcher.guestFiles();
       details.kernel = `${files.kernel} (${files.kernelVersion})`;
       if (process.getuid?.() !== 0) return { usable: false, reason: 'the microvm driver must run as root', details };
-      if (!hasCgroupV1()) return { usable: false, reason: 'cgroup v1 memory, pids and cpuacct controllers not found', details };
+      const cg = this.launcher.cgroups;
+      details.cgroups = `v${cg.version} (${cg.placement})`;
+      const problem = (this.opts.cgroupHost ?? probeCgroups()).problem;
+      if (problem) return { usable: false, reason: problem, details };
       const v = await this.launcher.accelerator();
       details.accelerator = v.accel === 'kvm' ? 'kvm' : `tcg (${v.reason})`;
       return { usable: true, details };
@@ -195,7 +199,7 @@ export class MicrovmDriver implements RuntimeDriver {
       throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not running`);
     }
     try {
-      const [guest, cg] = await Promise.all([(await this.connection(handle.id, p)).stats(), readVmCgroup(handle.id)]);
+      const [guest, cg] = await Promise.all([(await this.connection(handle.id, p)).stats(), this.launcher.cgroups.usage(handle.id)]);
       return { memoryBytes: guest.memoryBytes, memoryLimitBytes: handle.spec.memoryMb * MiB, cpuUsageNs: cg.cpuUsageNs, pids: guest.pids };
     } catch (e) {
       throw asPrismError(e, 'INTERNAL', `reading stats of ${handle.id}`);
@@ -230,7 +234,27 @@ export class MicrovmDriver implements RuntimeDriver {
 
   async listTasks(): Promise<string[]> {
     const dirs = await readdir(this.tasksDir, { withFileTypes: true }).catch(() => []);
-    return [...new Set([...dirs.filter((d) => d.isDirectory()).map((d) => d.name), ...(await listVmCgroups(this.tasksDir))])].sort();
+    return [...new Set([...dirs.filter((d) => d.isDirectory()).map((d) => d.name), ...(await this.vmCgroups())])].sort();
+  }
+
+  /**
+   * Task ids with a VM cgroup whose QEMU runs on files under this driver's tasks dir (for orphan
+   * listing). The cgroup tree is host-wide, so another prismd's VMs (another data dir on the same host)
+   * are left out: their QEMU command lines name that prismd's task directory, not ours. Empty cgroups
+   * are left out too, since they may be another prismd's create in progress.
+   */
+  private async vmCgroups(): Promise<string[]> {
+    const mine: string[] = [];
+    for (const id of await this.launcher.cgroups.list()) {
+      for (const pid of await this.launcher.cgroups.pids(id)) {
+        const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+        if (cmdline.includes(`${this.tasksDir}/`)) {
+          mine.push(id);
+          break;
+        }
+      }
+    }
+    return mine;
   }
 
   private paths(id: string): TaskPaths {
@@ -274,7 +298,8 @@ export class MicrovmDriver implements RuntimeDriver {
     this.conns.get(id)?.close();
     this.conns.delete(id);
     await killQemu(await readPidFile(p.pidFile), await vmMarker(p, this.launcher.vmm));
-    await removeCgroup(id);
+    const left = await this.launcher.cgroups.remove(id);
+    if (left.length > 0) throw new PrismError('INTERNAL', `cgroup of task ${id} still busy: ${left.join(', ')}`);
     if (removeFiles) await rm(p.task, { recursive: true, force: true });
     else await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile, p.origin].map((f) => rm(f, { force: true })));
   }

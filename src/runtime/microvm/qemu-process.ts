@@ -1,22 +1,15 @@
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync } from 'node:fs';
-import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { closeSync, openSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { PrismError } from '../../core/errors.js';
 
 /**
- * The host side of a microVM: the QEMU process (detached, so it survives prismd) and its cgroup v1
- * `prism-vm/<id>` (memory, pids, cpuacct). A pid is only trusted while its command line still names
- * the task's own socket, so a recycled pid is never signalled.
+ * The host side of a microVM: the QEMU process, detached so it survives prismd (its cgroup is the
+ * driver's, see cgroups/). A pid is only trusted while its command line still names the task's own
+ * socket, so a recycled pid is never signalled.
  */
 
-const CGROUP_ROOT = '/sys/fs/cgroup';
-const CONTROLLERS = ['memory', 'pids', 'cpuacct'] as const;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-export function vmCgroupDir(controller: string, id: string): string {
-  return join(CGROUP_ROOT, controller, 'prism-vm', id);
-}
 
 export interface SpawnedQemu {
   pid: number;
@@ -75,80 +68,4 @@ export async function killQemu(pid: number | undefined, marker: string): Promise
     if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
   }
   if (!(await waitExit(pid, marker, 10_000))) throw new PrismError('INTERNAL', `QEMU ${pid} did not die after SIGKILL`);
-}
-
-export interface VmCgroupLimits {
-  memoryBytes: number;
-  pids: number;
-}
-
-/** Creates `prism-vm/<id>` in each controller, sets the limits and moves `pid` (all its threads) in. */
-export async function enterCgroup(id: string, pid: number, limits: VmCgroupLimits): Promise<void> {
-  for (const c of CONTROLLERS) {
-    const dir = vmCgroupDir(c, id);
-    await mkdir(dir, { recursive: true });
-    if (c === 'memory') await writeFile(join(dir, 'memory.limit_in_bytes'), String(limits.memoryBytes));
-    if (c === 'pids') await writeFile(join(dir, 'pids.max'), String(limits.pids));
-    await writeFile(join(dir, 'cgroup.procs'), String(pid));
-  }
-}
-
-export function hasCgroupV1(): boolean {
-  return CONTROLLERS.every((c) => existsSync(join(CGROUP_ROOT, c)));
-}
-
-/** Removes the task's cgroups; rmdir is EBUSY until the dying QEMU has left, so it retries. */
-export async function removeCgroup(id: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (const c of CONTROLLERS) {
-    for (;;) {
-      try {
-        await rmdir(vmCgroupDir(c, id));
-        break;
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT') break;
-        if (Date.now() > deadline) throw new PrismError('INTERNAL', `cgroup ${vmCgroupDir(c, id)} still busy`, { cause: e });
-        await sleep(50);
-      }
-    }
-  }
-}
-
-async function readNumber(file: string): Promise<number> {
-  const n = Number((await readFile(file, 'utf8')).trim());
-  return Number.isFinite(n) ? n : 0;
-}
-
-/** Host-side usage of the VM: QEMU's memory (guest RAM it touched + overhead), CPU time and threads. */
-export async function readVmCgroup(id: string): Promise<{ memoryBytes: number; cpuUsageNs: number; threads: number }> {
-  const [memoryBytes, cpuUsageNs, threads] = await Promise.all([
-    readNumber(join(vmCgroupDir('memory', id), 'memory.usage_in_bytes')),
-    readNumber(join(vmCgroupDir('cpuacct', id), 'cpuacct.usage')),
-    readNumber(join(vmCgroupDir('pids', id), 'pids.current')),
-  ]);
-  return { memoryBytes, cpuUsageNs, threads };
-}
-
-/**
- * Task ids with a VM cgroup whose QEMU runs on files under `tasksDir` (for orphan listing). The cgroup
- * tree is host-wide, so another prismd's VMs (another data dir on the same host) are left out: their
- * QEMU command lines name that prismd's task directory, not ours. Empty cgroups are left out too, since
- * they may be another prismd's create in progress.
- */
-export async function listVmCgroups(tasksDir: string): Promise<string[]> {
-  const entries = await readdir(join(CGROUP_ROOT, 'memory', 'prism-vm'), { withFileTypes: true }).catch(() => []);
-  const mine: string[] = [];
-  for (const e of entries) {
-    if (!e.isDirectory()) continue;
-    const pids = (await readFile(join(CGROUP_ROOT, 'memory', 'prism-vm', e.name, 'cgroup.procs'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
-    for (const pid of pids) {
-      const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-      if (cmdline.includes(`${tasksDir}/`)) {
-        mine.push(e.name);
-        break;
-      }
-    }
-  }
-  return mine;
 }

@@ -47,7 +47,8 @@ export class QemuVmm implements Vmm {
       ...(o.volumes ? { volumes: o.volumes } : {}),
     });
     // In the sandbox's namespace QEMU opens the tap there; nsenter execs it, so the pid is QEMU's.
-    const [bin, ...argv] = o.network ? [...netnsExec(o.network.netnsPath), this.binary, ...args] : [this.binary, ...args];
+    const plain = o.network ? [...netnsExec(o.network.netnsPath), this.binary, ...args] : [this.binary, ...args];
+    const [bin, ...argv] = o.launch ? o.launch(plain) : plain;
     const vm = await spawnQemu(bin!, argv, p.qemuLog);
     if (o.incoming) {
       const died = vm.exited.then((how) => {

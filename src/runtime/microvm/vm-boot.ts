@@ -5,7 +5,7 @@ import type { TaskSpec } from '../driver.js';
 import type { AgentConnection } from './agent-connection.js';
 import { defaultCmdline, type GuestFiles } from './guest-files.js';
 import { volumeSerial, type Accelerator } from './qemu-args.js';
-import { enterCgroup } from './qemu-process.js';
+import type { TaskCgroups } from '../cgroups/cgroups.js';
 import type { Vmm } from './vmm.js';
 import { VM_TAP, type GuestNic } from './vm-network.js';
 
@@ -90,6 +90,8 @@ export interface BootOptions {
   incoming?: string;
   /** The task to limit and mount (`M`); absent for a template VM, which must stay at `booted`. */
   spec?: TaskSpec;
+  /** The host cgroups of VMs, in which a task's VM is limited (given with `spec`). */
+  cgroups?: TaskCgroups;
   /** A NIC in the task's network namespace (vm-network.ts), configured by `N` after `M`. */
   network?: { netnsPath: string; nic: GuestNic; nameservers: string[] };
 }
@@ -104,8 +106,10 @@ export async function bootVm(o: BootOptions): Promise<void> {
   await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile, p.consoleLog, p.origin].map((f) => rm(f, { force: true })));
   const net = o.network;
   const volumes = (spec?.volumes ?? []).map((v) => ({ image: v.image, readOnly: v.readOnly }));
+  const cg = spec && o.cgroups ? { cgroups: o.cgroups, limits: vmLimits(shape) } : undefined;
   const started = o.vmm.start({
     shape, paths: p, ...(o.incoming ? { incoming: o.incoming } : {}),
+    ...(cg && spec ? { launch: (argv: string[]) => cg.cgroups.launchCommand(spec.id, cg.limits, argv) } : {}),
     ...(net ? { network: { netnsPath: net.netnsPath, tap: VM_TAP, mac: net.nic.mac } } : {}),
     ...(volumes.length ? { volumes } : {}),
   });
@@ -116,7 +120,7 @@ export async function bootVm(o: BootOptions): Promise<void> {
     throw new PrismError('INTERNAL', `${o.vmm.name} exited during ${o.incoming ? 'restore' : 'boot'} (${how})${await logTail(p)}`);
   });
   died.catch(() => undefined); // after boot, an exit is observed by stop and inspect instead
-  if (spec) await enterTaskCgroup(spec, shape, vm.pid);
+  if (spec && o.cgroups) await enterTaskCgroup(o.cgroups, spec, shape, vm.pid);
   const state = await Promise.race([o.conn.connect({ timeoutMs: o.bootTimeoutMs }), died]);
   if (!spec) {
     if (state !== 'booted') throw new PrismError('INTERNAL', `a fresh VM's agent reported ${state}, not booted`);
@@ -137,9 +141,14 @@ async function logTail(p: TaskPaths): Promise<string> {
   return log ? `: ${log}` : '';
 }
 
-/** Moves a task's QEMU into its host cgroups `prism-vm/<id>`, limited to guest RAM + QEMU's overhead. */
-export function enterTaskCgroup(spec: TaskSpec, shape: VmShape, pid: number): Promise<void> {
-  return enterCgroup(spec.id, pid, { memoryBytes: shape.memoryMb * MiB + QEMU_OVERHEAD_BYTES, pids: QEMU_MAX_THREADS });
+/** A task's QEMU on the host: guest RAM + QEMU's overhead, and its threads. */
+function vmLimits(shape: VmShape): { memoryBytes: number; pids: number } {
+  return { memoryBytes: shape.memoryMb * MiB + QEMU_OVERHEAD_BYTES, pids: QEMU_MAX_THREADS };
+}
+
+/** Puts a task's QEMU into its host cgroup of kind `prism-vm` (or checks it started there). */
+export function enterTaskCgroup(cgroups: TaskCgroups, spec: TaskSpec, shape: VmShape, pid: number): Promise<void> {
+  return cgroups.enter(spec.id, pid, vmLimits(shape));
 }
 
 /** `M` for a task: its hostname and limits (the agent joins the cgroup as the task's init, as in a container). */

@@ -8,6 +8,9 @@ import { PrismError } from '../../core/errors.js';
 import { readPidFile } from './qemu-process.js';
 import { bootVm, enterTaskCgroup, makeWorkdir, mountTask, vmShape, type TaskPaths, type VmShape } from './vm-boot.js';
 import { WarmPool } from './vm-pool.js';
+import type { CgroupHost, TaskCgroups } from '../cgroups/cgroups.js';
+import { probeCgroups } from '../cgroups/probe.js';
+import { taskCgroups } from '../cgroups/select-cgroups.js';
 import type { Vmm, VmmName } from './vmm.js';
 import { selectVmm } from './vmm-select.js';
 import { imageDisk, makeWritableDisk } from './vm-disks.js';
@@ -41,6 +44,8 @@ export interface MicrovmDriverOptions {
   /** Restored VMs kept ready per template (`<stateDir>/pool/`, see vm-pool.ts); default 0. Needs snapshots. */
   warmPool?: number;
   logger?: MicrovmDriverLogger;
+  /** The host's cgroups as probed (default: probed here); VMs are limited in those of kind `prism-vm`. */
+  cgroupHost?: CgroupHost;
 }
 
 /** A restore answers in ~0.2 s under TCG; one that takes this long is given up for a cold boot. */
@@ -73,6 +78,8 @@ export class VmLauncher {
   private readonly refills = new Set<Promise<void>>();
   private readonly qemu: string;
   readonly vmm: Vmm;
+  /** Host cgroups of the tasks' VMs. */
+  readonly cgroups: TaskCgroups;
 
   constructor(private readonly opts: MicrovmDriverOptions) {
     this.qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
@@ -80,8 +87,15 @@ export class VmLauncher {
     this.templates = opts.snapshots === false ? null : new TemplateStore({
       dir: join(opts.stateDir, 'templates'), vmm: this.vmm, bootTimeoutMs: this.bootTimeoutMs, logger: opts.logger,
     });
+    this.cgroups = taskCgroups('prism-vm', opts.cgroupHost ?? probeCgroups());
+    // A pool VM starts before its task exists; systemd scopes cannot take a running process in without
+    // D-Bus (cgroups/v2), so there every VM starts in its own task's scope and the pool stays empty.
+    const poolSize = this.templates && this.cgroups.placement !== 'systemd' ? (opts.warmPool ?? 0) : 0;
+    if (opts.warmPool && poolSize === 0 && this.templates) {
+      opts.logger?.warn({ warmPool: opts.warmPool }, 'microvm warm pool is not available with systemd cgroup scopes yet; creates restore templates instead');
+    }
     this.pool = new WarmPool({
-      dir: join(opts.stateDir, 'pool'), size: this.templates ? (opts.warmPool ?? 0) : 0, vmm: this.vmm,
+      dir: join(opts.stateDir, 'pool'), size: poolSize, vmm: this.vmm,
       bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS), logger: opts.logger,
     });
   }
@@ -149,7 +163,7 @@ export class VmLauncher {
     if (!info && key && state) {
       try {
         conn = hooks.connection();
-        await bootVm({ shape, paths: p, vmm: this.vmm, spec, conn, incoming: state, bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS) });
+        await bootVm({ shape, paths: p, vmm: this.vmm, spec, cgroups: this.cgroups, conn, incoming: state, bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS) });
         info = { boot: 'restore', template: key };
       } catch (e) {
         this.opts.logger?.warn({ err: e, task: spec.id, template: key }, 'restoring the template snapshot failed; deleting it and cold-booting');
@@ -162,7 +176,7 @@ export class VmLauncher {
     }
     if (!info) {
       conn = hooks.connection();
-      await bootVm({ shape, paths: p, vmm: this.vmm, spec, conn, bootTimeoutMs: this.bootTimeoutMs });
+      await bootVm({ shape, paths: p, vmm: this.vmm, spec, cgroups: this.cgroups, conn, bootTimeoutMs: this.bootTimeoutMs });
       info = { boot: 'cold' };
     }
     if (key) this.track(this.refill(key, shape, state));
@@ -181,7 +195,7 @@ export class VmLauncher {
     const nic = await prepareTap(net.netnsPath);
     if (fresh) await makeWritableDisk(p.rwDisk, this.writableDiskMb(spec));
     const conn = hooks.connection();
-    await bootVm({ shape, paths: p, vmm: this.vmm, spec, conn, bootTimeoutMs: this.bootTimeoutMs, network: { netnsPath: net.netnsPath, nic, nameservers: net.nameservers } });
+    await bootVm({ shape, paths: p, vmm: this.vmm, spec, cgroups: this.cgroups, conn, bootTimeoutMs: this.bootTimeoutMs, network: { netnsPath: net.netnsPath, nic, nameservers: net.nameservers } });
     if (fresh) await makeWorkdir(conn, spec.workdir);
     return { boot: 'cold' };
   }
@@ -226,7 +240,7 @@ export class VmLauncher {
       const conn = hooks.connection(vm.conn);
       const pid = await readPidFile(p.pidFile);
       if (!pid) throw new PrismError('INTERNAL', 'the pool VM has no pid file');
-      await enterTaskCgroup(spec, shape, pid);
+      await enterTaskCgroup(this.cgroups, spec, shape, pid);
       await mountTask(conn, spec);
       return conn;
     } catch (e) {

@@ -22,6 +22,12 @@ export interface VmmStart {
    * Absent: no network device. Only QEMU supports it so far.
    */
   network?: { netnsPath: string; tap: string; mac: string };
+  /**
+   * Wraps the VMM's argv (binary first) so that it starts inside the task's cgroup
+   * (TaskCgroups.launchCommand: `systemd-run --scope ...` under systemd); the wrapper must exec it, so
+   * the pid stays the VMM's. Absent: the VMM is started as it is.
+   */
+  launch?: (argv: string[]) => string[];
 }
 
 /** A VMM process started by this prismd. */

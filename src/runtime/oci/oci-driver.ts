@@ -6,7 +6,9 @@ import { asPrismError, PrismError } from '../../core/errors.js';
 import type {
   ExecOptions, ProbeResult, RuntimeCapabilities, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskState, TaskStats,
 } from '../driver.js';
-import { hasCgroupV1Memory, hasSwapAccounting, readStats, removeCgroups } from './cgroups.js';
+import type { CgroupHost, TaskCgroups } from '../cgroups/cgroups.js';
+import { probeCgroups } from '../cgroups/probe.js';
+import { taskCgroups } from '../cgroups/select-cgroups.js';
 import { startExec } from './oci-exec.js';
 import { isMounted, overlayOptions, unmountAll } from './overlay-mount.js';
 import { anyVolumeFull, mountHostVolumes, unmountHostVolumes } from '../host-volumes.js';
@@ -28,6 +30,8 @@ export interface OciDriverOptions {
   initBinary: string;
   runcBinary?: string;
   logger?: OciDriverLogger;
+  /** The host's cgroups as probed (default: probed here); tasks are limited in those of kind `prism`. */
+  cgroupHost?: CgroupHost;
 }
 
 /** A task id names a directory, a runc container and cgroups, so it must be a plain name. */
@@ -55,7 +59,7 @@ interface TaskPaths {
 /**
  * Runs tasks as runc containers on an overlay of the image layers, with a private writable layer
  * (`upper/`) that survives stop/start. Everything a task owns is `<stateDir>/tasks/<id>/`, the runc
- * container `<id>` and the cgroups `prism/<id>`, so destroy and orphan cleanup are total. Paths are
+ * container `<id>` and its cgroup of kind `prism` (cgroups/), so destroy and orphan cleanup are total. Paths are
  * always derived from stateDir and the id; the handle's `data` records them for humans only, so a
  * corrupt handle cannot point destroy at another directory.
  */
@@ -63,9 +67,14 @@ export class OciDriver implements RuntimeDriver {
   readonly name = 'oci' as const;
   private readonly runc: Runc;
   private readonly tasksDir: string;
+  private readonly cgroupHost: CgroupHost;
+  /** Where the tasks' cgroups are (cgroup v1 or v2, cgroupfs or systemd scopes). */
+  readonly cgroups: TaskCgroups;
 
   constructor(private readonly opts: OciDriverOptions) {
-    this.runc = new Runc(opts.runcBinary ?? 'runc', join(opts.stateDir, 'runc'));
+    this.cgroupHost = opts.cgroupHost ?? probeCgroups();
+    this.cgroups = taskCgroups('prism', this.cgroupHost);
+    this.runc = new Runc(opts.runcBinary ?? 'runc', join(opts.stateDir, 'runc'), this.cgroups.runcFlags());
     this.tasksDir = join(opts.stateDir, 'tasks');
   }
 
@@ -88,9 +97,12 @@ export class OciDriver implements RuntimeDriver {
     } catch {
       return { usable: false, reason: `init binary missing: ${this.opts.initBinary} (run make -C guest/init)`, details };
     }
-    // Stats and OOM detection read cgroup v1 files; a v2-only host would need another reader.
-    if (!hasCgroupV1Memory()) return { usable: false, reason: 'cgroup v1 memory controller not found', details };
-    details.cgroups = 'v1';
+    // Limits, stats and OOM detection need the memory, cpu and pids controllers; never run without them.
+    details.cgroups = `v${this.cgroups.version} (${this.cgroups.placement})`;
+    if (this.cgroupHost.problem) return { usable: false, reason: this.cgroupHost.problem, details };
+    if (this.cgroups.placement === 'systemd' && !existsSync('/run/systemd/private')) {
+      return { usable: false, reason: "systemd's private socket /run/systemd/private is missing: runc's systemd cgroup driver needs it", details };
+    }
     return { usable: true, details };
   }
 
@@ -178,7 +190,7 @@ export class OciDriver implements RuntimeDriver {
       const volumes = handle.spec.volumes ?? [];
       const layerFull = existsSync(p.diskImage) ? () => isDiskFull(p.disk) : async () => false;
       const diskFull = async () => (await layerFull()) || anyVolumeFull(volumes, p.volumes);
-      return await startExec(handle.id, p.agentSocket, opts, opts.asRoot ? undefined : (handle.data.user as TaskUser | undefined), diskFull);
+      return await startExec(() => this.cgroups.oomKills(handle.id), p.agentSocket, opts, opts.asRoot ? undefined : (handle.data.user as TaskUser | undefined), diskFull);
     } catch (e) {
       // No agent listening: tell "gone" from "stopped" the way callers expect.
       if (e instanceof PrismError && e.code === 'FAILED_PRECONDITION' && !existsSync(p.task)) {
@@ -208,7 +220,7 @@ export class OciDriver implements RuntimeDriver {
   async stats(handle: TaskHandle): Promise<TaskStats> {
     await this.requireRunning(handle.id);
     try {
-      return await readStats(handle.id);
+      return await this.cgroups.usage(handle.id);
     } catch (e) {
       throw asPrismError(e, 'INTERNAL', `reading cgroup stats of ${handle.id}`);
     }
@@ -247,7 +259,10 @@ export class OciDriver implements RuntimeDriver {
     const resolvConf = join(p.task, 'resolv.conf');
     if (spec.network) await writeFile(resolvConf, spec.network.nameservers.map((ns) => `nameserver ${ns}\n`).join('') || '# no name servers: egress policy allows no names\n');
     const volumes = (spec.volumes ?? []).map((v, i) => ({ source: join(p.volumes, String(i)), destination: v.mountPath, readOnly: v.readOnly }));
-    const config = buildRuntimeSpec({ spec, rootfs: p.rootfs, initBinary: this.opts.initBinary, swapAccounting: hasSwapAccounting(), resolvConf, volumes });
+    const config = buildRuntimeSpec({
+      spec, rootfs: p.rootfs, initBinary: this.opts.initBinary, resolvConf, volumes,
+      cgroups: { path: this.cgroups.runcPath(spec.id), swapAccounting: this.cgroups.swapAccounting(), namespace: this.cgroups.version === 2 },
+    });
     await writeFile(join(p.bundle, 'config.json'), JSON.stringify(config, null, 2));
   }
 
@@ -299,7 +314,7 @@ export class OciDriver implements RuntimeDriver {
     await unmountAll(p.disk);
     if (removeFiles) await unmountAll(p.task);
     if (removeFiles) await rm(p.task, { recursive: true, force: true });
-    const left = await removeCgroups(id);
+    const left = await this.cgroups.remove(id);
     if (left.length > 0) throw new PrismError('INTERNAL', `cgroups of task ${id} still busy: ${left.join(', ')}`);
   }
 }

@@ -1,7 +1,6 @@
 import { PrismError } from '../../core/errors.js';
 import type { ExecOptions, TaskProcess } from '../driver.js';
 import { agentExec } from '../exec-agent-client.js';
-import { readOomKills } from './cgroups.js';
 import { userSpec, type TaskUser } from './task-user.js';
 import { toTaskProcess, ttyEnv } from '../agent-process.js';
 
@@ -13,7 +12,7 @@ import { toTaskProcess, ttyEnv } from '../agent-process.js';
  * writable layer is read off its filesystem when the command ends (`diskFull`).
  */
 export async function startExec(
-  id: string,
+  oomKills: () => Promise<number>,
   socketPath: string,
   opts: ExecOptions,
   user: TaskUser | undefined,
@@ -22,7 +21,7 @@ export async function startExec(
   if (opts.argv.length === 0) throw new PrismError('INVALID_ARGUMENT', 'argv must not be empty');
   // Read before the command starts: read concurrently, a busy thread pool could let a fast memory hog
   // be killed before the "before" value is taken, and the kill would go unreported.
-  const before = await readOomKills(id).catch(() => -1);
+  const before = await oomKills().catch(() => -1);
   const started = Date.now();
   // A non-root user gets its passwd home as HOME unless the command sets one (as Docker does).
   const env = user && user.uid !== 0 && opts.env.HOME === undefined ? { ...opts.env, HOME: user.home } : opts.env;
@@ -30,7 +29,7 @@ export async function startExec(
   const result = (async () => {
     const exit = await proc.exit;
     const durationMs = Date.now() - started;
-    const oomKilled = exit.signal === 'SIGKILL' && before >= 0 && (await readOomKills(id).catch(() => before)) > before;
+    const oomKilled = exit.signal === 'SIGKILL' && before >= 0 && (await oomKills().catch(() => before)) > before;
     // Read once the command is gone: a command that filled the disk and failed leaves it full.
     return { ...exit, oomKilled, diskFull: await diskFull().catch(() => false), durationMs };
   })();

@@ -49,11 +49,12 @@ export async function readRuncLogErrors(logFile: string): Promise<string> {
   return msgs.join('; ');
 }
 
-/** The runc CLI with one state root. */
+/** The runc CLI with one state root and the global flags of the host's cgroups (e.g. --systemd-cgroup). */
 export class Runc {
   constructor(
     readonly binary: string,
     readonly root: string,
+    readonly globalFlags: string[] = [],
   ) {}
 
   /** Runs runc; resolves with the exit code, rejects only when runc cannot be started or hangs. */
@@ -61,7 +62,7 @@ export class Runc {
     return new Promise((resolve, reject) => {
       execFile(
         this.binary,
-        ['--root', this.root, ...args],
+        ['--root', this.root, ...this.globalFlags, ...args],
         { timeout: COMMAND_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 },
         (err, stdout, stderr) => {
           if (err && typeof err.code !== 'number') {
@@ -104,7 +105,7 @@ export class Runc {
    */
   async runDetached(id: string, bundle: string, pidFile: string, logFile: string, wrapper: string[] = []): Promise<void> {
     await writeFile(logFile, ''); // one log per run, so old errors are not reported again
-    const args = ['--root', this.root, '--log', logFile, '--log-format', 'json'];
+    const args = ['--root', this.root, ...this.globalFlags, '--log', logFile, '--log-format', 'json'];
     args.push('run', '-d', '--bundle', bundle, '--pid-file', pidFile);
     // A wrapper (the exec agent's `prism-init listen PATH --`) puts a listening socket on fd 3 for
     // runc to hand to the container's init.

@@ -56,8 +56,12 @@ export interface RuntimeSpecInput {
   /** Absolute path of the mounted overlay. */
   rootfs: string;
   initBinary: string;
-  /** memory.memsw.* exists (swap accounting on); only then may memory.swap be set. */
-  swapAccounting: boolean;
+  /**
+   * The task's cgroup as the host's cgroups name it (cgroups/): runc's cgroupsPath; whether swap is
+   * accounted (only then may memory.swap be set); whether the task gets its own cgroup namespace
+   * (cgroup v2, as Docker does: the task sees its own cgroup as the root of /sys/fs/cgroup).
+   */
+  cgroups: { path: string; swapAccounting: boolean; namespace: boolean };
   /** With `spec.network`: the host file bind-mounted read-only as the task's /etc/resolv.conf. */
   resolvConf?: string;
   /** Host directories (mounted volumes) bind-mounted into the task, in TaskSpec.volumes order. */
@@ -93,12 +97,16 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
       ...(input.volumes ?? []).map((v) => ({ destination: v.destination, type: 'bind', source: v.source, options: ['bind', v.readOnly ? 'ro' : 'rw', 'nosuid', 'nodev'] })),
     ],
     linux: {
-      cgroupsPath: `/prism/${spec.id}`,
+      cgroupsPath: input.cgroups.path,
       // A prepared namespace (veth, address, route) when the sandbox has a network; else a new one with only lo.
-      namespaces: [{ type: 'pid' }, { type: 'mount' }, { type: 'ipc' }, { type: 'uts' }, spec.network ? { type: 'network', path: spec.network.netnsPath } : { type: 'network' }],
+      namespaces: [
+        { type: 'pid' }, { type: 'mount' }, { type: 'ipc' }, { type: 'uts' },
+        spec.network ? { type: 'network', path: spec.network.netnsPath } : { type: 'network' },
+        ...(input.cgroups.namespace ? [{ type: 'cgroup' }] : []),
+      ],
       resources: {
         devices: [{ allow: false, access: 'rwm' }],
-        memory: input.swapAccounting ? { limit: memoryBytes, swap: memoryBytes } : { limit: memoryBytes },
+        memory: input.cgroups.swapAccounting ? { limit: memoryBytes, swap: memoryBytes } : { limit: memoryBytes },
         cpu: { quota: Math.max(1000, Math.round(spec.cpus * CPU_PERIOD_US)), period: CPU_PERIOD_US },
         pids: { limit: spec.pidsLimit },
       },
