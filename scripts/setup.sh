@@ -3,10 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "setup: run as root (Prism creates namespaces, cgroups and mounts)" >&2
-  exit 1
-fi
+source scripts/requirements.sh
+prism_require_root || exit 1
+prism_require_node || exit 1
 
 # runc: the oci runtime. debootstrap: builds the base image. build-essential: the static init.
 # busybox-static: tiny rootfs for driver tests. e2fsprogs, iproute2: disks and network namespaces.
@@ -33,8 +32,26 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-echo "setup: building"
-npm run --silent build
+# The TypeScript build is skipped when its inputs are what the last build compiled (a re-run, or a
+# checkout whose dist/ was built elsewhere, as in the host VM where tsc would take minutes under
+# emulation); make decides for the guest binaries itself.
+build_inputs() {
+  { find src bench test examples -type f -name '*.ts' -print0 | sort -z | xargs -0 sha256sum
+    sha256sum package-lock.json tsconfig.json tsconfig.test.json; } | sha256sum | cut -d' ' -f1
+}
+stamp=dist/.build-inputs
+inputs=$(build_inputs)
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$inputs" ]]; then
+  echo "setup: TypeScript build is up to date"
+  make -s -C guest/init && make -s -C guest/agent
+else
+  echo "setup: building"
+  npm run --silent build
+  echo "$inputs" >"$stamp"
+fi
 
 # The microvm runtime's guest kernel + initramfs (Debian's cloud kernel, our agent); fast when done.
-bash scripts/prepare-guest.sh
+# Only microvm needs it, so a host that cannot fetch the kernel (no network) still gets oci and docker.
+if ! bash scripts/prepare-guest.sh; then
+  echo "setup: WARNING: the microvm guest kernel could not be prepared; the microvm runtime stays unavailable until 'bash scripts/prepare-guest.sh' succeeds" >&2
+fi

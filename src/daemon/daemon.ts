@@ -27,6 +27,7 @@ import { acquirePidLock } from './pid-lock.js';
 import { chooseDefaultRuntime, probeRuntimes, runtimeCandidates } from './runtime-candidates.js';
 import { startupRefusal } from './startup-refusal.js';
 import { listenProblem, tryListen } from './listen-probe.js';
+import { stderrIsJournal } from './journal.js';
 import { DEFAULT_PROCESS_LIMITS } from '../service/process-service.js';
 
 /** The admin token's file in the data dir, written on a cluster's first start. */
@@ -55,7 +56,9 @@ async function bootstrapAdminToken(tokens: TokenService, dataDir: string, log: L
   await writeFile(file, `${t.token}\n`, { mode: 0o600 });
   await chmod(file, 0o600);
   log.info({ file, tokenId: t.id }, 'created the admin API token');
-  process.stderr.write(`prismd: created the admin API token (printed once; also in ${file}, mode 0600):\n${t.token}\n`);
+  // Under systemd stderr is the journal, which keeps it and which the adm group reads: not printed there.
+  if (stderrIsJournal()) process.stderr.write(`prismd: created the admin API token, in ${file} (mode 0600)\n`);
+  else process.stderr.write(`prismd: created the admin API token (printed once; also in ${file}, mode 0600):\n${t.token}\n`);
 }
 
 async function openStore(cfg: DaemonConfig): Promise<Store> {

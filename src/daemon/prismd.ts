@@ -3,6 +3,7 @@ import { asPrismError } from '../core/errors.js';
 import { DEFAULT_API, DEFAULT_GUEST_DIR, DEFAULT_IMAGE, DEFAULT_SANDBOX_CIDR, resolveConfig, type DaemonFlags } from './config.js';
 import { startDaemon } from './daemon.js';
 import { buildBaseImageCommand } from './build-base-image.js';
+import { installServiceCommand, uninstallServiceCommand } from './service-command.js';
 import { packageVersion } from './package-info.js';
 import { doctorCommand } from './doctor/doctor-command.js';
 
@@ -44,6 +45,20 @@ export function prismdProgram(): Command {
     .option('--mirror <url>', 'Debian mirror', 'http://deb.debian.org/debian')
     .option('--force', 'rebuild even if the image exists')
     .action(buildBaseImageCommand);
+  program
+    .command('install-service')
+    .description('run prismd as a systemd service (prismd.service, settings in /etc/prism/prismd.env): writes the unit, enables it, (re)starts it and waits for the API')
+    .addOption(
+      new Option('--env <KEY=VALUE...>', 'set a variable in /etc/prism/prismd.env, e.g. PRISM_API=0.0.0.0:8008 (repeatable; the rest of the file is kept)').argParser(
+        (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
+      ),
+    )
+    .option('--no-start', 'enable the service without starting or restarting it')
+    .action(installServiceCommand);
+  program
+    .command('uninstall-service')
+    .description('stop, disable and remove prismd.service; keeps /etc/prism/prismd.env and the data dir (sandboxes keep running)')
+    .action(uninstallServiceCommand);
   return program;
 }
 

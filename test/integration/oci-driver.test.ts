@@ -9,7 +9,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { OciDriver } from '../../src/runtime/oci/oci-driver.js';
 import { driverConformanceSuite, type DriverFixture } from '../conformance/driver-suite.js';
 import { BUSYBOX, buildBusyboxLayer } from '../fixtures/busybox-layer.js';
@@ -85,3 +85,27 @@ if (reason) {
     };
   });
 }
+
+describe.skipIf(!!reason)('oci driver: limits that do not land', () => {
+  it('refuses to run a task whose limits the host did not apply, and leaves nothing behind', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'prism-oci-limits-'));
+    const stateDir = join(root, 'state');
+    const layer = join(root, 'layer');
+    await buildBusyboxLayer(layer);
+    // The real cgroups, but reading back an unlimited memory limit, as a host without a delegated
+    // memory controller would hold it.
+    const cgroups = Object.assign(Object.create(ociCgroups) as typeof ociCgroups, {
+      applied: async (id: string) => ({ ...(await ociCgroups.applied(id)), memoryBytes: 0 }),
+    });
+    const driver = new OciDriver({ stateDir, initBinary, cgroups });
+    const id = `limits-${process.pid}`;
+    try {
+      await expect(driver.create({
+        id, hostname: 'limits', layers: [layer], env: {}, workdir: '/', cpus: 1, memoryMb: 64, pidsLimit: 64, diskMb: 64, maxOpenFiles: 1024,
+      })).rejects.toMatchObject({ code: 'FAILED_PRECONDITION', message: expect.stringMatching(/memory unlimited instead of 64 MiB/) });
+      expect(await ociLeaks(stateDir, id)).toEqual([]);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});

@@ -11,6 +11,8 @@
  * Contract:
  * - `dirs(id)` names every directory the task's cgroup has or would have (for leak checks and humans).
  * - `usage` throws NOT_FOUND when the task has no cgroup (it is not running).
+ * - `applied` reads back the limits the kernel holds for the task, so a driver can refuse to run a task
+ *   whose limits did not land (they must never be dropped silently); NOT_FOUND without a cgroup.
  * - `oomKills` counts OOM kills in the task's cgroup since it was made; -1 when it cannot be read.
  * - `enter` makes the cgroup with its limits and moves a process (all its threads) in; a limit that
  *   cannot be applied fails the call (FAILED_PRECONDITION) and leaves no cgroup behind.
@@ -32,6 +34,7 @@ export interface TaskCgroups {
   /** The task may be given a swap limit (runc refuses one where swap is not accounted). */
   swapAccounting(): boolean;
   usage(id: string): Promise<CgroupUsage>;
+  applied(id: string): Promise<AppliedLimits>;
   oomKills(id: string): Promise<number>;
   enter(id: string, pid: number, limits: CgroupLimits): Promise<void>;
   launchCommand(id: string, limits: CgroupLimits, argv: string[]): string[];
@@ -46,6 +49,15 @@ export interface CgroupUsage {
   memoryLimitBytes: number;
   cpuUsageNs: number;
   pids: number;
+}
+
+/** Limits as the kernel holds them; 0 = unlimited. */
+export interface AppliedLimits {
+  memoryBytes: number;
+  pids: number;
+  /** CFS quota and period in microseconds (quota 0 = unlimited). */
+  cpuQuotaUs: number;
+  cpuPeriodUs: number;
 }
 
 export interface CgroupLimits {

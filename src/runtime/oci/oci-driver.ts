@@ -14,7 +14,7 @@ import { isMounted, overlayOptions, unmountAll } from './overlay-mount.js';
 import { anyVolumeFull, mountHostVolumes, unmountHostVolumes } from '../host-volumes.js';
 import { Runc, type ContainerState } from './runc.js';
 import { isDiskFull, makeTaskDisk, mountTaskDisk } from './task-disk.js';
-import { buildRuntimeSpec } from './runtime-spec.js';
+import { buildRuntimeSpec, cpuQuotaUs } from './runtime-spec.js';
 import { resolveTaskUser, type TaskUser } from './task-user.js';
 
 export interface OciDriverLogger {
@@ -32,6 +32,8 @@ export interface OciDriverOptions {
   logger?: OciDriverLogger;
   /** The host's cgroups as probed (default: probed here); tasks are limited in those of kind `prism`. */
   cgroupHost?: CgroupHost;
+  /** The tasks' cgroups, instead of those of `cgroupHost` (tests wrap the real ones). */
+  cgroups?: TaskCgroups;
 }
 
 /** A task id names a directory, a runc container and cgroups, so it must be a plain name. */
@@ -73,7 +75,7 @@ export class OciDriver implements RuntimeDriver {
 
   constructor(private readonly opts: OciDriverOptions) {
     this.cgroupHost = opts.cgroupHost ?? probeCgroups();
-    this.cgroups = taskCgroups('prism', this.cgroupHost);
+    this.cgroups = opts.cgroups ?? taskCgroups('prism', this.cgroupHost);
     this.runc = new Runc(opts.runcBinary ?? 'runc', join(opts.stateDir, 'runc'), this.cgroups.runcFlags());
     this.tasksDir = join(opts.stateDir, 'tasks');
   }
@@ -128,6 +130,7 @@ export class OciDriver implements RuntimeDriver {
       await mountHostVolumes(spec.volumes ?? [], p.volumes);
       await this.writeConfig(spec, p);
       await this.runAndVerify(spec.id, p, overlayOptions(spec.layers, p.upper, p.work));
+      await this.verifyLimits(spec);
       if (spec.user) handle.data.user = await resolveTaskUser(p.rootfs, spec.user);
       this.opts.logger?.info({ task: spec.id, diskMs: handle.data.diskMs }, 'oci task created');
       return handle;
@@ -152,6 +155,7 @@ export class OciDriver implements RuntimeDriver {
       // The config written by create is reused, so a restarted task is the same task.
       if (!existsSync(join(p.bundle, 'config.json'))) await this.writeConfig(handle.spec, p);
       await this.runAndVerify(handle.id, p, overlay);
+      await this.verifyLimits(handle.spec);
     } catch (e) {
       await this.teardown(handle.id, p, false).catch((te: unknown) =>
         this.opts.logger?.error({ err: te, task: handle.id }, 'cleanup after failed start failed'),
@@ -275,6 +279,26 @@ export class OciDriver implements RuntimeDriver {
     await this.runc.runDetached(id, p.bundle, p.pidFile, p.runLog, wrapper);
     const pid = Number((await readFile(p.pidFile, 'utf8')).trim());
     await ensureLoopbackUp(pid);
+  }
+
+  /**
+   * Reads back the limits the kernel holds for the task: a limit that did not land (a controller
+   * missing or not delegated on a cgroup v2 host) fails the create instead of running the task without it.
+   */
+  private async verifyLimits(spec: TaskSpec): Promise<void> {
+    const got = await this.cgroups.applied(spec.id).catch((e: unknown) => {
+      throw new PrismError('FAILED_PRECONDITION', `task ${spec.id} has no cgroup to limit it (${(e as Error).message}); run 'prismd doctor'`, { cause: e });
+    });
+    const wantCpu = cpuQuotaUs(spec.cpus) / 100_000;
+    const gotCpu = got.cpuPeriodUs > 0 ? got.cpuQuotaUs / got.cpuPeriodUs : 0;
+    const wrong = [
+      got.memoryBytes !== spec.memoryMb * 1024 * 1024 && `memory ${got.memoryBytes || 'unlimited'} instead of ${spec.memoryMb} MiB`,
+      got.pids !== spec.pidsLimit && `pids ${got.pids || 'unlimited'} instead of ${spec.pidsLimit}`,
+      Math.abs(gotCpu - wantCpu) > 0.01 && `cpu ${gotCpu || 'unlimited'} instead of ${spec.cpus}`,
+    ].filter(Boolean);
+    if (wrong.length) {
+      throw new PrismError('FAILED_PRECONDITION', `the host did not apply the limits of task ${spec.id}: ${wrong.join(', ')}; run 'prismd doctor'`);
+    }
   }
 
   private async waitStopped(id: string, timeoutMs: number): Promise<void> {

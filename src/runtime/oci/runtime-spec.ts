@@ -4,7 +4,6 @@ import { defaultSeccompProfile } from './seccomp-profile.js';
 /** Where the init binary appears inside every task. */
 export const INIT_PATH = TASK_INIT_PATH;
 
-const CPU_PERIOD_US = 100_000;
 
 /** Docker's default capability set. */
 const CAPABILITIES = [
@@ -68,6 +67,13 @@ export interface RuntimeSpecInput {
   volumes?: Array<{ source: string; destination: string; readOnly: boolean }>;
 }
 
+export const CPU_PERIOD_US = 100_000;
+
+/** The CFS quota per CPU_PERIOD_US for `cpus` (at least 1 ms, the kernel's floor). */
+export function cpuQuotaUs(cpus: number): number {
+  return Math.max(1000, Math.round(cpus * CPU_PERIOD_US));
+}
+
 /** Builds config.json (OCI runtime spec 1.0.2) for a task. */
 export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknown> {
   const { spec } = input;
@@ -107,7 +113,7 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
       resources: {
         devices: [{ allow: false, access: 'rwm' }],
         memory: input.cgroups.swapAccounting ? { limit: memoryBytes, swap: memoryBytes } : { limit: memoryBytes },
-        cpu: { quota: Math.max(1000, Math.round(spec.cpus * CPU_PERIOD_US)), period: CPU_PERIOD_US },
+        cpu: { quota: cpuQuotaUs(spec.cpus), period: CPU_PERIOD_US },
         pids: { limit: spec.pidsLimit },
       },
       maskedPaths: MASKED_PATHS,

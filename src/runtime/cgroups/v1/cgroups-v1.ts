@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PrismError } from '../../../core/errors.js';
-import type { CgroupLimits, CgroupUsage, TaskCgroups } from '../cgroups.js';
+import type { AppliedLimits, CgroupLimits, CgroupUsage, TaskCgroups } from '../cgroups.js';
 import { cgroupPids, keyedValue, killAll, readNumber, removeDir } from '../cgroup-files.js';
 
 /**
@@ -24,7 +24,17 @@ export class CgroupsV1 implements TaskCgroups {
   }
 
   dirs(id: string): string[] {
-    return ['memory', 'cpu', 'cpuacct', 'pids', 'freezer', 'devices', 'blkio', 'cpuset'].map((c) => this.dir(c, id));
+    return ['memory', 'cpu', 'cpuacct', 'pids', 'freezer', 'devices', 'blkio', 'cpuset', ...this.tracking()].map((c) => this.dir(c, id));
+  }
+
+  /**
+   * Hierarchies without controllers that systemd finds a unit's processes in: its own `name=systemd`
+   * and, on hybrid hosts, the cgroup2 mount beside the v1 ones. A process left in prismd's cgroup there
+   * would die with prismd.service (KillMode=mixed; docs/install.md), so `enter` moves it out of them
+   * too, as runc's cgroupfs driver does with containers.
+   */
+  private tracking(): string[] {
+    return ['systemd', 'unified'].filter((h) => existsSync(join(this.root, h, 'cgroup.procs')));
   }
 
   runcPath(id: string): string {
@@ -54,6 +64,20 @@ export class CgroupsV1 implements TaskCgroups {
     }
   }
 
+  async applied(id: string): Promise<AppliedLimits> {
+    try {
+      const [memoryBytes, pids, quota, cpuPeriodUs] = await Promise.all([
+        readNumber(join(this.dir('memory', id), 'memory.limit_in_bytes')),
+        readNumber(join(this.dir('pids', id), 'pids.max')),
+        readFile(join(this.dir('cpu', id), 'cpu.cfs_quota_us'), 'utf8').then((t) => Number(t.trim())),
+        readNumber(join(this.dir('cpu', id), 'cpu.cfs_period_us')),
+      ]);
+      return { memoryBytes: memoryBytes >= 2 ** 62 ? 0 : memoryBytes, pids, cpuQuotaUs: quota < 0 ? 0 : quota, cpuPeriodUs };
+    } catch (e) {
+      throw new PrismError('NOT_FOUND', `task ${id} has no cgroup`, { cause: e });
+    }
+  }
+
   /**
    * `oom_kill` of memory.oom_control (kernel >= 4.13); falls back to memory.failcnt, which counts
    * limit hits and so only says that an OOM kill was possible.
@@ -70,7 +94,7 @@ export class CgroupsV1 implements TaskCgroups {
 
   async enter(id: string, pid: number, limits: CgroupLimits): Promise<void> {
     try {
-      for (const c of ['memory', 'pids', 'cpuacct']) {
+      for (const c of ['memory', 'pids', 'cpuacct', ...this.tracking()]) {
         const dir = this.dir(c, id);
         await mkdir(dir, { recursive: true });
         if (c === 'memory') await writeFile(join(dir, 'memory.limit_in_bytes'), String(limits.memoryBytes));

@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PrismError } from '../../../core/errors.js';
-import { REQUIRED_CONTROLLERS, type CgroupLimits, type CgroupUsage, type TaskCgroups } from '../cgroups.js';
+import { REQUIRED_CONTROLLERS, type AppliedLimits, type CgroupLimits, type CgroupUsage, type TaskCgroups } from '../cgroups.js';
 import { cgroupPids, keyedValue, killAll, readNumber, removeDir } from '../cgroup-files.js';
 
 /**
@@ -76,6 +76,21 @@ export class CgroupsV2 implements TaskCgroups {
         readNumber(join(dir, 'pids.current')),
       ]);
       return { memoryBytes, memoryLimitBytes, cpuUsageNs: (keyedValue(cpuStat, 'usage_usec') ?? 0) * 1000, pids };
+    } catch (e) {
+      throw new PrismError('NOT_FOUND', `task ${id} has no cgroup`, { cause: e });
+    }
+  }
+
+  async applied(id: string): Promise<AppliedLimits> {
+    const dir = this.dir(id);
+    try {
+      const [memoryBytes, pids, cpu] = await Promise.all([
+        readNumber(join(dir, 'memory.max')),
+        readNumber(join(dir, 'pids.max')),
+        readFile(join(dir, 'cpu.max'), 'utf8'),
+      ]);
+      const [quota, period] = cpu.trim().split(/\s+/);
+      return { memoryBytes, pids, cpuQuotaUs: quota === 'max' ? 0 : Number(quota), cpuPeriodUs: Number(period) };
     } catch (e) {
       throw new PrismError('NOT_FOUND', `task ${id} has no cgroup`, { cause: e });
     }
