@@ -18,7 +18,7 @@ describe('cgroups check', () => {
   it("reports the probe's problem: fails when the runtimes asked for all need cgroups, warns for docker", async () => {
     const cgroups = v2({ controllers: ['cpu', 'memory'], problem: 'cgroup v2 at /sys/fs/cgroup does not offer pids to Prism (...)' });
     const failed = await checkCgroups(fakeContext({ cgroups }));
-    expect(failed).toMatchObject({ status: 'fail', detail: expect.stringMatching(/pids NO.*does not offer pids/), fix: 'docs/doctor.md#cgroups' });
+    expect(failed).toMatchObject({ status: 'fail', detail: expect.stringMatching(/pids NO.*does not offer pids/), fix: expect.stringContaining('docs/doctor.md#cgroups') });
     expect(await checkCgroups(fakeContext({ cgroups, flags: { runtime: 'docker' } }))).toMatchObject({ status: 'warn' });
   });
 });

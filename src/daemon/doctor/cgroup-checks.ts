@@ -18,7 +18,7 @@ export async function checkCgroups(ctx: DoctorContext): Promise<Check> {
     const enabling = h.version === 1 ? '' : h.systemd ? '; systemd enables them in its scopes' : '; Prism enables them in its own subtree';
     return { name: 'cgroups', status: 'ok', detail: `${found}${enabling}` };
   }
-  return { name: 'cgroups', status: severity(ctx.cfg, ['oci', 'microvm']), detail: `${found}: ${h.problem}`, fix: `${DOCS}#cgroups` };
+  return { name: 'cgroups', status: severity(ctx.cfg, ['oci', 'microvm']), detail: `${found}: ${h.problem}`, fix: `${DOCS}#cgroups, docs/runtimes.md "Host cgroups"` };
 }
 
 /**

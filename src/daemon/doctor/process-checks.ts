@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { DOCS, severity, type Check, type DoctorContext } from './check.js';
+import { severity, type Check, type DoctorContext } from './check.js';
 
 /** The oci and microvm runtimes make namespaces, cgroups, mounts and devices: they need root. */
 export async function checkRoot(ctx: DoctorContext): Promise<Check> {
@@ -28,6 +28,6 @@ export async function checkNode(ctx: DoctorContext): Promise<Check> {
     name: 'node',
     status: 'fail',
     detail: `Node.js ${have} is older than Prism needs (${range})`,
-    fix: `install Node.js ${want.slice(0, min[3] ? 3 : 2).join('.')} or later (https://nodejs.org/en/download; ${DOCS}#node)`,
+    fix: `install Node.js ${want.slice(0, min[3] ? 3 : 2).join('.')} or later (README.md "Requirements" says how on Debian 12)`,
   };
 }
