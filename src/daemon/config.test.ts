@@ -98,10 +98,20 @@ describe('resolveConfig', () => {
     for (const bad of ['-1', 'two', '1.5', '65', '']) expect(code(() => resolveConfig({ dataDir: '/a', warmPool: bad }, {}))).toBe('INVALID_ARGUMENT');
   });
 
-  it('takes --firecracker-bin or PRISM_FIRECRACKER_BIN as an absolute path, else leaves it unset', () => {
-    expect(resolveConfig({ dataDir: '/a' }, {}).firecrackerBin).toBeUndefined();
-    expect(resolveConfig({ dataDir: '/a' }, { PRISM_FIRECRACKER_BIN: '/opt/fc' }).firecrackerBin).toBe('/opt/fc');
-    expect(resolveConfig({ dataDir: '/a', firecrackerBin: 'fc' }, { PRISM_FIRECRACKER_BIN: '/opt/fc' }).firecrackerBin).toBe(resolve('fc'));
+  it('runs microVMs on QEMU unless --vmm / PRISM_VMM asks for Firecracker', () => {
+    expect(resolveConfig({ dataDir: '/a' }, {}).vmm).toBe('qemu');
+    expect(resolveConfig({ dataDir: '/a' }, { PRISM_VMM: 'firecracker' }).vmm).toBe('firecracker');
+    expect(resolveConfig({ dataDir: '/a', vmm: 'qemu' }, { PRISM_VMM: 'firecracker' }).vmm).toBe('qemu');
+    expect(code(() => resolveConfig({ dataDir: '/a', vmm: 'cloud-hypervisor' }, {}))).toBe('INVALID_ARGUMENT');
+  });
+
+  it('takes --firecracker-bin or PRISM_FIRECRACKER_BIN as an absolute path with --vmm firecracker, and refuses it otherwise', () => {
+    const fc = { PRISM_VMM: 'firecracker' };
+    expect(resolveConfig({ dataDir: '/a' }, fc).firecrackerBin).toBeUndefined();
+    expect(resolveConfig({ dataDir: '/a' }, { ...fc, PRISM_FIRECRACKER_BIN: '/opt/fc' }).firecrackerBin).toBe('/opt/fc');
+    expect(resolveConfig({ dataDir: '/a', firecrackerBin: 'fc' }, { ...fc, PRISM_FIRECRACKER_BIN: '/opt/fc' }).firecrackerBin).toBe(resolve('fc'));
+    // It once selected Firecracker by itself: left set, it must not silently mean QEMU now.
+    expect(code(() => resolveConfig({ dataDir: '/a' }, { PRISM_FIRECRACKER_BIN: '/opt/fc' }))).toBe('INVALID_ARGUMENT');
   });
 
   it('rejects an unknown runtime, log level or address', () => {

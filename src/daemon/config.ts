@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import { PrismError } from '../core/errors.js';
 import { RUNTIME_NAMES, type RuntimeName } from '../core/types.js';
 import type { TlsConfig } from './tls.js';
+import { VMM_NAMES, type VmmName } from '../runtime/microvm/vmm.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 
@@ -24,7 +25,9 @@ export interface DaemonConfig {
   /** The Docker engine of the docker runtime (`unix:///path`, `tcp://host:port`); unset: DOCKER_HOST, then /var/run/docker.sock. */
   dockerHost?: string;
 
-  /** Run microVMs on Firecracker from this binary (else Firecracker only if `firecracker` is on PATH). */
+  /** The microVM VMM: QEMU, or Firecracker (opt-in: never run against a real Firecracker yet). */
+  vmm: VmmName;
+  /** Where Firecracker is, with `vmm: 'firecracker'` (default: `firecracker` on PATH). */
   firecrackerBin?: string;
   /** Create microVMs by restoring template snapshots (default; `--no-microvm-snapshots` turns it off). */
   microvmSnapshots: boolean;
@@ -99,6 +102,7 @@ export interface DaemonFlags {
   sandboxCidr?: string;
   sandboxDns?: string;
   warmPool?: string;
+  vmm?: string;
   firecrackerBin?: string;
   maxProcesses?: string;
   processBufferMb?: string;
@@ -190,6 +194,11 @@ export function defaultDataDir(now = new Date()): string {
   return resolve('data', now.toISOString().replace(/[:.]/g, '-'));
 }
 
+function parseVmm(s: string): VmmName {
+  if (!(VMM_NAMES as readonly string[]).includes(s)) throw new PrismError('INVALID_ARGUMENT', `--vmm must be one of ${VMM_NAMES.join(', ')}, got '${s}'`);
+  return s as VmmName;
+}
+
 function parseWarmPool(s: string): number {
   const n = Number(s);
   if (!/^\d+$/.test(s) || n > 64) throw new PrismError('INVALID_ARGUMENT', `--warm-pool must be a whole number from 0 to 64, got '${s}'`);
@@ -217,6 +226,7 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     guestDir: resolve(flags.guestDir ?? env.PRISM_GUEST_DIR ?? DEFAULT_GUEST_DIR),
     microvmSnapshots: flags.microvmSnapshots ?? env.PRISM_MICROVM_SNAPSHOTS !== '0',
     warmPool: parseWarmPool(flags.warmPool ?? env.PRISM_WARM_POOL ?? '0'),
+    vmm: parseVmm(flags.vmm ?? env.PRISM_VMM ?? 'qemu'),
     store: parseStore(flags.store ?? env.PRISM_STORE ?? 'sqlite', {
       ca: flags.etcdCa ?? env.PRISM_ETCD_CA,
       cert: flags.etcdCert ?? env.PRISM_ETCD_CERT,
@@ -268,7 +278,13 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     cfg.dockerHost = dockerHost;
   }
   const firecrackerBin = flags.firecrackerBin ?? env.PRISM_FIRECRACKER_BIN;
-  if (firecrackerBin) cfg.firecrackerBin = resolve(firecrackerBin);
+  if (firecrackerBin) {
+    // It used to select Firecracker; now it only locates it, so a forgotten setting must not pass silently.
+    if (cfg.vmm !== 'firecracker') {
+      throw new PrismError('INVALID_ARGUMENT', '--firecracker-bin (PRISM_FIRECRACKER_BIN) only says where Firecracker is; choose it with --vmm firecracker (untested), or unset it to use QEMU');
+    }
+    cfg.firecrackerBin = resolve(firecrackerBin);
+  }
   const authFile = flags.registryAuth ?? env.PRISM_REGISTRY_AUTH;
   if (authFile) cfg.registryAuthFile = resolve(authFile);
   const name = flags.name ?? env.PRISM_NAME;

@@ -1,20 +1,17 @@
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, writeFile } from 'node:fs/promises';
 import os from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import pino from 'pino';
 import { buildApi } from '../api/server.js';
 import { PrismError, isPrismError } from '../core/errors.js';
 import type { Logger } from '../service/logger.js';
 import { TokenService } from '../service/token-service.js';
-import type { RuntimeName, RuntimeProbeInfo } from '../core/types.js';
+import type { RuntimeName } from '../core/types.js';
 import { LocalImageStore } from '../images/local-image-store.js';
 import { RegistryClient } from '../images/registry/registry-client.js';
 import { RegistryPuller } from '../images/registry/pull.js';
 import type { RuntimeDriver } from '../runtime/driver.js';
-import { MicrovmDriver } from '../runtime/microvm/microvm-driver.js';
-import { DockerDriver } from '../runtime/docker/docker-driver.js';
 import { probeCgroups } from '../runtime/cgroups/probe.js';
-import { OciDriver } from '../runtime/oci/oci-driver.js';
 import { LinuxNetworkManager } from '../net/linux/linux-network-manager.js';
 import { EtcdStore } from '../store/etcd/etcd-store.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
@@ -27,6 +24,9 @@ import { loadNodeIdentity } from './node-identity.js';
 import { loadRegistryAuths } from './registry-config.js';
 import { initBinaryPath, packageVersion } from './package-info.js';
 import { acquirePidLock } from './pid-lock.js';
+import { chooseDefaultRuntime, probeRuntimes, runtimeCandidates } from './runtime-candidates.js';
+import { startupRefusal } from './startup-refusal.js';
+import { listenProblem, tryListen } from './listen-probe.js';
 import { stderrIsJournal } from './journal.js';
 import { DEFAULT_PROCESS_LIMITS } from '../service/process-service.js';
 
@@ -37,18 +37,6 @@ export interface RunningDaemon {
   url: string;
   nodeId: string;
   close(): Promise<void>;
-}
-
-/**
- * `--runtime=auto`: a microVM (a kernel per sandbox) where hardware virtualisation works, else oci.
- * Under software emulation (TCG) microVMs work but boot in seconds, so they are never the silent
- * default; docker is never picked silently either.
- */
-export function pickAuto(drivers: Map<RuntimeName, RuntimeDriver>, info: RuntimeProbeInfo[]): RuntimeName | undefined {
-  const vm = info.find((r) => r.name === 'microvm');
-  if (drivers.has('microvm') && vm?.details?.accelerator === 'kvm') return 'microvm';
-  // docker is never chosen here: a daemon that found an engine must not move sandboxes into it unasked.
-  return drivers.has('oci') ? 'oci' : undefined;
 }
 
 /**
@@ -82,16 +70,37 @@ async function openStore(cfg: DaemonConfig): Promise<Store> {
 }
 
 /**
+ * Stdout, or the log file, opened here first: pino's asynchronous destination reports a file it cannot
+ * open from its exit hook, as a stack trace instead of a message.
+ */
+async function logDestination(file: string | undefined): Promise<pino.DestinationStream> {
+  if (!file) return pino.destination(1);
+  try {
+    await mkdir(dirname(file), { recursive: true });
+    await (await open(file, 'a')).close();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? String(e);
+    throw new PrismError('FAILED_PRECONDITION', `the log file ${file} cannot be written: ${code} (choose another with --log-file)`, { cause: e });
+  }
+  return pino.destination({ dest: file, mkdir: true, sync: false });
+}
+
+/**
  * The composition root: config in, wired services out. The only place that knows which
  * implementation sits behind each seam.
  */
 export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
-  await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 });
-  const log = pino(
-    { level: cfg.logLevel, base: { pid: process.pid } },
-    cfg.logFile ? pino.destination({ dest: cfg.logFile, mkdir: true, sync: false }) : pino.destination(1),
-  );
-  const releaseLock = await acquirePidLock(cfg.dataDir);
+  // Before anything is made (store, token): a taken port is the commonest reason a start fails.
+  const port = cfg.apiPort === 0 ? 'free' : await tryListen(cfg.apiHost, cfg.apiPort);
+  if (port !== 'free') throw startupRefusal(listenProblem(cfg.apiHost, cfg.apiPort, port));
+  await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 }).catch((e: NodeJS.ErrnoException) => {
+    throw startupRefusal(`the data dir ${cfg.dataDir} cannot be created: ${e.code ?? e.message} (choose another with --data-dir)`, e);
+  });
+  const log = pino({ level: cfg.logLevel, base: { pid: process.pid } }, await logDestination(cfg.logFile));
+  const releaseLock = await acquirePidLock(cfg.dataDir).catch((e: unknown) => {
+    if (isPrismError(e)) throw e;
+    throw startupRefusal(`the data dir ${cfg.dataDir} is not writable: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, e);
+  });
   const version = packageVersion();
   const ident = await loadNodeIdentity(cfg.dataDir, cfg.name);
   let store: Store;
@@ -105,50 +114,17 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     const registry = new RegistryClient({ insecure: cfg.insecureRegistries, auths: await loadRegistryAuths(cfg.registryAuthFile) });
     const images = new LocalImageStore({ root: cfg.imagesDir, puller: new RegistryPuller(registry), fixupBinary: initBinaryPath() });
     // One look at the host's cgroups (v1, or v2 with or without systemd) for every driver that uses them.
-    const cgroupHost = probeCgroups();
-    const candidates: RuntimeDriver[] = [
-      new OciDriver({ stateDir: join(cfg.dataDir, 'runtime', 'oci'), initBinary: initBinaryPath(), logger: log, cgroupHost }),
-      new MicrovmDriver({
-        cgroupHost,
-        stateDir: join(cfg.dataDir, 'runtime', 'microvm'),
-        guestDir: cfg.guestDir,
-        imageDiskCache: join(cfg.imagesDir, 'disks'),
-        accelCacheDir: cfg.guestDir,
-        snapshots: cfg.microvmSnapshots,
-        warmPool: cfg.warmPool,
-        ...(cfg.firecrackerBin ? { firecrackerBinary: cfg.firecrackerBin } : {}),
-        ...(cfg.kernel ? { kernel: cfg.kernel } : {}),
-        logger: log,
-      }),
-      // Never the default under --runtime=auto (pickAuto): only for nodes or sandboxes that ask for it.
-      new DockerDriver({
-        stateDir: join(cfg.dataDir, 'runtime', 'docker'),
-        node: ident.id,
-        initBinary: initBinaryPath(),
-        ...(cfg.dockerHost ? { dockerHost: cfg.dockerHost } : {}),
-        logger: log,
-      }),
-    ];
+    const candidates = runtimeCandidates(cfg, { nodeId: ident.id, cgroupHost: probeCgroups(), logger: log });
+    const runtimeInfo = await probeRuntimes(candidates);
     const drivers = new Map<RuntimeName, RuntimeDriver>();
-    const runtimeInfo: RuntimeProbeInfo[] = [];
-    for (const d of candidates) {
-      const p = await d.probe();
-      runtimeInfo.push({ name: d.name, usable: p.usable, ...(p.reason ? { reason: p.reason } : {}), ...(p.details ? { details: p.details } : {}) });
+    for (const [i, d] of candidates.entries()) {
+      const p = runtimeInfo[i]!;
       if (p.usable) drivers.set(d.name, d);
       else log.warn({ runtime: d.name, reason: p.reason }, `runtime ${d.name} is not usable on this host`);
     }
-    const defaultRuntime = cfg.runtime === 'auto' ? pickAuto(drivers, runtimeInfo) : cfg.runtime;
-    if (defaultRuntime && !candidates.some((d) => d.name === defaultRuntime)) {
-      throw new PrismError('FAILED_PRECONDITION', `runtime '${defaultRuntime}' is not implemented in this version yet (available: ${candidates.map((d) => d.name).join(', ')}); see docs/status.md`);
-    }
-    if (!defaultRuntime || !drivers.has(defaultRuntime)) {
-      throw new PrismError(
-        'FAILED_PRECONDITION',
-        cfg.runtime === 'auto'
-          ? 'no usable runtime on this host (see the warnings above)'
-          : `runtime '${cfg.runtime}' is not usable on this host (usable: ${[...drivers.keys()].join(', ') || 'none'})`,
-      );
-    }
+    const choice = chooseDefaultRuntime(cfg.runtime, runtimeInfo);
+    if ('problem' in choice) throw startupRefusal(choice.problem);
+    const defaultRuntime = choice.runtime;
     // One nft table per daemon (named after the node), so daemons sharing a host never touch each other's rules.
     const net = new LinuxNetworkManager({
       stateDir: join(cfg.dataDir, 'net'),
@@ -185,7 +161,9 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     const app = await buildApi(
       { sandboxes: node.sandboxes, exec: node.exec, pty: node.pty, processes: node.processes, files: node.files, nodes: node.nodes, images: node.images, volumes: node.volumes, version, nodeId: ident.id, ...(tokens ? { tokens } : {}) },
       { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3, ...(tls ? { tls } : {}) });
-    await app.listen({ host: cfg.apiHost, port: cfg.apiPort });
+    await app.listen({ host: cfg.apiHost, port: cfg.apiPort }).catch((e: NodeJS.ErrnoException) => {
+      throw startupRefusal(listenProblem(cfg.apiHost, cfg.apiPort, e.code ?? e.message), e);
+    });
     const bound = app.server.address();
     if (bound && typeof bound === 'object' && bound.port !== cfg.apiPort) {
       url = `${scheme}://${host}:${bound.port}`; // --api HOST:0 picks a free port (tests)

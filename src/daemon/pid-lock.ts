@@ -1,6 +1,6 @@
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PrismError } from '../core/errors.js';
+import { startupRefusal } from './startup-refusal.js';
 
 /** One daemon per data dir: a pid file, taken over only when its owner is gone. */
 export async function acquirePidLock(dataDir: string): Promise<() => Promise<void>> {
@@ -11,7 +11,7 @@ export async function acquirePidLock(dataDir: string): Promise<() => Promise<voi
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     const other = Number((await readFile(file, 'utf8')).trim());
     if (other && other !== process.pid && isAlive(other)) {
-      throw new PrismError('FAILED_PRECONDITION', `another prismd (pid ${other}) is using ${dataDir}`);
+      throw startupRefusal(`another prismd (pid ${other}) is using ${dataDir} (stop it, or choose another --data-dir)`);
     }
     await writeFile(file, String(process.pid));
   }

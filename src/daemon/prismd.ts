@@ -5,6 +5,7 @@ import { startDaemon } from './daemon.js';
 import { buildBaseImageCommand } from './build-base-image.js';
 import { installServiceCommand, uninstallServiceCommand } from './service-command.js';
 import { packageVersion } from './package-info.js';
+import { doctorCommand } from './doctor/doctor-command.js';
 
 /** `prismd`: the per-node daemon. Every flag has a PRISM_* environment equivalent. */
 export function prismdProgram(): Command {
@@ -12,64 +13,9 @@ export function prismdProgram(): Command {
     .description('Prism node daemon: REST API, scheduler and sandbox runtime for this machine')
     .version(packageVersion())
     // Options after a subcommand belong to it (both have --images-dir and --data-dir).
-    .enablePositionalOptions()
-    .addOption(new Option('--api <host:port>', `address of the REST API (default ${DEFAULT_API})`).env('PRISM_API'))
-    .addOption(new Option('--data-dir <dir>', 'state directory (default /var/lib/prism as root, else ./data/<timestamp>)').env('PRISM_DATA_DIR'))
-    .addOption(new Option('--images-dir <dir>', 'image store directory (default <data-dir>/images)').env('PRISM_IMAGES_DIR'))
-    .addOption(new Option('--name <name>', 'node name (default: a generated readable name, kept across restarts)').env('PRISM_NAME'))
-    .addOption(
-      new Option('--runtime <runtime>', 'default sandbox runtime; auto picks the best usable one on this host')
-        .choices(['auto', 'oci', 'microvm', 'docker'])
-        .default('auto')
-        .env('PRISM_RUNTIME'),
-    )
-    .addOption(
-      new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info').env('PRISM_LOG_LEVEL'),
-    )
-    .addOption(new Option('--log-file <file>', 'write logs (JSON lines) to this file instead of stdout').env('PRISM_LOG_FILE'))
-    .addOption(
-      new Option('--insecure-registry <host:port...>', 'registries that may be used over plain HTTP (loopback always may)').argParser(
-        (v: string, prev: string[] | undefined) => [...(prev ?? []), ...v.split(',').filter(Boolean)],
-      ),
-    )
-    .addOption(new Option('--registry-auth <file>', 'JSON file with registry credentials: {"auths": {"host": {"username", "password"}}}').env('PRISM_REGISTRY_AUTH'))
-    .addOption(new Option('--guest-dir <dir>', `microvm guest kernel and initramfs (default ${DEFAULT_GUEST_DIR}; scripts/prepare-guest.sh)`).env('PRISM_GUEST_DIR'))
-    .addOption(new Option('--kernel <file>', 'microvm guest kernel, overriding the one in --guest-dir').env('PRISM_KERNEL'))
-    .addOption(new Option('--docker-host <url>', 'Docker engine of the docker runtime: unix:///path or tcp://host:port (default: DOCKER_HOST, then /var/run/docker.sock)').env('PRISM_DOCKER_HOST'))
-    // Both forms, so that neither given leaves the flag undefined and PRISM_MICROVM_SNAPSHOTS decides.
-    .addOption(new Option('--microvm-snapshots', 'restore microVMs from template snapshots (the default)'))
-    .addOption(new Option('--no-microvm-snapshots', 'cold-boot every microVM instead of restoring a template snapshot (PRISM_MICROVM_SNAPSHOTS=0)'))
-    .addOption(new Option('--firecracker-bin <file>', 'run microVMs on Firecracker (UNTESTED backend); default: Firecracker if `firecracker` is on PATH, else QEMU').env('PRISM_FIRECRACKER_BIN'))
-    .addOption(new Option('--warm-pool <n>', 'microVMs kept restored and ready per image and shape (default 0)').env('PRISM_WARM_POOL'))
-    .addOption(new Option('--default-image <ref>', `image of sandboxes created without one (default ${DEFAULT_IMAGE})`).env('PRISM_DEFAULT_IMAGE'))
-    .addOption(new Option('--store <url>', "cluster state: 'sqlite' (this node alone, the default) or etcd://host:port[,host:port...]").env('PRISM_STORE'))
-    .addOption(new Option('--etcd-ca <file>', 'CA bundle (PEM) to verify etcd with; implies https').env('PRISM_ETCD_CA'))
-    .addOption(new Option('--etcd-cert <file>', 'client certificate (PEM) for etcd').env('PRISM_ETCD_CERT'))
-    .addOption(new Option('--etcd-key <file>', 'client key (PEM) for etcd').env('PRISM_ETCD_KEY'))
-    .addOption(new Option('--advertise <url>', 'URL other nodes reach this API at (default: the --api address)').env('PRISM_ADVERTISE'))
-    .addOption(
-      new Option('--label <key=value...>', 'node label for placement (repeatable; sandboxes select nodes with nodeSelector)').argParser(
-        (v: string, prev: string[] | undefined) => [...(prev ?? []), ...v.split(',').filter(Boolean)],
-      ),
-    )
-    .addOption(new Option('--capacity-cpus <n>', 'CPUs offered to sandboxes (default: all cores)').env('PRISM_CAPACITY_CPUS'))
-    .addOption(new Option('--capacity-memory-mb <n>', 'memory offered to sandboxes (default: 90% of RAM)').env('PRISM_CAPACITY_MEMORY_MB'))
-    .addOption(new Option('--max-sandboxes <n>', 'most sandboxes placed on this node (default: no limit)').env('PRISM_MAX_SANDBOXES'))
-    .addOption(new Option('--max-processes <n>', 'background processes running at once per sandbox (default 64)').env('PRISM_MAX_PROCESSES'))
-    .addOption(new Option('--process-buffer-mb <n>', 'output kept per stream of each background process, in MiB (default 4)').env('PRISM_PROCESS_BUFFER_MB'))
-    .addOption(new Option('--placement <strategy>', 'spread (most free memory first) or binpack, used while this node leads').choices(['spread', 'binpack']).env('PRISM_PLACEMENT'))
-    .addOption(new Option('--node-ttl <seconds>', 'membership lease TTL: a node silent this long is dead (default 5)').env('PRISM_NODE_TTL'))
-    .addOption(new Option('--schedule-timeout <seconds>', 'how long a create waits for placement before 503 (default 30)').env('PRISM_SCHEDULE_TIMEOUT'))
-    .addOption(new Option('--max-file-mb <mb>', 'largest file read or written through the files API in one request (default 1024)').env('PRISM_MAX_FILE_MB'))
-    .addOption(new Option('--default-user <uid[:gid]|root>', 'user of commands in images that name none (default 65534:65534, nobody)').env('PRISM_DEFAULT_USER'))
-    .addOption(new Option('--auth <mode>', 'token: every API call but /health needs a token (default); none: no auth, loopback only').choices(['token', 'none']).env('PRISM_AUTH'))
-    .addOption(new Option('--tls <mode>', 'auto: serve HTTPS with a certificate from a private CA made in <data-dir>/tls (off by default)').choices(['off', 'auto']).env('PRISM_TLS'))
-    .addOption(new Option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM; with --tls-key)').env('PRISM_TLS_CERT'))
-    .addOption(new Option('--tls-key <file>', 'private key of --tls-cert (PEM)').env('PRISM_TLS_KEY'))
-    .addOption(new Option('--tls-ca <file>', "CA certificate that signs every node's certificate; other nodes are verified against it").env('PRISM_TLS_CA'))
-    .addOption(new Option('--sandbox-cidr <cidr>', `IPv4 pool for sandbox networks, a /30 each (default ${DEFAULT_SANDBOX_CIDR}; docs/network.md)`).env('PRISM_SANDBOX_CIDR'))
-    .addOption(new Option('--sandbox-dns <ip[:port]>', "resolver the sandboxes' DNS filters ask (default: the host's first name server)").env('PRISM_SANDBOX_DNS'))
-    .addOption(new Option('--tls-ca-key <file>', 'with --tls auto: the key of --tls-ca, to sign this node\'s certificate with the cluster CA').env('PRISM_TLS_CA_KEY'))
+    .enablePositionalOptions();
+  for (const o of daemonOptions()) program.addOption(o);
+  program
     .action(async (flags: DaemonFlags) => {
       const daemon = await startDaemon(resolveConfig(flags, process.env));
       const shutdown = (sig: string) => {
@@ -82,6 +28,15 @@ export function prismdProgram(): Command {
       process.once('SIGTERM', () => shutdown('SIGTERM'));
       process.once('SIGINT', () => shutdown('SIGINT'));
     });
+  const doctor = program
+    .command('doctor')
+    .description('check this host as prismd would use it, one line per check (docs/doctor.md); exits 1 when prismd as configured cannot work')
+    .option('--json', 'print the checks as JSON');
+  // The same flags as prismd itself, before or after `doctor`, so a prismd command line can be checked as is.
+  for (const o of daemonOptions()) doctor.addOption(o);
+  doctor.action(async (_opts: unknown, cmd: Command) => {
+    process.exitCode = await doctorCommand(doctorFlags(cmd));
+  });
   program
     .command('build-base-image')
     .description('build the default base image (Debian bookworm minbase + python3) with debootstrap, once')
@@ -105,6 +60,76 @@ export function prismdProgram(): Command {
     .description('stop, disable and remove prismd.service; keeps /etc/prism/prismd.env and the data dir (sandboxes keep running)')
     .action(uninstallServiceCommand);
   return program;
+}
+
+/**
+ * The doctor's flags merged with prismd's own (`prismd --runtime oci doctor`): a flag typed on the
+ * command line wins over one from the environment, and one typed after `doctor` over one before it.
+ * (commander's optsWithGlobals lets the parent win, even its environment over the doctor's flag.)
+ */
+export function doctorFlags(cmd: Command): DaemonFlags & { json?: boolean } {
+  const parent = cmd.parent;
+  const out: Record<string, unknown> = { ...parent?.opts() };
+  for (const [k, v] of Object.entries(cmd.opts())) {
+    if (v !== undefined && (cmd.getOptionValueSource(k) === 'cli' || parent?.getOptionValueSource(k) !== 'cli')) out[k] = v;
+  }
+  return out;
+}
+
+/** A repeatable flag whose values may also be comma-separated. */
+function commaList(v: string, prev: string[] | undefined): string[] {
+  return [...(prev ?? []), ...v.split(',').filter(Boolean)];
+}
+
+/** prismd's flags, shared by `prismd` and `prismd doctor` (fresh objects: a commander Option belongs to one command). */
+function daemonOptions(): Option[] {
+  return [
+    new Option('--api <host:port>', `address of the REST API (default ${DEFAULT_API})`).env('PRISM_API'),
+    new Option('--data-dir <dir>', 'state directory (default /var/lib/prism as root, else ./data/<timestamp>)').env('PRISM_DATA_DIR'),
+    new Option('--images-dir <dir>', 'image store directory (default <data-dir>/images)').env('PRISM_IMAGES_DIR'),
+    new Option('--name <name>', 'node name (default: a generated readable name, kept across restarts)').env('PRISM_NAME'),
+    // No commander defaults (resolveConfig has them): a default on `doctor` would hide the same flag given before it.
+    new Option('--runtime <runtime>', 'default sandbox runtime; auto (the default) picks the best usable one on this host')
+      .choices(['auto', 'oci', 'microvm', 'docker'])
+      .env('PRISM_RUNTIME'),
+    new Option('--log-level <level>', 'log level (default info)').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).env('PRISM_LOG_LEVEL'),
+    new Option('--log-file <file>', 'write logs (JSON lines) to this file instead of stdout').env('PRISM_LOG_FILE'),
+    new Option('--insecure-registry <host:port...>', 'registries that may be used over plain HTTP (loopback always may)').argParser(commaList),
+    new Option('--registry-auth <file>', 'JSON file with registry credentials: {"auths": {"host": {"username", "password"}}}').env('PRISM_REGISTRY_AUTH'),
+    new Option('--guest-dir <dir>', `microvm guest kernel and initramfs (default ${DEFAULT_GUEST_DIR}; scripts/prepare-guest.sh)`).env('PRISM_GUEST_DIR'),
+    new Option('--kernel <file>', 'microvm guest kernel, overriding the one in --guest-dir').env('PRISM_KERNEL'),
+    new Option('--docker-host <url>', 'Docker engine of the docker runtime: unix:///path or tcp://host:port (default: DOCKER_HOST, then /var/run/docker.sock)').env('PRISM_DOCKER_HOST'),
+    new Option('--microvm-snapshots', 'restore microVMs from template snapshots (the default)'),
+    new Option('--no-microvm-snapshots', 'cold-boot every microVM instead of restoring a template snapshot (PRISM_MICROVM_SNAPSHOTS=0)'),
+    new Option('--vmm <vmm>', 'VMM of the microvm runtime: qemu, or firecracker (UNTESTED: never run against a real Firecracker)').choices(['qemu', 'firecracker']).env('PRISM_VMM'),
+    new Option('--firecracker-bin <file>', 'where Firecracker is, with --vmm firecracker (default: firecracker on PATH)').env('PRISM_FIRECRACKER_BIN'),
+    new Option('--warm-pool <n>', 'microVMs kept restored and ready per image and shape (default 0)').env('PRISM_WARM_POOL'),
+    new Option('--default-image <ref>', `image of sandboxes created without one (default ${DEFAULT_IMAGE})`).env('PRISM_DEFAULT_IMAGE'),
+    new Option('--store <url>', "cluster state: 'sqlite' (this node alone, the default) or etcd://host:port[,host:port...]").env('PRISM_STORE'),
+    new Option('--etcd-ca <file>', 'CA bundle (PEM) to verify etcd with; implies https').env('PRISM_ETCD_CA'),
+    new Option('--etcd-cert <file>', 'client certificate (PEM) for etcd').env('PRISM_ETCD_CERT'),
+    new Option('--etcd-key <file>', 'client key (PEM) for etcd').env('PRISM_ETCD_KEY'),
+    new Option('--advertise <url>', 'URL other nodes reach this API at (default: the --api address)').env('PRISM_ADVERTISE'),
+    new Option('--label <key=value...>', 'node label for placement (repeatable; sandboxes select nodes with nodeSelector)').argParser(commaList),
+    new Option('--capacity-cpus <n>', 'CPUs offered to sandboxes (default: all cores)').env('PRISM_CAPACITY_CPUS'),
+    new Option('--capacity-memory-mb <n>', 'memory offered to sandboxes (default: 90% of RAM)').env('PRISM_CAPACITY_MEMORY_MB'),
+    new Option('--max-sandboxes <n>', 'most sandboxes placed on this node (default: no limit)').env('PRISM_MAX_SANDBOXES'),
+    new Option('--max-processes <n>', 'background processes running at once per sandbox (default 64)').env('PRISM_MAX_PROCESSES'),
+    new Option('--process-buffer-mb <n>', 'output kept per stream of each background process, in MiB (default 4)').env('PRISM_PROCESS_BUFFER_MB'),
+    new Option('--placement <strategy>', 'spread (most free memory first) or binpack, used while this node leads').choices(['spread', 'binpack']).env('PRISM_PLACEMENT'),
+    new Option('--node-ttl <seconds>', 'membership lease TTL: a node silent this long is dead (default 5)').env('PRISM_NODE_TTL'),
+    new Option('--schedule-timeout <seconds>', 'how long a create waits for placement before 503 (default 30)').env('PRISM_SCHEDULE_TIMEOUT'),
+    new Option('--max-file-mb <mb>', 'largest file read or written through the files API in one request (default 1024)').env('PRISM_MAX_FILE_MB'),
+    new Option('--default-user <uid[:gid]|root>', 'user of commands in images that name none (default 65534:65534, nobody)').env('PRISM_DEFAULT_USER'),
+    new Option('--auth <mode>', 'token: every API call but /health needs a token (default); none: no auth, loopback only').choices(['token', 'none']).env('PRISM_AUTH'),
+    new Option('--tls <mode>', 'auto: serve HTTPS with a certificate from a private CA made in <data-dir>/tls (off by default)').choices(['off', 'auto']).env('PRISM_TLS'),
+    new Option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM; with --tls-key)').env('PRISM_TLS_CERT'),
+    new Option('--tls-key <file>', 'private key of --tls-cert (PEM)').env('PRISM_TLS_KEY'),
+    new Option('--tls-ca <file>', "CA certificate that signs every node's certificate; other nodes are verified against it").env('PRISM_TLS_CA'),
+    new Option('--sandbox-cidr <cidr>', `IPv4 pool for sandbox networks, a /30 each (default ${DEFAULT_SANDBOX_CIDR}; docs/network.md)`).env('PRISM_SANDBOX_CIDR'),
+    new Option('--sandbox-dns <ip[:port]>', "resolver the sandboxes' DNS filters ask (default: the host's first name server)").env('PRISM_SANDBOX_DNS'),
+    new Option('--tls-ca-key <file>', 'with --tls auto: the key of --tls-ca, to sign this node\'s certificate with the cluster CA').env('PRISM_TLS_CA_KEY'),
+  ];
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -11,7 +11,7 @@ import { WarmPool } from './vm-pool.js';
 import type { CgroupHost, TaskCgroups } from '../cgroups/cgroups.js';
 import { probeCgroups } from '../cgroups/probe.js';
 import { taskCgroups } from '../cgroups/select-cgroups.js';
-import type { Vmm } from './vmm.js';
+import type { Vmm, VmmName } from './vmm.js';
 import { selectVmm } from './vmm-select.js';
 import { imageDisk, makeWritableDisk } from './vm-disks.js';
 import { TemplateStore } from './vm-template.js';
@@ -29,7 +29,9 @@ export interface MicrovmDriverOptions {
   kernel?: string;
   initramfs?: string;
   qemuBinary?: string;
-  /** Use Firecracker from this binary; without it, Firecracker is used when `firecracker` is on PATH. */
+  /** The VMM: QEMU (default) or Firecracker (opt-in, untested against a real Firecracker; vmm-select.ts). */
+  vmm?: VmmName;
+  /** Where Firecracker is when `vmm` is firecracker (default: `firecracker` on PATH). */
   firecrackerBinary?: string;
   /** Size of a task's writable disk (sparse) when its spec has no diskMb, default 2048 MiB. */
   writableDiskMb?: number;
@@ -81,7 +83,7 @@ export class VmLauncher {
 
   constructor(private readonly opts: MicrovmDriverOptions) {
     this.qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
-    this.vmm = selectVmm({ qemuBinary: this.qemu, firecrackerBinary: opts.firecrackerBinary, restoreTimeoutMs: RESTORE_TIMEOUT_MS });
+    this.vmm = selectVmm({ vmm: opts.vmm, qemuBinary: this.qemu, firecrackerBinary: opts.firecrackerBinary, restoreTimeoutMs: RESTORE_TIMEOUT_MS });
     this.templates = opts.snapshots === false ? null : new TemplateStore({
       dir: join(opts.stateDir, 'templates'), vmm: this.vmm, bootTimeoutMs: this.bootTimeoutMs, logger: opts.logger,
     });

@@ -1,8 +1,9 @@
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { selectVmm } from './vmm-select.js';
+import type { VmmName } from './vmm.js';
 
 describe('selectVmm', () => {
   let dir: string;
@@ -14,17 +15,20 @@ describe('selectVmm', () => {
     process.env.PATH = savedPath;
     await rm(dir, { recursive: true, force: true });
   });
-  const select = (firecrackerBinary?: string) => selectVmm({ qemuBinary: 'qemu-system-x86_64', firecrackerBinary, restoreTimeoutMs: 1_000 });
+  const select = (vmm?: VmmName, firecrackerBinary?: string) =>
+    selectVmm({ vmm, qemuBinary: 'qemu-system-x86_64', firecrackerBinary, restoreTimeoutMs: 1_000 });
 
-  it('picks QEMU without a firecracker executable on PATH, Firecracker with one, and an explicit binary always', async () => {
+  it('picks QEMU by default, even with a firecracker executable on PATH or a --firecracker-bin', async () => {
     await mkdir(join(dir, 'bin'));
-    await writeFile(join(dir, 'bin', 'firecracker'), 'not executable');
+    await writeFile(join(dir, 'bin', 'firecracker'), '#!/bin/sh\n');
+    await chmod(join(dir, 'bin', 'firecracker'), 0o755);
     process.env.PATH = join(dir, 'bin');
     expect(select()).toMatchObject({ name: 'qemu', binary: 'qemu-system-x86_64' });
-    await chmod(join(dir, 'bin', 'firecracker'), 0o755);
-    expect(select()).toMatchObject({ name: 'firecracker', binary: join(dir, 'bin', 'firecracker') });
-    process.env.PATH = [join(dir, 'none'), dir].join(delimiter);
-    // Given explicitly, it is used even if missing: the driver's probe then reports why it cannot run.
-    expect(select(join(dir, 'missing'))).toMatchObject({ name: 'firecracker', binary: join(dir, 'missing') });
+    expect(select('qemu', join(dir, 'bin', 'firecracker'))).toMatchObject({ name: 'qemu' });
+  });
+
+  it('picks Firecracker only when asked, from PATH or the given binary (used even if missing: the probe says why)', () => {
+    expect(select('firecracker')).toMatchObject({ name: 'firecracker', binary: 'firecracker' });
+    expect(select('firecracker', join(dir, 'missing'))).toMatchObject({ name: 'firecracker', binary: join(dir, 'missing') });
   });
 });

@@ -1,28 +1,14 @@
-import { accessSync, constants, statSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
 import { FirecrackerVmm } from './firecracker/firecracker-vmm.js';
 import { QemuVmm } from './qemu-vmm.js';
-import type { Vmm } from './vmm.js';
+import type { Vmm, VmmName } from './vmm.js';
 
 /**
- * Firecracker when `firecrackerBinary` is given (even if it is not executable: the probe then says
- * why, rather than silently running QEMU) or a `firecracker` executable is on PATH; else QEMU.
- * Synchronous because the driver is built synchronously; it looks at a handful of PATH entries.
+ * QEMU unless Firecracker is asked for by name. Firecracker is opt-in because the backend has never
+ * run against a real Firecracker (docs/runtimes.md): finding a `firecracker` on PATH must not move
+ * a host's microVMs onto it. `firecrackerBinary` only says where the binary is (default: PATH); a
+ * binary that does not run is reported by the driver's probe rather than replaced by QEMU.
  */
-export function selectVmm(o: { qemuBinary: string; firecrackerBinary?: string | undefined; restoreTimeoutMs: number }): Vmm {
-  const firecracker = o.firecrackerBinary ?? firecrackerOnPath();
-  return firecracker ? new FirecrackerVmm({ binary: firecracker }) : new QemuVmm(o.qemuBinary, o.restoreTimeoutMs);
-}
-
-function firecrackerOnPath(): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(delimiter).filter(Boolean)) {
-    const candidate = join(dir, 'firecracker');
-    try {
-      accessSync(candidate, constants.X_OK);
-      if (statSync(candidate).isFile()) return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
+export function selectVmm(o: { vmm?: VmmName | undefined; qemuBinary: string; firecrackerBinary?: string | undefined; restoreTimeoutMs: number }): Vmm {
+  if (o.vmm === 'firecracker') return new FirecrackerVmm({ binary: o.firecrackerBinary ?? 'firecracker' });
+  return new QemuVmm(o.qemuBinary, o.restoreTimeoutMs);
 }

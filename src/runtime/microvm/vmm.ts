@@ -1,6 +1,9 @@
 import type { Socket } from 'node:net';
 import type { TaskPaths, VmShape } from './vm-boot.js';
 
+export type VmmName = 'qemu' | 'firecracker';
+export const VMM_NAMES: readonly VmmName[] = ['qemu', 'firecracker'];
+
 /** What a VMM is started with: the VM's shape and files, and optionally a template to restore. */
 export interface VmmStart {
   shape: VmShape;
@@ -52,7 +55,7 @@ export interface VmmProcess {
  * - `resume` and `quit` are idempotent and best effort on a VM that is already running / gone.
  */
 export interface Vmm {
-  readonly name: 'qemu' | 'firecracker';
+  readonly name: VmmName;
   /** The VMM's executable (a path, or a name looked up on PATH). */
   readonly binary: string;
   /** The binary and its version, for `node info`; says so when the backend is untested. */

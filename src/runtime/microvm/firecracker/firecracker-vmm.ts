@@ -150,7 +150,7 @@ export class FirecrackerVmm implements Vmm {
   async start(o: VmmStart): Promise<VmmProcess> {
     const { shape, paths: p } = o;
     // Firecracker's drives carry no serial for the agent to find a volume by; not wired yet.
-    if (o.volumes?.length) throw new PrismError('FAILED_PRECONDITION', 'volumes are not supported on Firecracker yet; use QEMU (the microvm driver picks QEMU when no firecracker binary is found)');
+    if (o.volumes?.length) throw new PrismError('FAILED_PRECONDITION', 'volumes are not supported on Firecracker yet; use QEMU (prismd --vmm qemu, the default)');
     if (o.network) throw new PrismError('FAILED_PRECONDITION', 'sandbox networking on the microvm runtime needs QEMU for now (Firecracker has no network device wiring yet; docs/network.md)');
     const base = { binary: this.binary, taskDir: p.task, consoleLog: p.consoleLog };
     const vm = o.incoming
