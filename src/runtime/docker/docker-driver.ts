@@ -5,12 +5,13 @@ import { join } from 'node:path';
 import Docker from 'dockerode';
 import { asPrismError, PrismError } from '../../core/errors.js';
 import type {
-  ExecOptions, ProbeResult, RuntimeCapabilities, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskState, TaskStats,
+  ExecOptions, ProbeResult, RuntimeCapabilities, RuntimeDriver, RuntimeImage, TaskHandle, TaskProcess, TaskSpec, TaskState, TaskStats,
 } from '../driver.js';
 import { probeDiskLimit, storageSize, type DiskLimitSupport } from './disk-limit.js';
 import { dockerExec, AGENT_SOCKET } from './docker-exec.js';
 import { describeConnection, dockerConnection } from './docker-host.js';
 import { engineError, engineStatus } from './engine-errors.js';
+import { ensureWithInitImage, findEngineImage, pullEngineImage, withInitTag } from './engine-image.js';
 import { resolvConfArchive } from './resolv-conf.js';
 import { ensureLayerImage, fileDigest, INIT_PATH, layerImageTag, MANAGED_LABEL, requireLayerDirs } from './layer-image.js';
 import { anyVolumeFull, mountHostVolumes, unmountHostVolumes } from '../host-volumes.js';
@@ -48,7 +49,8 @@ const PROBE_TIMEOUT_MS = 5_000;
  * Runs tasks as containers of a Docker Engine (local, Docker Desktop or remote), through its API only:
  * nothing here assumes the engine shares this host's filesystem. Each task is the container
  * `prism-<id>` labelled `prism.sandbox=<id>` and `prism.node=<node>`, made from an image the driver
- * builds from the sandbox's layers (loaded into the engine once). PID 1 is prism-init, whose exec agent
+ * builds once per engine: from the sandbox's layers in Prism's store (layer-image.ts), or from one of the
+ * engine's own images with prism-init added (engine-image.ts). PID 1 is prism-init, whose exec agent
  * is reached through `docker exec prism-init relay` (docker-exec.ts). The container's writable layer
  * is the task's filesystem, so stop/start keep it; destroy removes the container and its anonymous
  * volumes. Images stay cached in the engine (labelled `prism.managed=true`).
@@ -75,7 +77,20 @@ export class DockerDriver implements RuntimeDriver {
 
   capabilities(): RuntimeCapabilities {
     // The engine cannot join a namespace by path: the NetworkManager links the container's own (taskNetns).
-    return { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true, network: 'own' };
+    // Its images (`docker images`) are used as they are, before Prism's store (src/service/task-image.ts).
+    return { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true, network: 'own', ownImages: true };
+  }
+
+  findImage(ref: string): Promise<RuntimeImage | undefined> {
+    return findEngineImage(this.docker, ref);
+  }
+
+  async pullImage(ref: string): Promise<RuntimeImage> {
+    const t0 = Date.now();
+    this.opts.logger?.info({ ref }, 'pulling image through the Docker engine');
+    const image = await pullEngineImage(this.docker, ref);
+    this.opts.logger?.info({ ref, image: image.id, ms: Date.now() - t0 }, 'image pulled by the Docker engine');
+    return image;
   }
 
   async probe(): Promise<ProbeResult> {
@@ -114,7 +129,7 @@ export class DockerDriver implements RuntimeDriver {
     }
     await requireLayerDirs(spec.layers);
     const name = containerName(spec.id);
-    const image = await this.imageFor(spec.layers);
+    const image = spec.image !== undefined ? await this.withInit(spec.image) : await this.imageFor(spec.layers);
     const storageOpt = await this.storageOpt(spec, image);
     let created = false;
     try {
@@ -312,18 +327,34 @@ export class DockerDriver implements RuntimeDriver {
 
   /** The engine's image for these layers, loaded from Prism's layers when the engine lacks it. */
   private async imageFor(layers: string[]): Promise<string> {
+    const tag = layerImageTag(layers, await this.initBinaryDigest());
+    await this.once(tag, () => ensureLayerImage(this.docker, tag, layers, this.opts.initBinary, join(this.opts.stateDir, 'tmp')));
+    return tag;
+  }
+
+  /** The engine's own image `imageId` with prism-init added, made when the engine lacks it. */
+  private async withInit(imageId: string): Promise<string> {
+    const tag = withInitTag(imageId, await this.initBinaryDigest());
+    await this.once(tag, () => ensureWithInitImage(this.docker, tag, imageId, this.opts.initBinary));
+    return tag;
+  }
+
+  private initBinaryDigest(): Promise<string> {
     this.initDigest ??= fileDigest(this.opts.initBinary);
-    const tag = layerImageTag(layers, await this.initDigest.catch((e: unknown) => {
+    return this.initDigest.catch((e: unknown) => {
       this.initDigest = undefined;
       throw new PrismError('FAILED_PRECONDITION', `init binary unreadable: ${this.opts.initBinary}`, { cause: e });
-    }));
+    });
+  }
+
+  /** Concurrent creates of one image share one build of it. */
+  private once(tag: string, make: () => Promise<void>): Promise<void> {
     let p = this.loading.get(tag);
     if (!p) {
-      p = ensureLayerImage(this.docker, tag, layers, this.opts.initBinary, join(this.opts.stateDir, 'tmp')).finally(() => this.loading.delete(tag));
+      p = make().finally(() => this.loading.delete(tag));
       this.loading.set(tag, p);
     }
-    await p;
-    return tag;
+    return p;
   }
 
   private async inspectContainer(id: string): Promise<Docker.ContainerInspectInfo | null> {
@@ -384,7 +415,7 @@ function userSpec(user: string | undefined): string | undefined {
 
 function validateSpec(spec: TaskSpec): void {
   containerName(spec.id);
-  if (spec.layers.length === 0) throw new PrismError('INVALID_ARGUMENT', 'a task needs at least one layer');
+  if (spec.layers.length === 0 && spec.image === undefined) throw new PrismError('INVALID_ARGUMENT', 'a task needs an engine image or at least one layer');
   if (!(spec.memoryMb > 0 && spec.cpus > 0 && spec.pidsLimit > 0 && Number.isInteger(spec.diskMb) && spec.diskMb > 0)) {
     throw new PrismError('INVALID_ARGUMENT', 'memoryMb, cpus and pidsLimit must be positive, diskMb a positive integer');
   }
