@@ -18,7 +18,6 @@ import { PrismError } from '../../src/core/errors.js';
 import type { TaskSpec } from '../../src/runtime/driver.js';
 import { DockerDriver, NODE_LABEL } from '../../src/runtime/docker/docker-driver.js';
 import { dockerConnection } from '../../src/runtime/docker/docker-host.js';
-import { WITH_INIT_REPO } from '../../src/runtime/docker/engine-image.js';
 import { BUSYBOX, buildBusyboxLayer } from '../fixtures/busybox-layer.js';
 import { ensureTestRegistries, REGISTRY_BASIC, REGISTRY_PLAIN } from '../fixtures/test-images.js';
 import { authHeaders, call, integrationSkipReason, REPO_ROOT, startPrismd, type Prismd } from './prismd-harness.js';
@@ -72,11 +71,8 @@ describe.skipIf(!!reason)('the docker runtime\'s images (real dockerd, local reg
   let nodeId: string;
 
   const sh = async (id: string, command: string) => (await call(d.url, 'POST', `/sandboxes/${id}/exec`, { command, timeoutSec: 60 })).body;
-  /** This node's containers, and containers the driver makes while adding prism-init: [] when nothing is left. */
-  const containers = async () => [
-    ...(await engine.listContainers({ all: true, filters: { label: [`${NODE_LABEL}=${nodeId}`] } })),
-    ...(await engine.listContainers({ all: true, filters: { name: ['prism-with-init-'] } })),
-  ].map((c) => c.Names.join(','));
+  /** This node's containers: [] when nothing is left. */
+  const containers = async () => (await engine.listContainers({ all: true, filters: { label: [`${NODE_LABEL}=${nodeId}`] } })).map((c) => c.Names.join(','));
 
   beforeAll(async () => {
     await ensureTestRegistries();
@@ -90,11 +86,12 @@ describe.skipIf(!!reason)('the docker runtime\'s images (real dockerd, local reg
   });
   afterAll(async () => {
     await d?.dispose();
-    for (const tag of [REGISTRY_ONLY, BOTH]) {
+    // What this run made (the engine's images are used as they are: the driver adds none).
+    for (const tag of [REGISTRY_ONLY, BOTH, BUILT, BASE]) {
       try {
         docker(['rmi', tag]);
       } catch {
-        /* not there */
+        /* not there, or shared with a run still going */
       }
     }
     if (root) await rm(root, { recursive: true, force: true });
@@ -108,16 +105,19 @@ describe.skipIf(!!reason)('the docker runtime\'s images (real dockerd, local reg
     expect(await sh(c.body.id, 'echo $GREETING $EXTRA; pwd; id -u; cat msg.txt')).toMatchObject({
       exitCode: 0, stdout: 'hello-from-the-engine x\n/app\n1000\nbuilt by docker\n',
     });
-    // The task runs the image with prism-init added; the user's image itself is untouched.
-    const task = (await engine.getContainer(`prism-${c.body.id}`).inspect()).Config.Image;
-    expect(task.startsWith(`${WITH_INIT_REPO}:`)).toBe(true);
+    // The container runs the engine's image itself, with prism-init in its writable layer; the image is untouched.
+    expect((await engine.getContainer(`prism-${c.body.id}`).inspect()).Image).toBe(id);
     expect((await engine.getImage(BUILT).inspect()).Id).toBe(id);
+    // prism-init lives in the container's writable layer, so it is there again after stop/start.
+    expect((await call(d.url, 'POST', `/sandboxes/${c.body.id}/stop`)).status).toBe(200);
+    expect((await call(d.url, 'POST', `/sandboxes/${c.body.id}/start`)).status).toBe(200);
+    expect(await sh(c.body.id, 'cat msg.txt')).toMatchObject({ exitCode: 0, stdout: 'built by docker\n' });
     // Prism's store never saw it: `image ls` lists the store only.
     expect((await call(d.url, 'GET', '/images')).body.images).toEqual([]);
-    // By a short image id too, as `docker run` takes it; the image with prism-init is reused.
+    // By a short image id too, as `docker run` takes it.
     const byId = await call(d.url, 'POST', '/sandboxes', { runtime: 'docker', image: id.slice('sha256:'.length, 'sha256:'.length + 12) });
     expect(byId.status, JSON.stringify(byId.body)).toBe(201);
-    expect((await engine.getContainer(`prism-${byId.body.id}`).inspect()).Config.Image).toBe(task);
+    expect((await engine.getContainer(`prism-${byId.body.id}`).inspect()).Image).toBe(id);
     expect(await sh(byId.body.id, 'cat /app/msg.txt')).toMatchObject({ exitCode: 0, stdout: 'built by docker\n' });
     for (const sb of [c.body.id, byId.body.id]) expect((await call(d.url, 'DELETE', `/sandboxes/${sb}`)).status).toBe(204);
     expect(await containers()).toEqual([]);

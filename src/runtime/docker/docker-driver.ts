@@ -11,7 +11,7 @@ import { probeDiskLimit, storageSize, type DiskLimitSupport } from './disk-limit
 import { dockerExec, AGENT_SOCKET } from './docker-exec.js';
 import { describeConnection, dockerConnection } from './docker-host.js';
 import { engineError, engineStatus } from './engine-errors.js';
-import { ensureWithInitImage, findEngineImage, pullEngineImage, withInitTag } from './engine-image.js';
+import { findEngineImage, initArchive, pullEngineImage } from './engine-image.js';
 import { resolvConfArchive } from './resolv-conf.js';
 import { ensureLayerImage, fileDigest, INIT_PATH, layerImageTag, MANAGED_LABEL, requireLayerDirs } from './layer-image.js';
 import { anyVolumeFull, mountHostVolumes, unmountHostVolumes } from '../host-volumes.js';
@@ -48,10 +48,10 @@ const PROBE_TIMEOUT_MS = 5_000;
 /**
  * Runs tasks as containers of a Docker Engine (local, Docker Desktop or remote), through its API only:
  * nothing here assumes the engine shares this host's filesystem. Each task is the container
- * `prism-<id>` labelled `prism.sandbox=<id>` and `prism.node=<node>`, made from an image the driver
- * builds once per engine: from the sandbox's layers in Prism's store (layer-image.ts), or from one of the
- * engine's own images with prism-init added (engine-image.ts). PID 1 is prism-init, whose exec agent
- * is reached through `docker exec prism-init relay` (docker-exec.ts). The container's writable layer
+ * `prism-<id>` labelled `prism.sandbox=<id>` and `prism.node=<node>`, made from one of the engine's own
+ * images as it is, with prism-init put into the container (engine-image.ts), or from an image the
+ * driver builds from the sandbox's layers in Prism's store (layer-image.ts, loaded into the engine
+ * once). PID 1 is prism-init, whose exec agent is reached through `docker exec prism-init relay` (docker-exec.ts). The container's writable layer
  * is the task's filesystem, so stop/start keep it; destroy removes the container and its anonymous
  * volumes. Images stay cached in the engine (labelled `prism.managed=true`).
  * diskMb is the container's StorageOpt.size where the engine's storage driver can limit it (asked once,
@@ -67,6 +67,7 @@ export class DockerDriver implements RuntimeDriver {
   private readonly connection: Docker.DockerOptions;
   private readonly loading = new Map<string, Promise<void>>();
   private initDigest?: Promise<string>;
+  private initTar?: Promise<Buffer>;
   private diskLimit?: Promise<DiskLimitSupport>;
   private readonly imageBytes = new Map<string, number>();
 
@@ -129,7 +130,9 @@ export class DockerDriver implements RuntimeDriver {
     }
     await requireLayerDirs(spec.layers);
     const name = containerName(spec.id);
-    const image = spec.image !== undefined ? await this.withInit(spec.image) : await this.imageFor(spec.layers);
+    // An engine image is used as it is (prism-init goes into the container); Prism's layers become an image with it.
+    const image = spec.image ?? (await this.imageFor(spec.layers));
+    const init = spec.image !== undefined ? await this.initArchive() : undefined;
     const storageOpt = await this.storageOpt(spec, image);
     let created = false;
     try {
@@ -138,6 +141,11 @@ export class DockerDriver implements RuntimeDriver {
         throw engineError(e, `creating task ${spec.id}`, { 409: 'ALREADY_EXISTS', 404: 'FAILED_PRECONDITION' });
       });
       created = true;
+      if (init) {
+        await this.docker.getContainer(name).putArchive(init, { path: '/' }).catch((e: unknown) => {
+          throw engineError(e, `putting prism-init into task ${spec.id} (image ${image})`, { 400: 'FAILED_PRECONDITION', 403: 'FAILED_PRECONDITION' });
+        });
+      }
       if (spec.network) {
         await this.docker.getContainer(name).putArchive(resolvConfArchive(spec.network.nameservers), { path: '/etc' }).catch((e: unknown) => {
           throw engineError(e, `writing the resolv.conf of task ${spec.id}`);
@@ -327,34 +335,27 @@ export class DockerDriver implements RuntimeDriver {
 
   /** The engine's image for these layers, loaded from Prism's layers when the engine lacks it. */
   private async imageFor(layers: string[]): Promise<string> {
-    const tag = layerImageTag(layers, await this.initBinaryDigest());
-    await this.once(tag, () => ensureLayerImage(this.docker, tag, layers, this.opts.initBinary, join(this.opts.stateDir, 'tmp')));
-    return tag;
-  }
-
-  /** The engine's own image `imageId` with prism-init added, made when the engine lacks it. */
-  private async withInit(imageId: string): Promise<string> {
-    const tag = withInitTag(imageId, await this.initBinaryDigest());
-    await this.once(tag, () => ensureWithInitImage(this.docker, tag, imageId, this.opts.initBinary));
-    return tag;
-  }
-
-  private initBinaryDigest(): Promise<string> {
     this.initDigest ??= fileDigest(this.opts.initBinary);
-    return this.initDigest.catch((e: unknown) => {
+    const tag = layerImageTag(layers, await this.initDigest.catch((e: unknown) => {
       this.initDigest = undefined;
       throw new PrismError('FAILED_PRECONDITION', `init binary unreadable: ${this.opts.initBinary}`, { cause: e });
-    });
-  }
-
-  /** Concurrent creates of one image share one build of it. */
-  private once(tag: string, make: () => Promise<void>): Promise<void> {
+    }));
     let p = this.loading.get(tag);
     if (!p) {
-      p = make().finally(() => this.loading.delete(tag));
+      p = ensureLayerImage(this.docker, tag, layers, this.opts.initBinary, join(this.opts.stateDir, 'tmp')).finally(() => this.loading.delete(tag));
       this.loading.set(tag, p);
     }
-    return p;
+    await p;
+    return tag;
+  }
+
+  /** prism-init as a tar for the archive API, read once (engine-image.ts). */
+  private initArchive(): Promise<Buffer> {
+    this.initTar ??= readFile(this.opts.initBinary).then(initArchive, (e: unknown) => {
+      this.initTar = undefined;
+      throw new PrismError('FAILED_PRECONDITION', `init binary unreadable: ${this.opts.initBinary}`, { cause: e });
+    });
+    return this.initTar;
   }
 
   private async inspectContainer(id: string): Promise<Docker.ContainerInspectInfo | null> {

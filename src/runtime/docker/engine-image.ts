@@ -1,14 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import type Docker from 'dockerode';
 import { Header } from 'tar';
 import { PrismError } from '../../core/errors.js';
 import type { RuntimeImage } from '../driver.js';
 import { engineError, engineStatus, pullError } from './engine-errors.js';
-import { INIT_PATH, MANAGED_LABEL } from './layer-image.js';
-
-/** The engine's images with prism-init added (one per engine image and init binary). */
-export const WITH_INIT_REPO = 'prism.local/with-init';
+import { INIT_PATH } from './layer-image.js';
 
 /** An image id; the engine cannot pull by one, only find it. */
 const IMAGE_ID = /^sha256:[0-9a-f]{64}$/;
@@ -63,53 +58,13 @@ export async function pullEngineImage(docker: Docker, ref: string): Promise<Runt
   return pulled;
 }
 
-/** The engine's name for engine image `imageId` with the init binary of `initDigest` added. */
-export function withInitTag(imageId: string, initDigest: string): string {
-  const h = createHash('sha256').update(JSON.stringify({ image: imageId, init: initDigest })).digest('hex');
-  return `${WITH_INIT_REPO}:${h.slice(0, 40)}`;
-}
-
 /**
- * Makes sure the engine has `tag`: engine image `imageId` with prism-init at INIT_PATH, which every
- * task needs as PID 1 and exec relay. Through the API only (no shared filesystem, no builder): a
- * container of the image is created (never started), the binary put into it with the archive API, and
- * the container committed as `tag` (labelled prism.managed) and removed whatever happens. The commit
- * keeps the image's config and adds one small layer; the image itself is not changed.
+ * A tar of `.prism/` and `.prism/init` (root, 0755) holding `binary`, for the archive API to put at
+ * the root of a created container of an engine image: the engine's images are used as they are, so
+ * prism-init goes into each task's writable layer (where it stays across stop/start) rather than into
+ * a derived image that would keep every rebuilt version of the user's image alive.
  */
-export async function ensureWithInitImage(docker: Docker, tag: string, imageId: string, initBinary: string): Promise<void> {
-  try {
-    await docker.getImage(tag).inspect();
-    return;
-  } catch (e) {
-    if (engineStatus(e) !== 404) throw engineError(e, `inspecting image ${tag}`);
-  }
-  const archive = initArchive(await readFile(initBinary));
-  const name = `prism-with-init-${randomBytes(6).toString('hex')}`;
-  try {
-    const container = await docker.createContainer({
-      name, Image: imageId, Entrypoint: [INIT_PATH], Cmd: [], NetworkDisabled: true,
-      Labels: { [MANAGED_LABEL]: 'true' }, HostConfig: { NetworkMode: 'none' },
-    }).catch((e: unknown) => {
-      throw engineError(e, `adding prism-init to image ${imageId}`, { 404: 'NOT_FOUND' });
-    });
-    await container.putArchive(archive, { path: '/' }).catch((e: unknown) => {
-      throw engineError(e, `adding prism-init to image ${imageId}`, { 400: 'FAILED_PRECONDITION', 403: 'FAILED_PRECONDITION' });
-    });
-    const [repo, version] = [tag.slice(0, tag.lastIndexOf(':')), tag.slice(tag.lastIndexOf(':') + 1)];
-    await container.commit({ repo, tag: version, comment: 'prism-init added by the Prism docker driver' }).catch((e: unknown) => {
-      throw engineError(e, `committing ${tag}`);
-    });
-  } catch (e) {
-    await docker.getContainer(name).remove({ force: true, v: true }).catch(() => undefined);
-    throw e;
-  }
-  await docker.getContainer(name).remove({ force: true, v: true }).catch((e: unknown) => {
-    throw engineError(e, `removing the container ${name}`);
-  });
-}
-
-/** A tar of `.prism/` and `.prism/init` (root, 0755), for the archive API to put at the root. */
-function initArchive(binary: Buffer): Buffer {
+export function initArchive(binary: Buffer): Buffer {
   const entry = (path: string, type: 'Directory' | 'File', size: number) => {
     const h = new Header({ path, mode: 0o755, size, mtime: new Date(0), type, uid: 0, gid: 0 });
     h.encode();
