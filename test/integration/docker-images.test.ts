@@ -30,6 +30,7 @@ const BUILT = 'prism-test/laptop:dev';
 const REGISTRY_ONLY = `${REGISTRY_PLAIN}/prism-test/engine-pull:1`;
 const NOWHERE = `${REGISTRY_PLAIN}/prism-test/nosuch:1`;
 const BOTH = 'prism-test/laptop:both';
+const NAMED_USER = 'prism-test/laptop:named-user';
 
 async function skipReason(): Promise<string | undefined> {
   const harness = integrationSkipReason();
@@ -87,7 +88,7 @@ describe.skipIf(!!reason)('the docker runtime\'s images (real dockerd, local reg
   afterAll(async () => {
     await d?.dispose();
     // What this run made (the engine's images are used as they are: the driver adds none).
-    for (const tag of [REGISTRY_ONLY, BOTH, BUILT, BASE]) {
+    for (const tag of [REGISTRY_ONLY, BOTH, NAMED_USER, BUILT, BASE]) {
       try {
         docker(['rmi', tag]);
       } catch {
@@ -120,6 +121,28 @@ describe.skipIf(!!reason)('the docker runtime\'s images (real dockerd, local reg
     expect((await engine.getContainer(`prism-${byId.body.id}`).inspect()).Image).toBe(id);
     expect(await sh(byId.body.id, 'cat /app/msg.txt')).toMatchObject({ exitCode: 0, stdout: 'built by docker\n' });
     for (const sb of [c.body.id, byId.body.id]) expect((await call(d.url, 'DELETE', `/sandboxes/${sb}`)).status).toBe(204);
+    expect(await containers()).toEqual([]);
+  });
+
+  it('runs commands as a user the engine image names (USER app), resolved in its own /etc/passwd', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'prism-docker-build-'));
+    try {
+      await writeFile(join(dir, 'passwd'), 'root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234:app:/home/app:/bin/sh\n');
+      await writeFile(join(dir, 'group'), 'root:x:0:\napp:x:1234:\nextra:x:2000:app\n');
+      await writeFile(join(dir, 'Dockerfile'), `FROM ${BASE}\nCOPY passwd group /etc/\nUSER app\n`);
+      docker(['build', '-q', '-t', NAMED_USER, dir]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    const c = await call(d.url, 'POST', '/sandboxes', { runtime: 'docker', image: NAMED_USER });
+    expect(c.status, JSON.stringify(c.body)).toBe(201);
+    expect(c.body.user).toBe('app');
+    expect(await sh(c.body.id, 'id -u; id -g; id -G')).toMatchObject({ exitCode: 0, stdout: '1234\n1234\n1234 2000\n' });
+    expect((await call(d.url, 'DELETE', `/sandboxes/${c.body.id}`)).status).toBe(204);
+    // A name the image does not know fails the create, and its container goes with it.
+    const bad = await call(d.url, 'POST', '/sandboxes', { runtime: 'docker', image: NAMED_USER, user: 'nobody-here' });
+    expect(bad.status, JSON.stringify(bad.body)).toBe(400);
+    expect(bad.body.error.message).toMatch(/user 'nobody-here' is not in the image's \/etc\/passwd/);
     expect(await containers()).toEqual([]);
   });
 

@@ -10,11 +10,13 @@ import type {
 import { probeDiskLimit, storageSize, type DiskLimitSupport } from './disk-limit.js';
 import { dockerExec, AGENT_SOCKET } from './docker-exec.js';
 import { describeConnection, dockerConnection } from './docker-host.js';
+import { numericUser, resolveContainerUser } from './container-user.js';
 import { engineError, engineStatus } from './engine-errors.js';
 import { findEngineImage, initArchive, pullEngineImage } from './engine-image.js';
 import { resolvConfArchive } from './resolv-conf.js';
 import { ensureLayerImage, fileDigest, INIT_PATH, layerImageTag, MANAGED_LABEL, requireLayerDirs } from './layer-image.js';
 import { anyVolumeFull, mountHostVolumes, unmountHostVolumes } from '../host-volumes.js';
+import { userSpec, type TaskUser } from '../task-user.js';
 
 export interface DockerDriverLogger {
   info(o: object, msg?: string): void;
@@ -146,6 +148,8 @@ export class DockerDriver implements RuntimeDriver {
           throw engineError(e, `putting prism-init into task ${spec.id} (image ${image})`, { 400: 'FAILED_PRECONDITION', 403: 'FAILED_PRECONDITION' });
         });
       }
+      // A user by name is resolved once, in the container's own /etc/passwd; the handle keeps the ids.
+      const user = spec.user !== undefined && numericUser(spec.user) === undefined ? await resolveContainerUser(this.docker, name, spec.user) : undefined;
       if (spec.network) {
         await this.docker.getContainer(name).putArchive(resolvConfArchive(spec.network.nameservers), { path: '/etc' }).catch((e: unknown) => {
           throw engineError(e, `writing the resolv.conf of task ${spec.id}`);
@@ -155,7 +159,7 @@ export class DockerDriver implements RuntimeDriver {
         throw engineError(e, `starting task ${spec.id}`, { 400: 'FAILED_PRECONDITION' });
       });
       this.opts.logger?.info({ task: spec.id, image }, 'docker task created');
-      return { id: spec.id, runtime: 'docker', spec, data: { container: name, image, diskLimit: storageOpt !== undefined } };
+      return { id: spec.id, runtime: 'docker', spec, data: { container: name, image, diskLimit: storageOpt !== undefined, ...(user ? { user } : {}) } };
     } catch (e) {
       if (created) {
         await this.remove(name).catch((re: unknown) => this.opts.logger?.error({ err: re, task: spec.id }, 'cleanup after failed create failed'));
@@ -191,7 +195,7 @@ export class DockerDriver implements RuntimeDriver {
 
   async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
     // Handles from before disk limits (or from an engine without them) have no diskLimit: never full.
-    const user = opts.asRoot ? undefined : userSpec(handle.spec.user);
+    const user = opts.asRoot ? undefined : taskUser(handle);
     const proc = await dockerExec(this.docker, containerName(handle.id), opts, user, handle.data.diskLimit === true);
     const volumes = handle.spec.volumes ?? [];
     if (volumes.length === 0) return proc;
@@ -405,13 +409,11 @@ function containerName(id: string): string {
   return `prism-${id}`;
 }
 
-/** Numeric `uid[:gid]` only for now; names would need the image's /etc/passwd (see docs/runtimes.md). */
-function userSpec(user: string | undefined): string | undefined {
-  if (!user) return undefined;
-  const m = /^(\d+)(?::(\d+))?$/.exec(user);
-  if (!m) throw new PrismError('INVALID_ARGUMENT', `the docker runtime takes a numeric user (uid[:gid]) for now; got ${JSON.stringify(user)}`);
-  const gid = m[2] ?? m[1]!;
-  return `${m[1]} ${gid} ${gid}`;
+/** The agent's "uid gid groups" for the task's commands; undefined: root. */
+function taskUser(handle: TaskHandle): string | undefined {
+  const named = handle.data.user as TaskUser | undefined;
+  if (named) return userSpec(named);
+  return handle.spec.user === undefined ? undefined : numericUser(handle.spec.user);
 }
 
 function validateSpec(spec: TaskSpec): void {
@@ -421,7 +423,9 @@ function validateSpec(spec: TaskSpec): void {
     throw new PrismError('INVALID_ARGUMENT', 'memoryMb, cpus and pidsLimit must be positive, diskMb a positive integer');
   }
   if (!spec.workdir.startsWith('/')) throw new PrismError('INVALID_ARGUMENT', 'workdir must be an absolute path');
-  userSpec(spec.user);
+  if (spec.user !== undefined && !/^[^:\s]+(:[^:\s]+)?$/.test(spec.user)) {
+    throw new PrismError('INVALID_ARGUMENT', `user must be name|uid[:group|gid]; got ${JSON.stringify(spec.user)}`);
+  }
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
