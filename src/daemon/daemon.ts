@@ -98,7 +98,8 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     throw e;
   }
   try {
-    const registry = new RegistryClient({ insecure: cfg.insecureRegistries, auths: await loadRegistryAuths(cfg.registryAuthFile) });
+    const auths = await loadRegistryAuths(cfg.registryAuthFile);
+    const registry = new RegistryClient({ insecure: cfg.insecureRegistries, auths });
     const images = new LocalImageStore({ root: cfg.imagesDir, puller: new RegistryPuller(registry), fixupBinary: initBinaryPath() });
     const candidates: RuntimeDriver[] = [
       new OciDriver({ stateDir: join(cfg.dataDir, 'runtime', 'oci'), initBinary: initBinaryPath(), logger: log }),
@@ -119,6 +120,8 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
         node: ident.id,
         initBinary: initBinaryPath(),
         ...(cfg.dockerHost ? { dockerHost: cfg.dockerHost } : {}),
+        // The engine keeps no credentials (the docker CLI sends them with each pull): Prism sends its own.
+        registryAuths: auths,
         logger: log,
       }),
     ];

@@ -19,7 +19,7 @@ import type { TaskSpec } from '../../src/runtime/driver.js';
 import { DockerDriver, NODE_LABEL } from '../../src/runtime/docker/docker-driver.js';
 import { dockerConnection } from '../../src/runtime/docker/docker-host.js';
 import { BUSYBOX, buildBusyboxLayer } from '../fixtures/busybox-layer.js';
-import { ensureTestRegistries, REGISTRY_BASIC, REGISTRY_PLAIN } from '../fixtures/test-images.js';
+import { ensureTestRegistries, REGISTRY_BASIC, REGISTRY_PLAIN, TEST_REGISTRY_USER } from '../fixtures/test-images.js';
 import { authHeaders, call, integrationSkipReason, REPO_ROOT, startPrismd, type Prismd } from './prismd-harness.js';
 
 const dockerHost = process.env.DOCKER_HOST ?? `unix://${process.env.PRISM_TEST_DOCKER_DIR ?? '/var/lib/prism-test/docker'}/docker.sock`;
@@ -211,6 +211,21 @@ describe.skipIf(!!reason)('the docker runtime\'s images (real dockerd, local reg
       expect(await codeOf('127.0.0.1:1/prism-test/nothing:1')).toBe('UNAVAILABLE');
       expect(await codeOf(NOWHERE)).toBe('NOT_FOUND');
       expect(await codeOf(`sha256:${'0'.repeat(64)}`)).toBe('NOT_FOUND');
+    });
+
+    it('sends Prism\'s credentials for the registry (prismd --registry-auth) with the engine\'s pull', async () => {
+      // On the registry that wants Basic credentials: pushed there by skopeo from the engine, then gone from the engine.
+      const ref = `${REGISTRY_BASIC}/prism-test/engine-pull:1`;
+      const creds = `${TEST_REGISTRY_USER.username}:${TEST_REGISTRY_USER.password}`;
+      execFileSync('skopeo', ['copy', '--quiet', '--insecure-policy', '--src-daemon-host', dockerHost, '--dest-tls-verify=false', '--dest-creds', creds, `docker-daemon:${BUILT}`, `docker://${ref}`]);
+      const withAuth = new DockerDriver({ dockerHost, node, initBinary, stateDir: join(root, 'driver'), registryAuths: { [REGISTRY_BASIC]: TEST_REGISTRY_USER } });
+      try {
+        const pulled = await withAuth.pullImage(ref);
+        expect(pulled.id).toBe((await engine.getImage(BUILT).inspect()).Id);
+        expect((await engine.getImage(ref).inspect()).Id).toBe(pulled.id);
+      } finally {
+        await engine.getImage(ref).remove().catch(() => undefined);
+      }
     });
 
     it('creates a task from an engine image id and runs commands in it as the spec says', async () => {

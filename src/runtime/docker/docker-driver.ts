@@ -36,6 +36,11 @@ export interface DockerDriverOptions {
    * `volumes/<id>/`, the host mounts of a task's volumes (which the engine bind-mounts).
    */
   stateDir: string;
+  /**
+   * Credentials by registry host (`host[:port]`, `docker.io`), as `prismd --registry-auth` gives them:
+   * sent with the engine's pull of an image from that registry (engine-image.ts).
+   */
+  registryAuths?: Record<string, { username: string; password: string }>;
   /** false: never give containers a size limit, even where the engine could (the bench's baseline for its cost). Default true. */
   diskLimit?: boolean;
   logger?: DockerDriverLogger;
@@ -91,7 +96,7 @@ export class DockerDriver implements RuntimeDriver {
   async pullImage(ref: string): Promise<RuntimeImage> {
     const t0 = Date.now();
     this.opts.logger?.info({ ref }, 'pulling image through the Docker engine');
-    const image = await pullEngineImage(this.docker, ref);
+    const image = await pullEngineImage(this.docker, ref, this.opts.registryAuths ?? {});
     this.opts.logger?.info({ ref, image: image.id, ms: Date.now() - t0 }, 'image pulled by the Docker engine');
     return image;
   }

@@ -30,6 +30,8 @@ describe('pullError', () => {
   it('reads an error the engine put in its progress stream after answering 200', () => {
     expect(pullError('unexpected EOF', 'a:1').code).toBe('UNAVAILABLE');
     expect(pullError('unauthorized: incorrect username or password', 'a:1').code).toBe('UNAUTHENTICATED');
+    // What dockerd 20.10 says of a zstd layer: not the network's fault.
+    expect(pullError('failed to register layer: ApplyLayer exit status 1 stdout:  stderr: unexpected EOF', 'a:1').code).toBe('INVALID_ARGUMENT');
   });
 
   it('says UNAVAILABLE when the engine itself did not answer', () => {

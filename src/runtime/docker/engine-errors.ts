@@ -45,6 +45,8 @@ const PULL_STATUS: Partial<Record<number, ErrorCode>> = { 400: 'INVALID_ARGUMENT
  * way to tell refused credentials from an unreachable registry. First match wins.
  */
 const PULL_WORDS: [RegExp, ErrorCode][] = [
+  // The engine got the image but cannot use a layer of it (e.g. zstd, which dockerd 20.10 cannot unpack).
+  [/failed to register layer|ApplyLayer|unsupported media type|error processing tar/i, 'INVALID_ARGUMENT'],
   // Network failures first: their messages embed the registry's URL, whose path could hold any word below.
   [/dial tcp|connection refused|no such host|server misbehaving|name resolution|i\/o timeout|TLS handshake timeout|network is unreachable|connection reset|deadline exceeded|Client\.Timeout|unexpected EOF|service unavailable|bad gateway/i, 'UNAVAILABLE'],
   // The engine would need configuring (insecure-registries, a CA): retrying will not help.

@@ -32,16 +32,29 @@ export async function findEngineImage(docker: Docker, ref: string): Promise<Runt
 }
 
 /**
- * Has the engine pull `ref` (its credentials, mirrors and insecure-registry settings apply) and
- * returns the pulled image. Failures are translated by pullError, whether the engine answers with an
- * error status or reports the error in its progress stream.
+ * The registry a reference names, as Docker decides it: the first component when it looks like a
+ * host (has '.' or ':', or is `localhost`), else Docker Hub.
  */
-export async function pullEngineImage(docker: Docker, ref: string): Promise<RuntimeImage> {
+export function registryOf(ref: string): string {
+  const first = ref.split('/')[0]!;
+  return ref.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost') ? first : 'docker.io';
+}
+
+/**
+ * Has the engine pull `ref` and returns the pulled image. The engine's registry mirrors and
+ * insecure-registries apply; credentials do not live in the engine (the docker CLI sends them with
+ * each pull), so those of `auths` for the reference's registry go with the request. Failures are
+ * translated by pullError, whether the engine answers with an error status or in its progress stream.
+ */
+export async function pullEngineImage(docker: Docker, ref: string, auths: Record<string, { username: string; password: string }>): Promise<RuntimeImage> {
   if (IMAGE_ID.test(ref)) throw new PrismError('NOT_FOUND', `the Docker engine has no image with id ${ref} (an image id cannot be pulled)`);
   let progress: NodeJS.ReadableStream;
   try {
-    // A reference without tag or digest means `latest`, as for `docker pull` (the API would pull every tag).
-    progress = await docker.pull(ref);
+    const registry = registryOf(ref);
+    const creds = auths[registry] ?? (registry === 'docker.io' ? auths['registry-1.docker.io'] ?? auths['index.docker.io'] : undefined);
+    // dockerode sends authconfig as X-Registry-Auth, and a reference without tag or digest as `latest`
+    // (as `docker pull` does; the API itself would pull every tag).
+    progress = await docker.pull(ref, creds ? { authconfig: { ...creds, serveraddress: registry } } : {});
   } catch (e) {
     throw pullError(e, ref);
   }
