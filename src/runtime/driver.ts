@@ -24,9 +24,10 @@ import type { ExecResult, RuntimeName } from '../core/types.js';
 
 /**
  * Where every task has prism-init (guest/init), read-only, whatever the runtime: oci bind-mounts it,
- * docker bakes it into the task's image, the microvm agent bind-mounts it from the initramfs. The file
- * service runs `TASK_INIT_PATH fs OP ...` through `exec`, so file operations happen inside the task's
- * own root (guest/init/fs-helper.c) and no driver needs a file API of its own.
+ * docker bakes it into the task's image (or, for an engine's own image, puts it into the container),
+ * the microvm agent bind-mounts it from the initramfs. The file service runs `TASK_INIT_PATH fs OP ...`
+ * through `exec`, so file operations happen inside the task's own root (guest/init/fs-helper.c) and no
+ * driver needs a file API of its own.
  */
 export const TASK_INIT_PATH = '/.prism/init';
 
