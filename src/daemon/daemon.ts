@@ -111,10 +111,11 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     throw e;
   }
   try {
-    const registry = new RegistryClient({ insecure: cfg.insecureRegistries, auths: await loadRegistryAuths(cfg.registryAuthFile) });
+    const auths = await loadRegistryAuths(cfg.registryAuthFile);
+    const registry = new RegistryClient({ insecure: cfg.insecureRegistries, auths });
     const images = new LocalImageStore({ root: cfg.imagesDir, puller: new RegistryPuller(registry), fixupBinary: initBinaryPath() });
     // One look at the host's cgroups (v1, or v2 with or without systemd) for every driver that uses them.
-    const candidates = runtimeCandidates(cfg, { nodeId: ident.id, cgroupHost: probeCgroups(), logger: log });
+    const candidates = runtimeCandidates(cfg, { nodeId: ident.id, cgroupHost: probeCgroups(), registryAuths: auths, logger: log });
     const runtimeInfo = await probeRuntimes(candidates);
     const drivers = new Map<RuntimeName, RuntimeDriver>();
     for (const [i, d] of candidates.entries()) {

@@ -7,13 +7,17 @@ import { MicrovmDriver } from '../runtime/microvm/microvm-driver.js';
 import { OciDriver } from '../runtime/oci/oci-driver.js';
 import type { Logger } from '../service/logger.js';
 import type { DaemonConfig } from './config.js';
+import type { RegistryAuths } from './registry-config.js';
 import { initBinaryPath } from './package-info.js';
 
 /**
  * Every driver this prismd can run, built from its configuration. prismd and `prismd doctor` both
  * probe this list, so that they judge a host alike.
  */
-export function runtimeCandidates(cfg: DaemonConfig, o: { nodeId: string; cgroupHost: CgroupHost; logger?: Logger }): RuntimeDriver[] {
+export function runtimeCandidates(
+  cfg: DaemonConfig,
+  o: { nodeId: string; cgroupHost: CgroupHost; registryAuths?: RegistryAuths; logger?: Logger },
+): RuntimeDriver[] {
   const logger = o.logger ? { logger: o.logger } : {};
   return [
     new OciDriver({ stateDir: join(cfg.dataDir, 'runtime', 'oci'), initBinary: initBinaryPath(), cgroupHost: o.cgroupHost, ...logger }),
@@ -36,6 +40,8 @@ export function runtimeCandidates(cfg: DaemonConfig, o: { nodeId: string; cgroup
       node: o.nodeId,
       initBinary: initBinaryPath(),
       ...(cfg.dockerHost ? { dockerHost: cfg.dockerHost } : {}),
+      // The engine keeps no credentials (the docker CLI sends them with each pull): Prism sends its own.
+      ...(o.registryAuths ? { registryAuths: o.registryAuths } : {}),
       ...logger,
     }),
   ];

@@ -24,9 +24,10 @@ import type { ExecResult, RuntimeName } from '../core/types.js';
 
 /**
  * Where every task has prism-init (guest/init), read-only, whatever the runtime: oci bind-mounts it,
- * docker bakes it into the task's image, the microvm agent bind-mounts it from the initramfs. The file
- * service runs `TASK_INIT_PATH fs OP ...` through `exec`, so file operations happen inside the task's
- * own root (guest/init/fs-helper.c) and no driver needs a file API of its own.
+ * docker bakes it into the task's image (or, for an engine's own image, puts it into the container),
+ * the microvm agent bind-mounts it from the initramfs. The file service runs `TASK_INIT_PATH fs OP ...`
+ * through `exec`, so file operations happen inside the task's own root (guest/init/fs-helper.c) and no
+ * driver needs a file API of its own.
  */
 export const TASK_INIT_PATH = '/.prism/init';
 
@@ -34,8 +35,13 @@ export interface TaskSpec {
   /** The sandbox id; everything the driver creates is named or labelled with it. */
   id: string;
   hostname: string;
-  /** Unpacked image layers, lowest first; the driver stacks a private writable layer on top. */
+  /** Unpacked image layers, lowest first; the driver stacks a private writable layer on top. Empty when `image` is set. */
   layers: string[];
+  /**
+   * Only for a driver whose capabilities say `ownImages`: the runtime's own image
+   * ({@link RuntimeImage.id}) as the task's root filesystem, instead of `layers`.
+   */
+  image?: string;
   /** Base environment of every command (image env merged with sandbox env). */
   env: Record<string, string>;
   workdir: string;
@@ -136,6 +142,25 @@ export interface RuntimeCapabilities {
    * another (Docker); the NetworkManager links the namespace that `taskNetns` names, after every create and start.
    */
   network?: 'join' | 'own';
+  /**
+   * The runtime keeps images of its own (a Docker engine's `docker images`). Then it has `findImage` and
+   * `pullImage`, and the service looks there before Prism's image store and lets the runtime pull what
+   * neither has (src/service/task-image.ts). Absent: tasks are made from Prism's store only.
+   */
+  ownImages?: boolean;
+}
+
+/**
+ * An image the runtime keeps itself (a Docker engine's), as `findImage`/`pullImage` report it. Its
+ * config is what the service applies to every command, as for an image of Prism's store.
+ */
+export interface RuntimeImage {
+  /** The runtime's id of the image (the engine's `sha256:...`): what TaskSpec.image names. */
+  id: string;
+  /** The image config's environment, `KEY=value` entries. */
+  env: string[];
+  workingDir?: string;
+  user?: string;
 }
 
 export interface ProbeResult {
@@ -165,6 +190,19 @@ export interface RuntimeDriver {
    * or not on this host (a remote engine).
    */
   taskNetns?(handle: TaskHandle): Promise<string>;
+  /**
+   * Only with capabilities().ownImages: the runtime's image for `ref` as the runtime names it (a tag
+   * such as `myapp:dev`, an image id or a digest reference), or undefined when it has none. Pulls
+   * nothing. Errors: UNAVAILABLE (the runtime does not answer).
+   */
+  findImage?(ref: string): Promise<RuntimeImage | undefined>;
+  /**
+   * Only with capabilities().ownImages: has the runtime pull `ref` with its own credentials and
+   * mirrors. Errors: NOT_FOUND (no such image; the message names `ref`), UNAUTHENTICATED /
+   * PERMISSION_DENIED (the registry refused), UNAVAILABLE (registry or runtime unreachable),
+   * INVALID_ARGUMENT (a reference the runtime rejects). A failed pull tags nothing.
+   */
+  pullImage?(ref: string): Promise<RuntimeImage>;
   /** Releases the driver's connections and timers (daemon shutdown). Tasks keep running. Idempotent. */
   close(): Promise<void>;
 }

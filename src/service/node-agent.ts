@@ -8,6 +8,7 @@ import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { SandboxNetworks } from './sandbox-networks.js';
 import type { SandboxRepo } from './sandbox-repo.js';
+import { resolveTaskImage, type TaskImage } from './task-image.js';
 
 /** `nobody`: what commands run as in an image that names no user (issue 6: never root by default). */
 export const DEFAULT_SANDBOX_USER = '65534:65534';
@@ -114,7 +115,7 @@ export class NodeAgent {
    * scheduled -> running, or -> failed (with the create's error code) leaving no task behind. The task
    * handle and the `running` record go in one commit that also checks the record did not change while
    * the task was made (a delete meanwhile wins: the new task is destroyed). `starting` is written only
-   * when the image must be pulled first, since that can take a while.
+   * when the image must be pulled first (task-image.ts decides from where), since that can take a while.
    */
   private async runAssignment(id: string): Promise<void> {
     const cur = await this.repo.getSandbox(id);
@@ -122,18 +123,16 @@ export class NodeAgent {
     let { value: sb, revision } = cur;
     try {
       await this.lock.run(id, async () => {
-        const present = await this.images.get(sb.image).then(() => true, (e: unknown) => (isPrismError(e, 'NOT_FOUND') ? false : Promise.reject(e)));
-        if (!present) {
+        const image = await resolveTaskImage(sb.image, this.driver(sb.runtime), this.images, async () => {
           sb = await this.repo.update(id, (s) => (s.status === 'scheduled' ? { ...s, status: 'starting' } : undefined)).catch((e: unknown) => {
             throw isPrismError(e, 'NOT_FOUND') ? new Superseded() : e;
           });
           if (sb.status !== 'starting') throw new Superseded();
           revision = (await this.repo.getSandbox(id))?.revision ?? 0;
-          await this.images.ensure(sb.image);
-        }
-        const { handle, imageDigest, workdir, user } = await this.makeTask(sb);
+        });
+        const { handle, workdir, user } = await this.makeTask(sb, image);
         const startedAt = new Date().toISOString();
-        const running: Sandbox = { ...sb, status: 'running', imageDigest, workdir, startedAt };
+        const running: Sandbox = { ...sb, status: 'running', imageDigest: image.digest, workdir, startedAt };
         if (user) running.user = user;
         try {
           await this.repo.commitRunning(this.nodeId, handle, running, revision);
@@ -158,13 +157,11 @@ export class NodeAgent {
     }
   }
 
-  /** Makes the task of a new sandbox from its (present) image. On failure nothing is left behind. */
-  private async makeTask(sb: Sandbox): Promise<{ handle: TaskHandle; imageDigest: string; workdir: string; user?: string }> {
+  /** Makes the task of a new sandbox from its resolved image. On failure nothing is left behind. */
+  private async makeTask(sb: Sandbox, image: TaskImage): Promise<{ handle: TaskHandle; workdir: string; user?: string }> {
     const driver = this.driver(sb.runtime);
-    const rootfs = await this.images.rootfs(sb.image);
-    const cfg = rootfs.image.config;
     const env: Record<string, string> = {};
-    for (const kv of cfg.env) {
+    for (const kv of image.env) {
       const i = kv.indexOf('=');
       if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
     }
@@ -172,9 +169,9 @@ export class NodeAgent {
     const spec: TaskSpec = {
       id: sb.id,
       hostname: sb.name,
-      layers: rootfs.layerDirs,
+      layers: image.layers,
       env,
-      workdir: sb.workdir || cfg.workingDir || '/',
+      workdir: sb.workdir || image.workingDir || '/',
       cpus: sb.cpus,
       memoryMb: sb.memoryMb,
       pidsLimit: sb.pidsLimit,
@@ -182,8 +179,9 @@ export class NodeAgent {
       diskMb: sb.diskMb ?? 2048,
       maxOpenFiles: sb.maxOpenFiles ?? 1024,
     };
+    if (image.runtimeImage) spec.image = image.runtimeImage;
     // The request's user, else the image's, else an unprivileged default; root only when asked for.
-    const user = sb.user || cfg.user || this.opts.defaultUser;
+    const user = sb.user || image.user || this.opts.defaultUser;
     if (user && !ROOT_USERS.has(user)) spec.user = user;
     if (sb.volumes?.length) spec.volumes = await this.taskVolumes(sb, driver.capabilities().isolation !== 'vm');
     const network = await this.networks.prepare(sb, driver);
@@ -197,7 +195,7 @@ export class NodeAgent {
       await this.networks.teardown(sb.id).catch((te) => this.log.error({ err: te, sandbox: sb.id }, 'network cleanup after failed create failed'));
       throw e;
     }
-    return { handle, imageDigest: rootfs.image.digest, workdir: spec.workdir, ...(user ? { user } : {}) };
+    return { handle, workdir: spec.workdir, ...(user ? { user } : {}) };
   }
 
   private async taskVolumes(sb: Sandbox, hostKernel: boolean): Promise<TaskVolume[]> {

@@ -5,15 +5,18 @@ import { join } from 'node:path';
 import Docker from 'dockerode';
 import { asPrismError, PrismError } from '../../core/errors.js';
 import type {
-  ExecOptions, ProbeResult, RuntimeCapabilities, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskState, TaskStats,
+  ExecOptions, ProbeResult, RuntimeCapabilities, RuntimeDriver, RuntimeImage, TaskHandle, TaskProcess, TaskSpec, TaskState, TaskStats,
 } from '../driver.js';
 import { probeDiskLimit, storageSize, type DiskLimitSupport } from './disk-limit.js';
 import { dockerExec, AGENT_SOCKET } from './docker-exec.js';
 import { describeConnection, dockerConnection } from './docker-host.js';
+import { numericUser, resolveContainerUser } from './container-user.js';
 import { engineError, engineStatus } from './engine-errors.js';
+import { findEngineImage, initArchive, pullEngineImage } from './engine-image.js';
 import { resolvConfArchive } from './resolv-conf.js';
 import { ensureLayerImage, fileDigest, INIT_PATH, layerImageTag, MANAGED_LABEL, requireLayerDirs } from './layer-image.js';
 import { anyVolumeFull, mountHostVolumes, unmountHostVolumes } from '../host-volumes.js';
+import { userSpec, type TaskUser } from '../task-user.js';
 
 export interface DockerDriverLogger {
   info(o: object, msg?: string): void;
@@ -33,6 +36,11 @@ export interface DockerDriverOptions {
    * `volumes/<id>/`, the host mounts of a task's volumes (which the engine bind-mounts).
    */
   stateDir: string;
+  /**
+   * Credentials by registry host (`host[:port]`, `docker.io`), as `prismd --registry-auth` gives them:
+   * sent with the engine's pull of an image from that registry (engine-image.ts).
+   */
+  registryAuths?: Record<string, { username: string; password: string }>;
   /** false: never give containers a size limit, even where the engine could (the bench's baseline for its cost). Default true. */
   diskLimit?: boolean;
   logger?: DockerDriverLogger;
@@ -47,9 +55,10 @@ const PROBE_TIMEOUT_MS = 5_000;
 /**
  * Runs tasks as containers of a Docker Engine (local, Docker Desktop or remote), through its API only:
  * nothing here assumes the engine shares this host's filesystem. Each task is the container
- * `prism-<id>` labelled `prism.sandbox=<id>` and `prism.node=<node>`, made from an image the driver
- * builds from the sandbox's layers (loaded into the engine once). PID 1 is prism-init, whose exec agent
- * is reached through `docker exec prism-init relay` (docker-exec.ts). The container's writable layer
+ * `prism-<id>` labelled `prism.sandbox=<id>` and `prism.node=<node>`, made from one of the engine's own
+ * images as it is, with prism-init put into the container (engine-image.ts), or from an image the
+ * driver builds from the sandbox's layers in Prism's store (layer-image.ts, loaded into the engine
+ * once). PID 1 is prism-init, whose exec agent is reached through `docker exec prism-init relay` (docker-exec.ts). The container's writable layer
  * is the task's filesystem, so stop/start keep it; destroy removes the container and its anonymous
  * volumes. Images stay cached in the engine (labelled `prism.managed=true`).
  * diskMb is the container's StorageOpt.size where the engine's storage driver can limit it (asked once,
@@ -65,6 +74,7 @@ export class DockerDriver implements RuntimeDriver {
   private readonly connection: Docker.DockerOptions;
   private readonly loading = new Map<string, Promise<void>>();
   private initDigest?: Promise<string>;
+  private initTar?: Promise<Buffer>;
   private diskLimit?: Promise<DiskLimitSupport>;
   private readonly imageBytes = new Map<string, number>();
 
@@ -75,7 +85,20 @@ export class DockerDriver implements RuntimeDriver {
 
   capabilities(): RuntimeCapabilities {
     // The engine cannot join a namespace by path: the NetworkManager links the container's own (taskNetns).
-    return { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true, network: 'own' };
+    // Its images (`docker images`) are used as they are, before Prism's store (src/service/task-image.ts).
+    return { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true, network: 'own', ownImages: true };
+  }
+
+  findImage(ref: string): Promise<RuntimeImage | undefined> {
+    return findEngineImage(this.docker, ref);
+  }
+
+  async pullImage(ref: string): Promise<RuntimeImage> {
+    const t0 = Date.now();
+    this.opts.logger?.info({ ref }, 'pulling image through the Docker engine');
+    const image = await pullEngineImage(this.docker, ref, this.opts.registryAuths ?? {});
+    this.opts.logger?.info({ ref, image: image.id, ms: Date.now() - t0 }, 'image pulled by the Docker engine');
+    return image;
   }
 
   async probe(): Promise<ProbeResult> {
@@ -114,7 +137,9 @@ export class DockerDriver implements RuntimeDriver {
     }
     await requireLayerDirs(spec.layers);
     const name = containerName(spec.id);
-    const image = await this.imageFor(spec.layers);
+    // An engine image is used as it is (prism-init goes into the container); Prism's layers become an image with it.
+    const image = spec.image ?? (await this.imageFor(spec.layers));
+    const init = spec.image !== undefined ? await this.initArchive() : undefined;
     const storageOpt = await this.storageOpt(spec, image);
     let created = false;
     try {
@@ -123,6 +148,13 @@ export class DockerDriver implements RuntimeDriver {
         throw engineError(e, `creating task ${spec.id}`, { 409: 'ALREADY_EXISTS', 404: 'FAILED_PRECONDITION' });
       });
       created = true;
+      if (init) {
+        await this.docker.getContainer(name).putArchive(init, { path: '/' }).catch((e: unknown) => {
+          throw engineError(e, `putting prism-init into task ${spec.id} (image ${image})`, { 400: 'FAILED_PRECONDITION', 403: 'FAILED_PRECONDITION' });
+        });
+      }
+      // A user by name is resolved once, in the container's own /etc/passwd; the handle keeps the ids.
+      const user = spec.user !== undefined && numericUser(spec.user) === undefined ? await resolveContainerUser(this.docker, name, spec.user) : undefined;
       if (spec.network) {
         await this.docker.getContainer(name).putArchive(resolvConfArchive(spec.network.nameservers), { path: '/etc' }).catch((e: unknown) => {
           throw engineError(e, `writing the resolv.conf of task ${spec.id}`);
@@ -132,7 +164,7 @@ export class DockerDriver implements RuntimeDriver {
         throw engineError(e, `starting task ${spec.id}`, { 400: 'FAILED_PRECONDITION' });
       });
       this.opts.logger?.info({ task: spec.id, image }, 'docker task created');
-      return { id: spec.id, runtime: 'docker', spec, data: { container: name, image, diskLimit: storageOpt !== undefined } };
+      return { id: spec.id, runtime: 'docker', spec, data: { container: name, image, diskLimit: storageOpt !== undefined, ...(user ? { user } : {}) } };
     } catch (e) {
       if (created) {
         await this.remove(name).catch((re: unknown) => this.opts.logger?.error({ err: re, task: spec.id }, 'cleanup after failed create failed'));
@@ -168,7 +200,7 @@ export class DockerDriver implements RuntimeDriver {
 
   async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
     // Handles from before disk limits (or from an engine without them) have no diskLimit: never full.
-    const user = opts.asRoot ? undefined : userSpec(handle.spec.user);
+    const user = opts.asRoot ? undefined : taskUser(handle);
     const proc = await dockerExec(this.docker, containerName(handle.id), opts, user, handle.data.diskLimit === true);
     const volumes = handle.spec.volumes ?? [];
     if (volumes.length === 0) return proc;
@@ -326,6 +358,15 @@ export class DockerDriver implements RuntimeDriver {
     return tag;
   }
 
+  /** prism-init as a tar for the archive API, read once (engine-image.ts). */
+  private initArchive(): Promise<Buffer> {
+    this.initTar ??= readFile(this.opts.initBinary).then(initArchive, (e: unknown) => {
+      this.initTar = undefined;
+      throw new PrismError('FAILED_PRECONDITION', `init binary unreadable: ${this.opts.initBinary}`, { cause: e });
+    });
+    return this.initTar;
+  }
+
   private async inspectContainer(id: string): Promise<Docker.ContainerInspectInfo | null> {
     try {
       const info = await this.docker.getContainer(containerName(id)).inspect();
@@ -373,23 +414,23 @@ function containerName(id: string): string {
   return `prism-${id}`;
 }
 
-/** Numeric `uid[:gid]` only for now; names would need the image's /etc/passwd (see docs/runtimes.md). */
-function userSpec(user: string | undefined): string | undefined {
-  if (!user) return undefined;
-  const m = /^(\d+)(?::(\d+))?$/.exec(user);
-  if (!m) throw new PrismError('INVALID_ARGUMENT', `the docker runtime takes a numeric user (uid[:gid]) for now; got ${JSON.stringify(user)}`);
-  const gid = m[2] ?? m[1]!;
-  return `${m[1]} ${gid} ${gid}`;
+/** The agent's "uid gid groups" for the task's commands; undefined: root. */
+function taskUser(handle: TaskHandle): string | undefined {
+  const named = handle.data.user as TaskUser | undefined;
+  if (named) return userSpec(named);
+  return handle.spec.user === undefined ? undefined : numericUser(handle.spec.user);
 }
 
 function validateSpec(spec: TaskSpec): void {
   containerName(spec.id);
-  if (spec.layers.length === 0) throw new PrismError('INVALID_ARGUMENT', 'a task needs at least one layer');
+  if (spec.layers.length === 0 && spec.image === undefined) throw new PrismError('INVALID_ARGUMENT', 'a task needs an engine image or at least one layer');
   if (!(spec.memoryMb > 0 && spec.cpus > 0 && spec.pidsLimit > 0 && Number.isInteger(spec.diskMb) && spec.diskMb > 0)) {
     throw new PrismError('INVALID_ARGUMENT', 'memoryMb, cpus and pidsLimit must be positive, diskMb a positive integer');
   }
   if (!spec.workdir.startsWith('/')) throw new PrismError('INVALID_ARGUMENT', 'workdir must be an absolute path');
-  userSpec(spec.user);
+  if (spec.user !== undefined && !/^[^:\s]+(:[^:\s]+)?$/.test(spec.user)) {
+    throw new PrismError('INVALID_ARGUMENT', `user must be name|uid[:group|gid]; got ${JSON.stringify(spec.user)}`);
+  }
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

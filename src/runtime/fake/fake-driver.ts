@@ -8,6 +8,7 @@ import type {
   ProbeResult,
   RuntimeCapabilities,
   RuntimeDriver,
+  RuntimeImage,
   TaskHandle,
   TaskProcess,
   TaskSpec,
@@ -47,6 +48,12 @@ interface FakeTask {
 export interface FakeDriverOptions {
   name?: RuntimeName;
   capabilities?: Partial<RuntimeCapabilities>;
+  /**
+   * Gives the fake images of its own, as a Docker engine has (capabilities().ownImages): `local` by
+   * reference, what findImage finds; `registry`, what pullImage can fetch (then local too) or the
+   * error its pull fails with. A reference in neither fails to pull with NOT_FOUND.
+   */
+  ownImages?: { local?: Record<string, RuntimeImage>; registry?: Record<string, RuntimeImage | PrismError> };
 }
 
 class FakeProcess implements TaskProcess {
@@ -173,10 +180,16 @@ export class FakeDriver implements RuntimeDriver {
   private readonly caps: RuntimeCapabilities;
   private readonly tasks = new Map<string, FakeTask>();
   private createError?: Error;
+  private readonly localImages: Map<string, RuntimeImage>;
+  private readonly registry: Map<string, RuntimeImage | PrismError>;
+  /** References pullImage was asked for, in order. */
+  readonly pulls: string[] = [];
 
   constructor(opts: FakeDriverOptions = {}) {
     this.name = opts.name ?? 'oci';
-    this.caps = { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true, ...opts.capabilities };
+    this.caps = { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true, ...(opts.ownImages ? { ownImages: true } : {}), ...opts.capabilities };
+    this.localImages = new Map(Object.entries(opts.ownImages?.local ?? {}));
+    this.registry = new Map(Object.entries(opts.ownImages?.registry ?? {}));
   }
 
   capabilities(): RuntimeCapabilities {
@@ -218,6 +231,9 @@ export class FakeDriver implements RuntimeDriver {
       throw err;
     }
     if (this.tasks.has(spec.id)) throw new PrismError('ALREADY_EXISTS', `task ${spec.id} already exists`);
+    if (spec.image !== undefined && ![...this.localImages.values()].some((i) => i.id === spec.image)) {
+      throw new PrismError('INVALID_ARGUMENT', `the fake runtime has no image ${spec.image}`);
+    }
     const handle: TaskHandle = { id: spec.id, runtime: this.name, spec: structuredClone(spec), data: { fake: true } };
     this.tasks.set(spec.id, { handle, state: 'running', files: new Map(), procs: new Set() });
     return structuredClone(handle);
@@ -258,6 +274,20 @@ export class FakeDriver implements RuntimeDriver {
   }
 
   async close(): Promise<void> {}
+
+  async findImage(ref: string): Promise<RuntimeImage | undefined> {
+    const image = this.localImages.get(ref);
+    return image && structuredClone(image);
+  }
+
+  async pullImage(ref: string): Promise<RuntimeImage> {
+    this.pulls.push(ref);
+    const found = this.registry.get(ref);
+    if (found instanceof PrismError) throw found;
+    if (!found) throw new PrismError('NOT_FOUND', `pulling '${ref}': the fake registry has no such image`);
+    this.localImages.set(ref, found);
+    return structuredClone(found);
+  }
 
   async listTasks(): Promise<string[]> {
     return [...this.tasks.keys()];

@@ -15,7 +15,8 @@ import { anyVolumeFull, mountHostVolumes, unmountHostVolumes } from '../host-vol
 import { Runc, type ContainerState } from './runc.js';
 import { isDiskFull, makeTaskDisk, mountTaskDisk } from './task-disk.js';
 import { buildRuntimeSpec, cpuQuotaUs } from './runtime-spec.js';
-import { resolveTaskUser, type TaskUser } from './task-user.js';
+import type { TaskUser } from '../task-user.js';
+import { resolveTaskUser } from './task-user.js';
 
 export interface OciDriverLogger {
   info(o: object, msg?: string): void;

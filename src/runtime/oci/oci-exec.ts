@@ -1,7 +1,7 @@
 import { PrismError } from '../../core/errors.js';
 import type { ExecOptions, TaskProcess } from '../driver.js';
 import { agentExec } from '../exec-agent-client.js';
-import { userSpec, type TaskUser } from './task-user.js';
+import { userSpec, type TaskUser } from '../task-user.js';
 import { toTaskProcess, ttyEnv } from '../agent-process.js';
 
 /**

@@ -1,15 +1,7 @@
 import { constants } from 'node:fs';
 import { lstat, open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PrismError } from '../../core/errors.js';
-
-/** The user commands run as, resolved against the image's own /etc/passwd and /etc/group. */
-export interface TaskUser {
-  uid: number;
-  gid: number;
-  groups: number[];
-  home: string;
-}
+import { parseTaskUser, type TaskUser } from '../task-user.js';
 
 /**
  * Reads a file of the task's rootfs from the host without following symlinks: an image's
@@ -28,39 +20,7 @@ async function readImageFile(rootfs: string, rel: string): Promise<string> {
   }
 }
 
-const NUMERIC = /^\d+$/;
-
-/** `user[:group]` as in an image config's User (names or numeric ids), Docker's rules. */
+/** `user[:group]` (names or numeric ids) resolved in the task's rootfs, Docker's rules. */
 export async function resolveTaskUser(rootfs: string, spec: string): Promise<TaskUser> {
-  const [userPart = '', groupPart] = spec.split(':', 2);
-  if (userPart === '') throw new PrismError('INVALID_ARGUMENT', `user '${spec}' is empty`);
-  const passwd = (await readImageFile(rootfs, 'etc/passwd')).split('\n').map((l) => l.split(':'));
-  const groupLines = (await readImageFile(rootfs, 'etc/group')).split('\n').map((l) => l.split(':'));
-  const entry = passwd.find((f) => f.length >= 7 && (NUMERIC.test(userPart) ? f[2] === userPart : f[0] === userPart));
-  if (!entry && !NUMERIC.test(userPart)) {
-    throw new PrismError('INVALID_ARGUMENT', `user '${userPart}' is not in the image's /etc/passwd`);
-  }
-  const uid = entry ? Number(entry[2]) : Number(userPart);
-  let gid = entry ? Number(entry[3]) : 0;
-  if (groupPart !== undefined && groupPart !== '') {
-    if (NUMERIC.test(groupPart)) gid = Number(groupPart);
-    else {
-      const g = groupLines.find((f) => f.length >= 3 && f[0] === groupPart);
-      if (!g) throw new PrismError('INVALID_ARGUMENT', `group '${groupPart}' is not in the image's /etc/group`);
-      gid = Number(g[2]);
-    }
-  }
-  const name = entry?.[0];
-  const groups = name
-    ? groupLines.filter((f) => f.length >= 4 && (f[3] ?? '').split(',').includes(name)).map((f) => Number(f[2]))
-    : [];
-  if (![uid, gid, ...groups].every((n) => Number.isSafeInteger(n) && n >= 0 && n < 2 ** 32)) {
-    throw new PrismError('INVALID_ARGUMENT', `user '${spec}' resolves to invalid ids`);
-  }
-  return { uid, gid, groups: [...new Set([gid, ...groups])], home: entry?.[5] || '/' };
-}
-
-/** The agent's wire form: "uid gid g1,g2". */
-export function userSpec(u: TaskUser): string {
-  return `${u.uid} ${u.gid} ${u.groups.join(',')}`;
+  return parseTaskUser(spec, await readImageFile(rootfs, 'etc/passwd'), await readImageFile(rootfs, 'etc/group'));
 }
