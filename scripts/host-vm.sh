@@ -79,7 +79,7 @@ ensure_image() {
     rm -rf "$CACHE"/.build-* # left by a build that was killed; the lock says none is running
     started=$SECONDS
     log "building image $key (once per change of its inputs; minutes)"
-    bash "$LIB/build-image.sh" "$stage" "$CACHE/debs" || { rm -rf "$stage"; die "image build failed"; }
+    bash "$LIB/build-image.sh" "$stage" "$CACHE/debs" >&2 || { rm -rf "$stage"; die "image build failed"; }
     chmod 444 "$stage/root.img"
     mv "$stage" "$dir"
     log "image $key built in $((SECONDS - started)) s"
@@ -131,6 +131,7 @@ run_vm() {
   trap 'exit 143' TERM HUP
 
   local disks=() mounts=""
+  [ -d "$REPO/dist" ] || log "note: no dist/ in $REPO (npm run build), so none in the VM"
   stage_checkout "$RUN/checkout"
   data_disk prism-checkout "$RUN/checkout" "$RUN/checkout.img"
   rm -rf "$RUN/checkout"
@@ -221,11 +222,12 @@ console_tail() {
 }
 
 cleanup() {
-  [ -n "${QEMU_PID:-}" ] && kill -KILL "$QEMU_PID" 2>/dev/null && wait "$QEMU_PID" 2>/dev/null
+  # Runs on every exit, also amid a failure: nothing in here may stop it half way.
+  set +e
+  if [ -n "$QEMU_PID" ]; then kill -KILL "$QEMU_PID" 2>/dev/null; wait "$QEMU_PID" 2>/dev/null; fi
   local t
   for t in "${TAILS[@]}"; do kill "$t" 2>/dev/null; done
-  [ -n "${RUN:-}" ] && rm -rf "$RUN"
-  return 0
+  [ -n "$RUN" ] && rm -rf "$RUN"
 }
 
 QEMU_PID="" TAILS=() RUN="" IMAGE="" T_START=0 T_QEMU=0
