@@ -25,7 +25,7 @@ source "$LIB/inputs.sh"
 
 log() { echo "host-vm: $*" >&2; }
 die() { log "$*"; exit 125; }
-usage() { sed -n '5,10p' "$0" >&2; exit 2; }
+usage() { sed -n '5,10s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 
 MODE=${1:-}
 [ $# -gt 0 ] && shift
