@@ -1,0 +1,84 @@
+/**
+ * scripts/host-vm.sh: one command through the stock-server VM. It must run under systemd on cgroup v2
+ * with the host's node, stream its output while it runs, come back with its exit status, and leave
+ * nothing behind. Under TCG a boot takes a minute or more; the first run on a machine also builds the
+ * image (.ci/run builds it before the tests). Needs root, QEMU and debootstrap, else skipped.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { REPO_ROOT } from './prismd-harness.js';
+
+function skipReason(): string | null {
+  if (process.getuid?.() !== 0) return 'not running as root';
+  for (const tool of ['qemu-system-x86_64', 'debootstrap']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    } catch {
+      return `${tool} is not installed (scripts/setup.sh installs it)`;
+    }
+  }
+  return null;
+}
+
+interface Chunk {
+  at: number;
+  text: string;
+}
+
+function runHostVm(args: string[], tmp: string): Promise<{ code: number | null; out: Chunk[]; err: string; endedAt: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', [join(REPO_ROOT, 'scripts/host-vm.sh'), ...args], { cwd: REPO_ROOT, env: { ...process.env, TMPDIR: tmp } });
+    const out: Chunk[] = [];
+    let err = '';
+    child.stdout.on('data', (b: Buffer) => out.push({ at: Date.now(), text: b.toString() }));
+    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, out, err, endedAt: Date.now() }));
+  });
+}
+
+/** QEMU processes whose command line mentions `dir` (the run's temp dir lives under it). */
+async function qemuUnder(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const pid of (await readdir('/proc')).filter((p) => /^\d+$/.test(p))) {
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.startsWith('qemu-system') && cmdline.includes(dir)) found.push(pid);
+  }
+  return found;
+}
+
+const reason = skipReason();
+if (reason) console.warn(`skipping host-vm tests: ${reason}`);
+
+describe.skipIf(!!reason)('scripts/host-vm.sh', () => {
+  it('runs a command under systemd and cgroup v2, streams its output and returns its status', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'hostvm-test-'));
+    try {
+      const script = [
+        'cat /proc/1/comm',
+        'stat -fc %T /sys/fs/cgroup',
+        'node --version',
+        'test -f /prism/package.json && test -d /prism/node_modules && echo checkout-ok',
+        'echo to-stderr >&2',
+        'echo tick-1; sleep 4; echo tick-2',
+        'exit 7',
+      ].join('; ');
+      const r = await runHostVm(['run', '--timeout', '1200', '--', 'sh', '-c', script], tmp);
+      const out = r.out.map((c) => c.text).join('');
+      expect(r.code, `${out}\n${r.err}`).toBe(7);
+      expect(out).toMatch(/^systemd\ncgroup2fs\nv20\.\d+\.\d+\ncheckout-ok\ntick-1\ntick-2\n$/);
+      expect(r.err).toContain('to-stderr');
+      // Streamed: tick-1 reached us while the command was still sleeping, not at the end.
+      const first = r.out.find((c) => c.text.includes('tick-1'));
+      expect(first, out).toBeDefined();
+      expect(r.out.some((c) => c.text.includes('tick-2') && !c.text.includes('tick-1')), 'tick-1 and tick-2 arrived together').toBe(true);
+      expect(await readdir(tmp)).toEqual([]);
+      expect(await qemuUnder(tmp)).toEqual([]);
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  }, 2_400_000);
+});
