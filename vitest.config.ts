@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import HostVmFirst from './test/sequencer.js';
 
 export default defineConfig({
   test: {
@@ -8,5 +9,7 @@ export default defineConfig({
     // Integration tests start real daemons and containers; 2 cores do not gain from more.
     maxWorkers: 2,
     globalSetup: ['test/global-setup.ts'],
+    // The host VM run (most of the suite's length, in one worker) starts first.
+    sequence: { sequencer: HostVmFirst },
   },
 });

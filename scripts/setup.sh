@@ -32,23 +32,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-# The TypeScript build is skipped when its inputs are what the last build compiled (a re-run, or a
-# checkout whose dist/ was built elsewhere, as in the host VM where tsc would take minutes under
-# emulation); make decides for the guest binaries itself.
-build_inputs() {
-  { find src bench test examples -type f -name '*.ts' -print0 | sort -z | xargs -0 sha256sum
-    sha256sum package-lock.json tsconfig.json tsconfig.test.json; } | sha256sum | cut -d' ' -f1
-}
-stamp=dist/.build-inputs
-inputs=$(build_inputs)
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$inputs" ]]; then
-  echo "setup: TypeScript build is up to date"
-  make -s -C guest/init && make -s -C guest/agent
-else
-  echo "setup: building"
-  npm run --silent build
-  echo "$inputs" >"$stamp"
-fi
+# The build skips tsc when dist/ was compiled from these very inputs (scripts/build.sh).
+bash scripts/build.sh --if-needed
 
 # The microvm runtime's guest kernel + initramfs (Debian's cloud kernel, our agent); fast when done.
 # Only microvm needs it, so a host that cannot fetch the kernel (no network) still gets oci and docker.

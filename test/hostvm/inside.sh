@@ -13,4 +13,4 @@ fi
 start=$(date +%s)
 npm run quickstart 2>&1 | tee /tmp/quickstart.out
 echo "host-vm: quick start took $(( $(date +%s) - start )) s"
-npx vitest run --config vitest.hostvm.config.ts "$@"
+PRISM_IN_HOST_VM=1 npx vitest run --config vitest.hostvm.config.ts "$@"

@@ -1,7 +1,8 @@
 /**
  * scripts/host-vm.sh: one command through the stock-server VM. It must run under systemd on cgroup v2
  * with the host's node, stream its output while it runs, come back with its exit status, and leave
- * nothing behind. Under TCG a boot takes a minute or more; the first run on a machine also builds the
+ * nothing behind. Then the proof that Prism runs on such a server: test/hostvm/inside.sh (the README's
+ * quick start as a user runs it, then the v2 + systemd suite) must pass there. Under TCG a boot takes a minute or more; the first run on a machine also builds the
  * image (.ci/run builds it before the tests). Needs root, QEMU and debootstrap, else skipped.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -76,6 +77,23 @@ describe.skipIf(!!reason)('scripts/host-vm.sh', () => {
       expect(first, out).toBeDefined();
       expect(r.out.some((c) => c.text.includes('tick-2') && !c.text.includes('tick-1')), 'tick-1 and tick-2 arrived together').toBe(true);
       expect(await readdir(tmp)).toEqual([]);
+      expect(await qemuUnder(tmp)).toEqual([]);
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  }, 2_400_000);
+
+  it('the quick start and the cgroup v2 + systemd suite pass on a stock Debian 12 server', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'hostvm-test-'));
+    try {
+      const r = await runHostVm(['run', '--timeout', '2400', '--', 'bash', 'test/hostvm/inside.sh'], tmp);
+      const out = r.out.map((c) => c.text).join('');
+      // On failure the VM's own vitest report says what failed; keep its tail in the message.
+      const tail = `${out.slice(-6000)}\n${r.err.slice(-2000)}`;
+      expect(r.code, tail).toBe(0);
+      expect(out, tail).toMatch(/^42$/m);
+      expect(out, tail).toMatch(/host-vm: quick start took \d+ s/);
+      expect(out, tail).toMatch(/Test Files\s+.*\d+ passed/);
       expect(await qemuUnder(tmp)).toEqual([]);
     } finally {
       await rm(tmp, { recursive: true, force: true });

@@ -8,12 +8,12 @@ export async function moduleState(sys: HostSystem, name: string): Promise<'loade
   return dryRun.code === 0 ? 'available' : 'absent';
 }
 
-/** The oci runtime stacks image layers with overlayfs; its probe looks in /proc/filesystems. */
+/** The oci runtime stacks image layers with overlayfs; its probe loads the module when it is one. */
 export async function checkOverlay(ctx: DoctorContext): Promise<Check> {
   const filesystems = (await ctx.sys.readFile('/proc/filesystems')) ?? '';
   if (/\toverlay$/m.test(filesystems)) return { name: 'overlayfs', status: 'ok', detail: 'overlay is in /proc/filesystems' };
   if ((await moduleState(ctx.sys, 'overlay')) !== 'absent') {
-    return { name: 'overlayfs', status: 'warn', detail: 'overlay is a module that is not loaded (the oci runtime looks in /proc/filesystems)', fix: 'modprobe overlay; echo overlay > /etc/modules-load.d/prism.conf' };
+    return { name: 'overlayfs', status: 'ok', detail: 'overlay is a module, not loaded yet (prismd loads it when the oci runtime starts)' };
   }
   return { name: 'overlayfs', status: severity(ctx.cfg, ['oci']), detail: 'the kernel has no overlay filesystem', fix: `a kernel with CONFIG_OVERLAY_FS (${DOCS}#overlayfs)` };
 }

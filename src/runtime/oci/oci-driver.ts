@@ -93,8 +93,7 @@ export class OciDriver implements RuntimeDriver {
       return { usable: false, reason: `runc does not run: ${asPrismError(e).message}`, details };
     }
     if (process.getuid?.() !== 0) return { usable: false, reason: 'the oci driver must run as root', details };
-    const filesystems = await readFile('/proc/filesystems', 'utf8').catch(() => '');
-    if (!/\toverlay$/m.test(filesystems)) return { usable: false, reason: 'the kernel does not support overlayfs', details };
+    if (!(await overlayAvailable())) return { usable: false, reason: 'the kernel does not support overlayfs (no overlay in /proc/filesystems, and `modprobe overlay` failed)', details };
     try {
       await access(this.opts.initBinary, constants.X_OK);
     } catch {
@@ -377,4 +376,17 @@ async function ensureLoopbackUp(pid: number): Promise<void> {
       err ? reject(new PrismError('INTERNAL', `bringing up lo in task: ${stderr.trim() || err.message}`, { cause: err })) : resolve(),
     );
   });
+}
+
+/**
+ * overlayfs is in the kernel, or a module that loads. Stock distribution kernels build it as a module
+ * that nothing loads until the first overlay mount (a fresh Debian server has no overlay in
+ * /proc/filesystems); load it now, as dockerd does, so the probe answers for the host, not for its
+ * module cache.
+ */
+async function overlayAvailable(): Promise<boolean> {
+  const listed = async () => /\toverlay$/m.test(await readFile('/proc/filesystems', 'utf8').catch(() => ''));
+  if (await listed()) return true;
+  await new Promise<void>((resolve) => execFile('modprobe', ['-q', 'overlay'], () => resolve()));
+  return listed();
 }
