@@ -9,16 +9,11 @@ export const DISK_MB_MAX = 1 << 20;
 /** Highest maxOpenFiles: the hard RLIMIT_NOFILE a task gets can only go up to what prismd itself may set. */
 export const MAX_OPEN_FILES_MAX = 20000;
 
-export type SandboxStatus =
-  | 'pending'
-  | 'scheduled'
-  | 'starting'
-  | 'running'
-  | 'stopping'
-  | 'stopped'
-  | 'failed'
-  | 'lost'
-  | 'deleting';
+export const SANDBOX_STATUSES = ['pending', 'scheduled', 'starting', 'running', 'stopping', 'stopped', 'failed', 'lost', 'deleting'] as const;
+export type SandboxStatus = (typeof SANDBOX_STATUSES)[number];
+
+/** Most ports one sandbox exposes through the API. */
+export const MAX_PORTS = 16;
 
 /**
  * Where a sandbox may open connections. `none`: no interface but `lo`. `all`: the internet, but never
@@ -90,7 +85,8 @@ export interface ExecResult {
   durationMs: number;
 }
 
-export type LimitCode = 'TIMEOUT' | 'OOM_KILLED' | 'DISK_FULL';
+export const LIMIT_CODES = ['TIMEOUT', 'OOM_KILLED', 'DISK_FULL'] as const;
+export type LimitCode = (typeof LIMIT_CODES)[number];
 
 /** The one limit to report for a command: what killed it first, else a full disk. */
 export function limitExceeded(r: { timedOut: boolean; oomKilled: boolean; diskFull: boolean }): LimitCode | undefined {

@@ -1,4 +1,5 @@
-import type { NewToken, NodeInfo, RuntimeName, Sandbox, SandboxStatus, TokenInfo } from '../core/types.js';
+import type { NewToken, NodeInfo, Sandbox, SandboxStatus, TokenInfo } from '../core/types.js';
+import type { CreateSandboxWire } from '../core/wire.js';
 import { PrismApiError, connectionError, errorFromResponse } from './errors.js';
 import { connectionFromEnv, DEFAULT_URL, normalizeUrl } from './config.js';
 import { ImagesApi } from './images.js';
@@ -53,36 +54,8 @@ export interface ClusterInfo {
   sandboxes: { total: number; byStatus: Partial<Record<SandboxStatus, number>> };
 }
 
-/** Body of `POST /sandboxes`; the daemon fills in what is left out. */
-export interface CreateSandboxOptions {
-  name?: string;
-  image?: string;
-  runtime?: RuntimeName;
-  cpus?: number;
-  memoryMb?: number;
-  /** Size of the writable layer in MiB (default 2048); writes past it fail with ENOSPC / DISK_FULL. */
-  diskMb?: number;
-  /** RLIMIT_NOFILE of every process in the sandbox (default 4096, at most 20000). */
-  maxOpenFiles?: number;
-  pidsLimit?: number;
-  env?: Record<string, string>;
-  workdir?: string;
-  /** Auto-stop after this many seconds of running; 0 = never. */
-  timeoutSec?: number;
-  /** Run commands as this user (`name|uid[:group|gid]`) instead of the image's User. */
-  user?: string;
-  /** Place only on nodes carrying all these labels (prismd `--label k=v`). */
-  nodeSelector?: Record<string, string>;
-  /**
-   * Where the sandbox may connect (docs/network.md). Default `{ egress: 'none' }`: only `lo`.
-   * `allow` takes IPv4 CIDRs and domain names (`*.example.com` for subdomains); `deny` CIDRs, and wins.
-   */
-  network?: { egress: 'none' | 'all' | { allow?: string[]; deny?: string[] } };
-  /** Sandbox TCP ports served through the API at `/api/v1/sandboxes/:id/ports/:port/` (see `portUrl`). */
-  ports?: number[];
-  /** Volumes to mount (see `prism.volumes`); the sandbox runs on the node that holds them. */
-  volumes?: Array<{ name: string; mountPath: string; readOnly?: boolean }>;
-}
+/** Body of `POST /sandboxes` (docs/api.md); the daemon fills in what is left out. */
+export type CreateSandboxOptions = CreateSandboxWire;
 
 export { DEFAULT_URL, normalizeUrl } from './config.js';
 

@@ -1,21 +1,14 @@
+import type { ExecResultWire } from '../core/wire.js';
 import { PrismApiError } from './errors.js';
 import { decodeOutput, readNdjson, toBase64 } from './wire.js';
 
-/** How a command ended, as the exec stream's last event says (the output came in the events before). */
-export interface ExecExit {
-  /** The execution's id (as in `logs()`); absent from servers that do not send it. */
-  id?: string;
-  exitCode: number;
-  /** Signal name when the process was killed by one, e.g. `SIGKILL`. */
-  signal?: string;
-  timedOut: boolean;
-  oomKilled: boolean;
-  /** The sandbox's writable layer was full when the command ended (false from servers that do not say). */
-  diskFull: boolean;
-  /** `TIMEOUT`, `OOM_KILLED` or `DISK_FULL` when a limit ended or hurt the command. */
-  limitExceeded?: 'TIMEOUT' | 'OOM_KILLED' | 'DISK_FULL';
-  durationMs: number;
-}
+/**
+ * How a command ended, as the exec stream's last event says (the output came in the events before):
+ * the API's exec result (src/core/wire.ts) without its output. `id` is absent from servers that do
+ * not send it; `limitExceeded` names the limit (`TIMEOUT`, `OOM_KILLED`, `DISK_FULL`) that ended or
+ * hurt the command.
+ */
+export type ExecExit = Omit<ExecResultWire, 'id' | 'stdout' | 'stderr' | 'encoding' | 'truncated'> & { id?: string };
 
 /** One event of a command's output stream, in the order the daemon sent them; `exit` comes last. */
 export type ExecEvent = { type: 'stdout' | 'stderr'; data: Uint8Array } | { type: 'exit'; exit: ExecExit };

@@ -1,4 +1,5 @@
 import type { Sandbox } from '../core/types.js';
+import type { ExecResultWire } from '../core/wire.js';
 import { PrismApiError } from './errors.js';
 import { openPty, type Pty, type PtyOptions, type SocketDialer } from './pty.js';
 import { cancelBody, execEvents, execRequestBody, exitOf, type ExecEvent, type ExecExit, type ExecRequestOptions } from './exec-stream.js';
@@ -49,19 +50,8 @@ export interface ExecLogEntry extends ExecResult {
   truncated: boolean;
 }
 
-interface WireExecResult {
-  id?: string;
-  exitCode: number;
-  signal?: string;
-  timedOut: boolean;
-  oomKilled: boolean;
-  diskFull?: boolean;
-  limitExceeded?: 'TIMEOUT' | 'OOM_KILLED' | 'DISK_FULL';
-  durationMs: number;
-  stdout?: string;
-  stderr?: string;
-  encoding?: 'utf8' | 'base64';
-}
+/** Older servers leave out `id` and `diskFull`; streamed results have no output fields. */
+type WireExecResult = Omit<ExecResultWire, 'id' | 'diskFull' | 'stdout' | 'stderr' | 'encoding'> & Partial<Pick<ExecResultWire, 'id' | 'diskFull' | 'stdout' | 'stderr' | 'encoding'>>;
 
 type WireExecRecord = WireExecResult & { id: string; cmd: string[]; startedAt: string; truncated: boolean };
 

@@ -1,6 +1,7 @@
 import { PrismError, asPrismError, isErrorCode, isPrismError } from '../core/errors.js';
 import { NAME_PATTERN, newSandboxId, readableName } from '../core/ids.js';
-import type { NetworkSpec, RuntimeName, Sandbox, SandboxStatus, VolumeMount } from '../core/types.js';
+import { MAX_PORTS, type NetworkSpec, type RuntimeName, type Sandbox, type SandboxStatus, type VolumeMount } from '../core/types.js';
+import type { CreateSandboxWire } from '../core/wire.js';
 import { parseReference } from '../images/reference.js';
 import { resolvePolicy } from '../net/policy.js';
 import type { Logger } from './logger.js';
@@ -9,34 +10,13 @@ import type { SandboxEvents } from './sandbox-events.js';
 import type { SandboxRepo } from './sandbox-repo.js';
 import { validateVolumeMounts } from './volume-rules.js';
 
-export interface CreateSandboxRequest {
-  name?: string;
-  image?: string;
-  runtime?: RuntimeName;
-  cpus?: number;
-  memoryMb?: number;
-  pidsLimit?: number;
-  diskMb?: number;
-  maxOpenFiles?: number;
-  env?: Record<string, string>;
-  workdir?: string;
-  timeoutSec?: number;
-  user?: string;
-  nodeSelector?: Record<string, string>;
-  /** `allow`/`deny` may be left out of a list policy (empty). */
-  network?: { egress: 'none' | 'all' | { allow?: string[]; deny?: string[] } };
-  ports?: number[];
-  /** Volumes to mount; each must exist, and all on one node (where the sandbox is then placed). */
-  volumes?: Array<{ name: string; mountPath: string; readOnly?: boolean }>;
-}
+/** What a create asks for: the API's create body (src/core/wire.ts); the service applies defaults. */
+export type CreateSandboxRequest = CreateSandboxWire;
 
 function normaliseNetwork(n: CreateSandboxRequest['network']): NetworkSpec {
   const e = n?.egress ?? 'none';
   return { egress: typeof e === 'string' ? e : { allow: e.allow ?? [], deny: e.deny ?? [] } };
 }
-
-/** Most ports one sandbox exposes through the API. */
-export const MAX_PORTS = 16;
 
 export interface CreateTimeouts {
   /** How long a create waits for a scheduler to place it before failing with UNAVAILABLE. */
