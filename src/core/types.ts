@@ -54,7 +54,14 @@ export interface SandboxSpec {
   volumes?: VolumeMount[];
   /** The node holding the sandbox's volumes (volumes are node-local): placement puts it there. */
   volumeNode?: string;
+  /** The client's own labels (E2B metadata): kept, returned, and matched by `GET /sandboxes?metadata=k=v`. */
+  metadata?: Record<string, string>;
+  /** What the end of `timeoutSec` does; absent = `stop`. */
+  onTimeout?: OnTimeout;
 }
+
+export const ON_TIMEOUT = ['stop', 'delete'] as const;
+export type OnTimeout = (typeof ON_TIMEOUT)[number];
 
 export interface Sandbox extends SandboxSpec {
   id: string;
@@ -67,6 +74,12 @@ export interface Sandbox extends SandboxSpec {
   stoppedAt?: string;
   /** Why the sandbox is `failed`/`lost`, or why the last stop happened. */
   error?: { code: string; message: string };
+  /**
+   * Secrets of sandbox-scoped clients, made at create and never serialised by API v1: `access` for the
+   * in-sandbox surface of the E2B gateway (envd), `traffic` for its exposed ports. Absent on records
+   * made before they existed (those sandboxes are not reachable that way).
+   */
+  secrets?: { access: string; traffic: string };
 }
 
 export interface ExecResult {

@@ -1,7 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { ERROR_CODES } from './errors.js';
 import { NAME_PATTERN } from './ids.js';
-import { DISK_MB_MAX, DISK_MB_MIN, LIMIT_CODES, MAX_OPEN_FILES_MAX, MAX_PORTS, MAX_VOLUMES_PER_SANDBOX, PROCESS_SIGNALS, RUNTIME_NAMES, SANDBOX_STATUSES, VOLUME_MB_MAX, VOLUME_MB_MIN } from './types.js';
+import { DISK_MB_MAX, DISK_MB_MIN, LIMIT_CODES, ON_TIMEOUT, MAX_OPEN_FILES_MAX, MAX_PORTS, MAX_VOLUMES_PER_SANDBOX, PROCESS_SIGNALS, RUNTIME_NAMES, SANDBOX_STATUSES, VOLUME_MB_MAX, VOLUME_MB_MIN } from './types.js';
 
 /**
  * The wire contract of API v1, once: request and response schemas from which the server validates and
@@ -15,6 +15,7 @@ const StringMap = (maxProps: number, maxLen: number, description?: string) =>
 const Runtime = Type.Union(RUNTIME_NAMES.map((r) => Type.Literal(r)));
 const Encoding = Type.Union([Type.Literal('utf8'), Type.Literal('base64')]);
 const Limit = Type.Union(LIMIT_CODES.map((c) => Type.Literal(c)));
+const OnTimeoutSchema = Type.Union(ON_TIMEOUT.map((c) => Type.Literal(c)), { description: 'what the end of timeoutSec does: stop (default) or delete' });
 
 export const ErrorBody = Type.Object(
   { error: Type.Object({ code: Type.Union(ERROR_CODES.map((c) => Type.Literal(c))), message: Type.String() }) }
@@ -69,6 +70,8 @@ export const SandboxSchema = Type.Object(
     ports: Type.Optional(Type.Array(Type.Integer())),
     volumes: Type.Optional(Type.Array(VolumeMountOut)),
     volumeNode: Type.Optional(Type.String()),
+    metadata: Type.Optional(Type.Record(Type.String(), Type.String())),
+    onTimeout: Type.Optional(OnTimeoutSchema),
     createdAt: Type.String(),
     startedAt: Type.Optional(Type.String()),
     stoppedAt: Type.Optional(Type.String()),
@@ -96,6 +99,20 @@ export const CreateSandboxBody = Type.Object(
     network: Type.Optional(NetworkBody),
     ports: Type.Optional(Ports),
     volumes: Type.Optional(Type.Array(VolumeMountBody, { maxItems: MAX_VOLUMES_PER_SANDBOX, description: 'volumes to mount; the sandbox runs on the node that holds them' })),
+    metadata: Type.Optional(StringMap(64, 1024, 'labels of your own, returned with the sandbox and matched by GET /sandboxes?metadata=k=v')),
+    onTimeout: Type.Optional(OnTimeoutSchema),
+  },
+  closed,
+);
+
+/** `POST /sandboxes/:id/timeout`: the sandbox's timeout ends this many seconds from now (0: never). */
+export const TimeoutBody = Type.Object({ timeoutSec: Type.Integer({ minimum: 0, maximum: 30 * 86400 }) }, closed);
+
+/** `GET /sandboxes` filters: `metadata=k=v` (repeatable, all must match), `status=a,b`. */
+export const ListSandboxesQuery = Type.Object(
+  {
+    metadata: Type.Optional(Type.Union([Type.String({ maxLength: 2048 }), Type.Array(Type.String({ maxLength: 2048 }), { maxItems: 64 })])),
+    status: Type.Optional(Type.String({ maxLength: 256 })),
   },
   closed,
 );
@@ -140,6 +157,7 @@ export const ExecBody = Type.Object(
     stdinEncoding: Type.Optional(Encoding),
     /** Start the command as a background process and answer at once (201 Process). */
     background: Type.Optional(Type.Boolean()),
+    user: Type.Optional(Type.Literal('root', { description: "run as the sandbox's root instead of its user" })),
   },
   closed,
 );

@@ -163,7 +163,8 @@ export class Prism {
   readonly sandboxes: {
     /** Resolves once the sandbox is `running`. */
     create(opts?: CreateSandboxOptions): Promise<SandboxHandle>;
-    list(): Promise<SandboxHandle[]>;
+    /** Oldest first; only those carrying all of `metadata`'s labels, and in one of `status` when given. */
+    list(filter?: { metadata?: Record<string, string>; status?: SandboxStatus[] }): Promise<SandboxHandle[]>;
     /** Exact id or exact name. */
     get(idOrName: string): Promise<SandboxHandle>;
   };
@@ -185,8 +186,13 @@ export class Prism {
     };
     this.sandboxes = {
       create: async (o = {}) => new SandboxHandle(api, await api.json<Sandbox>('POST', '/sandboxes', o)),
-      list: async () =>
-        (await api.json<{ sandboxes: Sandbox[] }>('GET', '/sandboxes')).sandboxes.map((s) => new SandboxHandle(api, s)),
+      list: async (filter = {}) => {
+        const q = new URLSearchParams();
+        for (const [k, v] of Object.entries(filter.metadata ?? {})) q.append('metadata', `${k}=${v}`);
+        if (filter.status?.length) q.set('status', filter.status.join(','));
+        const path = q.size ? `/sandboxes?${q}` : '/sandboxes';
+        return (await api.json<{ sandboxes: Sandbox[] }>('GET', path)).sandboxes.map((s) => new SandboxHandle(api, s));
+      },
       get: async (idOrName) =>
         new SandboxHandle(api, await api.json<Sandbox>('GET', `/sandboxes/${encodeURIComponent(idOrName)}`)),
     };

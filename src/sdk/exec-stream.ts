@@ -77,12 +77,15 @@ export interface ExecRequestOptions {
   timeoutMs?: number;
   /** Fed to the command's stdin; a string is sent as UTF-8, bytes as base64. */
   stdin?: string | Uint8Array;
+  /** `root`: run as the sandbox's root instead of its user. */
+  user?: 'root';
 }
 
 export function execRequestBody(cmd: string | string[], opts: ExecRequestOptions): Record<string, unknown> {
   const body: Record<string, unknown> = typeof cmd === 'string' ? { command: cmd } : { cmd };
   if (opts.env !== undefined) body.env = opts.env;
   if (opts.cwd !== undefined) body.cwd = opts.cwd;
+  if (opts.user !== undefined) body.user = opts.user;
   if (opts.timeoutSec !== undefined && opts.timeoutMs !== undefined) {
     throw new PrismApiError('INVALID_ARGUMENT', 'give timeoutSec or timeoutMs, not both');
   }

@@ -157,6 +157,12 @@ export class SandboxHandle {
     await this.#api.json<void>('DELETE', this.#path());
   }
 
+  /** The sandbox's timeout ends `timeoutSec` from now (0: never); what then happens is its `onTimeout`. */
+  async setTimeout(timeoutSec: number): Promise<this> {
+    this.#info = await this.#api.json<Sandbox>('POST', `${this.#path()}/timeout`, { timeoutSec });
+    return this;
+  }
+
   async refresh(): Promise<this> {
     this.#info = await this.#api.json<Sandbox>('GET', this.#path());
     return this;

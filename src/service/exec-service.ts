@@ -17,6 +17,8 @@ export interface ExecRequest {
   stdin?: Buffer;
   /** Leave stdin open after `stdin` was written, for {@link ExecSession.stdin} (background processes). */
   keepStdinOpen?: boolean;
+  /** Run as the sandbox's root instead of its user. */
+  asRoot?: boolean;
 }
 
 /**
@@ -77,7 +79,7 @@ export class ExecService {
     const t0 = performance.now();
     let proc;
     try {
-      proc = await this.agent.exec(sb, { argv: req.argv, env: req.env ?? {}, cwd: req.cwd, stdin: req.stdin !== undefined || !!req.keepStdinOpen });
+      proc = await this.agent.exec(sb, { argv: req.argv, env: req.env ?? {}, cwd: req.cwd, stdin: req.stdin !== undefined || !!req.keepStdinOpen, asRoot: !!req.asRoot });
     } catch (e) {
       // A task that died under a running sandbox: say so now rather than at the next watchdog round.
       if (isPrismError(e, 'FAILED_PRECONDITION') && !(await this.agent.checkTask(sb.id))) {

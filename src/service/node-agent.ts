@@ -277,14 +277,19 @@ export class NodeAgent {
   }
 
   /** Called when a sandbox's TTL ends; set by the service. */
-  onTtlExpired: (id: string) => void = () => undefined;
+  onTtlExpired: (sb: Sandbox) => void = () => undefined;
+
+  /** A running sandbox's timeout changed: its timer follows, when this node runs it. */
+  rearmTtl(sb: Sandbox): void {
+    if (sb.status === 'running' && this.handles.has(sb.id)) this.armTtl(sb);
+  }
 
   private armTtl(sb: Sandbox): void {
     this.disarmTtl(sb.id);
     if (!sb.timeoutSec) return;
     const started = sb.startedAt ? Date.parse(sb.startedAt) : Date.now();
     const ms = Math.max(0, started + sb.timeoutSec * 1000 - Date.now());
-    const t = setTimeout(() => this.onTtlExpired(sb.id), ms);
+    const t = setTimeout(() => this.onTtlExpired(sb), ms);
     t.unref();
     this.ttlTimers.set(sb.id, t);
   }

@@ -277,6 +277,60 @@ describe('SandboxService lifecycle', () => {
     expect(again.error).toBeUndefined();
     await sandboxes.stop(sb.id);
   });
+
+  it('deletes instead when onTimeout is delete, leaving nothing', async () => {
+    const { sandboxes, store, driver } = await setup();
+    const sb = await sandboxes.create({ timeoutSec: 1, onTimeout: 'delete' });
+    expect(sb.onTimeout).toBe('delete');
+    const deadline = Date.now() + 5000;
+    while ((await sandboxes.list()).length && Date.now() < deadline) await sleep(50);
+    expect(await codeOf(sandboxes.get(sb.id))).toBe('NOT_FOUND');
+    expect(await sandboxKeys(store)).toEqual([]);
+    expect(await driver.inspect({ id: sb.id, runtime: 'oci', spec: {} as never, data: {} })).toBe('gone');
+  });
+
+  it('setTimeout counts from now, extends or shortens, 0 disarms; only while running', async () => {
+    const { sandboxes } = await setup();
+    const sb = await sandboxes.create({ timeoutSec: 3600 });
+    // Shortened to 1 s from now: it stops about then.
+    const set = await sandboxes.setTimeout(sb.name, 1);
+    expect(set.timeoutSec).toBeGreaterThanOrEqual(1);
+    expect(set.timeoutSec).toBeLessThanOrEqual(2);
+    const deadline = Date.now() + 5000;
+    let cur = set;
+    while (cur.status === 'running' && Date.now() < deadline) cur = (await sleep(50), await sandboxes.get(sb.id));
+    expect(cur).toMatchObject({ status: 'stopped', error: { code: 'TIMEOUT' } });
+    expect(await codeOf(sandboxes.setTimeout(sb.id, 10))).toBe('FAILED_PRECONDITION');
+    // Started again with a short timeout, then disarmed: it keeps running past it.
+    await sandboxes.start(sb.id);
+    expect((await sandboxes.setTimeout(sb.id, 1)).timeoutSec).toBeLessThanOrEqual(2);
+    expect((await sandboxes.setTimeout(sb.id, 0)).timeoutSec).toBe(0);
+    await sleep(1500);
+    expect((await sandboxes.get(sb.id)).status).toBe('running');
+    expect(await codeOf(sandboxes.setTimeout('nope', 1))).toBe('NOT_FOUND');
+  });
+
+  it('keeps metadata and lists by it and by status', async () => {
+    const { sandboxes } = await setup();
+    const a = await sandboxes.create({ metadata: { user: 'u 1', team: 'x' } });
+    const b = await sandboxes.create({ metadata: { user: 'u2' } });
+    await sandboxes.create({});
+    expect(a.metadata).toEqual({ user: 'u 1', team: 'x' });
+    expect((await sandboxes.list({ metadata: { user: 'u 1' } })).map((s) => s.id)).toEqual([a.id]);
+    expect((await sandboxes.list({ metadata: { user: 'u 1', team: 'y' } }))).toEqual([]);
+    await sandboxes.stop(b.id);
+    expect((await sandboxes.list({ status: ['stopped'] })).map((s) => s.id)).toEqual([b.id]);
+    expect(await sandboxes.list()).toHaveLength(3);
+  });
+
+  it('gives every sandbox its own secrets', async () => {
+    const { sandboxes, repo } = await setup();
+    const [a, b] = [await sandboxes.create({}), await sandboxes.create({})];
+    const sa = (await repo.getSandbox(a.id))!.value.secrets!;
+    const sb = (await repo.getSandbox(b.id))!.value.secrets!;
+    expect(sa.access).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    expect(new Set([sa.access, sa.traffic, sb.access, sb.traffic]).size).toBe(4);
+  });
 });
 
 describe('ExecService', () => {

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { PrismError, asPrismError, isErrorCode, isPrismError } from '../core/errors.js';
 import { NAME_PATTERN, newSandboxId, readableName } from '../core/ids.js';
 import { MAX_PORTS, type NetworkSpec, type RuntimeName, type Sandbox, type SandboxStatus, type VolumeMount } from '../core/types.js';
@@ -54,11 +55,11 @@ export class SandboxService {
     private readonly log: Logger,
     private readonly timeouts: CreateTimeouts = { scheduleMs: 30_000, startMs: 15 * 60_000 },
   ) {
-    agent.onTtlExpired = (id) => {
-      this.log.info({ sandbox: id }, 'sandbox timeout reached: stopping');
-      this.stop(id, { code: 'TIMEOUT', message: 'the sandbox reached its timeoutSec and was stopped' }).catch((e) =>
-        this.log.error({ err: e, sandbox: id }, 'stopping an expired sandbox failed'),
-      );
+    agent.onTtlExpired = (sb) => {
+      const del = sb.onTimeout === 'delete';
+      this.log.info({ sandbox: sb.id }, `sandbox timeout reached: ${del ? 'deleting' : 'stopping'}`);
+      const done = del ? this.delete(sb.id) : this.stop(sb.id, { code: 'TIMEOUT', message: 'the sandbox reached its timeoutSec and was stopped' });
+      done.catch((e) => this.log.error({ err: e, sandbox: sb.id }, `${del ? 'deleting' : 'stopping'} an expired sandbox failed`));
     };
   }
 
@@ -71,9 +72,28 @@ export class SandboxService {
     return byName.value;
   }
 
-  async list(): Promise<Sandbox[]> {
-    const all = await this.repo.listSandboxes();
+  /** Oldest first; `metadata`: only sandboxes carrying all these labels; `status`: only these. */
+  async list(filter: { metadata?: Record<string, string>; status?: SandboxStatus[] } = {}): Promise<Sandbox[]> {
+    const want = Object.entries(filter.metadata ?? {});
+    const all = (await this.repo.listSandboxes()).filter(
+      (sb) => want.every(([k, v]) => sb.metadata?.[k] === v) && (!filter.status || filter.status.includes(sb.status)),
+    );
     return all.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  /**
+   * Sets when a running sandbox's timeout ends: `timeoutSec` from now (0: never), whatever it was.
+   * The owner re-arms its timer (the route runs there).
+   */
+  async setTimeout(idOrName: string, timeoutSec: number): Promise<Sandbox> {
+    const cur = await this.get(idOrName);
+    const updated = await this.repo.update(cur.id, (sb) => {
+      if (sb.status !== 'running') throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is ${sb.status}; a timeout runs only while it runs`);
+      const ranSec = Math.max(0, Math.ceil((Date.now() - Date.parse(sb.startedAt ?? sb.createdAt)) / 1000));
+      return { ...sb, timeoutSec: timeoutSec === 0 ? 0 : ranSec + timeoutSec };
+    });
+    this.agent.rearmTtl(updated);
+    return updated;
   }
 
   private validate(req: CreateSandboxRequest): void {
@@ -121,7 +141,10 @@ export class SandboxService {
       network: normaliseNetwork(req.network),
       ports: req.ports ?? [],
       createdAt: new Date().toISOString(),
+      secrets: { access: randomBytes(24).toString('base64url'), traffic: randomBytes(24).toString('base64url') },
     };
+    if (req.metadata && Object.keys(req.metadata).length) sb.metadata = req.metadata;
+    if (req.onTimeout) sb.onTimeout = req.onTimeout;
     if (req.user) sb.user = req.user;
     if (req.nodeSelector && Object.keys(req.nodeSelector).length) sb.nodeSelector = req.nodeSelector;
     if (req.volumes?.length) {

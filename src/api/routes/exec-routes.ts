@@ -21,6 +21,7 @@ function toRequest(body: Body): ExecRequest {
   if (body.env) req.env = body.env;
   if (body.cwd !== undefined) req.cwd = body.cwd;
   if (body.timeoutSec !== undefined) req.timeoutSec = body.timeoutSec;
+  if (body.user === 'root') req.asRoot = true;
   if (body.stdin !== undefined) req.stdin = Buffer.from(body.stdin, body.stdinEncoding === 'base64' ? 'base64' : 'utf8');
   return req;
 }

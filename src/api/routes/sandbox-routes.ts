@@ -1,6 +1,8 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import { CreateSandboxBody, ExecRecordSchema, IdParams, SandboxSchema, withErrors } from '../schemas.js';
+import { PrismError } from '../../core/errors.js';
+import { SANDBOX_STATUSES, type SandboxStatus } from '../../core/types.js';
+import { CreateSandboxBody, ExecRecordSchema, IdParams, ListSandboxesQuery, SandboxSchema, TimeoutBody, withErrors } from '../schemas.js';
 import type { ApiServices } from '../server.js';
 
 type Id = { Params: { id: string } };
@@ -12,9 +14,17 @@ export function registerSandboxRoutes(app: FastifyInstance, svc: ApiServices): v
     async (req, reply) => reply.status(201).send(await svc.sandboxes.create(req.body ?? {})),
   );
 
-  app.get('/sandboxes', { schema: { tags: ['sandboxes'], response: withErrors({ 200: Type.Object({ sandboxes: Type.Array(SandboxSchema) }) }) } }, async () => ({
-    sandboxes: await svc.sandboxes.list(),
-  }));
+  app.get<{ Querystring: Static<typeof ListSandboxesQuery> }>(
+    '/sandboxes',
+    { schema: { tags: ['sandboxes'], querystring: ListSandboxesQuery, response: withErrors({ 200: Type.Object({ sandboxes: Type.Array(SandboxSchema) }) }) } },
+    async (req) => ({ sandboxes: await svc.sandboxes.list(listFilter(req.query)) }),
+  );
+
+  app.post<Id & { Body: Static<typeof TimeoutBody> }>(
+    '/sandboxes/:id/timeout',
+    { config: { owner: true }, schema: { tags: ['sandboxes'], params: IdParams, body: TimeoutBody, response: withErrors({ 200: SandboxSchema }, 404, 412) } },
+    (req) => svc.sandboxes.setTimeout(req.params.id, req.body.timeoutSec),
+  );
 
   app.get<Id>(
     '/sandboxes/:id',
@@ -48,4 +58,24 @@ export function registerSandboxRoutes(app: FastifyInstance, svc: ApiServices): v
     { schema: { tags: ['sandboxes'], params: IdParams, response: withErrors({ 200: Type.Object({ executions: Type.Array(ExecRecordSchema) }) }, 404) } },
     async (req) => ({ executions: await svc.exec.logs(req.params.id) }),
   );
+}
+
+/** `metadata=k=v` (repeatable; the first `=` splits) and `status=a,b` into the service's filter. */
+export function listFilter(q: Static<typeof ListSandboxesQuery>): { metadata?: Record<string, string>; status?: SandboxStatus[] } {
+  const out: { metadata?: Record<string, string>; status?: SandboxStatus[] } = {};
+  if (q.metadata !== undefined) {
+    out.metadata = {};
+    for (const pair of Array.isArray(q.metadata) ? q.metadata : [q.metadata]) {
+      const at = pair.indexOf('=');
+      if (at <= 0) throw new PrismError('INVALID_ARGUMENT', `metadata filter '${pair}' is not key=value`);
+      out.metadata[pair.slice(0, at)] = pair.slice(at + 1);
+    }
+  }
+  if (q.status !== undefined) {
+    const wanted = q.status.split(',').filter(Boolean);
+    const bad = wanted.find((s) => !(SANDBOX_STATUSES as readonly string[]).includes(s));
+    if (bad) throw new PrismError('INVALID_ARGUMENT', `status '${bad}' is not one of ${SANDBOX_STATUSES.join(', ')}`);
+    out.status = wanted as SandboxStatus[];
+  }
+  return out;
 }
