@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { isGatewayPath } from '../e2b/gateway.js';
 import type { TokenService } from '../service/token-service.js';
 
 /** Routes anyone may call: liveness only. */
@@ -11,6 +12,8 @@ const OPEN = new Set(['/api/v1/health']);
 export function registerAuth(app: FastifyInstance, tokens: TokenService): void {
   app.addHook('onRequest', async (req, reply) => {
     if (OPEN.has(req.url.split('?')[0]!)) return;
+    // The E2B gateway checks its own credentials (an API token as X-API-KEY, a sandbox's access token).
+    if (isGatewayPath(req.url)) return;
     const header = req.headers.authorization ?? '';
     const bearer = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
     if (bearer && tokens.verify(bearer)) return;

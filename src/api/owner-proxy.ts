@@ -6,8 +6,11 @@ import type { VolumeService } from '../service/volume-service.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
-    /** The route acts on a sandbox's task, so it runs on the node that owns the sandbox. */
-    owner?: boolean;
+    /**
+     * The route acts on a sandbox's task, so it runs on the node that owns the sandbox: `:id`, or the
+     * sandbox the function names (routes that carry it elsewhere, such as a header).
+     */
+    owner?: boolean | ((req: FastifyRequest) => string | undefined);
     /** The route acts on a volume's data, so it runs on the node that holds the volume (`:name`). */
     volumeOwner?: boolean;
   }
@@ -41,8 +44,11 @@ export async function registerOwnerProxy(
     const cfg = req.routeOptions.config;
     const params = req.params as { id?: string; name?: string } | undefined;
     let target: { what: string; node: string; address: string } | undefined;
-    if (cfg?.owner && params?.id) {
-      const loc = await sandboxes.locate(params.id);
+    const sandboxId = typeof cfg?.owner === 'function' ? cfg.owner(req) : cfg?.owner ? params?.id : undefined;
+    if (sandboxId) {
+      const loc = await sandboxes.locate(sandboxId).catch(() => undefined);
+      // Unknown here: the route itself answers (each surface in its own words).
+      if (!loc) return;
       if (loc.local || !loc.alive) return;
       target = { what: `sandbox '${loc.sandbox.name}'`, node: loc.node, address: loc.address };
     } else if (cfg?.volumeOwner && params?.name && volumes) {

@@ -12,6 +12,7 @@ import type { ProcessService } from '../service/process-service.js';
 import type { SandboxService } from '../service/sandbox-service.js';
 import type { TokenService } from '../service/token-service.js';
 import type { VolumeService } from '../service/volume-service.js';
+import { registerE2bGateway } from '../e2b/gateway.js';
 import { registerAuth } from './auth.js';
 import { registerTokenRoutes } from './routes/token-routes.js';
 import { registerOwnerProxy } from './owner-proxy.js';
@@ -38,6 +39,8 @@ export interface ApiServices {
   nodeId: string;
   /** Absent only when the daemon runs with `--auth none`. */
   tokens?: TokenService;
+  /** The E2B-compatible gateway at /e2b (docs/e2b.md); absent: not served. */
+  e2b?: { defaultImage: string; maxTimeoutSec: number; domain?: string };
 }
 
 export interface ApiOptions {
@@ -129,5 +132,12 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
     },
     { prefix: '/api/v1' },
   );
+  if (svc.e2b) {
+    await registerE2bGateway(app, {
+      sandboxes: svc.sandboxes, files: svc.files, processes: svc.processes, nodeId: svc.nodeId, log: opts.logger,
+      defaultImage: svc.e2b.defaultImage, maxTimeoutSec: svc.e2b.maxTimeoutSec,
+      ...(svc.tokens ? { tokens: svc.tokens } : {}), ...(svc.e2b.domain ? { domain: svc.e2b.domain } : {}),
+    });
+  }
   return app;
 }

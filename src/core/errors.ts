@@ -15,6 +15,7 @@ export const ERROR_CODES = [
   'UNAUTHENTICATED',
   'PERMISSION_DENIED',
   'PAYLOAD_TOO_LARGE',
+  'UNIMPLEMENTED',
   'INTERNAL',
 ] as const;
 
@@ -32,6 +33,7 @@ export const httpStatusForCode: Record<ErrorCode, number> = {
   UNAUTHENTICATED: 401,
   PERMISSION_DENIED: 403,
   PAYLOAD_TOO_LARGE: 413,
+  UNIMPLEMENTED: 501,
   INTERNAL: 500,
 };
 

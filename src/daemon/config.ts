@@ -17,6 +17,8 @@ export interface DaemonConfig {
   logLevel: LogLevel;
   logFile?: string;
   defaultImage: string;
+  /** What the E2B gateway answers as a sandbox's `domain` (docs/e2b.md); absent: the Host the client called. */
+  e2bDomain?: string;
   /** Registries (host[:port]) that may be reached over plain HTTP; loopback always may. */
   insecureRegistries: string[];
   /** Guest kernel + initramfs for the microvm runtime (scripts/prepare-guest.sh); host-wide. */
@@ -73,6 +75,7 @@ export interface DaemonFlags {
   logLevel?: string;
   logFile?: string;
   defaultImage?: string;
+  e2bDomain?: string;
   insecureRegistry?: string[];
   registryAuth?: string;
   guestDir?: string;
@@ -222,6 +225,7 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     runtime: runtime as DaemonConfig['runtime'],
     logLevel,
     defaultImage: flags.defaultImage ?? env.PRISM_DEFAULT_IMAGE ?? DEFAULT_IMAGE,
+    ...((flags.e2bDomain ?? env.PRISM_E2B_DOMAIN) ? { e2bDomain: flags.e2bDomain ?? env.PRISM_E2B_DOMAIN } : {}),
     insecureRegistries: flags.insecureRegistry ?? (env.PRISM_INSECURE_REGISTRIES ?? '').split(',').filter(Boolean),
     guestDir: resolve(flags.guestDir ?? env.PRISM_GUEST_DIR ?? DEFAULT_GUEST_DIR),
     microvmSnapshots: flags.microvmSnapshots ?? env.PRISM_MICROVM_SNAPSHOTS !== '0',

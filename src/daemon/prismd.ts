@@ -105,6 +105,7 @@ function daemonOptions(): Option[] {
     new Option('--firecracker-bin <file>', 'where Firecracker is, with --vmm firecracker (default: firecracker on PATH)').env('PRISM_FIRECRACKER_BIN'),
     new Option('--warm-pool <n>', 'microVMs kept restored and ready per image and shape (default 0)').env('PRISM_WARM_POOL'),
     new Option('--default-image <ref>', `image of sandboxes created without one (default ${DEFAULT_IMAGE})`).env('PRISM_DEFAULT_IMAGE'),
+    new Option('--e2b-domain <host[:port]>', "the domain E2B SDKs build sandbox URLs from (<port>-<id>.<domain>); default: the Host they called").env('PRISM_E2B_DOMAIN'),
     new Option('--store <url>', "cluster state: 'sqlite' (this node alone, the default) or etcd://host:port[,host:port...]").env('PRISM_STORE'),
     new Option('--etcd-ca <file>', 'CA bundle (PEM) to verify etcd with; implies https').env('PRISM_ETCD_CA'),
     new Option('--etcd-cert <file>', 'client certificate (PEM) for etcd').env('PRISM_ETCD_CERT'),

@@ -1,0 +1,231 @@
+import { Type, type Static } from '@sinclair/typebox';
+import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import { PrismError, httpStatusForCode } from '../core/errors.js';
+import type { CreateSandboxWire } from '../core/wire.js';
+import type { EgressPolicy, Sandbox } from '../core/types.js';
+import type { SandboxService } from '../service/sandbox-service.js';
+import type { Logger } from '../service/logger.js';
+import type { TokenService } from '../service/token-service.js';
+import { TEMPLATE_KEY, imageForTemplate, sandboxCreated, sandboxDetail, sandboxListed, type TemplateMap, type View } from './sandbox-view.js';
+
+/**
+ * E2B's control-plane API (E2B_API_URL = <prism>/e2b): sandboxes created, listed, connected, timed and
+ * killed as Prism sandboxes, authenticated by a Prism API token in X-API-KEY. Errors are E2B's
+ * `{code: <http status>, message}`; the SDK decides "not found" from that body code.
+ */
+
+export interface ControlDeps {
+  sandboxes: SandboxService;
+  /** Absent with `--auth none`. */
+  tokens?: TokenService;
+  templates: TemplateMap;
+  nodeId: string;
+  /** `--e2b-domain`; absent: the Host the client called. */
+  domain?: string;
+  log: Logger;
+}
+
+/** E2B's default sandbox lifetime when a create names none (seconds). */
+const DEFAULT_TIMEOUT_SEC = 300;
+const MAX_TIMEOUT_SEC = 30 * 86400;
+const LIST_LIMIT = 100;
+
+// The SDKs send fields this gateway does not use (secure, autoResume, ...); unknown fields are allowed.
+const open = { additionalProperties: true } as const;
+const StringMap = Type.Record(Type.String({ maxLength: 256 }), Type.String({ maxLength: 32768 }), { maxProperties: 256 });
+const NewSandbox = Type.Object(
+  {
+    templateID: Type.String({ minLength: 1, maxLength: 512 }),
+    timeout: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMEOUT_SEC })),
+    metadata: Type.Optional(Type.Union([StringMap, Type.Null()])),
+    envVars: Type.Optional(Type.Union([StringMap, Type.Null()])),
+    autoPause: Type.Optional(Type.Boolean()),
+    allow_internet_access: Type.Optional(Type.Boolean()),
+    network: Type.Optional(
+      Type.Object({ allowOut: Type.Optional(Type.Array(Type.String())), denyOut: Type.Optional(Type.Array(Type.String())) }, open),
+    ),
+    mcp: Type.Optional(Type.Unknown()),
+    volumeMounts: Type.Optional(Type.Array(Type.Object({ name: Type.String(), path: Type.String() }, open), { maxItems: 16 })),
+  },
+  open,
+);
+const TimeoutBody = Type.Object({ timeout: Type.Integer({ minimum: 0, maximum: MAX_TIMEOUT_SEC }) }, open);
+const ConnectBody = Type.Object({ timeout: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMEOUT_SEC })) }, open);
+const ListQuery = Type.Object(
+  {
+    metadata: Type.Optional(Type.String({ maxLength: 4096 })),
+    state: Type.Optional(Type.Union([Type.String(), Type.Array(Type.String())])),
+    limit: Type.Optional(Type.String({ pattern: '^[0-9]{1,4}$' })),
+    nextToken: Type.Optional(Type.String({ maxLength: 256 })),
+  },
+  open,
+);
+const Id = Type.Object({ id: Type.String({ minLength: 1, maxLength: 256 }) });
+type IdReq = { Params: Static<typeof Id> };
+
+export function e2bError(reply: FastifyReply, status: number, message: string): FastifyReply {
+  return reply.status(status).type('application/json').send({ code: status, message });
+}
+
+export function registerControlRoutes(app: FastifyInstance, deps: ControlDeps): void {
+  const { sandboxes } = deps;
+  const view = (host: string | undefined): View => ({ domain: deps.domain ?? host ?? 'localhost', clientID: deps.nodeId });
+
+  app.setErrorHandler((err: FastifyError, _req, reply) => {
+    if (err instanceof PrismError) return e2bError(reply, httpStatusForCode[err.code], err.message);
+    if (err.validation || (err.statusCode ?? 500) < 500) return e2bError(reply, 400, err.message);
+    deps.log.error({ err }, 'E2B API request failed');
+    return e2bError(reply, 500, 'internal error');
+  });
+  app.setNotFoundHandler((req, reply) => e2bError(reply, 404, `no route ${req.method} ${req.url.split('?')[0]} in Prism's E2B API (docs/e2b.md lists what exists)`));
+
+  app.addHook('onRequest', async (req, reply) => {
+    if (!deps.tokens) return;
+    const key = req.headers['x-api-key'];
+    if (typeof key === 'string' && key && deps.tokens.verify(key)) return;
+    return e2bError(reply, 401, 'missing or invalid API key: send a Prism API token as X-API-KEY (E2B_API_KEY)');
+  });
+
+  const create = async (body: Static<typeof NewSandbox>, host: string | undefined) => {
+    if (body.mcp !== undefined && body.mcp !== null) throw new PrismError('UNIMPLEMENTED', 'MCP gateways (the mcp option) are not implemented by Prism');
+    if (body.autoPause) throw new PrismError('UNIMPLEMENTED', 'autoPause is not implemented yet: Prism has no pause that keeps memory (docs/e2b.md)');
+    const req: CreateSandboxWire = {
+      image: imageForTemplate(body.templateID, deps.templates),
+      timeoutSec: body.timeout ?? DEFAULT_TIMEOUT_SEC,
+      onTimeout: 'delete',
+      metadata: { ...(body.metadata ?? {}), [TEMPLATE_KEY]: body.templateID },
+      network: { egress: egressOf(body) },
+    };
+    if (body.envVars && Object.keys(body.envVars).length) req.env = body.envVars;
+    if (body.volumeMounts?.length) req.volumes = body.volumeMounts.map((m) => ({ name: m.name, mountPath: m.path }));
+    return sandboxCreated(await sandboxes.create(req), view(host));
+  };
+
+  // e2b >= 2.51 creates and connects under /v2; older SDKs without it. Both stay.
+  for (const prefix of ['', '/v2']) {
+    app.post<{ Body: Static<typeof NewSandbox> }>(`${prefix}/sandboxes`, { schema: { body: NewSandbox } }, async (req, reply) =>
+      reply.status(201).send(await create(req.body, req.headers.host)),
+    );
+    app.post<IdReq & { Body: Static<typeof ConnectBody> | undefined }>(
+      `${prefix}/sandboxes/:id/connect`,
+      { config: { owner: true }, schema: { params: Id, body: Type.Optional(ConnectBody) } },
+      async (req, reply) => {
+        let sb = await findOrNotFound(sandboxes, req.params.id);
+        let status = 200;
+        if (sb.status === 'stopped') {
+          // Prism's nearest to a paused sandbox: started again, files kept (processes are not).
+          sb = await sandboxes.start(sb.id);
+          status = 201;
+        }
+        if (sb.status !== 'running') throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.id}' is ${sb.status}`);
+        const want = req.body?.timeout;
+        // "The TTL is only extended": a connect never shortens what is left.
+        if (want !== undefined && sb.timeoutSec && remainingSec(sb) < want) sb = await sandboxes.setTimeout(sb.id, want);
+        return reply.status(status).send(sandboxCreated(sb, view(req.headers.host)));
+      },
+    );
+  }
+
+  app.get<{ Querystring: Static<typeof ListQuery> }>('/v2/sandboxes', { schema: { querystring: ListQuery } }, async (req, reply) => {
+    const q = req.query;
+    const states = (Array.isArray(q.state) ? q.state : (q.state ?? '').split(',')).filter(Boolean);
+    const limit = Math.min(LIST_LIMIT, Math.max(1, Number(q.limit ?? LIST_LIMIT)));
+    let all = (await sandboxes.list({ metadata: parseMetadataFilter(q.metadata) })).filter(visible);
+    if (states.length) all = all.filter((sb) => states.includes(sandboxListed(sb, view(undefined)).state));
+    const from = q.nextToken ? all.findIndex((sb) => sb.id === q.nextToken) + 1 : 0;
+    if (q.nextToken && from === 0) throw new PrismError('INVALID_ARGUMENT', `nextToken '${q.nextToken}' is not a sandbox of this listing`);
+    const page = all.slice(from, from + limit);
+    if (from + limit < all.length) void reply.header('x-next-token', page[page.length - 1]!.id);
+    return page.map((sb) => sandboxListed(sb, view(req.headers.host)));
+  });
+
+  app.get<{ Querystring: Static<typeof ListQuery> }>('/sandboxes', { schema: { querystring: ListQuery } }, async (req) =>
+    (await sandboxes.list({ metadata: parseMetadataFilter(req.query.metadata) }))
+      .filter((sb) => visible(sb) && sb.status === 'running')
+      .map((sb) => sandboxListed(sb, view(req.headers.host))),
+  );
+
+  app.get<IdReq>('/sandboxes/:id', { schema: { params: Id } }, async (req) =>
+    sandboxDetail(await findOrNotFound(sandboxes, req.params.id), view(req.headers.host)),
+  );
+
+  app.delete<IdReq>('/sandboxes/:id', { config: { owner: true }, schema: { params: Id } }, async (req, reply) => {
+    const sb = await findOrNotFound(sandboxes, req.params.id);
+    await sandboxes.delete(sb.id);
+    return reply.status(204).send();
+  });
+
+  app.post<IdReq & { Body: Static<typeof TimeoutBody> }>(
+    '/sandboxes/:id/timeout',
+    { config: { owner: true }, schema: { params: Id, body: TimeoutBody } },
+    async (req, reply) => {
+      const sb = await findOrNotFound(sandboxes, req.params.id);
+      await sandboxes.setTimeout(sb.id, req.body.timeout);
+      return reply.status(204).send();
+    },
+  );
+
+  app.post<IdReq>('/sandboxes/:id/pause', { schema: { params: Id } }, async (req) => {
+    await findOrNotFound(sandboxes, req.params.id);
+    throw new PrismError('UNIMPLEMENTED', 'pause is not implemented yet: Prism cannot yet pause a sandbox with its memory (docs/e2b.md)');
+  });
+
+  for (const what of ['metrics', 'logs']) {
+    app.get<IdReq>(`/sandboxes/:id/${what}`, { schema: { params: Id } }, async (req) => {
+      await findOrNotFound(sandboxes, req.params.id);
+      throw new PrismError('UNIMPLEMENTED', `sandbox ${what} are not implemented yet in Prism's E2B API (docs/e2b.md)`);
+    });
+  }
+}
+
+/** Only sandboxes the gateway made, or any? Any: an E2B client sees every Prism sandbox it may reach. */
+function visible(sb: Sandbox): boolean {
+  return sb.status !== 'deleting';
+}
+
+async function findOrNotFound(sandboxes: SandboxService, id: string): Promise<Sandbox> {
+  try {
+    const sb = await sandboxes.get(id);
+    if (sb.status === 'deleting') throw new PrismError('NOT_FOUND', `sandbox '${id}' not found`);
+    return sb;
+  } catch (e) {
+    if (e instanceof PrismError && e.code === 'NOT_FOUND') throw new PrismError('NOT_FOUND', `sandbox "${id}" not found`);
+    throw e;
+  }
+}
+
+function remainingSec(sb: Sandbox): number {
+  return Math.floor((Date.parse(sb.startedAt ?? sb.createdAt) + sb.timeoutSec * 1000 - Date.now()) / 1000);
+}
+
+/** E2B: internet on by default; `allow_internet_access: false` closes it; allowOut/denyOut make a list. */
+function egressOf(body: Static<typeof NewSandbox>): EgressPolicy {
+  const allow = body.network?.allowOut ?? [];
+  const deny = body.network?.denyOut ?? [];
+  if (body.allow_internet_access === false && !allow.length) return 'none';
+  if (allow.length) return { allow, deny };
+  if (deny.length) return { allow: ['0.0.0.0/0'], deny };
+  return 'all';
+}
+
+/**
+ * The metadata filter as E2B's API reads it: the value (already URL-decoded once by the framework)
+ * is unescaped as a whole, split into `k=v` pairs on `&`, and each key and value unescaped again.
+ */
+export function parseMetadataFilter(raw: string | undefined): Record<string, string> | undefined {
+  if (!raw) return undefined;
+  const out: Record<string, string> = {};
+  const unescape = (s: string) => {
+    try {
+      return decodeURIComponent(s.replace(/\+/g, ' '));
+    } catch {
+      throw new PrismError('INVALID_ARGUMENT', `metadata filter '${raw}' is not URL-encoded`);
+    }
+  };
+  for (const pair of unescape(raw).split('&').filter(Boolean)) {
+    const at = pair.indexOf('=');
+    if (at <= 0) throw new PrismError('INVALID_ARGUMENT', `metadata filter '${pair}' is not key=value`);
+    out[unescape(pair.slice(0, at))] = unescape(pair.slice(at + 1));
+  }
+  return out;
+}

@@ -1,0 +1,362 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import multipart from '@fastify/multipart';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { PrismError, httpStatusForCode } from '../core/errors.js';
+import type { ProcessSignal, Sandbox } from '../core/types.js';
+import type { FileService } from '../service/file-service.js';
+import type { Logger } from '../service/logger.js';
+import type { SandboxService } from '../service/sandbox-service.js';
+import { ConnectError, ServerStream, connectTimeoutMs, parseStreamRequest, sendUnaryError } from './connect-protocol.js';
+import { EnvdFilesystem, resolvePath, type Caller } from './envd-filesystem.js';
+import { EnvdProcesses, type Selector } from './envd-process.js';
+import { e2bError } from './control-routes.js';
+
+/**
+ * The in-sandbox surface E2B's SDK calls envd (E2B_SANDBOX_URL = <prism>/e2b/envd, port 49983), served by
+ * prismd on the node that owns the sandbox: the Connect Process and Filesystem services and the REST
+ * `/files` and `/health`. The sandbox is named by `E2b-Sandbox-Id`; every call but /health needs the
+ * sandbox's own access token (X-Access-Token, or a signed /files URL), never the API key.
+ */
+
+export const ENVD_PORT = 49983;
+export const CODE_INTERPRETER_PORT = 49999;
+
+export interface EnvdDeps {
+  sandboxes: SandboxService;
+  files: FileService;
+  processes: EnvdProcesses;
+  /** Largest `Connect-Timeout-Ms` a process may live by, in seconds (prismd's exec timeout cap). */
+  maxTimeoutSec: number;
+  log: Logger;
+}
+
+/** Sandbox id a request names (header), for routing it to the owner node. */
+export function sandboxIdOf(req: FastifyRequest): string | undefined {
+  const h = req.headers['e2b-sandbox-id'];
+  return typeof h === 'string' && h ? h : undefined;
+}
+
+function portOf(req: FastifyRequest): number {
+  const h = req.headers['e2b-sandbox-port'];
+  return typeof h === 'string' && /^[0-9]{1,5}$/.test(h) ? Number(h) : ENVD_PORT;
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** `v1_` + unpadded base64 of sha256(path:operation:user:token[:expiration]), as the SDK signs URLs. */
+export function fileSignature(path: string, op: 'read' | 'write', user: string, token: string, expiration?: number): string {
+  const text = `${path}:${op}:${user}:${token}${expiration === undefined ? '' : `:${expiration}`}`;
+  return `v1_${createHash('sha256').update(text).digest('base64').replace(/=+$/, '')}`;
+}
+
+/** A request's user: the Basic authorization (RPC) or `username` (REST); absent = the default user. */
+function userOf(req: FastifyRequest): string | undefined {
+  const auth = req.headers.authorization;
+  if (auth?.startsWith('Basic ')) {
+    const decoded = Buffer.from(auth.slice(6), 'base64').toString('utf8');
+    const name = decoded.split(':')[0];
+    return name || undefined;
+  }
+  const q = (req.query as { username?: string } | undefined)?.username;
+  return q || undefined;
+}
+
+/**
+ * Who the call runs as: `root`, or the sandbox's own user (E2B's `user` is that default user). Any
+ * other name is refused as envd refuses unknown users.
+ */
+function callerOf(sb: Sandbox, user: string | undefined): Caller {
+  if (user === 'root') return { sandboxId: sb.id, asRoot: true, home: '/root' };
+  const own = sb.user?.split(':')[0];
+  if (user !== undefined && user !== 'user' && user !== own) {
+    throw new ConnectError('unauthenticated', `user '${user}' does not exist in this sandbox (root, or its default user)`);
+  }
+  return { sandboxId: sb.id, asRoot: false, home: sb.workdir || '/' };
+}
+
+export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): Promise<void> {
+  const { sandboxes, files } = deps;
+  const fs = new EnvdFilesystem(files);
+  const procs = deps.processes;
+
+  // Stream requests are one envelope; unary ones JSON (parsed here, so bad JSON is a Connect error).
+  app.addContentTypeParser('application/connect+json', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => done(null, body));
+  // Uploads as one raw body (e2b >= envd 0.5.7), gzip or not, stream through.
+  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
+  // preservePath: the SDK puts the full path in each part's filename (a multi-file write); keep it.
+  await app.register(multipart, { preservePath: true, limits: { fileSize: Number.MAX_SAFE_INTEGER, files: 1000, fields: 0 } });
+
+  /** The sandbox a request names, running and reachable with its token; 502 like E2B's proxy when gone. */
+  const sandboxFor = async (req: FastifyRequest, reply: FastifyReply, opts: { signed?: { path: string; op: 'read' | 'write' } } = {}): Promise<Sandbox | undefined> => {
+    const id = sandboxIdOf(req);
+    const gone = (message: string) => void reply.status(502).type('application/json').send({ sandboxId: id ?? '', message, code: 502 });
+    if (!id) return gone('no sandbox named: send the E2b-Sandbox-Id header'), undefined;
+    const sb = await sandboxes.get(id).catch(() => undefined);
+    if (!sb || sb.status !== 'running') return gone('The sandbox was not found'), undefined;
+    const token = req.headers['x-access-token'];
+    const secret = sb.secrets?.access;
+    if (!secret) return void e2bError(reply, 401, 'this sandbox was made before access tokens; it is not reachable through the E2B gateway'), undefined;
+    if (typeof token === 'string' && sameSecret(token, secret)) return sb;
+    if (opts.signed && signedOk(req, opts.signed.path, opts.signed.op, secret)) return sb;
+    return void e2bError(reply, 401, 'missing or invalid access token (X-Access-Token: the envdAccessToken the create returned)'), undefined;
+  };
+
+  const signedOk = (req: FastifyRequest, path: string, op: 'read' | 'write', secret: string): boolean => {
+    const q = req.query as { signature?: string; signature_expiration?: string; username?: string };
+    if (!q.signature) return false;
+    const exp = q.signature_expiration === undefined ? undefined : Number(q.signature_expiration);
+    if (exp !== undefined && (!Number.isInteger(exp) || exp * 1000 < Date.now())) return false;
+    return sameSecret(q.signature, fileSignature(path, op, q.username ?? '', secret, exp));
+  };
+
+  app.addHook('onRequest', async (req, reply) => {
+    if (portOf(req) === CODE_INTERPRETER_PORT) {
+      return reply.status(501).type('text/plain').send('the code interpreter (port 49999) is not implemented yet in Prism (docs/e2b.md)');
+    }
+    if (portOf(req) !== ENVD_PORT) {
+      return e2bError(reply, 501, `port ${portOf(req)} is reached through <port>-<sandbox id>.<domain> host routing, which is not implemented yet (docs/e2b.md)`);
+    }
+  });
+
+  app.get('/health', async (req, reply) => {
+    const id = sandboxIdOf(req);
+    const sb = id ? await sandboxes.get(id).catch(() => undefined) : undefined;
+    if (!sb || sb.status !== 'running') return reply.status(502).send({ sandboxId: id ?? '', message: 'The sandbox was not found', code: 502 });
+    return reply.status(204).send();
+  });
+
+  // --- Connect RPCs ----------------------------------------------------------------------------------
+
+  type Unary = (sb: Sandbox, caller: () => Caller, msg: Record<string, unknown>) => Promise<unknown>;
+  type Stream = (sb: Sandbox, caller: () => Caller, msg: Record<string, unknown>, out: ServerStream, req: FastifyRequest) => Promise<void>;
+  const unary: Record<string, Unary> = {
+    'process.Process/List': async (sb) => ({ processes: await procs.list(sb.id) }),
+    'process.Process/SendInput': async (sb, _c, m) => {
+      const input = (m.input ?? {}) as { stdin?: string; pty?: string };
+      if (input.pty !== undefined) throw new ConnectError('unimplemented', 'PTY processes are not implemented yet in Prism (docs/e2b.md)');
+      await procs.sendStdin(sb.id, selector(m), Buffer.from(input.stdin ?? '', 'base64'));
+      return {};
+    },
+    'process.Process/CloseStdin': async (sb, _c, m) => (await procs.closeStdin(sb.id, selector(m)), {}),
+    'process.Process/SendSignal': async (sb, _c, m) => (await procs.signal(sb.id, selector(m), signalOf(m.signal)), {}),
+    'process.Process/Update': async () => {
+      throw new ConnectError('unimplemented', 'PTY processes are not implemented yet in Prism (docs/e2b.md)');
+    },
+    'filesystem.Filesystem/Stat': (_sb, c, m) => fs.stat(c(), str(m.path, 'path')),
+    'filesystem.Filesystem/ListDir': (_sb, c, m) => fs.listDir(c(), str(m.path, 'path'), m.depth === undefined ? 1 : Number(m.depth)),
+    'filesystem.Filesystem/MakeDir': (_sb, c, m) => fs.makeDir(c(), str(m.path, 'path')),
+    'filesystem.Filesystem/Move': (_sb, c, m) => fs.move(c(), str(m.source, 'source'), str(m.destination, 'destination')),
+    'filesystem.Filesystem/Remove': (_sb, c, m) => fs.remove(c(), str(m.path, 'path')),
+  };
+  for (const m of ['CreateWatcher', 'GetWatcherEvents', 'RemoveWatcher']) {
+    unary[`filesystem.Filesystem/${m}`] = async () => {
+      throw new ConnectError('unimplemented', 'directory watching is not implemented yet in Prism (docs/e2b.md)');
+    };
+  }
+
+  const streams: Record<string, Stream> = {
+    'process.Process/Start': async (sb, caller, m, out, req) => {
+      const p = (m.process ?? {}) as { cmd?: string; args?: string[]; envs?: Record<string, string>; cwd?: string };
+      if (m.pty) throw new ConnectError('unimplemented', 'PTY processes are not implemented yet in Prism (docs/e2b.md)');
+      const c = caller();
+      const cmd = str(p.cmd, 'process.cmd');
+      const args = Array.isArray(p.args) ? p.args.map(String) : [];
+      const envs = p.envs && typeof p.envs === 'object' ? p.envs : {};
+      const ms = connectTimeoutMs(req.headers['connect-timeout-ms']);
+      if (ms !== undefined && ms / 1000 > deps.maxTimeoutSec) {
+        throw new ConnectError('invalid_argument', `a process may run at most ${deps.maxTimeoutSec} s here (prismd --max-exec-timeout); asked ${Math.ceil(ms / 1000)} s`);
+      }
+      const cwd = p.cwd ? resolvePath(p.cwd, c.home) : c.home;
+      const entry = await procs.start(sb.id, {
+        argv: [cmd, ...args],
+        env: envs,
+        cwd,
+        ...(ms !== undefined ? { timeoutSec: ms / 1000 } : {}),
+        ...(c.asRoot ? { asRoot: true } : {}),
+        openStdin: m.stdin === true,
+        config: { cmd, args, envs, ...(p.cwd ? { cwd: p.cwd } : {}) },
+        ...(typeof m.tag === 'string' ? { tag: m.tag } : {}),
+      });
+      await out.send({ event: { start: { pid: entry.pid } } });
+      await procs.stream(sb.id, entry, out, { stdout: 0, stderr: 0 }, keepaliveMs(req), abortOnClose(req));
+    },
+    'process.Process/Connect': async (sb, _c, m, out, req) => {
+      const { entry, info } = await procs.find(sb.id, selector(m));
+      await out.send({ event: { start: { pid: entry.pid } } });
+      // Output from now on, as envd: what was written while nobody was connected is not replayed.
+      const from = info.status === 'running' ? { stdout: info.stdoutBytes, stderr: info.stderrBytes } : { stdout: info.stdoutBytes, stderr: info.stderrBytes };
+      await procs.stream(sb.id, entry, out, from, keepaliveMs(req), abortOnClose(req));
+    },
+    'filesystem.Filesystem/WatchDir': async () => {
+      throw new ConnectError('unimplemented', 'directory watching is not implemented yet in Prism (docs/e2b.md)');
+    },
+  };
+
+  app.post<{ Params: { service: string; method: string } }>('/:service/:method', async (req, reply) => {
+    const name = `${req.params.service}/${req.params.method}`;
+    const isStream = name in streams;
+    if (!isStream && !(name in unary)) {
+      return sendUnaryError(reply, new ConnectError('unimplemented', `${name} is not a method Prism's envd serves`));
+    }
+    let msg: Record<string, unknown>;
+    try {
+      msg = parseMessage(isStream ? parseStreamRequest(req.body as Buffer) : parseJson(req.body));
+    } catch (e) {
+      return sendUnaryError(reply, e);
+    }
+    const sb = await sandboxFor(req, reply);
+    if (!sb) return reply;
+    const caller = () => callerOf(sb, userOf(req));
+    if (!isStream) {
+      try {
+        return reply.status(200).type('application/json').send(await unary[name]!(sb, caller, msg));
+      } catch (e) {
+        logInternal(deps.log, e, name);
+        return sendUnaryError(reply, e);
+      }
+    }
+    const out = new ServerStream(reply);
+    try {
+      await streams[name]!(sb, caller, msg, out, req);
+      out.end();
+    } catch (e) {
+      logInternal(deps.log, e, name);
+      out.end(e);
+    }
+    return reply;
+  });
+
+  // --- /files ----------------------------------------------------------------------------------------
+
+  app.get<{ Querystring: { path?: string; username?: string } }>('/files', async (req, reply) => {
+    const sb = await sandboxFor(req, reply, { signed: { path: req.query.path ?? '', op: 'read' } });
+    if (!sb) return reply;
+    const c = restCaller(sb, req.query.username, reply);
+    if (!c) return reply;
+    const path = resolvePath(req.query.path ?? '', c.home);
+    try {
+      const st = await files.stat(sb.id, path, { asRoot: c.asRoot });
+      if (st.type === 'dir') return e2bError(reply, 400, `path '${path}' is a directory`);
+      const body = await files.read(sb.id, path, { asRoot: c.asRoot });
+      return reply.status(200).type('application/octet-stream').send(body);
+    } catch (e) {
+      return restError(reply, e, deps.log);
+    }
+  });
+
+  app.post<{ Querystring: { path?: string; username?: string } }>('/files', async (req, reply) => {
+    const sb = await sandboxFor(req, reply, { signed: { path: req.query.path ?? '', op: 'write' } });
+    if (!sb) return reply;
+    const c = restCaller(sb, req.query.username, reply);
+    if (!c) return reply;
+    const written: Array<{ name: string; type: 'file'; path: string }> = [];
+    const put = async (raw: string, data: AsyncIterable<Buffer>) => {
+      const path = resolvePath(raw, c.home);
+      if (path === '/' || path.endsWith('/')) throw new PrismError('INVALID_ARGUMENT', `'${raw}' names a directory, not a file`);
+      const dir = path.slice(0, path.lastIndexOf('/')) || '/';
+      await files.mkdir(sb.id, dir, { asRoot: c.asRoot, parents: true }).catch(() => undefined);
+      await files.write(sb.id, path, data, { asRoot: c.asRoot });
+      written.push({ name: path.slice(path.lastIndexOf('/') + 1), type: 'file', path });
+    };
+    try {
+      if (req.isMultipart()) {
+        for await (const part of req.files()) {
+          // A single-file write names the path in the query; several name theirs in the filename.
+          const raw = req.query.path ?? part.filename;
+          if (!raw) throw new PrismError('INVALID_ARGUMENT', 'no path: give ?path= or a filename in the part');
+          await put(raw, part.file);
+        }
+      } else {
+        if (!req.query.path) throw new PrismError('INVALID_ARGUMENT', 'no path: give ?path=');
+        let body = req.body as Readable | undefined;
+        if (!body) body = Readable.from([]);
+        if (req.headers['content-encoding'] === 'gzip') body = body.pipe(createGunzip());
+        else if (req.headers['content-encoding'] && req.headers['content-encoding'] !== 'identity') {
+          throw new PrismError('INVALID_ARGUMENT', `Content-Encoding '${req.headers['content-encoding']}' is not supported (gzip is)`);
+        }
+        await put(req.query.path, body);
+      }
+      if (!written.length) throw new PrismError('INVALID_ARGUMENT', 'the upload holds no file');
+      return reply.status(200).type('application/json').send(written);
+    } catch (e) {
+      return restError(reply, e, deps.log);
+    }
+  });
+}
+
+function restCaller(sb: Sandbox, user: string | undefined, reply: FastifyReply): Caller | undefined {
+  try {
+    return callerOf(sb, user);
+  } catch (e) {
+    void e2bError(reply, 401, (e as Error).message);
+    return undefined;
+  }
+}
+
+function restError(reply: FastifyReply, e: unknown, log: Logger): FastifyReply {
+  if (e instanceof PrismError) {
+    const status = e.code === 'RESOURCE_EXHAUSTED' && /space|full/i.test(e.message) ? 507 : e.code === 'FAILED_PRECONDITION' ? 400 : httpStatusForCode[e.code];
+    return e2bError(reply, status, e.message);
+  }
+  log.error({ err: e }, 'envd /files failed');
+  return e2bError(reply, 500, 'internal error');
+}
+
+function logInternal(log: Logger, e: unknown, what: string): void {
+  if (!(e instanceof ConnectError) && !(e instanceof PrismError && e.code !== 'INTERNAL')) log.error({ err: e }, `envd ${what} failed`);
+}
+
+function parseJson(body: unknown): unknown {
+  if (body === undefined || body === '') return {};
+  try {
+    return JSON.parse(String(body));
+  } catch {
+    throw new ConnectError('invalid_argument', 'the request body is not JSON');
+  }
+}
+
+function parseMessage(v: unknown): Record<string, unknown> {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new ConnectError('invalid_argument', 'the request message must be a JSON object');
+  return v as Record<string, unknown>;
+}
+
+function str(v: unknown, what: string): string {
+  if (typeof v !== 'string') throw new ConnectError('invalid_argument', `${what} must be a string`);
+  return v;
+}
+
+function selector(m: Record<string, unknown>): Selector {
+  const p = (m.process ?? {}) as { pid?: unknown; tag?: unknown };
+  if (p.pid !== undefined) return { pid: Number(p.pid) };
+  if (typeof p.tag === 'string') return { tag: p.tag };
+  throw new ConnectError('invalid_argument', 'process selector needs a pid or a tag');
+}
+
+function signalOf(v: unknown): ProcessSignal {
+  if (v === 'SIGNAL_SIGKILL' || v === 9) return 'SIGKILL';
+  if (v === 'SIGNAL_SIGTERM' || v === 15) return 'SIGTERM';
+  throw new ConnectError('invalid_argument', `signal ${String(v)} is not SIGNAL_SIGKILL or SIGNAL_SIGTERM`);
+}
+
+function keepaliveMs(req: FastifyRequest): number {
+  const h = req.headers['keepalive-ping-interval'];
+  const sec = typeof h === 'string' && /^[0-9]{1,6}$/.test(h) ? Number(h) : 90;
+  return Math.max(1, sec) * 1000;
+}
+
+function abortOnClose(req: FastifyRequest): AbortSignal {
+  const ac = new AbortController();
+  req.raw.socket.once('close', () => ac.abort());
+  req.raw.once('close', () => {
+    if (req.raw.socket.destroyed) ac.abort();
+  });
+  return ac.signal;
+}

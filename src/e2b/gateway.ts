@@ -1,0 +1,63 @@
+import type { FastifyInstance } from 'fastify';
+import type { FileService } from '../service/file-service.js';
+import type { Logger } from '../service/logger.js';
+import type { ProcessService } from '../service/process-service.js';
+import type { SandboxService } from '../service/sandbox-service.js';
+import type { TokenService } from '../service/token-service.js';
+import { registerControlRoutes } from './control-routes.js';
+import { EnvdProcesses } from './envd-process.js';
+import { registerEnvdRoutes, sandboxIdOf } from './envd-routes.js';
+
+/**
+ * The E2B-compatible gateway (docs/e2b.md) on prismd's own port: `/e2b` is E2B's control-plane API,
+ * `/e2b/envd` its in-sandbox envd. It only translates: every sandbox is a Prism sandbox, every call a
+ * call on Prism's services; nothing E2B-shaped goes below this folder.
+ */
+
+export const E2B_PREFIX = '/e2b';
+export const ENVD_PREFIX = '/e2b/envd';
+
+export interface GatewayDeps {
+  sandboxes: SandboxService;
+  files: FileService;
+  processes: ProcessService;
+  tokens?: TokenService;
+  nodeId: string;
+  defaultImage: string;
+  maxTimeoutSec: number;
+  /** What create answers as `domain` (`--e2b-domain`); absent: the Host the client called. */
+  domain?: string;
+  log: Logger;
+}
+
+/** Requests the gateway authenticates itself (API key, or a sandbox's access token), not Prism's bearer. */
+export function isGatewayPath(url: string): boolean {
+  return url === E2B_PREFIX || url.startsWith(`${E2B_PREFIX}/`) || url.startsWith(`${E2B_PREFIX}?`);
+}
+
+export async function registerE2bGateway(app: FastifyInstance, deps: GatewayDeps): Promise<void> {
+  const processes = new EnvdProcesses(deps.processes);
+  await app.register(
+    async (envd) => {
+      // Every envd call acts on processes and files of one sandbox: it runs on the node owning it.
+      envd.addHook('onRoute', (route) => {
+        route.config = { ...(route.config ?? {}), owner: sandboxIdOf };
+      });
+      await registerEnvdRoutes(envd, { sandboxes: deps.sandboxes, files: deps.files, processes, maxTimeoutSec: deps.maxTimeoutSec, log: deps.log });
+    },
+    { prefix: ENVD_PREFIX },
+  );
+  await app.register(
+    async (api) => {
+      registerControlRoutes(api, {
+        sandboxes: deps.sandboxes,
+        ...(deps.tokens ? { tokens: deps.tokens } : {}),
+        templates: { defaultImage: deps.defaultImage },
+        nodeId: deps.nodeId,
+        ...(deps.domain ? { domain: deps.domain } : {}),
+        log: deps.log,
+      });
+    },
+    { prefix: E2B_PREFIX },
+  );
+}

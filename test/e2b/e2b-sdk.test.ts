@@ -1,0 +1,175 @@
+/**
+ * The official E2B SDKs, unchanged (npm e2b@2.51.0 and e2b@2.50.0, pinned test fixtures), against a
+ * real prismd on the oci runtime through its E2B gateway: what a program written for E2B does after
+ * setting E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY.
+ */
+import { Sandbox, CommandExitError, AuthenticationError, NotFoundError, SandboxNotFoundError, FileNotFoundError } from 'e2b';
+import { Sandbox as Sandbox250 } from 'e2b-2-50';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { call, integrationSkipReason, startPrismd, type Prismd } from '../integration/prismd-harness.js';
+
+const skip = integrationSkipReason();
+if (skip) console.warn(`skipping E2B SDK tests: ${skip}`);
+
+describe.skipIf(!!skip)('the official e2b SDK against prismd (oci)', () => {
+  let d: Prismd;
+  let opts: { apiKey: string; apiUrl: string; sandboxUrl: string; requestTimeoutMs: number };
+
+  beforeAll(async () => {
+    d = await startPrismd();
+    opts = { apiKey: d.token, apiUrl: `${d.url}/e2b`, sandboxUrl: `${d.url}/e2b/envd`, requestTimeoutMs: 60_000 };
+  });
+  afterAll(async () => {
+    await d?.dispose();
+  });
+
+  it('creates, gets info, lists, sets the timeout and kills; the sandbox is a Prism sandbox', async () => {
+    const sbx = await Sandbox.create({ ...opts, metadata: { user: 'u 1', run: 'a' }, envs: { FOO: 'bar' }, timeoutMs: 120_000 });
+    try {
+      expect(sbx.sandboxId).toMatch(/^[a-z0-9]/);
+      const prism = await call(d.url, 'GET', `/sandboxes/${sbx.sandboxId}`);
+      expect(prism.body).toMatchObject({ status: 'running', runtime: 'oci', metadata: { user: 'u 1', run: 'a' }, onTimeout: 'delete', timeoutSec: 120 });
+      const info = await sbx.getInfo();
+      expect(info).toMatchObject({ sandboxId: sbx.sandboxId, templateId: 'base', metadata: { user: 'u 1', run: 'a' }, state: 'running' });
+      expect(info.endAt.getTime() - info.startedAt.getTime()).toBe(120_000);
+      expect(await sbx.isRunning()).toBe(true);
+
+      const listed = await Sandbox.list({ ...opts, query: { metadata: { user: 'u 1' } } }).nextItems();
+      expect(listed.map((s) => s.sandboxId)).toEqual([sbx.sandboxId]);
+      expect(await Sandbox.list({ ...opts, query: { metadata: { user: 'nobody' } } }).nextItems()).toEqual([]);
+
+      await sbx.setTimeout(600_000);
+      const after = await sbx.getInfo();
+      expect(after.endAt.getTime()).toBeGreaterThan(Date.now() + 590_000);
+
+      const again = await Sandbox.connect(sbx.sandboxId, opts);
+      expect((await again.commands.run('echo $FOO')).stdout).toBe('bar\n');
+    } finally {
+      expect(await sbx.kill()).toBe(true);
+    }
+    expect(await Sandbox.kill(sbx.sandboxId, opts)).toBe(false);
+    expect((await call(d.url, 'GET', `/sandboxes/${sbx.sandboxId}`)).status).toBe(404);
+    await expect(Sandbox.getInfo(sbx.sandboxId, opts)).rejects.toBeInstanceOf(SandboxNotFoundError);
+    expect(await sbx.isRunning()).toBe(false);
+  });
+
+  it('refuses a wrong API key with AuthenticationError, and envd calls without the access token', async () => {
+    await expect(Sandbox.create({ ...opts, apiKey: 'prism_nope_nope' })).rejects.toBeInstanceOf(AuthenticationError);
+    const sbx = await Sandbox.create(opts);
+    try {
+      const r = await fetch(`${d.url}/e2b/envd/filesystem.Filesystem/Stat`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'e2b-sandbox-id': sbx.sandboxId, 'x-api-key': d.token },
+        body: JSON.stringify({ path: '/' }),
+      });
+      expect(r.status).toBe(401);
+    } finally {
+      await sbx.kill();
+    }
+  });
+
+  describe('in one sandbox', () => {
+    let sbx: Sandbox;
+    beforeAll(async () => {
+      sbx = await Sandbox.create(opts);
+    });
+    afterAll(async () => {
+      await sbx?.kill();
+    });
+
+    it('runs commands: output, exit codes as CommandExitError, cwd, envs, root', async () => {
+      const r = await sbx.commands.run('echo out; echo err >&2');
+      expect(r).toMatchObject({ exitCode: 0, stdout: 'out\n', stderr: 'err\n' });
+      const failed = await sbx.commands.run('exit 3').catch((e: unknown) => e);
+      expect(failed).toBeInstanceOf(CommandExitError);
+      expect(failed).toMatchObject({ exitCode: 3 });
+      expect((await sbx.commands.run('pwd', { cwd: '/tmp' })).stdout).toBe('/tmp\n');
+      expect((await sbx.commands.run('echo $A-$B', { envs: { A: '1', B: '2' } })).stdout).toBe('1-2\n');
+      expect((await sbx.commands.run('id -u', { user: 'root' })).stdout).toBe('0\n');
+      expect((await sbx.commands.run('id -u')).stdout).not.toBe('0\n');
+    });
+
+    it('streams output as it comes', async () => {
+      const chunks: Array<{ at: number; text: string }> = [];
+      await sbx.commands.run('echo one; sleep 2; echo two', { onStdout: (t) => void chunks.push({ at: Date.now(), text: t }) });
+      expect(chunks.map((c) => c.text).join('')).toBe('one\ntwo\n');
+      expect(chunks.length).toBeGreaterThanOrEqual(2);
+      expect(chunks[chunks.length - 1]!.at - chunks[0]!.at).toBeGreaterThan(1000);
+    });
+
+    it('keeps a background command past its client, lists it, takes stdin, connects again and kills it', async () => {
+      const h = await sbx.commands.run('read line; echo got:$line; sleep 600', { background: true, stdin: true, timeoutMs: 0 });
+      expect(h.pid).toBeGreaterThan(0);
+      const listed = await sbx.commands.list();
+      expect(listed.map((p) => p.pid)).toContain(h.pid);
+      expect(listed.find((p) => p.pid === h.pid)).toMatchObject({ cmd: '/bin/bash', args: ['-l', '-c', 'read line; echo got:$line; sleep 600'] });
+      await h.disconnect();
+      await sbx.commands.sendStdin(h.pid, 'hello\n');
+      const seen: string[] = [];
+      const again = await sbx.commands.connect(h.pid, { onStdout: (t) => void seen.push(t), timeoutMs: 0 });
+      // The echo came before the connect or after it; either way the process still runs.
+      expect((await sbx.commands.list()).map((p) => p.pid)).toContain(h.pid);
+      expect(await sbx.commands.kill(h.pid)).toBe(true);
+      const end = await again.wait().catch((e: unknown) => e);
+      expect(end).toBeInstanceOf(CommandExitError);
+      expect(end).toMatchObject({ exitCode: -1, error: 'signal: killed' });
+      expect((await sbx.commands.list()).map((p) => p.pid)).not.toContain(h.pid);
+      expect(await sbx.commands.kill(h.pid)).toBe(false);
+    });
+
+    it('writes and reads files, text and binary byte-exact, several at once, relative to home', async () => {
+      await sbx.files.write('/tmp/a.txt', 'héllo\n');
+      expect(await sbx.files.read('/tmp/a.txt')).toBe('héllo\n');
+      const bytes = new Uint8Array(70_000).map((_, i) => (i * 7919) % 256);
+      await sbx.files.write('/tmp/b.bin', bytes.buffer);
+      expect(Buffer.from(await sbx.files.read('/tmp/b.bin', { format: 'bytes' })).equals(Buffer.from(bytes))).toBe(true);
+      const many = await sbx.files.write([
+        { path: '/tmp/m/one.txt', data: '1' },
+        { path: 'rel/two.txt', data: '2' },
+      ]);
+      expect(many.map((w) => w.name)).toEqual(['one.txt', 'two.txt']);
+      expect(await sbx.files.read('/tmp/m/one.txt')).toBe('1');
+      expect(await sbx.files.read('rel/two.txt')).toBe('2');
+      expect((await sbx.commands.run('cat rel/two.txt')).stdout).toBe('2');
+      await expect(sbx.files.read('/tmp/none')).rejects.toBeInstanceOf(FileNotFoundError);
+    });
+
+    it('lists, stats, makes dirs, renames and removes', async () => {
+      expect(await sbx.files.makeDir('/tmp/d/e')).toBe(true);
+      expect(await sbx.files.makeDir('/tmp/d/e')).toBe(false);
+      await sbx.files.write('/tmp/d/e/f.txt', 'abc');
+      const list = await sbx.files.list('/tmp/d', { depth: 2 });
+      expect(list.map((e) => [e.name, e.type, e.path])).toEqual([
+        ['e', 'dir', '/tmp/d/e'],
+        ['f.txt', 'file', '/tmp/d/e/f.txt'],
+      ]);
+      const info = await sbx.files.getInfo('/tmp/d/e/f.txt');
+      expect(info).toMatchObject({ name: 'f.txt', type: 'file', size: 3, permissions: '-rw-r--r--' });
+      expect(info.modifiedTime?.getTime()).toBeGreaterThan(Date.now() - 120_000);
+      expect(await sbx.files.exists('/tmp/d/e/f.txt')).toBe(true);
+      expect(await sbx.files.exists('/tmp/d/nope')).toBe(false);
+      const moved = await sbx.files.rename('/tmp/d/e/f.txt', '/tmp/d/g.txt');
+      expect(moved).toMatchObject({ name: 'g.txt', path: '/tmp/d/g.txt' });
+      await sbx.files.remove('/tmp/d');
+      expect(await sbx.files.exists('/tmp/d')).toBe(false);
+      await sbx.files.remove('/tmp/d'); // missing: no error, as envd
+      await expect(sbx.files.getInfo('/tmp/d')).rejects.toBeInstanceOf(NotFoundError);
+    });
+
+    it('says clearly what is not implemented yet', async () => {
+      await expect(sbx.files.watchDir('/tmp', () => undefined)).rejects.toThrow(/not implemented/);
+      await expect(sbx.pause()).rejects.toThrow(/not implemented/);
+    });
+  });
+
+  it('e2b 2.50 (the /sandboxes create and connect paths) works the same', async () => {
+    const sbx = await Sandbox250.create({ ...opts, metadata: { sdk: '2.50' } });
+    try {
+      expect((await sbx.commands.run('echo hi')).stdout).toBe('hi\n');
+      const again = await Sandbox250.connect(sbx.sandboxId, opts);
+      expect((await again.getInfo()).metadata).toEqual({ sdk: '2.50' });
+    } finally {
+      expect(await sbx.kill()).toBe(true);
+    }
+  });
+});
