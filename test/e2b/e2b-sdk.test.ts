@@ -132,6 +132,17 @@ describe.skipIf(!!skip)('the official e2b SDK against prismd (oci)', () => {
       expect(await sbx.files.read('rel/two.txt')).toBe('2');
       expect((await sbx.commands.run('cat rel/two.txt')).stdout).toBe('2');
       await expect(sbx.files.read('/tmp/none')).rejects.toBeInstanceOf(FileNotFoundError);
+      // Raw uploads: gzip-compressed, and a stream.
+      await sbx.files.write('/tmp/g.txt', 'zipped '.repeat(1000), { gzip: true });
+      expect(await sbx.files.read('/tmp/g.txt', { gzip: true })).toBe('zipped '.repeat(1000));
+      const stream = new ReadableStream<Uint8Array>({
+        start(c) {
+          for (let i = 0; i < 5; i++) c.enqueue(new TextEncoder().encode(`chunk${i};`));
+          c.close();
+        },
+      });
+      await sbx.files.write('/tmp/s.txt', stream);
+      expect(await sbx.files.read('/tmp/s.txt')).toBe('chunk0;chunk1;chunk2;chunk3;chunk4;');
     });
 
     it('lists, stats, makes dirs, renames and removes', async () => {
