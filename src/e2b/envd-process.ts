@@ -23,6 +23,8 @@ interface Entry {
   processId: string;
   tag?: string;
   config: ProcessConfig;
+  /** On a terminal: its output goes out as `pty` data, its input comes as `pty` input. */
+  pty: boolean;
 }
 
 export interface Selector {
@@ -65,9 +67,9 @@ export class EnvdProcesses {
     const { config: _c, tag: _t, openStdin, ...exec } = req;
     const info = await this.processes.start(sandboxId, exec);
     const t = this.table(sandboxId);
-    const entry: Entry = { pid: t.next++, processId: info.id, config: req.config, ...(req.tag ? { tag: req.tag } : {}) };
+    const entry: Entry = { pid: t.next++, processId: info.id, config: req.config, pty: !!req.tty, ...(req.tag ? { tag: req.tag } : {}) };
     t.byPid.set(entry.pid, entry);
-    if (!openStdin) await this.processes.writeStdin(sandboxId, info.id, Buffer.alloc(0), true).catch(() => undefined);
+    if (!openStdin && !req.tty) await this.processes.writeStdin(sandboxId, info.id, Buffer.alloc(0), true).catch(() => undefined);
     return entry;
   }
 
@@ -121,7 +123,7 @@ export class EnvdProcesses {
           await out.send({ event: { end: endEvent(ev.info) } });
           return;
         }
-        if (ev.read.data.length) await out.send({ event: { data: { [ev.type]: ev.read.data.toString('base64') } } });
+        if (ev.read.data.length) await out.send({ event: { data: { [entry.pty ? 'pty' : ev.type]: ev.read.data.toString('base64') } } });
       }
     } finally {
       clearInterval(timer);
@@ -131,6 +133,12 @@ export class EnvdProcesses {
   async sendStdin(sandboxId: string, sel: Selector, data: Buffer): Promise<void> {
     const { entry } = await this.find(sandboxId, sel);
     await this.processes.writeStdin(sandboxId, entry.processId, data, false);
+  }
+
+  async resize(sandboxId: string, sel: Selector, cols: number, rows: number): Promise<void> {
+    const { entry } = await this.find(sandboxId, sel);
+    if (!entry.pty) throw new ConnectError('invalid_argument', `process with pid ${entry.pid} has no terminal`);
+    await this.processes.resize(sandboxId, entry.processId, cols, rows);
   }
 
   async closeStdin(sandboxId: string, sel: Selector): Promise<void> {

@@ -7,6 +7,7 @@ import { PrismError, httpStatusForCode } from '../core/errors.js';
 import type { ProcessSignal, Sandbox } from '../core/types.js';
 import type { FileService } from '../service/file-service.js';
 import type { Logger } from '../service/logger.js';
+import { checkSize } from '../service/pty-service.js';
 import type { SandboxService } from '../service/sandbox-service.js';
 import { ConnectError, ServerStream, connectTimeoutMs, parseStreamRequest, sendUnaryError } from './connect-protocol.js';
 import { EnvdFilesystem, resolvePath, type Caller } from './envd-filesystem.js';
@@ -141,14 +142,15 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
     'process.Process/List': async (sb) => ({ processes: await procs.list(sb.id) }),
     'process.Process/SendInput': async (sb, _c, m) => {
       const input = (m.input ?? {}) as { stdin?: string; pty?: string };
-      if (input.pty !== undefined) throw new ConnectError('unimplemented', 'PTY processes are not implemented yet in Prism (docs/e2b.md)');
-      await procs.sendStdin(sb.id, selector(m), Buffer.from(input.stdin ?? '', 'base64'));
+      await procs.sendStdin(sb.id, selector(m), Buffer.from(input.pty ?? input.stdin ?? '', 'base64'));
       return {};
     },
     'process.Process/CloseStdin': async (sb, _c, m) => (await procs.closeStdin(sb.id, selector(m)), {}),
     'process.Process/SendSignal': async (sb, _c, m) => (await procs.signal(sb.id, selector(m), signalOf(m.signal)), {}),
-    'process.Process/Update': async () => {
-      throw new ConnectError('unimplemented', 'PTY processes are not implemented yet in Prism (docs/e2b.md)');
+    'process.Process/Update': async (sb, _c, m) => {
+      const size = ptySize(m.pty);
+      if (size) await procs.resize(sb.id, selector(m), size.cols, size.rows);
+      return {};
     },
     'filesystem.Filesystem/Stat': (_sb, c, m) => fs.stat(c(), str(m.path, 'path')),
     'filesystem.Filesystem/ListDir': (_sb, c, m) => fs.listDir(c(), str(m.path, 'path'), m.depth === undefined ? 1 : Number(m.depth)),
@@ -165,7 +167,7 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
   const streams: Record<string, Stream> = {
     'process.Process/Start': async (sb, caller, m, out, req) => {
       const p = (m.process ?? {}) as { cmd?: string; args?: string[]; envs?: Record<string, string>; cwd?: string };
-      if (m.pty) throw new ConnectError('unimplemented', 'PTY processes are not implemented yet in Prism (docs/e2b.md)');
+      const tty = ptySize(m.pty);
       const c = caller();
       const cmd = str(p.cmd, 'process.cmd');
       const args = Array.isArray(p.args) ? p.args.map(String) : [];
@@ -181,6 +183,7 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
         cwd,
         ...(ms !== undefined ? { timeoutSec: ms / 1000 } : {}),
         ...(c.asRoot ? { asRoot: true } : {}),
+        ...(tty ? { tty } : {}),
         openStdin: m.stdin === true,
         config: { cmd, args, envs, ...(p.cwd ? { cwd: p.cwd } : {}) },
         ...(typeof m.tag === 'string' ? { tag: m.tag } : {}),
@@ -338,6 +341,20 @@ function selector(m: Record<string, unknown>): Selector {
   if (p.pid !== undefined) return { pid: Number(p.pid) };
   if (typeof p.tag === 'string') return { tag: p.tag };
   throw new ConnectError('invalid_argument', 'process selector needs a pid or a tag');
+}
+
+/** A PTY message's size (`{size: {cols, rows}}`); undefined when absent. */
+function ptySize(v: unknown): { cols: number; rows: number } | undefined {
+  if (v === undefined || v === null) return undefined;
+  const size = (v as { size?: { cols?: unknown; rows?: unknown } }).size ?? {};
+  const cols = Number(size.cols ?? 80);
+  const rows = Number(size.rows ?? 24);
+  try {
+    checkSize(cols, rows);
+  } catch (e) {
+    throw new ConnectError('invalid_argument', (e as Error).message);
+  }
+  return { cols, rows };
 }
 
 function signalOf(v: unknown): ProcessSignal {

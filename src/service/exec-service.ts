@@ -19,6 +19,11 @@ export interface ExecRequest {
   keepStdinOpen?: boolean;
   /** Run as the sandbox's root instead of its user. */
   asRoot?: boolean;
+  /**
+   * Run on a new terminal of this size (ExecOptions.tty): stdout carries the terminal's bytes, stdin
+   * (kept open) its input; the session can be resized.
+   */
+  tty?: { cols: number; rows: number };
 }
 
 /**
@@ -42,6 +47,8 @@ export interface ExecSession {
   signal(sig: NodeJS.Signals): void;
   /** The command's stdin while it is open (only with `keepStdinOpen`), else null. */
   stdin: Writable | null;
+  /** Present for commands on a terminal (`tty`): sets its size. */
+  resize?: (cols: number, rows: number) => void;
 }
 
 export interface ExecLimits {
@@ -79,7 +86,7 @@ export class ExecService {
     const t0 = performance.now();
     let proc;
     try {
-      proc = await this.agent.exec(sb, { argv: req.argv, env: req.env ?? {}, cwd: req.cwd, stdin: req.stdin !== undefined || !!req.keepStdinOpen, asRoot: !!req.asRoot });
+      proc = await this.agent.exec(sb, { argv: req.argv, env: req.env ?? {}, cwd: req.cwd, stdin: req.stdin !== undefined || !!req.keepStdinOpen || !!req.tty, asRoot: !!req.asRoot, ...(req.tty ? { tty: req.tty } : {}) });
     } catch (e) {
       // A task that died under a running sandbox: say so now rather than at the next watchdog round.
       if (isPrismError(e, 'FAILED_PRECONDITION') && !(await this.agent.checkTask(sb.id))) {
@@ -146,7 +153,9 @@ export class ExecService {
       return result;
     });
     done.catch(() => clearTimeout(timer));
-    return { id, done, cancel: () => proc.kill('SIGKILL'), signal: (sig) => proc.kill(sig), stdin: req.keepStdinOpen ? proc.stdin : null };
+    const session: ExecSession = { id, done, cancel: () => proc.kill('SIGKILL'), signal: (sig) => proc.kill(sig), stdin: req.keepStdinOpen ? proc.stdin : null };
+    if (proc.resize) session.resize = proc.resize.bind(proc);
+    return session;
   }
 
   async logs(idOrName: string): Promise<ExecRecord[]> {

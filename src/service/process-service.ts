@@ -273,6 +273,15 @@ export class ProcessService {
     return p.info();
   }
 
+  /** Sets the terminal size of a process started with `tty`. */
+  async resize(idOrName: string, pid: string, cols: number, rows: number): Promise<ProcessInfo> {
+    const p = await this.find(idOrName, pid);
+    if (!p.session.resize) throw new PrismError('FAILED_PRECONDITION', `process '${pid}' has no terminal`);
+    if (!p.running) throw new PrismError('FAILED_PRECONDITION', `process '${pid}' has exited`);
+    p.session.resize(cols, rows);
+    return p.info();
+  }
+
   async signal(idOrName: string, pid: string, sig: ProcessSignal): Promise<ProcessInfo> {
     if (!PROCESS_SIGNALS.includes(sig)) throw new PrismError('INVALID_ARGUMENT', `signal must be one of ${PROCESS_SIGNALS.join(', ')}`);
     const p = await this.find(idOrName, pid);

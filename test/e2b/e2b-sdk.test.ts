@@ -117,6 +117,28 @@ describe.skipIf(!!skip)('the official e2b SDK against prismd (oci)', () => {
       expect(await sbx.commands.kill(h.pid)).toBe(false);
     });
 
+    it('runs a PTY that outlives its stream: input, resize, reconnect, kill', async () => {
+      let screen = '';
+      const onData = (d: Uint8Array) => void (screen += Buffer.from(d).toString());
+      const term = await sbx.pty.create({ cols: 80, rows: 24, onData, timeoutMs: 0 });
+      const waitFor = async (re: RegExp) => {
+        for (const deadline = Date.now() + 20_000; !re.test(screen) && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 50));
+        expect(screen).toMatch(re);
+      };
+      await sbx.pty.sendInput(term.pid, new TextEncoder().encode('tty; echo sum=$((6*7))\n'));
+      await waitFor(/sum=42/);
+      expect(screen).toMatch(/\/dev\/pts\//);
+      await sbx.pty.resize(term.pid, { cols: 100, rows: 30 });
+      await term.disconnect();
+      screen = '';
+      const again = await sbx.pty.connect(term.pid, { onData, timeoutMs: 0 });
+      await sbx.pty.sendInput(term.pid, new TextEncoder().encode('stty size\n'));
+      await waitFor(/30 100/);
+      expect(await sbx.pty.kill(term.pid)).toBe(true);
+      await again.wait().catch(() => undefined);
+      expect((await sbx.commands.list()).map((p) => p.pid)).not.toContain(term.pid);
+    });
+
     it('writes and reads files, text and binary byte-exact, several at once, relative to home', async () => {
       await sbx.files.write('/tmp/a.txt', 'héllo\n');
       expect(await sbx.files.read('/tmp/a.txt')).toBe('héllo\n');
