@@ -16,6 +16,7 @@
  *   remove PATH 0|1      (1: recursive; links are removed, never followed)
  *   move FROM TO         rename(2)
  *   archive-out PATH     records + file bytes (fs-archive.c)   archive-in DIR   the reverse
+ *   watch DIR 0|1        change events as lines until DIR goes (fs-watch.c; 1: subdirectories too)
  *
  * A record is 7 NUL-terminated fields: type (f d l o, h for a hard link), mode (octal), mtime seconds,
  * mtime nanoseconds, size, name, link target. Failures: exit 1 with "<ERRNAME> message" on stderr.
@@ -295,8 +296,9 @@ int fs_main(int argc, char **argv) {
     rc = 0;
   } else if (argc == 4 && strcmp(op, "archive-out") == 0) rc = fs_archive_out(argv[3]);
   else if (argc == 4 && strcmp(op, "archive-in") == 0) rc = fs_archive_in(argv[3]);
+  else if (argc == 5 && strcmp(op, "watch") == 0) rc = fs_watch(argv[3], strcmp(argv[4], "1") == 0);
   if (rc < 0) {
-    fprintf(stderr, "EINVAL usage: prism-init fs read|write|stat|list|mkdir|remove|move|archive-out|archive-in ARGS\n");
+    fprintf(stderr, "EINVAL usage: prism-init fs read|write|stat|list|mkdir|remove|move|archive-out|archive-in|watch ARGS\n");
     return 2;
   }
   if (fflush(stdout) != 0) fs_fail(errno, "write stdout");

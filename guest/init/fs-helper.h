@@ -29,5 +29,7 @@ void make_parents(const char *path, int last, mode_t mode);
 
 int fs_archive_out(const char *path);
 int fs_archive_in(const char *dir);
+/* Change events under `dir` as lines on stdout until it goes away (fs-watch.c). */
+int fs_watch(const char *dir, int recursive);
 
 #endif

@@ -2,7 +2,7 @@ import { posix } from 'node:path';
 import { PrismError } from '../core/errors.js';
 import type { FileEntry } from '../core/types.js';
 import type { FileService } from '../service/file-service.js';
-import { ConnectError } from './connect-protocol.js';
+import { ConnectError, type ServerStream } from './connect-protocol.js';
 
 /**
  * envd's Filesystem service and EntryInfo on Prism's file operations (which run inside the sandbox as
@@ -21,6 +21,8 @@ export function resolvePath(path: string, home: string): string {
   if (path.startsWith('~/')) return posix.join(home, path.slice(2));
   return path.startsWith('/') ? posix.normalize(path) : posix.join(home, path);
 }
+
+const EVENT_TYPE = { create: 'EVENT_TYPE_CREATE', write: 'EVENT_TYPE_WRITE', remove: 'EVENT_TYPE_REMOVE', rename: 'EVENT_TYPE_RENAME', chmod: 'EVENT_TYPE_CHMOD' } as const;
 
 const TYPE = { file: 'FILE_TYPE_FILE', dir: 'FILE_TYPE_DIRECTORY', symlink: 'FILE_TYPE_SYMLINK', other: 'FILE_TYPE_UNSPECIFIED' } as const;
 
@@ -97,6 +99,39 @@ export class EnvdFilesystem {
     const to = resolvePath(rawTo, c.home);
     await this.files.move(c.sandboxId, from, to, { asRoot: c.asRoot }).catch(notFound(from));
     return this.stat(c, to);
+  }
+
+  /**
+   * WatchDir: the start message once the watch is in place, then one filesystem event per change
+   * (name relative to `path`), keepalives while quiet; ends when the client goes, at its deadline, or
+   * when the directory goes away.
+   */
+  async watch(c: Caller, path: string, recursive: boolean, out: ServerStream, o: { keepaliveMs: number; timeoutMs?: number; signal: AbortSignal }): Promise<void> {
+    const w = await this.files.watch(c.sandboxId, path, { asRoot: c.asRoot, recursive }).catch((e: unknown) => {
+      if (e instanceof PrismError && e.code === 'INVALID_ARGUMENT') throw new ConnectError('invalid_argument', `path ${path} is not a directory`);
+      return notFound(path)(e);
+    });
+    const stop = () => w.stop();
+    o.signal.addEventListener('abort', stop, { once: true });
+    const deadline = o.timeoutMs === undefined ? undefined : setTimeout(stop, o.timeoutMs);
+    let last = Date.now();
+    const keepalive = setInterval(() => {
+      if (Date.now() - last < o.keepaliveMs) return;
+      last = Date.now();
+      void out.send({ keepalive: {} });
+    }, Math.min(o.keepaliveMs, 1000));
+    try {
+      await out.send({ start: {} });
+      for await (const ev of w.events) {
+        last = Date.now();
+        await out.send({ filesystem: { name: ev.name, type: EVENT_TYPE[ev.type] } });
+      }
+    } finally {
+      clearInterval(keepalive);
+      clearTimeout(deadline);
+      o.signal.removeEventListener('abort', stop);
+      w.stop();
+    }
   }
 
   /** Removes recursively; a missing path is no error (as envd). */

@@ -198,8 +198,12 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
       const from = info.status === 'running' ? { stdout: info.stdoutBytes, stderr: info.stderrBytes } : { stdout: info.stdoutBytes, stderr: info.stderrBytes };
       await procs.stream(sb.id, entry, out, from, keepaliveMs(req), abortOnClose(req));
     },
-    'filesystem.Filesystem/WatchDir': async () => {
-      throw new ConnectError('unimplemented', 'directory watching is not implemented yet in Prism (docs/e2b.md)');
+    'filesystem.Filesystem/WatchDir': async (_sb, caller, m, out, req) => {
+      if (m.includeEntry === true || m.include_entry === true) throw new ConnectError('unimplemented', 'includeEntry is not implemented yet in Prism (docs/e2b.md)');
+      const c = caller();
+      const path = resolvePath(str(m.path, 'path'), c.home);
+      const ms = connectTimeoutMs(req.headers['connect-timeout-ms']);
+      await fs.watch(c, path, m.recursive === true, out, { keepaliveMs: keepaliveMs(req), ...(ms !== undefined ? { timeoutMs: ms } : {}), signal: abortOnClose(req) });
     },
   };
 

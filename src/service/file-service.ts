@@ -1,3 +1,4 @@
+import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { PrismError } from '../core/errors.js';
 import type { Sandbox } from '../core/types.js';
@@ -9,6 +10,17 @@ import type { NodeAgent } from './node-agent.js';
 import type { SandboxService } from './sandbox-service.js';
 
 export type { FileEntry } from '../core/types.js';
+
+/** One change a watch saw: its kind (as fsnotify names them) and the path relative to the watched directory. */
+export interface FileChange {
+  type: 'create' | 'write' | 'remove' | 'rename' | 'chmod';
+  name: string;
+}
+
+export interface FileWatch {
+  events: AsyncGenerator<FileChange>;
+  stop(): void;
+}
 
 export interface FileLimits {
   /** Largest file read or written in one request (`--max-file-mb`); PAYLOAD_TOO_LARGE past it. */
@@ -193,6 +205,44 @@ export class FileService {
   async remove(idOrName: string, path: string, opts: FileOpOptions & { recursive?: boolean } = {}): Promise<void> {
     if (/^\/+$/.test(checkPath(path))) throw new PrismError('INVALID_ARGUMENT', "refusing to remove '/'");
     await this.run(idOrName, ['remove', path, opts.recursive ? '1' : '0'], opts);
+  }
+
+  /**
+   * Changes under directory `path` as they happen (`recursive`: in subdirectories too), until `stop()`,
+   * the directory going away (the events end), or a failure (the iterator throws). Resolves once the
+   * watch is in place; NOT_FOUND / INVALID_ARGUMENT (not a directory) before that.
+   */
+  async watch(idOrName: string, path: string, opts: FileOpOptions & { recursive?: boolean } = {}): Promise<FileWatch> {
+    const { proc, stderr } = await this.start(idOrName, ['watch', checkPath(path), opts.recursive ? '1' : '0'], opts);
+    const lines = createInterface({ input: proc.stdout, crlfDelay: Infinity })[Symbol.asyncIterator]();
+    const first = await lines.next();
+    if (first.done || first.value !== 'ready') {
+      await this.finish(proc, stderr);
+      throw new PrismError('INTERNAL', 'the watch helper ended before it was ready');
+    }
+    const finish = () => this.finish(proc, stderr);
+    let stopped = false;
+    async function* events(): AsyncGenerator<FileChange> {
+      try {
+        for (;;) {
+          const next = await lines.next();
+          if (next.done) break;
+          const at = next.value.indexOf(' ');
+          const type = next.value.slice(0, at) as FileChange['type'];
+          yield { type, name: next.value.slice(at + 1).replace(/\\(.)/g, (_m, c: string) => (c === 'n' ? '\n' : c)) };
+        }
+        if (!stopped) await finish();
+      } finally {
+        proc.kill('SIGKILL');
+      }
+    }
+    return {
+      events: events(),
+      stop: () => {
+        stopped = true;
+        proc.kill('SIGKILL');
+      },
+    };
   }
 
   async move(idOrName: string, from: string, to: string, opts: FileOpOptions = {}): Promise<void> {

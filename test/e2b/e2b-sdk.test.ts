@@ -189,8 +189,41 @@ describe.skipIf(!!skip)('the official e2b SDK against prismd (oci)', () => {
       await expect(sbx.files.getInfo('/tmp/d')).rejects.toBeInstanceOf(NotFoundError);
     });
 
+    it('watches a directory, recursively, until stopped', async () => {
+      await sbx.files.makeDir('/tmp/w');
+      const seen: Array<{ name: string; type: string }> = [];
+      let exited: unknown = 'not yet';
+      const handle = await sbx.files.watchDir('/tmp/w', (e) => void seen.push({ name: e.name, type: e.type }), {
+        recursive: true,
+        timeoutMs: 0,
+        onExit: (err) => void (exited = err),
+      });
+      await sbx.files.write('/tmp/w/a.txt', 'x');
+      await sbx.commands.run('mkdir -p /tmp/w/sub && echo y > /tmp/w/sub/b.txt && sleep 0.2 && mv /tmp/w/a.txt /tmp/w/c.txt && rm /tmp/w/sub/b.txt');
+      for (const deadline = Date.now() + 10_000; !seen.some((e) => e.name === 'sub/b.txt' && e.type === 'remove') && Date.now() < deadline; ) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(seen).toContainEqual({ name: 'a.txt', type: 'create' });
+      expect(seen).toContainEqual({ name: 'sub', type: 'create' });
+      expect(seen).toContainEqual({ name: 'sub/b.txt', type: 'write' });
+      expect(seen).toContainEqual({ name: 'a.txt', type: 'rename' });
+      expect(seen).toContainEqual({ name: 'c.txt', type: 'create' });
+      expect(seen).toContainEqual({ name: 'sub/b.txt', type: 'remove' });
+      // No watch helper is left running in the sandbox once stopped (one runs until then).
+      const processes = async () => (await sbx.commands.run('for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline; echo; done', { user: 'root' })).stdout;
+      expect(await processes()).toContain('fs watch');
+      await handle.stop();
+      for (const deadline = Date.now() + 5000; Date.now() < deadline; ) {
+        if (!(await processes()).includes('fs watch')) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(await processes()).toContain('tr');
+      expect(await processes()).not.toContain('fs watch');
+      await expect(sbx.files.watchDir('/tmp/none', () => undefined)).rejects.toBeInstanceOf(NotFoundError);
+      void exited;
+    });
+
     it('says clearly what is not implemented yet', async () => {
-      await expect(sbx.files.watchDir('/tmp', () => undefined)).rejects.toThrow(/not implemented/);
       await expect(sbx.pause()).rejects.toThrow(/not implemented/);
     });
   });
