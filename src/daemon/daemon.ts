@@ -13,7 +13,6 @@ import { RegistryPuller } from '../images/registry/pull.js';
 import type { RuntimeDriver } from '../runtime/driver.js';
 import { probeCgroups } from '../runtime/cgroups/probe.js';
 import { LinuxNetworkManager } from '../net/linux/linux-network-manager.js';
-import { EtcdStore } from '../store/etcd/etcd-store.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { LocalVolumeStore } from '../volumes/local/local-volume-store.js';
 import type { Store } from '../store/store.js';
@@ -63,6 +62,8 @@ async function bootstrapAdminToken(tokens: TokenService, dataDir: string, log: L
 
 async function openStore(cfg: DaemonConfig): Promise<Store> {
   if (cfg.store.kind === 'etcd') {
+    // Loaded only for a cluster: etcd3 and gRPC are a third of prismd's start-up on a single node.
+    const { EtcdStore } = await import('../store/etcd/etcd-store.js');
     return EtcdStore.connect({ endpoints: cfg.store.endpoints, ...(cfg.store.tls ? { tls: cfg.store.tls } : {}) });
   }
   // Watch history keeps values (exec records among them): 2000 events bound it to ~256 MiB at worst.

@@ -44,6 +44,7 @@ export function prismdProgram(): Command {
     .option('--data-dir <dir>', 'state directory whose image store receives the image')
     .option('--mirror <url>', 'Debian mirror', 'http://deb.debian.org/debian')
     .option('--force', 'rebuild even if the image exists')
+    .option('--code-interpreter', 'build the code-interpreter image instead (python3 + Jupyter kernel, numpy, pandas, matplotlib; E2B template code-interpreter-v1)')
     .action(buildBaseImageCommand);
   program
     .command('install-service')

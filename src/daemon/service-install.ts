@@ -216,7 +216,7 @@ async function stopStrayDaemon(o: InstallOptions, dataDir: string): Promise<void
   if (pid === main) return;
   o.out(`stopping prismd pid ${pid}, which runs outside systemd on ${dataDir} (its sandboxes keep running; the service takes them over)`);
   process.kill(pid, 'SIGTERM');
-  const deadline = Date.now() + (o.healthTimeoutMs ?? 90_000);
+  const deadline = Date.now() + (o.healthTimeoutMs ?? HEALTH_TIMEOUT_MS);
   while (livePrismd(pid)) {
     if (Date.now() > deadline) throw new PrismError('DEADLINE_EXCEEDED', `prismd pid ${pid} did not exit after SIGTERM; stop it, then run install-service again`);
     await sleep(o.pollMs ?? 250);
@@ -224,6 +224,12 @@ async function stopStrayDaemon(o: InstallOptions, dataDir: string): Promise<void
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * How long an active unit may take to answer. Seconds on a server; minutes on a slow or emulated one
+ * (measured: over 90 s in the host VM under TCG on a busy host). A unit that fails stops the wait at once.
+ */
+const HEALTH_TIMEOUT_MS = 300_000;
 
 async function unitState(host: ServiceHost): Promise<Record<string, string>> {
   const r = await host.run('systemctl', ['show', '--property', 'ActiveState', '--property', 'SubState', UNIT_NAME]);
@@ -237,7 +243,7 @@ async function journalTail(host: ServiceHost): Promise<string> {
 
 /** Waits for the API; fails early, with the journal's last lines, when the unit failed or is restarting after a crash. */
 async function waitHealthy(o: InstallOptions, url: string): Promise<void> {
-  const deadline = Date.now() + (o.healthTimeoutMs ?? 90_000);
+  const deadline = Date.now() + (o.healthTimeoutMs ?? HEALTH_TIMEOUT_MS);
   for (;;) {
     if (await o.host.healthy(`${url}/api/v1/health`)) return;
     const s = await unitState(o.host);
@@ -245,7 +251,7 @@ async function waitHealthy(o: InstallOptions, url: string): Promise<void> {
       throw new PrismError('UNAVAILABLE', `${UNIT_NAME} failed to start (${s.ActiveState}/${s.SubState})${await journalTail(o.host)}`);
     }
     if (Date.now() > deadline) {
-      throw new PrismError('DEADLINE_EXCEEDED', `${UNIT_NAME} is ${s.ActiveState ?? 'unknown'} but ${url} did not answer within ${Math.round((o.healthTimeoutMs ?? 90_000) / 1000)} s${await journalTail(o.host)}`);
+      throw new PrismError('DEADLINE_EXCEEDED', `${UNIT_NAME} is ${s.ActiveState ?? 'unknown'} but ${url} did not answer within ${Math.round((o.healthTimeoutMs ?? HEALTH_TIMEOUT_MS) / 1000)} s${await journalTail(o.host)}`);
     }
     await sleep(o.pollMs ?? 250);
   }

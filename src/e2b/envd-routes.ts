@@ -11,6 +11,7 @@ import { checkSize } from '../service/pty-service.js';
 import type { SandboxService } from '../service/sandbox-service.js';
 import { ConnectError, ServerStream, connectTimeoutMs, parseStreamRequest, sendUnaryError } from './connect-protocol.js';
 import { EnvdFilesystem, resolvePath, type Caller } from './envd-filesystem.js';
+import { CodeInterpreterError, type CodeInterpreters } from './code-interpreter.js';
 import { EnvdProcesses, type Selector } from './envd-process.js';
 import { e2bError } from './control-routes.js';
 
@@ -26,6 +27,7 @@ export const CODE_INTERPRETER_PORT = 49999;
 
 export interface EnvdDeps {
   sandboxes: SandboxService;
+  codeInterpreters: CodeInterpreters;
   files: FileService;
   processes: EnvdProcesses;
   /** Largest `Connect-Timeout-Ms` a process may live by, in seconds (prismd's exec timeout cap). */
@@ -118,13 +120,19 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
     return sameSecret(q.signature, fileSignature(path, op, q.username ?? '', secret, exp));
   };
 
+  // Port 49999 is the code interpreter's surface, 49983 envd's; each answers only its own paths.
+  const CI_PATHS = /^\/(execute|contexts)(\/|$|\?)/;
   app.addHook('onRequest', async (req, reply) => {
-    if (portOf(req) === CODE_INTERPRETER_PORT) {
-      return reply.status(501).type('text/plain').send('the code interpreter (port 49999) is not implemented yet in Prism (docs/e2b.md)');
+    const port = portOf(req);
+    const sub = req.url.split('?')[0]!.replace(/^\/e2b\/envd/, '');
+    if (port === CODE_INTERPRETER_PORT) {
+      if (!CI_PATHS.test(sub)) return reply.status(404).type('text/plain').send(`no route ${req.method} ${sub} on the code interpreter (port 49999)`);
+      return;
     }
-    if (portOf(req) !== ENVD_PORT) {
-      return e2bError(reply, 501, `port ${portOf(req)} is reached through <port>-<sandbox id>.<domain> host routing, which is not implemented yet (docs/e2b.md)`);
+    if (port !== ENVD_PORT) {
+      return e2bError(reply, 501, `port ${port} is reached through <port>-<sandbox id>.<domain> host routing, which is not implemented yet (docs/e2b.md)`);
     }
+    if (CI_PATHS.test(sub)) return e2bError(reply, 404, `${sub} is served on the code interpreter's port (E2b-Sandbox-Port: 49999)`);
   });
 
   app.get('/health', async (req, reply) => {
@@ -296,6 +304,104 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
     } catch (e) {
       return restError(reply, e, deps.log);
     }
+  });
+
+  // --- the code interpreter (port 49999) --------------------------------------------------------------
+
+  /** The sandbox of a code-interpreter call: access token (/execute) or traffic token (every call). */
+  const ciSandbox = async (req: FastifyRequest, reply: FastifyReply): Promise<Sandbox | undefined> => {
+    const id = sandboxIdOf(req);
+    const sb = id ? await sandboxes.get(id).catch(() => undefined) : undefined;
+    if (!sb || sb.status !== 'running') return void reply.status(502).type('text/plain').send('The sandbox was not found'), undefined;
+    const access = req.headers['x-access-token'];
+    const traffic = req.headers['e2b-traffic-access-token'];
+    const ok = (typeof access === 'string' && !!sb.secrets && sameSecret(access, sb.secrets.access)) || (typeof traffic === 'string' && !!sb.secrets && sameSecret(traffic, sb.secrets.traffic));
+    if (!ok) return void reply.status(401).type('text/plain').send('missing or invalid access token'), undefined;
+    return sb;
+  };
+  const ciError = (reply: FastifyReply, e: unknown): FastifyReply => {
+    if (e instanceof CodeInterpreterError) return reply.status(e.status).type('text/plain').send(e.message);
+    if (e instanceof PrismError) return reply.status(e.code === 'UNAVAILABLE' ? 502 : httpStatusForCode[e.code]).type('text/plain').send(e.message);
+    deps.log.error({ err: e }, 'code interpreter call failed');
+    return reply.status(500).type('text/plain').send('internal error');
+  };
+  const homeOf = (sb: Sandbox) => callerOf(sb, undefined).home;
+
+  app.post<{ Body: string }>('/execute', async (req, reply) => {
+    const sb = await ciSandbox(req, reply);
+    if (!sb) return reply;
+    let body: { code?: unknown; context_id?: unknown; language?: unknown; env_vars?: unknown };
+    try {
+      body = parseMessage(parseJson(req.body)) as typeof body;
+    } catch (e) {
+      return reply.status(400).type('text/plain').send((e as Error).message);
+    }
+    if (typeof body.code !== 'string') return reply.status(400).type('text/plain').send('code must be a string');
+    const ac = new AbortController();
+    req.raw.socket.once('close', () => ac.abort());
+    const items = deps.codeInterpreters.execute(
+      sb.id,
+      homeOf(sb),
+      {
+        code: body.code,
+        ...(typeof body.context_id === 'string' ? { context_id: body.context_id } : {}),
+        ...(typeof body.language === 'string' ? { language: body.language } : {}),
+        ...(body.env_vars && typeof body.env_vars === 'object' ? { env_vars: body.env_vars as Record<string, string> } : {}),
+      },
+      ac.signal,
+    );
+    // The first item decides the status: a context that does not exist is a 404, not a stream.
+    let first: IteratorResult<Record<string, unknown>>;
+    try {
+      first = await items.next();
+    } catch (e) {
+      return ciError(reply, e);
+    }
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    const write = (o: unknown) => raw.write(`${JSON.stringify(o)}\n`);
+    const keepalive = setInterval(() => write({ type: 'keepalive' }), 30_000);
+    try {
+      if (!first.done) write(first.value);
+      for await (const item of items) write(item);
+    } catch (e) {
+      write({ type: 'error', name: 'SandboxError', value: (e as Error).message, traceback: '' });
+    } finally {
+      clearInterval(keepalive);
+      write({ type: 'end_of_execution' });
+      raw.end();
+    }
+    return reply;
+  });
+
+  app.get('/contexts', async (req, reply) => {
+    const sb = await ciSandbox(req, reply);
+    if (!sb) return reply;
+    return deps.codeInterpreters.call(sb.id, homeOf(sb), { op: 'list_contexts' }).then((r) => reply.send(r), (e: unknown) => ciError(reply, e));
+  });
+  app.post<{ Body: string }>('/contexts', async (req, reply) => {
+    const sb = await ciSandbox(req, reply);
+    if (!sb) return reply;
+    let body: { language?: unknown; cwd?: unknown };
+    try {
+      body = parseMessage(parseJson(req.body)) as typeof body;
+    } catch (e) {
+      return reply.status(400).type('text/plain').send((e as Error).message);
+    }
+    const language = typeof body.language === 'string' ? ({ js: 'javascript', ts: 'typescript' } as Record<string, string>)[body.language] ?? body.language : undefined;
+    const op = { op: 'create_context', ...(language ? { language } : {}), ...(typeof body.cwd === 'string' ? { cwd: resolvePath(body.cwd, homeOf(sb)) } : {}) };
+    return deps.codeInterpreters.call(sb.id, homeOf(sb), op).then((r) => reply.send(r), (e: unknown) => ciError(reply, e));
+  });
+  app.post<{ Params: { id: string } }>('/contexts/:id/restart', async (req, reply) => {
+    const sb = await ciSandbox(req, reply);
+    if (!sb) return reply;
+    return deps.codeInterpreters.call(sb.id, homeOf(sb), { op: 'restart_context', context_id: req.params.id }).then(() => reply.send({}), (e: unknown) => ciError(reply, e));
+  });
+  app.delete<{ Params: { id: string } }>('/contexts/:id', async (req, reply) => {
+    const sb = await ciSandbox(req, reply);
+    if (!sb) return reply;
+    return deps.codeInterpreters.call(sb.id, homeOf(sb), { op: 'remove_context', context_id: req.params.id }).then(() => reply.status(204).send(), (e: unknown) => ciError(reply, e));
   });
 }
 

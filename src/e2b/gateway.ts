@@ -1,9 +1,11 @@
 import type { FastifyInstance } from 'fastify';
+import type { ExecService } from '../service/exec-service.js';
 import type { FileService } from '../service/file-service.js';
 import type { Logger } from '../service/logger.js';
 import type { ProcessService } from '../service/process-service.js';
 import type { SandboxService } from '../service/sandbox-service.js';
 import type { TokenService } from '../service/token-service.js';
+import { CodeInterpreters } from './code-interpreter.js';
 import { registerControlRoutes } from './control-routes.js';
 import { EnvdProcesses } from './envd-process.js';
 import { registerEnvdRoutes, sandboxIdOf } from './envd-routes.js';
@@ -21,6 +23,7 @@ export interface GatewayDeps {
   sandboxes: SandboxService;
   files: FileService;
   processes: ProcessService;
+  exec: ExecService;
   tokens?: TokenService;
   nodeId: string;
   defaultImage: string;
@@ -37,13 +40,15 @@ export function isGatewayPath(url: string): boolean {
 
 export async function registerE2bGateway(app: FastifyInstance, deps: GatewayDeps): Promise<void> {
   const processes = new EnvdProcesses(deps.processes);
+  const codeInterpreters = new CodeInterpreters(deps.exec, deps.log);
+  app.addHook('onClose', async () => codeInterpreters.close());
   await app.register(
     async (envd) => {
       // Every envd call acts on processes and files of one sandbox: it runs on the node owning it.
       envd.addHook('onRoute', (route) => {
         route.config = { ...(route.config ?? {}), owner: sandboxIdOf };
       });
-      await registerEnvdRoutes(envd, { sandboxes: deps.sandboxes, files: deps.files, processes, maxTimeoutSec: deps.maxTimeoutSec, log: deps.log });
+      await registerEnvdRoutes(envd, { sandboxes: deps.sandboxes, codeInterpreters, files: deps.files, processes, maxTimeoutSec: deps.maxTimeoutSec, log: deps.log });
     },
     { prefix: ENVD_PREFIX },
   );

@@ -1,4 +1,5 @@
 import type { Sandbox } from '../core/types.js';
+import { CODE_INTERPRETER_IMAGE } from '../images/base-image.js';
 
 /**
  * How a Prism sandbox looks to the E2B SDKs (../shared/reference/e2b-wire.md §3). A template is an image
@@ -8,7 +9,6 @@ import type { Sandbox } from '../core/types.js';
 /** The envd version the gateway answers as: the highest whose feature gates it passes (docs/e2b.md). */
 export const ENVD_VERSION = '0.5.7';
 
-export const CODE_INTERPRETER_IMAGE = 'prism.local/code-interpreter:bookworm';
 
 export interface TemplateMap {
   /** The node's default image, for `base`. */

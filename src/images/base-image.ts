@@ -32,6 +32,35 @@ export function isCurrentBaseImage(rec: ImageRecord): boolean {
   return rec.config.user === BASE_IMAGE_USER;
 }
 
+/** What goes into an image built with debootstrap: Debian packages and the unprivileged user. */
+export interface ImageRecipe {
+  /** Packages on top of minbase (`debootstrap --include`). */
+  packages: string[];
+  /**
+   * Installed next with apt in the new tree (`--no-install-recommends`): debootstrap's own resolver
+   * handles small sets, not a stack like Jupyter's (it pulls and fails to configure far more).
+   */
+  aptPackages?: string[];
+  /** The user commands run as (uid:gid {@link BASE_IMAGE_USER}) and its home, the working directory. */
+  userName: string;
+  home: string;
+}
+
+export const BASE_RECIPE: ImageRecipe = { packages: ['python3'], userName: 'sandbox', home: BASE_IMAGE_HOME };
+
+/**
+ * The code-interpreter image (E2B's template `code-interpreter-v1`): Debian's Jupyter kernel and the
+ * data stack, bash for E2B's commands, and E2B's user name and home (`user`, /home/user), which
+ * programs written for E2B's code interpreter assume.
+ */
+export const CODE_INTERPRETER_IMAGE = 'prism.local/code-interpreter:bookworm';
+export const CODE_INTERPRETER_RECIPE: ImageRecipe = {
+  packages: ['python3'],
+  aptPackages: ['python3-ipykernel', 'python3-jupyter-client', 'python3-numpy', 'python3-pandas', 'python3-matplotlib', 'procps'],
+  userName: 'user',
+  home: '/home/user',
+};
+
 export interface BuildBaseImageOptions {
   store: ImageStore;
   /** Default {@link DEFAULT_BASE_IMAGE}. */
@@ -44,6 +73,8 @@ export interface BuildBaseImageOptions {
   log?: (line: string) => void;
   /** An already-built tree to package instead of running debootstrap. Only read, never changed. */
   rootfsDir?: string;
+  /** Default {@link BASE_RECIPE}. */
+  recipe?: ImageRecipe;
 }
 
 /**
@@ -68,6 +99,7 @@ export async function buildBaseImage(opts: BuildBaseImageOptions): Promise<Image
   const suite = opts.suite ?? 'bookworm';
   const mirror = opts.mirror ?? DEFAULT_DEBIAN_MIRROR;
   const log = opts.log ?? (() => {});
+  const recipe = opts.recipe ?? BASE_RECIPE;
   const workDir = opts.workDir ?? tmpdir();
   await mkdir(workDir, { recursive: true });
   const tmp = await mkdtemp(join(workDir, 'prism-base-'));
@@ -75,7 +107,8 @@ export async function buildBaseImage(opts: BuildBaseImageOptions): Promise<Image
     let rootfs = opts.rootfsDir;
     if (rootfs === undefined) {
       rootfs = join(tmp, 'rootfs');
-      await runDebootstrap(suite, rootfs, mirror, log);
+      await runDebootstrap(suite, rootfs, mirror, recipe.packages, log);
+      if (recipe.aptPackages?.length) await aptInstall(rootfs, recipe.aptPackages, log);
     } else if (!(await stat(rootfs)).isDirectory()) {
       throw new PrismError('INVALID_ARGUMENT', `rootfsDir ${rootfs} is not a directory`);
     }
@@ -88,7 +121,7 @@ export async function buildBaseImage(opts: BuildBaseImageOptions): Promise<Image
     log(`layer ${layer.digest}: ${(layer.size / 1e6).toFixed(1)} MB compressed, built in ${Date.now() - t0} ms`);
     // The sandbox user goes in a second, tiny layer, so the debootstrap tree is never changed.
     const userTree = join(tmp, 'user-layer');
-    await writeSandboxUser(rootfs, userTree);
+    await writeSandboxUser(rootfs, userTree, recipe);
     const userLayer = await writeLayer(userTree, join(tmp, 'user-layer.tar.gz'));
     await rename(join(tmp, 'user-layer.tar.gz'), join(blobDir, userLayer.digest.slice(7)));
     const created = new Date().toISOString();
@@ -96,11 +129,11 @@ export async function buildBaseImage(opts: BuildBaseImageOptions): Promise<Image
       created,
       architecture: hostArchitecture(),
       os: 'linux',
-      config: { Env: BASE_IMAGE_ENV, User: BASE_IMAGE_USER, WorkingDir: BASE_IMAGE_HOME, Cmd: ['/bin/sh'] },
+      config: { Env: BASE_IMAGE_ENV, User: BASE_IMAGE_USER, WorkingDir: recipe.home, Cmd: ['/bin/sh'] },
       rootfs: { type: 'layers', diff_ids: [layer.diffId, userLayer.diffId] },
       history: [
-        { created, created_by: `debootstrap --variant=minbase --include=python3 ${suite} ${mirror}` },
-        { created, created_by: `add user sandbox (${BASE_IMAGE_USER}, home ${BASE_IMAGE_HOME})` },
+        { created, created_by: `debootstrap --variant=minbase --include=${recipe.packages.join(',')} ${suite} ${mirror}${recipe.aptPackages?.length ? ` && apt-get install --no-install-recommends ${recipe.aptPackages.join(' ')}` : ''}` },
+        { created, created_by: `add user ${recipe.userName} (${BASE_IMAGE_USER}, home ${recipe.home})` },
       ],
     };
     const configDesc = await writeBlob(blobDir, MEDIA_TYPES.ociConfig, config);
@@ -145,18 +178,18 @@ export async function ensureBaseImage(
   return p;
 }
 
-/** etc/passwd and etc/group of `rootfs` with the sandbox user added, and its home, under `dir`. */
-async function writeSandboxUser(rootfs: string, dir: string): Promise<void> {
+/** etc/passwd and etc/group of `rootfs` with the recipe's user added, and its home, under `dir`. */
+async function writeSandboxUser(rootfs: string, dir: string, recipe: ImageRecipe): Promise<void> {
   const [uid, gid] = BASE_IMAGE_USER.split(':');
   await mkdir(join(dir, 'etc'), { recursive: true, mode: 0o755 });
   const add = async (file: string, line: string) => {
     const cur = await readFile(join(rootfs, 'etc', file), 'utf8');
-    const lines = cur.split('\n').filter((l) => l && !l.startsWith('sandbox:'));
+    const lines = cur.split('\n').filter((l) => l && !l.startsWith(`${recipe.userName}:`));
     await writeFile(join(dir, 'etc', file), `${[...lines, line].join('\n')}\n`, { mode: 0o644 });
   };
-  await add('passwd', `sandbox:x:${uid}:${gid}:Prism sandbox user:${BASE_IMAGE_HOME}:/bin/bash`);
-  await add('group', `sandbox:x:${gid}:`);
-  const home = join(dir, BASE_IMAGE_HOME);
+  await add('passwd', `${recipe.userName}:x:${uid}:${gid}:Prism sandbox user:${recipe.home}:/bin/bash`);
+  await add('group', `${recipe.userName}:x:${gid}:`);
+  const home = join(dir, recipe.home);
   await mkdir(home, { recursive: true, mode: 0o755 });
   await chown(home, Number(uid), Number(gid));
 }
@@ -202,8 +235,32 @@ async function writeLayer(rootfs: string, out: string): Promise<{ diffId: string
 
 const NETWORK_FAILURE = /Failed getting release file|Couldn't download|Temporary failure resolving|Could not resolve|Connection refused|Network is unreachable|Failed to fetch/i;
 
-async function runDebootstrap(suite: string, target: string, mirror: string, log: (l: string) => void): Promise<void> {
-  const args = ['--variant=minbase', '--include=python3', suite, target, mirror];
+/** `apt-get install` inside the new tree (chroot, with /proc and the host's resolver for the time). */
+async function aptInstall(rootfs: string, packages: string[], log: (l: string) => void): Promise<void> {
+  const proc = join(rootfs, 'proc');
+  const resolv = join(rootfs, 'etc', 'resolv.conf');
+  await writeFile(resolv, await readFile('/etc/resolv.conf').catch(() => Buffer.alloc(0)));
+  await execFileAsync('mount', ['-t', 'proc', 'proc', proc]);
+  try {
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive', LANG: 'C.UTF-8' };
+    for (const args of [['update', '-qq'], ['install', '-y', '-qq', '--no-install-recommends', ...packages], ['clean']]) {
+      log(`apt-get ${args.join(' ')}`);
+      try {
+        await execFileAsync('chroot', [rootfs, 'apt-get', ...args], { env, maxBuffer: 64 << 20 });
+      } catch (e) {
+        const out = `${(e as { stdout?: string }).stdout ?? ''}${(e as { stderr?: string }).stderr ?? ''}`.trim().split('\n').slice(-15).join('\n');
+        const unreachable = NETWORK_FAILURE.test(out);
+        throw new PrismError(unreachable ? 'UNAVAILABLE' : 'INTERNAL', `apt-get ${args[0]} in the image failed${unreachable ? ' (is the Debian mirror reachable?)' : ''}:\n${out}`, { cause: e });
+      }
+    }
+  } finally {
+    await execFileAsync('umount', [proc]).catch(() => execFileAsync('umount', ['-l', proc]));
+    await writeFile(resolv, '');
+  }
+}
+
+async function runDebootstrap(suite: string, target: string, mirror: string, packages: string[], log: (l: string) => void): Promise<void> {
+  const args = ['--variant=minbase', `--include=${packages.join(',')}`, suite, target, mirror];
   log(`debootstrap ${args.join(' ')}`);
   const child = spawn('debootstrap', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const tail: string[] = [];

@@ -2,7 +2,7 @@
 import { constants } from 'node:fs';
 import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import { asPrismError, PrismError } from '../../core/errors.js';
 import type {
   ExecOptions, ProbeResult, RuntimeCapabilities, RuntimeDriver, RuntimeImage, TaskHandle, TaskProcess, TaskSpec, TaskState, TaskStats,
@@ -70,7 +70,7 @@ const PROBE_TIMEOUT_MS = 5_000;
  */
 export class DockerDriver implements RuntimeDriver {
   readonly name = 'docker' as const;
-  private readonly docker: Docker;
+  private client?: Docker;
   private readonly connection: Docker.DockerOptions;
   private readonly loading = new Map<string, Promise<void>>();
   private initDigest?: Promise<string>;
@@ -80,7 +80,20 @@ export class DockerDriver implements RuntimeDriver {
 
   constructor(private readonly opts: DockerDriverOptions) {
     this.connection = dockerConnection(opts.dockerHost);
-    this.docker = new Docker(this.connection);
+  }
+
+  /** The engine's client; dockerode is loaded on first use (most nodes never use the docker runtime). */
+  private get docker(): Docker {
+    // Every public entry point loads it first (loadClient).
+    return this.client!;
+  }
+
+  private async loadClient(): Promise<Docker> {
+    if (!this.client) {
+      const { default: DockerClient } = await import('dockerode');
+      this.client ??= new DockerClient(this.connection);
+    }
+    return this.client;
   }
 
   capabilities(): RuntimeCapabilities {
@@ -89,11 +102,12 @@ export class DockerDriver implements RuntimeDriver {
     return { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true, network: 'own', ownImages: true };
   }
 
-  findImage(ref: string): Promise<RuntimeImage | undefined> {
-    return findEngineImage(this.docker, ref);
+  async findImage(ref: string): Promise<RuntimeImage | undefined> {
+    return findEngineImage(await this.loadClient(), ref);
   }
 
   async pullImage(ref: string): Promise<RuntimeImage> {
+    await this.loadClient();
     const t0 = Date.now();
     this.opts.logger?.info({ ref }, 'pulling image through the Docker engine');
     const image = await pullEngineImage(this.docker, ref, this.opts.registryAuths ?? {});
@@ -102,6 +116,7 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   async probe(): Promise<ProbeResult> {
+    await this.loadClient();
     const host = describeConnection(this.connection);
     const details: Record<string, string> = { host };
     try {
@@ -131,6 +146,7 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   async create(spec: TaskSpec): Promise<TaskHandle> {
+    await this.loadClient();
     validateSpec(spec);
     if (spec.volumes?.length && !this.connection.socketPath) {
       throw new PrismError('FAILED_PRECONDITION', `volumes on the docker runtime need an engine on this host (a unix socket); the engine is ${describeConnection(this.connection)}`);
@@ -175,6 +191,7 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   async start(handle: TaskHandle): Promise<void> {
+    await this.loadClient();
     const state = await this.state(handle.id);
     if (state === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
     if (state === 'running') return;
@@ -188,6 +205,7 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   async recover(handle: TaskHandle): Promise<TaskState> {
+    await this.loadClient();
     const info = await this.inspectContainer(handle.id);
     if (!info) return 'gone';
     if (info.State.Paused) await this.docker.getContainer(containerName(handle.id)).unpause();
@@ -199,6 +217,7 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
+    await this.loadClient();
     // Handles from before disk limits (or from an engine without them) have no diskLimit: never full.
     const user = opts.asRoot ? undefined : taskUser(handle);
     const proc = await dockerExec(this.docker, containerName(handle.id), opts, user, handle.data.diskLimit === true);
@@ -210,6 +229,7 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {
+    await this.loadClient();
     const state = await this.state(handle.id);
     if (state === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
     if (state !== 'stopped') {
@@ -225,12 +245,14 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   async destroy(handle: TaskHandle): Promise<void> {
+    await this.loadClient();
     await this.remove(containerName(handle.id));
     await unmountHostVolumes(this.volumesDir(handle.id));
     this.opts.logger?.info({ task: handle.id }, 'docker task destroyed');
   }
 
   async stats(handle: TaskHandle): Promise<TaskStats> {
+    await this.loadClient();
     const state = await this.state(handle.id);
     if (state === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
     if (state !== 'running') throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not running`);
@@ -249,6 +271,7 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   async listTasks(): Promise<string[]> {
+    await this.loadClient();
     try {
       const list = await this.docker.listContainers({ all: true, filters: { label: [`${NODE_LABEL}=${this.opts.node}`] } });
       return [...new Set(list.map((c) => c.Labels[SANDBOX_LABEL]).filter((id): id is string => !!id))].sort();
@@ -263,6 +286,7 @@ export class DockerDriver implements RuntimeDriver {
    * checked by its cgroup naming the container (a remote engine's pid means nothing here).
    */
   async taskNetns(handle: TaskHandle): Promise<string> {
+    await this.loadClient();
     const info = await this.inspectContainer(handle.id);
     if (!info) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
     if (!info.State.Running || !info.State.Pid) throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not running`);
