@@ -10,7 +10,7 @@ declare module 'fastify' {
      * The route acts on a sandbox's task, so it runs on the node that owns the sandbox: `:id`, or the
      * sandbox the function names (routes that carry it elsewhere, such as a header).
      */
-    owner?: boolean | ((req: FastifyRequest) => string | undefined);
+    owner?: boolean | ((req: FastifyRequest) => string | undefined | Promise<string | undefined>);
     /** The route acts on a volume's data, so it runs on the node that holds the volume (`:name`). */
     volumeOwner?: boolean;
   }
@@ -44,7 +44,7 @@ export async function registerOwnerProxy(
     const cfg = req.routeOptions.config;
     const params = req.params as { id?: string; name?: string } | undefined;
     let target: { what: string; node: string; address: string } | undefined;
-    const sandboxId = typeof cfg?.owner === 'function' ? cfg.owner(req) : cfg?.owner ? params?.id : undefined;
+    const sandboxId = typeof cfg?.owner === 'function' ? await cfg.owner(req) : cfg?.owner ? params?.id : undefined;
     if (sandboxId) {
       const loc = await sandboxes.locate(sandboxId).catch(() => undefined);
       // Unknown here: the route itself answers (each surface in its own words).

@@ -13,6 +13,7 @@ import type { SandboxService } from '../service/sandbox-service.js';
 import type { TokenService } from '../service/token-service.js';
 import type { VolumeService } from '../service/volume-service.js';
 import { registerE2bGateway } from '../e2b/gateway.js';
+import { rewriteSandboxHost } from '../e2b/host-routing.js';
 import { registerAuth } from './auth.js';
 import { registerTokenRoutes } from './routes/token-routes.js';
 import { registerOwnerProxy } from './owner-proxy.js';
@@ -75,8 +76,11 @@ function translate(err: FastifyError): { code: ErrorCode; message: string } {
 }
 
 export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<FastifyInstance> {
+  const e2bDomain = svc.e2b?.domain;
   const app = Fastify({
     ...(opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key } } : {}),
+    // E2B's per-sandbox hosts (<port>-<id>.<domain>) become gateway paths before routing.
+    ...(svc.e2b ? { rewriteUrl: (req: import('node:http').IncomingMessage) => rewriteSandboxHost(req, e2bDomain) } : {}),
     logger: false,
     bodyLimit: opts.bodyLimit,
     // Reject wrong types and unknown fields instead of silently coercing or dropping them.

@@ -92,10 +92,8 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
   app.addContentTypeParser('application/connect+json', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => done(null, body));
-  // Uploads as one raw body (e2b >= envd 0.5.7), gzip or not, stream through.
-  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
-  // preservePath: the SDK puts the full path in each part's filename (a multi-file write); keep it.
-  await app.register(multipart, { preservePath: true, limits: { fileSize: Number.MAX_SAFE_INTEGER, files: 1000, fields: 0 } });
+  // Uploads as multipart or one raw body (e2b >= envd 0.5.7), gzip or not, streamed through.
+  await fileBodyParsers(app);
 
   /** The sandbox a request names, running and reachable with its token; 502 like E2B's proxy when gone. */
   const sandboxFor = async (req: FastifyRequest, reply: FastifyReply, opts: { signed?: { path: string; op: 'read' | 'write' } } = {}): Promise<Sandbox | undefined> => {
@@ -251,60 +249,7 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
 
   // --- /files ----------------------------------------------------------------------------------------
 
-  app.get<{ Querystring: { path?: string; username?: string } }>('/files', async (req, reply) => {
-    const sb = await sandboxFor(req, reply, { signed: { path: req.query.path ?? '', op: 'read' } });
-    if (!sb) return reply;
-    const c = restCaller(sb, req.query.username, reply);
-    if (!c) return reply;
-    const path = resolvePath(req.query.path ?? '', c.home);
-    try {
-      const st = await files.stat(sb.id, path, { asRoot: c.asRoot });
-      if (st.type === 'dir') return e2bError(reply, 400, `path '${path}' is a directory`);
-      const body = await files.read(sb.id, path, { asRoot: c.asRoot });
-      return reply.status(200).type('application/octet-stream').send(body);
-    } catch (e) {
-      return restError(reply, e, deps.log);
-    }
-  });
-
-  app.post<{ Querystring: { path?: string; username?: string } }>('/files', async (req, reply) => {
-    const sb = await sandboxFor(req, reply, { signed: { path: req.query.path ?? '', op: 'write' } });
-    if (!sb) return reply;
-    const c = restCaller(sb, req.query.username, reply);
-    if (!c) return reply;
-    const written: Array<{ name: string; type: 'file'; path: string }> = [];
-    const put = async (raw: string, data: AsyncIterable<Buffer>) => {
-      const path = resolvePath(raw, c.home);
-      if (path === '/' || path.endsWith('/')) throw new PrismError('INVALID_ARGUMENT', `'${raw}' names a directory, not a file`);
-      const dir = path.slice(0, path.lastIndexOf('/')) || '/';
-      await files.mkdir(sb.id, dir, { asRoot: c.asRoot, parents: true }).catch(() => undefined);
-      await files.write(sb.id, path, data, { asRoot: c.asRoot });
-      written.push({ name: path.slice(path.lastIndexOf('/') + 1), type: 'file', path });
-    };
-    try {
-      if (req.isMultipart()) {
-        for await (const part of req.files()) {
-          // A single-file write names the path in the query; several name theirs in the filename.
-          const raw = req.query.path ?? part.filename;
-          if (!raw) throw new PrismError('INVALID_ARGUMENT', 'no path: give ?path= or a filename in the part');
-          await put(raw, part.file);
-        }
-      } else {
-        if (!req.query.path) throw new PrismError('INVALID_ARGUMENT', 'no path: give ?path=');
-        let body = req.body as Readable | undefined;
-        if (!body) body = Readable.from([]);
-        if (req.headers['content-encoding'] === 'gzip') body = body.pipe(createGunzip());
-        else if (req.headers['content-encoding'] && req.headers['content-encoding'] !== 'identity') {
-          throw new PrismError('INVALID_ARGUMENT', `Content-Encoding '${req.headers['content-encoding']}' is not supported (gzip is)`);
-        }
-        await put(req.query.path, body);
-      }
-      if (!written.length) throw new PrismError('INVALID_ARGUMENT', 'the upload holds no file');
-      return reply.status(200).type('application/json').send(written);
-    } catch (e) {
-      return restError(reply, e, deps.log);
-    }
-  });
+  registerFileRoutes(app, files, sandboxFor, deps.log);
 
   // --- the code interpreter (port 49999) --------------------------------------------------------------
 
@@ -403,6 +348,112 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
     if (!sb) return reply;
     return deps.codeInterpreters.call(sb.id, homeOf(sb), { op: 'remove_context', context_id: req.params.id }).then(() => reply.status(204).send(), (e: unknown) => ciError(reply, e));
   });
+}
+
+type SandboxResolver = (req: FastifyRequest, reply: FastifyReply, opts: { signed?: { path: string; op: 'read' | 'write' } }) => Promise<Sandbox | undefined>;
+
+/**
+ * envd's REST `/files` (read; write as multipart, raw or gzip) on a scope that parses multipart and
+ * raw bodies; `sandboxFor` names the sandbox and checks the caller (token or signed URL).
+ */
+function registerFileRoutes(app: FastifyInstance, files: FileService, sandboxFor: SandboxResolver, log: Logger): void {
+  app.get<{ Querystring: { path?: string; username?: string } }>('/files', async (req, reply) => {
+    const sb = await sandboxFor(req, reply, { signed: { path: req.query.path ?? '', op: 'read' } });
+    if (!sb) return reply;
+    const c = restCaller(sb, req.query.username, reply);
+    if (!c) return reply;
+    const path = resolvePath(req.query.path ?? '', c.home);
+    try {
+      const st = await files.stat(sb.id, path, { asRoot: c.asRoot });
+      if (st.type === 'dir') return e2bError(reply, 400, `path '${path}' is a directory`);
+      const body = await files.read(sb.id, path, { asRoot: c.asRoot });
+      return reply.status(200).type('application/octet-stream').send(body);
+    } catch (e) {
+      return restError(reply, e, log);
+    }
+  });
+
+  app.post<{ Querystring: { path?: string; username?: string } }>('/files', async (req, reply) => {
+    const sb = await sandboxFor(req, reply, { signed: { path: req.query.path ?? '', op: 'write' } });
+    if (!sb) return reply;
+    const c = restCaller(sb, req.query.username, reply);
+    if (!c) return reply;
+    const written: Array<{ name: string; type: 'file'; path: string }> = [];
+    const put = async (raw: string, data: AsyncIterable<Buffer>) => {
+      const path = resolvePath(raw, c.home);
+      if (path === '/' || path.endsWith('/')) throw new PrismError('INVALID_ARGUMENT', `'${raw}' names a directory, not a file`);
+      const dir = path.slice(0, path.lastIndexOf('/')) || '/';
+      await files.mkdir(sb.id, dir, { asRoot: c.asRoot, parents: true }).catch(() => undefined);
+      await files.write(sb.id, path, data, { asRoot: c.asRoot });
+      written.push({ name: path.slice(path.lastIndexOf('/') + 1), type: 'file', path });
+    };
+    try {
+      if (req.isMultipart()) {
+        for await (const part of req.files()) {
+          // A single-file write names the path in the query; several name theirs in the filename.
+          const raw = req.query.path ?? part.filename;
+          if (!raw) throw new PrismError('INVALID_ARGUMENT', 'no path: give ?path= or a filename in the part');
+          await put(raw, part.file);
+        }
+      } else {
+        if (!req.query.path) throw new PrismError('INVALID_ARGUMENT', 'no path: give ?path=');
+        let body = req.body as Readable | undefined;
+        if (!body) body = Readable.from([]);
+        if (req.headers['content-encoding'] === 'gzip') body = body.pipe(createGunzip());
+        else if (req.headers['content-encoding'] && req.headers['content-encoding'] !== 'identity') {
+          throw new PrismError('INVALID_ARGUMENT', `Content-Encoding '${req.headers['content-encoding']}' is not supported (gzip is)`);
+        }
+        await put(req.query.path, body);
+      }
+      if (!written.length) throw new PrismError('INVALID_ARGUMENT', 'the upload holds no file');
+      return reply.status(200).type('application/json').send(written);
+    } catch (e) {
+      return restError(reply, e, log);
+    }
+  });
+
+}
+
+/** A scope's body parsers for `/files`: multipart (paths kept whole) and raw streams. */
+async function fileBodyParsers(app: FastifyInstance): Promise<void> {
+  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
+  // preservePath: the SDK puts the full path in each part's filename (a multi-file write); keep it.
+  await app.register(multipart, { preservePath: true, limits: { fileSize: Number.MAX_SAFE_INTEGER, files: 1000, fields: 0 } });
+}
+
+/**
+ * `/files` at the server's root, where the SDK's `uploadUrl()` / `downloadUrl()` point when one
+ * E2B_SANDBOX_URL serves every sandbox (they drop its path and carry no sandbox id): only signed
+ * requests, the sandbox found by whose access token signed them.
+ */
+export async function registerSignedFileRoutes(app: FastifyInstance, sandboxes: SandboxService, files: FileService, log: Logger): Promise<void> {
+  await fileBodyParsers(app);
+  const bySignature: SandboxResolver = async (req, reply, opts) => {
+    const q = req.query as { signature?: string; signature_expiration?: string; username?: string };
+    if (!q.signature || !opts.signed) return void e2bError(reply, 401, 'only signed URLs (uploadUrl / downloadUrl) are served here; other calls go to E2B_SANDBOX_URL'), undefined;
+    const exp = q.signature_expiration === undefined ? undefined : Number(q.signature_expiration);
+    if (exp !== undefined && (!Number.isInteger(exp) || exp * 1000 < Date.now())) return void e2bError(reply, 401, 'the signed URL has expired'), undefined;
+    for (const sb of await sandboxes.list({ status: ['running'] })) {
+      if (sb.secrets && sameSecret(q.signature, fileSignature(opts.signed.path, opts.signed.op, q.username ?? '', sb.secrets.access, exp))) {
+        req.headers['e2b-sandbox-id'] = sb.id;
+        return sb;
+      }
+    }
+    return void e2bError(reply, 401, 'invalid signature'), undefined;
+  };
+  registerFileRoutes(app, files, bySignature, log);
+}
+
+/** The sandbox whose access token signed a root `/files` request, for routing it to the owner. */
+export async function signedSandboxId(req: FastifyRequest, sandboxes: SandboxService): Promise<string | undefined> {
+  const q = req.query as { signature?: string; signature_expiration?: string; username?: string; path?: string };
+  if (!q.signature) return undefined;
+  const op = req.method === 'GET' || req.method === 'HEAD' ? 'read' : 'write';
+  const exp = q.signature_expiration === undefined ? undefined : Number(q.signature_expiration);
+  for (const sb of await sandboxes.list({ status: ['running'] })) {
+    if (sb.secrets && sameSecret(q.signature, fileSignature(q.path ?? '', op, q.username ?? '', sb.secrets.access, exp))) return sb.id;
+  }
+  return undefined;
 }
 
 function restCaller(sb: Sandbox, user: string | undefined, reply: FastifyReply): Caller | undefined {

@@ -8,7 +8,10 @@ import type { TokenService } from '../service/token-service.js';
 import { CodeInterpreters } from './code-interpreter.js';
 import { registerControlRoutes } from './control-routes.js';
 import { EnvdProcesses } from './envd-process.js';
-import { registerEnvdRoutes, sandboxIdOf } from './envd-routes.js';
+import { registerEnvdRoutes, registerSignedFileRoutes, sandboxIdOf, signedSandboxId } from './envd-routes.js';
+import { E2B_PREFIX, ENVD_PREFIX } from './paths.js';
+import { registerSandboxPortRoutes } from './port-routes.js';
+import { PORTS_PREFIX } from './host-routing.js';
 
 /**
  * The E2B-compatible gateway (docs/e2b.md) on prismd's own port: `/e2b` is E2B's control-plane API,
@@ -16,8 +19,7 @@ import { registerEnvdRoutes, sandboxIdOf } from './envd-routes.js';
  * call on Prism's services; nothing E2B-shaped goes below this folder.
  */
 
-export const E2B_PREFIX = '/e2b';
-export const ENVD_PREFIX = '/e2b/envd';
+export { E2B_PREFIX, ENVD_PREFIX } from './paths.js';
 
 export interface GatewayDeps {
   sandboxes: SandboxService;
@@ -35,7 +37,8 @@ export interface GatewayDeps {
 
 /** Requests the gateway authenticates itself (API key, or a sandbox's access token), not Prism's bearer. */
 export function isGatewayPath(url: string): boolean {
-  return url === E2B_PREFIX || url.startsWith(`${E2B_PREFIX}/`) || url.startsWith(`${E2B_PREFIX}?`);
+  // `/files` at the root: the SDK's signed upload and download URLs (checked by signature).
+  return url === E2B_PREFIX || url.startsWith(`${E2B_PREFIX}/`) || url.startsWith(`${E2B_PREFIX}?`) || url === '/files' || url.startsWith('/files?');
 }
 
 export async function registerE2bGateway(app: FastifyInstance, deps: GatewayDeps): Promise<void> {
@@ -52,6 +55,14 @@ export async function registerE2bGateway(app: FastifyInstance, deps: GatewayDeps
     },
     { prefix: ENVD_PREFIX },
   );
+  await app.register((ports) => registerSandboxPortRoutes(ports, deps.sandboxes), { prefix: PORTS_PREFIX });
+  // The SDK's uploadUrl() / downloadUrl() under one E2B_SANDBOX_URL: /files at the root, signed.
+  await app.register(async (root) => {
+    root.addHook('onRoute', (route) => {
+      route.config = { ...(route.config ?? {}), owner: (req) => signedSandboxId(req, deps.sandboxes) };
+    });
+    await registerSignedFileRoutes(root, deps.sandboxes, deps.files, deps.log);
+  });
   await app.register(
     async (api) => {
       registerControlRoutes(api, {

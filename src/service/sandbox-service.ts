@@ -198,14 +198,18 @@ export class SandboxService {
    * Where the host reaches an exposed port of a running sandbox of this node (the port proxy).
    * FAILED_PRECONDITION when the port was not exposed on create or the sandbox is not running.
    */
-  async portTarget(idOrName: string, port: number): Promise<{ host: string; port: number }> {
+  /** Where the owner reaches a sandbox port: one exposed on create, or any (`anyPort`, the E2B gateway's hosts). */
+  async portTarget(idOrName: string, port: number, opts: { anyPort?: boolean } = {}): Promise<{ host: string; port: number }> {
     const sb = await this.get(idOrName);
-    if (!(sb.ports ?? []).includes(port)) {
+    if (!opts.anyPort && !(sb.ports ?? []).includes(port)) {
       throw new PrismError('FAILED_PRECONDITION', `port ${port} of sandbox '${sb.name}' is not exposed (create it with ports: [${port}])`);
     }
     if (sb.status !== 'running') throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is ${sb.status}; only a running sandbox serves ports`);
     this.requireLocal(sb, 'reached');
     const address = this.agent.addressOf(sb.id);
+    if (!address && (sb.network?.egress ?? 'none') === 'none' && !(sb.ports ?? []).length) {
+      throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' has no network (egress none, no ports), so none of its ports can be reached`);
+    }
     if (!address) throw new PrismError('UNAVAILABLE', `the network of sandbox '${sb.name}' is not ready on this node; try again`, { retryAfterSec: 1 });
     return { host: address, port };
   }

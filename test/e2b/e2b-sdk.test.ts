@@ -5,6 +5,7 @@
  */
 import { Sandbox, CommandExitError, AuthenticationError, NotFoundError, SandboxNotFoundError, FileNotFoundError } from 'e2b';
 import { Sandbox as Sandbox250 } from 'e2b-2-50';
+import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, integrationSkipReason, startPrismd, type Prismd } from '../integration/prismd-harness.js';
 
@@ -223,6 +224,44 @@ describe.skipIf(!!skip)('the official e2b SDK against prismd (oci)', () => {
       void exited;
     });
 
+    it('serves the signed upload and download URLs the SDK builds at the server root', async () => {
+      const up = await sbx.uploadUrl('/tmp/signed.txt');
+      expect(new URL(up).pathname).toBe('/files');
+      const form = new FormData();
+      form.append('file', new Blob(['signed body']), '/tmp/signed.txt');
+      expect((await fetch(up, { method: 'POST', body: form })).status).toBe(200);
+      const down = await sbx.downloadUrl('/tmp/signed.txt', { useSignatureExpiration: 60_000 });
+      const got = await fetch(down);
+      expect(got.status).toBe(200);
+      expect(await got.text()).toBe('signed body');
+      // The signature binds path and operation: another path, or an upload with a download URL, is refused.
+      expect((await fetch(down.replace('signed.txt', 'other.txt'))).status).toBe(401);
+      expect((await fetch(down, { method: 'POST', body: form })).status).toBe(401);
+      expect((await fetch(`${d.url}/files?path=/tmp/signed.txt`)).status).toBe(401);
+    });
+
+    it('routes <port>-<id>.<domain> hosts: envd with its token, other ports with the traffic token', async () => {
+      const info = await call(d.url, 'GET', `/sandboxes/${sbx.sandboxId}`);
+      expect(info.body.network).toEqual({ egress: 'all' });
+      await sbx.commands.run('mkdir -p /tmp/site && echo served > /tmp/site/index.txt && cd /tmp/site && setsid python3 -m http.server 8000 >/dev/null 2>&1 < /dev/null &');
+      const host = (port: number) => `${port}-${sbx.sandboxId}.sandbox.test`;
+      const envdToken = (sbx as unknown as { envdAccessToken?: string }).envdAccessToken;
+      const stat = await rawRequest(d.url, { method: 'POST', path: '/filesystem.Filesystem/Stat', host: host(49983), headers: { 'content-type': 'application/json', 'x-access-token': envdToken ?? '' }, body: '{"path":"/tmp/site/index.txt"}' });
+      expect(stat.status, stat.body).toBe(200);
+      expect(JSON.parse(stat.body).entry).toMatchObject({ name: 'index.txt', type: 'FILE_TYPE_FILE' });
+      expect((await rawRequest(d.url, { method: 'POST', path: '/filesystem.Filesystem/Stat', host: host(49983), headers: { 'content-type': 'application/json' }, body: '{"path":"/"}' })).status).toBe(401);
+      const traffic = (sbx as unknown as { trafficAccessToken?: string }).trafficAccessToken ?? '';
+      expect(traffic).not.toBe('');
+      let page = { status: 0, body: '' };
+      for (const deadline = Date.now() + 30_000; page.status !== 200 && Date.now() < deadline; ) {
+        page = await rawRequest(d.url, { method: 'GET', path: '/index.txt', host: host(8000), headers: { 'e2b-traffic-access-token': traffic } });
+        if (page.status !== 200) await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(page).toEqual({ status: 200, body: 'served\n' });
+      expect((await rawRequest(d.url, { method: 'GET', path: '/index.txt', host: host(8000), headers: {} })).status).toBe(401);
+      expect((await rawRequest(d.url, { method: 'GET', path: '/index.txt', host: `8000-sb-000000000000.sandbox.test`, headers: { 'e2b-traffic-access-token': traffic } })).status).toBe(502);
+    });
+
     it('says clearly what is not implemented yet', async () => {
       await expect(sbx.pause()).rejects.toThrow(/not implemented/);
     });
@@ -239,3 +278,18 @@ describe.skipIf(!!skip)('the official e2b SDK against prismd (oci)', () => {
     }
   });
 });
+
+/** HTTP with a Host of our choosing (fetch may not set one): what wildcard DNS would send. */
+function rawRequest(base: string, o: { method: string; path: string; host: string; headers: Record<string, string>; body?: string }): Promise<{ status: number; body: string }> {
+  const u = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: u.hostname, port: u.port, method: o.method, path: o.path, headers: { ...o.headers, host: o.host } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.once('error', reject);
+    req.end(o.body);
+  });
+}
