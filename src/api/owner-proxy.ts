@@ -62,7 +62,12 @@ export async function registerOwnerProxy(
       throw new PrismError('UNAVAILABLE', `${target.what} moved while the request was forwarded; try again`, { retryAfterSec: 1 });
     }
     const { what, node, address } = target;
+    // Bodies a route kept as bytes go as they came (reply-from would JSON-encode a JSON-typed Buffer);
+    // one no parser read (multipart, read by the handler) goes as the request's own stream.
+    const raw = Buffer.isBuffer(req.body) ? { body: req.body, contentType: req.headers['content-type'] ?? 'application/octet-stream' } : {};
+    if (req.body === undefined && (req.headers['content-length'] || req.headers['transfer-encoding'])) req.body = req.raw;
     return reply.from(`${address}${req.url}`, {
+      ...raw,
       rewriteRequestHeaders: (_req, headers) => ({ ...headers, [FORWARDED_HEADER]: nodeId }),
       onError: (r) => {
         void r

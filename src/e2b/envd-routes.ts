@@ -91,7 +91,8 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
   // Stream requests are one envelope; unary ones JSON (parsed here, so bad JSON is a Connect error).
   app.addContentTypeParser('application/connect+json', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => done(null, body));
+  // Kept as bytes: forwarded to an owner node as they came (a string would be re-encoded as JSON).
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   // Uploads as multipart or one raw body (e2b >= envd 0.5.7), gzip or not, streamed through.
   await fileBodyParsers(app);
 
@@ -272,7 +273,7 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
   };
   const homeOf = (sb: Sandbox) => callerOf(sb, undefined).home;
 
-  app.post<{ Body: string }>('/execute', async (req, reply) => {
+  app.post<{ Body: Buffer }>('/execute', async (req, reply) => {
     const sb = await ciSandbox(req, reply);
     if (!sb) return reply;
     let body: { code?: unknown; context_id?: unknown; language?: unknown; env_vars?: unknown };
@@ -325,7 +326,7 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
     if (!sb) return reply;
     return deps.codeInterpreters.call(sb.id, homeOf(sb), { op: 'list_contexts' }).then((r) => reply.send(r), (e: unknown) => ciError(reply, e));
   });
-  app.post<{ Body: string }>('/contexts', async (req, reply) => {
+  app.post<{ Body: Buffer }>('/contexts', async (req, reply) => {
     const sb = await ciSandbox(req, reply);
     if (!sb) return reply;
     let body: { language?: unknown; cwd?: unknown };
@@ -479,9 +480,10 @@ function logInternal(log: Logger, e: unknown, what: string): void {
 }
 
 function parseJson(body: unknown): unknown {
-  if (body === undefined || body === '') return {};
+  const text = Buffer.isBuffer(body) ? body.toString('utf8') : body === undefined || body === null ? '' : String(body);
+  if (text.trim() === '') return {};
   try {
-    return JSON.parse(String(body));
+    return JSON.parse(text);
   } catch {
     throw new ConnectError('invalid_argument', 'the request body is not JSON');
   }
