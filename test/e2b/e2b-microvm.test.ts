@@ -1,0 +1,65 @@
+/**
+ * The official e2b SDK against prismd whose sandboxes are microVMs (`--runtime microvm`): the same
+ * gateway, with commands, terminals, files and watches carried by the guest agent instead of prism-init.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Sandbox, CommandExitError } from 'e2b';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_GUEST_DIR } from '../../src/daemon/config.js';
+import { call, integrationSkipReason, startPrismd, type Prismd } from '../integration/prismd-harness.js';
+
+const guestDir = process.env.PRISM_GUEST_DIR ?? DEFAULT_GUEST_DIR;
+const skip =
+  integrationSkipReason() ??
+  (existsSync(join(guestDir, 'initramfs.cpio')) ? undefined : `no guest kernel/initramfs in ${guestDir} (run scripts/prepare-guest.sh)`);
+if (skip) console.warn(`skipping E2B microvm tests: ${skip}`);
+
+describe.skipIf(!!skip)('the e2b SDK against prismd on the microvm runtime', () => {
+  let d: Prismd;
+  let sbx: Sandbox;
+
+  beforeAll(async () => {
+    d = await startPrismd({ extraArgs: ['--runtime', 'microvm'] });
+    // No internet for this one: a networked microVM cold-boots (templates have no NIC), slow under TCG.
+    sbx = await Sandbox.create({ apiKey: d.token, apiUrl: `${d.url}/e2b`, sandboxUrl: `${d.url}/e2b/envd`, allowInternetAccess: false, requestTimeoutMs: 180_000 });
+  }, 240_000);
+  afterAll(async () => {
+    await sbx?.kill().catch(() => undefined);
+    await d?.dispose();
+  });
+
+  it('is a microVM sandbox', async () => {
+    expect((await call(d.url, 'GET', `/sandboxes/${sbx.sandboxId}`)).body).toMatchObject({ runtime: 'microvm', status: 'running' });
+  });
+
+  it('runs commands in the guest: output, exit codes, root, background + kill', async () => {
+    expect((await sbx.commands.run('echo $((6*7)); uname -r')).stdout).toMatch(/^42\n.*cloud/);
+    await expect(sbx.commands.run('exit 5')).rejects.toBeInstanceOf(CommandExitError);
+    expect((await sbx.commands.run('id -u', { user: 'root' })).stdout).toBe('0\n');
+    const h = await sbx.commands.run('sleep 300', { background: true, timeoutMs: 0 });
+    expect((await sbx.commands.list()).map((p) => p.pid)).toContain(h.pid);
+    expect(await sbx.commands.kill(h.pid)).toBe(true);
+  }, 120_000);
+
+  it('moves files and watches a directory in the guest', async () => {
+    await sbx.files.write('/tmp/vm.txt', 'in the guest');
+    expect(await sbx.files.read('/tmp/vm.txt')).toBe('in the guest');
+    expect((await sbx.files.list('/tmp')).map((e) => e.name)).toContain('vm.txt');
+    const seen: string[] = [];
+    const w = await sbx.files.watchDir('/tmp', (e) => void seen.push(`${e.type}:${e.name}`), { timeoutMs: 0 });
+    await sbx.files.write('/tmp/new.txt', 'x');
+    for (const deadline = Date.now() + 20_000; !seen.includes('create:new.txt') && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 100));
+    expect(seen).toContain('create:new.txt');
+    await w.stop();
+  }, 120_000);
+
+  it('opens a terminal in the guest', async () => {
+    let screen = '';
+    const term = await sbx.pty.create({ cols: 80, rows: 24, onData: (b) => void (screen += Buffer.from(b).toString()), timeoutMs: 0 });
+    await sbx.pty.sendInput(term.pid, new TextEncoder().encode('echo vm=$((3*3))\n'));
+    for (const deadline = Date.now() + 30_000; !screen.includes('vm=9') && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 100));
+    expect(screen).toContain('vm=9');
+    expect(await sbx.pty.kill(term.pid)).toBe(true);
+  }, 120_000);
+});
