@@ -6,8 +6,9 @@ export default defineConfig({
     include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 300_000,
-    // Integration tests start real daemons and containers; 2 cores do not gain from more.
-    maxWorkers: 2,
+    // Integration tests start real daemons and containers. Three on 2 cores: one worker holds the host
+    // VM file for most of the run (its CPU is QEMU's), the other two share the rest.
+    maxWorkers: 3,
     globalSetup: ['test/global-setup.ts'],
     // The host VM run (most of the suite's length, in one worker) starts first.
     sequence: { sequencer: HostVmFirst },

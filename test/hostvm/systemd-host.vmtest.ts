@@ -83,6 +83,42 @@ describe('a cgroup v2 + systemd server', () => {
     }
   });
 
+  it('kills a memory hog at its limit and reports it as OOM (memory.events), the sandbox living on', async () => {
+    const sb = (await api('POST', '/sandboxes', { name: 'hog', memoryMb: 64 })).body;
+    try {
+      const r = await api('POST', `/sandboxes/${sb.id}/exec`, { cmd: ['python3', '-c', 'b = []\nwhile True: b.append(bytearray(16 << 20))'], timeoutSec: 120 });
+      expect(r.body).toMatchObject({ oomKilled: true, timedOut: false, exitCode: 137, signal: 'SIGKILL', limitExceeded: 'OOM_KILLED' });
+      const dir = `/sys/fs/cgroup/prism.slice/prism-${sb.id}.scope`;
+      expect(readFileSync(`${dir}/memory.events`, 'utf8')).toMatch(/^oom_kill [1-9]/m);
+      expect((await api('POST', `/sandboxes/${sb.id}/exec`, { command: 'echo alive' })).body.stdout).toBe('alive\n');
+    } finally {
+      await api('DELETE', `/sandboxes/${sb.id}`);
+    }
+  });
+
+  it('holds a fork storm at pidsLimit (pids.max), and stats come from the v2 files', async () => {
+    const sb = (await api('POST', '/sandboxes', { name: 'storm', pidsLimit: 48 })).body;
+    try {
+      const dir = `/sys/fs/cgroup/prism.slice/prism-${sb.id}.scope`;
+      const storm = api('POST', `/sandboxes/${sb.id}/exec`, { cmd: ['python3', '-c', 'import os\nwhile True:\n  try: os.fork()\n  except OSError: pass'], timeoutSec: 8 });
+      let peak = 0;
+      for (const deadline = Date.now() + 6000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 200))) {
+        peak = Math.max(peak, Number(readFileSync(`${dir}/pids.current`, 'utf8')));
+      }
+      expect(peak).toBeGreaterThan(10);
+      expect(peak).toBeLessThanOrEqual(48);
+      expect(Number(readFileSync(`${dir}/pids.events`, 'utf8').match(/^max (\d+)/m)?.[1])).toBeGreaterThan(0);
+      expect((await storm).body.timedOut).toBe(true);
+      // Node info reads the host's usage; the sandbox's memory is what its cgroup says.
+      expect(Number(readFileSync(`${dir}/memory.current`, 'utf8'))).toBeGreaterThan(0);
+      expect(readFileSync(`${dir}/cpu.stat`, 'utf8')).toMatch(/^usage_usec [1-9]/m);
+      const node = (await api('GET', '/nodes')).body.nodes[0];
+      expect(node.resources.memoryUsedBytes).toBeGreaterThan(0);
+    } finally {
+      await api('DELETE', `/sandboxes/${sb.id}`);
+    }
+  });
+
   it('systemctl restart prismd keeps a running sandbox, its processes and its files', async () => {
     const sb = (await api('POST', '/sandboxes', { name: 'survivor' })).body;
     try {

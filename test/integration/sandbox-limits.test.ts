@@ -6,13 +6,6 @@ import { ociCgroups, taskPidsCurrent } from '../fixtures/host-cgroups.js';
 
 const skip = integrationSkipReason();
 
-/**
- * In the host VM (test/hostvm/inside.sh) the limits run (OOM, pids, a failed create); bad input, names,
- * TTLs and prismd restarts touch no host difference and are left to the host run (the VM's own suite
- * restarts prismd through systemd).
- */
-const IN_HOST_VM = process.env.PRISM_IN_HOST_VM === '1';
-
 describe.skipIf(!!skip)('limits, bad input and failures', () => {
   let d: Prismd;
 
@@ -60,7 +53,7 @@ describe.skipIf(!!skip)('limits, bad input and failures', () => {
     await call(d.url, 'DELETE', `/sandboxes/${other.id}`);
   });
 
-  it.skipIf(IN_HOST_VM)('answers bad requests with 4xx and stable codes', async () => {
+  it('answers bad requests with 4xx and stable codes', async () => {
     const cases: [string, string, unknown, number, string][] = [
       ['GET', '/sandboxes/sb-doesnotexist', undefined, 404, 'NOT_FOUND'],
       ['POST', '/sandboxes/sb-doesnotexist/exec', { command: 'true' }, 404, 'NOT_FOUND'],
@@ -86,7 +79,7 @@ describe.skipIf(!!skip)('limits, bad input and failures', () => {
     expect((await call(d.url, 'GET', '/health')).status).toBe(200);
   });
 
-  it.skipIf(IN_HOST_VM)('refuses a duplicate name with 409 and keeps the first sandbox', async () => {
+  it('refuses a duplicate name with 409 and keeps the first sandbox', async () => {
     const a = await call(d.url, 'POST', '/sandboxes', { name: 'twin' });
     const b = await call(d.url, 'POST', '/sandboxes', { name: 'twin' });
     expect(b.status).toBe(409);
@@ -113,7 +106,7 @@ describe.skipIf(!!skip)('limits, bad input and failures', () => {
     expect(loops).toEqual([]);
   });
 
-  it.skipIf(IN_HOST_VM)('keeps running sandboxes usable across a prismd restart, even a crash', async () => {
+  it('keeps running sandboxes usable across a prismd restart, even a crash', async () => {
     const sb = (await call(d.url, 'POST', '/sandboxes', { name: 'survivor' })).body;
     await call(d.url, 'POST', `/sandboxes/${sb.id}/exec`, { command: 'echo before > /tmp/state' });
     d = await d.restart('SIGTERM');
@@ -126,7 +119,7 @@ describe.skipIf(!!skip)('limits, bad input and failures', () => {
     expect(leftovers(sb.id, d.dataDir)).toEqual([]);
   });
 
-  it.skipIf(IN_HOST_VM)('after a crash, keeps a sandbox whose processes died (restartable) and destroys orphaned tasks', async () => {
+  it('after a crash, keeps a sandbox whose processes died (restartable) and destroys orphaned tasks', async () => {
     const a = (await call(d.url, 'POST', '/sandboxes', { name: 'interrupted' })).body;
     const b = (await call(d.url, 'POST', '/sandboxes', { name: 'orphan' })).body;
     await call(d.url, 'POST', `/sandboxes/${a.id}/exec`, { command: 'echo kept > ~/data' });
@@ -151,7 +144,7 @@ describe.skipIf(!!skip)('limits, bad input and failures', () => {
     await call(d.url, 'DELETE', `/sandboxes/${a.id}`);
   });
 
-  it.skipIf(IN_HOST_VM)('stops a sandbox when its timeoutSec runs out', async () => {
+  it('stops a sandbox when its timeoutSec runs out', async () => {
     const sb = (await call(d.url, 'POST', '/sandboxes', { name: 'brief', timeoutSec: 1 })).body;
     await new Promise((r) => setTimeout(r, 2500));
     const got = (await call(d.url, 'GET', `/sandboxes/${sb.id}`)).body;
