@@ -12,7 +12,8 @@
 # --timeout (default 1800 s, boot included) ran out, 125 when the VM failed (boot, mounts), with the
 # tail of its console. docs/testing.md has the design and timings.
 #
-# Environment: PRISM_HOSTVM_ACCEL=kvm|tcg (default: KVM only where it works), PRISM_HOSTVM_CACHE
+# Environment: PRISM_HOSTVM_ACCEL=kvm|tcg (default: KVM only where it works), PRISM_HOSTVM_CGROUP=v2|v1
+# (default v2; v1 is only a measuring baseline), PRISM_HOSTVM_CACHE
 # (default /var/lib/prism-test/host-vm), PRISM_TEST_IMAGES_DIR (default /var/lib/prism-test/images
 # when it exists: carried in at the same path, so in-VM tests need no debootstrap).
 set -euo pipefail
@@ -145,7 +146,11 @@ run_vm() {
   fi
   printf '%s' "$mounts" >"$RUN/mounts"
 
-  append="console=ttyS0 root=LABEL=prism-root rw systemd.unified_cgroup_hierarchy=1 panic=-1 prism.hostvm=$MODE"
+  # PRISM_HOSTVM_CGROUP=v1 boots the same server with the legacy hierarchy instead (systemd 252 still
+  # offers it): the like-for-like baseline when measuring what cgroup v2 costs (docs/testing.md).
+  local unified=1
+  [ "${PRISM_HOSTVM_CGROUP:-v2}" = v1 ] && unified=0
+  append="console=ttyS0 root=LABEL=prism-root rw systemd.unified_cgroup_hierarchy=$unified panic=-1 prism.hostvm=$MODE"
   qemu=(qemu-system-x86_64 -M q35 -m "$MEM" -smp "$CPUS" -nodefaults -no-user-config -display none -no-reboot
     -nic none -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" -append "$append"
     # snapshot=on: the guest's writes go to a temp file QEMU makes in TMPDIR (our run dir), never
