@@ -178,7 +178,7 @@ export function registerControlRoutes(app: FastifyInstance, deps: ControlDeps): 
   }
 }
 
-/** Only sandboxes the gateway made, or any? Any: an E2B client sees every Prism sandbox it may reach. */
+/** Every Prism sandbox is an E2B sandbox (not only those the gateway made), except one being deleted. */
 function visible(sb: Sandbox): boolean {
   return sb.status !== 'deleting';
 }

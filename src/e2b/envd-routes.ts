@@ -46,7 +46,8 @@ function portOf(req: FastifyRequest): number {
   return typeof h === 'string' && /^[0-9]{1,5}$/.test(h) ? Number(h) : ENVD_PORT;
 }
 
-function sameSecret(a: string, b: string): boolean {
+/** Constant-time equality of two secrets. */
+export function sameSecret(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
   return x.length === y.length && timingSafeEqual(x, y);
@@ -107,16 +108,8 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
     const secret = sb.secrets?.access;
     if (!secret) return void e2bError(reply, 401, 'this sandbox was made before access tokens; it is not reachable through the E2B gateway'), undefined;
     if (typeof token === 'string' && sameSecret(token, secret)) return sb;
-    if (opts.signed && signedOk(req, opts.signed.path, opts.signed.op, secret)) return sb;
+    if (opts.signed && signedBy(req, opts.signed.path, opts.signed.op, secret)) return sb;
     return void e2bError(reply, 401, 'missing or invalid access token (X-Access-Token: the envdAccessToken the create returned)'), undefined;
-  };
-
-  const signedOk = (req: FastifyRequest, path: string, op: 'read' | 'write', secret: string): boolean => {
-    const q = req.query as { signature?: string; signature_expiration?: string; username?: string };
-    if (!q.signature) return false;
-    const exp = q.signature_expiration === undefined ? undefined : Number(q.signature_expiration);
-    if (exp !== undefined && (!Number.isInteger(exp) || exp * 1000 < Date.now())) return false;
-    return sameSecret(q.signature, fileSignature(path, op, q.username ?? '', secret, exp));
   };
 
   // Port 49999 is the code interpreter's surface, 49983 envd's; each answers only its own paths.
@@ -202,8 +195,7 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
       const { entry, info } = await procs.find(sb.id, selector(m));
       await out.send({ event: { start: { pid: entry.pid } } });
       // Output from now on, as envd: what was written while nobody was connected is not replayed.
-      const from = info.status === 'running' ? { stdout: info.stdoutBytes, stderr: info.stderrBytes } : { stdout: info.stdoutBytes, stderr: info.stderrBytes };
-      await procs.stream(sb.id, entry, out, from, keepaliveMs(req), abortOnClose(req));
+      await procs.stream(sb.id, entry, out, { stdout: info.stdoutBytes, stderr: info.stderrBytes }, keepaliveMs(req), abortOnClose(req));
     },
     'filesystem.Filesystem/WatchDir': async (_sb, caller, m, out, req) => {
       if (m.includeEntry === true || m.include_entry === true) throw new ConnectError('unimplemented', 'includeEntry is not implemented yet in Prism (docs/e2b.md)');
@@ -430,31 +422,36 @@ async function fileBodyParsers(app: FastifyInstance): Promise<void> {
 export async function registerSignedFileRoutes(app: FastifyInstance, sandboxes: SandboxService, files: FileService, log: Logger): Promise<void> {
   await fileBodyParsers(app);
   const bySignature: SandboxResolver = async (req, reply, opts) => {
-    const q = req.query as { signature?: string; signature_expiration?: string; username?: string };
-    if (!q.signature || !opts.signed) return void e2bError(reply, 401, 'only signed URLs (uploadUrl / downloadUrl) are served here; other calls go to E2B_SANDBOX_URL'), undefined;
-    const exp = q.signature_expiration === undefined ? undefined : Number(q.signature_expiration);
-    if (exp !== undefined && (!Number.isInteger(exp) || exp * 1000 < Date.now())) return void e2bError(reply, 401, 'the signed URL has expired'), undefined;
-    for (const sb of await sandboxes.list({ status: ['running'] })) {
-      if (sb.secrets && sameSecret(q.signature, fileSignature(opts.signed.path, opts.signed.op, q.username ?? '', sb.secrets.access, exp))) {
-        req.headers['e2b-sandbox-id'] = sb.id;
-        return sb;
-      }
+    if (!(req.query as { signature?: string }).signature || !opts.signed) {
+      return void e2bError(reply, 401, 'only signed URLs (uploadUrl / downloadUrl) are served here; other calls go to E2B_SANDBOX_URL'), undefined;
     }
-    return void e2bError(reply, 401, 'invalid signature'), undefined;
+    const sb = await signer(req, sandboxes, opts.signed.path, opts.signed.op);
+    if (!sb) return void e2bError(reply, 401, 'invalid or expired signature'), undefined;
+    req.headers['e2b-sandbox-id'] = sb.id;
+    return sb;
   };
   registerFileRoutes(app, files, bySignature, log);
 }
 
 /** The sandbox whose access token signed a root `/files` request, for routing it to the owner. */
 export async function signedSandboxId(req: FastifyRequest, sandboxes: SandboxService): Promise<string | undefined> {
-  const q = req.query as { signature?: string; signature_expiration?: string; username?: string; path?: string };
+  const q = req.query as { signature?: string; path?: string };
   if (!q.signature) return undefined;
-  const op = req.method === 'GET' || req.method === 'HEAD' ? 'read' : 'write';
+  return (await signer(req, sandboxes, q.path ?? '', req.method === 'GET' || req.method === 'HEAD' ? 'read' : 'write'))?.id;
+}
+
+/** The running sandbox whose access token signed this `/files` request, if any. */
+async function signer(req: FastifyRequest, sandboxes: SandboxService, path: string, op: 'read' | 'write'): Promise<Sandbox | undefined> {
+  return (await sandboxes.list({ status: ['running'] })).find((sb) => sb.secrets && signedBy(req, path, op, sb.secrets.access));
+}
+
+/** The request carries an unexpired signature of `path`, `op` and its user by the holder of `secret`. */
+function signedBy(req: FastifyRequest, path: string, op: 'read' | 'write', secret: string): boolean {
+  const q = req.query as { signature?: string; signature_expiration?: string; username?: string };
+  if (!q.signature) return false;
   const exp = q.signature_expiration === undefined ? undefined : Number(q.signature_expiration);
-  for (const sb of await sandboxes.list({ status: ['running'] })) {
-    if (sb.secrets && sameSecret(q.signature, fileSignature(q.path ?? '', op, q.username ?? '', sb.secrets.access, exp))) return sb.id;
-  }
-  return undefined;
+  if (exp !== undefined && (!Number.isInteger(exp) || exp * 1000 < Date.now())) return false;
+  return sameSecret(q.signature, fileSignature(path, op, q.username ?? '', secret, exp));
 }
 
 function restCaller(sb: Sandbox, user: string | undefined, reply: FastifyReply): Caller | undefined {

@@ -1,8 +1,7 @@
-import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { PrismError, httpStatusForCode } from '../core/errors.js';
 import type { SandboxService } from '../service/sandbox-service.js';
-import { sandboxIdOf } from './envd-routes.js';
+import { sameSecret, sandboxIdOf } from './envd-routes.js';
 import { e2bError } from './control-routes.js';
 
 /** Headers that are the gateway's business and never reach code in a sandbox. */
@@ -25,7 +24,7 @@ export async function registerSandboxPortRoutes(app: FastifyInstance, sandboxes:
     if (!sb || sb.status !== 'running') return reply.status(502).send({ sandboxId: id, message: 'The sandbox was not found', code: 502 });
     const token = req.headers['e2b-traffic-access-token'];
     const secret = sb.secrets?.traffic;
-    const ok = typeof token === 'string' && !!secret && token.length === secret.length && timingSafeEqual(Buffer.from(token), Buffer.from(secret));
+    const ok = typeof token === 'string' && !!secret && sameSecret(token, secret);
     if (!ok) return e2bError(reply, 401, 'missing or invalid traffic token (E2B-Traffic-Access-Token: the trafficAccessToken the create returned)');
     let target: { host: string; port: number };
     try {
