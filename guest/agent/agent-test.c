@@ -64,7 +64,7 @@ int guest_network(const struct net_config *c, char *err, size_t errlen) {
 }
 
 void sandbox_stats(char *out, size_t n) {
-  snprintf(out, n, "pids 0 memory 0 oom_kills 0");
+  snprintf(out, n, "pids 0 memory 0 oom_kills 0 mem_cache 0 disk_used 0 disk_total 0");
 }
 
 /* The fake cgroup's oom_kill counter: a number in a file the tests' commands write. */

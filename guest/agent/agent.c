@@ -226,7 +226,7 @@ static void dispatch(struct agent *a, const struct frame_hdr *h, char *p) {
     } else if (h->type == F_QUIT) {
       power_off(a);
     } else if (h->type == F_STATS) {
-      char stats[128];
+      char stats[256];
       sandbox_stats(stats, sizeof stats);
       emit(a, F_STATS_REPLY, 0, stats, strlen(stats));
     }

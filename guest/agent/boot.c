@@ -23,6 +23,7 @@
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -308,9 +309,18 @@ unsigned long long sandbox_oom_kills(void) {
   return line ? strtoull(line + 9, NULL, 10) : 0;
 }
 
+/* The root is the overlay once mounted: its statvfs is the upper layer's, the VM's writable disk. */
 void sandbox_stats(char *out, size_t n) {
-  snprintf(out, n, "pids %llu memory %llu oom_kills %llu", read_counter(SANDBOX_CG "/pids.current", NULL),
-           read_counter(SANDBOX_CG "/memory.current", NULL), read_counter(SANDBOX_CG "/memory.events", "oom_kill"));
+  struct statvfs fs;
+  unsigned long long disk_used = 0, disk_total = 0;
+  if (statvfs("/", &fs) == 0) {
+    disk_total = (unsigned long long)fs.f_blocks * fs.f_frsize;
+    disk_used = (unsigned long long)(fs.f_blocks - fs.f_bfree) * fs.f_frsize;
+  }
+  snprintf(out, n, "pids %llu memory %llu oom_kills %llu mem_cache %llu disk_used %llu disk_total %llu",
+           read_counter(SANDBOX_CG "/pids.current", NULL), read_counter(SANDBOX_CG "/memory.current", NULL),
+           read_counter(SANDBOX_CG "/memory.events", "oom_kill"), read_counter(SANDBOX_CG "/memory.stat", "file"), disk_used,
+           disk_total);
 }
 
 /* RNDRESEEDCRNG (linux/random.h, absent from musl): reseed the kernel's CRNG from the input pool now. */

@@ -17,6 +17,7 @@ import { rewriteSandboxHost } from '../e2b/host-routing.js';
 import { registerAuth } from './auth.js';
 import { registerTokenRoutes } from './routes/token-routes.js';
 import { registerOwnerProxy } from './owner-proxy.js';
+import type { SandboxMetrics } from '../service/sandbox-metrics.js';
 import { registerExecRoutes } from './routes/exec-routes.js';
 import { registerFileRoutes } from './routes/file-routes.js';
 import { registerImageRoutes } from './routes/image-routes.js';
@@ -36,6 +37,7 @@ export interface ApiServices {
   nodes: NodeService;
   images: ImageService;
   volumes: VolumeService;
+  metrics: SandboxMetrics;
   version: string;
   nodeId: string;
   /** Absent only when the daemon runs with `--auth none`. */
@@ -138,7 +140,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
   );
   if (svc.e2b) {
     await registerE2bGateway(app, {
-      sandboxes: svc.sandboxes, files: svc.files, processes: svc.processes, exec: svc.exec, nodeId: svc.nodeId, log: opts.logger,
+      sandboxes: svc.sandboxes, metrics: svc.metrics, files: svc.files, processes: svc.processes, exec: svc.exec, nodeId: svc.nodeId, log: opts.logger,
       defaultImage: svc.e2b.defaultImage, maxTimeoutSec: svc.e2b.maxTimeoutSec,
       ...(svc.tokens ? { tokens: svc.tokens } : {}), ...(svc.e2b.domain ? { domain: svc.e2b.domain } : {}),
     });

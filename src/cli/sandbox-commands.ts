@@ -1,12 +1,12 @@
 import { Option, type Command } from 'commander';
-import { PrismApiError, type ExecLogEntry, type RuntimeName, type Sandbox } from '../sdk/index.js';
+import { PrismApiError, type ExecLogEntry, type RuntimeName, type Sandbox, type SandboxHandle, type SandboxMetric } from '../sdk/index.js';
 import type { CreateSandboxOptions } from '../sdk/index.js';
 import { UsageError, collect, parseEnvPairs, parseNumber, printError, type CliContext } from './context.js';
 import { registerExecCommand } from './exec-command.js';
 import { registerShellCommand } from './shell-command.js';
 import { registerProcessCommands } from './process-commands.js';
 import { registerFileCommands } from './file-commands.js';
-import { age, humanBytes, humanMs, renderFields, renderTable, shellJoin, wireOutput } from './output.js';
+import { age, humanBytes, humanMs, percent, renderFields, renderTable, shellJoin, usedOf, wireOutput } from './output.js';
 import { volumesFromFlags } from './volume-commands.js';
 
 interface CreateFlags {
@@ -169,6 +169,28 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
       for (const e of executions) writeLogEntry(ctx, e, now);
     });
 
+  sandbox
+    .command('stats')
+    .description('CPU, memory, disk and pids of running sandboxes now (like docker stats)')
+    .argument('[sandbox...]', 'sandbox ids or names (default: every running sandbox)')
+    .option('-w, --watch [sec]', 'refresh every sec seconds (default 2) until interrupted')
+    .action(async (refs: string[], f: { watch?: boolean | string }, cmd: Command) => {
+      const client = ctx.client(cmd);
+      const everySec = f.watch === undefined ? 0 : f.watch === true ? 2 : Number(f.watch);
+      if (!(everySec >= 0) || (f.watch !== undefined && !(everySec > 0))) throw new UsageError(`--watch expects seconds > 0, got '${String(f.watch)}'`);
+      for (;;) {
+        const handles = refs.length ? await Promise.all(refs.map((r) => client.sandboxes.get(r))) : (await client.sandboxes.list()).filter((h) => h.status === 'running');
+        const rows = await Promise.all(handles.map(async (h) => ({ sandbox: h, sample: await latestSample(h) })));
+        if (ctx.format(cmd) === 'json') ctx.json({ stats: rows.map((r) => ({ id: r.sandbox.id, name: r.sandbox.name, ...(r.sample ?? {}) })) });
+        else {
+          if (everySec && ctx.io.stdout === process.stdout && process.stdout.isTTY) ctx.io.stdout.write('\x1b[H\x1b[2J');
+          ctx.out(renderStats(rows));
+        }
+        if (!everySec) return;
+        await new Promise((r) => setTimeout(r, everySec * 1000));
+      }
+    });
+
   for (const [verb, description] of [
     ['stop', 'stop a sandbox (its filesystem is kept)'],
     ['start', 'start a stopped sandbox'],
@@ -208,6 +230,24 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
       }
       if (ctx.format(cmd) === 'json') ctx.json({ deleted });
     });
+}
+
+/** The newest sample (the server samples a running sandbox whose newest one is stale). */
+async function latestSample(h: SandboxHandle): Promise<SandboxMetric | undefined> {
+  if (h.status !== 'running') return undefined;
+  const samples = await h.metrics({ start: new Date(Date.now() - 60_000) });
+  return samples.at(-1);
+}
+
+function renderStats(rows: Array<{ sandbox: SandboxHandle; sample: SandboxMetric | undefined }>): string {
+  return renderTable(
+    ['ID', 'NAME', 'CPU %', 'MEM USAGE / LIMIT', 'MEM %', 'DISK USED / SIZE', 'PIDS'],
+    rows.map(({ sandbox: sb, sample: m }) =>
+      m
+        ? [sb.id, sb.name, `${m.cpuUsedPct.toFixed(1)}% of ${m.cpuCount}`, usedOf(m.memUsed, m.memTotal, humanBytes), percent(m.memUsed, m.memTotal), m.diskTotal ? usedOf(m.diskUsed, m.diskTotal, humanBytes) : humanBytes(m.diskUsed), String(m.pids)]
+        : [sb.id, sb.name, '-', '-', '-', '-', sb.status],
+    ),
+  );
 }
 
 function renderSandbox(s: Sandbox): string {

@@ -336,9 +336,39 @@ export const FileEntrySchema = Type.Object({
 export const FileListSchema = Type.Object({ path: Type.String(), entries: Type.Array(FileEntrySchema) });
 export const FileWrittenSchema = Type.Object({ path: Type.String(), size: Type.Integer() });
 
+/** One sample of a sandbox's usage (`GET /sandboxes/:id/metrics`), taken on the node that runs it. */
+export const SandboxMetricSchema = Type.Object({
+  /** When it was taken (RFC 3339). */
+  timestamp: Type.String(),
+  /** CPU used since the previous sample, in percent of the sandbox's `cpus` (0-100). */
+  cpuUsedPct: Type.Number(),
+  /** The sandbox's CPU limit (`cpus`, may be fractional). */
+  cpuCount: Type.Number(),
+  memUsed: Type.Integer({ description: 'bytes of memory charged to the sandbox, page cache included' }),
+  memTotal: Type.Integer({ description: 'the memory limit in bytes' }),
+  memCache: Type.Integer({ description: 'of memUsed, the page cache (reclaimable)' }),
+  diskUsed: Type.Integer({ description: 'bytes used on the writable layer' }),
+  diskTotal: Type.Integer({ description: 'size of the writable layer (diskMb) in bytes; 0 where the runtime cannot tell' }),
+  pids: Type.Integer(),
+});
+export const MetricsQuery = Type.Object(
+  {
+    start: Type.Optional(Type.String({ maxLength: 40, description: 'oldest sample: unix seconds or RFC 3339' })),
+    end: Type.Optional(Type.String({ maxLength: 40, description: 'newest sample: unix seconds or RFC 3339' })),
+  },
+  closed,
+);
+export const MetricsSchema = Type.Object({
+  /** Seconds between samples on the node that runs the sandbox. */
+  intervalSec: Type.Number(),
+  metrics: Type.Array(SandboxMetricSchema),
+});
+
 /** Body of `POST /sandboxes` (the SDK's `CreateSandboxOptions`, the service's `CreateSandboxRequest`). */
 export type CreateSandboxWire = Static<typeof CreateSandboxBody>;
 /** A command's result as `POST /exec` answers it (output included). */
 export type ExecResultWire = Static<typeof ExecResultSchema>;
 /** One entry of `GET /sandboxes/:id/logs`. */
 export type ExecRecordWire = Static<typeof ExecRecordSchema>;
+/** One sample of `GET /sandboxes/:id/metrics`. */
+export type SandboxMetricWire = Static<typeof SandboxMetricSchema>;

@@ -63,6 +63,8 @@ export interface DaemonConfig {
   maxProcesses: number;
   /** Output kept per stream of each background process, in bytes. */
   processBufferBytes: number;
+  /** Sandbox usage sampling (GET /sandboxes/:id/metrics): every intervalMs (0 = only on request), kept for retentionMs. */
+  metrics: { intervalMs: number; retentionMs: number };
 }
 
 /** Flags as given on the command line (or their PRISM_* environment equivalents). */
@@ -109,6 +111,8 @@ export interface DaemonFlags {
   firecrackerBin?: string;
   maxProcesses?: string;
   processBufferMb?: string;
+  metricsInterval?: string;
+  metricsRetention?: string;
 }
 
 export const DEFAULT_API = '127.0.0.1:8008';
@@ -146,6 +150,13 @@ function positive(name: string, v: string | undefined, integer = true): number |
   if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) {
     throw new PrismError('INVALID_ARGUMENT', `${name} must be a positive ${integer ? 'integer' : 'number'}, got '${v}'`);
   }
+  return n;
+}
+
+function nonNegative(name: string, v: string | undefined): number | undefined {
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new PrismError('INVALID_ARGUMENT', `${name} must be a number >= 0, got '${v}'`);
   return n;
 }
 
@@ -249,6 +260,10 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     maxProcesses: positive('--max-processes', flags.maxProcesses ?? env.PRISM_MAX_PROCESSES) ?? 64,
     processBufferBytes: Math.round((positive('--process-buffer-mb', flags.processBufferMb ?? env.PRISM_PROCESS_BUFFER_MB, false) ?? 4) * (1 << 20)),
     maxFileBytes: (positive('--max-file-mb', flags.maxFileMb ?? env.PRISM_MAX_FILE_MB) ?? 1024) * 1024 * 1024,
+    metrics: {
+      intervalMs: Math.round((nonNegative('--metrics-interval', flags.metricsInterval ?? env.PRISM_METRICS_INTERVAL) ?? 5) * 1000),
+      retentionMs: Math.round((positive('--metrics-retention', flags.metricsRetention ?? env.PRISM_METRICS_RETENTION, false) ?? 60) * 60_000),
+    },
   };
   const auth = flags.auth ?? env.PRISM_AUTH ?? 'token';
   if (auth !== 'token' && auth !== 'none') throw new PrismError('INVALID_ARGUMENT', `--auth must be token or none, got '${auth}'`);

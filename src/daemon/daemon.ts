@@ -149,6 +149,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       execLimits: { recordBytes: 64 * 1024, recordsPerSandbox: 100, maxTimeoutSec: 86400 },
       processLimits: { ...DEFAULT_PROCESS_LIMITS, maxPerSandbox: cfg.maxProcesses, bufferBytes: cfg.processBufferBytes },
       watchdogMs: 5000,
+      metrics: cfg.metrics,
       defaultUser: cfg.defaultUser,
       log,
     });
@@ -161,7 +162,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       log.warn({ api: cfg.apiHost }, 'API authentication is OFF (--auth none): anyone who can reach the API can run code');
     }
     const app = await buildApi(
-      { sandboxes: node.sandboxes, exec: node.exec, pty: node.pty, processes: node.processes, files: node.files, nodes: node.nodes, images: node.images, volumes: node.volumes, version, nodeId: ident.id, ...(tokens ? { tokens } : {}),
+      { sandboxes: node.sandboxes, exec: node.exec, pty: node.pty, processes: node.processes, files: node.files, nodes: node.nodes, images: node.images, volumes: node.volumes, metrics: node.metrics, version, nodeId: ident.id, ...(tokens ? { tokens } : {}),
         e2b: { defaultImage: cfg.defaultImage, maxTimeoutSec: 86400, ...(cfg.e2bDomain ? { domain: cfg.e2bDomain } : {}) } },
       { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3, ...(tls ? { tls } : {}) });
     await app.listen({ host: cfg.apiHost, port: cfg.apiPort }).catch((e: NodeJS.ErrnoException) => {

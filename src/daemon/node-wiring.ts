@@ -14,6 +14,7 @@ import { Membership } from '../service/membership.js';
 import { DEFAULT_SANDBOX_USER, NodeAgent } from '../service/node-agent.js';
 import { NodeService } from '../service/node-service.js';
 import { SandboxEvents } from '../service/sandbox-events.js';
+import { DEFAULT_METRICS, SandboxMetrics, type SandboxMetricsOptions } from '../service/sandbox-metrics.js';
 import { SandboxRepo } from '../service/sandbox-repo.js';
 import { SandboxService, type SandboxDefaults } from '../service/sandbox-service.js';
 import type { Store } from '../store/store.js';
@@ -48,6 +49,8 @@ export interface NodeWiring {
   fileLimits?: FileLimits;
   /** How often running tasks are checked for having died. */
   watchdogMs: number;
+  /** Sampling of sandbox usage (default {@link DEFAULT_METRICS}). */
+  metrics?: SandboxMetricsOptions;
   /** User of commands in images that name none (default `65534:65534`, nobody; `root` to allow root). */
   defaultUser?: string;
   log: Logger;
@@ -64,6 +67,7 @@ export interface NodeServices {
   files: FileService;
   images: ImageService;
   volumes: VolumeService;
+  metrics: SandboxMetrics;
   scheduler: Scheduler;
   membership: Membership;
   setAddress(url: string): Promise<void>;
@@ -99,6 +103,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const processes = new ProcessService(sandboxes, exec, agent, w.processLimits ?? DEFAULT_PROCESS_LIMITS, w.log);
   const files = new FileService(sandboxes, agent, w.fileLimits ?? { maxFileBytes: DEFAULT_MAX_FILE_BYTES });
   const images = new ImageService(w.images, repo, w.log);
+  const metrics = new SandboxMetrics(w.id, { listSandboxes: () => repo.listSandboxes(), onChange: (fn) => events.onChange(fn) }, agent, w.log, w.metrics ?? DEFAULT_METRICS);
   const scheduler = new Scheduler(repo, w.log, { strategy: w.placement, cpuOvercommit: 4, batchMax: 100, maxTxnOps: 128 });
   const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });
   membership.onElected = (term) => void scheduler.start(term).catch((e) => w.log.error({ err: e }, 'scheduler start failed'));
@@ -109,11 +114,12 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   await volumes.reconcile();
   await agent.recover();
   await events.start();
+  await metrics.start();
   await membership.start();
   await agent.watchAssignments();
   agent.startWatchdog(w.watchdogMs);
   return {
-    repo, agent, nodes, sandboxes, exec, pty, processes, files, images, volumes, scheduler, membership,
+    repo, agent, nodes, sandboxes, exec, pty, processes, files, images, volumes, metrics, scheduler, membership,
     async setAddress(url) {
       address = url;
       nodes.setAddress(url);
@@ -124,6 +130,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
       if (opts.leave) await membership.stop();
       else membership.halt();
       scheduler.stop();
+      metrics.stop();
       events.stop();
       nodes.stop();
       processes.close();

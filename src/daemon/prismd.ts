@@ -118,6 +118,8 @@ function daemonOptions(): Option[] {
     new Option('--max-sandboxes <n>', 'most sandboxes placed on this node (default: no limit)').env('PRISM_MAX_SANDBOXES'),
     new Option('--max-processes <n>', 'background processes running at once per sandbox (default 64)').env('PRISM_MAX_PROCESSES'),
     new Option('--process-buffer-mb <n>', 'output kept per stream of each background process, in MiB (default 4)').env('PRISM_PROCESS_BUFFER_MB'),
+    new Option('--metrics-interval <sec>', 'seconds between usage samples of each running sandbox (default 5; 0: sample only when asked)').env('PRISM_METRICS_INTERVAL'),
+    new Option('--metrics-retention <min>', 'minutes of usage samples kept per sandbox (default 60)').env('PRISM_METRICS_RETENTION'),
     new Option('--placement <strategy>', 'spread (most free memory first) or binpack, used while this node leads').choices(['spread', 'binpack']).env('PRISM_PLACEMENT'),
     new Option('--node-ttl <seconds>', 'membership lease TTL: a node silent this long is dead (default 5)').env('PRISM_NODE_TTL'),
     new Option('--schedule-timeout <seconds>', 'how long a create waits for placement before 503 (default 30)').env('PRISM_SCHEDULE_TIMEOUT'),

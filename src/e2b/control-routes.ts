@@ -2,11 +2,13 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { PrismError, httpStatusForCode } from '../core/errors.js';
 import type { CreateSandboxWire } from '../core/wire.js';
-import type { EgressPolicy, Sandbox } from '../core/types.js';
+import type { EgressPolicy, ExecRecord, Sandbox } from '../core/types.js';
+import type { SandboxMetrics } from '../service/sandbox-metrics.js';
 import type { SandboxService } from '../service/sandbox-service.js';
 import type { Logger } from '../service/logger.js';
 import type { TokenService } from '../service/token-service.js';
-import { TEMPLATE_KEY, imageForTemplate, sandboxCreated, sandboxDetail, sandboxListed, type TemplateMap, type View } from './sandbox-view.js';
+import { LOG_LEVELS, execLogEntries, queryLogs } from './sandbox-logs.js';
+import { TEMPLATE_KEY, imageForTemplate, metricView, sandboxCreated, sandboxDetail, sandboxListed, type TemplateMap, type View } from './sandbox-view.js';
 
 /**
  * E2B's control-plane API (E2B_API_URL = <prism>/e2b): sandboxes created, listed, connected, timed and
@@ -16,6 +18,9 @@ import { TEMPLATE_KEY, imageForTemplate, sandboxCreated, sandboxDetail, sandboxL
 
 export interface ControlDeps {
   sandboxes: SandboxService;
+  metrics: SandboxMetrics;
+  /** A sandbox's exec records, oldest first (ExecService.logs): what its logs are made of. */
+  execRecords: (id: string) => Promise<ExecRecord[]>;
   /** Absent with `--auth none`. */
   tokens?: TokenService;
   templates: TemplateMap;
@@ -51,6 +56,24 @@ const NewSandbox = Type.Object(
 );
 const TimeoutBody = Type.Object({ timeout: Type.Integer({ minimum: 0, maximum: MAX_TIMEOUT_SEC }) }, open);
 const ConnectBody = Type.Object({ timeout: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMEOUT_SEC })) }, open);
+const LOGS_LIMIT = 1000;
+const Limit = Type.String({ pattern: '^[0-9]{1,4}$' });
+const Millis = Type.String({ pattern: '^[0-9]{1,15}$' });
+const LogsQuery = Type.Object({ start: Type.Optional(Millis), limit: Type.Optional(Limit) }, open);
+const LogsV2Query = Type.Object(
+  {
+    cursor: Type.Optional(Millis),
+    direction: Type.Optional(Type.Union([Type.Literal('forward'), Type.Literal('backward')])),
+    level: Type.Optional(Type.Union(LOG_LEVELS.map((l) => Type.Literal(l)))),
+    limit: Type.Optional(Limit),
+    search: Type.Optional(Type.String({ maxLength: 256 })),
+  },
+  open,
+);
+const MetricsQuery = Type.Object(
+  { start: Type.Optional(Type.String({ pattern: '^[0-9]{1,12}$' })), end: Type.Optional(Type.String({ pattern: '^[0-9]{1,12}$' })) },
+  open,
+);
 const ListQuery = Type.Object(
   {
     metadata: Type.Optional(Type.String({ maxLength: 4096 })),
@@ -170,12 +193,36 @@ export function registerControlRoutes(app: FastifyInstance, deps: ControlDeps): 
     throw new PrismError('UNIMPLEMENTED', 'pause is not implemented yet: Prism cannot yet pause a sandbox with its memory (docs/e2b.md)');
   });
 
-  for (const what of ['metrics', 'logs']) {
-    app.get<IdReq>(`/sandboxes/:id/${what}`, { schema: { params: Id } }, async (req) => {
-      await findOrNotFound(sandboxes, req.params.id);
-      throw new PrismError('UNIMPLEMENTED', `sandbox ${what} are not implemented yet in Prism's E2B API (docs/e2b.md)`);
+  // Samples live on the node running the sandbox (SandboxMetrics): the request goes there.
+  app.get<IdReq & { Querystring: Static<typeof MetricsQuery> }>(
+    '/sandboxes/:id/metrics',
+    { config: { owner: true }, schema: { params: Id, querystring: MetricsQuery } },
+    async (req) => {
+      const sb = await findOrNotFound(sandboxes, req.params.id);
+      const { start, end } = req.query;
+      const samples = await deps.metrics.read(sb, { ...(start !== undefined ? { startMs: Number(start) * 1000 } : {}), ...(end !== undefined ? { endMs: Number(end) * 1000 } : {}) });
+      return samples.map(metricView);
+    },
+  );
+
+  // Logs are the sandbox's finished commands (sandbox-logs.ts), read from the store on any node.
+  app.get<IdReq & { Querystring: Static<typeof LogsQuery> }>('/sandboxes/:id/logs', { schema: { params: Id, querystring: LogsQuery } }, async (req) => {
+    const sb = await findOrNotFound(sandboxes, req.params.id);
+    const entries = queryLogs(execLogEntries(await deps.execRecords(sb.id)), {
+      ...(req.query.start !== undefined ? { cursor: Number(req.query.start) } : {}), limit: Number(req.query.limit ?? LOGS_LIMIT),
     });
-  }
+    return { logs: entries.map((e) => ({ timestamp: e.timestamp, line: e.message })), logEntries: entries };
+  });
+
+  app.get<IdReq & { Querystring: Static<typeof LogsV2Query> }>('/v2/sandboxes/:id/logs', { schema: { params: Id, querystring: LogsV2Query } }, async (req) => {
+    const sb = await findOrNotFound(sandboxes, req.params.id);
+    const { cursor, direction, level, limit, search } = req.query;
+    const logs = queryLogs(execLogEntries(await deps.execRecords(sb.id)), {
+      ...(cursor !== undefined ? { cursor: Number(cursor) } : {}), ...(direction ? { direction } : {}), ...(level ? { level } : {}),
+      ...(search !== undefined ? { search } : {}), limit: Number(limit ?? LOGS_LIMIT),
+    });
+    return { logs };
+  });
 }
 
 /** Every Prism sandbox is an E2B sandbox (not only those the gateway made), except one being deleted. */

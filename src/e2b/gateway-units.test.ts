@@ -5,7 +5,9 @@ import { permissionsText, resolvePath } from './envd-filesystem.js';
 import { endEvent } from './envd-process.js';
 import { fileSignature } from './envd-routes.js';
 import { PrismError } from '../core/errors.js';
-import type { ProcessInfo } from '../core/types.js';
+import type { ExecRecord, ProcessInfo } from '../core/types.js';
+import { execLogEntries, queryLogs } from './sandbox-logs.js';
+import { metricView } from './sandbox-view.js';
 
 const base: ProcessInfo = { id: 'ex-1', sandboxId: 's', cmd: ['x'], status: 'exited', startedAt: '', stdinOpen: false, stdoutBytes: 0, stderrBytes: 0 };
 
@@ -86,5 +88,43 @@ describe('the metadata filter of GET /v2/sandboxes', () => {
     expect(parseMetadataFilter('a%3D1%26b%3D2')).toEqual({ a: '1', b: '2' });
     expect(parseMetadataFilter(undefined)).toBeUndefined();
     expect(() => parseMetadataFilter('novalue')).toThrow(/key=value/);
+  });
+});
+
+describe('sandbox logs from exec records', () => {
+  const rec = (id: string, startedAt: string, durationMs: number, more: Partial<ExecRecord> = {}): ExecRecord => ({
+    id, sandboxId: 's', cmd: ['sh', '-c', 'echo hi there'], startedAt, durationMs, exitCode: 0, timedOut: false, oomKilled: false, diskFull: false,
+    stdout: '', stderr: '', encoding: 'utf8', truncated: false, ...more,
+  });
+  const entries = execLogEntries([
+    rec('ex-2', '2026-12-06T00:00:01.000Z', 500, { exitCode: 137, oomKilled: true }),
+    rec('ex-1', '2026-12-06T00:00:00.000Z', 3000, { exitCode: 3 }),
+  ]);
+
+  it('gives each command a start and an end entry, in time order, with levels from how it ended', () => {
+    expect(entries.map((e) => [e.timestamp.slice(17, 23), e.level, e.message])).toEqual([
+      ['00.000', 'info', "started: sh -c 'echo hi there'"],
+      ['01.000', 'info', "started: sh -c 'echo hi there'"],
+      ['01.500', 'error', 'killed: out of memory'],
+      ['03.000', 'warn', 'exited with code 3'],
+    ]);
+    expect(entries[3]!.fields).toEqual({ execId: 'ex-1', command: "sh -c 'echo hi there'", event: 'end', exitCode: '3' });
+  });
+
+  it('pages by cursor and direction, filters by level and substring', () => {
+    const t = (iso: string) => Date.parse(iso);
+    expect(queryLogs(entries, { limit: 10, cursor: t('2026-12-06T00:00:01.000Z') }).map((e) => e.message)).toEqual([
+      expect.stringMatching(/^started/), 'killed: out of memory', 'exited with code 3',
+    ]);
+    expect(queryLogs(entries, { limit: 2, direction: 'backward' }).map((e) => e.message)).toEqual(['exited with code 3', 'killed: out of memory']);
+    expect(queryLogs(entries, { limit: 10, level: 'warn' }).map((e) => e.level)).toEqual(['error', 'warn']);
+    expect(queryLogs(entries, { limit: 10, search: 'memory' })).toHaveLength(1);
+  });
+});
+
+describe('metrics as E2B SandboxMetric', () => {
+  it('adds timestampUnix and rounds a fractional CPU limit up to whole cores', () => {
+    const m = metricView({ timestamp: '2026-12-06T00:00:05.000Z', cpuUsedPct: 12.5, cpuCount: 0.5, memUsed: 1, memTotal: 2, memCache: 0, diskUsed: 3, diskTotal: 4, pids: 2 });
+    expect(m).toEqual({ timestamp: '2026-12-06T00:00:05.000Z', timestampUnix: 1796515205, cpuUsedPct: 12.5, cpuCount: 1, memUsed: 1, memTotal: 2, memCache: 0, diskUsed: 3, diskTotal: 4 });
   });
 });

@@ -3,6 +3,7 @@ import type { ExecService } from '../service/exec-service.js';
 import type { FileService } from '../service/file-service.js';
 import type { Logger } from '../service/logger.js';
 import type { ProcessService } from '../service/process-service.js';
+import type { SandboxMetrics } from '../service/sandbox-metrics.js';
 import type { SandboxService } from '../service/sandbox-service.js';
 import type { TokenService } from '../service/token-service.js';
 import { CodeInterpreters } from './code-interpreter.js';
@@ -23,6 +24,7 @@ export { E2B_PREFIX, ENVD_PREFIX } from './paths.js';
 
 export interface GatewayDeps {
   sandboxes: SandboxService;
+  metrics: SandboxMetrics;
   files: FileService;
   processes: ProcessService;
   exec: ExecService;
@@ -67,6 +69,8 @@ export async function registerE2bGateway(app: FastifyInstance, deps: GatewayDeps
     async (api) => {
       registerControlRoutes(api, {
         sandboxes: deps.sandboxes,
+        metrics: deps.metrics,
+        execRecords: (id) => deps.exec.logs(id),
         ...(deps.tokens ? { tokens: deps.tokens } : {}),
         templates: { defaultImage: deps.defaultImage },
         nodeId: deps.nodeId,

@@ -1,4 +1,5 @@
 import type { Sandbox } from '../core/types.js';
+import type { SandboxMetricWire } from '../core/wire.js';
 import { CODE_INTERPRETER_IMAGE } from '../images/base-image.js';
 
 /**
@@ -95,5 +96,20 @@ export function sandboxDetail(sb: Sandbox, v: View) {
     envdAccessToken: sb.secrets?.access ?? null,
     allowInternetAccess: egress !== 'none',
     lifecycle: { onTimeout: sb.onTimeout === 'delete' ? 'kill' : 'pause', autoResume: false },
+  };
+}
+
+/** A Prism usage sample as E2B's SandboxMetric (cpuCount is an integer there: the limit rounded up). */
+export function metricView(m: SandboxMetricWire) {
+  return {
+    timestamp: m.timestamp,
+    timestampUnix: Math.floor(Date.parse(m.timestamp) / 1000),
+    cpuUsedPct: m.cpuUsedPct,
+    cpuCount: Math.max(1, Math.ceil(m.cpuCount)),
+    memUsed: m.memUsed,
+    memTotal: m.memTotal,
+    memCache: m.memCache,
+    diskUsed: m.diskUsed,
+    diskTotal: m.diskTotal,
   };
 }

@@ -123,11 +123,18 @@ export interface TaskProcess {
   resize?(cols: number, rows: number): void;
 }
 
+/** A running task's usage now. Counters a runtime cannot read are 0. */
 export interface TaskStats {
   memoryBytes: number;
   memoryLimitBytes: number;
+  /** Of memoryBytes, the page cache (reclaimable file pages). */
+  memoryCacheBytes: number;
+  /** CPU time used since the task started (a counter). */
   cpuUsageNs: number;
   pids: number;
+  /** The writable layer: bytes in use and its size (diskMb), as `df` in the sandbox shows its root. */
+  diskUsedBytes: number;
+  diskTotalBytes: number;
 }
 
 export interface RuntimeCapabilities {

@@ -60,6 +60,15 @@ export async function mountExt4Image(image: string, target: string): Promise<voi
 const FULL_BELOW_BYTES = 1 << 20;
 const FULL_BELOW_INODES = 16;
 
+/**
+ * Bytes used and size of the file system at `mountpoint`, as `df` counts them (used = size - free,
+ * so blocks reserved for root count as used).
+ */
+export async function filesystemUsage(mountpoint: string): Promise<{ usedBytes: number; totalBytes: number }> {
+  const s = await statfs(mountpoint);
+  return { usedBytes: (s.blocks - s.bfree) * s.bsize, totalBytes: s.blocks * s.bsize };
+}
+
 /** True when the file system at `mountpoint` has (next to) no space or inodes left: a write would get ENOSPC. */
 export async function isFilesystemFull(mountpoint: string): Promise<boolean> {
   const s = await statfs(mountpoint);

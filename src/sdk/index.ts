@@ -2,7 +2,7 @@
 export { Prism, DEFAULT_URL, normalizeUrl } from './client.js';
 export type { PrismOptions, HealthInfo, ClusterInfo, CreateSandboxOptions } from './client.js';
 export { SandboxHandle } from './sandbox-handle.js';
-export type { ExecOptions, ExecResult, ExecLogEntry } from './sandbox-handle.js';
+export type { ExecOptions, ExecResult, ExecLogEntry, SandboxMetric } from './sandbox-handle.js';
 export type { ExecEvent, ExecExit } from './exec-stream.js';
 export { ProcessHandle, ProcessesApi } from './processes.js';
 export type { ProcessInfo, ProcessSignal, ProcessEvent, ProcessOutput, Offsets, Since, StartProcessOptions } from './processes.js';

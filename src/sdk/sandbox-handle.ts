@@ -1,5 +1,5 @@
 import type { Sandbox } from '../core/types.js';
-import type { ExecResultWire } from '../core/wire.js';
+import type { ExecResultWire, SandboxMetricWire } from '../core/wire.js';
 import { PrismApiError } from './errors.js';
 import { openPty, type Pty, type PtyOptions, type SocketDialer } from './pty.js';
 import { cancelBody, execEvents, execRequestBody, exitOf, type ExecEvent, type ExecExit, type ExecRequestOptions } from './exec-stream.js';
@@ -49,6 +49,9 @@ export interface ExecLogEntry extends ExecResult {
   /** True when the daemon stored only the start of the output. */
   truncated: boolean;
 }
+
+/** One usage sample of `metrics()`. */
+export type SandboxMetric = SandboxMetricWire;
 
 /** Older servers leave out `id` and `diskFull`; streamed results have no output fields. */
 type WireExecResult = Omit<ExecResultWire, 'id' | 'diskFull' | 'stdout' | 'stderr' | 'encoding'> & Partial<Pick<ExecResultWire, 'id' | 'diskFull' | 'stdout' | 'stderr' | 'encoding'>>;
@@ -141,6 +144,18 @@ export class SandboxHandle {
       startedAt: r.startedAt,
       truncated: r.truncated,
     }));
+  }
+
+  /**
+   * Usage samples of the sandbox (CPU, memory, disk), oldest first, taken every few seconds by the node
+   * that runs it; `start`/`end` bound them. A running sandbox's newest sample is at most one interval old.
+   */
+  async metrics(opts: { start?: Date; end?: Date; signal?: AbortSignal } = {}): Promise<SandboxMetric[]> {
+    const q = new URLSearchParams();
+    if (opts.start) q.set('start', opts.start.toISOString());
+    if (opts.end) q.set('end', opts.end.toISOString());
+    const qs = q.toString() ? `?${q}` : '';
+    return (await this.#api.json<{ metrics: SandboxMetric[] }>('GET', `${this.#path()}/metrics${qs}`, undefined, opts.signal)).metrics;
   }
 
   async stop(): Promise<this> {

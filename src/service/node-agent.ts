@@ -2,7 +2,7 @@ import { PrismError, asPrismError, isPrismError } from '../core/errors.js';
 import type { Sandbox, RuntimeName } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { NetworkManager } from '../net/network-manager.js';
-import type { ExecOptions, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskVolume } from '../runtime/driver.js';
+import type { ExecOptions, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskStats, TaskVolume } from '../runtime/driver.js';
 import type { Watch } from '../store/store.js';
 import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
@@ -271,9 +271,10 @@ export class NodeAgent {
     return this.driver(h.runtime).exec(h, full);
   }
 
-  async stats(sb: Sandbox) {
-    const h = await this.handle(sb.id);
-    return this.driver(h.runtime).stats(h);
+  /** Usage of a task this node runs, with its CPU limit (the metrics sampler's source). */
+  async taskStats(id: string): Promise<{ stats: TaskStats; cpus: number }> {
+    const h = await this.handle(id);
+    return { stats: await this.driver(h.runtime).stats(h), cpus: h.spec.cpus };
   }
 
   /** Called when a sandbox's TTL ends; set by the service. */

@@ -18,12 +18,13 @@ export class SandboxEvents {
   private watch?: Watch;
   private poll?: NodeJS.Timeout;
   private readonly waiters = new Map<string, Set<Waiter>>();
+  private readonly listeners = new Set<(id: string, sb: Sandbox | undefined) => void>();
 
   constructor(private readonly repo: SandboxRepo, private readonly log: Logger, private readonly pollMs = 1000) {}
 
   async start(): Promise<void> {
     const rev = await this.repo.revision();
-    this.watch = this.repo.watchSandboxes(rev, (id, sb) => this.deliver(id, sb), (e) => {
+    this.watch = this.repo.watchSandboxes(rev, (id, sb) => this.changed(id, sb), (e) => {
       this.log.warn({ err: e }, 'sandbox watch failed: resynchronising');
       this.watch?.close();
       void this.start().then(() => this.recheckAll(), () => undefined);
@@ -56,6 +57,27 @@ export class SandboxEvents {
       set.add(w);
       void this.repo.getSandbox(id).then((cur) => this.deliver(id, cur?.value), () => undefined);
     });
+  }
+
+  /**
+   * Calls `fn` with every change the watch sees (`undefined`: the record was deleted); returns the
+   * unsubscribe. Changes made while the watch resynchronises after a failure can be missed: a
+   * listener that keeps state re-lists now and then.
+   */
+  onChange(fn: (id: string, sb: Sandbox | undefined) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  private changed(id: string, sb: Sandbox | undefined): void {
+    for (const fn of this.listeners) {
+      try {
+        fn(id, sb);
+      } catch (e) {
+        this.log.error({ err: e, sandbox: id }, 'sandbox change listener failed');
+      }
+    }
+    this.deliver(id, sb);
   }
 
   private deliver(id: string, sb: Sandbox | undefined): void {

@@ -290,6 +290,19 @@ export function driverConformanceSuite(name: string, make: () => Promise<DriverF
       }
     });
 
+    it('reports usage: memory, page cache, CPU time, and the writable layer by its size and use', async () => {
+      const before = await driver.stats(shared);
+      expect(before.diskTotalBytes).toBeGreaterThan(0.8 * 512 * 2 ** 20);
+      expect(before.diskTotalBytes).toBeLessThanOrEqual(512 * 2 ** 20);
+      expect((await sh(shared, 'dd if=/dev/zero of=/usage.bin bs=1048576 count=16 && sync')).exitCode).toBe(0);
+      const after = await driver.stats(shared);
+      await sh(shared, 'rm -f /usage.bin');
+      expect(after.diskUsedBytes - before.diskUsedBytes).toBeGreaterThanOrEqual(15 * 2 ** 20);
+      expect(after.memoryBytes).toBeGreaterThan(0);
+      expect(after.memoryCacheBytes).toBeLessThanOrEqual(after.memoryBytes);
+      expect(after.cpuUsageNs).toBeGreaterThan(before.cpuUsageNs);
+    });
+
     it('enforces the memory limit and reports an OOM kill', async () => {
       const h = await create({ memoryMb: 64 });
       try {

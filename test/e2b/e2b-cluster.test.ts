@@ -60,6 +60,13 @@ describe.skipIf(skip !== undefined)('the e2b SDK against a 3-node cluster', () =
       const down = await sbx.downloadUrl('/tmp/x.txt');
       expect(await (await fetch(down)).text()).toBe('across nodes');
       expect((await sbx.getInfo()).metadata).toEqual({ via: 'prism' });
+      // Samples live on the owner: node 1 forwards, and Prism's own API answers the same there.
+      const metrics = await sbx.getMetrics();
+      expect(metrics.at(-1)).toMatchObject({ cpuCount: 1, memTotal: 512 * 2 ** 20 });
+      const prism = await call(nodes[0]!.url, 'GET', `/sandboxes/${made.body.id}/metrics`);
+      expect(prism.body.metrics.at(-1).memUsed).toBeGreaterThan(0);
+      const logs = await fetch(`${nodes[1]!.url}/e2b/v2/sandboxes/${made.body.id}/logs?search=exit%204`, { headers: { 'x-api-key': nodes[0]!.token } });
+      expect(((await logs.json()) as { logs: unknown[] }).logs).toHaveLength(1);
     } finally {
       expect(await sbx.kill()).toBe(true);
     }

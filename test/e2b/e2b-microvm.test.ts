@@ -54,6 +54,19 @@ describe.skipIf(!!skip)('the e2b SDK against prismd on the microvm runtime', () 
     await w.stop();
   }, 120_000);
 
+  it('reports the metrics of the guest: memory, its writable disk', async () => {
+    await sbx.commands.run('head -c 8000000 /dev/urandom > /var/tmp/m.bin', { user: 'root' });
+    let last = (await sbx.getMetrics()).at(-1);
+    // The newest sample may predate the write by one interval (5 s).
+    for (const deadline = Date.now() + 30_000; (last?.diskUsed ?? 0) < 8_000_000 && Date.now() < deadline; await new Promise((r) => setTimeout(r, 1000))) {
+      last = (await sbx.getMetrics()).at(-1);
+    }
+    expect(last).toMatchObject({ cpuCount: 1, memTotal: 512 * 2 ** 20 });
+    expect(last!.memUsed).toBeGreaterThan(0);
+    expect(last!.diskTotal).toBeGreaterThan(1024 * 2 ** 20);
+    expect(last!.diskUsed).toBeGreaterThan(8_000_000);
+  }, 120_000);
+
   it('opens a terminal in the guest', async () => {
     let screen = '';
     const term = await sbx.pty.create({ cols: 80, rows: 24, onData: (b) => void (screen += Buffer.from(b).toString()), timeoutMs: 0 });

@@ -17,7 +17,7 @@ describe.skipIf(!!skip)('the official e2b SDK against prismd (oci)', () => {
   let opts: { apiKey: string; apiUrl: string; sandboxUrl: string; requestTimeoutMs: number };
 
   beforeAll(async () => {
-    d = await startPrismd();
+    d = await startPrismd({ extraArgs: ['--metrics-interval', '1'] });
     opts = { apiKey: d.token, apiUrl: `${d.url}/e2b`, sandboxUrl: `${d.url}/e2b/envd`, requestTimeoutMs: 60_000 };
   });
   afterAll(async () => {
@@ -260,6 +260,41 @@ describe.skipIf(!!skip)('the official e2b SDK against prismd (oci)', () => {
       expect(page).toEqual({ status: 200, body: 'served\n' });
       expect((await rawRequest(d.url, { method: 'GET', path: '/index.txt', host: host(8000), headers: {} })).status).toBe(401);
       expect((await rawRequest(d.url, { method: 'GET', path: '/index.txt', host: `8000-sb-000000000000.sandbox.test`, headers: { 'e2b-traffic-access-token': traffic } })).status).toBe(502);
+    });
+
+    it('reports metrics: CPU of a busy loop, memory, disk written, bounded by start/end', async () => {
+      const before = Date.now();
+      await sbx.commands.run('dd if=/dev/zero of=/tmp/blob bs=1M count=24 status=none; timeout 2 sh -c "while :; do :; done" || true');
+      await new Promise((r) => setTimeout(r, 1200));
+      const metrics = await sbx.getMetrics();
+      expect(metrics.length).toBeGreaterThan(1);
+      const last = metrics.at(-1)!;
+      expect(last.timestamp).toBeInstanceOf(Date);
+      expect(last).toMatchObject({ cpuCount: 1, memTotal: 512 * 2 ** 20, diskTotal: expect.any(Number) });
+      expect(last.memUsed).toBeGreaterThan(0);
+      expect(last.diskTotal).toBeGreaterThan(1024 * 2 ** 20); // the 2 GiB writable layer
+      expect(last.diskUsed).toBeGreaterThan(24 * 2 ** 20);
+      const busy = metrics.filter((m) => m.timestamp.getTime() >= before);
+      expect(Math.max(...busy.map((m) => m.cpuUsedPct))).toBeGreaterThan(30);
+      const windowed = await sbx.getMetrics({ start: new Date(before), end: new Date(before + 1500) });
+      expect(windowed.length).toBeGreaterThan(0);
+      expect(windowed.every((m) => m.timestamp.getTime() >= Math.floor(before / 1000) * 1000 && m.timestamp.getTime() <= before + 2000)).toBe(true);
+      await expect(Sandbox.getMetrics('sb-000000000000', opts)).rejects.toBeInstanceOf(SandboxNotFoundError);
+    });
+
+    it('serves sandbox logs (v1 and v2) from the commands the sandbox ran', async () => {
+      await expect(sbx.commands.run('echo logged; exit 4')).rejects.toBeInstanceOf(CommandExitError);
+      const get = async (path: string) => {
+        const r = await fetch(`${d.url}/e2b${path}`, { headers: { 'x-api-key': d.token } });
+        expect(r.status, path).toBe(200);
+        return r.json() as Promise<any>;
+      };
+      const v1 = await get(`/sandboxes/${sbx.sandboxId}/logs`);
+      expect(v1.logs.some((l: { line: string }) => l.line.includes('echo logged; exit 4'))).toBe(true);
+      expect(v1.logEntries.at(-1)).toMatchObject({ level: 'warn', message: 'exited with code 4', fields: { event: 'end', exitCode: '4' } });
+      const v2 = await get(`/v2/sandboxes/${sbx.sandboxId}/logs?direction=backward&limit=1&level=warn`);
+      expect(v2.logs).toEqual([expect.objectContaining({ message: 'exited with code 4' })]);
+      expect((await fetch(`${d.url}/e2b/v2/sandboxes/${sbx.sandboxId}/logs?level=loud`, { headers: { 'x-api-key': d.token } })).status).toBe(400);
     });
 
     it('says clearly what is not implemented yet', async () => {

@@ -73,6 +73,12 @@ describe.skipIf(!!skip)('prismctl against a real prismd', () => {
     const execs = JSON.parse(logs.out).executions ?? JSON.parse(logs.out);
     expect(execs.map((e: { exitCode: number }) => e.exitCode)).toEqual([0, 5, 0]);
 
+    const stats = ctl(['sandbox', 'stats', 'cli']);
+    expect(stats.code).toBe(0);
+    expect(stats.out).toMatch(/CPU %\s+MEM USAGE \/ LIMIT\s+MEM %\s+DISK USED \/ SIZE\s+PIDS/);
+    expect(stats.out).toMatch(/cli\s+\d+\.\d% of 1\s+[\d.]+ [KMG]i?B\/256 MiB/);
+    const statsJson = JSON.parse(ctl(['-o', 'json', 'sandbox', 'stats']).out).stats;
+    expect(statsJson).toEqual([expect.objectContaining({ name: 'cli', memTotal: 256 * 2 ** 20, pids: expect.any(Number) })]);
     expect(ctl(['sandbox', 'stop', 'cli']).code).toBe(0);
     expect(JSON.parse(ctl(['-o', 'json', 'sandbox', 'info', 'cli']).out).status).toBe('stopped');
     expect(ctl(['sandbox', 'start', 'cli']).code).toBe(0);

@@ -142,6 +142,29 @@ describe.skipIf(!!skip)('sandbox API over HTTP with the oci runtime', () => {
     expect(recs.some((e) => e.cmd.join(' ') === 'python3 -c print(6*7)' && e.stdout === '42\n' && e.exitCode === 0)).toBe(true);
   });
 
+  it('samples usage: GET /sandboxes/:id/metrics, windowed, validated', async () => {
+    await exec({ cmd: ['sh', '-c', 'head -c 8000000 /dev/urandom > /tmp/m.bin'] });
+    const r = await call(d.url, 'GET', `/sandboxes/${sb.id}/metrics`);
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body.intervalSec).toBe(5);
+    const last = r.body.metrics.at(-1);
+    expect(last).toMatchObject({ cpuCount: 1, memTotal: 512 * 2 ** 20, diskTotal: expect.any(Number), pids: expect.any(Number) });
+    expect(Date.now() - Date.parse(last.timestamp)).toBeLessThan(6000); // sampled on the read when stale
+    expect(last.memUsed).toBeGreaterThan(0);
+    expect(last.diskTotal).toBeGreaterThan(1900 * 2 ** 20);
+    // The write shows in the next sample (the newest may predate it by up to one interval).
+    let disk = last.diskUsed;
+    for (const deadline = Date.now() + 15_000; disk <= 8_000_000 && Date.now() < deadline; await new Promise((res) => setTimeout(res, 500))) {
+      disk = (await call(d.url, 'GET', `/sandboxes/${sb.id}/metrics`)).body.metrics.at(-1).diskUsed;
+    }
+    expect(disk).toBeGreaterThan(8_000_000);
+    const future = await call(d.url, 'GET', `/sandboxes/${sb.id}/metrics?start=${new Date(Date.now() + 60_000).toISOString()}`);
+    expect(future.body.metrics).toEqual([]);
+    expect((await call(d.url, 'GET', `/sandboxes/${sb.id}/metrics?start=yesterday`)).body.error.code).toBe('INVALID_ARGUMENT');
+    expect((await call(d.url, 'GET', `/sandboxes/${sb.id}/metrics?start=20&end=10`)).status).toBe(400);
+    expect((await call(d.url, 'GET', '/sandboxes/ghost/metrics')).status).toBe(404);
+  });
+
   it('reports real node figures and cluster info', async () => {
     const nodes = (await call(d.url, 'GET', '/nodes')).body.nodes;
     expect(nodes).toHaveLength(1);

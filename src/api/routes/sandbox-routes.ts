@@ -2,7 +2,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { PrismError } from '../../core/errors.js';
 import { SANDBOX_STATUSES, type SandboxStatus } from '../../core/types.js';
-import { CreateSandboxBody, ExecRecordSchema, IdParams, ListSandboxesQuery, SandboxSchema, TimeoutBody, withErrors } from '../schemas.js';
+import { CreateSandboxBody, ExecRecordSchema, IdParams, ListSandboxesQuery, MetricsQuery, MetricsSchema, SandboxSchema, TimeoutBody, withErrors } from '../schemas.js';
 import type { ApiServices } from '../server.js';
 
 type Id = { Params: { id: string } };
@@ -53,6 +53,19 @@ export function registerSandboxRoutes(app: FastifyInstance, svc: ApiServices): v
     },
   );
 
+  app.get<Id & { Querystring: Static<typeof MetricsQuery> }>(
+    '/sandboxes/:id/metrics',
+    { config: { owner: true }, schema: { tags: ['sandboxes'], params: IdParams, querystring: MetricsQuery, response: withErrors({ 200: MetricsSchema }, 400, 404) } },
+    async (req) => {
+      const range = { startMs: instant('start', req.query.start), endMs: instant('end', req.query.end) };
+      if (range.startMs !== undefined && range.endMs !== undefined && range.startMs > range.endMs) {
+        throw new PrismError('INVALID_ARGUMENT', 'start is after end');
+      }
+      const sb = await svc.sandboxes.get(req.params.id);
+      return { intervalSec: svc.metrics.opts.intervalMs / 1000, metrics: await svc.metrics.read(sb, range) };
+    },
+  );
+
   app.get<Id>(
     '/sandboxes/:id/logs',
     { schema: { tags: ['sandboxes'], params: IdParams, response: withErrors({ 200: Type.Object({ executions: Type.Array(ExecRecordSchema) }) }, 404) } },
@@ -78,4 +91,12 @@ export function listFilter(q: Static<typeof ListSandboxesQuery>): { metadata?: R
     out.status = wanted as SandboxStatus[];
   }
   return out;
+}
+
+/** A point in time given as unix seconds or RFC 3339, in ms; INVALID_ARGUMENT otherwise. */
+export function instant(name: string, v: string | undefined): number | undefined {
+  if (v === undefined || v === '') return undefined;
+  const ms = /^\d+(\.\d+)?$/.test(v) ? Number(v) * 1000 : Date.parse(v);
+  if (!Number.isFinite(ms)) throw new PrismError('INVALID_ARGUMENT', `${name} must be unix seconds or an RFC 3339 time, got '${v}'`);
+  return ms;
 }

@@ -47,6 +47,8 @@ export interface CgroupUsage {
   memoryBytes: number;
   /** 0 when unlimited. */
   memoryLimitBytes: number;
+  /** Page cache charged to the cgroup (memory.stat `file` on v2, `cache` on v1). */
+  memoryCacheBytes: number;
   cpuUsageNs: number;
   pids: number;
 }

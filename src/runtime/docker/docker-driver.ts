@@ -258,12 +258,22 @@ export class DockerDriver implements RuntimeDriver {
     if (state !== 'running') throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not running`);
     try {
       // one-shot: without it the engine waits for a second sample (about a second) to compute CPU %.
-      const s = (await this.docker.getContainer(containerName(handle.id)).stats({ stream: false, 'one-shot': true } as never)) as unknown as EngineStats;
+      const container = this.docker.getContainer(containerName(handle.id));
+      // SizeRw (the container's writable layer) is what the engine measures when asked for `size`.
+      const [s, info] = await Promise.all([
+        container.stats({ stream: false, 'one-shot': true } as never) as unknown as Promise<EngineStats>,
+        container.inspect({ size: true } as never) as unknown as Promise<{ SizeRw?: number }>,
+      ]);
+      const mem = s.memory_stats?.stats;
       return {
         memoryBytes: s.memory_stats?.usage ?? 0,
         memoryLimitBytes: s.memory_stats?.limit ?? 0,
+        // cgroup v2 engines report memory.stat's `file`, v1 engines `cache`.
+        memoryCacheBytes: mem?.file ?? mem?.cache ?? 0,
         cpuUsageNs: s.cpu_stats?.cpu_usage?.total_usage ?? 0,
         pids: s.pids_stats?.current ?? 0,
+        diskUsedBytes: info.SizeRw ?? 0,
+        diskTotalBytes: handle.spec.diskMb * 2 ** 20,
       };
     } catch (e) {
       throw engineError(e, `reading stats of task ${handle.id}`, { 404: 'NOT_FOUND', 409: 'FAILED_PRECONDITION' });
@@ -428,7 +438,7 @@ export class DockerDriver implements RuntimeDriver {
 }
 
 interface EngineStats {
-  memory_stats?: { usage?: number; limit?: number };
+  memory_stats?: { usage?: number; limit?: number; stats?: { file?: number; cache?: number } };
   cpu_stats?: { cpu_usage?: { total_usage?: number } };
   pids_stats?: { current?: number };
 }

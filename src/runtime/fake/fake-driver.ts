@@ -270,7 +270,7 @@ export class FakeDriver implements RuntimeDriver {
   async stats(handle: TaskHandle): Promise<TaskStats> {
     const t = this.task(handle.id);
     if (t.state !== 'running') throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not running`);
-    return { memoryBytes: 0, memoryLimitBytes: t.handle.spec.memoryMb * 2 ** 20, cpuUsageNs: 0, pids: t.procs.size };
+    return { memoryBytes: 0, memoryLimitBytes: t.handle.spec.memoryMb * 2 ** 20, memoryCacheBytes: 0, cpuUsageNs: 0, pids: t.procs.size, diskUsedBytes: 0, diskTotalBytes: t.handle.spec.diskMb * 2 ** 20 };
   }
 
   async close(): Promise<void> {}

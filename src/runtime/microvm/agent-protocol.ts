@@ -27,7 +27,7 @@ export const FrameType = {
   Network: 'N', // host: fields address/prefix, gateway, MTU, then name servers (see encodeNetwork); after M
   NetworkReply: 'n', // guest: "ok" or "error: <message>"
   Stats: 'T', // host: usage of the sandbox cgroup, answered by StatsReply
-  StatsReply: 't', // guest: "pids N memory BYTES oom_kills K"
+  StatsReply: 't', // guest: "pids N memory BYTES oom_kills K ..." (decodeStats)
   Start: 'S', // host: start a command (see encodeStart)
   Stdin: 'I', // host: stdin bytes
   CloseStdin: 'C', // host: close stdin
@@ -237,14 +237,28 @@ export function decodeMountReply(payload: Buffer): string | null {
 export interface GuestStats {
   pids: number;
   memoryBytes: number;
+  /** Page cache (memory.stat `file`) of the sandbox cgroup. */
+  memoryCacheBytes: number;
   oomKills: number;
+  /** statvfs of the sandbox's root: the overlay reports its upper layer, the VM's writable disk. */
+  diskUsedBytes: number;
+  diskTotalBytes: number;
 }
 
-/** `t` payload: "pids N memory BYTES oom_kills K". */
+/**
+ * `t` payload: "pids N memory BYTES oom_kills K mem_cache BYTES disk_used BYTES disk_total BYTES";
+ * a key an older agent does not send reads as 0.
+ */
 export function decodeStats(payload: Buffer): GuestStats {
   const f = payload.toString('latin1').split(' ');
-  const get = (k: string) => Number(f[f.indexOf(k) + 1] ?? 0) || 0;
-  return { pids: get('pids'), memoryBytes: get('memory'), oomKills: get('oom_kills') };
+  const get = (k: string) => {
+    const i = f.indexOf(k);
+    return i < 0 ? 0 : Number(f[i + 1]) || 0;
+  };
+  return {
+    pids: get('pids'), memoryBytes: get('memory'), memoryCacheBytes: get('mem_cache'), oomKills: get('oom_kills'),
+    diskUsedBytes: get('disk_used'), diskTotalBytes: get('disk_total'),
+  };
 }
 
 /** What `N` configures: the guest's NIC (the only one besides lo) and its /etc/resolv.conf. */

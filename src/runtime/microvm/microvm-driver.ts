@@ -200,7 +200,10 @@ export class MicrovmDriver implements RuntimeDriver {
     }
     try {
       const [guest, cg] = await Promise.all([(await this.connection(handle.id, p)).stats(), this.launcher.cgroups.usage(handle.id)]);
-      return { memoryBytes: guest.memoryBytes, memoryLimitBytes: handle.spec.memoryMb * MiB, cpuUsageNs: cg.cpuUsageNs, pids: guest.pids };
+      return {
+        memoryBytes: guest.memoryBytes, memoryLimitBytes: handle.spec.memoryMb * MiB, memoryCacheBytes: guest.memoryCacheBytes, cpuUsageNs: cg.cpuUsageNs, pids: guest.pids,
+        diskUsedBytes: guest.diskUsedBytes, diskTotalBytes: guest.diskTotalBytes,
+      };
     } catch (e) {
       throw asPrismError(e, 'INTERNAL', `reading stats of ${handle.id}`);
     }

@@ -13,7 +13,7 @@ import { startExec } from './oci-exec.js';
 import { isMounted, overlayOptions, unmountAll } from './overlay-mount.js';
 import { anyVolumeFull, mountHostVolumes, unmountHostVolumes } from '../host-volumes.js';
 import { Runc, type ContainerState } from './runc.js';
-import { isDiskFull, makeTaskDisk, mountTaskDisk } from './task-disk.js';
+import { diskUsage, isDiskFull, makeTaskDisk, mountTaskDisk } from './task-disk.js';
 import { buildRuntimeSpec, cpuQuotaUs } from './runtime-spec.js';
 import type { TaskUser } from '../task-user.js';
 import { resolveTaskUser } from './task-user.js';
@@ -221,13 +221,22 @@ export class OciDriver implements RuntimeDriver {
     this.opts.logger?.info({ task: handle.id }, 'oci task destroyed');
   }
 
+  /**
+   * Usage from the task's cgroup and its disk. A running task always has its cgroup, so only when it
+   * has none is runc asked why (a sampler of many tasks spawns no runc per sample).
+   */
   async stats(handle: TaskHandle): Promise<TaskStats> {
-    await this.requireRunning(handle.id);
+    const p = this.paths(handle.id);
+    let usage;
     try {
-      return await this.cgroups.usage(handle.id);
+      usage = await this.cgroups.usage(handle.id);
     } catch (e) {
+      await this.requireRunning(handle.id);
       throw asPrismError(e, 'INTERNAL', `reading cgroup stats of ${handle.id}`);
     }
+    // Tasks made before writable-layer disks have none: their layer is on the host's disk, unbounded.
+    const disk = existsSync(p.diskImage) ? await diskUsage(p.disk).catch(() => undefined) : undefined;
+    return { ...usage, diskUsedBytes: disk?.usedBytes ?? 0, diskTotalBytes: disk?.totalBytes ?? 0 };
   }
 
   /** Nothing to release: every exec has its own connection. */

@@ -1,5 +1,5 @@
 import { makeSparseExt4 } from '../../images/rootfs/ext4-disk.js';
-import { isFilesystemFull, mountExt4Image } from '../host-mounts.js';
+import { filesystemUsage, isFilesystemFull, mountExt4Image } from '../host-mounts.js';
 
 /**
  * The writable layer of an oci task lives on its own filesystem so that `diskMb` holds: a sparse ext4
@@ -20,3 +20,6 @@ export async function mountTaskDisk(image: string, target: string): Promise<void
 
 /** True when the task's disk has (next to) no space or inodes left: a write would get ENOSPC. */
 export const isDiskFull = isFilesystemFull;
+
+/** Bytes used and size of the task's disk (its writable layer). */
+export const diskUsage = filesystemUsage;

@@ -51,14 +51,17 @@ export class CgroupsV1 implements TaskCgroups {
 
   async usage(id: string): Promise<CgroupUsage> {
     try {
-      const [memoryBytes, memoryLimitBytes, cpuUsageNs, pids] = await Promise.all([
+      const [memoryBytes, memoryLimitBytes, memoryStat, cpuUsageNs, pids] = await Promise.all([
         readNumber(join(this.dir('memory', id), 'memory.usage_in_bytes')),
         readNumber(join(this.dir('memory', id), 'memory.limit_in_bytes')),
+        readFile(join(this.dir('memory', id), 'memory.stat'), 'utf8'),
         readNumber(join(this.dir('cpuacct', id), 'cpuacct.usage')),
         readNumber(join(this.dir('pids', id), 'pids.current')),
       ]);
       // v1 reports "no limit" as a huge page-aligned number.
-      return { memoryBytes, memoryLimitBytes: memoryLimitBytes >= 2 ** 62 ? 0 : memoryLimitBytes, cpuUsageNs, pids };
+      return {
+        memoryBytes, memoryLimitBytes: memoryLimitBytes >= 2 ** 62 ? 0 : memoryLimitBytes, memoryCacheBytes: keyedValue(memoryStat, 'cache') ?? 0, cpuUsageNs, pids,
+      };
     } catch (e) {
       throw new PrismError('NOT_FOUND', `task ${id} has no cgroup`, { cause: e });
     }

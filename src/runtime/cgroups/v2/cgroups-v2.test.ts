@@ -42,15 +42,16 @@ describe('CgroupsV2 under systemd', () => {
     expect(await vm().list()).toEqual(['b']);
   });
 
-  it('reads usage from memory.current, memory.max, cpu.stat and pids.current; NOT_FOUND without a cgroup', async () => {
+  it('reads usage from memory.current, memory.max, memory.stat, cpu.stat and pids.current; NOT_FOUND without a cgroup', async () => {
     const dir = join(root, 'prism.slice', 'prism-a.scope');
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'memory.current'), '4096\n');
     await writeFile(join(dir, 'memory.max'), 'max\n');
+    await writeFile(join(dir, 'memory.stat'), 'anon 2048\nfile 1024\nkernel 0\n');
     await writeFile(join(dir, 'cpu.stat'), 'usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n');
     await writeFile(join(dir, 'pids.current'), '3\n');
     await writeFile(join(dir, 'memory.events'), 'low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n');
-    expect(await oci().usage('a')).toEqual({ memoryBytes: 4096, memoryLimitBytes: 0, cpuUsageNs: 1_500_000, pids: 3 });
+    expect(await oci().usage('a')).toEqual({ memoryBytes: 4096, memoryLimitBytes: 0, memoryCacheBytes: 1024, cpuUsageNs: 1_500_000, pids: 3 });
     expect(await oci().oomKills('a')).toBe(1);
     expect(await oci().oomKills('missing')).toBe(-1);
     await expect(oci().usage('missing')).rejects.toMatchObject({ code: 'NOT_FOUND' });

@@ -69,13 +69,14 @@ export class CgroupsV2 implements TaskCgroups {
   async usage(id: string): Promise<CgroupUsage> {
     const dir = this.dir(id);
     try {
-      const [memoryBytes, memoryLimitBytes, cpuStat, pids] = await Promise.all([
+      const [memoryBytes, memoryLimitBytes, memoryStat, cpuStat, pids] = await Promise.all([
         readNumber(join(dir, 'memory.current')),
         readNumber(join(dir, 'memory.max')),
+        readFile(join(dir, 'memory.stat'), 'utf8'),
         readFile(join(dir, 'cpu.stat'), 'utf8'),
         readNumber(join(dir, 'pids.current')),
       ]);
-      return { memoryBytes, memoryLimitBytes, cpuUsageNs: (keyedValue(cpuStat, 'usage_usec') ?? 0) * 1000, pids };
+      return { memoryBytes, memoryLimitBytes, memoryCacheBytes: keyedValue(memoryStat, 'file') ?? 0, cpuUsageNs: (keyedValue(cpuStat, 'usage_usec') ?? 0) * 1000, pids };
     } catch (e) {
       throw new PrismError('NOT_FOUND', `task ${id} has no cgroup`, { cause: e });
     }

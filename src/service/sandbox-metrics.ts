@@ -1,0 +1,213 @@
+import type { Sandbox } from '../core/types.js';
+import type { SandboxMetricWire } from '../core/wire.js';
+import type { TaskStats } from '../runtime/driver.js';
+import type { Logger } from './logger.js';
+
+/** Where samples come from: the node agent's driver stats of a task this node runs. */
+export interface StatsSource {
+  taskStats(id: string): Promise<{ stats: TaskStats; cpus: number }>;
+}
+
+/** The records the sampler follows: this node's sandboxes, listed once and then as they change. */
+export interface SandboxFeed {
+  listSandboxes(): Promise<Sandbox[]>;
+  /** Calls `fn` on every change of a sandbox record (`undefined`: deleted); returns the unsubscribe. */
+  onChange(fn: (id: string, sb: Sandbox | undefined) => void): () => void;
+}
+
+export interface SandboxMetricsOptions {
+  /** Time between samples of every running sandbox; 0 = no background sampling (only on request). */
+  intervalMs: number;
+  /** How much history each sandbox keeps (a ring of retentionMs / intervalMs samples). */
+  retentionMs: number;
+  /** Sandboxes sampled at once (each sample reads a few cgroup files and a statfs). */
+  concurrency?: number;
+}
+
+export const DEFAULT_METRICS: SandboxMetricsOptions = { intervalMs: 5000, retentionMs: 3600_000 };
+
+/** Fields stored per sample, in this order, in a series' Float64Array ring. */
+const FIELDS = 6; // timestamp ms, cpu %, memUsed, memCache, diskUsed, pids
+
+/** One sandbox's samples: a fixed ring (no allocation per sample) and the counters of the last one. */
+class Series {
+  private readonly ring: Float64Array;
+  private head = 0;
+  private count = 0;
+  memTotal = 0;
+  diskTotal = 0;
+  cpus = 0;
+  lastCpuNs = 0;
+  lastAt = 0;
+
+  constructor(readonly capacity: number) {
+    this.ring = new Float64Array(capacity * FIELDS);
+  }
+
+  push(at: number, cpuPct: number, s: TaskStats): void {
+    const o = this.head * FIELDS;
+    this.ring.set([at, cpuPct, s.memoryBytes, s.memoryCacheBytes, s.diskUsedBytes, s.pids], o);
+    this.head = (this.head + 1) % this.capacity;
+    this.count = Math.min(this.count + 1, this.capacity);
+  }
+
+  get newest(): number {
+    return this.count === 0 ? 0 : this.ring[((this.head - 1 + this.capacity) % this.capacity) * FIELDS]!;
+  }
+
+  /** Samples with startMs <= timestamp <= endMs, oldest first. */
+  read(startMs: number, endMs: number): SandboxMetricWire[] {
+    const out: SandboxMetricWire[] = [];
+    for (let i = 0; i < this.count; i++) {
+      const o = ((this.head - this.count + i + this.capacity) % this.capacity) * FIELDS;
+      const at = this.ring[o]!;
+      if (at < startMs || at > endMs) continue;
+      out.push({
+        timestamp: new Date(at).toISOString(),
+        cpuUsedPct: this.ring[o + 1]!,
+        cpuCount: this.cpus,
+        memUsed: this.ring[o + 2]!,
+        memTotal: this.memTotal,
+        memCache: this.ring[o + 3]!,
+        diskUsed: this.ring[o + 4]!,
+        diskTotal: this.diskTotal,
+        pids: this.ring[o + 5]!,
+      });
+    }
+    return out;
+  }
+}
+
+/**
+ * Usage over time of the sandboxes this node runs: every `intervalMs` each running sandbox's task is
+ * asked for its stats (driver.stats: cgroup files and a statfs for oci, the engine for docker, the
+ * guest agent for microvm) and a sample kept in a bounded ring per sandbox. CPU is the share of the
+ * sandbox's `cpus` used since the previous sample. A sandbox's history goes when it is deleted;
+ * stopped sandboxes keep theirs (no new samples). Reads of a running sandbox whose newest sample is
+ * older than the interval sample it first, so a sandbox just made has a sample at once.
+ *
+ * Only the node running a sandbox has its samples; the API forwards requests there (owner routes).
+ */
+export class SandboxMetrics {
+  private readonly series = new Map<string, Series>();
+  /** Running sandboxes of this node, with when they started (the first sample's CPU baseline). */
+  private readonly running = new Map<string, number>();
+  private timer?: NodeJS.Timeout;
+  private unsubscribe?: () => void;
+  private ticks = 0;
+  private sampling?: Promise<void>;
+  private readonly inflight = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly nodeId: string,
+    private readonly feed: SandboxFeed,
+    private readonly source: StatsSource,
+    private readonly log: Logger,
+    readonly opts: SandboxMetricsOptions = DEFAULT_METRICS,
+  ) {}
+
+  private get capacity(): number {
+    return Math.max(1, Math.ceil(this.opts.retentionMs / Math.max(this.opts.intervalMs || 5000, 1)));
+  }
+
+  async start(): Promise<void> {
+    this.unsubscribe = this.feed.onChange((id, sb) => this.follow(id, sb));
+    await this.resync();
+    if (this.opts.intervalMs > 0) {
+      this.timer = setInterval(() => void this.tick(), this.opts.intervalMs);
+      this.timer.unref();
+    }
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.unsubscribe?.();
+  }
+
+  /** Samples of one sandbox in [startMs, endMs], oldest first; empty when this node has none. */
+  async read(sb: Sandbox, range: { startMs?: number; endMs?: number } = {}): Promise<SandboxMetricWire[]> {
+    this.follow(sb.id, sb);
+    const series = this.series.get(sb.id);
+    const stale = !series || Date.now() - series.newest >= (this.opts.intervalMs || 1000);
+    if (this.running.has(sb.id) && stale) await this.sampleOne(sb.id);
+    return this.series.get(sb.id)?.read(range.startMs ?? 0, range.endMs ?? Number.MAX_SAFE_INTEGER) ?? [];
+  }
+
+  /** Sandbox ids that have samples here (for tests and leak checks). */
+  sampled(): string[] {
+    return [...this.series.keys()];
+  }
+
+  private follow(id: string, sb: Sandbox | undefined): void {
+    if (!sb || sb.status === 'deleting') {
+      this.running.delete(id);
+      this.series.delete(id);
+    } else if (sb.node === this.nodeId && sb.status === 'running') {
+      const started = Date.parse(sb.startedAt ?? sb.createdAt);
+      // A restart starts the counters again: forget the previous run's CPU baseline.
+      if (this.running.get(id) !== started) {
+        const s = this.series.get(id);
+        if (s) s.lastAt = 0;
+      }
+      this.running.set(id, started);
+    } else {
+      this.running.delete(id);
+      if (sb.node !== this.nodeId) this.series.delete(id);
+    }
+  }
+
+  /** Records missed while the store's watch resynchronised are picked up by a periodic re-list. */
+  private async resync(): Promise<void> {
+    const all = await this.feed.listSandboxes();
+    const seen = new Set(all.map((sb) => sb.id));
+    for (const id of [...this.series.keys(), ...this.running.keys()]) if (!seen.has(id)) this.follow(id, undefined);
+    for (const sb of all) this.follow(sb.id, sb);
+  }
+
+  private async tick(): Promise<void> {
+    if (this.sampling) return; // the previous round is still running: skip rather than pile up
+    this.sampling = (async () => {
+      if (++this.ticks % 12 === 0) await this.resync().catch((e) => this.log.warn({ err: e }, 'metrics: listing sandboxes failed'));
+      const ids = [...this.running.keys()];
+      const width = this.opts.concurrency ?? 16;
+      for (let i = 0; i < ids.length; i += width) await Promise.all(ids.slice(i, i + width).map((id) => this.sampleOne(id)));
+    })().finally(() => (this.sampling = undefined));
+    await this.sampling;
+  }
+
+  /** One read at a time per sandbox: a read on request joins the background one in flight. */
+  private sampleOne(id: string): Promise<void> {
+    let p = this.inflight.get(id);
+    if (!p) {
+      p = this.take(id).finally(() => this.inflight.delete(id));
+      this.inflight.set(id, p);
+    }
+    return p;
+  }
+
+  private async take(id: string): Promise<void> {
+    let got;
+    try {
+      got = await this.source.taskStats(id);
+    } catch (e) {
+      // Stopped or gone between the record and the read: the next record change says which.
+      this.log.debug({ err: e, sandbox: id }, 'metrics: no sample');
+      return;
+    }
+    const started = this.running.get(id);
+    if (started === undefined) return; // deleted or stopped while it was being read
+    const now = Date.now();
+    let s = this.series.get(id);
+    if (!s) this.series.set(id, (s = new Series(this.capacity)));
+    const since = s.lastAt || started;
+    const cpuNs = got.stats.cpuUsageNs - (s.lastAt ? s.lastCpuNs : 0);
+    const wallNs = Math.max(now - since, 1) * 1e6;
+    const pct = got.cpus > 0 && cpuNs >= 0 ? Math.min(100, (cpuNs / (wallNs * got.cpus)) * 100) : 0;
+    s.cpus = got.cpus;
+    s.memTotal = got.stats.memoryLimitBytes;
+    s.diskTotal = got.stats.diskTotalBytes;
+    s.lastCpuNs = got.stats.cpuUsageNs;
+    s.lastAt = now;
+    s.push(now, Math.round(pct * 100) / 100, got.stats);
+  }
+}
