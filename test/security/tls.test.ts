@@ -36,6 +36,30 @@ describe.skipIf(!!skip)('TLS', () => {
     await expect(new Prism({ url: d.url, token: d.token, ca: otherCa }).clusterInfo()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
   });
 
+  it('the official e2b SDK works over HTTPS when Node trusts the CA (NODE_EXTRA_CA_CERTS), and refuses without it', () => {
+    // NODE_EXTRA_CA_CERTS is read at process start: the SDK runs in a child, as a user's program would.
+    const program = `
+      const { Sandbox } = await import('e2b');
+      const opts = { apiKey: process.env.E2B_API_KEY, apiUrl: process.env.E2B_API_URL, sandboxUrl: process.env.E2B_SANDBOX_URL, requestTimeoutMs: 60000 };
+      try {
+        const sbx = await Sandbox.create(opts);
+        const r = await sbx.commands.run('echo over-tls');
+        await sbx.files.write('/tmp/t.txt', 'tls file');
+        console.log(JSON.stringify({ out: r.stdout, file: await sbx.files.read('/tmp/t.txt'), killed: await sbx.kill() }));
+      } catch (e) {
+        console.log(JSON.stringify({ error: String(e?.cause?.code ?? e?.cause ?? e) }));
+      }`;
+    const run = (extraCa: boolean) => {
+      const env: NodeJS.ProcessEnv = { ...process.env, E2B_API_KEY: d.token, E2B_API_URL: `${d.url}/e2b`, E2B_SANDBOX_URL: `${d.url}/e2b/envd` };
+      if (extraCa) env.NODE_EXTRA_CA_CERTS = join(d.dataDir, 'tls', 'ca.crt');
+      else delete env.NODE_EXTRA_CA_CERTS;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', program], { cwd: REPO_ROOT, env, encoding: 'utf8', timeout: 120_000 });
+      return JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
+    };
+    expect(run(true)).toEqual({ out: 'over-tls\n', file: 'tls file', killed: true });
+    expect(String(run(false).error)).toMatch(/UNABLE_TO_VERIFY|CERT|certificate/i);
+  });
+
   it('prismctl works with --ca and fails clearly without it', () => {
     const ctl = (args: string[]) =>
       spawnSync(process.execPath, [join(REPO_ROOT, 'bin', 'prismctl.js'), '--api', d.url, ...args], {
