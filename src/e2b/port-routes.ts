@@ -3,6 +3,7 @@ import { PrismError, httpStatusForCode } from '../core/errors.js';
 import type { SandboxService } from '../service/sandbox-service.js';
 import { sameSecret, sandboxIdOf } from './envd-routes.js';
 import { e2bError } from './control-routes.js';
+import { passBodiesThrough, pathAfter, proxyToPort } from '../api/port-proxy.js';
 
 /** Headers that are the gateway's business and never reach code in a sandbox. */
 const STRIPPED = ['authorization', 'host', 'x-api-key', 'x-access-token', 'e2b-traffic-access-token', 'e2b-sandbox-id', 'e2b-sandbox-port', 'x-prism-forwarded-by'];
@@ -13,9 +14,7 @@ const STRIPPED = ['authorization', 'host', 'x-api-key', 'x-access-token', 'e2b-t
  * traffic token (`E2B-Traffic-Access-Token`, the `trafficAccessToken` of the create), runs on the owner.
  */
 export async function registerSandboxPortRoutes(app: FastifyInstance, sandboxes: SandboxService): Promise<void> {
-  // Bodies of any type go to the sandbox as a stream, unparsed.
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
+  passBodiesThrough(app);
   const handler = async (req: FastifyRequest<{ Params: { port: string } }>, reply: FastifyReply) => {
     const id = sandboxIdOf(req);
     const port = Number(req.params.port);
@@ -33,13 +32,8 @@ export async function registerSandboxPortRoutes(app: FastifyInstance, sandboxes:
       if (e instanceof PrismError) return e2bError(reply, httpStatusForCode[e.code], e.message);
       throw e;
     }
-    const rest = /^\/e2b\/ports\/[0-9]+(.*)$/.exec(req.url)?.[1] ?? '';
-    const path = rest.startsWith('/') ? rest : `/${rest}`;
-    return reply.from(`http://${target.host}:${target.port}${path}`, {
-      rewriteRequestHeaders: (_r, headers) => Object.fromEntries(Object.entries(headers).filter(([k]) => !STRIPPED.includes(k.toLowerCase()))),
-      onError: (r) => {
-        void r.status(502).send({ sandboxId: id, message: `nothing answered on port ${port} of the sandbox`, code: 502 });
-      },
+    return proxyToPort(reply, target, pathAfter(req.url, /\/e2b\/ports\/[0-9]+/), STRIPPED, (r) => {
+      void r.status(502).send({ sandboxId: id, message: `nothing answered on port ${port} of the sandbox`, code: 502 });
     });
   };
   for (const url of ['/:port', '/:port/*']) {

@@ -4,6 +4,7 @@ import { FORWARDED_HEADER } from '../owner-proxy.js';
 import { withErrors } from '../schemas.js';
 import { Type } from '@sinclair/typebox';
 import type { ApiServices } from '../server.js';
+import { passBodiesThrough, pathAfter, proxyToPort } from '../port-proxy.js';
 
 type PortRoute = { Params: { id: string; port: string; '*'?: string } };
 
@@ -23,21 +24,13 @@ const STRIPPED = ['authorization', 'host', FORWARDED_HEADER];
  */
 export async function registerPortRoutes(app: FastifyInstance, svc: ApiServices): Promise<void> {
   await app.register(async (scope) => {
-    // Bodies of any type go to the sandbox as a stream, unparsed.
-    scope.removeAllContentTypeParsers();
-    scope.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
+    passBodiesThrough(scope);
     const handler = async (req: import('fastify').FastifyRequest<PortRoute>, reply: import('fastify').FastifyReply) => {
       const port = Number(req.params.port);
       if (!(port >= 1 && port <= 65535)) throw new PrismError('INVALID_ARGUMENT', `port must be 1-65535, got ${req.params.port}`);
       const target = await svc.sandboxes.portTarget(req.params.id, port);
-      // The raw rest of the URL (still percent-encoded, query kept), not the decoded wildcard.
-      const rest = /^\/api\/v1\/sandboxes\/[^/?]+\/ports\/[0-9]+(.*)$/.exec(req.url)?.[1] ?? '';
-      const path = rest.startsWith('/') ? rest : `/${rest}`;
-      return reply.from(`http://${target.host}:${target.port}${path}`, {
-        rewriteRequestHeaders: (_r, headers) => Object.fromEntries(Object.entries(headers).filter(([k]) => !STRIPPED.includes(k.toLowerCase()))),
-        onError: (r) => {
-          void r.status(503).send({ error: { code: 'UNAVAILABLE', message: `nothing answered on port ${port} of sandbox '${req.params.id}'` } });
-        },
+      return proxyToPort(reply, target, pathAfter(req.url, /\/api\/v1\/sandboxes\/[^/?]+\/ports\/[0-9]+/), STRIPPED, (r) => {
+        void r.status(503).send({ error: { code: 'UNAVAILABLE', message: `nothing answered on port ${port} of sandbox '${req.params.id}'` } });
       });
     };
     const opts = {
