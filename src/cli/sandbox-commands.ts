@@ -21,6 +21,8 @@ interface CreateFlags {
   env?: string[];
   workdir?: string;
   timeout?: number;
+  onTimeout?: 'stop' | 'delete' | 'pause';
+  autoResume?: boolean;
   user?: string;
   nodeSelector?: string[];
   network?: string;
@@ -73,7 +75,9 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
     .option('--max-open-files <n>', 'open files limit (RLIMIT_NOFILE) of every process', parseNumber('int'))
     .option('--env <key=value>', 'environment variable (repeatable)', collect)
     .option('--workdir <dir>', 'working directory for commands')
-    .option('--timeout <sec>', 'stop the sandbox after this many seconds; 0 = never', parseNumber('int'))
+    .option('--timeout <sec>', 'end the sandbox after this many seconds of running (--on-timeout says how); 0 = never', parseNumber('int'))
+    .addOption(new Option('--on-timeout <action>', 'what the end of --timeout does (default stop)').choices(['stop', 'delete', 'pause']))
+    .option('--no-auto-resume', 'commands, files and terminals on the paused sandbox fail instead of resuming it')
     .option('--user <user[:group]>', "run commands as this user instead of the image's")
     .option('--node-selector <key=value>', 'place only on nodes with this label (repeatable; prismd --label)', collect)
     .addOption(new Option('--network <egress>', 'where the sandbox may connect: none (only lo, the default), all (not the host, private ranges or other sandboxes), list (with --allow/--deny)').choices(['none', 'all', 'list']))
@@ -94,6 +98,8 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
         env: parseEnvPairs(f.env),
         workdir: f.workdir,
         timeoutSec: f.timeout,
+        onTimeout: f.onTimeout,
+        ...(f.autoResume === false ? { autoResume: false } : {}),
         user: f.user,
         nodeSelector: parseEnvPairs(f.nodeSelector, '--node-selector'),
         network: networkFromFlags(f),
@@ -194,6 +200,8 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
   for (const [verb, description] of [
     ['stop', 'stop a sandbox (its filesystem is kept)'],
     ['start', 'start a stopped sandbox'],
+    ['pause', 'freeze every process of a sandbox, keeping its memory'],
+    ['resume', 'thaw a paused sandbox: its processes continue'],
   ] as const) {
     sandbox
       .command(verb)

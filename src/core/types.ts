@@ -9,8 +9,9 @@ export const DISK_MB_MAX = 1 << 20;
 /** Highest maxOpenFiles: the hard RLIMIT_NOFILE a task gets can only go up to what prismd itself may set. */
 export const MAX_OPEN_FILES_MAX = 20000;
 
-export const SANDBOX_STATUSES = ['pending', 'scheduled', 'starting', 'running', 'stopping', 'stopped', 'failed', 'lost', 'deleting'] as const;
-export type SandboxStatus = (typeof SANDBOX_STATUSES)[number];
+import type { SandboxReason, SandboxStatus } from './lifecycle.js';
+/** Statuses and their transitions: src/core/lifecycle.ts (the one table). */
+export { SANDBOX_STATUSES, SANDBOX_REASONS, type SandboxStatus, type SandboxReason } from './lifecycle.js';
 
 /** Most ports one sandbox exposes through the API. */
 export const MAX_PORTS = 16;
@@ -58,9 +59,12 @@ export interface SandboxSpec {
   metadata?: Record<string, string>;
   /** What the end of `timeoutSec` does; absent = `stop`. */
   onTimeout?: OnTimeout;
+  /** false: exec, files and terminals on a paused sandbox fail (412) instead of resuming it first. */
+  autoResume?: boolean;
 }
 
-export const ON_TIMEOUT = ['stop', 'delete'] as const;
+/** What happens when a sandbox's timeoutSec runs out (default stop). */
+export const ON_TIMEOUT = ['stop', 'delete', 'pause'] as const;
 export type OnTimeout = (typeof ON_TIMEOUT)[number];
 
 export interface Sandbox extends SandboxSpec {
@@ -72,8 +76,10 @@ export interface Sandbox extends SandboxSpec {
   createdAt: string;
   startedAt?: string;
   stoppedAt?: string;
-  /** Why the sandbox is `failed`/`lost`, or why the last stop happened. */
-  error?: { code: string; message: string };
+  /** Why the sandbox is `failed`/`lost`, or why the last stop happened (lifecycle.ts SANDBOX_REASONS). */
+  error?: { code: SandboxReason; message: string };
+  /** When it was paused (while `paused`). */
+  pausedAt?: string;
   /**
    * Secrets of sandbox-scoped clients, made at create and never serialised by API v1: `access` for the
    * in-sandbox surface of the E2B gateway (envd), `traffic` for its exposed ports. Absent on records

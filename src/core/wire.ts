@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { ERROR_CODES } from './errors.js';
+import { SANDBOX_REASONS } from './lifecycle.js';
 import { NAME_PATTERN } from './ids.js';
 import { DISK_MB_MAX, DISK_MB_MIN, LIMIT_CODES, ON_TIMEOUT, MAX_OPEN_FILES_MAX, MAX_PORTS, MAX_VOLUMES_PER_SANDBOX, PROCESS_SIGNALS, RUNTIME_NAMES, SANDBOX_STATUSES, VOLUME_MB_MAX, VOLUME_MB_MIN } from './types.js';
 
@@ -15,7 +16,7 @@ const StringMap = (maxProps: number, maxLen: number, description?: string) =>
 const Runtime = Type.Union(RUNTIME_NAMES.map((r) => Type.Literal(r)));
 const Encoding = Type.Union([Type.Literal('utf8'), Type.Literal('base64')]);
 const Limit = Type.Union(LIMIT_CODES.map((c) => Type.Literal(c)));
-const OnTimeoutSchema = Type.Union(ON_TIMEOUT.map((c) => Type.Literal(c)), { description: 'what the end of timeoutSec does: stop (default) or delete' });
+const OnTimeoutSchema = Type.Union(ON_TIMEOUT.map((c) => Type.Literal(c)), { description: 'what the end of timeoutSec does: stop (default), delete, or pause (memory kept; resumed by the next exec)' });
 
 export const ErrorBody = Type.Object(
   { error: Type.Object({ code: Type.Union(ERROR_CODES.map((c) => Type.Literal(c))), message: Type.String() }) }
@@ -72,10 +73,12 @@ export const SandboxSchema = Type.Object(
     volumeNode: Type.Optional(Type.String()),
     metadata: Type.Optional(Type.Record(Type.String(), Type.String())),
     onTimeout: Type.Optional(OnTimeoutSchema),
+    autoResume: Type.Optional(Type.Boolean()),
     createdAt: Type.String(),
     startedAt: Type.Optional(Type.String()),
     stoppedAt: Type.Optional(Type.String()),
-    error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
+    pausedAt: Type.Optional(Type.String()),
+    error: Type.Optional(Type.Object({ code: Type.Union(SANDBOX_REASONS.map((c) => Type.Literal(c))), message: Type.String() })),
   }
 );
 
@@ -101,6 +104,7 @@ export const CreateSandboxBody = Type.Object(
     volumes: Type.Optional(Type.Array(VolumeMountBody, { maxItems: MAX_VOLUMES_PER_SANDBOX, description: 'volumes to mount; the sandbox runs on the node that holds them' })),
     metadata: Type.Optional(StringMap(64, 1024, 'labels of your own, returned with the sandbox and matched by GET /sandboxes?metadata=k=v')),
     onTimeout: Type.Optional(OnTimeoutSchema),
+    autoResume: Type.Optional(Type.Boolean({ description: 'exec, files and terminals on a paused sandbox resume it first (default true); false: they fail with 412' })),
   },
   closed,
 );

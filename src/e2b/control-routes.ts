@@ -45,6 +45,7 @@ const NewSandbox = Type.Object(
     metadata: Type.Optional(Type.Union([StringMap, Type.Null()])),
     envVars: Type.Optional(Type.Union([StringMap, Type.Null()])),
     autoPause: Type.Optional(Type.Boolean()),
+    autoResume: Type.Optional(Type.Union([Type.Object({ enabled: Type.Optional(Type.Boolean()) }, open), Type.Null()])),
     allow_internet_access: Type.Optional(Type.Boolean()),
     network: Type.Optional(
       Type.Object({ allowOut: Type.Optional(Type.Array(Type.String())), denyOut: Type.Optional(Type.Array(Type.String())) }, open),
@@ -111,11 +112,13 @@ export function registerControlRoutes(app: FastifyInstance, deps: ControlDeps): 
 
   const create = async (body: Static<typeof NewSandbox>, host: string | undefined) => {
     if (body.mcp !== undefined && body.mcp !== null) throw new PrismError('UNIMPLEMENTED', 'MCP gateways (the mcp option) are not implemented by Prism');
-    if (body.autoPause) throw new PrismError('UNIMPLEMENTED', 'autoPause is not implemented yet: Prism has no pause that keeps memory (docs/e2b.md)');
     const req: CreateSandboxWire = {
       image: imageForTemplate(body.templateID, deps.templates),
       timeoutSec: body.timeout ?? DEFAULT_TIMEOUT_SEC,
-      onTimeout: 'delete',
+      // autoPause: the timeout pauses (memory kept) instead of killing, as on E2B.
+      onTimeout: body.autoPause ? 'pause' : 'delete',
+      // As on E2B, a paused sandbox is resumed by connect, or by its traffic only when asked for.
+      autoResume: body.autoResume?.enabled === true,
       metadata: { ...(body.metadata ?? {}), [TEMPLATE_KEY]: body.templateID },
       network: { egress: egressOf(body) },
     };
@@ -135,8 +138,11 @@ export function registerControlRoutes(app: FastifyInstance, deps: ControlDeps): 
       async (req, reply) => {
         let sb = await findOrNotFound(sandboxes, req.params.id);
         let status = 200;
-        if (sb.status === 'stopped') {
-          // Prism's nearest to a paused sandbox: started again, files kept (processes are not).
+        if (sb.status === 'paused' || sb.status === 'resuming') {
+          sb = await sandboxes.resume(sb.id);
+          status = 201;
+        } else if (sb.status === 'stopped') {
+          // A Prism sandbox stopped through Prism: started again, files kept (processes are not).
           sb = await sandboxes.start(sb.id);
           status = 201;
         }
@@ -188,9 +194,12 @@ export function registerControlRoutes(app: FastifyInstance, deps: ControlDeps): 
     },
   );
 
-  app.post<IdReq>('/sandboxes/:id/pause', { schema: { params: Id } }, async (req) => {
-    await findOrNotFound(sandboxes, req.params.id);
-    throw new PrismError('UNIMPLEMENTED', 'pause is not implemented yet: Prism cannot yet pause a sandbox with its memory (docs/e2b.md)');
+  // The runtime keeps the memory (in RAM on oci and docker); the SDK reads 409 as "already paused".
+  app.post<IdReq>('/sandboxes/:id/pause', { config: { owner: true }, schema: { params: Id } }, async (req, reply) => {
+    const sb = await findOrNotFound(sandboxes, req.params.id);
+    if (sb.status === 'paused' || sb.status === 'pausing') return e2bError(reply, 409, `sandbox "${sb.id}" is already paused`);
+    await sandboxes.pause(sb.id);
+    return reply.status(204).send();
   });
 
   // Samples live on the node running the sandbox (SandboxMetrics): the request goes there.

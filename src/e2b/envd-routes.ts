@@ -47,6 +47,19 @@ function portOf(req: FastifyRequest): number {
 }
 
 /** Constant-time equality of two secrets. */
+/**
+ * The running sandbox an envd request names, or undefined (the caller answers E2B's 502). A paused one
+ * is resumed first when it was made with autoResume (E2B's `autoResume: {enabled: true}`); otherwise,
+ * as on E2B, it answers as not found until a connect resumes it.
+ */
+export async function runningSandbox(sandboxes: SandboxService, id: string): Promise<Sandbox | undefined> {
+  const sb = await sandboxes.get(id).catch(() => undefined);
+  if (!sb) return undefined;
+  if (sb.status === 'running') return sb;
+  if ((sb.status === 'paused' || sb.status === 'resuming') && sb.autoResume !== false) return sandboxes.resume(sb.id).catch(() => undefined);
+  return undefined;
+}
+
 export function sameSecret(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
@@ -102,8 +115,8 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
     const id = sandboxIdOf(req);
     const gone = (message: string) => void reply.status(502).type('application/json').send({ sandboxId: id ?? '', message, code: 502 });
     if (!id) return gone('no sandbox named: send the E2b-Sandbox-Id header'), undefined;
-    const sb = await sandboxes.get(id).catch(() => undefined);
-    if (!sb || sb.status !== 'running') return gone('The sandbox was not found'), undefined;
+    const sb = await runningSandbox(sandboxes, id);
+    if (!sb) return gone('The sandbox was not found'), undefined;
     const token = req.headers['x-access-token'];
     const secret = sb.secrets?.access;
     if (!secret) return void e2bError(reply, 401, 'this sandbox was made before access tokens; it is not reachable through the E2B gateway'), undefined;
@@ -129,8 +142,8 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
 
   app.get('/health', async (req, reply) => {
     const id = sandboxIdOf(req);
-    const sb = id ? await sandboxes.get(id).catch(() => undefined) : undefined;
-    if (!sb || sb.status !== 'running') return reply.status(502).send({ sandboxId: id ?? '', message: 'The sandbox was not found', code: 502 });
+    const sb = id ? await runningSandbox(sandboxes, id) : undefined;
+    if (!sb) return reply.status(502).send({ sandboxId: id ?? '', message: 'The sandbox was not found', code: 502 });
     return reply.status(204).send();
   });
 
@@ -249,8 +262,8 @@ export async function registerEnvdRoutes(app: FastifyInstance, deps: EnvdDeps): 
   /** The sandbox of a code-interpreter call: access token (/execute) or traffic token (every call). */
   const ciSandbox = async (req: FastifyRequest, reply: FastifyReply): Promise<Sandbox | undefined> => {
     const id = sandboxIdOf(req);
-    const sb = id ? await sandboxes.get(id).catch(() => undefined) : undefined;
-    if (!sb || sb.status !== 'running') return void reply.status(502).type('text/plain').send('The sandbox was not found'), undefined;
+    const sb = id ? await runningSandbox(sandboxes, id) : undefined;
+    if (!sb) return void reply.status(502).type('text/plain').send('The sandbox was not found'), undefined;
     const access = req.headers['x-access-token'];
     const traffic = req.headers['e2b-traffic-access-token'];
     const ok = (typeof access === 'string' && !!sb.secrets && sameSecret(access, sb.secrets.access)) || (typeof traffic === 'string' && !!sb.secrets && sameSecret(traffic, sb.secrets.traffic));

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { PrismError, httpStatusForCode } from '../core/errors.js';
 import type { SandboxService } from '../service/sandbox-service.js';
-import { sameSecret, sandboxIdOf } from './envd-routes.js';
+import { runningSandbox, sameSecret, sandboxIdOf } from './envd-routes.js';
 import { e2bError } from './control-routes.js';
 import { passBodiesThrough, pathAfter, proxyToPort } from '../api/port-proxy.js';
 
@@ -19,8 +19,8 @@ export async function registerSandboxPortRoutes(app: FastifyInstance, sandboxes:
     const id = sandboxIdOf(req);
     const port = Number(req.params.port);
     if (!id || !(port >= 1 && port <= 65535)) return e2bError(reply, 400, 'no sandbox or port: reach ports as <port>-<sandbox id>.<domain>');
-    const sb = await sandboxes.get(id).catch(() => undefined);
-    if (!sb || sb.status !== 'running') return reply.status(502).send({ sandboxId: id, message: 'The sandbox was not found', code: 502 });
+    const sb = await runningSandbox(sandboxes, id);
+    if (!sb) return reply.status(502).send({ sandboxId: id, message: 'The sandbox was not found', code: 502 });
     const token = req.headers['e2b-traffic-access-token'];
     const secret = sb.secrets?.traffic;
     const ok = typeof token === 'string' && !!secret && sameSecret(token, secret);

@@ -95,7 +95,7 @@ export function sandboxDetail(sb: Sandbox, v: View) {
     domain: v.domain,
     envdAccessToken: sb.secrets?.access ?? null,
     allowInternetAccess: egress !== 'none',
-    lifecycle: { onTimeout: sb.onTimeout === 'delete' ? 'kill' : 'pause', autoResume: false },
+    lifecycle: { onTimeout: sb.onTimeout === 'delete' ? 'kill' : 'pause', autoResume: sb.autoResume !== false },
   };
 }
 

@@ -86,7 +86,8 @@ export interface TaskHandle {
   data: Record<string, unknown>;
 }
 
-export type TaskState = 'running' | 'stopped' | 'gone';
+/** `paused`: frozen by pause(), memory kept. */
+export type TaskState = 'running' | 'paused' | 'stopped' | 'gone';
 
 export interface ExecOptions {
   argv: string[];
@@ -155,6 +156,11 @@ export interface RuntimeCapabilities {
    * neither has (src/service/task-image.ts). Absent: tasks are made from Prism's store only.
    */
   ownImages?: boolean;
+  /**
+   * With pause/resume: where a paused task's memory is kept. `ram`: its processes are frozen in place
+   * (the cgroup freezer, the engine's pause); `disk`: saved to a file and the task's process exits.
+   */
+  pause?: 'ram' | 'disk';
 }
 
 /**
@@ -189,6 +195,15 @@ export interface RuntimeDriver {
   stop(handle: TaskHandle, opts?: { timeoutMs?: number }): Promise<void>;
   destroy(handle: TaskHandle): Promise<void>;
   inspect(handle: TaskHandle): Promise<TaskState>;
+  /**
+   * Only where capabilities().pause is set. Freezes every process of a running task, keeping its
+   * memory; idempotent on a paused task. FAILED_PRECONDITION when it is not running, NOT_FOUND when gone.
+   * While paused, exec and stats may block or fail: the service resumes first. `stop` and `destroy`
+   * work on a paused task. A paused task stays paused across a daemon restart (`recover` says `paused`).
+   */
+  pause?(handle: TaskHandle): Promise<void>;
+  /** Thaws a paused task: its processes continue where they were; idempotent on a running task. */
+  resume?(handle: TaskHandle): Promise<void>;
   stats(handle: TaskHandle): Promise<TaskStats>;
   listTasks(): Promise<string[]>;
   /**

@@ -16,7 +16,7 @@ export interface SchedulerOptions extends PlacementOptions {
 }
 
 /** Statuses in which a sandbox on a dead node becomes `lost`. */
-const LOSABLE = new Set<Sandbox['status']>(['scheduled', 'starting', 'running', 'stopping', 'stopped']);
+const LOSABLE: readonly Sandbox['status'][] = ['scheduled', 'starting', 'running', 'stopping', 'stopped', 'pausing', 'paused', 'resuming'];
 
 /**
  * The leader loop. Runs only on the elected leader, for one term: it watches for `pending` sandboxes,
@@ -157,14 +157,10 @@ export class Scheduler {
     const at = new Date().toISOString();
     let n = 0;
     for (const sb of await this.repo.listSandboxes()) {
-      if (sb.node !== node || !LOSABLE.has(sb.status)) continue;
+      if (sb.node !== node || !LOSABLE.includes(sb.status)) continue;
       await this.repo
-        .update(sb.id, (s) =>
-          s.node !== node || !LOSABLE.has(s.status)
-            ? undefined
-            : { ...s, status: 'lost', error: { code: 'NODE_LOST', message: `node ${node} stopped renewing its lease at ${at} (the sandbox was ${s.status})` } },
-        )
-        .then(() => n++, (e) => this.log.warn({ err: e, sandbox: sb.id }, 'marking a sandbox lost failed'));
+        .transition(sb.id, LOSABLE, 'lost', (s) => ({ ...s, error: { code: 'NODE_LOST', message: `node ${node} stopped renewing its lease at ${at} (the sandbox was ${s.status})` } }), { quiet: true })
+        .then((done) => void (done && n++), (e) => this.log.warn({ err: e, sandbox: sb.id }, 'marking a sandbox lost failed'));
     }
     if (n) this.log.warn({ node, sandboxes: n }, 'node is dead: its sandboxes are marked lost');
   }

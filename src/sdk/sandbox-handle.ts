@@ -168,6 +168,18 @@ export class SandboxHandle {
     return this;
   }
 
+  /** Freezes every process, keeping memory; UNIMPLEMENTED on a runtime that cannot pause (microvm yet). */
+  async pause(): Promise<this> {
+    this.#info = await this.#api.json<Sandbox>('POST', `${this.#path()}/pause`);
+    return this;
+  }
+
+  /** Thaws a paused sandbox: its processes continue where they were. */
+  async resume(): Promise<this> {
+    this.#info = await this.#api.json<Sandbox>('POST', `${this.#path()}/resume`);
+    return this;
+  }
+
   async delete(): Promise<void> {
     await this.#api.json<void>('DELETE', this.#path());
   }

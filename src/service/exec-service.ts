@@ -77,10 +77,7 @@ export class ExecService {
     if (req.cwd !== undefined && req.cwd !== '' && !req.cwd.startsWith('/')) {
       throw new PrismError('INVALID_ARGUMENT', `cwd must be an absolute path, got '${req.cwd}'`);
     }
-    const sb = await this.sandboxes.get(idOrName);
-    if (sb.status !== 'running') {
-      throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is ${sb.status}; start it before running commands`);
-    }
+    const sb = await this.sandboxes.active(idOrName, 'start it before running commands');
     const id = newExecId();
     const startedAt = new Date();
     const t0 = performance.now();

@@ -83,10 +83,7 @@ export class FileService {
   ) {}
 
   private async start(idOrName: string, args: string[], opts: FileOpOptions, stdin = false): Promise<{ proc: TaskProcess; stderr: CappedBuffer }> {
-    const sb: Sandbox = await this.sandboxes.get(idOrName);
-    if (sb.status !== 'running') {
-      throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is ${sb.status}; start it to use its files`);
-    }
+    const sb: Sandbox = await this.sandboxes.active(idOrName, 'start it to use its files');
     const proc = await this.agent.exec(sb, { argv: [TASK_INIT_PATH, 'fs', ...args], env: {}, cwd: '/', stdin, asRoot: opts.asRoot === true });
     const stderr = new CappedBuffer(16 << 10);
     proc.stderr.on('data', (b: Buffer) => stderr.push(b));

@@ -157,7 +157,7 @@ describe('NodeAgent.recover', () => {
       cur = await after.sandboxes.get(sb.id);
     }
     expect(cur.status).toBe('stopped');
-    expect(cur.error?.code).toBe('TIMEOUT');
+    expect(cur.error?.code).toBe('TTL_EXPIRED');
   });
 
   it('settles a stop that was cut short (record stopping, task stopped) as stopped', async () => {

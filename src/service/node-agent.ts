@@ -1,4 +1,5 @@
 import { PrismError, asPrismError, isPrismError } from '../core/errors.js';
+import { SANDBOX_STATUSES, canTransition } from '../core/lifecycle.js';
 import type { Sandbox, RuntimeName } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { NetworkManager } from '../net/network-manager.js';
@@ -124,11 +125,11 @@ export class NodeAgent {
     try {
       await this.lock.run(id, async () => {
         const image = await resolveTaskImage(sb.image, this.driver(sb.runtime), this.images, async () => {
-          sb = await this.repo.update(id, (s) => (s.status === 'scheduled' ? { ...s, status: 'starting' } : undefined)).catch((e: unknown) => {
+          const starting = await this.repo.transition(id, ['scheduled'], 'starting', (s) => s, { quiet: true }).catch((e: unknown) => {
             throw isPrismError(e, 'NOT_FOUND') ? new Superseded() : e;
           });
-          if (sb.status !== 'starting') throw new Superseded();
-          revision = (await this.repo.getSandbox(id))?.revision ?? 0;
+          if (!starting) throw new Superseded();
+          ({ value: sb, revision } = starting);
         });
         const { handle, workdir, user } = await this.makeTask(sb, image);
         const startedAt = new Date().toISOString();
@@ -277,6 +278,32 @@ export class NodeAgent {
     return { stats: await this.driver(h.runtime).stats(h), cpus: h.spec.cpus };
   }
 
+  /** Where a pause keeps memory on this runtime (capabilities().pause); undefined: it cannot pause. */
+  pauseKeeps(runtime: RuntimeName): 'ram' | 'disk' | undefined {
+    const d = this.drivers.get(runtime);
+    return d?.pause && d.resume ? d.capabilities().pause : undefined;
+  }
+
+  /** Freezes the task (the service has moved the record to `pausing`); its timer stops. */
+  async pause(sb: Sandbox): Promise<void> {
+    await this.lock.run(sb.id, async () => {
+      const h = await this.handle(sb.id);
+      const d = this.driver(h.runtime);
+      if (!d.pause) throw new PrismError('UNIMPLEMENTED', `the ${h.runtime} runtime cannot pause`);
+      await d.pause(h);
+      this.disarmTtl(sb.id);
+    });
+  }
+
+  async resume(sb: Sandbox): Promise<void> {
+    await this.lock.run(sb.id, async () => {
+      const h = await this.handle(sb.id);
+      const d = this.driver(h.runtime);
+      if (!d.resume) throw new PrismError('UNIMPLEMENTED', `the ${h.runtime} runtime cannot resume`);
+      await d.resume(h);
+    });
+  }
+
   /** Called when a sandbox's TTL ends; set by the service. */
   onTtlExpired: (sb: Sandbox) => void = () => undefined;
 
@@ -358,13 +385,15 @@ export class NodeAgent {
         }
         if (cur.value.status !== 'lost') return;
         const state = driver ? await driver.inspect(h) : 'gone';
-        await this.repo.update(h.id, (s) => {
-          if (s.status !== 'lost') return undefined;
-          if (state === 'gone') return { ...s, status: 'failed', error: { code: 'LOST', message: 'the task was gone when its node rejoined the cluster' } };
-          const next: Sandbox = { ...s, status: state === 'running' ? 'running' : 'stopped' };
-          delete next.error;
-          return next;
-        });
+        if (state === 'gone') {
+          await this.repo.transition(h.id, ['lost'], 'failed', (s) => ({ ...s, error: { code: 'LOST', message: 'the task was gone when its node rejoined the cluster' } }), { quiet: true });
+        } else {
+          await this.repo.transition(h.id, ['lost'], state, (s) => {
+            const next: Sandbox = { ...s };
+            delete next.error;
+            return next;
+          }, { quiet: true });
+        }
       }).catch((e) => this.log.error({ err: e, sandbox: h.id }, 'reconciling after rejoin failed'));
     }
     for (const sb of await this.repo.listSandboxes()) {
@@ -387,11 +416,8 @@ export class NodeAgent {
   }
 
   private async markLost(id: string, why: string): Promise<void> {
-    await this.repo.update(id, (s) => ({
-      ...s,
-      status: 'failed',
-      error: { code: 'LOST', message: `the sandbox's task could not be recovered after a prismd restart (${why}; was ${s.status})` },
-    }));
+    const from = SANDBOX_STATUSES.filter((st) => canTransition(st, 'failed'));
+    await this.repo.transition(id, from, 'failed', (s) => ({ ...s, error: { code: 'LOST', message: `the sandbox's task could not be recovered after a prismd restart (${why}; was ${s.status})` } }), { quiet: true });
     this.log.warn({ sandbox: id }, 'sandbox could not be recovered: marked failed');
   }
 
@@ -419,27 +445,48 @@ export class NodeAgent {
       return;
     }
     // `lost`: the cluster gave up on this node while it was away; whatever still runs is kept.
-    const wanted = sb.status === 'running' || sb.status === 'starting' || sb.status === 'lost';
-    if (state === 'running' && wanted) {
-      this.log.info({ sandbox: sb.id }, 'reattached to running sandbox');
-      if (sb.status !== 'running') {
-        await this.repo.update(sb.id, (s) => {
-          const next: Sandbox = { ...s, status: 'running' };
-          if (s.status === 'lost') delete next.error;
-          return next;
-        });
+    const wantRunning = ['running', 'starting', 'resuming', 'lost'].includes(sb.status);
+    const wantPaused = sb.status === 'paused' || sb.status === 'pausing';
+    let now = state;
+    if (now === 'paused' && !wantPaused) {
+      if (sb.status === 'lost') {
+        // A paused sandbox of a node that came back: it stays paused.
+        await this.repo.transition(sb.id, ['lost'], 'paused', (s) => ({ ...s, pausedAt: s.pausedAt ?? new Date().toISOString(), error: undefined }), { quiet: true });
+        this.log.info({ sandbox: sb.id }, 'reattached to paused sandbox');
+        return;
       }
-      this.armTtl(sb);
+      await driver!.resume!(h); // a resume cut short: the record wants it running
+      now = 'running';
+    }
+    if (wantPaused) {
+      // A pause cut short either way: the task is made to match a `paused` record, a `pausing` one settles as paused.
+      if (now === 'running') await driver!.pause?.(h);
+      if (now === 'running' || now === 'paused') {
+        await this.repo.transition(sb.id, ['pausing'], 'paused', (s) => ({ ...s, pausedAt: s.pausedAt ?? new Date().toISOString() }), { quiet: true });
+        this.log.info({ sandbox: sb.id }, 'reattached to paused sandbox');
+        return;
+      }
+    }
+    if (now === 'running' && wantRunning) {
+      this.log.info({ sandbox: sb.id }, 'reattached to running sandbox');
+      const running = await this.repo.transition(sb.id, ['starting', 'resuming', 'lost'], 'running', (s) => {
+        const next: Sandbox = { ...s };
+        if (s.status === 'lost') delete next.error;
+        delete next.pausedAt;
+        return next;
+      }, { quiet: true });
+      this.armTtl(running?.value ?? sb);
       return;
     }
-    if (state === 'running') await driver!.stop(h); // stopped or stopping while we were down
+    if (now === 'running' || now === 'paused') await driver!.stop(h); // stopped or stopping while we were down
     if (sb.status === 'stopped' || sb.status === 'failed') return;
     // Processes are gone (a host reboot, a stop or start cut short) but the filesystem is intact.
-    await this.repo.update(sb.id, (s) => {
-      const next: Sandbox = { ...s, status: 'stopped', stoppedAt: new Date().toISOString() };
-      if (wanted) next.error = { code: 'INTERRUPTED', message: 'its processes ended while prismd was down; the filesystem was kept' };
+    await this.repo.transition(sb.id, ['running', 'starting', 'stopping', 'pausing', 'paused', 'resuming', 'lost'], 'stopped', (s) => {
+      const next: Sandbox = { ...s, stoppedAt: new Date().toISOString() };
+      delete next.pausedAt;
+      if (wantRunning || wantPaused) next.error = { code: 'INTERRUPTED', message: 'its processes ended while prismd was down; the filesystem was kept' };
       return next;
-    });
+    }, { quiet: true });
     this.log.warn({ sandbox: sb.id, was: sb.status }, 'sandbox settled as stopped after restart');
   }
 
@@ -471,14 +518,16 @@ export class NodeAgent {
       const driver = this.drivers.get(h.runtime);
       const state = driver ? await driver.inspect(h) : 'gone';
       if (state === 'running') return true;
+      if (state === 'paused' && driver?.resume) {
+        // Frozen under a running record (a pause whose record write failed): the record wins.
+        await driver.resume(h);
+        this.log.warn({ sandbox: id }, 'task of a running sandbox was paused: resumed');
+        return true;
+      }
       this.disarmTtl(id);
       this.taskEnding(id, 'failed');
       if (driver && state === 'stopped') await driver.stop(h).catch(() => undefined); // release mounts, cgroups
-      await this.repo.update(id, (s) =>
-        s.status !== 'running'
-          ? undefined
-          : { ...s, status: 'failed', error: { code: 'TASK_EXITED', message: `the sandbox's ${h.runtime} task ended unexpectedly (${state}); start it again or delete it` } },
-      );
+      await this.repo.transition(id, ['running'], 'failed', (s) => ({ ...s, error: { code: 'TASK_EXITED', message: `the sandbox's ${h.runtime} task ended unexpectedly (${state}); delete it` } }), { quiet: true });
       this.log.warn({ sandbox: id, state }, 'task of a running sandbox is gone: marked failed');
       return false;
     });

@@ -80,10 +80,7 @@ export class PtyService {
     if (req.cwd !== undefined && req.cwd !== '' && !req.cwd.startsWith('/')) {
       throw new PrismError('INVALID_ARGUMENT', `cwd must be an absolute path, got '${req.cwd}'`);
     }
-    const sb = await this.sandboxes.get(idOrName);
-    if (sb.status !== 'running') {
-      throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is ${sb.status}; start it before opening a terminal`);
-    }
+    const sb = await this.sandboxes.active(idOrName, 'start it before opening a terminal');
     let proc;
     try {
       proc = await this.agent.exec(sb, { argv, env: req.env ?? {}, cwd: req.cwd, stdin: true, tty: { cols: req.cols, rows: req.rows } });

@@ -1,5 +1,6 @@
 import { PrismError, isPrismError } from '../core/errors.js';
-import type { ExecRecord, NodeInfo, Reservation, Sandbox } from '../core/types.js';
+import { canTransition } from '../core/lifecycle.js';
+import type { ExecRecord, NodeInfo, Reservation, Sandbox, SandboxStatus } from '../core/types.js';
 import type { TaskHandle } from '../runtime/driver.js';
 import type { CommitOp, KeyValue, Lease, Store, Watch } from '../store/store.js';
 import { VolumeRepo } from './volume-repo.js';
@@ -118,6 +119,45 @@ export class SandboxRepo {
         // Unknown outcome: the next round re-reads, and a change that already applied applies as a no-op.
         if (outcomeUnknown(e)) await pause(attempt);
         else if (!isPrismError(e, 'CONFLICT')) throw e;
+      }
+    }
+    throw new PrismError('CONFLICT', `sandbox '${id}' is being changed concurrently; try again`, { retryable: true });
+  }
+
+  /**
+   * One lifecycle step (src/core/lifecycle.ts) as a compare-and-swap on the record as read in the same
+   * loop: the status must be one of `from` when the write lands, and `from -> to` an edge of the table.
+   * A status outside `from` is FAILED_PRECONDITION naming it (`quiet`: undefined instead, for writers
+   * that only act when the record is still where they left it); NOT_FOUND when the record is gone.
+   * Returns the record written with its revision.
+   */
+  async transition(
+    id: string,
+    from: readonly SandboxStatus[],
+    to: SandboxStatus,
+    patch: (sb: Sandbox) => Sandbox = (sb) => sb,
+    opts: { quiet?: boolean } = {},
+  ): Promise<Versioned<Sandbox> | undefined> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const cur = await this.getSandbox(id);
+      if (!cur) throw new PrismError('NOT_FOUND', `sandbox '${id}' not found`);
+      const status = cur.value.status;
+      if (!from.includes(status)) {
+        if (opts.quiet) return undefined;
+        throw new PrismError('FAILED_PRECONDITION', `sandbox '${cur.value.name}' is ${status}; this needs it ${from.join(' or ')}`);
+      }
+      if (!canTransition(status, to)) throw new PrismError('INTERNAL', `lifecycle: ${status} -> ${to} is not a transition`);
+      const next: Sandbox = { ...patch(structuredClone(cur.value)), status: to };
+      try {
+        const revision = await this.store.put(K.sandbox(id), JSON.stringify(next), { expectRevision: cur.revision });
+        return { value: next, revision };
+      } catch (e) {
+        // Unknown outcome: the next round re-reads; a step that already applied then fails `from`.
+        if (outcomeUnknown(e)) {
+          await pause(attempt);
+          const again = await this.getSandbox(id);
+          if (again && again.value.status === to && JSON.stringify(again.value) === JSON.stringify(next)) return again;
+        } else if (!isPrismError(e, 'CONFLICT')) throw e;
       }
     }
     throw new PrismError('CONFLICT', `sandbox '${id}' is being changed concurrently; try again`, { retryable: true });

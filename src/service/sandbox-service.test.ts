@@ -259,7 +259,7 @@ describe('SandboxService lifecycle', () => {
     expect(await repo.listHandles(NODE)).toEqual([]);
   });
 
-  it('stops a sandbox when its timeoutSec runs out, with error TIMEOUT', async () => {
+  it('stops a sandbox when its timeoutSec runs out, with error TTL_EXPIRED', async () => {
     const { sandboxes, driver } = await setup();
     const t0 = Date.now();
     const sb = await sandboxes.create({ timeoutSec: 1 });
@@ -269,7 +269,7 @@ describe('SandboxService lifecycle', () => {
       cur = await sandboxes.get(sb.id);
     }
     expect(cur.status).toBe('stopped');
-    expect(cur.error?.code).toBe('TIMEOUT');
+    expect(cur.error?.code).toBe('TTL_EXPIRED');
     expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
     expect(await driver.inspect({ id: sb.id, runtime: 'oci', spec: {} as never, data: {} })).toBe('stopped');
     // Starting again clears the reason.
@@ -299,7 +299,7 @@ describe('SandboxService lifecycle', () => {
     const deadline = Date.now() + 5000;
     let cur = set;
     while (cur.status === 'running' && Date.now() < deadline) cur = (await sleep(50), await sandboxes.get(sb.id));
-    expect(cur).toMatchObject({ status: 'stopped', error: { code: 'TIMEOUT' } });
+    expect(cur).toMatchObject({ status: 'stopped', error: { code: 'TTL_EXPIRED' } });
     expect(await codeOf(sandboxes.setTimeout(sb.id, 10))).toBe('FAILED_PRECONDITION');
     // Started again with a short timeout, then disarmed: it keeps running past it.
     await sandboxes.start(sb.id);
@@ -468,5 +468,128 @@ describe('SandboxRepo.appendExec', () => {
     const settled = await Promise.allSettled(Array.from({ length: n }, (_, i) => repo.appendExec(rec(i), 100)));
     expect(settled.filter((r) => r.status === 'rejected')).toEqual([]);
     expect(await repo.listExecs('sb-000000000001')).toHaveLength(n);
+  });
+});
+
+describe('pause and resume (fake runtime)', () => {
+  it('pauses and resumes; exec resumes a paused sandbox first unless autoResume is false', async () => {
+    const { sandboxes, driver, run } = await setup();
+    const sb = await sandboxes.create({});
+    const handle = { id: sb.id, runtime: 'oci' as const, spec: {} as never, data: {} };
+    const paused = await sandboxes.pause(sb.id);
+    expect(paused).toMatchObject({ status: 'paused', pausedAt: expect.any(String) });
+    expect(await driver.inspect(handle)).toBe('paused');
+    expect((await sandboxes.pause(sb.id)).status).toBe('paused'); // idempotent
+    expect((await run(sb.id, ['echo', 'x'])).exitCode).toBe(0); // auto-resumed
+    expect((await sandboxes.get(sb.id)).status).toBe('running');
+    expect((await sandboxes.get(sb.id)).pausedAt).toBeUndefined();
+
+    const strict = await sandboxes.create({ autoResume: false });
+    await sandboxes.pause(strict.id);
+    expect(await codeOf(run(strict.id, ['echo', 'x']))).toBe('FAILED_PRECONDITION');
+    expect((await sandboxes.resume(strict.id)).status).toBe('running');
+    expect((await run(strict.id, ['echo', 'x'])).exitCode).toBe(0);
+  });
+
+  it('refuses pause outside running and resume outside paused with FAILED_PRECONDITION; stop and delete work on a paused one', async () => {
+    const { sandboxes, driver, store } = await setup();
+    const sb = await sandboxes.create({});
+    await sandboxes.stop(sb.id);
+    expect(await codeOf(sandboxes.pause(sb.id))).toBe('FAILED_PRECONDITION');
+    expect(await codeOf(sandboxes.resume(sb.id))).toBe('FAILED_PRECONDITION');
+    await sandboxes.start(sb.id);
+    await sandboxes.pause(sb.id);
+    const stopped = await sandboxes.stop(sb.id);
+    expect(stopped.status).toBe('stopped');
+    expect(await driver.inspect({ id: sb.id, runtime: 'oci', spec: {} as never, data: {} })).toBe('stopped');
+    await sandboxes.start(sb.id);
+    await sandboxes.pause(sb.id);
+    await sandboxes.delete(sb.id);
+    expect(await sandboxKeys(store)).toEqual([]);
+  });
+
+  it('says UNIMPLEMENTED for a runtime that cannot pause', async () => {
+    const store = SqliteStore.open(':memory:');
+    const node = await startNode({
+      store, id: NODE, name: 'test-node', version: 'test', dataDir: tmpdir(), address: 'http://127.0.0.1:0',
+      images, drivers: new Map([['oci', new FakeDriver({ capabilities: { pause: undefined } })]]), runtimeInfo: [],
+      defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
+      labels: {}, capacity: {}, placement: 'spread', nodeTtlMs: 5000, scheduleTimeoutMs: 5000,
+      execLimits: { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600 }, watchdogMs: 60_000, log: silentLogger,
+    });
+    cleanups.push(() => store.close(), () => node.stop());
+    await node.nodes.publish();
+    const sb = await node.sandboxes.create({});
+    expect(await codeOf(node.sandboxes.pause(sb.id))).toBe('UNIMPLEMENTED');
+    expect((await node.sandboxes.get(sb.id)).status).toBe('running');
+  });
+
+  it('onTimeout pause pauses at the timeout; the pause stops the clock', async () => {
+    const { sandboxes } = await setup();
+    const sb = await sandboxes.create({ timeoutSec: 1, onTimeout: 'pause' });
+    const deadline = Date.now() + 5000;
+    let cur = sb;
+    while (cur.status !== 'paused' && Date.now() < deadline) cur = (await sleep(50), await sandboxes.get(sb.id));
+    expect(cur.status).toBe('paused');
+    await sleep(1200);
+    const resumed = await sandboxes.resume(sb.id);
+    // The pause lasted over a second: the timeout ends that much later.
+    expect(resumed.timeoutSec).toBeGreaterThanOrEqual(2);
+    expect(resumed.status).toBe('running');
+    await sandboxes.delete(sb.id);
+  });
+});
+
+describe('racing lifecycle calls (one transition table, each step a compare-and-swap)', () => {
+  const settle = <T,>(p: Promise<T>) => p.then((v) => ({ ok: true as const, v }), (e: unknown) => ({ ok: false as const, e }));
+  const codes = [ 'FAILED_PRECONDITION', 'NOT_FOUND', 'CONFLICT' ];
+
+  it('delete || stop, delete || start, delete || pause || stop, delete || resume: no resurrection, no 5xx code, nothing left', async () => {
+    const { sandboxes, store, driver } = await setup();
+    for (let round = 0; round < 10; round++) {
+      const sb = await sandboxes.create({});
+      const ops: Promise<unknown>[] = [sandboxes.delete(sb.id)];
+      if (round % 4 === 0) ops.push(sandboxes.stop(sb.id));
+      if (round % 4 === 1) ops.push(sandboxes.stop(sb.id).then(() => sandboxes.start(sb.id)));
+      if (round % 4 === 2) ops.push(sandboxes.pause(sb.id), sandboxes.stop(sb.id));
+      if (round % 4 === 3) ops.push(sandboxes.pause(sb.id).then(() => sandboxes.resume(sb.id)));
+      const results = await Promise.all(ops.map(settle));
+      for (const r of results) if (!r.ok) expect(codes, String(r.e)).toContain((r.e as PrismError).code);
+      expect(await codeOf(sandboxes.get(sb.id))).toBe('NOT_FOUND');
+      expect(await driver.inspect({ id: sb.id, runtime: 'oci', spec: {} as never, data: {} })).toBe('gone');
+    }
+    expect(await sandboxKeys(store)).toEqual([]);
+  });
+
+  it('a create that loses to a delete answers CONFLICT, not a retry, and leaves nothing', async () => {
+    const { sandboxes, repo, store } = await setup();
+    const deleted: string[] = [];
+    const stopWatch = repo.watchSandboxes(await repo.revision(), (id, sb) => {
+      if (sb && sb.status !== 'pending' && !deleted.includes(id)) {
+        deleted.push(id);
+        void sandboxes.delete(id).catch(() => undefined);
+      }
+    }, () => undefined);
+    try {
+      const err = await sandboxes.create({}).then(() => undefined, (e: unknown) => e as PrismError);
+      if (err) {
+        expect(err.code).toBe('CONFLICT');
+        expect(err.retryable).toBe(false);
+      }
+      await sleep(200);
+      expect(await sandboxKeys(store)).toEqual([]);
+    } finally {
+      stopWatch.close();
+    }
+  });
+
+  it('the table refuses writes that are not transitions', async () => {
+    const { sandboxes, repo } = await setup();
+    const sb = await sandboxes.create({});
+    await sandboxes.stop(sb.id);
+    expect(await codeOf(repo.transition(sb.id, ['stopped'], 'paused'))).toBe('INTERNAL');
+    expect(await codeOf(repo.transition(sb.id, ['running'], 'stopping'))).toBe('FAILED_PRECONDITION');
+    expect(await repo.transition(sb.id, ['running'], 'stopping', (s) => s, { quiet: true })).toBeUndefined();
+    expect((await sandboxes.get(sb.id)).status).toBe('stopped');
   });
 });

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { PrismError, asPrismError, isErrorCode, isPrismError } from '../core/errors.js';
 import { NAME_PATTERN, newSandboxId, readableName } from '../core/ids.js';
-import { MAX_PORTS, type NetworkSpec, type RuntimeName, type Sandbox, type SandboxStatus, type VolumeMount } from '../core/types.js';
+import { MAX_PORTS, SANDBOX_STATUSES, type NetworkSpec, type RuntimeName, type Sandbox, type SandboxReason, type SandboxStatus, type VolumeMount } from '../core/types.js';
 import type { CreateSandboxWire } from '../core/wire.js';
 import { parseReference } from '../images/reference.js';
 import { resolvePolicy } from '../net/policy.js';
@@ -56,10 +56,13 @@ export class SandboxService {
     private readonly timeouts: CreateTimeouts = { scheduleMs: 30_000, startMs: 15 * 60_000 },
   ) {
     agent.onTtlExpired = (sb) => {
-      const del = sb.onTimeout === 'delete';
-      this.log.info({ sandbox: sb.id }, `sandbox timeout reached: ${del ? 'deleting' : 'stopping'}`);
-      const done = del ? this.delete(sb.id) : this.stop(sb.id, { code: 'TIMEOUT', message: 'the sandbox reached its timeoutSec and was stopped' });
-      done.catch((e) => this.log.error({ err: e, sandbox: sb.id }, `${del ? 'deleting' : 'stopping'} an expired sandbox failed`));
+      const action = sb.onTimeout ?? 'stop';
+      this.log.info({ sandbox: sb.id, action }, 'sandbox timeout reached');
+      const done =
+        action === 'delete' ? this.delete(sb.id)
+        : action === 'pause' ? this.pause(sb.id)
+        : this.stop(sb.id, { code: 'TTL_EXPIRED', message: 'the sandbox reached its timeoutSec and was stopped' });
+      done.catch((e) => this.log.error({ err: e, sandbox: sb.id, action }, 'acting on an expired sandbox failed'));
     };
   }
 
@@ -145,6 +148,7 @@ export class SandboxService {
     };
     if (req.metadata && Object.keys(req.metadata).length) sb.metadata = req.metadata;
     if (req.onTimeout) sb.onTimeout = req.onTimeout;
+    if (req.autoResume === false) sb.autoResume = false;
     if (req.user) sb.user = req.user;
     if (req.nodeSelector && Object.keys(req.nodeSelector).length) sb.nodeSelector = req.nodeSelector;
     if (req.volumes?.length) {
@@ -170,7 +174,8 @@ export class SandboxService {
     }
     const done = await this.events.waitFor(sb.id, (s) => !s || ['running', 'failed', 'lost', 'stopped'].includes(s.status), this.timeouts.startMs);
     if (done?.status === 'running' || done?.status === 'stopped') return done;
-    if (!done) throw new PrismError('UNAVAILABLE', `sandbox '${sb.name}' was removed while it was being created; try again`, { retryAfterSec: 1 });
+    // Deleted by someone while it was being made: their delete stands, so trying again is not the answer.
+    if (!done) throw new PrismError('CONFLICT', `sandbox '${sb.name}' was deleted while it was being created`, { retryable: false });
     if (done.status === 'failed' || done.status === 'lost') {
       await this.repo.deleteSandbox(done).catch((e) => this.log.warn({ err: e, sandbox: sb.id }, 'removing a failed sandbox failed'));
       const code = done.error && isErrorCode(done.error.code) ? done.error.code : 'UNAVAILABLE';
@@ -229,25 +234,38 @@ export class SandboxService {
     }
   }
 
-  private transition(id: string, status: SandboxStatus, patch: (s: Sandbox) => Sandbox = (s) => s): Promise<Sandbox> {
-    return this.repo.update(id, (s) => ({ ...patch(s), status }));
+  /**
+   * A running sandbox for an operation on its task (`what` finishes "sandbox 'x' is <status>; ...").
+   * A paused one is resumed first unless it was created with `autoResume: false`.
+   */
+  async active(idOrName: string, what: string): Promise<Sandbox> {
+    let sb = await this.get(idOrName);
+    if ((sb.status === 'paused' || sb.status === 'resuming') && sb.autoResume !== false) sb = await this.resume(sb.id);
+    if (sb.status !== 'running') throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is ${sb.status}; ${what}`);
+    return sb;
   }
 
-  async stop(idOrName: string, reason?: { code: string; message: string }): Promise<Sandbox> {
-    const sb = await this.get(idOrName);
-    if (sb.status === 'stopped') return sb;
-    if (sb.status !== 'running') {
-      throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is ${sb.status}; only a running sandbox can be stopped`);
+  /** Where a runtime keeps a paused sandbox's memory, or UNIMPLEMENTED when it cannot pause. */
+  private requirePause(sb: Sandbox): void {
+    if (!this.agent.pauseKeeps(sb.runtime)) {
+      throw new PrismError('UNIMPLEMENTED', `the ${sb.runtime} runtime cannot pause a sandbox yet (docs/runtimes.md); stop it instead (the filesystem is kept)`);
     }
+  }
+
+  async stop(idOrName: string, reason?: { code: SandboxReason; message: string }): Promise<Sandbox> {
+    let sb = await this.get(idOrName);
+    if (sb.status === 'stopped') return sb;
     this.requireLocal(sb, 'stopped');
-    await this.transition(sb.id, 'stopping');
+    // A frozen task is thawed before it is killed (a signal to a frozen process waits for the thaw).
+    if (sb.status === 'paused') sb = await this.resume(sb.id);
+    await this.repo.transition(sb.id, ['running'], 'stopping');
     try {
       await this.agent.stop(sb);
     } catch (e) {
-      await this.transition(sb.id, 'failed', (s) => ({ ...s, error: { code: 'STOP_FAILED', message: String((e as Error).message) } }));
+      await this.repo.transition(sb.id, ['stopping'], 'failed', (s) => ({ ...s, error: { code: 'STOP_FAILED', message: String((e as Error).message) } }), { quiet: true });
       throw asPrismError(e, 'INTERNAL', 'stopping the sandbox');
     }
-    return this.transition(sb.id, 'stopped', (s) => {
+    return this.settled(sb.id, ['stopping'], 'stopped', 'stopped', (s) => {
       const next: Sandbox = { ...s, stoppedAt: new Date().toISOString() };
       if (reason) next.error = reason;
       else delete next.error;
@@ -258,19 +276,16 @@ export class SandboxService {
   async start(idOrName: string): Promise<Sandbox> {
     const sb = await this.get(idOrName);
     if (sb.status === 'running') return sb;
-    if (sb.status !== 'stopped') {
-      throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is ${sb.status}; only a stopped sandbox can be started`);
-    }
     this.requireLocal(sb, 'started');
-    await this.transition(sb.id, 'starting');
+    await this.repo.transition(sb.id, ['stopped'], 'starting');
     const startedAt = new Date().toISOString();
     try {
       await this.agent.start({ ...sb, startedAt });
     } catch (e) {
-      await this.transition(sb.id, 'stopped');
+      await this.repo.transition(sb.id, ['starting'], 'stopped', (s) => s, { quiet: true });
       throw asPrismError(e, 'INTERNAL', 'starting the sandbox');
     }
-    return this.transition(sb.id, 'running', (s) => {
+    return this.settled(sb.id, ['starting'], 'running', 'started', (s) => {
       const next: Sandbox = { ...s, startedAt };
       delete next.error;
       delete next.stoppedAt;
@@ -279,12 +294,75 @@ export class SandboxService {
   }
 
   /**
+   * Freezes every process of a running sandbox, keeping its memory (capabilities().pause says where:
+   * in RAM for oci and docker). Its timeout stops counting until it is resumed.
+   */
+  async pause(idOrName: string): Promise<Sandbox> {
+    const sb = await this.get(idOrName);
+    if (sb.status === 'paused') return sb;
+    this.requireLocal(sb, 'paused');
+    this.requirePause(sb);
+    const pausing = await this.repo.transition(sb.id, ['running'], 'pausing');
+    try {
+      await this.agent.pause(pausing!.value);
+    } catch (e) {
+      await this.repo.transition(sb.id, ['pausing'], 'running', (s) => s, { quiet: true });
+      this.agent.rearmTtl({ ...pausing!.value, status: 'running' });
+      throw asPrismError(e, 'INTERNAL', 'pausing the sandbox');
+    }
+    return this.settled(sb.id, ['pausing'], 'paused', 'paused', (s) => ({ ...s, pausedAt: new Date().toISOString() }));
+  }
+
+  /** Thaws a paused sandbox: its processes continue where they were; its timeout counts again. */
+  async resume(idOrName: string): Promise<Sandbox> {
+    const sb = await this.get(idOrName);
+    if (sb.status === 'running') return sb;
+    this.requireLocal(sb, 'resumed');
+    if (sb.status === 'resuming') {
+      // Another call is resuming it: wait for that one rather than fail.
+      const done = await this.events.waitFor(sb.id, (s) => s?.status !== 'resuming', 60_000);
+      if (done?.status === 'running') return done;
+      throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is ${done?.status ?? 'deleted'}; it could not be resumed`);
+    }
+    const resuming = await this.repo.transition(sb.id, ['paused'], 'resuming');
+    try {
+      await this.agent.resume(resuming!.value);
+    } catch (e) {
+      await this.repo.transition(sb.id, ['resuming'], 'paused', (s) => s, { quiet: true });
+      throw asPrismError(e, 'INTERNAL', 'resuming the sandbox');
+    }
+    const running = await this.settled(sb.id, ['resuming'], 'running', 'resumed', (s) => {
+      const next: Sandbox = { ...s };
+      // The clock stood still while paused: the timeout ends as much later as the pause lasted.
+      if (s.timeoutSec > 0 && s.pausedAt) next.timeoutSec = s.timeoutSec + Math.ceil((Date.now() - Date.parse(s.pausedAt)) / 1000);
+      delete next.pausedAt;
+      return next;
+    });
+    this.agent.rearmTtl(running);
+    return running;
+  }
+
+  /**
+   * The last step of an operation whose runtime work is done: `from -> to`, unless a delete (or
+   * another writer) got there first, in which case the caller learns it lost without anything being
+   * written over (FAILED_PRECONDITION naming the status now; NOT_FOUND when the record is gone).
+   */
+  private async settled(id: string, from: SandboxStatus[], to: SandboxStatus, what: string, patch: (s: Sandbox) => Sandbox): Promise<Sandbox> {
+    const done = await this.repo.transition(id, from, to, patch, { quiet: true });
+    if (done) return done.value;
+    const now = await this.repo.getSandbox(id);
+    if (!now) throw new PrismError('NOT_FOUND', `sandbox '${id}' was deleted while it was being ${what}`);
+    throw new PrismError('FAILED_PRECONDITION', `sandbox '${now.value.name}' became ${now.value.status} while it was being ${what}`);
+  }
+
+  /**
    * Stops if needed and removes everything the sandbox owns. A sandbox of a dead node loses only its
    * record here; the node destroys the task when it returns (it finds no record for it).
    */
   async delete(idOrName: string): Promise<void> {
     const sb = await this.get(idOrName);
-    await this.transition(sb.id, 'deleting');
+    // From any status: a delete wins over whatever is in flight, which then finds the record gone.
+    await this.repo.transition(sb.id, SANDBOX_STATUSES, 'deleting');
     if (sb.node === this.agent.nodeId) await this.agent.destroy(sb);
     await this.repo.deleteSandbox(sb);
   }

@@ -149,7 +149,7 @@ describe.skipIf(!!skip)('limits, bad input and failures', () => {
     await new Promise((r) => setTimeout(r, 2500));
     const got = (await call(d.url, 'GET', `/sandboxes/${sb.id}`)).body;
     expect(got.status).toBe('stopped');
-    expect(got.error.code).toBe('TIMEOUT');
+    expect(got.error.code).toBe('TTL_EXPIRED');
     await call(d.url, 'DELETE', `/sandboxes/${sb.id}`);
   });
 });

@@ -44,6 +44,24 @@ export function registerSandboxRoutes(app: FastifyInstance, svc: ApiServices): v
     (req) => svc.sandboxes.start(req.params.id),
   );
 
+  app.post<Id>(
+    '/sandboxes/:id/pause',
+    {
+      config: { owner: true },
+      schema: {
+        tags: ['sandboxes'], params: IdParams, response: withErrors({ 200: SandboxSchema }, 404, 412, 501),
+        description: 'freezes every process, keeping memory (in RAM on oci and docker); 501 on a runtime that cannot pause',
+      },
+    },
+    (req) => svc.sandboxes.pause(req.params.id),
+  );
+
+  app.post<Id>(
+    '/sandboxes/:id/resume',
+    { config: { owner: true }, schema: { tags: ['sandboxes'], params: IdParams, response: withErrors({ 200: SandboxSchema }, 404, 412) } },
+    (req) => svc.sandboxes.resume(req.params.id),
+  );
+
   app.delete<Id>(
     '/sandboxes/:id',
     { config: { owner: true }, schema: { tags: ['sandboxes'], params: IdParams, response: withErrors({ 204: Type.Null() }, 404) } },

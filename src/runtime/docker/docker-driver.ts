@@ -99,7 +99,7 @@ export class DockerDriver implements RuntimeDriver {
   capabilities(): RuntimeCapabilities {
     // The engine cannot join a namespace by path: the NetworkManager links the container's own (taskNetns).
     // Its images (`docker images`) are used as they are, before Prism's store (src/service/task-image.ts).
-    return { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true, network: 'own', ownImages: true };
+    return { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true, network: 'own', ownImages: true, pause: 'ram' };
   }
 
   async findImage(ref: string): Promise<RuntimeImage | undefined> {
@@ -194,7 +194,7 @@ export class DockerDriver implements RuntimeDriver {
     await this.loadClient();
     const state = await this.state(handle.id);
     if (state === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
-    if (state === 'running') return;
+    if (state === 'running' || state === 'paused') return;
     try {
       await mountHostVolumes(handle.spec.volumes ?? [], this.volumesDir(handle.id));
       await this.docker.getContainer(containerName(handle.id)).start();
@@ -208,8 +208,36 @@ export class DockerDriver implements RuntimeDriver {
     await this.loadClient();
     const info = await this.inspectContainer(handle.id);
     if (!info) return 'gone';
-    if (info.State.Paused) await this.docker.getContainer(containerName(handle.id)).unpause();
+    // A paused sandbox stays paused across a restart: the service decides (its record says paused).
+    if (info.State.Paused) return 'paused';
     return info.State.Running ? 'running' : 'stopped';
+  }
+
+  /** The engine's pause (the cgroup freezer): processes stop where they are, memory stays resident. */
+  async pause(handle: TaskHandle): Promise<void> {
+    await this.loadClient();
+    const state = await this.state(handle.id);
+    if (state === 'paused') return;
+    if (state === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+    if (state !== 'running') throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not running`);
+    try {
+      await this.docker.getContainer(containerName(handle.id)).pause();
+    } catch (e) {
+      throw engineError(e, `pausing task ${handle.id}`, { 404: 'NOT_FOUND', 409: 'FAILED_PRECONDITION' });
+    }
+  }
+
+  async resume(handle: TaskHandle): Promise<void> {
+    await this.loadClient();
+    const state = await this.state(handle.id);
+    if (state === 'running') return;
+    if (state === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+    if (state !== 'paused') throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not paused`);
+    try {
+      await this.docker.getContainer(containerName(handle.id)).unpause();
+    } catch (e) {
+      throw engineError(e, `resuming task ${handle.id}`, { 404: 'NOT_FOUND', 409: 'FAILED_PRECONDITION' });
+    }
   }
 
   inspect(handle: TaskHandle): Promise<TaskState> {
@@ -236,6 +264,8 @@ export class DockerDriver implements RuntimeDriver {
       // prism-init exits on SIGTERM at once, and with it every process of the task's pid namespace.
       const t = Math.max(1, Math.ceil((opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS) / 1000));
       try {
+        // A frozen process takes the signal only once thawed.
+        if (state === 'paused') await this.docker.getContainer(containerName(handle.id)).unpause();
         await this.docker.getContainer(containerName(handle.id)).stop({ t });
       } catch (e) {
         if (engineStatus(e) !== 304) throw engineError(e, `stopping task ${handle.id}`, { 404: 'NOT_FOUND' });
@@ -416,6 +446,7 @@ export class DockerDriver implements RuntimeDriver {
   private async state(id: string): Promise<TaskState> {
     const info = await this.inspectContainer(id);
     if (!info) return 'gone';
+    if (info.State.Paused) return 'paused';
     return info.State.Running ? 'running' : 'stopped';
   }
 

@@ -40,7 +40,7 @@ type CommandResult = Omit<ExecResult, 'timedOut' | 'durationMs' | 'limitExceeded
 
 interface FakeTask {
   handle: TaskHandle;
-  state: 'running' | 'stopped';
+  state: 'running' | 'paused' | 'stopped';
   files: Map<string, Buffer>;
   procs: Set<FakeProcess>;
 }
@@ -187,7 +187,7 @@ export class FakeDriver implements RuntimeDriver {
 
   constructor(opts: FakeDriverOptions = {}) {
     this.name = opts.name ?? 'oci';
-    this.caps = { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true, ...(opts.ownImages ? { ownImages: true } : {}), ...opts.capabilities };
+    this.caps = { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true, pause: 'ram', ...(opts.ownImages ? { ownImages: true } : {}), ...opts.capabilities };
     this.localImages = new Map(Object.entries(opts.ownImages?.local ?? {}));
     this.registry = new Map(Object.entries(opts.ownImages?.registry ?? {}));
   }
@@ -255,6 +255,19 @@ export class FakeDriver implements RuntimeDriver {
     const t = this.task(handle.id);
     if (t.state !== 'running') throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not running`);
     return new FakeProcess(t, { ...opts, argv: [...opts.argv], env: { ...opts.env } });
+  }
+
+  /** Frozen in place: commands already running keep their state, new ones are refused until resume. */
+  async pause(handle: TaskHandle): Promise<void> {
+    const t = this.task(handle.id);
+    if (t.state === 'stopped') throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not running`);
+    t.state = 'paused';
+  }
+
+  async resume(handle: TaskHandle): Promise<void> {
+    const t = this.task(handle.id);
+    if (t.state === 'stopped') throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not running`);
+    t.state = 'running';
   }
 
   async stop(handle: TaskHandle): Promise<void> {

@@ -82,7 +82,7 @@ export class OciDriver implements RuntimeDriver {
   }
 
   capabilities(): RuntimeCapabilities {
-    return { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true };
+    return { isolation: 'container', persistentFilesystem: true, survivesDaemonRestart: true, pause: 'ram' };
   }
 
   async probe(): Promise<ProbeResult> {
@@ -168,10 +168,8 @@ export class OciDriver implements RuntimeDriver {
     const p = this.paths(handle.id);
     const state = await this.runc.state(handle.id);
     if (state?.status === 'running') return 'running';
-    if (state?.status === 'paused') {
-      await this.runc.run(['resume', handle.id]);
-      return 'running';
-    }
+    // A paused sandbox stays paused across a restart: the service decides (its record says paused).
+    if (state?.status === 'paused') return 'paused';
     if (!existsSync(p.task)) {
       // A container without its directory cannot be started again: remove what is left.
       if (state) await this.teardown(handle.id, p, true);
@@ -184,6 +182,7 @@ export class OciDriver implements RuntimeDriver {
 
   async inspect(handle: TaskHandle): Promise<TaskState> {
     const state = await this.runc.state(handle.id);
+    if (state?.status === 'paused') return 'paused';
     if (isLive(state)) return 'running';
     return state || existsSync(this.paths(handle.id).task) ? 'stopped' : 'gone';
   }
@@ -204,11 +203,34 @@ export class OciDriver implements RuntimeDriver {
     }
   }
 
+  /** The cgroup freezer (`runc pause`): processes stop where they are, memory stays resident. */
+  async pause(handle: TaskHandle): Promise<void> {
+    const state = await this.runc.state(handle.id);
+    if (state?.status === 'paused') return;
+    if (state?.status !== 'running') {
+      if (!state && !existsSync(this.paths(handle.id).task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+      throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not running`);
+    }
+    await this.runc.pause(handle.id);
+  }
+
+  async resume(handle: TaskHandle): Promise<void> {
+    const state = await this.runc.state(handle.id);
+    if (state?.status === 'running') return;
+    if (state?.status !== 'paused') {
+      if (!state && !existsSync(this.paths(handle.id).task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+      throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not paused`);
+    }
+    await this.runc.resume(handle.id);
+  }
+
   async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {
     const p = this.paths(handle.id);
     const state = await this.runc.state(handle.id);
     if (!state && !existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
     if (state && state.status !== 'stopped') {
+      // A frozen process takes a signal only once thawed.
+      if (state.status === 'paused') await this.runc.resume(handle.id);
       // KILL of a pid namespace's init takes every process of the task with it.
       await this.runc.kill(handle.id, 'KILL');
       await this.waitStopped(handle.id, opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS);
@@ -328,6 +350,7 @@ export class OciDriver implements RuntimeDriver {
     // `runc delete -f` alone sleeps 100 ms after its SIGKILL; killing and polling first is faster.
     const state = await this.runc.state(id);
     if (state && state.status !== 'stopped') {
+      if (state.status === 'paused') await this.runc.resume(id).catch(() => undefined);
       await this.runc.kill(id, 'KILL');
       await this.waitStopped(id, DEFAULT_STOP_TIMEOUT_MS).catch(() => {});
     }

@@ -130,6 +130,16 @@ export class Runc {
     throw runcError('run', msg || `exited with ${status}`);
   }
 
+  /** `runc pause`: freezes every process of the container (cgroup v1 freezer, v2 cgroup.freeze). */
+  async pause(id: string): Promise<void> {
+    await this.check('pause', ['pause', id]);
+  }
+
+  /** `runc resume`: thaws a paused container. */
+  async resume(id: string): Promise<void> {
+    await this.check('resume', ['resume', id]);
+  }
+
   /** Sends a signal to the init; a container that is already stopped or gone is not an error. */
   async kill(id: string, signal: string): Promise<void> {
     const out = await this.run(['kill', id, signal]);
