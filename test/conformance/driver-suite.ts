@@ -364,6 +364,46 @@ export function driverConformanceSuite(name: string, make: () => Promise<DriverF
       }
     });
 
+    it('pauses keeping the processes and their memory, stays paused across a new driver instance, resumes where it was', async (ctx) => {
+      if (!driver.capabilities().pause || !driver.pause || !driver.resume) return ctx.skip();
+      const h = await create();
+      try {
+        // A counter kept in the shell's memory, written out every 50 ms.
+        const loop = await driver.exec(h, { argv: ['/bin/sh', '-c', 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done'], env: { PATH }, cwd: '/', stdin: false });
+        loop.stdout.resume();
+        loop.stderr.resume();
+        const count = async () => Number((await sh(h, 'cat /tmp/count')).stdout.toString());
+        // The loop's shell (the pattern does not match this finder's own command line).
+        const pid = async () => (await sh(h, "for p in /proc/[0-9]*; do grep -q 'do [i]=' $p/cmdline 2>/dev/null && echo ${p#/proc/}; done")).stdout.toString().trim();
+        await waitFor('the counter', async () => (await count()) > 3);
+        const pidBefore = await pid();
+        const before = await count();
+        await driver.pause(h);
+        await driver.pause(h); // idempotent
+        expect(await driver.inspect(h)).toBe('paused');
+        const d2 = fx.reopen ? await fx.reopen() : driver;
+        expect(await d2.recover(h)).toBe('paused');
+        expect(await driver.inspect(h)).toBe('paused');
+        await sleep(600);
+        await driver.resume(h);
+        await driver.resume(h); // idempotent
+        expect(await driver.inspect(h)).toBe('running');
+        // Frozen for 600 ms: the counter went on from where it was (not ~12 further, not from 0).
+        const after = await count();
+        expect(after).toBeGreaterThanOrEqual(before);
+        expect(after - before).toBeLessThan(8);
+        expect(await pid()).toBe(pidBefore);
+        await waitFor('the counter to go on', async () => (await count()) > after + 3);
+        // A paused task stops like any other.
+        await driver.pause(h);
+        await driver.stop(h);
+        expect(await driver.inspect(h)).toBe('stopped');
+        await expectCode(driver.pause(h), 'FAILED_PRECONDITION');
+      } finally {
+        await driver.destroy(h);
+      }
+    });
+
     it('recovers running and stopped tasks from a new driver instance', async () => {
       const stopped = await create();
       try {

@@ -297,8 +297,21 @@ describe.skipIf(!!skip)('the official e2b SDK against prismd (oci)', () => {
       expect((await fetch(`${d.url}/e2b/v2/sandboxes/${sbx.sandboxId}/logs?level=loud`, { headers: { 'x-api-key': d.token } })).status).toBe(400);
     });
 
-    it('says clearly what is not implemented yet', async () => {
-      await expect(sbx.pause()).rejects.toThrow(/not implemented/);
+    it('pauses (memory kept) and resumes on connect; a running command continues', async () => {
+      const h = await sbx.commands.run('i=0; while :; do i=$((i+1)); echo $i > /tmp/ticks; sleep 0.05; done', { background: true, timeoutMs: 0 });
+      await new Promise((r) => setTimeout(r, 300));
+      const before = Number((await sbx.commands.run('cat /tmp/ticks')).stdout);
+      expect(await sbx.pause()).toBe(true);
+      expect(await sbx.pause()).toBe(false); // already paused: E2B's 409
+      expect((await sbx.getInfo()).state).toBe('paused');
+      expect((await Sandbox.list({ ...opts, query: { state: ['paused'] } }).nextItems()).map((s) => s.sandboxId)).toContain(sbx.sandboxId);
+      await new Promise((r) => setTimeout(r, 1000));
+      const again = await Sandbox.connect(sbx.sandboxId, opts);
+      expect((await again.getInfo()).state).toBe('running');
+      const after = Number((await again.commands.run('cat /tmp/ticks')).stdout);
+      expect(after - before).toBeLessThan(15); // frozen for a second: ~20 further otherwise
+      expect((await again.commands.list()).map((p) => p.pid)).toContain(h.pid);
+      await again.commands.kill(h.pid);
     });
   });
 

@@ -79,6 +79,9 @@ describe.skipIf(!!skip)('prismctl against a real prismd', () => {
     expect(stats.out).toMatch(/cli\s+\d+\.\d% of 1\s+[\d.]+ [KMG]i?B\/256 MiB/);
     const statsJson = JSON.parse(ctl(['-o', 'json', 'sandbox', 'stats']).out).stats;
     expect(statsJson).toEqual([expect.objectContaining({ name: 'cli', memTotal: 256 * 2 ** 20, pids: expect.any(Number) })]);
+    expect(ctl(['sandbox', 'pause', 'cli']).out).toMatch(/: paused/);
+    expect(JSON.parse(ctl(['-o', 'json', 'sandbox', 'info', 'cli']).out).status).toBe('paused');
+    expect(ctl(['sandbox', 'resume', 'cli']).out).toMatch(/: running/);
     expect(ctl(['sandbox', 'stop', 'cli']).code).toBe(0);
     expect(JSON.parse(ctl(['-o', 'json', 'sandbox', 'info', 'cli']).out).status).toBe('stopped');
     expect(ctl(['sandbox', 'start', 'cli']).code).toBe(0);
