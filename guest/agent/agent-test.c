@@ -63,6 +63,11 @@ int guest_network(const struct net_config *c, char *err, size_t errlen) {
   return -1;
 }
 
+/* The test build has no clock to set: it logs what it was given, for the tests to read. */
+void host_refresh(const struct limits *lim) {
+  agent_log("host facts: time %llu, %zu seed bytes", lim->time_ms, lim->seed_len);
+}
+
 void sandbox_stats(char *out, size_t n) {
   snprintf(out, n, "pids 0 memory 0 oom_kills 0 mem_cache 0 disk_used 0 disk_total 0");
 }
@@ -274,7 +279,7 @@ static void test_hello_booted(void) {
   send_frame(fd, 'Z', 0, "junk", 4); /* unknown control frame: ignored */
   send_frame(fd, F_HELLO, 0, NULL, 0);
   struct frame *fr = recv_frame(fd);
-  CHECK(fr->type == F_HELLO_REPLY && fr->ch == 0 && strcmp(fr->data, "prism-agent 6 booted") == 0);
+  CHECK(fr->type == F_HELLO_REPLY && fr->ch == 0 && strcmp(fr->data, "prism-agent 7 booted") == 0);
 }
 
 static void test_echo(void) {
@@ -555,6 +560,41 @@ static void test_disconnect_kills(void) {
   CHECK(strcmp(run(fd, 1, ARGV("true")).exit, "0 0") == 0);
 }
 
+/* D: the host is about to save the VM. Sessions survive the disconnect; after a hello they carry on. */
+static void test_detach_keeps_sessions(void) {
+  int fd = conn();
+  start(fd, 1, 0, SH("echo $$; i=0; while [ $i -lt 30 ]; do i=$((i+1)); echo tick; sleep 0.02; done; echo done"));
+  struct frame *fr = recv_frame(fd);
+  CHECK(fr->type == F_STDOUT && fr->ch == 1);
+  pid_t pid = atoi(fr->data);
+  send_frame(fd, F_DETACH, 0, NULL, 0);
+  for (;;) { /* output already queued may come first; `d` is the last frame */
+    fr = recv_frame(fd);
+    if (fr->ch == 0) break;
+    CHECK(fr->ch == 1 && fr->type == F_STDOUT);
+  }
+  CHECK(fr->type == F_DETACH_REPLY && strcmp(fr->data, "ok") == 0);
+  struct pollfd pf = {fd, POLLIN, 0};
+  CHECK(poll(&pf, 1, 300) == 0); /* nothing after `d`, though the loop goes on writing */
+  close(fd);
+  usleep(200000);
+  CHECK(kill(pid, 0) == 0); /* not killed by the disconnect */
+  fd = conn();
+  send_frame(fd, F_HELLO, 0, NULL, 0);
+  fr = recv_frame(fd);
+  CHECK(fr->ch == 0 && fr->type == F_HELLO_REPLY && strcmp(fr->data, "prism-agent 7 booted 1") == 0); /* channel 1 still runs */
+  struct result r;
+  collect(fd, 1, 1, &r); /* the same channel carries on to its end */
+  CHECK(strcmp(r.exit, "0 0") == 0);
+  CHECK(r.out.len >= 5 && memcmp(r.out.data + r.out.len - 5, "done\n", 5) == 0);
+  send_frame(fd, F_FACTS, 0, "1700000000000\0" "00ff", 19); /* every field NUL-terminated */
+  fr = recv_frame(fd);
+  CHECK(fr->ch == 0 && fr->type == F_FACTS_REPLY && strcmp(fr->data, "ok") == 0);
+  send_frame(fd, F_FACTS, 0, "soon", 4);
+  fr = recv_frame(fd);
+  CHECK(fr->type == F_FACTS_REPLY && strncmp(fr->data, "error: ", 7) == 0);
+}
+
 static const char *control(int fd, char type, const void *p, size_t n) {
   send_frame(fd, type, 0, p, n);
   struct frame *fr = recv_frame(fd);
@@ -588,17 +628,17 @@ static void test_mount(void) {
   CHECK(strcmp(control(fd, F_NETWORK, net_ok, sizeof net_ok), "error: N before M: the root file system is not mounted") == 0);
   CHECK(strcmp(control(fd, F_MOUNT, "fail", 5), "error: test failure") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "noterm", 6), "error: malformed M", 18) == 0);
-  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 6 booted") == 0);
+  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 7 booted") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "x\0" "0\0" "0\0" "0\0" "\0" "many", 15), "error: malformed M", 18) == 0);
   /* The sixth field is every command's open-file limit, soft and hard. */
   static const char m[] = "sandbox\0" "0\0" "0\0" "0\0" "\0" "100";
   CHECK(strcmp(control(fd, F_MOUNT, m, sizeof m), "ok") == 0);
-  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 6 ready") == 0);
+  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 7 ready") == 0);
   struct result r = run(fd, 1, SH("ulimit -Sn; ulimit -Hn"));
   CHECK(out_is(&r.out, "100\n100\n") && strcmp(r.exit, "0 0") == 0);
   CHECK(strcmp(control(fd, F_MOUNT, "sandbox", 8), "error: rootfs already mounted") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "x\0notanumber", 13), "error: malformed M", 18) == 0);
-  CHECK(strcmp(control(fd, F_STATS, NULL, 0), "pids 0 memory 0 oom_kills 0") == 0);
+  CHECK(strcmp(control(fd, F_STATS, NULL, 0), "pids 0 memory 0 oom_kills 0 mem_cache 0 disk_used 0 disk_total 0") == 0);
   CHECK(strcmp(control(fd, F_NETWORK, net_ok, sizeof net_ok), "ok") == 0);
   static const char net_fail[] = "10.0.0.99/24\0" "10.0.0.1\0" "1500";
   CHECK(strcmp(control(fd, F_NETWORK, net_fail, sizeof net_fail), "error: test failure") == 0);
@@ -713,6 +753,7 @@ static const struct test tests[] = {
     {"command not found", test_not_found}, {"background output not waited for", test_background},
     {"slow consumers", test_slow_consumers}, {"host not reading", test_host_not_reading},
     {"session limit", test_session_limit}, {"disconnect kills sessions", test_disconnect_kills},
+    {"detach keeps sessions", test_detach_keeps_sessions},
     {"net config parse", test_net_config_parse}, {"no_new_privs", test_no_new_privs},
     {"seccomp filter", test_seccomp_filter}, {"command confinement", test_command_confinement},
     {"volume before mount", test_volume_before_mount}, {"mount", test_mount}, {"volume", test_volume}, {"quit", test_quit},

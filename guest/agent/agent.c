@@ -99,10 +99,15 @@ int agent_init(struct agent *a) {
   return a->sigfd < 0 ? -1 : 0;
 }
 
-/* The host went away: nobody will read the sessions' output, so they end (as under the oci runtime). */
+/*
+ * The host went away: nobody will read the sessions' output, so they end (as under the oci runtime).
+ * Unless detached (`D`): the host is saving the VM to resume it later, and the sessions carry on
+ * when it says hello again.
+ */
 static void disconnect(struct agent *a, const char *why) {
-  agent_log("host disconnected (%s), killing %d sessions", why, a->nsessions);
-  while (a->nsessions) session_kill(a, a->sessions[0]);
+  if (a->detached) agent_log("host disconnected (%s) while detached: keeping %d sessions", why, a->nsessions);
+  else agent_log("host disconnected (%s), killing %d sessions", why, a->nsessions);
+  while (!a->detached && a->nsessions) session_kill(a, a->sessions[0]);
   buf_free(&a->in);
   buf_free(&a->out);
   a->skip = 0;
@@ -197,6 +202,19 @@ static void mount_volume(struct agent *a, char *p, uint32_t len) {
   emit_result(a, F_VOLUME_REPLY, err);
 }
 
+/* F: fields host time (ms), entropy (hex): a VM resumed from a saved state wakes with the old clock and RNG. */
+static void refresh_facts(struct agent *a, char *p, uint32_t len) {
+  struct limits lim;
+  memset(&lim, 0, sizeof lim);
+  char *cur = p, *end = p + len;
+  if (limit_field(&cur, end, &lim.time_ms) < 0 || hex_field(&cur, end, lim.seed, sizeof lim.seed, &lim.seed_len) < 0 || cur != end) {
+    emit_result(a, F_FACTS_REPLY, "malformed F frame: want time ms, seed hex, NUL-terminated");
+    return;
+  }
+  host_refresh(&lim);
+  emit(a, F_FACTS_REPLY, 0, "ok", 2);
+}
+
 /* N: the NIC and resolv.conf of a sandbox with a network; after M, since resolv.conf is in its root. */
 static void configure_network(struct agent *a, char *p, uint32_t len) {
   char err[256] = "";
@@ -214,15 +232,30 @@ static void configure_network(struct agent *a, char *p, uint32_t len) {
 static void dispatch(struct agent *a, const struct frame_hdr *h, char *p) {
   if (h->channel == 0) {
     if (h->type == F_HELLO) {
-      char hello[64];
-      int n = snprintf(hello, sizeof hello, "prism-agent %d %s", PROTOCOL_VERSION, a->ready ? "ready" : "booted");
-      emit(a, F_HELLO_REPLY, 0, hello, (size_t)n);
+      /* A hello after `D` is the host back (after a resume, or a save that failed): output flows again. */
+      if (a->detached) agent_log("host attached again: %d sessions carry on", a->nsessions);
+      a->detached = 0;
+      /* Then the channels of the sessions still running (kept through a detach), so that a host that
+         does not know them (a restarted prismd) never starts a command on one of them. */
+      static char hello[64 + 11 * MAX_SESSIONS];
+      size_t n = (size_t)snprintf(hello, 64, "prism-agent %d %s", PROTOCOL_VERSION, a->ready ? "ready" : "booted");
+      for (int i = 0; i < a->nsessions; i++) n += (size_t)snprintf(hello + n, sizeof hello - n, " %u", a->sessions[i]->channel);
+      emit(a, F_HELLO_REPLY, 0, hello, n);
     } else if (h->type == F_MOUNT) {
       mount_rootfs(a, p, h->length);
     } else if (h->type == F_VOLUME) {
       mount_volume(a, p, h->length);
     } else if (h->type == F_NETWORK) {
       configure_network(a, p, h->length);
+    } else if (h->type == F_DETACH) {
+      /* Nothing is read from the sessions or reaped from now on, so `d` is the last frame until a hello.
+         The disk gets what the page cache holds: a saved VM that is never resumed loses its processes,
+         not the files they wrote. */
+      a->detached = 1;
+      sync();
+      emit(a, F_DETACH_REPLY, 0, "ok", 2);
+    } else if (h->type == F_FACTS) {
+      refresh_facts(a, p, h->length);
     } else if (h->type == F_QUIT) {
       power_off(a);
     } else if (h->type == F_STATS) {
@@ -311,8 +344,9 @@ void agent_serve(struct agent *a) {
       a->port = port_reconnect(a->stale);
       a->stale = -1;
     }
-    int n = 0, i_port = -1, pipes = buf_used(&a->out) < OUT_HIGH_WATER;
-    poll_add(p, &n, a->sigfd, POLLIN);
+    /* Detached: no session output is read and no child reaped (its exit frame would follow `d`). */
+    int n = 0, i_port = -1, pipes = !a->detached && buf_used(&a->out) < OUT_HIGH_WATER;
+    int i_sig = a->detached ? -1 : poll_add(p, &n, a->sigfd, POLLIN);
     if (a->port >= 0) {
       short ev = (a->stdin_pending <= STDIN_HIGH_WATER ? POLLIN : 0) | (buf_used(&a->out) ? POLLOUT : 0);
       i_port = poll_add(p, &n, a->port, ev);
@@ -332,7 +366,7 @@ void agent_serve(struct agent *a) {
       if (s->poll_err >= 0 && p[s->poll_err].revents) session_readable(a, s, 1);
       if (s->poll_in >= 0 && p[s->poll_in].revents) session_write_stdin(a, s);
     }
-    if (p[0].revents) reap(a);
+    if (i_sig >= 0 && p[i_sig].revents) reap(a);
     if (i_port >= 0 && (p[i_port].revents & POLLIN)) port_read(a);
     else if (i_port >= 0 && (p[i_port].revents & (POLLHUP | POLLERR | POLLNVAL))) disconnect(a, "hangup");
     flush(a);

@@ -42,6 +42,7 @@ struct agent {
   int stale;     /* the previous stream, handed to port_reconnect */
   int sigfd;     /* SIGCHLD */
   int ready;     /* rootfs mounted (state `ready`) */
+  int detached;  /* `D` seen: output held, sessions kept across a disconnect, until the next hello */
   int max_sessions;
   struct buf in, out;
   uint64_t skip; /* payload bytes of an oversized frame still to discard */
@@ -91,6 +92,9 @@ struct limits {
   size_t seed_len;
   unsigned long long nofile; /* RLIMIT_NOFILE (soft = hard) of every command; 0 = the agent's own */
 };
+
+/* Sets the clock and reseeds the RNG from the host's facts (time_ms, seed) of `lim`: after M, and after a resume (F). */
+void host_refresh(const struct limits *lim);
 
 /* Applies the sandbox's open-file limit to commands started from now on (0 = leave as is). */
 void session_set_nofile(unsigned long long n);

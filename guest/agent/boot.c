@@ -331,7 +331,7 @@ void sandbox_stats(char *out, size_t n) {
  * and RNG state, shared by every VM restored from it; fresh bytes mixed in and a forced reseed make
  * each one's random numbers its own.
  */
-static void host_facts(const struct limits *lim) {
+void host_refresh(const struct limits *lim) {
   if (lim->time_ms) {
     struct timespec ts = {(time_t)(lim->time_ms / 1000), (long)(lim->time_ms % 1000) * 1000000L};
     if (clock_settime(CLOCK_REALTIME, &ts) != 0) agent_log("cannot set the clock: %m");
@@ -388,7 +388,7 @@ static void mount_init_binary(void) {
 }
 
 int rootfs_mount(const char *hostname, const struct limits *lim, char *err, size_t errlen) {
-  host_facts(lim);
+  host_refresh(lim);
   if (strlen(hostname) > 64) return FAIL("hostname longer than 64 bytes");
   if (mount_overlay(err, errlen) < 0) return -1;
   mount_init_binary();

@@ -42,7 +42,7 @@
 
 #include <stdint.h>
 
-#define PROTOCOL_VERSION 6
+#define PROTOCOL_VERSION 7
 #define FRAME_HDR 9            /* type u8, channel u32 BE, length u32 BE */
 #define FRAME_MAX (1u << 20)   /* longest payload either side sends */
 #define CHANNEL_MAX 0x80000000u
@@ -50,6 +50,7 @@
 enum frame_type {
   F_HELLO = 'H', F_HELLO_REPLY = 'h', F_MOUNT = 'M', F_MOUNT_REPLY = 'm', F_QUIT = 'Q',
   F_STATS = 'T', F_STATS_REPLY = 't', F_NETWORK = 'N', F_NETWORK_REPLY = 'n', F_VOLUME = 'V', F_VOLUME_REPLY = 'v',
+  F_DETACH = 'D', F_DETACH_REPLY = 'd', F_FACTS = 'F', F_FACTS_REPLY = 'f',
   F_START = 'S', F_STDIN = 'I', F_CLOSE = 'C', F_KILL = 'K',
   F_PTY_START = 'P', F_RESIZE = 'R',
   F_STDOUT = 'O', F_STDERR = 'E', F_EXIT = 'X',

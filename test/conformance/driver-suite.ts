@@ -369,7 +369,7 @@ export function driverConformanceSuite(name: string, make: () => Promise<DriverF
       const h = await create();
       try {
         // A counter kept in the shell's memory, written out every 50 ms.
-        const loop = await driver.exec(h, { argv: ['/bin/sh', '-c', 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done'], env: { PATH }, cwd: '/', stdin: false });
+        const loop = await driver.exec(h, { argv: ['/bin/sh', '-c', 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done'], env: { PATH }, cwd: '/', stdin: false });
         loop.stdout.resume();
         loop.stderr.resume();
         const count = async () => Number((await sh(h, 'cat /tmp/count')).stdout.toString());

@@ -10,7 +10,7 @@ import { call, integrationSkipReason, leftovers, startPrismd, type Prismd } from
 const skip = integrationSkipReason();
 if (skip) console.warn(`skipping lifecycle integration tests: ${skip}`);
 
-const COUNTER = 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done';
+const COUNTER = 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done';
 // The loop's shell (the pattern does not match this finder's own command line).
 const FIND_LOOP = "for p in /proc/[0-9]*; do grep -q 'do [i]=' $p/cmdline 2>/dev/null && echo ${p#/proc/}; done";
 

@@ -154,6 +154,63 @@ if (reason) {
     }, 120_000);
   });
 
+  describe('microvm pause to disk', () => {
+    it('saves the VM and lets QEMU exit; a command streaming across the pause ends normally after resume, on the host clock', async () => {
+      const root = await mkdtemp('/tmp/pvm-');
+      const stateDir = join(root, 'state');
+      const driver = new MicrovmDriver({ stateDir, guestDir: GUEST_DIR, imageDiskCache: join(root, 'disks'), writableDiskMb: 256 });
+      let h: TaskHandle | undefined;
+      try {
+        const layer = join(root, 'layers/busybox');
+        await buildBusyboxLayer(layer);
+        h = await driver.create({ id: 'pause-a', hostname: 'pause-a', layers: [layer], env: { PATH: '/bin' }, workdir: '/work', cpus: 1, memoryMb: 128, pidsLimit: 128, diskMb: 256, maxOpenFiles: 1024 });
+        expect(driver.capabilities().pause).toBe('disk');
+        // Prints its own uptime-based ticks; the exec's stream stays open across the pause.
+        const proc = await driver.exec(h, { argv: ['/bin/sh', '-c', 'for i in 1 2 3 4 5 6 7 8 9 10; do echo tick $i; sleep 0.2; done; echo done'], env: { PATH: '/bin' }, cwd: '/work', stdin: false });
+        let out = '';
+        proc.stdout.on('data', (c: Buffer) => (out += c.toString()));
+        proc.stderr.resume();
+        for (const deadline = Date.now() + 10_000; !out.includes('tick 2') && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20));
+        const qemuPid = Number(await readFile(join(stateDir, 'tasks/pause-a/qemu.pid'), 'utf8'));
+        await driver.pause(h);
+        expect(existsSync(`/proc/${qemuPid}`)).toBe(false); // a paused microVM costs disk, not RAM
+        expect(existsSync(join(stateDir, 'tasks/pause-a/paused.state'))).toBe(true);
+        expect(await driver.inspect(h)).toBe('paused');
+        const seen = out;
+        await new Promise((r) => setTimeout(r, 1500));
+        expect(out).toBe(seen); // nothing ran while paused
+        await driver.resume(h);
+        expect(existsSync(join(stateDir, 'tasks/pause-a/paused.state'))).toBe(false);
+        const r = await proc.result;
+        expect(r.exitCode).toBe(0);
+        expect(out).toMatch(/tick 10\ndone\n$/);
+        const clock = Number((await sh(driver, h, 'date +%s')).stdout.trim());
+        expect(Math.abs(clock - Date.now() / 1000)).toBeLessThan(5);
+        // Paused again, then stopped: the saved state goes, the disk stays.
+        await sh(driver, h, 'echo kept > /work/f');
+        await driver.pause(h);
+        await driver.stop(h);
+        expect(await driver.inspect(h)).toBe('stopped');
+        expect(existsSync(join(stateDir, 'tasks/pause-a/paused.state'))).toBe(false);
+        await driver.start(h);
+        expect((await sh(driver, h, 'cat /work/f')).stdout).toBe('kept\n');
+      } finally {
+        if (h) await driver.destroy(h).catch((e: unknown) => console.error(e));
+        await driver.close();
+        expect(await microvmLeaks(stateDir, 'pause-a')).toEqual([]);
+        await rm(root, { recursive: true, force: true });
+      }
+    }, 180_000);
+
+    async function sh(driver: MicrovmDriver, h: TaskHandle, script: string): Promise<{ exitCode: number; stdout: string }> {
+      const proc = await driver.exec(h, { argv: ['/bin/sh', '-c', script], env: { PATH: '/bin' }, cwd: '/work', stdin: false });
+      const chunks: Buffer[] = [];
+      proc.stderr.resume();
+      for await (const c of proc.stdout) chunks.push(c as Buffer);
+      return { exitCode: (await proc.result).exitCode, stdout: Buffer.concat(chunks).toString() };
+    }
+  });
+
   describe('microvm warm pool', () => {
     /** QEMU processes whose command line names a path under `dir`. */
     async function qemusUnder(dir: string): Promise<number[]> {

@@ -47,11 +47,16 @@ export class AgentConnection {
   private sock: Socket | null = null;
   private readonly sessions = new Map<number, Session>();
   private nextChannel = 1;
+  private foreign = new Set<number>();
   private helloWaiters: Waiter[] = [];
   private mountWaiters: Waiter[] = [];
   private statsWaiters: Waiter[] = [];
   private volumeWaiters: Waiter[] = [];
   private networkWaiters: Waiter[] = [];
+  private detachWaiters: Waiter[] = [];
+  private factsWaiters: Waiter[] = [];
+  /** `D` was answered: the connection may drop (the VM is being saved) without ending the sessions. */
+  private detached = false;
   private connecting: Promise<AgentState> | null = null;
   /** The guest's state from its last hello. */
   state: AgentState | null = null;
@@ -98,9 +103,14 @@ export class AgentConnection {
       this.attach(sock);
       try {
         const hello = await this.awaitHello(sock, deadline);
-        const { version, state } = decodeHello(hello);
+        const { version, state, channels } = decodeHello(hello);
+        // Sessions the guest kept that this connection does not know (started by a prismd before a
+        // restart, then paused and resumed): they run on, unobserved; their channels are not reused.
+        this.foreign = new Set(channels.filter((c) => !this.sessions.has(c)));
         if (version !== PROTOCOL_VERSION) throw new PrismError('FAILED_PRECONDITION', `guest agent speaks protocol ${version}, want ${PROTOCOL_VERSION}`);
         this.state = state;
+        // The hello ended a detach on the guest's side too: its sessions' output flows again.
+        this.detached = false;
         return state;
       } catch (e) {
         sock.destroy();
@@ -152,7 +162,7 @@ export class AgentConnection {
         this.sock = null;
         this.state = null;
       }
-      this.failAll(new PrismError('UNAVAILABLE', 'the connection to the guest agent closed'));
+      this.failAll(new PrismError('UNAVAILABLE', 'the connection to the guest agent closed'), this.detached);
     });
   }
 
@@ -163,6 +173,8 @@ export class AgentConnection {
       else if (f.type === FrameType.StatsReply) this.statsWaiters.shift()?.resolve(f.payload);
       else if (f.type === FrameType.VolumeReply) this.volumeWaiters.shift()?.resolve(f.payload);
       else if (f.type === FrameType.NetworkReply) this.networkWaiters.shift()?.resolve(f.payload);
+      else if (f.type === FrameType.DetachReply) this.detachWaiters.shift()?.resolve(f.payload);
+      else if (f.type === FrameType.FactsReply) this.factsWaiters.shift()?.resolve(f.payload);
       return;
     }
     const s = this.sessions.get(f.channel);
@@ -173,8 +185,19 @@ export class AgentConnection {
     else if (f.type === FrameType.Exit) s.done(exitFromFrame(f.payload));
   }
 
-  private failAll(e: Error): void {
-    for (const w of [...this.helloWaiters, ...this.mountWaiters, ...this.statsWaiters, ...this.networkWaiters, ...this.volumeWaiters]) w.reject(e);
+  /** Rejects every waiter; sessions end as killed unless `keepSessions` (detached: they resume after a hello). */
+  private failAll(e: Error, keepSessions = false): void {
+    for (const w of [...this.helloWaiters, ...this.mountWaiters, ...this.statsWaiters, ...this.networkWaiters, ...this.volumeWaiters, ...this.detachWaiters, ...this.factsWaiters]) w.reject(e);
+    this.detachWaiters = [];
+    this.factsWaiters = [];
+    if (keepSessions) {
+      this.volumeWaiters = [];
+      this.statsWaiters = [];
+      this.networkWaiters = [];
+      this.helloWaiters = [];
+      this.mountWaiters = [];
+      return;
+    }
     this.volumeWaiters = [];
     this.statsWaiters = [];
     this.networkWaiters = [];
@@ -195,7 +218,7 @@ export class AgentConnection {
   }
 
   /** Sends a control frame and waits for its reply (replies come in order, one queue per kind). */
-  private request(kind: 'mountWaiters' | 'statsWaiters' | 'networkWaiters' | 'volumeWaiters', type: FrameTypeChar, payload: Buffer, what: string, timeoutMs: number): Promise<Buffer> {
+  private request(kind: 'mountWaiters' | 'statsWaiters' | 'networkWaiters' | 'volumeWaiters' | 'detachWaiters' | 'factsWaiters', type: FrameTypeChar, payload: Buffer, what: string, timeoutMs: number): Promise<Buffer> {
     this.requireConnected();
     return new Promise<Buffer>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -206,6 +229,32 @@ export class AgentConnection {
       this[kind].push(waiter);
       this.send(encodeFrame(type, CONTROL_CHANNEL, payload));
     });
+  }
+
+  /**
+   * `D`: the VM is about to be saved. Resolves once the guest has sent everything it had and holds
+   * its sessions' output from now on; the connection may then drop (the VMM exits) without ending
+   * the sessions here or in the guest. The next `connect` (to the restored VM) says hello, and the
+   * same sessions carry on. `undetach` is that hello on this connection, for a save that failed.
+   */
+  async detach(timeoutMs = 10_000): Promise<void> {
+    const reply = await this.request('detachWaiters', FrameType.Detach, Buffer.alloc(0), 'detach', timeoutMs);
+    if (reply.toString() !== 'ok') throw new PrismError('INTERNAL', `guest agent refused to detach: ${reply.toString()}`);
+    this.detached = true;
+  }
+
+  /** Ends a detach without a disconnect (the save failed and the VM runs on): output flows again. */
+  async undetach(timeoutMs = 10_000): Promise<void> {
+    const sock = this.requireConnected();
+    await this.awaitHello(sock, Date.now() + timeoutMs);
+    this.detached = false;
+  }
+
+  /** `F`: the host's clock and fresh entropy, for a VM resumed from a saved state. */
+  async refreshFacts(timeoutMs = 10_000): Promise<void> {
+    const payload = encodeFields([String(Date.now()), randomBytes(32).toString('hex')]);
+    const error = decodeMountReply(await this.request('factsWaiters', FrameType.Facts, payload, 'facts', timeoutMs));
+    if (error !== null) throw new PrismError('INTERNAL', `guest could not take the host's clock: ${error}`);
   }
 
   /** `T`: pids, memory and OOM kills of the sandbox cgroup in the guest. */
@@ -250,20 +299,26 @@ export class AgentConnection {
   }
 
   /** Closes the host side; the guest kills running sessions, and they end here as killed. */
-  close(): void { this.sock?.destroy(); }
+  /** Drops the connection; its sessions end as killed (a detached connection's too: the task is going away). */
+  close(): void {
+    const wasDetached = this.detached;
+    this.detached = false;
+    if (this.sock && !this.sock.destroyed) this.sock.destroy();
+    else if (wasDetached) this.failAll(new PrismError('UNAVAILABLE', 'the task stopped while it was paused'));
+  }
 
   /** Starts one command. `user` is the agent's "uid gid g1,g2" form; absent runs as root. */
   exec(opts: ExecOptions, user?: string): AgentProcess {
     const req = { cwd: opts.cwd, stdin: opts.stdin || !!opts.tty, argv: opts.argv, env: opts.env, ...(user ? { user } : {}) };
     const start = opts.tty ? encodePtyStart(req, opts.tty.cols, opts.tty.rows) : encodeStart(req);
-    const sock = this.requireConnected();
+    this.requireConnected();
     const channel = this.allocateChannel();
     const stdout = new PassThrough();
     const stderr = emptyIf(!!opts.tty);
     let over = false;
     let resolveExit!: (e: AgentExit) => void;
     const exit = new Promise<AgentExit>((r) => (resolveExit = r));
-    const stdin = req.stdin ? this.stdinStream(channel, sock, () => over) : null;
+    const stdin = req.stdin ? this.stdinStream(channel, () => over) : null;
     // On a tty the agent's own messages (E) go to the terminal's stream.
     this.sessions.set(channel, { stdout, stderr: opts.tty ? stdout : stderr, stdin, done: (e) => {
         if (over) return;
@@ -276,7 +331,8 @@ export class AgentConnection {
         void Promise.all([stdout, stderr].map((s) => finished(s).catch(() => undefined))).then(() => resolveExit(e));
     } });
     this.send(encodeFrame(opts.tty ? FrameType.PtyStart : FrameType.Start, channel, start));
-    const live = () => !over && this.sock === sock;
+    // Any connection to the agent reaches the session: after a pause and resume it is a new one.
+    const live = () => !over && this.sock !== null;
     return {
       stdin, stdout, stderr, exit,
       kill: (signal: NodeJS.Signals = 'SIGKILL') => {
@@ -291,17 +347,18 @@ export class AgentConnection {
     };
   }
 
-  private stdinStream(channel: number, sock: Socket, isOver: () => boolean): Writable {
-    const live = () => !isOver() && this.sock === sock && !sock.destroyed;
+  private stdinStream(channel: number, isOver: () => boolean): Writable {
+    const live = () => !isOver() && this.sock !== null && !this.sock.destroyed;
     return new Writable({
       write: (chunk: Buffer, _enc, cb) => {
         if (!live()) return cb(); // the command is gone: input is dropped, as with a closed pipe
         let ok = true;
         for (const f of encodeChunked(FrameType.Stdin, channel, chunk)) ok = this.send(f);
         if (ok || !live()) return cb();
-        const go = () => (sock.off('close', go), sock.off('drain', go), cb());
-        sock.once('drain', go);
-        sock.once('close', go);
+        const now = this.sock!;
+        const go = () => (now.off('close', go), now.off('drain', go), cb());
+        now.once('drain', go);
+        now.once('close', go);
       },
       final: (cb) => {
         if (live()) this.send(encodeFrame(FrameType.CloseStdin, channel));
@@ -314,7 +371,7 @@ export class AgentConnection {
     for (;;) {
       const ch = this.nextChannel;
       this.nextChannel = ch >= MAX_SESSION_CHANNEL ? 1 : ch + 1;
-      if (!this.sessions.has(ch)) return ch;
+      if (!this.sessions.has(ch) && !this.foreign.has(ch)) return ch;
     }
   }
 

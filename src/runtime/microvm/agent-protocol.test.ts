@@ -73,7 +73,8 @@ describe('agent protocol', () => {
     expect(exitFromFrame(Buffer.from('137 9'))).toEqual({ exitCode: 137, signal: 'SIGKILL' });
     expect(() => decodeExit(Buffer.from('137 9 oops'))).toThrow();
     expect(() => decodeExit(Buffer.from('x'))).toThrow();
-    expect(decodeHello(Buffer.from('prism-agent 1 ready'))).toEqual({ version: 1, state: 'ready' });
+    expect(decodeHello(Buffer.from('prism-agent 1 ready'))).toEqual({ version: 1, state: 'ready', channels: [] });
+    expect(decodeHello(Buffer.from('prism-agent 7 ready 3 12'))).toEqual({ version: 7, state: 'ready', channels: [3, 12] });
     expect(() => decodeHello(Buffer.from('hello'))).toThrow();
     expect(decodeMountReply(Buffer.from('ok'))).toBeNull();
     expect(decodeMountReply(Buffer.from('ok\0'))).toBeNull();

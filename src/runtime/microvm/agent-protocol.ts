@@ -8,7 +8,7 @@ import { PrismError } from '../../core/errors.js';
  * Frame: u8 type, u32 channel (big-endian), u32 length (big-endian, at most 1 MiB), payload.
  */
 
-export const PROTOCOL_VERSION = 6;
+export const PROTOCOL_VERSION = 7;
 export const HEADER_BYTES = 9;
 export const MAX_PAYLOAD = 1 << 20;
 export const CONTROL_CHANNEL = 0;
@@ -18,12 +18,16 @@ export const MAX_SESSION_CHANNEL = 2 ** 31;
 /** Frame types; the comment says who sends it. */
 export const FrameType = {
   Hello: 'H', // host: hello, answered by HelloReply
-  HelloReply: 'h', // guest: "prism-agent 1 <booted|ready>"
+  HelloReply: 'h', // guest: "prism-agent <version> <booted|ready>[ <live channel>...]"
   Mount: 'M', // host: fields hostname, memory limit in bytes, pids limit (0 = none), time ms, seed hex, open files (0 = none)
   MountReply: 'm', // guest: "ok" or "error: <message>"
   Volume: 'V', // host: fields disk serial, absolute mount path, "ro" or "rw" (after Mount)
   VolumeReply: 'v', // guest: "ok" or "error: <message>"
   Shutdown: 'Q', // host: sync, unmount, power off
+  Detach: 'D', // host: about to save the VM: hold output, keep sessions across the disconnect, until the next hello
+  DetachReply: 'd', // guest: "ok", the last frame before the next hello
+  Facts: 'F', // host: fields time ms, seed hex (a resumed VM's clock and RNG)
+  FactsReply: 'f', // guest: "ok" or "error: <message>"
   Network: 'N', // host: fields address/prefix, gateway, MTU, then name servers (see encodeNetwork); after M
   NetworkReply: 'n', // guest: "ok" or "error: <message>"
   Stats: 'T', // host: usage of the sandbox cgroup, answered by StatsReply
@@ -221,10 +225,11 @@ export function exitFromFrame(payload: Buffer): { exitCode: number; signal?: str
 
 export type AgentState = 'booted' | 'ready';
 
-export function decodeHello(payload: Buffer): { version: number; state: AgentState } {
-  const m = /^prism-agent (\d+) (booted|ready)$/.exec(payload.toString('latin1').trim());
+/** `h` payload: "prism-agent <version> <booted|ready>[ <channel>...]", the channels of sessions still running. */
+export function decodeHello(payload: Buffer): { version: number; state: AgentState; channels: number[] } {
+  const m = /^prism-agent (\d+) (booted|ready)((?: \d+)*)$/.exec(payload.toString('latin1').trim());
   if (!m) throw new PrismError('INTERNAL', `unexpected agent hello: ${JSON.stringify(payload.toString('latin1'))}`);
-  return { version: Number(m[1]), state: m[2] as AgentState };
+  return { version: Number(m[1]), state: m[2] as AgentState, channels: m[3]!.trim() ? m[3]!.trim().split(' ').map(Number) : [] };
 }
 
 /** `m` and `v` payloads: null on success, else the guest's message. */

@@ -23,6 +23,8 @@ export interface TaskPaths {
    * agent socket path on QEMU's command line, which is what identifies that QEMU (see vmMarker).
    */
   origin: string;
+  /** A paused task's saved VM (memory and devices); present only while it is paused. */
+  pausedState: string;
 }
 
 export function taskPaths(tasksDir: string, id: string): TaskPaths {
@@ -30,6 +32,7 @@ export function taskPaths(tasksDir: string, id: string): TaskPaths {
   return {
     task, rwDisk: join(task, 'rw.ext4'), agentSocket: join(task, 'agent.sock'), qmpSocket: join(task, 'qmp.sock'),
     pidFile: join(task, 'qemu.pid'), consoleLog: join(task, 'console.log'), qemuLog: join(task, 'qemu.log'), origin: join(task, 'qemu.origin'),
+    pausedState: join(task, 'paused.state'),
   };
 }
 

@@ -185,6 +185,20 @@ export class VmLauncher {
   }
 
   /**
+   * Restores a paused task's VM from its saved state (`state`, written by Vmm.save on pause) with the
+   * task's own disks, volumes and NIC, over `conn`, which keeps the sessions the guest kept. The agent
+   * is already `ready`: nothing is mounted again.
+   */
+  async restorePaused(spec: TaskSpec, p: TaskPaths, conn: AgentConnection, state: string): Promise<void> {
+    const [files, verdict, image] = await Promise.all([this.guestFiles(), this.accelerator(), imageDisk(this.opts.imageDiskCache, spec.layers)]);
+    const shape = await vmShape({ files, accel: verdict.accel, imageDisk: image, spec, writableDiskMb: this.writableDiskMb(spec) });
+    const net = spec.network;
+    const network = net ? { netnsPath: net.netnsPath, nic: await prepareTap(net.netnsPath), nameservers: net.nameservers } : undefined;
+    await bootVm({ shape, paths: p, vmm: this.vmm, spec, cgroups: this.cgroups, conn, incoming: state, bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS), ...(network ? { network } : {}) });
+    if (conn.state !== 'ready') throw new PrismError('INTERNAL', `the resumed VM's agent reported ${conn.state}, not ready`);
+  }
+
+  /**
    * A task with a network always boots cold: its VM has a NIC, which template snapshots and pool VMs
    * (all made without one) lack, and QEMU must be started in the task's namespace. Measured cost in
    * docs/network.md.
