@@ -168,7 +168,7 @@ export class SandboxHandle {
     return this;
   }
 
-  /** Freezes every process, keeping memory; UNIMPLEMENTED on a runtime that cannot pause (microvm yet). */
+  /** Freezes every process, keeping memory (in RAM on oci/docker, on disk on microvm); UNIMPLEMENTED where the runtime cannot. */
   async pause(): Promise<this> {
     this.#info = await this.#api.json<Sandbox>('POST', `${this.#path()}/pause`);
     return this;
