@@ -2,7 +2,7 @@
  * The official e2b SDK against prismd whose sandboxes are microVMs (`--runtime microvm`): the same
  * gateway, with commands, terminals, files and watches carried by the guest agent instead of prism-init.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Sandbox, CommandExitError } from 'e2b';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -66,6 +66,28 @@ describe.skipIf(!!skip)('the e2b SDK against prismd on the microvm runtime', () 
     expect(last!.diskTotal).toBeGreaterThan(1024 * 2 ** 20);
     expect(last!.diskUsed).toBeGreaterThan(8_000_000);
   }, 120_000);
+
+  it('pauses the VM to disk (no QEMU left) and resumes it on connect with its processes', async () => {
+    const h = await sbx.commands.run('i=0; while :; do i=$((i+1)); echo $i > /tmp/ticks.new; mv /tmp/ticks.new /tmp/ticks; sleep 0.1; done', { background: true, timeoutMs: 0 });
+    await new Promise((r) => setTimeout(r, 1000));
+    const qemus = () => readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`${sbx.sandboxId}/agent.sock`);
+      } catch {
+        return false;
+      }
+    });
+    expect(qemus()).toHaveLength(1);
+    expect(await sbx.pause()).toBe(true);
+    expect(qemus()).toEqual([]);
+    expect((await call(d.url, 'GET', `/sandboxes/${sbx.sandboxId}`)).body.status).toBe('paused');
+    const again = await Sandbox.connect(sbx.sandboxId, { apiKey: d.token, apiUrl: `${d.url}/e2b`, sandboxUrl: `${d.url}/e2b/envd`, requestTimeoutMs: 180_000 });
+    const before = Number((await again.commands.run('cat /tmp/ticks')).stdout);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(Number((await again.commands.run('cat /tmp/ticks')).stdout)).toBeGreaterThan(before); // still counting
+    expect((await again.commands.list()).map((p) => p.pid)).toContain(h.pid);
+    await again.commands.kill(h.pid);
+  }, 180_000);
 
   it('opens a terminal in the guest', async () => {
     let screen = '';
