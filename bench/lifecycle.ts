@@ -1,0 +1,90 @@
+/**
+ * Pause and resume beside stop and start, per runtime, same prismd, same run, through the API (what a
+ * client waits for). Each sandbox runs a counter loop, so a pause has live processes to freeze.
+ *
+ *   <runtime>.pause / .resume   POST /sandboxes/:id/pause, then /resume (memory kept)
+ *   <runtime>.stop / .start     POST /sandboxes/:id/stop, then /start (processes gone, files kept)
+ *   microvm memory: the QEMU process's RSS while running, and the paused state on disk while paused
+ *   (a paused microVM has no process).
+ *
+ * Usage: node dist/bench/lifecycle.js [runs]   (root; runtimes: oci always, microvm when its guest
+ * files exist, docker when PRISM_BENCH_DOCKER_HOST or the test dockerd's socket answers)
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { Prism, type SandboxHandle } from '../src/sdk/index.js';
+import { startPrismd } from '../test/integration/prismd-harness.js';
+import { summarize, timeIt } from './stats.js';
+
+const RUNS = Number(process.argv[2] ?? 8);
+const IMAGES = process.env.PRISM_BENCH_IMAGES_DIR ?? '/var/lib/prism-test/images';
+const TEST_DOCKER = '/var/lib/prism-test/docker/docker.sock';
+const DOCKER = process.env.PRISM_BENCH_DOCKER_HOST ?? (existsSync(TEST_DOCKER) ? `unix://${TEST_DOCKER}` : undefined);
+const COUNTER = 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done';
+
+function qemuRssBytes(sandboxId: string): number {
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(`${sandboxId}/agent.sock`)) continue;
+      const kb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+      return kb * 1024;
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return 0;
+}
+
+async function main(): Promise<void> {
+  const d = await startPrismd({ imagesDir: IMAGES, extraArgs: [...(DOCKER ? ['--docker-host', DOCKER] : []), '--metrics-interval', '0'] });
+  const prism = new Prism({ url: d.url, token: d.token });
+  const node = (await prism.nodes.list())[0]!;
+  const runtimes = node.runtimeInfo.filter((r) => r.usable).map((r) => r.name);
+  const samples: Record<string, number[]> = {};
+  const memory: Record<string, number> = {};
+  const push = (k: string, v: number) => (samples[k] ??= []).push(v);
+  try {
+    for (const runtime of runtimes) {
+      const runs = runtime === 'microvm' ? Math.min(RUNS, 5) : RUNS;
+      for (let i = 0; i <= runs; i++) {
+        const keep = i > 0; // the first round warms up (image pull, templates)
+        const sb: SandboxHandle = await prism.sandboxes.create({ runtime, memoryMb: 256 });
+        await sb.exec(['sh', '-c', `setsid sh -c '${COUNTER}' </dev/null >/dev/null 2>&1 &`]);
+        await new Promise((r) => setTimeout(r, 200));
+        const rss = runtime === 'microvm' ? qemuRssBytes(sb.id) : 0;
+        let t = await timeIt(() => sb.pause());
+        if (keep) push(`${runtime}.pause`, t);
+        if (keep && runtime === 'microvm') {
+          const state = join(d.dataDir, 'runtime', 'microvm', 'tasks', sb.id, 'paused.state');
+          memory.runningRssMiB = Math.round(rss / 2 ** 20);
+          memory.pausedRssMiB = Math.round(qemuRssBytes(sb.id) / 2 ** 20);
+          memory.pausedStateOnDiskMiB = existsSync(state) ? Math.round(statSync(state).size / 2 ** 20) : -1;
+        }
+        t = await timeIt(() => sb.resume());
+        if (keep) push(`${runtime}.resume`, t);
+        t = await timeIt(() => sb.stop());
+        if (keep) push(`${runtime}.stop`, t);
+        t = await timeIt(() => sb.start());
+        if (keep) push(`${runtime}.start`, t);
+        await sb.delete();
+      }
+    }
+  } finally {
+    await d.dispose();
+  }
+  const s = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, summarize(v)]));
+  const ratio = (a: string, b: string) => (s[a] && s[b] ? Math.round((s[a]!.medianMs / s[b]!.medianMs) * 100) / 100 : undefined);
+  console.log(JSON.stringify({
+    bench: 'lifecycle',
+    runtimes,
+    samples: s,
+    ratios: Object.fromEntries(runtimes.map((r) => [r, { pauseVsStop: ratio(`${r}.pause`, `${r}.stop`), resumeVsStart: ratio(`${r}.resume`, `${r}.start`) }])),
+    microvmMemory: memory,
+    note: 'same prismd, same run, through the API; memoryMb 256; the first round of each runtime is a warm-up and not counted',
+  }, null, 2));
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
