@@ -1,4 +1,6 @@
 #define _GNU_SOURCE
+#include <ftw.h>
+
 #include "prism-init.h"
 
 /*
@@ -120,4 +122,44 @@ int layer_fixup(const char *dest) {
     }
   }
   return val ? 0 : 1;
+}
+
+/*
+ * The reverse, for snapshots: `prism-init layer-scan SRC` reports what Node cannot see in an overlay
+ * upper directory (it has no getxattr): every opaque directory (trusted.overlay.opaque=y), as records
+ * of NUL-terminated fields on stdout, paths relative to SRC:
+ *   "o" REL              ("" is SRC itself)
+ * Whiteouts (character devices 0:0) Node sees with lstat. The walk never follows a symlink.
+ * Exit status: 0 done, 1 a system call failed (message on stderr).
+ */
+static int scan_status;
+static size_t scan_root_len;
+
+static int scan_one(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+  (void)st;
+  (void)ftw;
+  if (type != FTW_D) return 0;
+  char v[2];
+  ssize_t n = lgetxattr(path, "trusted.overlay.opaque", v, sizeof v);
+  if (n == 1 && v[0] == 'y') {
+    const char *rel = path + scan_root_len;
+    if (*rel == '/') rel++;
+    fputs("o", stdout);
+    fputc(0, stdout);
+    fputs(rel, stdout);
+    fputc(0, stdout);
+  } else if (n < 0 && errno != ENODATA && errno != ENOTSUP) {
+    fprintf(stderr, "prism-init layer-scan: %s: %s\n", path, strerror(errno));
+    scan_status = 1;
+  }
+  return 0;
+}
+
+int layer_scan(const char *src) {
+  scan_root_len = strlen(src);
+  if (nftw(src, scan_one, 64, FTW_PHYS) != 0) {
+    fprintf(stderr, "prism-init layer-scan: %s: %s\n", src, strerror(errno));
+    return 1;
+  }
+  return fflush(stdout) == 0 ? scan_status : 1;
 }

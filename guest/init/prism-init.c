@@ -65,6 +65,8 @@ static int listen_and_exec(const char *path, const char *overlay_opts, const cha
 int main(int argc, char **argv) {
   /* prism-init layer-fixup DEST < records */
   if (argc == 3 && strcmp(argv[1], "layer-fixup") == 0) return layer_fixup(argv[2]);
+  /* prism-init layer-scan SRC > records (an upper dir's opaque directories, for a snapshot) */
+  if (argc == 3 && strcmp(argv[1], "layer-scan") == 0) return layer_scan(argv[2]);
   /* prism-init fs OP ARGS... (the files API, run inside the task: fs-helper.c) */
   if (argc >= 3 && strcmp(argv[1], "fs") == 0) return fs_main(argc, argv);
   /* prism-init relay SOCKET (docker driver: stdin/stdout <-> exec agent) */

@@ -35,6 +35,7 @@ char *next_field(char **cur, char *end);
 void serve(int c);
 /* layer-fixup.c: applies whiteouts, opaque markers and xattrs under `dest` (instructions on stdin). */
 int layer_fixup(const char *dest);
+int layer_scan(const char *src);
 /* relay.c: copies stdin/stdout to and from the exec agent at `path` (the docker driver's exec path). */
 int relay(const char *path);
 /* fs-helper.c: `prism-init fs OP ARGS...`, a file operation inside the task. */

@@ -13,6 +13,8 @@ declare module 'fastify' {
     owner?: boolean | ((req: FastifyRequest) => string | undefined | Promise<string | undefined>);
     /** The route acts on a volume's data, so it runs on the node that holds the volume (`:name`). */
     volumeOwner?: boolean;
+    /** The route acts on what one node holds (a snapshot's image): the id of that node, or undefined to run here. */
+    nodeOwner?: (req: FastifyRequest) => Promise<string | undefined>;
   }
 }
 
@@ -51,6 +53,12 @@ export async function registerOwnerProxy(
       if (!loc) return;
       if (loc.local || !loc.alive) return;
       target = { what: `sandbox '${loc.sandbox.name}'`, node: loc.node, address: loc.address };
+    } else if (cfg?.nodeOwner) {
+      const node = await cfg.nodeOwner(req).catch(() => undefined);
+      if (!node || node === nodeId) return;
+      const info = (await sandboxes.nodes()).find((n) => n.id === node);
+      if (!info || info.status !== 'alive') return; // the route answers (the node is not reachable)
+      target = { what: `what node ${info.name} holds`, node: info.name, address: info.address };
     } else if (cfg?.volumeOwner && params?.name && volumes) {
       const loc = await volumes.locate(params.name);
       if (loc.local || !loc.alive) return;

@@ -18,6 +18,8 @@ import { registerAuth } from './auth.js';
 import { registerTokenRoutes } from './routes/token-routes.js';
 import { registerOwnerProxy } from './owner-proxy.js';
 import type { SandboxMetrics } from '../service/sandbox-metrics.js';
+import type { SnapshotService } from '../service/snapshot-service.js';
+import { registerSnapshotRoutes } from './routes/snapshot-routes.js';
 import { registerExecRoutes } from './routes/exec-routes.js';
 import { registerFileRoutes } from './routes/file-routes.js';
 import { registerImageRoutes } from './routes/image-routes.js';
@@ -38,6 +40,7 @@ export interface ApiServices {
   images: ImageService;
   volumes: VolumeService;
   metrics: SandboxMetrics;
+  snapshots: SnapshotService;
   version: string;
   nodeId: string;
   /** Absent only when the daemon runs with `--auth none`. */
@@ -127,6 +130,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
     async (api) => {
       registerSystemRoutes(api, svc);
       registerSandboxRoutes(api, svc);
+      registerSnapshotRoutes(api, svc);
       registerExecRoutes(api, svc, opts.logger);
       registerPtyRoutes(api, svc, opts.logger, opts.tls);
       registerProcessRoutes(api, svc, opts.logger);

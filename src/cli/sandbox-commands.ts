@@ -8,6 +8,7 @@ import { registerProcessCommands } from './process-commands.js';
 import { registerFileCommands } from './file-commands.js';
 import { age, humanBytes, humanMs, percent, renderFields, renderTable, shellJoin, usedOf, wireOutput } from './output.js';
 import { volumesFromFlags } from './volume-commands.js';
+import { registerSnapshotCommands } from './snapshot-commands.js';
 
 interface CreateFlags {
   name?: string;
@@ -30,6 +31,7 @@ interface CreateFlags {
   deny?: string[];
   port?: string[];
   volume?: string[];
+  snapshot?: string;
 }
 
 /** `--network none|all`, or an allow-list from `--allow`/`--deny` (which imply a list). */
@@ -85,6 +87,7 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
     .option('--deny <cidr>', 'refuse an IPv4 CIDR even if allowed; repeatable', collect)
     .option('--port <port>', 'serve this sandbox TCP port through the API (/api/v1/sandboxes/<id>/ports/<port>/); repeatable', collect)
     .option('--volume <name:/path[:ro]>', 'mount a volume (prismctl volume create) at /path, read-only with :ro; repeatable', collect)
+    .option('--snapshot <id>', "start from a snapshot's files ('sandbox snapshot'); it runs on the snapshot's node")
     .action(async (f: CreateFlags, cmd: Command) => {
       const sb = await ctx.client(cmd).sandboxes.create({
         name: f.name,
@@ -105,6 +108,7 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
         network: networkFromFlags(f),
         ports: parsePorts(f.port),
         volumes: volumesFromFlags(f.volume),
+        ...(f.snapshot ? { snapshot: f.snapshot } : {}),
       });
       if (ctx.format(cmd) === 'json') return ctx.json(sb.info);
       const s = sb.info;
@@ -161,6 +165,7 @@ export function registerSandboxCommands(program: Command, ctx: CliContext): void
   registerShellCommand(sandbox, ctx);
   registerProcessCommands(sandbox, ctx);
   registerFileCommands(sandbox, ctx);
+  registerSnapshotCommands(program, sandbox, ctx);
 
   sandbox
     .command('logs')

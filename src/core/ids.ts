@@ -5,6 +5,10 @@ export function newSandboxId(): string {
   return `sb-${randomBytes(6).toString('hex')}`;
 }
 
+export function newSnapshotId(): string {
+  return `snap-${randomBytes(6).toString('hex')}`;
+}
+
 export function newExecId(): string {
   return `ex-${randomBytes(6).toString('hex')}`;
 }

@@ -55,6 +55,10 @@ export interface SandboxSpec {
   volumes?: VolumeMount[];
   /** The node holding the sandbox's volumes (volumes are node-local): placement puts it there. */
   volumeNode?: string;
+  /** The node holding the sandbox's image when only one node has it (a snapshot's): placement puts it there. */
+  imageNode?: string;
+  /** The snapshot the sandbox was created from. */
+  snapshot?: string;
   /** The client's own labels (E2B metadata): kept, returned, and matched by `GET /sandboxes?metadata=k=v`. */
   metadata?: Record<string, string>;
   /** What the end of `timeoutSec` does; absent = `stop`. */
@@ -273,4 +277,25 @@ export interface FileEntry {
   mtime: string;
   /** Where a symlink points, as stored (never resolved). */
   linkTarget?: string;
+}
+
+/**
+ * A sandbox's filesystem at one moment, kept as an image in the image store of the node that made it
+ * (`image`, `prism.local/snapshots/<id>`: the sandbox's image plus one layer of what it changed).
+ * New sandboxes are created from it (`POST /sandboxes {snapshot}`) on that node. `memory`: whether
+ * running processes come back too (not yet on any runtime: filesystem only).
+ */
+export interface Snapshot {
+  id: string;
+  name: string;
+  sandboxId: string;
+  sandboxName: string;
+  node: string;
+  runtime: RuntimeName;
+  image: string;
+  imageDigest: string;
+  /** Bytes of the layer the snapshot added. */
+  size: number;
+  memory: boolean;
+  createdAt: string;
 }

@@ -71,6 +71,8 @@ export const SandboxSchema = Type.Object(
     ports: Type.Optional(Type.Array(Type.Integer())),
     volumes: Type.Optional(Type.Array(VolumeMountOut)),
     volumeNode: Type.Optional(Type.String()),
+    imageNode: Type.Optional(Type.String()),
+    snapshot: Type.Optional(Type.String()),
     metadata: Type.Optional(Type.Record(Type.String(), Type.String())),
     onTimeout: Type.Optional(OnTimeoutSchema),
     autoResume: Type.Optional(Type.Boolean()),
@@ -105,6 +107,7 @@ export const CreateSandboxBody = Type.Object(
     metadata: Type.Optional(StringMap(64, 1024, 'labels of your own, returned with the sandbox and matched by GET /sandboxes?metadata=k=v')),
     onTimeout: Type.Optional(OnTimeoutSchema),
     autoResume: Type.Optional(Type.Boolean({ description: 'exec, files and terminals on a paused sandbox resume it first (default true); false: they fail with 412' })),
+    snapshot: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'create from this snapshot (POST /sandboxes/:id/snapshots): its files, on the node that holds it' })),
   },
   closed,
 );
@@ -366,6 +369,28 @@ export const MetricsSchema = Type.Object({
   /** Seconds between samples on the node that runs the sandbox. */
   intervalSec: Type.Number(),
   metrics: Type.Array(SandboxMetricSchema),
+});
+
+export const SnapshotSchema = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  sandboxId: Type.String(),
+  sandboxName: Type.String(),
+  node: Type.String(),
+  runtime: Runtime,
+  image: Type.String(),
+  imageDigest: Type.String(),
+  size: Type.Integer(),
+  memory: Type.Boolean(),
+  createdAt: Type.String(),
+});
+export const SnapshotBody = Type.Object({ name: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })) }, closed);
+export const ForkBody = Type.Object({ count: Type.Optional(Type.Integer({ minimum: 1, maximum: 16, description: 'how many copies (default 1)' })) }, closed);
+export const ForkSchema = Type.Object({
+  sandboxes: Type.Array(SandboxSchema),
+  snapshot: SnapshotSchema,
+  /** Whether the forks got the parent's running processes (memory) or only its files. */
+  memory: Type.Boolean(),
 });
 
 /** Body of `POST /sandboxes` (the SDK's `CreateSandboxOptions`, the service's `CreateSandboxRequest`). */

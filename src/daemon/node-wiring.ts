@@ -14,6 +14,7 @@ import { Membership } from '../service/membership.js';
 import { DEFAULT_SANDBOX_USER, NodeAgent } from '../service/node-agent.js';
 import { NodeService } from '../service/node-service.js';
 import { SandboxEvents } from '../service/sandbox-events.js';
+import { SnapshotService } from '../service/snapshot-service.js';
 import { DEFAULT_METRICS, SandboxMetrics, type SandboxMetricsOptions } from '../service/sandbox-metrics.js';
 import { SandboxRepo } from '../service/sandbox-repo.js';
 import { SandboxService, type SandboxDefaults } from '../service/sandbox-service.js';
@@ -68,6 +69,7 @@ export interface NodeServices {
   images: ImageService;
   volumes: VolumeService;
   metrics: SandboxMetrics;
+  snapshots: SnapshotService;
   scheduler: Scheduler;
   membership: Membership;
   setAddress(url: string): Promise<void>;
@@ -103,6 +105,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const processes = new ProcessService(sandboxes, exec, agent, w.processLimits ?? DEFAULT_PROCESS_LIMITS, w.log);
   const files = new FileService(sandboxes, agent, w.fileLimits ?? { maxFileBytes: DEFAULT_MAX_FILE_BYTES });
   const images = new ImageService(w.images, repo, w.log);
+  const snapshots = new SnapshotService(repo, sandboxes, agent, w.images, w.log);
   const metrics = new SandboxMetrics(w.id, { listSandboxes: () => repo.listSandboxes(), onChange: (fn) => events.onChange(fn) }, agent, w.log, w.metrics ?? DEFAULT_METRICS);
   const scheduler = new Scheduler(repo, w.log, { strategy: w.placement, cpuOvercommit: 4, batchMax: 100, maxTxnOps: 128 });
   const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });
@@ -119,7 +122,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   await agent.watchAssignments();
   agent.startWatchdog(w.watchdogMs);
   return {
-    repo, agent, nodes, sandboxes, exec, pty, processes, files, images, volumes, metrics, scheduler, membership,
+    repo, agent, nodes, sandboxes, exec, pty, processes, files, images, volumes, metrics, snapshots, scheduler, membership,
     async setAddress(url) {
       address = url;
       nodes.setAddress(url);

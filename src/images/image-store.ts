@@ -99,6 +99,12 @@ export interface ImageStore {
    * archive carries, or `ref` when given (required when the archive names none).
    */
   importArchive(file: string, opts?: { ref?: string }): Promise<ImageRecord[]>;
+  /**
+   * A new image: the image whose manifest is `baseDigest` plus one layer, the uncompressed OCI layer
+   * tar at `layerTar` (moved into the store), tagged `ref`; `comment` goes into the config's history.
+   * A snapshot of a sandbox is made this way. Errors: NOT_FOUND (no such base), INVALID_ARGUMENT.
+   */
+  commitLayer(baseDigest: string, layerTar: string, ref: string, comment: string): Promise<ImageRecord>;
   remove(ref: string, inUse?: (image: ImageRecord) => boolean): Promise<void>;
   /** Removes blobs and unpacked layers no tagged image references. */
   gc(): Promise<GcResult>;

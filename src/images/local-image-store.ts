@@ -5,8 +5,8 @@ import { assertDigest, ContentStore, fsyncPath } from './content/content-store.j
 import type { GcResult, ImageLayer, ImageRecord, ImageStore, PullOptions, Rootfs } from './image-store.js';
 import { extractArchive, readArchive } from './archive-import.js';
 import {
-  checkConfig, checkDescriptor, checkManifest, hostArchitecture, imageConfig, INDEX_TYPES, MANIFEST_TYPES, bad,
-  type Descriptor, type IndexFile, type OciManifest,
+  checkConfig, checkDescriptor, checkManifest, hostArchitecture, imageConfig, INDEX_TYPES, MANIFEST_TYPES, MEDIA_TYPES, bad,
+  type Descriptor, type IndexFile, type OciConfig, type OciManifest,
 } from './oci-types.js';
 import { extractLayer } from './unpack/layer-unpacker.js';
 
@@ -190,6 +190,38 @@ export class LocalImageStore implements ImageStore {
       index.refs[key] = desc.digest;
       await this.writeIndex(index);
       return this.load(desc.digest, index);
+    });
+  }
+
+  async commitLayer(baseDigest: string, layerTar: string, ref: string, comment: string): Promise<ImageRecord> {
+    await this.init();
+    assertDigest(baseDigest);
+    const key = formatReference(parseReference(ref));
+    return this.exclusive(async () => {
+      if (!(await this.content.has(baseDigest))) throw new PrismError('NOT_FOUND', `image ${baseDigest} is not in the store`);
+      const manifest = checkManifest(await this.content.readJson(baseDigest), baseDigest);
+      const config = checkConfig(await this.content.readJson(manifest.config.digest), manifest, manifest.config.digest) as OciConfig & { history?: unknown[] };
+      const layer = await this.content.putFile(layerTar);
+      await rm(layerTar, { force: true });
+      const created = new Date().toISOString();
+      const nextConfig = {
+        ...config,
+        created,
+        rootfs: { type: 'layers', diff_ids: [...(config.rootfs?.diff_ids ?? []), layer.digest] },
+        history: [...(config.history ?? []), { created, created_by: comment }],
+      };
+      const cfg = await this.content.putBuffer(Buffer.from(JSON.stringify(nextConfig)));
+      const nextManifest: OciManifest = {
+        schemaVersion: 2,
+        mediaType: MEDIA_TYPES.ociManifest,
+        config: { mediaType: MEDIA_TYPES.ociConfig, digest: cfg.digest, size: cfg.size },
+        layers: [...manifest.layers, { mediaType: MEDIA_TYPES.ociLayer, digest: layer.digest, size: layer.size }],
+      };
+      const man = await this.content.putBuffer(Buffer.from(JSON.stringify(nextManifest)));
+      const index = await this.readIndex();
+      index.refs[key] = man.digest;
+      await this.writeIndex(index);
+      return this.load(man.digest, index);
     });
   }
 

@@ -204,6 +204,12 @@ export interface RuntimeDriver {
   pause?(handle: TaskHandle): Promise<void>;
   /** Thaws a paused task: its processes continue where they were; idempotent on a running task. */
   resume?(handle: TaskHandle): Promise<void>;
+  /**
+   * Writes the task's writable layer (what it changed over its image) to `dest` as an uncompressed
+   * OCI layer tar, consistent: a running task is frozen while it is read. Running, paused or stopped.
+   * Absent where the runtime cannot (its snapshots answer UNIMPLEMENTED).
+   */
+  exportLayer?(handle: TaskHandle, dest: string): Promise<void>;
   stats(handle: TaskHandle): Promise<TaskStats>;
   listTasks(): Promise<string[]>;
   /**

@@ -36,9 +36,9 @@ describe('placeBatch', () => {
 
   it('a sandbox with volumes is refused, with the reason, when their node cannot take it', () => {
     const dead = one(req(512, 1, { node: 'gone' }), [small, big]);
-    expect(dead).toEqual({ error: { code: 'FAILED_PRECONDITION', message: expect.stringMatching(/volumes live on node gone, which is not alive/) } });
+    expect(dead).toEqual({ error: { code: 'FAILED_PRECONDITION', message: expect.stringMatching(/volumes or snapshot live on node gone, which is not alive/) } });
     const full = one(req(8192, 1, { node: 'a' }), [small, big]);
-    expect(full).toEqual({ error: { code: 'RESOURCE_EXHAUSTED', message: expect.stringMatching(/volumes live on node a; name-a: 4096 MiB unreserved/) } });
+    expect(full).toEqual({ error: { code: 'RESOURCE_EXHAUSTED', message: expect.stringMatching(/volumes or snapshot live on node a; name-a: 4096 MiB unreserved/) } });
     const noRuntime = one(req(512, 1, { node: 'a', runtime: 'microvm' }), [small, { ...big, runtimes: ['oci', 'microvm'] }]);
     expect(noRuntime).toEqual({ error: { code: 'FAILED_PRECONDITION', message: expect.stringMatching(/name-a: no microvm runtime/) } });
   });

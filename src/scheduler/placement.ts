@@ -89,7 +89,7 @@ function placeOne(
   const reasons: string[] = [];
   let eligible = 0;
   if (req.node && !nodes.some((n) => n.id === req.node)) {
-    return { error: { code: 'FAILED_PRECONDITION', message: `the sandbox's volumes live on node ${req.node}, which is not alive; it can only run there` } };
+    return { error: { code: 'FAILED_PRECONDITION', message: `the sandbox's volumes or snapshot live on node ${req.node}, which is not alive; it can only run there` } };
   }
   for (const n of nodes) {
     if (req.node && n.id !== req.node) continue;
@@ -113,7 +113,7 @@ function placeOne(
     else candidates.push({ id: n.id, freeMem });
   }
   if (candidates.length === 0) {
-    const why = nodes.length === 0 ? 'no alive nodes' : `${req.node ? `its volumes live on node ${req.node}; ` : ''}${reasons.join('; ')}`;
+    const why = nodes.length === 0 ? 'no alive nodes' : `${req.node ? `its volumes or snapshot live on node ${req.node}; ` : ''}${reasons.join('; ')}`;
     // No node could ever take it (wrong runtime or labels) vs. every fitting node is full right now.
     const code = eligible === 0 ? 'FAILED_PRECONDITION' : 'RESOURCE_EXHAUSTED';
     return { error: { code, message: `no node can take a sandbox with ${req.cpus} CPU / ${req.memoryMb} MiB (${why})` } };

@@ -113,7 +113,7 @@ export class Scheduler {
 
   private async placeAndCommit(batch: Versioned<Sandbox>[], nodes: (PlacementNode & { reservationRevision: number })[], term: number): Promise<void> {
     const reservationRevs = new Map(nodes.map((n) => [n.id, n.reservationRevision]));
-    const reqs = batch.map((s) => ({ id: s.value.id, runtime: s.value.runtime, cpus: s.value.cpus, memoryMb: s.value.memoryMb, diskMb: s.value.diskMb, ...(s.value.nodeSelector ? { nodeSelector: s.value.nodeSelector } : {}), ...(s.value.volumeNode ? { node: s.value.volumeNode } : {}) }));
+    const reqs = batch.map((s) => ({ id: s.value.id, runtime: s.value.runtime, cpus: s.value.cpus, memoryMb: s.value.memoryMb, diskMb: s.value.diskMb, ...(s.value.nodeSelector ? { nodeSelector: s.value.nodeSelector } : {}), ...((s.value.volumeNode ?? s.value.imageNode) ? { node: (s.value.volumeNode ?? s.value.imageNode)! } : {}) }));
     const { decisions, reserved } = placeBatch(reqs, nodes, this.opts);
     const updates = batch.map((s): Versioned<Sandbox> => {
       const d = decisions.get(s.value.id)!;

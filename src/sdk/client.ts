@@ -1,4 +1,4 @@
-import type { NewToken, NodeInfo, Sandbox, SandboxStatus, TokenInfo } from '../core/types.js';
+import type { NewToken, NodeInfo, Sandbox, SandboxStatus, Snapshot, TokenInfo } from '../core/types.js';
 import type { CreateSandboxWire } from '../core/wire.js';
 import { PrismApiError, connectionError, errorFromResponse } from './errors.js';
 import { connectionFromEnv, DEFAULT_URL, normalizeUrl } from './config.js';
@@ -160,6 +160,14 @@ export class Prism {
     revoke(idOrName: string): Promise<void>;
   };
 
+  /** Snapshots (`sb.snapshot()` takes one; `sandboxes.create({snapshot})` creates from one). */
+  readonly snapshots: {
+    list(): Promise<Snapshot[]>;
+    get(id: string): Promise<Snapshot>;
+    /** FAILED_PRECONDITION while a sandbox created from it exists. */
+    delete(id: string): Promise<void>;
+  };
+
   readonly sandboxes: {
     /** Resolves once the sandbox is `running`. */
     create(opts?: CreateSandboxOptions): Promise<SandboxHandle>;
@@ -183,6 +191,11 @@ export class Prism {
       create: (name) => api.json<NewToken>('POST', '/tokens', { name }),
       list: async () => (await api.json<{ tokens: TokenInfo[] }>('GET', '/tokens')).tokens,
       revoke: (idOrName) => api.json<void>('DELETE', `/tokens/${encodeURIComponent(idOrName)}`),
+    };
+    this.snapshots = {
+      list: async () => (await api.json<{ snapshots: Snapshot[] }>('GET', '/snapshots')).snapshots,
+      get: (id) => api.json<Snapshot>('GET', `/snapshots/${encodeURIComponent(id)}`),
+      delete: (id) => api.json<void>('DELETE', `/snapshots/${encodeURIComponent(id)}`),
     };
     this.sandboxes = {
       create: async (o = {}) => new SandboxHandle(api, await api.json<Sandbox>('POST', '/sandboxes', o)),

@@ -10,7 +10,7 @@ export { PrismApiError } from './errors.js';
 export { Pty } from './pty.js';
 export type { PtyOptions, PtyExit, PtySignal } from './pty.js';
 export type { ErrorCode } from '../core/errors.js';
-export type { TokenInfo, NewToken, EgressPolicy, NetworkSpec, Sandbox, SandboxStatus, NodeInfo, NodeResources, NodeCapacity, Reservation, RuntimeName } from '../core/types.js';
+export type { TokenInfo, NewToken, EgressPolicy, NetworkSpec, Sandbox, SandboxStatus, Snapshot, NodeInfo, NodeResources, NodeCapacity, Reservation, RuntimeName } from '../core/types.js';
 export { ImagesApi } from './images.js';
 export { SandboxFiles } from './files.js';
 export type { FileOptions, FileEntry, FileType } from './files.js';

@@ -1,4 +1,4 @@
-import type { Sandbox } from '../core/types.js';
+import type { Sandbox, Snapshot } from '../core/types.js';
 import type { ExecResultWire, SandboxMetricWire } from '../core/wire.js';
 import { PrismApiError } from './errors.js';
 import { openPty, type Pty, type PtyOptions, type SocketDialer } from './pty.js';
@@ -178,6 +178,20 @@ export class SandboxHandle {
   async resume(): Promise<this> {
     this.#info = await this.#api.json<Sandbox>('POST', `${this.#path()}/resume`);
     return this;
+  }
+
+  /** The sandbox's files now, as a snapshot new sandboxes can be created from (a running one is frozen meanwhile). */
+  snapshot(opts: { name?: string } = {}): Promise<Snapshot> {
+    return this.#api.json<Snapshot>('POST', `${this.#path()}/snapshots`, opts);
+  }
+
+  /**
+   * `count` new sandboxes with this one's files, resources, environment and network (one snapshot,
+   * then creates from it). `memory` says whether they got its running processes too (not yet: false).
+   */
+  async fork(count = 1): Promise<{ sandboxes: SandboxHandle[]; snapshot: Snapshot; memory: boolean }> {
+    const r = await this.#api.json<{ sandboxes: Sandbox[]; snapshot: Snapshot; memory: boolean }>('POST', `${this.#path()}/fork`, { count });
+    return { sandboxes: r.sandboxes.map((s) => new SandboxHandle(this.#api, s)), snapshot: r.snapshot, memory: r.memory };
   }
 
   async delete(): Promise<void> {

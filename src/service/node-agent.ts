@@ -304,6 +304,16 @@ export class NodeAgent {
     });
   }
 
+  /** The sandbox's writable layer as an OCI layer tar at `dest` (RuntimeDriver.exportLayer). */
+  async exportLayer(sb: Sandbox, dest: string): Promise<void> {
+    await this.lock.run(sb.id, async () => {
+      const h = await this.handle(sb.id);
+      const d = this.driver(h.runtime);
+      if (!d.exportLayer) throw new PrismError('UNIMPLEMENTED', `snapshots of ${h.runtime} sandboxes are not implemented yet (docs/api.md "Snapshots")`);
+      await d.exportLayer(h, dest);
+    });
+  }
+
   /** Called when a sandbox's TTL ends; set by the service. */
   onTtlExpired: (sb: Sandbox) => void = () => undefined;
 

@@ -1,6 +1,6 @@
 import { PrismError, isPrismError } from '../core/errors.js';
 import { canTransition } from '../core/lifecycle.js';
-import type { ExecRecord, NodeInfo, Reservation, Sandbox, SandboxStatus } from '../core/types.js';
+import type { ExecRecord, NodeInfo, Reservation, Sandbox, SandboxStatus, Snapshot } from '../core/types.js';
 import type { TaskHandle } from '../runtime/driver.js';
 import type { CommitOp, KeyValue, Lease, Store, Watch } from '../store/store.js';
 import { VolumeRepo } from './volume-repo.js';
@@ -27,6 +27,8 @@ const K = {
   handles: (node: string) => `/prism/handles/${node}/`,
   exec: (sb: string, seq: number) => `/prism/execs/${sb}/${String(seq).padStart(12, '0')}`,
   execs: (sb: string) => `/prism/execs/${sb}/`,
+  snapshot: (id: string) => `/prism/snapshots/${id}`,
+  snapshots: '/prism/snapshots/',
 };
 
 /**
@@ -199,6 +201,23 @@ export class SandboxRepo {
         await (outcomeUnknown(e) ? pause(attempt) : new Promise((r) => setTimeout(r, Math.random() * Math.min(200, 10 * (attempt + 1)))));
       }
     }
+  }
+
+  async putSnapshot(snap: Snapshot): Promise<void> {
+    await this.store.put(K.snapshot(snap.id), JSON.stringify(snap));
+  }
+
+  async getSnapshot(id: string): Promise<Snapshot | undefined> {
+    const kv = await this.store.get(K.snapshot(id));
+    return kv ? (JSON.parse(kv.value) as Snapshot) : undefined;
+  }
+
+  async listSnapshots(): Promise<Snapshot[]> {
+    return (await this.store.list(K.snapshots)).map((kv) => JSON.parse(kv.value) as Snapshot);
+  }
+
+  async deleteSnapshot(id: string): Promise<void> {
+    await this.store.delete(K.snapshot(id));
   }
 
   async getReservation(node: string): Promise<Versioned<Reservation>> {

@@ -125,6 +125,11 @@ export class SandboxService {
    */
   async create(req: CreateSandboxRequest): Promise<Sandbox> {
     this.validate(req);
+    // From a snapshot: its image, on the node whose image store holds it.
+    const snap = req.snapshot === undefined ? undefined : await this.repo.getSnapshot(req.snapshot);
+    if (req.snapshot !== undefined && !snap) throw new PrismError('NOT_FOUND', `snapshot '${req.snapshot}' not found`);
+    if (snap && req.image !== undefined && req.image !== snap.image) throw new PrismError('INVALID_ARGUMENT', 'give either image or snapshot, not both');
+    if (snap) req = { ...req, image: snap.image, runtime: req.runtime ?? (snap.runtime === 'docker' ? this.defaults.runtime : snap.runtime) };
     const sb: Sandbox = {
       id: newSandboxId(),
       name: req.name ?? readableName(),
@@ -154,6 +159,13 @@ export class SandboxService {
     if (req.volumes?.length) {
       sb.volumes = req.volumes.map((v): VolumeMount => ({ name: v.name, mountPath: v.mountPath, readOnly: v.readOnly ?? false }));
       sb.volumeNode = await this.volumeNode(sb.volumes);
+    }
+    if (snap) {
+      if (sb.volumeNode && sb.volumeNode !== snap.node) {
+        throw new PrismError('FAILED_PRECONDITION', `snapshot '${snap.id}' is on node ${snap.node} but the volumes are on ${sb.volumeNode}; a sandbox runs where both are`);
+      }
+      sb.snapshot = snap.id;
+      sb.imageNode = snap.node;
     }
     for (let attempt = 0; ; attempt++) {
       try {
@@ -217,6 +229,11 @@ export class SandboxService {
     }
     if (!address) throw new PrismError('UNAVAILABLE', `the network of sandbox '${sb.name}' is not ready on this node; try again`, { retryAfterSec: 1 });
     return { host: address, port };
+  }
+
+  /** The cluster's nodes (for requests that must run on a given node). */
+  nodes(): Promise<import('../core/types.js').NodeInfo[]> {
+    return this.repo.listNodes();
   }
 
   /** Where the sandbox's task runs: here, or on which node (and whether that node is alive). */

@@ -198,7 +198,7 @@ describe('volumes in a cluster (nodes on one store, in process)', () => {
       await new Promise((r) => setTimeout(r, 25));
     }
     const err = await n0.svc.sandboxes.create({ volumes: [{ name: 'shared', mountPath: '/s', readOnly: true }] }).catch((e: unknown) => e as PrismError);
-    expect(err).toMatchObject({ code: 'FAILED_PRECONDITION', message: expect.stringMatching(/volumes live on node n2, which is not alive/) });
+    expect(err).toMatchObject({ code: 'FAILED_PRECONDITION', message: expect.stringMatching(/volumes or snapshot live on node n2, which is not alive/) });
   });
 });
 

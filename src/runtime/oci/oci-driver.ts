@@ -14,6 +14,7 @@ import { isMounted, overlayOptions, unmountAll } from './overlay-mount.js';
 import { anyVolumeFull, mountHostVolumes, unmountHostVolumes } from '../host-volumes.js';
 import { Runc, type ContainerState } from './runc.js';
 import { diskUsage, isDiskFull, makeTaskDisk, mountTaskDisk } from './task-disk.js';
+import { exportUpperLayer } from './layer-export.js';
 import { buildRuntimeSpec, cpuQuotaUs } from './runtime-spec.js';
 import type { TaskUser } from '../task-user.js';
 import { resolveTaskUser } from './task-user.js';
@@ -222,6 +223,23 @@ export class OciDriver implements RuntimeDriver {
       throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not paused`);
     }
     await this.runc.resume(handle.id);
+  }
+
+  /** The upper directory as a layer tar; a running task is frozen meanwhile, a stopped one's disk mounted for the read. */
+  async exportLayer(handle: TaskHandle, dest: string): Promise<void> {
+    const p = this.paths(handle.id);
+    if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+    const state = await this.runc.state(handle.id);
+    const freeze = state?.status === 'running';
+    const mount = existsSync(p.diskImage) && !(await isMounted(p.disk));
+    if (mount) await mountTaskDisk(p.diskImage, p.disk);
+    if (freeze) await this.runc.pause(handle.id);
+    try {
+      await exportUpperLayer(p.upper, dest, this.opts.initBinary);
+    } finally {
+      if (freeze) await this.runc.resume(handle.id).catch((e: unknown) => this.opts.logger?.error({ err: e, task: handle.id }, 'thawing after a snapshot failed'));
+      if (mount) await unmountAll(p.disk).catch(() => undefined);
+    }
   }
 
   async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {

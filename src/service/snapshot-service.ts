@@ -1,0 +1,124 @@
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PrismError, asPrismError } from '../core/errors.js';
+import { newSnapshotId } from '../core/ids.js';
+import type { Sandbox, Snapshot } from '../core/types.js';
+import type { ImageStore } from '../images/image-store.js';
+import type { Logger } from './logger.js';
+import type { NodeAgent } from './node-agent.js';
+import type { SandboxRepo } from './sandbox-repo.js';
+import type { SandboxService } from './sandbox-service.js';
+
+/** Where snapshot images are tagged: `prism.local/snapshots/<id>:latest`. */
+export const SNAPSHOT_REPOSITORY = 'prism.local/snapshots';
+
+/**
+ * Snapshots of sandboxes' filesystems and forks made from them. A snapshot is an image in the image
+ * store of the node that made it: the sandbox's image plus one layer holding what the sandbox changed
+ * (its writable layer, exported consistently by the runtime: RuntimeDriver.exportLayer). So a sandbox
+ * created from it is an ordinary sandbox of that image, pinned to that node; the image store's
+ * garbage collection and in-use rules apply. Memory is not part of a snapshot yet on any runtime.
+ *
+ * `create` and `fork` run on the sandbox's node, `remove` on the snapshot's (the API forwards).
+ */
+export class SnapshotService {
+  constructor(
+    private readonly repo: SandboxRepo,
+    private readonly sandboxes: SandboxService,
+    private readonly agent: NodeAgent,
+    private readonly images: ImageStore,
+    private readonly log: Logger,
+  ) {}
+
+  async list(): Promise<Snapshot[]> {
+    return (await this.repo.listSnapshots()).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  async get(id: string): Promise<Snapshot> {
+    const snap = await this.repo.getSnapshot(id);
+    if (!snap) throw new PrismError('NOT_FOUND', `snapshot '${id}' not found`);
+    return snap;
+  }
+
+  /**
+   * Snapshots a running, paused or stopped sandbox of this node. A running one is frozen for the time
+   * its writable layer is read. A failed snapshot leaves no record and no tag (its blob goes at the next GC).
+   */
+  async create(idOrName: string, opts: { name?: string } = {}): Promise<Snapshot> {
+    const sb = await this.sandboxes.get(idOrName);
+    if (!['running', 'paused', 'stopped'].includes(sb.status)) {
+      throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is ${sb.status}; only a running, paused or stopped sandbox can be snapshotted`);
+    }
+    if (sb.node !== this.agent.nodeId) throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' runs on node ${sb.node}, which is not reachable`);
+    if (!sb.imageDigest) throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' has no image digest to build on`);
+    const id = newSnapshotId();
+    const image = `${SNAPSHOT_REPOSITORY}/${id}:latest`;
+    const tar = join(tmpdir(), `prism-${id}.tar`);
+    let record;
+    try {
+      await this.agent.exportLayer(sb, tar);
+      record = await this.images.commitLayer(sb.imageDigest, tar, image, `prism snapshot ${id} of sandbox ${sb.name} (${sb.id})`);
+    } catch (e) {
+      throw asPrismError(e, 'INTERNAL', `snapshotting sandbox '${sb.name}'`);
+    } finally {
+      await rm(tar, { force: true });
+    }
+    const snap: Snapshot = {
+      id, name: opts.name ?? `${sb.name}-${id.slice(5)}`, sandboxId: sb.id, sandboxName: sb.name, node: sb.node, runtime: sb.runtime,
+      image, imageDigest: record.digest, size: record.layers.at(-1)?.size ?? 0, memory: false, createdAt: new Date().toISOString(),
+    };
+    try {
+      await this.repo.putSnapshot(snap);
+    } catch (e) {
+      await this.images.remove(image).catch(() => undefined);
+      throw e;
+    }
+    this.log.info({ snapshot: id, sandbox: sb.id, bytes: snap.size }, 'snapshot taken');
+    return snap;
+  }
+
+  /**
+   * `count` new sandboxes with the files of a running (or paused, or stopped) one: a snapshot, then
+   * creates from it with the parent's resources, environment, network and timeout. Volumes are not
+   * carried over (a volume has one writer). Memory is not either (yet): the forks start fresh processes.
+   */
+  async fork(idOrName: string, count: number): Promise<{ sandboxes: Sandbox[]; snapshot: Snapshot; memory: boolean }> {
+    const parent = await this.sandboxes.get(idOrName);
+    const snapshot = await this.create(parent.id, { name: `fork-of-${parent.name}` });
+    const made = await Promise.allSettled(
+      Array.from({ length: count }, () =>
+        this.sandboxes.create({
+          snapshot: snapshot.id, runtime: parent.runtime, cpus: parent.cpus, memoryMb: parent.memoryMb, pidsLimit: parent.pidsLimit,
+          diskMb: parent.diskMb, maxOpenFiles: parent.maxOpenFiles, env: parent.env, workdir: parent.workdir,
+          timeoutSec: parent.timeoutSec, ...(parent.onTimeout ? { onTimeout: parent.onTimeout } : {}),
+          ...(parent.user ? { user: parent.user } : {}), network: parent.network ?? { egress: 'none' }, ports: parent.ports ?? [],
+          metadata: { ...(parent.metadata ?? {}), 'prism.fork-of': parent.id },
+        }),
+      ),
+    );
+    const ok = made.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const failed = made.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      // All or nothing: the forks that were made go again, and so does the snapshot.
+      await Promise.all(ok.map((sb) => this.sandboxes.delete(sb.id).catch(() => undefined)));
+      await this.remove(snapshot.id).catch(() => undefined);
+      throw asPrismError(failed.reason, 'INTERNAL', 'forking the sandbox');
+    }
+    return { sandboxes: ok, snapshot, memory: false };
+  }
+
+  /** Removes a snapshot and its image; FAILED_PRECONDITION while a sandbox was created from it. */
+  async remove(id: string): Promise<void> {
+    const snap = await this.get(id);
+    const users = (await this.repo.listSandboxes()).filter((sb) => sb.snapshot === snap.id || sb.image === snap.image);
+    if (users.length) {
+      throw new PrismError('FAILED_PRECONDITION', `snapshot '${snap.id}' is in use by ${users.map((u) => `'${u.name}'`).join(', ')}; delete those sandboxes first`);
+    }
+    if (snap.node !== this.agent.nodeId) throw new PrismError('FAILED_PRECONDITION', `snapshot '${snap.id}' is on node ${snap.node}, which is not reachable`);
+    await this.images.remove(snap.image).catch((e: unknown) => {
+      if (!(e instanceof PrismError && e.code === 'NOT_FOUND')) throw e;
+    });
+    await this.repo.deleteSnapshot(snap.id);
+  }
+}
