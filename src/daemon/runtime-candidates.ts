@@ -26,6 +26,7 @@ export function runtimeCandidates(
       stateDir: join(cfg.dataDir, 'runtime', 'microvm'),
       guestDir: cfg.guestDir,
       imageDiskCache: join(cfg.imagesDir, 'disks'),
+      initBinary: initBinaryPath(),
       accelCacheDir: cfg.guestDir,
       snapshots: cfg.microvmSnapshots,
       warmPool: cfg.warmPool,

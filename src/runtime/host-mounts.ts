@@ -52,8 +52,9 @@ export async function unmountAll(prefix: string): Promise<void> {
  * image that is already attached, so two mounts of one image share one file system instance instead
  * of two instances corrupting each other.
  */
-export async function mountExt4Image(image: string, target: string): Promise<void> {
-  await run('mount', ['-t', 'ext4', '-o', 'loop,nosuid,nodev,noatime', image, target]);
+export async function mountExt4Image(image: string, target: string, opts: { readOnly?: boolean } = {}): Promise<void> {
+  // Read-only adds `noload`: a disk a VM had mounted is read as it is, its journal not replayed.
+  await run('mount', ['-t', 'ext4', '-o', `loop,nosuid,nodev,noatime${opts.readOnly ? ',ro,noload' : ''}`, image, target]);
 }
 
 /** Below this much free space (or this few inodes) a file system counts as full: nothing useful fits. */

@@ -89,6 +89,21 @@ describe.skipIf(!!skip)('the e2b SDK against prismd on the microvm runtime', () 
     await again.commands.kill(h.pid);
   }, 180_000);
 
+  it('snapshots the VM\'s files (paused to disk meanwhile) and creates a microVM from them', async () => {
+    await sbx.files.write('/var/tmp/snap.txt', 'in the snapshot');
+    const snap = await call(d.url, 'POST', `/sandboxes/${sbx.sandboxId}/snapshots`, {});
+    expect(snap.status, JSON.stringify(snap.body)).toBe(201);
+    expect(snap.body).toMatchObject({ runtime: 'microvm', memory: false });
+    expect((await call(d.url, 'GET', `/sandboxes/${sbx.sandboxId}`)).body.status).toBe('running');
+    const child = await call(d.url, 'POST', '/sandboxes', { snapshot: snap.body.id });
+    expect(child.status, JSON.stringify(child.body)).toBe(201);
+    expect(child.body.runtime).toBe('microvm');
+    const cat = await call(d.url, 'POST', `/sandboxes/${child.body.id}/exec`, { command: 'cat /var/tmp/snap.txt' });
+    expect(cat.body.stdout).toBe('in the snapshot');
+    await call(d.url, 'DELETE', `/sandboxes/${child.body.id}`);
+    expect((await call(d.url, 'DELETE', `/snapshots/${snap.body.id}`)).status).toBe(204);
+  }, 240_000);
+
   it('opens a terminal in the guest', async () => {
     let screen = '';
     const term = await sbx.pty.create({ cols: 80, rows: 24, onData: (b) => void (screen += Buffer.from(b).toString()), timeoutMs: 0 });

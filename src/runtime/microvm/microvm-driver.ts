@@ -1,5 +1,7 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mountExt4Image, unmountAll } from '../host-mounts.js';
+import { exportUpperLayer } from '../layer-export.js';
 import { join } from 'node:path';
 import { asPrismError, PrismError } from '../../core/errors.js';
 import type {
@@ -222,6 +224,31 @@ export class MicrovmDriver implements RuntimeDriver {
     }
     await rm(p.pausedState, { force: true });
     this.opts.logger?.info({ task: handle.id, restoreMs: Date.now() - t0 }, 'microvm task resumed');
+  }
+
+  /**
+   * The guest's writable layer (`upper/` on its writable disk) as a layer tar. The disk is read on the
+   * host, mounted read-only: a running VM is paused to disk first (the agent syncs), so the disk holds
+   * all it wrote, and resumed after; a paused or stopped one is read as it is.
+   */
+  async exportLayer(handle: TaskHandle, dest: string): Promise<void> {
+    const p = this.paths(handle.id);
+    if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+    if (!this.opts.initBinary) throw new PrismError('FAILED_PRECONDITION', 'microvm snapshots need prism-init on the host (make -C guest/init)');
+    const running = await this.alive(p);
+    if (running) await this.pause(handle);
+    const mnt = await mkdtemp(join(p.task, 'export-'));
+    try {
+      await mountExt4Image(p.rwDisk, mnt, { readOnly: true });
+      try {
+        await exportUpperLayer(join(mnt, 'upper'), dest, this.opts.initBinary);
+      } finally {
+        await unmountAll(mnt);
+      }
+    } finally {
+      await rm(mnt, { recursive: true, force: true });
+      if (running) await this.resume(handle);
+    }
   }
 
   async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {

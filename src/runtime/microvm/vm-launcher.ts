@@ -26,6 +26,8 @@ export interface MicrovmDriverOptions {
   guestDir: string;
   /** Where image ext4 disks are cached (shared by tasks of one image). */
   imageDiskCache: string;
+  /** The host's prism-init (guest/init): snapshots read a writable disk's overlay xattrs with it. */
+  initBinary?: string;
   kernel?: string;
   initramfs?: string;
   qemuBinary?: string;

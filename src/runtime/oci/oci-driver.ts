@@ -14,7 +14,7 @@ import { isMounted, overlayOptions, unmountAll } from './overlay-mount.js';
 import { anyVolumeFull, mountHostVolumes, unmountHostVolumes } from '../host-volumes.js';
 import { Runc, type ContainerState } from './runc.js';
 import { diskUsage, isDiskFull, makeTaskDisk, mountTaskDisk } from './task-disk.js';
-import { exportUpperLayer } from './layer-export.js';
+import { exportUpperLayer } from '../layer-export.js';
 import { buildRuntimeSpec, cpuQuotaUs } from './runtime-spec.js';
 import type { TaskUser } from '../task-user.js';
 import { resolveTaskUser } from './task-user.js';

@@ -3,7 +3,7 @@ import { lstat, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { dirname, basename, join } from 'node:path';
 import * as tar from 'tar';
-import { PrismError } from '../../core/errors.js';
+import { PrismError } from '../core/errors.js';
 
 /** An empty tar: two zero blocks. */
 const EMPTY_TAR = Buffer.alloc(1024);
