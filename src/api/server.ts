@@ -144,7 +144,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
   );
   if (svc.e2b) {
     await registerE2bGateway(app, {
-      sandboxes: svc.sandboxes, metrics: svc.metrics, files: svc.files, processes: svc.processes, exec: svc.exec, nodeId: svc.nodeId, log: opts.logger,
+      sandboxes: svc.sandboxes, snapshots: svc.snapshots, metrics: svc.metrics, files: svc.files, processes: svc.processes, exec: svc.exec, nodeId: svc.nodeId, log: opts.logger,
       defaultImage: svc.e2b.defaultImage, maxTimeoutSec: svc.e2b.maxTimeoutSec,
       ...(svc.tokens ? { tokens: svc.tokens } : {}), ...(svc.e2b.domain ? { domain: svc.e2b.domain } : {}),
     });

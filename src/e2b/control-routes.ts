@@ -5,6 +5,7 @@ import type { CreateSandboxWire } from '../core/wire.js';
 import type { EgressPolicy, ExecRecord, Sandbox } from '../core/types.js';
 import type { SandboxMetrics } from '../service/sandbox-metrics.js';
 import type { SandboxService } from '../service/sandbox-service.js';
+import type { SnapshotService } from '../service/snapshot-service.js';
 import type { Logger } from '../service/logger.js';
 import type { TokenService } from '../service/token-service.js';
 import { LOG_LEVELS, execLogEntries, queryLogs } from './sandbox-logs.js';
@@ -18,6 +19,7 @@ import { TEMPLATE_KEY, imageForTemplate, metricView, sandboxCreated, sandboxDeta
 
 export interface ControlDeps {
   sandboxes: SandboxService;
+  snapshots: SnapshotService;
   metrics: SandboxMetrics;
   /** A sandbox's exec records, oldest first (ExecService.logs): what its logs are made of. */
   execRecords: (id: string) => Promise<ExecRecord[]>;
@@ -71,6 +73,10 @@ const LogsV2Query = Type.Object(
   },
   open,
 );
+const SnapshotsQuery = Type.Object(
+  { sandboxID: Type.Optional(Type.String({ maxLength: 256 })), name: Type.Optional(Type.String({ maxLength: 256 })), limit: Type.Optional(Limit), nextToken: Type.Optional(Type.String({ pattern: '^[0-9]{1,9}$' })) },
+  open,
+);
 const MetricsQuery = Type.Object(
   { start: Type.Optional(Type.String({ pattern: '^[0-9]{1,12}$' })), end: Type.Optional(Type.String({ pattern: '^[0-9]{1,12}$' })) },
   open,
@@ -112,8 +118,10 @@ export function registerControlRoutes(app: FastifyInstance, deps: ControlDeps): 
 
   const create = async (body: Static<typeof NewSandbox>, host: string | undefined) => {
     if (body.mcp !== undefined && body.mcp !== null) throw new PrismError('UNIMPLEMENTED', 'MCP gateways (the mcp option) are not implemented by Prism');
+    // A snapshot's id is a template id too (Sandbox.create(snapshotId)).
+    const snapshot = body.templateID.startsWith('snap-') ? await deps.snapshots.get(body.templateID).catch(() => undefined) : undefined;
     const req: CreateSandboxWire = {
-      image: imageForTemplate(body.templateID, deps.templates),
+      ...(snapshot ? { snapshot: snapshot.id } : { image: imageForTemplate(body.templateID, deps.templates) }),
       timeoutSec: body.timeout ?? DEFAULT_TIMEOUT_SEC,
       // autoPause: the timeout pauses (memory kept) instead of killing, as on E2B.
       onTimeout: body.autoPause ? 'pause' : 'delete',
@@ -201,6 +209,40 @@ export function registerControlRoutes(app: FastifyInstance, deps: ControlDeps): 
     await sandboxes.pause(sb.id);
     return reply.status(204).send();
   });
+
+  // Snapshots: a sandbox's files as an image on its node (memory is not kept: docs/e2b.md).
+  app.post<IdReq & { Body: { name?: string } | undefined }>(
+    '/sandboxes/:id/snapshots',
+    { config: { owner: true }, schema: { params: Id, body: Type.Optional(Type.Object({ name: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })) }, open)) } },
+    async (req, reply) => {
+      const sb = await findOrNotFound(sandboxes, req.params.id);
+      const snap = await deps.snapshots.create(sb.id, req.body?.name ? { name: req.body.name } : {});
+      return reply.status(201).send({ snapshotID: snap.id, names: [snap.name] });
+    },
+  );
+
+  app.get<{ Querystring: Static<typeof SnapshotsQuery> }>('/snapshots', { schema: { querystring: SnapshotsQuery } }, async (req, reply) => {
+    const q = req.query;
+    const all = (await deps.snapshots.list()).filter((s) => (!q.sandboxID || s.sandboxId === q.sandboxID) && (!q.name || s.name === q.name));
+    const start = q.nextToken ? Number(q.nextToken) || 0 : 0;
+    const limit = Math.min(Number(q.limit ?? LIST_LIMIT) || LIST_LIMIT, LIST_LIMIT);
+    const page = all.slice(start, start + limit);
+    if (start + limit < all.length) reply.header('x-next-token', String(start + limit));
+    return page.map((s) => ({ snapshotID: s.id, names: [s.name] }));
+  });
+
+  // E2B deletes a snapshot as a template; it runs on the node whose image store holds it.
+  app.delete<IdReq>(
+    '/templates/:id',
+    { config: { nodeOwner: async (req) => (await deps.snapshots.get((req.params as { id: string }).id).catch(() => undefined))?.node }, schema: { params: Id } },
+    async (req, reply) => {
+      await deps.snapshots.get(req.params.id).catch(() => {
+        throw new PrismError('NOT_FOUND', `snapshot "${req.params.id}" not found (only snapshots are templates Prism can delete)`);
+      });
+      await deps.snapshots.remove(req.params.id);
+      return reply.status(204).send();
+    },
+  );
 
   // Samples live on the node running the sandbox (SandboxMetrics): the request goes there.
   app.get<IdReq & { Querystring: Static<typeof MetricsQuery> }>(

@@ -5,6 +5,7 @@ import type { Logger } from '../service/logger.js';
 import type { ProcessService } from '../service/process-service.js';
 import type { SandboxMetrics } from '../service/sandbox-metrics.js';
 import type { SandboxService } from '../service/sandbox-service.js';
+import type { SnapshotService } from '../service/snapshot-service.js';
 import type { TokenService } from '../service/token-service.js';
 import { CodeInterpreters } from './code-interpreter.js';
 import { registerControlRoutes } from './control-routes.js';
@@ -24,6 +25,7 @@ export { E2B_PREFIX, ENVD_PREFIX } from './paths.js';
 
 export interface GatewayDeps {
   sandboxes: SandboxService;
+  snapshots: SnapshotService;
   metrics: SandboxMetrics;
   files: FileService;
   processes: ProcessService;
@@ -70,6 +72,7 @@ export async function registerE2bGateway(app: FastifyInstance, deps: GatewayDeps
       registerControlRoutes(api, {
         sandboxes: deps.sandboxes,
         metrics: deps.metrics,
+        snapshots: deps.snapshots,
         execRecords: (id) => deps.exec.logs(id),
         ...(deps.tokens ? { tokens: deps.tokens } : {}),
         templates: { defaultImage: deps.defaultImage },

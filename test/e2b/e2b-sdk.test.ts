@@ -297,6 +297,24 @@ describe.skipIf(!!skip)('the official e2b SDK against prismd (oci)', () => {
       expect((await fetch(`${d.url}/e2b/v2/sandboxes/${sbx.sandboxId}/logs?level=loud`, { headers: { 'x-api-key': d.token } })).status).toBe(400);
     });
 
+    it('takes snapshots, lists them, creates from one (files, not memory) and deletes it', async () => {
+      await sbx.files.write('snapped.txt', 'from the snapshot');
+      const snap = await sbx.createSnapshot({ name: 'e2b-snap' });
+      expect(snap).toMatchObject({ snapshotId: expect.stringMatching(/^snap-/), names: ['e2b-snap'] });
+      const listed = await sbx.listSnapshots().nextItems();
+      expect(listed.map((s) => s.snapshotId)).toContain(snap.snapshotId);
+      const child = await Sandbox.create(snap.snapshotId, opts);
+      try {
+        expect(await child.files.read('snapped.txt')).toBe('from the snapshot');
+        await expect(Sandbox.deleteSnapshot(snap.snapshotId, opts)).rejects.toThrow(/in use/);
+      } finally {
+        await child.kill();
+      }
+      expect(await Sandbox.deleteSnapshot(snap.snapshotId, opts)).toBe(true);
+      expect(await Sandbox.deleteSnapshot(snap.snapshotId, opts)).toBe(false);
+      await expect(Sandbox.createSnapshot('sb-000000000000', opts)).rejects.toBeInstanceOf(SandboxNotFoundError);
+    });
+
     it('pauses (memory kept) and resumes on connect; a running command continues', async () => {
       const h = await sbx.commands.run('i=0; while :; do i=$((i+1)); echo $i > /tmp/ticks; sleep 0.05; done', { background: true, timeoutMs: 0 });
       await new Promise((r) => setTimeout(r, 300));
