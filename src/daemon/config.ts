@@ -63,6 +63,8 @@ export interface DaemonConfig {
   maxProcesses: number;
   /** Output kept per stream of each background process, in bytes. */
   processBufferBytes: number;
+  /** A sandbox paused this long is deleted; 0 = paused sandboxes are kept until deleted. */
+  pausedTtlMs: number;
   /** Sandbox usage sampling (GET /sandboxes/:id/metrics): every intervalMs (0 = only on request), kept for retentionMs. */
   metrics: { intervalMs: number; retentionMs: number };
 }
@@ -113,6 +115,7 @@ export interface DaemonFlags {
   processBufferMb?: string;
   metricsInterval?: string;
   metricsRetention?: string;
+  pausedTtl?: string;
 }
 
 export const DEFAULT_API = '127.0.0.1:8008';
@@ -260,6 +263,7 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     maxProcesses: positive('--max-processes', flags.maxProcesses ?? env.PRISM_MAX_PROCESSES) ?? 64,
     processBufferBytes: Math.round((positive('--process-buffer-mb', flags.processBufferMb ?? env.PRISM_PROCESS_BUFFER_MB, false) ?? 4) * (1 << 20)),
     maxFileBytes: (positive('--max-file-mb', flags.maxFileMb ?? env.PRISM_MAX_FILE_MB) ?? 1024) * 1024 * 1024,
+    pausedTtlMs: Math.round((nonNegative('--paused-ttl', flags.pausedTtl ?? env.PRISM_PAUSED_TTL) ?? 0) * 1000),
     metrics: {
       intervalMs: Math.round((nonNegative('--metrics-interval', flags.metricsInterval ?? env.PRISM_METRICS_INTERVAL) ?? 5) * 1000),
       retentionMs: Math.round((positive('--metrics-retention', flags.metricsRetention ?? env.PRISM_METRICS_RETENTION, false) ?? 60) * 60_000),

@@ -150,6 +150,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       processLimits: { ...DEFAULT_PROCESS_LIMITS, maxPerSandbox: cfg.maxProcesses, bufferBytes: cfg.processBufferBytes },
       watchdogMs: 5000,
       metrics: cfg.metrics,
+      pausedTtlMs: cfg.pausedTtlMs,
       defaultUser: cfg.defaultUser,
       log,
     });

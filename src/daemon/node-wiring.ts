@@ -50,6 +50,8 @@ export interface NodeWiring {
   fileLimits?: FileLimits;
   /** How often running tasks are checked for having died. */
   watchdogMs: number;
+  /** `--paused-ttl` in ms (0 or absent: paused sandboxes are kept). */
+  pausedTtlMs?: number;
   /** Sampling of sandbox usage (default {@link DEFAULT_METRICS}). */
   metrics?: SandboxMetricsOptions;
   /** User of commands in images that name none (default `65534:65534`, nobody; `root` to allow root). */
@@ -89,7 +91,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   let address = w.address;
   const repo = new SandboxRepo(w.store);
   const volumes = new VolumeService(repo, w.volumes, w.id, w.log);
-  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER, volumeImage: (name, hostKernel) => volumes.image(name, hostKernel) }, w.net);
+  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER, volumeImage: (name, hostKernel) => volumes.image(name, hostKernel), ...(w.pausedTtlMs ? { pausedTtlMs: w.pausedTtlMs } : {}) }, w.net);
   const nodes = new NodeService(
     {
       id: w.id, name: w.name, address, version: w.version, runtimes: [...w.drivers.keys()], defaultRuntime: w.defaults.runtime,

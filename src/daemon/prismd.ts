@@ -118,6 +118,7 @@ function daemonOptions(): Option[] {
     new Option('--max-sandboxes <n>', 'most sandboxes placed on this node (default: no limit)').env('PRISM_MAX_SANDBOXES'),
     new Option('--max-processes <n>', 'background processes running at once per sandbox (default 64)').env('PRISM_MAX_PROCESSES'),
     new Option('--process-buffer-mb <n>', 'output kept per stream of each background process, in MiB (default 4)').env('PRISM_PROCESS_BUFFER_MB'),
+    new Option('--paused-ttl <sec>', 'delete a sandbox that has been paused this long (default 0: keep paused sandboxes until deleted)').env('PRISM_PAUSED_TTL'),
     new Option('--metrics-interval <sec>', 'seconds between usage samples of each running sandbox (default 5; 0: sample only when asked)').env('PRISM_METRICS_INTERVAL'),
     new Option('--metrics-retention <min>', 'minutes of usage samples kept per sandbox (default 60)').env('PRISM_METRICS_RETENTION'),
     new Option('--placement <strategy>', 'spread (most free memory first) or binpack, used while this node leads').choices(['spread', 'binpack']).env('PRISM_PLACEMENT'),

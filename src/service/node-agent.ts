@@ -25,6 +25,16 @@ export interface NodeAgentOptions {
    * microVM wrote it; absent: sandboxes with volumes fail.
    */
   volumeImage?: (name: string, hostKernel: boolean) => Promise<string>;
+  /** `--paused-ttl`: a sandbox paused this long is deleted; 0 or absent: paused sandboxes are kept. */
+  pausedTtlMs?: number;
+}
+
+/** setTimeout past 2^31-1 ms (24.8 days) fires at once: longer waits go in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+function longTimer(ms: number, fn: () => void, set: (t: NodeJS.Timeout) => void): void {
+  const t = ms > MAX_TIMER_MS ? setTimeout(() => longTimer(ms - MAX_TIMER_MS, fn, set), MAX_TIMER_MS) : setTimeout(fn, Math.max(0, ms));
+  t.unref();
+  set(t);
 }
 
 export type TaskEndReason = 'stopped' | 'deleted' | 'failed';
@@ -326,10 +336,18 @@ export class NodeAgent {
     this.disarmTtl(sb.id);
     if (!sb.timeoutSec) return;
     const started = sb.startedAt ? Date.parse(sb.startedAt) : Date.now();
-    const ms = Math.max(0, started + sb.timeoutSec * 1000 - Date.now());
-    const t = setTimeout(() => this.onTtlExpired(sb), ms);
-    t.unref();
-    this.ttlTimers.set(sb.id, t);
+    longTimer(started + sb.timeoutSec * 1000 - Date.now(), () => this.onTtlExpired(sb), (t) => this.ttlTimers.set(sb.id, t));
+  }
+
+  /** Called when a paused sandbox reaches `--paused-ttl`; set by the service. */
+  onPausedTtlExpired: (sb: Sandbox) => void = () => undefined;
+
+  /** A paused sandbox's clock (`--paused-ttl`, from pausedAt), in place of its timeout's. */
+  armPausedTtl(sb: Sandbox): void {
+    this.disarmTtl(sb.id);
+    if (!this.opts.pausedTtlMs || sb.status !== 'paused') return;
+    const since = sb.pausedAt ? Date.parse(sb.pausedAt) : Date.now();
+    longTimer(since + this.opts.pausedTtlMs - Date.now(), () => this.onPausedTtlExpired(sb), (t) => this.ttlTimers.set(sb.id, t));
   }
 
   private disarmTtl(id: string): void {
@@ -461,7 +479,8 @@ export class NodeAgent {
     if (now === 'paused' && !wantPaused) {
       if (sb.status === 'lost') {
         // A paused sandbox of a node that came back: it stays paused.
-        await this.repo.transition(sb.id, ['lost'], 'paused', (s) => ({ ...s, pausedAt: s.pausedAt ?? new Date().toISOString(), error: undefined }), { quiet: true });
+        const paused = await this.repo.transition(sb.id, ['lost'], 'paused', (s) => ({ ...s, pausedAt: s.pausedAt ?? new Date().toISOString(), error: undefined }), { quiet: true });
+        if (paused) this.armPausedTtl(paused.value);
         this.log.info({ sandbox: sb.id }, 'reattached to paused sandbox');
         return;
       }
@@ -472,7 +491,8 @@ export class NodeAgent {
       // A pause cut short either way: the task is made to match a `paused` record, a `pausing` one settles as paused.
       if (now === 'running') await driver!.pause?.(h);
       if (now === 'running' || now === 'paused') {
-        await this.repo.transition(sb.id, ['pausing'], 'paused', (s) => ({ ...s, pausedAt: s.pausedAt ?? new Date().toISOString() }), { quiet: true });
+        const settled = await this.repo.transition(sb.id, ['pausing'], 'paused', (s) => ({ ...s, pausedAt: s.pausedAt ?? new Date().toISOString() }), { quiet: true });
+        this.armPausedTtl(settled?.value ?? sb);
         this.log.info({ sandbox: sb.id }, 'reattached to paused sandbox');
         return;
       }

@@ -593,3 +593,37 @@ describe('racing lifecycle calls (one transition table, each step a compare-and-
     expect((await sandboxes.get(sb.id)).status).toBe('stopped');
   });
 });
+
+describe('timeouts of paused and long-lived sandboxes', () => {
+  it('deletes a sandbox paused longer than --paused-ttl; a resume in time keeps it', async () => {
+    const store = SqliteStore.open(':memory:');
+    const node = await startNode({
+      store, id: NODE, name: 'test-node', version: 'test', dataDir: tmpdir(), address: 'http://127.0.0.1:0',
+      images, drivers: new Map([['oci', new FakeDriver()]]), runtimeInfo: [],
+      defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
+      labels: {}, capacity: {}, placement: 'spread', nodeTtlMs: 5000, scheduleTimeoutMs: 5000, pausedTtlMs: 400,
+      execLimits: { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600 }, watchdogMs: 60_000, log: silentLogger,
+    });
+    cleanups.push(() => store.close(), () => node.stop());
+    await node.nodes.publish();
+    const { sandboxes } = node;
+    const kept = await sandboxes.create({});
+    const gone = await sandboxes.create({});
+    await sandboxes.pause(kept.id);
+    await sandboxes.pause(gone.id);
+    await sleep(200);
+    await sandboxes.resume(kept.id);
+    const deadline = Date.now() + 3000;
+    while ((await codeOf(sandboxes.get(gone.id))) !== 'NOT_FOUND' && Date.now() < deadline) await sleep(50);
+    expect(await codeOf(sandboxes.get(gone.id))).toBe('NOT_FOUND');
+    await sleep(400);
+    expect((await sandboxes.get(kept.id)).status).toBe('running');
+  });
+
+  it('a timeout past 24.8 days (the longest setTimeout) does not fire at once', async () => {
+    const { sandboxes } = await setup();
+    const sb = await sandboxes.create({ timeoutSec: 30 * 86400 });
+    await sleep(150);
+    expect((await sandboxes.get(sb.id)).status).toBe('running');
+  });
+});

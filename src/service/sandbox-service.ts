@@ -64,6 +64,12 @@ export class SandboxService {
         : this.stop(sb.id, { code: 'TTL_EXPIRED', message: 'the sandbox reached its timeoutSec and was stopped' });
       done.catch((e) => this.log.error({ err: e, sandbox: sb.id, action }, 'acting on an expired sandbox failed'));
     };
+    agent.onPausedTtlExpired = (sb) => {
+      this.log.info({ sandbox: sb.id }, 'paused sandbox reached --paused-ttl: deleting');
+      this.get(sb.id)
+        .then((cur) => (cur.status === 'paused' ? this.delete(cur.id) : undefined))
+        .catch((e) => this.log.error({ err: e, sandbox: sb.id }, 'deleting a sandbox paused too long failed'));
+    };
   }
 
   async get(idOrName: string): Promise<Sandbox> {
@@ -327,7 +333,9 @@ export class SandboxService {
       this.agent.rearmTtl({ ...pausing!.value, status: 'running' });
       throw asPrismError(e, 'INTERNAL', 'pausing the sandbox');
     }
-    return this.settled(sb.id, ['pausing'], 'paused', 'paused', (s) => ({ ...s, pausedAt: new Date().toISOString() }));
+    const paused = await this.settled(sb.id, ['pausing'], 'paused', 'paused', (s) => ({ ...s, pausedAt: new Date().toISOString() }));
+    this.agent.armPausedTtl(paused);
+    return paused;
   }
 
   /** Thaws a paused sandbox: its processes continue where they were; its timeout counts again. */
