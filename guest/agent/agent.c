@@ -202,16 +202,31 @@ static void mount_volume(struct agent *a, char *p, uint32_t len) {
   emit_result(a, F_VOLUME_REPLY, err);
 }
 
-/* F: fields host time (ms), entropy (hex): a VM resumed from a saved state wakes with the old clock and RNG. */
+/*
+ * F: fields host time (ms), entropy (hex), optionally a hostname: a VM resumed from a saved state wakes
+ * with the old clock and RNG, and a copy of another sandbox (a fork) with that sandbox's hostname.
+ */
 static void refresh_facts(struct agent *a, char *p, uint32_t len) {
   struct limits lim;
   memset(&lim, 0, sizeof lim);
-  char *cur = p, *end = p + len;
-  if (limit_field(&cur, end, &lim.time_ms) < 0 || hex_field(&cur, end, lim.seed, sizeof lim.seed, &lim.seed_len) < 0 || cur != end) {
-    emit_result(a, F_FACTS_REPLY, "malformed F frame: want time ms, seed hex, NUL-terminated");
+  char *cur = p, *end = p + len, *hostname = NULL;
+  int bad = limit_field(&cur, end, &lim.time_ms) < 0 || hex_field(&cur, end, lim.seed, sizeof lim.seed, &lim.seed_len) < 0;
+  if (!bad && cur < end) {
+    char *nul = memchr(cur, 0, (size_t)(end - cur));
+    if (!nul || nul == cur || nul - cur > 64) bad = 1;
+    else hostname = cur, cur = nul + 1;
+  }
+  if (bad || cur != end) {
+    emit_result(a, F_FACTS_REPLY, "malformed F frame: want time ms, seed hex[, hostname], NUL-terminated");
     return;
   }
   host_refresh(&lim);
+  if (hostname && sethostname(hostname, strlen(hostname)) != 0) {
+    char err[128];
+    snprintf(err, sizeof err, "sethostname: %s", strerror(errno));
+    emit_result(a, F_FACTS_REPLY, err);
+    return;
+  }
   emit(a, F_FACTS_REPLY, 0, "ok", 2);
 }
 

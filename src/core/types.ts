@@ -294,8 +294,13 @@ export interface Snapshot {
   runtime: RuntimeName;
   image: string;
   imageDigest: string;
-  /** Bytes of the layer the snapshot added. */
+  /** Bytes the snapshot takes: the layer it added, or its memory and disk. */
   size: number;
   memory: boolean;
+  /**
+   * With `memory`: what a sandbox made from it must have, as its VM's shape is the snapshotted one
+   * (creates take these; a request asking otherwise is refused).
+   */
+  shape?: { cpus: number; memoryMb: number; diskMb: number; pidsLimit: number; maxOpenFiles: number; network: NetworkSpec; ports: number[] };
   createdAt: string;
 }

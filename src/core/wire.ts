@@ -382,6 +382,10 @@ export const SnapshotSchema = Type.Object({
   imageDigest: Type.String(),
   size: Type.Integer(),
   memory: Type.Boolean(),
+  shape: Type.Optional(Type.Object({
+    cpus: Type.Number(), memoryMb: Type.Integer(), diskMb: Type.Integer(), pidsLimit: Type.Integer(), maxOpenFiles: Type.Integer(),
+    network: NetworkOut, ports: Type.Array(Type.Integer()),
+  })),
   createdAt: Type.String(),
 });
 export const SnapshotBody = Type.Object({ name: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })) }, closed);

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { NodeCapacity, RuntimeName, RuntimeProbeInfo } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { NetworkManager } from '../net/network-manager.js';
@@ -91,7 +92,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   let address = w.address;
   const repo = new SandboxRepo(w.store);
   const volumes = new VolumeService(repo, w.volumes, w.id, w.log);
-  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER, volumeImage: (name, hostKernel) => volumes.image(name, hostKernel), ...(w.pausedTtlMs ? { pausedTtlMs: w.pausedTtlMs } : {}) }, w.net);
+  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER, volumeImage: (name, hostKernel) => volumes.image(name, hostKernel), snapshotsDir: join(w.dataDir, 'snapshots'), ...(w.pausedTtlMs ? { pausedTtlMs: w.pausedTtlMs } : {}) }, w.net);
   const nodes = new NodeService(
     {
       id: w.id, name: w.name, address, version: w.version, runtimes: [...w.drivers.keys()], defaultRuntime: w.defaults.runtime,
@@ -107,7 +108,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const processes = new ProcessService(sandboxes, exec, agent, w.processLimits ?? DEFAULT_PROCESS_LIMITS, w.log);
   const files = new FileService(sandboxes, agent, w.fileLimits ?? { maxFileBytes: DEFAULT_MAX_FILE_BYTES });
   const images = new ImageService(w.images, repo, w.log);
-  const snapshots = new SnapshotService(repo, sandboxes, agent, w.images, w.log);
+  const snapshots = new SnapshotService(repo, sandboxes, agent, w.images, w.log, join(w.dataDir, 'snapshots'));
   const metrics = new SandboxMetrics(w.id, { listSandboxes: () => repo.listSandboxes(), onChange: (fn) => events.onChange(fn) }, agent, w.log, w.metrics ?? DEFAULT_METRICS);
   const scheduler = new Scheduler(repo, w.log, { strategy: w.placement, cpuOvercommit: 4, batchMax: 100, maxTxnOps: 128 });
   const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });

@@ -68,6 +68,13 @@ export interface TaskSpec {
    * mounted by another kernel while this task may write to it.
    */
   volumes?: TaskVolume[];
+  /**
+   * Only with capabilities().memorySnapshots: create the task from the memory snapshot in this
+   * directory (RuntimeDriver.snapshotMemory) instead of booting: its disk and its running processes,
+   * with this spec's id, hostname and network. The spec's shape (cpus, memoryMb, diskMb, layers) must
+   * be the snapshotted task's.
+   */
+  restore?: { dir: string };
 }
 
 export interface TaskVolume {
@@ -161,6 +168,8 @@ export interface RuntimeCapabilities {
    * (the cgroup freezer, the engine's pause); `disk`: saved to a file and the task's process exits.
    */
   pause?: 'ram' | 'disk';
+  /** snapshotMemory is there and TaskSpec.restore is honoured: snapshots and forks keep running processes. */
+  memorySnapshots?: boolean;
 }
 
 /**
@@ -210,6 +219,12 @@ export interface RuntimeDriver {
    * Absent where the runtime cannot (its snapshots answer UNIMPLEMENTED).
    */
   exportLayer?(handle: TaskHandle, dest: string): Promise<void>;
+  /**
+   * Only with capabilities().memorySnapshots: writes a running or paused task's memory, devices and
+   * disk to the empty directory `dir`, from which new tasks are created (TaskSpec.restore). A running
+   * task is stopped for the time of the copy and then runs on. FAILED_PRECONDITION for a stopped task.
+   */
+  snapshotMemory?(handle: TaskHandle, dir: string): Promise<void>;
   stats(handle: TaskHandle): Promise<TaskStats>;
   listTasks(): Promise<string[]>;
   /**

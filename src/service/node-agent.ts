@@ -1,4 +1,5 @@
 import { PrismError, asPrismError, isPrismError } from '../core/errors.js';
+import { join } from 'node:path';
 import { SANDBOX_STATUSES, canTransition } from '../core/lifecycle.js';
 import type { Sandbox, RuntimeName } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
@@ -25,6 +26,8 @@ export interface NodeAgentOptions {
    * microVM wrote it; absent: sandboxes with volumes fail.
    */
   volumeImage?: (name: string, hostKernel: boolean) => Promise<string>;
+  /** Where memory snapshots live on this node (`<data-dir>/snapshots/<id>/`, SnapshotService). */
+  snapshotsDir?: string;
   /** `--paused-ttl`: a sandbox paused this long is deleted; 0 or absent: paused sandboxes are kept. */
   pausedTtlMs?: number;
 }
@@ -197,6 +200,10 @@ export class NodeAgent {
     if (sb.volumes?.length) spec.volumes = await this.taskVolumes(sb, driver.capabilities().isolation !== 'vm');
     const network = await this.networks.prepare(sb, driver);
     if (network) spec.network = network;
+    if (sb.snapshot) {
+      const snap = await this.repo.getSnapshot(sb.snapshot);
+      if (snap?.memory && this.opts.snapshotsDir) spec.restore = { dir: join(this.opts.snapshotsDir, snap.id) };
+    }
     let handle: TaskHandle | undefined;
     try {
       handle = await driver.create(spec);
@@ -321,6 +328,22 @@ export class NodeAgent {
       const d = this.driver(h.runtime);
       if (!d.exportLayer) throw new PrismError('UNIMPLEMENTED', `snapshots of ${h.runtime} sandboxes are not implemented yet (docs/api.md "Snapshots")`);
       await d.exportLayer(h, dest);
+    });
+  }
+
+  /** Whether this node's runtime keeps running processes in snapshots and forks. */
+  memorySnapshots(runtime: RuntimeName): boolean {
+    const d = this.drivers.get(runtime);
+    return !!(d?.snapshotMemory && d.capabilities().memorySnapshots);
+  }
+
+  /** The sandbox's memory, devices and disk into `dir` (RuntimeDriver.snapshotMemory). */
+  async snapshotMemory(sb: Sandbox, dir: string): Promise<void> {
+    await this.lock.run(sb.id, async () => {
+      const h = await this.handle(sb.id);
+      const d = this.driver(h.runtime);
+      if (!d.snapshotMemory) throw new PrismError('UNIMPLEMENTED', `memory snapshots of ${h.runtime} sandboxes are not implemented`);
+      await d.snapshotMemory(h, dir);
     });
   }
 

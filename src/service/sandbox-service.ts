@@ -136,6 +136,7 @@ export class SandboxService {
     if (req.snapshot !== undefined && !snap) throw new PrismError('NOT_FOUND', `snapshot '${req.snapshot}' not found`);
     if (snap && req.image !== undefined && req.image !== snap.image) throw new PrismError('INVALID_ARGUMENT', 'give either image or snapshot, not both');
     if (snap) req = { ...req, image: snap.image, runtime: req.runtime ?? (snap.runtime === 'docker' ? this.defaults.runtime : snap.runtime) };
+    if (snap?.shape) req = fromMemorySnapshot(req, snap.runtime, snap.shape);
     const sb: Sandbox = {
       id: newSandboxId(),
       name: req.name ?? readableName(),
@@ -391,4 +392,23 @@ export class SandboxService {
     if (sb.node === this.agent.nodeId) await this.agent.destroy(sb);
     await this.repo.deleteSandbox(sb);
   }
+}
+
+/**
+ * A create from a memory snapshot gets the snapshotted VM's shape: its runtime, resources, and a
+ * network or none (the restored guest has the devices it had). Asking for something else is refused.
+ */
+function fromMemorySnapshot(req: CreateSandboxRequest, runtime: RuntimeName, shape: NonNullable<import('../core/types.js').Snapshot['shape']>): CreateSandboxRequest {
+  if (req.runtime !== runtime) throw new PrismError('INVALID_ARGUMENT', `this snapshot holds a running ${runtime} sandbox: it can only become a ${runtime} sandbox`);
+  for (const k of ['cpus', 'memoryMb', 'diskMb'] as const) {
+    if (req[k] !== undefined && req[k] !== shape[k]) throw new PrismError('INVALID_ARGUMENT', `${k} must be the snapshot's (${shape[k]}): its memory was saved with that shape`);
+  }
+  const nic = (n: NetworkSpec | CreateSandboxRequest['network'] | undefined, ports: number[] | undefined) => (n?.egress ?? 'none') !== 'none' || !!ports?.length;
+  if (req.network !== undefined && nic(req.network, req.ports ?? shape.ports) !== nic(shape.network, shape.ports)) {
+    throw new PrismError('INVALID_ARGUMENT', `the snapshot's sandbox had ${nic(shape.network, shape.ports) ? 'a network' : 'no network'}, and so must one made from it`);
+  }
+  return {
+    ...req, cpus: shape.cpus, memoryMb: shape.memoryMb, diskMb: shape.diskMb, pidsLimit: req.pidsLimit ?? shape.pidsLimit, maxOpenFiles: req.maxOpenFiles ?? shape.maxOpenFiles,
+    network: req.network ?? shape.network, ports: req.ports ?? shape.ports,
+  };
 }

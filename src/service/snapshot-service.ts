@@ -1,4 +1,4 @@
-import { rm } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PrismError, asPrismError } from '../core/errors.js';
@@ -29,6 +29,8 @@ export class SnapshotService {
     private readonly agent: NodeAgent,
     private readonly images: ImageStore,
     private readonly log: Logger,
+    /** Where memory snapshots are kept on this node (`<dir>/<id>/`, the runtime's files). */
+    private readonly dir: string = join(tmpdir(), 'prism-snapshots'),
   ) {}
 
   async list(): Promise<Snapshot[]> {
@@ -53,6 +55,12 @@ export class SnapshotService {
     if (sb.node !== this.agent.nodeId) throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' runs on node ${sb.node}, which is not reachable`);
     if (!sb.imageDigest) throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' has no image digest to build on`);
     const id = newSnapshotId();
+    const name = opts.name ?? `${sb.name}-${id.slice(5)}`;
+    // Where the runtime can, a running or paused sandbox keeps its processes: memory, devices and disk.
+    // Not with volumes: the copy's VM would need the same volume disks, which have one writer.
+    if (this.agent.memorySnapshots(sb.runtime) && (sb.status === 'running' || sb.status === 'paused') && !sb.volumes?.length) {
+      return this.createWithMemory(sb, id, name);
+    }
     const image = `${SNAPSHOT_REPOSITORY}/${id}:latest`;
     const tar = join(tmpdir(), `prism-${id}.tar`);
     let record;
@@ -65,7 +73,7 @@ export class SnapshotService {
       await rm(tar, { force: true });
     }
     const snap: Snapshot = {
-      id, name: opts.name ?? `${sb.name}-${id.slice(5)}`, sandboxId: sb.id, sandboxName: sb.name, node: sb.node, runtime: sb.runtime,
+      id, name, sandboxId: sb.id, sandboxName: sb.name, node: sb.node, runtime: sb.runtime,
       image, imageDigest: record.digest, size: record.layers.at(-1)?.size ?? 0, memory: false, createdAt: new Date().toISOString(),
     };
     try {
@@ -75,6 +83,29 @@ export class SnapshotService {
       throw e;
     }
     this.log.info({ snapshot: id, sandbox: sb.id, bytes: snap.size }, 'snapshot taken');
+    return snap;
+  }
+
+  private async createWithMemory(sb: Sandbox, id: string, name: string): Promise<Snapshot> {
+    const dir = join(this.dir, id);
+    try {
+      await this.agent.snapshotMemory(sb, dir);
+    } catch (e) {
+      await rm(dir, { recursive: true, force: true });
+      throw asPrismError(e, 'INTERNAL', `snapshotting sandbox '${sb.name}'`);
+    }
+    const snap: Snapshot = {
+      id, name, sandboxId: sb.id, sandboxName: sb.name, node: sb.node, runtime: sb.runtime, image: sb.image, imageDigest: sb.imageDigest!,
+      size: await allocatedBytes(dir), memory: true, createdAt: new Date().toISOString(),
+      shape: { cpus: sb.cpus, memoryMb: sb.memoryMb, diskMb: sb.diskMb, pidsLimit: sb.pidsLimit, maxOpenFiles: sb.maxOpenFiles, network: sb.network ?? { egress: 'none' }, ports: sb.ports ?? [] },
+    };
+    try {
+      await this.repo.putSnapshot(snap);
+    } catch (e) {
+      await rm(dir, { recursive: true, force: true });
+      throw e;
+    }
+    this.log.info({ snapshot: id, sandbox: sb.id, bytes: snap.size }, 'memory snapshot taken');
     return snap;
   }
 
@@ -105,20 +136,31 @@ export class SnapshotService {
       await this.remove(snapshot.id).catch(() => undefined);
       throw asPrismError(failed.reason, 'INTERNAL', 'forking the sandbox');
     }
-    return { sandboxes: ok, snapshot, memory: false };
+    return { sandboxes: ok, snapshot, memory: snapshot.memory };
   }
 
   /** Removes a snapshot and its image; FAILED_PRECONDITION while a sandbox was created from it. */
   async remove(id: string): Promise<void> {
     const snap = await this.get(id);
-    const users = (await this.repo.listSandboxes()).filter((sb) => sb.snapshot === snap.id || sb.image === snap.image);
+    // A memory snapshot shares its image with its sandbox: only creates from it count.
+    const users = (await this.repo.listSandboxes()).filter((sb) => sb.snapshot === snap.id || (!snap.memory && sb.image === snap.image));
     if (users.length) {
       throw new PrismError('FAILED_PRECONDITION', `snapshot '${snap.id}' is in use by ${users.map((u) => `'${u.name}'`).join(', ')}; delete those sandboxes first`);
     }
     if (snap.node !== this.agent.nodeId) throw new PrismError('FAILED_PRECONDITION', `snapshot '${snap.id}' is on node ${snap.node}, which is not reachable`);
-    await this.images.remove(snap.image).catch((e: unknown) => {
-      if (!(e instanceof PrismError && e.code === 'NOT_FOUND')) throw e;
-    });
+    if (snap.memory) await rm(join(this.dir, snap.id), { recursive: true, force: true });
+    else {
+      await this.images.remove(snap.image).catch((e: unknown) => {
+        if (!(e instanceof PrismError && e.code === 'NOT_FOUND')) throw e;
+      });
+    }
     await this.repo.deleteSnapshot(snap.id);
   }
+}
+
+/** Disk blocks a snapshot directory takes (its disk copy is sparse). */
+async function allocatedBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const f of await readdir(dir)) total += (await stat(join(dir, f))).blocks * 512;
+  return total;
 }

@@ -47,6 +47,45 @@ describe.skipIf(!!skip)('sandboxes on the microvm runtime through the API', () =
     expect((await run('hostname')).stdout).toBe('vm\n');
   });
 
+  it('snapshots a running VM with its memory; sandboxes made from it and forks run its processes on, each as itself', async () => {
+    await run("setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /var/tmp/ticks.new; mv /var/tmp/ticks.new /var/tmp/ticks; sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo started > /var/tmp/mark");
+    await new Promise((r) => setTimeout(r, 800));
+    const snap = await call(d.url, 'POST', `/sandboxes/${sb.id}/snapshots`, { name: 'with-memory' });
+    expect(snap.status, JSON.stringify(snap.body)).toBe(201);
+    expect(snap.body).toMatchObject({ memory: true, runtime: 'microvm', shape: { memoryMb: 256 } });
+    expect((await run('echo still-running')).stdout).toBe('still-running\n'); // the parent runs on
+    const ticks = async (id: string) => Number((await call(d.url, 'POST', `/sandboxes/${id}/exec`, { command: 'cat /var/tmp/ticks' })).body.stdout);
+
+    // A create with another shape is refused; with the snapshot's (the default), its counter runs on.
+    expect((await call(d.url, 'POST', '/sandboxes', { snapshot: snap.body.id, memoryMb: 512 })).status).toBe(400);
+    const child = await call(d.url, 'POST', '/sandboxes', { snapshot: snap.body.id, name: 'vm-child' });
+    expect(child.status, JSON.stringify(child.body)).toBe(201);
+    expect(child.body).toMatchObject({ runtime: 'microvm', memoryMb: 256, snapshot: snap.body.id });
+    const first = await ticks(child.body.id);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await ticks(child.body.id)).toBeGreaterThan(first); // the process came with the memory
+    const who = (await call(d.url, 'POST', `/sandboxes/${child.body.id}/exec`, { command: 'hostname; cat /var/tmp/mark; date +%s' })).body.stdout.split('\n');
+    expect(who[0]).toBe('vm-child');
+    expect(who[1]).toBe('started');
+    expect(Math.abs(Number(who[2]) - Date.now() / 1000)).toBeLessThan(5);
+
+    const t0 = Date.now();
+    const fork = await call(d.url, 'POST', `/sandboxes/${sb.id}/fork`, { count: 2 });
+    expect(fork.status, JSON.stringify(fork.body)).toBe(201);
+    console.warn(`microvm fork of 2 with memory: ${Date.now() - t0} ms`);
+    expect(fork.body.memory).toBe(true);
+    for (const f of fork.body.sandboxes) {
+      const a = await ticks(f.id);
+      await new Promise((r) => setTimeout(r, 600));
+      expect(await ticks(f.id)).toBeGreaterThan(a);
+    }
+    expect((await call(d.url, 'DELETE', `/snapshots/${snap.body.id}`)).status).toBe(412);
+    for (const x of [child.body, ...fork.body.sandboxes]) expect((await call(d.url, 'DELETE', `/sandboxes/${x.id}`)).status).toBe(204);
+    expect((await call(d.url, 'DELETE', `/snapshots/${snap.body.id}`)).status).toBe(204);
+    expect((await call(d.url, 'DELETE', `/snapshots/${fork.body.snapshot.id}`)).status).toBe(204);
+    expect(existsSync(join(d.dataDir, 'snapshots', snap.body.id))).toBe(false);
+  }, 240_000);
+
   it('keeps files across stop and start', async () => {
     await run('echo kept > /home/sandbox/f');
     expect((await call(d.url, 'POST', `/sandboxes/${sb.id}/stop`)).body.status).toBe('stopped');

@@ -250,9 +250,9 @@ export class AgentConnection {
     this.detached = false;
   }
 
-  /** `F`: the host's clock and fresh entropy, for a VM resumed from a saved state. */
-  async refreshFacts(timeoutMs = 10_000): Promise<void> {
-    const payload = encodeFields([String(Date.now()), randomBytes(32).toString('hex')]);
+  /** `F`: the host's clock and fresh entropy (and a new hostname), for a VM resumed from a saved state. */
+  async refreshFacts(opts: { hostname?: string } = {}, timeoutMs = 10_000): Promise<void> {
+    const payload = encodeFields([String(Date.now()), randomBytes(32).toString('hex'), ...(opts.hostname ? [opts.hostname] : [])]);
     const error = decodeMountReply(await this.request('factsWaiters', FrameType.Facts, payload, 'facts', timeoutMs));
     if (error !== null) throw new PrismError('INTERNAL', `guest could not take the host's clock: ${error}`);
   }

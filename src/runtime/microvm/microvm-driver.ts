@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { mountExt4Image, unmountAll } from '../host-mounts.js';
@@ -53,7 +54,7 @@ export class MicrovmDriver implements RuntimeDriver {
 
   capabilities(): RuntimeCapabilities {
     // A pause saves the VM to disk and QEMU exits (Firecracker's save is untested: no pause there).
-    return { isolation: 'vm', persistentFilesystem: true, survivesDaemonRestart: true, ...(this.launcher.vmm.name === 'qemu' ? { pause: 'disk' as const } : {}) };
+    return { isolation: 'vm', persistentFilesystem: true, survivesDaemonRestart: true, ...(this.launcher.vmm.name === 'qemu' ? { pause: 'disk' as const, memorySnapshots: true } : {}) };
   }
 
   async probe(): Promise<ProbeResult> {
@@ -88,7 +89,7 @@ export class MicrovmDriver implements RuntimeDriver {
     }
     try {
       const t0 = Date.now();
-      const boot = await this.boot(spec, p, true);
+      const boot = spec.restore ? await this.restore(spec, p, spec.restore.dir) : await this.boot(spec, p, true);
       const data = { taskDir: p.task, ...boot, home: await imageHome(spec.layers, spec.user), createMs: Date.now() - t0 };
       this.opts.logger?.info({ task: spec.id, ...data }, 'microvm task created');
       return { id: spec.id, runtime: 'microvm', spec, data };
@@ -249,6 +250,38 @@ export class MicrovmDriver implements RuntimeDriver {
       await rm(mnt, { recursive: true, force: true });
       if (running) await this.resume(handle);
     }
+  }
+
+  /**
+   * Memory, devices and disk of a running or paused VM into `dir` (`state`, `rw.ext4`). A running VM
+   * is paused to disk for the copy and resumed from it after (a QEMU that completed an outgoing
+   * migration does not reliably run on), so it runs on with its processes and sessions.
+   */
+  async snapshotMemory(handle: TaskHandle, dir: string): Promise<void> {
+    const p = this.paths(handle.id);
+    if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+    const alive = await this.alive(p);
+    if (!alive && !existsSync(p.pausedState)) throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is stopped: it has no memory to snapshot`);
+    await mkdir(dir, { recursive: true });
+    const t0 = Date.now();
+    if (alive) await this.pause(handle);
+    try {
+      await copySparse(p.pausedState, join(dir, 'state'));
+      await copySparse(p.rwDisk, join(dir, 'rw.ext4'));
+    } finally {
+      if (alive) await this.resume(handle);
+    }
+    this.opts.logger?.info({ task: handle.id, ms: Date.now() - t0 }, 'microvm memory snapshot taken');
+  }
+
+  /** A new task from a memory snapshot: its disk copied, its memory restored, then its own identity. */
+  private async restore(spec: TaskSpec, p: TaskPaths, dir: string): Promise<LaunchInfo> {
+    await copySparse(join(dir, 'rw.ext4'), p.rwDisk);
+    const conn = this.launcher.agentConnection(p.agentSocket);
+    this.conns.set(spec.id, conn);
+    await this.launcher.restoreSnapshot(spec, p, conn, join(dir, 'state'));
+    await conn.refreshFacts({ hostname: spec.hostname });
+    return { boot: 'snapshot' };
   }
 
   async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {
@@ -422,4 +455,12 @@ async function guestDiskFull(conn: AgentConnection, volumePaths: string[]): Prom
   } catch {
     return false;
   }
+}
+
+/** `cp --sparse=always`: a writable disk is a sparse file mostly of holes. */
+function copySparse(from: string, to: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('cp', ['--sparse=always', '--', from, to], (err, _out, stderr) =>
+      err ? reject(new PrismError('INTERNAL', `copying ${from}: ${String(stderr).trim() || err.message}`)) : resolve());
+  });
 }

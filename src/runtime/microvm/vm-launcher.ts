@@ -15,7 +15,7 @@ import type { Vmm, VmmName } from './vmm.js';
 import { selectVmm } from './vmm-select.js';
 import { imageDisk, makeWritableDisk } from './vm-disks.js';
 import { TemplateStore } from './vm-template.js';
-import { prepareTap } from './vm-network.js';
+import { prepareTap, type GuestNic } from './vm-network.js';
 
 export type MicrovmDriverLogger = Record<'info' | 'warn' | 'error', (o: object, msg?: string) => void>;
 
@@ -56,7 +56,7 @@ const RESTORE_TIMEOUT_MS = 10_000;
 /** How a task's VM came up: restored from a template snapshot, or booted. */
 export interface LaunchInfo {
   /** `pool`: a warm-pool VM (already restored) adopted by the task. */
-  boot: 'pool' | 'restore' | 'cold';
+  boot: 'pool' | 'restore' | 'cold' | 'snapshot';
   template?: string;
 }
 
@@ -191,13 +191,24 @@ export class VmLauncher {
    * task's own disks, volumes and NIC, over `conn`, which keeps the sessions the guest kept. The agent
    * is already `ready`: nothing is mounted again.
    */
-  async restorePaused(spec: TaskSpec, p: TaskPaths, conn: AgentConnection, state: string): Promise<void> {
+  /**
+   * A new task restored from another's memory snapshot (its disk already copied to `p.rwDisk`): the
+   * VM runs the snapshotted processes; a task with a network gets its own NIC configured again (`N`),
+   * since the guest wakes with the snapshotted task's address.
+   */
+  async restoreSnapshot(spec: TaskSpec, p: TaskPaths, conn: AgentConnection, state: string): Promise<void> {
+    const nic = await this.restorePaused(spec, p, conn, state);
+    if (nic && spec.network) await conn.network({ address: nic.address, gateway: nic.gateway, mtu: nic.mtu, nameservers: spec.network.nameservers });
+  }
+
+  async restorePaused(spec: TaskSpec, p: TaskPaths, conn: AgentConnection, state: string): Promise<GuestNic | undefined> {
     const [files, verdict, image] = await Promise.all([this.guestFiles(), this.accelerator(), imageDisk(this.opts.imageDiskCache, spec.layers)]);
     const shape = await vmShape({ files, accel: verdict.accel, imageDisk: image, spec, writableDiskMb: this.writableDiskMb(spec) });
     const net = spec.network;
     const network = net ? { netnsPath: net.netnsPath, nic: await prepareTap(net.netnsPath), nameservers: net.nameservers } : undefined;
     await bootVm({ shape, paths: p, vmm: this.vmm, spec, cgroups: this.cgroups, conn, incoming: state, bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS), ...(network ? { network } : {}) });
     if (conn.state !== 'ready') throw new PrismError('INTERNAL', `the resumed VM's agent reported ${conn.state}, not ready`);
+    return network?.nic;
   }
 
   /**
