@@ -6,6 +6,8 @@
  *   <runtime>.stop / .start     POST /sandboxes/:id/stop, then /start (processes gone, files kept)
  *   microvm memory: the QEMU process's RSS while running, and the paused state on disk while paused
  *   (a paused microVM has no process).
+ *   microvm.restore1 / .fork1 / .fork4   a create from a memory snapshot; POST /fork of 1 and of 4
+ *   (each: a snapshot of the running parent, then the restores at once)
  *
  * Usage: node dist/bench/lifecycle.js [runs]   (root; runtimes: oci always, microvm when its guest
  * files exist, docker when PRISM_BENCH_DOCKER_HOST or the test dockerd's socket answers)
@@ -69,6 +71,30 @@ async function main(): Promise<void> {
         await sb.delete();
       }
     }
+    if (runtimes.includes('microvm')) {
+      // Memory snapshots: one restore (a create from a snapshot) beside forks of 1 and 4 (each a
+      // snapshot of the running parent, then that many restores at once).
+      const parent = await prism.sandboxes.create({ runtime: 'microvm', memoryMb: 256 });
+      await parent.exec(['sh', '-c', `setsid sh -c '${COUNTER}' </dev/null >/dev/null 2>&1 &`]);
+      const snap = await parent.snapshot();
+      const runs = Math.min(RUNS, 3);
+      for (let i = 0; i <= runs; i++) {
+        const keep = i > 0;
+        let made!: SandboxHandle;
+        let t = await timeIt(async () => (made = await prism.sandboxes.create({ snapshot: snap.id })));
+        if (keep) push('microvm.restore1', t);
+        await made.delete();
+        for (const count of [1, 4]) {
+          let fork!: Awaited<ReturnType<SandboxHandle['fork']>>;
+          t = await timeIt(async () => (fork = await parent.fork(count)));
+          if (keep) push(`microvm.fork${count}`, t);
+          for (const f of fork.sandboxes) await f.delete();
+          await prism.snapshots.delete(fork.snapshot.id);
+        }
+      }
+      await parent.delete();
+      await prism.snapshots.delete(snap.id);
+    }
   } finally {
     await d.dispose();
   }
@@ -80,6 +106,7 @@ async function main(): Promise<void> {
     samples: s,
     ratios: Object.fromEntries(runtimes.map((r) => [r, { pauseVsStop: ratio(`${r}.pause`, `${r}.stop`), resumeVsStart: ratio(`${r}.resume`, `${r}.start`) }])),
     microvmMemory: memory,
+    microvmFork: { fork4VsRestore1: ratio('microvm.fork4', 'microvm.restore1'), target: 'fork of 4 < 2x one restore' },
     note: 'same prismd, same run, through the API; memoryMb 256; the first round of each runtime is a warm-up and not counted',
   }, null, 2));
 }
