@@ -377,21 +377,29 @@ export function driverConformanceSuite(name: string, make: () => Promise<DriverF
         const pid = async () => (await sh(h, "for p in /proc/[0-9]*; do grep -q 'do [i]=' $p/cmdline 2>/dev/null && echo ${p#/proc/}; done")).stdout.toString().trim();
         await waitFor('the counter', async () => (await count()) > 3);
         const pidBefore = await pid();
+        // The loop's own pace on this host (slow under emulation), to tell a frozen counter from a running one.
+        const c0 = await count();
+        const r0 = Date.now();
+        await sleep(500);
         const before = await count();
+        const tBefore = Date.now();
+        const perMs = (before - c0) / (tBefore - r0);
         await driver.pause(h);
         await driver.pause(h); // idempotent
         expect(await driver.inspect(h)).toBe('paused');
         const d2 = fx.reopen ? await fx.reopen() : driver;
         expect(await d2.recover(h)).toBe('paused');
         expect(await driver.inspect(h)).toBe('paused');
-        await sleep(600);
+        await sleep(1500);
         await driver.resume(h);
         await driver.resume(h); // idempotent
         expect(await driver.inspect(h)).toBe('running');
-        // Frozen for 600 ms: the counter went on from where it was (not ~12 further, not from 0).
+        // Frozen for 1.5 s of the time since `before`: the counter went on from where it was (not from
+        // 0), short of where it would be had it run all along.
         const after = await count();
+        const elapsed = Date.now() - tBefore;
         expect(after).toBeGreaterThanOrEqual(before);
-        expect(after - before).toBeLessThan(8);
+        expect(after - before).toBeLessThan(Math.max(1, perMs * (elapsed - 1000)) + 2);
         expect(await pid()).toBe(pidBefore);
         await waitFor('the counter to go on', async () => (await count()) > after + 3);
         // A paused task stops like any other.
