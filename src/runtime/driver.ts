@@ -225,6 +225,14 @@ export interface RuntimeDriver {
    * task is stopped for the time of the copy and then runs on. FAILED_PRECONDITION for a stopped task.
    */
   snapshotMemory?(handle: TaskHandle, dir: string): Promise<void>;
+  /**
+   * Only with capabilities().ownImages, for runtimes whose snapshots are their own images: commits
+   * the task's filesystem as the runtime image `ref` (the engine's commit, which pauses a running
+   * container meanwhile) and returns its id and the bytes it added. Tasks are then made from `ref`.
+   */
+  commitImage?(handle: TaskHandle, ref: string): Promise<{ id: string; size: number }>;
+  /** Only with commitImage: removes a committed image; a missing one is not an error. */
+  removeImage?(ref: string): Promise<void>;
   stats(handle: TaskHandle): Promise<TaskStats>;
   listTasks(): Promise<string[]>;
   /**

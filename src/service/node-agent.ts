@@ -331,6 +331,26 @@ export class NodeAgent {
     });
   }
 
+  /** Whether this node's runtime snapshots a task as an image of its own (RuntimeDriver.commitImage). */
+  commitsImages(runtime: RuntimeName): boolean {
+    return !!this.drivers.get(runtime)?.commitImage;
+  }
+
+  /** The sandbox's filesystem as the runtime's image `ref` (RuntimeDriver.commitImage). */
+  async commitImage(sb: Sandbox, ref: string): Promise<{ id: string; size: number }> {
+    return this.lock.run(sb.id, async () => {
+      const h = await this.handle(sb.id);
+      const d = this.driver(h.runtime);
+      if (!d.commitImage) throw new PrismError('UNIMPLEMENTED', `the ${h.runtime} runtime keeps no images of its own`);
+      return d.commitImage(h, ref);
+    });
+  }
+
+  /** Removes a runtime image a snapshot made (RuntimeDriver.removeImage). */
+  async removeRuntimeImage(runtime: RuntimeName, ref: string): Promise<void> {
+    await this.drivers.get(runtime)?.removeImage?.(ref);
+  }
+
   /** Whether this node's runtime keeps running processes in snapshots and forks. */
   memorySnapshots(runtime: RuntimeName): boolean {
     const d = this.drivers.get(runtime);

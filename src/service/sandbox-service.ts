@@ -135,7 +135,9 @@ export class SandboxService {
     const snap = req.snapshot === undefined ? undefined : await this.repo.getSnapshot(req.snapshot);
     if (req.snapshot !== undefined && !snap) throw new PrismError('NOT_FOUND', `snapshot '${req.snapshot}' not found`);
     if (snap && req.image !== undefined && req.image !== snap.image) throw new PrismError('INVALID_ARGUMENT', 'give either image or snapshot, not both');
-    if (snap) req = { ...req, image: snap.image, runtime: req.runtime ?? (snap.runtime === 'docker' ? this.defaults.runtime : snap.runtime) };
+    if (snap) req = { ...req, image: snap.image, runtime: req.runtime ?? snap.runtime };
+    // An engine's snapshot lives in that engine: only its runtime can run it.
+    if (snap?.runtime === 'docker' && req.runtime !== 'docker') throw new PrismError('INVALID_ARGUMENT', `snapshot '${snap.id}' is a Docker engine image: it runs on the docker runtime only`);
     if (snap?.shape) req = fromMemorySnapshot(req, snap.runtime, snap.shape);
     const sb: Sandbox = {
       id: newSandboxId(),

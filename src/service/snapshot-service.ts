@@ -62,6 +62,8 @@ export class SnapshotService {
       return this.createWithMemory(sb, id, name);
     }
     const image = `${SNAPSHOT_REPOSITORY}/${id}:latest`;
+    // A runtime with images of its own (a Docker engine) commits the sandbox there.
+    if (this.agent.commitsImages(sb.runtime)) return this.createInRuntime(sb, id, name, image);
     const tar = join(tmpdir(), `prism-${id}.tar`);
     let record;
     try {
@@ -83,6 +85,27 @@ export class SnapshotService {
       throw e;
     }
     this.log.info({ snapshot: id, sandbox: sb.id, bytes: snap.size }, 'snapshot taken');
+    return snap;
+  }
+
+  private async createInRuntime(sb: Sandbox, id: string, name: string, image: string): Promise<Snapshot> {
+    let committed;
+    try {
+      committed = await this.agent.commitImage(sb, image);
+    } catch (e) {
+      throw asPrismError(e, 'INTERNAL', `snapshotting sandbox '${sb.name}'`);
+    }
+    const snap: Snapshot = {
+      id, name, sandboxId: sb.id, sandboxName: sb.name, node: sb.node, runtime: sb.runtime, image, imageDigest: committed.id,
+      size: committed.size, memory: false, createdAt: new Date().toISOString(),
+    };
+    try {
+      await this.repo.putSnapshot(snap);
+    } catch (e) {
+      await this.agent.removeRuntimeImage(sb.runtime, image).catch(() => undefined);
+      throw e;
+    }
+    this.log.info({ snapshot: id, sandbox: sb.id, runtime: sb.runtime }, 'snapshot committed in the runtime');
     return snap;
   }
 
@@ -149,6 +172,7 @@ export class SnapshotService {
     }
     if (snap.node !== this.agent.nodeId) throw new PrismError('FAILED_PRECONDITION', `snapshot '${snap.id}' is on node ${snap.node}, which is not reachable`);
     if (snap.memory) await rm(join(this.dir, snap.id), { recursive: true, force: true });
+    else if (this.agent.commitsImages(snap.runtime)) await this.agent.removeRuntimeImage(snap.runtime, snap.image);
     else {
       await this.images.remove(snap.image).catch((e: unknown) => {
         if (!(e instanceof PrismError && e.code === 'NOT_FOUND')) throw e;

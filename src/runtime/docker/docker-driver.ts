@@ -281,6 +281,33 @@ export class DockerDriver implements RuntimeDriver {
     this.opts.logger?.info({ task: handle.id }, 'docker task destroyed');
   }
 
+  /** `docker commit`: the engine's own diff of the container (its writable layer) as image `ref`. */
+  async commitImage(handle: TaskHandle, ref: string): Promise<{ id: string; size: number }> {
+    await this.loadClient();
+    if ((await this.state(handle.id)) === 'gone') throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+    const at = ref.lastIndexOf(':');
+    const [repo, tag] = at > ref.lastIndexOf('/') ? [ref.slice(0, at), ref.slice(at + 1)] : [ref, 'latest'];
+    try {
+      const r = (await this.docker.getContainer(containerName(handle.id)).commit({ repo, tag, pause: true })) as { Id?: string };
+      const image = this.docker.getImage(ref);
+      const info = (await image.inspect()) as { Id: string };
+      // The newest history entry is the commit's own layer: what the sandbox added.
+      const history = (await image.history()) as Array<{ Size?: number }>;
+      return { id: r.Id ?? info.Id, size: history[0]?.Size ?? 0 };
+    } catch (e) {
+      throw engineError(e, `committing task ${handle.id}`, { 404: 'NOT_FOUND', 409: 'FAILED_PRECONDITION' });
+    }
+  }
+
+  async removeImage(ref: string): Promise<void> {
+    await this.loadClient();
+    try {
+      await this.docker.getImage(ref).remove();
+    } catch (e) {
+      if (engineStatus(e) !== 404) throw engineError(e, `removing image ${ref}`, { 409: 'FAILED_PRECONDITION' });
+    }
+  }
+
   async stats(handle: TaskHandle): Promise<TaskStats> {
     await this.loadClient();
     const state = await this.state(handle.id);
