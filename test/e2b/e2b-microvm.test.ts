@@ -89,11 +89,11 @@ describe.skipIf(!!skip)('the e2b SDK against prismd on the microvm runtime', () 
     await again.commands.kill(h.pid);
   }, 180_000);
 
-  it('snapshots the VM\'s files (paused to disk meanwhile) and creates a microVM from them', async () => {
+  it('snapshots the VM with its memory (paused to disk meanwhile) and creates a microVM from it', async () => {
     await sbx.files.write('/var/tmp/snap.txt', 'in the snapshot');
     const snap = await call(d.url, 'POST', `/sandboxes/${sbx.sandboxId}/snapshots`, {});
     expect(snap.status, JSON.stringify(snap.body)).toBe(201);
-    expect(snap.body).toMatchObject({ runtime: 'microvm', memory: false });
+    expect(snap.body).toMatchObject({ runtime: 'microvm', memory: true });
     expect((await call(d.url, 'GET', `/sandboxes/${sbx.sandboxId}`)).body.status).toBe('running');
     const child = await call(d.url, 'POST', '/sandboxes', { snapshot: snap.body.id });
     expect(child.status, JSON.stringify(child.body)).toBe(201);
