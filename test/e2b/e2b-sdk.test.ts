@@ -200,7 +200,10 @@ describe.skipIf(!!skip)('the official e2b SDK against prismd (oci)', () => {
         onExit: (err) => void (exited = err),
       });
       await sbx.files.write('/tmp/w/a.txt', 'x');
-      await sbx.commands.run('mkdir -p /tmp/w/sub && echo y > /tmp/w/sub/b.txt && sleep 0.2 && mv /tmp/w/a.txt /tmp/w/c.txt && rm /tmp/w/sub/b.txt');
+      // A new subdirectory is watched once its create event is read: what is written in it before then
+      // is not seen (inotify, as envd's fsnotify). Under a loaded CI run that took over the 0 ms the
+      // write used to follow the mkdir, so the test leaves the watcher time first.
+      await sbx.commands.run('mkdir -p /tmp/w/sub && sleep 0.3 && echo y > /tmp/w/sub/b.txt && sleep 0.2 && mv /tmp/w/a.txt /tmp/w/c.txt && rm /tmp/w/sub/b.txt');
       for (const deadline = Date.now() + 10_000; !seen.some((e) => e.name === 'sub/b.txt' && e.type === 'remove') && Date.now() < deadline; ) {
         await new Promise((r) => setTimeout(r, 50));
       }

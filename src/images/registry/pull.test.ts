@@ -111,7 +111,8 @@ describe('pullImage', () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(await content.has(img.manifestDigest)).toBe(false);
     expect(await content.has(img.layers[1]!.digest)).toBe(false);
-    expect(await readdir(content.tmpDir)).toEqual([]);
+    // No temporary file left (an abort before the first blob never made the directory).
+    expect(await readdir(content.tmpDir).catch(() => [])).toEqual([]);
   });
 
   it('serves as the image store\'s puller', async () => {
