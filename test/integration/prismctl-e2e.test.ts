@@ -82,6 +82,16 @@ describe.skipIf(!!skip)('prismctl against a real prismd', () => {
     expect(ctl(['sandbox', 'pause', 'cli']).out).toMatch(/: paused/);
     expect(JSON.parse(ctl(['-o', 'json', 'sandbox', 'info', 'cli']).out).status).toBe('paused');
     expect(ctl(['sandbox', 'resume', 'cli']).out).toMatch(/: running/);
+    const snap = JSON.parse(ctl(['-o', 'json', 'sandbox', 'snapshot', 'cli', '--name', 'cli-snap']).out);
+    expect(snap).toMatchObject({ name: 'cli-snap', sandboxName: 'cli', memory: false });
+    expect(ctl(['snapshot', 'ls']).out).toMatch(new RegExp(`${snap.id}\\s+cli-snap\\s+cli`));
+    expect(ctl(['sandbox', 'create', '--name', 'from-snap', '--snapshot', snap.id]).code).toBe(0);
+    expect(ctl(['sandbox', 'exec', 'from-snap', '--', 'sh', '-c', 'echo $GREETING']).out).toBe('\n'); // files, not the env
+    const busy = ctl(['snapshot', 'rm', snap.id]);
+    expect(busy.code).toBe(1);
+    expect(busy.err).toMatch(/in use by 'from-snap'/);
+    expect(ctl(['sandbox', 'rm', 'from-snap']).code).toBe(0);
+    expect(ctl(['snapshot', 'rm', snap.id]).out).toMatch(/deleted/);
     expect(ctl(['sandbox', 'stop', 'cli']).code).toBe(0);
     expect(JSON.parse(ctl(['-o', 'json', 'sandbox', 'info', 'cli']).out).status).toBe('stopped');
     expect(ctl(['sandbox', 'start', 'cli']).code).toBe(0);
