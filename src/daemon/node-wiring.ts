@@ -122,6 +122,9 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   await events.start();
   await metrics.start();
   await membership.start();
+  // The leader may have marked this node's sandboxes lost after recover() reattached them and before the
+  // node announced itself (a dead node's sweep, or a new leader's): now that it is a member again, settle those.
+  await agent.reconcileAfterRejoin();
   await agent.watchAssignments();
   agent.startWatchdog(w.watchdogMs);
   return {

@@ -170,8 +170,8 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
     expect((await call(via.url, 'DELETE', `/sandboxes/${onVictim[1]!.id}`)).status).toBe(204);
     nodes[victim] = await nodes[victim]!.restart();
     await until('the victim alive again', async () => (await clusterInfo(via)).nodesAlive === 3, 15_000);
-    const back = (await call<Sb>(via.url, 'GET', `/sandboxes/${onVictim[0]!.id}`)).body;
-    expect(back.status).toBe('running');
+    // The node reconciles its lost sandboxes as it rejoins; a client sees `running` once it has.
+    await until('the victim\'s sandbox running again', async () => (await call<Sb>(via.url, 'GET', `/sandboxes/${onVictim[0]!.id}`)).body.status === 'running', 15_000);
     expect((await exec(via, onVictim[0]!.id, 'cat ~/marker')).body).toMatchObject({ exitCode: 0, stdout: 'kept\n' });
     expect(leftovers(onVictim[1]!.id, nodes[victim]!.dataDir)).toEqual([]);
     console.log(JSON.stringify({ nodeDeadAndLostMs: detectMs, ttlMs: TTL_S * 1000 }));
