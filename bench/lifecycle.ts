@@ -12,7 +12,7 @@
  * Usage: node dist/bench/lifecycle.js [runs]   (root; runtimes: oci always, microvm when its guest
  * files exist, docker when PRISM_BENCH_DOCKER_HOST or the test dockerd's socket answers)
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Prism, type SandboxHandle } from '../src/sdk/index.js';
 import { startPrismd } from '../test/integration/prismd-harness.js';
@@ -24,12 +24,20 @@ const TEST_DOCKER = '/var/lib/prism-test/docker/docker.sock';
 const DOCKER = process.env.PRISM_BENCH_DOCKER_HOST ?? (existsSync(TEST_DOCKER) ? `unix://${TEST_DOCKER}` : undefined);
 const COUNTER = 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done';
 
-function qemuRssBytes(sandboxId: string): number {
+function qemuHostMemoryBytes(sandboxId: string): number {
   for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
     try {
       if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(`${sandboxId}/agent.sock`)) continue;
-      const kb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
-      return kb * 1024;
+      // QEMU's own anonymous memory plus its guest RAM file (shared RAM in the RAM directory counts
+      // whole, mapped by the guest or not; VmRSS would count only the pages QEMU has touched since start).
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      const anonKb = Number(/RssAnon:\s+(\d+) kB/.exec(status)?.[1] ?? 0);
+      let ramFile = 0;
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+        if (target.startsWith('/run/prism/vm-ram/')) ramFile = statSync(`/proc/${pid}/fd/${fd}`).blocks * 512;
+      }
+      return anonKb * 1024 + ramFile;
     } catch {
       /* gone meanwhile */
     }
@@ -53,14 +61,16 @@ async function main(): Promise<void> {
         const sb: SandboxHandle = await prism.sandboxes.create({ runtime, memoryMb: 256 });
         await sb.exec(['sh', '-c', `setsid sh -c '${COUNTER}' </dev/null >/dev/null 2>&1 &`]);
         await new Promise((r) => setTimeout(r, 200));
-        const rss = runtime === 'microvm' ? qemuRssBytes(sb.id) : 0;
+        const rss = runtime === 'microvm' ? qemuHostMemoryBytes(sb.id) : 0;
         let t = await timeIt(() => sb.pause());
         if (keep) push(`${runtime}.pause`, t);
         if (keep && runtime === 'microvm') {
-          const state = join(d.dataDir, 'runtime', 'microvm', 'tasks', sb.id, 'paused.state');
-          memory.runningRssMiB = Math.round(rss / 2 ** 20);
-          memory.pausedRssMiB = Math.round(qemuRssBytes(sb.id) / 2 ** 20);
-          memory.pausedStateOnDiskMiB = existsSync(state) ? Math.round(statSync(state).size / 2 ** 20) : -1;
+          // Devices in paused.state, the RAM in paused.mem (a sparse image) or, without one, in the state.
+          const task = join(d.dataDir, 'runtime', 'microvm', 'tasks', sb.id);
+          const onDisk = ['paused.state', 'paused.mem'].map((f) => join(task, f)).filter((f) => existsSync(f)).reduce((n, f) => n + statSync(f).blocks * 512, 0);
+          memory.runningHostMemoryMiB = Math.round(rss / 2 ** 20);
+          memory.pausedHostMemoryMiB = Math.round(qemuHostMemoryBytes(sb.id) / 2 ** 20);
+          memory.pausedStateOnDiskMiB = existsSync(join(task, 'paused.state')) ? Math.round(onDisk / 2 ** 20) : -1;
         }
         t = await timeIt(() => sb.resume());
         if (keep) push(`${runtime}.resume`, t);

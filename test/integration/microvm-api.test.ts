@@ -55,6 +55,14 @@ describe.skipIf(!!skip)('sandboxes on the microvm runtime through the API', () =
     expect(snap.body).toMatchObject({ memory: true, runtime: 'microvm', shape: { memoryMb: 256 } });
     expect((await run('echo still-running')).stdout).toBe('still-running\n'); // the parent runs on
     const ticks = async (id: string) => Number((await call(d.url, 'POST', `/sandboxes/${id}/exec`, { command: 'cat /var/tmp/ticks' })).body.stdout);
+    const ticking = async (id: string) => {
+      const a = await ticks(id);
+      await new Promise((r) => setTimeout(r, 600));
+      expect(await ticks(id), `the counter of ${id} runs on`).toBeGreaterThan(a);
+    };
+    await ticking(sb.id); // and so do its processes
+    // The guest RAM was a shared file: the snapshot holds it as an image that restores map.
+    expect(existsSync(join(d.dataDir, 'snapshots', snap.body.id, 'mem'))).toBe(true);
 
     // A create with another shape is refused; with the snapshot's (the default), its counter runs on.
     expect((await call(d.url, 'POST', '/sandboxes', { snapshot: snap.body.id, memoryMb: 512 })).status).toBe(400);
@@ -74,11 +82,17 @@ describe.skipIf(!!skip)('sandboxes on the microvm runtime through the API', () =
     expect(fork.status, JSON.stringify(fork.body)).toBe(201);
     console.warn(`microvm fork of 2 with memory: ${Date.now() - t0} ms`);
     expect(fork.body.memory).toBe(true);
-    for (const f of fork.body.sandboxes) {
-      const a = await ticks(f.id);
-      await new Promise((r) => setTimeout(r, 600));
-      expect(await ticks(f.id)).toBeGreaterThan(a);
-    }
+    for (const f of fork.body.sandboxes) await ticking(f.id);
+    await ticking(sb.id);
+    // A fork of a VM restored from an image (its RAM mapped copy-on-write, not a shared file) takes the
+    // other way, through a pause to disk; its fork runs the counter on too.
+    const grand = await call(d.url, 'POST', `/sandboxes/${child.body.id}/fork`, { count: 1 });
+    expect(grand.status, JSON.stringify(grand.body)).toBe(201);
+    expect(existsSync(join(d.dataDir, 'snapshots', grand.body.snapshot.id, 'mem'))).toBe(false);
+    await ticking(grand.body.sandboxes[0].id);
+    await ticking(child.body.id);
+    expect((await call(d.url, 'DELETE', `/sandboxes/${grand.body.sandboxes[0].id}`)).status).toBe(204);
+    expect((await call(d.url, 'DELETE', `/snapshots/${grand.body.snapshot.id}`)).status).toBe(204);
     expect((await call(d.url, 'DELETE', `/snapshots/${snap.body.id}`)).status).toBe(412);
     for (const x of [child.body, ...fork.body.sandboxes]) expect((await call(d.url, 'DELETE', `/sandboxes/${x.id}`)).status).toBe(204);
     expect((await call(d.url, 'DELETE', `/snapshots/${snap.body.id}`)).status).toBe(204);

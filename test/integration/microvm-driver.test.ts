@@ -5,7 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { cgroupLeaks, vmCgroups } from '../fixtures/host-cgroups.js';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -117,7 +117,10 @@ if (reason) {
         await driver.templatesSettled();
         const templates = await readdir(join(stateDir, 'templates'));
         expect(templates).toHaveLength(1);
-        expect((await readdir(join(stateDir, 'templates', templates[0]!))).sort()).toEqual(['meta.json', 'state']);
+        // Devices in `state`, the RAM as a sparse image beside it (restores copy it into the RAM directory).
+        expect((await readdir(join(stateDir, 'templates', templates[0]!))).sort()).toEqual(['mem', 'meta.json', 'state']);
+        const mem = statSync(join(stateDir, 'templates', templates[0]!, 'mem'));
+        expect(mem.blocks * 512).toBeLessThan(mem.size);
 
         const b = await create('tpl-b', 'host-b');
         expect(b.data).toMatchObject({ boot: 'restore', template: templates[0] });

@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { mountExt4Image, unmountAll } from '../host-mounts.js';
@@ -13,7 +12,7 @@ import { isQemuAlive, killQemu, readPidFile, waitExit } from './qemu-process.js'
 import { probeCgroups } from '../cgroups/probe.js';
 import { agentUser, ID_PATTERN, imageHome, validateSpec } from './task-spec.js';
 import { taskPaths, vmMarker, type TaskPaths } from './vm-boot.js';
-import { requireLayers } from './vm-disks.js';
+import { copySparse, requireLayers } from './vm-disks.js';
 import { VmLauncher, type LaunchInfo, type MicrovmDriverOptions } from './vm-launcher.js';
 import { toTaskProcess, ttyEnv } from '../agent-process.js';
 
@@ -184,10 +183,14 @@ export class MicrovmDriver implements RuntimeDriver {
     await conn.detach();
     const t0 = Date.now();
     try {
-      await this.launcher.vmm.save(p, p.pausedState, SAVE_TIMEOUT_MS);
+      // Its RAM as an image when the VMM can (one sparse copy), else in the state stream; an image
+      // an earlier pause cut short left must not be taken for this one's.
+      const vmm = this.launcher.vmm;
+      await rm(p.pausedMem, { force: true });
+      if (!(await vmm.saveImage?.(p, p.pausedState, p.pausedMem, SAVE_TIMEOUT_MS))) await vmm.save(p, p.pausedState, SAVE_TIMEOUT_MS);
     } catch (e) {
       // The save stopped the VM: it runs on, and its agent sends output again.
-      await rm(p.pausedState, { force: true });
+      await Promise.all([p.pausedState, p.pausedMem].map((f) => rm(f, { force: true })));
       await this.launcher.vmm.resume(p).catch(() => undefined);
       await conn.undetach().catch(() => undefined);
       throw asPrismError(e, 'INTERNAL', `saving the VM of task ${handle.id}`);
@@ -214,7 +217,8 @@ export class MicrovmDriver implements RuntimeDriver {
     this.conns.set(handle.id, conn);
     const t0 = Date.now();
     try {
-      await this.launcher.restorePaused(handle.spec, p, conn, p.pausedState);
+      // Its own copy of the image: a VM resumed from a pause can be paused or snapshotted in one copy again.
+      await this.launcher.restorePaused(handle.spec, p, conn, p.pausedState, existsSync(p.pausedMem) ? { path: p.pausedMem, mode: 'copy' } : undefined);
       await conn.refreshFacts();
     } catch (e) {
       // Still paused: the saved state stays, whatever was started goes.
@@ -223,7 +227,7 @@ export class MicrovmDriver implements RuntimeDriver {
       await Promise.all([p.agentSocket, p.qmpSocket, p.pidFile, p.origin].map((f) => rm(f, { force: true })));
       throw asPrismError(e, 'INTERNAL', `resuming task ${handle.id}`);
     }
-    await rm(p.pausedState, { force: true });
+    await Promise.all([p.pausedState, p.pausedMem].map((f) => rm(f, { force: true })));
     this.opts.logger?.info({ task: handle.id, restoreMs: Date.now() - t0 }, 'microvm task resumed');
   }
 
@@ -253,9 +257,11 @@ export class MicrovmDriver implements RuntimeDriver {
   }
 
   /**
-   * Memory, devices and disk of a running or paused VM into `dir` (`state`, `rw.ext4`). A running VM
-   * is paused to disk for the copy and resumed from it after (a QEMU that completed an outgoing
-   * migration does not reliably run on), so it runs on with its processes and sessions.
+   * Memory, devices and disk of a running or paused VM into `dir`: `state` (devices, and RAM unless
+   * `mem` is there), `mem` (a running VM's RAM as a sparse image that restores map copy-on-write) and
+   * `rw.ext4`. A running VM whose RAM is a shared file (QemuVmm's RAM directory) is stopped for the
+   * copies and continued in place: a pause of a few milliseconds plus the copies. Otherwise (anonymous
+   * RAM, a VM restored from an image, a paused VM) the VM is paused to disk and resumed from it after.
    */
   async snapshotMemory(handle: TaskHandle, dir: string): Promise<void> {
     const p = this.paths(handle.id);
@@ -264,9 +270,14 @@ export class MicrovmDriver implements RuntimeDriver {
     if (!alive && !existsSync(p.pausedState)) throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is stopped: it has no memory to snapshot`);
     await mkdir(dir, { recursive: true });
     const t0 = Date.now();
+    if (alive && (await this.snapshotInPlace(handle, p, dir))) {
+      this.opts.logger?.info({ task: handle.id, ms: Date.now() - t0, memoryImage: true }, 'microvm memory snapshot taken');
+      return;
+    }
     if (alive) await this.pause(handle);
     try {
       await copySparse(p.pausedState, join(dir, 'state'));
+      if (existsSync(p.pausedMem)) await copySparse(p.pausedMem, join(dir, 'mem'));
       await copySparse(p.rwDisk, join(dir, 'rw.ext4'));
     } finally {
       if (alive) await this.resume(handle);
@@ -274,12 +285,36 @@ export class MicrovmDriver implements RuntimeDriver {
     this.opts.logger?.info({ task: handle.id, ms: Date.now() - t0 }, 'microvm memory snapshot taken');
   }
 
+  /** snapshotMemory of a running VM that the VMM can image: false (nothing done) when it cannot. */
+  private async snapshotInPlace(handle: TaskHandle, p: TaskPaths, dir: string): Promise<boolean> {
+    const vmm = this.launcher.vmm;
+    if (!vmm.saveImage) return false;
+    const conn = await this.connection(handle.id, p);
+    // As for a pause: the agent holds its sessions' output, so that the copies wake detached and
+    // take a new host connection; the VM itself is told to go on after the copies.
+    await conn.detach();
+    try {
+      if (!(await vmm.saveImage(p, join(dir, 'state'), join(dir, 'mem'), SAVE_TIMEOUT_MS))) return false;
+      // Still stopped: the disk matches the memory (the agent synced before it detached).
+      await copySparse(p.rwDisk, join(dir, 'rw.ext4'));
+      return true;
+    } catch (e) {
+      await Promise.all(['state', 'mem', 'rw.ext4'].map((f) => rm(join(dir, f), { force: true })));
+      throw asPrismError(e, 'INTERNAL', `snapshotting the VM of task ${handle.id}`);
+    } finally {
+      await vmm.resume(p).catch((e: unknown) => this.opts.logger?.error({ err: e, task: handle.id }, 'continuing a VM after its snapshot failed'));
+      await conn.undetach().catch((e: unknown) => this.opts.logger?.error({ err: e, task: handle.id }, 'reattaching to a VM after its snapshot failed'));
+    }
+  }
+
   /** A new task from a memory snapshot: its disk copied, its memory restored, then its own identity. */
   private async restore(spec: TaskSpec, p: TaskPaths, dir: string): Promise<LaunchInfo> {
     await copySparse(join(dir, 'rw.ext4'), p.rwDisk);
     const conn = this.launcher.agentConnection(p.agentSocket);
     this.conns.set(spec.id, conn);
-    await this.launcher.restoreSnapshot(spec, p, conn, join(dir, 'state'));
+    // Mapped copy-on-write: every sandbox made from one snapshot shares the pages none of them changed.
+    const image = join(dir, 'mem');
+    await this.launcher.restoreSnapshot(spec, p, conn, join(dir, 'state'), existsSync(image) ? { path: image, mode: 'cow' } : undefined);
     await conn.refreshFacts({ hostname: spec.hostname });
     return { boot: 'snapshot' };
   }
@@ -288,7 +323,7 @@ export class MicrovmDriver implements RuntimeDriver {
     const p = this.paths(handle.id);
     if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
     // A paused VM has no QEMU: stopping it drops its saved memory (its disk is kept, as for any stop).
-    await rm(p.pausedState, { force: true });
+    await Promise.all([p.pausedState, p.pausedMem].map((f) => rm(f, { force: true })));
     const pid = await readPidFile(p.pidFile);
     const marker = await vmMarker(p, this.launcher.vmm);
     if (pid && (await isQemuAlive(pid, marker))) {
@@ -455,12 +490,4 @@ async function guestDiskFull(conn: AgentConnection, volumePaths: string[]): Prom
   } catch {
     return false;
   }
-}
-
-/** `cp --sparse=always`: a writable disk is a sparse file mostly of holes. */
-function copySparse(from: string, to: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile('cp', ['--sparse=always', '--', from, to], (err, _out, stderr) =>
-      err ? reject(new PrismError('INTERNAL', `copying ${from}: ${String(stderr).trim() || err.message}`)) : resolve());
-  });
 }

@@ -22,10 +22,17 @@ export interface QemuVmConfig {
   consoleLog: string;
   pidFile: string;
   /**
-   * A migration stream (a template snapshot) to restore instead of booting: `-incoming exec:cat FILE`
-   * (QEMU 7.2 has no `file:` URI). Every other argument must match the snapshotted VM's shape.
+   * Restore a migration stream instead of booting: QEMU starts with `-incoming defer` and is given the
+   * stream over QMP (vm-snapshot.ts resumeIncoming: `exec:cat FILE`, QEMU 7.2 has no `file:` URI), so
+   * that migration capabilities can be set first. Every other argument must match the saved VM's shape.
    */
-  incoming?: string;
+  incoming?: boolean;
+  /**
+   * Where guest RAM lives (absent: anonymous memory, QEMU's default): `mem-path` of a file memory
+   * backend (qemu-vmm.ts chooses). `shared`: mapped shared, the file is the RAM (a directory: QEMU
+   * creates a file there and unlinks it at once); not shared: a memory image mapped copy-on-write.
+   */
+  memory?: { path: string; shared: boolean };
   /** A virtio-net NIC on this tap (opened by name: QEMU runs in the tap's namespace), with this MAC. */
   nic?: { tap: string; mac: string };
 }
@@ -56,7 +63,7 @@ export function buildQemuArgs(c: QemuVmConfig): string[] {
   if (!(Number.isInteger(c.memoryMb) && c.memoryMb >= 32)) throw new PrismError('INVALID_ARGUMENT', `guest memory must be >= 32 MiB, got ${c.memoryMb}`);
   if (!(Number.isInteger(c.cpus) && c.cpus >= 1 && c.cpus <= 64)) throw new PrismError('INVALID_ARGUMENT', `guest cpus must be 1..64, got ${c.cpus}`);
   const args = [
-    '-M', 'microvm,acpi=on',
+    '-M', c.memory ? 'microvm,acpi=on,memory-backend=mem' : 'microvm,acpi=on',
     // TCG's code cache defaults to 1 GiB on 64-bit hosts; it counts against the VM's host cgroup.
     '-accel', c.accel === 'tcg' ? 'tcg,tb-size=64' : 'kvm',
     '-cpu', c.accel === 'kvm' ? 'host' : 'max',
@@ -69,6 +76,9 @@ export function buildQemuArgs(c: QemuVmConfig): string[] {
     '-serial', `file:${checkPath('console log', c.consoleLog)}`,
     '-pidfile', checkPath('pid file', c.pidFile),
   ];
+  if (c.memory) {
+    args.push('-object', `memory-backend-file,id=mem,size=${c.memoryMb}M,mem-path=${checkPath('guest memory', c.memory.path)},share=${c.memory.shared ? 'on' : 'off'}`);
+  }
   if (c.imageDisk) args.push(...disk('image', c.imageDisk, true));
   if (c.writableDisk) args.push(...disk('rw', c.writableDisk, false));
   for (const [i, v] of (c.volumes ?? []).entries()) args.push(...disk(`vol${i}`, v.image, v.readOnly));
@@ -79,7 +89,7 @@ export function buildQemuArgs(c: QemuVmConfig): string[] {
   );
   if (c.nic) args.push(...nicArgs(c.nic));
   if (c.qmpSocket) args.push('-qmp', `unix:${checkPath('QMP socket', c.qmpSocket)},server=on,wait=off`);
-  if (c.incoming) args.push('-incoming', `exec:cat ${shellSafePath('snapshot', c.incoming)}`);
+  if (c.incoming) args.push('-incoming', 'defer');
   return args;
 }
 

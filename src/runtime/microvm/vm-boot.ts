@@ -6,7 +6,7 @@ import type { AgentConnection } from './agent-connection.js';
 import { defaultCmdline, type GuestFiles } from './guest-files.js';
 import { volumeSerial, type Accelerator } from './qemu-args.js';
 import type { TaskCgroups } from '../cgroups/cgroups.js';
-import type { Vmm } from './vmm.js';
+import type { Vmm, VmmStart } from './vmm.js';
 import { VM_TAP, type GuestNic } from './vm-network.js';
 
 /** The files of one VM: `<tasksDir>/<id>/` for a task. */
@@ -23,8 +23,10 @@ export interface TaskPaths {
    * agent socket path on QEMU's command line, which is what identifies that QEMU (see vmMarker).
    */
   origin: string;
-  /** A paused task's saved VM (memory and devices); present only while it is paused. */
+  /** A paused task's saved VM (devices, and memory unless `pausedMem` is there); present only while it is paused. */
   pausedState: string;
+  /** A paused task's RAM as a memory image (Vmm.saveImage), when its VMM could write one. */
+  pausedMem: string;
 }
 
 export function taskPaths(tasksDir: string, id: string): TaskPaths {
@@ -32,7 +34,7 @@ export function taskPaths(tasksDir: string, id: string): TaskPaths {
   return {
     task, rwDisk: join(task, 'rw.ext4'), agentSocket: join(task, 'agent.sock'), qmpSocket: join(task, 'qmp.sock'),
     pidFile: join(task, 'qemu.pid'), consoleLog: join(task, 'console.log'), qemuLog: join(task, 'qemu.log'), origin: join(task, 'qemu.origin'),
-    pausedState: join(task, 'paused.state'),
+    pausedState: join(task, 'paused.state'), pausedMem: join(task, 'paused.mem'),
   };
 }
 
@@ -91,6 +93,8 @@ export interface BootOptions {
   bootTimeoutMs: number;
   /** Restore this template snapshot instead of booting (see vm-snapshot.ts). */
   incoming?: string;
+  /** With `incoming`: the memory image saved with it (Vmm.saveImage) and how the VM takes it. */
+  memoryImage?: VmmStart['memoryImage'];
   /** The task to limit and mount (`M`); absent for a template VM, which must stay at `booted`. */
   spec?: TaskSpec;
   /** The host cgroups of VMs, in which a task's VM is limited (given with `spec`). */
@@ -111,7 +115,7 @@ export async function bootVm(o: BootOptions): Promise<void> {
   const volumes = (spec?.volumes ?? []).map((v) => ({ image: v.image, readOnly: v.readOnly }));
   const cg = spec && o.cgroups ? { cgroups: o.cgroups, limits: vmLimits(shape) } : undefined;
   const started = o.vmm.start({
-    shape, paths: p, ...(o.incoming ? { incoming: o.incoming } : {}),
+    shape, paths: p, ...(o.incoming ? { incoming: o.incoming } : {}), ...(o.incoming && o.memoryImage ? { memoryImage: o.memoryImage } : {}),
     ...(cg && spec ? { launch: (argv: string[]) => cg.cgroups.launchCommand(spec.id, cg.limits, argv) } : {}),
     ...(net ? { network: { netnsPath: net.netnsPath, tap: VM_TAP, mac: net.nic.mac } } : {}),
     ...(volumes.length ? { volumes } : {}),

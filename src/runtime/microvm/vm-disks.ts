@@ -47,3 +47,11 @@ export function runTool(cmd: string, args: string[], timeoutMs = 60_000): Promis
     });
   });
 }
+
+/** `cp --sparse=always`: a writable disk or a memory image is a sparse file mostly of holes. */
+export function copySparse(from: string, to: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('cp', ['--sparse=always', '--', from, to], (err, _out, stderr) =>
+      err ? reject(new PrismError('INTERNAL', `copying ${from}: ${String(stderr).trim() || err.message}`)) : resolve());
+  });
+}

@@ -11,10 +11,11 @@ import { WarmPool } from './vm-pool.js';
 import type { CgroupHost, TaskCgroups } from '../cgroups/cgroups.js';
 import { probeCgroups } from '../cgroups/probe.js';
 import { taskCgroups } from '../cgroups/select-cgroups.js';
-import type { Vmm, VmmName } from './vmm.js';
+import type { Vmm, VmmName, VmmStart } from './vmm.js';
 import { selectVmm } from './vmm-select.js';
+import { DEFAULT_VM_RAM_DIR } from './vm-ram.js';
 import { imageDisk, makeWritableDisk } from './vm-disks.js';
-import { TemplateStore } from './vm-template.js';
+import { memoryImageOf, TemplateStore } from './vm-template.js';
 import { prepareTap, type GuestNic } from './vm-network.js';
 
 export type MicrovmDriverLogger = Record<'info' | 'warn' | 'error', (o: object, msg?: string) => void>;
@@ -33,6 +34,12 @@ export interface MicrovmDriverOptions {
   qemuBinary?: string;
   /** The VMM: QEMU (default) or Firecracker (opt-in, untested against a real Firecracker; vmm-select.ts). */
   vmm?: VmmName;
+  /**
+   * QEMU: a directory for guest RAM, made a tmpfs if it is not one (vm-ram.ts; default
+   * /run/prism/vm-ram); RAM there is what makes memory snapshots and forks one copy and lets VMs
+   * restored from one image share its pages. `false`: anonymous RAM.
+   */
+  ramDir?: string | false;
   /** Where Firecracker is when `vmm` is firecracker (default: `firecracker` on PATH). */
   firecrackerBinary?: string;
   /** Size of a task's writable disk (sparse) when its spec has no diskMb, default 2048 MiB. */
@@ -85,7 +92,7 @@ export class VmLauncher {
 
   constructor(private readonly opts: MicrovmDriverOptions) {
     this.qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
-    this.vmm = selectVmm({ vmm: opts.vmm, qemuBinary: this.qemu, firecrackerBinary: opts.firecrackerBinary, restoreTimeoutMs: RESTORE_TIMEOUT_MS });
+    this.vmm = selectVmm({ vmm: opts.vmm, qemuBinary: this.qemu, firecrackerBinary: opts.firecrackerBinary, restoreTimeoutMs: RESTORE_TIMEOUT_MS, ramDir: opts.ramDir === false ? undefined : (opts.ramDir ?? DEFAULT_VM_RAM_DIR) });
     this.templates = opts.snapshots === false ? null : new TemplateStore({
       dir: join(opts.stateDir, 'templates'), vmm: this.vmm, bootTimeoutMs: this.bootTimeoutMs, logger: opts.logger,
     });
@@ -165,7 +172,7 @@ export class VmLauncher {
     if (!info && key && state) {
       try {
         conn = hooks.connection();
-        await bootVm({ shape, paths: p, vmm: this.vmm, spec, cgroups: this.cgroups, conn, incoming: state, bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS) });
+        await bootVm({ shape, paths: p, vmm: this.vmm, spec, cgroups: this.cgroups, conn, incoming: state, memoryImage: memoryImageOf(state), bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS) });
         info = { boot: 'restore', template: key };
       } catch (e) {
         this.opts.logger?.warn({ err: e, task: spec.id, template: key }, 'restoring the template snapshot failed; deleting it and cold-booting');
@@ -196,17 +203,17 @@ export class VmLauncher {
    * VM runs the snapshotted processes; a task with a network gets its own NIC configured again (`N`),
    * since the guest wakes with the snapshotted task's address.
    */
-  async restoreSnapshot(spec: TaskSpec, p: TaskPaths, conn: AgentConnection, state: string): Promise<void> {
-    const nic = await this.restorePaused(spec, p, conn, state);
+  async restoreSnapshot(spec: TaskSpec, p: TaskPaths, conn: AgentConnection, state: string, memoryImage?: VmmStart['memoryImage']): Promise<void> {
+    const nic = await this.restorePaused(spec, p, conn, state, memoryImage);
     if (nic && spec.network) await conn.network({ address: nic.address, gateway: nic.gateway, mtu: nic.mtu, nameservers: spec.network.nameservers });
   }
 
-  async restorePaused(spec: TaskSpec, p: TaskPaths, conn: AgentConnection, state: string): Promise<GuestNic | undefined> {
+  async restorePaused(spec: TaskSpec, p: TaskPaths, conn: AgentConnection, state: string, memoryImage?: VmmStart['memoryImage']): Promise<GuestNic | undefined> {
     const [files, verdict, image] = await Promise.all([this.guestFiles(), this.accelerator(), imageDisk(this.opts.imageDiskCache, spec.layers)]);
     const shape = await vmShape({ files, accel: verdict.accel, imageDisk: image, spec, writableDiskMb: this.writableDiskMb(spec) });
     const net = spec.network;
     const network = net ? { netnsPath: net.netnsPath, nic: await prepareTap(net.netnsPath), nameservers: net.nameservers } : undefined;
-    await bootVm({ shape, paths: p, vmm: this.vmm, spec, cgroups: this.cgroups, conn, incoming: state, bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS), ...(network ? { network } : {}) });
+    await bootVm({ shape, paths: p, vmm: this.vmm, spec, cgroups: this.cgroups, conn, incoming: state, ...(memoryImage ? { memoryImage } : {}), bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS), ...(network ? { network } : {}) });
     if (conn.state !== 'ready') throw new PrismError('INTERNAL', `the resumed VM's agent reported ${conn.state}, not ready`);
     return network?.nic;
   }

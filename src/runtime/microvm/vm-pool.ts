@@ -3,6 +3,7 @@ import { mkdir, readdir, rm } from 'node:fs/promises';
 import { AgentConnection } from './agent-connection.js';
 import { isQemuAlive, killQemu, readPidFile } from './qemu-process.js';
 import { bootVm, taskPaths, type TaskPaths, type VmShape } from './vm-boot.js';
+import { memoryImageOf } from './vm-template.js';
 import { makeWritableDisk } from './vm-disks.js';
 import type { Vmm } from './vmm.js';
 
@@ -148,7 +149,7 @@ export class WarmPool {
     try {
       await mkdir(p.task);
       await makeWritableDisk(p.rwDisk, shape.writableDiskMb); // the shape (and its template) fixes the size
-      await bootVm({ shape, paths: p, vmm, conn, incoming: state, bootTimeoutMs: this.o.bootTimeoutMs });
+      await bootVm({ shape, paths: p, vmm, conn, incoming: state, memoryImage: memoryImageOf(state), bootTimeoutMs: this.o.bootTimeoutMs });
       return { paths: p, conn };
     } catch (e) {
       await this.destroy(p, conn);

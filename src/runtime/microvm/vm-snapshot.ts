@@ -12,13 +12,23 @@ const POLL_MS = 5;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
- * Pauses the VM and has its state written to `file`; the VM stays paused (the caller quits it).
- * The guest is stopped first, so the stream is one consistent pass and no dirty-page rounds.
+ * QEMU's `x-ignore-shared` migration capability: RAM mapped shared from a file is left out of the
+ * stream (the file is the memory). It changes the stream's format, so a stream saved with it must be
+ * loaded with it: `ignoreShared` is set on both sides by what the snapshot holds (a memory image or not).
  */
-export async function saveVmState(qmpSocket: string, file: string, timeoutMs: number): Promise<void> {
+const IGNORE_SHARED = 'x-ignore-shared';
+
+/**
+ * Pauses the VM and has its state written to `file`; the VM stays paused (the caller quits it, or
+ * continues it). The guest is stopped first, so the stream is one consistent pass and no dirty-page
+ * rounds. With `ignoreShared` a VM whose RAM is a shared file leaves its RAM out (the caller copies
+ * the file while the VM is stopped).
+ */
+export async function saveVmState(qmpSocket: string, file: string, timeoutMs: number, opts: { ignoreShared?: boolean } = {}): Promise<void> {
   const qmp = await QmpClient.connect(qmpSocket);
   try {
     await qmp.execute('stop');
+    await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: IGNORE_SHARED, state: !!opts.ignoreShared }] });
     // The default max-bandwidth (32 MiB/s) would throttle a local pipe to a file for seconds.
     await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 1 << 30 });
     // QEMU reports completion when it has written the stream, possibly before `cat` has: the stream
@@ -41,14 +51,17 @@ export async function saveVmState(qmpSocket: string, file: string, timeoutMs: nu
 }
 
 /**
- * Waits until a QEMU started with `-incoming` has loaded its state, then runs the guest. QEMU 7.2
- * reports `inmigrate` while loading; a stream saved from a stopped VM then leaves it `paused`
- * (the source's run state travels in the stream), so it needs `cont`.
+ * Gives a QEMU started with `-incoming defer` the stream in `file` (with the capability it was saved
+ * with), waits until it has loaded, then runs the guest. QEMU 7.2 reports `inmigrate` while loading;
+ * a stream saved from a stopped VM then leaves it `paused` (the source's run state travels in the
+ * stream), so it needs `cont`.
  */
-export async function resumeIncoming(qmpSocket: string, timeoutMs: number): Promise<void> {
+export async function resumeIncoming(qmpSocket: string, file: string, timeoutMs: number, opts: { ignoreShared?: boolean } = {}): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const qmp = await connectRetrying(qmpSocket, deadline);
   try {
+    if (opts.ignoreShared) await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: IGNORE_SHARED, state: true }] });
+    await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellSafePath('snapshot', file)}` });
     for (;;) {
       const { status } = await qmp.queryStatus();
       if (status === 'running') return;

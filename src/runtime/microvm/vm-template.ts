@@ -1,11 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, realpath, rename, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { AgentConnection } from './agent-connection.js';
 import { killQemu, readPidFile } from './qemu-process.js';
 import { bootVm, taskPaths, type VmShape } from './vm-boot.js';
-import type { Vmm } from './vmm.js';
+import type { Vmm, VmmStart } from './vmm.js';
 
 /**
  * Template snapshots: the saved state of a VM booted to its agent's `booted` hello, before `M` has
@@ -57,6 +57,14 @@ interface TemplateMeta {
   createdAt: string;
   buildMs: number;
   stateBytes: number;
+  /** The size of `mem`, the RAM image saved beside `state` (absent: the RAM is in the stream). */
+  memBytes?: number;
+}
+
+/** How a VM restored from a template's (or pool's) `state` takes the RAM image beside it, if there is one. */
+export function memoryImageOf(state: string): VmmStart['memoryImage'] {
+  const mem = join(dirname(state), 'mem');
+  return existsSync(mem) ? { path: mem, mode: 'copy' } : undefined;
 }
 
 async function fileId(path: string): Promise<FileId> {
@@ -134,7 +142,10 @@ export class TemplateStore {
       return `meta.json unreadable: ${(e as Error).message}`;
     }
     const size = (await stat(join(dir, 'state')).catch(() => null))?.size;
-    return size === meta.stateBytes ? null : `state is ${String(size)} bytes, meta.json says ${meta.stateBytes}`;
+    if (size !== meta.stateBytes) return `state is ${String(size)} bytes, meta.json says ${meta.stateBytes}`;
+    const mem = (await stat(join(dir, 'mem')).catch(() => null))?.size;
+    if (mem !== meta.memBytes) return `mem is ${String(mem)} bytes, meta.json says ${String(meta.memBytes)}`;
+    return null;
   }
 
   /**
@@ -224,8 +235,14 @@ export class TemplateStore {
       await bootVm({ shape, paths: p, vmm, conn, bootTimeoutMs: this.o.bootTimeoutMs });
       conn.close();
       const state = join(p.task, 'state');
-      await vmm.save(p, state, SAVE_TIMEOUT_MS);
-      const meta: TemplateMeta = { key, inputs, createdAt: new Date().toISOString(), buildMs: Date.now() - t0, stateBytes: (await stat(state)).size };
+      const mem = join(p.task, 'mem');
+      // The RAM as an image beside the devices' state when the VMM can (restores copy it: memoryImageOf).
+      const imaged = (await vmm.saveImage?.(p, state, mem, SAVE_TIMEOUT_MS)) ?? false;
+      if (!imaged) await vmm.save(p, state, SAVE_TIMEOUT_MS);
+      const meta: TemplateMeta = {
+        key, inputs, createdAt: new Date().toISOString(), buildMs: Date.now() - t0, stateBytes: (await stat(state)).size,
+        ...(imaged ? { memBytes: (await stat(mem)).size } : {}),
+      };
       await writeFile(join(p.task, 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`);
       await killQemu(await readPidFile(p.pidFile), vmm.marker(p));
       await Promise.all([p.rwDisk, p.agentSocket, p.qmpSocket, p.pidFile, p.consoleLog, p.qemuLog].map((f) => rm(f, { force: true })));

@@ -15,6 +15,12 @@ export interface VmmStart {
    * and gets its own writable disk `paths.rwDisk` in the same device slot.
    */
   incoming?: string;
+  /**
+   * With `incoming`: the memory image written by {@link Vmm.saveImage} with that state (which then
+   * holds devices only). `copy`: the VM gets its own RAM from it (so its own later snapshot is one copy
+   * again); `cow`: the image is mapped copy-on-write, and VMs restored from it share its unchanged pages.
+   */
+  memoryImage?: { path: string; mode: 'copy' | 'cow' };
   /** Volume images attached as extra disks after the writable one (never with `incoming`: a template has none). */
   volumes?: Array<{ image: string; readOnly: boolean }>;
   /**
@@ -69,6 +75,13 @@ export interface Vmm {
   resume(paths: TaskPaths): Promise<void>;
   /** Pauses the VM and writes its state to `stateFile` (and files beside it); the VM stays paused. */
   save(paths: TaskPaths, stateFile: string, timeoutMs: number): Promise<void>;
+  /**
+   * Pauses the VM and writes its device state to `stateFile` and its RAM to `memoryImage`, a sparse
+   * file that {@link VmmStart.memoryImage} maps; the VM stays paused (`resume` continues it, as it was).
+   * Resolves false, having changed nothing, when this VM's RAM cannot be imaged so (then `save` it).
+   * Optional: a VMM without it snapshots only through `save`.
+   */
+  saveImage?(paths: TaskPaths, stateFile: string, memoryImage: string, timeoutMs: number): Promise<boolean>;
   /** Asks the VMM process to exit at once, without a guest shutdown. */
   quit(paths: TaskPaths): Promise<void>;
 }
