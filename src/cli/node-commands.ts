@@ -1,5 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { PrismApiError, type ClusterInfo, type NodeInfo, type Prism } from '../sdk/index.js';
+import { allocatable, DEFAULT_CPU_OVERCOMMIT, DEFAULT_MEMORY_OVERCOMMIT } from '../core/types.js';
 import { printError, type CliContext } from './context.js';
 import { age, humanBytes, humanCpus, humanDuration, labelList, percent, renderFields, renderTable, usedOf } from './output.js';
 
@@ -120,12 +121,13 @@ function sandboxCount(n: NodeInfo): string {
   return n.capacity?.maxSandboxes ? usedOf(n.sandboxes, n.capacity.maxSandboxes) : String(n.sandboxes);
 }
 
+/** Reserved against what placement may reserve there (capacity times the node's overcommit). */
 function reservedCpu(n: NodeInfo): string {
-  return n.capacity ? `${humanCpus(n.reserved?.cpus ?? 0)}/${humanCpus(n.capacity.cpus)}` : '-';
+  return n.capacity ? `${humanCpus(n.reserved?.cpus ?? 0)}/${humanCpus(allocatable(n.capacity).cpus)}` : '-';
 }
 
 function reservedMem(n: NodeInfo): string {
-  return n.capacity ? usedOf((n.reserved?.memoryMb ?? 0) * MiB, n.capacity.memoryMb * MiB, humanBytes) : '-';
+  return n.capacity ? usedOf((n.reserved?.memoryMb ?? 0) * MiB, allocatable(n.capacity).memoryMb * MiB, humanBytes) : '-';
 }
 
 export function renderNodeTable(nodes: NodeInfo[], now: Date): string {
@@ -208,6 +210,7 @@ function renderNode(n: NodeInfo, leader: boolean): string {
   const now = new Date();
   const cap = n.capacity;
   const res = n.reserved ?? { cpus: 0, memoryMb: 0, sandboxes: 0 };
+  const room = cap ? allocatable(cap) : undefined;
   return renderFields([
     ['Name', n.name],
     ['ID', n.id],
@@ -226,14 +229,19 @@ function renderNode(n: NodeInfo, leader: boolean): string {
     ['Memory', `${humanBytes(r.memoryUsedBytes)} used of ${humanBytes(r.memoryBytes)} (${percent(r.memoryUsedBytes, r.memoryBytes)})`],
     ['Disk', `${humanBytes(r.diskUsedBytes)} used of ${humanBytes(r.diskBytes)} (${percent(r.diskUsedBytes, r.diskBytes)})`],
     ['Capacity', cap ? `${humanCpus(cap.cpus)} CPUs, ${humanBytes(cap.memoryMb * MiB)}, ${cap.maxSandboxes ? `at most ${cap.maxSandboxes} sandboxes` : 'no sandbox limit'}` : undefined],
+    ['Overcommit', room ? `CPU ${factor(cap!.cpuOvercommit ?? DEFAULT_CPU_OVERCOMMIT)}, memory ${factor(cap!.memoryOvercommit ?? DEFAULT_MEMORY_OVERCOMMIT)}: up to ${humanCpus(room.cpus)} CPUs and ${humanBytes(room.memoryMb * MiB)} reserved` : undefined],
     [
       'Reserved',
-      cap
-        ? `${humanCpus(res.cpus)} CPUs (${percent(res.cpus, cap.cpus)}), ${humanBytes(res.memoryMb * MiB)} (${percent(res.memoryMb, cap.memoryMb)}), ${res.sandboxes} sandboxes`
+      room
+        ? `${humanCpus(res.cpus)} CPUs (${percent(res.cpus, room.cpus)}), ${humanBytes(res.memoryMb * MiB)} (${percent(res.memoryMb, room.memoryMb)}), ${res.sandboxes} sandboxes`
         : undefined,
     ],
     ['Sandboxes', String(n.sandboxes)],
     ['Started', `${n.startedAt} (${age(n.startedAt, now)} ago)`],
     ['Heartbeat', `${n.heartbeatAt} (${age(n.heartbeatAt, now)} ago)`],
   ]);
+}
+
+function factor(x: number): string {
+  return `${Number(x.toFixed(2))}x`;
 }

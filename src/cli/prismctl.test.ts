@@ -283,8 +283,8 @@ describe('prismctl cluster commands', () => {
     const [header, a, b] = r.stdout.trimEnd().split('\n');
     expect(cells(header!)).toEqual(['NAME', 'STATUS', 'ADDRESS', 'CPU', 'MEMORY', 'DISK', 'RESERVED', 'SANDBOXES', 'LABELS', 'SEEN']);
     // Sorted by name, whatever order the API answered in.
-    expect(cells(a!)).toEqual(['node-a', 'alive', '10.0.0.1:8008', '12.5%/8', '3 GiB/16 GiB', '512 GiB/1 TiB', '1/8 cpu, 512 MiB/14 GiB', '1', 'zone=a', expect.stringMatching(/^\d+s ago$/)]);
-    expect(cells(b!)).toEqual(['node-b', 'dead', '10.0.0.2:8008', '-/8', '3 GiB/16 GiB', '512 GiB/1 TiB', '0/8 cpu, 0 B/14 GiB', '0', '-', '1m ago']);
+    expect(cells(a!)).toEqual(['node-a', 'alive', '10.0.0.1:8008', '12.5%/8', '3 GiB/16 GiB', '512 GiB/1 TiB', '1/32 cpu, 512 MiB/14 GiB', '1', 'zone=a', expect.stringMatching(/^\d+s ago$/)]);
+    expect(cells(b!)).toEqual(['node-b', 'dead', '10.0.0.2:8008', '-/8', '3 GiB/16 GiB', '512 GiB/1 TiB', '0/32 cpu, 0 B/14 GiB', '0', '-', '1m ago']);
   });
 
   it('node info shows capacity, reservations, labels, runtimes and the leader role', async () => {
@@ -294,7 +294,9 @@ describe('prismctl cluster commands', () => {
     expect(r.stdout).toMatch(/^Labels:\s+zone=a$/m);
     expect(r.stdout).toMatch(/^CPU:\s+8 cores, 12\.5% busy, load 0\.50$/m);
     expect(r.stdout).toMatch(/^Capacity:\s+8 CPUs, 14 GiB, no sandbox limit$/m);
-    expect(r.stdout).toMatch(/^Reserved:\s+1 CPUs \(13%\), 512 MiB \(3%\), 1 sandboxes$/m);
+    expect(r.stdout).toMatch(/^Reserved:\s+1 CPUs \(3%\), 512 MiB \(3%\), 1 sandboxes$/m);
+    // A node record without factors (an older version) shows the defaults placement applies to it.
+    expect(r.stdout).toMatch(/^Overcommit:\s+CPU 4x, memory 1x: up to 32 CPUs and 14 GiB reserved$/m);
     expect(r.stdout).toMatch(/^ {2}oci:\s+usable$/m);
     const json = await run(['node', 'info', 'node-a', '-o', 'json']);
     expect(JSON.parse(json.stdout)).toEqual(NODE);
@@ -319,7 +321,7 @@ describe('prismctl cluster commands', () => {
     const lines = r.stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^nodes 1\/2 alive \(1 dead\)\s+leader node-a\s+sandboxes 1 \(running 1\)\s+\d\d:\d\d:\d\d$/);
     expect(cells(lines[1]!)).toEqual(['NAME', 'STATUS', 'CPU%', 'LOAD', 'MEMORY', 'MEM%', 'DISK', 'DISK%', 'SANDBOXES', 'RES-CPU', 'RES-MEM']);
-    expect(cells(lines[2]!)).toEqual(['node-a*', 'alive', '12.5', '0.50', '3 GiB/16 GiB', '19%', '512 GiB/1 TiB', '50%', '1', '1/8', '512 MiB/14 GiB']);
+    expect(cells(lines[2]!)).toEqual(['node-a*', 'alive', '12.5', '0.50', '3 GiB/16 GiB', '19%', '512 GiB/1 TiB', '50%', '1', '1/32', '512 MiB/14 GiB']);
     expect(cells(lines[3]!).slice(0, 4)).toEqual(['node-b', 'dead 1m', '-', '-']);
     expect(r.stdout).not.toContain('\x1b');
   });

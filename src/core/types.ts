@@ -156,6 +156,23 @@ export interface NodeCapacity {
   memoryMb: number;
   /** Most sandboxes this node takes (0 = no limit but memory and CPU). */
   maxSandboxes: number;
+  /**
+   * Placement may reserve up to this many times `cpus` / `memoryMb` (prismd --cpu-overcommit,
+   * --memory-overcommit): sandboxes' limits stay hard, but idle ones do not use them. Absent (a node of
+   * an older version): DEFAULT_CPU_OVERCOMMIT / DEFAULT_MEMORY_OVERCOMMIT.
+   */
+  cpuOvercommit?: number;
+  memoryOvercommit?: number;
+}
+
+/** CPU is a quota shared by time: 4x the cores, as container hosts usually allow. */
+export const DEFAULT_CPU_OVERCOMMIT = 4;
+/** Memory limits are reserved whole unless the operator says otherwise: idle memory cannot be taken back. */
+export const DEFAULT_MEMORY_OVERCOMMIT = 1;
+
+/** What placement may reserve on a node: its capacity times its overcommit factors. */
+export function allocatable(c: NodeCapacity): { cpus: number; memoryMb: number } {
+  return { cpus: c.cpus * (c.cpuOvercommit ?? DEFAULT_CPU_OVERCOMMIT), memoryMb: Math.floor(c.memoryMb * (c.memoryOvercommit ?? DEFAULT_MEMORY_OVERCOMMIT)) };
 }
 
 export interface Reservation {

@@ -197,7 +197,10 @@ export const NodeSchema = Type.Object(
     address: Type.String(),
     status: Type.Union([Type.Literal('alive'), Type.Literal('dead')]),
     labels: Type.Record(Type.String(), Type.String()),
-    capacity: Type.Object({ cpus: Type.Number(), memoryMb: Type.Integer(), maxSandboxes: Type.Integer() }),
+    capacity: Type.Object({
+      cpus: Type.Number(), memoryMb: Type.Integer(), maxSandboxes: Type.Integer(),
+      cpuOvercommit: Type.Optional(Type.Number()), memoryOvercommit: Type.Optional(Type.Number()),
+    }),
     reserved: Type.Object({ cpus: Type.Number(), memoryMb: Type.Integer(), sandboxes: Type.Integer() }),
     version: Type.String(),
     runtimes: Type.Array(Runtime),

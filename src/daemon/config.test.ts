@@ -34,6 +34,14 @@ describe('parseHostPort', () => {
 });
 
 describe('resolveConfig', () => {
+  it('takes overcommit factors from flags or the environment, between 1 and 1000', () => {
+    expect(resolveConfig({ dataDir: '/tmp/p' }, {}).capacity).toEqual({});
+    expect(resolveConfig({ dataDir: '/tmp/p', cpuOvercommit: '64' }, { PRISM_MEMORY_OVERCOMMIT: '1.5' }).capacity).toEqual({ cpuOvercommit: 64, memoryOvercommit: 1.5 });
+    for (const bad of ['0', '0.5', '-2', 'x', '1001']) {
+      expect(code(() => resolveConfig({ dataDir: '/tmp/p', memoryOvercommit: bad }, {})), bad).toBe('INVALID_ARGUMENT');
+    }
+  });
+
   it('applies defaults (with an explicit data dir)', () => {
     const cfg = resolveConfig({ dataDir: '/tmp/prism-x' }, {});
     expect(cfg.name).toBeUndefined();

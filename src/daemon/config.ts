@@ -42,7 +42,7 @@ export interface DaemonConfig {
   /** The URL other nodes use to reach this node's API (default: the bound API address). */
   advertise?: string;
   labels: Record<string, string>;
-  capacity: { cpus?: number; memoryMb?: number; maxSandboxes?: number };
+  capacity: { cpus?: number; memoryMb?: number; maxSandboxes?: number; cpuOvercommit?: number; memoryOvercommit?: number };
   placement: 'spread' | 'binpack';
   /** Membership lease TTL: a node silent for this long is dead. */
   nodeTtlMs: number;
@@ -95,6 +95,8 @@ export interface DaemonFlags {
   capacityCpus?: string;
   capacityMemoryMb?: string;
   maxSandboxes?: string;
+  cpuOvercommit?: string;
+  memoryOvercommit?: string;
   placement?: string;
   nodeTtl?: string;
   scheduleTimeout?: string;
@@ -288,6 +290,15 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
   if (cpus !== undefined) cfg.capacity.cpus = cpus;
   if (memoryMb !== undefined) cfg.capacity.memoryMb = memoryMb;
   if (maxSandboxes !== undefined) cfg.capacity.maxSandboxes = maxSandboxes;
+  for (const [flag, v, key] of [
+    ['--cpu-overcommit', flags.cpuOvercommit ?? env.PRISM_CPU_OVERCOMMIT, 'cpuOvercommit'],
+    ['--memory-overcommit', flags.memoryOvercommit ?? env.PRISM_MEMORY_OVERCOMMIT, 'memoryOvercommit'],
+  ] as const) {
+    const n = positive(flag, v, false);
+    if (n === undefined) continue;
+    if (n < 1 || n > 1000) throw new PrismError('INVALID_ARGUMENT', `${flag} must be between 1 and 1000 (a factor on the capacity), got '${v}'`);
+    cfg.capacity[key] = n;
+  }
   const advertise = flags.advertise ?? env.PRISM_ADVERTISE;
   if (advertise) {
     if (!/^https?:\/\/[^/]+$/.test(advertise.replace(/\/+$/, ''))) throw new PrismError('INVALID_ARGUMENT', `--advertise must be a URL like http://10.0.0.5:8008, got '${advertise}'`);

@@ -110,7 +110,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const images = new ImageService(w.images, repo, w.log);
   const snapshots = new SnapshotService(repo, sandboxes, agent, w.images, w.log, join(w.dataDir, 'snapshots'));
   const metrics = new SandboxMetrics(w.id, { listSandboxes: () => repo.listSandboxes(), onChange: (fn) => events.onChange(fn) }, agent, w.log, w.metrics ?? DEFAULT_METRICS);
-  const scheduler = new Scheduler(repo, w.log, { strategy: w.placement, cpuOvercommit: 4, batchMax: 100, maxTxnOps: 128 });
+  const scheduler = new Scheduler(repo, w.log, { strategy: w.placement, batchMax: 100, maxTxnOps: 128 });
   const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });
   membership.onElected = (term) => void scheduler.start(term).catch((e) => w.log.error({ err: e }, 'scheduler start failed'));
   membership.onDeposed = () => scheduler.stop();

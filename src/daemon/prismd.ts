@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import { asPrismError } from '../core/errors.js';
+import { DEFAULT_CPU_OVERCOMMIT, DEFAULT_MEMORY_OVERCOMMIT } from '../core/types.js';
 import { DEFAULT_API, DEFAULT_GUEST_DIR, DEFAULT_IMAGE, DEFAULT_SANDBOX_CIDR, resolveConfig, type DaemonFlags } from './config.js';
 import { startDaemon } from './daemon.js';
 import { buildBaseImageCommand } from './build-base-image.js';
@@ -115,6 +116,8 @@ function daemonOptions(): Option[] {
     new Option('--label <key=value...>', 'node label for placement (repeatable; sandboxes select nodes with nodeSelector)').argParser(commaList),
     new Option('--capacity-cpus <n>', 'CPUs offered to sandboxes (default: all cores)').env('PRISM_CAPACITY_CPUS'),
     new Option('--capacity-memory-mb <n>', 'memory offered to sandboxes (default: 90% of RAM)').env('PRISM_CAPACITY_MEMORY_MB'),
+    new Option('--cpu-overcommit <n>', `CPUs placement may reserve, as a multiple of --capacity-cpus (default ${DEFAULT_CPU_OVERCOMMIT}); each sandbox's cpus stay a hard limit`).env('PRISM_CPU_OVERCOMMIT'),
+    new Option('--memory-overcommit <n>', `memory placement may reserve, as a multiple of --capacity-memory-mb (default ${DEFAULT_MEMORY_OVERCOMMIT}: none); each sandbox's memoryMb stays a hard limit`).env('PRISM_MEMORY_OVERCOMMIT'),
     new Option('--max-sandboxes <n>', 'most sandboxes placed on this node (default: no limit)').env('PRISM_MAX_SANDBOXES'),
     new Option('--max-processes <n>', 'background processes running at once per sandbox (default 64)').env('PRISM_MAX_PROCESSES'),
     new Option('--process-buffer-mb <n>', 'output kept per stream of each background process, in MiB (default 4)').env('PRISM_PROCESS_BUFFER_MB'),

@@ -103,14 +103,38 @@ describe('placeBatch', () => {
     expect('error' in d && d.error.message).toContain('name-a: has 4 CPUs');
   });
 
-  it('allows CPU overcommit up to cpuOvercommit x cores, then refuses', () => {
+  it('allows CPU overcommit up to the node\'s cpuOvercommit x cores, then refuses', () => {
     const n = node('a', 64 * 1024, 2, { reserved: { cpus: 3, memoryMb: 300, sandboxes: 3 } });
-    const opts = { ...defaultPlacementOptions, cpuOvercommit: 2 };
-    const { decisions } = placeBatch([req(100), req(100)], [n], opts);
+    n.capacity.cpuOvercommit = 2;
+    const { decisions } = placeBatch([req(100), req(100)], [n], defaultPlacementOptions);
     const [first, second] = [...decisions.values()];
     expect(first).toEqual({ node: 'a' }); // 3 + 1 = 4 = 2 cores x 2
     expect(second).toMatchObject({ error: { code: 'RESOURCE_EXHAUSTED' } });
     expect(second && 'error' in second && second.error.message).toContain('name-a: 0 CPUs unreserved');
+  });
+
+  it('reserves memory up to memoryOvercommit x capacity (none by default), never one sandbox above the capacity', () => {
+    // 1 GiB offered: four 256 MiB sandboxes by default, eight with 2x, and never one of 2 GiB.
+    const count = (memoryOvercommit?: number) => {
+      const n = node('a', 1024, 64);
+      if (memoryOvercommit) n.capacity.memoryOvercommit = memoryOvercommit;
+      const { decisions } = placeBatch(Array.from({ length: 10 }, () => req(256)), [n]);
+      return [...decisions.values()].filter((d) => 'node' in d).length;
+    };
+    expect(count()).toBe(4);
+    expect(count(1)).toBe(4);
+    expect(count(2)).toBe(8);
+    const big = node('a', 1024, 64);
+    big.capacity.memoryOvercommit = 4;
+    const d = one(req(2048), [big]);
+    expect(d).toMatchObject({ error: { code: 'RESOURCE_EXHAUSTED' } });
+    expect('error' in d && d.error.message).toContain('name-a: offers 1024 MiB, less than one sandbox\'s limit');
+  });
+
+  it('defaults a node of an older version (no factors) to 4x CPU and 1x memory', () => {
+    const n = node('a', 1024, 1);
+    const { decisions } = placeBatch(Array.from({ length: 6 }, () => req(64, 1)), [n]);
+    expect([...decisions.values()].filter((d) => 'node' in d)).toHaveLength(4);
   });
 
   it('honours maxSandboxes', () => {

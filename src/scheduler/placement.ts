@@ -1,11 +1,12 @@
-import type { NodeCapacity, Reservation, RuntimeName } from '../core/types.js';
+import { allocatable, type NodeCapacity, type Reservation, type RuntimeName } from '../core/types.js';
 
 /**
- * Placement as a pure function: cluster state in, decisions out. Memory is the hard constraint (a
- * request must fit in the node's capacity minus what placement already reserved there); CPU is a
- * quota and may be overcommitted up to `cpuOvercommit` times the node's cores, as container hosts
- * usually are. A batch is placed one request after another against a running tally, so a burst never
- * overcommits a node even before anything is written.
+ * Placement as a pure function: cluster state in, decisions out. A request must fit in what the node
+ * offers minus what placement already reserved there: its capacity times its own overcommit factors
+ * (NodeCapacity: CPU 4x by default, memory 1x), so an operator who knows the sandboxes idle can pack
+ * more of them; a sandbox's `cpus` and `memoryMb` stay its hard limits either way, and no single
+ * sandbox may ask for more than the node has. A batch is placed one request after another against a
+ * running tally, so a burst never overcommits a node even before anything is written.
  *
  * Disk: a sandbox's writable layer is a sparse file that grows up to its `diskMb`, so disk is not
  * reserved (that would refuse hosts whose sandboxes write little); instead a node qualifies only while
@@ -42,10 +43,10 @@ export type PlacementStrategy = 'spread' | 'binpack';
 export interface PlacementOptions {
   /** spread: the node with the most free memory; binpack: the fullest node that still fits. */
   strategy: PlacementStrategy;
-  cpuOvercommit: number;
 }
 
-export const defaultPlacementOptions: PlacementOptions = { strategy: 'spread', cpuOvercommit: 4 };
+export const defaultPlacementOptions: PlacementOptions = { strategy: 'spread' };
+
 
 export type PlacementDecision = { node: string } | { error: { code: 'RESOURCE_EXHAUSTED' | 'FAILED_PRECONDITION'; message: string } };
 
@@ -103,10 +104,12 @@ function placeOne(
     }
     eligible++;
     const r = tally(n);
-    const freeMem = n.capacity.memoryMb - r.memoryMb;
-    const freeCpu = n.capacity.cpus * opts.cpuOvercommit - r.cpus;
+    const room = allocatable(n.capacity);
+    const freeMem = room.memoryMb - r.memoryMb;
+    const freeCpu = room.cpus - r.cpus;
     if (req.cpus > n.capacity.cpus) reasons.push(`${n.name}: has ${n.capacity.cpus} CPUs`);
     else if (freeMem < req.memoryMb) reasons.push(`${n.name}: ${Math.max(0, Math.floor(freeMem))} MiB unreserved`);
+    else if (req.memoryMb > n.capacity.memoryMb) reasons.push(`${n.name}: offers ${n.capacity.memoryMb} MiB, less than one sandbox's limit`);
     else if (freeCpu < req.cpus) reasons.push(`${n.name}: ${Math.max(0, freeCpu)} CPUs unreserved`);
     else if (diskFree(n) < (req.diskMb ?? 0)) reasons.push(`${n.name}: ${Math.max(0, Math.floor(diskFree(n)))} MiB of disk free`);
     else if (n.capacity.maxSandboxes > 0 && r.sandboxes >= n.capacity.maxSandboxes) reasons.push(`${n.name}: at its limit of ${n.capacity.maxSandboxes} sandboxes`);

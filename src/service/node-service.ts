@@ -1,7 +1,7 @@
 import { readFile, statfs } from 'node:fs/promises';
 import os from 'node:os';
 import { PrismError } from '../core/errors.js';
-import type { NodeCapacity, NodeInfo, NodeResources, RuntimeName, RuntimeProbeInfo, SandboxStatus } from '../core/types.js';
+import { DEFAULT_CPU_OVERCOMMIT, DEFAULT_MEMORY_OVERCOMMIT, type NodeCapacity, type NodeInfo, type NodeResources, type RuntimeName, type RuntimeProbeInfo, type SandboxStatus } from '../core/types.js';
 import type { Logger } from './logger.js';
 import type { SandboxRepo } from './sandbox-repo.js';
 
@@ -97,6 +97,8 @@ export class NodeService {
         // Leave a tenth of the host's memory to the host itself unless told otherwise.
         memoryMb: this.self.capacity.memoryMb ?? Math.floor((resources.memoryBytes / 2 ** 20) * 0.9),
         maxSandboxes: this.self.capacity.maxSandboxes ?? 0,
+        cpuOvercommit: this.self.capacity.cpuOvercommit ?? DEFAULT_CPU_OVERCOMMIT,
+        memoryOvercommit: this.self.capacity.memoryOvercommit ?? DEFAULT_MEMORY_OVERCOMMIT,
       },
       reserved: { cpus: 0, memoryMb: 0, sandboxes: 0 }, // joined from the reservation key on read
       version: this.self.version,
