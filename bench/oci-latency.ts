@@ -3,6 +3,8 @@
  *
  *   prism.createToFirstOutput  POST /sandboxes, then exec `echo ready` (streamed) until the first byte
  *   prism.execRoundTrip        POST /sandboxes/:id/exec {cmd: ["true"]} on a running sandbox
+ *   pooled.createToFirstOutput the same with `--warm-pool 2`, each create served by a ready container
+ *                              (the pool is refilled between creates; the cold first create is not counted)
  *   bare.runForeground         `runc run` of a bundle whose process is `echo ready`, until the output
  *   bare.runDetachedThenExec   `runc run -d` (init) then `runc exec echo ready`: the same steps as Prism
  *   bare.exec                  `runc exec <id> true`
@@ -10,6 +12,7 @@
  * Usage: node dist/bench/oci-latency.js [runs]   (root; PRISM_BENCH_IMAGES_DIR picks the image store)
  */
 import { spawn } from 'node:child_process';
+import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -82,11 +85,28 @@ async function bare(layers: string[], env: Record<string, string>) {
   return result;
 }
 
-async function prism() {
-  const d = await startPrismd();
+/** Ready (unclaimed) warm-pool tasks of a prismd: pool task dirs no sandbox's link points at. */
+function readyPoolTasks(dataDir: string): number {
+  const tasks = join(dataDir, 'runtime', 'oci', 'tasks');
+  const names = readdirSync(tasks);
+  const claimed = new Set(names.flatMap((n) => (lstatSync(join(tasks, n)).isSymbolicLink() ? [readlinkSync(join(tasks, n))] : [])));
+  return names.filter((n) => n.startsWith('pool-') && !claimed.has(n)).length;
+}
+
+async function prism(pool = 0) {
+  const d = await startPrismd(pool ? { extraArgs: ['--warm-pool', String(pool)] } : {});
   const result = { createToFirstOutput: [] as number[], execRoundTrip: [] as number[] };
+  const poolFull = async () => {
+    for (let t = 0; pool && readyPoolTasks(d.dataDir) < pool && t < 300; t++) await new Promise((r) => setTimeout(r, 20));
+  };
   try {
+    if (pool) {
+      // The first create of a shape is made from scratch and starts its pool.
+      const c = await call(d.url, 'POST', '/sandboxes', {});
+      await call(d.url, 'DELETE', `/sandboxes/${c.body.id}`);
+    }
     for (let i = 0; i < RUNS; i++) {
+      await poolFull();
       let id = '';
       result.createToFirstOutput.push(
         await timeIt(async () => {
@@ -124,9 +144,11 @@ async function main() {
   process.env.PRISM_TEST_IMAGES_DIR = IMAGES;
   const b = await bare(rootfs.layerDirs, env);
   const p = await prism();
+  const pooled = await prism(2);
   const s = {
     prismCreate: summarize(p.createToFirstOutput),
     prismExec: summarize(p.execRoundTrip),
+    pooledCreate: summarize(pooled.createToFirstOutput),
     bareRun: summarize(b.runForeground),
     bareRunDetachedExec: summarize(b.runDetachedThenExec),
     bareExec: summarize(b.exec),
@@ -138,13 +160,15 @@ async function main() {
     runs: RUNS,
     image: DEFAULT_IMAGE,
     prism: { createToFirstOutput: s.prismCreate, execRoundTrip: s.prismExec },
+    pooled: { createToFirstOutput: s.pooledCreate },
     bare: { runForeground: s.bareRun, runDetachedThenExec: s.bareRunDetachedExec, exec: s.bareExec },
     ratios: {
       createVsBareRun: ratio(s.prismCreate.medianMs, s.bareRun.medianMs),
+      pooledCreateVsBareRun: ratio(s.pooledCreate.medianMs, s.bareRun.medianMs),
       createVsBareRunDetachedThenExec: ratio(s.prismCreate.medianMs, s.bareRunDetachedExec.medianMs),
       execVsBareExec: ratio(s.prismExec.medianMs, s.bareExec.medianMs),
     },
-    targets: { createVsBareRun: 1.5, execVsBareExec: 2 },
+    targets: { createVsBareRun: 1.5, pooledCreateVsBareRun: 1.0, execVsBareExec: 2 },
   };
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
 }

@@ -20,7 +20,7 @@ export function runtimeCandidates(
 ): RuntimeDriver[] {
   const logger = o.logger ? { logger: o.logger } : {};
   return [
-    new OciDriver({ stateDir: join(cfg.dataDir, 'runtime', 'oci'), initBinary: initBinaryPath(), cgroupHost: o.cgroupHost, ...logger }),
+    new OciDriver({ stateDir: join(cfg.dataDir, 'runtime', 'oci'), initBinary: initBinaryPath(), cgroupHost: o.cgroupHost, warmPool: cfg.warmPool, ...logger }),
     new MicrovmDriver({
       cgroupHost: o.cgroupHost,
       stateDir: join(cfg.dataDir, 'runtime', 'microvm'),

@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
-import { constants, existsSync } from 'node:fs';
-import { access, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { constants, existsSync, readlinkSync } from 'node:fs';
+import { access, mkdir, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { asPrismError, PrismError } from '../../core/errors.js';
 import type {
@@ -36,10 +37,19 @@ export interface OciDriverOptions {
   cgroupHost?: CgroupHost;
   /** The tasks' cgroups, instead of those of `cgroupHost` (tests wrap the real ones). */
   cgroups?: TaskCgroups;
+  /**
+   * Ready tasks kept per image and shape (`prismd --warm-pool`; default 0): containers already running,
+   * with their disk, overlay and cgroup, that a create of that shape takes instead of making one.
+   */
+  warmPool?: number;
 }
 
 /** A task id names a directory, a runc container and cgroups, so it must be a plain name. */
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+/** Warm-pool tasks (OciDriverOptions.warmPool), made before they belong to a sandbox. */
+const POOL_ID = /^pool-[0-9a-f]{12}$/;
+/** Shapes with a warm pool at once; the oldest pool goes when another starts. */
+const MAX_POOLS = 4;
 const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 
 interface TaskPaths {
@@ -74,6 +84,11 @@ export class OciDriver implements RuntimeDriver {
   private readonly cgroupHost: CgroupHost;
   /** Where the tasks' cgroups are (cgroup v1 or v2, cgroupfs or systemd scopes). */
   readonly cgroups: TaskCgroups;
+  /** Warm pool: ready task ids per shape key (insertion order = age), ones being made, refills running. */
+  private readonly pools = new Map<string, string[]>();
+  private readonly making = new Set<string>();
+  private readonly filling = new Map<string, Promise<void>>();
+  private closed = false;
 
   constructor(private readonly opts: OciDriverOptions) {
     this.cgroupHost = opts.cgroupHost ?? probeCgroups();
@@ -112,6 +127,17 @@ export class OciDriver implements RuntimeDriver {
   async create(spec: TaskSpec): Promise<TaskHandle> {
     validateSpec(spec);
     await Promise.all(spec.layers.map((layer) => requireDir(layer)));
+    const key = this.poolKey(spec);
+    if (key) {
+      const claimed = await this.claim(key, spec);
+      this.refill(key, spec);
+      if (claimed) return claimed;
+    }
+    return this.createTask(spec);
+  }
+
+  /** A task made from scratch: its writable disk, overlay, config and container (runc run). */
+  private async createTask(spec: TaskSpec): Promise<TaskHandle> {
     const p = this.paths(spec.id);
     await mkdir(this.tasksDir, { recursive: true });
     try {
@@ -121,19 +147,34 @@ export class OciDriver implements RuntimeDriver {
       throw asPrismError(e, 'INTERNAL', 'creating task directory');
     }
     const handle: TaskHandle = { id: spec.id, runtime: 'oci', spec, data: { taskDir: p.task, rootfs: p.rootfs } };
+    // Each step's time, in the log line of the create: where a create's time goes (bench/oci-latency.ts).
+    const steps: Record<string, number> = {};
+    let mark = performance.now();
+    const step = (name: string) => {
+      const now = performance.now();
+      steps[name] = Math.round((now - mark) * 10) / 10;
+      mark = now;
+    };
     try {
       await Promise.all([p.bundle, p.disk, p.rootfs].map((d) => mkdir(d)));
-      const t0 = performance.now();
+      step('dirsMs');
       await makeTaskDisk(p.diskImage, spec.diskMb);
+      step('diskImageMs');
       await mountTaskDisk(p.diskImage, p.disk);
-      handle.data.diskMs = Math.round(performance.now() - t0);
+      step('diskMountMs');
+      handle.data.diskMs = Math.round(steps.diskImageMs! + steps.diskMountMs!);
       await Promise.all([p.upper, p.work].map((d) => mkdir(d)));
       await mountHostVolumes(spec.volumes ?? [], p.volumes);
+      step('volumesMs');
       await this.writeConfig(spec, p);
+      step('configMs');
       await this.runAndVerify(spec.id, p, overlayOptions(spec.layers, p.upper, p.work));
+      step('runcRunMs');
       await this.verifyLimits(spec);
+      step('verifyLimitsMs');
       if (spec.user) handle.data.user = await resolveTaskUser(p.rootfs, spec.user);
-      this.opts.logger?.info({ task: spec.id, diskMs: handle.data.diskMs }, 'oci task created');
+      step('userMs');
+      this.opts.logger?.info({ task: spec.id, diskMs: handle.data.diskMs, steps }, 'oci task created');
       return handle;
     } catch (e) {
       await this.teardown(spec.id, p, true).catch((te: unknown) =>
@@ -144,21 +185,22 @@ export class OciDriver implements RuntimeDriver {
   }
 
   async start(handle: TaskHandle): Promise<void> {
-    const p = this.paths(handle.id);
+    const id = this.slot(handle);
+    const p = this.paths(id);
     if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
-    const state = await this.runc.state(handle.id);
+    const state = await this.runc.state(id);
     if (isLive(state)) return;
-    if (state) await this.runc.delete(handle.id, true);
+    if (state) await this.runc.delete(id, true);
     try {
       if (existsSync(p.diskImage) && !(await isMounted(p.disk))) await mountTaskDisk(p.diskImage, p.disk);
       await mountHostVolumes(handle.spec.volumes ?? [], p.volumes);
       const overlay = (await isMounted(p.rootfs)) ? undefined : overlayOptions(handle.spec.layers, p.upper, p.work);
       // The config written by create is reused, so a restarted task is the same task.
-      if (!existsSync(join(p.bundle, 'config.json'))) await this.writeConfig(handle.spec, p);
-      await this.runAndVerify(handle.id, p, overlay);
-      await this.verifyLimits(handle.spec);
+      if (!existsSync(join(p.bundle, 'config.json'))) await this.writeConfig(handle.spec, p, id);
+      await this.runAndVerify(id, p, overlay);
+      await this.verifyLimits(handle.spec, id);
     } catch (e) {
-      await this.teardown(handle.id, p, false).catch((te: unknown) =>
+      await this.teardown(id, p, false).catch((te: unknown) =>
         this.opts.logger?.error({ err: te, task: handle.id }, 'cleanup after failed start failed'),
       );
       throw asPrismError(e, 'INTERNAL', `starting task ${handle.id}`);
@@ -166,35 +208,38 @@ export class OciDriver implements RuntimeDriver {
   }
 
   async recover(handle: TaskHandle): Promise<TaskState> {
-    const p = this.paths(handle.id);
-    const state = await this.runc.state(handle.id);
+    const id = this.slot(handle);
+    const p = this.paths(id);
+    const state = await this.runc.state(id);
     if (state?.status === 'running') return 'running';
     // A paused sandbox stays paused across a restart: the service decides (its record says paused).
     if (state?.status === 'paused') return 'paused';
     if (!existsSync(p.task)) {
       // A container without its directory cannot be started again: remove what is left.
-      if (state) await this.teardown(handle.id, p, true);
+      if (state) await this.teardown(id, p, true);
       return 'gone';
     }
     // Stopped, half-created, or unknown to runc (e.g. after a host reboot): bring it to a clean stop.
-    await this.teardown(handle.id, p, false);
+    await this.teardown(id, p, false);
     return 'stopped';
   }
 
   async inspect(handle: TaskHandle): Promise<TaskState> {
-    const state = await this.runc.state(handle.id);
+    const id = this.slot(handle);
+    const state = await this.runc.state(id);
     if (state?.status === 'paused') return 'paused';
     if (isLive(state)) return 'running';
-    return state || existsSync(this.paths(handle.id).task) ? 'stopped' : 'gone';
+    return state || existsSync(this.paths(id).task) ? 'stopped' : 'gone';
   }
 
   async exec(handle: TaskHandle, opts: ExecOptions): Promise<TaskProcess> {
-    const p = this.paths(handle.id);
+    const id = this.slot(handle);
+    const p = this.paths(id);
     try {
       const volumes = handle.spec.volumes ?? [];
       const layerFull = existsSync(p.diskImage) ? () => isDiskFull(p.disk) : async () => false;
       const diskFull = async () => (await layerFull()) || anyVolumeFull(volumes, p.volumes);
-      return await startExec(() => this.cgroups.oomKills(handle.id), p.agentSocket, opts, opts.asRoot ? undefined : (handle.data.user as TaskUser | undefined), diskFull);
+      return await startExec(() => this.cgroups.oomKills(id), p.agentSocket, opts, opts.asRoot ? undefined : (handle.data.user as TaskUser | undefined), diskFull);
     } catch (e) {
       // No agent listening: tell "gone" from "stopped" the way callers expect.
       if (e instanceof PrismError && e.code === 'FAILED_PRECONDITION' && !existsSync(p.task)) {
@@ -206,58 +251,65 @@ export class OciDriver implements RuntimeDriver {
 
   /** The cgroup freezer (`runc pause`): processes stop where they are, memory stays resident. */
   async pause(handle: TaskHandle): Promise<void> {
-    const state = await this.runc.state(handle.id);
+    const id = this.slot(handle);
+    const state = await this.runc.state(id);
     if (state?.status === 'paused') return;
     if (state?.status !== 'running') {
-      if (!state && !existsSync(this.paths(handle.id).task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+      if (!state && !existsSync(this.paths(id).task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
       throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not running`);
     }
-    await this.runc.pause(handle.id);
+    await this.runc.pause(id);
   }
 
   async resume(handle: TaskHandle): Promise<void> {
-    const state = await this.runc.state(handle.id);
+    const id = this.slot(handle);
+    const state = await this.runc.state(id);
     if (state?.status === 'running') return;
     if (state?.status !== 'paused') {
-      if (!state && !existsSync(this.paths(handle.id).task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
+      if (!state && !existsSync(this.paths(id).task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
       throw new PrismError('FAILED_PRECONDITION', `task ${handle.id} is not paused`);
     }
-    await this.runc.resume(handle.id);
+    await this.runc.resume(id);
   }
 
   /** The upper directory as a layer tar; a running task is frozen meanwhile, a stopped one's disk mounted for the read. */
   async exportLayer(handle: TaskHandle, dest: string): Promise<void> {
-    const p = this.paths(handle.id);
+    const id = this.slot(handle);
+    const p = this.paths(id);
     if (!existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
-    const state = await this.runc.state(handle.id);
+    const state = await this.runc.state(id);
     const freeze = state?.status === 'running';
     const mount = existsSync(p.diskImage) && !(await isMounted(p.disk));
     if (mount) await mountTaskDisk(p.diskImage, p.disk);
-    if (freeze) await this.runc.pause(handle.id);
+    if (freeze) await this.runc.pause(id);
     try {
       await exportUpperLayer(p.upper, dest, this.opts.initBinary);
     } finally {
-      if (freeze) await this.runc.resume(handle.id).catch((e: unknown) => this.opts.logger?.error({ err: e, task: handle.id }, 'thawing after a snapshot failed'));
+      if (freeze) await this.runc.resume(id).catch((e: unknown) => this.opts.logger?.error({ err: e, task: handle.id }, 'thawing after a snapshot failed'));
       if (mount) await unmountAll(p.disk).catch(() => undefined);
     }
   }
 
   async stop(handle: TaskHandle, opts: { timeoutMs?: number } = {}): Promise<void> {
-    const p = this.paths(handle.id);
-    const state = await this.runc.state(handle.id);
+    const id = this.slot(handle);
+    const p = this.paths(id);
+    const state = await this.runc.state(id);
     if (!state && !existsSync(p.task)) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
     if (state && state.status !== 'stopped') {
       // A frozen process takes a signal only once thawed.
-      if (state.status === 'paused') await this.runc.resume(handle.id);
+      if (state.status === 'paused') await this.runc.resume(id);
       // KILL of a pid namespace's init takes every process of the task with it.
-      await this.runc.kill(handle.id, 'KILL');
-      await this.waitStopped(handle.id, opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS);
+      await this.runc.kill(id, 'KILL');
+      await this.waitStopped(id, opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS);
     }
-    await this.teardown(handle.id, p, false);
+    await this.teardown(id, p, false);
   }
 
   async destroy(handle: TaskHandle): Promise<void> {
-    await this.teardown(handle.id, this.paths(handle.id), true);
+    const id = this.slot(handle);
+    await this.teardown(id, this.paths(id), true);
+    // A task made from a warm-pool one is named by a link to it: the link goes last.
+    if (id !== handle.id) await rm(join(this.tasksDir, handle.id), { force: true });
     this.opts.logger?.info({ task: handle.id }, 'oci task destroyed');
   }
 
@@ -266,12 +318,13 @@ export class OciDriver implements RuntimeDriver {
    * has none is runc asked why (a sampler of many tasks spawns no runc per sample).
    */
   async stats(handle: TaskHandle): Promise<TaskStats> {
-    const p = this.paths(handle.id);
+    const id = this.slot(handle);
+    const p = this.paths(id);
     let usage;
     try {
-      usage = await this.cgroups.usage(handle.id);
+      usage = await this.cgroups.usage(id);
     } catch (e) {
-      await this.requireRunning(handle.id);
+      await this.requireRunning(id, handle.id);
       throw asPrismError(e, 'INTERNAL', `reading cgroup stats of ${handle.id}`);
     }
     // Tasks made before writable-layer disks have none: their layer is on the host's disk, unbounded.
@@ -279,12 +332,132 @@ export class OciDriver implements RuntimeDriver {
     return { ...usage, diskUsedBytes: disk?.usedBytes ?? 0, diskTotalBytes: disk?.totalBytes ?? 0 };
   }
 
-  /** Nothing to release: every exec has its own connection. */
-  async close(): Promise<void> {}
+  /** The warm pool's ready tasks go (a crash leaves them to the next start's orphan cleanup, see listTasks). */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.filling.values());
+    const ready = [...this.pools.values()].flat();
+    this.pools.clear();
+    for (const slot of ready) await this.teardown(slot, this.paths(slot), true).catch((e: unknown) => this.opts.logger?.warn({ err: e, task: slot }, 'removing a warm-pool task failed'));
+  }
 
+  /**
+   * Tasks by the ids they were created with: a task made from a warm-pool one is listed by its link's
+   * name, not by the pool one's; this driver's ready pool tasks are not listed (they belong to no
+   * sandbox yet), so the pool tasks a crashed prismd left are, and the caller removes them as orphans.
+   */
   async listTasks(): Promise<string[]> {
-    const dirs = await readdir(this.tasksDir).catch(() => [] as string[]);
-    return [...new Set([...dirs, ...(await this.runc.list())])].sort();
+    const entries = await readdir(this.tasksDir, { withFileTypes: true }).catch(() => []);
+    const hidden = new Set([...[...this.pools.values()].flat(), ...this.making]);
+    const names: string[] = [];
+    for (const e of entries) {
+      if (e.isSymbolicLink()) hidden.add(await readlink(join(this.tasksDir, e.name)).catch(() => ''));
+      names.push(e.name);
+    }
+    return [...new Set([...names, ...(await this.runc.list())])].filter((n) => !hidden.has(n)).sort();
+  }
+
+  /**
+   * The container (runc id, cgroups, directory) of a task: its own id, or the warm-pool task it was
+   * made from (recorded in its handle; for a handle without data, read off the link named by its id).
+   */
+  private slot(h: TaskHandle): string {
+    const recorded = h.data?.slot;
+    if (typeof recorded === 'string' && POOL_ID.test(recorded)) return recorded;
+    if (POOL_ID.test(h.id) || !ID_PATTERN.test(h.id)) return h.id;
+    try {
+      const target = readlinkSync(join(this.tasksDir, h.id));
+      if (POOL_ID.test(target)) return target;
+    } catch {
+      /* not a link: the task's own directory, or none */
+    }
+    return h.id;
+  }
+
+  /**
+   * The warm pool a spec can be served from: same image layers and the same limits (they are set when
+   * a container starts). Tasks with a network or volumes, which are set up when a container starts, are
+   * always made from scratch.
+   */
+  private poolKey(spec: TaskSpec): string | undefined {
+    if (!this.opts.warmPool || spec.network || spec.volumes?.length || spec.image) return undefined;
+    const shape = { layers: spec.layers, cpus: spec.cpus, memoryMb: spec.memoryMb, pidsLimit: spec.pidsLimit, diskMb: spec.diskMb, maxOpenFiles: spec.maxOpenFiles };
+    return createHash('sha256').update(JSON.stringify(shape)).digest('hex').slice(0, 16);
+  }
+
+  /**
+   * Turns a ready pool task into `spec`'s: a link named by the task id (which claims the id as the
+   * directory of a fresh create would), the sandbox's hostname set in the running container, its
+   * config rewritten (a stop and start runs the sandbox, not the pool task) and its limits read back.
+   * Undefined when none is ready or the claim failed (the pool task is removed, the create goes on from scratch).
+   */
+  private async claim(key: string, spec: TaskSpec): Promise<TaskHandle | undefined> {
+    const slot = this.pools.get(key)?.shift();
+    if (!slot) return undefined;
+    const t0 = performance.now();
+    const p = this.paths(slot);
+    const link = join(this.tasksDir, spec.id);
+    try {
+      await symlink(slot, link);
+    } catch (e) {
+      this.pools.get(key)?.unshift(slot);
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new PrismError('ALREADY_EXISTS', `task ${spec.id} already exists`);
+      throw asPrismError(e, 'INTERNAL', 'claiming a warm-pool task');
+    }
+    try {
+      const pid = Number((await readFile(p.pidFile, 'utf8')).trim());
+      await setHostname(pid, spec.hostname);
+      await this.writeConfig(spec, p, slot);
+      await this.verifyLimits(spec, slot);
+      const handle: TaskHandle = { id: spec.id, runtime: 'oci', spec, data: { slot, taskDir: p.task, rootfs: p.rootfs, boot: 'pool' } };
+      if (spec.user) handle.data.user = await resolveTaskUser(p.rootfs, spec.user);
+      this.opts.logger?.info({ task: spec.id, slot, claimMs: Math.round((performance.now() - t0) * 10) / 10 }, 'oci task created from the warm pool');
+      return handle;
+    } catch (e) {
+      this.opts.logger?.warn({ err: e, task: spec.id, slot }, 'claiming a warm-pool task failed; creating from scratch');
+      await this.teardown(slot, p, true).catch(() => undefined);
+      await rm(link, { force: true });
+      return undefined;
+    }
+  }
+
+  /** Tops up the pool of `key` to `warmPool` ready tasks, in the background, one at a time. */
+  private refill(key: string, spec: TaskSpec): void {
+    if (this.closed || this.filling.has(key)) return;
+    const run = (async () => {
+      if (!this.pools.has(key)) {
+        // A few shapes at a time: the oldest pool goes when another one starts.
+        if (this.pools.size >= MAX_POOLS) {
+          const [oldest, slots] = this.pools.entries().next().value as [string, string[]];
+          this.pools.delete(oldest);
+          for (const s of slots) await this.teardown(s, this.paths(s), true).catch(() => undefined);
+        }
+        this.pools.set(key, []);
+      }
+      while (!this.closed && (this.pools.get(key)?.length ?? 0) < this.opts.warmPool!) {
+        const slot = `pool-${randomBytes(6).toString('hex')}`;
+        this.making.add(slot);
+        try {
+          const { user: _user, ...shape } = spec;
+          await this.createTask({ ...shape, id: slot, hostname: slot, env: {}, volumes: [] });
+          if (this.closed || !this.pools.has(key)) {
+            await this.teardown(slot, this.paths(slot), true);
+            return;
+          }
+          this.pools.get(key)!.push(slot);
+        } finally {
+          this.making.delete(slot);
+        }
+      }
+    })()
+      .catch((e: unknown) => this.opts.logger?.warn({ err: e, pool: key }, 'filling the oci warm pool failed'))
+      .finally(() => this.filling.delete(key));
+    this.filling.set(key, run);
+  }
+
+  /** Resolves when no pool refill is running (tests, benches). */
+  async poolSettled(): Promise<void> {
+    while (this.filling.size > 0) await Promise.all(this.filling.values());
   }
 
   private paths(id: string): TaskPaths {
@@ -301,20 +474,21 @@ export class OciDriver implements RuntimeDriver {
     };
   }
 
-  private async requireRunning(id: string): Promise<void> {
+  private async requireRunning(id: string, name = id): Promise<void> {
     const state = await this.runc.state(id);
     if (state?.status === 'running') return;
-    if (!state && !existsSync(this.paths(id).task)) throw new PrismError('NOT_FOUND', `task ${id} not found`);
-    throw new PrismError('FAILED_PRECONDITION', `task ${id} is not running`);
+    if (!state && !existsSync(this.paths(id).task)) throw new PrismError('NOT_FOUND', `task ${name} not found`);
+    throw new PrismError('FAILED_PRECONDITION', `task ${name} is not running`);
   }
 
-  private async writeConfig(spec: TaskSpec, p: TaskPaths): Promise<void> {
+  /** config.json of `spec`, for the container `slot` (its cgroup is named by it). */
+  private async writeConfig(spec: TaskSpec, p: TaskPaths, slot = spec.id): Promise<void> {
     const resolvConf = join(p.task, 'resolv.conf');
     if (spec.network) await writeFile(resolvConf, spec.network.nameservers.map((ns) => `nameserver ${ns}\n`).join('') || '# no name servers: egress policy allows no names\n');
     const volumes = (spec.volumes ?? []).map((v, i) => ({ source: join(p.volumes, String(i)), destination: v.mountPath, readOnly: v.readOnly }));
     const config = buildRuntimeSpec({
       spec, rootfs: p.rootfs, initBinary: this.opts.initBinary, resolvConf, volumes,
-      cgroups: { path: this.cgroups.runcPath(spec.id), swapAccounting: this.cgroups.swapAccounting(), namespace: this.cgroups.version === 2 },
+      cgroups: { path: this.cgroups.runcPath(slot), swapAccounting: this.cgroups.swapAccounting(), namespace: this.cgroups.version === 2 },
     });
     await writeFile(join(p.bundle, 'config.json'), JSON.stringify(config, null, 2));
   }
@@ -334,8 +508,8 @@ export class OciDriver implements RuntimeDriver {
    * Reads back the limits the kernel holds for the task: a limit that did not land (a controller
    * missing or not delegated on a cgroup v2 host) fails the create instead of running the task without it.
    */
-  private async verifyLimits(spec: TaskSpec): Promise<void> {
-    const got = await this.cgroups.applied(spec.id).catch((e: unknown) => {
+  private async verifyLimits(spec: TaskSpec, slot = spec.id): Promise<void> {
+    const got = await this.cgroups.applied(slot).catch((e: unknown) => {
       throw new PrismError('FAILED_PRECONDITION', `task ${spec.id} has no cgroup to limit it (${(e as Error).message}); run 'prismd doctor'`, { cause: e });
     });
     const wantCpu = cpuQuotaUs(spec.cpus) / 100_000;
@@ -407,6 +581,16 @@ function validateSpec(spec: TaskSpec): void {
   for (const v of spec.volumes ?? []) {
     if (!v.mountPath.startsWith('/') || v.mountPath === '/') throw new PrismError('INVALID_ARGUMENT', `volume mountPath must be an absolute path other than /, got '${v.mountPath}'`);
   }
+}
+
+/** The UTS hostname of a running task, from the host (its own processes may not set it). */
+function setHostname(pid: number, hostname: string): Promise<void> {
+  if (!Number.isInteger(pid) || pid <= 1) return Promise.reject(new PrismError('INTERNAL', 'the task has no init pid'));
+  return new Promise((resolve, reject) => {
+    execFile('nsenter', ['-t', String(pid), '-u', '--', 'hostname', hostname], { timeout: 10_000 }, (err, _o, stderr) =>
+      err ? reject(new PrismError('INTERNAL', `setting the task's hostname: ${String(stderr).trim() || err.message}`, { cause: err })) : resolve(),
+    );
+  });
 }
 
 async function requireDir(path: string): Promise<void> {
