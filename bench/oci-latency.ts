@@ -11,76 +11,41 @@
  *
  * Usage: node dist/bench/oci-latency.js [runs]   (root; PRISM_BENCH_IMAGES_DIR picks the image store)
  */
-import { spawn } from 'node:child_process';
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalImageStore } from '../src/images/local-image-store.js';
 import { DEFAULT_IMAGE } from '../src/daemon/config.js';
-import { initBinaryPath } from '../src/daemon/package-info.js';
-import { mountOverlay, unmountAll } from '../src/runtime/oci/overlay-mount.js';
-import { buildProcess, buildRuntimeSpec } from '../src/runtime/oci/runtime-spec.js';
-import { taskCgroups } from '../src/runtime/cgroups/select-cgroups.js';
+import { BareRunc, run } from './bare-runc.js';
 import { startPrismd, call, authHeaders } from '../test/integration/prismd-harness.js';
 import { summarize, timeIt } from './stats.js';
 
 const RUNS = Number(process.argv[2] ?? 20);
 const IMAGES = process.env.PRISM_BENCH_IMAGES_DIR ?? '/var/lib/prism-test/images';
 
-function run(cmd: string, args: string[], untilOutput = false): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let err = '';
-    p.stderr.on('data', (b) => (err += b));
-    if (untilOutput) p.stdout.once('data', () => resolve());
-    else p.stdout.resume();
-    p.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')}: ${code} ${err}`))));
-  });
-}
-
 async function bare(layers: string[], env: Record<string, string>) {
-  const dir = await mkdtemp(join(tmpdir(), 'prism-bench-'));
-  const root = join(dir, 'runc');
-  const rootfs = join(dir, 'rootfs');
-  await Promise.all(['upper', 'work', 'rootfs', 'bundle'].map((d) => mkdir(join(dir, d))));
-  await mountOverlay(layers, join(dir, 'upper'), join(dir, 'work'), rootfs);
-  const cg = taskCgroups('prism');
-  const spec = (process: string[]) => {
-    const s = buildRuntimeSpec({
-      spec: { id: 'bench', hostname: 'bench', layers, env, workdir: '/', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
-      rootfs,
-      initBinary: initBinaryPath(),
-      // The host's cgroups as the driver uses them (v1 dirs or v2 systemd scopes), so the baseline pays the same.
-      cgroups: { path: cg.runcPath('bench'), swapAccounting: cg.swapAccounting(), namespace: cg.version === 2 },
-    });
-    s.process = buildProcess(process, env, '/', 4096);
-    return s;
-  };
-  const runc = (...a: string[]) => ['--root', root, ...cg.runcFlags(), ...a];
+  const b = await BareRunc.setup(layers, env);
   const result = { runForeground: [] as number[], runDetachedThenExec: [] as number[], exec: [] as number[] };
   try {
-    await writeFile(join(dir, 'bundle', 'config.json'), JSON.stringify(spec(['echo', 'ready'])));
+    await b.configure(['echo', 'ready']);
     for (let i = 0; i < RUNS; i++) {
-      result.runForeground.push(await timeIt(() => run('runc', runc('run', '-b', join(dir, 'bundle'), `fg${i}`), true)));
-      await run('runc', runc('delete', '-f', `fg${i}`)).catch(() => undefined);
+      result.runForeground.push(await timeIt(() => run('runc', b.args('run', '-b', b.bundle, `fg${i}`), true)));
+      await run('runc', b.args('delete', '-f', `fg${i}`)).catch(() => undefined);
     }
-    await writeFile(join(dir, 'bundle', 'config.json'), JSON.stringify(spec(['/.prism/init'])));
+    await b.configure(['/.prism/init']);
     for (let i = 0; i < RUNS; i++) {
       result.runDetachedThenExec.push(
         await timeIt(async () => {
-          await run('runc', runc('run', '-d', '-b', join(dir, 'bundle'), `d${i}`));
-          await run('runc', runc('exec', `d${i}`, 'echo', 'ready'), true);
+          await run('runc', b.args('run', '-d', '-b', b.bundle, `d${i}`));
+          await run('runc', b.args('exec', `d${i}`, 'echo', 'ready'), true);
         }),
       );
-      if (i < RUNS - 1) await run('runc', runc('delete', '-f', `d${i}`));
+      if (i < RUNS - 1) await run('runc', b.args('delete', '-f', `d${i}`));
     }
     const last = `d${RUNS - 1}`;
-    for (let i = 0; i < RUNS; i++) result.exec.push(await timeIt(() => run('runc', runc('exec', last, 'true'))));
-    await run('runc', runc('delete', '-f', last));
+    for (let i = 0; i < RUNS; i++) result.exec.push(await timeIt(() => run('runc', b.args('exec', last, 'true'))));
+    await run('runc', b.args('delete', '-f', last));
   } finally {
-    await unmountAll(dir).catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
+    await b.dispose();
   }
   return result;
 }

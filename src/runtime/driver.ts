@@ -205,6 +205,12 @@ export interface RuntimeDriver {
   destroy(handle: TaskHandle): Promise<void>;
   inspect(handle: TaskHandle): Promise<TaskState>;
   /**
+   * Optional: true when the task's processes surely still run, found without spawning anything (the
+   * node's watchdog asks this of every running task every few seconds; with a thousand tasks a
+   * `runc state` each would take the node's CPU). False or absent: the caller asks `inspect`.
+   */
+  seemsAlive?(handle: TaskHandle): Promise<boolean>;
+  /**
    * Only where capabilities().pause is set. Freezes every process of a running task, keeping its
    * memory; idempotent on a paused task. FAILED_PRECONDITION when it is not running, NOT_FOUND when gone.
    * While paused, exec and stats may block or fail: the service resumes first. `stop` and `destroy`

@@ -589,6 +589,7 @@ export class NodeAgent {
       const h = this.handles.get(id) ?? (await this.repo.getHandle(this.nodeId, id));
       if (!cur || cur.value.status !== 'running' || !h) return true;
       const driver = this.drivers.get(h.runtime);
+      if (driver?.seemsAlive && (await driver.seemsAlive(h).catch(() => false))) return true;
       const state = driver ? await driver.inspect(h) : 'gone';
       if (state === 'running') return true;
       if (state === 'paused' && driver?.resume) {

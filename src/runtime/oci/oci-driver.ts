@@ -224,6 +224,21 @@ export class OciDriver implements RuntimeDriver {
     return 'stopped';
   }
 
+  /**
+   * The init process of the task's container (its pid file, written by runc at every start) exists,
+   * is not a zombie, and is in the task's cgroup (so a recycled pid does not count): a few small reads.
+   */
+  async seemsAlive(handle: TaskHandle): Promise<boolean> {
+    const id = this.slot(handle);
+    const pid = Number((await readFile(this.paths(id).pidFile, 'utf8').catch(() => '')).trim());
+    if (!Number.isInteger(pid) || pid <= 1) return false;
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    if (!state || state === 'Z' || state === 'X') return false;
+    const cgroup = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
+    return cgroup.includes(id);
+  }
+
   async inspect(handle: TaskHandle): Promise<TaskState> {
     const id = this.slot(handle);
     const state = await this.runc.state(id);
