@@ -158,7 +158,7 @@ export class OciDriver implements RuntimeDriver {
     try {
       await Promise.all([p.bundle, p.disk, p.rootfs].map((d) => mkdir(d)));
       step('dirsMs');
-      await makeTaskDisk(p.diskImage, spec.diskMb);
+      await makeTaskDisk(p.diskImage, spec.diskMb, join(this.opts.stateDir, 'disk-templates'));
       step('diskImageMs');
       await mountTaskDisk(p.diskImage, p.disk);
       step('diskMountMs');
