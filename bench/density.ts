@@ -8,7 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { call, startPrismd, type Prismd } from '../test/integration/prismd-harness.js';
-import { summarize } from './stats.js';
+import { inFlight, summarize } from './stats.js';
 
 const COUNT = Number(process.argv[2] ?? 1000);
 const CONCURRENCY = Number(process.argv[3] ?? 16);
@@ -39,44 +39,23 @@ async function idleCost(pid: number): Promise<{ cpuPercentOfOneCore: number; rss
   return { cpuPercentOfOneCore: Math.round(((cpuSeconds(pid) - c0) / (IDLE_WINDOW_MS / 1000)) * 1000) / 10, rssMiB: Math.round(rssBytes(pid) / MiB) };
 }
 
-/** Runs `fn` over 0..n-1 with `limit` in flight; returns each one's latency and the wall time. */
-async function pool(n: number, limit: number, fn: (i: number) => Promise<void>): Promise<{ latencies: number[]; wallMs: number; failures: string[] }> {
-  const latencies: number[] = [];
-  const failures: string[] = [];
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: Math.min(limit, n) }, async () => {
-    while (next < n) {
-      const i = next++;
-      const s = performance.now();
-      try {
-        await fn(i);
-        latencies.push(performance.now() - s);
-      } catch (e) {
-        failures.push(`${i}: ${(e as Error).message}`);
-      }
-    }
-  }));
-  return { latencies, wallMs: performance.now() - t0, failures };
-}
-
 async function run(d: Prismd, pid: number) {
   const before = hostUsedBytes();
   const idleEmpty = await idleCost(pid);
   const ids: string[] = [];
-  const creates = await pool(COUNT, CONCURRENCY, async () => {
+  const creates = await inFlight(COUNT, CONCURRENCY, async () => {
     const r = await call(d.url, 'POST', '/sandboxes', SANDBOX);
     if (r.status !== 201) throw new Error(`create ${r.status} ${JSON.stringify(r.body)}`);
     ids.push(r.body.id);
   });
-  const execs = await pool(ids.length, CONCURRENCY, async (i) => {
+  const execs = await inFlight(ids.length, CONCURRENCY, async (i) => {
     const r = await call(d.url, 'POST', `/sandboxes/${ids[i]}/exec`, { cmd: ['cat', '/proc/self/cgroup'] });
     if (r.status !== 200 || r.body.exitCode !== 0) throw new Error(`exec ${r.status} ${JSON.stringify(r.body)}`);
   });
   await new Promise((r) => setTimeout(r, 5_000));
   const after = hostUsedBytes();
   const idleFull = await idleCost(pid);
-  const deletes = await pool(ids.length, CONCURRENCY, async (i) => {
+  const deletes = await inFlight(ids.length, CONCURRENCY, async (i) => {
     const r = await call(d.url, 'DELETE', `/sandboxes/${ids[i]}`);
     if (r.status !== 204) throw new Error(`delete ${r.status}`);
   });

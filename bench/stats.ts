@@ -19,3 +19,24 @@ export async function timeIt(fn: () => Promise<unknown>): Promise<number> {
   await fn();
   return performance.now() - t0;
 }
+
+/** Runs `fn` over 0..n-1 with `limit` in flight: each success's latency, the failures, the wall time. */
+export async function inFlight(n: number, limit: number, fn: (i: number) => Promise<void>): Promise<{ latencies: number[]; failures: string[]; wallMs: number }> {
+  const latencies: number[] = [];
+  const failures: string[] = [];
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: Math.min(limit, n) }, async () => {
+    while (next < n) {
+      const i = next++;
+      const s = performance.now();
+      try {
+        await fn(i);
+        latencies.push(performance.now() - s);
+      } catch (e) {
+        failures.push(`${i}: ${(e as Error).message}`);
+      }
+    }
+  }));
+  return { latencies, failures, wallMs: performance.now() - t0 };
+}

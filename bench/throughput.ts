@@ -10,6 +10,7 @@ import { LocalImageStore } from '../src/images/local-image-store.js';
 import { DEFAULT_IMAGE } from '../src/daemon/config.js';
 import { call, startPrismd } from '../test/integration/prismd-harness.js';
 import { BareRunc, run } from './bare-runc.js';
+import { inFlight } from './stats.js';
 
 const PER_LEVEL = Number(process.argv[2] ?? 48);
 const LEVELS = [1, 8, 32];
@@ -19,26 +20,10 @@ interface Level { perSec: number; p50Ms: number; p95Ms: number; p99Ms: number; f
 
 /** `fn` over 0..n-1 with `limit` in flight: rate and latency percentiles. */
 async function measure(n: number, limit: number, fn: (i: number) => Promise<void>): Promise<Level> {
-  const lat: number[] = [];
-  let failures = 0;
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: Math.min(limit, n) }, async () => {
-    while (next < n) {
-      const i = next++;
-      const s = performance.now();
-      try {
-        await fn(i);
-        lat.push(performance.now() - s);
-      } catch {
-        failures++;
-      }
-    }
-  }));
-  const wall = performance.now() - t0;
-  const sorted = [...lat].sort((a, b) => a - b);
+  const { latencies, failures, wallMs } = await inFlight(n, limit, fn);
+  const sorted = [...latencies].sort((a, b) => a - b);
   const q = (p: number) => Math.round((sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] ?? 0) * 10) / 10;
-  return { perSec: Math.round((lat.length / (wall / 1000)) * 10) / 10, p50Ms: q(0.5), p95Ms: q(0.95), p99Ms: q(0.99), failures };
+  return { perSec: Math.round((latencies.length / (wallMs / 1000)) * 10) / 10, p50Ms: q(0.5), p95Ms: q(0.95), p99Ms: q(0.99), failures: failures.length };
 }
 
 async function main() {

@@ -379,7 +379,8 @@ export class OciDriver implements RuntimeDriver {
   private slot(h: TaskHandle): string {
     const recorded = h.data?.slot;
     if (typeof recorded === 'string' && POOL_ID.test(recorded)) return recorded;
-    if (POOL_ID.test(h.id) || !ID_PATTERN.test(h.id)) return h.id;
+    // A handle the driver made records its directory; only a bare one (orphan cleanup) needs the link read.
+    if (h.data?.taskDir || POOL_ID.test(h.id) || !ID_PATTERN.test(h.id)) return h.id;
     try {
       const target = readlinkSync(join(this.tasksDir, h.id));
       if (POOL_ID.test(target)) return target;
