@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { Prism, type SandboxHandle } from '../src/sdk/index.js';
 import { startPrismd } from '../test/integration/prismd-harness.js';
 import { summarize, timeIt } from './stats.js';
+import { DEFAULT_VM_RAM_DIR } from '../src/runtime/microvm/vm-ram.js';
 
 const RUNS = Number(process.argv[2] ?? 8);
 const IMAGES = process.env.PRISM_BENCH_IMAGES_DIR ?? '/var/lib/prism-test/images';
@@ -35,7 +36,7 @@ function qemuHostMemoryBytes(sandboxId: string): number {
       let ramFile = 0;
       for (const fd of readdirSync(`/proc/${pid}/fd`)) {
         const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-        if (target.startsWith('/run/prism/vm-ram/')) ramFile = statSync(`/proc/${pid}/fd/${fd}`).blocks * 512;
+        if (target.startsWith(`${DEFAULT_VM_RAM_DIR}/`)) ramFile = statSync(`/proc/${pid}/fd/${fd}`).blocks * 512;
       }
       return anonKb * 1024 + ramFile;
     } catch {
