@@ -58,6 +58,30 @@ static char *read_frame(int fd, char *type, uint32_t *len) {
   return buf;
 }
 
+/*
+ * Sends the exit frame and ends the connection without losing anything. The daemon may still be
+ * writing (stdin or its end, a signal) when the command has already exited; closing now would reset
+ * the connection (unread data in our queue) or fail the daemon's write (EPIPE), and the daemon would
+ * drop the output and exit frame still queued on its side. So: half-close, and read what comes until
+ * the daemon closes its side after the exit frame (or 2 s pass).
+ */
+static void finish(int c, const char *exit_msg) {
+  send_frame(c, 'X', exit_msg, (uint32_t)strlen(exit_msg));
+  shutdown(c, SHUT_WR);
+  char buf[4096];
+  struct timespec t0, now;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long left = 2000 - ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000);
+    struct pollfd p = {c, POLLIN, 0};
+    if (left <= 0 || poll(&p, 1, (int)left) <= 0) break;
+    ssize_t r = read(c, buf, sizeof buf);
+    if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN)) break;
+  }
+  _exit(0);
+}
+
 /* Splits a start frame's NUL-terminated fields. */
 char *next_field(char **cur, char *end) {
   if (*cur >= end) return NULL;
@@ -220,8 +244,7 @@ void serve(int c) {
       char msg[128];
       int m = snprintf(msg, sizeof msg, "prism: cannot open a terminal: %s\n", strerror(errno));
       send_frame(c, 'E', msg, (uint32_t)m);
-      send_frame(c, 'X', "126 0", 5);
-      _exit(0);
+      finish(c, "126 0");
     }
     /* The master is both ends for us: a dup, so closing "stdin" on EIO leaves the output side open. */
     out[0] = master;
@@ -245,8 +268,7 @@ void serve(int c) {
   if (pid < 0) {
     const char *msg = "prism: cannot fork: process limit reached\n";
     send_frame(c, 'E', msg, (uint32_t)strlen(msg));
-    send_frame(c, 'X', "126 0", 5);
-    _exit(0);
+    finish(c, "126 0");
   }
   if (pid == 0) child_exec(cwd, argv, envp, user, master >= 0 ? slave : NULL, in[0], out[1], err[1]);
   if (master < 0) {
@@ -345,7 +367,6 @@ void serve(int c) {
   char msg[32];
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-  int m = snprintf(msg, sizeof msg, "%d %d", code, sig);
-  send_frame(c, 'X', msg, (uint32_t)m);
-  _exit(0);
+  snprintf(msg, sizeof msg, "%d %d", code, sig);
+  finish(c, msg);
 }

@@ -29,8 +29,10 @@
  *                        on a tty any signal but SIGKILL goes to the terminal's foreground group)
  *                    'R' resize the terminal: "cols rows" (ignored without a tty)
  *   agent -> daemon  'O' stdout bytes  'E' stderr bytes  'X' exit: "<exitCode> <signal>"
- * The exit frame comes once the command exited and what it wrote is drained. A daemon that hangs up
- * before that gets the command's whole process tree killed.
+ * The exit frame comes once the command exited and what it wrote is drained; the agent then half-closes
+ * and reads (discarding) until the daemon closes its side, so a frame the daemon sent meanwhile (stdin's
+ * end after a fast command) neither fails nor resets the connection. A daemon that hangs up before the
+ * exit frame gets the command's whole process tree killed.
  */
 #define _GNU_SOURCE
 #include "prism-init.h"

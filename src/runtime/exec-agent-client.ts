@@ -76,7 +76,8 @@ export function attachAgent(input: Readable, output: Writable, withStdin: boolea
   let exit: AgentExit | undefined;
   let buf: Buffer = Buffer.alloc(0);
   const send = (type: string, payload: Buffer) => {
-    if (!output.destroyed && !output.writableEnded) output.write(frame(type, payload));
+    // After the exit frame the agent only waits for this side to close (guest/init/exec-agent.c finish).
+    if (!exit && !output.destroyed && !output.writableEnded) output.write(frame(type, payload));
   };
   // Back-pressure: a slow reader of either stream pauses the socket, and so the command.
   const push = (s: PassThrough, data: Buffer) => {

@@ -185,6 +185,7 @@ export class ProcessService {
 
   private exited(p: BackgroundProcess, r: ExecResult, error?: { code: string; message: string }): void {
     p.finish(r, error);
+    this.log.debug({ sandbox: p.sandboxId, process: p.id, exitCode: r.exitCode, signal: r.signal, timedOut: r.timedOut, durationMs: r.durationMs }, 'background process exited');
     const map = this.bySandbox.get(p.sandboxId);
     if (!map) return;
     const exited = [...map.values()].filter((x) => !x.running);
