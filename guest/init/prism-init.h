@@ -40,5 +40,7 @@ int layer_scan(const char *src);
 int relay(const char *path);
 /* fs-helper.c: `prism-init fs OP ARGS...`, a file operation inside the task. */
 int fs_main(int argc, char **argv);
+/* pid-watch.c: `prism-init pidwatch`, on the host: process exits as lines, for the daemon. */
+int pid_watch(void);
 
 #endif

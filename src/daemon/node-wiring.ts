@@ -16,6 +16,7 @@ import { DEFAULT_SANDBOX_USER, NodeAgent } from '../service/node-agent.js';
 import { NodeService } from '../service/node-service.js';
 import { SandboxEvents } from '../service/sandbox-events.js';
 import { SnapshotService } from '../service/snapshot-service.js';
+import { TaskWatchdog } from '../service/task-watchdog.js';
 import { DEFAULT_METRICS, SandboxMetrics, type SandboxMetricsOptions } from '../service/sandbox-metrics.js';
 import { SandboxRepo } from '../service/sandbox-repo.js';
 import { SandboxService, type SandboxDefaults } from '../service/sandbox-service.js';
@@ -109,7 +110,9 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const files = new FileService(sandboxes, agent, w.fileLimits ?? { maxFileBytes: DEFAULT_MAX_FILE_BYTES });
   const images = new ImageService(w.images, repo, w.log);
   const snapshots = new SnapshotService(repo, sandboxes, agent, w.images, w.log, join(w.dataDir, 'snapshots'));
-  const metrics = new SandboxMetrics(w.id, { listSandboxes: () => repo.listSandboxes(), onChange: (fn) => events.onChange(fn) }, agent, w.log, w.metrics ?? DEFAULT_METRICS);
+  const feed = { listSandboxes: () => repo.listSandboxes(), onChange: (fn: Parameters<SandboxEvents['onChange']>[0]) => events.onChange(fn) };
+  const metrics = new SandboxMetrics(w.id, feed, agent, w.log, w.metrics ?? DEFAULT_METRICS);
+  const watchdog = new TaskWatchdog(feed, agent, w.log, { intervalMs: w.watchdogMs, sweepEvery: 12 });
   const scheduler = new Scheduler(repo, w.log, { strategy: w.placement, batchMax: 100, maxTxnOps: 128 });
   const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });
   membership.onElected = (term) => void scheduler.start(term).catch((e) => w.log.error({ err: e }, 'scheduler start failed'));
@@ -126,7 +129,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   // node announced itself (a dead node's sweep, or a new leader's): now that it is a member again, settle those.
   await agent.reconcileAfterRejoin();
   await agent.watchAssignments();
-  agent.startWatchdog(w.watchdogMs);
+  await watchdog.start();
   return {
     repo, agent, nodes, sandboxes, exec, pty, processes, files, images, volumes, metrics, snapshots, scheduler, membership,
     async setAddress(url) {
@@ -140,6 +143,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
       else membership.halt();
       scheduler.stop();
       metrics.stop();
+      watchdog.stop();
       events.stop();
       nodes.stop();
       processes.close();

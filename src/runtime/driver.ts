@@ -1,5 +1,6 @@
 import type { Readable, Writable } from 'node:stream';
 import type { ExecResult, RuntimeName } from '../core/types.js';
+import type { WatchEnd } from './pid-watch.js';
 
 /**
  * The RuntimeDriver seam (after Nomad's task drivers). A driver runs *tasks*: one long-lived isolated
@@ -210,6 +211,13 @@ export interface RuntimeDriver {
    * `runc state` each would take the node's CPU). False or absent: the caller asks `inspect`.
    */
   seemsAlive?(handle: TaskHandle): Promise<boolean>;
+  /**
+   * Optional: calls `onEnd` once when the running task's processes end, so the node learns of a dead
+   * task without polling it (`lost` / `unwatchable`: see PidWatcher). False: this task cannot be
+   * watched, the caller polls it. `unwatchExit` ends a watch without a call.
+   */
+  watchExit?(handle: TaskHandle, onEnd: (why: WatchEnd) => void): Promise<boolean>;
+  unwatchExit?(handle: TaskHandle): void;
   /**
    * Only where capabilities().pause is set. Freezes every process of a running task, keeping its
    * memory; idempotent on a paused task. FAILED_PRECONDITION when it is not running, NOT_FOUND when gone.

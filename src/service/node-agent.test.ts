@@ -7,6 +7,7 @@ import { FakeDriver } from '../runtime/fake/fake-driver.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { startNode } from '../daemon/node-wiring.js';
 import { silentLogger } from './logger.js';
+import { TaskWatchdog } from './task-watchdog.js';
 
 /**
  * Start-up recovery. A "restart" builds a new NodeAgent and services on the same Store and the same
@@ -212,8 +213,11 @@ describe('NodeAgent task watchdog', () => {
     const a = await first.sandboxes.create({});
     const b = await first.sandboxes.create({});
     driver.vanish(a.id);
-    first.agent.startWatchdog(20);
+    const feed = { listSandboxes: () => first.repo.listSandboxes(), onChange: () => () => undefined };
+    const watchdog = new TaskWatchdog(feed, first.agent, silentLogger, { intervalMs: 20, sweepEvery: 5 });
+    await watchdog.start();
     await new Promise((r) => setTimeout(r, 150));
+    watchdog.stop();
     expect((await first.sandboxes.get(a.id)).status).toBe('failed');
     expect((await first.sandboxes.get(b.id)).status).toBe('running');
   });

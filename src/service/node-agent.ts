@@ -563,23 +563,13 @@ export class NodeAgent {
     this.log.warn({ sandbox: sb.id, was: sb.status }, 'sandbox settled as stopped after restart');
   }
 
-  private watchdog?: NodeJS.Timeout;
-
-  /**
-   * Notices tasks that died under a `running` sandbox (a killed QEMU or runc init) and marks the
-   * sandbox `failed` with TASK_EXITED, so it does not look healthy while every exec fails.
-   */
-  startWatchdog(intervalMs: number): void {
-    this.watchdog = setInterval(() => {
-      this.checkAll().catch((e) => this.log.warn({ err: e }, 'task watchdog failed'));
-    }, intervalMs);
-    this.watchdog.unref();
+  /** The task handle of a sandbox this node runs, if any (the watchdog's view; TaskWatchdog). */
+  async handleOf(id: string): Promise<TaskHandle | undefined> {
+    return this.handles.get(id) ?? (await this.repo.getHandle(this.nodeId, id));
   }
 
-  private async checkAll(): Promise<void> {
-    for (const sb of await this.repo.listSandboxes()) {
-      if (sb.node === this.nodeId && sb.status === 'running') await this.checkTask(sb.id);
-    }
+  driverOf(h: TaskHandle): RuntimeDriver | undefined {
+    return this.drivers.get(h.runtime);
   }
 
   /** Checks one running sandbox's task; returns false (and marks the sandbox failed) when it is gone. */
@@ -610,7 +600,6 @@ export class NodeAgent {
   /** Stops timers; tasks keep running so that a restarted daemon can reattach. */
   close(): void {
     this.assignments?.close();
-    clearInterval(this.watchdog);
     for (const id of [...this.ttlTimers.keys()]) this.disarmTtl(id);
   }
 }

@@ -364,6 +364,30 @@ export function driverConformanceSuite(name: string, make: () => Promise<DriverF
       }
     });
 
+    it('reports the end of a watched task once, and nothing after an unwatch (watchExit)', async (ctx) => {
+      if (!driver.watchExit) return ctx.skip();
+      const h = await create();
+      try {
+        const ends: string[] = [];
+        expect(await driver.watchExit(h, (why) => ends.push(why))).toBe(true);
+        await sh(h, 'true');
+        expect(ends).toEqual([]);
+        await driver.stop(h);
+        await within((async () => { while (ends.length === 0) await new Promise((r) => setTimeout(r, 10)); })(), 10_000, 'the exit event');
+        expect(ends).toEqual(['exited']);
+        await driver.start(h);
+        const later: string[] = [];
+        expect(await driver.watchExit(h, (why) => later.push(why))).toBe(true);
+        driver.unwatchExit?.(h);
+        await driver.stop(h);
+        await new Promise((r) => setTimeout(r, 200));
+        expect(later).toEqual([]);
+        expect(ends).toEqual(['exited']);
+      } finally {
+        await destroy(h);
+      }
+    });
+
     it('pauses keeping the processes and their memory, stays paused across a new driver instance, resumes where it was', async (ctx) => {
       if (!driver.capabilities().pause || !driver.pause || !driver.resume) return ctx.skip();
       const h = await create();

@@ -3,6 +3,8 @@
  * and memory across a prismd crash, auto-resume, and racing lifecycle calls on SQLite and on etcd
  * (every status write is a compare-and-swap from the statuses the lifecycle table allows).
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EtcdCluster, etcdSkipReason } from '../fixtures/etcd-cluster.js';
 import { call, integrationSkipReason, leftovers, startPrismd, type Prismd } from './prismd-harness.js';
@@ -51,6 +53,21 @@ describe.skipIf(!!skip)('lifecycle over HTTP (oci)', () => {
     expect(after).toBeGreaterThanOrEqual(before);
     expect(after - before).toBeLessThan(20); // frozen for seconds: it would be far past otherwise
     expect(await sh(sb.id, FIND_LOOP)).toBe(pid);
+    expect((await call(d.url, 'DELETE', `/sandboxes/${sb.id}`)).status).toBe(204);
+    expect(leftovers(sb.id, d.dataDir)).toEqual([]);
+  });
+
+  it('marks a sandbox whose init was killed on the host failed (TASK_EXITED), and deletes it without leftovers', async () => {
+    const sb = (await call(d.url, 'POST', '/sandboxes', {})).body;
+    const pid = Number(readFileSync(join(d.dataDir, 'runtime', 'oci', 'tasks', sb.id, 'bundle', 'init.pid'), 'utf8'));
+    process.kill(pid, 'SIGKILL');
+    let cur = sb;
+    for (const deadline = Date.now() + 20_000; cur.status !== 'failed' && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 100));
+      cur = (await call(d.url, 'GET', `/sandboxes/${sb.id}`)).body;
+    }
+    expect(cur).toMatchObject({ status: 'failed', error: { code: 'TASK_EXITED' } });
+    expect((await call(d.url, 'POST', `/sandboxes/${sb.id}/exec`, { command: 'true' })).status).toBe(412);
     expect((await call(d.url, 'DELETE', `/sandboxes/${sb.id}`)).status).toBe(204);
     expect(leftovers(sb.id, d.dataDir)).toEqual([]);
   });

@@ -7,6 +7,7 @@ import { asPrismError, PrismError } from '../../core/errors.js';
 import type {
   ExecOptions, ProbeResult, RuntimeCapabilities, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskState, TaskStats,
 } from '../driver.js';
+import { PidWatcher, type WatchEnd } from '../pid-watch.js';
 import type { CgroupHost, TaskCgroups } from '../cgroups/cgroups.js';
 import { probeCgroups } from '../cgroups/probe.js';
 import { taskCgroups } from '../cgroups/select-cgroups.js';
@@ -89,8 +90,11 @@ export class OciDriver implements RuntimeDriver {
   private readonly making = new Set<string>();
   private readonly filling = new Map<string, Promise<void>>();
   private closed = false;
+  /** Exits of the tasks' init processes, as events (watchExit). */
+  private readonly exits: PidWatcher;
 
   constructor(private readonly opts: OciDriverOptions) {
+    this.exits = new PidWatcher(opts.initBinary, opts.logger);
     this.cgroupHost = opts.cgroupHost ?? probeCgroups();
     this.cgroups = opts.cgroups ?? taskCgroups('prism', this.cgroupHost);
     this.runc = new Runc(opts.runcBinary ?? 'runc', join(opts.stateDir, 'runc'), this.cgroups.runcFlags());
@@ -239,6 +243,22 @@ export class OciDriver implements RuntimeDriver {
     return cgroup.includes(id);
   }
 
+  /** The task's init process through a pidfd (PidWatcher), checked to be the task's after it is watched. */
+  async watchExit(handle: TaskHandle, onEnd: (why: WatchEnd) => void): Promise<boolean> {
+    const pid = Number((await readFile(this.paths(this.slot(handle)).pidFile, 'utf8').catch(() => '')).trim());
+    if (!this.exits.watch(handle.id, pid, onEnd)) return false;
+    // The pid may have been reused between the file's read and the pidfd's open: then it is not ours.
+    if (!(await this.seemsAlive(handle))) {
+      this.exits.unwatch(handle.id);
+      onEnd('exited');
+    }
+    return true;
+  }
+
+  unwatchExit(handle: TaskHandle): void {
+    this.exits.unwatch(handle.id);
+  }
+
   async inspect(handle: TaskHandle): Promise<TaskState> {
     const id = this.slot(handle);
     const state = await this.runc.state(id);
@@ -350,6 +370,7 @@ export class OciDriver implements RuntimeDriver {
   /** The warm pool's ready tasks go (a crash leaves them to the next start's orphan cleanup, see listTasks). */
   async close(): Promise<void> {
     this.closed = true;
+    this.exits.close();
     await Promise.all(this.filling.values());
     const ready = [...this.pools.values()].flat();
     this.pools.clear();
