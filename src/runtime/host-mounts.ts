@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { readFile, statfs } from 'node:fs/promises';
+import { statfsSync } from 'node:fs';
 import { PrismError } from '../core/errors.js';
 
 /** The host's mount table as drivers that mount on the host (oci, docker volumes) need it. */
@@ -66,7 +67,9 @@ const FULL_BELOW_INODES = 16;
  * so blocks reserved for root count as used).
  */
 export async function filesystemUsage(mountpoint: string): Promise<{ usedBytes: number; totalBytes: number }> {
-  const s = await statfs(mountpoint);
+  // Synchronous: a local file system answers from its superblock in microseconds (the usage sampler
+  // asks this of every running task every few seconds; the async call costs a thread-pool trip).
+  const s = statfsSync(mountpoint);
   return { usedBytes: (s.blocks - s.bfree) * s.bsize, totalBytes: s.blocks * s.bsize };
 }
 

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { readFile, rmdir } from 'node:fs/promises';
 
 /** File helpers shared by the v1 and v2 cgroup implementations. */
@@ -6,6 +7,22 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export async function readNumber(file: string): Promise<number> {
   const text = (await readFile(file, 'utf8')).trim();
+  if (text === 'max') return 0;
+  const n = Number(text);
+  return Number.isFinite(n) ? n : 0;
+}
+
+/**
+ * A cgroup file's text, read synchronously: the kernel makes it up on read (never a disk wait, a few
+ * microseconds), while an async read costs four thread-pool round trips. For the usage sampler, which
+ * reads a few files of every running task every few seconds.
+ */
+export function readCgroupText(file: string): string {
+  return readFileSync(file, 'utf8');
+}
+
+export function readCgroupNumber(file: string): number {
+  const text = readCgroupText(file).trim();
   if (text === 'max') return 0;
   const n = Number(text);
   return Number.isFinite(n) ? n : 0;

@@ -3,7 +3,7 @@ import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PrismError } from '../../../core/errors.js';
 import type { AppliedLimits, CgroupLimits, CgroupUsage, TaskCgroups } from '../cgroups.js';
-import { cgroupPids, keyedValue, killAll, readNumber, removeDir } from '../cgroup-files.js';
+import { cgroupPids, keyedValue, killAll, readCgroupNumber, readCgroupText, readNumber, removeDir } from '../cgroup-files.js';
 
 /**
  * cgroup v1: a task of kind `k` has `<root>/<controller>/<k>/<id>` in every hierarchy (runc makes them
@@ -51,13 +51,12 @@ export class CgroupsV1 implements TaskCgroups {
 
   async usage(id: string): Promise<CgroupUsage> {
     try {
-      const [memoryBytes, memoryLimitBytes, memoryStat, cpuUsageNs, pids] = await Promise.all([
-        readNumber(join(this.dir('memory', id), 'memory.usage_in_bytes')),
-        readNumber(join(this.dir('memory', id), 'memory.limit_in_bytes')),
-        readFile(join(this.dir('memory', id), 'memory.stat'), 'utf8'),
-        readNumber(join(this.dir('cpuacct', id), 'cpuacct.usage')),
-        readNumber(join(this.dir('pids', id), 'pids.current')),
-      ]);
+      const mem = this.dir('memory', id);
+      const memoryBytes = readCgroupNumber(join(mem, 'memory.usage_in_bytes'));
+      const memoryLimitBytes = readCgroupNumber(join(mem, 'memory.limit_in_bytes'));
+      const memoryStat = readCgroupText(join(mem, 'memory.stat'));
+      const cpuUsageNs = readCgroupNumber(join(this.dir('cpuacct', id), 'cpuacct.usage'));
+      const pids = readCgroupNumber(join(this.dir('pids', id), 'pids.current'));
       // v1 reports "no limit" as a huge page-aligned number.
       return {
         memoryBytes, memoryLimitBytes: memoryLimitBytes >= 2 ** 62 ? 0 : memoryLimitBytes, memoryCacheBytes: keyedValue(memoryStat, 'cache') ?? 0, cpuUsageNs, pids,

@@ -4,7 +4,7 @@ import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PrismError } from '../../../core/errors.js';
 import { REQUIRED_CONTROLLERS, type AppliedLimits, type CgroupLimits, type CgroupUsage, type TaskCgroups } from '../cgroups.js';
-import { cgroupPids, keyedValue, killAll, readNumber, removeDir } from '../cgroup-files.js';
+import { cgroupPids, keyedValue, killAll, readCgroupNumber, readCgroupText, readNumber, removeDir } from '../cgroup-files.js';
 
 /**
  * cgroup v2 (the unified hierarchy), in one of two placements:
@@ -69,13 +69,11 @@ export class CgroupsV2 implements TaskCgroups {
   async usage(id: string): Promise<CgroupUsage> {
     const dir = this.dir(id);
     try {
-      const [memoryBytes, memoryLimitBytes, memoryStat, cpuStat, pids] = await Promise.all([
-        readNumber(join(dir, 'memory.current')),
-        readNumber(join(dir, 'memory.max')),
-        readFile(join(dir, 'memory.stat'), 'utf8'),
-        readFile(join(dir, 'cpu.stat'), 'utf8'),
-        readNumber(join(dir, 'pids.current')),
-      ]);
+      const memoryBytes = readCgroupNumber(join(dir, 'memory.current'));
+      const memoryLimitBytes = readCgroupNumber(join(dir, 'memory.max'));
+      const memoryStat = readCgroupText(join(dir, 'memory.stat'));
+      const cpuStat = readCgroupText(join(dir, 'cpu.stat'));
+      const pids = readCgroupNumber(join(dir, 'pids.current'));
       return { memoryBytes, memoryLimitBytes, memoryCacheBytes: keyedValue(memoryStat, 'file') ?? 0, cpuUsageNs: (keyedValue(cpuStat, 'usage_usec') ?? 0) * 1000, pids };
     } catch (e) {
       throw new PrismError('NOT_FOUND', `task ${id} has no cgroup`, { cause: e });
