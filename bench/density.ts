@@ -2,7 +2,8 @@
  * Density on the oci runtime: N idle sandboxes on one node (default 1000 of 16 MiB, 0.1 CPU each, with
  * `--cpu-overcommit 64`), an exec in every one, then what they cost while idle: host memory per
  * sandbox (MemTotal - MemAvailable before and after, so reclaimable cache does not count) and prismd's
- * RSS and CPU over an idle window, with the usage sampler at its default interval and with it off.
+ * RSS and CPU over an idle window, with the usage sampler at its default interval and with it off, and
+ * how long a restart of prismd takes with all of them running (recovery of every task).
  *
  * Usage: node dist/bench/density.js [count] [concurrency]   (root; PRISM_BENCH_IMAGES_DIR picks the image store)
  */
@@ -39,7 +40,10 @@ async function idleCost(pid: number): Promise<{ cpuPercentOfOneCore: number; rss
   return { cpuPercentOfOneCore: Math.round(((cpuSeconds(pid) - c0) / (IDLE_WINDOW_MS / 1000)) * 1000) / 10, rssMiB: Math.round(rssBytes(pid) / MiB) };
 }
 
-async function run(d: Prismd, pid: number) {
+/** `box.d` is replaced by the restarted prismd (the caller disposes whichever is current). */
+async function run(box: { d: Prismd }) {
+  let d = box.d;
+  const pid = d.proc.pid!;
   const before = hostUsedBytes();
   const idleEmpty = await idleCost(pid);
   const ids: string[] = [];
@@ -55,6 +59,12 @@ async function run(d: Prismd, pid: number) {
   await new Promise((r) => setTimeout(r, 5_000));
   const after = hostUsedBytes();
   const idleFull = await idleCost(pid);
+  // A restart with every sandbox running: until the API answers again, recovery of each task included.
+  const t0 = performance.now();
+  d = box.d = await d.restart('SIGTERM');
+  const restartMs = Math.round(performance.now() - t0);
+  const listed = (await call(d.url, 'GET', '/sandboxes')).body.sandboxes as Array<{ status: string }>;
+  const runningAfterRestart = listed.filter((x) => x.status === 'running').length;
   const deletes = await inFlight(ids.length, CONCURRENCY, async (i) => {
     const r = await call(d.url, 'DELETE', `/sandboxes/${ids[i]}`);
     if (r.status !== 204) throw new Error(`delete ${r.status}`);
@@ -71,6 +81,7 @@ async function run(d: Prismd, pid: number) {
     deleteFailures: deletes.failures.slice(0, 5),
     hostMemoryPerSandboxMiB: ids.length ? Math.round(((after - before) / ids.length / MiB) * 100) / 100 : 0,
     prismdIdle: { empty: idleEmpty, withSandboxes: idleFull },
+    restart: { ms: restartMs, runningAfter: runningAfterRestart },
   };
 }
 
@@ -80,11 +91,11 @@ async function main() {
     ['samplerDefault', []],
     ['samplerOff', ['--metrics-interval', '0']],
   ] as const) {
-    const d = await startPrismd({ extraArgs: ['--runtime', 'oci', '--cpu-overcommit', '64', '--log-level', 'warn', ...args] });
+    const box = { d: await startPrismd({ extraArgs: ['--runtime', 'oci', '--cpu-overcommit', '64', '--log-level', 'warn', ...args] }) };
     try {
-      out[label] = await run(d, d.proc.pid!);
+      out[label] = await run(box);
     } finally {
-      await d.dispose();
+      await box.d.dispose();
     }
     if (process.argv.includes('--once')) break;
   }

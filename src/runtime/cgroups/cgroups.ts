@@ -36,6 +36,8 @@ export interface TaskCgroups {
   usage(id: string): Promise<CgroupUsage>;
   applied(id: string): Promise<AppliedLimits>;
   oomKills(id: string): Promise<number>;
+  /** Whether the cgroup is frozen (paused) or freezing; undefined when it cannot be read. */
+  frozen(id: string): Promise<boolean | undefined>;
   enter(id: string, pid: number, limits: CgroupLimits): Promise<void>;
   launchCommand(id: string, limits: CgroupLimits, argv: string[]): string[];
   remove(id: string, timeoutMs?: number): Promise<string[]>;

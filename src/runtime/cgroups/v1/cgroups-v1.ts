@@ -66,6 +66,11 @@ export class CgroupsV1 implements TaskCgroups {
     }
   }
 
+  async frozen(id: string): Promise<boolean | undefined> {
+    const state = (await readFile(join(this.dir('freezer', id), 'freezer.state'), 'utf8').catch(() => '')).trim();
+    return state === '' ? undefined : state !== 'THAWED';
+  }
+
   async applied(id: string): Promise<AppliedLimits> {
     try {
       const [memoryBytes, pids, quota, cpuPeriodUs] = await Promise.all([

@@ -80,6 +80,12 @@ export class CgroupsV2 implements TaskCgroups {
     }
   }
 
+  async frozen(id: string): Promise<boolean | undefined> {
+    // cgroup.freeze is what was asked (runc pause writes 1); cgroup.events' `frozen` lags behind it.
+    const want = (await readFile(join(this.dir(id), 'cgroup.freeze'), 'utf8').catch(() => '')).trim();
+    return want === '' ? undefined : want !== '0';
+  }
+
   async applied(id: string): Promise<AppliedLimits> {
     const dir = this.dir(id);
     try {
