@@ -18,7 +18,8 @@
  * `prism-init relay SOCKET` bridges a `docker exec`'s stdin/stdout to the exec agent (relay.c). A fifth,
  * inside every task (oci, docker, and microvm, whose agent mounts it from the initramfs):
  * `prism-init fs OP ARGS` does the files API's work in the sandbox's own root (fs-helper.c). A sixth,
- * on the host: `prism-init pidwatch` reports the end of the daemon's task processes (pid-watch.c).
+ * on the host: `prism-init pidwatch` reports the end of the daemon's task processes (pid-watch.c), and
+ * `prism-init spawnd` starts commands for the daemon without a fork of the daemon (spawn-server.c).
  *
  * Protocol (one connection per command; frames are type:u8, length:u32 big-endian, payload):
  *   daemon -> agent  'S' start: NUL-terminated fields: cwd, "stdin"|"", argc, argv..., envc, env...,
@@ -74,6 +75,8 @@ int main(int argc, char **argv) {
   if (argc >= 3 && strcmp(argv[1], "fs") == 0) return fs_main(argc, argv);
   /* prism-init pidwatch (host: process exits for the daemon, pid-watch.c) */
   if (argc == 2 && strcmp(argv[1], "pidwatch") == 0) return pid_watch();
+  /* prism-init spawnd (host: starts commands for the daemon, spawn-server.c) */
+  if (argc == 2 && strcmp(argv[1], "spawnd") == 0) return spawn_server();
   /* prism-init relay SOCKET (docker driver: stdin/stdout <-> exec agent) */
   if (argc == 3 && strcmp(argv[1], "relay") == 0) return relay(argv[2]);
   /* prism-init listen PATH [--overlay OPTIONS TARGET] -- CMD... */

@@ -42,5 +42,7 @@ int relay(const char *path);
 int fs_main(int argc, char **argv);
 /* pid-watch.c: `prism-init pidwatch`, on the host: process exits as lines, for the daemon. */
 int pid_watch(void);
+/* spawn-server.c: `prism-init spawnd`, on the host: starts commands for the daemon (cheap forks). */
+int spawn_server(void);
 
 #endif

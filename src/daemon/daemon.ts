@@ -22,6 +22,7 @@ import { loadTls } from './tls.js';
 import { loadNodeIdentity } from './node-identity.js';
 import { loadRegistryAuths } from './registry-config.js';
 import { initBinaryPath, packageVersion } from './package-info.js';
+import { useSpawnServer } from '../runtime/command.js';
 import { acquirePidLock } from './pid-lock.js';
 import { chooseDefaultRuntime, probeRuntimes, runtimeCandidates } from './runtime-candidates.js';
 import { startupRefusal } from './startup-refusal.js';
@@ -116,6 +117,8 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     const registry = new RegistryClient({ insecure: cfg.insecureRegistries, auths });
     const images = new LocalImageStore({ root: cfg.imagesDir, puller: new RegistryPuller(registry), fixupBinary: initBinaryPath() });
     // One look at the host's cgroups (v1, or v2 with or without systemd) for every driver that uses them.
+    // Host commands (runc, mount, cp) start from a small helper instead of a fork of this process.
+    useSpawnServer(initBinaryPath());
     const candidates = runtimeCandidates(cfg, { nodeId: ident.id, cgroupHost: probeCgroups(), registryAuths: auths, logger: log });
     const runtimeInfo = await probeRuntimes(candidates);
     const drivers = new Map<RuntimeName, RuntimeDriver>();
@@ -193,6 +196,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
         tokens?.stop();
         for (const d of candidates) await d.close().catch(() => undefined);
         await net.close();
+        useSpawnServer(undefined);
         await store.close();
         await releaseLock();
         log.flush();

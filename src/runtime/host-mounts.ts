@@ -1,17 +1,12 @@
-import { execFile } from 'node:child_process';
+import { runChecked } from './command.js';
 import { readFile, statfs } from 'node:fs/promises';
 import { statfsSync } from 'node:fs';
 import { PrismError } from '../core/errors.js';
 
 /** The host's mount table as drivers that mount on the host (oci, docker volumes) need it. */
 
-function run(cmd: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: 30_000 }, (err, _stdout, stderr) => {
-      if (err) reject(new PrismError('INTERNAL', `${cmd} ${args.join(' ')}: ${stderr.trim() || err.message}`, { cause: err }));
-      else resolve();
-    });
-  });
+async function run(cmd: string, args: string[]): Promise<void> {
+  await runChecked(cmd, args);
 }
 
 /** Mount points at or below `prefix`, deepest first, from this process's mount table. */

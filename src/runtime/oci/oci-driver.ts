@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { runChecked } from '../command.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { constants, existsSync, readlinkSync } from 'node:fs';
 import { access, mkdir, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
@@ -629,11 +630,7 @@ function validateSpec(spec: TaskSpec): void {
 /** The UTS hostname of a running task, from the host (its own processes may not set it). */
 function setHostname(pid: number, hostname: string): Promise<void> {
   if (!Number.isInteger(pid) || pid <= 1) return Promise.reject(new PrismError('INTERNAL', 'the task has no init pid'));
-  return new Promise((resolve, reject) => {
-    execFile('nsenter', ['-t', String(pid), '-u', '--', 'hostname', hostname], { timeout: 10_000 }, (err, _o, stderr) =>
-      err ? reject(new PrismError('INTERNAL', `setting the task's hostname: ${String(stderr).trim() || err.message}`, { cause: err })) : resolve(),
-    );
-  });
+  return runChecked('nsenter', ['-t', String(pid), '-u', '--', 'hostname', hostname], "setting the task's hostname", { timeoutMs: 10_000 }).then(() => undefined);
 }
 
 async function requireDir(path: string): Promise<void> {
@@ -648,11 +645,7 @@ async function requireDir(path: string): Promise<void> {
 async function ensureLoopbackUp(pid: number): Promise<void> {
   const flags = await readFile(`/proc/${pid}/root/sys/class/net/lo/flags`, 'utf8').catch(() => '0x0');
   if ((Number(flags.trim()) & 0x1) === 1) return;
-  await new Promise<void>((resolve, reject) => {
-    execFile('nsenter', ['-t', String(pid), '-n', 'ip', 'link', 'set', 'lo', 'up'], { timeout: 10_000 }, (err, _o, stderr) =>
-      err ? reject(new PrismError('INTERNAL', `bringing up lo in task: ${stderr.trim() || err.message}`, { cause: err })) : resolve(),
-    );
-  });
+  await runChecked('nsenter', ['-t', String(pid), '-n', 'ip', 'link', 'set', 'lo', 'up'], 'bringing up lo in task', { timeoutMs: 10_000 });
 }
 
 /**

@@ -1,13 +1,8 @@
-import { execFile } from 'node:child_process';
+import { runChecked } from '../command.js';
 import { PrismError } from '../../core/errors.js';
 
-function run(cmd: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: 30_000 }, (err, _stdout, stderr) => {
-      if (err) reject(new PrismError('INTERNAL', `${cmd} ${args.join(' ')}: ${stderr.trim() || err.message}`, { cause: err }));
-      else resolve();
-    });
-  });
+async function run(cmd: string, args: string[]): Promise<void> {
+  await runChecked(cmd, args);
 }
 
 /**

@@ -1,6 +1,6 @@
-import { execFile, spawn } from 'node:child_process';
-import { open, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { PrismError, type ErrorCode } from '../../core/errors.js';
+import { runCommand } from '../command.js';
 
 const COMMAND_TIMEOUT_MS = 30_000;
 
@@ -58,22 +58,12 @@ export class Runc {
   ) {}
 
   /** Runs runc; resolves with the exit code, rejects only when runc cannot be started or hangs. */
-  run(args: string[]): Promise<RuncOutput> {
-    return new Promise((resolve, reject) => {
-      execFile(
-        this.binary,
-        ['--root', this.root, ...this.globalFlags, ...args],
-        { timeout: COMMAND_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 },
-        (err, stdout, stderr) => {
-          if (err && typeof err.code !== 'number') {
-            if (err.killed) reject(new PrismError('DEADLINE_EXCEEDED', `runc ${args[0]} timed out`, { cause: err }));
-            else reject(new PrismError('UNAVAILABLE', `cannot run ${this.binary}: ${err.message}`, { cause: err }));
-            return;
-          }
-          resolve({ code: err ? Number(err.code) : 0, stdout, stderr });
-        },
-      );
-    });
+  async run(args: string[]): Promise<RuncOutput> {
+    const r = await runCommand(this.binary, ['--root', this.root, ...this.globalFlags, ...args], { timeoutMs: COMMAND_TIMEOUT_MS });
+    const stderr = r.stderr.toString();
+    if (r.timedOut) throw new PrismError('DEADLINE_EXCEEDED', `runc ${args[0]} timed out`);
+    if (r.code === 127 && stderr.startsWith('cannot run')) throw new PrismError('UNAVAILABLE', `cannot run ${this.binary}: ${stderr.trim()}`);
+    return { code: r.code ?? 128, stdout: r.stdout.toString(), stderr };
   }
 
   private async check(operation: string, args: string[]): Promise<RuncOutput> {
@@ -114,17 +104,9 @@ export class Runc {
     const [cmd, ...pre] = wrapper.length ? [...wrapper, this.binary] : [this.binary];
     // The wrapper reports its own failures on stderr: a file, since the init would keep a pipe open.
     const errFile = `${logFile}.stderr`;
-    const errFd = await open(errFile, 'w');
-    let status: number | string;
-    try {
-      const child = spawn(cmd!, [...pre, ...args], { stdio: ['ignore', 'ignore', errFd.fd], timeout: COMMAND_TIMEOUT_MS });
-      status = await new Promise<number | string>((resolve) => {
-        child.once('error', (e) => resolve(e.message));
-        child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
-      });
-    } finally {
-      await errFd.close();
-    }
+    await writeFile(errFile, '');
+    const r = await runCommand(cmd!, [...pre, ...args], { timeoutMs: COMMAND_TIMEOUT_MS, discardStdout: true, stderrFile: errFile });
+    const status = r.code ?? r.signal ?? 'unknown';
     if (status === 0) return;
     const msg = (await readRuncLogErrors(logFile)) || (await readFile(errFile, 'utf8').catch(() => '')).trim();
     throw runcError('run', msg || `exited with ${status}`);

@@ -1,9 +1,8 @@
-import { execFile } from 'node:child_process';
+import { runChecked } from '../command.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PrismError } from '../../core/errors.js';
 import { makeSparseExt4 } from '../../images/rootfs/ext4-disk.js';
 import { filesystemUsage, isFilesystemFull, mountExt4Image } from '../host-mounts.js';
 
@@ -32,9 +31,7 @@ export async function makeTaskDisk(image: string, sizeMb: number, templatesDir?:
       await rm(tmp, { force: true });
     }
   }
-  await new Promise<void>((resolve, reject) =>
-    execFile('cp', ['--sparse=always', '--reflink=auto', '--', template, image], (err, _o, stderr) =>
-      err ? reject(new PrismError('INTERNAL', `copying the empty writable disk: ${String(stderr).trim() || err.message}`, { cause: err })) : resolve()));
+  await runChecked('cp', ['--sparse=always', '--reflink=auto', '--', template, image], 'copying the empty writable disk');
 }
 
 /** Names the empty-disk templates: a change to how task disks are made must not reuse old ones. */
