@@ -56,7 +56,7 @@ if (reason) {
     const root = await mkdtemp('/tmp/pvm-');
     const layer = join(root, 'layers/busybox');
     const stateDir = join(root, 'state');
-    const open = () => new MicrovmDriver({ stateDir, guestDir: GUEST_DIR, imageDiskCache: join(root, 'disks'), writableDiskMb: 256 });
+    const open = () => new MicrovmDriver({ stateDir, guestDir: GUEST_DIR, initBinary: join(repo, 'guest/init/prism-init'), imageDiskCache: join(root, 'disks'), writableDiskMb: 256 });
     const driver = open();
     try {
       await buildBusyboxLayer(layer);

@@ -15,6 +15,7 @@ import { taskPaths, vmMarker, type TaskPaths } from './vm-boot.js';
 import { copySparse, requireLayers } from './vm-disks.js';
 import { VmLauncher, type LaunchInfo, type MicrovmDriverOptions } from './vm-launcher.js';
 import { toTaskProcess, ttyEnv } from '../agent-process.js';
+import { PidWatcher, type WatchEnd } from '../pid-watch.js';
 
 export type { MicrovmDriverLogger, MicrovmDriverOptions } from './vm-launcher.js';
 
@@ -46,9 +47,29 @@ export class MicrovmDriver implements RuntimeDriver {
   private readonly conns = new Map<string, AgentConnection>();
   private readonly launcher: VmLauncher;
 
+  /** Exits of the VMs' QEMU processes, as events (watchExit); none without prism-init on the host. */
+  private readonly exits?: PidWatcher;
+
   constructor(private readonly opts: MicrovmDriverOptions) {
     this.tasksDir = join(opts.stateDir, 'tasks');
     this.launcher = new VmLauncher(opts);
+    if (opts.initBinary) this.exits = new PidWatcher(opts.initBinary);
+  }
+
+  /** The VM's QEMU through a pidfd (PidWatcher), checked to be this VM's after it is watched. */
+  async watchExit(handle: TaskHandle, onEnd: (why: WatchEnd) => void): Promise<boolean> {
+    const p = this.paths(handle.id);
+    const pid = await readPidFile(p.pidFile);
+    if (!this.exits || !pid || !this.exits.watch(handle.id, pid, onEnd)) return false;
+    if (!(await this.alive(p))) {
+      this.exits.unwatch(handle.id);
+      onEnd('exited');
+    }
+    return true;
+  }
+
+  unwatchExit(handle: TaskHandle): void {
+    this.exits?.unwatch(handle.id);
   }
 
   capabilities(): RuntimeCapabilities {
@@ -377,6 +398,7 @@ export class MicrovmDriver implements RuntimeDriver {
    * not tasks: they are destroyed.
    */
   async close(): Promise<void> {
+    this.exits?.close();
     for (const conn of this.conns.values()) conn.close();
     this.conns.clear();
     await this.launcher.settled();
