@@ -155,7 +155,7 @@ if (lc) {
   chart('lifecycle.svg', latencyChart('Pause / resume beside stop / start (ms)', rows), 'pause and resume latency');
   const f = ['microvm.restore1', 'microvm.fork1', 'microvm.fork4'].filter((k) => s[k]);
   if (f.length) {
-    pages.push(`| microVM memory snapshots | median ms | p90 ms |\n|---|---|---|\n${f.map((k) => `| ${k.replace('microvm.', '')} | ${s[k]!.medianMs} | ${s[k]!.p90Ms} |`).join('\n')}\n\nfork of 4 / one restore: ${lc.microvmFork?.fork4VsRestore1} (target: ${lc.microvmFork?.target}). microVM host memory (QEMU's own plus its guest RAM file): ${JSON.stringify(lc.microvmMemory)}.\n`);
+    pages.push(`| microVM memory snapshots | median ms | p90 ms |\n|---|---|---|\n${f.map((k) => `| ${k.replace('microvm.', '')} | ${s[k]!.medianMs} | ${s[k]!.p90Ms} |`).join('\n')}\n\nfork of 4 / one restore: ${lc.microvmFork?.fork4VsRestore1} (target: ${lc.microvmFork?.target}). microVM host memory (QEMU's own plus its guest RAM file): ${lc.microvmMemory ? `${lc.microvmMemory.runningHostMemoryMiB} MiB running, ${lc.microvmMemory.pausedHostMemoryMiB} MiB paused (${lc.microvmMemory.pausedStateOnDiskMiB} MiB of state on disk)` : 'not measured'}.\n`);
   }
 }
 
