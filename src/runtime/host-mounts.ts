@@ -1,4 +1,4 @@
-import { runChecked } from './command.js';
+import { runChecked, runCommand } from './command.js';
 import { readFile, statfs } from 'node:fs/promises';
 import { statfsSync } from 'node:fs';
 import { PrismError } from '../core/errors.js';
@@ -9,17 +9,25 @@ async function run(cmd: string, args: string[]): Promise<void> {
   await runChecked(cmd, args);
 }
 
-/** Mount points at or below `prefix`, deepest first, from this process's mount table. */
-export async function mountsUnder(prefix: string): Promise<string[]> {
+/** Mount points of this process's mount table (mountinfo escapes space, tab, newline and backslash as octal). */
+async function mountTable(): Promise<string[]> {
   const text = await readFile('/proc/self/mountinfo', 'utf8');
-  const points = text
+  return text
     .split('\n')
     .map((line) => line.split(' ')[4])
     .filter((p): p is string => p !== undefined)
-    // mountinfo escapes space, tab, newline and backslash as octal.
-    .map((p) => p.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8))))
-    .filter((p) => p === prefix || p.startsWith(prefix.endsWith('/') ? prefix : `${prefix}/`));
+    .map((p) => p.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8))));
+}
+
+/** The points of `table` at or below `prefix`, deepest first. */
+function under(table: string[], prefix: string): string[] {
+  const points = table.filter((p) => p === prefix || p.startsWith(prefix.endsWith('/') ? prefix : `${prefix}/`));
   return [...new Set(points)].sort((a, b) => b.length - a.length);
+}
+
+/** Mount points at or below `prefix`, deepest first, from this process's mount table. */
+export async function mountsUnder(prefix: string): Promise<string[]> {
+  return under(await mountTable(), prefix);
 }
 
 export async function isMounted(path: string): Promise<boolean> {
@@ -27,18 +35,31 @@ export async function isMounted(path: string): Promise<boolean> {
 }
 
 /**
- * Unmounts everything at or below `prefix`. A busy mount (a process on the host still has a file
- * open in it) is detached lazily, so that removing the directory afterwards cannot reach into it.
+ * Unmounts everything at or below each prefix: the prefixes' mounts in the order given (each deepest
+ * first), so a caller puts what holds another busy first (an overlay before the disk under its upper
+ * dir). A busy mount (a process on the host still has a file open in it) is detached lazily, so that
+ * removing the directory afterwards cannot reach into it. With `initBinary`, one `prism-init umount`
+ * does every unmount (system calls, no umount(8) per mount); the mount table is read once before and
+ * once after (it grows with every task on the host: each read of it costs more on a busy node).
  */
-export async function unmountAll(prefix: string): Promise<void> {
-  for (const point of await mountsUnder(prefix)) {
-    try {
-      await run('umount', [point]);
-    } catch {
-      await run('umount', ['-l', point]);
+export async function unmountAll(prefix: string | string[], opts: { initBinary?: string } = {}): Promise<void> {
+  const prefixes = typeof prefix === 'string' ? [prefix] : prefix;
+  const table = await mountTable();
+  const points = [...new Set(prefixes.flatMap((p) => under(table, p)))];
+  if (points.length === 0) return;
+  if (opts.initBinary) {
+    await run(opts.initBinary, ['umount', ...points]);
+  } else {
+    for (const point of points) {
+      try {
+        await run('umount', [point]);
+      } catch {
+        await run('umount', ['-l', point]);
+      }
     }
   }
-  const left = await mountsUnder(prefix);
+  const after = await mountTable();
+  const left = [...new Set(prefixes.flatMap((p) => under(after, p)))];
   if (left.length > 0) throw new PrismError('INTERNAL', `still mounted after umount: ${left.join(', ')}`);
 }
 
@@ -52,6 +73,22 @@ export async function mountExt4Image(image: string, target: string, opts: { read
   // Read-only adds `noload`: a disk a VM had mounted is read as it is, its journal not replayed.
   await run('mount', ['-t', 'ext4', '-o', `loop,nosuid,nodev,noatime${opts.readOnly ? ',ro,noload' : ''}`, image, target]);
 }
+
+/**
+ * Mounts an ext4 image file made just now, which no loop device can back yet, with `prism-init
+ * mount-loop` (guest/init/host-mount.c): mount(8) would first scan every loop device of the host for
+ * one already backing the file, 20 ms with 1600 devices and more with each. Where the host cannot do
+ * it that way (no LOOP_CONFIGURE before Linux 5.8, no device nodes), mount(8) does it.
+ */
+export async function mountNewExt4Image(image: string, target: string, initBinary: string): Promise<void> {
+  const r = await runCommand(initBinary, ['mount-loop', image, target]);
+  if (r.code === 0) return;
+  if (r.code === NO_FAST_PATH) return mountExt4Image(image, target);
+  throw new PrismError('INTERNAL', `mounting ${image}: ${r.stderr.toString().trim() || `exited with ${r.code ?? r.signal}`}`);
+}
+
+/** `prism-init mount-loop`'s exit code when this host needs mount(8) instead. */
+const NO_FAST_PATH = 3;
 
 /** Below this much free space (or this few inodes) a file system counts as full: nothing useful fits. */
 const FULL_BELOW_BYTES = 1 << 20;

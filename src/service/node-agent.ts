@@ -1,3 +1,4 @@
+import { StepTimer } from '../core/step-timer.js';
 import { PrismError, asPrismError, isPrismError } from '../core/errors.js';
 import { join } from 'node:path';
 import { SANDBOX_STATUSES, canTransition } from '../core/lifecycle.js';
@@ -132,11 +133,16 @@ export class NodeAgent {
    * when the image must be pulled first (task-image.ts decides from where), since that can take a while.
    */
   private async runAssignment(id: string): Promise<void> {
-    const cur = await this.repo.getSandbox(id);
-    if (!cur || cur.value.node !== this.nodeId || cur.value.status !== 'scheduled') return;
-    let { value: sb, revision } = cur;
+    // Where a create's time goes on this node, in its debug line (the driver logs its own steps).
+    const timer = new StepTimer();
     try {
       await this.lock.run(id, async () => {
+        timer.step('queuedMs');
+        // Read under the lock: a delete that held it first has moved the record on, and its answer
+        // must not go out while a task for the deleted sandbox is still being made here.
+        const cur = await this.repo.getSandbox(id);
+        if (!cur || cur.value.node !== this.nodeId || cur.value.status !== 'scheduled') return;
+        let { value: sb, revision } = cur;
         const image = await resolveTaskImage(sb.image, this.driver(sb.runtime), this.images, async () => {
           const starting = await this.repo.transition(id, ['scheduled'], 'starting', (s) => s, { quiet: true }).catch((e: unknown) => {
             throw isPrismError(e, 'NOT_FOUND') ? new Superseded() : e;
@@ -144,7 +150,8 @@ export class NodeAgent {
           if (!starting) throw new Superseded();
           ({ value: sb, revision } = starting);
         });
-        const { handle, workdir, user } = await this.makeTask(sb, image);
+        timer.step('imageMs');
+        const { handle, workdir, user } = await this.makeTask(sb, image, timer);
         const startedAt = new Date().toISOString();
         const running: Sandbox = { ...sb, status: 'running', imageDigest: image.digest, workdir, startedAt };
         if (user) running.user = user;
@@ -155,8 +162,10 @@ export class NodeAgent {
           await this.networks.teardown(id).catch(() => undefined);
           throw isPrismError(e, 'CONFLICT') || isPrismError(e, 'NOT_FOUND') ? new Superseded() : e;
         }
+        timer.step('commitMs');
         this.handles.set(id, handle);
         this.armTtl(running);
+        this.log.debug({ sandbox: id, ms: timer.totalMs(), steps: timer.steps }, 'sandbox task made');
       });
     } catch (e) {
       if (e instanceof Superseded) {
@@ -172,7 +181,7 @@ export class NodeAgent {
   }
 
   /** Makes the task of a new sandbox from its resolved image. On failure nothing is left behind. */
-  private async makeTask(sb: Sandbox, image: TaskImage): Promise<{ handle: TaskHandle; workdir: string; user?: string }> {
+  private async makeTask(sb: Sandbox, image: TaskImage, timer: StepTimer): Promise<{ handle: TaskHandle; workdir: string; user?: string }> {
     const driver = this.driver(sb.runtime);
     const env: Record<string, string> = {};
     for (const kv of image.env) {
@@ -204,10 +213,13 @@ export class NodeAgent {
       const snap = await this.repo.getSnapshot(sb.snapshot);
       if (snap?.memory && this.opts.snapshotsDir) spec.restore = { dir: join(this.opts.snapshotsDir, snap.id) };
     }
+    timer.step('prepareMs');
     let handle: TaskHandle | undefined;
     try {
       handle = await driver.create(spec);
+      timer.step('driverMs');
       await this.networks.linkOwn(sb, driver, handle);
+      timer.step('linkMs');
     } catch (e) {
       if (handle) await driver.destroy(handle).catch((de) => this.log.error({ err: de, sandbox: sb.id }, 'task cleanup after failed network link failed'));
       await this.networks.teardown(sb.id).catch((te) => this.log.error({ err: te, sandbox: sb.id }, 'network cleanup after failed create failed'));

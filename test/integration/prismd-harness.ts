@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cgroupLeaks, ociCgroups } from '../fixtures/host-cgroups.js';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { packageRoot } from '../../src/daemon/package-info.js';
 
@@ -135,6 +135,7 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
         }
       }
       await self.stop();
+      if (process.env.PRISM_TEST_KEEP_LOGS) await cp(logFile, join(process.env.PRISM_TEST_KEEP_LOGS, `${basename(dataDir)}.log`)).catch(() => undefined);
       await rm(dataDir, { recursive: true, force: true });
     },
   };

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeSparseExt4 } from '../../images/rootfs/ext4-disk.js';
-import { filesystemUsage, isFilesystemFull, mountExt4Image } from '../host-mounts.js';
+import { filesystemUsage, isFilesystemFull, mountExt4Image, mountNewExt4Image } from '../host-mounts.js';
 
 /**
  * The writable layer of an oci task lives on its own filesystem so that `diskMb` holds: a sparse ext4
@@ -36,6 +36,11 @@ export async function makeTaskDisk(image: string, sizeMb: number, templatesDir?:
 
 /** Names the empty-disk templates: a change to how task disks are made must not reuse old ones. */
 const TEMPLATE_VERSION = 'v1';
+
+/** Loop-mounts the disk made by makeTaskDisk just now (see mountNewExt4Image). */
+export async function mountNewTaskDisk(image: string, target: string, initBinary: string): Promise<void> {
+  await mountNewExt4Image(image, target, initBinary);
+}
 
 /** Loop-mounts the image (see mountExt4Image). nosuid/nodev hold for the upper dir itself; the overlay on top is a mount of its own. */
 export async function mountTaskDisk(image: string, target: string): Promise<void> {
