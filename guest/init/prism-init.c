@@ -77,9 +77,9 @@ int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "pidwatch") == 0) return pid_watch();
   /* prism-init spawnd (host: starts commands for the daemon, spawn-server.c) */
   if (argc == 2 && strcmp(argv[1], "spawnd") == 0) return spawn_server();
-  /* prism-init mount-loop IMAGE TARGET, prism-init umount PATH... (host: host-mount.c) */
+  /* prism-init mount-loop IMAGE TARGET, prism-init umount PREFIX... (host: host-mount.c) */
   if (argc == 4 && strcmp(argv[1], "mount-loop") == 0) return mount_loop(argv[2], argv[3]);
-  if (argc >= 3 && strcmp(argv[1], "umount") == 0) return unmount_all(argc - 2, argv + 2);
+  if (argc >= 3 && strcmp(argv[1], "umount") == 0) return unmount_under(argc - 2, argv + 2);
   /* prism-init relay SOCKET (docker driver: stdin/stdout <-> exec agent) */
   if (argc == 3 && strcmp(argv[1], "relay") == 0) return relay(argv[2]);
   /* prism-init listen PATH [--overlay OPTIONS TARGET] -- CMD... */

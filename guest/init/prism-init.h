@@ -44,8 +44,8 @@ int fs_main(int argc, char **argv);
 int pid_watch(void);
 /* spawn-server.c: `prism-init spawnd`, on the host: starts commands for the daemon (cheap forks). */
 int spawn_server(void);
-/* host-mount.c: `prism-init mount-loop IMAGE TARGET` and `prism-init umount PATH...`, on the host. */
+/* host-mount.c: `prism-init mount-loop IMAGE TARGET` and `prism-init umount PREFIX...`, on the host. */
 int mount_loop(const char *image, const char *target);
-int unmount_all(int count, char **paths);
+int unmount_under(int count, char **prefixes);
 
 #endif

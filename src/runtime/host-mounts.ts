@@ -38,26 +38,28 @@ export async function isMounted(path: string): Promise<boolean> {
  * Unmounts everything at or below each prefix: the prefixes' mounts in the order given (each deepest
  * first), so a caller puts what holds another busy first (an overlay before the disk under its upper
  * dir). A busy mount (a process on the host still has a file open in it) is detached lazily, so that
- * removing the directory afterwards cannot reach into it. With `initBinary`, one `prism-init umount`
- * does every unmount (system calls, no umount(8) per mount); the mount table is read once before and
- * once after (it grows with every task on the host: each read of it costs more on a busy node).
+ * removing the directory afterwards cannot reach into it. Throws when anything is left mounted.
+ * With `initBinary`, one `prism-init umount` (guest/init/host-mount.c) does it all with system calls,
+ * reading the mount table itself: the table grows with every task on the host, and parsing it there
+ * costs a fraction of what it costs here; else umount(8) per mount.
  */
 export async function unmountAll(prefix: string | string[], opts: { initBinary?: string } = {}): Promise<void> {
   const prefixes = typeof prefix === 'string' ? [prefix] : prefix;
+  if (opts.initBinary) {
+    const r = await runCommand(opts.initBinary, ['umount', ...prefixes]);
+    if (r.code !== 0) throw new PrismError('INTERNAL', r.stderr.toString().trim() || `unmounting under ${prefixes.join(', ')}: exited with ${r.code ?? r.signal}`);
+    return;
+  }
   const table = await mountTable();
   const points = [...new Set(prefixes.flatMap((p) => under(table, p)))];
-  if (points.length === 0) return;
-  if (opts.initBinary) {
-    await run(opts.initBinary, ['umount', ...points]);
-  } else {
-    for (const point of points) {
-      try {
-        await run('umount', [point]);
-      } catch {
-        await run('umount', ['-l', point]);
-      }
+  for (const point of points) {
+    try {
+      await run('umount', [point]);
+    } catch {
+      await run('umount', ['-l', point]);
     }
   }
+  if (points.length === 0) return;
   const after = await mountTable();
   const left = [...new Set(prefixes.flatMap((p) => under(after, p)))];
   if (left.length > 0) throw new PrismError('INTERNAL', `still mounted after umount: ${left.join(', ')}`);

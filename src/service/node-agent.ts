@@ -279,11 +279,16 @@ export class NodeAgent {
     await this.lock.run(sb.id, async () => {
       this.disarmTtl(sb.id);
       this.taskEnding(sb.id, 'deleted');
+      const timer = new StepTimer();
       const h = this.handles.get(sb.id) ?? (await this.repo.getHandle(this.nodeId, sb.id));
       if (h) await this.driver(h.runtime).destroy(h);
+      timer.step('taskMs');
       await this.networks.teardown(sb.id);
+      timer.step('networkMs');
       this.handles.delete(sb.id);
       await this.repo.deleteHandle(this.nodeId, sb.id);
+      timer.step('handleMs');
+      this.log.debug({ sandbox: sb.id, steps: timer.steps }, 'sandbox task removed');
     });
   }
 

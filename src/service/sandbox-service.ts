@@ -1,3 +1,4 @@
+import { StepTimer } from '../core/step-timer.js';
 import { randomBytes } from 'node:crypto';
 import { PrismError, asPrismError, isErrorCode, isPrismError } from '../core/errors.js';
 import { NAME_PATTERN, newSandboxId, readableName } from '../core/ids.js';
@@ -388,11 +389,17 @@ export class SandboxService {
    * record here; the node destroys the task when it returns (it finds no record for it).
    */
   async delete(idOrName: string): Promise<void> {
+    const timer = new StepTimer();
     const sb = await this.get(idOrName);
+    timer.step('getMs');
     // From any status: a delete wins over whatever is in flight, which then finds the record gone.
     await this.repo.transition(sb.id, SANDBOX_STATUSES, 'deleting');
+    timer.step('markMs');
     if (sb.node === this.agent.nodeId) await this.agent.destroy(sb);
+    timer.step('destroyMs');
     await this.repo.deleteSandbox(sb);
+    timer.step('recordMs');
+    this.log.debug({ sandbox: sb.id, ms: timer.totalMs(), steps: timer.steps }, 'sandbox deleted');
   }
 }
 

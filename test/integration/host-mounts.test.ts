@@ -83,9 +83,26 @@ describe.skipIf(skip !== undefined)('host mounts through prism-init', () => {
     expect(loopsOf(image)).toBe('');
   });
 
-  it('skips what is not mounted and says what it could not unmount', async () => {
+  it('takes off a path mounted over twice, and a path with a space (escaped in mountinfo)', async () => {
+    const odd = join(dir, 'with space');
+    mkdirSync(odd);
+    execFileSync('mount', ['-t', 'tmpfs', 'one', odd]);
+    execFileSync('mount', ['-t', 'tmpfs', 'two', odd]);
+    expect((await mountsUnder(odd)).length).toBe(1); // the daemon's view: one point
+    await unmountAll(odd, { initBinary: init });
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain('with\\040space');
+  });
+
+  it('does nothing where nothing is mounted, and does not take a sibling with the same prefix', async () => {
     await expect(unmountAll(join(dir, 'nothing-here'), { initBinary: init })).resolves.toBeUndefined();
-    const r = execFileSync(init, ['umount', join(dir, 'not-a-mount')], { encoding: 'utf8' });
-    expect(r).toBe('');
+    const sibling = join(dir, 'ab');
+    mkdirSync(sibling);
+    execFileSync('mount', ['-t', 'tmpfs', 'sib', sibling]);
+    try {
+      await unmountAll(join(dir, 'a'), { initBinary: init });
+      expect(await isMounted(sibling)).toBe(true);
+    } finally {
+      execFileSync('umount', [sibling]);
+    }
   });
 });

@@ -100,8 +100,11 @@ describe.skipIf(!!etcdSkip)('racing lifecycle calls on an etcd store (oci)', () 
     d = await startPrismd({ extraArgs: ['--store', `etcd://${etcd.endpoints().map((u) => u.replace('http://', '')).join(',')}`] });
   }, 60_000);
   afterAll(async () => {
-    await d?.dispose();
-    await etcd.stop();
+    try {
+      await d?.dispose();
+    } finally {
+      await etcd.stop(); // also when dispose found leftovers: no etcd outlives the file
+    }
   });
 
   it('racing calls on one sandbox: no 5xx, no resurrected record, nothing left', async () => {

@@ -80,7 +80,8 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
   const logFile = join(dataDir, 'prismd.log');
   const proc = spawn(
     process.execPath,
-    [join(REPO_ROOT, 'bin', 'prismd.js'), '--api', api, '--data-dir', dataDir, '--images-dir', opts.imagesDir ?? TEST_IMAGES_DIR, '--log-file', logFile, '--log-level', 'debug', ...(opts.extraArgs ?? [])],
+    // PRISM_TEST_NODE_FLAGS: node flags for prismd, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile a bench.
+    [...(process.env.PRISM_TEST_NODE_FLAGS?.split(' ').filter(Boolean) ?? []), join(REPO_ROOT, 'bin', 'prismd.js'), '--api', api, '--data-dir', dataDir, '--images-dir', opts.imagesDir ?? TEST_IMAGES_DIR, '--log-file', logFile, '--log-level', 'debug', ...(opts.extraArgs ?? [])],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let stderr = '';

@@ -194,15 +194,21 @@ export class LinuxNetworkManager implements NetworkManager {
 
   teardown(sandboxId: string): Promise<void> {
     if (!ID_RE.test(sandboxId)) return Promise.reject(new PrismError('INVALID_ARGUMENT', `invalid sandbox id ${JSON.stringify(sandboxId)}`));
+    // Every delete comes here, most for sandboxes that never had a network (the state file is written
+    // before anything else): those must not need nft, nor wait in line behind other networks' work.
+    // (A sandbox's own setup and teardown never overlap: the node agent holds its lock for either.)
+    if (!this.mayHaveNetwork(sandboxId)) return Promise.resolve();
     return this.serial(() => this.remove(sandboxId));
+  }
+
+  private mayHaveNetwork(id: string): boolean {
+    return existsSync(this.statePath(id)) || existsSync(`/run/netns/${netnsName(id)}`) || existsSync(`/sys/class/net/pv${networkKey(id)}`);
   }
 
   private async remove(id: string): Promise<void> {
     const st = await this.readState(id);
     const key = st?.key ?? networkKey(id);
     const hostIf = `pv${key}`;
-    // Every delete comes here, most for sandboxes that never had a network (the state file is written
-    // before anything else): those must not need nft, nor pay for running it.
     if (!st && !existsSync(`/run/netns/${netnsName(id)}`) && !existsSync(`/sys/class/net/${hostIf}`)) return;
     this.filters.get(id)?.close();
     this.filters.delete(id);
