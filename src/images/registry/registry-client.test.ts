@@ -305,7 +305,10 @@ describe('RegistryClient.fetchBlob', () => {
     await new Promise((r) => setTimeout(r, 50));
     all.abort(new Error('stop'));
     await expect(lone).rejects.toThrow('stop');
-    await new Promise((r) => setTimeout(r, 50));
+    // The caller is answered at once; the download it alone held ends after, and takes its temp file.
+    for (const deadline = Date.now() + 5000; (await readdir(content.tmpDir).catch(() => [])).length > 0 && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
     await expectClean([layer.digest]);
   });
 
