@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { runChecked } from '../command.js';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { constants, existsSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { access, mkdir, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import type {
   ExecOptions, ProbeResult, RuntimeCapabilities, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskState, TaskStats,
 } from '../driver.js';
 import { PidWatcher, type WatchEnd } from '../pid-watch.js';
+import { POOL_SLOT, WarmPools } from '../warm-pool.js';
 import type { CgroupHost, TaskCgroups } from '../cgroups/cgroups.js';
 import { probeCgroups } from '../cgroups/probe.js';
 import { taskCgroups } from '../cgroups/select-cgroups.js';
@@ -49,8 +50,6 @@ export interface OciDriverOptions {
 
 /** A task id names a directory, a runc container and cgroups, so it must be a plain name. */
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
-/** Warm-pool tasks (OciDriverOptions.warmPool), made before they belong to a sandbox. */
-const POOL_ID = /^pool-[0-9a-f]{12}$/;
 /** Shapes with a warm pool at once; the oldest pool goes when another starts. */
 const MAX_POOLS = 4;
 const DEFAULT_STOP_TIMEOUT_MS = 10_000;
@@ -87,16 +86,19 @@ export class OciDriver implements RuntimeDriver {
   private readonly cgroupHost: CgroupHost;
   /** Where the tasks' cgroups are (cgroup v1 or v2, cgroupfs or systemd scopes). */
   readonly cgroups: TaskCgroups;
-  /** Warm pool: ready task ids per shape key (insertion order = age), ones being made, refills running. */
-  private readonly pools = new Map<string, string[]>();
-  private readonly making = new Set<string>();
-  private readonly filling = new Map<string, Promise<void>>();
-  private closed = false;
+  /** Warm pool: ready tasks per shape key (poolKey). */
+  private readonly pools: WarmPools;
   /** Exits of the tasks' init processes, as events (watchExit). */
   private readonly exits: PidWatcher;
 
   constructor(private readonly opts: OciDriverOptions) {
     this.exits = new PidWatcher(opts.initBinary, opts.logger);
+    this.pools = new WarmPools({
+      size: opts.warmPool ?? 0,
+      maxShapes: MAX_POOLS,
+      remove: (slot) => this.teardown(slot, this.paths(slot), true),
+      onError: (e, key) => this.opts.logger?.warn({ err: e, pool: key }, 'oci warm pool: making or removing a task failed'),
+    });
     this.cgroupHost = opts.cgroupHost ?? probeCgroups();
     this.cgroups = opts.cgroups ?? taskCgroups('prism', this.cgroupHost);
     this.runc = new Runc(opts.runcBinary ?? 'runc', join(opts.stateDir, 'runc'), this.cgroups.runcFlags());
@@ -404,12 +406,8 @@ export class OciDriver implements RuntimeDriver {
 
   /** The warm pool's ready tasks go (a crash leaves them to the next start's orphan cleanup, see listTasks). */
   async close(): Promise<void> {
-    this.closed = true;
     this.exits.close();
-    await Promise.all(this.filling.values());
-    const ready = [...this.pools.values()].flat();
-    this.pools.clear();
-    for (const slot of ready) await this.teardown(slot, this.paths(slot), true).catch((e: unknown) => this.opts.logger?.warn({ err: e, task: slot }, 'removing a warm-pool task failed'));
+    await this.pools.close();
   }
 
   /**
@@ -419,7 +417,7 @@ export class OciDriver implements RuntimeDriver {
    */
   async listTasks(): Promise<string[]> {
     const entries = await readdir(this.tasksDir, { withFileTypes: true }).catch(() => []);
-    const hidden = new Set([...[...this.pools.values()].flat(), ...this.making]);
+    const hidden = this.pools.held();
     const names: string[] = [];
     for (const e of entries) {
       if (e.isSymbolicLink()) hidden.add(await readlink(join(this.tasksDir, e.name)).catch(() => ''));
@@ -434,12 +432,12 @@ export class OciDriver implements RuntimeDriver {
    */
   private slot(h: TaskHandle): string {
     const recorded = h.data?.slot;
-    if (typeof recorded === 'string' && POOL_ID.test(recorded)) return recorded;
+    if (typeof recorded === 'string' && POOL_SLOT.test(recorded)) return recorded;
     // A handle the driver made records its directory; only a bare one (orphan cleanup) needs the link read.
-    if (h.data?.taskDir || POOL_ID.test(h.id) || !ID_PATTERN.test(h.id)) return h.id;
+    if (h.data?.taskDir || POOL_SLOT.test(h.id) || !ID_PATTERN.test(h.id)) return h.id;
     try {
       const target = readlinkSync(join(this.tasksDir, h.id));
-      if (POOL_ID.test(target)) return target;
+      if (POOL_SLOT.test(target)) return target;
     } catch {
       /* not a link: the task's own directory, or none */
     }
@@ -464,7 +462,7 @@ export class OciDriver implements RuntimeDriver {
    * Undefined when none is ready or the claim failed (the pool task is removed, the create goes on from scratch).
    */
   private async claim(key: string, spec: TaskSpec): Promise<TaskHandle | undefined> {
-    const slot = this.pools.get(key)?.shift();
+    const slot = this.pools.take(key);
     if (!slot) return undefined;
     const t0 = performance.now();
     const p = this.paths(slot);
@@ -472,7 +470,7 @@ export class OciDriver implements RuntimeDriver {
     try {
       await symlink(slot, link);
     } catch (e) {
-      this.pools.get(key)?.unshift(slot);
+      this.pools.giveBack(key, slot);
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new PrismError('ALREADY_EXISTS', `task ${spec.id} already exists`);
       throw asPrismError(e, 'INTERNAL', 'claiming a warm-pool task');
     }
@@ -495,41 +493,15 @@ export class OciDriver implements RuntimeDriver {
 
   /** Tops up the pool of `key` to `warmPool` ready tasks, in the background, one at a time. */
   private refill(key: string, spec: TaskSpec): void {
-    if (this.closed || this.filling.has(key)) return;
-    const run = (async () => {
-      if (!this.pools.has(key)) {
-        // A few shapes at a time: the oldest pool goes when another one starts.
-        if (this.pools.size >= MAX_POOLS) {
-          const [oldest, slots] = this.pools.entries().next().value as [string, string[]];
-          this.pools.delete(oldest);
-          for (const s of slots) await this.teardown(s, this.paths(s), true).catch(() => undefined);
-        }
-        this.pools.set(key, []);
-      }
-      while (!this.closed && (this.pools.get(key)?.length ?? 0) < this.opts.warmPool!) {
-        const slot = `pool-${randomBytes(6).toString('hex')}`;
-        this.making.add(slot);
-        try {
-          const { user: _user, ...shape } = spec;
-          await this.createTask({ ...shape, id: slot, hostname: slot, env: {}, volumes: [] });
-          if (this.closed || !this.pools.has(key)) {
-            await this.teardown(slot, this.paths(slot), true);
-            return;
-          }
-          this.pools.get(key)!.push(slot);
-        } finally {
-          this.making.delete(slot);
-        }
-      }
-    })()
-      .catch((e: unknown) => this.opts.logger?.warn({ err: e, pool: key }, 'filling the oci warm pool failed'))
-      .finally(() => this.filling.delete(key));
-    this.filling.set(key, run);
+    const { user: _user, ...shape } = spec;
+    this.pools.refill(key, async (slot) => {
+      await this.createTask({ ...shape, id: slot, hostname: slot, env: {}, volumes: [] });
+    });
   }
 
   /** Resolves when no pool refill is running (tests, benches). */
   async poolSettled(): Promise<void> {
-    while (this.filling.size > 0) await Promise.all(this.filling.values());
+    await this.pools.settled();
   }
 
   private paths(id: string): TaskPaths {
