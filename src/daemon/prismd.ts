@@ -105,7 +105,7 @@ function daemonOptions(): Option[] {
     new Option('--no-microvm-snapshots', 'cold-boot every microVM instead of restoring a template snapshot (PRISM_MICROVM_SNAPSHOTS=0)'),
     new Option('--vmm <vmm>', 'VMM of the microvm runtime: qemu, or firecracker (UNTESTED: never run against a real Firecracker)').choices(['qemu', 'firecracker']).env('PRISM_VMM'),
     new Option('--firecracker-bin <file>', 'where Firecracker is, with --vmm firecracker (default: firecracker on PATH)').env('PRISM_FIRECRACKER_BIN'),
-    new Option('--warm-pool <n>', 'sandboxes kept ready per image and shape on oci (running containers) and microvm (restored VMs) (default 0)').env('PRISM_WARM_POOL'),
+    new Option('--warm-pool <n>', 'sandboxes kept ready per image and shape on oci and docker (running containers) and microvm (restored VMs) (default 0)').env('PRISM_WARM_POOL'),
     new Option('--default-image <ref>', `image of sandboxes created without one (default ${DEFAULT_IMAGE})`).env('PRISM_DEFAULT_IMAGE'),
     new Option('--e2b-domain <host[:port]>', "the domain E2B SDKs build sandbox URLs from (<port>-<id>.<domain>); default: the Host they called").env('PRISM_E2B_DOMAIN'),
     new Option('--store <url>', "cluster state: 'sqlite' (this node alone, the default) or etcd://host:port[,host:port...]").env('PRISM_STORE'),

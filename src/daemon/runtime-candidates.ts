@@ -40,6 +40,7 @@ export function runtimeCandidates(
       stateDir: join(cfg.dataDir, 'runtime', 'docker'),
       node: o.nodeId,
       initBinary: initBinaryPath(),
+      warmPool: cfg.warmPool,
       ...(cfg.dockerHost ? { dockerHost: cfg.dockerHost } : {}),
       // The engine keeps no credentials (the docker CLI sends them with each pull): Prism sends its own.
       ...(o.registryAuths ? { registryAuths: o.registryAuths } : {}),

@@ -206,6 +206,74 @@ if (reason) {
     });
   });
 
+  describe('docker warm pool (warmPool: 1)', () => {
+    let fx: DockerFixture;
+    let pooled: DockerDriver;
+    const engine = new Docker(dockerConnection(dockerHost));
+    const spec = (over: Partial<TaskSpec> = {}): TaskSpec => ({
+      id: `dk-${randomBytes(4).toString('hex')}`, hostname: 'sandbox', layers: fx.layers,
+      env: { PATH }, workdir: '/', cpus: 0.5, memoryMb: 128, pidsLimit: 100, diskMb: 1024, maxOpenFiles: 1024, ...over,
+    });
+    const sh = async (h: TaskHandle, script: string, env: Record<string, string> = {}) => {
+      const p = await pooled.exec(h, { argv: ['/bin/sh', '-c', script], env: { PATH, ...env }, cwd: '/', stdin: false });
+      let out = '';
+      p.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      p.stderr.resume();
+      await p.result;
+      return out;
+    };
+    /** Names of this node's pool containers on the engine, claimed or not. */
+    const poolContainers = async () => (await engine.listContainers({ all: true, filters: { label: [`${NODE_LABEL}=${fx.node}`, 'prism.pool=true'] } })).map((c) => c.Names[0]!.slice(1)).sort();
+
+    beforeAll(async () => {
+      fx = await makeFixture();
+      pooled = new DockerDriver({ dockerHost, node: fx.node, initBinary, stateDir: fx.stateDir, warmPool: 1 });
+    });
+    afterAll(async () => {
+      await pooled?.close();
+      await fx?.cleanup();
+    });
+
+    it('a create of the same shape takes the ready container: its hostname, env and id are the sandbox\'s, across a restart', async () => {
+      const first = await pooled.create(spec());
+      expect(first.data.boot).toBeUndefined(); // nothing was ready yet
+      await pooled.poolSettled();
+      const [slot] = await poolContainers();
+      expect(slot).toMatch(/^prism-pool-[0-9a-f]{12}$/);
+      expect(await pooled.listTasks()).toEqual([first.id]); // a ready container belongs to no sandbox
+
+      const s = spec({ hostname: 'bee' });
+      const h = await pooled.create(s);
+      expect(h.data).toMatchObject({ boot: 'pool', slot: slot!.slice('prism-'.length) });
+      expect(await sh(h, 'hostname; cat /etc/hostname; grep -c pool- /etc/hosts; echo $FOO', { FOO: 'bar' })).toBe('bee\nbee\n0\nbar\n');
+      expect((await pooled.listTasks()).sort()).toEqual([first.id, s.id].sort());
+      await pooled.stop(h, { timeoutMs: 5000 });
+      await pooled.start(h);
+      expect(await sh(h, 'hostname; cat /etc/hostname')).toBe('bee\nbee\n');
+
+      await pooled.destroy(h);
+      await pooled.destroy(first);
+      expect(await fx.leaks(s.id)).toEqual([]);
+      await pooled.poolSettled();
+      expect(await poolContainers()).toHaveLength(1); // refilled after the claim
+    }, 120_000);
+
+    it('another shape is made from scratch; a crashed driver\'s ready container is an orphan to the next; close removes the pool', async () => {
+      const other = await pooled.create(spec({ memoryMb: 96 }));
+      expect(other.data.boot).toBeUndefined();
+      await pooled.destroy(other);
+      await pooled.poolSettled();
+      const before = await poolContainers();
+      expect(before.length).toBeGreaterThan(0);
+      // A second driver on the same node (prismd after a crash) holds none of them: it lists them to be removed.
+      const next = fx.open();
+      const listed = await next.listTasks();
+      for (const c of before) expect(listed).toContain(c.slice('prism-'.length));
+      await pooled.close();
+      expect(await poolContainers()).toEqual([]);
+    }, 120_000);
+  });
+
   describe.skipIf(!!integrationSkipReason())('prismd with the docker runtime', () => {
     it('runs a sandbox that asks for docker, while auto stays on oci, and deletes its container', async () => {
       const d = await startPrismd({ extraArgs: ['--docker-host', dockerHost] });

@@ -1,6 +1,7 @@
 
 import { constants } from 'node:fs';
-import { access, readFile } from 'node:fs/promises';
+import { access, readFile, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type Docker from 'dockerode';
 import { asPrismError, PrismError } from '../../core/errors.js';
@@ -17,6 +18,8 @@ import { resolvConfArchive } from './resolv-conf.js';
 import { ensureLayerImage, fileDigest, INIT_PATH, layerImageTag, MANAGED_LABEL, requireLayerDirs } from './layer-image.js';
 import { anyVolumeFull, mountHostVolumes, unmountHostVolumes } from '../host-volumes.js';
 import { userSpec, type TaskUser } from '../task-user.js';
+import { WarmPools } from '../warm-pool.js';
+import { runChecked } from '../command.js';
 
 export interface DockerDriverLogger {
   info(o: object, msg?: string): void;
@@ -43,11 +46,21 @@ export interface DockerDriverOptions {
   registryAuths?: Record<string, { username: string; password: string }>;
   /** false: never give containers a size limit, even where the engine could (the bench's baseline for its cost). Default true. */
   diskLimit?: boolean;
+  /**
+   * Ready containers kept per image and shape (`prismd --warm-pool`; default 0), already started, that
+   * a create of that shape takes instead of making one. Only with an engine on this host: a claimed
+   * container's hostname is set from here, in its namespace.
+   */
+  warmPool?: number;
   logger?: DockerDriverLogger;
 }
 
 export const SANDBOX_LABEL = 'prism.sandbox';
 export const NODE_LABEL = 'prism.node';
+/** On warm-pool containers: their sandbox is named by the container's name (`prism-<id>`, renamed at a claim), not by SANDBOX_LABEL. */
+const POOL_LABEL = 'prism.pool';
+/** Shapes with a warm pool at once; the oldest pool goes when another starts. */
+const MAX_POOLS = 4;
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 const PROBE_TIMEOUT_MS = 5_000;
@@ -77,9 +90,17 @@ export class DockerDriver implements RuntimeDriver {
   private initTar?: Promise<Buffer>;
   private diskLimit?: Promise<DiskLimitSupport>;
   private readonly imageBytes = new Map<string, number>();
+  /** Warm pool: ready containers per shape key (poolKey). */
+  private readonly pools: WarmPools;
 
   constructor(private readonly opts: DockerDriverOptions) {
     this.connection = dockerConnection(opts.dockerHost);
+    this.pools = new WarmPools({
+      size: opts.warmPool ?? 0,
+      maxShapes: MAX_POOLS,
+      remove: (slot) => this.remove(containerName(slot)),
+      onError: (e, key) => this.opts.logger?.warn({ err: e, pool: key }, 'docker warm pool: making or removing a container failed'),
+    });
   }
 
   /** The engine's client; dockerode is loaded on first use (most nodes never use the docker runtime). */
@@ -152,15 +173,26 @@ export class DockerDriver implements RuntimeDriver {
       throw new PrismError('FAILED_PRECONDITION', `volumes on the docker runtime need an engine on this host (a unix socket); the engine is ${describeConnection(this.connection)}`);
     }
     await requireLayerDirs(spec.layers);
-    const name = containerName(spec.id);
     // An engine image is used as it is (prism-init goes into the container); Prism's layers become an image with it.
     const image = spec.image ?? (await this.imageFor(spec.layers));
+    const key = this.poolKey(spec, image);
+    if (key) {
+      const claimed = await this.claim(key, spec);
+      this.refill(key, spec, image);
+      if (claimed) return claimed;
+    }
+    return this.makeTask(spec, image);
+  }
+
+  /** A container made and started for `spec` from scratch; on failure nothing is left. */
+  private async makeTask(spec: TaskSpec, image: string, labels: Record<string, string> = {}): Promise<TaskHandle> {
+    const name = containerName(spec.id);
     const init = spec.image !== undefined ? await this.initArchive() : undefined;
     const storageOpt = await this.storageOpt(spec, image);
     let created = false;
     try {
       const volumeDirs = await mountHostVolumes(spec.volumes ?? [], this.volumesDir(spec.id));
-      await this.docker.createContainer(this.containerConfig(spec, name, image, volumeDirs, storageOpt)).catch((e: unknown) => {
+      await this.docker.createContainer(this.containerConfig(spec, name, image, volumeDirs, storageOpt, labels)).catch((e: unknown) => {
         throw engineError(e, `creating task ${spec.id}`, { 409: 'ALREADY_EXISTS', 404: 'FAILED_PRECONDITION' });
       });
       created = true;
@@ -202,6 +234,8 @@ export class DockerDriver implements RuntimeDriver {
       if (engineStatus(e) === 304) return; // started meanwhile
       throw engineError(e, `starting task ${handle.id}`, { 404: 'NOT_FOUND' });
     }
+    const slot = handle.data.slot;
+    if (typeof slot === 'string') await this.setHostname(handle.id, handle.spec.hostname, slot);
   }
 
   async recover(handle: TaskHandle): Promise<TaskState> {
@@ -337,14 +371,104 @@ export class DockerDriver implements RuntimeDriver {
     }
   }
 
+  /**
+   * This node's tasks by id. A warm-pool container is named by its container name (renamed to its
+   * sandbox's at a claim); this driver's ready pool containers are not listed (they belong to no
+   * sandbox yet), so those a crashed prismd left are, and the caller removes them as orphans.
+   */
   async listTasks(): Promise<string[]> {
     await this.loadClient();
+    let list: Docker.ContainerInfo[];
     try {
-      const list = await this.docker.listContainers({ all: true, filters: { label: [`${NODE_LABEL}=${this.opts.node}`] } });
-      return [...new Set(list.map((c) => c.Labels[SANDBOX_LABEL]).filter((id): id is string => !!id))].sort();
+      list = await this.docker.listContainers({ all: true, filters: { label: [`${NODE_LABEL}=${this.opts.node}`] } });
     } catch (e) {
       throw engineError(e, 'listing docker tasks');
     }
+    const held = this.pools.held();
+    const ids = list.map((c) => (c.Labels[POOL_LABEL] ? c.Names.map((n) => n.replace(/^\//, '')).find((n) => n.startsWith('prism-'))?.slice('prism-'.length) : c.Labels[SANDBOX_LABEL]));
+    return [...new Set(ids.filter((id): id is string => !!id && !held.has(id)))].sort();
+  }
+
+  /**
+   * The warm pool a spec can be served from: the same engine image and limits (set when a container
+   * is made). Tasks with volumes (bind mounts, fixed at create) are always made from scratch; so is
+   * every task of a remote engine, whose containers' namespaces cannot be reached from here.
+   */
+  private poolKey(spec: TaskSpec, image: string): string | undefined {
+    if (!this.opts.warmPool || spec.volumes?.length || !this.connection.socketPath) return undefined;
+    const shape = { image, cpus: spec.cpus, memoryMb: spec.memoryMb, pidsLimit: spec.pidsLimit, diskMb: spec.diskMb, maxOpenFiles: spec.maxOpenFiles };
+    return createHash('sha256').update(JSON.stringify(shape)).digest('hex').slice(0, 16);
+  }
+
+  /**
+   * Turns a ready pool container into `spec`'s: renamed to the task's name (which claims the id as a
+   * fresh create would), its hostname set in its UTS namespace and in the engine's /etc/hostname and
+   * /etc/hosts files for it, its resolv.conf written, its user resolved. Env and working directory go
+   * with each command (ExecOptions), as for any task. Undefined when none is ready or the claim failed
+   * (the container is removed, the create goes on from scratch).
+   */
+  private async claim(key: string, spec: TaskSpec): Promise<TaskHandle | undefined> {
+    const slot = this.pools.take(key);
+    if (!slot) return undefined;
+    const t0 = performance.now();
+    const name = containerName(spec.id);
+    try {
+      await this.docker.getContainer(containerName(slot)).rename({ name });
+    } catch (e) {
+      if (engineStatus(e) === 409) {
+        this.pools.giveBack(key, slot);
+        throw new PrismError('ALREADY_EXISTS', `task ${spec.id} already exists`);
+      }
+      this.opts.logger?.warn({ err: e, task: spec.id, slot }, 'claiming a warm-pool container failed; creating from scratch');
+      await this.remove(containerName(slot)).catch(() => undefined);
+      return undefined;
+    }
+    try {
+      const info = await this.setHostname(spec.id, spec.hostname, slot);
+      if (spec.network) {
+        await this.docker.getContainer(name).putArchive(resolvConfArchive(spec.network.nameservers), { path: '/etc' }).catch((e: unknown) => {
+          throw engineError(e, `writing the resolv.conf of task ${spec.id}`);
+        });
+      }
+      const user = spec.user !== undefined && numericUser(spec.user) === undefined ? await resolveContainerUser(this.docker, name, spec.user) : undefined;
+      const diskLimit = (await this.diskLimitSupport()).enforced;
+      this.opts.logger?.info({ task: spec.id, slot, claimMs: Math.round((performance.now() - t0) * 10) / 10 }, 'docker task created from the warm pool');
+      return { id: spec.id, runtime: 'docker', spec, data: { container: name, image: info.Config.Image, diskLimit, slot, boot: 'pool', ...(user ? { user } : {}) } };
+    } catch (e) {
+      this.opts.logger?.warn({ err: e, task: spec.id, slot }, 'claiming a warm-pool container failed; creating from scratch');
+      await this.remove(name).catch(() => undefined);
+      return undefined;
+    }
+  }
+
+  /**
+   * Gives running container `id` (made as pool container `slot`) the hostname of its sandbox: in its
+   * UTS namespace (its own processes may not set it) and in the engine's /etc/hostname and /etc/hosts
+   * files for it. A restart gives it back the name it was made with: start() calls this again.
+   */
+  private async setHostname(id: string, hostname: string, slot: string): Promise<Docker.ContainerInspectInfo> {
+    const info = await this.inspectContainer(id);
+    if (!info?.State.Running || !info.State.Pid) throw new PrismError('FAILED_PRECONDITION', `task ${id} is not running`);
+    const cgroup = await readFile(`/proc/${info.State.Pid}/cgroup`, 'utf8').catch(() => '');
+    if (!cgroup.includes(info.Id)) throw new PrismError('FAILED_PRECONDITION', `task ${id} is not in this pid namespace: its hostname cannot be set from here`);
+    await runChecked('nsenter', ['-t', String(info.State.Pid), '-u', '--', 'hostname', hostname], "setting the task's hostname", { timeoutMs: 10_000 });
+    await writeFile(info.HostnamePath, `${hostname}\n`);
+    const hosts = await readFile(info.HostsPath, 'utf8').catch(() => undefined);
+    if (hosts !== undefined) await writeFile(info.HostsPath, hosts.replace(new RegExp(`\\b${slot}\\b`, 'g'), hostname));
+    return info;
+  }
+
+  /** Tops up the pool of `key` to `warmPool` ready containers, in the background, one at a time. */
+  private refill(key: string, spec: TaskSpec, image: string): void {
+    const { user: _user, network: _network, ...shape } = spec;
+    this.pools.refill(key, async (slot) => {
+      await this.makeTask({ ...shape, id: slot, hostname: slot, env: {}, volumes: [] }, image, { [POOL_LABEL]: 'true' });
+    });
+  }
+
+  /** Resolves when no pool refill is running (tests, benches). */
+  async poolSettled(): Promise<void> {
+    await this.pools.settled();
   }
 
   /**
@@ -364,8 +488,10 @@ export class DockerDriver implements RuntimeDriver {
     return `/proc/${info.State.Pid}/ns/net`;
   }
 
-  /** dockerode keeps no connection open between calls: nothing to release. */
-  async close(): Promise<void> {}
+  /** The warm pool's ready containers go (dockerode keeps no connection open between calls). */
+  async close(): Promise<void> {
+    if (this.client) await this.pools.close();
+  }
 
   /** Asked of the engine once; an engine that could not be asked is asked again next time. */
   private diskLimitSupport(): Promise<DiskLimitSupport> {
@@ -400,7 +526,7 @@ export class DockerDriver implements RuntimeDriver {
     return join(this.opts.stateDir, 'volumes', containerName(id));
   }
 
-  private containerConfig(spec: TaskSpec, name: string, image: string, volumeDirs: string[], storageOpt: Record<string, string> | undefined): Docker.ContainerCreateOptions {
+  private containerConfig(spec: TaskSpec, name: string, image: string, volumeDirs: string[], storageOpt: Record<string, string> | undefined, labels: Record<string, string>): Docker.ContainerCreateOptions {
     const memory = spec.memoryMb * 1024 * 1024;
     return {
       name,
@@ -412,7 +538,7 @@ export class DockerDriver implements RuntimeDriver {
       Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
       WorkingDir: spec.workdir,
       User: '0:0',
-      Labels: { [SANDBOX_LABEL]: spec.id, [NODE_LABEL]: this.opts.node, [MANAGED_LABEL]: 'true' },
+      Labels: { [SANDBOX_LABEL]: spec.id, [NODE_LABEL]: this.opts.node, [MANAGED_LABEL]: 'true', ...labels },
       // A sandbox with a network starts with none too: its namespace is linked after start (taskNetns).
       // Enabled networking in `none` mode would only add the engine's own namespace setup (~0.2 s here).
       NetworkDisabled: true,
