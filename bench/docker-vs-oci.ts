@@ -7,6 +7,8 @@
  *   <driver>.destroy             destroy of a running task
  *   <driver>_warmupCreateMs      the first, uncounted create: for docker it includes loading the image
  *                                into the engine when the engine lacks it (once per engine)
+ *   dockerPool.*                 the docker driver with warmPool: 1, each create served by a ready
+ *                                container (the refill, awaited before each create, is not counted)
  *   dockerNoDiskLimit.*          only where the engine limits container size (docker.diskLimit says
  *                                how): the docker driver without StorageOpt.size, the baseline for its cost
  *
@@ -31,7 +33,7 @@ const IMAGES = process.env.PRISM_BENCH_IMAGES_DIR ?? '/var/lib/prism-test/images
 const TEST_DOCKER_SOCK = '/var/lib/prism-test/docker/docker.sock';
 const DOCKER_HOST = process.env.DOCKER_HOST ?? (existsSync(TEST_DOCKER_SOCK) ? `unix://${TEST_DOCKER_SOCK}` : undefined);
 
-type Variant = 'oci' | 'docker' | 'dockerNoDiskLimit';
+type Variant = 'oci' | 'docker' | 'dockerPool' | 'dockerNoDiskLimit';
 
 async function firstOutput(d: RuntimeDriver, h: TaskHandle, env: Record<string, string>): Promise<void> {
   const p = await d.exec(h, { argv: ['echo', 'ready'], env, cwd: '/', stdin: false });
@@ -50,12 +52,14 @@ async function main() {
   const env = Object.fromEntries(rootfs.image.config.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
   const dir = await mkdtemp(join(tmpdir(), 'prism-bench-docker-'));
   const node = `bench-${randomBytes(3).toString('hex')}`;
-  const docker = (diskLimit: boolean) => new DockerDriver({
-    stateDir: join(dir, 'docker'), node, initBinary: initBinaryPath(), diskLimit, ...(DOCKER_HOST ? { dockerHost: DOCKER_HOST } : {}),
+  const docker = (diskLimit: boolean, warmPool = 0) => new DockerDriver({
+    stateDir: join(dir, 'docker'), node, initBinary: initBinaryPath(), diskLimit, warmPool, ...(DOCKER_HOST ? { dockerHost: DOCKER_HOST } : {}),
   });
+  const pooled = docker(true, 1);
   const drivers: Partial<Record<Variant, RuntimeDriver>> = {
     oci: new OciDriver({ stateDir: join(dir, 'oci'), initBinary: initBinaryPath() }),
     docker: docker(true),
+    dockerPool: pooled,
   };
   let diskLimit = '';
   for (const [name, d] of Object.entries(drivers)) {
@@ -88,6 +92,7 @@ async function main() {
         const d = drivers[name]!;
         const s = samples[name]!;
         let h!: TaskHandle;
+        if (name === 'dockerPool') await pooled.poolSettled();
         s.createToFirstExec.push(await timeIt(async () => {
           h = await d.create(spec());
           live.push([d, h]);
@@ -105,6 +110,7 @@ async function main() {
     }
   } finally {
     for (const [d, h] of live) await d.destroy(h).catch(() => undefined);
+    for (const d of Object.values(drivers)) await d.close();
     await rm(dir, { recursive: true, force: true });
   }
   const out = Object.fromEntries(
@@ -113,7 +119,7 @@ async function main() {
   const ratio = (a: string, b: string) => Math.round((out[a]!.createToFirstExec!.medianMs / out[b]!.createToFirstExec!.medianMs) * 100) / 100;
   console.log(JSON.stringify({
     image: DEFAULT_IMAGE, runs: RUNS, dockerHost: DOCKER_HOST ?? '/var/run/docker.sock', diskLimit, ...out,
-    ...warmup, createToFirstExecMedianRatio: ratio('docker', 'oci'),
+    ...warmup, createToFirstExecMedianRatio: ratio('docker', 'oci'), pooledVsColdDockerMedianRatio: ratio('dockerPool', 'docker'),
     ...(out.dockerNoDiskLimit ? { diskLimitCreateMedianRatio: ratio('docker', 'dockerNoDiskLimit') } : {}),
   }, null, 2));
 }

@@ -61,6 +61,9 @@ export class PidWatcher {
     if (this.helper || this.closed || this.restarts > MAX_RESTARTS) return this.helper;
     const child = spawn(this.binary, ['pidwatch'], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.helper = child;
+    // The helper never holds its process open by itself (a bench or tool that does not close the driver).
+    child.unref();
+    for (const s of [child.stdin, child.stdout, child.stderr]) (s as unknown as { unref?: () => void } | null)?.unref?.();
     child.stdin.on('error', () => undefined);
     child.stderr.on('data', (b: Buffer) => this.log?.warn({ helper: 'pidwatch' }, b.toString().trim()));
     createInterface({ input: child.stdout }).on('line', (line) => {
