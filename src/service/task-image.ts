@@ -35,7 +35,8 @@ export async function resolveTaskImage(ref: string, driver: RuntimeDriver, image
   if (own?.findImage && own.pullImage) {
     const found = await own.findImage(ref);
     if (found) return fromRuntime(found);
-    if (await inStore(images, ref)) return fromStore(images, ref);
+    const stored = await fromStoreIfThere(images, ref);
+    if (stored) return stored;
     await beforePull();
     const pulled = await own.pullImage(ref).catch((e: unknown) => {
       if (!isPrismError(e, 'NOT_FOUND')) throw e;
@@ -43,15 +44,16 @@ export async function resolveTaskImage(ref: string, driver: RuntimeDriver, image
     });
     return fromRuntime(pulled);
   }
-  if (!(await inStore(images, ref))) {
-    await beforePull();
-    await images.ensure(ref);
-  }
+  const stored = await fromStoreIfThere(images, ref);
+  if (stored) return stored;
+  await beforePull();
+  await images.ensure(ref);
   return fromStore(images, ref);
 }
 
-async function inStore(images: ImageStore, ref: string): Promise<boolean> {
-  return images.get(ref).then(() => true, (e: unknown) => (isPrismError(e, 'NOT_FOUND') ? false : Promise.reject(e)));
+/** The image from the store, or undefined when the store has no such image (one read of its index, not two). */
+async function fromStoreIfThere(images: ImageStore, ref: string): Promise<TaskImage | undefined> {
+  return fromStore(images, ref).catch((e: unknown) => (isPrismError(e, 'NOT_FOUND') ? undefined : Promise.reject(e)));
 }
 
 async function fromStore(images: ImageStore, ref: string): Promise<TaskImage> {
