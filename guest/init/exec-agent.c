@@ -4,7 +4,8 @@
 
 /* The exec agent: one command per connection (protocol in prism-init.c). */
 
-static int write_all(int fd, const void *buf, size_t n) {
+/* Writes all of `buf`, waiting out EINTR and a full non-blocking fd; -1 on any other error (prism-init.h). */
+int write_all(int fd, const void *buf, size_t n) {
   const char *p = buf;
   while (n > 0) {
     ssize_t w = write(fd, p, n);

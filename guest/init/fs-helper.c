@@ -100,15 +100,9 @@ int rd_field(struct reader *r, char *out, size_t cap) {
   return 0;
 }
 
-static void write_all(int fd, const void *buf, size_t n, const char *what) {
-  const char *p = buf;
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) fs_fail(errno, what);
-    p += w;
-    n -= (size_t)w;
-  }
+/* write_all, or the file operation fails with the write's error. */
+static void write_or_fail(int fd, const void *buf, size_t n, const char *what) {
+  if (write_all(fd, buf, n) < 0) fs_fail(errno, what);
 }
 
 void rd_copy(struct reader *r, uint64_t n, int fd, const char *what) {
@@ -116,7 +110,7 @@ void rd_copy(struct reader *r, uint64_t n, int fd, const char *what) {
     if (!fill(r)) fs_fail(EPIPE, "the upload ended early");
     size_t k = r->len - r->pos;
     if (k > n) k = (size_t)n;
-    if (fd >= 0) write_all(fd, r->buf + r->pos, k, what);
+    if (fd >= 0) write_or_fail(fd, r->buf + r->pos, k, what);
     r->pos += k;
     n -= k;
   }
@@ -168,7 +162,7 @@ static int fs_read(const char *path, unsigned long long max) {
     if (n < 0) fs_fail(errno, path);
     if (n == 0) return 0;
     if ((total += (unsigned long long)n) > max) fs_fail(EFBIG, path); /* it grew while being read */
-    write_all(1, buf, (size_t)n, "write stdout");
+    write_or_fail(1, buf, (size_t)n, "write stdout");
   }
 }
 

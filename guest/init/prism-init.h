@@ -29,6 +29,8 @@
 #define MAX_ARGS 8192
 #define STDIN_HIGH_WATER (4u << 20)
 
+/* exec-agent.c: writes all of buf (EINTR and a full non-blocking fd waited out); -1 on error. */
+int write_all(int fd, const void *buf, size_t n);
 /* exec-agent.c: the next NUL-terminated field of a payload, or NULL. */
 char *next_field(char **cur, char *end);
 /* exec-agent.c: serves one command on connection `c`, in its own process; never returns. */

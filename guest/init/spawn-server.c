@@ -51,17 +51,6 @@ static uint32_t get_u32(const unsigned char *p) {
   return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static int write_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return -1;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 static void append(struct buf *b, const char *data, size_t n) {
   if (b->len >= MAX_OUT) return;
   if (n > MAX_OUT - b->len) n = MAX_OUT - b->len;
