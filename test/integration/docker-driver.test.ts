@@ -253,7 +253,7 @@ if (reason) {
 
       await pooled.destroy(h);
       await pooled.destroy(first);
-      expect(await fx.leaks(s.id)).toEqual([]);
+      expect(await fx.leaks!(s.id)).toEqual([]);
       await pooled.poolSettled();
       expect(await poolContainers()).toHaveLength(1); // refilled after the claim
     }, 120_000);
