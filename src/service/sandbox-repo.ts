@@ -2,6 +2,7 @@ import { PrismError, isPrismError } from '../core/errors.js';
 import { canTransition } from '../core/lifecycle.js';
 import type { ExecRecord, NodeInfo, Reservation, Sandbox, SandboxStatus, Snapshot } from '../core/types.js';
 import type { TaskHandle } from '../runtime/driver.js';
+import { GroupCommit } from '../store/group-commit.js';
 import type { CommitOp, KeyValue, Lease, Store, Watch } from '../store/store.js';
 import { VolumeRepo } from './volume-repo.js';
 
@@ -53,9 +54,15 @@ function parse<T>(kv: KeyValue): Versioned<T> {
 export class SandboxRepo {
   /** Volume records: a sandbox's attachments go in and out in the same commits as its own record. */
   readonly volumes: VolumeRepo;
+  /**
+   * The writes of a sandbox's own lifecycle (its record created, moved on, running), which concurrent
+   * creates and deletes issue by the dozen: grouped into shared commits, each keeping its own comparisons.
+   */
+  private readonly group: GroupCommit;
 
   constructor(private readonly store: Store) {
     this.volumes = new VolumeRepo(store);
+    this.group = new GroupCommit(store);
   }
 
   async getSandbox(id: string): Promise<Versioned<Sandbox> | undefined> {
@@ -83,7 +90,7 @@ export class SandboxRepo {
     for (let attempt = 0; ; attempt++) {
       const attach = await this.volumes.attachOps(sb);
       try {
-        const rev = await this.store.commit([
+        const rev = await this.group.commit([
           { op: 'put', key: K.name(sb.name), value: sb.id, expectRevision: 0 },
           { op: 'put', key: K.sandbox(sb.id), value: JSON.stringify(sb), expectRevision: 0 },
           ...attach,
@@ -115,7 +122,7 @@ export class SandboxRepo {
       const next = change(structuredClone(cur.value));
       if (!next) return cur.value;
       try {
-        await this.store.put(K.sandbox(id), JSON.stringify(next), { expectRevision: cur.revision });
+        await this.group.commit([{ op: 'put', key: K.sandbox(id), value: JSON.stringify(next), expectRevision: cur.revision }]);
         return next;
       } catch (e) {
         // Unknown outcome: the next round re-reads, and a change that already applied applies as a no-op.
@@ -151,7 +158,7 @@ export class SandboxRepo {
       if (!canTransition(status, to)) throw new PrismError('INTERNAL', `lifecycle: ${status} -> ${to} is not a transition`);
       const next: Sandbox = { ...patch(structuredClone(cur.value)), status: to };
       try {
-        const revision = await this.store.put(K.sandbox(id), JSON.stringify(next), { expectRevision: cur.revision });
+        const revision = await this.group.commit([{ op: 'put', key: K.sandbox(id), value: JSON.stringify(next), expectRevision: cur.revision }]);
         return { value: next, revision };
       } catch (e) {
         // Unknown outcome: the next round re-reads; a step that already applied then fails `from`.
@@ -248,7 +255,7 @@ export class SandboxRepo {
   async commitRunning(node: string, handle: TaskHandle, sb: Sandbox, expectRevision: number): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.store.commit([
+        await this.group.commit([
           { op: 'put', key: K.handle(node, handle.id), value: JSON.stringify(handle) },
           { op: 'put', key: K.sandbox(sb.id), value: JSON.stringify(sb), expectRevision },
         ]);
