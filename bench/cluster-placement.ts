@@ -283,7 +283,7 @@ async function backlogRun(nodes: BenchNode[], repo: SandboxRepo, run: number): P
   await waitUntil(() => totals(nodes).placed - before.placed >= N, FAILOVER_BOUND_MS * 4, 'the backlog placed');
   const placedPerSec = N / ((performance.now() - t0) / 1000);
   const batches = totals(nodes).batches - before.batches;
-  for (const n of nodes) await n.svc.agent.watchAssignments();
+  for (const n of nodes) await n.svc.agent.watchAssignments(n.svc.events);
   await waitUntil(async () => (await repo.listSandboxes()).every((s) => s.status === 'running'), FAILOVER_BOUND_MS * 4, 'the backlog running');
   await deleteAll(nodes, repo);
   return { placedPerSec, batches };

@@ -63,6 +63,8 @@ export interface NodeWiring {
 
 export interface NodeServices {
   repo: SandboxRepo;
+  /** The node's one watch on sandbox records, which the agent, the scheduler and waits share. */
+  events: SandboxEvents;
   agent: NodeAgent;
   nodes: NodeService;
   sandboxes: SandboxService;
@@ -113,7 +115,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const feed = { listSandboxes: () => repo.listSandboxes(), onChange: (fn: Parameters<SandboxEvents['onChange']>[0]) => events.onChange(fn) };
   const metrics = new SandboxMetrics(w.id, feed, agent, w.log, w.metrics ?? DEFAULT_METRICS);
   const watchdog = new TaskWatchdog(feed, agent, w.log, { intervalMs: w.watchdogMs, sweepEvery: 12 });
-  const scheduler = new Scheduler(repo, w.log, { strategy: w.placement, batchMax: 100, maxTxnOps: 128 });
+  const scheduler = new Scheduler(repo, events, w.log, { strategy: w.placement, batchMax: 100, maxTxnOps: 128 });
   const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });
   membership.onElected = (term) => void scheduler.start(term).catch((e) => w.log.error({ err: e }, 'scheduler start failed'));
   membership.onDeposed = () => scheduler.stop();
@@ -128,10 +130,10 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   // The leader may have marked this node's sandboxes lost after recover() reattached them and before the
   // node announced itself (a dead node's sweep, or a new leader's): now that it is a member again, settle those.
   await agent.reconcileAfterRejoin();
-  await agent.watchAssignments();
+  await agent.watchAssignments(events);
   await watchdog.start();
   return {
-    repo, agent, nodes, sandboxes, exec, pty, processes, files, images, volumes, metrics, snapshots, scheduler, membership,
+    repo, events, agent, nodes, sandboxes, exec, pty, processes, files, images, volumes, metrics, snapshots, scheduler, membership,
     async setAddress(url) {
       address = url;
       nodes.setAddress(url);

@@ -1,6 +1,7 @@
-import { isPrismError } from '../core/errors.js';
+import { PrismError, isPrismError } from '../core/errors.js';
 import type { Reservation, Sandbox } from '../core/types.js';
 import type { Logger } from '../service/logger.js';
+import type { SandboxFeed } from '../service/sandbox-events.js';
 import type { SandboxRepo, Versioned } from '../service/sandbox-repo.js';
 import type { Watch } from '../store/store.js';
 import { placeBatch, type PlacementNode, type PlacementOptions } from './placement.js';
@@ -27,6 +28,7 @@ const LOSABLE: readonly Sandbox['status'][] = ['scheduled', 'starting', 'running
 export class Scheduler {
   private readonly queue = new Map<string, Versioned<Sandbox>>();
   private watches: Watch[] = [];
+  private unsubscribe?: () => void;
   private term?: number;
   private draining = false;
   /** Batches committed and sandboxes placed in this term (for `info` and the bench). */
@@ -34,6 +36,8 @@ export class Scheduler {
 
   constructor(
     private readonly repo: SandboxRepo,
+    /** The node's sandbox feed: the scheduler adds no watch of its own on sandbox records. */
+    private readonly feed: SandboxFeed,
     private readonly log: Logger,
     private readonly opts: SchedulerOptions,
   ) {}
@@ -41,13 +45,15 @@ export class Scheduler {
   async start(term: number): Promise<void> {
     this.stop();
     this.term = term;
+    // The feed may still deliver changes older than the listing below: enqueue() keeps the newer
+    // record, and a placement from an old one fails its comparison and is dropped (afterFailedCommit).
+    this.unsubscribe = this.feed.onChange((id, sb, revision) => {
+      if (sb?.status === 'pending') this.enqueue({ value: sb, revision });
+      else this.queue.delete(id);
+    }, () => this.restart(term, new PrismError('UNAVAILABLE', 'the sandbox feed started over')));
     const rev = await this.repo.revision();
     if (this.term !== term) return;
     this.watches.push(
-      this.repo.watchSandboxes(rev, (id, sb, revision) => {
-        if (sb?.status === 'pending') this.enqueue({ value: sb, revision });
-        else this.queue.delete(id);
-      }, (e) => this.restart(term, e)),
       this.repo.watchMembers(rev, (node, alive) => {
         if (!alive) void this.markLost(node, term);
       }, (e) => this.restart(term, e)),
@@ -60,7 +66,7 @@ export class Scheduler {
     }
   }
 
-  /** A watch failed (history compacted): start the term over from a fresh listing. */
+  /** A watch failed or the feed started over (history compacted): start the term over from a fresh listing. */
   private restart(term: number, e: Error): void {
     if (this.term !== term) return;
     this.log.warn({ err: e }, 'scheduler watch failed: resynchronising');
@@ -68,6 +74,8 @@ export class Scheduler {
   }
 
   stop(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
     for (const w of this.watches) w.close();
     this.watches = [];
     this.queue.clear();

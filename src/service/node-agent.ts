@@ -6,11 +6,11 @@ import type { Sandbox, RuntimeName } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { NetworkManager } from '../net/network-manager.js';
 import type { ExecOptions, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskStats, TaskVolume } from '../runtime/driver.js';
-import type { Watch } from '../store/store.js';
 import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { SandboxNetworks } from './sandbox-networks.js';
-import type { SandboxRepo } from './sandbox-repo.js';
+import type { SandboxFeed } from './sandbox-events.js';
+import type { SandboxRepo, Versioned } from './sandbox-repo.js';
 import { resolveTaskImage, type TaskImage } from './task-image.js';
 
 /** `nobody`: what commands run as in an image that names no user (issue 6: never root by default). */
@@ -96,32 +96,40 @@ export class NodeAgent {
     return h;
   }
 
-  private assignments?: Watch;
+  private unsubscribe?: () => void;
   private readonly launching = new Set<string>();
 
   /**
    * Runs what placement assigns to this node: every record that names this node in `scheduled` is
-   * created here, whether it was placed before this call (the initial listing) or after (the watch,
-   * which resumes from its revision after a store disconnect). Call after `recover`.
+   * created here, whether it was placed before this call (the initial listing) or after (the node's
+   * sandbox feed; listed again when the feed had to start over). Call after `recover`.
    */
-  async watchAssignments(): Promise<void> {
-    const rev = await this.repo.revision();
-    this.assignments = this.repo.watchSandboxes(rev, (_id, sb) => {
-      if (sb?.node === this.nodeId && sb.status === 'scheduled') this.launch(sb.id);
-    }, (e) => {
-      this.log.warn({ err: e }, 'assignment watch failed: resynchronising');
-      this.assignments?.close();
-      void this.watchAssignments().catch((err) => this.log.error({ err }, 'assignment resync failed'));
+  async watchAssignments(feed: SandboxFeed): Promise<void> {
+    this.unsubscribe?.();
+    const mine = (s: Versioned<Sandbox>) => {
+      if (s.value.node === this.nodeId && s.value.status === 'scheduled') this.launch(s);
+    };
+    const relist = async () => {
+      for (const s of await this.repo.listSandboxesVersioned()) mine(s);
+    };
+    this.unsubscribe = feed.onChange((_id, sb, revision) => sb && mine({ value: sb, revision }), () => {
+      this.log.warn({}, 'sandbox feed started over: listing assignments again');
+      void relist().catch((err) => this.log.error({ err }, 'assignment resync failed'));
     });
-    for (const sb of await this.repo.listSandboxes()) {
-      if (sb.node === this.nodeId && sb.status === 'scheduled') this.launch(sb.id);
-    }
+    await relist();
   }
 
-  private launch(id: string): void {
-    if (this.launching.has(id)) return;
+  /**
+   * Runs the assignment as the feed or a listing delivered it: no read, as its last write (the
+   * `running` commit) compares the revision, so a record that changed meanwhile only costs a task
+   * made and destroyed. A task this node already runs is never made twice (an old `scheduled` seen
+   * after a newer listing).
+   */
+  private launch(s: Versioned<Sandbox>): void {
+    const id = s.value.id;
+    if (this.launching.has(id) || this.handles.has(id)) return;
     this.launching.add(id);
-    this.runAssignment(id)
+    this.runAssignment(s)
       .catch((e) => this.log.error({ err: e, sandbox: id }, 'running an assignment failed'))
       .finally(() => this.launching.delete(id));
   }
@@ -132,17 +140,18 @@ export class NodeAgent {
    * the task was made (a delete meanwhile wins: the new task is destroyed). `starting` is written only
    * when the image must be pulled first (task-image.ts decides from where), since that can take a while.
    */
-  private async runAssignment(id: string): Promise<void> {
+  private async runAssignment(cur: Versioned<Sandbox>): Promise<void> {
+    const id = cur.value.id;
+    let { value: sb, revision } = cur;
     // Where a create's time goes on this node, in its debug line (the driver logs its own steps).
     const timer = new StepTimer();
     try {
       await this.lock.run(id, async () => {
         timer.step('queuedMs');
-        // Read under the lock: a delete that held it first has moved the record on, and its answer
-        // must not go out while a task for the deleted sandbox is still being made here.
-        const cur = await this.repo.getSandbox(id);
-        if (!cur || cur.value.node !== this.nodeId || cur.value.status !== 'scheduled') return;
-        let { value: sb, revision } = cur;
+        // A delete that held the lock first (or ran before the feed delivered this record) has moved
+        // the record on, and its answer must not go out while a task for the deleted sandbox is still
+        // being made here: it destroyed the sandbox on this node, which this node remembers, no read.
+        if (this.destroyed.has(id)) return;
         const image = await resolveTaskImage(sb.image, this.driver(sb.runtime), this.images, async () => {
           const starting = await this.repo.transition(id, ['scheduled'], 'starting', (s) => s, { quiet: true }).catch((e: unknown) => {
             throw isPrismError(e, 'NOT_FOUND') ? new Superseded() : e;
@@ -274,9 +283,26 @@ export class NodeAgent {
     });
   }
 
+  /**
+   * Sandboxes this node destroyed in the last minute, oldest first: an assignment for one of them
+   * that waited for the lock, or that the feed delivered late, is dropped (runAssignment).
+   */
+  private readonly destroyed = new Map<string, number>();
+
+  private rememberDestroyed(id: string): void {
+    const now = Date.now();
+    for (const [k, at] of this.destroyed) {
+      if (now - at < 60_000) break;
+      this.destroyed.delete(k);
+    }
+    this.destroyed.delete(id);
+    this.destroyed.set(id, now);
+  }
+
   /** Removes the task and its handle. Idempotent. */
   async destroy(sb: Sandbox): Promise<void> {
     await this.lock.run(sb.id, async () => {
+      this.rememberDestroyed(sb.id);
       this.disarmTtl(sb.id);
       this.taskEnding(sb.id, 'deleted');
       const timer = new StepTimer();
@@ -616,7 +642,8 @@ export class NodeAgent {
 
   /** Stops timers; tasks keep running so that a restarted daemon can reattach. */
   close(): void {
-    this.assignments?.close();
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
     for (const id of [...this.ttlTimers.keys()]) this.disarmTtl(id);
   }
 }

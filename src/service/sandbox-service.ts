@@ -8,7 +8,7 @@ import { parseReference } from '../images/reference.js';
 import { resolvePolicy } from '../net/policy.js';
 import type { Logger } from './logger.js';
 import type { NodeAgent } from './node-agent.js';
-import type { SandboxEvents } from './sandbox-events.js';
+import type { SandboxEvents, SandboxFollower } from './sandbox-events.js';
 import type { SandboxRepo } from './sandbox-repo.js';
 import { validateVolumeMounts } from './volume-rules.js';
 
@@ -177,9 +177,20 @@ export class SandboxService {
       sb.snapshot = snap.id;
       sb.imageNode = snap.node;
     }
+    // Followed from before its first write: every change the watch delivers is seen, none is read.
+    const follower = this.events.follow(sb.id);
+    try {
+      return await this.createAndWait(sb, req, follower);
+    } finally {
+      follower.close();
+    }
+  }
+
+  private async createAndWait(sb: Sandbox, req: CreateSandboxRequest, follower: SandboxFollower): Promise<Sandbox> {
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.repo.createSandbox(sb);
+        const { value, revision } = await this.repo.createSandbox(sb);
+        follower.wrote(value, revision);
         break;
       } catch (e) {
         // A generated name that happens to be taken is not the user's problem: draw another.
@@ -187,14 +198,14 @@ export class SandboxService {
         sb.name = readableName();
       }
     }
-    const placed = await this.events.waitFor(sb.id, (s) => s?.status !== 'pending', this.timeouts.scheduleMs);
+    const placed = await follower.until((s) => s?.status !== 'pending', this.timeouts.scheduleMs);
     if (placed?.status === 'pending') {
       const removed = await this.repo.deleteSandbox(sb, (s) => s.status === 'pending');
       if (removed) {
         throw new PrismError('UNAVAILABLE', `no scheduler placed the sandbox within ${Math.round(this.timeouts.scheduleMs / 1000)} s (is a leader elected? see 'prismctl info'); try again`, { retryAfterSec: 5 });
       }
     }
-    const done = await this.events.waitFor(sb.id, (s) => !s || ['running', 'failed', 'lost', 'stopped'].includes(s.status), this.timeouts.startMs);
+    const done = await follower.until((s) => !s || ['running', 'failed', 'lost', 'stopped'].includes(s.status), this.timeouts.startMs);
     if (done?.status === 'running' || done?.status === 'stopped') return done;
     // Deleted by someone while it was being made: their delete stands, so trying again is not the answer.
     if (!done) throw new PrismError('CONFLICT', `sandbox '${sb.name}' was deleted while it was being created`, { retryable: false });
