@@ -25,6 +25,10 @@ export class Membership {
   private term?: number;
   private timer?: NodeJS.Timeout;
   private leaderWatch?: Watch;
+  /** A leader watch is open or being opened (its start revision is read first). */
+  private watchingLeader = false;
+  /** Bumped per leader watch opened, so a slow start of an older one does not replace a newer one. */
+  private leaderWatchGeneration = 0;
   private lastRenewal = 0;
   private stopped = false;
   private busy = false;
@@ -70,7 +74,7 @@ export class Membership {
     try {
       await this.lease.keepAlive();
       this.lastRenewal = Date.now();
-      if (this.opts.campaign && this.term === undefined) await this.runForLeader();
+      if (this.opts.campaign && this.term === undefined) await this.checkLeader();
     } catch (e) {
       if (isPrismError(e, 'NOT_FOUND')) {
         this.log.warn({ node: this.nodeId }, 'membership lease expired: rejoining the cluster');
@@ -87,6 +91,18 @@ export class Membership {
     }
   }
 
+  /**
+   * A follower's check each tick, behind the leader watch (which starts from a revision read after a
+   * lost campaign, so it can miss a key deleted just before): one read, and a campaign only when nobody
+   * leads. A lost campaign is a write that etcd still puts through raft; every follower used to make
+   * one a tick, and open a new leader watch each time.
+   */
+  private async checkLeader(): Promise<void> {
+    const cur = await this.repo.leader();
+    if (!cur || cur.node === this.nodeId) await this.runForLeader();
+    else if (!this.watchingLeader) this.watchLeader();
+  }
+
   private async runForLeader(): Promise<void> {
     if (this.stopped || !this.lease || this.term !== undefined) return;
     try {
@@ -98,7 +114,7 @@ export class Membership {
         if (cur?.node === this.nodeId) term = await this.repo.takeOverLeadership(this.nodeId, this.lease, cur.revision);
       }
       if (term === undefined) {
-        this.watchLeader();
+        if (!this.watchingLeader) this.watchLeader();
         return;
       }
       this.term = term;
@@ -112,9 +128,12 @@ export class Membership {
 
   /** Campaigns as soon as the leader key disappears; steps down if someone else's key replaces ours. */
   private watchLeader(): void {
+    this.watchingLeader = true;
     this.leaderWatch?.close();
+    this.leaderWatch = undefined;
+    const generation = ++this.leaderWatchGeneration;
     void this.repo.revision().then((rev) => {
-      if (this.stopped) return;
+      if (this.stopped || generation !== this.leaderWatchGeneration) return;
       this.leaderWatch = this.repo.watchLeader(rev, (leader) => {
         if (leader === undefined) {
           if (this.term !== undefined) this.depose();
@@ -123,7 +142,9 @@ export class Membership {
           this.depose();
         }
       }, () => this.watchLeader());
-    }, () => undefined);
+    }, () => {
+      if (generation === this.leaderWatchGeneration) this.watchingLeader = false;
+    });
   }
 
   private depose(): void {
