@@ -164,15 +164,18 @@ export class NodeAgent {
         const startedAt = new Date().toISOString();
         const running: Sandbox = { ...sb, status: 'running', imageDigest: image.digest, workdir, startedAt };
         if (user) running.user = user;
+        // Known before the commit: the watch may deliver `running` (to the watchdog, which asks for the
+        // handle) before the commit's own answer arrives, and a store read for it then is wasted.
+        this.handles.set(id, handle);
         try {
           await this.repo.commitRunning(this.nodeId, handle, running, revision);
         } catch (e) {
+          this.handles.delete(id);
           await this.driver(sb.runtime).destroy(handle).catch(() => undefined);
           await this.networks.teardown(id).catch(() => undefined);
           throw isPrismError(e, 'CONFLICT') || isPrismError(e, 'NOT_FOUND') ? new Superseded() : e;
         }
         timer.step('commitMs');
-        this.handles.set(id, handle);
         this.armTtl(running);
         this.log.debug({ sandbox: id, ms: timer.totalMs(), steps: timer.steps }, 'sandbox task made');
       });
