@@ -1,10 +1,18 @@
 import replyFrom from '@fastify/reply-from';
 import type { FastifyInstance } from 'fastify';
 import { PrismError } from '../core/errors.js';
+import type { Sandbox } from '../core/types.js';
 import type { SandboxService } from '../service/sandbox-service.js';
 import type { VolumeService } from '../service/volume-service.js';
 
 declare module 'fastify' {
+  interface FastifyRequest {
+    /**
+     * The sandbox record the owner check read, when the route runs on this node: routes pass it on
+     * (SandboxRef) so that a request reads the record once, not once here and again in the service.
+     */
+    ownerSandbox?: Sandbox;
+  }
   interface FastifyContextConfig {
     /**
      * The route acts on a sandbox's task, so it runs on the node that owns the sandbox: `:id`, or the
@@ -42,6 +50,7 @@ export async function registerOwnerProxy(
     retryMethods: [],
     destroyAgent: true,
   });
+  app.decorateRequest('ownerSandbox', undefined);
   app.addHook('preHandler', async (req, reply) => {
     const cfg = req.routeOptions.config;
     const params = req.params as { id?: string; name?: string } | undefined;
@@ -51,7 +60,10 @@ export async function registerOwnerProxy(
       const loc = await sandboxes.locate(sandboxId).catch(() => undefined);
       // Unknown here: the route itself answers (each surface in its own words).
       if (!loc) return;
-      if (loc.local || !loc.alive) return;
+      if (loc.local || !loc.alive) {
+        req.ownerSandbox = loc.sandbox;
+        return;
+      }
       target = { what: `sandbox '${loc.sandbox.name}'`, node: loc.node, address: loc.address };
     } else if (cfg?.nodeOwner) {
       const node = await cfg.nodeOwner(req).catch(() => undefined);

@@ -7,7 +7,7 @@ import type { Logger } from './logger.js';
 import type { NodeAgent } from './node-agent.js';
 import { encodeOutput } from './output-encoding.js';
 import type { SandboxRepo } from './sandbox-repo.js';
-import type { SandboxService } from './sandbox-service.js';
+import type { SandboxRef, SandboxService } from './sandbox-service.js';
 
 export interface ExecRequest {
   argv: string[];
@@ -69,7 +69,7 @@ export class ExecService {
     private readonly log: Logger,
   ) {}
 
-  async exec(idOrName: string, req: ExecRequest, sink: ExecSink): Promise<ExecSession> {
+  async exec(idOrName: SandboxRef, req: ExecRequest, sink: ExecSink): Promise<ExecSession> {
     if (req.argv.length === 0 || req.argv[0] === '') throw new PrismError('INVALID_ARGUMENT', 'the command is empty');
     if (req.timeoutSec !== undefined && (req.timeoutSec <= 0 || req.timeoutSec > this.limits.maxTimeoutSec)) {
       throw new PrismError('INVALID_ARGUMENT', `timeoutSec must be between 0 and ${this.limits.maxTimeoutSec}`);

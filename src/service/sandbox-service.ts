@@ -27,6 +27,12 @@ export interface CreateTimeouts {
   startMs: number;
 }
 
+/**
+ * A sandbox by id or name, or its record as the same request already read it (the API's owner check
+ * does), so that a request reads the record once.
+ */
+export type SandboxRef = string | Sandbox;
+
 /** Where a sandbox's task lives, for requests that must run on that node. */
 export type SandboxLocation = { local: true; sandbox: Sandbox } | { local: false; sandbox: Sandbox; node: string; address: string; alive: boolean };
 
@@ -73,7 +79,9 @@ export class SandboxService {
     };
   }
 
-  async get(idOrName: string): Promise<Sandbox> {
+  async get(ref: SandboxRef): Promise<Sandbox> {
+    if (typeof ref !== 'string') return ref;
+    const idOrName = ref;
     const byId = await this.repo.getSandbox(idOrName);
     if (byId) return byId.value;
     const id = await this.repo.idForName(idOrName);
@@ -276,7 +284,7 @@ export class SandboxService {
    * A running sandbox for an operation on its task (`what` finishes "sandbox 'x' is <status>; ...").
    * A paused one is resumed first unless it was created with `autoResume: false`.
    */
-  async active(idOrName: string, what: string): Promise<Sandbox> {
+  async active(idOrName: SandboxRef, what: string): Promise<Sandbox> {
     let sb = await this.get(idOrName);
     if ((sb.status === 'paused' || sb.status === 'resuming') && sb.autoResume !== false) sb = await this.resume(sb.id);
     if (sb.status !== 'running') throw new PrismError('FAILED_PRECONDITION', `sandbox '${sb.name}' is ${sb.status}; ${what}`);

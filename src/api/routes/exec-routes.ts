@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { PrismError } from '../../core/errors.js';
 import type { ExecRequest, ExecSession } from '../../service/exec-service.js';
 import type { Logger } from '../../service/logger.js';
+import type { SandboxRef } from '../../service/sandbox-service.js';
 import { CappedBuffer } from '../../service/capped-buffer.js';
 import { StreamEncoder, encodeOutput } from '../../service/output-encoding.js';
 import { ExecBody, ExecResultSchema, IdParams, ProcessSchema, withErrors } from '../schemas.js';
@@ -42,14 +43,15 @@ export function registerExecRoutes(app: FastifyInstance, svc: ApiServices, log: 
     async (req, reply) => {
       const execReq = toRequest(req.body);
       if (req.body.background) return reply.status(201).send(await svc.processes.start(req.params.id, execReq));
+      const target = req.ownerSandbox ?? req.params.id;
       if ((req.headers.accept ?? '').includes('application/x-ndjson')) {
-        return streamExec(svc, req.params.id, execReq, reply, log);
+        return streamExec(svc, target, execReq, reply, log);
       }
       // A plain reply holds the output in memory twice (bytes, then JSON): cut it rather than let one
       // command's output grow the daemon without bound. NDJSON streaming delivers all of it.
       const out = new CappedBuffer(REPLY_BYTES_PER_STREAM);
       const err = new CappedBuffer(REPLY_BYTES_PER_STREAM);
-      const session = await svc.exec.exec(req.params.id, execReq, { stdout: (b) => out.push(b), stderr: (b) => err.push(b) });
+      const session = await svc.exec.exec(target, execReq, { stdout: (b) => out.push(b), stderr: (b) => err.push(b) });
       req.raw.once('close', () => {
         if (!reply.sent) session.cancel();
       });
@@ -61,7 +63,7 @@ export function registerExecRoutes(app: FastifyInstance, svc: ApiServices, log: 
 }
 
 /** NDJSON: one event per output chunk, then an `exit` event. A client that goes away kills the command. */
-async function streamExec(svc: ApiServices, id: string, execReq: ExecRequest, reply: FastifyReply, log: Logger) {
+async function streamExec(svc: ApiServices, id: SandboxRef, execReq: ExecRequest, reply: FastifyReply, log: Logger) {
   const res = reply.raw;
   const early: string[] = [];
   let open = false;
