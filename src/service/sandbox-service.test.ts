@@ -1,5 +1,5 @@
 import { tmpdir } from 'node:os';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { PrismError, type ErrorCode } from '../core/errors.js';
 import type { ExecRecord, ExecResult } from '../core/types.js';
 import { oneImageStore } from '../images/fake/one-image-store.js';
@@ -61,6 +61,22 @@ async function sandboxKeys(store: SqliteStore): Promise<string[]> {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 describe('SandboxService.create', () => {
+  it('costs no record reads and one sandbox watch per node: waits, agent and scheduler share the watch', async () => {
+    const watches = vi.spyOn(SqliteStore.prototype, 'watch');
+    try {
+      const { sandboxes, store } = await setup();
+      // Leader, agent and waits all subscribed by now.
+      expect(watches.mock.calls.filter(([prefix]) => prefix === '/prism/sandboxes/')).toHaveLength(1);
+      const gets = vi.spyOn(store, 'get');
+      const made = await Promise.all(Array.from({ length: 5 }, () => sandboxes.create({})));
+      expect(made.map((sb) => sb.status)).toEqual(Array(5).fill('running'));
+      // The creates follow their records from the watch, and the agent runs them as delivered.
+      expect(gets.mock.calls.map(([key]) => key).filter((k) => /^\/prism\/(sandboxes|handles)\//.test(k))).toEqual([]);
+    } finally {
+      watches.mockRestore();
+    }
+  });
+
   it('applies defaults, merges environments, and ends running with the image digest', async () => {
     const { sandboxes, repo, driver, run } = await setup();
     const sb = await sandboxes.create({ env: { FOO: 'bar' } });
