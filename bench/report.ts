@@ -159,7 +159,23 @@ if (lc) {
   }
 }
 
-for (const name of ['oci-latency', 'throughput', 'density', 'lifecycle']) {
+const cl = load('cluster-placement');
+if (cl) {
+  const { steady, burst } = cl.prism;
+  const raw = cl.baseline.rawPutsPerSec.all as number[];
+  const ms = (r: Json) => (r.etcdCpuMsPerCreate as number[] | undefined)?.join(' / ') ?? '-';
+  const rpcs = (r: Json) => Object.entries(r.etcdRpcsPerCreate ?? {}).filter(([k]) => k === 'Range' || k === 'Txn').map(([k, v]) => `${String(v)} ${k}`).join(', ');
+  pages.push(`## Cluster control plane (3 nodes, 3-member etcd)\n\nbench/cluster-placement.ts: ${cl.runs} runs of ${cl.n} creates through 3 nodes in one process (fake driver: the control plane alone) on a 3-member etcd on loopback, beside raw etcd puts of a record-sized value (the etcd3 client) in the same runs, ${cl.concurrency} in flight. Steady: ${cl.concurrency} creates in flight; burst: waves of ${cl.burst} at once. A create ends when its record is \`running\`. The ratio is each run's creates/s over the same run's raw puts/s (raw puts drift between runs on a shared host), median over the runs. Both sides are bound by this one process's event loop (busy ${steady.benchEventLoopBusy.join(' / ')} creating, ${(cl.baseline.rawPutsEventLoopBusy ?? []).join(' / ')} putting).\n`);
+  chart('cluster-placement.svg', groupedChart('Raw etcd puts and Prism creates per second, by run', 'per second', raw.map((_, i) => `run ${i + 1}`), [
+    { name: 'raw etcd puts', color: '#9a9a9a', values: raw },
+    { name: 'Prism creates, steady', color: '#3b6fd6', values: steady.createdPerSec.all },
+    { name: 'Prism creates, burst', color: '#8fb0ee', values: burst.createdPerSec.all },
+  ]), 'cluster creates per second');
+  const row = (label: string, r: Json) => `| ${label} | ${r.createdPerSec.median} | ${r.createdVsRawPutsPerRun?.median ?? '-'} (${(r.createdVsRawPutsPerRun?.all ?? []).join(' / ')}) | ${r.createLatency.medianMs} / ${r.createLatency.p90Ms} | ${rpcs(r)} | ${ms(r)} |`;
+  pages.push(`| | per second (median) | vs raw puts (paired, per run) | create p50 / p90 ms | etcd RPCs per create | etcd CPU ms per op |\n|---|---|---|---|---|---|\n| raw etcd puts | ${cl.baseline.rawPutsPerSec.median} | - | - | 1 Put | ${(cl.baseline.etcdCpuMsPerRawPut ?? []).join(' / ')} |\n${row('Prism creates, steady', steady)}\n${row('Prism creates, burst', burst)}\n\nTarget: creates >= ${cl.targets?.createdVsRawPutsPerRun ?? 0.5}x raw etcd puts at the same concurrency. The scheduler alone places a backlog at ${cl.schedulerBacklog?.placedPerSec?.median ?? '-'}/s.\n`);
+}
+
+for (const name of ['oci-latency', 'throughput', 'density', 'lifecycle', 'cluster-placement']) {
   const j = load(name);
   if (j) writeFileSync(join(charts, `${name}.json`), `${JSON.stringify(j, null, 2)}\n`);
 }

@@ -18,5 +18,6 @@ run oci-latency 20
 run throughput 48
 run density "${PRISM_BENCH_DENSITY:-1000}" 16
 run lifecycle 5
+run cluster-placement 5 1000 0
 node dist/bench/report.js "$out" docs
 echo "bench-report: results in $out" >&2
