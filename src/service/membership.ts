@@ -98,7 +98,11 @@ export class Membership {
    * one a tick, and open a new leader watch each time.
    */
   private async checkLeader(): Promise<void> {
-    const cur = await this.repo.leader();
+    const cur = await this.repo.leader().catch((e: unknown) => {
+      this.log.warn({ err: e }, 'reading the leader key failed; retrying');
+      return null;
+    });
+    if (cur === null) return;
     if (!cur || cur.node === this.nodeId) await this.runForLeader();
     else if (!this.watchingLeader) this.watchLeader();
   }
