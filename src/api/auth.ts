@@ -9,9 +9,10 @@ const OPEN = new Set(['/api/v1/health']);
  * Every request but the open ones must carry `Authorization: Bearer <token>`. A missing, malformed,
  * unknown or revoked token gets the same 401 (no hint which), checked before the body is read.
  */
-export function registerAuth(app: FastifyInstance, tokens: TokenService): void {
+export function registerAuth(app: FastifyInstance, tokens: TokenService, alsoOpen: string[] = []): void {
+  const open = new Set([...OPEN, ...alsoOpen]);
   app.addHook('onRequest', async (req, reply) => {
-    if (OPEN.has(req.url.split('?')[0]!)) return;
+    if (open.has(req.url.split('?')[0]!)) return;
     // The E2B gateway checks its own credentials (an API token as X-API-KEY, a sandbox's access token).
     if (isGatewayPath(req.url)) return;
     const header = req.headers.authorization ?? '';

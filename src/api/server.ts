@@ -1,4 +1,6 @@
 import swagger from '@fastify/swagger';
+import type { PromMetrics } from '../service/prometheus.js';
+import { METRICS_PATH, registerMetricsRoute } from './metrics-route.js';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { PrismError, httpStatusForCode, type ErrorCode } from '../core/errors.js';
@@ -45,6 +47,8 @@ export interface ApiServices {
   nodeId: string;
   /** Absent only when the daemon runs with `--auth none`. */
   tokens?: TokenService;
+  /** GET /metrics (Prometheus); `auth: none` serves it without a token (`prismd --metrics-auth none`). */
+  prometheus?: { metrics: PromMetrics; auth: 'token' | 'none' };
   /** The E2B-compatible gateway at /e2b (docs/e2b.md); absent: not served. */
   e2b?: { defaultImage: string; maxTimeoutSec: number; domain?: string };
 }
@@ -124,7 +128,8 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
   // Before auth: its onRequest hook marks upgrade requests, so that a refused one gets its socket closed.
   // Terminal input comes in keystrokes; 1 MiB bounds what one frame can make the daemon buffer.
   await app.register(websocket, { options: { maxPayload: 1 << 20, perMessageDeflate: false } });
-  if (svc.tokens) registerAuth(app, svc.tokens);
+  if (svc.tokens) registerAuth(app, svc.tokens, svc.prometheus?.auth === 'none' ? [METRICS_PATH] : []);
+  if (svc.prometheus) registerMetricsRoute(app, svc.prometheus.metrics);
   await registerOwnerProxy(app, svc.sandboxes, svc.nodeId, opts.tls, svc.volumes);
   await app.register(
     async (api) => {

@@ -52,6 +52,8 @@ export interface DaemonConfig {
   maxFileBytes: number;
   /** `token`: every route but /health needs an API token; `none` (loopback only) turns that off. */
   auth: 'token' | 'none';
+  /** `token`: GET /metrics needs an API token like the API; `none`: Prometheus scrapes it without one. */
+  metricsAuth: 'token' | 'none';
   /** Commands in images that name no user run as this one (`uid[:gid]` or `root`). */
   defaultUser: string;
   tls: TlsConfig;
@@ -102,6 +104,7 @@ export interface DaemonFlags {
   scheduleTimeout?: string;
   maxFileMb?: string;
   auth?: string;
+  metricsAuth?: string;
   defaultUser?: string;
   tls?: string;
   tlsCert?: string;
@@ -257,6 +260,7 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     placement: 'spread',
     nodeTtlMs: (positive('--node-ttl', flags.nodeTtl ?? env.PRISM_NODE_TTL, false) ?? 5) * 1000,
     auth: 'token',
+    metricsAuth: 'token',
     defaultUser: flags.defaultUser ?? env.PRISM_DEFAULT_USER ?? '65534:65534',
     tls: { mode: 'off' },
     sandboxCidr: flags.sandboxCidr ?? env.PRISM_SANDBOX_CIDR ?? DEFAULT_SANDBOX_CIDR,
@@ -277,6 +281,9 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     throw new PrismError('INVALID_ARGUMENT', `--auth none is only allowed with a loopback --api address (got ${cfg.apiHost}): anyone who reaches the API could run code`);
   }
   cfg.auth = auth;
+  const metricsAuth = flags.metricsAuth ?? env.PRISM_METRICS_AUTH ?? 'token';
+  if (metricsAuth !== 'token' && metricsAuth !== 'none') throw new PrismError('INVALID_ARGUMENT', `--metrics-auth must be token or none, got '${metricsAuth}'`);
+  cfg.metricsAuth = metricsAuth;
   cfg.tls = parseTls(flags, env);
   if (!/^(root|\d{1,10}(:\d{1,10})?)$/.test(cfg.defaultUser)) {
     throw new PrismError('INVALID_ARGUMENT', `--default-user must be uid[:gid] or root, got '${cfg.defaultUser}'`);

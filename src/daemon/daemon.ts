@@ -3,6 +3,7 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import pino from 'pino';
 import { buildApi } from '../api/server.js';
+import { PromMetrics } from '../service/prometheus.js';
 import { PrismError, isPrismError } from '../core/errors.js';
 import type { Logger } from '../service/logger.js';
 import { TokenService } from '../service/token-service.js';
@@ -143,8 +144,16 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     const scheme = tls ? 'https' : 'http';
     let url = `${scheme}://${host}:${cfg.apiPort}`;
     const advertised = () => cfg.advertise ?? (['0.0.0.0', '[::]'].includes(host) ? url.replace(host, os.hostname()) : url);
+    // The node's Prometheus metrics read its services at scrape time (GET /metrics; docs/metrics.md).
+    let services: Awaited<ReturnType<typeof startNode>> | undefined;
+    const prom = new PromMetrics({
+      nodeId: ident.id,
+      node: () => services!.nodes.get(ident.id),
+      sandboxes: () => services!.repo.listSandboxes(),
+      usage: () => services?.metrics.current() ?? [],
+    });
     const node = await startNode({
-      store, id: ident.id, name: ident.name, version, dataDir: cfg.dataDir, address: advertised(),
+      store: prom.timedStore(store), telemetry: prom, id: ident.id, name: ident.name, version, dataDir: cfg.dataDir, address: advertised(),
       images, drivers, runtimeInfo, net, volumes: new LocalVolumeStore(join(cfg.dataDir, 'volumes')),
       defaults: { image: cfg.defaultImage, runtime: defaultRuntime, cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
       labels: cfg.labels, capacity: cfg.capacity, placement: cfg.placement,
@@ -157,6 +166,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       defaultUser: cfg.defaultUser,
       log,
     });
+    services = node;
     let tokens: TokenService | undefined;
     if (cfg.auth === 'token') {
       tokens = new TokenService(store, log);
@@ -167,6 +177,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     }
     const app = await buildApi(
       { sandboxes: node.sandboxes, exec: node.exec, pty: node.pty, processes: node.processes, files: node.files, nodes: node.nodes, images: node.images, volumes: node.volumes, metrics: node.metrics, snapshots: node.snapshots, version, nodeId: ident.id, ...(tokens ? { tokens } : {}),
+        prometheus: { metrics: prom, auth: cfg.metricsAuth },
         e2b: { defaultImage: cfg.defaultImage, maxTimeoutSec: 86400, ...(cfg.e2bDomain ? { domain: cfg.e2bDomain } : {}) } },
       { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3, ...(tls ? { tls } : {}) });
     await app.listen({ host: cfg.apiHost, port: cfg.apiPort }).catch((e: NodeJS.ErrnoException) => {

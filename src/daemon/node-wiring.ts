@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import type { Telemetry } from '../service/telemetry.js';
 import type { NodeCapacity, RuntimeName, RuntimeProbeInfo } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { NetworkManager } from '../net/network-manager.js';
@@ -58,6 +59,8 @@ export interface NodeWiring {
   metrics?: SandboxMetricsOptions;
   /** User of commands in images that name none (default `65534:65534`, nobody; `root` to allow root). */
   defaultUser?: string;
+  /** Where creates and execs report their durations (default: nowhere). */
+  telemetry?: Telemetry;
   log: Logger;
 }
 
@@ -105,8 +108,8 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
     w.log,
   );
   const events = new SandboxEvents(repo, w.log);
-  const sandboxes = new SandboxService(repo, events, agent, w.defaults, w.log, { scheduleMs: w.scheduleTimeoutMs, startMs: 15 * 60_000 });
-  const exec = new ExecService(sandboxes, agent, repo, w.execLimits, w.log);
+  const sandboxes = new SandboxService(repo, events, agent, w.defaults, w.log, { scheduleMs: w.scheduleTimeoutMs, startMs: 15 * 60_000 }, w.telemetry);
+  const exec = new ExecService(sandboxes, agent, repo, w.execLimits, w.log, w.telemetry);
   const pty = new PtyService(sandboxes, agent);
   const processes = new ProcessService(sandboxes, exec, agent, w.processLimits ?? DEFAULT_PROCESS_LIMITS, w.log);
   const files = new FileService(sandboxes, agent, w.fileLimits ?? { maxFileBytes: DEFAULT_MAX_FILE_BYTES });

@@ -1,4 +1,5 @@
 import type { Writable } from 'node:stream';
+import { NO_TELEMETRY, type Telemetry } from './telemetry.js';
 import { PrismError, isPrismError } from '../core/errors.js';
 import { newExecId } from '../core/ids.js';
 import { limitExceeded, type ExecRecord, type ExecResult } from '../core/types.js';
@@ -67,6 +68,7 @@ export class ExecService {
     private readonly repo: SandboxRepo,
     private readonly limits: ExecLimits,
     private readonly log: Logger,
+    private readonly telemetry: Telemetry = NO_TELEMETRY,
   ) {}
 
   async exec(idOrName: SandboxRef, req: ExecRequest, sink: ExecSink): Promise<ExecSession> {
@@ -128,6 +130,7 @@ export class ExecService {
     const done = proc.result.then(async (r) => {
       clearTimeout(timer);
       const result: ExecResult = { ...r, timedOut, durationMs: Math.round(performance.now() - t0) };
+      this.telemetry.observeExec(sb.runtime, (performance.now() - t0) / 1000);
       const limit = limitExceeded(result);
       if (limit) result.limitExceeded = limit;
       const stdout = out.bytes();

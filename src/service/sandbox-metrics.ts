@@ -24,6 +24,19 @@ export interface SandboxMetricsOptions {
   concurrency?: number;
 }
 
+/** A running sandbox's newest sample, for the node's Prometheus metrics (src/service/prometheus.ts). */
+export interface SandboxUsage {
+  id: string;
+  name: string;
+  runtime: string;
+  /** CPU time since the task started, from its cgroup (or the engine, or the guest). */
+  cpuSeconds: number;
+  memoryBytes: number;
+  memoryLimitBytes: number;
+  pids: number;
+  diskUsedBytes: number;
+}
+
 export const DEFAULT_METRICS: SandboxMetricsOptions = { intervalMs: 5000, retentionMs: 3600_000 };
 
 /** Fields stored per sample, in this order, in a series' Float64Array ring. */
@@ -49,6 +62,13 @@ class Series {
     this.ring.set([at, cpuPct, s.memoryBytes, s.memoryCacheBytes, s.diskUsedBytes, s.pids], o);
     this.head = (this.head + 1) % this.capacity;
     this.count = Math.min(this.count + 1, this.capacity);
+  }
+
+  /** The newest sample's memory used, disk used and pids; undefined before the first. */
+  latest(): { memUsed: number; diskUsed: number; pids: number } | undefined {
+    if (this.count === 0) return undefined;
+    const o = ((this.head - 1 + this.capacity) % this.capacity) * FIELDS;
+    return { memUsed: this.ring[o + 2]!, diskUsed: this.ring[o + 4]!, pids: this.ring[o + 5]! };
   }
 
   get newest(): number {
@@ -92,6 +112,8 @@ export class SandboxMetrics {
   private readonly series = new Map<string, Series>();
   /** Running sandboxes of this node, with when they started (the first sample's CPU baseline). */
   private readonly running = new Map<string, number>();
+  /** Name and runtime of the sandboxes with samples here (labels of their Prometheus series). */
+  private readonly names = new Map<string, { name: string; runtime: string }>();
   private timer?: NodeJS.Timeout;
   private unsubscribe?: () => void;
   private ticks = 0;
@@ -133,6 +155,19 @@ export class SandboxMetrics {
     return this.series.get(sb.id)?.read(range.startMs ?? 0, range.endMs ?? Number.MAX_SAFE_INTEGER) ?? [];
   }
 
+  /** The newest sample of each running sandbox of this node (no read: what the sampler last took). */
+  current(): SandboxUsage[] {
+    const out: SandboxUsage[] = [];
+    for (const id of this.running.keys()) {
+      const s = this.series.get(id);
+      const last = s?.latest();
+      const names = this.names.get(id);
+      if (!s || !last || !names) continue;
+      out.push({ id, ...names, cpuSeconds: s.lastCpuNs / 1e9, memoryBytes: last.memUsed, memoryLimitBytes: s.memTotal, pids: last.pids, diskUsedBytes: last.diskUsed });
+    }
+    return out;
+  }
+
   /** Sandbox ids that have samples here (for tests and leak checks). */
   sampled(): string[] {
     return [...this.series.keys()];
@@ -142,7 +177,9 @@ export class SandboxMetrics {
     if (!sb || sb.status === 'deleting') {
       this.running.delete(id);
       this.series.delete(id);
+      this.names.delete(id);
     } else if (sb.node === this.nodeId && sb.status === 'running') {
+      this.names.set(id, { name: sb.name, runtime: sb.runtime });
       const started = Date.parse(sb.startedAt ?? sb.createdAt);
       // A restart starts the counters again: forget the previous run's CPU baseline.
       if (this.running.get(id) !== started) {
@@ -152,7 +189,10 @@ export class SandboxMetrics {
       this.running.set(id, started);
     } else {
       this.running.delete(id);
-      if (sb.node !== this.nodeId) this.series.delete(id);
+      if (sb.node !== this.nodeId) {
+        this.series.delete(id);
+        this.names.delete(id);
+      }
     }
   }
 

@@ -1,4 +1,5 @@
 import { StepTimer } from '../core/step-timer.js';
+import { NO_TELEMETRY, type Telemetry } from './telemetry.js';
 import { randomBytes } from 'node:crypto';
 import { PrismError, asPrismError, isErrorCode, isPrismError } from '../core/errors.js';
 import { NAME_PATTERN, newSandboxId, readableName } from '../core/ids.js';
@@ -61,6 +62,7 @@ export class SandboxService {
     private readonly defaults: SandboxDefaults,
     private readonly log: Logger,
     private readonly timeouts: CreateTimeouts = { scheduleMs: 30_000, startMs: 15 * 60_000 },
+    private readonly telemetry: Telemetry = NO_TELEMETRY,
   ) {
     agent.onTtlExpired = (sb) => {
       const action = sb.onTimeout ?? 'stop';
@@ -138,7 +140,21 @@ export class SandboxService {
    * leader places it; the chosen node creates it (pulling the image there). On failure nothing is left
    * behind: the record is removed and the node's error code is the call's.
    */
+  /** Makes a sandbox and answers once it is running or failed; its duration goes to the telemetry. */
   async create(req: CreateSandboxRequest): Promise<Sandbox> {
+    const t0 = performance.now();
+    const seconds = () => (performance.now() - t0) / 1000;
+    try {
+      const sb = await this.createUntimed(req);
+      this.telemetry.observeCreate(sb.runtime, seconds(), sb.status === 'running');
+      return sb;
+    } catch (e) {
+      this.telemetry.observeCreate(req.runtime ?? this.defaults.runtime, seconds(), false);
+      throw e;
+    }
+  }
+
+  private async createUntimed(req: CreateSandboxRequest): Promise<Sandbox> {
     this.validate(req);
     // From a snapshot: its image, on the node whose image store holds it.
     const snap = req.snapshot === undefined ? undefined : await this.repo.getSnapshot(req.snapshot);
