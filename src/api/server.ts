@@ -1,4 +1,6 @@
 import swagger from '@fastify/swagger';
+import type { LifecycleEvents } from '../service/lifecycle-events.js';
+import { registerEventRoutes } from './routes/event-routes.js';
 import type { PromMetrics } from '../service/prometheus.js';
 import { METRICS_PATH, registerMetricsRoute } from './metrics-route.js';
 import websocket from '@fastify/websocket';
@@ -42,6 +44,7 @@ export interface ApiServices {
   images: ImageService;
   volumes: VolumeService;
   metrics: SandboxMetrics;
+  lifecycle: LifecycleEvents;
   snapshots: SnapshotService;
   version: string;
   nodeId: string;
@@ -134,6 +137,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
   await app.register(
     async (api) => {
       registerSystemRoutes(api, svc);
+      registerEventRoutes(api, svc);
       registerSandboxRoutes(api, svc);
       registerSnapshotRoutes(api, svc);
       registerExecRoutes(api, svc, opts.logger);

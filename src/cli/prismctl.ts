@@ -4,6 +4,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { CliContext, DEFAULT_API, printError, UsageError, type CliIo } from './context.js';
 import { registerImageCommands } from './image-commands.js';
 import { registerNodeCommands } from './node-commands.js';
+import { registerEventCommands } from './event-commands.js';
 import { registerSandboxCommands } from './sandbox-commands.js';
 import { registerTokenCommands } from './token-commands.js';
 import { registerVolumeCommands } from './volume-commands.js';
@@ -28,6 +29,7 @@ function buildProgram(ctx: CliContext): Command {
     })
     .showHelpAfterError('(run with --help for usage)');
   registerNodeCommands(program, ctx);
+  registerEventCommands(program, ctx);
   registerSandboxCommands(program, ctx);
   registerImageCommands(program, ctx);
   registerVolumeCommands(program, ctx);

@@ -408,3 +408,24 @@ export type ExecResultWire = Static<typeof ExecResultSchema>;
 export type ExecRecordWire = Static<typeof ExecRecordSchema>;
 /** One sample of `GET /sandboxes/:id/metrics`. */
 export type SandboxMetricWire = Static<typeof SandboxMetricSchema>;
+
+/**
+ * Kinds of lifecycle event (`GET /events`): `created` when a record first appears (pending), the new
+ * status for every status change after it, `deleted` when the record is gone.
+ */
+export const LIFECYCLE_EVENT_TYPES = ['created', ...SANDBOX_STATUSES.filter((s) => s !== 'pending'), 'deleted'] as const;
+export const LifecycleEventSchema = Type.Object({
+  type: Type.Union(LIFECYCLE_EVENT_TYPES.map((t) => Type.Literal(t))),
+  sandboxId: Type.String(),
+  /** Absent only for a `deleted` of a record this node never saw. */
+  name: Type.Optional(Type.String()),
+  node: Type.Optional(Type.String({ description: 'the node the sandbox is placed on ("" before placement)' })),
+  runtime: Type.Optional(Runtime),
+  /** Why it failed, stopped or was lost, when the record says. */
+  error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
+  /** The store revision of the change: events of one sandbox come in this order. */
+  revision: Type.Integer(),
+  time: Type.String({ description: 'when this node saw the change (RFC 3339)' }),
+});
+/** One line of `GET /events` (NDJSON) or one `data:` of its server-sent events. */
+export type LifecycleEventWire = Static<typeof LifecycleEventSchema>;

@@ -27,7 +27,7 @@ export async function startInProcessApi(opts: { processLimits?: Partial<ProcessL
   });
   await node.nodes.publish();
   const app = await buildApi(
-    { sandboxes: node.sandboxes, exec: node.exec, pty: node.pty, processes: node.processes, files: node.files, nodes: node.nodes, images: node.images, volumes: node.volumes, metrics: node.metrics, snapshots: node.snapshots, version: 'test', nodeId: 'node-test' },
+    { sandboxes: node.sandboxes, exec: node.exec, pty: node.pty, processes: node.processes, files: node.files, nodes: node.nodes, images: node.images, volumes: node.volumes, metrics: node.metrics, lifecycle: node.lifecycle, snapshots: node.snapshots, version: 'test', nodeId: 'node-test' },
     { logger: silentLogger, bodyLimit: 1 << 20, maxImportBytes: 1 << 20 },
   );
   await app.listen({ host: '127.0.0.1', port: 0 });

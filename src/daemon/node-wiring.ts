@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { LifecycleEvents } from '../service/lifecycle-events.js';
 import type { Telemetry } from '../service/telemetry.js';
 import type { NodeCapacity, RuntimeName, RuntimeProbeInfo } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
@@ -78,6 +79,8 @@ export interface NodeServices {
   images: ImageService;
   volumes: VolumeService;
   metrics: SandboxMetrics;
+  /** Lifecycle events of every sandbox of the cluster, live (GET /events). */
+  lifecycle: LifecycleEvents;
   snapshots: SnapshotService;
   scheduler: Scheduler;
   membership: Membership;
@@ -117,6 +120,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const snapshots = new SnapshotService(repo, sandboxes, agent, w.images, w.log, join(w.dataDir, 'snapshots'));
   const feed = { listSandboxes: () => repo.listSandboxes(), onChange: (fn: Parameters<SandboxEvents['onChange']>[0]) => events.onChange(fn) };
   const metrics = new SandboxMetrics(w.id, feed, agent, w.log, w.metrics ?? DEFAULT_METRICS);
+  const lifecycle = new LifecycleEvents(feed);
   const watchdog = new TaskWatchdog(feed, agent, w.log, { intervalMs: w.watchdogMs, sweepEvery: 12 });
   const scheduler = new Scheduler(repo, events, w.log, { strategy: w.placement, batchMax: 100, maxTxnOps: 128 });
   const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });
@@ -128,6 +132,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   await volumes.reconcile();
   await agent.recover();
   await events.start();
+  await lifecycle.start();
   await metrics.start();
   await membership.start();
   // The leader may have marked this node's sandboxes lost after recover() reattached them and before the
@@ -136,7 +141,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   await agent.watchAssignments(events);
   await watchdog.start();
   return {
-    repo, events, agent, nodes, sandboxes, exec, pty, processes, files, images, volumes, metrics, snapshots, scheduler, membership,
+    repo, events, agent, nodes, sandboxes, exec, pty, processes, files, images, volumes, metrics, lifecycle, snapshots, scheduler, membership,
     async setAddress(url) {
       address = url;
       nodes.setAddress(url);
@@ -148,6 +153,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
       else membership.halt();
       scheduler.stop();
       metrics.stop();
+      lifecycle.stop();
       watchdog.stop();
       events.stop();
       nodes.stop();

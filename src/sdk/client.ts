@@ -1,10 +1,11 @@
 import type { NewToken, NodeInfo, Sandbox, SandboxStatus, Snapshot, TokenInfo } from '../core/types.js';
-import type { CreateSandboxWire } from '../core/wire.js';
+import type { CreateSandboxWire, LifecycleEventWire } from '../core/wire.js';
 import { PrismApiError, connectionError, errorFromResponse } from './errors.js';
 import { connectionFromEnv, DEFAULT_URL, normalizeUrl } from './config.js';
 import { ImagesApi } from './images.js';
 import { VolumesApi } from './volumes.js';
 import { SandboxHandle, type ApiTransport } from './sandbox-handle.js';
+import { readNdjson } from './wire.js';
 
 export interface PrismOptions {
   /** Daemon address, e.g. `http://127.0.0.1:8008`; `host:port` without a scheme means http. */
@@ -56,6 +57,21 @@ export interface ClusterInfo {
 
 /** Body of `POST /sandboxes` (docs/api.md); the daemon fills in what is left out. */
 export type CreateSandboxOptions = CreateSandboxWire;
+
+/** A sandbox lifecycle event (`prism.events()`): `created`, each new status, `deleted`. */
+export type LifecycleEvent = LifecycleEventWire;
+export type LifecycleEventType = LifecycleEvent['type'];
+
+export interface EventsOptions {
+  /** Only this sandbox (id or name). */
+  sandbox?: string;
+  /** Only these types. */
+  types?: LifecycleEventType[];
+  /** Ends the stream (the iterator then finishes without an error). */
+  signal?: AbortSignal;
+  /** Called once the server streams: every event from then on is delivered. */
+  onOpen?: () => void;
+}
 
 export { DEFAULT_URL, normalizeUrl } from './config.js';
 
@@ -222,6 +238,30 @@ export class Prism {
   /** The daemon address in use, normalized (`http://host:port`). */
   get url(): string {
     return this.#api.baseUrl;
+  }
+
+  /**
+   * Sandbox lifecycle events from now on, as they happen, until `signal` aborts or the server goes
+   * (then the iterator ends). Every node streams the events of the whole cluster.
+   */
+  async *events(opts: EventsOptions = {}): AsyncGenerator<LifecycleEvent> {
+    const q = new URLSearchParams();
+    if (opts.sandbox) q.set('sandbox', opts.sandbox);
+    if (opts.types?.length) q.set('type', opts.types.join(','));
+    const query = q.size ? `?${q}` : '';
+    let res: Response;
+    try {
+      res = await this.#api.raw('GET', `/events${query}`, undefined, 'application/x-ndjson', opts.signal);
+    } catch (e) {
+      if (opts.signal?.aborted) return;
+      throw e;
+    }
+    opts.onOpen?.();
+    try {
+      for await (const ev of readNdjson(res, opts.signal)) yield ev as LifecycleEvent;
+    } catch (e) {
+      if (!opts.signal?.aborted) throw e;
+    }
   }
 
   health(): Promise<HealthInfo> {

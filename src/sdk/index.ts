@@ -1,6 +1,6 @@
 /** The Prism TypeScript SDK. `new Prism({ url, token })`, then `sandboxes.create()` and `exec()`. */
 export { Prism, DEFAULT_URL, normalizeUrl } from './client.js';
-export type { PrismOptions, HealthInfo, ClusterInfo, CreateSandboxOptions } from './client.js';
+export type { PrismOptions, HealthInfo, ClusterInfo, CreateSandboxOptions, LifecycleEvent, LifecycleEventType, EventsOptions } from './client.js';
 export { SandboxHandle } from './sandbox-handle.js';
 export type { ExecOptions, ExecResult, ExecLogEntry, SandboxMetric } from './sandbox-handle.js';
 export type { ExecEvent, ExecExit } from './exec-stream.js';
