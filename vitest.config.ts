@@ -3,7 +3,7 @@ import HostVmFirst from './test/sequencer.js';
 
 export default defineConfig({
   test: {
-    include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+    include: ['src/**/*.test.ts', 'test/**/*.test.ts', 'console/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 300_000,
     // Integration tests start real daemons and containers. Three on 2 cores: one worker holds the host

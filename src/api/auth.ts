@@ -1,4 +1,6 @@
 import type { FastifyInstance } from 'fastify';
+import type { IncomingHttpHeaders } from 'node:http';
+import { PTY_PROTOCOL, tokenFromProtocols } from '../core/socket-protocols.js';
 import { isGatewayPath } from '../e2b/gateway.js';
 import type { TokenService } from '../service/token-service.js';
 
@@ -6,17 +8,33 @@ import type { TokenService } from '../service/token-service.js';
 const OPEN = new Set(['/api/v1/health']);
 
 /**
- * Every request but the open ones must carry `Authorization: Bearer <token>`. A missing, malformed,
+ * The bearer token of a request: the `Authorization` header, or on a WebSocket upgrade (where a browser
+ * cannot set headers) the `prism.bearer.<base64url>` subprotocol (src/sdk/socket.ts). Never the URL.
+ */
+export function bearerToken(headers: IncomingHttpHeaders): string {
+  const header = headers.authorization ?? '';
+  if (header.startsWith('Bearer ')) return header.slice(7).trim();
+  if (header === '' && headers.upgrade?.toLowerCase() === 'websocket') return tokenFromProtocols(headers['sec-websocket-protocol']) ?? '';
+  return '';
+}
+
+/** The subprotocol the server answers a WebSocket with: the terminal's when offered (a browser must get one back). */
+export function chooseProtocol(offered: Set<string>): string | false {
+  return offered.has(PTY_PROTOCOL) ? PTY_PROTOCOL : false;
+}
+
+/**
+ * Every request but the open ones must carry `Authorization: Bearer <token>` (or, on a
+ * WebSocket, the token subprotocol: see {@link bearerToken}). A missing, malformed,
  * unknown or revoked token gets the same 401 (no hint which), checked before the body is read.
  */
-export function registerAuth(app: FastifyInstance, tokens: TokenService, alsoOpen: string[] = []): void {
-  const open = new Set([...OPEN, ...alsoOpen]);
+export function registerAuth(app: FastifyInstance, tokens: TokenService, alsoOpen: (path: string) => boolean = () => false): void {
   app.addHook('onRequest', async (req, reply) => {
-    if (open.has(req.url.split('?')[0]!)) return;
+    const path = req.url.split('?')[0]!;
+    if (OPEN.has(path) || alsoOpen(path)) return;
     // The E2B gateway checks its own credentials (an API token as X-API-KEY, a sandbox's access token).
     if (isGatewayPath(req.url)) return;
-    const header = req.headers.authorization ?? '';
-    const bearer = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
+    const bearer = bearerToken(req.headers);
     if (bearer && tokens.verify(bearer)) return;
     return reply
       .status(401)

@@ -18,7 +18,8 @@ import type { TokenService } from '../service/token-service.js';
 import type { VolumeService } from '../service/volume-service.js';
 import { registerE2bGateway } from '../e2b/gateway.js';
 import { rewriteSandboxHost } from '../e2b/host-routing.js';
-import { registerAuth } from './auth.js';
+import { chooseProtocol, registerAuth } from './auth.js';
+import { isConsolePath, registerConsole } from './console-route.js';
 import { registerTokenRoutes } from './routes/token-routes.js';
 import { registerOwnerProxy } from './owner-proxy.js';
 import type { SandboxMetrics } from '../service/sandbox-metrics.js';
@@ -64,6 +65,8 @@ export interface ApiOptions {
   maxImportBytes: number;
   /** Serve HTTPS with `cert`/`key`; forwarded requests verify other nodes against `ca` and present `cert`. */
   tls?: { cert: Buffer; key: Buffer; ca: Buffer };
+  /** Serve the web console at `/` (prismd `--no-console` turns it off); a string: from that directory. */
+  console?: boolean | string;
 }
 
 function sendError(reply: import('fastify').FastifyReply, code: ErrorCode, message: string) {
@@ -130,8 +133,10 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
   app.setNotFoundHandler((req, reply) => sendError(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
   // Before auth: its onRequest hook marks upgrade requests, so that a refused one gets its socket closed.
   // Terminal input comes in keystrokes; 1 MiB bounds what one frame can make the daemon buffer.
-  await app.register(websocket, { options: { maxPayload: 1 << 20, perMessageDeflate: false } });
-  if (svc.tokens) registerAuth(app, svc.tokens, svc.prometheus?.auth === 'none' ? [METRICS_PATH] : []);
+  await app.register(websocket, { options: { maxPayload: 1 << 20, perMessageDeflate: false, handleProtocols: chooseProtocol } });
+  const metricsOpen = svc.prometheus?.auth === 'none';
+  if (svc.tokens) registerAuth(app, svc.tokens, (path) => (!!opts.console && isConsolePath(path)) || (metricsOpen && path === METRICS_PATH));
+  if (opts.console) await registerConsole(app, typeof opts.console === 'string' ? opts.console : undefined);
   if (svc.prometheus) registerMetricsRoute(app, svc.prometheus.metrics);
   await registerOwnerProxy(app, svc.sandboxes, svc.nodeId, opts.tls, svc.volumes);
   await app.register(

@@ -54,6 +54,8 @@ export interface DaemonConfig {
   auth: 'token' | 'none';
   /** `token`: GET /metrics needs an API token like the API; `none`: Prometheus scrapes it without one. */
   metricsAuth: 'token' | 'none';
+  /** Serve the web console at `/` (`--no-console` turns it off). */
+  console: boolean;
   /** Commands in images that name no user run as this one (`uid[:gid]` or `root`). */
   defaultUser: string;
   tls: TlsConfig;
@@ -105,6 +107,7 @@ export interface DaemonFlags {
   maxFileMb?: string;
   auth?: string;
   metricsAuth?: string;
+  console?: boolean;
   defaultUser?: string;
   tls?: string;
   tlsCert?: string;
@@ -261,6 +264,7 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     nodeTtlMs: (positive('--node-ttl', flags.nodeTtl ?? env.PRISM_NODE_TTL, false) ?? 5) * 1000,
     auth: 'token',
     metricsAuth: 'token',
+    console: flags.console ?? env.PRISM_CONSOLE !== '0',
     defaultUser: flags.defaultUser ?? env.PRISM_DEFAULT_USER ?? '65534:65534',
     tls: { mode: 'off' },
     sandboxCidr: flags.sandboxCidr ?? env.PRISM_SANDBOX_CIDR ?? DEFAULT_SANDBOX_CIDR,

@@ -179,7 +179,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       { sandboxes: node.sandboxes, exec: node.exec, pty: node.pty, processes: node.processes, files: node.files, nodes: node.nodes, images: node.images, volumes: node.volumes, metrics: node.metrics, lifecycle: node.lifecycle, snapshots: node.snapshots, version, nodeId: ident.id, ...(tokens ? { tokens } : {}),
         prometheus: { metrics: prom, auth: cfg.metricsAuth },
         e2b: { defaultImage: cfg.defaultImage, maxTimeoutSec: 86400, ...(cfg.e2bDomain ? { domain: cfg.e2bDomain } : {}) } },
-      { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3, ...(tls ? { tls } : {}) });
+      { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3, console: cfg.console, ...(tls ? { tls } : {}) });
     await app.listen({ host: cfg.apiHost, port: cfg.apiPort }).catch((e: NodeJS.ErrnoException) => {
       throw startupRefusal(listenProblem(cfg.apiHost, cfg.apiPort, e.code ?? e.message), e);
     });

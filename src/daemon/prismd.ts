@@ -130,6 +130,8 @@ function daemonOptions(): Option[] {
     new Option('--max-file-mb <mb>', 'largest file read or written through the files API in one request (default 1024)').env('PRISM_MAX_FILE_MB'),
     new Option('--default-user <uid[:gid]|root>', 'user of commands in images that name none (default 65534:65534, nobody)').env('PRISM_DEFAULT_USER'),
     new Option('--auth <mode>', 'token: every API call but /health needs a token (default); none: no auth, loopback only').choices(['token', 'none']).env('PRISM_AUTH'),
+    new Option('--console', 'serve the web console at / (the default)'),
+    new Option('--no-console', 'do not serve the web console at / (PRISM_CONSOLE=0)'),
     new Option('--metrics-auth <mode>', 'token: GET /metrics needs an API token like the API (default); none: Prometheus scrapes it without one').choices(['token', 'none']).env('PRISM_METRICS_AUTH'),
     new Option('--tls <mode>', 'auto: serve HTTPS with a certificate from a private CA made in <data-dir>/tls (off by default)').choices(['off', 'auto']).env('PRISM_TLS'),
     new Option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM; with --tls-key)').env('PRISM_TLS_CERT'),

@@ -1,7 +1,8 @@
 import type { NewToken, NodeInfo, Sandbox, SandboxStatus, Snapshot, TokenInfo } from '../core/types.js';
 import type { CreateSandboxWire, LifecycleEventWire } from '../core/wire.js';
 import { PrismApiError, connectionError, errorFromResponse } from './errors.js';
-import { connectionFromEnv, DEFAULT_URL, normalizeUrl } from './config.js';
+import { DEFAULT_URL, normalizeUrl } from './config-url.js';
+import type { SocketOpening } from './socket.js';
 import { ImagesApi } from './images.js';
 import { VolumesApi } from './volumes.js';
 import { SandboxHandle, type ApiTransport } from './sandbox-handle.js';
@@ -22,16 +23,15 @@ export interface PrismOptions {
   ca?: string | Uint8Array;
 }
 
-/** A fetch that trusts `ca`, on undici (pure JS, already what Node's fetch is built on). */
-function fetchTrusting(ca: string | Uint8Array): typeof fetch {
-  let ready: Promise<typeof fetch> | undefined;
-  const load = async (): Promise<typeof fetch> => {
-    const undici = await import('undici');
-    const dispatcher = new undici.Agent({ connect: { ca: typeof ca === 'string' ? ca : Buffer.from(ca) } });
-    return ((input: string | URL | Request, init?: RequestInit) =>
-      undici.fetch(input as string, { ...(init as object), dispatcher } as Parameters<typeof undici.fetch>[1])) as unknown as typeof fetch;
-  };
-  return async (input, init) => (await (ready ??= load()))(input, init);
+/**
+ * What differs between Node and a browser (./node-platform.ts, ./browser.ts): how a private CA is
+ * trusted, and how a WebSocket is opened with the token.
+ */
+export interface SdkPlatform {
+  /** A fetch that trusts `ca` (PEM). */
+  fetchTrusting(ca: string | Uint8Array): typeof fetch;
+  /** Opens a WebSocket to `url`; `what` names the call in errors. */
+  openSocket(url: string, opts: { token?: string; ca?: string | Uint8Array; baseUrl: string; what: string }): Promise<SocketOpening>;
 }
 
 export interface HealthInfo {
@@ -73,19 +73,21 @@ export interface EventsOptions {
   onOpen?: () => void;
 }
 
-export { DEFAULT_URL, normalizeUrl } from './config.js';
+export { DEFAULT_URL, normalizeUrl } from './config-url.js';
 
 class HttpTransport implements ApiTransport {
   readonly baseUrl: string;
   readonly #token: string | undefined;
   readonly #fetch: typeof fetch;
   readonly #ca: string | Uint8Array | undefined;
+  readonly #platform: SdkPlatform;
 
-  constructor(opts: PrismOptions) {
+  constructor(opts: PrismOptions, platform: SdkPlatform) {
     this.baseUrl = normalizeUrl(opts.url ?? DEFAULT_URL);
     this.#token = opts.token;
     this.#ca = opts.ca;
-    this.#fetch = opts.fetch ?? (opts.ca ? fetchTrusting(opts.ca) : (input, init) => fetch(input, init));
+    this.#platform = platform;
+    this.#fetch = opts.fetch ?? (opts.ca ? platform.fetchTrusting(opts.ca) : (input, init) => fetch(input, init));
   }
 
   async json<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
@@ -106,12 +108,14 @@ class HttpTransport implements ApiTransport {
     return this.send(method, path, body === undefined ? undefined : JSON.stringify(body), 'application/json', accept, signal);
   }
 
-  socketOptions(): { headers: Record<string, string>; ca?: string | Buffer } {
-    const ca = this.#ca;
-    return {
-      headers: this.#token ? { authorization: `Bearer ${this.#token}` } : {},
-      ...(ca !== undefined ? { ca: typeof ca === 'string' ? ca : Buffer.from(ca) } : {}),
-    };
+  openSocket(path: string): Promise<SocketOpening> {
+    const url = `${this.baseUrl.replace(/^http/, 'ws')}/api/v1${path}`;
+    return this.#platform.openSocket(url, {
+      ...(this.#token ? { token: this.#token } : {}),
+      ...(this.#ca !== undefined ? { ca: this.#ca } : {}),
+      baseUrl: this.baseUrl,
+      what: `GET ${path.split('?')[0]}`,
+    });
   }
 
   async upload<T>(method: string, path: string, body: Uint8Array | ReadableStream<Uint8Array>, contentType: string, signal?: AbortSignal): Promise<T> {
@@ -147,13 +151,14 @@ class HttpTransport implements ApiTransport {
 }
 
 /**
- * Client for one Prism daemon (any node of a cluster).
+ * Client for one Prism daemon (any node of a cluster), on a given platform: `Prism` from the package
+ * (Node) or from its browser build. Use those, not this class.
  *
  * `sandboxes.list()` returns {@link SandboxHandle}s, not plain records, so a listed sandbox can be acted
  * on directly; the record is in `handle.info`, and `JSON.stringify(handles)` gives the records.
  * Every call rejects with {@link PrismApiError} on failure.
  */
-export class Prism {
+export class PrismClient {
   readonly #api: HttpTransport;
 
   readonly nodes: {
@@ -193,8 +198,8 @@ export class Prism {
     get(idOrName: string): Promise<SandboxHandle>;
   };
 
-  constructor(opts: PrismOptions = {}) {
-    const api = new HttpTransport(opts);
+  constructor(opts: PrismOptions, platform: SdkPlatform) {
+    const api = new HttpTransport(opts, platform);
     this.#api = api;
     this.nodes = {
       list: async () => (await api.json<{ nodes: NodeInfo[] }>('GET', '/nodes')).nodes,
@@ -225,14 +230,6 @@ export class Prism {
       get: async (idOrName) =>
         new SandboxHandle(api, await api.json<Sandbox>('GET', `/sandboxes/${encodeURIComponent(idOrName)}`)),
     };
-  }
-
-  /**
-   * A client configured like prismctl: PRISM_API, PRISM_TOKEN and PRISM_CA (a PEM file) from `env`,
-   * else the login saved by `prismctl login` or the quick start (~/.config/prism/config.json).
-   */
-  static fromEnv(env: Record<string, string | undefined> = process.env, extra: Pick<PrismOptions, 'fetch'> = {}): Prism {
-    return new Prism({ ...connectionFromEnv(env), ...extra });
   }
 
   /** The daemon address in use, normalized (`http://host:port`). */

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connectionFromEnv } from './config.js';
-import { Prism } from './client.js';
+import { Prism } from './index.js';
 
 describe('connectionFromEnv', () => {
   const dir = mkdtempSync(join(tmpdir(), 'prism-sdk-cfg-'));

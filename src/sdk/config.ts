@@ -16,16 +16,8 @@ export interface ConnectionOptions {
 
 export type Env = Record<string, string | undefined>;
 
-export const DEFAULT_API = '127.0.0.1:8008';
-export const DEFAULT_URL = 'http://127.0.0.1:8008';
-
-/** Accepts `host:port`, `http://host:port`, with or without a trailing `/` or `/api/v1`. */
-export function normalizeUrl(url: string): string {
-  let u = url.trim();
-  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(u)) u = `http://${u}`;
-  return u.replace(/\/+$/, '').replace(/\/api\/v1$/, '');
-}
-
+export { DEFAULT_API, DEFAULT_URL, normalizeUrl } from './config-url.js';
+import { DEFAULT_API, normalizeUrl } from './config-url.js';
 
 /** `$PRISM_CONFIG`, else `$XDG_CONFIG_HOME/prism/config.json`, else `~/.config/prism/config.json`. */
 export function configPath(env: Env): string {

@@ -1,5 +1,24 @@
 /** The Prism TypeScript SDK. `new Prism({ url, token })`, then `sandboxes.create()` and `exec()`. */
-export { Prism, DEFAULT_URL, normalizeUrl } from './client.js';
+import { PrismClient, type PrismOptions } from './client.js';
+import { connectionFromEnv } from './config.js';
+import { nodePlatform } from './node-platform.js';
+
+/** Client for one Prism daemon (any node of a cluster), on Node. The browser build has its own. */
+export class Prism extends PrismClient {
+  constructor(opts: PrismOptions = {}) {
+    super(opts, nodePlatform);
+  }
+
+  /**
+   * A client configured like prismctl: PRISM_API, PRISM_TOKEN and PRISM_CA (a PEM file) from `env`,
+   * else the login saved by `prismctl login` or the quick start (~/.config/prism/config.json).
+   */
+  static fromEnv(env: Record<string, string | undefined> = process.env, extra: Pick<PrismOptions, 'fetch'> = {}): Prism {
+    return new Prism({ ...connectionFromEnv(env), ...extra });
+  }
+}
+
+export { DEFAULT_URL, normalizeUrl } from './config-url.js';
 export type { PrismOptions, HealthInfo, ClusterInfo, CreateSandboxOptions, LifecycleEvent, LifecycleEventType, EventsOptions } from './client.js';
 export { SandboxHandle } from './sandbox-handle.js';
 export type { ExecOptions, ExecResult, ExecLogEntry, SandboxMetric } from './sandbox-handle.js';

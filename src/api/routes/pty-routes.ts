@@ -6,6 +6,7 @@ import type { Logger } from '../../service/logger.js';
 import { PTY_SIGNALS, type PtyRequest, type PtySession, type PtySignal } from '../../service/pty-service.js';
 import { FORWARDED_HEADER } from '../owner-proxy.js';
 import { dialOwner, type OwnerSocket } from '../owner-socket.js';
+import { bearerToken } from '../auth.js';
 import { withErrors } from '../schemas.js';
 import type { ApiServices } from '../server.js';
 
@@ -77,7 +78,8 @@ export function registerPtyRoutes(app: FastifyInstance, svc: ApiServices, log: L
         throw new PrismError('UNAVAILABLE', `sandbox '${loc.sandbox.name}' moved while the request was forwarded; try again`, { retryAfterSec: 1 });
       }
       const headers: Record<string, string> = { [FORWARDED_HEADER]: svc.nodeId };
-      if (req.headers.authorization) headers.authorization = req.headers.authorization;
+      const bearer = bearerToken(req.headers);
+      if (bearer) headers.authorization = `Bearer ${bearer}`;
       const dial = await dialOwner(`${loc.address}${req.url}`, headers, tls).catch((e: Error) => {
         throw new PrismError('UNAVAILABLE', `node ${loc.node} (${loc.address}), which runs sandbox '${loc.sandbox.name}', did not answer: ${e.message}; try again`, { retryAfterSec: 1 });
       });

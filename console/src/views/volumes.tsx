@@ -1,0 +1,86 @@
+import { useState } from 'preact/hooks';
+import type { Prism } from '../../../src/sdk/browser.js';
+import { ago } from '../format.js';
+import { useAction, useLoad } from '../hooks.js';
+
+export function VolumesView({ client }: { client: Prism }) {
+  const volumes = useLoad(() => client.volumes.list(), [client], 10_000);
+  const [name, setName] = useState('');
+  const [sizeMb, setSizeMb] = useState('1024');
+  const create = useAction();
+  const remove = useAction();
+  const submit = async (e: Event): Promise<void> => {
+    e.preventDefault();
+    if (await create.run(() => client.volumes.create({ name: name.trim(), sizeMb: Number(sizeMb) }))) {
+      setName('');
+      volumes.reload();
+    }
+  };
+  return (
+    <section aria-labelledby="volumes-h">
+      <h1 id="volumes-h">Volumes</h1>
+      <form onSubmit={submit} class="row">
+        <label>
+          Volume name
+          <input required value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} />
+        </label>
+        <label>
+          Size (MiB)
+          <input type="number" required min="1" value={sizeMb} onInput={(e) => setSizeMb((e.target as HTMLInputElement).value)} />
+        </label>
+        <button type="submit" disabled={create.busy}>
+          Create volume
+        </button>
+        {create.error && (
+          <span class="error" role="alert">
+            {create.error}
+          </span>
+        )}
+      </form>
+      {(volumes.error || remove.error) && (
+        <p class="error" role="alert">
+          {volumes.error ?? remove.error}
+        </p>
+      )}
+      {volumes.data && volumes.data.length === 0 && <p>No volumes yet.</p>}
+      {volumes.data && volumes.data.length > 0 && (
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">Name</th>
+              <th scope="col">Size</th>
+              <th scope="col">Node</th>
+              <th scope="col">Attached to</th>
+              <th scope="col">Created</th>
+              <th scope="col">Actions</th>
+            </tr>
+          </thead>
+          <tbody>
+            {volumes.data.map((v) => (
+              <tr key={v.name}>
+                <td>{v.name}</td>
+                <td>{v.sizeMb} MiB</td>
+                <td class="mono">{v.node}</td>
+                <td>{v.attachments.map((a) => a.sandboxId).join(', ') || '–'}</td>
+                <td>{ago(v.createdAt)}</td>
+                <td>
+                  <button
+                    type="button"
+                    class="danger"
+                    aria-label={`Delete volume ${v.name}`}
+                    disabled={remove.busy}
+                    onClick={() => {
+                      if (confirm(`Delete volume ${v.name} and its data?`)) void remove.run(() => client.volumes.delete(v.name)).then(volumes.reload);
+                    }}
+                  >
+                    Delete
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
