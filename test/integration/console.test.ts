@@ -102,9 +102,11 @@ describe.skipIf(!!skip)('web console in chromium', () => {
     await shot('01-wrong-token');
   });
 
-  it('logs in and shows the sandbox made through the API, live', async () => {
-    await page.getByLabel('API token').fill(consoleToken.token);
-    await page.getByRole('button', { name: 'Log in' }).click();
+  it('logs in with the keyboard alone and shows the sandbox made through the API, live', async () => {
+    await page.getByLabel('API token').fill('');
+    await page.getByLabel('API token').focus();
+    await page.keyboard.type(consoleToken.token);
+    await page.keyboard.press('Enter');
     await page.getByRole('heading', { name: /Sandboxes/ }).waitFor();
     await page.locator(`tr[data-sandbox="${sb.id}"]`).waitFor();
     // The token stays in this tab's sessionStorage, never in the URL.
@@ -190,6 +192,30 @@ describe.skipIf(!!skip)('web console in chromium', () => {
     expect(await page.getByRole('status').textContent()).toContain('no longer accepted');
     expect(await page.evaluate(() => Object.values(sessionStorage))).not.toContain(consoleToken.token);
     await shot('07-revoked');
+  });
+
+  it('labels every control', async () => {
+    await page.getByLabel('API token').waitFor();
+    const pages = ['#/sandboxes', '#/nodes', '#/images', '#/volumes', `#/sandboxes/${sb.id}/files`, `#/sandboxes/${sb.id}/logs`, `#/sandboxes/${sb.id}/processes`];
+    // Logged out by now: log in again (a fresh token) to walk the pages.
+    const again = await admin.tokens.create('console-test-2');
+    await page.getByLabel('API token').fill(again.token);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByRole('button', { name: 'Log out' }).waitFor();
+    for (const hash of pages) {
+      await page.evaluate((h) => (location.hash = h), hash);
+      await page.waitForTimeout(300);
+      const unlabelled = await page.evaluate(() =>
+        [...document.querySelectorAll('input, select, textarea, button')]
+          .filter((el) => {
+            const labels = (el as HTMLInputElement).labels;
+            return !(labels && labels.length > 0) && !el.getAttribute('aria-label') && !(el.textContent ?? '').trim();
+          })
+          .map((el) => el.outerHTML.slice(0, 120)),
+      );
+      expect(unlabelled, hash).toEqual([]);
+    }
+    await admin.tokens.revoke(again.id);
   });
 
   it('met no script error and no Content-Security-Policy refusal', () => {
