@@ -33,6 +33,8 @@ import { registerPtyRoutes } from './routes/pty-routes.js';
 import { registerProcessRoutes } from './routes/process-routes.js';
 import { registerSandboxRoutes } from './routes/sandbox-routes.js';
 import { registerSystemRoutes } from './routes/system-routes.js';
+import { isJoinPath, registerClusterRoutes } from './routes/cluster-routes.js';
+import type { ClusterJoin } from '../cluster/join-service.js';
 import { registerVolumeRoutes } from './routes/volume-routes.js';
 
 export interface ApiServices {
@@ -49,6 +51,8 @@ export interface ApiServices {
   snapshots: SnapshotService;
   version: string;
   nodeId: string;
+  /** Joining the cluster (`prismd --join`); absent on a node alone on SQLite. */
+  cluster?: ClusterJoin;
   /** Absent only when the daemon runs with `--auth none`. */
   tokens?: TokenService;
   /** GET /metrics (Prometheus); `auth: none` serves it without a token (`prismd --metrics-auth none`). */
@@ -135,13 +139,14 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
   // Terminal input comes in keystrokes; 1 MiB bounds what one frame can make the daemon buffer.
   await app.register(websocket, { options: { maxPayload: 1 << 20, perMessageDeflate: false, handleProtocols: chooseProtocol } });
   const metricsOpen = svc.prometheus?.auth === 'none';
-  if (svc.tokens) registerAuth(app, svc.tokens, (path) => (!!opts.console && isConsolePath(path)) || (metricsOpen && path === METRICS_PATH));
+  if (svc.tokens) registerAuth(app, svc.tokens, (path) => (!!opts.console && isConsolePath(path)) || (metricsOpen && path === METRICS_PATH) || isJoinPath(path));
   if (opts.console) await registerConsole(app, typeof opts.console === 'string' ? opts.console : undefined);
   if (svc.prometheus) registerMetricsRoute(app, svc.prometheus.metrics);
   await registerOwnerProxy(app, svc.sandboxes, svc.nodeId, opts.tls, svc.volumes);
   await app.register(
     async (api) => {
       registerSystemRoutes(api, svc);
+      registerClusterRoutes(api, svc.cluster);
       registerEventRoutes(api, svc);
       registerSandboxRoutes(api, svc);
       registerSnapshotRoutes(api, svc);

@@ -1,5 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { PrismApiError, type ClusterInfo, type NodeInfo, type Prism } from '../sdk/index.js';
+import { PrismApiError, type ClusterInfo, type EtcdMember, type NodeInfo, type Prism } from '../sdk/index.js';
 import { allocatable, DEFAULT_CPU_OVERCOMMIT, DEFAULT_MEMORY_OVERCOMMIT } from '../core/types.js';
 import { printError, type CliContext } from './context.js';
 import { age, humanBytes, humanCpus, humanDuration, labelList, percent, renderFields, renderTable, usedOf } from './output.js';
@@ -13,9 +13,30 @@ export function registerNodeCommands(program: Command, ctx: CliContext): void {
     .description('show the cluster: nodes alive and dead, leader, sandboxes by status')
     .action(async (_opts: unknown, cmd: Command) => {
       const client = ctx.client(cmd);
-      const [info, nodes] = await Promise.all([client.clusterInfo(), client.nodes.list()]);
-      if (ctx.format(cmd) === 'json') return ctx.json(info);
-      ctx.out(renderClusterInfo(info, nodes));
+      const [info, nodes, members] = await Promise.all([client.clusterInfo(), client.nodes.list(), client.cluster.members().catch(() => [])]);
+      if (ctx.format(cmd) === 'json') return ctx.json(members.length ? { ...info, etcdMembers: members } : info);
+      ctx.out(renderClusterInfo(info, nodes, members));
+    });
+
+  const cluster = program.command('cluster').description('form the cluster: join tokens, etcd members');
+
+  cluster
+    .command('join-token')
+    .description('print the token a new node gives prismd --join (--join-token or PRISM_JOIN_TOKEN)')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const token = await ctx.client(cmd).cluster.joinToken();
+      if (ctx.format(cmd) === 'json') return ctx.json({ token });
+      ctx.out(token);
+    });
+
+  cluster
+    .command('members')
+    .description("the cluster's etcd members run by prismd, and their health")
+    .action(async (_opts: unknown, cmd: Command) => {
+      const members = await ctx.client(cmd).cluster.members();
+      if (ctx.format(cmd) === 'json') return ctx.json({ members });
+      if (members.length === 0) return ctx.out('no etcd members run by prismd (a single node on SQLite, or an etcd of your own)');
+      ctx.out(renderTable(['NAME', 'ID', 'ROLE', 'HEALTH', 'CLIENT', 'PEER'], members.map((m) => [m.name || '(starting)', m.id, m.learner ? 'learner' : 'voter', m.healthy ? 'healthy' : 'UNHEALTHY', m.clientUrls.join(','), m.peerUrls.join(',')])));
     });
 
   const node = program.command('node').description('inspect the nodes of the cluster');
@@ -186,7 +207,7 @@ export function renderTop(info: ClusterInfo, nodes: NodeInfo[], now: Date): stri
   return `${clusterLine(info)}   ${now.toTimeString().slice(0, 8)}\n${table}${nodes.length ? '(* leader)\n' : ''}`;
 }
 
-function renderClusterInfo(info: ClusterInfo, nodes: NodeInfo[]): string {
+function renderClusterInfo(info: ClusterInfo, nodes: NodeInfo[], members: EtcdMember[] = []): string {
   const name = (id: string): string => nodes.find((n) => n.id === id)?.name ?? '';
   const named = (n: string, id: string): string => (n ? `${n} (${id})` : id);
   const dead = nodes.filter((n) => n.status === 'dead').map((n) => n.name).sort();
@@ -202,6 +223,7 @@ function renderClusterInfo(info: ClusterInfo, nodes: NodeInfo[]): string {
     ['Nodes', `${info.nodes} (${info.nodesAlive} alive, ${deadCount} dead${dead.length ? `: ${dead.join(', ')}` : ''})`],
     ['Uptime', humanDuration(info.uptimeSec)],
     ['Sandboxes', byStatus ? `${info.sandboxes.total} (${byStatus})` : String(info.sandboxes.total)],
+    ['etcd members', members.length ? members.map((m) => `${m.name || m.id} ${m.learner ? 'learner' : 'voter'} ${m.healthy ? 'healthy' : 'UNHEALTHY'}`).join(', ') : undefined],
   ]);
 }
 

@@ -1,3 +1,4 @@
+import type { ManagedEtcdConfig } from '../cluster/managed-etcd.js';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { PrismError } from '../core/errors.js';
@@ -38,7 +39,11 @@ export interface DaemonConfig {
   /** JSON file `{"auths": {"host[:port]": {"username": "...", "password": "..."}}}` (mode 0600). */
   registryAuthFile?: string;
   /** Where cluster state lives: this node's SQLite file, or an etcd cluster shared by every node. */
-  store: { kind: 'sqlite' } | { kind: 'etcd'; endpoints: string[]; tls?: { ca?: string; cert?: string; key?: string } };
+  store:
+    | { kind: 'sqlite' }
+    | { kind: 'etcd'; endpoints: string[]; tls?: { ca?: string; cert?: string; key?: string } }
+    /** prismd runs its own etcd member (`--cluster-init`, `--join`): src/cluster/managed-etcd.ts. */
+    | ({ kind: 'managed-etcd'; voters: number } & ManagedEtcdConfig);
   /** The URL other nodes use to reach this node's API (default: the bound API address). */
   advertise?: string;
   labels: Record<string, string>;
@@ -91,6 +96,12 @@ export interface DaemonFlags {
   dockerHost?: string;
   microvmSnapshots?: boolean;
   store?: string;
+  clusterInit?: boolean;
+  join?: string;
+  joinToken?: string;
+  etcdPeer?: string;
+  etcdClient?: string;
+  etcdVoters?: string;
   etcdCa?: string;
   etcdCert?: string;
   etcdKey?: string;
@@ -138,6 +149,31 @@ export function parseHostPort(s: string, flag = '--api'): { host: string; port: 
   const port = m ? Number(m[3]) : NaN;
   if (!m || port > 65535) throw new PrismError('INVALID_ARGUMENT', `${flag} must be HOST:PORT, got '${s}'`);
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+/**
+ * `--cluster-init` / `--join URL` (prismd runs its own etcd member) or `--store`. The member listens on
+ * `--etcd-peer` and `--etcd-client` (default: the API's host, ports 2380 and 2379).
+ */
+function parseClusterStore(flags: DaemonFlags, env: NodeJS.ProcessEnv, store: () => DaemonConfig['store']): DaemonConfig['store'] {
+  const init = flags.clusterInit ?? env.PRISM_CLUSTER_INIT === '1';
+  const joinUrl = flags.join ?? env.PRISM_JOIN;
+  if (!init && !joinUrl) return store();
+  if (init && joinUrl) throw new PrismError('INVALID_ARGUMENT', '--cluster-init starts a new cluster and --join joins one: give one of them');
+  if (flags.store ?? env.PRISM_STORE) throw new PrismError('INVALID_ARGUMENT', `--store and --${init ? 'cluster-init' : 'join'} both say where the cluster state lives: give one of them`);
+  const apiHost = parseHostPort(flags.api ?? env.PRISM_API ?? '127.0.0.1:8008').host;
+  const host = apiHost === '0.0.0.0' || apiHost === '::' ? '127.0.0.1' : apiHost;
+  const peer = parseHostPort(flags.etcdPeer ?? env.PRISM_ETCD_PEER ?? `${host}:2380`, '--etcd-peer');
+  const client = parseHostPort(flags.etcdClient ?? env.PRISM_ETCD_CLIENT ?? `${host}:2379`, '--etcd-client');
+  const voters = Number(flags.etcdVoters ?? env.PRISM_ETCD_VOTERS ?? 3);
+  if (voters !== 1 && voters !== 3 && voters !== 5) throw new PrismError('INVALID_ARGUMENT', `--etcd-voters must be 1, 3 or 5, got '${flags.etcdVoters ?? env.PRISM_ETCD_VOTERS}'`);
+  if (joinUrl) {
+    if (!/^https?:\/\//.test(joinUrl)) throw new PrismError('INVALID_ARGUMENT', `--join must be the URL of a node of the cluster (http://host:port), got '${joinUrl}'`);
+    const joinToken = flags.joinToken ?? env.PRISM_JOIN_TOKEN;
+    if (!joinToken) throw new PrismError('INVALID_ARGUMENT', '--join needs --join-token (or PRISM_JOIN_TOKEN): get it with prismctl cluster join-token on a node of the cluster');
+    return { kind: 'managed-etcd', mode: 'join', joinUrl, joinToken, peer, client, voters };
+  }
+  return { kind: 'managed-etcd', mode: 'init', peer, client, voters };
 }
 
 /** `sqlite` (the default) or `etcd://host:port[,host:port...]` (`etcd+https://` for TLS). */
@@ -253,11 +289,12 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     microvmSnapshots: flags.microvmSnapshots ?? env.PRISM_MICROVM_SNAPSHOTS !== '0',
     warmPool: parseWarmPool(flags.warmPool ?? env.PRISM_WARM_POOL ?? '0'),
     vmm: parseVmm(flags.vmm ?? env.PRISM_VMM ?? 'qemu'),
-    store: parseStore(flags.store ?? env.PRISM_STORE ?? 'sqlite', {
+    store: parseClusterStore(flags, env, () =>
+  parseStore(flags.store ?? env.PRISM_STORE ?? 'sqlite', {
       ca: flags.etcdCa ?? env.PRISM_ETCD_CA,
       cert: flags.etcdCert ?? env.PRISM_ETCD_CERT,
       key: flags.etcdKey ?? env.PRISM_ETCD_KEY,
-    }),
+    })),
     labels: parseLabels(flags.label ?? (env.PRISM_LABELS ?? '').split(',').filter(Boolean)),
     capacity: {},
     placement: 'spread',

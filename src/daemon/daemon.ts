@@ -17,6 +17,8 @@ import { LinuxNetworkManager } from '../net/linux/linux-network-manager.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { LocalVolumeStore } from '../volumes/local/local-volume-store.js';
 import type { Store } from '../store/store.js';
+import { ClusterJoin, voterEndpoints } from '../cluster/join-service.js';
+import { startManagedEtcd, type ManagedEtcd } from '../cluster/managed-etcd.js';
 import type { DaemonConfig } from './config.js';
 import { startNode } from './node-wiring.js';
 import { loadTls } from './tls.js';
@@ -62,14 +64,39 @@ async function bootstrapAdminToken(tokens: TokenService, dataDir: string, log: L
   else process.stderr.write(`prismd: created the admin API token (printed once; also in ${file}, mode 0600):\n${t.token}\n`);
 }
 
-async function openStore(cfg: DaemonConfig): Promise<Store> {
-  if (cfg.store.kind === 'etcd') {
-    // Loaded only for a cluster: etcd3 and gRPC are a third of prismd's start-up on a single node.
-    const { EtcdStore } = await import('../store/etcd/etcd-store.js');
-    return EtcdStore.connect({ endpoints: cfg.store.endpoints, ...(cfg.store.tls ? { tls: cfg.store.tls } : {}) });
+interface OpenedStore {
+  store: Store;
+  /** Who may join, and how (src/cluster): absent on a node alone on SQLite. */
+  cluster?: ClusterJoin;
+  /** This node's own etcd member (`--cluster-init`, `--join`). */
+  managed?: ManagedEtcd;
+}
+
+async function openStore(cfg: DaemonConfig, nodeName: string, log: Logger): Promise<OpenedStore> {
+  const c = cfg.store;
+  if (c.kind === 'sqlite') {
+    // Watch history keeps values (exec records among them): 2000 events bound it to ~256 MiB at worst.
+    return { store: await SqliteStore.open(join(cfg.dataDir, 'store.db'), { historyLimit: 2000 }) };
   }
-  // Watch history keeps values (exec records among them): 2000 events bound it to ~256 MiB at worst.
-  return SqliteStore.open(join(cfg.dataDir, 'store.db'), { historyLimit: 2000 });
+  // Loaded only for a cluster: etcd3 and gRPC are a third of prismd's start-up on a single node.
+  const { EtcdStore } = await import('../store/etcd/etcd-store.js');
+  if (c.kind === 'etcd') {
+    const store = await EtcdStore.connect({ endpoints: c.endpoints, ...(c.tls ? { tls: c.tls } : {}) });
+    return { store, cluster: new ClusterJoin(store, undefined, { voters: 0, log, externalEndpoints: c.endpoints }) };
+  }
+  const managed = await startManagedEtcd(cfg.dataDir, nodeName, c, log);
+  try {
+    const store = await EtcdStore.connect({ endpoints: managed.endpoints });
+    const members = store.members();
+    const cluster = new ClusterJoin(store, members, { voters: c.voters, log });
+    if (c.mode === 'init') await cluster.recordClusterToken(managed.clusterToken);
+    // The next start finds the cluster through whichever members are up then.
+    await members.list().then((m) => managed.saveEndpoints(voterEndpoints(m)), () => undefined);
+    return { store, cluster, managed };
+  } catch (e) {
+    await managed.stop();
+    throw e;
+  }
 }
 
 /**
@@ -106,13 +133,14 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
   });
   const version = packageVersion();
   const ident = await loadNodeIdentity(cfg.dataDir, cfg.name);
-  let store: Store;
+  let opened: OpenedStore;
   try {
-    store = await openStore(cfg);
+    opened = await openStore(cfg, ident.name, log);
   } catch (e) {
     await releaseLock();
     throw e;
   }
+  const { store, cluster, managed } = opened;
   try {
     const auths = await loadRegistryAuths(cfg.registryAuthFile);
     const registry = new RegistryClient({ insecure: cfg.insecureRegistries, auths });
@@ -176,7 +204,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       log.warn({ api: cfg.apiHost }, 'API authentication is OFF (--auth none): anyone who can reach the API can run code');
     }
     const app = await buildApi(
-      { sandboxes: node.sandboxes, exec: node.exec, pty: node.pty, processes: node.processes, files: node.files, nodes: node.nodes, images: node.images, volumes: node.volumes, metrics: node.metrics, lifecycle: node.lifecycle, snapshots: node.snapshots, version, nodeId: ident.id, ...(tokens ? { tokens } : {}),
+      { sandboxes: node.sandboxes, exec: node.exec, pty: node.pty, processes: node.processes, files: node.files, nodes: node.nodes, images: node.images, volumes: node.volumes, metrics: node.metrics, lifecycle: node.lifecycle, snapshots: node.snapshots, version, nodeId: ident.id, ...(tokens ? { tokens } : {}), ...(cluster ? { cluster } : {}),
         prometheus: { metrics: prom, auth: cfg.metricsAuth },
         e2b: { defaultImage: cfg.defaultImage, maxTimeoutSec: 86400, ...(cfg.e2bDomain ? { domain: cfg.e2bDomain } : {}) } },
       { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3, console: cfg.console, ...(tls ? { tls } : {}) });
@@ -209,12 +237,14 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
         await net.close();
         useSpawnServer(undefined);
         await store.close();
+        await managed?.stop();
         await releaseLock();
         log.flush();
       },
     };
   } catch (e) {
     await store.close();
+    await managed?.stop();
     await releaseLock();
     throw e;
   }

@@ -34,6 +34,18 @@ export interface SdkPlatform {
   openSocket(url: string, opts: { token?: string; ca?: string | Uint8Array; baseUrl: string; what: string }): Promise<SocketOpening>;
 }
 
+/** One etcd member of the cluster (`prism.cluster.members()`). */
+export interface EtcdMember {
+  id: string;
+  /** The node's name; empty while the member has not started yet. */
+  name: string;
+  peerUrls: string[];
+  clientUrls: string[];
+  /** Joining: replicates, does not vote yet. */
+  learner: boolean;
+  healthy: boolean;
+}
+
 export interface HealthInfo {
   status: 'ok';
   node: string;
@@ -172,6 +184,14 @@ export class PrismClient {
 
   readonly volumes: VolumesApi;
 
+  /** The cluster's membership (docs/cluster.md, "Forming a cluster"). */
+  readonly cluster: {
+    /** The token `prismd --join` presents; made on first use. */
+    joinToken(): Promise<string>;
+    /** etcd members run by prismd (`--cluster-init`, `--join`), with their health; empty otherwise. */
+    members(): Promise<EtcdMember[]>;
+  };
+
   /** API tokens (every token may manage tokens). */
   readonly tokens: {
     /** The returned `token` is shown once; the server keeps only a hash. */
@@ -208,6 +228,10 @@ export class PrismClient {
     };
     this.images = new ImagesApi(api);
     this.volumes = new VolumesApi(api);
+    this.cluster = {
+      joinToken: async () => (await api.json<{ token: string }>('GET', '/cluster/join-token')).token,
+      members: async () => (await api.json<{ members: EtcdMember[] }>('GET', '/cluster/members')).members,
+    };
     this.tokens = {
       create: (name) => api.json<NewToken>('POST', '/tokens', { name }),
       list: async () => (await api.json<{ tokens: TokenInfo[] }>('GET', '/tokens')).tokens,

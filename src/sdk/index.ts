@@ -19,7 +19,7 @@ export class Prism extends PrismClient {
 }
 
 export { DEFAULT_URL, normalizeUrl } from './config-url.js';
-export type { PrismOptions, HealthInfo, ClusterInfo, CreateSandboxOptions, LifecycleEvent, LifecycleEventType, EventsOptions } from './client.js';
+export type { PrismOptions, HealthInfo, ClusterInfo, EtcdMember, CreateSandboxOptions, LifecycleEvent, LifecycleEventType, EventsOptions } from './client.js';
 export { SandboxHandle } from './sandbox-handle.js';
 export type { ExecOptions, ExecResult, ExecLogEntry, SandboxMetric } from './sandbox-handle.js';
 export type { ExecEvent, ExecExit } from './exec-stream.js';

@@ -126,11 +126,13 @@ export class NodeService {
   }
 
   /** Forgets a dead node's record (its sandboxes must be deleted first). */
-  async remove(idOrName: string): Promise<void> {
+  /** `beforeDelete` runs once the node may go, before its record does (its etcd member goes first). */
+  async remove(idOrName: string, beforeDelete?: (node: NodeInfo) => Promise<unknown>): Promise<void> {
     const n = await this.get(idOrName);
     if (n.status === 'alive') throw new PrismError('FAILED_PRECONDITION', `node '${n.name}' is alive; stop its prismd first`);
     const left = (await this.repo.listSandboxes()).filter((s) => s.node === n.id).length;
     if (left) throw new PrismError('FAILED_PRECONDITION', `node '${n.name}' still has ${left} sandboxes; delete them first`);
+    await beforeDelete?.(n);
     await this.repo.deleteNode(n.id);
   }
 

@@ -29,7 +29,7 @@ export function registerSystemRoutes(app: FastifyInstance, svc: ApiServices): vo
     '/nodes/:id',
     { schema: { tags: ['nodes'], params: IdParams, response: withErrors({ 204: Type.Null() }, 404, 412) } },
     async (req, reply) => {
-      await svc.nodes.remove(req.params.id);
+      await svc.nodes.remove(req.params.id, async (n) => svc.cluster?.removeMemberNamed(n.name));
       return reply.status(204).send();
     },
   );

@@ -1,3 +1,4 @@
+import { EtcdMembers } from './etcd-members.js';
 /**
  * The cluster Store on etcd v3. Revisions, compare-and-swap, atomic commits, watches and leases map
  * one to one onto etcd's own: the Store revision is etcd's revision, a commit is one etcd txn, a watch
@@ -72,6 +73,11 @@ export class EtcdStore implements Store {
       throw new PrismError('UNAVAILABLE', `cannot reach etcd at ${opts.endpoints.join(', ')}: ${String(e)}`, { cause: e });
     }
     return store;
+  }
+
+  /** etcd's membership API on this store's client (managed members: src/cluster). */
+  members(): EtcdMembers {
+    return new EtcdMembers(this.client);
   }
 
   async get(key: string): Promise<KeyValue | undefined> {

@@ -1,0 +1,185 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PrismError } from '../core/errors.js';
+import type { Logger } from '../service/logger.js';
+
+/**
+ * An etcd member run by prismd (`--cluster-init`, `--join`): Debian's etcd binary as a child process,
+ * its data in `<data-dir>/etcd`, restarted when it dies, stopped when prismd stops. A member left
+ * running by a prismd that was killed (-9) is found by its pid file and stopped before a new one
+ * starts on the same data.
+ */
+
+export interface MemberSpec {
+  /** The member's etcd name: the node's name. */
+  name: string;
+  /** URLs other members and clients reach it at (http://host:port). */
+  peerUrl: string;
+  clientUrl: string;
+  /** `name=peerUrl,...` of every member including this one, for a first start. */
+  initialCluster: string;
+  /** `new` for the first member of a cluster, `existing` for one joining. */
+  initialState: 'new' | 'existing';
+  /** Distinguishes this cluster's members from another's at first contact. */
+  clusterToken: string;
+}
+
+export interface EtcdMemberOptions {
+  dataDir: string;
+  spec: MemberSpec;
+  log: Logger;
+  /** The etcd binary; default `etcd` on PATH. */
+  binary?: string;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Does this data dir hold a member's data (it has joined a cluster before)? */
+export function hasMemberData(etcdDir: string): boolean {
+  return existsSync(join(etcdDir, 'member', 'wal'));
+}
+
+export class EtcdMember {
+  readonly #o: EtcdMemberOptions;
+  #proc: ChildProcess | undefined;
+  #stopping = false;
+  #restarts = 0;
+  #lastStderr = '';
+
+  constructor(o: EtcdMemberOptions) {
+    this.#o = o;
+  }
+
+  get clientUrl(): string {
+    return this.#o.spec.clientUrl;
+  }
+
+  get #pidFile(): string {
+    return join(this.#o.dataDir, 'etcd.pid');
+  }
+
+  /**
+   * Starts the member and resolves once it serves its client URL (`/version`); `healthy` then waits
+   * for `/health` too, which a learner (not yet promoted) never passes.
+   */
+  async start(opts: { healthy: boolean; timeoutMs?: number }): Promise<void> {
+    mkdirSync(this.#o.dataDir, { recursive: true, mode: 0o700 });
+    await this.#stopStale();
+    this.#spawn();
+    const timeoutMs = opts.timeoutMs ?? 30_000;
+    await this.#waitFor('serve its client URL', () => memberServes(this.#o.spec.clientUrl), timeoutMs);
+    if (opts.healthy) await this.waitHealthy(timeoutMs);
+  }
+
+  #args(): string[] {
+    const s = this.#o.spec;
+    return [
+      '--name', s.name, '--data-dir', this.#o.dataDir,
+      '--listen-client-urls', s.clientUrl, '--advertise-client-urls', s.clientUrl,
+      '--listen-peer-urls', s.peerUrl, '--initial-advertise-peer-urls', s.peerUrl,
+      // Ignored by etcd once the data dir holds a member: a restart rejoins with what it has.
+      '--initial-cluster', s.initialCluster, '--initial-cluster-state', s.initialState, '--initial-cluster-token', s.clusterToken,
+      '--log-level', 'warn', '--logger', 'zap',
+    ];
+  }
+
+  #spawn(): void {
+    const proc = spawn(this.#o.binary ?? 'etcd', this.#args(), { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.#proc = proc;
+    proc.stderr!.on('data', (b: Buffer) => {
+      this.#lastStderr = (this.#lastStderr + b.toString()).slice(-4000);
+    });
+    proc.once('error', (e) => {
+      this.#lastStderr += `\n${e.message}`;
+    });
+    if (proc.pid) writeFileSync(this.#pidFile, `${proc.pid}\n`);
+    proc.once('exit', (code, signal) => {
+      if (this.#proc !== proc) return;
+      this.#proc = undefined;
+      if (this.#stopping) return;
+      this.#restarts++;
+      const delay = Math.min(10_000, 250 * 2 ** Math.min(this.#restarts, 6));
+      this.#o.log.error({ code, signal, restarts: this.#restarts, stderr: this.#lastStderr.slice(-600) }, `etcd member exited; restarting in ${delay} ms`);
+      setTimeout(() => {
+        if (!this.#stopping && !this.#proc) this.#spawn();
+      }, delay).unref();
+    });
+  }
+
+  /** Until the member's /health says true (it has a leader and a quorum). */
+  waitHealthy(timeoutMs: number): Promise<void> {
+    return this.#waitFor('become healthy', () => memberHealthy(this.#o.spec.clientUrl), timeoutMs);
+  }
+
+  async #waitFor(what: string, ok: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (await ok()) return;
+      // Dying at once again and again (a taken port, a data dir of another cluster): say why now.
+      if (this.#restarts >= 3 || Date.now() > deadline) break;
+      await sleep(100);
+    }
+    const said = this.#lastStderr.trim().split('\n').slice(-3).join(' | ') || 'no output';
+    throw new PrismError('UNAVAILABLE', `the etcd member ${this.#o.spec.name} (${this.#o.spec.clientUrl}) did not ${what}: ${said}`);
+  }
+
+  /** Stops the member (SIGTERM, then SIGKILL after 10 s). */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    const proc = this.#proc;
+    if (proc && proc.exitCode === null && proc.signalCode === null) {
+      const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    rmSync(this.#pidFile, { force: true });
+  }
+
+  /** Stops and forgets the member's data (after it was removed from its cluster). */
+  async destroy(): Promise<void> {
+    await this.stop();
+    rmSync(this.#o.dataDir, { recursive: true, force: true });
+  }
+
+  /** A member of an earlier prismd of this data dir (killed with -9) still runs: stop it first. */
+  async #stopStale(): Promise<void> {
+    if (!existsSync(this.#pidFile)) return;
+    const pid = Number(readFileSync(this.#pidFile, 'utf8').trim());
+    rmSync(this.#pidFile, { force: true });
+    if (!Number.isInteger(pid) || pid <= 1) return;
+    let cmdline = '';
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    } catch {
+      return; // gone
+    }
+    if (!cmdline.includes(this.#o.dataDir)) return; // the pid was reused by something else
+    this.#o.log.warn({ pid }, 'an etcd member of an earlier prismd still runs on this data dir: stopping it');
+    process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await sleep(100);
+    if (existsSync(`/proc/${pid}`)) process.kill(pid, 'SIGKILL');
+  }
+}
+
+/** Does the member answer on its client URL at all? */
+export async function memberServes(clientUrl: string): Promise<boolean> {
+  try {
+    return (await fetch(`${clientUrl}/version`, { signal: AbortSignal.timeout(1000) })).ok;
+  } catch {
+    return false;
+  }
+}
+
+/** etcd's own health endpoint on the client URL (no etcdctl needed). */
+export async function memberHealthy(clientUrl: string): Promise<boolean> {
+  try {
+    const r = await fetch(`${clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
+    if (!r.ok) return false;
+    return ((await r.json()) as { health?: string }).health === 'true';
+  } catch {
+    return false;
+  }
+}

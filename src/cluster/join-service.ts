@@ -1,0 +1,150 @@
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { PrismError } from '../core/errors.js';
+import type { Logger } from '../service/logger.js';
+import type { Store } from '../store/store.js';
+import { memberHealthy } from './etcd-member.js';
+import type { ClusterMembers, EtcdMemberInfo } from './members.js';
+
+/**
+ * The cluster's side of `prismd --join`: a node presenting the join token asks any node to let it in.
+ * While the cluster has fewer voting etcd members than `voters`, the newcomer is added as a learner
+ * (it replicates, does not vote) and promoted once it has caught up; beyond that it joins as an etcd
+ * client only. etcd accepts one learner at a time, so of two nodes joining at once one is told to
+ * retry (UNAVAILABLE with retryAfterSec), and its own prismd does.
+ */
+
+const JOIN_TOKEN_KEY = '/prism/cluster/join-token';
+const CLUSTER_TOKEN_KEY = '/prism/cluster/etcd-cluster-token';
+
+export interface JoinRequest {
+  name: string;
+  /** The new member's peer and client URLs (http://host:port). */
+  peerUrl: string;
+  clientUrl: string;
+}
+
+export interface JoinAnswer {
+  /** `voter`: start a member with `initialCluster`, then ask for promotion; `client`: use `endpoints`. */
+  role: 'voter' | 'client';
+  memberId?: string;
+  initialCluster?: string;
+  clusterToken: string;
+  /** Client URLs of the voting members: the store endpoints. */
+  endpoints: string[];
+}
+
+export interface MemberHealth extends EtcdMemberInfo {
+  healthy: boolean;
+}
+
+export class ClusterJoin {
+  constructor(
+    private readonly store: Store,
+    /** Absent on a cluster on an etcd the user runs (`--store etcd://`): nodes join as clients. */
+    private readonly members: ClusterMembers | undefined,
+    private readonly opts: { voters: number; log: Logger; externalEndpoints?: string[] },
+  ) {}
+
+  /** The cluster's join token, made on first use (`prismctl cluster join-token`). */
+  async joinToken(): Promise<string> {
+    const cur = await this.store.get(JOIN_TOKEN_KEY);
+    if (cur) return cur.value;
+    const token = `prism_join_${randomBytes(24).toString('base64url')}`;
+    try {
+      await this.store.put(JOIN_TOKEN_KEY, token, { expectRevision: 0 });
+      return token;
+    } catch (e) {
+      const again = await this.store.get(JOIN_TOKEN_KEY);
+      if (again) return again.value; // another node made it first
+      throw e;
+    }
+  }
+
+  /** The etcd cluster token of managed members, recorded by `--cluster-init`. */
+  async recordClusterToken(token: string): Promise<void> {
+    if (!(await this.store.get(CLUSTER_TOKEN_KEY))) await this.store.put(CLUSTER_TOKEN_KEY, token).catch(() => undefined);
+  }
+
+  async #verify(presented: string): Promise<void> {
+    const cur = await this.store.get(JOIN_TOKEN_KEY);
+    const want = Buffer.from(cur?.value ?? '');
+    const got = Buffer.from(presented);
+    if (!cur || want.length !== got.length || !timingSafeEqual(want, got)) {
+      throw new PrismError('UNAUTHENTICATED', 'the join token is wrong (get it with prismctl cluster join-token)');
+    }
+  }
+
+  async join(token: string, req: JoinRequest): Promise<JoinAnswer> {
+    await this.#verify(token);
+    const clusterToken = (await this.store.get(CLUSTER_TOKEN_KEY))?.value ?? '';
+    if (!this.members) return { role: 'client', clusterToken, endpoints: this.opts.externalEndpoints ?? [] };
+    const members = await this.members.list();
+    const endpoints = voterEndpoints(members);
+    const same = members.find((m) => m.peerUrls.includes(req.peerUrl));
+    if (same && same.name && same.name !== req.name) {
+      throw new PrismError('ALREADY_EXISTS', `member '${same.name}' already uses the peer URL ${req.peerUrl}: pick another --etcd-peer`);
+    }
+    const named = members.find((m) => m.name === req.name && !m.peerUrls.includes(req.peerUrl));
+    if (named) throw new PrismError('ALREADY_EXISTS', `an etcd member named '${req.name}' is already in the cluster (${named.peerUrls.join(', ')}): remove that node first (prismctl node rm) or pick another --name`);
+    if (same) {
+      // A retry of a join whose answer was lost: the learner is already there.
+      return { role: 'voter', memberId: same.id, initialCluster: initialCluster(members, req), clusterToken, endpoints };
+    }
+    if (members.length >= this.opts.voters) return { role: 'client', clusterToken, endpoints };
+    let added;
+    try {
+      added = await this.members.addLearner(req.peerUrl);
+    } catch (e) {
+      if (e instanceof PrismError && e.code === 'UNAVAILABLE') {
+        throw new PrismError('UNAVAILABLE', `another node is joining the cluster right now (${e.message}); try again`, { retryAfterSec: 2, cause: e });
+      }
+      throw e;
+    }
+    this.opts.log.info({ member: added.member.id, name: req.name, peer: req.peerUrl }, 'added an etcd learner for a joining node');
+    return { role: 'voter', memberId: added.member.id, initialCluster: initialCluster(added.members, req), clusterToken, endpoints };
+  }
+
+  async promote(token: string, memberId: string): Promise<void> {
+    await this.#verify(token);
+    if (!this.members) throw new PrismError('FAILED_PRECONDITION', 'this cluster runs on an etcd prismd does not manage: nothing to promote');
+    await this.members.promote(memberId);
+    this.opts.log.info({ member: memberId }, 'promoted a joining etcd member to voter');
+  }
+
+  /** Undoes a join that failed half-way: removes the member while it is still a learner. */
+  async abort(token: string, memberId: string): Promise<void> {
+    await this.#verify(token);
+    if (!this.members) return;
+    const m = (await this.members.list()).find((x) => x.id === memberId);
+    if (!m) return;
+    if (!m.learner) throw new PrismError('FAILED_PRECONDITION', `member ${memberId} (${m.name}) already votes: remove its node with prismctl node rm`);
+    await this.members.remove(memberId);
+    this.opts.log.warn({ member: memberId }, 'removed the etcd learner of a join that failed');
+  }
+
+  /** Members with their health (`prismctl cluster members`, `prismctl info`). */
+  async list(): Promise<MemberHealth[]> {
+    if (!this.members) return [];
+    const members = await this.members.list();
+    return Promise.all(members.map(async (m) => ({ ...m, healthy: m.clientUrls.length > 0 && (await memberHealthy(m.clientUrls[0]!)) })));
+  }
+
+  /** Removes the etcd member of a node (by its member name), if it has one: `prismctl node rm`. */
+  async removeMemberNamed(name: string): Promise<boolean> {
+    if (!this.members) return false;
+    const m = (await this.members.list()).find((x) => x.name === name);
+    if (!m) return false;
+    await this.members.remove(m.id);
+    this.opts.log.info({ member: m.id, name }, 'removed the etcd member of a removed node');
+    return true;
+  }
+}
+
+export function voterEndpoints(members: EtcdMemberInfo[]): string[] {
+  return members.filter((m) => !m.learner).flatMap((m) => m.clientUrls);
+}
+
+function initialCluster(members: EtcdMemberInfo[], req: JoinRequest): string {
+  const parts = members.filter((m) => m.name && !m.peerUrls.includes(req.peerUrl)).map((m) => `${m.name}=${m.peerUrls[0]}`);
+  return [...parts, `${req.name}=${req.peerUrl}`].join(',');
+}
