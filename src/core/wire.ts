@@ -360,6 +360,9 @@ export const SandboxMetricSchema = Type.Object({
   diskUsed: Type.Integer({ description: 'bytes used on the writable layer' }),
   diskTotal: Type.Integer({ description: 'size of the writable layer (diskMb) in bytes; 0 where the runtime cannot tell' }),
   pids: Type.Integer(),
+  /** Only for a sandbox with a network (egress or ports): counters since its network link was made. */
+  netRxBytes: Type.Optional(Type.Integer({ description: 'bytes the sandbox received over its network since its link was made (a counter)' })),
+  netTxBytes: Type.Optional(Type.Integer({ description: 'bytes the sandbox sent over its network since its link was made (a counter)' })),
 });
 export const MetricsQuery = Type.Object(
   {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { SANDBOX_STATUSES, canTransition } from '../core/lifecycle.js';
 import type { Sandbox, RuntimeName } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
-import type { NetworkManager } from '../net/network-manager.js';
+import type { NetworkManager, NetworkTraffic } from '../net/network-manager.js';
 import type { ExecOptions, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskStats, TaskVolume } from '../runtime/driver.js';
 import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
@@ -336,9 +336,11 @@ export class NodeAgent {
   }
 
   /** Usage of a task this node runs, with its CPU limit (the metrics sampler's source). */
-  async taskStats(id: string): Promise<{ stats: TaskStats; cpus: number }> {
+  /** The task's usage, and its network's byte counters when it has a network. */
+  async taskStats(id: string): Promise<{ stats: TaskStats; cpus: number; network?: NetworkTraffic }> {
     const h = await this.handle(id);
-    return { stats: await this.driver(h.runtime).stats(h), cpus: h.spec.cpus };
+    const [stats, network] = await Promise.all([this.driver(h.runtime).stats(h), this.networks.traffic(id)]);
+    return { stats, cpus: h.spec.cpus, ...(network ? { network } : {}) };
   }
 
   /** Where a pause keeps memory on this runtime (capabilities().pause); undefined: it cannot pause. */

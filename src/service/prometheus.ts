@@ -129,13 +129,16 @@ export class PromMetrics {
       },
     });
     const labels = ['sandbox', 'name', 'runtime'] as const;
-    const perSandbox = (name: string, help: string, pick: (u: SandboxUsage) => number, counter = false) => {
+    // `pick` gives undefined for a sandbox without that series (network bytes of one without a network).
+    const perSandbox = (name: string, help: string, pick: (u: SandboxUsage) => number | undefined, counter = false) => {
       const collect = function (this: Gauge<(typeof labels)[number]> | Counter<(typeof labels)[number]>) {
         this.reset();
         for (const u of src.usage()) {
           const l = { sandbox: u.id, name: u.name, runtime: u.runtime };
-          if (this instanceof Counter) this.inc(l, pick(u));
-          else this.set(l, pick(u));
+          const v = pick(u);
+          if (v === undefined) continue;
+          if (this instanceof Counter) this.inc(l, v);
+          else this.set(l, v);
         }
       };
       if (counter) new Counter({ name, help, labelNames: labels, registers, collect });
@@ -146,5 +149,7 @@ export class PromMetrics {
     perSandbox('prism_sandbox_memory_limit_bytes', "A sandbox's memory limit", (u) => u.memoryLimitBytes);
     perSandbox('prism_sandbox_pids', 'Processes in a sandbox (newest sample)', (u) => u.pids);
     perSandbox('prism_sandbox_disk_used_bytes', "Bytes used on a sandbox's writable disk (newest sample)", (u) => u.diskUsedBytes);
+    perSandbox('prism_sandbox_network_receive_bytes_total', 'Bytes a sandbox with a network received since its link was made (newest sample)', (u) => u.network?.rxBytes, true);
+    perSandbox('prism_sandbox_network_transmit_bytes_total', 'Bytes a sandbox with a network sent since its link was made (newest sample)', (u) => u.network?.txBytes, true);
   }
 }

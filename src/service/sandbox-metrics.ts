@@ -1,11 +1,12 @@
 import type { Sandbox } from '../core/types.js';
 import type { SandboxMetricWire } from '../core/wire.js';
+import type { NetworkTraffic } from '../net/network-manager.js';
 import type { TaskStats } from '../runtime/driver.js';
 import type { Logger } from './logger.js';
 
-/** Where samples come from: the node agent's driver stats of a task this node runs. */
+/** Where samples come from: the node agent's driver stats of a task this node runs, and its network's counters. */
 export interface StatsSource {
-  taskStats(id: string): Promise<{ stats: TaskStats; cpus: number }>;
+  taskStats(id: string): Promise<{ stats: TaskStats; cpus: number; network?: NetworkTraffic }>;
 }
 
 /** The records the sampler follows: this node's sandboxes, listed once and then as they change. */
@@ -35,12 +36,14 @@ export interface SandboxUsage {
   memoryLimitBytes: number;
   pids: number;
   diskUsedBytes: number;
+  /** Only for a sandbox with a network: bytes received and sent since its link was made. */
+  network?: NetworkTraffic;
 }
 
 export const DEFAULT_METRICS: SandboxMetricsOptions = { intervalMs: 5000, retentionMs: 3600_000 };
 
 /** Fields stored per sample, in this order, in a series' Float64Array ring. */
-const FIELDS = 6; // timestamp ms, cpu %, memUsed, memCache, diskUsed, pids
+const FIELDS = 8; // timestamp ms, cpu %, memUsed, memCache, diskUsed, pids, netRx, netTx (NaN: no network)
 
 /** One sandbox's samples: a fixed ring (no allocation per sample) and the counters of the last one. */
 class Series {
@@ -57,18 +60,24 @@ class Series {
     this.ring = new Float64Array(capacity * FIELDS);
   }
 
-  push(at: number, cpuPct: number, s: TaskStats): void {
+  push(at: number, cpuPct: number, s: TaskStats, net: NetworkTraffic | undefined): void {
     const o = this.head * FIELDS;
-    this.ring.set([at, cpuPct, s.memoryBytes, s.memoryCacheBytes, s.diskUsedBytes, s.pids], o);
+    this.ring.set([at, cpuPct, s.memoryBytes, s.memoryCacheBytes, s.diskUsedBytes, s.pids, net?.rxBytes ?? NaN, net?.txBytes ?? NaN], o);
     this.head = (this.head + 1) % this.capacity;
     this.count = Math.min(this.count + 1, this.capacity);
   }
 
-  /** The newest sample's memory used, disk used and pids; undefined before the first. */
-  latest(): { memUsed: number; diskUsed: number; pids: number } | undefined {
+  /** The newest sample's memory used, disk used, pids and network counters; undefined before the first. */
+  latest(): { memUsed: number; diskUsed: number; pids: number; network?: NetworkTraffic } | undefined {
     if (this.count === 0) return undefined;
     const o = ((this.head - 1 + this.capacity) % this.capacity) * FIELDS;
-    return { memUsed: this.ring[o + 2]!, diskUsed: this.ring[o + 4]!, pids: this.ring[o + 5]! };
+    const network = this.network(o);
+    return { memUsed: this.ring[o + 2]!, diskUsed: this.ring[o + 4]!, pids: this.ring[o + 5]!, ...(network ? { network } : {}) };
+  }
+
+  private network(o: number): NetworkTraffic | undefined {
+    const rxBytes = this.ring[o + 6]!;
+    return Number.isNaN(rxBytes) ? undefined : { rxBytes, txBytes: this.ring[o + 7]! };
   }
 
   get newest(): number {
@@ -82,6 +91,7 @@ class Series {
       const o = ((this.head - this.count + i + this.capacity) % this.capacity) * FIELDS;
       const at = this.ring[o]!;
       if (at < startMs || at > endMs) continue;
+      const net = this.network(o);
       out.push({
         timestamp: new Date(at).toISOString(),
         cpuUsedPct: this.ring[o + 1]!,
@@ -92,6 +102,7 @@ class Series {
         diskUsed: this.ring[o + 4]!,
         diskTotal: this.diskTotal,
         pids: this.ring[o + 5]!,
+        ...(net ? { netRxBytes: net.rxBytes, netTxBytes: net.txBytes } : {}),
       });
     }
     return out;
@@ -101,7 +112,8 @@ class Series {
 /**
  * Usage over time of the sandboxes this node runs: every `intervalMs` each running sandbox's task is
  * asked for its stats (driver.stats: cgroup files and a statfs for oci, the engine for docker, the
- * guest agent for microvm) and a sample kept in a bounded ring per sandbox. CPU is the share of the
+ * guest agent for microvm), with the byte counters of its network link when it has one (the same
+ * host link on every runtime), and a sample kept in a bounded ring per sandbox. CPU is the share of the
  * sandbox's `cpus` used since the previous sample. A sandbox's history goes when it is deleted;
  * stopped sandboxes keep theirs (no new samples). Reads of a running sandbox whose newest sample is
  * older than the interval sample it first, so a sandbox just made has a sample at once.
@@ -163,7 +175,10 @@ export class SandboxMetrics {
       const last = s?.latest();
       const names = this.names.get(id);
       if (!s || !last || !names) continue;
-      out.push({ id, ...names, cpuSeconds: s.lastCpuNs / 1e9, memoryBytes: last.memUsed, memoryLimitBytes: s.memTotal, pids: last.pids, diskUsedBytes: last.diskUsed });
+      out.push({
+        id, ...names, cpuSeconds: s.lastCpuNs / 1e9, memoryBytes: last.memUsed, memoryLimitBytes: s.memTotal, pids: last.pids, diskUsedBytes: last.diskUsed,
+        ...(last.network ? { network: last.network } : {}),
+      });
     }
     return out;
   }
@@ -248,6 +263,6 @@ export class SandboxMetrics {
     s.diskTotal = got.stats.diskTotalBytes;
     s.lastCpuNs = got.stats.cpuUsageNs;
     s.lastAt = now;
-    s.push(now, Math.round(pct * 100) / 100, got.stats);
+    s.push(now, Math.round(pct * 100) / 100, got.stats, got.network);
   }
 }
