@@ -60,7 +60,7 @@ export interface NodeWiring {
   metrics?: SandboxMetricsOptions;
   /** User of commands in images that name none (default `65534:65534`, nobody; `root` to allow root). */
   defaultUser?: string;
-  /** Where creates and execs report their durations (default: nowhere). */
+  /** Where creates, execs and image pulls report their durations (default: nowhere). */
   telemetry?: Telemetry;
   log: Logger;
 }
@@ -101,7 +101,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   let address = w.address;
   const repo = new SandboxRepo(w.store);
   const volumes = new VolumeService(repo, w.volumes, w.id, w.log);
-  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER, volumeImage: (name, hostKernel) => volumes.image(name, hostKernel), snapshotsDir: join(w.dataDir, 'snapshots'), ...(w.pausedTtlMs ? { pausedTtlMs: w.pausedTtlMs } : {}) }, w.net);
+  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER, volumeImage: (name, hostKernel) => volumes.image(name, hostKernel), snapshotsDir: join(w.dataDir, 'snapshots'), ...(w.pausedTtlMs ? { pausedTtlMs: w.pausedTtlMs } : {}), ...(w.telemetry ? { telemetry: w.telemetry } : {}) }, w.net);
   const nodes = new NodeService(
     {
       id: w.id, name: w.name, address, version: w.version, runtimes: [...w.drivers.keys()], defaultRuntime: w.defaults.runtime,
@@ -116,7 +116,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const pty = new PtyService(sandboxes, agent);
   const processes = new ProcessService(sandboxes, exec, agent, w.processLimits ?? DEFAULT_PROCESS_LIMITS, w.log);
   const files = new FileService(sandboxes, agent, w.fileLimits ?? { maxFileBytes: DEFAULT_MAX_FILE_BYTES });
-  const images = new ImageService(w.images, repo, w.log);
+  const images = new ImageService(w.images, repo, w.log, w.telemetry);
   const snapshots = new SnapshotService(repo, sandboxes, agent, w.images, w.log, join(w.dataDir, 'snapshots'));
   const feed = { listSandboxes: () => repo.listSandboxes(), onChange: (fn: Parameters<SandboxEvents['onChange']>[0]) => events.onChange(fn) };
   const metrics = new SandboxMetrics(w.id, feed, agent, w.log, w.metrics ?? DEFAULT_METRICS);

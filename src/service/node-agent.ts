@@ -12,6 +12,7 @@ import { SandboxNetworks } from './sandbox-networks.js';
 import type { SandboxFeed } from './sandbox-events.js';
 import type { SandboxRepo, Versioned } from './sandbox-repo.js';
 import { resolveTaskImage, type TaskImage } from './task-image.js';
+import type { Telemetry } from './telemetry.js';
 
 /** `nobody`: what commands run as in an image that names no user (issue 6: never root by default). */
 export const DEFAULT_SANDBOX_USER = '65534:65534';
@@ -31,6 +32,8 @@ export interface NodeAgentOptions {
   snapshotsDir?: string;
   /** `--paused-ttl`: a sandbox paused this long is deleted; 0 or absent: paused sandboxes are kept. */
   pausedTtlMs?: number;
+  /** Where image pulls for creates report their durations (default: nowhere). */
+  telemetry?: Pick<Telemetry, 'observePull'>;
 }
 
 /** setTimeout past 2^31-1 ms (24.8 days) fires at once: longer waits go in steps. */
@@ -158,7 +161,7 @@ export class NodeAgent {
           });
           if (!starting) throw new Superseded();
           ({ value: sb, revision } = starting);
-        });
+        }, this.opts.telemetry);
         timer.step('imageMs');
         const { handle, workdir, user } = await this.makeTask(sb, image, timer);
         const startedAt = new Date().toISOString();
