@@ -79,7 +79,7 @@ export interface NodeServices {
   images: ImageService;
   volumes: VolumeService;
   metrics: SandboxMetrics;
-  /** Lifecycle events of every sandbox of the cluster, live (GET /events). */
+  /** Lifecycle events of every sandbox and node of the cluster, live (GET /events). */
   lifecycle: LifecycleEvents;
   snapshots: SnapshotService;
   scheduler: Scheduler;
@@ -120,7 +120,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const snapshots = new SnapshotService(repo, sandboxes, agent, w.images, w.log, join(w.dataDir, 'snapshots'));
   const feed = { listSandboxes: () => repo.listSandboxes(), onChange: (fn: Parameters<SandboxEvents['onChange']>[0]) => events.onChange(fn) };
   const metrics = new SandboxMetrics(w.id, feed, agent, w.log, w.metrics ?? DEFAULT_METRICS);
-  const lifecycle = new LifecycleEvents(feed);
+  const lifecycle = new LifecycleEvents(feed, repo, w.log);
   const watchdog = new TaskWatchdog(feed, agent, w.log, { intervalMs: w.watchdogMs, sweepEvery: 12 });
   const scheduler = new Scheduler(repo, events, w.log, { strategy: w.placement, batchMax: 100, maxTxnOps: 128 });
   const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });
