@@ -43,11 +43,16 @@ export interface SandboxUsage {
 export const DEFAULT_METRICS: SandboxMetricsOptions = { intervalMs: 5000, retentionMs: 3600_000 };
 
 /** Fields stored per sample, in this order, in a series' Float64Array ring. */
-const FIELDS = 8; // timestamp ms, cpu %, memUsed, memCache, diskUsed, pids, netRx, netTx (NaN: no network)
+const FIELDS = 6; // timestamp ms, cpu %, memUsed, memCache, diskUsed, pids
 
 /** One sandbox's samples: a fixed ring (no allocation per sample) and the counters of the last one. */
 class Series {
   private readonly ring: Float64Array;
+  /**
+   * Network bytes received and sent per sample (NaN: none then), beside the ring at the same index;
+   * made at the first sample with a network, so most sandboxes (egress none) never carry it.
+   */
+  private net?: Float64Array;
   private head = 0;
   private count = 0;
   memTotal = 0;
@@ -62,7 +67,9 @@ class Series {
 
   push(at: number, cpuPct: number, s: TaskStats, net: NetworkTraffic | undefined): void {
     const o = this.head * FIELDS;
-    this.ring.set([at, cpuPct, s.memoryBytes, s.memoryCacheBytes, s.diskUsedBytes, s.pids, net?.rxBytes ?? NaN, net?.txBytes ?? NaN], o);
+    this.ring.set([at, cpuPct, s.memoryBytes, s.memoryCacheBytes, s.diskUsedBytes, s.pids], o);
+    if (net && !this.net) this.net = new Float64Array(this.capacity * 2).fill(NaN);
+    this.net?.set([net?.rxBytes ?? NaN, net?.txBytes ?? NaN], this.head * 2);
     this.head = (this.head + 1) % this.capacity;
     this.count = Math.min(this.count + 1, this.capacity);
   }
@@ -70,14 +77,16 @@ class Series {
   /** The newest sample's memory used, disk used, pids and network counters; undefined before the first. */
   latest(): { memUsed: number; diskUsed: number; pids: number; network?: NetworkTraffic } | undefined {
     if (this.count === 0) return undefined;
-    const o = ((this.head - 1 + this.capacity) % this.capacity) * FIELDS;
-    const network = this.network(o);
+    const i = (this.head - 1 + this.capacity) % this.capacity;
+    const o = i * FIELDS;
+    const network = this.network(i);
     return { memUsed: this.ring[o + 2]!, diskUsed: this.ring[o + 4]!, pids: this.ring[o + 5]!, ...(network ? { network } : {}) };
   }
 
-  private network(o: number): NetworkTraffic | undefined {
-    const rxBytes = this.ring[o + 6]!;
-    return Number.isNaN(rxBytes) ? undefined : { rxBytes, txBytes: this.ring[o + 7]! };
+  /** The network counters of the sample at ring index `i`, if it had them. */
+  private network(i: number): NetworkTraffic | undefined {
+    const rxBytes = this.net?.[i * 2] ?? NaN;
+    return Number.isNaN(rxBytes) ? undefined : { rxBytes, txBytes: this.net![i * 2 + 1]! };
   }
 
   get newest(): number {
@@ -88,10 +97,11 @@ class Series {
   read(startMs: number, endMs: number): SandboxMetricWire[] {
     const out: SandboxMetricWire[] = [];
     for (let i = 0; i < this.count; i++) {
-      const o = ((this.head - this.count + i + this.capacity) % this.capacity) * FIELDS;
+      const idx = (this.head - this.count + i + this.capacity) % this.capacity;
+      const o = idx * FIELDS;
       const at = this.ring[o]!;
       if (at < startMs || at > endMs) continue;
-      const net = this.network(o);
+      const net = this.network(idx);
       out.push({
         timestamp: new Date(at).toISOString(),
         cpuUsedPct: this.ring[o + 1]!,
