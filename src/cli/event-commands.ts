@@ -6,9 +6,9 @@ import type { CliContext } from './context.js';
 export function registerEventCommands(program: Command, ctx: CliContext): void {
   program
     .command('events')
-    .description('stream sandbox lifecycle events as they happen (created, each new status, deleted) until Ctrl-C')
+    .description('stream lifecycle events as they happen (a sandbox created, each new status, deleted; a node dead) until Ctrl-C')
     .option('-s, --sandbox <sandbox>', 'only this sandbox (id or name)')
-    .option('-t, --type <types>', 'only these types, comma-separated (created, running, stopped, paused, failed, lost, deleted, ...)')
+    .option('-t, --type <types>', 'only these types, comma-separated (created, running, stopped, paused, failed, lost, deleted, node-dead, ...)')
     .option('-n, --count <n>', 'stop after this many events', (v) => {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 1) throw new Error(`--count must be a positive whole number, got '${v}'`);
@@ -33,8 +33,9 @@ export function registerEventCommands(program: Command, ctx: CliContext): void {
     });
 }
 
-/** `TIME  TYPE  NAME (ID)  on NODE  [CODE: message]`. */
+/** `TIME  TYPE  NAME (ID)  on NODE  [CODE: message]`; a node's event: `TIME  node-dead  node NAME (ID)`. */
 export function eventLine(e: LifecycleEvent): string {
+  if (e.sandboxId === undefined) return `${e.time}  ${e.type.padEnd(9)} node ${e.nodeName ? `${e.nodeName} (${e.node})` : e.node}`;
   const who = e.name ? `${e.name} (${e.sandboxId})` : e.sandboxId;
   const where = e.node ? ` on ${e.node}` : '';
   const why = e.error ? `  ${e.error.code}: ${e.error.message}` : '';

@@ -254,11 +254,17 @@ async function latestSample(h: SandboxHandle): Promise<SandboxMetric | undefined
 
 function renderStats(rows: Array<{ sandbox: SandboxHandle; sample: SandboxMetric | undefined }>): string {
   return renderTable(
-    ['ID', 'NAME', 'CPU %', 'MEM USAGE / LIMIT', 'MEM %', 'DISK USED / SIZE', 'PIDS'],
+    ['ID', 'NAME', 'CPU %', 'MEM USAGE / LIMIT', 'MEM %', 'DISK USED / SIZE', 'NET I/O', 'PIDS'],
     rows.map(({ sandbox: sb, sample: m }) =>
       m
-        ? [sb.id, sb.name, `${m.cpuUsedPct.toFixed(1)}% of ${m.cpuCount}`, usedOf(m.memUsed, m.memTotal, humanBytes), percent(m.memUsed, m.memTotal), m.diskTotal ? usedOf(m.diskUsed, m.diskTotal, humanBytes) : humanBytes(m.diskUsed), String(m.pids)]
-        : [sb.id, sb.name, '-', '-', '-', '-', sb.status],
+        ? [
+          sb.id, sb.name, `${m.cpuUsedPct.toFixed(1)}% of ${m.cpuCount}`, usedOf(m.memUsed, m.memTotal, humanBytes), percent(m.memUsed, m.memTotal),
+          m.diskTotal ? usedOf(m.diskUsed, m.diskTotal, humanBytes) : humanBytes(m.diskUsed),
+          // As `docker stats`: received / sent; `-` for a sandbox without a network.
+          m.netRxBytes === undefined ? '-' : `${humanBytes(m.netRxBytes)}/${humanBytes(m.netTxBytes ?? 0)}`,
+          String(m.pids),
+        ]
+        : [sb.id, sb.name, '-', '-', '-', '-', '-', sb.status],
     ),
   );
 }

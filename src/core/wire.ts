@@ -360,6 +360,9 @@ export const SandboxMetricSchema = Type.Object({
   diskUsed: Type.Integer({ description: 'bytes used on the writable layer' }),
   diskTotal: Type.Integer({ description: 'size of the writable layer (diskMb) in bytes; 0 where the runtime cannot tell' }),
   pids: Type.Integer(),
+  /** Only for a sandbox with a network (egress or ports): counters since its network link was made. */
+  netRxBytes: Type.Optional(Type.Integer({ description: 'bytes the sandbox received over its network since its link was made (a counter)' })),
+  netTxBytes: Type.Optional(Type.Integer({ description: 'bytes the sandbox sent over its network since its link was made (a counter)' })),
 });
 export const MetricsQuery = Type.Object(
   {
@@ -410,16 +413,20 @@ export type ExecRecordWire = Static<typeof ExecRecordSchema>;
 export type SandboxMetricWire = Static<typeof SandboxMetricSchema>;
 
 /**
- * Kinds of lifecycle event (`GET /events`): `created` when a record first appears (pending), the new
- * status for every status change after it, `deleted` when the record is gone.
+ * Kinds of lifecycle event (`GET /events`): `created` when a sandbox record first appears (pending),
+ * the new status for every status change after it, `deleted` when the record is gone; and
+ * `node-dead`, a node's membership ending (its lease ran out, or it left), which is no sandbox's.
  */
-export const LIFECYCLE_EVENT_TYPES = ['created', ...SANDBOX_STATUSES.filter((s) => s !== 'pending'), 'deleted'] as const;
+export const LIFECYCLE_EVENT_TYPES = ['created', ...SANDBOX_STATUSES.filter((s) => s !== 'pending'), 'deleted', 'node-dead'] as const;
 export const LifecycleEventSchema = Type.Object({
   type: Type.Union(LIFECYCLE_EVENT_TYPES.map((t) => Type.Literal(t))),
-  sandboxId: Type.String(),
-  /** Absent only for a `deleted` of a record this node never saw. */
+  /** The sandbox; absent on `node-dead`. */
+  sandboxId: Type.Optional(Type.String()),
+  /** The sandbox's name; absent on `node-dead` and on a `deleted` of a record this node never saw. */
   name: Type.Optional(Type.String()),
-  node: Type.Optional(Type.String({ description: 'the node the sandbox is placed on ("" before placement)' })),
+  node: Type.Optional(Type.String({ description: 'the node the sandbox is placed on ("" before placement); on node-dead, the node that died' })),
+  /** On `node-dead`: that node's name, when its record is there. */
+  nodeName: Type.Optional(Type.String()),
   runtime: Type.Optional(Runtime),
   /** Why it failed, stopped or was lost, when the record says. */
   error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),

@@ -60,7 +60,7 @@ export interface NodeWiring {
   metrics?: SandboxMetricsOptions;
   /** User of commands in images that name none (default `65534:65534`, nobody; `root` to allow root). */
   defaultUser?: string;
-  /** Where creates and execs report their durations (default: nowhere). */
+  /** Where creates, execs and image pulls report their durations (default: nowhere). */
   telemetry?: Telemetry;
   log: Logger;
 }
@@ -79,7 +79,7 @@ export interface NodeServices {
   images: ImageService;
   volumes: VolumeService;
   metrics: SandboxMetrics;
-  /** Lifecycle events of every sandbox of the cluster, live (GET /events). */
+  /** Lifecycle events of every sandbox and node of the cluster, live (GET /events). */
   lifecycle: LifecycleEvents;
   snapshots: SnapshotService;
   scheduler: Scheduler;
@@ -101,7 +101,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   let address = w.address;
   const repo = new SandboxRepo(w.store);
   const volumes = new VolumeService(repo, w.volumes, w.id, w.log);
-  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER, volumeImage: (name, hostKernel) => volumes.image(name, hostKernel), snapshotsDir: join(w.dataDir, 'snapshots'), ...(w.pausedTtlMs ? { pausedTtlMs: w.pausedTtlMs } : {}) }, w.net);
+  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER, volumeImage: (name, hostKernel) => volumes.image(name, hostKernel), snapshotsDir: join(w.dataDir, 'snapshots'), ...(w.pausedTtlMs ? { pausedTtlMs: w.pausedTtlMs } : {}), ...(w.telemetry ? { telemetry: w.telemetry } : {}) }, w.net);
   const nodes = new NodeService(
     {
       id: w.id, name: w.name, address, version: w.version, runtimes: [...w.drivers.keys()], defaultRuntime: w.defaults.runtime,
@@ -116,11 +116,11 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const pty = new PtyService(sandboxes, agent);
   const processes = new ProcessService(sandboxes, exec, agent, w.processLimits ?? DEFAULT_PROCESS_LIMITS, w.log);
   const files = new FileService(sandboxes, agent, w.fileLimits ?? { maxFileBytes: DEFAULT_MAX_FILE_BYTES });
-  const images = new ImageService(w.images, repo, w.log);
+  const images = new ImageService(w.images, repo, w.log, w.telemetry);
   const snapshots = new SnapshotService(repo, sandboxes, agent, w.images, w.log, join(w.dataDir, 'snapshots'));
   const feed = { listSandboxes: () => repo.listSandboxes(), onChange: (fn: Parameters<SandboxEvents['onChange']>[0]) => events.onChange(fn) };
   const metrics = new SandboxMetrics(w.id, feed, agent, w.log, w.metrics ?? DEFAULT_METRICS);
-  const lifecycle = new LifecycleEvents(feed);
+  const lifecycle = new LifecycleEvents(feed, repo, w.log);
   const watchdog = new TaskWatchdog(feed, agent, w.log, { intervalMs: w.watchdogMs, sweepEvery: 12 });
   const scheduler = new Scheduler(repo, events, w.log, { strategy: w.placement, batchMax: 100, maxTxnOps: 128 });
   const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });

@@ -26,6 +26,14 @@ export interface SandboxNetwork {
  */
 export type NetnsPlacement = { path: string } | 'later';
 
+/** Bytes through a sandbox's link since it was made, as the sandbox sees them (counters). */
+export interface NetworkTraffic {
+  /** Bytes the sandbox received (into its `eth0`). */
+  rxBytes: number;
+  /** Bytes the sandbox sent. */
+  txBytes: number;
+}
+
 export interface SetupOptions {
   netns?: NetnsPlacement;
 }
@@ -48,6 +56,10 @@ export interface SetupOptions {
  * - `teardown` removes everything `setup` made for the sandbox. Idempotent; unknown ids succeed.
  * - `listAttached` lists every sandbox this manager holds resources for on this host, whether or not
  *   setup finished, so the daemon can tear down networks of sandboxes the Store does not know.
+ * - `traffic` reads the byte counters of the sandbox's link (one per sandbox, on the host, whatever
+ *   the runtime: a microVM's tap sits behind the same link). They start at 0 when the link is made,
+ *   so they restart when it is made again (a docker task's new namespace after a start). Undefined
+ *   when the sandbox has no network linked in this process (none, not yet linked, torn down).
  * - `close` stops the DNS filters (daemon shutdown); namespaces and rules stay for the next start.
  * Errors: INVALID_ARGUMENT (bad policy or id), RESOURCE_EXHAUSTED (address pool full),
  * FAILED_PRECONDITION (a missing tool or kernel feature), INTERNAL.
@@ -58,5 +70,6 @@ export interface NetworkManager {
   listAttached(): Promise<string[]>;
   /** The network of a sandbox set up (or reattached) by this process, if any. */
   get(sandboxId: string): SandboxNetwork | undefined;
+  traffic(sandboxId: string): Promise<NetworkTraffic | undefined>;
   close(): Promise<void>;
 }

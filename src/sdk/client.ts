@@ -70,7 +70,10 @@ export interface ClusterInfo {
 /** Body of `POST /sandboxes` (docs/api.md); the daemon fills in what is left out. */
 export type CreateSandboxOptions = CreateSandboxWire;
 
-/** A sandbox lifecycle event (`prism.events()`): `created`, each new status, `deleted`. */
+/**
+ * A lifecycle event (`prism.events()`): a sandbox's `created`, each new status, `deleted`; or
+ * `node-dead` (no `sandboxId`; `node` and `nodeName` say which node).
+ */
 export type LifecycleEvent = LifecycleEventWire;
 export type LifecycleEventType = LifecycleEvent['type'];
 
@@ -262,8 +265,8 @@ export class PrismClient {
   }
 
   /**
-   * Sandbox lifecycle events from now on, as they happen, until `signal` aborts or the server goes
-   * (then the iterator ends). Every node streams the events of the whole cluster.
+   * Lifecycle events from now on, as they happen, until `signal` aborts or the server goes (then the
+   * iterator ends). Every node streams the events of the whole cluster's sandboxes and nodes.
    */
   async *events(opts: EventsOptions = {}): AsyncGenerator<LifecycleEvent> {
     const q = new URLSearchParams();

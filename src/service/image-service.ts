@@ -1,6 +1,7 @@
 import { PrismError } from '../core/errors.js';
 import type { GcResult, ImageRecord, ImageStore, Platform, PullProgress } from '../images/image-store.js';
 import type { Logger } from './logger.js';
+import { NO_TELEMETRY, timedPull, type Telemetry } from './telemetry.js';
 import type { SandboxRepo } from './sandbox-repo.js';
 
 /** Images as users manage them: pull, inspect, remove (refused while a sandbox uses one), import, GC. */
@@ -9,6 +10,7 @@ export class ImageService {
     private readonly images: ImageStore,
     private readonly repo: SandboxRepo,
     private readonly log: Logger,
+    private readonly telemetry: Pick<Telemetry, 'observePull'> = NO_TELEMETRY,
   ) {}
 
   list(): Promise<ImageRecord[]> {
@@ -21,7 +23,7 @@ export class ImageService {
 
   async pull(ref: string, opts: { platform?: Platform; onProgress?: (p: PullProgress) => void; signal?: AbortSignal } = {}): Promise<ImageRecord> {
     const t0 = Date.now();
-    const image = await this.images.pull(ref, opts);
+    const image = await timedPull(this.telemetry, 'prism', () => this.images.pull(ref, opts));
     this.log.info({ ref, digest: image.digest, ms: Date.now() - t0 }, 'image pulled');
     return image;
   }

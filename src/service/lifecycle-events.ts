@@ -1,7 +1,13 @@
 import { PrismError } from '../core/errors.js';
+import type { Watch } from '../store/store.js';
 import type { Sandbox } from '../core/types.js';
 import { LIFECYCLE_EVENT_TYPES, type LifecycleEventWire } from '../core/wire.js';
+import type { Logger } from './logger.js';
 import type { SandboxFeed } from './sandbox-events.js';
+import type { SandboxRepo } from './sandbox-repo.js';
+
+/** Where nodes going dead are seen: the members' watch and the node records (SandboxRepo). */
+export type NodeFeed = Pick<SandboxRepo, 'listNodes' | 'watchMembers' | 'revision'>;
 
 export type LifecycleEventType = LifecycleEventWire['type'];
 
@@ -20,22 +26,37 @@ const MAX_SUBSCRIBERS = 256;
  * a record appearing (`created`), a change of its status (the new status), or its removal (`deleted`);
  * other changes to a record (a metadata update, a timeout armed) are not events. Only the last status
  * of each existing sandbox is kept, to tell a status change from another change.
+ *
+ * With a NodeFeed, also `node-dead` when a node's member key goes (its lease ran out or it left): a
+ * watch on member keys, which change only when nodes come and go. The sandboxes such a node ran then
+ * go `lost` by the leader's hand, and those are status changes like any other.
  */
 export class LifecycleEvents {
   private readonly last = new Map<string, { status: Sandbox['status']; name: string; node: string; runtime: Sandbox['runtime'] }>();
   private readonly subscribers = new Set<{ filter: EventFilter; send: (e: LifecycleEventWire) => void }>();
   private unsubscribe?: () => void;
+  /** Nodes known alive, with their names when known: a death missed while the watch started over is found by a listing. */
+  private readonly alive = new Map<string, string | undefined>();
+  private memberWatch?: Watch;
+  private stopped = false;
 
-  constructor(private readonly feed: SandboxFeed & { listSandboxes(): Promise<Sandbox[]> }) {}
+  constructor(
+    private readonly feed: SandboxFeed & { listSandboxes(): Promise<Sandbox[]> },
+    private readonly nodes?: NodeFeed,
+    private readonly log?: Logger,
+  ) {}
 
   /** Follows the feed; the records there now are known, so their next change is told as what it is. */
   async start(): Promise<void> {
     this.unsubscribe = this.feed.onChange((id, sb, revision) => this.changed(id, sb, revision), () => void this.seed());
     await this.seed();
+    if (this.nodes) await this.watchNodes(this.nodes);
   }
 
   stop(): void {
+    this.stopped = true;
     this.unsubscribe?.();
+    this.memberWatch?.close();
     this.subscribers.clear();
   }
 
@@ -55,6 +76,43 @@ export class LifecycleEvents {
   /** Subscribers now (tests and leak checks). */
   get subscriberCount(): number {
     return this.subscribers.size;
+  }
+
+  /**
+   * Lists the nodes, then watches member keys from a revision read before the listing: a node that
+   * dies in between is dead in the listing and its delete still comes through the watch. Run again
+   * when the watch fails (history compacted): a node alive before and dead in the new listing died
+   * unseen, and is told then.
+   */
+  private async watchNodes(nodes: NodeFeed): Promise<void> {
+    this.memberWatch?.close();
+    const from = await nodes.revision();
+    const listed = await nodes.listNodes();
+    const missed = [...this.alive.entries()].filter(([id]) => !listed.some((n) => n.id === id && n.status === 'alive'));
+    this.alive.clear();
+    for (const n of listed) if (n.status === 'alive') this.alive.set(n.id, n.name);
+    for (const [id, name] of missed) this.nodeDead(id, name, from);
+    // Told above: the watch may still deliver their deletes (when they died after `from`).
+    const told = new Set(missed.map(([id]) => id));
+    if (this.stopped) return;
+    this.memberWatch = nodes.watchMembers(from, (id, up, revision) => {
+      if (up) {
+        if (!this.alive.has(id)) this.alive.set(id, undefined);
+      } else if (!told.delete(id)) {
+        const name = this.alive.get(id);
+        this.alive.delete(id);
+        if (name !== undefined) this.nodeDead(id, name, revision);
+        // A node that joined after the listing: its name is in its record.
+        else void nodes.listNodes().then((all) => this.nodeDead(id, all.find((n) => n.id === id)?.name, revision), () => this.nodeDead(id, undefined, revision));
+      }
+    }, (e) => {
+      this.log?.warn({ err: e }, 'events: the member watch failed; listing nodes again');
+      if (!this.stopped) void this.watchNodes(nodes).catch((err) => this.log?.error({ err }, 'events: restarting the member watch failed'));
+    });
+  }
+
+  private nodeDead(id: string, name: string | undefined, revision: number): void {
+    this.publish({ type: 'node-dead', node: id, ...(name ? { nodeName: name } : {}), revision, time: new Date().toISOString() });
   }
 
   private async seed(): Promise<void> {
@@ -77,6 +135,10 @@ export class LifecycleEvents {
       event = { type, sandboxId: id, name: sb.name, node: sb.node, runtime: sb.runtime, revision, time };
       if (sb.error && (sb.status === 'failed' || sb.status === 'stopped' || sb.status === 'lost')) event.error = { code: sb.error.code, message: sb.error.message };
     }
+    this.publish(event);
+  }
+
+  private publish(event: LifecycleEventWire): void {
     for (const s of [...this.subscribers]) {
       const f = s.filter;
       if (f.sandbox !== undefined && f.sandbox !== event.sandboxId && f.sandbox !== event.name) continue;

@@ -32,6 +32,9 @@ class FakeNetwork implements NetworkManager {
   get(id: string) {
     return this.nets.has(id) ? { sandboxId: id, netnsPath: '', address: '10.203.0.2', gateway: '10.203.0.1', nameservers: [] } : undefined;
   }
+  async traffic(id: string) {
+    return this.nets.has(id) ? { rxBytes: 100, txBytes: 20 } : undefined;
+  }
   async close(): Promise<void> {}
 }
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { SANDBOX_STATUSES, canTransition } from '../core/lifecycle.js';
 import type { Sandbox, RuntimeName } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
-import type { NetworkManager } from '../net/network-manager.js';
+import type { NetworkManager, NetworkTraffic } from '../net/network-manager.js';
 import type { ExecOptions, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskStats, TaskVolume } from '../runtime/driver.js';
 import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
@@ -12,6 +12,7 @@ import { SandboxNetworks } from './sandbox-networks.js';
 import type { SandboxFeed } from './sandbox-events.js';
 import type { SandboxRepo, Versioned } from './sandbox-repo.js';
 import { resolveTaskImage, type TaskImage } from './task-image.js';
+import type { Telemetry } from './telemetry.js';
 
 /** `nobody`: what commands run as in an image that names no user (issue 6: never root by default). */
 export const DEFAULT_SANDBOX_USER = '65534:65534';
@@ -31,6 +32,8 @@ export interface NodeAgentOptions {
   snapshotsDir?: string;
   /** `--paused-ttl`: a sandbox paused this long is deleted; 0 or absent: paused sandboxes are kept. */
   pausedTtlMs?: number;
+  /** Where image pulls for creates report their durations (default: nowhere). */
+  telemetry?: Pick<Telemetry, 'observePull'>;
 }
 
 /** setTimeout past 2^31-1 ms (24.8 days) fires at once: longer waits go in steps. */
@@ -158,7 +161,7 @@ export class NodeAgent {
           });
           if (!starting) throw new Superseded();
           ({ value: sb, revision } = starting);
-        });
+        }, this.opts.telemetry);
         timer.step('imageMs');
         const { handle, workdir, user } = await this.makeTask(sb, image, timer);
         const startedAt = new Date().toISOString();
@@ -336,9 +339,11 @@ export class NodeAgent {
   }
 
   /** Usage of a task this node runs, with its CPU limit (the metrics sampler's source). */
-  async taskStats(id: string): Promise<{ stats: TaskStats; cpus: number }> {
+  /** The task's usage, and its network's byte counters when it has a network. */
+  async taskStats(id: string): Promise<{ stats: TaskStats; cpus: number; network?: NetworkTraffic }> {
     const h = await this.handle(id);
-    return { stats: await this.driver(h.runtime).stats(h), cpus: h.spec.cpus };
+    const [stats, network] = await Promise.all([this.driver(h.runtime).stats(h), this.networks.traffic(id)]);
+    return { stats, cpus: h.spec.cpus, ...(network ? { network } : {}) };
   }
 
   /** Where a pause keeps memory on this runtime (capabilities().pause); undefined: it cannot pause. */

@@ -20,7 +20,7 @@ const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 
 /**
  * The node's Prometheus metrics (GET /metrics, docs/metrics.md): node capacity and reservations,
- * sandboxes by status and runtime, durations of creates, execs, API requests and store calls, each
+ * sandboxes by status and runtime, durations of creates, execs, image pulls, API requests and store calls, each
  * running sandbox's usage from the usage sampler, and the process's own metrics. Gauges of records
  * are read at scrape time, and per-sandbox series are rebuilt at each scrape, so a deleted sandbox's
  * series are gone at the next one (labels never grow without bound).
@@ -32,6 +32,7 @@ export class PromMetrics {
   private readonly apiRequests: Counter<'method' | 'route' | 'status'>;
   private readonly apiDuration: Histogram<'method' | 'route'>;
   private readonly storeDuration: Histogram<'op' | 'outcome'>;
+  private readonly pullDuration: Histogram<'store' | 'outcome'>;
 
   constructor(private readonly src: PromSources) {
     const registers = [this.registry];
@@ -45,6 +46,10 @@ export class PromMetrics {
     this.apiDuration = new Histogram({ name: 'prism_api_request_duration_seconds', help: 'API request durations by route template', labelNames: ['method', 'route'], buckets: DURATION_BUCKETS, registers });
     this.storeDuration = new Histogram({
       name: 'prism_store_request_duration_seconds', help: 'Calls to the store (SQLite or etcd) by operation', labelNames: ['op', 'outcome'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers,
+    });
+    this.pullDuration = new Histogram({
+      name: 'prism_image_pull_duration_seconds', help: 'Image pulls on this node, by the store that pulled (prism, or a runtime with its own images)', labelNames: ['store', 'outcome'],
+      buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800], registers,
     });
     this.nodeGauges(registers);
     this.sandboxGauges(registers);
@@ -61,6 +66,10 @@ export class PromMetrics {
 
   observeExec(runtime: string, seconds: number): void {
     this.execDuration.observe({ runtime }, seconds);
+  }
+
+  observePull(store: string, seconds: number, ok: boolean): void {
+    this.pullDuration.observe({ store, outcome: ok ? 'ok' : 'error' }, seconds);
   }
 
   /** `route` is the route's template (`/api/v1/sandboxes/:id`), never the URL: ids would be labels. */
@@ -129,13 +138,16 @@ export class PromMetrics {
       },
     });
     const labels = ['sandbox', 'name', 'runtime'] as const;
-    const perSandbox = (name: string, help: string, pick: (u: SandboxUsage) => number, counter = false) => {
+    // `pick` gives undefined for a sandbox without that series (network bytes of one without a network).
+    const perSandbox = (name: string, help: string, pick: (u: SandboxUsage) => number | undefined, counter = false) => {
       const collect = function (this: Gauge<(typeof labels)[number]> | Counter<(typeof labels)[number]>) {
         this.reset();
         for (const u of src.usage()) {
           const l = { sandbox: u.id, name: u.name, runtime: u.runtime };
-          if (this instanceof Counter) this.inc(l, pick(u));
-          else this.set(l, pick(u));
+          const v = pick(u);
+          if (v === undefined) continue;
+          if (this instanceof Counter) this.inc(l, v);
+          else this.set(l, v);
         }
       };
       if (counter) new Counter({ name, help, labelNames: labels, registers, collect });
@@ -146,5 +158,7 @@ export class PromMetrics {
     perSandbox('prism_sandbox_memory_limit_bytes', "A sandbox's memory limit", (u) => u.memoryLimitBytes);
     perSandbox('prism_sandbox_pids', 'Processes in a sandbox (newest sample)', (u) => u.pids);
     perSandbox('prism_sandbox_disk_used_bytes', "Bytes used on a sandbox's writable disk (newest sample)", (u) => u.diskUsedBytes);
+    perSandbox('prism_sandbox_network_receive_bytes_total', 'Bytes a sandbox with a network received since its link was made (newest sample)', (u) => u.network?.rxBytes, true);
+    perSandbox('prism_sandbox_network_transmit_bytes_total', 'Bytes a sandbox with a network sent since its link was made (newest sample)', (u) => u.network?.txBytes, true);
   }
 }

@@ -118,6 +118,29 @@ describe('SandboxMetrics', () => {
     expect(await m.read(sb)).toHaveLength(1); // fresh enough (interval 0: at most one per second)
   });
 
+  it("carries a networked sandbox's byte counters in its samples and current usage; none for one without a network", async () => {
+    feed.set(sandbox('net'));
+    feed.set(sandbox('plain'));
+    cpu.set('net', 0).set('plain', 0);
+    let rx: number | undefined = 1000;
+    const plain = source.taskStats.bind(source);
+    source.taskStats = async (id) => ({ ...(await plain(id)), ...(id === 'net' && rx !== undefined ? { network: { rxBytes: rx, txBytes: 200 } } : {}) });
+    await start();
+    await vi.advanceTimersByTimeAsync(1000);
+    rx = undefined; // its link gone for a moment (a docker task between namespaces)
+    await vi.advanceTimersByTimeAsync(1000);
+    rx = 5000;
+    await vi.advanceTimersByTimeAsync(1000);
+    const samples = await m.read(feed.records.get('net')!);
+    expect(samples.map((x) => [x.netRxBytes, x.netTxBytes])).toEqual([[1000, 200], [undefined, undefined], [5000, 200]]);
+    expect(samples[1]).not.toHaveProperty('netRxBytes');
+    const none = await m.read(feed.records.get('plain')!);
+    expect(none[0]).not.toHaveProperty('netRxBytes');
+    const usage = new Map(m.current().map((u) => [u.id, u]));
+    expect(usage.get('net')!.network).toEqual({ rxBytes: 5000, txBytes: 200 });
+    expect(usage.get('plain')).not.toHaveProperty('network');
+  });
+
   it('a sandbox that fails to answer gets no sample and no error; one read at a time per sandbox', async () => {
     feed.set(sandbox('gone'));
     await start();

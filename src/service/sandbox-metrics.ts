@@ -1,11 +1,12 @@
 import type { Sandbox } from '../core/types.js';
 import type { SandboxMetricWire } from '../core/wire.js';
+import type { NetworkTraffic } from '../net/network-manager.js';
 import type { TaskStats } from '../runtime/driver.js';
 import type { Logger } from './logger.js';
 
-/** Where samples come from: the node agent's driver stats of a task this node runs. */
+/** Where samples come from: the node agent's driver stats of a task this node runs, and its network's counters. */
 export interface StatsSource {
-  taskStats(id: string): Promise<{ stats: TaskStats; cpus: number }>;
+  taskStats(id: string): Promise<{ stats: TaskStats; cpus: number; network?: NetworkTraffic }>;
 }
 
 /** The records the sampler follows: this node's sandboxes, listed once and then as they change. */
@@ -35,6 +36,8 @@ export interface SandboxUsage {
   memoryLimitBytes: number;
   pids: number;
   diskUsedBytes: number;
+  /** Only for a sandbox with a network: bytes received and sent since its link was made. */
+  network?: NetworkTraffic;
 }
 
 export const DEFAULT_METRICS: SandboxMetricsOptions = { intervalMs: 5000, retentionMs: 3600_000 };
@@ -45,6 +48,11 @@ const FIELDS = 6; // timestamp ms, cpu %, memUsed, memCache, diskUsed, pids
 /** One sandbox's samples: a fixed ring (no allocation per sample) and the counters of the last one. */
 class Series {
   private readonly ring: Float64Array;
+  /**
+   * Network bytes received and sent per sample (NaN: none then), beside the ring at the same index;
+   * made at the first sample with a network, so most sandboxes (egress none) never carry it.
+   */
+  private net?: Float64Array;
   private head = 0;
   private count = 0;
   memTotal = 0;
@@ -57,18 +65,28 @@ class Series {
     this.ring = new Float64Array(capacity * FIELDS);
   }
 
-  push(at: number, cpuPct: number, s: TaskStats): void {
+  push(at: number, cpuPct: number, s: TaskStats, net: NetworkTraffic | undefined): void {
     const o = this.head * FIELDS;
     this.ring.set([at, cpuPct, s.memoryBytes, s.memoryCacheBytes, s.diskUsedBytes, s.pids], o);
+    if (net && !this.net) this.net = new Float64Array(this.capacity * 2).fill(NaN);
+    this.net?.set([net?.rxBytes ?? NaN, net?.txBytes ?? NaN], this.head * 2);
     this.head = (this.head + 1) % this.capacity;
     this.count = Math.min(this.count + 1, this.capacity);
   }
 
-  /** The newest sample's memory used, disk used and pids; undefined before the first. */
-  latest(): { memUsed: number; diskUsed: number; pids: number } | undefined {
+  /** The newest sample's memory used, disk used, pids and network counters; undefined before the first. */
+  latest(): { memUsed: number; diskUsed: number; pids: number; network?: NetworkTraffic } | undefined {
     if (this.count === 0) return undefined;
-    const o = ((this.head - 1 + this.capacity) % this.capacity) * FIELDS;
-    return { memUsed: this.ring[o + 2]!, diskUsed: this.ring[o + 4]!, pids: this.ring[o + 5]! };
+    const i = (this.head - 1 + this.capacity) % this.capacity;
+    const o = i * FIELDS;
+    const network = this.network(i);
+    return { memUsed: this.ring[o + 2]!, diskUsed: this.ring[o + 4]!, pids: this.ring[o + 5]!, ...(network ? { network } : {}) };
+  }
+
+  /** The network counters of the sample at ring index `i`, if it had them. */
+  private network(i: number): NetworkTraffic | undefined {
+    const rxBytes = this.net?.[i * 2] ?? NaN;
+    return Number.isNaN(rxBytes) ? undefined : { rxBytes, txBytes: this.net![i * 2 + 1]! };
   }
 
   get newest(): number {
@@ -79,9 +97,11 @@ class Series {
   read(startMs: number, endMs: number): SandboxMetricWire[] {
     const out: SandboxMetricWire[] = [];
     for (let i = 0; i < this.count; i++) {
-      const o = ((this.head - this.count + i + this.capacity) % this.capacity) * FIELDS;
+      const idx = (this.head - this.count + i + this.capacity) % this.capacity;
+      const o = idx * FIELDS;
       const at = this.ring[o]!;
       if (at < startMs || at > endMs) continue;
+      const net = this.network(idx);
       out.push({
         timestamp: new Date(at).toISOString(),
         cpuUsedPct: this.ring[o + 1]!,
@@ -92,6 +112,7 @@ class Series {
         diskUsed: this.ring[o + 4]!,
         diskTotal: this.diskTotal,
         pids: this.ring[o + 5]!,
+        ...(net ? { netRxBytes: net.rxBytes, netTxBytes: net.txBytes } : {}),
       });
     }
     return out;
@@ -101,7 +122,8 @@ class Series {
 /**
  * Usage over time of the sandboxes this node runs: every `intervalMs` each running sandbox's task is
  * asked for its stats (driver.stats: cgroup files and a statfs for oci, the engine for docker, the
- * guest agent for microvm) and a sample kept in a bounded ring per sandbox. CPU is the share of the
+ * guest agent for microvm), with the byte counters of its network link when it has one (the same
+ * host link on every runtime), and a sample kept in a bounded ring per sandbox. CPU is the share of the
  * sandbox's `cpus` used since the previous sample. A sandbox's history goes when it is deleted;
  * stopped sandboxes keep theirs (no new samples). Reads of a running sandbox whose newest sample is
  * older than the interval sample it first, so a sandbox just made has a sample at once.
@@ -163,7 +185,10 @@ export class SandboxMetrics {
       const last = s?.latest();
       const names = this.names.get(id);
       if (!s || !last || !names) continue;
-      out.push({ id, ...names, cpuSeconds: s.lastCpuNs / 1e9, memoryBytes: last.memUsed, memoryLimitBytes: s.memTotal, pids: last.pids, diskUsedBytes: last.diskUsed });
+      out.push({
+        id, ...names, cpuSeconds: s.lastCpuNs / 1e9, memoryBytes: last.memUsed, memoryLimitBytes: s.memTotal, pids: last.pids, diskUsedBytes: last.diskUsed,
+        ...(last.network ? { network: last.network } : {}),
+      });
     }
     return out;
   }
@@ -248,6 +273,6 @@ export class SandboxMetrics {
     s.diskTotal = got.stats.diskTotalBytes;
     s.lastCpuNs = got.stats.cpuUsageNs;
     s.lastAt = now;
-    s.push(now, Math.round(pct * 100) / 100, got.stats);
+    s.push(now, Math.round(pct * 100) / 100, got.stats, got.network);
   }
 }

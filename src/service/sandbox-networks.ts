@@ -1,6 +1,6 @@
 import { PrismError } from '../core/errors.js';
 import type { Sandbox } from '../core/types.js';
-import type { NetworkManager } from '../net/network-manager.js';
+import type { NetworkManager, NetworkTraffic } from '../net/network-manager.js';
 import { needsNetwork } from '../net/policy.js';
 import type { RuntimeDriver, TaskHandle, TaskSpec } from '../runtime/driver.js';
 import type { Logger } from './logger.js';
@@ -21,6 +21,11 @@ export class SandboxNetworks {
   /** The sandbox's address as the host reaches it, when it has a network on this node. */
   addressOf(id: string): string | undefined {
     return this.net?.get(id)?.address;
+  }
+
+  /** Bytes through the sandbox's link, when it has one on this node. */
+  async traffic(id: string): Promise<NetworkTraffic | undefined> {
+    return this.net?.traffic(id);
   }
 
   /**

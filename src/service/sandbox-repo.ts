@@ -382,9 +382,9 @@ export class SandboxRepo {
     }, onError);
   }
 
-  /** Liveness changes: `alive` false when a node's lease ran out or it left. */
-  watchMembers(fromRevision: number, onChange: (node: string, alive: boolean) => void, onError?: (e: PrismError) => void): Watch {
-    return this.store.watch(K.members, fromRevision, (e) => onChange(e.key.slice(K.members.length), e.type === 'put'), onError);
+  /** Liveness changes: `alive` false when a node's lease ran out or it left; `revision` of the change. */
+  watchMembers(fromRevision: number, onChange: (node: string, alive: boolean, revision: number) => void, onError?: (e: PrismError) => void): Watch {
+    return this.store.watch(K.members, fromRevision, (e) => onChange(e.key.slice(K.members.length), e.type === 'put', e.revision), onError);
   }
 
   watchLeader(fromRevision: number, onChange: (leader: string | undefined) => void, onError?: (e: PrismError) => void): Watch {

@@ -1,5 +1,5 @@
 import { tmpdir } from 'node:os';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PrismError } from '../core/errors.js';
 import { startNode } from '../daemon/node-wiring.js';
 import type { ImageRecord, ImageStore, Rootfs } from '../images/image-store.js';
@@ -39,10 +39,15 @@ function fakeStore(local: string[], remote: string[] = []) {
 
 const engineImage = (id: string, over: Partial<RuntimeImage> = {}): RuntimeImage => ({ id: `sha256:${id.repeat(64)}`, env: ['FROM=engine'], workingDir: '/app', user: '1000:1000', ...over });
 
+/** Pulls reported to telemetry, as `store outcome` (durations are checked in the metrics tests). */
+const observed: string[] = [];
+const telemetry = { observePull: (store: string, _seconds: number, ok: boolean) => void observed.push(`${store} ${ok ? 'ok' : 'error'}`) };
+beforeEach(() => void observed.splice(0));
+
 /** Resolves `ref` and says whether `beforePull` (the agent's `starting`) ran. */
 async function resolve(ref: string, driver: FakeDriver, images: ImageStore) {
   let starting = 0;
-  const image = await resolveTaskImage(ref, driver, images, async () => void starting++);
+  const image = await resolveTaskImage(ref, driver, images, async () => void starting++, telemetry);
   return { image, starting };
 }
 
@@ -81,6 +86,7 @@ describe('resolveTaskImage, for a runtime with images of its own (docker)', () =
     expect(starting).toBe(1);
     expect(driver.pulls).toEqual(['127.0.0.1:5000/app:1']);
     expect(pulls).toEqual([]);
+    expect(observed.splice(0)).toEqual(['docker ok']);
     // Pulled once: the next sandbox finds it in the runtime.
     expect((await resolve('127.0.0.1:5000/app:1', driver, images)).starting).toBe(0);
   });
@@ -92,6 +98,7 @@ describe('resolveTaskImage, for a runtime with images of its own (docker)', () =
     expect(err).toBeInstanceOf(PrismError);
     expect((err as PrismError).code).toBe('NOT_FOUND');
     expect((err as PrismError).message).toMatch(/^image 'nosuch:1' not found: neither the docker runtime nor Prism's image store has it/);
+    expect(observed.splice(0)).toEqual(['docker error']);
   });
 
   it('passes the runtime\'s other pull errors on with their codes', async () => {
@@ -111,6 +118,10 @@ describe('resolveTaskImage, for every other runtime', () => {
     expect(await resolve('remote:1', driver, images)).toMatchObject({ image: { layers: ['/layers/remote:1'] }, starting: 1 });
     expect(pulls).toEqual(['remote:1']);
     expect(driver.pulls).toEqual([]);
+    // Only the pull is reported, not the image found in place; a failed pull as an error.
+    expect(observed.splice(0)).toEqual(['prism ok']);
+    await expect(resolve('absent:1', driver, images)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect(observed.splice(0)).toEqual(['prism error']);
   });
 
   it('never asks a runtime that does not declare ownImages', async () => {

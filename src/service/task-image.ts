@@ -1,6 +1,7 @@
 import { PrismError, isPrismError } from '../core/errors.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { RuntimeDriver, RuntimeImage } from '../runtime/driver.js';
+import { NO_TELEMETRY, timedPull, type Telemetry } from './telemetry.js';
 
 /** The image a new task is made from, whichever store it came from. */
 export interface TaskImage {
@@ -28,9 +29,16 @@ export interface TaskImage {
  * Every other runtime: Prism's store, which pulls the image when it lacks it.
  *
  * `beforePull` runs once before a pull of either kind (the agent marks the sandbox `starting`, since a
- * pull takes a while). NOT_FOUND when no source has the image, naming `ref`.
+ * pull takes a while). Each pull's duration goes to `telemetry`. NOT_FOUND when no source has the
+ * image, naming `ref`.
  */
-export async function resolveTaskImage(ref: string, driver: RuntimeDriver, images: ImageStore, beforePull: () => Promise<void>): Promise<TaskImage> {
+export async function resolveTaskImage(
+  ref: string,
+  driver: RuntimeDriver,
+  images: ImageStore,
+  beforePull: () => Promise<void>,
+  telemetry: Pick<Telemetry, 'observePull'> = NO_TELEMETRY,
+): Promise<TaskImage> {
   const own = driver.capabilities().ownImages ? driver : undefined;
   if (own?.findImage && own.pullImage) {
     const found = await own.findImage(ref);
@@ -38,7 +46,7 @@ export async function resolveTaskImage(ref: string, driver: RuntimeDriver, image
     const stored = await fromStoreIfThere(images, ref);
     if (stored) return stored;
     await beforePull();
-    const pulled = await own.pullImage(ref).catch((e: unknown) => {
+    const pulled = await timedPull(telemetry, driver.name, () => own.pullImage!(ref)).catch((e: unknown) => {
       if (!isPrismError(e, 'NOT_FOUND')) throw e;
       throw new PrismError('NOT_FOUND', `image '${ref}' not found: neither the ${driver.name} runtime nor Prism's image store has it, and the ${driver.name} runtime could not pull it (${e.message})`, { cause: e });
     });
@@ -47,7 +55,7 @@ export async function resolveTaskImage(ref: string, driver: RuntimeDriver, image
   const stored = await fromStoreIfThere(images, ref);
   if (stored) return stored;
   await beforePull();
-  await images.ensure(ref);
+  await timedPull(telemetry, 'prism', () => images.ensure(ref));
   return fromStore(images, ref);
 }
 

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Prism } from '../../src/sdk/index.js';
+import { Prism, type LifecycleEvent } from '../../src/sdk/index.js';
 import { EtcdCluster, etcdSkipReason } from '../fixtures/etcd-cluster.js';
 import { call, integrationSkipReason, leftovers, startPrismd, type Prismd, authHeaders, fetchFor } from './prismd-harness.js';
 
@@ -156,6 +156,16 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
     const onVictim = made.filter((s) => s.node === ids[victim]);
     expect(onVictim).toHaveLength(2);
     await exec(via, onVictim[0]!.id, 'echo kept > ~/marker');
+    // Every node streams the cluster's events: the death and the losses, told by a survivor.
+    const prism = new Prism({ url: via.url, token: via.token, ca: readFileSync(join(caDir, 'ca.crt')) });
+    const stop = new AbortController();
+    const seen: LifecycleEvent[] = [];
+    let opened!: () => void;
+    const open = new Promise<void>((r) => (opened = r));
+    const streaming = (async () => {
+      for await (const e of prism.events({ types: ['node-dead', 'lost'], signal: stop.signal, onOpen: opened })) seen.push(e);
+    })();
+    await open;
     await nodes[victim]!.stop('SIGKILL');
     const t0 = Date.now();
     await until('the victim dead and its sandboxes lost', async () => {
@@ -165,6 +175,11 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
     const detectMs = Date.now() - t0;
     expect((await call<Sb>(via.url, 'GET', `/sandboxes/${onVictim[0]!.id}`)).body.error?.code).toBe('NODE_LOST');
     expect((await clusterInfo(via)).nodesDead).toBe(1);
+    await until('the events', async () => seen.filter((e) => e.type === 'lost').length === 2, 5000);
+    stop.abort();
+    await streaming;
+    expect(seen.filter((e) => e.type === 'node-dead')).toEqual([expect.objectContaining({ node: ids[victim], nodeName: `node-${victim}` })]);
+    expect(seen.filter((e) => e.type === 'lost').map((e) => e.sandboxId).sort()).toEqual(onVictim.map((s) => s.id).sort());
     // A lost sandbox can be deleted; an exec explains instead of hanging.
     expect((await exec(via, onVictim[0]!.id, 'true')).status).toBe(412);
     expect((await call(via.url, 'DELETE', `/sandboxes/${onVictim[1]!.id}`)).status).toBe(204);

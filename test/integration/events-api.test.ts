@@ -71,6 +71,18 @@ describe.skipIf(!!skip)('GET /events (lifecycle events)', () => {
     expect(mine.got.map((e) => [e.sandboxId, e.type])).toEqual([[a.id, 'running'], [a.id, 'deleted']]);
   }, 60_000);
 
+  it('tells a pause and a resume: pausing, paused, resuming, running again', async () => {
+    const mine = collect(prism, { sandbox: 'ev-pause' });
+    await mine.opened;
+    const sb = await prism.sandboxes.create({ name: 'ev-pause', memoryMb: 64 });
+    await sb.pause();
+    await sb.resume();
+    await until('running again', () => mine.got.filter((e) => e.type === 'running').length === 2);
+    await mine.stop();
+    expect(mine.got.map((e) => e.type).filter((t) => t !== 'scheduled' && t !== 'starting')).toEqual(['created', 'running', 'pausing', 'paused', 'resuming', 'running']);
+    await sb.delete();
+  }, 60_000);
+
   it('tells a failure with its reason (an init killed on the host)', async () => {
     const failed = collect(prism, { types: ['failed'] });
     await failed.opened;

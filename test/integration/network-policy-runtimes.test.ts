@@ -138,6 +138,13 @@ describe.skipIf(!!skip)('network policy on the microvm and docker runtimes', () 
         expect(await served(a.id, 8000, 'index.txt')).toEqual({ status: 200, text: 'served\n' });
         const big = await fetch(`${d.url}/api/v1/sandboxes/${a.id}/ports/8000/big`, { headers: authHeaders(d.url) });
         expect((await big.arrayBuffer()).byteLength).toBe(3_000_000);
+        // Its network bytes (docs/metrics.md): the 3 MB left the sandbox over its link, whatever the runtime.
+        let sample: { netRxBytes?: number; netTxBytes?: number } | undefined;
+        for (const deadline = Date.now() + 15_000; !(sample?.netTxBytes! >= 3_000_000) && Date.now() < deadline; await new Promise((r) => setTimeout(r, 500))) {
+          sample = ((await call(d.url, 'GET', `/sandboxes/${a.id}/metrics`)).body.metrics as (typeof sample)[]).at(-1);
+        }
+        expect(sample?.netTxBytes).toBeGreaterThanOrEqual(3_000_000);
+        expect(sample?.netRxBytes).toBeGreaterThan(0);
       }, 120_000);
 
       it('an allow-list: allowed CIDRs and names only, raw IPs of names closed, other sandboxes unreachable', async (t) => {

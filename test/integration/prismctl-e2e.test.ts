@@ -75,7 +75,7 @@ describe.skipIf(!!skip)('prismctl against a real prismd', () => {
 
     const stats = ctl(['sandbox', 'stats', 'cli']);
     expect(stats.code).toBe(0);
-    expect(stats.out).toMatch(/CPU %\s+MEM USAGE \/ LIMIT\s+MEM %\s+DISK USED \/ SIZE\s+PIDS/);
+    expect(stats.out).toMatch(/CPU %\s+MEM USAGE \/ LIMIT\s+MEM %\s+DISK USED \/ SIZE\s+NET I\/O\s+PIDS/);
     expect(stats.out).toMatch(/cli\s+\d+\.\d% of 1\s+[\d.]+ [KMG]i?B\/256 MiB/);
     const statsJson = JSON.parse(ctl(['-o', 'json', 'sandbox', 'stats']).out).stats;
     expect(statsJson).toEqual([expect.objectContaining({ name: 'cli', memTotal: 256 * 2 ** 20, pids: expect.any(Number) })]);

@@ -6,7 +6,7 @@ import { withErrors } from '../schemas.js';
 import type { ApiServices } from '../server.js';
 
 const EventsQuery = Type.Object({
-  sandbox: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'only this sandbox (id or name)' })),
+  sandbox: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'only this sandbox (id or name); node events are then left out' })),
   type: Type.Optional(Type.String({ maxLength: 512, description: `only these types, comma-separated: ${LIFECYCLE_EVENT_TYPES.join(', ')}` })),
 });
 
@@ -21,7 +21,8 @@ export function registerEventRoutes(app: FastifyInstance, svc: ApiServices): voi
         tags: ['system'],
         description:
           'Sandbox lifecycle events from now on, live, until the client goes: NDJSON (one event per line), or server-sent events with `Accept: text/event-stream`. ' +
-          'An event is a sandbox appearing (`created`), each change of its status (the new status), and its removal (`deleted`). Every node streams the events of the whole cluster.',
+          'An event is a sandbox appearing (`created`), each change of its status (the new status), and its removal (`deleted`); and a node whose membership ended (`node-dead`, without a sandbox). ' +
+          'Every node streams the events of the whole cluster. With `sandbox`, node events are left out.',
         querystring: EventsQuery,
         // 200: the schema of each event (each NDJSON line, or each `data:` of the server-sent events).
         response: withErrors({ 200: LifecycleEventSchema }, 400, 401, 429),

@@ -4,7 +4,7 @@ import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { PrismError, asPrismError } from '../../core/errors.js';
 import type { EgressPolicy } from '../../core/types.js';
-import type { NetnsPlacement, NetworkManager, SandboxNetwork, SetupOptions } from '../network-manager.js';
+import type { NetnsPlacement, NetworkManager, NetworkTraffic, SandboxNetwork, SetupOptions } from '../network-manager.js';
 import { cidrContains, domainAllowed, formatIpv4, parseCidr, parseIpv4, resolvePolicy, type Cidr4, type ResolvedPolicy } from '../policy.js';
 import { DnsFilter } from './dns-filter.js';
 import { hostCommand } from './host-commands.js';
@@ -73,6 +73,22 @@ export class LinuxNetworkManager implements NetworkManager {
 
   get(sandboxId: string): SandboxNetwork | undefined {
     return this.live.get(sandboxId);
+  }
+
+  /**
+   * The host end's counters, swapped: what the host end receives the sandbox sent. Read from sysfs
+   * (two small files) rather than netlink or `ip -s`: the usage sampler asks for every sandbox every
+   * few seconds. A sandbox set up `later` has no link until it is linked: no counters.
+   */
+  async traffic(sandboxId: string): Promise<NetworkTraffic | undefined> {
+    if (!this.live.has(sandboxId)) return undefined;
+    const dir = `/sys/class/net/pv${networkKey(sandboxId)}/statistics`;
+    try {
+      const [hostRx, hostTx] = await Promise.all([readFile(`${dir}/rx_bytes`, 'utf8'), readFile(`${dir}/tx_bytes`, 'utf8')]);
+      return { rxBytes: Number(hostTx), txBytes: Number(hostRx) };
+    } catch {
+      return undefined; // not linked yet, or removed meanwhile
+    }
   }
 
   async setup(sandboxId: string, egress: EgressPolicy, opts: SetupOptions = {}): Promise<SandboxNetwork> {
