@@ -66,10 +66,17 @@ export class EtcdMember {
   async start(opts: { healthy: boolean; timeoutMs?: number }): Promise<void> {
     mkdirSync(this.#o.dataDir, { recursive: true, mode: 0o700 });
     await this.#stopStale();
+    this.#stopping = false;
+    this.#restarts = 0;
     this.#spawn();
     const timeoutMs = opts.timeoutMs ?? 30_000;
-    await this.#waitFor('serve its client URL', () => memberServes(this.#o.spec.clientUrl), timeoutMs);
-    if (opts.healthy) await this.waitHealthy(timeoutMs);
+    try {
+      await this.#waitFor('serve its client URL', () => memberServes(this.#o.spec.clientUrl), timeoutMs);
+      if (opts.healthy) await this.waitHealthy(timeoutMs);
+    } catch (e) {
+      await this.stop(); // a failed start leaves no process behind
+      throw e;
+    }
   }
 
   #args(): string[] {

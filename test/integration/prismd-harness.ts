@@ -90,7 +90,10 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
   // Seconds here; minutes under emulation with the host busy (the host VM in CI).
   const deadline = Date.now() + (process.env.PRISM_IN_HOST_VM === '1' ? 300_000 : 30_000);
   for (;;) {
-    if (proc.exitCode !== null) throw new Error(`prismd exited with ${proc.exitCode}: ${stderr}`);
+    if (proc.exitCode !== null) {
+      if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
+      throw new Error(`prismd exited with ${proc.exitCode}: ${stderr}`);
+    }
     try {
       if (tls && !fetchers.has(url) && existsSync(caFile)) fetchers.set(url, trustingFetch(caFile));
       const r = await fetchFor(url)(`${url}/api/v1/health`);
@@ -98,7 +101,13 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
     } catch {
       /* not up yet */
     }
-    if (Date.now() > deadline) throw new Error(`prismd did not become healthy: ${stderr}`);
+    if (Date.now() > deadline) {
+      // Not left running behind the failed test (it would hold its port, data dir and store).
+      proc.kill('SIGKILL');
+      await exited;
+      if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
+      throw new Error(`prismd did not become healthy in time: ${stderr}`);
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
   const tokenFile = join(dataDir, 'admin-token');

@@ -1,0 +1,129 @@
+/**
+ * A cluster formed by prismd itself: the first node with --cluster-init runs an etcd member, two more
+ * join with --join and the join token (at once), all on loopback with real etcd members and oci
+ * sandboxes. Then: a wrong join token changes nothing; kill -9 of the init node and its member leaves
+ * the other two creating and executing; it restarts and rejoins with its data; node rm of a stopped
+ * node removes its member.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Prism } from '../../src/sdk/index.js';
+import { etcdSkipReason } from '../fixtures/etcd-cluster.js';
+import { freePort, integrationSkipReason, startPrismd, type Prismd } from './prismd-harness.js';
+
+const skip = integrationSkipReason() ?? (etcdSkipReason || undefined);
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await sleep(200);
+  }
+}
+
+const alive = (pid: number) => existsSync(`/proc/${pid}`);
+
+describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --join', () => {
+  const nodes: Record<string, Prismd> = {};
+  let admin: Prism;
+  let joinToken: string;
+  const etcdArgs = async () => ['--etcd-peer', `127.0.0.1:${await freePort()}`, '--etcd-client', `127.0.0.1:${await freePort()}`];
+  const common = ['--runtime', 'oci', '--node-ttl', '3', '--capacity-memory-mb', '4096'];
+  const as = (n: Prismd) => new Prism({ url: n.url, token: nodes.a!.token });
+
+  beforeAll(async () => {
+    nodes.a = await startPrismd({ extraArgs: ['--name', 'node-a', '--cluster-init', ...(await etcdArgs()), ...common] });
+    admin = new Prism({ url: nodes.a.url, token: nodes.a.token });
+    joinToken = await admin.cluster.joinToken();
+    // Two nodes join at the same moment: etcd takes one learner at a time, the other retries.
+    const [b, c] = await Promise.all(['b', 'c'].map(async (n) =>
+      startPrismd({ token: nodes.a!.token, extraArgs: ['--name', `node-${n}`, '--join', nodes.a!.url, '--join-token', joinToken, ...(await etcdArgs()), ...common] })));
+    nodes.b = b!;
+    nodes.c = c!;
+  }, 240_000);
+
+  afterAll(async () => {
+    for (const n of Object.values(nodes)) await n.dispose().catch(() => undefined);
+  }, 120_000);
+
+  it('has three voting members, three alive nodes, and places sandboxes across them', async () => {
+    const members = await admin.cluster.members();
+    expect(members.map((m) => m.name).sort()).toEqual(['node-a', 'node-b', 'node-c']);
+    expect(members.every((m) => !m.learner && m.healthy)).toBe(true);
+    for (const n of Object.values(nodes)) expect((await as(n).clusterInfo()).nodesAlive).toBe(3);
+    const made = await Promise.all([0, 1, 2, 3, 4, 5].map(() => admin.sandboxes.create({ memoryMb: 64, cpus: 0.25 })));
+    expect(new Set(made.map((s) => s.info.node)).size).toBeGreaterThanOrEqual(2);
+    for (const sb of made) expect((await sb.exec('echo hi')).text()).toBe('hi\n');
+    await Promise.all(made.map((s) => s.delete()));
+    // The join token is not an API token, and an API token is not a join token.
+    const r = await fetch(`${nodes.a!.url}/api/v1/sandboxes`, { headers: { authorization: `Bearer ${joinToken}` } });
+    expect(r.status).toBe(401);
+  }, 120_000);
+
+  it('refuses a wrong join token with a clear message, and the cluster is unchanged', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'prismd-test-'));
+    const attempt = startPrismd({ dataDir, extraArgs: ['--name', 'node-x', '--join', nodes.a!.url, '--join-token', 'prism_join_wrong', ...(await etcdArgs()), ...common] });
+    await expect(attempt).rejects.toThrow(/join token is wrong/);
+    expect(existsSync(join(dataDir, 'etcd'))).toBe(false);
+    rmSync(dataDir, { recursive: true, force: true });
+    expect((await admin.cluster.members()).length).toBe(3);
+    const direct = await fetch(`${nodes.a!.url}/api/v1/cluster/join`, {
+      method: 'POST', headers: { authorization: 'Bearer nope', 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'node-y', peerUrl: 'http://127.0.0.1:1', clientUrl: 'http://127.0.0.1:2' }),
+    });
+    expect(direct.status).toBe(401);
+    expect((await admin.cluster.members()).length).toBe(3);
+  }, 60_000);
+
+  it('keeps serving when the init node and its member are killed, and takes it back after a restart', async () => {
+    const a = nodes.a!;
+    const etcdPid = Number(readFileSync(join(a.dataDir, 'etcd', 'etcd.pid'), 'utf8'));
+    expect(alive(etcdPid)).toBe(true);
+    process.kill(etcdPid, 'SIGKILL');
+    await a.stop('SIGKILL');
+    const b = as(nodes.b!);
+    const sb = await until('a create through node-b with node-a gone', () => b.sandboxes.create({ memoryMb: 64, cpus: 0.25 }), 60_000);
+    expect(sb.info.node).not.toBe('');
+    expect((await sb.exec('echo still')).text()).toBe('still\n');
+    await until('node-a seen dead', async () => (await b.clusterInfo()).nodesDead === 1);
+    const members = await b.cluster.members();
+    expect(members.find((m) => m.name === 'node-a')?.healthy).toBe(false);
+    await sb.delete();
+
+    nodes.a = await a.restart('SIGKILL');
+    await until('node-a alive again', async () => (await b.clusterInfo()).nodesAlive === 3, 60_000);
+    await until('node-a member healthy', async () => (await b.cluster.members()).every((m) => m.healthy), 30_000);
+    const back = as(nodes.a);
+    const onA = await back.sandboxes.create({ memoryMb: 64, cpus: 0.25 });
+    expect((await onA.exec('echo back')).text()).toBe('back\n');
+    await onA.delete();
+  }, 240_000);
+
+  it('node rm of a stopped node removes its etcd member first', async () => {
+    const c = nodes.c!;
+    const etcdPid = Number(readFileSync(join(c.dataDir, 'etcd', 'etcd.pid'), 'utf8'));
+    await c.stop('SIGTERM');
+    expect(alive(etcdPid)).toBe(false); // prismd stops its member with it
+    const b = as(nodes.b!);
+    await until('node-c seen dead', async () => (await b.nodes.list()).find((n) => n.name === 'node-c')?.status === 'dead');
+    await b.nodes.remove('node-c');
+    const members = await b.cluster.members();
+    expect(members.map((m) => m.name).sort()).toEqual(['node-a', 'node-b']);
+    // Two members left: still a quorum.
+    const sb = await b.sandboxes.create({ memoryMb: 64, cpus: 0.25 });
+    expect((await sb.exec('echo two')).text()).toBe('two\n');
+    await sb.delete();
+    delete nodes.c;
+    await c.dispose().catch(() => undefined); // its member is gone from the cluster: it cannot come back as it was
+  }, 120_000);
+});
