@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# A local 3-node Prism cluster on loopback (the original project's `make run`): 3 etcd members and
-# 3 prismd nodes, each with its own data dir and ports, all sharing one image store.
+# A local 3-node Prism cluster on loopback (the original project's `make run`), formed the way real
+# machines form one: node0 starts it (`prismd --cluster-init`, which runs an etcd member), node1 and
+# node2 join it (`prismd --join` with the join token) and run members of their own. Each has its own
+# data dir and ports; all share one image store. Installs what it lacks (etcd, the build) first.
 #
 #   npm run cluster                  # start (idempotent) and stay in the foreground; Ctrl-C stops it all
 #   npm run cluster -- start --detach  # start and return
 #   npm run cluster -- status        # processes, nodes, leader
-#   npm run cluster -- stop          # delete the cluster's sandboxes, stop prismd (SIGTERM), then etcd
+#   npm run cluster -- stop          # delete the cluster's sandboxes, stop prismd (SIGTERM; each stops its etcd member)
 #   npm run cluster -- clean         # stop, then remove the state dir (etcd data, node identities)
 #
 # Arguments after `start` that are not --detach go to every prismd (e.g. --placement binpack).
 # Stopping deletes every sandbox of this cluster through the API first: prismd leaves sandboxes running
 # on SIGTERM (to recover them on restart), which here would leak processes and overlay mounts.
 #
+# A start that fails stops everything it started (no prismd, no etcd member is left running).
+#
 # Environment: PRISM_CLUSTER_DIR (state, default /tmp/prism-cluster), PRISM_CLUSTER_IMAGES_DIR (shared
-# image store, default /var/lib/prism/images, where the quick start builds the base image).
+# image store, default /var/lib/prism/images, where the quick start builds the base image),
+# PRISM_CLUSTER_API_PORT (first API port, default 8101), PRISM_CLUSTER_ETCD_PORT (first etcd client
+# port, default 23811; peers at +10).
 # Ports: prismd API 127.0.0.1:8101-8103, etcd clients 23811-23813, peers 23821-23823
 # (scripts/etcd-test-cluster.sh uses 23791-23796, so both can run at once).
 set -euo pipefail
@@ -24,9 +30,11 @@ DIR=${PRISM_CLUSTER_DIR:-/tmp/prism-cluster}
 IMAGES=${PRISM_CLUSTER_IMAGES_DIR:-/var/lib/prism/images}
 BASE_IMAGE=prism.local/base:bookworm
 N=3
-api_port() { echo $((8101 + $1)); }
-etcd_client_port() { echo $((23811 + $1)); }
-etcd_peer_port() { echo $((23821 + $1)); }
+API_BASE=${PRISM_CLUSTER_API_PORT:-8101}
+ETCD_BASE=${PRISM_CLUSTER_ETCD_PORT:-23811}
+api_port() { echo $((API_BASE + $1)); }
+etcd_client_port() { echo $((ETCD_BASE + $1)); }
+etcd_peer_port() { echo $((ETCD_BASE + 10 + $1)); }
 api_url() { echo "http://127.0.0.1:$(api_port "$1")"; }
 etcd_endpoints() {
   local out=() i
@@ -62,55 +70,67 @@ api_field() {
 }
 
 check_prereqs() {
-  command -v etcd >/dev/null || die "etcd not installed (apt-get install -y etcd-server etcd-client)"
-  [[ -f "$ROOT/dist/src/daemon/prismd.js" && -f "$ROOT/dist/src/cli/prismctl.js" ]] || die "Prism is not built: run 'npm run build' first"
   [[ $(id -u) == 0 ]] || die "prismd runs sandboxes with namespaces and mounts: run as root"
+  # A fresh machine: the quick start's packages and the build, then etcd (each node runs a member).
+  if [[ ! -d "$ROOT/node_modules" || ! -f "$ROOT/dist/src/daemon/prismd.js" || ! -f "$ROOT/dist/src/cli/prismctl.js" ]]; then
+    log "Prism is not set up here yet: running scripts/setup.sh (packages, npm dependencies, build)"
+    bash "$ROOT/scripts/setup.sh"
+  fi
+  if ! command -v etcd >/dev/null; then
+    log "installing etcd (Debian's etcd-server): every node runs a member of the cluster's store"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >/dev/null ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >/dev/null; } ||
+      die "could not install etcd-server"
+  fi
   if ! grep -q "\"$BASE_IMAGE\"" "$IMAGES/index.json" 2>/dev/null; then
     log "the base image $BASE_IMAGE is not in $IMAGES; building it once (debootstrap, a few minutes)"
     node "$ROOT/bin/prismd.js" build-base-image --images-dir "$IMAGES"
   fi
 }
 
-start_etcd() {
-  local initial="" i
-  for i in $(seq 0 $((N - 1))); do initial+="${initial:+,}e$i=http://127.0.0.1:$(etcd_peer_port "$i")"; done
-  for i in $(seq 0 $((N - 1))); do
-    local name=etcd$i c="http://127.0.0.1:$(etcd_client_port "$i")" p="http://127.0.0.1:$(etcd_peer_port "$i")"
-    running "$name" && continue
-    # A member's data dir already names its cluster; "existing" rejoins it after a stop.
-    local state=new
-    [[ -d "$DIR/$name.data/member" ]] && state=existing
-    setsid etcd --name "e$i" --data-dir "$DIR/$name.data" \
-      --listen-client-urls "$c" --advertise-client-urls "$c" \
-      --listen-peer-urls "$p" --initial-advertise-peer-urls "$p" \
-      --initial-cluster "$initial" --initial-cluster-token prism-local-cluster --initial-cluster-state "$state" \
-      >"$DIR/$name.log" 2>&1 </dev/null &
-    echo $! >"$DIR/$name.pid"
-    disown
+# node0 starts the cluster; the others join it with the join token (kept in $DIR/join-token, 0600,
+# so that a restart of a node that died can rejoin). A node that joined before rejoins with its data.
+start_node() {
+  local i=$1 name=node$1
+  shift
+  running "$name" && return 0
+  mkdir -p "$DIR/$name"
+  local role=(--cluster-init)
+  if ((i > 0)); then
+    role=(--join "$(api_url 0)")
+    export PRISM_JOIN_TOKEN
+    PRISM_JOIN_TOKEN=$(cat "$DIR/join-token")
+  fi
+  setsid node "$ROOT/bin/prismd.js" --name "$name" --api "127.0.0.1:$(api_port "$i")" \
+    --data-dir "$DIR/$name" --images-dir "$IMAGES" "${role[@]}" \
+    --etcd-client "127.0.0.1:$(etcd_client_port "$i")" --etcd-peer "127.0.0.1:$(etcd_peer_port "$i")" \
+    --label "zone=z$i" --log-file "$DIR/$name.log" "$@" \
+    >"$DIR/$name.out" 2>&1 </dev/null &
+  echo $! >"$DIR/$name.pid"
+  # Not our job to report on: a node killed on purpose (kill -9, to try failover) is not an error here.
+  disown
+}
+
+# Until node $1 answers /health; fails (with its output) when it exited.
+wait_up() {
+  local i=$1
+  for _ in $(seq 1 240); do
+    running "node$i" || die "prismd node$i exited: $(tail -n 3 "$DIR/node$i.out" 2>/dev/null)"
+    api_field "$(api_url "$i")" /health status >/dev/null 2>&1 && return 0
+    sleep 0.25
   done
-  local eps
-  eps=$(etcd_endpoints)
-  for _ in $(seq 1 150); do
-    ETCDCTL_API=3 etcdctl --endpoints "$eps" endpoint health >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  die "etcd did not become healthy; logs: $DIR/etcd*.log"
+  die "prismd node$i did not answer in 60s; see $DIR/node$i.log"
 }
 
 start_prismd() {
+  start_node 0 "$@"
+  wait_up 0
+  if [[ ! -s "$DIR/join-token" ]]; then
+    (umask 077 && prismctl --api "$(api_url 0)" cluster join-token >"$DIR/join-token.tmp") || die "could not get the join token from node0"
+    mv "$DIR/join-token.tmp" "$DIR/join-token"
+  fi
   local i
-  for i in $(seq 0 $((N - 1))); do
-    local name=node$i
-    running "$name" && continue
-    mkdir -p "$DIR/$name"
-    setsid node "$ROOT/bin/prismd.js" --name "$name" --api "127.0.0.1:$(api_port "$i")" \
-      --data-dir "$DIR/$name" --images-dir "$IMAGES" --store "etcd://$(etcd_endpoints)" \
-      --label "zone=z$i" --log-file "$DIR/$name.log" "$@" \
-      >"$DIR/$name.out" 2>&1 </dev/null &
-    echo $! >"$DIR/$name.pid"
-    # Not our job to report on: a node killed on purpose (kill -9, to try failover) is not an error here.
-    disown
-  done
+  for i in $(seq 1 $((N - 1))); do start_node "$i" "$@"; done
 }
 
 # Ready = every node answers, the cluster counts N nodes alive, and a leader is elected.
@@ -138,7 +158,7 @@ TXT
     printf '  node%s  %s   log %s\n' "$i" "$(api_url "$i")" "$DIR/node$i.log"
   done
   cat <<TXT
-  etcd   $(etcd_endpoints)   logs $DIR/etcd*.log
+  etcd   members run by the nodes, clients at $(etcd_endpoints)
   leader $(api_field "$(api_url 0)" /cluster/info leaderName 2>/dev/null || echo '?')
 
 Try, from another shell (the admin API token is in $DIR/admin-token, mode 0600):
@@ -198,7 +218,6 @@ revive_dead_nodes() {
     [[ -f "$DIR/node$i.pid" ]] && ! running "node$i" && dead+=("node$i")
   done
   ((${#dead[@]})) || return 0
-  running etcd0 || running etcd1 || running etcd2 || return 0
   log "restarting ${dead[*]} so that their sandboxes can be deleted"
   [[ -f "$DIR/prismd.args" ]] && mapfile -d '' -t args <"$DIR/prismd.args"
   start_prismd "${args[@]}"
@@ -214,9 +233,16 @@ stop_all() {
   local i pids=()
   for i in $(seq 0 $((N - 1))); do stop_pid "node$i" TERM 20 & pids+=($!); done
   wait "${pids[@]}"
-  pids=()
-  for i in $(seq 0 $((N - 1))); do stop_pid "etcd$i" TERM 10 & pids+=($!); done
-  wait "${pids[@]}"
+  # prismd stops its etcd member; one whose prismd was killed (-9) and never revived runs on alone.
+  local stray
+  stray=$(pgrep -f -- "--data-dir $DIR/node[0-9]+/etcd" || true)
+  if [[ -n $stray ]]; then
+    log "stopping etcd members left by killed nodes: $stray"
+    # shellcheck disable=SC2086
+    kill $stray 2>/dev/null || true
+    for _ in $(seq 1 50); do pgrep -f -- "--data-dir $DIR/node[0-9]+/etcd" >/dev/null || break; sleep 0.2; done
+    pkill -9 -f -- "--data-dir $DIR/node[0-9]+/etcd" 2>/dev/null || true
+  fi
   if grep -q " $DIR/" /proc/mounts; then
     log "mounts left under $DIR (a sandbox was not deleted):"
     grep " $DIR/" /proc/mounts >&2
@@ -227,7 +253,7 @@ stop_all() {
 
 status() {
   local i name any=0
-  for name in etcd0 etcd1 etcd2 node0 node1 node2; do
+  for name in node0 node1 node2; do
     if running "$name"; then printf '%-6s running (pid %s)\n' "$name" "$(pid_of "$name")"; any=1; else printf '%-6s stopped\n' "$name"; fi
   done
   ((any)) || return 3
@@ -237,6 +263,8 @@ status() {
       prismctl --api "$(api_url "$i")" info || true
       echo
       prismctl --api "$(api_url "$i")" node ls || true
+      echo
+      prismctl --api "$(api_url "$i")" cluster members || true
       return 0
     fi
   done
@@ -247,11 +275,13 @@ start() {
   for a in "$@"; do if [[ $a == --detach || $a == -d ]]; then detach=1; else args+=("$a"); fi; done
   check_prereqs
   mkdir -p "$DIR"
+  # A start that fails leaves nothing running: whatever it started is stopped again.
+  trap 'rc=$?; if ((rc != 0)); then log "start failed; stopping what was started"; stop_all; fi' EXIT
   # Starts only what is not running, so a second start restarts a node that died and changes nothing else.
-  start_etcd
   if ((${#args[@]})); then printf '%s\0' "${args[@]}" >"$DIR/prismd.args"; else rm -f "$DIR/prismd.args"; fi
   start_prismd "${args[@]}"
   wait_ready
+  trap - EXIT
   print_info
   if [[ -f "$DIR/supervisor.pid" ]] && kill -0 "$(cat "$DIR/supervisor.pid")" 2>/dev/null; then
     log "already running in the foreground of pid $(cat "$DIR/supervisor.pid")"
