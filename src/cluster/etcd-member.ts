@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { PrismError } from '../core/errors.js';
 import type { Logger } from '../service/logger.js';
+import { tlsFetch, type MemberTls } from './etcd-http.js';
 
 /**
  * An etcd member run by prismd (`--cluster-init`, `--join`): Debian's etcd binary as a child process,
@@ -23,6 +24,8 @@ export interface MemberSpec {
   initialState: 'new' | 'existing';
   /** Distinguishes this cluster's members from another's at first contact. */
   clusterToken: string;
+  /** With `--tls`: peers and clients speak TLS, with certificates of the cluster CA on both sides. */
+  tls?: MemberTls;
 }
 
 export interface EtcdMemberOptions {
@@ -47,8 +50,11 @@ export class EtcdMember {
   #restarts = 0;
   #lastStderr = '';
 
+  readonly #fetch: typeof fetch;
+
   constructor(o: EtcdMemberOptions) {
     this.#o = o;
+    this.#fetch = tlsFetch(o.spec.tls);
   }
 
   get clientUrl(): string {
@@ -71,7 +77,7 @@ export class EtcdMember {
     this.#spawn();
     const timeoutMs = opts.timeoutMs ?? 30_000;
     try {
-      await this.#waitFor('serve its client URL', () => memberServes(this.#o.spec.clientUrl), timeoutMs);
+      await this.#waitFor('serve its client URL', () => memberServes(this.#o.spec.clientUrl, this.#fetch), timeoutMs);
       if (opts.healthy) await this.waitHealthy(timeoutMs);
     } catch (e) {
       await this.stop(); // a failed start leaves no process behind
@@ -88,6 +94,10 @@ export class EtcdMember {
       // Ignored by etcd once the data dir holds a member: a restart rejoins with what it has.
       '--initial-cluster', s.initialCluster, '--initial-cluster-state', s.initialState, '--initial-cluster-token', s.clusterToken,
       '--log-level', 'warn', '--logger', 'zap',
+      ...(s.tls
+        ? ['--cert-file', s.tls.certFile, '--key-file', s.tls.keyFile, '--trusted-ca-file', s.tls.caFile, '--client-cert-auth',
+           '--peer-cert-file', s.tls.certFile, '--peer-key-file', s.tls.keyFile, '--peer-trusted-ca-file', s.tls.caFile, '--peer-client-cert-auth']
+        : []),
     ];
   }
 
@@ -116,7 +126,7 @@ export class EtcdMember {
 
   /** Until the member's /health says true (it has a leader and a quorum). */
   waitHealthy(timeoutMs: number): Promise<void> {
-    return this.#waitFor('become healthy', () => memberHealthy(this.#o.spec.clientUrl), timeoutMs);
+    return this.#waitFor('become healthy', () => memberHealthy(this.#o.spec.clientUrl, this.#fetch), timeoutMs);
   }
 
   async #waitFor(what: string, ok: () => Promise<boolean>, timeoutMs: number): Promise<void> {
@@ -172,18 +182,18 @@ export class EtcdMember {
 }
 
 /** Does the member answer on its client URL at all? */
-export async function memberServes(clientUrl: string): Promise<boolean> {
+export async function memberServes(clientUrl: string, f: typeof fetch = fetch): Promise<boolean> {
   try {
-    return (await fetch(`${clientUrl}/version`, { signal: AbortSignal.timeout(1000) })).ok;
+    return (await f(`${clientUrl}/version`, { signal: AbortSignal.timeout(1000) })).ok;
   } catch {
     return false;
   }
 }
 
 /** etcd's own health endpoint on the client URL (no etcdctl needed). */
-export async function memberHealthy(clientUrl: string): Promise<boolean> {
+export async function memberHealthy(clientUrl: string, f: typeof fetch = fetch): Promise<boolean> {
   try {
-    const r = await fetch(`${clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
+    const r = await f(`${clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
     if (!r.ok) return false;
     return ((await r.json()) as { health?: string }).health === 'true';
   } catch {

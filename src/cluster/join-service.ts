@@ -3,6 +3,7 @@ import { PrismError } from '../core/errors.js';
 import type { Logger } from '../service/logger.js';
 import type { Store } from '../store/store.js';
 import { memberHealthy } from './etcd-member.js';
+import { tlsFetch, type MemberTls } from './etcd-http.js';
 import type { ClusterMembers, EtcdMemberInfo } from './members.js';
 
 /**
@@ -42,8 +43,12 @@ export class ClusterJoin {
     private readonly store: Store,
     /** Absent on a cluster on an etcd the user runs (`--store etcd://`): nodes join as clients. */
     private readonly members: ClusterMembers | undefined,
-    private readonly opts: { voters: number; log: Logger; externalEndpoints?: string[] },
-  ) {}
+    private readonly opts: { voters: number; log: Logger; externalEndpoints?: string[]; tls?: MemberTls },
+  ) {
+    this.#fetch = tlsFetch(opts.tls);
+  }
+
+  readonly #fetch: typeof fetch;
 
   /** The cluster's join token, made on first use (`prismctl cluster join-token`). */
   async joinToken(): Promise<string> {
@@ -126,7 +131,7 @@ export class ClusterJoin {
   async list(): Promise<MemberHealth[]> {
     if (!this.members) return [];
     const members = await this.members.list();
-    return Promise.all(members.map(async (m) => ({ ...m, healthy: m.clientUrls.length > 0 && (await memberHealthy(m.clientUrls[0]!)) })));
+    return Promise.all(members.map(async (m) => ({ ...m, healthy: m.clientUrls.length > 0 && (await memberHealthy(m.clientUrls[0]!, this.#fetch)) })));
   }
 
   /** Removes the etcd member of a node (by its member name), if it has one: `prismctl node rm`. */

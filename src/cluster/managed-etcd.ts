@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { PrismError } from '../core/errors.js';
 import type { Logger } from '../service/logger.js';
 import { EtcdMember, hasMemberData } from './etcd-member.js';
+import { tlsFetch, type MemberTls } from './etcd-http.js';
 import type { JoinAnswer, JoinRequest } from './join-service.js';
 
 /**
@@ -45,10 +46,11 @@ export interface ManagedEtcd {
   stop(): Promise<void>;
 }
 
-const url = (hp: { host: string; port: number }) => `http://${hp.host.includes(':') ? `[${hp.host}]` : hp.host}:${hp.port}`;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-export async function startManagedEtcd(dataDir: string, name: string, cfg: ManagedEtcdConfig, log: Logger): Promise<ManagedEtcd> {
+export async function startManagedEtcd(dataDir: string, name: string, cfg: ManagedEtcdConfig, log: Logger, tls?: MemberTls): Promise<ManagedEtcd> {
+  const scheme = tls ? 'https' : 'http';
+  const url = (hp: { host: string; port: number }) => `${scheme}://${hp.host.includes(':') ? `[${hp.host}]` : hp.host}:${hp.port}`;
   const stateFile = join(dataDir, 'cluster.json');
   const etcdDir = join(dataDir, 'etcd');
   const saved = existsSync(stateFile) ? (JSON.parse(readFileSync(stateFile, 'utf8')) as SavedCluster) : undefined;
@@ -63,7 +65,7 @@ export async function startManagedEtcd(dataDir: string, name: string, cfg: Manag
     stop: async () => member?.stop(),
   });
   const memberOf = (s: SavedCluster, initialState: 'new' | 'existing') =>
-    new EtcdMember({ dataDir: etcdDir, log, spec: { name: s.name, peerUrl: s.peerUrl, clientUrl: s.clientUrl, initialCluster: s.initialCluster, initialState, clusterToken: s.clusterToken } });
+    new EtcdMember({ dataDir: etcdDir, log, spec: { name: s.name, peerUrl: s.peerUrl, clientUrl: s.clientUrl, initialCluster: s.initialCluster, initialState, clusterToken: s.clusterToken, ...(tls ? { tls } : {}) } });
 
   // A restart: rejoin with what this node has.
   if (saved) {
@@ -95,7 +97,7 @@ export async function startManagedEtcd(dataDir: string, name: string, cfg: Manag
   // --join: ask the cluster (retrying while another node joins), then start a learner and get promoted.
   if (!cfg.joinUrl || !cfg.joinToken) throw new PrismError('INVALID_ARGUMENT', '--join needs --join-token (or PRISM_JOIN_TOKEN): get it with prismctl cluster join-token');
   const req: JoinRequest = me;
-  const answer = await callCluster<JoinAnswer>(cfg.joinUrl, cfg.joinToken, 'POST', '/cluster/join', req, 120_000);
+  const answer = await callCluster<JoinAnswer>(tlsFetch(tls), cfg.joinUrl, cfg.joinToken, 'POST', '/cluster/join', req, 120_000);
   if (answer.role === 'client') {
     const s: SavedCluster = { role: 'client', ...me, clusterToken: answer.clusterToken, initialCluster: '', endpoints: answer.endpoints };
     save(s);
@@ -106,12 +108,12 @@ export async function startManagedEtcd(dataDir: string, name: string, cfg: Manag
   const member = memberOf(s, 'existing');
   try {
     await member.start({ healthy: false });
-    await callCluster(cfg.joinUrl, cfg.joinToken, 'POST', `/cluster/join/${answer.memberId}/promote`, undefined, 60_000);
+    await callCluster(tlsFetch(tls), cfg.joinUrl, cfg.joinToken, 'POST', `/cluster/join/${answer.memberId}/promote`, undefined, 60_000);
     await member.waitHealthy(30_000);
   } catch (e) {
     // Leave no half-added member behind: the learner goes, and so does its data.
     await member.destroy().catch(() => undefined);
-    await callCluster(cfg.joinUrl, cfg.joinToken, 'DELETE', `/cluster/join/${answer.memberId}`, undefined, 10_000).catch((err: Error) =>
+    await callCluster(tlsFetch(tls), cfg.joinUrl, cfg.joinToken, 'DELETE', `/cluster/join/${answer.memberId}`, undefined, 10_000).catch((err: Error) =>
       log.error({ err, member: answer.memberId }, 'could not remove the learner of this failed join: remove it with etcdctl member remove'));
     throw e;
   }
@@ -121,13 +123,13 @@ export async function startManagedEtcd(dataDir: string, name: string, cfg: Manag
 }
 
 /** A call to the cluster's join API with the join token; retries what the cluster says to retry. */
-async function callCluster<T>(base: string, token: string, method: string, path: string, body: unknown, budgetMs: number): Promise<T> {
+async function callCluster<T>(f: typeof fetch, base: string, token: string, method: string, path: string, body: unknown, budgetMs: number): Promise<T> {
   const deadline = Date.now() + budgetMs;
   const target = `${base.replace(/\/+$/, '')}/api/v1${path}`;
   for (;;) {
     let res: Response;
     try {
-      res = await fetch(target, {
+      res = await f(target, {
         method,
         headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),

@@ -21,7 +21,7 @@ import { ClusterJoin, voterEndpoints } from '../cluster/join-service.js';
 import { startManagedEtcd, type ManagedEtcd } from '../cluster/managed-etcd.js';
 import type { DaemonConfig } from './config.js';
 import { startNode } from './node-wiring.js';
-import { loadTls } from './tls.js';
+import { loadTls, type TlsMaterial } from './tls.js';
 import { loadNodeIdentity } from './node-identity.js';
 import { loadRegistryAuths } from './registry-config.js';
 import { initBinaryPath, packageVersion } from './package-info.js';
@@ -72,7 +72,7 @@ interface OpenedStore {
   managed?: ManagedEtcd;
 }
 
-async function openStore(cfg: DaemonConfig, nodeName: string, log: Logger): Promise<OpenedStore> {
+async function openStore(cfg: DaemonConfig, nodeName: string, log: Logger, tls: TlsMaterial | undefined): Promise<OpenedStore> {
   const c = cfg.store;
   if (c.kind === 'sqlite') {
     // Watch history keeps values (exec records among them): 2000 events bound it to ~256 MiB at worst.
@@ -84,11 +84,13 @@ async function openStore(cfg: DaemonConfig, nodeName: string, log: Logger): Prom
     const store = await EtcdStore.connect({ endpoints: c.endpoints, ...(c.tls ? { tls: c.tls } : {}) });
     return { store, cluster: new ClusterJoin(store, undefined, { voters: 0, log, externalEndpoints: c.endpoints }) };
   }
-  const managed = await startManagedEtcd(cfg.dataDir, nodeName, c, log);
+  // With --tls the members speak TLS to each other and to clients, with the cluster CA's certificates.
+  const memberTls = tls ? { caFile: tls.caFile, certFile: tls.certFile, keyFile: tls.keyFile } : undefined;
+  const managed = await startManagedEtcd(cfg.dataDir, nodeName, c, log, memberTls);
   try {
-    const store = await EtcdStore.connect({ endpoints: managed.endpoints });
+    const store = await EtcdStore.connect({ endpoints: managed.endpoints, ...(memberTls ? { tls: { ca: memberTls.caFile, cert: memberTls.certFile, key: memberTls.keyFile } } : {}) });
     const members = store.members();
-    const cluster = new ClusterJoin(store, members, { voters: c.voters, log });
+    const cluster = new ClusterJoin(store, members, { voters: c.voters, log, ...(memberTls ? { tls: memberTls } : {}) });
     if (c.mode === 'init') await cluster.recordClusterToken(managed.clusterToken);
     // The next start finds the cluster through whichever members are up then.
     await members.list().then((m) => managed.saveEndpoints(voterEndpoints(m)), () => undefined);
@@ -134,8 +136,12 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
   const version = packageVersion();
   const ident = await loadNodeIdentity(cfg.dataDir, cfg.name);
   let opened: OpenedStore;
+  let tls: TlsMaterial | undefined;
   try {
-    opened = await openStore(cfg, ident.name, log);
+    // Before the store: an etcd member prismd runs uses the node's certificate too.
+    const etcdHosts = cfg.store.kind === 'managed-etcd' ? [cfg.store.peer.host, cfg.store.client.host] : [];
+    tls = await loadTls(cfg.tls, cfg.dataDir, cfg.advertise ? new URL(cfg.advertise).hostname : cfg.apiHost, etcdHosts);
+    opened = await openStore(cfg, ident.name, log, tls);
   } catch (e) {
     await releaseLock();
     throw e;
@@ -168,7 +174,6 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       logger: log,
     });
     const host = cfg.apiHost.includes(':') ? `[${cfg.apiHost}]` : cfg.apiHost;
-    const tls = await loadTls(cfg.tls, cfg.dataDir, cfg.advertise ? new URL(cfg.advertise).hostname : cfg.apiHost);
     const scheme = tls ? 'https' : 'http';
     let url = `${scheme}://${host}:${cfg.apiPort}`;
     const advertised = () => cfg.advertise ?? (['0.0.0.0', '[::]'].includes(host) ? url.replace(host, os.hostname()) : url);

@@ -18,6 +18,9 @@ export interface TlsMaterial {
   ca: Buffer;
   /** Where the CA certificate is, for users to hand to prismctl --ca / the SDK. */
   caFile: string;
+  /** Where the node's certificate and key are (the etcd member prismd runs uses them too). */
+  certFile: string;
+  keyFile: string;
 }
 
 export type TlsConfig =
@@ -36,9 +39,9 @@ async function openssl(args: string[]): Promise<void> {
 }
 
 /** Names the node certificate must cover: loopback, this host, and the advertised host. */
-export function certificateNames(advertiseHost: string | undefined): string[] {
+export function certificateNames(advertiseHost: string | undefined, extra: string[] = []): string[] {
   const names = new Set(['localhost', '127.0.0.1', '::1', os.hostname()]);
-  if (advertiseHost) names.add(advertiseHost.replace(/^\[|\]$/g, ''));
+  for (const h of [advertiseHost, ...extra]) if (h) names.add(h.replace(/^\[|\]$/g, ''));
   return [...names];
 }
 
@@ -78,12 +81,13 @@ async function autoTls(dataDir: string, cfg: { ca?: string; caKey?: string }, na
     await rm(csr, { force: true });
     await rm(ext, { force: true });
   }
-  return { cert: await readFile(certFile), key: await readFile(keyFile), ca: await readFile(caFile), caFile };
+  return { cert: await readFile(certFile), key: await readFile(keyFile), ca: await readFile(caFile), caFile, certFile, keyFile };
 }
 
-export async function loadTls(cfg: TlsConfig, dataDir: string, advertiseHost?: string): Promise<TlsMaterial | undefined> {
+/** `extraNames`: more hosts the certificate must cover (where this node's etcd member is reached). */
+export async function loadTls(cfg: TlsConfig, dataDir: string, advertiseHost?: string, extraNames: string[] = []): Promise<TlsMaterial | undefined> {
   if (cfg.mode === 'off') return undefined;
-  if (cfg.mode === 'auto') return autoTls(dataDir, cfg, certificateNames(advertiseHost));
+  if (cfg.mode === 'auto') return autoTls(dataDir, cfg, certificateNames(advertiseHost, extraNames));
   const read = async (what: string, file: string) => {
     try {
       return await readFile(file);
@@ -95,5 +99,5 @@ export async function loadTls(cfg: TlsConfig, dataDir: string, advertiseHost?: s
   const key = await read('--tls-key', cfg.key);
   // Without --tls-ca, peers are trusted by the node certificate's own chain (one shared certificate).
   const caFile = cfg.ca ?? cfg.cert;
-  return { cert, key, ca: await read('--tls-ca', caFile), caFile };
+  return { cert, key, ca: await read('--tls-ca', caFile), caFile, certFile: cfg.cert, keyFile: cfg.key };
 }

@@ -5,9 +5,11 @@
  * the other two creating and executing; it restarts and rejoins with its data; node rm of a stopped
  * node removes its member.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Prism } from '../../src/sdk/index.js';
 import { etcdSkipReason } from '../fixtures/etcd-cluster.js';
@@ -125,5 +127,47 @@ describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --
     await sb.delete();
     delete nodes.c;
     await c.dispose().catch(() => undefined); // its member is gone from the cluster: it cannot come back as it was
+  }, 120_000);
+});
+
+describe.skipIf(skip !== undefined)('a cluster formed with --join over TLS (--tls auto, one cluster CA)', () => {
+  const nodes: Prismd[] = [];
+  const caDir = mkdtempSync(join(tmpdir(), 'prism-join-ca-'));
+  let ports: { client: number; peer: number }[] = [];
+
+  beforeAll(async () => {
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+      '-subj', '/CN=test cluster CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+      '-keyout', join(caDir, 'ca.key'), '-out', join(caDir, 'ca.crt')]);
+    expect(made.status, made.stderr?.toString()).toBe(0);
+    ports = [{ client: await freePort(), peer: await freePort() }, { client: await freePort(), peer: await freePort() }];
+    const tls = ['--tls', 'auto', '--tls-ca', join(caDir, 'ca.crt'), '--tls-ca-key', join(caDir, 'ca.key'), '--runtime', 'oci'];
+    const etcd = (i: number) => ['--etcd-client', `127.0.0.1:${ports[i]!.client}`, '--etcd-peer', `127.0.0.1:${ports[i]!.peer}`];
+    nodes.push(await startPrismd({ extraArgs: ['--name', 'tls-a', '--cluster-init', ...etcd(0), ...tls] }));
+    const token = await new Prism({ url: nodes[0]!.url, token: nodes[0]!.token, ca: readFileSync(join(caDir, 'ca.crt')) }).cluster.joinToken();
+    nodes.push(await startPrismd({ token: nodes[0]!.token, extraArgs: ['--name', 'tls-b', '--join', nodes[0]!.url, '--join-token', token, ...etcd(1), ...tls] }));
+  }, 180_000);
+
+  afterAll(async () => {
+    for (const n of nodes) await n.dispose().catch(() => undefined);
+    rmSync(caDir, { recursive: true, force: true });
+  });
+
+  it('runs its members on TLS with client certificates, and serves sandboxes', async () => {
+    const b = new Prism({ url: nodes[1]!.url, token: nodes[0]!.token, ca: readFileSync(join(caDir, 'ca.crt')) });
+    const members = await b.cluster.members();
+    expect(members.map((m) => m.name).sort()).toEqual(['tls-a', 'tls-b']);
+    for (const m of members) {
+      expect(m.healthy).toBe(true);
+      expect([...m.clientUrls, ...m.peerUrls].every((u) => u.startsWith('https://'))).toBe(true);
+    }
+    // Plain HTTP to a member's client port is not served, nor is TLS without a client certificate.
+    await expect(fetch(`http://127.0.0.1:${ports[0]!.client}/health`, { signal: AbortSignal.timeout(3000) })).rejects.toThrow();
+    const noCert = new Agent({ connect: { ca: readFileSync(join(caDir, 'ca.crt')) } });
+    await expect(undiciFetch(`https://127.0.0.1:${ports[0]!.client}/health`, { dispatcher: noCert, signal: AbortSignal.timeout(3000) })).rejects.toThrow();
+    await noCert.close();
+    const sb = await b.sandboxes.create({ memoryMb: 64, cpus: 0.25 });
+    expect((await sb.exec('echo tls')).text()).toBe('tls\n');
+    await sb.delete();
   }, 120_000);
 });
