@@ -124,9 +124,14 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
       done(new PrismError('INVALID_ARGUMENT', `request body is not valid JSON: ${(e as Error).message}`), undefined);
     }
   });
-  app.setErrorHandler((err: FastifyError, req, reply) => {
+  app.setErrorHandler(async (err: FastifyError, req, reply) => {
     if (err instanceof PrismError) {
       if (err.code === 'INTERNAL') opts.logger.error({ err, url: req.url }, 'request failed');
+      // The store failing on a cluster of prismd's own members: say which members are missing.
+      if ((err.code === 'UNAVAILABLE' || err.code === 'DEADLINE_EXCEEDED') && err.message.startsWith('etcd') && svc.cluster) {
+        const why = await svc.cluster.outage().catch(() => undefined);
+        if (why) return sendError(reply.header('retry-after', '2'), err.code, `${err.message}: ${why}`);
+      }
       if (err.retryAfterSec !== undefined) void reply.header('retry-after', String(err.retryAfterSec));
       return sendError(reply, err.code, err.message);
     }

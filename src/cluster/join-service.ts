@@ -2,7 +2,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { PrismError } from '../core/errors.js';
 import type { Logger } from '../service/logger.js';
 import type { Store } from '../store/store.js';
-import { memberHealthy } from './etcd-member.js';
+import { memberHealthy, memberServes } from './etcd-member.js';
 import { tlsFetch, type MemberTls } from './etcd-http.js';
 import type { ClusterMembers, EtcdMemberInfo } from './members.js';
 
@@ -130,9 +130,41 @@ export class ClusterJoin {
   /** Members with their health (`prismctl cluster members`, `prismctl info`). */
   async list(): Promise<MemberHealth[]> {
     if (!this.members) return [];
-    const members = await this.members.list();
+    const members = (this.#known = await this.members.list());
     return Promise.all(members.map(async (m) => ({ ...m, healthy: m.clientUrls.length > 0 && (await memberHealthy(m.clientUrls[0]!, this.#fetch)) })));
   }
+
+  /**
+   * Why the store does not answer, when it is this cluster's own members: which voting members do not
+   * answer their health check, against the quorum needed. Undefined when all answer (or none is known).
+   */
+  async outage(): Promise<string | undefined> {
+    if (!this.members) return undefined;
+    const now = Date.now();
+    if (this.#lastOutage && now - this.#lastOutage.at < 2000) return this.#lastOutage.text;
+    let text: string | undefined;
+    try {
+      // A member answers the member list from its own copy, quorum or not; a frozen one never does,
+      // and then the members last seen serve.
+      const all = await withTimeout(this.members.list(), 3000).then((l) => (this.#known = l), () => this.#known);
+      if (all.length === 0) throw new Error('no member known');
+      const voters = all.filter((m) => !m.learner);
+      // Without a quorum no member passes /health; the ones missing are those that do not answer at all.
+      const down = (await Promise.all(voters.map(async (m) => ((await memberServes(m.clientUrls[0] ?? '', this.#fetch)) ? undefined : m)))).filter((m) => m !== undefined);
+      const quorum = Math.floor(voters.length / 2) + 1;
+      if (down.length > 0) {
+        text = `etcd members not answering: ${down.map((m) => `${m.name || m.id} (${m.clientUrls[0] ?? m.peerUrls[0]})`).join(', ')}; ${voters.length - down.length} of ${voters.length} voting members answer, a quorum needs ${quorum}`;
+      }
+    } catch {
+      text = 'no etcd member of this cluster answers';
+    }
+    this.#lastOutage = { at: now, text };
+    return text;
+  }
+
+  #lastOutage: { at: number; text: string | undefined } | undefined;
+  /** The members as last listed, for when listing them fails. */
+  #known: EtcdMemberInfo[] = [];
 
   /** Removes the etcd member of a node (by its member name), if it has one: `prismctl node rm`. */
   async removeMemberNamed(name: string): Promise<boolean> {
@@ -152,4 +184,11 @@ export function voterEndpoints(members: EtcdMemberInfo[]): string[] {
 function initialCluster(members: EtcdMemberInfo[], req: JoinRequest): string {
   const parts = members.filter((m) => m.name && !m.peerUrls.includes(req.peerUrl)).map((m) => `${m.name}=${m.peerUrls[0]}`);
   return [...parts, `${req.name}=${req.peerUrl}`].join(',');
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('timed out')), ms);
+    p.then((v) => (clearTimeout(t), resolve(v)), (e: unknown) => (clearTimeout(t), reject(e)));
+  });
 }

@@ -93,7 +93,7 @@ async function openStore(cfg: DaemonConfig, nodeName: string, log: Logger, tls: 
     const cluster = new ClusterJoin(store, members, { voters: c.voters, log, ...(memberTls ? { tls: memberTls } : {}) });
     if (c.mode === 'init') await cluster.recordClusterToken(managed.clusterToken);
     // The next start finds the cluster through whichever members are up then.
-    await members.list().then((m) => managed.saveEndpoints(voterEndpoints(m)), () => undefined);
+    await cluster.list().then((m) => managed.saveEndpoints(voterEndpoints(m)), () => undefined);
     return { store, cluster, managed };
   } catch (e) {
     await managed.stop();

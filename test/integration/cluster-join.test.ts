@@ -128,6 +128,28 @@ describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --
     delete nodes.c;
     await c.dispose().catch(() => undefined); // its member is gone from the cluster: it cannot come back as it was
   }, 120_000);
+
+  it('names the members that do not answer when the store has lost its quorum', async () => {
+    // Two voters left; freeze node-a's member (SIGSTOP: it neither answers nor exits, so it is not restarted).
+    const etcdPid = Number(readFileSync(join(nodes.a!.dataDir, 'etcd', 'etcd.pid'), 'utf8'));
+    process.kill(etcdPid, 'SIGSTOP');
+    try {
+      const r = await fetch(`${nodes.b!.url}/api/v1/sandboxes`, {
+        method: 'POST', headers: { authorization: `Bearer ${nodes.a!.token}`, 'content-type': 'application/json' }, body: JSON.stringify({ memoryMb: 64 }),
+      });
+      const body = (await r.json()) as { error: { code: string; message: string } };
+      expect([503, 504], JSON.stringify(body)).toContain(r.status);
+      expect(['UNAVAILABLE', 'DEADLINE_EXCEEDED']).toContain(body.error.code);
+      expect(body.error.message, body.error.message).toMatch(/etcd members not answering: node-a \(/);
+      expect(body.error.message).toContain('1 of 2 voting members answer, a quorum needs 2');
+    } finally {
+      process.kill(etcdPid, 'SIGCONT');
+    }
+    const b = as(nodes.b!);
+    await until('the store answers again', async () => (await b.cluster.members()).every((m) => m.healthy), 30_000);
+    const leftover = (await b.sandboxes.list()).filter((s) => s.status !== 'running');
+    for (const sb of leftover) await sb.delete().catch(() => undefined);
+  }, 120_000);
 });
 
 describe.skipIf(skip !== undefined)('a cluster formed with --join over TLS (--tls auto, one cluster CA)', () => {

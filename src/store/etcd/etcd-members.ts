@@ -34,7 +34,7 @@ export class EtcdMembers implements ClusterMembers {
       try {
         return await f();
       } catch (e) {
-        if (attempt < 5 && /UNAVAILABLE|ECONNREFUSED|No connection established/i.test((e as Error).message ?? '')) {
+        if (attempt < 5 && /UNAVAILABLE|DEADLINE_EXCEEDED|ECONNREFUSED|No connection established/i.test((e as Error).message ?? '')) {
           await new Promise((r) => setTimeout(r, 100 * attempt));
           continue;
         }
