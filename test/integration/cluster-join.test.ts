@@ -154,10 +154,11 @@ describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --
 
 describe.skipIf(skip !== undefined)('a cluster formed with --join over TLS (--tls auto, one cluster CA)', () => {
   const nodes: Prismd[] = [];
-  const caDir = mkdtempSync(join(tmpdir(), 'prism-join-ca-'));
+  let caDir = '';
   let ports: { client: number; peer: number }[] = [];
 
   beforeAll(async () => {
+    caDir = mkdtempSync(join(tmpdir(), 'prism-join-ca-'));
     const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
       '-subj', '/CN=test cluster CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
       '-keyout', join(caDir, 'ca.key'), '-out', join(caDir, 'ca.crt')]);
@@ -172,7 +173,7 @@ describe.skipIf(skip !== undefined)('a cluster formed with --join over TLS (--tl
 
   afterAll(async () => {
     for (const n of nodes) await n.dispose().catch(() => undefined);
-    rmSync(caDir, { recursive: true, force: true });
+    if (caDir) rmSync(caDir, { recursive: true, force: true });
   });
 
   it('runs its members on TLS with client certificates, and serves sandboxes', async () => {
