@@ -109,6 +109,12 @@ export class ClusterJoin {
     return { role: 'voter', memberId: added.member.id, initialCluster: initialCluster(added.members, req), clusterToken, endpoints };
   }
 
+  /** Which cluster this is (its etcd cluster token): a restarting node checks it is still the one it joined. */
+  async identity(token: string): Promise<{ clusterToken: string }> {
+    await this.#verify(token);
+    return { clusterToken: (await this.store.get(CLUSTER_TOKEN_KEY))?.value ?? '' };
+  }
+
   async promote(token: string, memberId: string): Promise<void> {
     await this.#verify(token);
     if (!this.members) throw new PrismError('FAILED_PRECONDITION', 'this cluster runs on an etcd prismd does not manage: nothing to promote');

@@ -70,6 +70,17 @@ export async function startManagedEtcd(dataDir: string, name: string, cfg: Manag
   // A restart: rejoin with what this node has.
   if (saved) {
     if (saved.name !== name) throw new PrismError('FAILED_PRECONDITION', `${stateFile} belongs to node '${saved.name}', not '${name}': use that --name, or another --data-dir`);
+    if (cfg.mode === 'join' && cfg.joinUrl && cfg.joinToken) {
+      // Told to join a cluster while holding another's data: refuse rather than mix them. When the
+      // node named by --join is down, the restart goes on with what this node has.
+      const theirs = await callCluster<{ clusterToken: string }>(tlsFetch(tls), cfg.joinUrl, cfg.joinToken, 'GET', '/cluster/join', undefined, 0).catch((e: PrismError) => {
+        if (e.code === 'UNAUTHENTICATED') throw new PrismError('UNAUTHENTICATED', `the node at ${cfg.joinUrl} refused the join token: ${e.message}`);
+        return undefined;
+      });
+      if (theirs && theirs.clusterToken && theirs.clusterToken !== saved.clusterToken) {
+        throw new PrismError('FAILED_PRECONDITION', `${dataDir} belongs to another cluster (${saved.clusterToken}) than the one at ${cfg.joinUrl} (${theirs.clusterToken}): use another --data-dir, or join the cluster it belongs to`);
+      }
+    }
     if (saved.role === 'client') return handle(saved);
     const member = memberOf(saved, 'existing');
     await member.start({ healthy: false });

@@ -150,6 +150,20 @@ describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --
     const leftover = (await b.sandboxes.list()).filter((s) => s.status !== 'running');
     for (const sb of leftover) await sb.delete().catch(() => undefined);
   }, 120_000);
+
+  it('refuses to start a data dir of this cluster with --join to another cluster', async () => {
+    const other = await startPrismd({ extraArgs: ['--name', 'node-z', '--cluster-init', ...(await etcdArgs()), ...common] });
+    try {
+      const otherToken = await new Prism({ url: other.url, token: other.token }).cluster.joinToken();
+      const b = nodes.b!;
+      await b.stop('SIGTERM');
+      const wrong = startPrismd({ dataDir: b.dataDir, port: Number(new URL(b.url).port), token: b.token, extraArgs: ['--name', 'node-b', '--join', other.url, '--join-token', otherToken, ...(await etcdArgs()), ...common] });
+      await expect(wrong).rejects.toThrow(/belongs to another cluster/);
+      expect((await new Prism({ url: other.url, token: other.token }).cluster.members()).map((m) => m.name)).toEqual(['node-z']);
+    } finally {
+      await other.dispose();
+    }
+  }, 120_000);
 });
 
 describe.skipIf(skip !== undefined)('a cluster formed with --join over TLS (--tls auto, one cluster CA)', () => {

@@ -52,6 +52,12 @@ export function registerClusterRoutes(app: FastifyInstance, cluster: ClusterJoin
     async (req) => (cluster ?? noCluster()).join(bearerToken(req.headers), req.body),
   );
 
+  app.get(
+    '/cluster/join',
+    { schema: { tags: ['cluster'], description: 'Which cluster this is, for a node that joined it before (join token).', response: withErrors({ 200: Type.Object({ clusterToken: Type.String() }) }, 401, 412) } },
+    async (req) => (cluster ?? noCluster()).identity(bearerToken(req.headers)),
+  );
+
   app.post<{ Params: Static<typeof MemberParams> }>(
     '/cluster/join/:id/promote',
     { schema: { tags: ['cluster'], description: 'The joining member caught up: make it vote (join token).', params: MemberParams, response: withErrors({ 204: Type.Null() }, 401, 404, 412, 503) } },
