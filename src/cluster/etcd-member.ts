@@ -115,6 +115,12 @@ export class EtcdMember {
       if (this.#proc !== proc) return;
       this.#proc = undefined;
       if (this.#stopping) return;
+      if (/permanently removed|has already been removed/i.test(this.#lastStderr)) {
+        // Its node was removed from the cluster (prismctl node rm): restarting cannot help.
+        this.#o.log.error({ stderr: this.#lastStderr.slice(-600) }, 'this etcd member was removed from its cluster: not restarting it; start this node afresh with a new --data-dir to join again');
+        this.#restarts = Infinity;
+        return;
+      }
       this.#restarts++;
       const delay = Math.min(10_000, 250 * 2 ** Math.min(this.#restarts, 6));
       this.#o.log.error({ code, signal, restarts: this.#restarts, stderr: this.#lastStderr.slice(-600) }, `etcd member exited; restarting in ${delay} ms`);
