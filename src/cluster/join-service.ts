@@ -70,6 +70,11 @@ export class ClusterJoin {
     if (!(await this.store.get(CLUSTER_TOKEN_KEY))) await this.store.put(CLUSTER_TOKEN_KEY, token).catch(() => undefined);
   }
 
+  /** UNAUTHENTICATED unless `presented` is the join token (checked before a join request's body is read). */
+  async verifyJoinToken(presented: string): Promise<void> {
+    return this.#verify(presented);
+  }
+
   async #verify(presented: string): Promise<void> {
     const cur = await this.store.get(JOIN_TOKEN_KEY);
     const want = Buffer.from(cur?.value ?? '');

@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { PrismError } from '../../core/errors.js';
 import { NAME_PATTERN } from '../../core/ids.js';
 import type { ClusterJoin } from '../../cluster/join-service.js';
@@ -38,6 +38,12 @@ function noCluster(): never {
 
 /** `prismd --join` and `prismctl cluster ...` (docs/cluster.md). */
 export function registerClusterRoutes(app: FastifyInstance, cluster: ClusterJoin | undefined): void {
+  // The join routes answer 401 to a wrong join token before anything else (the body, the route's
+  // state), as API routes do to a wrong API token; a node alone on SQLite has no join token at all.
+  const joinAuth = async (req: FastifyRequest): Promise<void> => {
+    if (!cluster) throw new PrismError('UNAUTHENTICATED', 'no join token is valid here: this node runs alone on SQLite (start the first node with --cluster-init for others to join)');
+    await cluster.verifyJoinToken(bearerToken(req.headers));
+  };
   app.get('/cluster/join-token', { schema: { tags: ['cluster'], description: 'The token a new node presents with prismd --join.', response: withErrors({ 200: Type.Object({ token: Type.String() }) }, 401, 412) } }, async () => ({
     token: await (cluster ?? noCluster()).joinToken(),
   }));
@@ -48,19 +54,19 @@ export function registerClusterRoutes(app: FastifyInstance, cluster: ClusterJoin
 
   app.post<{ Body: Static<typeof JoinBody> }>(
     '/cluster/join',
-    { schema: { tags: ['cluster'], description: 'A node asks to join (Authorization: Bearer <join token>).', body: JoinBody, response: withErrors({ 200: JoinAnswerSchema }, 401, 409, 412, 503) } },
+    { onRequest: joinAuth, schema: { tags: ['cluster'], description: 'A node asks to join (Authorization: Bearer <join token>).', body: JoinBody, response: withErrors({ 200: JoinAnswerSchema }, 401, 409, 412, 503) } },
     async (req) => (cluster ?? noCluster()).join(bearerToken(req.headers), req.body),
   );
 
   app.get(
     '/cluster/join',
-    { schema: { tags: ['cluster'], description: 'Which cluster this is, for a node that joined it before (join token).', response: withErrors({ 200: Type.Object({ clusterToken: Type.String() }) }, 401, 412) } },
+    { onRequest: joinAuth, schema: { tags: ['cluster'], description: 'Which cluster this is, for a node that joined it before (join token).', response: withErrors({ 200: Type.Object({ clusterToken: Type.String() }) }, 401, 412) } },
     async (req) => (cluster ?? noCluster()).identity(bearerToken(req.headers)),
   );
 
   app.post<{ Params: Static<typeof MemberParams> }>(
     '/cluster/join/:id/promote',
-    { schema: { tags: ['cluster'], description: 'The joining member caught up: make it vote (join token).', params: MemberParams, response: withErrors({ 204: Type.Null() }, 401, 404, 412, 503) } },
+    { onRequest: joinAuth, schema: { tags: ['cluster'], description: 'The joining member caught up: make it vote (join token).', params: MemberParams, response: withErrors({ 204: Type.Null() }, 401, 404, 412, 503) } },
     async (req, reply) => {
       await (cluster ?? noCluster()).promote(bearerToken(req.headers), req.params.id);
       return reply.status(204).send();
@@ -69,7 +75,7 @@ export function registerClusterRoutes(app: FastifyInstance, cluster: ClusterJoin
 
   app.delete<{ Params: Static<typeof MemberParams> }>(
     '/cluster/join/:id',
-    { schema: { tags: ['cluster'], description: 'Undo a join that failed: remove the learner (join token).', params: MemberParams, response: withErrors({ 204: Type.Null() }, 401, 412, 503) } },
+    { onRequest: joinAuth, schema: { tags: ['cluster'], description: 'Undo a join that failed: remove the learner (join token).', params: MemberParams, response: withErrors({ 204: Type.Null() }, 401, 412, 503) } },
     async (req, reply) => {
       await (cluster ?? noCluster()).abort(bearerToken(req.headers), req.params.id);
       return reply.status(204).send();
