@@ -4,6 +4,7 @@ import type { ExecRecord, NodeInfo, Reservation, Sandbox, SandboxStatus, Snapsho
 import type { TaskHandle } from '../runtime/driver.js';
 import { GroupCommit } from '../store/group-commit.js';
 import type { CommitOp, KeyValue, Lease, Store, Watch } from '../store/store.js';
+import { ReservationRelease } from './reservation-release.js';
 import { VolumeRepo } from './volume-repo.js';
 
 /**
@@ -79,10 +80,13 @@ export class SandboxRepo {
    * creates and deletes issue by the dozen: grouped into shared commits, each keeping its own comparisons.
    */
   private readonly group: GroupCommit;
+  /** Deletes giving capacity back to one node, merged into one commit on its reservation key. */
+  private readonly release: ReservationRelease;
 
   constructor(private readonly store: Store) {
     this.volumes = new VolumeRepo(store);
     this.group = new GroupCommit(store);
+    this.release = new ReservationRelease(store, K.reservation);
   }
 
   async getSandbox(id: string): Promise<Versioned<Sandbox> | undefined> {
@@ -194,13 +198,14 @@ export class SandboxRepo {
 
   /**
    * Removes the record, its name, its handle and its exec records, releases its volumes, and returns
-   * the capacity placement reserved for it to its node, all in one commit (retried when the
-   * reservation or a volume changed meanwhile).
+   * the capacity placement reserved for it to its node, all in one commit (retried when the record or
+   * a volume changed meanwhile). Concurrent deletes of one node's sandboxes share that commit
+   * (ReservationRelease). `known`: the record as the caller just wrote it, saving the first read.
    */
-  async deleteSandbox(sb: Sandbox, onlyIf: (cur: Sandbox) => boolean = () => true): Promise<boolean> {
+  async deleteSandbox(sb: Sandbox, onlyIf: (cur: Sandbox) => boolean = () => true, known?: Versioned<Sandbox>): Promise<boolean> {
     const execs = await this.store.list(K.execs(sb.id));
     for (let attempt = 0; ; attempt++) {
-      const cur = await this.getSandbox(sb.id);
+      const cur = attempt === 0 && known?.value.id === sb.id ? known : await this.getSandbox(sb.id);
       if (!cur || !onlyIf(cur.value)) return false;
       const rec = cur.value;
       const ops: CommitOp[] = [
@@ -210,21 +215,13 @@ export class SandboxRepo {
         ...execs.map((kv): CommitOp => ({ op: 'delete', key: kv.key })),
         ...(await this.volumes.detachOps(rec)),
       ];
-      if (rec.node) {
-        const r = await this.getReservation(rec.node);
-        const left: Reservation = {
-          cpus: Math.max(0, r.value.cpus - rec.cpus),
-          memoryMb: Math.max(0, r.value.memoryMb - rec.memoryMb),
-          sandboxes: Math.max(0, r.value.sandboxes - 1),
-        };
-        ops.push({ op: 'put', key: K.reservation(rec.node), value: JSON.stringify(left), expectRevision: r.revision });
-      }
       try {
-        await this.store.commit(ops);
+        if (rec.node) await this.release.release(rec.node, ops, { cpus: rec.cpus, memoryMb: rec.memoryMb, sandboxes: 1 });
+        else await this.store.commit(ops);
         return true;
       } catch (e) {
         if (attempt >= 50 || !(isPrismError(e, 'CONFLICT') || outcomeUnknown(e))) throw e;
-        // The node's reservation key is shared by every delete on that node: back off with jitter.
+        // The record or a volume changed meanwhile (or the answer was lost): read again and retry.
         await (outcomeUnknown(e) ? pause(attempt) : new Promise((r) => setTimeout(r, Math.random() * Math.min(200, 10 * (attempt + 1)))));
       }
     }
@@ -299,8 +296,9 @@ export class SandboxRepo {
     await this.store.put(K.handle(node, handle.id), JSON.stringify(handle));
   }
 
+  /** Grouped with the node's other sandbox writes: deletes come by the dozen too. */
   async deleteHandle(node: string, id: string): Promise<void> {
-    await this.store.delete(K.handle(node, id));
+    await this.group.commit([{ op: 'delete', key: K.handle(node, id) }]);
   }
 
   async getHandle(node: string, id: string): Promise<TaskHandle | undefined> {

@@ -428,11 +428,11 @@ export class SandboxService {
     const sb = await this.get(idOrName);
     timer.step('getMs');
     // From any status: a delete wins over whatever is in flight, which then finds the record gone.
-    await this.repo.transition(sb.id, SANDBOX_STATUSES, 'deleting');
+    const deleting = await this.repo.transition(sb.id, SANDBOX_STATUSES, 'deleting');
     timer.step('markMs');
     if (sb.node === this.agent.nodeId) await this.agent.destroy(sb);
     timer.step('destroyMs');
-    await this.repo.deleteSandbox(sb);
+    await this.repo.deleteSandbox(sb, undefined, deleting);
     timer.step('recordMs');
     this.log.debug({ sandbox: sb.id, ms: timer.totalMs(), steps: timer.steps }, 'sandbox deleted');
   }
