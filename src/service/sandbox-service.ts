@@ -1,6 +1,6 @@
 import { StepTimer } from '../core/step-timer.js';
 import { NO_TELEMETRY, type Telemetry } from './telemetry.js';
-import { randomBytes } from 'node:crypto';
+import { randomString } from '../core/random-pool.js';
 import { PrismError, asPrismError, isErrorCode, isPrismError } from '../core/errors.js';
 import { NAME_PATTERN, newSandboxId, readableName } from '../core/ids.js';
 import { MAX_PORTS, SANDBOX_STATUSES, type NetworkSpec, type RuntimeName, type Sandbox, type SandboxReason, type SandboxStatus, type VolumeMount } from '../core/types.js';
@@ -183,7 +183,7 @@ export class SandboxService {
       network: normaliseNetwork(req.network),
       ports: req.ports ?? [],
       createdAt: new Date().toISOString(),
-      secrets: { access: randomBytes(24).toString('base64url'), traffic: randomBytes(24).toString('base64url') },
+      secrets: { access: randomString(24, 'base64url'), traffic: randomString(24, 'base64url') },
     };
     if (req.metadata && Object.keys(req.metadata).length) sb.metadata = req.metadata;
     if (req.onTimeout) sb.onTimeout = req.onTimeout;
