@@ -47,7 +47,9 @@ export class Scheduler {
     this.stop();
     this.term = term;
     // Before the feed, so that a batch drained at once waits for the view's first listing.
-    const view = new ClusterView(this.repo, (node) => void this.markLost(node, term), (e) => this.restart(term, e));
+    const view = new ClusterView(this.repo, (node) => {
+      this.markLost(node, term).catch((e) => this.log.warn({ err: e, node }, 'marking a dead node\'s sandboxes lost failed'));
+    }, (e) => this.restart(term, e));
     this.view = view;
     // The feed may still deliver changes older than the listing below: enqueue() keeps the newer
     // record, and a placement from an old one fails its comparison and is dropped (afterFailedCommit).
