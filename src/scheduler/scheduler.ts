@@ -167,7 +167,13 @@ export class Scheduler {
     const used = new Map(nodes.map((n) => [n.id, n.reservationRevision]));
     if (await view.refreshReservations(used).catch(() => false)) return;
     for (const s of batch) {
-      const cur = await this.repo.getSandbox(s.value.id);
+      const cur = await this.repo.getSandbox(s.value.id).catch((err: unknown) => err as Error);
+      // Unreadable now: the next round tries the batch again (and comes back here if it is stale).
+      if (cur instanceof Error) {
+        this.log.warn({ err: cur }, 'reading a refused placement back failed; retrying');
+        await new Promise((r) => setTimeout(r, 200));
+        return;
+      }
       if (this.queue.get(s.value.id) !== s) continue; // a newer event already replaced it
       if (cur?.value.status === 'pending') this.queue.set(s.value.id, cur);
       else this.queue.delete(s.value.id);
