@@ -1,16 +1,17 @@
 import { randomBytes } from 'node:crypto';
+import { randomString } from './random-pool.js';
 
 /** Sandbox ids: `sb-` + 12 lowercase hex chars. Short enough to type, long enough not to collide. */
 export function newSandboxId(): string {
-  return `sb-${randomBytes(6).toString('hex')}`;
+  return `sb-${randomString(6, 'hex')}`;
 }
 
 export function newSnapshotId(): string {
-  return `snap-${randomBytes(6).toString('hex')}`;
+  return `snap-${randomString(6, 'hex')}`;
 }
 
 export function newExecId(): string {
-  return `ex-${randomBytes(6).toString('hex')}`;
+  return `ex-${randomString(6, 'hex')}`;
 }
 
 const ADJECTIVES = ['amber', 'brisk', 'calm', 'dusky', 'eager', 'fuzzy', 'gentle', 'hazy', 'icy', 'jolly',

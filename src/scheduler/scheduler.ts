@@ -3,8 +3,8 @@ import type { Reservation, Sandbox } from '../core/types.js';
 import type { Logger } from '../service/logger.js';
 import type { SandboxFeed } from '../service/sandbox-events.js';
 import type { SandboxRepo, Versioned } from '../service/sandbox-repo.js';
-import type { Watch } from '../store/store.js';
-import { placeBatch, type PlacementNode, type PlacementOptions } from './placement.js';
+import { ClusterView, type ViewNode } from './cluster-view.js';
+import { placeBatch, type PlacementOptions } from './placement.js';
 
 export interface SchedulerOptions extends PlacementOptions {
   /** Most sandboxes placed in one transaction. */
@@ -27,7 +27,8 @@ const LOSABLE: readonly Sandbox['status'][] = ['scheduled', 'starting', 'running
  */
 export class Scheduler {
   private readonly queue = new Map<string, Versioned<Sandbox>>();
-  private watches: Watch[] = [];
+  /** Nodes, liveness and reservations for this term, kept from watches (not listed per batch). */
+  private view?: ClusterView;
   private unsubscribe?: () => void;
   private term?: number;
   private draining = false;
@@ -45,24 +46,31 @@ export class Scheduler {
   async start(term: number): Promise<void> {
     this.stop();
     this.term = term;
+    // Before the feed, so that a batch drained at once waits for the view's first listing.
+    const view = new ClusterView(this.repo, (node) => {
+      this.markLost(node, term).catch((e) => this.log.warn({ err: e, node }, 'marking a dead node\'s sandboxes lost failed'));
+    }, (e) => this.restart(term, e));
+    this.view = view;
     // The feed may still deliver changes older than the listing below: enqueue() keeps the newer
     // record, and a placement from an old one fails its comparison and is dropped (afterFailedCommit).
     this.unsubscribe = this.feed.onChange((id, sb, revision) => {
       if (sb?.status === 'pending') this.enqueue({ value: sb, revision });
       else this.queue.delete(id);
     }, () => this.restart(term, new PrismError('UNAVAILABLE', 'the sandbox feed started over')));
-    const rev = await this.repo.revision();
-    if (this.term !== term) return;
-    this.watches.push(
-      this.repo.watchMembers(rev, (node, alive) => {
-        if (!alive) void this.markLost(node, term);
-      }, (e) => this.restart(term, e)),
-    );
-    for (const s of await this.repo.listSandboxesVersioned()) {
-      if (s.value.status === 'pending' && !this.queue.has(s.value.id)) this.enqueue(s);
-    }
-    for (const n of await this.repo.listNodes()) {
-      if (n.status === 'dead') await this.markLost(n.id, term);
+    try {
+      const rev = await this.repo.revision();
+      if (this.term !== term) return;
+      await view.start(rev);
+      if (this.term !== term) return;
+      for (const s of await this.repo.listSandboxesVersioned()) {
+        if (s.value.status === 'pending' && !this.queue.has(s.value.id)) this.enqueue(s);
+      }
+      for (const node of view.deadNodes()) await this.markLost(node, term);
+    } catch (e) {
+      if (this.term !== term) return; // stopped meanwhile (the view closed under the listing)
+      // A term whose first listing failed places nothing: start it over shortly.
+      setTimeout(() => this.restart(term, e as Error), 200).unref();
+      throw e;
     }
   }
 
@@ -76,8 +84,8 @@ export class Scheduler {
   stop(): void {
     this.unsubscribe?.();
     this.unsubscribe = undefined;
-    for (const w of this.watches) w.close();
-    this.watches = [];
+    this.view?.close();
+    this.view = undefined;
     this.queue.clear();
     this.term = undefined;
   }
@@ -92,16 +100,19 @@ export class Scheduler {
   private async drain(): Promise<void> {
     this.draining = true;
     try {
-      while (this.queue.size > 0 && this.term !== undefined) {
+      while (this.queue.size > 0 && this.term !== undefined && this.view) {
         let batch: Versioned<Sandbox>[] = [];
+        /** The nodes as the batch was placed on, for telling a stale reservation after a refusal. */
+        const on = { nodes: [] as ViewNode[] };
+        const view = this.view;
         try {
-          const nodes = await this.aliveNodes();
-          const room = this.opts.maxTxnOps - 1 - nodes.length;
+          on.nodes = await view.alive();
+          const room = this.opts.maxTxnOps - 1 - on.nodes.length;
           batch = [...this.queue.values()].slice(0, Math.max(1, Math.min(this.opts.batchMax, room)));
-          await this.placeAndCommit(batch, nodes, this.term);
+          await this.placeAndCommit(batch, on, this.term, view);
           for (const s of batch) if (this.queue.get(s.value.id) === s) this.queue.delete(s.value.id);
         } catch (e) {
-          await this.afterFailedCommit(batch, e);
+          await this.afterFailedCommit(batch, on.nodes, view, e);
         }
       }
     } finally {
@@ -109,27 +120,25 @@ export class Scheduler {
     }
   }
 
-  /** Alive nodes with their reservations and the revisions those were read at, from one listing. */
-  private async aliveNodes(): Promise<(PlacementNode & { reservationRevision: number })[]> {
-    return (await this.repo.listNodesWithReservations())
-      .filter(({ node: n }) => n.status === 'alive')
-      .map(({ node: n, reservationRevision }) => ({
-        id: n.id, name: n.name, runtimes: n.runtimes, labels: n.labels ?? {}, capacity: n.capacity, reserved: n.reserved, reservationRevision,
-        ...(n.resources.diskBytes > 0 ? { diskFreeMb: Math.floor((n.resources.diskBytes - n.resources.diskUsedBytes) / (1 << 20)) } : {}),
-      }));
-  }
-
-  private async placeAndCommit(batch: Versioned<Sandbox>[], nodes: (PlacementNode & { reservationRevision: number })[], term: number): Promise<void> {
-    const reservationRevs = new Map(nodes.map((n) => [n.id, n.reservationRevision]));
+  private async placeAndCommit(batch: Versioned<Sandbox>[], on: { nodes: ViewNode[] }, term: number, view: ClusterView): Promise<void> {
     const reqs = batch.map((s) => ({ id: s.value.id, runtime: s.value.runtime, cpus: s.value.cpus, memoryMb: s.value.memoryMb, diskMb: s.value.diskMb, ...(s.value.nodeSelector ? { nodeSelector: s.value.nodeSelector } : {}), ...((s.value.volumeNode ?? s.value.imageNode) ? { node: (s.value.volumeNode ?? s.value.imageNode)! } : {}) }));
-    const { decisions, reserved } = placeBatch(reqs, nodes, this.opts);
+    let { decisions, reserved } = placeBatch(reqs, on.nodes, this.opts);
+    // A refusal is final for the sandbox: first make sure the view is not behind a delete that gave
+    // capacity back, or a node that joined, moments ago.
+    if ([...decisions.values()].some((d) => 'error' in d)) {
+      await view.refreshReservations(new Map());
+      on.nodes = await view.alive();
+      ({ decisions, reserved } = placeBatch(reqs, on.nodes, this.opts));
+    }
+    const reservationRevs = new Map(on.nodes.map((n) => [n.id, n.reservationRevision]));
     const updates = batch.map((s): Versioned<Sandbox> => {
       const d = decisions.get(s.value.id)!;
       const next: Sandbox = 'node' in d ? { ...s.value, status: 'scheduled', node: d.node } : { ...s.value, status: 'failed', error: d.error };
       return { value: next, revision: s.revision };
     });
     const res: { node: string; value: Reservation; revision: number }[] = [...reserved].map(([node, value]) => ({ node, value, revision: reservationRevs.get(node)! }));
-    await this.repo.commitPlacement(term, updates, res);
+    const revision = await this.repo.commitPlacement(term, updates, res);
+    view.committed(res, revision);
     this.stats.batches++;
     for (const u of updates) {
       if (u.value.status === 'scheduled') this.stats.placed++;
@@ -138,8 +147,12 @@ export class Scheduler {
     this.log.debug({ batch: batch.length, term }, 'placed a batch');
   }
 
-  /** A compared key changed: drop sandboxes that are no longer pending, or stop if deposed. */
-  private async afterFailedCommit(batch: Versioned<Sandbox>[], e: unknown): Promise<void> {
+  /**
+   * A compared key changed: stop if deposed; else, when a reservation the batch grew had moved on (a
+   * delete gave capacity back before the view heard of it), try again with the view refreshed; else
+   * drop the batch's sandboxes that are no longer pending.
+   */
+  private async afterFailedCommit(batch: Versioned<Sandbox>[], nodes: ViewNode[], view: ClusterView, e: unknown): Promise<void> {
     if (!isPrismError(e, 'CONFLICT')) {
       this.log.warn({ err: e }, 'placement commit failed; retrying');
       await new Promise((r) => setTimeout(r, 200));
@@ -151,8 +164,16 @@ export class Scheduler {
       this.stop();
       return;
     }
+    const used = new Map(nodes.map((n) => [n.id, n.reservationRevision]));
+    if (await view.refreshReservations(used).catch(() => false)) return;
     for (const s of batch) {
-      const cur = await this.repo.getSandbox(s.value.id);
+      const cur = await this.repo.getSandbox(s.value.id).catch((err: unknown) => err as Error);
+      // Unreadable now: the next round tries the batch again (and comes back here if it is stale).
+      if (cur instanceof Error) {
+        this.log.warn({ err: cur }, 'reading a refused placement back failed; retrying');
+        await new Promise((r) => setTimeout(r, 200));
+        return;
+      }
       if (this.queue.get(s.value.id) !== s) continue; // a newer event already replaced it
       if (cur?.value.status === 'pending') this.queue.set(s.value.id, cur);
       else this.queue.delete(s.value.id);

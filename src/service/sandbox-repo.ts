@@ -4,6 +4,7 @@ import type { ExecRecord, NodeInfo, Reservation, Sandbox, SandboxStatus, Snapsho
 import type { TaskHandle } from '../runtime/driver.js';
 import { GroupCommit } from '../store/group-commit.js';
 import type { CommitOp, KeyValue, Lease, Store, Watch } from '../store/store.js';
+import { ReservationRelease } from './reservation-release.js';
 import { VolumeRepo } from './volume-repo.js';
 
 /**
@@ -51,6 +52,26 @@ function parse<T>(kv: KeyValue): Versioned<T> {
   return { value: JSON.parse(kv.value) as T, revision: kv.modRevision };
 }
 
+/**
+ * What placement knows of a node, key by key: its record, its member key (present while it is alive)
+ * and its reservation. `value` is absent when the key was deleted; `revision` is the key's modRevision
+ * (for a listing) or the change's revision (for a watch).
+ */
+export type NodeStateChange =
+  | { kind: 'node'; node: string; value?: NodeInfo; revision: number }
+  | { kind: 'member'; node: string; value?: true; revision: number }
+  | { kind: 'reservation'; node: string; value?: Reservation; revision: number };
+
+const NODE_STATE = ['node', 'member', 'reservation'] as const;
+const NODE_STATE_PREFIX = { node: K.nodes, member: K.members, reservation: K.reservations };
+
+function nodeStateChange(kind: NodeStateChange['kind'], key: string, value: string | undefined, revision: number): NodeStateChange {
+  const node = key.slice(NODE_STATE_PREFIX[kind].length);
+  if (value === undefined) return { kind, node, revision };
+  if (kind === 'member') return { kind, node, value: true, revision };
+  return kind === 'node' ? { kind, node, value: JSON.parse(value) as NodeInfo, revision } : { kind, node, value: JSON.parse(value) as Reservation, revision };
+}
+
 export class SandboxRepo {
   /** Volume records: a sandbox's attachments go in and out in the same commits as its own record. */
   readonly volumes: VolumeRepo;
@@ -59,10 +80,13 @@ export class SandboxRepo {
    * creates and deletes issue by the dozen: grouped into shared commits, each keeping its own comparisons.
    */
   private readonly group: GroupCommit;
+  /** Deletes giving capacity back to one node, merged into one commit on its reservation key. */
+  private readonly release: ReservationRelease;
 
   constructor(private readonly store: Store) {
     this.volumes = new VolumeRepo(store);
     this.group = new GroupCommit(store);
+    this.release = new ReservationRelease(store, K.reservation);
   }
 
   async getSandbox(id: string): Promise<Versioned<Sandbox> | undefined> {
@@ -174,13 +198,14 @@ export class SandboxRepo {
 
   /**
    * Removes the record, its name, its handle and its exec records, releases its volumes, and returns
-   * the capacity placement reserved for it to its node, all in one commit (retried when the
-   * reservation or a volume changed meanwhile).
+   * the capacity placement reserved for it to its node, all in one commit (retried when the record or
+   * a volume changed meanwhile). Concurrent deletes of one node's sandboxes share that commit
+   * (ReservationRelease). `known`: the record as the caller just wrote it, saving the first read.
    */
-  async deleteSandbox(sb: Sandbox, onlyIf: (cur: Sandbox) => boolean = () => true): Promise<boolean> {
+  async deleteSandbox(sb: Sandbox, onlyIf: (cur: Sandbox) => boolean = () => true, known?: Versioned<Sandbox>): Promise<boolean> {
     const execs = await this.store.list(K.execs(sb.id));
     for (let attempt = 0; ; attempt++) {
-      const cur = await this.getSandbox(sb.id);
+      const cur = attempt === 0 && known?.value.id === sb.id ? known : await this.getSandbox(sb.id);
       if (!cur || !onlyIf(cur.value)) return false;
       const rec = cur.value;
       const ops: CommitOp[] = [
@@ -190,21 +215,13 @@ export class SandboxRepo {
         ...execs.map((kv): CommitOp => ({ op: 'delete', key: kv.key })),
         ...(await this.volumes.detachOps(rec)),
       ];
-      if (rec.node) {
-        const r = await this.getReservation(rec.node);
-        const left: Reservation = {
-          cpus: Math.max(0, r.value.cpus - rec.cpus),
-          memoryMb: Math.max(0, r.value.memoryMb - rec.memoryMb),
-          sandboxes: Math.max(0, r.value.sandboxes - 1),
-        };
-        ops.push({ op: 'put', key: K.reservation(rec.node), value: JSON.stringify(left), expectRevision: r.revision });
-      }
       try {
-        await this.store.commit(ops);
+        if (rec.node) await this.release.release(rec.node, ops, { cpus: rec.cpus, memoryMb: rec.memoryMb, sandboxes: 1 });
+        else await this.store.commit(ops);
         return true;
       } catch (e) {
         if (attempt >= 50 || !(isPrismError(e, 'CONFLICT') || outcomeUnknown(e))) throw e;
-        // The node's reservation key is shared by every delete on that node: back off with jitter.
+        // The record or a volume changed meanwhile (or the answer was lost): read again and retry.
         await (outcomeUnknown(e) ? pause(attempt) : new Promise((r) => setTimeout(r, Math.random() * Math.min(200, 10 * (attempt + 1)))));
       }
     }
@@ -235,17 +252,18 @@ export class SandboxRepo {
   /**
    * The scheduler's one transaction per batch: every placed (or refused) sandbox moves on from the
    * revision the scheduler read, every touched node's reservation grows from the revision it read, and
-   * the leader key must still be the one this leader wrote. CONFLICT when any of it changed.
+   * the leader key must still be the one this leader wrote. CONFLICT when any of it changed. Returns the
+   * revision it landed at (every key it wrote now has that modRevision).
    */
   async commitPlacement(
     leaderRevision: number,
     sandboxes: Versioned<Sandbox>[],
     reservations: { node: string; value: Reservation; revision: number }[],
-  ): Promise<void> {
+  ): Promise<number> {
     const ops: CommitOp[] = [{ op: 'check', key: K.leader, expectRevision: leaderRevision }];
     for (const s of sandboxes) ops.push({ op: 'put', key: K.sandbox(s.value.id), value: JSON.stringify(s.value), expectRevision: s.revision });
     for (const r of reservations) ops.push({ op: 'put', key: K.reservation(r.node), value: JSON.stringify(r.value), expectRevision: r.revision });
-    await this.store.commit(ops);
+    return this.store.commit(ops);
   }
 
   /**
@@ -278,8 +296,9 @@ export class SandboxRepo {
     await this.store.put(K.handle(node, handle.id), JSON.stringify(handle));
   }
 
+  /** Grouped with the node's other sandbox writes: deletes come by the dozen too. */
   async deleteHandle(node: string, id: string): Promise<void> {
-    await this.store.delete(K.handle(node, id));
+    await this.group.commit([{ op: 'delete', key: K.handle(node, id) }]);
   }
 
   async getHandle(node: string, id: string): Promise<TaskHandle | undefined> {
@@ -306,21 +325,37 @@ export class SandboxRepo {
 
   /** listNodes, with the revision each node's reservation was read at (0: none yet), for placement's CAS. */
   async listNodesWithReservations(): Promise<{ node: NodeInfo; reservationRevision: number }[]> {
-    const [records, members, reservations] = await Promise.all([
-      this.store.list(K.nodes),
-      this.store.list(K.members),
-      this.store.list(K.reservations),
-    ]);
-    const alive = new Set(members.map((kv) => kv.key.slice(K.members.length)));
-    const reserved = new Map(reservations.map((kv) => [kv.key.slice(K.reservations.length), parse<Reservation>(kv)]));
-    return records.map((kv) => {
-      const n = JSON.parse(kv.value) as NodeInfo;
+    const records: Versioned<NodeInfo>[] = [];
+    const alive = new Set<string>();
+    const reserved = new Map<string, Versioned<Reservation>>();
+    for (const c of await this.listNodeState()) {
+      if (c.kind === 'node') records.push({ value: c.value!, revision: c.revision });
+      else if (c.kind === 'member') alive.add(c.node);
+      else reserved.set(c.node, { value: c.value!, revision: c.revision });
+    }
+    return records.map(({ value: n }) => {
       const r = reserved.get(n.id);
       return {
         node: { ...n, status: alive.has(n.id) ? 'alive' : 'dead', reserved: r?.value ?? { cpus: 0, memoryMb: 0, sandboxes: 0 } },
         reservationRevision: r?.revision ?? 0,
       };
     });
+  }
+
+  /** Every node record, member key and reservation as it is now, each with its modRevision. */
+  async listNodeState(): Promise<NodeStateChange[]> {
+    const lists = await Promise.all(NODE_STATE.map(async (kind) => ({ kind, kvs: await this.store.list(NODE_STATE_PREFIX[kind]) })));
+    return lists.flatMap(({ kind, kvs }) => kvs.map((kv) => nodeStateChange(kind, kv.key, kv.value, kv.modRevision)));
+  }
+
+  /**
+   * Every change to node records, member keys and reservations after `fromRevision` (one Store watch
+   * each; closing the returned watch closes all three). `onError` as for Store.watch.
+   */
+  watchNodeState(fromRevision: number, onChange: (c: NodeStateChange) => void, onError?: (e: PrismError) => void): Watch {
+    const watches = NODE_STATE.map((kind) =>
+      this.store.watch(NODE_STATE_PREFIX[kind], fromRevision, (e) => onChange(nodeStateChange(kind, e.key, e.value, e.revision)), onError));
+    return { close: () => watches.forEach((w) => w.close()) };
   }
 
   /** Announces the node alive for as long as `lease` lives. */

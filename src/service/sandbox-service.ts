@@ -1,6 +1,6 @@
 import { StepTimer } from '../core/step-timer.js';
 import { NO_TELEMETRY, type Telemetry } from './telemetry.js';
-import { randomBytes } from 'node:crypto';
+import { randomString } from '../core/random-pool.js';
 import { PrismError, asPrismError, isErrorCode, isPrismError } from '../core/errors.js';
 import { NAME_PATTERN, newSandboxId, readableName } from '../core/ids.js';
 import { MAX_PORTS, SANDBOX_STATUSES, type NetworkSpec, type RuntimeName, type Sandbox, type SandboxReason, type SandboxStatus, type VolumeMount } from '../core/types.js';
@@ -183,7 +183,7 @@ export class SandboxService {
       network: normaliseNetwork(req.network),
       ports: req.ports ?? [],
       createdAt: new Date().toISOString(),
-      secrets: { access: randomBytes(24).toString('base64url'), traffic: randomBytes(24).toString('base64url') },
+      secrets: { access: randomString(24, 'base64url'), traffic: randomString(24, 'base64url') },
     };
     if (req.metadata && Object.keys(req.metadata).length) sb.metadata = req.metadata;
     if (req.onTimeout) sb.onTimeout = req.onTimeout;
@@ -428,11 +428,11 @@ export class SandboxService {
     const sb = await this.get(idOrName);
     timer.step('getMs');
     // From any status: a delete wins over whatever is in flight, which then finds the record gone.
-    await this.repo.transition(sb.id, SANDBOX_STATUSES, 'deleting');
+    const deleting = await this.repo.transition(sb.id, SANDBOX_STATUSES, 'deleting');
     timer.step('markMs');
     if (sb.node === this.agent.nodeId) await this.agent.destroy(sb);
     timer.step('destroyMs');
-    await this.repo.deleteSandbox(sb);
+    await this.repo.deleteSandbox(sb, undefined, deleting);
     timer.step('recordMs');
     this.log.debug({ sandbox: sb.id, ms: timer.totalMs(), steps: timer.steps }, 'sandbox deleted');
   }

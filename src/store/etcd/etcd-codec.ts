@@ -12,17 +12,18 @@ import type { CommitOp, KeyValue } from '../store.js';
 import { transient } from './fault-policy.js';
 
 export class KeyCodec {
-  private readonly ns: Buffer;
-  constructor(prefix: string) {
-    this.ns = Buffer.from(prefix, 'utf8');
+  /** Byte length of the namespace prefix (keys are encoded and decoded on every call and watch event). */
+  private readonly nsBytes: number;
+  constructor(private readonly prefix: string) {
+    this.nsBytes = Buffer.byteLength(prefix, 'utf8');
   }
 
   encode(key: string): Buffer {
-    return Buffer.concat([this.ns, Buffer.from(key, 'utf8')]);
+    return Buffer.from(this.prefix + key, 'utf8');
   }
 
   decode(key: Buffer): string {
-    return key.subarray(this.ns.length).toString('utf8');
+    return key.toString('utf8', this.nsBytes);
   }
 
   /** [key, range_end) covering every key that starts with `prefix` inside the namespace. */

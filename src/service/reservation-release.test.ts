@@ -1,0 +1,90 @@
+import { describe, expect, it } from 'vitest';
+import { PrismError } from '../core/errors.js';
+import type { Reservation } from '../core/types.js';
+import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import type { CommitOp, Store } from '../store/store.js';
+import { ReservationRelease } from './reservation-release.js';
+
+const key = (node: string) => `/r/${node}`;
+const one: Reservation = { cpus: 1, memoryMb: 256, sandboxes: 1 };
+const reserved = async (store: Store, node: string) => JSON.parse((await store.get(key(node)))!.value) as Reservation;
+const outcome = (p: Promise<void>) => p.then(() => 'ok', (e: unknown) => (e instanceof PrismError ? e.code : String(e)));
+
+/** A store that counts commits and can move the reservation on just before the first one. */
+function counting(store: Store, beforeFirstCommit?: () => Promise<void>) {
+  const stats = { commits: 0 };
+  const wrapped = Object.create(store) as Store;
+  wrapped.commit = async (ops: CommitOp[]) => {
+    if (stats.commits++ === 0) await beforeFirstCommit?.();
+    return store.commit(ops);
+  };
+  return { store: wrapped, stats };
+}
+
+async function seed(store: Store, sandboxes: number): Promise<void> {
+  await store.put(key('a'), JSON.stringify({ cpus: sandboxes, memoryMb: 256 * sandboxes, sandboxes }));
+  for (let i = 0; i < sandboxes; i++) await store.put(`/sb/${i}`, 'x');
+}
+
+describe('ReservationRelease', () => {
+  it('merges concurrent deletes of one node into one commit that frees all of them', async () => {
+    const base = SqliteStore.open(':memory:');
+    await seed(base, 10);
+    const { store, stats } = counting(base);
+    const release = new ReservationRelease(store, key);
+    const revs = await Promise.all(Array.from({ length: 10 }, async (_, i) => (await base.get(`/sb/${i}`))!.modRevision));
+    await Promise.all(revs.map((rev, i) => release.release('a', [{ op: 'delete', key: `/sb/${i}`, expectRevision: rev }], one)));
+    expect(await base.list('/sb/')).toEqual([]);
+    expect(await reserved(base, 'a')).toEqual({ cpus: 0, memoryMb: 0, sandboxes: 0 });
+    // The first goes alone; the nine queued behind it go together.
+    expect(stats.commits).toBe(2);
+    await base.close();
+  });
+
+  it('sends the round again when only the reservation moved on, and loses nothing of that change', async () => {
+    const base = SqliteStore.open(':memory:');
+    await seed(base, 2);
+    // A placement grows the reservation between the round's read and its commit.
+    const { store } = counting(base, async () => {
+      await base.put(key('a'), JSON.stringify({ cpus: 5, memoryMb: 1280, sandboxes: 5 }));
+    });
+    const release = new ReservationRelease(store, key);
+    await release.release('a', [{ op: 'delete', key: '/sb/0' }], one);
+    expect(await reserved(base, 'a')).toEqual({ cpus: 4, memoryMb: 1024, sandboxes: 4 });
+    await base.close();
+  });
+
+  it('fails every delete of a round whose own comparison failed, and leaves everything as it was', async () => {
+    const base = SqliteStore.open(':memory:');
+    await seed(base, 3);
+    const { store } = counting(base);
+    const release = new ReservationRelease(store, key);
+    const first = release.release('a', [{ op: 'delete', key: '/sb/0' }], one);
+    const round = [
+      release.release('a', [{ op: 'delete', key: '/sb/1' }], one),
+      release.release('a', [{ op: 'delete', key: '/sb/2', expectRevision: 1 }], one), // stale
+    ];
+    expect(await outcome(first)).toBe('ok');
+    expect(await Promise.all(round.map(outcome))).toEqual(['CONFLICT', 'CONFLICT']);
+    expect((await base.list('/sb/')).map((kv) => kv.key)).toEqual(['/sb/1', '/sb/2']);
+    expect(await reserved(base, 'a')).toEqual({ cpus: 2, memoryMb: 512, sandboxes: 2 });
+    await base.close();
+  });
+
+  it('keeps deletes touching one key (a shared volume) in separate rounds', async () => {
+    const base = SqliteStore.open(':memory:');
+    await seed(base, 3);
+    await base.put('/vol', '2');
+    const { store, stats } = counting(base);
+    const release = new ReservationRelease(store, key);
+    await Promise.all([
+      release.release('a', [{ op: 'delete', key: '/sb/0' }], one),
+      release.release('a', [{ op: 'delete', key: '/sb/1' }, { op: 'put', key: '/vol', value: '1' }], one),
+      release.release('a', [{ op: 'delete', key: '/sb/2' }, { op: 'put', key: '/vol', value: '0' }], one),
+    ]);
+    expect(stats.commits).toBe(3);
+    expect((await base.get('/vol'))!.value).toBe('0');
+    expect(await reserved(base, 'a')).toEqual({ cpus: 0, memoryMb: 0, sandboxes: 0 });
+    await base.close();
+  });
+});
