@@ -36,7 +36,7 @@ export function useLoad<T>(load: (signal: AbortSignal) => Promise<T>, deps: unkn
       ac.abort();
       clearTimeout(timer);
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    // `load` is read through a ref: a new closure each render must not reload.
   }, [...deps, tick, everyMs]);
   return { data, error, reload: () => setTick((t) => t + 1) };
 }

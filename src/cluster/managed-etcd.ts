@@ -50,6 +50,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export async function startManagedEtcd(dataDir: string, name: string, cfg: ManagedEtcdConfig, log: Logger, tls?: MemberTls): Promise<ManagedEtcd> {
   const scheme = tls ? 'https' : 'http';
+  const clusterFetch = tlsFetch(tls);
   const url = (hp: { host: string; port: number }) => `${scheme}://${hp.host.includes(':') ? `[${hp.host}]` : hp.host}:${hp.port}`;
   const stateFile = join(dataDir, 'cluster.json');
   const etcdDir = join(dataDir, 'etcd');
@@ -73,7 +74,7 @@ export async function startManagedEtcd(dataDir: string, name: string, cfg: Manag
     if (cfg.mode === 'join' && cfg.joinUrl && cfg.joinToken) {
       // Told to join a cluster while holding another's data: refuse rather than mix them. When the
       // node named by --join is down, the restart goes on with what this node has.
-      const theirs = await callCluster<{ clusterToken: string }>(tlsFetch(tls), cfg.joinUrl, cfg.joinToken, 'GET', '/cluster/join', undefined, 0).catch((e: PrismError) => {
+      const theirs = await callCluster<{ clusterToken: string }>(clusterFetch, cfg.joinUrl, cfg.joinToken, 'GET', '/cluster/join', undefined, 0).catch((e: PrismError) => {
         if (e.code === 'UNAUTHENTICATED') throw new PrismError('UNAUTHENTICATED', `the node at ${cfg.joinUrl} refused the join token: ${e.message}`);
         return undefined;
       });
@@ -108,7 +109,7 @@ export async function startManagedEtcd(dataDir: string, name: string, cfg: Manag
   // --join: ask the cluster (retrying while another node joins), then start a learner and get promoted.
   if (!cfg.joinUrl || !cfg.joinToken) throw new PrismError('INVALID_ARGUMENT', '--join needs --join-token (or PRISM_JOIN_TOKEN): get it with prismctl cluster join-token');
   const req: JoinRequest = me;
-  const answer = await callCluster<JoinAnswer>(tlsFetch(tls), cfg.joinUrl, cfg.joinToken, 'POST', '/cluster/join', req, 120_000);
+  const answer = await callCluster<JoinAnswer>(clusterFetch, cfg.joinUrl, cfg.joinToken, 'POST', '/cluster/join', req, 120_000);
   if (answer.role === 'client') {
     const s: SavedCluster = { role: 'client', ...me, clusterToken: answer.clusterToken, initialCluster: '', endpoints: answer.endpoints };
     save(s);
@@ -119,12 +120,12 @@ export async function startManagedEtcd(dataDir: string, name: string, cfg: Manag
   const member = memberOf(s, 'existing');
   try {
     await member.start({ healthy: false });
-    await callCluster(tlsFetch(tls), cfg.joinUrl, cfg.joinToken, 'POST', `/cluster/join/${answer.memberId}/promote`, undefined, 60_000);
+    await callCluster(clusterFetch, cfg.joinUrl, cfg.joinToken, 'POST', `/cluster/join/${answer.memberId}/promote`, undefined, 60_000);
     await member.waitHealthy(30_000);
   } catch (e) {
     // Leave no half-added member behind: the learner goes, and so does its data.
     await member.destroy().catch(() => undefined);
-    await callCluster(tlsFetch(tls), cfg.joinUrl, cfg.joinToken, 'DELETE', `/cluster/join/${answer.memberId}`, undefined, 10_000).catch((err: Error) =>
+    await callCluster(clusterFetch, cfg.joinUrl, cfg.joinToken, 'DELETE', `/cluster/join/${answer.memberId}`, undefined, 10_000).catch((err: Error) =>
       log.error({ err, member: answer.memberId }, 'could not remove the learner of this failed join: remove it with etcdctl member remove'));
     throw e;
   }

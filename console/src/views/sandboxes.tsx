@@ -27,7 +27,7 @@ export function SandboxesView({ client }: { client: Prism }) {
       ac.abort();
       clearTimeout(pending);
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    // One stream per client; an older `list.reload` still works (it only calls a state setter).
   }, [client]);
   const sandboxes = list.data ?? [];
   return (
