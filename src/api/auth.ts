@@ -1,8 +1,26 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { IncomingHttpHeaders } from 'node:http';
 import { PTY_PROTOCOL, tokenFromProtocols } from '../core/socket-protocols.js';
 import { isGatewayPath } from '../e2b/gateway.js';
-import type { TokenService } from '../service/token-service.js';
+import { PrismError } from '../core/errors.js';
+import type { TokenIdentity, TokenService } from '../service/token-service.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The API token the request came with (set by the auth hook; absent with `--auth none`). */
+    apiToken?: TokenIdentity;
+  }
+}
+
+/**
+ * For what only admin tokens may do (tokens, node removal, the join token). With `--auth none` there
+ * are no tokens and everything is allowed, as everything else is.
+ */
+export function requireAdmin(req: FastifyRequest, what: string): void {
+  if (req.apiToken && !req.apiToken.admin) {
+    throw new PrismError('PERMISSION_DENIED', `${what} needs an admin token (an admin makes one with prismctl token create NAME --admin)`);
+  }
+}
 
 /** Routes anyone may call: liveness only. */
 const OPEN = new Set(['/api/v1/health']);
@@ -29,13 +47,18 @@ export function chooseProtocol(offered: Set<string>): string | false {
  * unknown or revoked token gets the same 401 (no hint which), checked before the body is read.
  */
 export function registerAuth(app: FastifyInstance, tokens: TokenService, alsoOpen: (path: string) => boolean = () => false): void {
+  app.decorateRequest('apiToken', undefined);
   app.addHook('onRequest', async (req, reply) => {
     const path = req.url.split('?')[0]!;
     if (OPEN.has(path) || alsoOpen(path)) return;
     // The E2B gateway checks its own credentials (an API token as X-API-KEY, a sandbox's access token).
     if (isGatewayPath(req.url)) return;
     const bearer = bearerToken(req.headers);
-    if (bearer && tokens.verify(bearer)) return;
+    const who = bearer ? tokens.identify(bearer) : undefined;
+    if (who) {
+      req.apiToken = who;
+      return;
+    }
     return reply
       .status(401)
       .header('www-authenticate', 'Bearer realm="prism"')

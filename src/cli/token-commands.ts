@@ -11,11 +11,12 @@ export function registerTokenCommands(program: Command, ctx: CliContext): void {
     .command('create')
     .description('create an API token (shown once)')
     .argument('<name>', 'a name for the token (lowercase letters, digits, -)')
-    .action(async (name: string, _opts: unknown, cmd: Command) => {
-      const t = await ctx.client(cmd).tokens.create(name);
+    .option('--admin', 'it may also manage tokens, remove nodes and read the join token')
+    .action(async (name: string, opts: { admin?: boolean }, cmd: Command) => {
+      const t = await ctx.client(cmd).tokens.create(name, { admin: opts.admin === true });
       if (ctx.format(cmd) === 'json') return ctx.json(t);
       ctx.out(t.token);
-      ctx.io.stderr.write(`token '${t.name}' (${t.id}) created; it is shown only this once\n`);
+      ctx.io.stderr.write(`${t.admin ? 'admin ' : ''}token '${t.name}' (${t.id}) created; it is shown only this once\n`);
     });
 
   token
@@ -26,7 +27,7 @@ export function registerTokenCommands(program: Command, ctx: CliContext): void {
       const tokens = await ctx.client(cmd).tokens.list();
       if (ctx.format(cmd) === 'json') return ctx.json({ tokens });
       const now = new Date();
-      ctx.out(renderTable(['NAME', 'ID', 'CREATED'], tokens.map((t) => [t.name, t.id, `${age(t.createdAt, now)} ago`])));
+      ctx.out(renderTable(['NAME', 'ID', 'ROLE', 'CREATED'], tokens.map((t) => [t.name, t.id, t.admin ? 'admin' : 'user', `${age(t.createdAt, now)} ago`])));
     });
 
   token

@@ -207,6 +207,11 @@ export interface TokenInfo {
   id: string;
   name: string;
   createdAt: string;
+  /**
+   * Admin tokens also manage tokens, remove nodes and read the cluster's join token. The first token of
+   * a cluster is one; tokens made before roles existed count as admin (they could do all of it).
+   */
+  admin: boolean;
 }
 
 export interface NewToken extends TokenInfo {

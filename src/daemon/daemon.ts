@@ -50,7 +50,7 @@ async function bootstrapAdminToken(tokens: TokenService, dataDir: string, log: L
   if (!tokens.empty()) return;
   let t;
   try {
-    t = await tokens.create('admin');
+    t = await tokens.create('admin', { admin: true });
   } catch (e) {
     if (isPrismError(e, 'ALREADY_EXISTS')) return; // another node of the cluster was first
     throw e;

@@ -195,10 +195,13 @@ export class PrismClient {
     members(): Promise<EtcdMember[]>;
   };
 
-  /** API tokens (every token may manage tokens). */
+  /** API tokens: admin tokens only (PERMISSION_DENIED for the others). */
   readonly tokens: {
-    /** The returned `token` is shown once; the server keeps only a hash. */
-    create(name: string): Promise<NewToken>;
+    /**
+     * The returned `token` is shown once; the server keeps only a hash. `admin`: it may also manage
+     * tokens, remove nodes and read the join token.
+     */
+    create(name: string, opts?: { admin?: boolean }): Promise<NewToken>;
     list(): Promise<TokenInfo[]>;
     /** Revokes by id or name; the token stops working at once. */
     revoke(idOrName: string): Promise<void>;
@@ -236,7 +239,7 @@ export class PrismClient {
       members: async () => (await api.json<{ members: EtcdMember[] }>('GET', '/cluster/members')).members,
     };
     this.tokens = {
-      create: (name) => api.json<NewToken>('POST', '/tokens', { name }),
+      create: (name, opts = {}) => api.json<NewToken>('POST', '/tokens', opts.admin ? { name, admin: true } : { name }),
       list: async () => (await api.json<{ tokens: TokenInfo[] }>('GET', '/tokens')).tokens,
       revoke: (idOrName) => api.json<void>('DELETE', `/tokens/${encodeURIComponent(idOrName)}`),
     };

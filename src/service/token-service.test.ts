@@ -24,9 +24,28 @@ describe('TokenService', () => {
     expect(svc.verify(t.token)).toBe(t.id);
     const raw = (await store.list('/')).map((kv) => kv.value).join('\n');
     expect(raw).not.toContain(t.token.slice(-43));
-    expect(svc.list()).toEqual([{ id: t.id, name: 'admin', createdAt: t.createdAt }]);
+    expect(svc.list()).toEqual([{ id: t.id, name: 'admin', createdAt: t.createdAt, admin: false }]);
     await expect(svc.create('admin')).rejects.toMatchObject({ code: 'ALREADY_EXISTS' });
     await expect(svc.create('Bad Name')).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+
+  it('knows admin tokens from the others; tokens made before roles count as admin', async () => {
+    const { svc, store } = await tokens();
+    const admin = await svc.create('root', { admin: true });
+    const user = await svc.create('worker');
+    expect(admin.admin).toBe(true);
+    expect(user.admin).toBe(false);
+    expect(svc.identify(admin.token)).toEqual({ id: admin.id, admin: true });
+    expect(svc.identify(user.token)).toEqual({ id: user.id, admin: false });
+    expect(svc.identify('prism_nope')).toBeUndefined();
+    // A record written before roles existed has no `admin` field: it could do everything, and still can.
+    const legacyId = '0123456789abcdef';
+    const secret = 'x'.repeat(43);
+    const { createHash } = await import('node:crypto');
+    await store.put(`/prism/tokens/${legacyId}`, JSON.stringify({ id: legacyId, name: 'old', hash: createHash('sha256').update(secret).digest('hex'), createdAt: new Date().toISOString() }));
+    await new Promise((r) => setTimeout(r, 50)); // the watch delivers it
+    expect(svc.identify(`prism_${legacyId}_${secret}`)).toEqual({ id: legacyId, admin: true });
+    expect(svc.list().find((t) => t.name === 'old')?.admin).toBe(true);
   });
 
   it('refuses wrong, truncated, foreign and malformed tokens', async () => {

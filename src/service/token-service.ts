@@ -11,6 +11,14 @@ interface StoredToken {
   name: string;
   hash: string;
   createdAt: string;
+  /** Absent on tokens made before roles: those could do everything, and still can. */
+  admin?: boolean;
+}
+
+/** Who a request's token is: its id, and whether it may do what only admins may. */
+export interface TokenIdentity {
+  id: string;
+  admin: boolean;
 }
 
 const PREFIX = '/prism/tokens/';
@@ -60,14 +68,16 @@ export class TokenService {
     return this.byId.size === 0;
   }
 
-  async create(name: string): Promise<NewToken> {
+  /** `admin`: the token may also manage tokens, remove nodes and read the join token. */
+  async create(name: string, opts: { admin?: boolean } = {}): Promise<NewToken> {
     if (!NAME_RE.test(name)) {
       throw new PrismError('INVALID_ARGUMENT', `token name '${name}' is invalid: use 1-63 lowercase letters, digits and '-'`);
     }
     if ([...this.byId.values()].some((t) => t.name === name)) throw new PrismError('ALREADY_EXISTS', `a token named '${name}' already exists`);
     const id = randomBytes(8).toString('hex');
     const secret = randomBytes(32).toString('base64url');
-    const stored: StoredToken = { id, name, hash: sha256(secret).toString('hex'), createdAt: new Date().toISOString() };
+    const admin = opts.admin === true;
+    const stored: StoredToken = { id, name, hash: sha256(secret).toString('hex'), createdAt: new Date().toISOString(), admin };
     try {
       await this.store.commit([
         { op: 'put', key: NAMES + name, value: id, expectRevision: 0 },
@@ -78,12 +88,12 @@ export class TokenService {
       throw e;
     }
     this.byId.set(id, stored);
-    return { id, name, createdAt: stored.createdAt, token: `prism_${id}_${secret}` };
+    return { id, name, createdAt: stored.createdAt, admin, token: `prism_${id}_${secret}` };
   }
 
   list(): TokenInfo[] {
     return [...this.byId.values()]
-      .map(({ id, name, createdAt }) => ({ id, name, createdAt }))
+      .map(({ id, name, createdAt, admin }) => ({ id, name, createdAt, admin: admin !== false }))
       .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
 
@@ -92,6 +102,12 @@ export class TokenService {
     if (!t) throw new PrismError('NOT_FOUND', `token '${idOrName}' not found`);
     this.byId.delete(t.id);
     await this.store.commit([{ op: 'delete', key: PREFIX + t.id }, { op: 'delete', key: NAMES + t.name }]);
+  }
+
+  /** Who `bearer` is when it is a valid token, else undefined. Never throws, never says why. */
+  identify(bearer: string): TokenIdentity | undefined {
+    const id = this.verify(bearer);
+    return id ? { id, admin: this.byId.get(id)?.admin !== false } : undefined;
   }
 
   /** The token's id when `bearer` is a valid token, else undefined. Never throws, never says why. */

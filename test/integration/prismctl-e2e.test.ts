@@ -33,7 +33,7 @@ describe.skipIf(!!skip)('prismctl against a real prismd', () => {
     expect(denied.code).toBe(1);
     expect(denied.err).toContain('UNAUTHENTICATED');
     expect(denied.err).toContain('prismctl login');
-    const made = ctl(['-o', 'json', 'token', 'create', 'ci-bot']);
+    const made = ctl(['-o', 'json', 'token', 'create', 'ci-bot', '--admin']);
     expect(made.code, made.err).toBe(0);
     const bot = JSON.parse(made.out) as { id: string; token: string };
     // login saves the address and token (mode 0600); later calls need neither flag nor env.

@@ -57,6 +57,29 @@ describe.skipIf(!!skip)('API authentication', () => {
     expect((await fetch(`${d.url}/api/v1/nope`)).status).toBe(401);
   });
 
+  it('keeps tokens, node removal and the join token to admin tokens', async () => {
+    const made = await call(d.url, 'POST', '/tokens', { name: 'plain' });
+    expect(made.status).toBe(201);
+    expect((made.body as { admin: boolean }).admin).toBe(false);
+    const plain = (made.body as { token: string }).token;
+    const as = (method: string, path: string, body?: unknown) => call(d.url, method, path, body, { authorization: `Bearer ${plain}` });
+    expect((await as('GET', '/sandboxes')).status).toBe(200);
+    for (const [method, path, body] of [['GET', '/tokens'], ['POST', '/tokens', { name: 'mine' }], ['POST', '/tokens', { name: 'boss', admin: true }], ['DELETE', '/tokens/admin'], ['DELETE', '/nodes/nope'], ['GET', '/cluster/join-token']] as const) {
+      const r = await as(method, path, body);
+      expect(r.status, `${method} ${path}`).toBe(403);
+      expect((r.body as { error: { code: string; message: string } }).error.code).toBe('PERMISSION_DENIED');
+    }
+    // Nothing changed: no token made or revoked.
+    const names = ((await call(d.url, 'GET', '/tokens')).body as { tokens: { name: string; admin: boolean }[] }).tokens;
+    expect(names.map((t) => t.name).sort()).toEqual(['admin', 'plain']);
+    expect(names.find((t) => t.name === 'admin')?.admin).toBe(true);
+    // An admin may make another admin.
+    const boss = await call(d.url, 'POST', '/tokens', { name: 'boss', admin: true });
+    expect(boss.status).toBe(201);
+    expect((await call(d.url, 'GET', '/tokens', undefined, { authorization: `Bearer ${(boss.body as { token: string }).token}` })).status).toBe(200);
+    for (const n of ['plain', 'boss']) expect((await call(d.url, 'DELETE', `/tokens/${n}`)).status).toBe(204);
+  });
+
   it('accepts a new token at once and refuses it at once when revoked; the admin token cannot be read back', async () => {
     const made = await call(d.url, 'POST', '/tokens', { name: 'worker' });
     expect(made.status).toBe(201);

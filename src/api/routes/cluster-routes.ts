@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { PrismError } from '../../core/errors.js';
 import { NAME_PATTERN } from '../../core/ids.js';
 import type { ClusterJoin } from '../../cluster/join-service.js';
-import { bearerToken } from '../auth.js';
+import { bearerToken, requireAdmin } from '../auth.js';
 import { withErrors } from '../schemas.js';
 
 /** The join API's prefix: its routes check the join token themselves, not an API token (auth.ts). */
@@ -44,9 +44,10 @@ export function registerClusterRoutes(app: FastifyInstance, cluster: ClusterJoin
     if (!cluster) throw new PrismError('UNAUTHENTICATED', 'no join token is valid here: this node runs alone on SQLite (start the first node with --cluster-init for others to join)');
     await cluster.verifyJoinToken(bearerToken(req.headers));
   };
-  app.get('/cluster/join-token', { schema: { tags: ['cluster'], description: 'The token a new node presents with prismd --join.', response: withErrors({ 200: Type.Object({ token: Type.String() }) }, 401, 412) } }, async () => ({
-    token: await (cluster ?? noCluster()).joinToken(),
-  }));
+  app.get('/cluster/join-token', { schema: { tags: ['cluster'], description: 'The token a new node presents with prismd --join (admin tokens only).', response: withErrors({ 200: Type.Object({ token: Type.String() }) }, 401, 403, 412) } }, async (req) => {
+    requireAdmin(req, 'reading the join token');
+    return { token: await (cluster ?? noCluster()).joinToken() };
+  });
 
   app.get('/cluster/members', { schema: { tags: ['cluster'], description: "The cluster's etcd members (managed by prismd) and their health.", response: withErrors({ 200: Type.Object({ members: Type.Array(MemberSchema) }) }, 401) } }, async () => ({
     members: cluster ? await cluster.list() : [],

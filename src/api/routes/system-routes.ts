@@ -1,3 +1,4 @@
+import { requireAdmin } from '../auth.js';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { ClusterInfoSchema, HealthSchema, IdParams, NodeSchema, withErrors } from '../schemas.js';
@@ -29,6 +30,7 @@ export function registerSystemRoutes(app: FastifyInstance, svc: ApiServices): vo
     '/nodes/:id',
     { schema: { tags: ['nodes'], params: IdParams, response: withErrors({ 204: Type.Null() }, 404, 412) } },
     async (req, reply) => {
+      requireAdmin(req, 'removing a node');
       await svc.nodes.remove(req.params.id, async (n) => svc.cluster?.removeMemberNamed(n.name));
       return reply.status(204).send();
     },
