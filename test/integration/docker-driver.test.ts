@@ -258,6 +258,27 @@ if (reason) {
       expect(await poolContainers()).toHaveLength(1); // refilled after the claim
     }, 120_000);
 
+    it('reports a task whose container dies from the engine\'s events, once, and not after unwatch', async () => {
+      const a = await pooled.create(spec());
+      const b = await pooled.create(spec());
+      const ends: string[] = [];
+      expect(await pooled.watchExit(a, (why) => ends.push(`a:${why}`))).toBe(true);
+      expect(await pooled.watchExit(b, (why) => ends.push(`b:${why}`))).toBe(true);
+      pooled.unwatchExit(b);
+      // Killed behind the driver's back, as a crash would.
+      await engine.getContainer(`prism-${a.id}`).kill();
+      await engine.getContainer(`prism-${b.id}`).kill();
+      for (let i = 0; i < 100 && ends.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(ends).toEqual(['a:exited']);
+      // A task that is already dead when watched is reported at once.
+      const late: string[] = [];
+      expect(await pooled.watchExit(b, (why) => late.push(why))).toBe(true);
+      expect(late).toEqual(['exited']);
+      await pooled.destroy(a);
+      await pooled.destroy(b);
+    }, 120_000);
+
     it('another shape is made from scratch; a crashed driver\'s ready container is an orphan to the next; close removes the pool', async () => {
       const other = await pooled.create(spec({ memoryMb: 96 }));
       expect(other.data.boot).toBeUndefined();

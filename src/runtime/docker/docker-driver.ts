@@ -1,4 +1,6 @@
 
+import { ContainerExits } from './container-exits.js';
+import type { WatchEnd } from '../pid-watch.js';
 import { constants } from 'node:fs';
 import { access, readFile, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
@@ -92,9 +94,12 @@ export class DockerDriver implements RuntimeDriver {
   private readonly imageBytes = new Map<string, number>();
   /** Warm pool: ready containers per shape key (poolKey). */
   private readonly pools: WarmPools;
+  /** Exits of running tasks, from the engine's event stream (watchExit). */
+  private readonly exits: ContainerExits;
 
   constructor(private readonly opts: DockerDriverOptions) {
     this.connection = dockerConnection(opts.dockerHost);
+    this.exits = new ContainerExits(() => this.docker, `${NODE_LABEL}=${opts.node}`);
     this.pools = new WarmPools({
       size: opts.warmPool ?? 0,
       maxShapes: MAX_POOLS,
@@ -490,7 +495,26 @@ export class DockerDriver implements RuntimeDriver {
 
   /** The warm pool's ready containers go (dockerode keeps no connection open between calls). */
   async close(): Promise<void> {
+    this.exits.close();
     if (this.client) await this.pools.close();
+  }
+
+  /** The engine's `die` events (ContainerExits), checked against the container's state once watched. */
+  async watchExit(handle: TaskHandle, onEnd: (why: WatchEnd) => void): Promise<boolean> {
+    await this.loadClient();
+    const name = containerName(handle.id);
+    if (!(await this.exits.watch(name, onEnd))) return false;
+    // It may have died before the stream was open: then no event will come.
+    const state = await this.state(handle.id).catch(() => 'running' as TaskState);
+    if (state === 'stopped' || state === 'gone') {
+      this.exits.unwatch(name);
+      onEnd('exited');
+    }
+    return true;
+  }
+
+  unwatchExit(handle: TaskHandle): void {
+    this.exits.unwatch(containerName(handle.id));
   }
 
   /** Asked of the engine once; an engine that could not be asked is asked again next time. */
