@@ -3,6 +3,7 @@ import type Docker from 'dockerode';
 import { PrismError } from '../../core/errors.js';
 import type { ExecOptions, TaskProcess } from '../driver.js';
 import { attachAgent, startFrame } from '../exec-agent-client.js';
+import { demuxWithBackpressure } from './demux.js';
 import { engineError } from './engine-errors.js';
 import { INIT_PATH } from './layer-image.js';
 import { toTaskProcess, ttyEnv } from '../agent-process.js';
@@ -35,7 +36,7 @@ export async function dockerExec(docker: Docker, container: string, opts: ExecOp
   }
   const frames = new PassThrough();
   const meta = new PassThrough();
-  docker.modem.demuxStream(stream, frames, meta);
+  demuxWithBackpressure(stream, frames, meta);
   let ended = false;
   const end = () => {
     if (ended) return;
