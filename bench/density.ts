@@ -40,6 +40,16 @@ async function idleCost(pid: number): Promise<{ cpuPercentOfOneCore: number; rss
   return { cpuPercentOfOneCore: Math.round(((cpuSeconds(pid) - c0) / (IDLE_WINDOW_MS / 1000)) * 1000) / 10, rssMiB: Math.round(rssBytes(pid) / MiB) };
 }
 
+/** Completions per second of each block of 100 (in completion order), from `t0`. */
+function byHundred(doneAt: number[], t0: number): number[] {
+  const out: number[] = [];
+  for (let k = 100; k <= doneAt.length; k += 100) {
+    const from = k === 100 ? t0 : doneAt[k - 101]!;
+    out.push(Math.round((100 / ((doneAt[k - 1]! - from) / 1000)) * 10) / 10);
+  }
+  return out;
+}
+
 /** `box.d` is replaced by the restarted prismd (the caller disposes whichever is current). */
 async function run(box: { d: Prismd }) {
   let d = box.d;
@@ -47,10 +57,13 @@ async function run(box: { d: Prismd }) {
   const before = hostUsedBytes();
   const idleEmpty = await idleCost(pid);
   const ids: string[] = [];
+  const createsFrom = performance.now();
+  const doneAt: number[] = [];
   const creates = await inFlight(COUNT, CONCURRENCY, async () => {
     const r = await call(d.url, 'POST', '/sandboxes', SANDBOX);
     if (r.status !== 201) throw new Error(`create ${r.status} ${JSON.stringify(r.body)}`);
     ids.push(r.body.id);
+    doneAt.push(performance.now());
   });
   const execs = await inFlight(ids.length, CONCURRENCY, async (i) => {
     const r = await call(d.url, 'POST', `/sandboxes/${ids[i]}/exec`, { cmd: ['cat', '/proc/self/cgroup'] });
@@ -74,6 +87,9 @@ async function run(box: { d: Prismd }) {
     created: ids.length,
     createFailures: creates.failures.slice(0, 5),
     createsPerSec: rate(creates),
+    // Creates/s of each hundred in turn: does a create get slower as the node fills? The first hundred
+    // is the same run's baseline.
+    createsPerSecByHundred: byHundred(doneAt, createsFrom),
     create: summarize(creates.latencies),
     execsOk: execs.latencies.length,
     execFailures: execs.failures.slice(0, 5),

@@ -141,10 +141,17 @@ if (tp) {
   }).join('\n')}\n\nTarget: >= 0.5x bare at each level.\n`);
 }
 
+/** Creates/s of each hundred in turn (the first hundred is the same run's baseline), when the run has them. */
+function byHundredLine(r: Json | undefined): string {
+  const h = r?.createsPerSecByHundred as number[] | undefined;
+  if (!h?.length) return '';
+  return `\nCreates/s of each hundred in turn (sampler on): ${h.join(', ')}; the last hundred at ${Math.round((h[h.length - 1]! / h[0]!) * 100) / 100}x the first.\n`;
+}
+
 const den = load('density');
 if (den) {
   const row = (label: string, r: Json | undefined) => r ? `| ${label} | ${r.created} | ${r.execsOk} | ${r.hostMemoryPerSandboxMiB} | ${r.createsPerSec} | ${r.deletesPerSec} | ${r.prismdIdle.empty.cpuPercentOfOneCore}% / ${r.prismdIdle.empty.rssMiB} MiB | ${r.prismdIdle.withSandboxes.cpuPercentOfOneCore}% / ${r.prismdIdle.withSandboxes.rssMiB} MiB | ${r.restart ? `${(r.restart.ms / 1000).toFixed(1)} s, ${r.restart.runningAfter} running` : '-'} |` : '';
-  pages.push(`## Density (oci)\n\nbench/density.ts: ${den.count} sandboxes of ${den.sandbox.memoryMb} MiB, ${den.sandbox.cpus} CPU and a ${den.sandbox.diskMb} MiB disk on one node (\`--cpu-overcommit 64\`), ${den.concurrency} creates in flight, an exec in every one, then idle. Host memory per sandbox: MemTotal - MemAvailable after minus before, over the count. prismd idle: CPU (% of one core) and RSS over an idle window, before the creates and with every sandbox running. Restart: prismd stopped and started again with every sandbox running, until its API answers (every task recovered).\n\n| usage sampler | created | exec ok | host MiB per sandbox | creates/s | deletes/s | prismd idle, empty | prismd idle, all running | restart |\n|---|---|---|---|---|---|---|---|---|\n${[row('every 5 s (default)', den.samplerDefault), row('off (--metrics-interval 0)', den.samplerOff)].filter(Boolean).join('\n')}\n\nTargets: ${den.targets.sandboxes} sandboxes with an exec in each, <= ${den.targets.hostMemoryPerSandboxMiB} MiB of host memory per idle sandbox.\n`);
+  pages.push(`## Density (oci)\n\nbench/density.ts: ${den.count} sandboxes of ${den.sandbox.memoryMb} MiB, ${den.sandbox.cpus} CPU and a ${den.sandbox.diskMb} MiB disk on one node (\`--cpu-overcommit 64\`), ${den.concurrency} creates in flight, an exec in every one, then idle. Host memory per sandbox: MemTotal - MemAvailable after minus before, over the count. prismd idle: CPU (% of one core) and RSS over an idle window, before the creates and with every sandbox running. Restart: prismd stopped and started again with every sandbox running, until its API answers (every task recovered).\n\n| usage sampler | created | exec ok | host MiB per sandbox | creates/s | deletes/s | prismd idle, empty | prismd idle, all running | restart |\n|---|---|---|---|---|---|---|---|---|\n${[row('every 5 s (default)', den.samplerDefault), row('off (--metrics-interval 0)', den.samplerOff)].filter(Boolean).join('\n')}\n\nTargets: ${den.targets.sandboxes} sandboxes with an exec in each, <= ${den.targets.hostMemoryPerSandboxMiB} MiB of host memory per idle sandbox.\n${byHundredLine(den.samplerDefault)}`);
 }
 
 const lc = load('lifecycle');
