@@ -182,7 +182,16 @@ if (cl) {
   pages.push(`| | per second (median) | vs raw puts (paired, per run) | create p50 / p90 ms | etcd RPCs per create | etcd CPU ms per op |\n|---|---|---|---|---|---|\n| raw etcd puts | ${cl.baseline.rawPutsPerSec.median} | - | - | 1 Put | ${(cl.baseline.etcdCpuMsPerRawPut ?? []).join(' / ')} |\n${row('Prism creates, steady', steady)}\n${row('Prism creates, burst', burst)}\n\nTarget: creates >= ${cl.targets?.createdVsRawPutsPerRun ?? 0.5}x raw etcd puts at the same concurrency. The scheduler alone places a backlog at ${cl.schedulerBacklog?.placedPerSec?.median ?? '-'}/s.\n`);
 }
 
-for (const name of ['oci-latency', 'throughput', 'density', 'lifecycle', 'cluster-placement']) {
+const dk = load('docker-vs-oci');
+if (dk) {
+  const variants = (['oci', 'docker', 'dockerPool', 'dockerNoDiskLimit'] as const).filter((v) => dk[v]);
+  const label: Record<string, string> = { oci: 'oci (runc)', docker: 'docker, cold', dockerPool: 'docker, from the warm pool', dockerNoDiskLimit: 'docker, no disk limit' };
+  pages.push(`## Docker beside oci\n\nbench/docker-vs-oci.ts, ${dk.runs} runs each, interleaved, at the RuntimeDriver seam on the same image layers: create then \`echo ready\` to its first byte, an exec round trip on a running task, and a destroy. The engine: ${dk.dockerHost}${dk.diskLimit?.enforced ? ', with a container size limit (StorageOpt)' : ''}. Warm pool: \`warmPool: 1\`, each create served by a ready container.\n`);
+  chart('docker-vs-oci.svg', latencyChart('Create to first exec output, docker beside oci (ms)', variants.map((v) => ({ label: label[v]!, median: dk[v].createToFirstExec.medianMs, p90: dk[v].createToFirstExec.p90Ms, prism: v !== 'oci' }))), 'docker create latency');
+  pages.push(`| driver | create to first exec, p50 / p90 ms | exec round trip p50 ms | destroy p50 ms |\n|---|---|---|---|\n${variants.map((v) => `| ${label[v]} | ${dk[v].createToFirstExec.medianMs} / ${dk[v].createToFirstExec.p90Ms} | ${dk[v].execRoundTrip?.medianMs ?? '-'} | ${dk[v].destroy?.medianMs ?? '-'} |`).join('\n')}\n\ndocker cold / oci: ${dk.createToFirstExecMedianRatio}; docker from the pool / docker cold: ${dk.pooledVsColdDockerMedianRatio}.\n`);
+}
+
+for (const name of ['oci-latency', 'throughput', 'density', 'lifecycle', 'cluster-placement', 'docker-vs-oci']) {
   const j = load(name);
   if (j) writeFileSync(join(charts, `${name}.json`), `${JSON.stringify(j, null, 2)}\n`);
 }
