@@ -23,8 +23,10 @@ export function registerNodeCommands(program: Command, ctx: CliContext): void {
   cluster
     .command('join-token')
     .description('print the token a new node gives prismd --join (--join-token or PRISM_JOIN_TOKEN)')
-    .action(async (_opts: unknown, cmd: Command) => {
-      const token = await ctx.client(cmd).cluster.joinToken();
+    .option('--rotate', 'replace it first: the old token stops working at once')
+    .action(async (opts: { rotate?: boolean }, cmd: Command) => {
+      const client = ctx.client(cmd);
+      const token = opts.rotate ? await client.cluster.rotateJoinToken() : await client.cluster.joinToken();
       if (ctx.format(cmd) === 'json') return ctx.json({ token });
       ctx.out(token);
     });

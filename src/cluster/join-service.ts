@@ -65,6 +65,17 @@ export class ClusterJoin {
     }
   }
 
+  /**
+   * Replaces the join token: the old one stops opening the cluster at once (nodes that joined keep
+   * their place; a restart does not need it).
+   */
+  async rotateJoinToken(): Promise<string> {
+    const token = `prism_join_${randomBytes(24).toString('base64url')}`;
+    await this.store.put(JOIN_TOKEN_KEY, token);
+    this.opts.log.info({}, 'the join token was replaced');
+    return token;
+  }
+
   /** The etcd cluster token of managed members, recorded by `--cluster-init`. */
   async recordClusterToken(token: string): Promise<void> {
     if (!(await this.store.get(CLUSTER_TOKEN_KEY))) await this.store.put(CLUSTER_TOKEN_KEY, token).catch(() => undefined);

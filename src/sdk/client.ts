@@ -189,8 +189,10 @@ export class PrismClient {
 
   /** The cluster's membership (docs/cluster.md, "Forming a cluster"). */
   readonly cluster: {
-    /** The token `prismd --join` presents; made on first use. */
+    /** The token `prismd --join` presents; made on first use. Admin tokens only. */
     joinToken(): Promise<string>;
+    /** Replaces the join token; the old one stops working at once. Admin tokens only. */
+    rotateJoinToken(): Promise<string>;
     /** etcd members run by prismd (`--cluster-init`, `--join`), with their health; empty otherwise. */
     members(): Promise<EtcdMember[]>;
   };
@@ -236,6 +238,7 @@ export class PrismClient {
     this.volumes = new VolumesApi(api);
     this.cluster = {
       joinToken: async () => (await api.json<{ token: string }>('GET', '/cluster/join-token')).token,
+      rotateJoinToken: async () => (await api.json<{ token: string }>('POST', '/cluster/join-token')).token,
       members: async () => (await api.json<{ members: EtcdMember[] }>('GET', '/cluster/members')).members,
     };
     this.tokens = {

@@ -85,6 +85,14 @@ describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --
     });
     expect(direct.status).toBe(401);
     expect((await admin.cluster.members()).length).toBe(3);
+    // A replaced token is refused from then on; the new one opens the cluster.
+    const rotated = await admin.cluster.rotateJoinToken();
+    expect(rotated).not.toBe(joinToken);
+    const ask = (t: string) => fetch(`${nodes.a!.url}/api/v1/cluster/join`, { headers: { authorization: `Bearer ${t}` } });
+    expect((await ask(joinToken)).status).toBe(401);
+    expect((await ask(rotated)).status).toBe(200);
+    expect(await admin.cluster.joinToken()).toBe(rotated);
+    joinToken = rotated;
   }, 60_000);
 
   it('keeps serving when the init node and its member are killed, and takes it back after a restart', async () => {

@@ -64,7 +64,7 @@ describe.skipIf(!!skip)('API authentication', () => {
     const plain = (made.body as { token: string }).token;
     const as = (method: string, path: string, body?: unknown) => call(d.url, method, path, body, { authorization: `Bearer ${plain}` });
     expect((await as('GET', '/sandboxes')).status).toBe(200);
-    for (const [method, path, body] of [['GET', '/tokens'], ['POST', '/tokens', { name: 'mine' }], ['POST', '/tokens', { name: 'boss', admin: true }], ['DELETE', '/tokens/admin'], ['DELETE', '/nodes/nope'], ['GET', '/cluster/join-token']] as const) {
+    for (const [method, path, body] of [['GET', '/tokens'], ['POST', '/tokens', { name: 'mine' }], ['POST', '/tokens', { name: 'boss', admin: true }], ['DELETE', '/tokens/admin'], ['DELETE', '/nodes/nope'], ['GET', '/cluster/join-token'], ['POST', '/cluster/join-token']] as const) {
       const r = await as(method, path, body);
       expect(r.status, `${method} ${path}`).toBe(403);
       expect((r.body as { error: { code: string; message: string } }).error.code).toBe('PERMISSION_DENIED');

@@ -49,6 +49,11 @@ export function registerClusterRoutes(app: FastifyInstance, cluster: ClusterJoin
     return { token: await (cluster ?? noCluster()).joinToken() };
   });
 
+  app.post('/cluster/join-token', { schema: { tags: ['cluster'], description: 'Replaces the join token; the old one stops working at once (admin tokens only).', response: withErrors({ 200: Type.Object({ token: Type.String() }) }, 401, 403, 412) } }, async (req) => {
+    requireAdmin(req, 'replacing the join token');
+    return { token: await (cluster ?? noCluster()).rotateJoinToken() };
+  });
+
   app.get('/cluster/members', { schema: { tags: ['cluster'], description: "The cluster's etcd members (managed by prismd) and their health.", response: withErrors({ 200: Type.Object({ members: Type.Array(MemberSchema) }) }, 401) } }, async () => ({
     members: cluster ? await cluster.list() : [],
   }));
