@@ -1,5 +1,6 @@
 import type { SandboxHandle } from '../../../src/sdk/browser.js';
 import { useAction } from '../hooks.js';
+import { ErrorLine } from './error-line.js';
 
 /** Stop / start / pause / resume / delete, as the sandbox's status allows. */
 export function SandboxActions({ sb, onDone }: { sb: SandboxHandle; onDone: () => void }) {
@@ -40,11 +41,7 @@ export function SandboxActions({ sb, onDone }: { sb: SandboxHandle; onDone: () =
       >
         Delete
       </button>
-      {act.error && (
-        <span class="error" role="alert">
-          {act.error}
-        </span>
-      )}
+      <ErrorLine message={act.error} inline />
     </span>
   );
 }

@@ -2,6 +2,7 @@ import { useState } from 'preact/hooks';
 import type { SandboxHandle } from '../../../src/sdk/browser.js';
 import { ago, bytes, joinPath, parentDir } from '../format.js';
 import { useAction, useLoad } from '../hooks.js';
+import { ErrorLine } from './error-line.js';
 
 /** Browse the sandbox's files; upload into the directory shown; download a file. */
 export function FilesPane({ sb }: { sb: SandboxHandle }) {
@@ -55,11 +56,7 @@ export function FilesPane({ sb }: { sb: SandboxHandle }) {
           <input type="file" multiple disabled={act.busy} onChange={(e) => void upload(e.target as HTMLInputElement)} />
         </label>
       </form>
-      {(entries.error || act.error) && (
-        <p class="error" role="alert">
-          {entries.error ?? act.error}
-        </p>
-      )}
+      <ErrorLine message={entries.error ?? act.error} />
       {entries.data && (
         <table aria-label={`Files in ${dir}`}>
           <thead>

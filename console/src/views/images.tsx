@@ -2,6 +2,7 @@ import { useState } from 'preact/hooks';
 import type { Prism } from '../../../src/sdk/browser.js';
 import { ago, bytes } from '../format.js';
 import { useAction, useLoad } from '../hooks.js';
+import { ErrorLine } from './error-line.js';
 
 export function ImagesView({ client }: { client: Prism }) {
   const images = useLoad(() => client.images.list(), [client]);
@@ -33,17 +34,9 @@ export function ImagesView({ client }: { client: Prism }) {
           {pull.busy ? 'Pulling…' : 'Pull'}
         </button>
         {progress && <span role="status">{progress}</span>}
-        {pull.error && (
-          <span class="error" role="alert">
-            {pull.error}
-          </span>
-        )}
+        <ErrorLine message={pull.error} inline />
       </form>
-      {images.error && (
-        <p class="error" role="alert">
-          {images.error}
-        </p>
-      )}
+      <ErrorLine message={images.error} />
       {images.data && images.data.length === 0 && <p>No images on this node yet.</p>}
       {images.data && images.data.length > 0 && (
         <table>

@@ -1,5 +1,6 @@
 import { useState } from 'preact/hooks';
 import type { Session } from '../session.js';
+import { ErrorLine } from './error-line.js';
 
 export function LoginView({ session, notice }: { session: Session; notice: string | undefined }) {
   const [token, setToken] = useState('');
@@ -40,11 +41,7 @@ export function LoginView({ session, notice }: { session: Session; notice: strin
         <p id="token-help" class="help">
           Kept in this tab only (sessionStorage). Create one with <code>prismctl token create NAME</code>.
         </p>
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
+        <ErrorLine message={error} />
         <button type="submit" disabled={busy}>
           {busy ? 'Checking…' : 'Log in'}
         </button>

@@ -2,6 +2,7 @@ import { useState } from 'preact/hooks';
 import type { ExecResult, SandboxHandle } from '../../../src/sdk/browser.js';
 import { ago } from '../format.js';
 import { useAction, useLoad } from '../hooks.js';
+import { ErrorLine } from './error-line.js';
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 
@@ -28,11 +29,7 @@ export function LogsPane({ sb }: { sb: SandboxHandle }) {
           {act.busy ? 'Running…' : 'Run'}
         </button>
       </form>
-      {act.error && (
-        <p class="error" role="alert">
-          {act.error}
-        </p>
-      )}
+      <ErrorLine message={act.error} />
       {result && (
         <div class="result" aria-label="Result">
           <p>exit code {result.exitCode}</p>
@@ -41,11 +38,7 @@ export function LogsPane({ sb }: { sb: SandboxHandle }) {
         </div>
       )}
       <h2>Exec log</h2>
-      {logs.error && (
-        <p class="error" role="alert">
-          {logs.error}
-        </p>
-      )}
+      <ErrorLine message={logs.error} />
       {logs.data && logs.data.length === 0 && <p>No commands run yet.</p>}
       <ul class="log">
         {[...(logs.data ?? [])].reverse().map((l) => (

@@ -2,6 +2,7 @@ import type { SandboxHandle, SandboxMetric } from '../../../src/sdk/browser.js';
 import { plot, type Point } from '../chart.js';
 import { bytes, percent } from '../format.js';
 import { useLoad } from '../hooks.js';
+import { ErrorLine } from './error-line.js';
 
 const W = 480;
 const H = 120;
@@ -14,11 +15,7 @@ export function MetricsPane({ sb }: { sb: SandboxHandle }) {
   const series = (f: (s: SandboxMetric) => number): Point[] => samples.map((s) => ({ t: Date.parse(s.timestamp), v: f(s) }));
   return (
     <div>
-      {m.error && (
-        <p class="error" role="alert">
-          {m.error}
-        </p>
-      )}
+      <ErrorLine message={m.error} />
       {m.data && samples.length === 0 && <p>No samples yet: the first comes a few seconds after the sandbox starts.</p>}
       {last && (
         <dl class="stats" aria-label="Latest sample">

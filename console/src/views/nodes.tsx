@@ -1,17 +1,14 @@
 import type { Prism } from '../../../src/sdk/browser.js';
 import { ago, bytes, percent } from '../format.js';
 import { useLoad } from '../hooks.js';
+import { ErrorLine } from './error-line.js';
 
 export function NodesView({ client }: { client: Prism }) {
   const nodes = useLoad(() => client.nodes.list(), [client], 5000);
   return (
     <section aria-labelledby="nodes-h">
       <h1 id="nodes-h">Nodes</h1>
-      {nodes.error && (
-        <p class="error" role="alert">
-          {nodes.error}
-        </p>
-      )}
+      <ErrorLine message={nodes.error} />
       {nodes.data && (
         <table>
           <thead>

@@ -2,6 +2,7 @@ import { useState } from 'preact/hooks';
 import type { SandboxHandle } from '../../../src/sdk/browser.js';
 import { ago } from '../format.js';
 import { useAction, useLoad } from '../hooks.js';
+import { ErrorLine } from './error-line.js';
 
 /** Background processes (POST /sandboxes/:id/processes): list, start, kill. */
 export function ProcessesPane({ sb }: { sb: SandboxHandle }) {
@@ -24,11 +25,7 @@ export function ProcessesPane({ sb }: { sb: SandboxHandle }) {
           Start
         </button>
       </form>
-      {(procs.error || act.error) && (
-        <p class="error" role="alert">
-          {procs.error ?? act.error}
-        </p>
-      )}
+      <ErrorLine message={procs.error ?? act.error} />
       {procs.data && procs.data.length === 0 && <p>No background processes.</p>}
       {procs.data && procs.data.length > 0 && (
         <table>

@@ -8,6 +8,7 @@ import { LogsPane } from './logs.js';
 import { MetricsPane } from './metrics.js';
 import { ProcessesPane } from './processes.js';
 import { TerminalPane } from './terminal.js';
+import { ErrorLine } from './error-line.js';
 
 const TAB_LABELS: Record<SandboxTab, string> = { terminal: 'Terminal', files: 'Files', logs: 'Exec logs', metrics: 'Metrics', processes: 'Processes' };
 
@@ -19,11 +20,7 @@ export function SandboxView({ client, id, tab }: { client: Prism; id: string; ta
       <p>
         <a href={href({ page: 'sandboxes' })}>← Sandboxes</a>
       </p>
-      {sb.error && (
-        <p class="error" role="alert">
-          {sb.error}
-        </p>
-      )}
+      <ErrorLine message={sb.error} />
       {h && (
         <>
           <h1 id="sandbox-h">

@@ -4,6 +4,7 @@ import { ago } from '../format.js';
 import { useAction, useLoad } from '../hooks.js';
 import { href } from '../route.js';
 import { SandboxActions } from './actions.js';
+import { ErrorLine } from './error-line.js';
 
 /** Live: reloads on every lifecycle event (GET /events), and every 15 s in case the stream broke. */
 export function SandboxesView({ client }: { client: Prism }) {
@@ -36,11 +37,7 @@ export function SandboxesView({ client }: { client: Prism }) {
         Sandboxes <span class={live ? 'live on' : 'live'}>{live ? 'live' : 'not live'}</span>
       </h1>
       <CreateForm client={client} onCreated={list.reload} />
-      {list.error && (
-        <p class="error" role="alert">
-          {list.error}
-        </p>
-      )}
+      <ErrorLine message={list.error} />
       {list.data && sandboxes.length === 0 && <p>No sandboxes yet.</p>}
       {sandboxes.length > 0 && (
         <table>
@@ -148,11 +145,7 @@ function CreateForm({ client, onCreated }: { client: Prism; onCreated: () => voi
           <button type="submit" disabled={act.busy}>
             {act.busy ? 'Creating…' : 'Create'}
           </button>
-          {act.error && (
-            <span class="error" role="alert">
-              {act.error}
-            </span>
-          )}
+          <ErrorLine message={act.error} inline />
         </div>
       </form>
     </details>

@@ -2,6 +2,7 @@ import { useState } from 'preact/hooks';
 import type { Prism } from '../../../src/sdk/browser.js';
 import { ago } from '../format.js';
 import { useAction, useLoad } from '../hooks.js';
+import { ErrorLine } from './error-line.js';
 
 export function VolumesView({ client }: { client: Prism }) {
   const volumes = useLoad(() => client.volumes.list(), [client], 10_000);
@@ -31,17 +32,9 @@ export function VolumesView({ client }: { client: Prism }) {
         <button type="submit" disabled={create.busy}>
           Create volume
         </button>
-        {create.error && (
-          <span class="error" role="alert">
-            {create.error}
-          </span>
-        )}
+        <ErrorLine message={create.error} inline />
       </form>
-      {(volumes.error || remove.error) && (
-        <p class="error" role="alert">
-          {volumes.error ?? remove.error}
-        </p>
-      )}
+      <ErrorLine message={volumes.error ?? remove.error} />
       {volumes.data && volumes.data.length === 0 && <p>No volumes yet.</p>}
       {volumes.data && volumes.data.length > 0 && (
         <table>
