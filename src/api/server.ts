@@ -127,8 +127,9 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
   app.setErrorHandler(async (err: FastifyError, req, reply) => {
     if (err instanceof PrismError) {
       if (err.code === 'INTERNAL') opts.logger.error({ err, url: req.url }, 'request failed');
-      // The store failing on a cluster of prismd's own members: say which members are missing.
-      if ((err.code === 'UNAVAILABLE' || err.code === 'DEADLINE_EXCEEDED') && err.message.startsWith('etcd') && svc.cluster) {
+      // On a cluster of prismd's own etcd members, an unavailable answer says which members are missing
+      // (nothing is added while they all answer; the check is cached for 2 s).
+      if ((err.code === 'UNAVAILABLE' || err.code === 'DEADLINE_EXCEEDED') && svc.cluster) {
         const why = await svc.cluster.outage().catch(() => undefined);
         if (why) return sendError(reply.header('retry-after', '2'), err.code, `${err.message}: ${why}`);
       }
