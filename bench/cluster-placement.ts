@@ -23,8 +23,11 @@
  *                           sandboxes are `lost`, and (after it restarts) until they are `running` again
  *
  * Usage: node dist/bench/cluster-placement.js [runs=5] [n=1000] [failoverRuns=3]   (needs etcd, etcdctl)
+ *   PRISM_BENCH_PROFILE=PATH writes V8 CPU profiles of the first steady run's creates and deletes (all 3
+ *                           nodes: one process) to PATH.create.cpuprofile and PATH.delete.cpuprofile.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -218,11 +221,12 @@ interface PrismRun { benchLoopBusy: number; etcdCpuSec: number; rpcsPerCreate: R
  * same load shape as the raw-put baseline; a burst (wave = width) has every create of a wave pending at
  * once, which is what batching is for. Placement time counts from each wave's start to its last commit.
  */
-async function prismRun(nodes: BenchNode[], repo: SandboxRepo, observer: EtcdStore, cluster: EtcdCluster, wave: number, width: number): Promise<PrismRun> {
+async function prismRun(nodes: BenchNode[], repo: SandboxRepo, observer: EtcdStore, cluster: EtcdCluster, wave: number, width: number, profile = false): Promise<PrismRun> {
   const before = totals(nodes);
   const rpc0 = await rpcCounts(cluster);
   const cpu0 = etcdCpuSec(cluster);
   const elu0 = performance.eventLoopUtilization();
+  const stopCreateProfile = await startProfile(profile);
   let placed = 0;
   let placedAt = 0;
   let placingMs = 0;
@@ -253,12 +257,15 @@ async function prismRun(nodes: BenchNode[], repo: SandboxRepo, observer: EtcdSto
   }
   const createdAt = performance.now();
   const benchLoopBusy = performance.eventLoopUtilization(elu0).utilization;
+  await stopCreateProfile('create');
   const etcdCpu = etcdCpuSec(cluster) - cpu0;
   const after = totals(nodes);
   const perNode: Record<string, number> = {};
   for (const sb of await repo.listSandboxes()) perNode[sb.node] = (perNode[sb.node] ?? 0) + 1;
   const rpc1 = await rpcCounts(cluster);
+  const stopDeleteProfile = await startProfile(profile);
   const deletedPerSec = await deleteAll(nodes, repo);
+  await stopDeleteProfile('delete');
   const rpc2 = await rpcCounts(cluster);
   const batches = after.batches - before.batches;
   return {
@@ -365,6 +372,24 @@ async function nodeCrash(nodes: BenchNode[], repo: SandboxRepo, endpoints: strin
   return { deadMs, lostMs, reconciledAfterRestartMs: reconciledMs, sandboxes: mine.length };
 }
 
+/**
+ * A V8 CPU profile of this process when asked (PRISM_BENCH_PROFILE=PATH): `start` begins one, the
+ * function it returns ends it and writes PATH.<part>.cpuprofile. Without the variable both do nothing.
+ */
+async function startProfile(on: boolean): Promise<(part: string) => Promise<void>> {
+  const path = process.env.PRISM_BENCH_PROFILE;
+  if (!on || !path) return async () => undefined;
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  return async (part) => {
+    const { profile } = await session.post('Profiler.stop');
+    writeFileSync(`${path}.${part}.cpuprofile`, JSON.stringify(profile));
+    session.disconnect();
+  };
+}
+
 // --- Main -----------------------------------------------------------------------------------------
 
 async function main() {
@@ -391,7 +416,7 @@ async function main() {
     for (let r = 0; r < RUNS; r++) {
       rawRuns.push(await rawPutRun(raw, cluster, r));
       storePuts.push(await storePutRun(observer, r));
-      steady.push(await prismRun(nodes, repo, observer, cluster, N, CONCURRENCY));
+      steady.push(await prismRun(nodes, repo, observer, cluster, N, CONCURRENCY, r === 0));
       burst.push(await prismRun(nodes, repo, observer, cluster, BURST, BURST));
       backlog.push(await backlogRun(nodes, repo, r));
     }
