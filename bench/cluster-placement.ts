@@ -15,6 +15,11 @@
  *                           ratio's median is the figure compared with the target, not a ratio of medians
  *     .etcdCpuMsPerCreate   etcd's CPU per create, beside baseline.etcdCpuMsPerRawPut
  *     .benchEventLoopBusy   the 3 nodes share this process's JS thread: near 1, the host is the limit
+ *     .cpuMsPerCreate       CPU per create of this process (the 3 nodes) and of etcd, beside the same per raw
+ *                           put (baseline.cpuMsPerRawPut: the etcd3 client and etcd). Work, not time: it
+ *                           changes little with other load on the host, where the rates do.
+ *     .rawPutCpuVsCreateCpu CPU per raw put over CPU per create (process + etcd), each run paired: the share
+ *                           of raw puts' rate creates would reach on a host whose cores are the limit
  *   failover.schedulerLeaderCrash  the leader node stops without leaving: time until another node leads,
  *                           until a create issued at the crash completes, until the node counts as dead
  *   failover.etcdLeaderKill kill -9 of etcd's leader member: time until a create (and, for comparison,
@@ -180,20 +185,28 @@ async function leftovers(observer: EtcdStore): Promise<{ keys: number; reservedS
 
 // --- Measurements -------------------------------------------------------------------------------
 
-interface RawRun { perSec: number; loopBusy: number; etcdCpuMsPerPut: number }
+interface RawRun { perSec: number; loopBusy: number; etcdCpuMsPerPut: number; benchCpuMsPerPut: number }
+
+/** CPU ms this process has used (user + system), all threads. */
+const processCpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
 
 async function rawPutRun(client: Etcd3, cluster: EtcdCluster, run: number): Promise<RawRun> {
   const value = JSON.stringify(sampleRecord(run));
   const prefix = `raw-bench/${run}/`;
   const cpu0 = etcdCpuSec(cluster);
   const elu0 = performance.eventLoopUtilization();
+  const bench0 = processCpuMs();
   const t0 = performance.now();
   await pool(N, CONCURRENCY, (i) => client.put(`${prefix}${i}`).value(value).exec());
+  const benchCpuMsPerPut = (processCpuMs() - bench0) / N;
   const perSec = N / ((performance.now() - t0) / 1000);
   const loopBusy = performance.eventLoopUtilization(elu0).utilization;
   const etcdCpuMsPerPut = ((etcdCpuSec(cluster) - cpu0) * 1000) / N;
   await client.delete().prefix(prefix).exec();
-  return { perSec, loopBusy, etcdCpuMsPerPut };
+  return { perSec, loopBusy, etcdCpuMsPerPut, benchCpuMsPerPut };
 }
 
 async function storePutRun(store: EtcdStore, run: number): Promise<number> {
@@ -214,7 +227,7 @@ function sampleRecord(i: number) {
   };
 }
 
-interface PrismRun { benchLoopBusy: number; etcdCpuSec: number; rpcsPerCreate: Record<string, number>; rpcsPerDelete: Record<string, number>; placedPerSec: number; createdPerSec: number; deletedPerSec: number; batches: number; meanBatch: number; createMs: number[]; perNode: Record<string, number>; errors: number; leftover: { keys: number; reservedSandboxes: number } }
+interface PrismRun { benchLoopBusy: number; benchCpuMs: number; etcdCpuSec: number; rpcsPerCreate: Record<string, number>; rpcsPerDelete: Record<string, number>; placedPerSec: number; createdPerSec: number; deletedPerSec: number; batches: number; meanBatch: number; createMs: number[]; perNode: Record<string, number>; errors: number; leftover: { keys: number; reservedSandboxes: number } }
 
 /**
  * N creates in waves of `wave`, at most `width` in flight within a wave. Steady (wave N, width 64) is the
@@ -226,6 +239,7 @@ async function prismRun(nodes: BenchNode[], repo: SandboxRepo, observer: EtcdSto
   const rpc0 = await rpcCounts(cluster);
   const cpu0 = etcdCpuSec(cluster);
   const elu0 = performance.eventLoopUtilization();
+  const bench0 = processCpuMs();
   const stopCreateProfile = await startProfile(profile);
   let placed = 0;
   let placedAt = 0;
@@ -257,6 +271,7 @@ async function prismRun(nodes: BenchNode[], repo: SandboxRepo, observer: EtcdSto
   }
   const createdAt = performance.now();
   const benchLoopBusy = performance.eventLoopUtilization(elu0).utilization;
+  const benchCpuMs = processCpuMs() - bench0;
   await stopCreateProfile('create');
   const etcdCpu = etcdCpuSec(cluster) - cpu0;
   const after = totals(nodes);
@@ -271,7 +286,7 @@ async function prismRun(nodes: BenchNode[], repo: SandboxRepo, observer: EtcdSto
   return {
     placedPerSec: placed / (placingMs / 1000),
     createdPerSec: (N - errors) / ((createdAt - t0) / 1000),
-    benchLoopBusy, etcdCpuSec: etcdCpu, rpcsPerCreate: rpcsPer(rpc0, rpc1, N), rpcsPerDelete: rpcsPer(rpc1, rpc2, N),
+    benchLoopBusy, benchCpuMs, etcdCpuSec: etcdCpu, rpcsPerCreate: rpcsPer(rpc0, rpc1, N), rpcsPerDelete: rpcsPer(rpc1, rpc2, N),
     deletedPerSec, batches, meanBatch: batches ? (after.placed - before.placed) / batches : 0, createMs, perNode, errors,
     leftover: await leftovers(observer),
   };
@@ -452,8 +467,11 @@ const median = (xs: number[]) => {
 };
 const ms = (xs: (number | null)[]) => ({ ...summarize(xs.filter((x): x is number => x !== null)), timeouts: xs.filter((x) => x === null).length });
 
-function prismSummary(runs: PrismRun[], rawPuts: number[]) {
+function prismSummary(runs: PrismRun[], rawRuns: RawRun[]) {
+  const rawPuts = rawRuns.map((x) => x.perSec);
   const rawPutsPerSec = median(rawPuts);
+  const cpuPerCreate = runs.map((r) => ({ bench: r.benchCpuMs / N, etcd: (r.etcdCpuSec * 1000) / N }));
+  const cpuPaired = runs.map((_, i) => (rawRuns[i]!.benchCpuMsPerPut + rawRuns[i]!.etcdCpuMsPerPut) / (cpuPerCreate[i]!.bench + cpuPerCreate[i]!.etcd));
   const placed = median(runs.map((r) => r.placedPerSec));
   const created = median(runs.map((r) => r.createdPerSec));
   const paired = runs.map((r, i) => r.createdPerSec / rawPuts[i]!);
@@ -464,6 +482,8 @@ function prismSummary(runs: PrismRun[], rawPuts: number[]) {
     createdVsRawPuts: round(created / rawPutsPerSec),
     createdVsRawPutsPerRun: { median: median(paired), all: paired.map(round) },
     etcdCpuMsPerCreate: runs.map((r) => round((r.etcdCpuSec * 1000) / N)),
+    cpuMsPerCreate: cpuPerCreate.map((c) => ({ bench: round(c.bench), etcd: round(c.etcd) })),
+    rawPutCpuVsCreateCpu: { median: median(cpuPaired), all: cpuPaired.map(round) },
     deletedPerSec: { median: median(runs.map((r) => r.deletedPerSec)), all: runs.map((r) => round(r.deletedPerSec)) },
     createLatency: summarize(runs.flatMap((r) => r.createMs)),
     batches: runs.map((r) => r.batches),
@@ -494,11 +514,12 @@ function report(rawRuns: RawRun[], storePuts: number[], prism: { steady: PrismRu
       rawPutsPerSec: { median: rawMedian, all: rawPuts.map(round) },
       rawPutsEventLoopBusy: rawRuns.map((x) => round(x.loopBusy)),
       etcdCpuMsPerRawPut: rawRuns.map((x) => round(x.etcdCpuMsPerPut)),
+      cpuMsPerRawPut: rawRuns.map((x) => ({ bench: round(x.benchCpuMsPerPut), etcd: round(x.etcdCpuMsPerPut) })),
       storePutsPerSec: { median: median(storePuts), all: storePuts.map(round) },
     },
     prism: {
-      steady: prismSummary(prism.steady, rawPuts),
-      burst: prismSummary(prism.burst, rawPuts),
+      steady: prismSummary(prism.steady, rawRuns),
+      burst: prismSummary(prism.burst, rawRuns),
     },
     // Issue 16: creates end to end, through 3 nodes, at half the raw puts of the same concurrency.
     targets: { createdVsRawPutsPerRun: 0.5 },

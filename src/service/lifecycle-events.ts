@@ -123,14 +123,19 @@ export class LifecycleEvents {
 
   private changed(id: string, sb: Sandbox | undefined, revision: number): void {
     const before = this.last.get(id);
-    let event: LifecycleEventWire;
+    if (!sb) this.last.delete(id);
+    else if (before) {
+      const same = before.status === sb.status;
+      Object.assign(before, { status: sb.status, name: sb.name, node: sb.node, runtime: sb.runtime });
+      if (same) return;
+    } else this.last.set(id, { status: sb.status, name: sb.name, node: sb.node, runtime: sb.runtime });
+    // Every node sees every change of the cluster; the event itself is made only for someone to send it to.
+    if (this.subscribers.size === 0) return;
     const time = new Date().toISOString();
+    let event: LifecycleEventWire;
     if (!sb) {
-      this.last.delete(id);
       event = { type: 'deleted', sandboxId: id, revision, time, ...(before ? { name: before.name, node: before.node, runtime: before.runtime } : {}) };
     } else {
-      this.last.set(id, { status: sb.status, name: sb.name, node: sb.node, runtime: sb.runtime });
-      if (before?.status === sb.status) return;
       const type: LifecycleEventType = sb.status === 'pending' ? 'created' : sb.status;
       event = { type, sandboxId: id, name: sb.name, node: sb.node, runtime: sb.runtime, revision, time };
       if (sb.error && (sb.status === 'failed' || sb.status === 'stopped' || sb.status === 'lost')) event.error = { code: sb.error.code, message: sb.error.message };

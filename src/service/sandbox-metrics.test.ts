@@ -92,6 +92,22 @@ describe('SandboxMetrics', () => {
     expect(window.map((s) => s.timestamp)).toEqual(['2026-12-06T00:00:09.000Z']);
   });
 
+  it('grows the ring as samples come, keeping them in order, up to the retention (40 samples here)', async () => {
+    feed.set(sandbox('a'));
+    cpu.set('a', 0);
+    let rx = 0; // network counters come from the 10th sample on: they grow with the ring too
+    const plain = source.taskStats.bind(source);
+    source.taskStats = async (id) => ({ ...(await plain(id)), ...(++rx >= 10 ? { network: { rxBytes: rx, txBytes: 2 * rx } } : {}) });
+    await start(1000, 40_000);
+    const at = (s: number) => new Date(Date.parse('2026-12-06T00:00:00Z') + s * 1000).toISOString();
+    await vi.advanceTimersByTimeAsync(17_000); // past the first 16 slots: one doubling
+    expect((await m.read(feed.records.get('a')!)).map((s) => s.timestamp)).toEqual(Array.from({ length: 17 }, (_, i) => at(i + 1)));
+    await vi.advanceTimersByTimeAsync(83_000); // 100 samples into room for 40: the newest 40
+    const all = await m.read(feed.records.get('a')!);
+    expect(all.map((s) => s.timestamp)).toEqual(Array.from({ length: 40 }, (_, i) => at(i + 61)));
+    expect(all.map((s) => [s.netRxBytes, s.netTxBytes])).toEqual(Array.from({ length: 40 }, (_, i) => [i + 61, 2 * (i + 61)]));
+  });
+
   it('stops sampling a stopped sandbox but keeps its history; forgets a deleted one', async () => {
     feed.set(sandbox('a'));
     cpu.set('a', 0);

@@ -45,14 +45,23 @@ export const DEFAULT_METRICS: SandboxMetricsOptions = { intervalMs: 5000, retent
 /** Fields stored per sample, in this order, in a series' Float64Array ring. */
 const FIELDS = 6; // timestamp ms, cpu %, memUsed, memCache, diskUsed, pids
 
-/** One sandbox's samples: a fixed ring (no allocation per sample) and the counters of the last one. */
+/** Samples a series has room for at first; it doubles up to its capacity as they come. */
+const FIRST_SLOTS = 16;
+
+/**
+ * One sandbox's samples: a ring (no allocation per sample) and the counters of the last one. The ring
+ * starts small and doubles until it holds `capacity` samples, so the thousand short-lived or
+ * just-made sandboxes of a busy node do not each carry an hour's worth of empty slots.
+ */
 class Series {
-  private readonly ring: Float64Array;
+  private ring: Float64Array;
   /**
    * Network bytes received and sent per sample (NaN: none then), beside the ring at the same index;
    * made at the first sample with a network, so most sandboxes (egress none) never carry it.
    */
   private net?: Float64Array;
+  /** Samples the ring holds now (<= capacity). */
+  private slots: number;
   private head = 0;
   private count = 0;
   memTotal = 0;
@@ -62,22 +71,42 @@ class Series {
   lastAt = 0;
 
   constructor(readonly capacity: number) {
-    this.ring = new Float64Array(capacity * FIELDS);
+    this.slots = Math.min(capacity, FIRST_SLOTS);
+    this.ring = new Float64Array(this.slots * FIELDS);
   }
 
   push(at: number, cpuPct: number, s: TaskStats, net: NetworkTraffic | undefined): void {
+    if (this.count === this.slots && this.slots < this.capacity) this.grow();
     const o = this.head * FIELDS;
     this.ring.set([at, cpuPct, s.memoryBytes, s.memoryCacheBytes, s.diskUsedBytes, s.pids], o);
-    if (net && !this.net) this.net = new Float64Array(this.capacity * 2).fill(NaN);
+    if (net && !this.net) this.net = new Float64Array(this.slots * 2).fill(NaN);
     this.net?.set([net?.rxBytes ?? NaN, net?.txBytes ?? NaN], this.head * 2);
-    this.head = (this.head + 1) % this.capacity;
-    this.count = Math.min(this.count + 1, this.capacity);
+    this.head = (this.head + 1) % this.slots;
+    this.count = Math.min(this.count + 1, this.slots);
+  }
+
+  /** A full ring doubles (up to capacity), its samples copied oldest first. */
+  private grow(): void {
+    const slots = Math.min(this.capacity, this.slots * 2);
+    const ring = new Float64Array(slots * FIELDS);
+    const net = this.net && new Float64Array(slots * 2).fill(NaN);
+    for (let i = 0; i < this.count; i++) {
+      const from = this.index(i);
+      ring.set(this.ring.subarray(from * FIELDS, (from + 1) * FIELDS), i * FIELDS);
+      net?.set(this.net!.subarray(from * 2, from * 2 + 2), i * 2);
+    }
+    [this.ring, this.net, this.slots, this.head] = [ring, net, slots, this.count];
+  }
+
+  /** Ring index of the i-th sample held, oldest first. */
+  private index(i: number): number {
+    return (this.head - this.count + i + this.slots) % this.slots;
   }
 
   /** The newest sample's memory used, disk used, pids and network counters; undefined before the first. */
   latest(): { memUsed: number; diskUsed: number; pids: number; network?: NetworkTraffic } | undefined {
     if (this.count === 0) return undefined;
-    const i = (this.head - 1 + this.capacity) % this.capacity;
+    const i = this.index(this.count - 1);
     const o = i * FIELDS;
     const network = this.network(i);
     return { memUsed: this.ring[o + 2]!, diskUsed: this.ring[o + 4]!, pids: this.ring[o + 5]!, ...(network ? { network } : {}) };
@@ -90,14 +119,14 @@ class Series {
   }
 
   get newest(): number {
-    return this.count === 0 ? 0 : this.ring[((this.head - 1 + this.capacity) % this.capacity) * FIELDS]!;
+    return this.count === 0 ? 0 : this.ring[this.index(this.count - 1) * FIELDS]!;
   }
 
   /** Samples with startMs <= timestamp <= endMs, oldest first. */
   read(startMs: number, endMs: number): SandboxMetricWire[] {
     const out: SandboxMetricWire[] = [];
     for (let i = 0; i < this.count; i++) {
-      const idx = (this.head - this.count + i + this.capacity) % this.capacity;
+      const idx = this.index(i);
       const o = idx * FIELDS;
       const at = this.ring[o]!;
       if (at < startMs || at > endMs) continue;
