@@ -83,9 +83,12 @@ describe('a cluster of nodes on one store', () => {
     expect(leader.svc.scheduler.stats.batches).toBeLessThan(30);
     const info = await a!.svc.nodes.list();
     for (const n of info) expect(n.reserved).toEqual({ cpus: 10, memoryMb: 2560, sandboxes: 10 });
+    // Each node's count of sandboxes is up to date at once (not at its next status refresh).
+    for (const n of info) expect(n.sandboxes).toBe(10);
+    expect((await a!.svc.nodes.get(nodes[1]!.id)).sandboxes).toBe(10);
     // Deleting returns the reservation.
     for (const sb of created) await nodes.find((n) => n.id === sb.node)!.svc.sandboxes.delete(sb.id);
-    for (const n of await a!.svc.nodes.list()) expect(n.reserved).toEqual({ cpus: 0, memoryMb: 0, sandboxes: 0 });
+    for (const n of await a!.svc.nodes.list()) expect([n.reserved, n.sandboxes]).toEqual([{ cpus: 0, memoryMb: 0, sandboxes: 0 }, 0]);
   });
 
   it('never overcommits a node under concurrent creates from every node', async () => {

@@ -83,7 +83,6 @@ export class NodeService {
   }
 
   async publish(): Promise<NodeInfo> {
-    const sandboxes = (await this.repo.listSandboxes()).filter((s) => s.node === this.self.id).length;
     const resources = await measureResources(this.self.dataDir, this.cpu);
     const now = new Date().toISOString();
     const info: NodeInfo = {
@@ -106,7 +105,9 @@ export class NodeService {
       defaultRuntime: this.self.defaultRuntime,
       runtimeInfo: this.self.runtimeInfo,
       resources,
-      sandboxes,
+      // Joined on read from the reservation key too, which placement and delete keep: a count made here
+      // would list every sandbox record of the cluster on each node every refresh.
+      sandboxes: 0,
       startedAt: this.startedAt.toISOString(),
       heartbeatAt: now,
     };

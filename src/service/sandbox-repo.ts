@@ -336,7 +336,9 @@ export class SandboxRepo {
     return records.map(({ value: n }) => {
       const r = reserved.get(n.id);
       return {
-        node: { ...n, status: alive.has(n.id) ? 'alive' : 'dead', reserved: r?.value ?? { cpus: 0, memoryMb: 0, sandboxes: 0 } },
+        // A sandbox's record holds its reservation from its placement to its delete, so the count of
+        // sandboxes on the node is the reservation's.
+        node: { ...n, status: alive.has(n.id) ? 'alive' : 'dead', reserved: r?.value ?? { cpus: 0, memoryMb: 0, sandboxes: 0 }, sandboxes: r?.value.sandboxes ?? 0 },
         reservationRevision: r?.revision ?? 0,
       };
     });
