@@ -61,7 +61,7 @@ export async function startManagedEtcd(dataDir: string, name: string, cfg: Manag
     endpoints: member ? [...new Set([member.clientUrl, ...s.endpoints])] : s.endpoints,
     clusterToken: s.clusterToken,
     saveEndpoints: (endpoints) => {
-      if (endpoints.length > 0 && endpoints.join() !== s.endpoints.join()) save({ ...(s = { ...s, endpoints }) });
+      if (endpoints.length > 0 && [...endpoints].sort().join() !== [...s.endpoints].sort().join()) save({ ...(s = { ...s, endpoints }) });
     },
     stop: async () => member?.stop(),
   });

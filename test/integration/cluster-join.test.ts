@@ -1,7 +1,8 @@
 /**
  * A cluster formed by prismd itself: the first node with --cluster-init runs an etcd member, two more
  * join with --join and the join token (at once), all on loopback with real etcd members and oci
- * sandboxes. Then: a wrong join token changes nothing; kill -9 of the init node and its member leaves
+ * sandboxes. The init node saves the members that joined after it as its store endpoints. Then: a
+ * wrong join token changes nothing; kill -9 of the init node and its member leaves
  * the other two creating and executing; it restarts and rejoins with its data; node rm of a stopped
  * node removes its member. A join that fails after its learner was added (its member cannot bind its
  * port) removes the learner and its data, and the next join goes through.
@@ -49,6 +50,9 @@ function etcdProcessesOf(dir: string): number[] {
   });
 }
 
+/** The store endpoints a node saved in its cluster.json for its next start, sorted. */
+const savedEndpoints = (n: Prismd) => (JSON.parse(readFileSync(join(n.dataDir, 'cluster.json'), 'utf8')) as { endpoints: string[] }).endpoints.sort();
+
 /** A listening socket on a free loopback port, to take a port away from whoever comes next. */
 async function holdPort(): Promise<{ port: number; server: Server }> {
   const server = createServer();
@@ -92,6 +96,13 @@ describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --
     const r = await fetch(`${nodes.a!.url}/api/v1/sandboxes`, { headers: { authorization: `Bearer ${joinToken}` } });
     expect(r.status).toBe(401);
   }, 120_000);
+
+  it('has the init node, started alone, save the client URLs of the members that joined after it', async () => {
+    // The next start of node-a finds the cluster through them, even once its own member is gone.
+    const clientUrls = (await admin.cluster.members()).flatMap((m) => m.clientUrls).sort();
+    expect(clientUrls).toHaveLength(3);
+    expect(savedEndpoints(nodes.a!)).toEqual(clientUrls);
+  });
 
   it('refuses a wrong join token with a clear message, and the cluster is unchanged', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'prismd-test-'));
@@ -150,6 +161,7 @@ describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --
     await b.nodes.remove('node-c');
     const members = await b.cluster.members();
     expect(members.map((m) => m.name).sort()).toEqual(['node-a', 'node-b']);
+    expect(savedEndpoints(nodes.b!)).toEqual(members.flatMap((m) => m.clientUrls).sort());
     // Two members left: still a quorum.
     const sb = await b.sandboxes.create({ memoryMb: 64, cpus: 0.25 });
     expect((await sb.exec('echo two')).text()).toBe('two\n');
