@@ -143,8 +143,7 @@ export class EtcdMember {
       if (this.#restarts >= 3 || Date.now() > deadline) break;
       await sleep(100);
     }
-    const said = this.#lastStderr.trim().split('\n').slice(-3).join(' | ') || 'no output';
-    throw new PrismError('UNAVAILABLE', `the etcd member ${this.#o.spec.name} (${this.#o.spec.clientUrl}) did not ${what}: ${said}`);
+    throw new PrismError('UNAVAILABLE', `the etcd member ${this.#o.spec.name} (${this.#o.spec.clientUrl}) did not ${what}: ${etcdSaid(this.#lastStderr)}`);
   }
 
   /** Stops the member (SIGTERM, then SIGKILL after 10 s). */
@@ -185,6 +184,26 @@ export class EtcdMember {
     for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await sleep(100);
     if (existsSync(`/proc/${pid}`)) process.kill(pid, 'SIGKILL');
   }
+}
+
+/**
+ * What etcd's log (zap JSON lines, --logger zap) says went wrong, for a person: the error of its last
+ * error or fatal line (`listen tcp 127.0.0.1:2379: bind: address already in use`), else its last lines.
+ */
+export function etcdSaid(stderr: string): string {
+  const lines = stderr.trim().split('\n').filter(Boolean);
+  for (const line of [...lines].reverse()) {
+    let entry: { level?: string; msg?: string; error?: string };
+    try {
+      entry = JSON.parse(line) as typeof entry;
+    } catch {
+      continue; // not etcd's JSON (a spawn error of ours, or a line cut by the tail)
+    }
+    if ((entry.level === 'fatal' || entry.level === 'panic' || entry.level === 'error') && (entry.error || entry.msg)) {
+      return entry.error ? `${entry.msg ? `${entry.msg}: ` : ''}${entry.error}` : entry.msg!;
+    }
+  }
+  return lines.slice(-3).join(' | ') || 'no output';
 }
 
 /** Does the member answer on its client URL at all? */

@@ -43,7 +43,14 @@ export class ClusterJoin {
     private readonly store: Store,
     /** Absent on a cluster on an etcd the user runs (`--store etcd://`): nodes join as clients. */
     private readonly members: ClusterMembers | undefined,
-    private readonly opts: { voters: number; log: Logger; externalEndpoints?: string[]; tls?: MemberTls },
+    private readonly opts: {
+      voters: number;
+      log: Logger;
+      externalEndpoints?: string[];
+      tls?: MemberTls;
+      /** Called (and awaited, its failure ignored) after this node changed the membership. */
+      onMembershipChange?: () => Promise<void>;
+    },
   ) {
     this.#fetch = tlsFetch(opts.tls);
   }
@@ -136,6 +143,11 @@ export class ClusterJoin {
     if (!this.members) throw new PrismError('FAILED_PRECONDITION', 'this cluster runs on an etcd prismd does not manage: nothing to promote');
     await this.members.promote(memberId);
     this.opts.log.info({ member: memberId }, 'promoted a joining etcd member to voter');
+    await this.#changed();
+  }
+
+  async #changed(): Promise<void> {
+    await this.opts.onMembershipChange?.().catch(() => undefined);
   }
 
   /** Undoes a join that failed half-way: removes the member while it is still a learner. */
@@ -147,12 +159,18 @@ export class ClusterJoin {
     if (!m.learner) throw new PrismError('FAILED_PRECONDITION', `member ${memberId} (${m.name}) already votes: remove its node with prismctl node rm`);
     await this.members.remove(memberId);
     this.opts.log.warn({ member: memberId }, 'removed the etcd learner of a join that failed');
+    await this.#changed();
+  }
+
+  /** The etcd members as they are now (none on an etcd prismd does not manage); remembered for `outage`. */
+  async memberList(): Promise<EtcdMemberInfo[]> {
+    if (!this.members) return [];
+    return (this.#known = await this.members.list());
   }
 
   /** Members with their health (`prismctl cluster members`, `prismctl info`). */
   async list(): Promise<MemberHealth[]> {
-    if (!this.members) return [];
-    const members = (this.#known = await this.members.list());
+    const members = await this.memberList();
     return Promise.all(members.map(async (m) => ({ ...m, healthy: m.clientUrls.length > 0 && (await memberHealthy(m.clientUrls[0]!, this.#fetch)) })));
   }
 
@@ -195,6 +213,7 @@ export class ClusterJoin {
     if (!m) return false;
     await this.members.remove(m.id);
     this.opts.log.info({ member: m.id, name }, 'removed the etcd member of a removed node');
+    await this.#changed();
     return true;
   }
 }

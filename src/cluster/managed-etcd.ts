@@ -61,7 +61,7 @@ export async function startManagedEtcd(dataDir: string, name: string, cfg: Manag
     endpoints: member ? [...new Set([member.clientUrl, ...s.endpoints])] : s.endpoints,
     clusterToken: s.clusterToken,
     saveEndpoints: (endpoints) => {
-      if (endpoints.length > 0 && endpoints.join() !== s.endpoints.join()) save({ ...(s = { ...s, endpoints }) });
+      if (endpoints.length > 0 && [...endpoints].sort().join() !== [...s.endpoints].sort().join()) save({ ...(s = { ...s, endpoints }) });
     },
     stop: async () => member?.stop(),
   });
@@ -125,9 +125,15 @@ export async function startManagedEtcd(dataDir: string, name: string, cfg: Manag
   } catch (e) {
     // Leave no half-added member behind: the learner goes, and so does its data.
     await member.destroy().catch(() => undefined);
-    await callCluster(clusterFetch, cfg.joinUrl, cfg.joinToken, 'DELETE', `/cluster/join/${answer.memberId}`, undefined, 10_000).catch((err: Error) =>
-      log.error({ err, member: answer.memberId }, 'could not remove the learner of this failed join: remove it with etcdctl member remove'));
-    throw e;
+    const undone = await callCluster(clusterFetch, cfg.joinUrl, cfg.joinToken, 'DELETE', `/cluster/join/${answer.memberId}`, undefined, 10_000).then(
+      () => 'the join was undone (its etcd learner removed from the cluster, its etcd data deleted): fix that and start this node again',
+      (err: Error) => {
+        log.error({ err, member: answer.memberId }, 'could not remove the learner of this failed join');
+        // etcd takes one learner at a time: until this one goes, no other node can join.
+        return `its etcd learner ${answer.memberId} could not be removed (${err.message}): remove it with etcdctl member remove ${BigInt(answer.memberId!).toString(16)} before any node joins`;
+      });
+    const cause = e instanceof PrismError ? e : new PrismError('UNAVAILABLE', String(e), { cause: e });
+    throw new PrismError(cause.code, `joining the cluster at ${cfg.joinUrl} failed after this node was added as a learner: ${cause.message}; ${undone}`, { cause: e });
   }
   save(s);
   log.info({ member: answer.memberId, client: me.clientUrl }, 'joined the cluster as a voting etcd member');

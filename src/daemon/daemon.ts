@@ -17,8 +17,9 @@ import { LinuxNetworkManager } from '../net/linux/linux-network-manager.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { LocalVolumeStore } from '../volumes/local/local-volume-store.js';
 import type { Store } from '../store/store.js';
-import { ClusterJoin, voterEndpoints } from '../cluster/join-service.js';
+import { ClusterJoin } from '../cluster/join-service.js';
 import { startManagedEtcd, type ManagedEtcd } from '../cluster/managed-etcd.js';
+import { EndpointRefresh } from '../cluster/endpoint-refresh.js';
 import type { DaemonConfig } from './config.js';
 import { startNode } from './node-wiring.js';
 import { loadTls, type TlsMaterial } from './tls.js';
@@ -70,6 +71,8 @@ interface OpenedStore {
   cluster?: ClusterJoin;
   /** This node's own etcd member (`--cluster-init`, `--join`). */
   managed?: ManagedEtcd;
+  /** Keeps the endpoints in `<data-dir>/cluster.json` current (with `managed`). */
+  refresh?: EndpointRefresh;
 }
 
 async function openStore(cfg: DaemonConfig, nodeName: string, log: Logger, tls: TlsMaterial | undefined): Promise<OpenedStore> {
@@ -90,11 +93,13 @@ async function openStore(cfg: DaemonConfig, nodeName: string, log: Logger, tls: 
   try {
     const store = await EtcdStore.connect({ endpoints: managed.endpoints, ...(memberTls ? { tls: { ca: memberTls.caFile, cert: memberTls.certFile, key: memberTls.keyFile } } : {}) });
     const members = store.members();
-    const cluster = new ClusterJoin(store, members, { voters: c.voters, log, ...(memberTls ? { tls: memberTls } : {}) });
+    // The next start finds the cluster through whichever members are up then, however many came and went.
+    const cluster: ClusterJoin = new ClusterJoin(store, members, { voters: c.voters, log, onMembershipChange: () => refresh.now(), ...(memberTls ? { tls: memberTls } : {}) });
+    const refresh: EndpointRefresh = new EndpointRefresh(() => cluster.memberList(), (endpoints) => managed.saveEndpoints(endpoints), log);
     if (c.mode === 'init') await cluster.recordClusterToken(managed.clusterToken);
-    // The next start finds the cluster through whichever members are up then.
-    await cluster.list().then((m) => managed.saveEndpoints(voterEndpoints(m)), () => undefined);
-    return { store, cluster, managed };
+    await refresh.now();
+    refresh.start();
+    return { store, cluster, managed, refresh };
   } catch (e) {
     await managed.stop();
     throw e;
@@ -146,7 +151,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
     await releaseLock();
     throw e;
   }
-  const { store, cluster, managed } = opened;
+  const { store, cluster, managed, refresh } = opened;
   try {
     const auths = await loadRegistryAuths(cfg.registryAuthFile);
     const registry = new RegistryClient({ insecure: cfg.insecureRegistries, auths });
@@ -241,6 +246,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
         for (const d of candidates) await d.close().catch(() => undefined);
         await net.close();
         useSpawnServer(undefined);
+        await refresh?.stop();
         await store.close();
         await managed?.stop();
         await releaseLock();
@@ -248,6 +254,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       },
     };
   } catch (e) {
+    await refresh?.stop();
     await store.close();
     await managed?.stop();
     await releaseLock();

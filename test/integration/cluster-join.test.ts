@@ -1,12 +1,15 @@
 /**
  * A cluster formed by prismd itself: the first node with --cluster-init runs an etcd member, two more
  * join with --join and the join token (at once), all on loopback with real etcd members and oci
- * sandboxes. Then: a wrong join token changes nothing; kill -9 of the init node and its member leaves
+ * sandboxes. The init node saves the members that joined after it as its store endpoints. Then: a
+ * wrong join token changes nothing; kill -9 of the init node and its member leaves
  * the other two creating and executing; it restarts and rejoins with its data; node rm of a stopped
- * node removes its member.
+ * node removes its member. A join that fails after its learner was added (its member cannot bind its
+ * port) removes the learner and its data, and the next join goes through.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, fetch as undiciFetch } from 'undici';
@@ -34,6 +37,28 @@ async function until<T>(what: string, fn: () => Promise<T | undefined | false>, 
 }
 
 const alive = (pid: number) => existsSync(`/proc/${pid}`);
+
+/** Pids of etcd processes whose command line names this directory (a member prismd started there). */
+function etcdProcessesOf(dir: string): number[] {
+  return readdirSync('/proc').filter((p) => /^\d+$/.test(p)).flatMap((p) => {
+    try {
+      const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      return argv[0]?.endsWith('etcd') && argv.some((a) => a.startsWith(dir)) ? [Number(p)] : [];
+    } catch {
+      return []; // exited meanwhile
+    }
+  });
+}
+
+/** The store endpoints a node saved in its cluster.json for its next start, sorted. */
+const savedEndpoints = (n: Prismd) => (JSON.parse(readFileSync(join(n.dataDir, 'cluster.json'), 'utf8')) as { endpoints: string[] }).endpoints.sort();
+
+/** A listening socket on a free loopback port, to take a port away from whoever comes next. */
+async function holdPort(): Promise<{ port: number; server: Server }> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
+  return { port: (server.address() as { port: number }).port, server };
+}
 
 describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --join', () => {
   const nodes: Record<string, Prismd> = {};
@@ -71,6 +96,13 @@ describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --
     const r = await fetch(`${nodes.a!.url}/api/v1/sandboxes`, { headers: { authorization: `Bearer ${joinToken}` } });
     expect(r.status).toBe(401);
   }, 120_000);
+
+  it('has the init node, started alone, save the client URLs of the members that joined after it', async () => {
+    // The next start of node-a finds the cluster through them, even once its own member is gone.
+    const clientUrls = (await admin.cluster.members()).flatMap((m) => m.clientUrls).sort();
+    expect(clientUrls).toHaveLength(3);
+    expect(savedEndpoints(nodes.a!)).toEqual(clientUrls);
+  });
 
   it('refuses a wrong join token with a clear message, and the cluster is unchanged', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'prismd-test-'));
@@ -129,6 +161,7 @@ describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --
     await b.nodes.remove('node-c');
     const members = await b.cluster.members();
     expect(members.map((m) => m.name).sort()).toEqual(['node-a', 'node-b']);
+    expect(savedEndpoints(nodes.b!)).toEqual(members.flatMap((m) => m.clientUrls).sort());
     // Two members left: still a quorum.
     const sb = await b.sandboxes.create({ memoryMb: 64, cpus: 0.25 });
     expect((await sb.exec('echo two')).text()).toBe('two\n');
@@ -171,6 +204,65 @@ describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --
     } finally {
       await other.dispose();
     }
+  }, 120_000);
+});
+
+describe.skipIf(skip !== undefined)('a join that fails after its learner was added', () => {
+  // One voter of --etcd-voters 3: a newcomer is added as a learner, not as a client.
+  const started: Prismd[] = [];
+  const held: Server[] = [];
+  const dirs: string[] = [];
+  const common = ['--runtime', 'oci', '--node-ttl', '3'];
+  let a: Prismd;
+  let joinToken: string;
+
+  beforeAll(async () => {
+    a = await startPrismd({ extraArgs: ['--name', 'solo-a', '--cluster-init', '--etcd-peer', `127.0.0.1:${await freePort()}`, '--etcd-client', `127.0.0.1:${await freePort()}`, ...common] });
+    started.push(a);
+    joinToken = await new Prism({ url: a.url, token: a.token }).cluster.joinToken();
+  }, 120_000);
+
+  afterAll(async () => {
+    // The node that joined goes first, from etcd too: stopping one of two voters would leave the
+    // other without a quorum, and its shutdown waiting out the store's timeouts.
+    const members = await new Prism({ url: a.url, token: a.token }).cluster.members().catch(() => []);
+    const x = members.find((m) => m.name === 'node-x');
+    const viaA = members.find((m) => m.name === 'solo-a')?.clientUrls[0];
+    if (x && viaA) await fetch(`${viaA}/v3/cluster/member/remove`, { method: 'POST', body: JSON.stringify({ ID: x.id }) }).catch(() => undefined);
+    for (const n of started.reverse()) await n.dispose().catch(() => undefined);
+    for (const s of held) s.close();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  }, 120_000);
+
+  it('removes its learner, its member and its data, and the next join goes through', async () => {
+    const admin = new Prism({ url: a.url, token: a.token });
+    const dataDir = mkdtempSync(join(tmpdir(), 'prismd-test-'));
+    dirs.push(dataDir);
+    // The newcomer's etcd client port is taken: its member dies at start, after the learner was added.
+    const taken = await holdPort();
+    held.push(taken.server);
+    const peer = `127.0.0.1:${await freePort()}`;
+    const attempt = startPrismd({ dataDir, extraArgs: ['--name', 'node-x', '--join', a.url, '--join-token', joinToken, '--etcd-peer', peer, '--etcd-client', `127.0.0.1:${taken.port}`, ...common] });
+    const failure = await attempt.then(() => '', (e: Error) => e.message);
+    expect(failure).toMatch(/^prismd exited with 1: prismd: /);
+    expect(failure).toContain(`the etcd member node-x (http://127.0.0.1:${taken.port}) did not serve its client URL`);
+    expect(failure).toMatch(/address already in use/);
+    expect(failure).toContain('the join was undone');
+    // The learner was there, and went: the cluster is as before.
+    expect(a.logs()).toContain('added an etcd learner for a joining node');
+    expect(a.logs()).toContain('removed the etcd learner of a join that failed');
+    const members = await admin.cluster.members();
+    expect(members.map((m) => ({ name: m.name, learner: m.learner }))).toEqual([{ name: 'solo-a', learner: false }]);
+    expect(existsSync(join(dataDir, 'etcd'))).toBe(false);
+    expect(existsSync(join(dataDir, 'cluster.json'))).toBe(false);
+    expect(etcdProcessesOf(dataDir)).toEqual([]);
+
+    // etcd takes one learner at a time: a learner left behind would turn this join away.
+    const x = await startPrismd({ dataDir, extraArgs: ['--name', 'node-x', '--join', a.url, '--join-token', joinToken, '--etcd-peer', peer, '--etcd-client', `127.0.0.1:${await freePort()}`, ...common] });
+    started.push(x);
+    const after = await admin.cluster.members();
+    expect(after.map((m) => m.name).sort()).toEqual(['node-x', 'solo-a']);
+    expect(after.every((m) => !m.learner && m.healthy)).toBe(true);
   }, 120_000);
 });
 
