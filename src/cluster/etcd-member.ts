@@ -61,8 +61,9 @@ export class EtcdMember {
     return this.#o.spec.clientUrl;
   }
 
+  /** Beside the member's data dir, not in it: etcd warns at every start about files of others there. */
   get #pidFile(): string {
-    return join(this.#o.dataDir, 'etcd.pid');
+    return `${this.#o.dataDir}.pid`;
   }
 
   /**
@@ -168,9 +169,16 @@ export class EtcdMember {
 
   /** A member of an earlier prismd of this data dir (killed with -9) still runs: stop it first. */
   async #stopStale(): Promise<void> {
-    if (!existsSync(this.#pidFile)) return;
-    const pid = Number(readFileSync(this.#pidFile, 'utf8').trim());
-    rmSync(this.#pidFile, { force: true });
+    // Where earlier versions kept it, inside the data dir, too.
+    for (const file of [this.#pidFile, join(this.#o.dataDir, 'etcd.pid')]) {
+      if (!existsSync(file)) continue;
+      const pid = Number(readFileSync(file, 'utf8').trim());
+      rmSync(file, { force: true });
+      await this.#stopIfOurs(pid);
+    }
+  }
+
+  async #stopIfOurs(pid: number): Promise<void> {
     if (!Number.isInteger(pid) || pid <= 1) return;
     let cmdline = '';
     try {

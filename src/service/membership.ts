@@ -159,9 +159,17 @@ export class Membership {
   }
 
   /** Leaves the cluster: gives up leadership and the lease, so others see this node gone at once. */
-  async stop(): Promise<void> {
+  /**
+   * Leaves: stops renewing and revokes the lease, so the node counts as gone at once. A store that does
+   * not answer within `boundMs` (its quorum lost) is not waited for: the lease then runs out after its
+   * TTL, as after a crash, and shutting down does not hang on the store's retries.
+   */
+  async stop(boundMs = 3000): Promise<void> {
     this.halt();
-    await this.lease?.revoke().catch(() => undefined);
+    const revoked = this.lease?.revoke().catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([revoked, new Promise<void>((r) => (timer = setTimeout(r, boundMs)))]);
+    clearTimeout(timer);
   }
 
   /** Stops renewing without leaving (as a crash would): the lease runs out after its TTL. */

@@ -129,7 +129,7 @@ describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --
 
   it('keeps serving when the init node and its member are killed, and takes it back after a restart', async () => {
     const a = nodes.a!;
-    const etcdPid = Number(readFileSync(join(a.dataDir, 'etcd', 'etcd.pid'), 'utf8'));
+    const etcdPid = Number(readFileSync(join(a.dataDir, 'etcd.pid'), 'utf8'));
     expect(alive(etcdPid)).toBe(true);
     process.kill(etcdPid, 'SIGKILL');
     await a.stop('SIGKILL');
@@ -153,7 +153,7 @@ describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --
 
   it('node rm of a stopped node removes its etcd member first', async () => {
     const c = nodes.c!;
-    const etcdPid = Number(readFileSync(join(c.dataDir, 'etcd', 'etcd.pid'), 'utf8'));
+    const etcdPid = Number(readFileSync(join(c.dataDir, 'etcd.pid'), 'utf8'));
     await c.stop('SIGTERM');
     expect(alive(etcdPid)).toBe(false); // prismd stops its member with it
     const b = as(nodes.b!);
@@ -172,7 +172,7 @@ describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --
 
   it('names the members that do not answer when the store has lost its quorum', async () => {
     // Two voters left; freeze node-a's member (SIGSTOP: it neither answers nor exits, so it is not restarted).
-    const etcdPid = Number(readFileSync(join(nodes.a!.dataDir, 'etcd', 'etcd.pid'), 'utf8'));
+    const etcdPid = Number(readFileSync(join(nodes.a!.dataDir, 'etcd.pid'), 'utf8'));
     process.kill(etcdPid, 'SIGSTOP');
     try {
       const r = await fetch(`${nodes.b!.url}/api/v1/sandboxes`, {
