@@ -181,7 +181,17 @@ struct result {
   char exit[32];
 };
 
-/* Reads frames until channels first..first+n-1 all sent X; nothing else may arrive. */
+/* W: channel `ch` may send output up to `limit` bytes in all. */
+static void send_window(int fd, uint32_t ch, uint64_t limit) {
+  unsigned char p[8];
+  for (int i = 0; i < 8; i++) p[i] = (unsigned char)(limit >> (56 - 8 * i));
+  send_frame(fd, F_WINDOW, ch, p, sizeof p);
+}
+
+/*
+ * Reads frames until channels first..first+n-1 all sent X; nothing else may arrive. Like prismd's
+ * reader, each output frame read opens the window by as much.
+ */
 static void collect(int fd, uint32_t first, int n, struct result *res) {
   memset(res, 0, sizeof *res * (size_t)n);
   for (int done = 0; done < n;) {
@@ -194,6 +204,7 @@ static void collect(int fd, uint32_t first, int n, struct result *res) {
     else if (fr->type == F_STDERR) buf_append(&r->err, fr->data, fr->len);
     else CHECK(fr->type == F_EXIT && fr->len < sizeof r->exit && (done++, 1));
     if (fr->type == F_EXIT) memcpy(r->exit, fr->data, fr->len + 1);
+    else if (fr->ch <= CHANNEL_MAX) send_window(fd, fr->ch, r->out.len + r->err.len + OUT_WINDOW); /* above: answered again */
   }
 }
 
@@ -279,7 +290,7 @@ static void test_hello_booted(void) {
   send_frame(fd, 'Z', 0, "junk", 4); /* unknown control frame: ignored */
   send_frame(fd, F_HELLO, 0, NULL, 0);
   struct frame *fr = recv_frame(fd);
-  CHECK(fr->type == F_HELLO_REPLY && fr->ch == 0 && strcmp(fr->data, "prism-agent 7 booted") == 0);
+  CHECK(fr->type == F_HELLO_REPLY && fr->ch == 0 && strcmp(fr->data, "prism-agent 8 booted") == 0);
 }
 
 static void test_echo(void) {
@@ -467,6 +478,10 @@ static void test_malformed(void) {
   start(fd, 6, 0, ARGV("sleep", "100"));
   start(fd, 6, 0, ARGV("true"));
   expect_fail(fd, 6, "already in use");
+  start(fd, 7, 0, ARGV("sleep", "100"));
+  send_frame(fd, F_WINDOW, 7, "\0\0\0\1", 4);
+  expect_fail(fd, 7, "W wants 8 bytes");
+  send_window(fd, 78, 1); /* W on a channel without a session: ignored */
   /* Over 1 MiB: answered, then skipped, and the stream stays in sync. */
   size_t big = 2u << 20;
   char *junk = calloc(1, big);
@@ -525,11 +540,44 @@ static void test_slow_consumers(void) {
   }
 }
 
-/* The host stops reading: the agent must keep serving input (here, K) and never block on a write. */
+/*
+ * Without a W the command is held at the first window, to the byte; W lets the rest through. A
+ * stale W (a smaller limit, as after a reconnect) takes nothing back.
+ */
+static void test_window(void) {
+  int fd = conn();
+  start(fd, 1, 0, SH("head -c 3145728 /dev/zero; echo done >&2"));
+  size_t got = 0;
+  while (got < OUT_WINDOW) {
+    struct frame *fr = recv_frame(fd);
+    CHECK(fr->ch == 1 && fr->type == F_STDOUT);
+    got += fr->len;
+  }
+  struct pollfd pf = {fd, POLLIN, 0};
+  CHECK(got == OUT_WINDOW && poll(&pf, 1, 500) == 0);
+  send_window(fd, 1, OUT_WINDOW + 1000);
+  send_window(fd, 1, 10); /* ignored */
+  for (got = 0; got < 1000;) {
+    struct frame *fr = recv_frame(fd);
+    CHECK(fr->ch == 1 && fr->type == F_STDOUT);
+    got += fr->len;
+  }
+  CHECK(got == 1000 && poll(&pf, 1, 300) == 0);
+  send_window(fd, 1, 3145728 + 5);
+  struct result r;
+  collect(fd, 1, 1, &r);
+  CHECK(r.out.len == 3145728 - OUT_WINDOW - 1000 && out_is(&r.err, "done\n") && strcmp(r.exit, "0 0") == 0);
+}
+
+/*
+ * A host that grants a window it does not read: the agent's own buffer stops the pipes at its limit,
+ * and it keeps serving input (here, K), never blocking on a write.
+ */
 static void test_host_not_reading(void) {
   int fd = conn();
   struct result r;
   start(fd, 1, 0, ARGV("head", "-c", "104857600", "/dev/zero"));
+  send_window(fd, 1, UINT64_MAX);
   usleep(500000);
   send_frame(fd, F_KILL, 1, "\x09", 1);
   collect(fd, 1, 1, &r);
@@ -582,7 +630,7 @@ static void test_detach_keeps_sessions(void) {
   fd = conn();
   send_frame(fd, F_HELLO, 0, NULL, 0);
   fr = recv_frame(fd);
-  CHECK(fr->ch == 0 && fr->type == F_HELLO_REPLY && strcmp(fr->data, "prism-agent 7 booted 1") == 0); /* channel 1 still runs */
+  CHECK(fr->ch == 0 && fr->type == F_HELLO_REPLY && strcmp(fr->data, "prism-agent 8 booted 1") == 0); /* channel 1 still runs */
   struct result r;
   collect(fd, 1, 1, &r); /* the same channel carries on to its end */
   CHECK(strcmp(r.exit, "0 0") == 0);
@@ -628,12 +676,12 @@ static void test_mount(void) {
   CHECK(strcmp(control(fd, F_NETWORK, net_ok, sizeof net_ok), "error: N before M: the root file system is not mounted") == 0);
   CHECK(strcmp(control(fd, F_MOUNT, "fail", 5), "error: test failure") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "noterm", 6), "error: malformed M", 18) == 0);
-  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 7 booted") == 0);
+  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 8 booted") == 0);
   CHECK(strncmp(control(fd, F_MOUNT, "x\0" "0\0" "0\0" "0\0" "\0" "many", 15), "error: malformed M", 18) == 0);
   /* The sixth field is every command's open-file limit, soft and hard. */
   static const char m[] = "sandbox\0" "0\0" "0\0" "0\0" "\0" "100";
   CHECK(strcmp(control(fd, F_MOUNT, m, sizeof m), "ok") == 0);
-  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 7 ready") == 0);
+  CHECK(strcmp(control(fd, F_HELLO, NULL, 0), "prism-agent 8 ready") == 0);
   struct result r = run(fd, 1, SH("ulimit -Sn; ulimit -Hn"));
   CHECK(out_is(&r.out, "100\n100\n") && strcmp(r.exit, "0 0") == 0);
   CHECK(strcmp(control(fd, F_MOUNT, "sandbox", 8), "error: rootfs already mounted") == 0);
@@ -751,7 +799,7 @@ static const struct test tests[] = {
     {"cwd env user", test_cwd_env_user}, {"oom kill in the exit frame", test_oom_in_exit}, {"10 MiB output", test_big_output},
     {"20 concurrent sessions", test_concurrent}, {"kill", test_kill}, {"terminal sessions", test_pty}, {"malformed frames", test_malformed},
     {"command not found", test_not_found}, {"background output not waited for", test_background},
-    {"slow consumers", test_slow_consumers}, {"host not reading", test_host_not_reading},
+    {"slow consumers", test_slow_consumers}, {"output window", test_window}, {"host not reading", test_host_not_reading},
     {"session limit", test_session_limit}, {"disconnect kills sessions", test_disconnect_kills},
     {"detach keeps sessions", test_detach_keeps_sessions},
     {"net config parse", test_net_config_parse}, {"no_new_privs", test_no_new_privs},

@@ -3,8 +3,9 @@
  * host stream (docs/microvm-agent-protocol.md; choices the document leaves open are in protocol.h).
  *
  * Nothing here may block: the port and every pipe are non-blocking, output waits in `out` until the
- * port takes it, and when `out` grows past OUT_HIGH_WATER the pipes are simply not polled, so commands
- * block on write while the loop keeps serving input, signals and other frames.
+ * port takes it, and a pipe is simply not polled while its session has used up the window the host
+ * granted (`W`: the host's reader is behind) or `out` is past OUT_HIGH_WATER, so commands block on
+ * write while the loop keeps serving input, signals and other frames.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -284,7 +285,7 @@ static void dispatch(struct agent *a, const struct frame_hdr *h, char *p) {
   if (h->channel > CHANNEL_MAX) reject(a, h->channel, "channel number above 2^31");
   else if ((h->type == F_START || h->type == F_PTY_START) && s) reject(a, h->channel, "S on a channel already in use");
   else if (h->type == F_START || h->type == F_PTY_START) session_start(a, h->channel, p, h->length, h->type == F_PTY_START);
-  else if (h->type == F_STDIN || h->type == F_CLOSE || h->type == F_KILL) {
+  else if (h->type == F_STDIN || h->type == F_CLOSE || h->type == F_KILL || h->type == F_WINDOW) {
     if (s) session_input(a, s, (char)h->type, p, h->length);
   } else if (h->type == F_RESIZE) {
     if (s) session_resize(s, p, h->length);
@@ -368,8 +369,9 @@ void agent_serve(struct agent *a) {
     }
     for (int i = 0; i < a->nsessions; i++) {
       struct session *s = a->sessions[i];
-      s->poll_out = pipes && s->out_fd >= 0 ? poll_add(p, &n, s->out_fd, POLLIN) : -1;
-      s->poll_err = pipes && s->err_fd >= 0 ? poll_add(p, &n, s->err_fd, POLLIN) : -1;
+      int flowing = pipes && session_may_send(s);
+      s->poll_out = flowing && s->out_fd >= 0 ? poll_add(p, &n, s->out_fd, POLLIN) : -1;
+      s->poll_err = flowing && s->err_fd >= 0 ? poll_add(p, &n, s->err_fd, POLLIN) : -1;
       s->poll_in = s->in_fd >= 0 && buf_used(&s->pending) ? poll_add(p, &n, s->in_fd, POLLOUT) : -1;
     }
     /* Disconnected: wake every 100 ms to look for the host again, never spin on POLLHUP. */

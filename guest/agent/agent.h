@@ -9,7 +9,10 @@
 #include "protocol.h"
 
 #define MAX_SESSIONS 256
-/* Past this much unsent output the pipes are no longer read: commands block, the loop never does. */
+/*
+ * Past this much unsent output the pipes are no longer read: commands block, the loop never does.
+ * Each session's window (`W`) bounds it first; this is for hosts that grant more than they read.
+ */
 #define OUT_HIGH_WATER (16u << 20)
 /* Past this much unwritten stdin (all sessions) the port is no longer read; see protocol.h. */
 #define STDIN_HIGH_WATER (16u << 20)
@@ -35,6 +38,7 @@ struct session {
   struct buf pending;          /* stdin the command has not read yet */
   int poll_out, poll_err, poll_in;  /* this round's pollfd indices, -1 when not polled */
   unsigned long long oom_before;   /* the sandbox cgroup's oom_kill count when the command started */
+  uint64_t sent, limit;        /* output bytes sent (O and E), and how many the host allows (`W`) */
 };
 
 struct agent {
@@ -63,7 +67,8 @@ void session_fail(struct agent *a, uint32_t channel, const char *why); /* E + X 
 struct session *session_find(struct agent *a, uint32_t channel);
 /* S, or P when `tty` (the command on a new terminal). */
 void session_start(struct agent *a, uint32_t channel, char *payload, uint32_t len, int tty);
-void session_input(struct agent *a, struct session *s, char type, const char *payload, uint32_t len);
+void session_input(struct agent *a, struct session *s, char type, const char *payload, uint32_t len); /* I C K W */
+int session_may_send(const struct session *s); /* within the host's output window (`W`) */
 void session_readable(struct agent *a, struct session *s, int is_err);
 void session_write_stdin(struct agent *a, struct session *s);
 void session_reaped(struct agent *a, pid_t pid, int status);

@@ -1,5 +1,5 @@
 /*
- * Wire format of the microVM agent protocol, version 6: docs/microvm-agent-protocol.md.
+ * Wire format of the microVM agent protocol, version 8: docs/microvm-agent-protocol.md.
  * This file and src/runtime/microvm/agent-protocol.ts are the two definitions: change them together.
  *
  * Choices the document leaves open, made here so that both sides agree:
@@ -32,6 +32,13 @@
  *   stays empty (fds 0-2 are the terminal). `R` carries fields cols, rows; on a session without a
  *   terminal, or malformed, it is ignored (a resize races the command's exit like `K` does).
  *   `K` on a terminal sends any signal but SIGKILL to the terminal's foreground process group.
+ * - `W`'s payload is exactly 8 bytes (u64 big-endian); other lengths are malformed. A limit at or
+ *   below the current one is ignored: limits only grow, so a repeated W (after a reconnect) is
+ *   harmless. `W` on a channel with no session is ignored, like `I`.
+ * - The output a command wrote before it exited is sent even past the limit, so its X never waits
+ *   for the host to read: at most what its pipes hold (64 KiB each, 1 MiB at most: commands lack
+ *   CAP_SYS_RESOURCE to raise a pipe past /proc/sys/fs/pipe-max-size). A terminal's is read for at
+ *   most 50 ms after the exit (docs: the terminal section).
  * - Stdin has no flow control in v1: the agent buffers it per session, and while more than 16 MiB is
  *   buffered over all sessions it stops reading the port, so the host's writes block as a socket's
  *   would. A host must not push megabytes into a command that does not read them: until it drains,
@@ -42,17 +49,19 @@
 
 #include <stdint.h>
 
-#define PROTOCOL_VERSION 7
+#define PROTOCOL_VERSION 8
 #define FRAME_HDR 9            /* type u8, channel u32 BE, length u32 BE */
 #define FRAME_MAX (1u << 20)   /* longest payload either side sends */
 #define CHANNEL_MAX 0x80000000u
+/* Output bytes (O and E payloads) a session may send before the host's first `W`. */
+#define OUT_WINDOW (1u << 20)
 
 enum frame_type {
   F_HELLO = 'H', F_HELLO_REPLY = 'h', F_MOUNT = 'M', F_MOUNT_REPLY = 'm', F_QUIT = 'Q',
   F_STATS = 'T', F_STATS_REPLY = 't', F_NETWORK = 'N', F_NETWORK_REPLY = 'n', F_VOLUME = 'V', F_VOLUME_REPLY = 'v',
   F_DETACH = 'D', F_DETACH_REPLY = 'd', F_FACTS = 'F', F_FACTS_REPLY = 'f',
   F_START = 'S', F_STDIN = 'I', F_CLOSE = 'C', F_KILL = 'K',
-  F_PTY_START = 'P', F_RESIZE = 'R',
+  F_PTY_START = 'P', F_RESIZE = 'R', F_WINDOW = 'W',
   F_STDOUT = 'O', F_STDERR = 'E', F_EXIT = 'X',
 };
 

@@ -222,7 +222,7 @@ void session_start(struct agent *a, uint32_t channel, char *payload, uint32_t le
   if (!why && !s) why = "out of memory";
   if (s) {
     /* Read before the fork: an OOM kill of this command must come after the baseline. */
-    *s = (struct session){.channel = channel, .in_fd = -1, .out_fd = -1, .err_fd = -1, .pty_fd = -1, .oom_before = sandbox_oom_kills()};
+    *s = (struct session){.channel = channel, .in_fd = -1, .out_fd = -1, .err_fd = -1, .pty_fd = -1, .oom_before = sandbox_oom_kills(), .limit = OUT_WINDOW};
     if (spawn(s, &r, r.user[0] ? &u : NULL, &why) == 0) {
       a->sessions[a->nsessions++] = s;
     } else {
@@ -265,6 +265,18 @@ void session_input(struct agent *a, struct session *s, char type, const char *pa
     if (fg <= 0 || kill(-fg, (int)sig) != 0) kill_tree(s->pid, (int)sig);
     return;
   }
+  if (type == F_WINDOW) {
+    if (len != 8) {
+      uint32_t channel = s->channel;
+      session_kill(a, s);
+      session_fail(a, channel, "W wants 8 bytes, a big-endian output limit");
+      return;
+    }
+    uint64_t limit = 0;
+    for (int i = 0; i < 8; i++) limit = limit << 8 | (unsigned char)payload[i];
+    if (limit > s->limit) s->limit = limit;
+    return;
+  }
   if (s->in_fd < 0 || s->stdin_closing) return;
   if (type == F_CLOSE) {
     if (s->pty_fd >= 0) return; /* a terminal's end of input is ^D, sent as data */
@@ -283,13 +295,20 @@ static ssize_t pipe_to_frame(struct agent *a, struct session *s, int fd, char ty
   if (r > 0) {
     frame_hdr_encode((unsigned char *)at, type, s->channel, (uint32_t)r);
     a->out.len += FRAME_HDR + (size_t)r;
+    s->sent += (uint64_t)r;
   }
   return r;
 }
 
+int session_may_send(const struct session *s) { return s->sent < s->limit; }
+
+/* Reads no more than the host's window allows: the rest stays in the pipe, and the command blocks on it. */
 void session_readable(struct agent *a, struct session *s, int is_err) {
   int *fd = is_err ? &s->err_fd : &s->out_fd;
-  ssize_t r = pipe_to_frame(a, s, *fd, is_err ? F_STDERR : F_STDOUT, PIPE_CHUNK);
+  /* stdout may have used up the window in this same round */
+  if (!session_may_send(s)) return;
+  uint64_t room = s->limit - s->sent;
+  ssize_t r = pipe_to_frame(a, s, *fd, is_err ? F_STDERR : F_STDOUT, room < PIPE_CHUNK ? (size_t)room : PIPE_CHUNK);
   if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) close_fd(fd);
 }
 

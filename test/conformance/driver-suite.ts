@@ -164,6 +164,56 @@ export function driverConformanceSuite(name: string, make: () => Promise<DriverF
       expect(err.stdout.length).toBe(0);
     });
 
+    it('holds a command back while its output is not read, then delivers every byte (back-pressure)', async () => {
+      // Far more than every buffer between the command and the reader: its pipe, the exec agent's
+      // buffers and flow-control window, the transport (unix sockets, a virtio queue, the engine's stream).
+      const size = 16 * 2 ** 20;
+      const made = await sh(shared, `head -c ${size} /dev/urandom > /tmp/bp.bin && sha256sum /tmp/bp.bin; rm -f /tmp/bp.pid /tmp/bp.done`);
+      expect(made.exitCode).toBe(0);
+      const want = made.stdout.toString().split(' ')[0];
+      const proc = await driver.exec(shared, {
+        argv: ['/bin/sh', '-c', 'cat /tmp/bp.bin & echo $! > /tmp/bp.pid; wait; echo done > /tmp/bp.done; echo done >&2'],
+        env: { PATH }, cwd: '/', stdin: false,
+      });
+      let err = '';
+      proc.stderr.on('data', (c: Buffer) => (err += c.toString()));
+      try {
+        // stdout has no reader. Seen from inside: the writer's byte count (wchar) and whether it finished.
+        const probe = async () => {
+          const r = await sh(shared, 'test -f /tmp/bp.done && echo done; sed -n "s/^wchar: //p" /proc/$(cat /tmp/bp.pid)/io');
+          const [first = '', second] = r.stdout.toString().trim().split('\n');
+          return first === 'done' ? { done: true, wchar: Number(second) } : { done: false, wchar: Number(first) };
+        };
+        await waitFor('the writer to start', async () => (await sh(shared, 'test -s /tmp/bp.pid')).exitCode === 0);
+        // A writer held back stops moving; one that is not runs on until it is done. Which is first?
+        let last = await probe();
+        for (let i = 0; i < 60; i++) {
+          await sleep(1000);
+          const now = await probe();
+          if (now.done || now.wchar === last.wchar) {
+            last = now;
+            break;
+          }
+          last = now;
+        }
+        expect(last.done, 'the command finished although nobody read its output').toBe(false);
+        expect(last.wchar).toBeLessThan(size);
+        const chunks: Buffer[] = [];
+        proc.stdout.on('data', (c: Buffer) => chunks.push(c));
+        const r = await within(proc.result, 60_000, 'the result once the output is read');
+        expect(r.exitCode).toBe(0);
+        const got = Buffer.concat(chunks);
+        expect(got.length).toBe(size);
+        expect(sha256(got)).toBe(want);
+        expect(err).toBe('done\n');
+      } finally {
+        proc.stdout.resume();
+        proc.kill();
+        await proc.result;
+        await sh(shared, 'rm -f /tmp/bp.bin /tmp/bp.pid /tmp/bp.done');
+      }
+    }, 180_000);
+
     it('gives stdin EOF when no input is requested', async () => {
       const r = await sh(shared, 'cat; echo done');
       expect(r.stdout.toString()).toBe('done\n');

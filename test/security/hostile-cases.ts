@@ -444,8 +444,8 @@ export const CASES: HostileCase[] = [
             if (ev.type === 'stdout') got += ev.data!.length;
             if (ev.type === 'exit') exit = ev;
           }
-          // oci only: on microvm and docker the output still runs ahead into a buffer (docs/status.md "Not yet").
-          if (!paused && got > 0 && ctx.runtime === 'oci') {
+          // Not on docker yet: this case has not run against it since its driver test showed the hold.
+          if (!paused && got > 0 && ctx.runtime !== 'docker') {
             paused = true;
             await new Promise((r) => setTimeout(r, 1500));
             expect(await producing(), 'the command ran on while nobody read its output').toBe(true);

@@ -5,11 +5,13 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AgentProcess } from '../agent-process.js';
 import { AgentConnection } from './agent-connection.js';
-import { decodeFields, decodeStart, encodeExit, encodeFrame, FrameParser, FrameType, PROTOCOL_VERSION } from './agent-protocol.js';
+import { decodeFields, decodeStart, encodeExit, encodeFrame, FrameParser, FrameType, OUTPUT_WINDOW, PROTOCOL_VERSION, UNLIMITED_OUTPUT } from './agent-protocol.js';
 
 /**
  * A fake guest agent on a unix socket: answers hello, mount and volume mounts, and runs pretend commands:
- * `echo <words>`, `cat` (stdin to stdout until C), `big <n>` (n bytes), `sleep` (until K).
+ * `echo <words>`, `cat` (stdin to stdout until C), `big <n>` (n bytes), `flood <n>` (n bytes, then
+ * until K), `sleep` (until K). It records
+ * the windows (`W`) it is given but sends regardless, so the host's own buffering shows.
  */
 class FakeAgent {
   server!: Server;
@@ -17,6 +19,10 @@ class FakeAgent {
   mounted: string[] = [];
   volumes: string[][] = [];
   helloDelayMs = 0;
+  /** What follows the state in the hello: the version (an older agent) and live channels. */
+  version = PROTOCOL_VERSION;
+  liveChannels = '';
+  windows: [number, bigint][] = [];
   starts = 0;
 
   async listen(path: string): Promise<void> {
@@ -37,7 +43,8 @@ class FakeAgent {
     sock.on('error', () => undefined);
     sock.on('data', (chunk: Buffer) => {
       for (const f of parser.push(chunk)) {
-        if (f.type === 'H') setTimeout(() => send(FrameType.HelloReply, 0, Buffer.from(`prism-agent ${PROTOCOL_VERSION} ${this.mounted.length ? 'ready' : 'booted'}`)), this.helloDelayMs);
+        if (f.type === 'H') setTimeout(() => send(FrameType.HelloReply, 0, Buffer.from(`prism-agent ${this.version} ${this.mounted.length ? 'ready' : 'booted'}${this.liveChannels}`)), this.helloDelayMs);
+        else if (f.type === 'W') this.windows.push([f.channel, f.payload.readBigUInt64BE()]);
         else if (f.type === 'M') {
           this.mounted.push(decodeFields(f.payload)[0]!);
           send(FrameType.MountReply, 0, Buffer.from('ok'));
@@ -57,6 +64,9 @@ class FakeAgent {
             for (let i = 0; i < n; i += 65536) send(FrameType.Stdout, f.channel, Buffer.alloc(Math.min(65536, n - i), i / 65536));
             send(FrameType.Stderr, f.channel, Buffer.from('done'));
             exit(f.channel, 0);
+          } else if (cmd === 'flood') {
+            // Output without an exit (that waits for K), so the host still reads it as a live session.
+            for (let i = 0; i < Number(rest[0]); i += 65536) send(FrameType.Stdout, f.channel, Buffer.alloc(65536, 1));
           } else if (cmd === 'cat') stdinOf.set(f.channel, true);
           else if (cmd !== 'sleep') {
             send(FrameType.Stderr, f.channel, Buffer.from(`${cmd}: not found\n`));
@@ -162,6 +172,49 @@ describe('AgentConnection', () => {
     expect(out.length).toBe(8 * 1024 * 1024);
     expect(err.toString()).toBe('done');
     expect((await unread.exit).exitCode).toBe(0);
+  });
+
+  it('opens a session\'s window (W) only as its reader takes the output', async () => {
+    await agent.listen(path);
+    conn = await AgentConnection.open(path, { timeoutMs: 2000 });
+    const size = 4 * 1024 * 1024;
+    const p = exec(conn, ['flood', String(size)]);
+    p.stderr.resume();
+    await new Promise((r) => setTimeout(r, 100));
+    // All of it arrived (the fake does not wait for windows), none of it was read: nothing granted.
+    expect(agent.windows).toEqual([]);
+    let got = 0;
+    p.stdout.on('data', (c: Buffer) => (got += c.length));
+    while (got < size) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 50));
+    p.kill();
+    await p.exit;
+    const limits = agent.windows.map(([ch, limit]) => (expect(ch).toBe(1), Number(limit)));
+    // Each grant a quarter window or more past the last, the last a full window past everything read.
+    expect(limits.length).toBeGreaterThan(0);
+    expect(limits.length).toBeLessThanOrEqual(4 * (size / OUTPUT_WINDOW + 1));
+    limits.reduce((prev, l) => (expect(l - prev).toBeGreaterThanOrEqual(OUTPUT_WINDOW / 4), l), OUTPUT_WINDOW);
+    expect(limits.at(-1)).toBeGreaterThanOrEqual(size);
+    expect(limits.at(-1)).toBeLessThanOrEqual(size + OUTPUT_WINDOW);
+  });
+
+  it('lifts the window of sessions it does not know; sends no windows to a version 7 agent', async () => {
+    agent.liveChannels = ' 5 9';
+    await agent.listen(path);
+    conn = await AgentConnection.open(path, { timeoutMs: 2000 });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(agent.windows).toEqual([[5, UNLIMITED_OUTPUT], [9, UNLIMITED_OUTPUT]]);
+    conn.close();
+    agent.windows = [];
+    agent.version = 7;
+    conn = await AgentConnection.open(path, { timeoutMs: 2000 });
+    const p = exec(conn, ['big', String(1024 * 1024)]);
+    p.stderr.resume();
+    expect((await collect(p.stdout)).length).toBe(1024 * 1024);
+    await p.exit;
+    expect(agent.windows).toEqual([]);
+    agent.version = 6;
+    await expect(AgentConnection.open(path, { timeoutMs: 2000 })).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
   });
 
   it('ends running sessions as killed when the connection drops, and reconnects', async () => {

@@ -7,19 +7,20 @@ import { PrismError } from '../../core/errors.js';
 import type { ExecOptions } from '../driver.js';
 import {
   CONTROL_CHANNEL, decodeHello, decodeMountReply, decodeStats, encodeChunked, encodeFields, encodeFrame, encodeNetwork, encodePtyStart, encodeSize, encodeStart,
-  exitFromFrame, FrameParser, FrameType, MAX_SESSION_CHANNEL, PROTOCOL_VERSION, type AgentState, type Frame, type GuestNetwork, type FrameTypeChar,
-  type GuestStats,
+  encodeWindow, exitFromFrame, FrameParser, FrameType, MAX_SESSION_CHANNEL, OLDEST_PROTOCOL_VERSION, OUTPUT_WINDOW, PROTOCOL_VERSION, UNLIMITED_OUTPUT,
+  type AgentState, type Frame, type GuestNetwork, type FrameTypeChar, type GuestStats,
 } from './agent-protocol.js';
 import { dialUnix } from './unix-socket.js';
 import { emptyIf, type AgentExit, type AgentProcess } from '../agent-process.js';
 
 /**
  * One connection to a microVM's guest agent over the host side of its virtio-serial port (a unix
- * socket QEMU listens on with `server=on,wait=off`). Sessions are multiplexed by channel. Output is
- * buffered per session and the socket is never paused, so a slow reader of one command never stops
- * the others; the protocol has no flow control towards the host, so the buffer is only bounded by
- * what the reader leaves unread. If the connection drops the guest kills every session, so they end
- * here as killed (137, SIGKILL).
+ * socket QEMU listens on with `server=on,wait=off`). Sessions are multiplexed by channel, and the
+ * socket is never paused, so a slow reader of one command never stops the others. Each session's
+ * output is flow-controlled instead (`W`): the guest sends at most OUTPUT_WINDOW bytes more than the
+ * session's reader has taken, so an unread command blocks on its pipe in the guest, as under runc,
+ * and what waits here for a reader stays within the window. If the connection drops the guest kills
+ * every session, so they end here as killed (137, SIGKILL).
  */
 
 const RETRY_MS = 50;
@@ -30,7 +31,29 @@ interface Session {
   stdout: PassThrough;
   stderr: PassThrough;
   stdin: Writable | null;
+  /** Output bytes (O and E payloads) received, and the limit last granted by `W`. */
+  received: number;
+  limit: number;
   done(exit: AgentExit): void;
+}
+
+/** A session's output stream; tells the connection whenever its reader wants more (to open the window). */
+class OutputStream extends PassThrough {
+  constructor(private readonly wantsMore: () => void) {
+    super();
+  }
+
+  override _read(size: number): void {
+    super._read(size);
+    this.wantsMore();
+  }
+}
+
+/** Output a session's reader has not taken yet: both streams' buffers (one stream on a terminal). */
+function unread(s: Session): number {
+  const streams = s.stderr === s.stdout ? [s.stdout] : [s.stdout, s.stderr];
+  // A destroyed stream has no reader left: what it holds is dropped, not waited for.
+  return streams.reduce((n, x) => n + (x.destroyed ? 0 : x.readableLength + x.writableLength), 0);
 }
 
 interface Waiter {
@@ -57,6 +80,8 @@ export class AgentConnection {
   private factsWaiters: Waiter[] = [];
   /** `D` was answered: the connection may drop (the VM is being saved) without ending the sessions. */
   private detached = false;
+  /** The agent takes `W` (protocol 8); an older one's output is not flow-controlled. */
+  private windowed = false;
   private connecting: Promise<AgentState> | null = null;
   /** The guest's state from its last hello. */
   state: AgentState | null = null;
@@ -107,8 +132,12 @@ export class AgentConnection {
         // Sessions the guest kept that this connection does not know (started by a prismd before a
         // restart, then paused and resumed): they run on, unobserved; their channels are not reused.
         this.foreign = new Set(channels.filter((c) => !this.sessions.has(c)));
-        if (version !== PROTOCOL_VERSION) throw new PrismError('FAILED_PRECONDITION', `guest agent speaks protocol ${version}, want ${PROTOCOL_VERSION}`);
+        if (version < OLDEST_PROTOCOL_VERSION || version > PROTOCOL_VERSION) {
+          throw new PrismError('FAILED_PRECONDITION', `guest agent speaks protocol ${version}, want ${OLDEST_PROTOCOL_VERSION}-${PROTOCOL_VERSION}`);
+        }
+        this.windowed = version >= 8;
         this.state = state;
+        this.regrant();
         // The hello ended a detach on the guest's side too: its sessions' output flows again.
         this.detached = false;
         return state;
@@ -179,10 +208,36 @@ export class AgentConnection {
     }
     const s = this.sessions.get(f.channel);
     if (!s) return; // late output of a session already over
-    // write() beyond the high-water mark still buffers: that is the per-session buffer.
-    if (f.type === FrameType.Stdout) s.stdout.write(Buffer.from(f.payload));
-    else if (f.type === FrameType.Stderr) s.stderr.write(Buffer.from(f.payload));
-    else if (f.type === FrameType.Exit) s.done(exitFromFrame(f.payload));
+    if (f.type === FrameType.Stdout || f.type === FrameType.Stderr) {
+      const to = f.type === FrameType.Stdout ? s.stdout : s.stderr;
+      s.received += f.payload.length;
+      // write() beyond the high-water mark still buffers, up to the window: the guest sends no more.
+      if (!to.destroyed) to.write(Buffer.from(f.payload));
+      this.grant(f.channel, s);
+    } else if (f.type === FrameType.Exit) s.done(exitFromFrame(f.payload));
+  }
+
+  /**
+   * Opens session `channel`'s window to OUTPUT_WINDOW past what its reader has taken; only by a
+   * quarter window or more at a time, so that a fast reader costs one 17-byte frame per 256 KiB.
+   */
+  private grant(channel: number, s: Session): void {
+    if (!this.windowed || this.sessions.get(channel) !== s) return;
+    const limit = s.received - unread(s) + OUTPUT_WINDOW;
+    if (limit - s.limit < OUTPUT_WINDOW / 4) return;
+    s.limit = limit;
+    this.send(encodeFrame(FrameType.Window, channel, encodeWindow(limit)));
+  }
+
+  /**
+   * After a hello: the limits again (a `W` sent just before a VM was saved may not have reached its
+   * guest; the agent ignores a limit it already has), and no limit at all for the sessions the guest
+   * kept that this connection does not know, which run on unobserved.
+   */
+  private regrant(): void {
+    if (!this.windowed) return;
+    for (const [channel, s] of this.sessions) this.send(encodeFrame(FrameType.Window, channel, encodeWindow(s.limit)));
+    for (const channel of this.foreign) this.send(encodeFrame(FrameType.Window, channel, encodeWindow(UNLIMITED_OUTPUT)));
   }
 
   /** Rejects every waiter; sessions end as killed unless `keepSessions` (detached: they resume after a hello). */
@@ -313,14 +368,18 @@ export class AgentConnection {
     const start = opts.tty ? encodePtyStart(req, opts.tty.cols, opts.tty.rows) : encodeStart(req);
     this.requireConnected();
     const channel = this.allocateChannel();
-    const stdout = new PassThrough();
-    const stderr = emptyIf(!!opts.tty);
+    const wantsMore = () => {
+      const s = this.sessions.get(channel);
+      if (s) this.grant(channel, s);
+    };
+    const stdout = new OutputStream(wantsMore);
+    const stderr = opts.tty ? emptyIf(true) : new OutputStream(wantsMore);
     let over = false;
     let resolveExit!: (e: AgentExit) => void;
     const exit = new Promise<AgentExit>((r) => (resolveExit = r));
     const stdin = req.stdin ? this.stdinStream(channel, () => over) : null;
     // On a tty the agent's own messages (E) go to the terminal's stream.
-    this.sessions.set(channel, { stdout, stderr: opts.tty ? stdout : stderr, stdin, done: (e) => {
+    this.sessions.set(channel, { stdout, stderr: opts.tty ? stdout : stderr, stdin, received: 0, limit: OUTPUT_WINDOW, done: (e) => {
         if (over) return;
         over = true;
         this.sessions.delete(channel);

@@ -1,13 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import {
   decodeExit, decodeFields, exitFromFrame, decodeHello, decodeMountReply, decodeStart, encodeChunked, encodeExit, encodeFields, encodeFrame,
-  encodePtyStart, encodeSize, encodeStart, FrameParser, FrameType, MAX_PAYLOAD,
+  encodePtyStart, encodeSize, encodeStart, encodeWindow, FrameParser, FrameType, MAX_PAYLOAD, UNLIMITED_OUTPUT,
 } from './agent-protocol.js';
 
 describe('agent protocol', () => {
   it('encodes the 9-byte header big-endian', () => {
     const f = encodeFrame(FrameType.Stdout, 0x01020304, Buffer.from('hi'));
     expect([...f]).toEqual([0x4f, 1, 2, 3, 4, 0, 0, 0, 2, 0x68, 0x69]);
+  });
+
+  it('encodes a window limit as 8 bytes big-endian, up to 2^64-1', () => {
+    expect([...encodeWindow(0x0102030405)]).toEqual([0, 0, 0, 1, 2, 3, 4, 5]);
+    expect([...encodeWindow(UNLIMITED_OUTPUT)]).toEqual(Array(8).fill(0xff));
   });
 
   it('parses frames split at every byte and several frames in one chunk', () => {

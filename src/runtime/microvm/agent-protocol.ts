@@ -2,13 +2,22 @@ import { constants } from 'node:os';
 import { PrismError } from '../../core/errors.js';
 
 /**
- * The microVM guest agent protocol, version 6 (docs/microvm-agent-protocol.md). This file and
+ * The microVM guest agent protocol, version 8 (docs/microvm-agent-protocol.md). This file and
  * guest/agent/protocol.h are its two definitions and must change together.
  *
  * Frame: u8 type, u32 channel (big-endian), u32 length (big-endian, at most 1 MiB), payload.
  */
 
-export const PROTOCOL_VERSION = 7;
+export const PROTOCOL_VERSION = 8;
+/**
+ * The oldest agent a host still talks to: a VM booted before prismd was upgraded keeps running. It
+ * is version 7, which has no `W`, so its output is not flow-controlled (it runs ahead of the reader).
+ */
+export const OLDEST_PROTOCOL_VERSION = 7;
+/** Output bytes (O and E payloads) a session may send before the host's first `W`; OUT_WINDOW in protocol.h. */
+export const OUTPUT_WINDOW = 1024 * 1024;
+/** A `W` limit that never runs out: for sessions this host does not read (see encodeWindow). */
+export const UNLIMITED_OUTPUT = 2n ** 64n - 1n;
 export const HEADER_BYTES = 9;
 export const MAX_PAYLOAD = 1 << 20;
 export const CONTROL_CHANNEL = 0;
@@ -38,6 +47,7 @@ export const FrameType = {
   Kill: 'K', // host: u8 signal number
   PtyStart: 'P', // host: start a command on a new terminal: fields cols, rows, then Start's payload
   Resize: 'R', // host: fields cols, rows of a terminal session
+  Window: 'W', // host: u64 the session may send this many output bytes in all (version 8; see encodeWindow)
   Stdout: 'O', // guest: stdout bytes
   Stderr: 'E', // guest: stderr bytes
   Exit: 'X', // guest: "<exitCode> <signal>[ oom]"
@@ -190,6 +200,16 @@ export function decodeStart(payload: Buffer): StartRequest {
   }
   const user = f[4 + argc + envc]!;
   return { cwd: f[0]!, stdin: f[1] === 'stdin', argv: f.slice(3, 3 + argc), env, ...(user ? { user } : {}) };
+}
+
+/**
+ * `W`: the session may have sent up to `limit` bytes of output (O and E payloads together) in all.
+ * Limits only grow (the agent ignores a smaller one), so a `W` can be repeated after a reconnect.
+ */
+export function encodeWindow(limit: number | bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt(limit));
+  return b;
 }
 
 export interface ExitStatus {
