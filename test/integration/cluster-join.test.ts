@@ -234,6 +234,21 @@ describe.skipIf(skip !== undefined)('a join that fails after its learner was add
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   }, 120_000);
 
+  it('fails a join to a node nobody answers at with a clear message, and leaves nothing', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'prismd-test-'));
+    dirs.push(dataDir);
+    const closed = `http://127.0.0.1:${await freePort()}`;
+    const failure = await startPrismd({ dataDir, extraArgs: ['--name', 'node-y', '--join', closed, '--join-token', joinToken, '--etcd-peer', `127.0.0.1:${await freePort()}`, '--etcd-client', `127.0.0.1:${await freePort()}`, ...common] })
+      .then(() => '', (e: Error) => e.message);
+    expect(failure).toMatch(/^prismd exited with 1: prismd: /);
+    expect(failure).toContain(`cannot reach the cluster at ${closed} to join it`);
+    expect(failure).toMatch(/ECONNREFUSED/);
+    expect(existsSync(join(dataDir, 'etcd'))).toBe(false);
+    expect(existsSync(join(dataDir, 'cluster.json'))).toBe(false);
+    expect(etcdProcessesOf(dataDir)).toEqual([]);
+    expect((await new Prism({ url: a.url, token: a.token }).cluster.members()).map((m) => m.name)).toEqual(['solo-a']);
+  }, 60_000);
+
   it('removes its learner, its member and its data, and the next join goes through', async () => {
     const admin = new Prism({ url: a.url, token: a.token });
     const dataDir = mkdtempSync(join(tmpdir(), 'prismd-test-'));
