@@ -38,6 +38,9 @@ export interface EtcdMemberOptions {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** History a managed member keeps (etcd's periodic auto-compaction); docs/cluster.md. */
+export const AUTO_COMPACTION_RETENTION = '5m';
+
 /** Does this data dir hold a member's data (it has joined a cluster before)? */
 export function hasMemberData(etcdDir: string): boolean {
   return existsSync(join(etcdDir, 'member', 'wal'));
@@ -95,6 +98,10 @@ export class EtcdMember {
       // Ignored by etcd once the data dir holds a member: a restart rejoins with what it has.
       '--initial-cluster', s.initialCluster, '--initial-cluster-state', s.initialState, '--initial-cluster-token', s.clusterToken,
       '--log-level', 'warn', '--logger', 'zap',
+      // Every create and delete adds revisions; without compaction etcd keeps them all and, at its
+      // backend quota (2 GiB), refuses every write ("database space exceeded"). Keep 5 minutes of
+      // history: a watch that falls further behind is told so and lists again (EtcdWatch).
+      '--auto-compaction-mode', 'periodic', '--auto-compaction-retention', AUTO_COMPACTION_RETENTION,
       ...(s.tls
         ? ['--cert-file', s.tls.certFile, '--key-file', s.tls.keyFile, '--trusted-ca-file', s.tls.caFile, '--client-cert-auth',
            '--peer-cert-file', s.tls.certFile, '--peer-key-file', s.tls.keyFile, '--peer-trusted-ca-file', s.tls.caFile, '--peer-client-cert-auth']

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AUTO_COMPACTION_RETENTION } from '../../src/cluster/etcd-member.js';
 import { Prism } from '../../src/sdk/index.js';
 import { etcdSkipReason } from '../fixtures/etcd-cluster.js';
 import { freePort, integrationSkipReason, startPrismd, type Prismd } from './prismd-harness.js';
@@ -88,6 +89,12 @@ describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --
     expect(members.map((m) => m.name).sort()).toEqual(['node-a', 'node-b', 'node-c']);
     expect(members.every((m) => !m.learner && m.healthy)).toBe(true);
     for (const n of Object.values(nodes)) expect((await as(n).clusterInfo()).nodesAlive).toBe(3);
+    // Each member compacts its history (else etcd fills its quota and refuses every write).
+    for (const n of Object.values(nodes)) {
+      const argv = readFileSync(`/proc/${Number(readFileSync(join(n.dataDir, 'etcd.pid'), 'utf8'))}/cmdline`, 'utf8').split('\0');
+      expect(argv[argv.indexOf('--auto-compaction-mode') + 1]).toBe('periodic');
+      expect(argv[argv.indexOf('--auto-compaction-retention') + 1]).toBe(AUTO_COMPACTION_RETENTION);
+    }
     const made = await Promise.all([0, 1, 2, 3, 4, 5].map(() => admin.sandboxes.create({ memoryMb: 64, cpus: 0.25 })));
     expect(new Set(made.map((s) => s.info.node)).size).toBeGreaterThanOrEqual(2);
     for (const sb of made) expect((await sb.exec('echo hi')).text()).toBe('hi\n');
