@@ -9,7 +9,8 @@
  *                           flight, as the baseline. burst: waves of BURST creates issued at once.
  *     .placedPerSec         placements the scheduler committed / time from a wave's start to its last commit
  *     .createdPerSec        N / time until every create returned `running`
- *     .etcdRpcsPerCreate    client RPCs etcd served per create (from its /metrics), deletes likewise
+ *     .etcdRpcsPerCreate    client RPCs etcd served per create (from its /metrics), deletes likewise; also
+ *                           the keys put and deleted and the watch events etcd sent, per create
  *     .createdVsRawPutsPerRun  each run's createdPerSec over the raw puts of the same run: raw puts drift
  *                           run to run on a shared host (700 to 2100/s in one process), so the paired
  *                           ratio's median is the figure compared with the target, not a ratio of medians
@@ -96,11 +97,15 @@ async function pool(n: number, width: number, fn: (i: number) => Promise<unknown
 /** Client RPCs etcd has served, by gRPC method, summed over the live members (from /metrics). */
 async function rpcCounts(cluster: EtcdCluster): Promise<Map<string, number>> {
   const out = new Map<string, number>();
-  for (const m of cluster.alive()) {
+  const add = (k: string, n: number) => out.set(k, (out.get(k) ?? 0) + n);
+  const members = cluster.alive();
+  for (const m of members) {
     const text = await fetch(`${m.client}/metrics`).then((r) => r.text());
-    for (const [, method, n] of text.matchAll(/^grpc_server_handled_total\{[^}]*grpc_method="(\w+)"[^}]*\} (\S+)$/gm)) {
-      out.set(method!, (out.get(method!) ?? 0) + Number(n));
-    }
+    for (const [, method, n] of text.matchAll(/^grpc_server_handled_total\{[^}]*grpc_method="(\w+)"[^}]*\} (\S+)$/gm)) add(method!, Number(n));
+    // What the store did, beside the calls: keys written and deleted (every member applies every one, so
+    // one member's count), and watch events sent (each member to the watchers connected to it).
+    for (const [, what, n] of text.matchAll(/^etcd_mvcc_(put|delete)_total (\S+)$/gm)) add(`keys ${what}`, Number(n) / members.length);
+    for (const [, n] of text.matchAll(/^etcd_debugging_mvcc_events_total (\S+)$/gm)) add('watch events', Number(n));
   }
   return out;
 }
