@@ -6,7 +6,7 @@
  * image (.ci/run builds it before the tests). Needs root, QEMU and debootstrap, else skipped.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -88,6 +88,9 @@ describe.skipIf(!!reason)('scripts/host-vm.sh', () => {
     try {
       const r = await runHostVm(['run', '--timeout', '2400', '--', 'bash', 'test/hostvm/inside.sh'], tmp);
       const out = r.out.map((c) => c.text).join('');
+      // Kept for reading after the run: the in-VM suite's own report, with each test's duration.
+      await mkdir(join(REPO_ROOT, '.test-output'), { recursive: true });
+      await writeFile(join(REPO_ROOT, '.test-output', 'host-vm.log'), `${out}\n--- stderr ---\n${r.err}`);
       // On failure the VM's own vitest report says what failed; keep its tail in the message.
       const tail = `${out.slice(-6000)}\n${r.err.slice(-2000)}`;
       expect(r.code, tail).toBe(0);
