@@ -181,3 +181,29 @@ export function leftovers(sandboxId: string, dataDir: string): string[] {
   if (existsSync(join(dataDir, 'runtime', 'oci', 'runc', sandboxId))) out.push('runc state dir');
   return out;
 }
+
+/**
+ * The ids of the sandboxes a daemon created while `fn` ran, from its `created` events: how a test names
+ * the sandbox of a create that failed (its record is gone by then) to look for what it might have left
+ * on the host, without comparing host-wide lists other test files change at the same time.
+ */
+export async function createdDuring<T>(d: { url: string; token: string }, fn: () => Promise<T>): Promise<{ result: T; ids: string[] }> {
+  const { Prism } = await import('../../src/sdk/index.js');
+  const stop = new AbortController();
+  const ids: string[] = [];
+  let open!: () => void;
+  const opened = new Promise<void>((r) => (open = r));
+  const watching = (async () => {
+    for await (const e of new Prism({ url: d.url, token: d.token }).events({ types: ['created'], signal: stop.signal, onOpen: open })) ids.push(e.sandboxId!);
+  })().catch(() => undefined);
+  await opened;
+  try {
+    const result = await fn();
+    // The event of a create that answered is sent before its answer; the wait is for the stream to carry it.
+    for (const deadline = Date.now() + 5_000; ids.length === 0 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 25));
+    return { result, ids };
+  } finally {
+    stop.abort();
+    await watching;
+  }
+}
