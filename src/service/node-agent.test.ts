@@ -145,6 +145,18 @@ describe('NodeAgent.recover', () => {
     expect(await after.sandboxes.list()).toEqual([]);
     expect(await after.repo.idForName('half-deleted')).toBeUndefined();
     expect(await driver.listTasks()).toEqual([]);
+    expect(await after.repo.getHandle(NODE, sb.id)).toBeUndefined();
+  });
+
+  it('finishes a delete cut short after its task was removed (record deleting, handle kept)', async () => {
+    const { driver, first, restart } = await fresh();
+    const sb = await first.sandboxes.create({ name: 'task-gone' });
+    await first.repo.update(sb.id, (s) => ({ ...s, status: 'deleting' }));
+    await driver.destroy((await first.repo.getHandle(NODE, sb.id))!);
+    const after = await restart();
+    expect(await after.sandboxes.list()).toEqual([]);
+    expect(await after.repo.idForName('task-gone')).toBeUndefined();
+    expect(await after.repo.getHandle(NODE, sb.id)).toBeUndefined();
   });
 
   it('stops a reattached sandbox whose timeoutSec ran out while prismd was down', async () => {

@@ -305,7 +305,11 @@ export class NodeAgent {
     this.destroyed.set(id, now);
   }
 
-  /** Removes the task and its handle. Idempotent. */
+  /**
+   * Removes the task. Idempotent. Its stored handle stays for the caller to remove with the record
+   * (SandboxRepo.deleteSandbox, one commit): a crash between the two leaves a `deleting` record with a
+   * handle, which recovery finishes (recoverOne).
+   */
   async destroy(sb: Sandbox): Promise<void> {
     await this.lock.run(sb.id, async () => {
       this.rememberDestroyed(sb.id);
@@ -318,8 +322,6 @@ export class NodeAgent {
       await this.networks.teardown(sb.id);
       timer.step('networkMs');
       this.handles.delete(sb.id);
-      await this.repo.deleteHandle(this.nodeId, sb.id);
-      timer.step('handleMs');
       this.log.debug({ sandbox: sb.id, steps: timer.steps }, 'sandbox task removed');
     });
   }
