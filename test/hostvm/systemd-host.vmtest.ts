@@ -146,8 +146,10 @@ describe('a cgroup v2 + systemd server', () => {
     for (const id of ids) expect((await api('DELETE', `/sandboxes/${id}`)).status).toBeLessThan(300);
     for (const id of ids) {
       expect(existsSync(`/sys/fs/cgroup/prism.slice/prism-${id}.scope`)).toBe(false);
-      const unit = spawnSync('systemctl', ['is-active', `prism-${id}.scope`], { encoding: 'utf8' }).stdout.trim();
-      expect(unit).not.toBe('active');
+      // Not merely inactive: gone from systemd (a unit left `failed` would stay listed until reset).
+      const unit = () => spawnSync('systemctl', ['show', '-p', 'LoadState', '--value', `prism-${id}.scope`], { encoding: 'utf8' }).stdout.trim();
+      for (const deadline = Date.now() + 20_000; unit() !== 'not-found' && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 200));
+      expect(unit()).toBe('not-found');
     }
     expect(prismScopes()).toEqual(before);
   });

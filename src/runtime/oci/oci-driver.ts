@@ -243,6 +243,18 @@ export class OciDriver implements RuntimeDriver {
   }
 
   /** The pid of container `id`'s init when seemsAlive holds for it (`pid` given: that one, not the file's). */
+  /** The init's pid as runc wrote it to the pid file (not checked to be alive); undefined without one. */
+  private recordedPid(id: string): number | undefined {
+    let text = '';
+    try {
+      text = readFileSync(this.paths(id).pidFile, 'utf8');
+    } catch {
+      return undefined;
+    }
+    const pid = Number(text.trim());
+    return Number.isInteger(pid) && pid > 1 ? pid : undefined;
+  }
+
   private async livePid(id: string, pid?: number): Promise<number | undefined> {
     // Synchronous: three small reads answered from memory (microseconds each), where the async ones
     // cost a thread-pool trip each; deletes and the watchdog ask this of many tasks.
@@ -253,8 +265,8 @@ export class OciDriver implements RuntimeDriver {
         return '';
       }
     };
-    pid ??= Number(read(this.paths(id).pidFile).trim());
-    if (!Number.isInteger(pid) || pid <= 1) return undefined;
+    pid ??= this.recordedPid(id);
+    if (pid === undefined) return undefined;
     const stat = read(`/proc/${pid}/stat`);
     const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
     if (!state || state === 'Z' || state === 'X') return undefined;
@@ -373,16 +385,17 @@ export class OciDriver implements RuntimeDriver {
     const p = this.paths(id);
     if (!existsSync(p.task) && !(await this.runc.state(id))) throw new PrismError('NOT_FOUND', `task ${handle.id} not found`);
     const timeoutMs = opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
-    if (!(await this.kill(id, timeoutMs))) throw new PrismError('DEADLINE_EXCEEDED', `task ${handle.id} did not stop within ${timeoutMs} ms`);
+    if (!(await this.kill(id, timeoutMs)).ended) throw new PrismError('DEADLINE_EXCEEDED', `task ${handle.id} did not stop within ${timeoutMs} ms`);
     await this.teardown(id, p, false);
   }
 
   async destroy(handle: TaskHandle): Promise<void> {
     const id = this.slot(handle);
-    await this.teardown(id, this.paths(id), true);
+    const timer = new StepTimer();
+    await this.teardown(id, this.paths(id), true, timer);
     // A task made from a warm-pool one is named by a link to it: the link goes last.
     if (id !== handle.id) await rm(join(this.tasksDir, handle.id), { force: true });
-    this.opts.logger?.info({ task: handle.id }, 'oci task destroyed');
+    this.opts.logger?.info({ task: handle.id, ms: timer.totalMs(), steps: timer.steps }, 'oci task destroyed');
   }
 
   /**
@@ -581,10 +594,14 @@ export class OciDriver implements RuntimeDriver {
   /**
    * Removes the container, its mounts and cgroups; with `removeFiles` also the task directory.
    * Safe to repeat. Unmounting comes before removal so that rm can never reach into a layer.
+   * When the init its pid file names is seen gone, `runc delete` would only remove the container's
+   * cgroups and its state directory: both are done here, with no runc process (the largest share of a
+   * delete's CPU). Otherwise (no pid file: a run that failed early) runc deletes as it knows how.
    */
-  private async teardown(id: string, p: TaskPaths, removeFiles: boolean): Promise<void> {
-    await this.kill(id);
-    for (let attempt = 0; ; attempt++) {
+  private async teardown(id: string, p: TaskPaths, removeFiles: boolean, timer?: StepTimer): Promise<void> {
+    const { initGone } = await this.kill(id);
+    timer?.step('killMs');
+    for (let attempt = 0; !initGone; attempt++) {
       try {
         await this.runc.delete(id, true);
         break;
@@ -594,37 +611,51 @@ export class OciDriver implements RuntimeDriver {
         await new Promise((r) => setTimeout(r, 50));
       }
     }
+    timer?.step('runcDeleteMs');
+    // Every process gone (cgroup.kill or a SIGKILL each, then rmdir when empty) before the unmounts:
+    // none holds a mount busy.
+    const left = await this.cgroups.remove(id);
+    timer?.step('cgroupsMs');
+    if (left.length > 0) throw new PrismError('INTERNAL', `cgroups of task ${id} still busy: ${left.join(', ')}`);
     // The overlay first: it holds the disk busy. The disk's loop device goes with its last unmount.
     const mounted = removeFiles ? [p.rootfs, p.volumes, p.disk, p.task] : [p.rootfs, p.volumes, p.disk];
     await unmountAll(mounted, { initBinary: this.opts.initBinary });
+    timer?.step('unmountMs');
     // Synchronous: a dozen small entries, where the async walk costs a thread-pool trip per entry.
     rmSync(p.volumes, { recursive: true, force: true });
     if (removeFiles) rmSync(p.task, { recursive: true, force: true });
-    const left = await this.cgroups.remove(id);
-    if (left.length > 0) throw new PrismError('INTERNAL', `cgroups of task ${id} still busy: ${left.join(', ')}`);
+    // Last: while it is there, runc lists the container, and a teardown cut short is found again.
+    if (initGone) rmSync(join(this.runc.root, id), { recursive: true, force: true });
+    timer?.step('rmMs');
   }
 
   /**
    * Kills every process of the task and waits for its init to end. `runc delete -f` alone sleeps
    * 100 ms after its SIGKILL; and a live init found from its pid file takes the signal directly, with
    * no `runc state` and `runc kill` (two runc processes per delete, most of a delete's CPU).
+   * `ended`: the task is not running (any more). `initGone`: the init its pid file names has ended (so
+   * no process of the task is left to runc but those the kernel is killing with its pid namespace).
    */
-  private async kill(id: string, timeoutMs = DEFAULT_STOP_TIMEOUT_MS): Promise<boolean> {
-    const pid = await this.livePid(id);
+  private async kill(id: string, timeoutMs = DEFAULT_STOP_TIMEOUT_MS): Promise<{ ended: boolean; initGone: boolean }> {
+    const recorded = this.recordedPid(id);
+    const pid = await this.livePid(id, recorded);
     if (pid !== undefined) {
       // A frozen process takes a signal only once thawed.
       if ((await this.cgroups.frozen(id)) !== false) await this.runc.resume(id).catch(() => undefined);
       // KILL of a pid namespace's init takes every process of the task with it.
       process.kill(pid, 'SIGKILL');
-      return this.waitExit(id, pid, timeoutMs);
+      const ended = await this.waitExit(id, pid, timeoutMs);
+      return { ended, initGone: ended };
     }
+    if (recorded !== undefined) return { ended: true, initGone: true };
     const state = await this.runc.state(id);
     if (state && state.status !== 'stopped') {
       if (state.status === 'paused') await this.runc.resume(id).catch(() => undefined);
       await this.runc.kill(id, 'KILL');
-      return this.waitStopped(id, timeoutMs).then(() => true, () => false);
+      const ended = await this.waitStopped(id, timeoutMs).then(() => true, () => false);
+      return { ended, initGone: false };
     }
-    return true;
+    return { ended: true, initGone: false };
   }
 }
 

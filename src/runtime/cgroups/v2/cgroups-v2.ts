@@ -1,8 +1,8 @@
-import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PrismError } from '../../../core/errors.js';
+import { runCommand } from '../../command.js';
 import { REQUIRED_CONTROLLERS, type AppliedLimits, type CgroupLimits, type CgroupUsage, type TaskCgroups } from '../cgroups.js';
 import { cgroupPids, keyedValue, killAll, readCgroupNumber, readCgroupText, readNumber, removeDir } from '../cgroup-files.js';
 
@@ -159,8 +159,9 @@ export class CgroupsV2 implements TaskCgroups {
     const killed = await writeFile(join(dir, 'cgroup.kill'), '1').then(() => true, () => false);
     if (!killed) killAll(await cgroupPids(dir));
     if (this.placement === 'systemd') {
-      // A scope that runc or systemd-run made outlives an rmdir of its cgroup as a unit: stop it too.
-      spawnSync('systemctl', ['stop', '--no-block', this.scopeUnit(id)], { stdio: 'ignore', timeout: 5_000 });
+      // A scope that runc or systemd-run made outlives an rmdir of its cgroup as a unit: stop it too
+      // (not waited for: --no-block only queues the job; a failure leaves the rmdir below to tell).
+      await runCommand('systemctl', ['stop', '--no-block', this.scopeUnit(id)], { timeoutMs: 5_000 }).catch(() => undefined);
     }
     return (await removeDir(dir, deadline)) ? [] : [dir];
   }
