@@ -45,7 +45,6 @@ import { oneImageStore } from '../src/images/fake/one-image-store.js';
 import { FakeDriver } from '../src/runtime/fake/fake-driver.js';
 import type { Logger } from '../src/service/logger.js';
 import { SandboxRepo } from '../src/service/sandbox-repo.js';
-import { FileTaskHandles } from '../src/service/task-handles.js';
 import { EtcdStore } from '../src/store/etcd/etcd-store.js';
 import { summarize } from './stats.js';
 import { EtcdCluster } from '../test/fixtures/etcd-cluster.js';
@@ -145,8 +144,6 @@ async function startBenchNode(endpoints: string[], id: string, driver = new Fake
     labels: {}, capacity: { cpus: 1_000_000, memoryMb: 1_000_000_000, maxSandboxes: 0 }, placement: 'spread',
     nodeTtlMs: NODE_TTL_MS, scheduleTimeoutMs: FAILOVER_BOUND_MS,
     execLimits: { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600 },
-    // As prismd on etcd: the task handles are files of the node (a restart finds them again).
-    taskHandles: new FileTaskHandles(join(dataDir, id, 'handles')),
     watchdogMs: 600_000, log,
   });
   return { id, store, driver, svc };

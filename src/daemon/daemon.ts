@@ -15,7 +15,6 @@ import type { RuntimeDriver } from '../runtime/driver.js';
 import { probeCgroups } from '../runtime/cgroups/probe.js';
 import { LinuxNetworkManager } from '../net/linux/linux-network-manager.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
-import { FileTaskHandles } from '../service/task-handles.js';
 import { LocalVolumeStore } from '../volumes/local/local-volume-store.js';
 import type { Store } from '../store/store.js';
 import { ClusterJoin } from '../cluster/join-service.js';
@@ -203,9 +202,6 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       metrics: cfg.metrics,
       pausedTtlMs: cfg.pausedTtlMs,
       defaultUser: cfg.defaultUser,
-      // A shared store (etcd) would make every member write each create's handle that only this node
-      // reads: there they are files of this node. On SQLite the store is this node's own.
-      ...(cfg.store.kind === 'sqlite' ? {} : { taskHandles: new FileTaskHandles(join(cfg.dataDir, 'handles'), log) }),
       log,
     });
     services = node;

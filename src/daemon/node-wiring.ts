@@ -22,7 +22,6 @@ import { TaskWatchdog } from '../service/task-watchdog.js';
 import { DEFAULT_METRICS, SandboxMetrics, type SandboxMetricsOptions } from '../service/sandbox-metrics.js';
 import { SandboxRepo } from '../service/sandbox-repo.js';
 import { SandboxService, type SandboxDefaults } from '../service/sandbox-service.js';
-import { StoreTaskHandles, moveTaskHandles, type TaskHandleStore } from '../service/task-handles.js';
 import type { Store } from '../store/store.js';
 import { VolumeService } from '../service/volume-service.js';
 import type { VolumeStore } from '../volumes/volume-store.js';
@@ -63,11 +62,6 @@ export interface NodeWiring {
   defaultUser?: string;
   /** Where creates, execs and image pulls report their durations (default: nowhere). */
   telemetry?: Telemetry;
-  /**
-   * Where the node keeps its task handles; absent: in the Store. Given, handles an earlier version
-   * kept in the Store move there at start (before recovery reads them).
-   */
-  taskHandles?: TaskHandleStore;
   log: Logger;
 }
 
@@ -107,7 +101,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   let address = w.address;
   const repo = new SandboxRepo(w.store);
   const volumes = new VolumeService(repo, w.volumes, w.id, w.log);
-  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER, volumeImage: (name, hostKernel) => volumes.image(name, hostKernel), snapshotsDir: join(w.dataDir, 'snapshots'), ...(w.pausedTtlMs ? { pausedTtlMs: w.pausedTtlMs } : {}), ...(w.telemetry ? { telemetry: w.telemetry } : {}), ...(w.taskHandles ? { taskHandles: w.taskHandles } : {}) }, w.net);
+  const agent = new NodeAgent(w.id, repo, w.images, w.drivers, w.log, { defaultUser: w.defaultUser ?? DEFAULT_SANDBOX_USER, volumeImage: (name, hostKernel) => volumes.image(name, hostKernel), snapshotsDir: join(w.dataDir, 'snapshots'), ...(w.pausedTtlMs ? { pausedTtlMs: w.pausedTtlMs } : {}), ...(w.telemetry ? { telemetry: w.telemetry } : {}) }, w.net);
   const nodes = new NodeService(
     {
       id: w.id, name: w.name, address, version: w.version, runtimes: [...w.drivers.keys()], defaultRuntime: w.defaults.runtime,
@@ -136,10 +130,6 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
 
   await nodes.start();
   await volumes.reconcile();
-  if (w.taskHandles) {
-    const moved = await moveTaskHandles(new StoreTaskHandles(repo, w.id), w.taskHandles);
-    if (moved) w.log.info({ handles: moved }, 'task handles moved from the store to this node');
-  }
   await agent.recover();
   await events.start();
   await lifecycle.start();

@@ -1,7 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { Sandbox } from '../core/types.js';
 import type { TaskSpec } from '../runtime/driver.js';
 import { oneImageStore } from '../images/fake/one-image-store.js';
@@ -9,7 +7,6 @@ import { FakeDriver } from '../runtime/fake/fake-driver.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { startNode } from '../daemon/node-wiring.js';
 import { silentLogger } from './logger.js';
-import { FileTaskHandles, StoreTaskHandles, type TaskHandleStore } from './task-handles.js';
 import { TaskWatchdog } from './task-watchdog.js';
 
 /**
@@ -27,10 +24,9 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-/** One daemon's worth of services on `store` and `driver`; task handles in `handlesDir` when given (as on etcd). */
-async function boot(store: SqliteStore, driver: FakeDriver, handlesDir?: string) {
+/** One daemon's worth of services on `store` and `driver`. */
+async function boot(store: SqliteStore, driver: FakeDriver) {
   const node = await startNode({
-    ...(handlesDir ? { taskHandles: new FileTaskHandles(handlesDir) } : {}),
     store, id: NODE, name: 'test-node', version: 'test', dataDir: tmpdir(), address: 'http://127.0.0.1:0',
     images, drivers: new Map([['oci', driver]]), runtimeInfo: [],
     defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
@@ -48,48 +44,30 @@ async function boot(store: SqliteStore, driver: FakeDriver, handlesDir?: string)
   return { repo, agent, sandboxes, exec, run, node };
 }
 
-/** Where the recovery tests keep task handles: in the Store (SQLite nodes), or in files (etcd nodes). */
-let handlesIn: 'store' | 'files' = 'store';
-
 async function fresh() {
   const store = SqliteStore.open(':memory:');
   cleanups.push(() => store.close());
   const driver = new FakeDriver();
-  let handlesDir: string | undefined;
-  if (handlesIn === 'files') {
-    const dir = mkdtempSync(join(tmpdir(), 'prism-handles-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    handlesDir = join(dir, 'handles');
-  }
-  const first = await boot(store, driver, handlesDir);
-  /** The handle store the node uses, for looking at (and tampering with) what it saved. */
-  const handles: TaskHandleStore = handlesDir ? new FileTaskHandles(handlesDir) : new StoreTaskHandles(first.repo, NODE);
+  const first = await boot(store, driver);
   /** Simulates a prismd restart: the old agent stops its timers, a new one recovers. */
   const restart = async () => {
     await first.node.stop();
-    return boot(store, driver, handlesDir); // startNode recovers
+    return boot(store, driver); // startNode recovers
   };
-  return { store, driver, first, restart, handles };
+  return { store, driver, first, restart };
 }
 
 const handleOf = (id: string) => ({ id, runtime: 'oci' as const, spec: { id } as TaskSpec, data: {} });
 
-describe.each(['store', 'files'] as const)('NodeAgent.recover, handles in the %s', (where) => {
-  beforeEach(() => {
-    handlesIn = where;
-  });
-  afterEach(() => {
-    handlesIn = 'store';
-  });
-
+describe('NodeAgent.recover', () => {
   it('reattaches to a running sandbox: it stays running and exec works', async () => {
-    const { driver, first, restart, handles } = await fresh();
+    const { driver, first, restart } = await fresh();
     const sb = await first.sandboxes.create({ name: 'keeper' });
     await first.run(sb.id, ['write', 'f', 'before']);
     const after = await restart();
     expect(await after.sandboxes.get(sb.id)).toMatchObject({ status: 'running' });
     expect(await after.run('keeper', ['read', 'f'])).toMatchObject({ exitCode: 0, stdout: 'before' });
-    expect(await handles.get(sb.id)).toBeDefined();
+    expect(await after.repo.getHandle(NODE, sb.id)).toBeDefined();
     expect(await driver.listTasks()).toEqual([sb.id]);
     // Lifecycle still works through the new agent.
     expect((await after.sandboxes.stop(sb.id)).status).toBe('stopped');
@@ -97,14 +75,14 @@ describe.each(['store', 'files'] as const)('NodeAgent.recover, handles in the %s
   });
 
   it('marks a sandbox whose task vanished failed with LOST and removes its handle', async () => {
-    const { driver, first, restart, handles } = await fresh();
+    const { driver, first, restart } = await fresh();
     const sb = await first.sandboxes.create({});
     driver.vanish(sb.id);
     const after = await restart();
     const cur = await after.sandboxes.get(sb.id);
     expect(cur.status).toBe('failed');
     expect(cur.error?.code).toBe('LOST');
-    expect(await handles.get(sb.id)).toBeUndefined();
+    expect(await after.repo.getHandle(NODE, sb.id)).toBeUndefined();
     // It can still be deleted.
     await after.sandboxes.delete(sb.id);
     expect(await after.sandboxes.list()).toEqual([]);
@@ -135,16 +113,16 @@ describe.each(['store', 'files'] as const)('NodeAgent.recover, handles in the %s
   });
 
   it('destroys orphaned tasks the store does not know, and nothing else', async () => {
-    const { driver, first, restart, handles } = await fresh();
+    const { driver, first, restart } = await fresh();
     const sb = await first.sandboxes.create({});
-    await driver.create({ ...(await handles.get(sb.id))!.spec, id: 'sb-0rphan0rphan' });
+    await driver.create({ ...(await first.repo.getHandle(NODE, sb.id))!.spec, id: 'sb-0rphan0rphan' });
     expect(await driver.listTasks()).toHaveLength(2);
     await restart();
     expect(await driver.listTasks()).toEqual([sb.id]);
   });
 
   it('removes a sandbox whose create was cut short (starting), as a failed create would, with its task', async () => {
-    const { driver, first, restart, handles } = await fresh();
+    const { driver, first, restart } = await fresh();
     const sb = await first.sandboxes.create({});
     // As if prismd died after saving the handle but before recording `running`.
     await first.repo.update(sb.id, (s) => {
@@ -156,29 +134,29 @@ describe.each(['store', 'files'] as const)('NodeAgent.recover, handles in the %s
     const after = await restart();
     await expect(after.sandboxes.get(sb.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
     expect(await driver.listTasks()).toEqual([]);
-    expect(await handles.get(sb.id)).toBeUndefined();
+    expect(await after.repo.getHandle(NODE, sb.id)).toBeUndefined();
   });
 
   it('finishes a delete that was cut short', async () => {
-    const { driver, first, restart, handles } = await fresh();
+    const { driver, first, restart } = await fresh();
     const sb = await first.sandboxes.create({ name: 'half-deleted' });
     await first.repo.update(sb.id, (s) => ({ ...s, status: 'deleting' }));
     const after = await restart();
     expect(await after.sandboxes.list()).toEqual([]);
     expect(await after.repo.idForName('half-deleted')).toBeUndefined();
     expect(await driver.listTasks()).toEqual([]);
-    expect(await handles.get(sb.id)).toBeUndefined();
+    expect(await after.repo.getHandle(NODE, sb.id)).toBeUndefined();
   });
 
   it('finishes a delete cut short after its task was removed (record deleting, handle kept)', async () => {
-    const { driver, first, restart, handles } = await fresh();
+    const { driver, first, restart } = await fresh();
     const sb = await first.sandboxes.create({ name: 'task-gone' });
     await first.repo.update(sb.id, (s) => ({ ...s, status: 'deleting' }));
-    await driver.destroy((await handles.get(sb.id))!);
+    await driver.destroy((await first.repo.getHandle(NODE, sb.id))!);
     const after = await restart();
     expect(await after.sandboxes.list()).toEqual([]);
     expect(await after.repo.idForName('task-gone')).toBeUndefined();
-    expect(await handles.get(sb.id)).toBeUndefined();
+    expect(await after.repo.getHandle(NODE, sb.id)).toBeUndefined();
   });
 
   it('stops a reattached sandbox whose timeoutSec ran out while prismd was down', async () => {
@@ -206,10 +184,10 @@ describe.each(['store', 'files'] as const)('NodeAgent.recover, handles in the %s
   });
 
   it('fails a sandbox cut short before its handle was saved', async () => {
-    const { driver, first, restart, handles } = await fresh();
+    const { driver, first, restart } = await fresh();
     const sb = await first.sandboxes.create({});
     await first.repo.update(sb.id, (s) => ({ ...s, status: 'starting' }));
-    await handles.delete(sb.id);
+    await first.repo.deleteHandle(NODE, sb.id);
     const after = await restart();
     expect(await driver.listTasks()).toEqual([]); // the orphan part works
     expect((await after.sandboxes.get(sb.id)).status).toBe('failed');
@@ -224,27 +202,6 @@ describe.each(['store', 'files'] as const)('NodeAgent.recover, handles in the %s
     const after = await restart();
     expect(await driver.listTasks()).toEqual([sb.id]);
     expect(['stopped', 'running']).toContain((await after.sandboxes.get(sb.id)).status);
-  });
-});
-
-describe('task handles of an earlier version, kept in the Store', () => {
-  it('move to the node\'s files at its next start, and its sandboxes are recovered from them', async () => {
-    const store = SqliteStore.open(':memory:');
-    cleanups.push(() => store.close());
-    const dir = mkdtempSync(join(tmpdir(), 'prism-handles-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const driver = new FakeDriver();
-    const first = await boot(store, driver);
-    const sb = await first.sandboxes.create({});
-    expect(await first.repo.getHandle(NODE, sb.id)).toBeDefined();
-    await first.node.stop();
-    const after = await boot(store, driver, join(dir, 'handles'));
-    expect(await after.repo.listHandles(NODE)).toEqual([]);
-    expect((await new FileTaskHandles(join(dir, 'handles')).list()).map((h) => h.id)).toEqual([sb.id]);
-    expect((await after.sandboxes.get(sb.id)).status).toBe('running');
-    expect((await after.run(sb.id, ['echo', 'hi'])).exitCode).toBe(0);
-    await after.sandboxes.delete(sb.id);
-    expect(await new FileTaskHandles(join(dir, 'handles')).list()).toEqual([]);
   });
 });
 

@@ -11,7 +11,6 @@ import { KeyedMutex } from './keyed-mutex.js';
 import { SandboxNetworks } from './sandbox-networks.js';
 import type { SandboxFeed } from './sandbox-events.js';
 import type { SandboxRepo, Versioned } from './sandbox-repo.js';
-import { StoreTaskHandles, type TaskHandleStore } from './task-handles.js';
 import { resolveTaskImage, type TaskImage } from './task-image.js';
 import type { Telemetry } from './telemetry.js';
 
@@ -35,8 +34,6 @@ export interface NodeAgentOptions {
   pausedTtlMs?: number;
   /** Where image pulls for creates report their durations (default: nowhere). */
   telemetry?: Pick<Telemetry, 'observePull'>;
-  /** Where this node keeps its task handles (default: in the Store, {@link StoreTaskHandles}). */
-  taskHandles?: TaskHandleStore;
 }
 
 /** setTimeout past 2^31-1 ms (24.8 days) fires at once: longer waits go in steps. */
@@ -54,7 +51,7 @@ class Superseded extends Error {}
 
 /**
  * The node agent runs the sandboxes placed on this node: it turns a sandbox record into a driver task,
- * keeps the task handles (TaskHandleStore: so a restarted daemon can find its tasks again), recovers them
+ * keeps the task handles in the Store (so a restarted daemon can find its tasks again), recovers them
  * at start-up, and enforces sandbox TTLs. Lifecycle operations on one sandbox are serialised.
  */
 export class NodeAgent {
@@ -73,10 +70,7 @@ export class NodeAgent {
     net?: NetworkManager,
   ) {
     this.networks = new SandboxNetworks(nodeId, log, net);
-    this.taskHandles = opts.taskHandles ?? new StoreTaskHandles(repo, nodeId);
   }
-
-  private readonly taskHandles: TaskHandleStore;
 
   private readonly networks: SandboxNetworks;
 
@@ -98,7 +92,7 @@ export class NodeAgent {
   private async handle(id: string): Promise<TaskHandle> {
     let h = this.handles.get(id);
     if (!h) {
-      h = await this.taskHandles.get(id);
+      h = await this.repo.getHandle(this.nodeId, id);
       if (!h) throw new PrismError('FAILED_PRECONDITION', `sandbox '${id}' has no task on node ${this.nodeId}`);
       this.handles.set(id, h);
     }
@@ -177,15 +171,10 @@ export class NodeAgent {
         // handle) before the commit's own answer arrives, and a store read for it then is wasted.
         this.handles.set(id, handle);
         try {
-          // Saved before the record says `running`: a crash between leaves a handle of an unfinished
-          // record, whose task recovery destroys.
-          await this.taskHandles.put(handle);
-          timer.step('handleMs');
-          await this.repo.commitRunning(running, revision);
+          await this.repo.commitRunning(this.nodeId, handle, running, revision);
         } catch (e) {
           this.handles.delete(id);
           await this.driver(sb.runtime).destroy(handle).catch(() => undefined);
-          await this.taskHandles.delete(id).catch(() => undefined);
           await this.networks.teardown(id).catch(() => undefined);
           throw isPrismError(e, 'CONFLICT') || isPrismError(e, 'NOT_FOUND') ? new Superseded() : e;
         }
@@ -317,9 +306,9 @@ export class NodeAgent {
   }
 
   /**
-   * Removes the task. Idempotent. Its saved handle stays until the caller removed the record
-   * (`forgetHandle` after SandboxRepo.deleteSandbox): a crash between leaves a `deleting` record, or no
-   * record, with a handle, and recovery finishes the delete (recoverOne).
+   * Removes the task. Idempotent. Its stored handle stays for the caller to remove with the record
+   * (SandboxRepo.deleteSandbox, one commit): a crash between the two leaves a `deleting` record with a
+   * handle, which recovery finishes (recoverOne).
    */
   async destroy(sb: Sandbox): Promise<void> {
     await this.lock.run(sb.id, async () => {
@@ -327,7 +316,7 @@ export class NodeAgent {
       this.disarmTtl(sb.id);
       this.taskEnding(sb.id, 'deleted');
       const timer = new StepTimer();
-      const h = this.handles.get(sb.id) ?? (await this.taskHandles.get(sb.id));
+      const h = this.handles.get(sb.id) ?? (await this.repo.getHandle(this.nodeId, sb.id));
       if (h) await this.driver(h.runtime).destroy(h);
       timer.step('taskMs');
       await this.networks.teardown(sb.id);
@@ -335,11 +324,6 @@ export class NodeAgent {
       this.handles.delete(sb.id);
       this.log.debug({ sandbox: sb.id, steps: timer.steps }, 'sandbox task removed');
     });
-  }
-
-  /** The last step of a delete, after the record is gone: the task's saved handle goes. */
-  async forgetHandle(id: string): Promise<void> {
-    await this.taskHandles.delete(id);
   }
 
   /** Runs a command in the sandbox's task; `env` and `cwd` apply on top of the task's own. */
@@ -474,7 +458,7 @@ export class NodeAgent {
    * which leaves nothing behind (as a failed create would).
    */
   async recover(): Promise<void> {
-    const handles = await this.taskHandles.list();
+    const handles = await this.repo.listHandles(this.nodeId);
     const known = new Set<string>();
     for (const h of handles) {
       known.add(h.id);
@@ -510,7 +494,7 @@ export class NodeAgent {
    * deleted meanwhile are destroyed here, and ones marked `lost` take the state their task is in.
    */
   async reconcileAfterRejoin(): Promise<void> {
-    for (const h of await this.taskHandles.list()) {
+    for (const h of await this.repo.listHandles(this.nodeId)) {
       await this.lock.run(h.id, async () => {
         const cur = await this.repo.getSandbox(h.id);
         const driver = this.drivers.get(h.runtime);
@@ -520,7 +504,7 @@ export class NodeAgent {
           if (driver) await driver.destroy(h);
           await this.networks.teardown(h.id);
           this.handles.delete(h.id);
-          await this.taskHandles.delete(h.id);
+          await this.repo.deleteHandle(this.nodeId, h.id);
           return;
         }
         if (cur.value.status !== 'lost') return;
@@ -537,7 +521,7 @@ export class NodeAgent {
       }).catch((e) => this.log.error({ err: e, sandbox: h.id }, 'reconciling after rejoin failed'));
     }
     for (const sb of await this.repo.listSandboxes()) {
-      if (sb.node === this.nodeId && sb.status === 'lost' && !(await this.taskHandles.get(sb.id))) {
+      if (sb.node === this.nodeId && sb.status === 'lost' && !(await this.repo.getHandle(this.nodeId, sb.id))) {
         await this.settleWithoutTask(sb).catch((e) => this.log.error({ err: e, sandbox: sb.id }, 'reconciling after rejoin failed'));
       }
     }
@@ -568,7 +552,7 @@ export class NodeAgent {
       if (driver) await driver.destroy(h).catch(() => undefined);
       await this.networks.teardown(h.id).catch(() => undefined);
       this.handles.delete(h.id);
-      await this.taskHandles.delete(h.id);
+      await this.repo.deleteHandle(this.nodeId, h.id);
     };
     if (!cur || cur.value.status === 'deleting' || !cur.value.imageDigest) {
       this.log.warn({ sandbox: h.id }, 'task of a deleted, deleting or half-created sandbox: destroying');
@@ -634,7 +618,7 @@ export class NodeAgent {
 
   /** The task handle of a sandbox this node runs, if any (the watchdog's view; TaskWatchdog). */
   async handleOf(id: string): Promise<TaskHandle | undefined> {
-    return this.handles.get(id) ?? (await this.taskHandles.get(id));
+    return this.handles.get(id) ?? (await this.repo.getHandle(this.nodeId, id));
   }
 
   driverOf(h: TaskHandle): RuntimeDriver | undefined {
@@ -645,7 +629,7 @@ export class NodeAgent {
   async checkTask(id: string): Promise<boolean> {
     return this.lock.run(id, async () => {
       const cur = await this.repo.getSandbox(id);
-      const h = this.handles.get(id) ?? (await this.taskHandles.get(id));
+      const h = this.handles.get(id) ?? (await this.repo.getHandle(this.nodeId, id));
       if (!cur || cur.value.status !== 'running' || !h) return true;
       const driver = this.drivers.get(h.runtime);
       if (driver?.seemsAlive && (await driver.seemsAlive(h).catch(() => false))) return true;

@@ -197,7 +197,7 @@ export class SandboxRepo {
   }
 
   /**
-   * Removes the record, its name and its exec records, releases its volumes, and returns
+   * Removes the record, its name, its handle and its exec records, releases its volumes, and returns
    * the capacity placement reserved for it to its node, all in one commit (retried when the record or
    * a volume changed meanwhile). Concurrent deletes of one node's sandboxes share that commit
    * (ReservationRelease). `known`: the record as the caller just wrote it, saving the first read.
@@ -211,6 +211,7 @@ export class SandboxRepo {
       const ops: CommitOp[] = [
         { op: 'delete', key: K.sandbox(rec.id), expectRevision: cur.revision },
         { op: 'delete', key: K.name(rec.name) },
+        { op: 'delete', key: K.handle(rec.node, rec.id) },
         ...execs.map((kv): CommitOp => ({ op: 'delete', key: kv.key })),
         ...(await this.volumes.detachOps(rec)),
       ];
@@ -266,14 +267,16 @@ export class SandboxRepo {
   }
 
   /**
-   * A finished create: the `running` record, provided the record is still at `expectRevision`
-   * (CONFLICT when it changed, e.g. a delete meanwhile; NOT_FOUND when gone). The node saved the task
-   * handle before (TaskHandleStore).
+   * A finished create: the task handle and the `running` record in one commit, provided the record is
+   * still at `expectRevision` (CONFLICT when it changed, e.g. a delete meanwhile; NOT_FOUND when gone).
    */
-  async commitRunning(sb: Sandbox, expectRevision: number): Promise<void> {
+  async commitRunning(node: string, handle: TaskHandle, sb: Sandbox, expectRevision: number): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.group.commit([{ op: 'put', key: K.sandbox(sb.id), value: JSON.stringify(sb), expectRevision }]);
+        await this.group.commit([
+          { op: 'put', key: K.handle(node, handle.id), value: JSON.stringify(handle) },
+          { op: 'put', key: K.sandbox(sb.id), value: JSON.stringify(sb), expectRevision },
+        ]);
         return;
       } catch (e) {
         if (isPrismError(e, 'CONFLICT')) {
@@ -289,9 +292,8 @@ export class SandboxRepo {
     }
   }
 
-  /** Task handles kept in the Store (StoreTaskHandles); grouped with the node's other sandbox writes. */
   async putHandle(node: string, handle: TaskHandle): Promise<void> {
-    await this.group.commit([{ op: 'put', key: K.handle(node, handle.id), value: JSON.stringify(handle) }]);
+    await this.store.put(K.handle(node, handle.id), JSON.stringify(handle));
   }
 
   /** Grouped with the node's other sandbox writes: deletes come by the dozen too. */
@@ -312,10 +314,8 @@ export class SandboxRepo {
     await this.store.put(K.node(node.id), JSON.stringify(node));
   }
 
-  /** The node's record and reservation, then any task handles it kept in the Store. */
   async deleteNode(id: string): Promise<void> {
     await this.store.commit([{ op: 'delete', key: K.node(id) }, { op: 'delete', key: K.reservation(id) }]);
-    for (const kv of await this.store.list(K.handles(id))) await this.store.delete(kv.key);
   }
 
   /** Node records with their liveness (a member key under a live lease) and reservations joined in. */

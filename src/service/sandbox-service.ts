@@ -434,7 +434,6 @@ export class SandboxService {
     timer.step('destroyMs');
     await this.repo.deleteSandbox(sb, undefined, deleting);
     timer.step('recordMs');
-    if (sb.node === this.agent.nodeId) await this.agent.forgetHandle(sb.id);
     this.log.debug({ sandbox: sb.id, ms: timer.totalMs(), steps: timer.steps }, 'sandbox deleted');
   }
 }
