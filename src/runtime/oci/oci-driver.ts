@@ -242,7 +242,6 @@ export class OciDriver implements RuntimeDriver {
     return (await this.livePid(this.slot(handle))) !== undefined;
   }
 
-  /** The pid of container `id`'s init when seemsAlive holds for it (`pid` given: that one, not the file's). */
   /** The init's pid as runc wrote it to the pid file (not checked to be alive); undefined without one. */
   private recordedPid(id: string): number | undefined {
     let text = '';
@@ -255,6 +254,7 @@ export class OciDriver implements RuntimeDriver {
     return Number.isInteger(pid) && pid > 1 ? pid : undefined;
   }
 
+  /** The pid of container `id`'s init when seemsAlive holds for it (`pid` given: that one, not the file's). */
   private async livePid(id: string, pid?: number): Promise<number | undefined> {
     // Synchronous: three small reads answered from memory (microseconds each), where the async ones
     // cost a thread-pool trip each; deletes and the watchdog ask this of many tasks.
