@@ -17,6 +17,8 @@ import { ensureRamDir } from './vm-ram.js';
 
 /** `cat` may still be flushing the stream when QEMU reports the migration completed. */
 const FLUSH_TIMEOUT_MS = 10_000;
+/** Loading a saved state when the caller names no deadline (VmmStart.restoreTimeoutMs). */
+const DEFAULT_RESTORE_TIMEOUT_MS = 10_000;
 /** RAM files start copies from memory images (see guestMemory); vm-ram.ts sweeps ones a crash left. */
 const SCRATCH_PREFIX = 'restore-';
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -39,7 +41,6 @@ export class QemuVmm implements Vmm {
    */
   constructor(
     readonly binary = 'qemu-system-x86_64',
-    private readonly restoreTimeoutMs = 10_000,
     private readonly memoryDir?: string,
   ) {}
 
@@ -78,7 +79,7 @@ export class QemuVmm implements Vmm {
           throw new PrismError('INTERNAL', `QEMU exited while restoring (${how})`);
         });
         died.catch(() => undefined);
-        await Promise.race([resumeIncoming(p.qmpSocket, o.incoming, this.restoreTimeoutMs, { ignoreShared: !!image }), died]);
+        await Promise.race([resumeIncoming(p.qmpSocket, o.incoming, o.restoreTimeoutMs ?? DEFAULT_RESTORE_TIMEOUT_MS, { ignoreShared: !!image }), died]);
       }
       return vm;
     } finally {

@@ -95,6 +95,8 @@ export interface BootOptions {
   incoming?: string;
   /** With `incoming`: the memory image saved with it (Vmm.saveImage) and how the VM takes it. */
   memoryImage?: VmmStart['memoryImage'];
+  /** With `incoming`: how long loading it may take (VmmStart.restoreTimeoutMs). */
+  restoreTimeoutMs?: number;
   /** The task to limit and mount (`M`); absent for a template VM, which must stay at `booted`. */
   spec?: TaskSpec;
   /** The host cgroups of VMs, in which a task's VM is limited (given with `spec`). */
@@ -116,6 +118,7 @@ export async function bootVm(o: BootOptions): Promise<void> {
   const cg = spec && o.cgroups ? { cgroups: o.cgroups, limits: vmLimits(shape) } : undefined;
   const started = o.vmm.start({
     shape, paths: p, ...(o.incoming ? { incoming: o.incoming } : {}), ...(o.incoming && o.memoryImage ? { memoryImage: o.memoryImage } : {}),
+    ...(o.incoming && o.restoreTimeoutMs ? { restoreTimeoutMs: o.restoreTimeoutMs } : {}),
     ...(cg && spec ? { launch: (argv: string[]) => cg.cgroups.launchCommand(spec.id, cg.limits, argv) } : {}),
     ...(net ? { network: { netnsPath: net.netnsPath, tap: VM_TAP, mac: net.nic.mac } } : {}),
     ...(volumes.length ? { volumes } : {}),

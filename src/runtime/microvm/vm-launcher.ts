@@ -57,7 +57,10 @@ export interface MicrovmDriverOptions {
   cgroupHost?: CgroupHost;
 }
 
-/** A restore answers in ~0.2 s under TCG; one that takes this long is given up for a cold boot. */
+/**
+ * A template restore answers in ~0.2 s under TCG; one that takes this long is given up for a cold
+ * boot. Restores with nothing to fall back on (a resume, a user snapshot or fork) get the boot timeout.
+ */
 const RESTORE_TIMEOUT_MS = 10_000;
 
 /** How a task's VM came up: restored from a template snapshot, or booted. */
@@ -92,7 +95,7 @@ export class VmLauncher {
 
   constructor(private readonly opts: MicrovmDriverOptions) {
     this.qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
-    this.vmm = selectVmm({ vmm: opts.vmm, qemuBinary: this.qemu, firecrackerBinary: opts.firecrackerBinary, restoreTimeoutMs: RESTORE_TIMEOUT_MS, ramDir: opts.ramDir === false ? undefined : (opts.ramDir ?? DEFAULT_VM_RAM_DIR) });
+    this.vmm = selectVmm({ vmm: opts.vmm, qemuBinary: this.qemu, firecrackerBinary: opts.firecrackerBinary, ramDir: opts.ramDir === false ? undefined : (opts.ramDir ?? DEFAULT_VM_RAM_DIR) });
     this.templates = opts.snapshots === false ? null : new TemplateStore({
       dir: join(opts.stateDir, 'templates'), vmm: this.vmm, bootTimeoutMs: this.bootTimeoutMs, logger: opts.logger,
     });
@@ -172,7 +175,7 @@ export class VmLauncher {
     if (!info && key && state) {
       try {
         conn = hooks.connection();
-        await bootVm({ shape, paths: p, vmm: this.vmm, spec, cgroups: this.cgroups, conn, incoming: state, memoryImage: memoryImageOf(state), bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS) });
+        await bootVm({ shape, paths: p, vmm: this.vmm, spec, cgroups: this.cgroups, conn, incoming: state, memoryImage: memoryImageOf(state), restoreTimeoutMs: RESTORE_TIMEOUT_MS, bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS) });
         info = { boot: 'restore', template: key };
       } catch (e) {
         this.opts.logger?.warn({ err: e, task: spec.id, template: key }, 'restoring the template snapshot failed; deleting it and cold-booting');
@@ -194,11 +197,6 @@ export class VmLauncher {
   }
 
   /**
-   * Restores a paused task's VM from its saved state (`state`, written by Vmm.save on pause) with the
-   * task's own disks, volumes and NIC, over `conn`, which keeps the sessions the guest kept. The agent
-   * is already `ready`: nothing is mounted again.
-   */
-  /**
    * A new task restored from another's memory snapshot (its disk already copied to `p.rwDisk`): the
    * VM runs the snapshotted processes; a task with a network gets its own NIC configured again (`N`),
    * since the guest wakes with the snapshotted task's address.
@@ -208,12 +206,17 @@ export class VmLauncher {
     if (nic && spec.network) await conn.network({ address: nic.address, gateway: nic.gateway, mtu: nic.mtu, nameservers: spec.network.nameservers });
   }
 
+  /**
+   * Restores a paused task's VM from its saved state (`state`, written by Vmm.save on pause) with the
+   * task's own disks, volumes and NIC, over `conn`, which keeps the sessions the guest kept. The agent
+   * is already `ready`: nothing is mounted again.
+   */
   async restorePaused(spec: TaskSpec, p: TaskPaths, conn: AgentConnection, state: string, memoryImage?: VmmStart['memoryImage']): Promise<GuestNic | undefined> {
     const [files, verdict, image] = await Promise.all([this.guestFiles(), this.accelerator(), imageDisk(this.opts.imageDiskCache, spec.layers)]);
     const shape = await vmShape({ files, accel: verdict.accel, imageDisk: image, spec, writableDiskMb: this.writableDiskMb(spec) });
     const net = spec.network;
     const network = net ? { netnsPath: net.netnsPath, nic: await prepareTap(net.netnsPath), nameservers: net.nameservers } : undefined;
-    await bootVm({ shape, paths: p, vmm: this.vmm, spec, cgroups: this.cgroups, conn, incoming: state, ...(memoryImage ? { memoryImage } : {}), bootTimeoutMs: Math.min(this.bootTimeoutMs, RESTORE_TIMEOUT_MS), ...(network ? { network } : {}) });
+    await bootVm({ shape, paths: p, vmm: this.vmm, spec, cgroups: this.cgroups, conn, incoming: state, ...(memoryImage ? { memoryImage } : {}), restoreTimeoutMs: this.bootTimeoutMs, bootTimeoutMs: this.bootTimeoutMs, ...(network ? { network } : {}) });
     if (conn.state !== 'ready') throw new PrismError('INTERNAL', `the resumed VM's agent reported ${conn.state}, not ready`);
     return network?.nic;
   }

@@ -16,7 +16,7 @@ describe('selectVmm', () => {
     await rm(dir, { recursive: true, force: true });
   });
   const select = (vmm?: VmmName, firecrackerBinary?: string) =>
-    selectVmm({ vmm, qemuBinary: 'qemu-system-x86_64', firecrackerBinary, restoreTimeoutMs: 1_000 });
+    selectVmm({ vmm, qemuBinary: 'qemu-system-x86_64', firecrackerBinary });
 
   it('picks QEMU by default, even with a firecracker executable on PATH or a --firecracker-bin', async () => {
     await mkdir(join(dir, 'bin'));

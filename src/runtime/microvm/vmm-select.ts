@@ -8,7 +8,7 @@ import type { Vmm, VmmName } from './vmm.js';
  * a host's microVMs onto it. `firecrackerBinary` only says where the binary is (default: PATH); a
  * binary that does not run is reported by the driver's probe rather than replaced by QEMU.
  */
-export function selectVmm(o: { vmm?: VmmName | undefined; qemuBinary: string; firecrackerBinary?: string | undefined; restoreTimeoutMs: number; ramDir?: string | undefined }): Vmm {
+export function selectVmm(o: { vmm?: VmmName | undefined; qemuBinary: string; firecrackerBinary?: string | undefined; ramDir?: string | undefined }): Vmm {
   if (o.vmm === 'firecracker') return new FirecrackerVmm({ binary: o.firecrackerBinary ?? 'firecracker' });
-  return new QemuVmm(o.qemuBinary, o.restoreTimeoutMs, o.ramDir);
+  return new QemuVmm(o.qemuBinary, o.ramDir);
 }

@@ -21,6 +21,12 @@ export interface VmmStart {
    * again); `cow`: the image is mapped copy-on-write, and VMs restored from it share its unchanged pages.
    */
   memoryImage?: { path: string; mode: 'copy' | 'cow' };
+  /**
+   * With `incoming`: how long loading the state may take before start gives up (default 10 s). A
+   * caller with a cold boot to fall back on keeps it short; one without (a resume, a user snapshot)
+   * waits as long as a boot would, since a busy host slows a large restore down.
+   */
+  restoreTimeoutMs?: number;
   /** Volume images attached as extra disks after the writable one (never with `incoming`: a template has none). */
   volumes?: Array<{ image: string; readOnly: boolean }>;
   /**
