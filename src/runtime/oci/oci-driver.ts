@@ -300,8 +300,8 @@ export class OciDriver implements RuntimeDriver {
   /** The task's init process through a pidfd (PidWatcher), checked to be the task's after it is watched. */
   async watchExit(handle: TaskHandle, onEnd: (why: WatchEnd) => void): Promise<boolean> {
     const id = this.slot(handle);
-    const pid = Number((await readFile(this.paths(id).pidFile, 'utf8').catch(() => '')).trim());
-    if (!this.exits.watch(handle.id, pid, onEnd)) return false;
+    const pid = this.recordedPid(id);
+    if (pid === undefined || !this.exits.watch(handle.id, pid, onEnd)) return false;
     // The pid may have been reused between the file's read and the pidfd's open: then it is not ours.
     if ((await this.livePid(id, pid)) === undefined) {
       this.exits.unwatch(handle.id);
@@ -488,7 +488,8 @@ export class OciDriver implements RuntimeDriver {
       throw asPrismError(e, 'INTERNAL', 'claiming a warm-pool task');
     }
     try {
-      const pid = Number((await readFile(p.pidFile, 'utf8')).trim());
+      const pid = this.recordedPid(slot);
+      if (pid === undefined) throw new PrismError('INTERNAL', `warm-pool task ${slot} has no init pid in ${p.pidFile}`);
       await setHostname(pid, spec.hostname);
       await this.writeConfig(spec, p, slot);
       await this.verifyLimits(spec, slot);
@@ -557,7 +558,8 @@ export class OciDriver implements RuntimeDriver {
   private async runAndVerify(id: string, p: TaskPaths, overlay?: string): Promise<void> {
     const wrapper = [this.opts.initBinary, 'listen', p.agentSocket, ...(overlay ? ['--overlay', overlay, p.rootfs] : []), '--'];
     await this.runc.runDetached(id, p.bundle, p.pidFile, p.runLog, wrapper);
-    const pid = Number((await readFile(p.pidFile, 'utf8')).trim());
+    const pid = this.recordedPid(id);
+    if (pid === undefined) throw new PrismError('INTERNAL', `runc started task ${id} but wrote no init pid to ${p.pidFile}`);
     await ensureLoopbackUp(pid);
   }
 
