@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { cgroupLeaks, ociCgroups } from '../fixtures/host-cgroups.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { cp, mkdtemp, rm } from 'node:fs/promises';
@@ -52,6 +52,31 @@ export function authHeaders(url: string): Record<string, string> {
   return t ? { authorization: `Bearer ${t}` } : {};
 }
 
+/** Mount points at or under `dir` (from /proc/self/mountinfo, octal escapes decoded), deepest first. */
+export function mountsUnder(dir: string): string[] {
+  const decode = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(Boolean)
+    .map((line) => decode(line.split(' ')[4]!))
+    .filter((m) => m === dir || m.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+}
+
+/**
+ * Removes a test daemon's data dir. Anything still mounted there is a leak of the code under test
+ * (a task prismd did not tear down): it is unmounted, so that nothing is left on the host, and
+ * reported as an error naming the mounts, so that the test that left it fails.
+ */
+async function removeDataDir(dataDir: string): Promise<void> {
+  const leaked = mountsUnder(dataDir);
+  for (const m of leaked) spawnSync('umount', ['-l', m]);
+  await rm(dataDir, { recursive: true, force: true });
+  if (leaked.length) {
+    const msg = `prismd left ${leaked.length} mount(s) in its data dir ${dataDir}: ${leaked.join(', ')}`;
+    console.error(msg);
+    throw new Error(msg);
+  }
+}
+
 export interface Prismd {
   url: string;
   /** The admin API token: read from the data dir (first node) or given (nodes joining a cluster). */
@@ -91,7 +116,7 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
   const deadline = Date.now() + (process.env.PRISM_IN_HOST_VM === '1' ? 300_000 : 30_000);
   for (;;) {
     if (proc.exitCode !== null) {
-      if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
+      if (!opts.dataDir) await removeDataDir(dataDir);
       throw new Error(`prismd exited with ${proc.exitCode}: ${stderr}`);
     }
     try {
@@ -105,7 +130,7 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
       // Not left running behind the failed test (it would hold its port, data dir and store).
       proc.kill('SIGKILL');
       await exited;
-      if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
+      if (!opts.dataDir) await removeDataDir(dataDir);
       throw new Error(`prismd did not become healthy in time: ${stderr}`);
     }
     await new Promise((r) => setTimeout(r, 50));
@@ -146,7 +171,7 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
       }
       await self.stop();
       if (process.env.PRISM_TEST_KEEP_LOGS) await cp(logFile, join(process.env.PRISM_TEST_KEEP_LOGS, `${basename(dataDir)}.log`)).catch(() => undefined);
-      await rm(dataDir, { recursive: true, force: true });
+      await removeDataDir(dataDir);
     },
   };
   return self;
