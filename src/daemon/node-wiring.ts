@@ -111,7 +111,8 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
     w.log,
   );
   const events = new SandboxEvents(repo, w.log);
-  const sandboxes = new SandboxService(repo, events, agent, w.defaults, w.log, { scheduleMs: w.scheduleTimeoutMs, startMs: 15 * 60_000 }, w.telemetry);
+  const scheduler = new Scheduler(repo, events, w.log, { strategy: w.placement, batchMax: 100, maxTxnOps: 128 });
+  const sandboxes = new SandboxService(repo, events, agent, w.defaults, w.log, { scheduleMs: w.scheduleTimeoutMs, startMs: 15 * 60_000 }, w.telemetry, scheduler);
   const exec = new ExecService(sandboxes, agent, repo, w.execLimits, w.log, w.telemetry);
   const pty = new PtyService(sandboxes, agent);
   const processes = new ProcessService(sandboxes, exec, agent, w.processLimits ?? DEFAULT_PROCESS_LIMITS, w.log);
@@ -122,7 +123,6 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   const metrics = new SandboxMetrics(w.id, feed, agent, w.log, w.metrics ?? DEFAULT_METRICS);
   const lifecycle = new LifecycleEvents(feed, repo, w.log);
   const watchdog = new TaskWatchdog(feed, agent, w.log, { intervalMs: w.watchdogMs, sweepEvery: 12 });
-  const scheduler = new Scheduler(repo, events, w.log, { strategy: w.placement, batchMax: 100, maxTxnOps: 128 });
   const membership = new Membership(w.id, () => address, repo, w.log, { ttlMs: w.nodeTtlMs, campaign: true });
   membership.onElected = (term) => void scheduler.start(term).catch((e) => w.log.error({ err: e }, 'scheduler start failed'));
   membership.onDeposed = () => scheduler.stop();

@@ -16,6 +16,17 @@ export interface SchedulerOptions extends PlacementOptions {
   maxTxnOps: number;
 }
 
+/** A new sandbox handed to the leader to be placed without a `pending` record first (Scheduler.place). */
+interface Fresh {
+  sb: Sandbox;
+  /** Undefined: not written, this node no longer leads. */
+  resolve: (placed: Versioned<Sandbox> | undefined) => void;
+  reject: (e: unknown) => void;
+  /** Past its deadline: answered with UNAVAILABLE unless the batch carrying it commits. */
+  expired: boolean;
+  timer: NodeJS.Timeout;
+}
+
 /** Statuses in which a sandbox on a dead node becomes `lost`. */
 const LOSABLE: readonly Sandbox['status'][] = ['scheduled', 'starting', 'running', 'stopping', 'stopped', 'pausing', 'paused', 'resuming'];
 
@@ -24,9 +35,18 @@ const LOSABLE: readonly Sandbox['status'][] = ['scheduled', 'starting', 'running
  * places them in batches (every sandbox queued while the previous transaction was in flight goes into
  * the next one), and marks the sandboxes of dead nodes `lost`. Every placement transaction checks the
  * term, so a deposed leader's last batch fails instead of double-placing.
+ *
+ * A create made on the leader skips the `pending` record (place): the new record is written by the
+ * placement transaction itself, already `scheduled` (or `failed`), with its name, in the same batches.
  */
 export class Scheduler {
   private readonly queue = new Map<string, Versioned<Sandbox>>();
+  /** New sandboxes handed to place(), by id: written by the next batch that has room. */
+  private readonly fresh = new Map<string, Fresh>();
+  /** Ids of fresh sandboxes in the batch being committed. */
+  private readonly inFlight = new Set<string>();
+  /** The term's view and first listing are done: place() is taken. */
+  private ready = false;
   /** Nodes, liveness and reservations for this term, kept from watches (not listed per batch). */
   private view?: ClusterView;
   private unsubscribe?: () => void;
@@ -66,6 +86,7 @@ export class Scheduler {
         if (s.value.status === 'pending' && !this.queue.has(s.value.id)) this.enqueue(s);
       }
       for (const node of view.deadNodes()) await this.markLost(node, term);
+      if (this.term === term) this.ready = true;
     } catch (e) {
       if (this.term !== term) return; // stopped meanwhile (the view closed under the listing)
       // A term whose first listing failed places nothing: start it over shortly.
@@ -88,6 +109,64 @@ export class Scheduler {
     this.view = undefined;
     this.queue.clear();
     this.term = undefined;
+    this.ready = false;
+    // Not written (a batch in flight, if any, fails its term check): the callers write them `pending`.
+    for (const f of this.fresh.values()) {
+      clearTimeout(f.timer);
+      f.resolve(undefined);
+    }
+    this.fresh.clear();
+  }
+
+  /** Whether place() takes sandboxes now: this node leads and its term's view is ready. */
+  get placesNew(): boolean {
+    return this.ready && this.term !== undefined;
+  }
+
+  /**
+   * Places a new sandbox (status `pending`, never written) in the next batch: the record is created
+   * by the placement transaction, `scheduled` on a node or `failed` with the reason, and its name key
+   * with it. Resolves with the record as written, or undefined when this node does not lead (or stops
+   * leading before a batch wrote it: then none did), for the caller to write it `pending` instead.
+   * Rejects with ALREADY_EXISTS when the name is taken, UNAVAILABLE when no batch could write it
+   * within `timeoutMs`.
+   */
+  place(sb: Sandbox, timeoutMs: number): Promise<Versioned<Sandbox> | undefined> {
+    if (!this.placesNew) return Promise.resolve(undefined);
+    if (this.fresh.has(sb.id)) return Promise.reject(new PrismError('ALREADY_EXISTS', `sandbox '${sb.id}' is already being placed`));
+    return new Promise((resolve, reject) => {
+      const f: Fresh = {
+        sb, resolve, reject, expired: false,
+        timer: setTimeout(() => {
+          f.expired = true;
+          if (this.inFlight.has(sb.id)) return; // the batch's outcome answers it
+          this.fresh.delete(sb.id);
+          reject(new PrismError('UNAVAILABLE', `the scheduler could not place the sandbox within ${Math.round(timeoutMs / 1000)} s; try again`, { retryAfterSec: 5 }));
+        }, timeoutMs),
+      };
+      this.fresh.set(sb.id, f);
+      if (!this.draining) void this.drain();
+    });
+  }
+
+  /** Up to `n` fresh sandboxes for a batch, no two claiming one name (a transaction touches a key once). */
+  private takeFresh(n: number): Fresh[] {
+    const names = new Set<string>();
+    const out: Fresh[] = [];
+    for (const f of this.fresh.values()) {
+      if (out.length >= n) break;
+      if (names.has(f.sb.name)) continue;
+      names.add(f.sb.name);
+      out.push(f);
+    }
+    return out;
+  }
+
+  private answer(f: Fresh, outcome: { placed: Versioned<Sandbox> } | { error: unknown }): void {
+    clearTimeout(f.timer);
+    this.fresh.delete(f.sb.id);
+    if ('placed' in outcome) f.resolve(outcome.placed);
+    else f.reject(outcome.error);
   }
 
   private enqueue(s: Versioned<Sandbox>): void {
@@ -100,19 +179,31 @@ export class Scheduler {
   private async drain(): Promise<void> {
     this.draining = true;
     try {
-      while (this.queue.size > 0 && this.term !== undefined && this.view) {
+      while ((this.queue.size > 0 || this.fresh.size > 0) && this.term !== undefined && this.view) {
         let batch: Versioned<Sandbox>[] = [];
+        let fresh: Fresh[] = [];
         /** The nodes as the batch was placed on, for telling a stale reservation after a refusal. */
         const on = { nodes: [] as ViewNode[] };
         const view = this.view;
         try {
           on.nodes = await view.alive();
-          const room = this.opts.maxTxnOps - 1 - on.nodes.length;
-          batch = [...this.queue.values()].slice(0, Math.max(1, Math.min(this.opts.batchMax, room)));
-          await this.placeAndCommit(batch, on, this.term, view);
+          // A queued sandbox costs one operation (its record), a fresh one two (record and name).
+          const room = Math.max(2, this.opts.maxTxnOps - 1 - on.nodes.length);
+          const max = Math.max(1, this.opts.batchMax);
+          fresh = this.takeFresh(Math.min(max, Math.floor(room / 2)));
+          batch = [...this.queue.values()].slice(0, Math.max(fresh.length ? 0 : 1, Math.min(max - fresh.length, room - 2 * fresh.length)));
+          for (const f of fresh) this.inFlight.add(f.sb.id);
+          const written = await this.placeAndCommit(batch, fresh, on, this.term, view);
           for (const s of batch) if (this.queue.get(s.value.id) === s) this.queue.delete(s.value.id);
+          for (const f of fresh) this.answer(f, { placed: written.get(f.sb.id)! });
         } catch (e) {
-          await this.afterFailedCommit(batch, on.nodes, view, e);
+          await this.afterFailedCommit(batch, fresh, on.nodes, view, e);
+        } finally {
+          this.inFlight.clear();
+        }
+        // Past their deadline while in flight and not written: answered now.
+        for (const f of fresh) {
+          if (f.expired && this.fresh.get(f.sb.id) === f) this.answer(f, { error: new PrismError('UNAVAILABLE', 'the scheduler could not place the sandbox in time; try again', { retryAfterSec: 5 }) });
         }
       }
     } finally {
@@ -120,7 +211,10 @@ export class Scheduler {
     }
   }
 
-  private async placeAndCommit(batch: Versioned<Sandbox>[], on: { nodes: ViewNode[] }, term: number, view: ClusterView): Promise<void> {
+  /** Places the batch and writes it; the fresh sandboxes' records as written, by id. */
+  private async placeAndCommit(queued: Versioned<Sandbox>[], fresh: Fresh[], on: { nodes: ViewNode[] }, term: number, view: ClusterView): Promise<Map<string, Versioned<Sandbox>>> {
+    // A fresh sandbox is written for the first time: expected absent (revision 0).
+    const batch = [...queued, ...fresh.map((f): Versioned<Sandbox> => ({ value: f.sb, revision: 0 }))];
     const reqs = batch.map((s) => ({ id: s.value.id, runtime: s.value.runtime, cpus: s.value.cpus, memoryMb: s.value.memoryMb, diskMb: s.value.diskMb, ...(s.value.nodeSelector ? { nodeSelector: s.value.nodeSelector } : {}), ...((s.value.volumeNode ?? s.value.imageNode) ? { node: (s.value.volumeNode ?? s.value.imageNode)! } : {}) }));
     let { decisions, reserved } = placeBatch(reqs, on.nodes, this.opts);
     // A refusal is final for the sandbox: first make sure the view is not behind a delete that gave
@@ -137,14 +231,17 @@ export class Scheduler {
       return { value: next, revision: s.revision };
     });
     const res: { node: string; value: Reservation; revision: number }[] = [...reserved].map(([node, value]) => ({ node, value, revision: reservationRevs.get(node)! }));
-    const revision = await this.repo.commitPlacement(term, updates, res);
+    const revision = await this.repo.commitPlacement(term, updates, res, fresh.map((f) => f.sb));
     view.committed(res, revision);
     this.stats.batches++;
     for (const u of updates) {
       if (u.value.status === 'scheduled') this.stats.placed++;
       else this.stats.refused++;
     }
-    this.log.debug({ batch: batch.length, term }, 'placed a batch');
+    this.log.debug({ batch: batch.length, fresh: fresh.length, term }, 'placed a batch');
+    const written = new Map<string, Versioned<Sandbox>>();
+    for (const u of updates.slice(queued.length)) written.set(u.value.id, { value: u.value, revision });
+    return written;
   }
 
   /**
@@ -152,7 +249,7 @@ export class Scheduler {
    * delete gave capacity back before the view heard of it), try again with the view refreshed; else
    * drop the batch's sandboxes that are no longer pending.
    */
-  private async afterFailedCommit(batch: Versioned<Sandbox>[], nodes: ViewNode[], view: ClusterView, e: unknown): Promise<void> {
+  private async afterFailedCommit(batch: Versioned<Sandbox>[], fresh: Fresh[], nodes: ViewNode[], view: ClusterView, e: unknown): Promise<void> {
     if (!isPrismError(e, 'CONFLICT')) {
       this.log.warn({ err: e }, 'placement commit failed; retrying');
       await new Promise((r) => setTimeout(r, 200));
@@ -166,6 +263,7 @@ export class Scheduler {
     }
     const used = new Map(nodes.map((n) => [n.id, n.reservationRevision]));
     if (await view.refreshReservations(used).catch(() => false)) return;
+    if (!(await this.settleFresh(fresh))) return;
     for (const s of batch) {
       const cur = await this.repo.getSandbox(s.value.id).catch((err: unknown) => err as Error);
       // Unreadable now: the next round tries the batch again (and comes back here if it is stale).
@@ -178,6 +276,26 @@ export class Scheduler {
       if (cur?.value.status === 'pending') this.queue.set(s.value.id, cur);
       else this.queue.delete(s.value.id);
     }
+  }
+
+  /**
+   * After a refused batch, the fresh sandboxes that cannot go again as they are: one already written
+   * (by an earlier attempt whose answer was lost) is answered with its record, one whose name is
+   * taken with ALREADY_EXISTS. False when they could not be read (the next round tries again).
+   */
+  private async settleFresh(fresh: Fresh[]): Promise<boolean> {
+    for (const f of fresh) {
+      if (this.fresh.get(f.sb.id) !== f) continue;
+      const [cur, owner] = await Promise.all([this.repo.getSandbox(f.sb.id), this.repo.idForName(f.sb.name)]).catch((err: unknown) => [err as Error, undefined] as const);
+      if (cur instanceof Error) {
+        this.log.warn({ err: cur }, 'reading a refused placement back failed; retrying');
+        await new Promise((r) => setTimeout(r, 200));
+        return false;
+      }
+      if (cur) this.answer(f, { placed: cur });
+      else if (owner !== undefined && owner !== f.sb.id) this.answer(f, { error: new PrismError('ALREADY_EXISTS', `a sandbox named '${f.sb.name}' already exists`) });
+    }
+    return true;
   }
 
   /** A node's lease ran out: its sandboxes are `lost` (kept, not deleted) until it returns. */

@@ -131,3 +131,14 @@ describe('LifecycleEvents: node-dead', () => {
     events.stop();
   });
 });
+
+describe('LifecycleEvents: sandboxes', () => {
+  it('tells `created` first for a record that appears already placed (the leader places its own creates at once), then its status', async () => {
+    const { sandboxes, got } = await setup();
+    sandboxes.put(sandbox('sb-3', 'n1', 'scheduled'));
+    sandboxes.put(sandbox('sb-3', 'n1', 'running'));
+    // sb-1 was listed at start: a change of a known record is no creation.
+    sandboxes.put(sandbox('sb-1', 'n2', 'stopped'));
+    expect(got.map((e) => `${e.type} ${e.sandboxId}`)).toEqual(['created sb-3', 'scheduled sb-3', 'running sb-3', 'stopped sb-1']);
+  });
+});

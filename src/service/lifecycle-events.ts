@@ -136,6 +136,9 @@ export class LifecycleEvents {
     if (!sb) {
       event = { type: 'deleted', sandboxId: id, revision, time, ...(before ? { name: before.name, node: before.node, runtime: before.runtime } : {}) };
     } else {
+      // A record that appears already placed (the leader placed it at once, Scheduler.place) was
+      // created all the same: `created` comes first, then its status.
+      if (!before && sb.status !== 'pending') this.publish({ type: 'created', sandboxId: id, name: sb.name, node: sb.node, runtime: sb.runtime, revision, time });
       const type: LifecycleEventType = sb.status === 'pending' ? 'created' : sb.status;
       event = { type, sandboxId: id, name: sb.name, node: sb.node, runtime: sb.runtime, revision, time };
       if (sb.error && (sb.status === 'failed' || sb.status === 'stopped' || sb.status === 'lost')) event.error = { code: sb.error.code, message: sb.error.message };

@@ -259,8 +259,11 @@ export class SandboxRepo {
     leaderRevision: number,
     sandboxes: Versioned<Sandbox>[],
     reservations: { node: string; value: Reservation; revision: number }[],
+    /** New sandboxes among `sandboxes` (revision 0): their names are claimed in the same commit. */
+    named: Sandbox[] = [],
   ): Promise<number> {
     const ops: CommitOp[] = [{ op: 'check', key: K.leader, expectRevision: leaderRevision }];
+    for (const sb of named) ops.push({ op: 'put', key: K.name(sb.name), value: sb.id, expectRevision: 0 });
     for (const s of sandboxes) ops.push({ op: 'put', key: K.sandbox(s.value.id), value: JSON.stringify(s.value), expectRevision: s.revision });
     for (const r of reservations) ops.push({ op: 'put', key: K.reservation(r.node), value: JSON.stringify(r.value), expectRevision: r.revision });
     return this.store.commit(ops);

@@ -33,9 +33,9 @@ async function setup(limits: Partial<ExecLimits> = {}) {
     watchdogMs: 60_000, log: silentLogger,
   });
   cleanups.push(() => store.close(), () => node.stop());
-  const { repo, agent, sandboxes, exec } = node;
+  const { repo, agent, sandboxes, exec, scheduler } = node;
   const run = (sb: string, argv: string[], req: Partial<ExecRequest> = {}) => runExec(exec, sb, { argv, ...req });
-  return { store, repo, driver, agent, node: await node.nodes.publish(), sandboxes, exec, run };
+  return { store, repo, driver, agent, node: await node.nodes.publish(), sandboxes, exec, run, scheduler };
 }
 
 async function runExec(exec: ExecService, sb: string, req: ExecRequest): Promise<ExecResult & { stdout: string; stderr: string }> {
@@ -110,6 +110,35 @@ describe('SandboxService.create', () => {
     const { sandboxes } = await setup();
     const sb = await sandboxes.create({ name: 'custom', workdir: '/srv', cpus: 2, memoryMb: 256, pidsLimit: 64, image: IMAGE });
     expect(sb).toMatchObject({ name: 'custom', workdir: '/srv', cpus: 2, memoryMb: 256, pidsLimit: 64 });
+  });
+
+  it('on the scheduler leader, writes a new sandbox once, already placed: no pending record, its name in the same commit', async () => {
+    const { sandboxes, store, repo, scheduler } = await setup();
+    for (let i = 0; i < 200 && !scheduler.placesNew; i++) await sleep(10);
+    expect(scheduler.placesNew).toBe(true);
+    const writes: { id: string; status: string; revision: number }[] = [];
+    const names = new Map<string, number>();
+    const from = await store.revision();
+    const watches = [
+      store.watch('/prism/sandboxes/', from, (e) => {
+        if (e.type === 'put') writes.push({ id: e.key.split('/').pop()!, status: (JSON.parse(e.value!) as { status: string }).status, revision: e.revision });
+      }),
+      store.watch('/prism/names/', from, (e) => void (e.type === 'put' && names.set(e.value!, e.revision))),
+    ];
+    cleanups.push(() => watches.forEach((w) => w.close()));
+    const made = await Promise.all(Array.from({ length: 3 }, () => sandboxes.create({})));
+    await sleep(50);
+    for (const sb of made) {
+      const mine = writes.filter((w) => w.id === sb.id);
+      expect(mine.map((w) => w.status)).toEqual(['scheduled', 'running']);
+      expect(names.get(sb.id)).toBe(mine[0]!.revision);
+      expect(await repo.idForName(sb.name)).toBe(sb.id);
+    }
+    // Not leading: place() takes nothing (the create then writes `pending` for a leader to place).
+    scheduler.stop();
+    expect(scheduler.placesNew).toBe(false);
+    expect(await scheduler.place({ ...made[0]!, id: 'sb-not-placed', name: 'not-placed', status: 'pending', node: '' }, 1000)).toBeUndefined();
+    expect(await repo.getSandbox('sb-not-placed')).toBeUndefined();
   });
 
   it('refuses a taken name with ALREADY_EXISTS; the loser leaves nothing behind', async () => {

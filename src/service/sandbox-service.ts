@@ -10,7 +10,7 @@ import { resolvePolicy } from '../net/policy.js';
 import type { Logger } from './logger.js';
 import type { NodeAgent } from './node-agent.js';
 import type { SandboxEvents, SandboxFollower } from './sandbox-events.js';
-import type { SandboxRepo } from './sandbox-repo.js';
+import type { SandboxRepo, Versioned } from './sandbox-repo.js';
 import { validateVolumeMounts } from './volume-rules.js';
 
 /** What a create asks for: the API's create body (src/core/wire.ts); the service applies defaults. */
@@ -19,6 +19,14 @@ export type CreateSandboxRequest = CreateSandboxWire;
 function normaliseNetwork(n: CreateSandboxRequest['network']): NetworkSpec {
   const e = n?.egress ?? 'none';
   return { egress: typeof e === 'string' ? e : { allow: e.allow ?? [], deny: e.deny ?? [] } };
+}
+
+/**
+ * Places a new sandbox without a `pending` record first (the scheduler, where this node leads): the
+ * record as written (`scheduled` or `failed`), or undefined when it cannot (then nothing was written).
+ */
+export interface Placer {
+  place(sb: Sandbox, timeoutMs: number): Promise<Versioned<Sandbox> | undefined>;
 }
 
 export interface CreateTimeouts {
@@ -63,6 +71,8 @@ export class SandboxService {
     private readonly log: Logger,
     private readonly timeouts: CreateTimeouts = { scheduleMs: 30_000, startMs: 15 * 60_000 },
     private readonly telemetry: Telemetry = NO_TELEMETRY,
+    /** This node's scheduler: a create made on the leader is placed at once, with no `pending` record. */
+    private readonly placer?: Placer,
   ) {
     agent.onTtlExpired = (sb) => {
       const action = sb.onTimeout ?? 'stop';
@@ -136,9 +146,10 @@ export class SandboxService {
   }
 
   /**
-   * Creates a sandbox and resolves once it is running. The record goes in as `pending`; the scheduler
-   * leader places it; the chosen node creates it (pulling the image there). On failure nothing is left
-   * behind: the record is removed and the node's error code is the call's.
+   * Creates a sandbox and resolves once it is running. On the scheduler leader the record is written
+   * once placed; elsewhere it goes in as `pending` and the leader places it. The chosen node creates it
+   * (pulling the image there). On failure nothing is left behind: the record is removed and the node's
+   * error code is the call's.
    */
   /** Makes a sandbox and answers once it is running or failed; its duration goes to the telemetry. */
   async create(req: CreateSandboxRequest): Promise<Sandbox> {
@@ -213,7 +224,7 @@ export class SandboxService {
   private async createAndWait(sb: Sandbox, req: CreateSandboxRequest, follower: SandboxFollower): Promise<Sandbox> {
     for (let attempt = 0; ; attempt++) {
       try {
-        const { value, revision } = await this.repo.createSandbox(sb);
+        const { value, revision } = await this.firstWrite(sb);
         follower.wrote(value, revision);
         break;
       } catch (e) {
@@ -239,6 +250,19 @@ export class SandboxService {
       throw new PrismError(code, done.error?.message ?? `creating sandbox '${sb.name}' failed`);
     }
     throw new PrismError('DEADLINE_EXCEEDED', `sandbox '${sb.name}' is still ${done.status} after ${Math.round(this.timeouts.startMs / 1000)} s; it is kept: watch it with 'prismctl sandbox info'`);
+  }
+
+  /**
+   * A new sandbox's first record: placed at once when this node leads the scheduling (one write
+   * fewer, and no wait for the leader to hear of it), else `pending` for the leader to place. Volume
+   * attachments are checked in the `pending` write's commit, so those sandboxes always take that way.
+   */
+  private async firstWrite(sb: Sandbox): Promise<Versioned<Sandbox>> {
+    if (this.placer && !sb.volumes?.length) {
+      const placed = await this.placer.place(sb, this.timeouts.scheduleMs);
+      if (placed) return placed;
+    }
+    return this.repo.createSandbox(sb);
   }
 
   /** The one node holding all of `mounts`' volumes; NOT_FOUND for a missing volume. */
