@@ -29,6 +29,10 @@
  *                           sandboxes are `lost`, and (after it restarts) until they are `running` again
  *
  * Usage: node dist/bench/cluster-placement.js [runs=5] [n=1000] [failoverRuns=3]   (needs etcd, etcdctl)
+ *   PRISM_BENCH_VIA_LEADER=1 sends every create to the scheduler leader's node instead of spreading them
+ *                           (there each is placed at once, with no `pending` record): what forwarding
+ *                           creates to the leader would give, without the cost of the forwarding hop.
+ *                           An upper bound for that design, not the figure compared with the target.
  *   PRISM_BENCH_PROFILE=PATH writes V8 CPU profiles of the first steady run's creates and deletes (all 3
  *                           nodes: one process) to PATH.create.cpuprofile and PATH.delete.cpuprofile.
  */
@@ -60,6 +64,8 @@ const CONCURRENCY = Number(process.env.PRISM_BENCH_CONCURRENCY ?? 64);
  */
 const BURST = Number(process.env.PRISM_BENCH_BURST ?? 100);
 const NODE_TTL_MS = 3000;
+/** Every create through the leader's node (see the usage above). */
+const VIA_LEADER = process.env.PRISM_BENCH_VIA_LEADER === '1';
 /** How long one failover measurement may take before it counts as a timeout. */
 const FAILOVER_BOUND_MS = 30_000;
 const PREFIX = 'prism-bench/';
@@ -264,7 +270,8 @@ async function prismRun(nodes: BenchNode[], repo: SandboxRepo, observer: EtcdSto
         const i = first + k;
         const c0 = performance.now();
         // Named, because generated names collide within a thousand sandboxes (see the report).
-        await nodes[i % nodes.length]!.svc.sandboxes.create({ name: `bench-${i}` }).then(() => createMs.push(performance.now() - c0), (e) => {
+        const via = VIA_LEADER ? leaderOf(nodes)! : nodes[i % nodes.length]!;
+        await via.svc.sandboxes.create({ name: `bench-${i}` }).then(() => createMs.push(performance.now() - c0), (e) => {
           errors++;
           log.error({ err: e }, 'create failed');
         });
@@ -513,7 +520,7 @@ function report(rawRuns: RawRun[], storePuts: number[], prism: { steady: PrismRu
   return {
     benchmark: 'cluster-placement',
     date: new Date().toISOString(),
-    runs: RUNS, n: N, concurrency: CONCURRENCY, burst: BURST, etcd: 'v3.4, 3 members on loopback, data on ' + tmpdir(),
+    runs: RUNS, n: N, concurrency: CONCURRENCY, burst: BURST, createsVia: VIA_LEADER ? 'the leader node only (upper bound of forwarding)' : 'every node in turn', etcd: 'v3.4, 3 members on loopback, data on ' + tmpdir(),
     nodes: 3, driver: 'fake (no-op)', nodeTtlMs: NODE_TTL_MS,
     baseline: {
       rawPutsPerSec: { median: rawMedian, all: rawPuts.map(round) },
