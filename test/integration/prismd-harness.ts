@@ -112,10 +112,24 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
   let stderr = '';
   proc.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-  // Seconds here; minutes under emulation with the host busy (the host VM in CI).
-  const deadline = Date.now() + (process.env.PRISM_IN_HOST_VM === '1' ? 300_000 : 30_000);
+  // Seconds here; minutes under emulation with the host busy (the host VM in CI). Forming or joining a
+  // cluster also starts an etcd member and waits for raft: under CI's load a join took over 30 s.
+  const forming = args.includes('--join') || args.includes('--cluster-init');
+  const deadline = Date.now() + (process.env.PRISM_IN_HOST_VM === '1' ? 300_000 : forming ? 120_000 : 30_000);
+  /** A SIGKILLed prismd cannot stop the etcd member it runs (--cluster-init, --join): its pid file names it. */
+  const killMember = () => {
+    const pid = Number(existsSync(join(dataDir, 'etcd.pid')) ? readFileSync(join(dataDir, 'etcd.pid'), 'utf8') : '');
+    if (Number.isInteger(pid) && pid > 1) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  };
   for (;;) {
     if (proc.exitCode !== null) {
+      killMember();
       if (!opts.dataDir) await removeDataDir(dataDir);
       throw new Error(`prismd exited with ${proc.exitCode}: ${stderr}`);
     }
@@ -130,8 +144,10 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
       // Not left running behind the failed test (it would hold its port, data dir and store).
       proc.kill('SIGKILL');
       await exited;
+      killMember();
+      const log = existsSync(logFile) ? readFileSync(logFile, 'utf8').trim().split('\n').slice(-15).join('\n') : '';
       if (!opts.dataDir) await removeDataDir(dataDir);
-      throw new Error(`prismd did not become healthy in time: ${stderr}`);
+      throw new Error(`prismd did not become healthy in time: ${stderr}\nlast lines of its log:\n${log}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
