@@ -29,6 +29,9 @@
  *                           sandboxes are `lost`, and (after it restarts) until they are `running` again
  *
  * Usage: node dist/bench/cluster-placement.js [runs=5] [n=1000] [failoverRuns=3]   (needs etcd, etcdctl)
+ *   PRISM_BENCH_HTTP=1      each node also serves its API (no auth, no TLS) on loopback, and creates go to the
+ *                           nodes' `POST /api/v1/sandboxes` in turn: end to end, with a create made on a
+ *                           node that does not lead sent on to the leader's (owner-proxy.ts), as users' are.
  *   PRISM_BENCH_VIA_LEADER=1 sends every create to the scheduler leader's node instead of spreading them
  *                           (there each is placed at once, with no `pending` record): what forwarding
  *                           creates to the leader would give, without the cost of the forwarding hop.
@@ -42,6 +45,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Etcd3 } from 'etcd3';
+import type { FastifyInstance } from 'fastify';
+import { Agent, request as undiciRequest } from 'undici';
+import { buildApi } from '../src/api/server.js';
 import { isPrismError } from '../src/core/errors.js';
 import type { Sandbox } from '../src/core/types.js';
 import { startNode, type NodeServices } from '../src/daemon/node-wiring.js';
@@ -66,6 +72,10 @@ const BURST = Number(process.env.PRISM_BENCH_BURST ?? 100);
 const NODE_TTL_MS = 3000;
 /** Every create through the leader's node (see the usage above). */
 const VIA_LEADER = process.env.PRISM_BENCH_VIA_LEADER === '1';
+/** Creates over the nodes' HTTP APIs (see the usage above). */
+const OVER_HTTP = process.env.PRISM_BENCH_HTTP === '1';
+/** Keep-alive connections to the nodes' APIs, as a client library keeps them. */
+const httpClient = new Agent({ connections: 128 });
 /** How long one failover measurement may take before it counts as a timeout. */
 const FAILOVER_BOUND_MS = 30_000;
 const PREFIX = 'prism-bench/';
@@ -137,7 +147,7 @@ function rpcsPer(before: Map<string, number>, after: Map<string, number>, units:
 
 const images = oneImageStore(IMAGE, { digest: 'sha256:' + 'cd'.repeat(32) });
 
-interface BenchNode { id: string; store: EtcdStore; driver: FakeDriver; svc: NodeServices }
+interface BenchNode { id: string; store: EtcdStore; driver: FakeDriver; svc: NodeServices; api?: { url: string; app: FastifyInstance } }
 
 /** One node on its own etcd connection; a restart passes the old FakeDriver (its tasks "survived"). */
 async function startBenchNode(endpoints: string[], id: string, driver = new FakeDriver()): Promise<BenchNode> {
@@ -152,11 +162,27 @@ async function startBenchNode(endpoints: string[], id: string, driver = new Fake
     execLimits: { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600 },
     watchdogMs: 600_000, log,
   });
-  return { id, store, driver, svc };
+  if (!OVER_HTTP) return { id, store, driver, svc };
+  const app = await buildApi(
+    { sandboxes: svc.sandboxes, exec: svc.exec, pty: svc.pty, processes: svc.processes, files: svc.files, nodes: svc.nodes, images: svc.images, volumes: svc.volumes, metrics: svc.metrics, lifecycle: svc.lifecycle, snapshots: svc.snapshots, version: 'bench', nodeId: id, leader: () => svc.membership.leader() },
+    { logger: log, bodyLimit: 1 << 20, maxImportBytes: 1 << 20 },
+  );
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+  await svc.setAddress(url);
+  return { id, store, driver, svc, api: { url, app } };
+}
+
+/** A create through the node's API; rejects with the API's error. */
+async function createOverHttp(node: BenchNode, body: object): Promise<void> {
+  const res = await undiciRequest(`${node.api!.url}/api/v1/sandboxes`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), dispatcher: httpClient });
+  const text = await res.body.text();
+  if (res.statusCode !== 201) throw new Error(`create via ${node.id}: ${res.statusCode} ${text}`);
 }
 
 /** A node dying without a goodbye: renewals stop, its connection drops, the lease runs out in etcd. */
 async function crash(node: BenchNode): Promise<void> {
+  await node.api?.app.close();
   await node.svc.stop();
   await node.store.close();
 }
@@ -271,7 +297,7 @@ async function prismRun(nodes: BenchNode[], repo: SandboxRepo, observer: EtcdSto
         const c0 = performance.now();
         // Named, because generated names collide within a thousand sandboxes (see the report).
         const via = VIA_LEADER ? leaderOf(nodes)! : nodes[i % nodes.length]!;
-        await via.svc.sandboxes.create({ name: `bench-${i}` }).then(() => createMs.push(performance.now() - c0), (e) => {
+        await (OVER_HTTP ? createOverHttp(via, { name: `bench-${i}` }) : via.svc.sandboxes.create({ name: `bench-${i}` })).then(() => createMs.push(performance.now() - c0), (e) => {
           errors++;
           log.error({ err: e }, 'create failed');
         });
@@ -465,8 +491,10 @@ async function main() {
     };
     process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
   } finally {
+    for (const n of nodes) await n.api?.app.close().catch(() => undefined);
     for (const n of nodes) await n.svc.stop({ leave: true }).catch(() => undefined);
     for (const n of nodes) await n.store.close();
+    await httpClient.close();
     await observer.close();
     raw.close();
     await cluster.stop();
@@ -520,7 +548,7 @@ function report(rawRuns: RawRun[], storePuts: number[], prism: { steady: PrismRu
   return {
     benchmark: 'cluster-placement',
     date: new Date().toISOString(),
-    runs: RUNS, n: N, concurrency: CONCURRENCY, burst: BURST, createsVia: VIA_LEADER ? 'the leader node only (upper bound of forwarding)' : 'every node in turn', etcd: 'v3.4, 3 members on loopback, data on ' + tmpdir(),
+    runs: RUNS, n: N, concurrency: CONCURRENCY, burst: BURST, createsVia: `${VIA_LEADER ? 'the leader node only (upper bound of forwarding)' : 'every node in turn'}${OVER_HTTP ? ', over HTTP' : ', in-process service calls'}`, etcd: 'v3.4, 3 members on loopback, data on ' + tmpdir(),
     nodes: 3, driver: 'fake (no-op)', nodeTtlMs: NODE_TTL_MS,
     baseline: {
       rawPutsPerSec: { median: rawMedian, all: rawPuts.map(round) },

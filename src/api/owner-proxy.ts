@@ -1,5 +1,6 @@
 import replyFrom from '@fastify/reply-from';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Agent, request as undiciRequest } from 'undici';
 import { PrismError } from '../core/errors.js';
 import type { Sandbox } from '../core/types.js';
 import type { SandboxService } from '../service/sandbox-service.js';
@@ -23,6 +24,12 @@ declare module 'fastify' {
     volumeOwner?: boolean;
     /** The route acts on what one node holds (a snapshot's image): the id of that node, or undefined to run here. */
     nodeOwner?: (req: FastifyRequest) => Promise<string | undefined>;
+    /**
+     * The route is best served on the scheduler leader's node (a create: its scheduler places it at
+     * once, with no `pending` record): sent on there unless this node leads or the request was
+     * forwarded already. A leader that cannot be connected to is not waited for: the route runs here.
+     */
+    toLeader?: boolean;
   }
 }
 
@@ -42,7 +49,10 @@ export async function registerOwnerProxy(
   nodeId: string,
   tls?: { cert: Buffer; key: Buffer; ca: Buffer },
   volumes?: VolumeService,
+  /** The scheduler leader's node id as this node last saw it (Membership.leader), for `toLeader` routes. */
+  leader?: () => string | undefined,
 ): Promise<void> {
+  const toLeader = leader ? new LeaderForward(sandboxes, nodeId, leader, tls) : undefined;
   await app.register(replyFrom, {
     // A forwarded exec may stream for as long as the command runs; the client's own timeouts apply.
     // Over TLS the owner must prove it holds a certificate of the cluster CA; this node shows its own.
@@ -53,6 +63,10 @@ export async function registerOwnerProxy(
   app.decorateRequest('ownerSandbox', undefined);
   app.addHook('preHandler', async (req, reply) => {
     const cfg = req.routeOptions.config;
+    if (cfg?.toLeader) {
+      if (toLeader && !req.headers[FORWARDED_HEADER] && (await toLeader.forward(req, reply))) return reply;
+      return;
+    }
     const params = req.params as { id?: string; name?: string } | undefined;
     let target: { what: string; node: string; address: string } | undefined;
     const sandboxId = typeof cfg?.owner === 'function' ? await cfg.owner(req) : cfg?.owner ? params?.id : undefined;
@@ -97,4 +111,70 @@ export async function registerOwnerProxy(
       },
     });
   });
+}
+
+/** Headers of one connection, not of the request: not sent on. */
+const HOP_HEADERS = new Set(['host', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-connection', 'content-length', 'content-type']);
+
+/** Errors that say a request never reached the other node (so running it here cannot run it twice). */
+const NOT_CONNECTED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/**
+ * Sends `toLeader` requests on to the leader's node and its answer back as it came. The leader's
+ * address is kept per leader id (read from the node records once, not per request) and dropped when
+ * it cannot be connected to; then, and whenever no leader is known, the request runs here.
+ */
+class LeaderForward {
+  private address?: { node: string; name: string; url: string };
+  private readonly dispatcher: Agent;
+
+  constructor(
+    private readonly sandboxes: SandboxService,
+    private readonly nodeId: string,
+    private readonly leader: () => string | undefined,
+    tls?: { cert: Buffer; key: Buffer; ca: Buffer },
+  ) {
+    // A create may pull an image for minutes: the client's own timeouts apply, as for owner routes.
+    this.dispatcher = new Agent({ headersTimeout: 0, bodyTimeout: 0, ...(tls ? { connect: { ca: tls.ca, cert: tls.cert, key: tls.key } } : {}) });
+  }
+
+  /** Answers the request with the leader's response (true), or leaves it to run here (false). */
+  async forward(req: FastifyRequest, reply: FastifyReply): Promise<boolean> {
+    const node = this.leader();
+    if (!node || node === this.nodeId) return false;
+    const to = await this.addressOf(node);
+    if (!to) return false;
+    // The caller's own headers (its credentials, whichever API it speaks), the body as parsed here.
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && !HOP_HEADERS.has(k)) headers[k] = v;
+    headers['content-type'] = 'application/json';
+    headers[FORWARDED_HEADER] = this.nodeId;
+    let res;
+    try {
+      res = await undiciRequest(`${to.url}${req.url}`, { method: req.method as 'POST', headers, body: JSON.stringify(req.body ?? {}), dispatcher: this.dispatcher });
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code && NOT_CONNECTED.has(code)) {
+        this.address = undefined;
+        return false; // never reached it: made here instead (a pending record the next leader places)
+      }
+      throw new PrismError('UNAVAILABLE', `node ${to.name} (${to.url}), the scheduler leader, did not answer (${(e as Error).message}); the sandbox may have been created: list sandboxes before trying again`, { retryAfterSec: 1 });
+    }
+    const body = await res.body.text();
+    const pass = ['content-type', 'retry-after'] as const;
+    for (const h of pass) {
+      const v = res.headers[h];
+      if (typeof v === 'string') void reply.header(h, v);
+    }
+    await reply.code(res.statusCode).send(body);
+    return true;
+  }
+
+  private async addressOf(node: string): Promise<{ node: string; name: string; url: string } | undefined> {
+    if (this.address?.node === node) return this.address;
+    const info = (await this.sandboxes.nodes().catch(() => [])).find((n) => n.id === node);
+    if (!info || info.status !== 'alive' || !info.address) return undefined;
+    this.address = { node, name: info.name, url: info.address };
+    return this.address;
+  }
 }

@@ -51,6 +51,8 @@ export interface ApiServices {
   snapshots: SnapshotService;
   version: string;
   nodeId: string;
+  /** The scheduler leader's node as this node last saw it: creates are sent on there (owner-proxy.ts). */
+  leader?: () => string | undefined;
   /** Joining the cluster (`prismd --join`); absent on a node alone on SQLite. */
   cluster?: ClusterJoin;
   /** Absent only when the daemon runs with `--auth none`. */
@@ -148,7 +150,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
   if (svc.tokens) registerAuth(app, svc.tokens, (path) => (!!opts.console && isConsolePath(path)) || (metricsOpen && path === METRICS_PATH) || isJoinPath(path));
   if (opts.console) await registerConsole(app, typeof opts.console === 'string' ? opts.console : undefined);
   if (svc.prometheus) registerMetricsRoute(app, svc.prometheus.metrics);
-  await registerOwnerProxy(app, svc.sandboxes, svc.nodeId, opts.tls, svc.volumes);
+  await registerOwnerProxy(app, svc.sandboxes, svc.nodeId, opts.tls, svc.volumes, svc.leader);
   await app.register(
     async (api) => {
       registerSystemRoutes(api, svc);

@@ -214,7 +214,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       log.warn({ api: cfg.apiHost }, 'API authentication is OFF (--auth none): anyone who can reach the API can run code');
     }
     const app = await buildApi(
-      { sandboxes: node.sandboxes, exec: node.exec, pty: node.pty, processes: node.processes, files: node.files, nodes: node.nodes, images: node.images, volumes: node.volumes, metrics: node.metrics, lifecycle: node.lifecycle, snapshots: node.snapshots, version, nodeId: ident.id, ...(tokens ? { tokens } : {}), ...(cluster ? { cluster } : {}),
+      { sandboxes: node.sandboxes, exec: node.exec, pty: node.pty, processes: node.processes, files: node.files, nodes: node.nodes, images: node.images, volumes: node.volumes, metrics: node.metrics, lifecycle: node.lifecycle, snapshots: node.snapshots, version, nodeId: ident.id, leader: () => node.membership.leader(), ...(tokens ? { tokens } : {}), ...(cluster ? { cluster } : {}),
         prometheus: { metrics: prom, auth: cfg.metricsAuth },
         e2b: { defaultImage: cfg.defaultImage, maxTimeoutSec: 86400, ...(cfg.e2bDomain ? { domain: cfg.e2bDomain } : {}) } },
       { logger: log, bodyLimit: 16 * 1024 * 1024, maxImportBytes: 64 * 1024 ** 3, console: cfg.console, ...(tls ? { tls } : {}) });

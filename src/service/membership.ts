@@ -30,6 +30,8 @@ export class Membership {
   /** Bumped per leader watch opened, so a slow start of an older one does not replace a newer one. */
   private leaderWatchGeneration = 0;
   private lastRenewal = 0;
+  /** The leading node as last seen from here (the leader key's value); undefined when none is known. */
+  private leaderNode?: string;
   private stopped = false;
   private busy = false;
 
@@ -48,6 +50,14 @@ export class Membership {
   /** The current term when this node leads, else undefined. */
   leaderTerm(): number | undefined {
     return this.term;
+  }
+
+  /**
+   * The node that leads the scheduling as this node last saw it (its own id while it leads), from the
+   * leader watch and the followers' check each tick: no store read. Undefined when none is known.
+   */
+  leader(): string | undefined {
+    return this.term !== undefined ? this.nodeId : this.leaderNode;
   }
 
   async start(): Promise<void> {
@@ -103,6 +113,7 @@ export class Membership {
       return null;
     });
     if (cur === null) return;
+    this.leaderNode = cur?.node;
     if (!cur || cur.node === this.nodeId) await this.runForLeader();
     else if (!this.watchingLeader) this.watchLeader();
   }
@@ -116,6 +127,7 @@ export class Membership {
         // Our own previous incarnation (a restart within the TTL): the data dir's pid lock says it is
         // gone, so take the key over instead of waiting for its lease to run out.
         if (cur?.node === this.nodeId) term = await this.repo.takeOverLeadership(this.nodeId, this.lease, cur.revision);
+        else this.leaderNode = cur?.node;
       }
       if (term === undefined) {
         if (!this.watchingLeader) this.watchLeader();
@@ -139,6 +151,7 @@ export class Membership {
     void this.repo.revision().then((rev) => {
       if (this.stopped || generation !== this.leaderWatchGeneration) return;
       this.leaderWatch = this.repo.watchLeader(rev, (leader) => {
+        this.leaderNode = leader;
         if (leader === undefined) {
           if (this.term !== undefined) this.depose();
           void this.runForLeader();

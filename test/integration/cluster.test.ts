@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Etcd3 } from 'etcd3';
 import { Prism, type LifecycleEvent } from '../../src/sdk/index.js';
 import { EtcdCluster, etcdSkipReason } from '../fixtures/etcd-cluster.js';
 import { call, integrationSkipReason, leftovers, startPrismd, type Prismd, authHeaders, fetchFor } from './prismd-harness.js';
@@ -192,6 +193,31 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
     console.log(JSON.stringify({ nodeDeadAndLostMs: detectMs, ttlMs: TTL_S * 1000 }));
     for (const sb of made) await call(via.url, 'DELETE', `/sandboxes/${sb.id}`);
   }, 120_000);
+
+  it('sends a create made on another node to the leader, whose scheduler writes it already placed (no pending record)', async () => {
+    const leaderId = (await clusterInfo(nodes[0]!)).leader;
+    const follower = nodes[(nodeIndex(leaderId) + 1) % 3]!;
+    const client = new Etcd3({ hosts: etcd.endpoints() });
+    const first = new Map<string, string>();
+    const watcher = await client.watch().prefix('/prism/sandboxes/').create();
+    watcher.on('put', (kv) => {
+      const id = kv.key.toString().split('/').pop()!;
+      if (!first.has(id)) first.set(id, (JSON.parse(kv.value.toString()) as { status: string }).status);
+    });
+    try {
+      const made = await Promise.all([create(follower), create(follower)]);
+      for (const sb of made) expect(sb.status).toBe('running');
+      expect(made.map((sb) => first.get(sb.id))).toEqual(['scheduled', 'scheduled']);
+      // A refusal is the leader's scheduler's, passed back as it gave it.
+      const big = await call<{ error: { code: string } }>(follower.url, 'POST', '/sandboxes', { memoryMb: 64, cpus: 512 });
+      expect([412, 429]).toContain(big.status);
+      expect(['FAILED_PRECONDITION', 'RESOURCE_EXHAUSTED']).toContain(big.body.error.code);
+      for (const sb of made) await call(follower.url, 'DELETE', `/sandboxes/${sb.id}`);
+    } finally {
+      await watcher.cancel();
+      client.close();
+    }
+  }, 60_000);
 
   it('elects a new scheduler leader when the leader is killed, and creates resume', async () => {
     const leaderId = (await clusterInfo(nodes[0]!)).leader;

@@ -10,7 +10,8 @@ type Id = { Params: { id: string } };
 export function registerSandboxRoutes(app: FastifyInstance, svc: ApiServices): void {
   app.post<{ Body: Static<typeof CreateSandboxBody> }>(
     '/sandboxes',
-    { schema: { tags: ['sandboxes'], body: CreateSandboxBody, response: withErrors({ 201: SandboxSchema }, 404, 409, 412, 413, 429, 503) } },
+    // Made on the scheduler leader's node, where it is placed at once (owner-proxy.ts, Scheduler.place).
+    { config: { toLeader: true }, schema: { tags: ['sandboxes'], body: CreateSandboxBody, response: withErrors({ 201: SandboxSchema }, 404, 409, 412, 413, 429, 503) } },
     async (req, reply) => reply.status(201).send(await svc.sandboxes.create(req.body ?? {})),
   );
 

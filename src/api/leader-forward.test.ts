@@ -1,0 +1,88 @@
+import { tmpdir } from 'node:os';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApi } from './server.js';
+import { startNode, type NodeServices } from '../daemon/node-wiring.js';
+import { oneImageStore } from '../images/fake/one-image-store.js';
+import { FakeDriver } from '../runtime/fake/fake-driver.js';
+import { silentLogger } from '../service/logger.js';
+import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+
+const IMAGE = 'prism.local/base:test';
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Two nodes of one cluster on one store, each with its API on loopback (the real routes and proxy). */
+describe('creates sent on to the scheduler leader (owner-proxy LeaderForward)', () => {
+  const store = SqliteStore.open(':memory:');
+  const nodes: { id: string; svc: NodeServices; app: FastifyInstance; url: string }[] = [];
+
+  async function start(id: string) {
+    const svc = await startNode({
+      store, id, name: id, version: 'test', dataDir: tmpdir(), address: 'http://127.0.0.1:0',
+      images: oneImageStore(IMAGE, { digest: 'sha256:' + 'ef'.repeat(32), layerDirs: ['/layers/0'] }),
+      drivers: new Map([['oci', new FakeDriver()]]), runtimeInfo: [],
+      defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
+      labels: {}, capacity: {}, placement: 'spread', nodeTtlMs: 5000, scheduleTimeoutMs: 5000,
+      execLimits: { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600 },
+      watchdogMs: 60_000, log: silentLogger,
+    });
+    const app = await buildApi(
+      { sandboxes: svc.sandboxes, exec: svc.exec, pty: svc.pty, processes: svc.processes, files: svc.files, nodes: svc.nodes, images: svc.images, volumes: svc.volumes, metrics: svc.metrics, lifecycle: svc.lifecycle, snapshots: svc.snapshots, version: 'test', nodeId: id, leader: () => svc.membership.leader() },
+      { logger: silentLogger, bodyLimit: 1 << 20, maxImportBytes: 1 << 20 },
+    );
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+    await svc.setAddress(url);
+    nodes.push({ id, svc, app, url });
+  }
+
+  /** The first status each new sandbox record was written with. */
+  const firstStatus = new Map<string, string>();
+  beforeAll(async () => {
+    await start('n1');
+    for (let i = 0; i < 200 && !nodes[0]!.svc.scheduler.placesNew; i++) await sleep(10);
+    await start('n2');
+    for (let i = 0; i < 200 && nodes[1]!.svc.membership.leader() !== 'n1'; i++) await sleep(10);
+    const w = store.watch('/prism/sandboxes/', await store.revision(), (e) => {
+      const id = e.key.split('/').pop()!;
+      if (e.type === 'put' && !firstStatus.has(id)) firstStatus.set(id, (JSON.parse(e.value!) as { status: string }).status);
+    });
+    return () => w.close();
+  });
+  afterAll(async () => {
+    for (const n of nodes.reverse()) {
+      await n.app.close().catch(() => undefined);
+      await n.svc.stop();
+    }
+    store.close();
+  });
+
+  const create = async (url: string, body: object = {}) => {
+    const res = await fetch(`${url}/api/v1/sandboxes`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return { status: res.status, body: (await res.json()) as { id: string; status: string; error?: { code: string } } };
+  };
+
+  it('a create made on the other node is answered by the leader, which writes it already placed', async () => {
+    expect(nodes[0]!.svc.membership.leader()).toBe('n1');
+    expect(nodes[1]!.svc.membership.leader()).toBe('n1');
+    const placedBefore = nodes[0]!.svc.scheduler.stats.placed;
+    const made = await create(nodes[1]!.url, { name: 'via-n2' });
+    expect(made.status).toBe(201);
+    expect(made.body.status).toBe('running');
+    expect(firstStatus.get(made.body.id)).toBe('scheduled');
+    expect(nodes[0]!.svc.scheduler.stats.placed).toBe(placedBefore + 1);
+    // The leader's refusal comes back as it gave it.
+    const dup = await create(nodes[1]!.url, { name: 'via-n2' });
+    expect(dup.status).toBe(409);
+    expect(dup.body.error?.code).toBe('ALREADY_EXISTS');
+  });
+
+  it('when the leader cannot be connected to, the create is made where it came in, pending for the leader', async () => {
+    // n1 still leads (its membership and scheduler run) but no longer answers on its API.
+    await nodes[0]!.app.close();
+    const made = await create(nodes[1]!.url, { name: 'leader-unreachable' });
+    expect(made.status).toBe(201);
+    expect(made.body.status).toBe('running');
+    expect(firstStatus.get(made.body.id)).toBe('pending');
+  });
+});
