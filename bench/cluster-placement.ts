@@ -32,6 +32,8 @@
  *   PRISM_BENCH_HTTP=1      each node also serves its API (no auth, no TLS) on loopback, and creates go to the
  *                           nodes' `POST /api/v1/sandboxes` in turn: end to end, with a create made on a
  *                           node that does not lead sent on to the leader's (owner-proxy.ts), as users' are.
+ *                           With PRISM_BENCH_NO_FORWARD=1 they are not sent on (written `pending` where made):
+ *                           the same build before forwarding, for a paired comparison.
  *   PRISM_BENCH_VIA_LEADER=1 sends every create to the scheduler leader's node instead of spreading them
  *                           (there each is placed at once, with no `pending` record): what forwarding
  *                           creates to the leader would give, without the cost of the forwarding hop.
@@ -74,6 +76,8 @@ const NODE_TTL_MS = 3000;
 const VIA_LEADER = process.env.PRISM_BENCH_VIA_LEADER === '1';
 /** Creates over the nodes' HTTP APIs (see the usage above). */
 const OVER_HTTP = process.env.PRISM_BENCH_HTTP === '1';
+/** Over HTTP, creates are not sent on to the leader (see the usage above). */
+const NO_FORWARD = process.env.PRISM_BENCH_NO_FORWARD === '1';
 /** Keep-alive connections to the nodes' APIs, as a client library keeps them. */
 const httpClient = new Agent({ connections: 128 });
 /** How long one failover measurement may take before it counts as a timeout. */
@@ -164,7 +168,7 @@ async function startBenchNode(endpoints: string[], id: string, driver = new Fake
   });
   if (!OVER_HTTP) return { id, store, driver, svc };
   const app = await buildApi(
-    { sandboxes: svc.sandboxes, exec: svc.exec, pty: svc.pty, processes: svc.processes, files: svc.files, nodes: svc.nodes, images: svc.images, volumes: svc.volumes, metrics: svc.metrics, lifecycle: svc.lifecycle, snapshots: svc.snapshots, version: 'bench', nodeId: id, leader: () => svc.membership.leader() },
+    { sandboxes: svc.sandboxes, exec: svc.exec, pty: svc.pty, processes: svc.processes, files: svc.files, nodes: svc.nodes, images: svc.images, volumes: svc.volumes, metrics: svc.metrics, lifecycle: svc.lifecycle, snapshots: svc.snapshots, version: 'bench', nodeId: id, ...(NO_FORWARD ? {} : { leader: () => svc.membership.leader() }) },
     { logger: log, bodyLimit: 1 << 20, maxImportBytes: 1 << 20 },
   );
   await app.listen({ host: '127.0.0.1', port: 0 });
@@ -548,7 +552,7 @@ function report(rawRuns: RawRun[], storePuts: number[], prism: { steady: PrismRu
   return {
     benchmark: 'cluster-placement',
     date: new Date().toISOString(),
-    runs: RUNS, n: N, concurrency: CONCURRENCY, burst: BURST, createsVia: `${VIA_LEADER ? 'the leader node only (upper bound of forwarding)' : 'every node in turn'}${OVER_HTTP ? ', over HTTP' : ', in-process service calls'}`, etcd: 'v3.4, 3 members on loopback, data on ' + tmpdir(),
+    runs: RUNS, n: N, concurrency: CONCURRENCY, burst: BURST, createsVia: `${VIA_LEADER ? 'the leader node only (upper bound of forwarding)' : 'every node in turn'}${OVER_HTTP ? `, over HTTP${NO_FORWARD ? ', not sent on to the leader' : ''}` : ', in-process service calls'}`, etcd: 'v3.4, 3 members on loopback, data on ' + tmpdir(),
     nodes: 3, driver: 'fake (no-op)', nodeTtlMs: NODE_TTL_MS,
     baseline: {
       rawPutsPerSec: { median: rawMedian, all: rawPuts.map(round) },

@@ -209,7 +209,7 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
       for (const sb of made) expect(sb.status).toBe('running');
       expect(made.map((sb) => first.get(sb.id))).toEqual(['scheduled', 'scheduled']);
       // A refusal is the leader's scheduler's, passed back as it gave it.
-      const big = await call<{ error: { code: string } }>(follower.url, 'POST', '/sandboxes', { memoryMb: 64, cpus: 512 });
+      const big = await call<{ error: { code: string } }>(follower.url, 'POST', '/sandboxes', { memoryMb: 8192, cpus: 0.25 }); // over every node's 4096 MiB
       expect([412, 429]).toContain(big.status);
       expect(['FAILED_PRECONDITION', 'RESOURCE_EXHAUSTED']).toContain(big.body.error.code);
       for (const sb of made) await call(follower.url, 'DELETE', `/sandboxes/${sb.id}`);
