@@ -53,6 +53,7 @@ export async function registerOwnerProxy(
   leader?: () => string | undefined,
 ): Promise<void> {
   const toLeader = leader ? new LeaderForward(sandboxes, nodeId, leader, tls) : undefined;
+  if (toLeader) app.addHook('onClose', () => toLeader.close());
   await app.register(replyFrom, {
     // A forwarded exec may stream for as long as the command runs; the client's own timeouts apply.
     // Over TLS the owner must prove it holds a certificate of the cluster CA; this node shows its own.
@@ -136,6 +137,11 @@ class LeaderForward {
   ) {
     // A create may pull an image for minutes: the client's own timeouts apply, as for owner routes.
     this.dispatcher = new Agent({ headersTimeout: 0, bodyTimeout: 0, ...(tls ? { connect: { ca: tls.ca, cert: tls.cert, key: tls.key } } : {}) });
+  }
+
+  /** Ends its connections to the leader (with the API server: nothing is waited for). */
+  close(): Promise<void> {
+    return this.dispatcher.destroy();
   }
 
   /** Answers the request with the leader's response (true), or leaves it to run here (false). */
