@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { cgroupLeaks, ociCgroups } from '../fixtures/host-cgroups.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { cp, mkdtemp, rm } from 'node:fs/promises';
@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { packageRoot } from '../../src/daemon/package-info.js';
+import { mountsUnder, unmountAll } from '../../src/runtime/host-mounts.js';
 
 /** Where the shared test image store lives (built once by .ci/run or the global setup). */
 export const TEST_IMAGES_DIR = process.env.PRISM_TEST_IMAGES_DIR ?? '/var/lib/prism-test/images';
@@ -52,29 +53,20 @@ export function authHeaders(url: string): Record<string, string> {
   return t ? { authorization: `Bearer ${t}` } : {};
 }
 
-/** Mount points at or under `dir` (from /proc/self/mountinfo, octal escapes decoded), deepest first. */
-export function mountsUnder(dir: string): string[] {
-  const decode = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(Boolean)
-    .map((line) => decode(line.split(' ')[4]!))
-    .filter((m) => m === dir || m.startsWith(`${dir}/`))
-    .sort((a, b) => b.length - a.length);
-}
-
 /**
  * Removes a test daemon's data dir. Anything still mounted there is a leak of the code under test
  * (a task prismd did not tear down): it is unmounted, so that nothing is left on the host, and
  * reported as an error naming the mounts, so that the test that left it fails.
  */
 async function removeDataDir(dataDir: string): Promise<void> {
-  const leaked = mountsUnder(dataDir);
-  for (const m of leaked) spawnSync('umount', ['-l', m]);
-  await rm(dataDir, { recursive: true, force: true });
+  const leaked = await mountsUnder(dataDir);
+  const msg = `prismd left ${leaked.length} mount(s) in its data dir ${dataDir}: ${leaked.join(', ')}`;
   if (leaked.length) {
-    const msg = `prismd left ${leaked.length} mount(s) in its data dir ${dataDir}: ${leaked.join(', ')}`;
     console.error(msg);
-    throw new Error(msg);
+    await unmountAll(dataDir);
   }
+  await rm(dataDir, { recursive: true, force: true });
+  if (leaked.length) throw new Error(msg);
 }
 
 export interface Prismd {
