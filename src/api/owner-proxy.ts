@@ -114,8 +114,8 @@ export async function registerOwnerProxy(
   });
 }
 
-/** Headers of one connection, not of the request: not sent on. */
-const HOP_HEADERS = new Set(['host', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-connection', 'content-length', 'content-type']);
+/** Headers of one connection, not of the request, and the length of a body that is encoded again: not sent on. */
+const HOP_HEADERS = new Set(['host', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-connection', 'content-length']);
 
 /** Errors that say a request never reached the other node (so running it here cannot run it twice). */
 const NOT_CONNECTED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT']);
@@ -123,7 +123,8 @@ const NOT_CONNECTED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENE
 /**
  * Sends `toLeader` requests on to the leader's node and its answer back as it came. The leader's
  * address is kept per leader id (read from the node records once, not per request) and dropped when
- * it cannot be connected to; then, and whenever no leader is known, the request runs here.
+ * it cannot be connected to; then, and whenever no leader is known, the request runs here. Not
+ * reply-from (as the owner routes): its errors end the request, where this one falls back to the route.
  */
 class LeaderForward {
   private address?: { node: string; name: string; url: string };

@@ -22,10 +22,14 @@ interface Fresh {
   /** Undefined: not written, this node no longer leads. */
   resolve: (placed: Versioned<Sandbox> | undefined) => void;
   reject: (e: unknown) => void;
+  /** In the batch being committed: its outcome answers it, even past the deadline. */
+  inFlight: boolean;
   /** Past its deadline: answered with UNAVAILABLE unless the batch carrying it commits. */
   expired: boolean;
   timer: NodeJS.Timeout;
 }
+
+const placeTimedOut = () => new PrismError('UNAVAILABLE', 'the scheduler could not place the sandbox in time; try again', { retryAfterSec: 5 });
 
 /** Statuses in which a sandbox on a dead node becomes `lost`. */
 const LOSABLE: readonly Sandbox['status'][] = ['scheduled', 'starting', 'running', 'stopping', 'stopped', 'pausing', 'paused', 'resuming'];
@@ -43,9 +47,7 @@ export class Scheduler {
   private readonly queue = new Map<string, Versioned<Sandbox>>();
   /** New sandboxes handed to place(), by id: written by the next batch that has room. */
   private readonly fresh = new Map<string, Fresh>();
-  /** Ids of fresh sandboxes in the batch being committed. */
-  private readonly inFlight = new Set<string>();
-  /** The term's view and first listing are done: place() is taken. */
+  /** The term's view and first listing are done: place() is taken (false whenever there is no term). */
   private ready = false;
   /** Nodes, liveness and reservations for this term, kept from watches (not listed per batch). */
   private view?: ClusterView;
@@ -120,7 +122,7 @@ export class Scheduler {
 
   /** Whether place() takes sandboxes now: this node leads and its term's view is ready. */
   get placesNew(): boolean {
-    return this.ready && this.term !== undefined;
+    return this.ready;
   }
 
   /**
@@ -136,12 +138,10 @@ export class Scheduler {
     if (this.fresh.has(sb.id)) return Promise.reject(new PrismError('ALREADY_EXISTS', `sandbox '${sb.id}' is already being placed`));
     return new Promise((resolve, reject) => {
       const f: Fresh = {
-        sb, resolve, reject, expired: false,
+        sb, resolve, reject, inFlight: false, expired: false,
         timer: setTimeout(() => {
           f.expired = true;
-          if (this.inFlight.has(sb.id)) return; // the batch's outcome answers it
-          this.fresh.delete(sb.id);
-          reject(new PrismError('UNAVAILABLE', `the scheduler could not place the sandbox within ${Math.round(timeoutMs / 1000)} s; try again`, { retryAfterSec: 5 }));
+          if (!f.inFlight) this.answer(f, { error: placeTimedOut() });
         }, timeoutMs),
       };
       this.fresh.set(sb.id, f);
@@ -192,18 +192,17 @@ export class Scheduler {
           const max = Math.max(1, this.opts.batchMax);
           fresh = this.takeFresh(Math.min(max, Math.floor(room / 2)));
           batch = [...this.queue.values()].slice(0, Math.max(fresh.length ? 0 : 1, Math.min(max - fresh.length, room - 2 * fresh.length)));
-          for (const f of fresh) this.inFlight.add(f.sb.id);
+          for (const f of fresh) f.inFlight = true;
           const written = await this.placeAndCommit(batch, fresh, on, this.term, view);
           for (const s of batch) if (this.queue.get(s.value.id) === s) this.queue.delete(s.value.id);
           for (const f of fresh) this.answer(f, { placed: written.get(f.sb.id)! });
         } catch (e) {
           await this.afterFailedCommit(batch, fresh, on.nodes, view, e);
-        } finally {
-          this.inFlight.clear();
         }
-        // Past their deadline while in flight and not written: answered now.
         for (const f of fresh) {
-          if (f.expired && this.fresh.get(f.sb.id) === f) this.answer(f, { error: new PrismError('UNAVAILABLE', 'the scheduler could not place the sandbox in time; try again', { retryAfterSec: 5 }) });
+          f.inFlight = false;
+          // Past its deadline while in flight and not written: answered now.
+          if (f.expired && this.fresh.get(f.sb.id) === f) this.answer(f, { error: placeTimedOut() });
         }
       }
     } finally {

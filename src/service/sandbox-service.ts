@@ -149,9 +149,8 @@ export class SandboxService {
    * Creates a sandbox and resolves once it is running. On the scheduler leader the record is written
    * once placed; elsewhere it goes in as `pending` and the leader places it. The chosen node creates it
    * (pulling the image there). On failure nothing is left behind: the record is removed and the node's
-   * error code is the call's.
+   * error code is the call's. Its duration goes to the telemetry.
    */
-  /** Makes a sandbox and answers once it is running or failed; its duration goes to the telemetry. */
   async create(req: CreateSandboxRequest): Promise<Sandbox> {
     const t0 = performance.now();
     const seconds = () => (performance.now() - t0) / 1000;
