@@ -41,7 +41,7 @@
  *   PRISM_BENCH_PROFILE=PATH writes V8 CPU profiles of the first steady run's creates and deletes (all 3
  *                           nodes: one process) to PATH.create.cpuprofile and PATH.delete.cpuprofile.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -128,16 +128,6 @@ async function rpcCounts(cluster: EtcdCluster): Promise<Map<string, number>> {
     for (const [, n] of text.matchAll(/^etcd_debugging_mvcc_events_total (\S+)$/gm)) add('watch events', Number(n));
   }
   return out;
-}
-
-/** CPU seconds the etcd members have used (utime + stime from /proc; clock ticks are 100 Hz on Linux). */
-function etcdCpuSec(cluster: EtcdCluster): number {
-  let ticks = 0;
-  for (const m of cluster.alive()) {
-    const fields = readFileSync(`/proc/${m.proc!.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    ticks += Number(fields[11]) + Number(fields[12]);
-  }
-  return ticks / 100;
 }
 
 /** RPCs per unit of work between two `rpcCounts` readings (methods that moved only). */
@@ -237,7 +227,7 @@ const processCpuMs = () => {
 async function rawPutRun(client: Etcd3, cluster: EtcdCluster, run: number): Promise<RawRun> {
   const value = JSON.stringify(sampleRecord(run));
   const prefix = `raw-bench/${run}/`;
-  const cpu0 = etcdCpuSec(cluster);
+  const cpu0 = cluster.cpuSeconds();
   const elu0 = performance.eventLoopUtilization();
   const bench0 = processCpuMs();
   const t0 = performance.now();
@@ -245,7 +235,7 @@ async function rawPutRun(client: Etcd3, cluster: EtcdCluster, run: number): Prom
   const benchCpuMsPerPut = (processCpuMs() - bench0) / N;
   const perSec = N / ((performance.now() - t0) / 1000);
   const loopBusy = performance.eventLoopUtilization(elu0).utilization;
-  const etcdCpuMsPerPut = ((etcdCpuSec(cluster) - cpu0) * 1000) / N;
+  const etcdCpuMsPerPut = ((cluster.cpuSeconds() - cpu0) * 1000) / N;
   await client.delete().prefix(prefix).exec();
   return { perSec, loopBusy, etcdCpuMsPerPut, benchCpuMsPerPut };
 }
@@ -278,7 +268,7 @@ interface PrismRun { benchLoopBusy: number; benchCpuMs: number; etcdCpuSec: numb
 async function prismRun(nodes: BenchNode[], repo: SandboxRepo, observer: EtcdStore, cluster: EtcdCluster, wave: number, width: number, profile = false): Promise<PrismRun> {
   const before = totals(nodes);
   const rpc0 = await rpcCounts(cluster);
-  const cpu0 = etcdCpuSec(cluster);
+  const cpu0 = cluster.cpuSeconds();
   const elu0 = performance.eventLoopUtilization();
   const bench0 = processCpuMs();
   const stopCreateProfile = await startProfile(profile);
@@ -315,7 +305,7 @@ async function prismRun(nodes: BenchNode[], repo: SandboxRepo, observer: EtcdSto
   const benchLoopBusy = performance.eventLoopUtilization(elu0).utilization;
   const benchCpuMs = processCpuMs() - bench0;
   await stopCreateProfile('create');
-  const etcdCpu = etcdCpuSec(cluster) - cpu0;
+  const etcdCpu = cluster.cpuSeconds() - cpu0;
   const after = totals(nodes);
   const perNode: Record<string, number> = {};
   for (const sb of await repo.listSandboxes()) perNode[sb.node] = (perNode[sb.node] ?? 0) + 1;

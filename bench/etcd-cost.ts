@@ -11,10 +11,9 @@
  *
  * Usage: node dist/bench/etcd-cost.js [runs=3] [n=4000]   (needs etcd)
  */
-import { readFileSync } from 'node:fs';
-import { performance } from 'node:perf_hooks';
 import { Etcd3, type IKeyValue } from 'etcd3';
 import { EtcdCluster } from '../test/fixtures/etcd-cluster.js';
+import { inFlight } from './stats.js';
 
 const RUNS = Number(process.argv[2] ?? 3);
 const N = Number(process.argv[3] ?? 4000);
@@ -25,22 +24,6 @@ const VALUE = JSON.stringify({ id: 'x'.repeat(26), record: 'y'.repeat(Math.max(0
 
 const round = (x: number) => Math.round(x * 1000) / 1000;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-function etcdCpuMs(cluster: EtcdCluster): number {
-  let ticks = 0;
-  for (const m of cluster.alive()) {
-    const f = readFileSync(`/proc/${m.proc.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    ticks += Number(f[11]) + Number(f[12]);
-  }
-  return ticks * 10;
-}
-
-async function pool(n: number, limit: number, fn: (i: number) => Promise<unknown>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: limit }, async () => {
-    while (next < n) await fn(next++);
-  }));
-}
 
 interface Case { name: string; batch: number; watchers: number }
 const CASES: Case[] = [
@@ -58,15 +41,17 @@ async function runCase(c: Case, cluster: EtcdCluster, writer: Etcd3, watchClient
     watcher.on('put', (_kv: IKeyValue) => void events++);
     return watcher;
   }));
-  const cpu0 = etcdCpuMs(cluster);
-  const t0 = performance.now();
-  await pool(N / c.batch, Math.max(1, CONCURRENCY / c.batch), async (i) => {
-    if (c.batch === 1) return writer.put(`${prefix}${i}`).value(VALUE).exec();
+  const cpu0 = cluster.cpuSeconds() * 1000;
+  const { failures, wallMs: ms } = await inFlight(N / c.batch, Math.max(1, CONCURRENCY / c.batch), async (i) => {
+    if (c.batch === 1) {
+      await writer.put(`${prefix}${i}`).value(VALUE).exec();
+      return;
+    }
     const ops = Array.from({ length: c.batch }, (_, j) => writer.put(`${prefix}${i}-${j}`).value(VALUE));
-    return writer.if(`${prefix}none`, 'Version', '==', 0).then(...ops).commit();
+    await writer.if(`${prefix}none`, 'Version', '==', 0).then(...ops).commit();
   });
-  const ms = performance.now() - t0;
-  const cpu = etcdCpuMs(cluster) - cpu0;
+  if (failures.length) throw new Error(`${c.name}: ${failures.length} writes failed, first: ${failures[0]}`);
+  const cpu = cluster.cpuSeconds() * 1000 - cpu0;
   // Let the watchers catch up before counting.
   for (let k = 0; k < 100 && events < N * c.watchers; k++) await new Promise((r) => setTimeout(r, 20));
   await Promise.all(watchers.map((w) => w.cancel()));
