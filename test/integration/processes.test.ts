@@ -6,6 +6,11 @@ import { authHeaders, call, integrationSkipReason, leftovers, startPrismd, type 
 const skip = integrationSkipReason();
 if (skip) console.warn(`skipping background process integration tests: ${skip}`);
 
+/** Waits (at most 10 s: a loaded host starts python slowly) until a process with `marker` runs on the host. */
+async function started(marker: string): Promise<void> {
+  for (let i = 0; i < 200 && hostProcesses(marker).length === 0; i++) await new Promise((res) => setTimeout(res, 50));
+}
+
 /** Host processes whose command line carries `marker` (the sandbox's commands are host processes on oci). */
 function hostProcesses(marker: string): string[] {
   const out = execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' });
@@ -148,14 +153,14 @@ describe.skipIf(!!skip)('background processes over HTTP with the oci runtime', (
     const a = await start({ cmd: ['python3', '-c', 'import time; time.sleep(100)', marker] }, other.id);
     expect(a.status).toBe(201);
     const waiting = proc(a.body.id, '/wait?timeoutSec=20', 'POST', undefined, other.id);
-    await new Promise((res) => setTimeout(res, 200));
+    await started(marker);
     expect(hostProcesses(marker)).toHaveLength(1);
     expect((await call(d.url, 'POST', `/sandboxes/${other.id}/stop`)).status).toBe(200);
     expect((await waiting).body).toMatchObject({ status: 'exited', error: { code: 'INTERRUPTED' } });
     expect(hostProcesses(marker)).toEqual([]);
     await call(d.url, 'POST', `/sandboxes/${other.id}/start`);
     const b = await start({ cmd: ['python3', '-c', 'import time; time.sleep(100)', marker] }, other.id);
-    await new Promise((res) => setTimeout(res, 200));
+    await started(marker);
     expect(hostProcesses(marker)).toHaveLength(1);
     expect((await call(d.url, 'DELETE', `/sandboxes/${other.id}`)).status).toBe(204);
     expect(hostProcesses(marker)).toEqual([]);
@@ -166,7 +171,7 @@ describe.skipIf(!!skip)('background processes over HTTP with the oci runtime', (
   it('are gone after a prismd restart (their exec connections closed with it)', async () => {
     const marker = `prism-bg-restart-${Date.now()}`;
     const a = await start({ cmd: ['python3', '-c', 'import time; time.sleep(100)', marker] });
-    await new Promise((res) => setTimeout(res, 200));
+    await started(marker);
     expect(hostProcesses(marker)).toHaveLength(1);
     d = await d.restart();
     for (let i = 0; i < 40 && hostProcesses(marker).length > 0; i++) await new Promise((res) => setTimeout(res, 50));
