@@ -225,11 +225,22 @@ export const CASES: HostileCase[] = [
     expect: { oci: 'deny', microvm: 'deny', docker: 'deny' },
     async run(ctx) {
       const usage = cpuUsage(ctx);
+      // Two spinning processes ask for two cores. Each says when it spins, so the window measured holds
+      // only the spin, not python's start-up (slow under TCG and under a loaded CI host).
+      const spin = (n: number) => `python3 -c "open('/tmp/spin${n}', 'w').close()
+while 1: pass"`;
+      await ctx.exec(ctx.victim.id, { command: 'rm -f /tmp/spin1 /tmp/spin2' });
+      const running = ctx.exec(ctx.victim.id, { command: `${spin(1)} & ${spin(2)}`, timeoutSec: 12 });
+      const deadline = Date.now() + 8000;
+      while ((await ctx.exec(ctx.victim.id, { command: 'test -e /tmp/spin1 -a -e /tmp/spin2' })).exitCode !== 0) {
+        if (Date.now() > deadline) throw new Error('the two spinners did not start within 8 s');
+        await new Promise((res) => setTimeout(res, 100));
+      }
       const u0 = usage();
       const t0 = process.hrtime.bigint();
-      // Two spinning processes ask for two cores.
-      const r = await ctx.exec(ctx.victim.id, { command: 'python3 -c "while 1: pass" & python3 -c "while 1: pass"', timeoutSec: 3 });
+      await new Promise((res) => setTimeout(res, 2000));
       const cores = (usage() - u0) / Number(process.hrtime.bigint() - t0);
+      const r = await running;
       expect(r.timedOut).toBe(true);
       // oci: the CFS quota (cpus). microvm: vCPUs = ceil(cpus) plus QEMU's own threads (docs/runtimes.md).
       const limit = ctx.runtime === 'microvm' ? Math.ceil(ctx.target.victim.cpus) : ctx.target.victim.cpus;
