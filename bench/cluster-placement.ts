@@ -209,7 +209,7 @@ async function deleteAll(nodes: BenchNode[], repo: SandboxRepo): Promise<number>
 
 /** Keys a run should leave behind (none) and reservations that did not return to zero. */
 async function leftovers(observer: EtcdStore): Promise<{ keys: number; reservedSandboxes: number }> {
-  const keys = (await observer.list('/prism/')).filter((kv) => /^\/prism\/(sandboxes|names|handles|execs)\//.test(kv.key)).length;
+  const keys = (await observer.list('/prism/')).filter((kv) => /^\/prism\/(sandboxes|names|execs)\//.test(kv.key)).length;
   const reservedSandboxes = (await observer.list('/prism/reservations/')).reduce((s, kv) => s + (JSON.parse(kv.value) as { sandboxes: number }).sandboxes, 0);
   return { keys, reservedSandboxes };
 }

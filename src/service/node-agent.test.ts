@@ -187,7 +187,7 @@ describe('NodeAgent.recover', () => {
     const { driver, first, restart } = await fresh();
     const sb = await first.sandboxes.create({});
     await first.repo.update(sb.id, (s) => ({ ...s, status: 'starting' }));
-    await first.repo.deleteHandle(NODE, sb.id);
+    await first.repo.clearTask(NODE, sb.id);
     const after = await restart();
     expect(await driver.listTasks()).toEqual([]); // the orphan part works
     expect((await after.sandboxes.get(sb.id)).status).toBe('failed');
@@ -202,6 +202,66 @@ describe('NodeAgent.recover', () => {
     const after = await restart();
     expect(await driver.listTasks()).toEqual([sb.id]);
     expect(['stopped', 'running']).toContain((await after.sandboxes.get(sb.id)).status);
+  });
+});
+
+describe('task handles in the store', () => {
+  it('ride in the record from the running commit on, through every rewrite, and never reach a reader', async () => {
+    const { store, first } = await fresh();
+    const seen: Sandbox[] = [];
+    const w = first.repo.watchSandboxes(await store.revision(), (_id, sb) => sb && seen.push(sb));
+    cleanups.push(() => w.close());
+    const sb = await first.sandboxes.create({ name: 'held' });
+    const stored = async () => JSON.parse((await store.get(`/prism/sandboxes/${sb.id}`))!.value) as Sandbox & { task?: { id: string } };
+    expect((await stored()).task?.id).toBe(sb.id);
+    expect(await store.list('/prism/handles/')).toEqual([]);
+    await first.sandboxes.stop(sb.id);
+    await first.sandboxes.start(sb.id);
+    await first.repo.update(sb.id, (s) => ({ ...s, labels: { touched: 'yes' } }));
+    expect((await stored()).task?.id).toBe(sb.id);
+    expect(await first.repo.getHandle(NODE, sb.id)).toMatchObject({ id: sb.id, runtime: 'oci' });
+    expect(await first.repo.getHandle('another-node', sb.id)).toBeUndefined();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(seen.length).toBeGreaterThan(3);
+    for (const s of [await first.sandboxes.get(sb.id), ...(await first.sandboxes.list()), ...seen]) expect(s).not.toHaveProperty('task');
+  });
+
+  it('moves handles stored the old way into their records, and destroys the task of one whose record is gone', async () => {
+    const { store, driver, first, restart } = await fresh();
+    const sb = await first.sandboxes.create({ name: 'old' });
+    await first.run(sb.id, ['write', 'f', 'kept']);
+    const { task, ...record } = JSON.parse((await store.get(`/prism/sandboxes/${sb.id}`))!.value) as Sandbox & { task: TaskSpec };
+    await first.node.stop();
+    // The layout before 2026-12: the record without its handle, the handle under /prism/handles/<node>/<id>.
+    await store.put(`/prism/sandboxes/${sb.id}`, JSON.stringify(record));
+    await store.put(`/prism/handles/${NODE}/${sb.id}`, JSON.stringify(task));
+    const ghost = await driver.create({ ...(task as unknown as { spec: TaskSpec }).spec, id: 'sb-g0stg0stg0st' });
+    await store.put(`/prism/handles/${NODE}/${ghost.id}`, JSON.stringify(ghost));
+    const after = await restart();
+    expect(await store.list('/prism/handles/')).toEqual([]);
+    expect(await after.repo.getHandle(NODE, sb.id)).toMatchObject({ id: sb.id });
+    expect(await driver.listTasks()).toEqual([sb.id]);
+    expect(await after.sandboxes.get(sb.id)).toMatchObject({ status: 'running' });
+    expect(await after.run('old', ['read', 'f'])).toMatchObject({ exitCode: 0, stdout: 'kept' });
+  });
+
+  it('on rejoin destroys the tasks of sandboxes deleted while it was away, not a create in flight', async () => {
+    const { driver, first } = await fresh();
+    const gone = await first.sandboxes.create({});
+    const kept = await first.sandboxes.create({});
+    // Another node deleted the record while this one was cut off: its task is still here.
+    expect(await first.repo.deleteSandbox(gone)).toBe(true);
+    const hold = driver.holdNextCreate();
+    const creating = first.sandboxes.create({ name: 'in-flight' });
+    await hold.reached;
+    const reconciled = first.agent.reconcileAfterRejoin();
+    await new Promise((r) => setTimeout(r, 50));
+    hold.release();
+    const made = await creating;
+    await reconciled;
+    expect((await driver.listTasks()).sort()).toEqual([kept.id, made.id].sort());
+    expect(await first.sandboxes.get(made.id)).toMatchObject({ status: 'running' });
+    expect(await first.run(made.id, ['echo', 'hi'])).toMatchObject({ exitCode: 0 });
   });
 });
 

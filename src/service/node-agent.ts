@@ -138,8 +138,8 @@ export class NodeAgent {
   }
 
   /**
-   * scheduled -> running, or -> failed (with the create's error code) leaving no task behind. The task
-   * handle and the `running` record go in one commit that also checks the record did not change while
+   * scheduled -> running, or -> failed (with the create's error code) leaving no task behind. The
+   * `running` record carries the task handle, written by a commit that also checks it did not change while
    * the task was made (a delete meanwhile wins: the new task is destroyed). `starting` is written only
    * when the image must be pulled first (task-image.ts decides from where), since that can take a while.
    */
@@ -171,7 +171,7 @@ export class NodeAgent {
         // handle) before the commit's own answer arrives, and a store read for it then is wasted.
         this.handles.set(id, handle);
         try {
-          await this.repo.commitRunning(this.nodeId, handle, running, revision);
+          await this.repo.commitRunning(handle, running, revision);
         } catch (e) {
           this.handles.delete(id);
           await this.driver(sb.runtime).destroy(handle).catch(() => undefined);
@@ -306,9 +306,9 @@ export class NodeAgent {
   }
 
   /**
-   * Removes the task. Idempotent. Its stored handle stays for the caller to remove with the record
-   * (SandboxRepo.deleteSandbox, one commit): a crash between the two leaves a `deleting` record with a
-   * handle, which recovery finishes (recoverOne).
+   * Removes the task. Idempotent. Its handle stays in the record, which the caller removes
+   * (SandboxRepo.deleteSandbox): a crash between the two leaves a `deleting` record with a handle,
+   * which recovery finishes (recoverOne).
    */
   async destroy(sb: Sandbox): Promise<void> {
     await this.lock.run(sb.id, async () => {
@@ -458,15 +458,17 @@ export class NodeAgent {
    * which leaves nothing behind (as a failed create would).
    */
   async recover(): Promise<void> {
-    const handles = await this.repo.listHandles(this.nodeId);
+    await this.migrateLegacyHandles();
+    const own = await this.repo.listOwn(this.nodeId);
     const known = new Set<string>();
-    for (const h of handles) {
-      known.add(h.id);
-      await this.recoverOne(h).catch((e) => this.log.error({ err: e, sandbox: h.id }, 'recovery failed'));
+    for (const { task } of own) {
+      if (!task) continue;
+      known.add(task.id);
+      await this.recoverOne(task).catch((e) => this.log.error({ err: e, sandbox: task.id }, 'recovery failed'));
     }
-    for (const sb of await this.repo.listSandboxes()) {
-      if (sb.node !== this.nodeId || known.has(sb.id)) continue;
-      await this.settleWithoutTask(sb).catch((e) => this.log.error({ err: e, sandbox: sb.id }, 'recovery failed'));
+    for (const { sandbox } of own) {
+      if (known.has(sandbox.id)) continue;
+      await this.settleWithoutTask(sandbox).catch((e) => this.log.error({ err: e, sandbox: sandbox.id }, 'recovery failed'));
     }
     const keep: Sandbox[] = [];
     for (const id of known) {
@@ -490,24 +492,32 @@ export class NodeAgent {
   }
 
   /**
-   * After this node rejoins the cluster (its lease had run out while it kept running): sandboxes
-   * deleted meanwhile are destroyed here, and ones marked `lost` take the state their task is in.
+   * Task handles a Prism from before 2026-12 stored under keys of their own move into their records;
+   * one whose record is gone is a task to destroy (it still has its full handle here).
+   */
+  private async migrateLegacyHandles(): Promise<void> {
+    for (const h of await this.repo.migrateLegacyHandles(this.nodeId)) {
+      this.log.warn({ sandbox: h.id }, 'task of a deleted sandbox (stored the old way): destroying');
+      const driver = this.drivers.get(h.runtime);
+      if (driver) await driver.destroy(h).catch((e) => this.log.error({ err: e, sandbox: h.id }, 'orphan cleanup failed'));
+      await this.networks.teardown(h.id).catch(() => undefined);
+      await this.repo.dropLegacyHandle(this.nodeId, h.id);
+    }
+  }
+
+  /**
+   * After this node rejoins the cluster (its lease had run out while it kept running): tasks of
+   * sandboxes deleted meanwhile (their records went, handles with them) are destroyed here, and
+   * records marked `lost` take the state their task is in.
    */
   async reconcileAfterRejoin(): Promise<void> {
-    for (const h of await this.repo.listHandles(this.nodeId)) {
+    const own = await this.repo.listOwn(this.nodeId);
+    for (const { sandbox, task: h } of own) {
+      if (!h || sandbox.status !== 'lost') continue;
       await this.lock.run(h.id, async () => {
         const cur = await this.repo.getSandbox(h.id);
+        if (!cur || cur.value.node !== this.nodeId || cur.value.status !== 'lost') return;
         const driver = this.drivers.get(h.runtime);
-        if (!cur || cur.value.node !== this.nodeId) {
-          this.log.warn({ sandbox: h.id }, 'sandbox deleted while this node was away: destroying its task');
-          this.disarmTtl(h.id);
-          if (driver) await driver.destroy(h);
-          await this.networks.teardown(h.id);
-          this.handles.delete(h.id);
-          await this.repo.deleteHandle(this.nodeId, h.id);
-          return;
-        }
-        if (cur.value.status !== 'lost') return;
         const state = driver ? await driver.inspect(h) : 'gone';
         if (state === 'gone') {
           await this.repo.transition(h.id, ['lost'], 'failed', (s) => ({ ...s, error: { code: 'LOST', message: 'the task was gone when its node rejoined the cluster' } }), { quiet: true });
@@ -520,9 +530,23 @@ export class NodeAgent {
         }
       }).catch((e) => this.log.error({ err: e, sandbox: h.id }, 'reconciling after rejoin failed'));
     }
-    for (const sb of await this.repo.listSandboxes()) {
-      if (sb.node === this.nodeId && sb.status === 'lost' && !(await this.repo.getHandle(this.nodeId, sb.id))) {
-        await this.settleWithoutTask(sb).catch((e) => this.log.error({ err: e, sandbox: sb.id }, 'reconciling after rejoin failed'));
+    for (const { sandbox, task } of own) {
+      if (!task && sandbox.status === 'lost') await this.settleWithoutTask(sandbox).catch((e) => this.log.error({ err: e, sandbox: sandbox.id }, 'reconciling after rejoin failed'));
+    }
+    const tasks = new Set(own.filter((o) => o.task).map((o) => o.sandbox.id));
+    for (const [name, driver] of this.drivers) {
+      for (const id of await driver.listTasks().catch(() => [] as string[])) {
+        if (tasks.has(id)) continue;
+        // A create in flight holds the lock from making its task to committing it: wait it out, look again.
+        await this.lock.run(id, async () => {
+          const h = await this.repo.getHandle(this.nodeId, id);
+          if (h) return;
+          this.log.warn({ sandbox: id, runtime: name }, 'sandbox deleted while this node was away: destroying its task');
+          this.disarmTtl(id);
+          await driver.destroy(this.handles.get(id) ?? { id, runtime: name, spec: { id } as TaskSpec, data: {} });
+          await this.networks.teardown(id);
+          this.handles.delete(id);
+        }).catch((e) => this.log.error({ err: e, sandbox: id }, 'reconciling after rejoin failed'));
       }
     }
   }
@@ -548,15 +572,18 @@ export class NodeAgent {
   private async recoverOne(h: TaskHandle): Promise<void> {
     const cur = await this.repo.getSandbox(h.id);
     const driver = this.drivers.get(h.runtime);
-    const forget = async () => {
+    const destroyTask = async () => {
       if (driver) await driver.destroy(h).catch(() => undefined);
       await this.networks.teardown(h.id).catch(() => undefined);
       this.handles.delete(h.id);
-      await this.repo.deleteHandle(this.nodeId, h.id);
+    };
+    const forget = async () => {
+      await destroyTask();
+      await this.repo.clearTask(this.nodeId, h.id);
     };
     if (!cur || cur.value.status === 'deleting' || !cur.value.imageDigest) {
-      this.log.warn({ sandbox: h.id }, 'task of a deleted, deleting or half-created sandbox: destroying');
-      await forget();
+      this.log.warn({ sandbox: h.id }, 'task of a deleting or half-created sandbox: destroying');
+      await destroyTask();
       if (cur) await this.repo.deleteSandbox(cur.value);
       return;
     }

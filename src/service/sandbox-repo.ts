@@ -25,8 +25,9 @@ const K = {
   /** What placement reserved on a node; only placement adds to it, only deletes take from it. */
   reservation: (node: string) => `/prism/reservations/${node}`,
   reservations: '/prism/reservations/',
-  handle: (node: string, id: string) => `/prism/handles/${node}/${id}`,
-  handles: (node: string) => `/prism/handles/${node}/`,
+  /** Task handles as keys of their own: the layout before they moved into the record; read once, to migrate them. */
+  legacyHandle: (node: string, id: string) => `/prism/handles/${node}/${id}`,
+  legacyHandles: (node: string) => `/prism/handles/${node}/`,
   exec: (sb: string, seq: number) => `/prism/execs/${sb}/${String(seq).padStart(12, '0')}`,
   execs: (sb: string) => `/prism/execs/${sb}/`,
   snapshot: (id: string) => `/prism/snapshots/${id}`,
@@ -51,6 +52,27 @@ export interface Versioned<T> {
 function parse<T>(kv: KeyValue): Versioned<T> {
   return { value: JSON.parse(kv.value) as T, revision: kv.modRevision };
 }
+
+/**
+ * A sandbox record as stored: once its node made its task, the task handle rides in the record
+ * (`task`), so a create's last step is one key, and the handle goes with the record. The handle never
+ * leaves this module inside a Sandbox: readers get the record without it (`value`) and the handle
+ * beside it, and every rewrite of the record keeps the handle it was read with.
+ */
+interface StoredSandbox extends Versioned<Sandbox> {
+  task?: TaskHandle;
+}
+
+function parseStored(json: string, revision: number): StoredSandbox {
+  const { task, ...value } = JSON.parse(json) as Sandbox & { task?: TaskHandle };
+  return task ? { value, revision, task } : { value, revision };
+}
+
+function storedJson(sb: Sandbox, task: TaskHandle | undefined): string {
+  return JSON.stringify(task ? { ...sb, task } : sb);
+}
+
+const withoutTask = (s: StoredSandbox): Versioned<Sandbox> => ({ value: s.value, revision: s.revision });
 
 /**
  * What placement knows of a node, key by key: its record, its member key (present while it is alive)
@@ -90,8 +112,17 @@ export class SandboxRepo {
   }
 
   async getSandbox(id: string): Promise<Versioned<Sandbox> | undefined> {
+    const s = await this.getStored(id);
+    return s && withoutTask(s);
+  }
+
+  private async getStored(id: string): Promise<StoredSandbox | undefined> {
     const kv = await this.store.get(K.sandbox(id));
-    return kv && parse<Sandbox>(kv);
+    return kv && parseStored(kv.value, kv.modRevision);
+  }
+
+  private async listStored(): Promise<StoredSandbox[]> {
+    return (await this.store.list(K.sandboxes)).map((kv) => parseStored(kv.value, kv.modRevision));
   }
 
   async idForName(name: string): Promise<string | undefined> {
@@ -99,11 +130,16 @@ export class SandboxRepo {
   }
 
   async listSandboxesVersioned(): Promise<Versioned<Sandbox>[]> {
-    return (await this.store.list(K.sandboxes)).map((kv) => parse<Sandbox>(kv));
+    return (await this.listStored()).map(withoutTask);
   }
 
   async listSandboxes(): Promise<Sandbox[]> {
-    return (await this.store.list(K.sandboxes)).map((kv) => parse<Sandbox>(kv).value);
+    return (await this.listStored()).map((s) => s.value);
+  }
+
+  /** The records placed on `node`, each with its task handle once the node made the task. */
+  async listOwn(node: string): Promise<{ sandbox: Sandbox; task?: TaskHandle }[]> {
+    return (await this.listStored()).filter((s) => s.value.node === node).map((s) => (s.task ? { sandbox: s.value, task: s.task } : { sandbox: s.value }));
   }
 
   /**
@@ -141,12 +177,12 @@ export class SandboxRepo {
    */
   async update(id: string, change: (sb: Sandbox) => Sandbox | undefined): Promise<Sandbox> {
     for (let attempt = 0; attempt < 20; attempt++) {
-      const cur = await this.getSandbox(id);
+      const cur = await this.getStored(id);
       if (!cur) throw new PrismError('NOT_FOUND', `sandbox '${id}' not found`);
       const next = change(structuredClone(cur.value));
       if (!next) return cur.value;
       try {
-        await this.group.commit([{ op: 'put', key: K.sandbox(id), value: JSON.stringify(next), expectRevision: cur.revision }]);
+        await this.group.commit([{ op: 'put', key: K.sandbox(id), value: storedJson(next, cur.task), expectRevision: cur.revision }]);
         return next;
       } catch (e) {
         // Unknown outcome: the next round re-reads, and a change that already applied applies as a no-op.
@@ -172,7 +208,7 @@ export class SandboxRepo {
     opts: { quiet?: boolean } = {},
   ): Promise<Versioned<Sandbox> | undefined> {
     for (let attempt = 0; attempt < 20; attempt++) {
-      const cur = await this.getSandbox(id);
+      const cur = await this.getStored(id);
       if (!cur) throw new PrismError('NOT_FOUND', `sandbox '${id}' not found`);
       const status = cur.value.status;
       if (!from.includes(status)) {
@@ -182,7 +218,7 @@ export class SandboxRepo {
       if (!canTransition(status, to)) throw new PrismError('INTERNAL', `lifecycle: ${status} -> ${to} is not a transition`);
       const next: Sandbox = { ...patch(structuredClone(cur.value)), status: to };
       try {
-        const revision = await this.group.commit([{ op: 'put', key: K.sandbox(id), value: JSON.stringify(next), expectRevision: cur.revision }]);
+        const revision = await this.group.commit([{ op: 'put', key: K.sandbox(id), value: storedJson(next, cur.task), expectRevision: cur.revision }]);
         return { value: next, revision };
       } catch (e) {
         // Unknown outcome: the next round re-reads; a step that already applied then fails `from`.
@@ -197,7 +233,7 @@ export class SandboxRepo {
   }
 
   /**
-   * Removes the record, its name, its handle and its exec records, releases its volumes, and returns
+   * Removes the record (its task handle with it), its name and its exec records, releases its volumes, and returns
    * the capacity placement reserved for it to its node, all in one commit (retried when the record or
    * a volume changed meanwhile). Concurrent deletes of one node's sandboxes share that commit
    * (ReservationRelease). `known`: the record as the caller just wrote it, saving the first read.
@@ -211,7 +247,6 @@ export class SandboxRepo {
       const ops: CommitOp[] = [
         { op: 'delete', key: K.sandbox(rec.id), expectRevision: cur.revision },
         { op: 'delete', key: K.name(rec.name) },
-        { op: 'delete', key: K.handle(rec.node, rec.id) },
         ...execs.map((kv): CommitOp => ({ op: 'delete', key: kv.key })),
         ...(await this.volumes.detachOps(rec)),
       ];
@@ -252,7 +287,8 @@ export class SandboxRepo {
   /**
    * The scheduler's one transaction per batch: every placed (or refused) sandbox moves on from the
    * revision the scheduler read, every touched node's reservation grows from the revision it read, and
-   * the leader key must still be the one this leader wrote. CONFLICT when any of it changed. Returns the
+   * the leader key must still be the one this leader wrote. CONFLICT when any of it changed. Placement
+   * only writes records no node has made a task for (`pending`, new), so there is no handle to keep. Returns the
    * revision it landed at (every key it wrote now has that modRevision).
    */
   async commitPlacement(
@@ -270,16 +306,13 @@ export class SandboxRepo {
   }
 
   /**
-   * A finished create: the task handle and the `running` record in one commit, provided the record is
+   * A finished create: the `running` record with its task handle in it, one key, provided the record is
    * still at `expectRevision` (CONFLICT when it changed, e.g. a delete meanwhile; NOT_FOUND when gone).
    */
-  async commitRunning(node: string, handle: TaskHandle, sb: Sandbox, expectRevision: number): Promise<void> {
+  async commitRunning(handle: TaskHandle, sb: Sandbox, expectRevision: number): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.group.commit([
-          { op: 'put', key: K.handle(node, handle.id), value: JSON.stringify(handle) },
-          { op: 'put', key: K.sandbox(sb.id), value: JSON.stringify(sb), expectRevision },
-        ]);
+        await this.group.commit([{ op: 'put', key: K.sandbox(sb.id), value: storedJson(sb, handle), expectRevision }]);
         return;
       } catch (e) {
         if (isPrismError(e, 'CONFLICT')) {
@@ -295,22 +328,69 @@ export class SandboxRepo {
     }
   }
 
-  async putHandle(node: string, handle: TaskHandle): Promise<void> {
-    await this.store.put(K.handle(node, handle.id), JSON.stringify(handle));
-  }
-
-  /** Grouped with the node's other sandbox writes: deletes come by the dozen too. */
-  async deleteHandle(node: string, id: string): Promise<void> {
-    await this.group.commit([{ op: 'delete', key: K.handle(node, id) }]);
-  }
-
+  /** The task handle of a sandbox placed on `node`, once the node made its task. */
   async getHandle(node: string, id: string): Promise<TaskHandle | undefined> {
-    const kv = await this.store.get(K.handle(node, id));
-    return kv && (JSON.parse(kv.value) as TaskHandle);
+    const s = await this.getStored(id);
+    return s?.value.node === node ? s.task : undefined;
   }
 
-  async listHandles(node: string): Promise<TaskHandle[]> {
-    return (await this.store.list(K.handles(node))).map((kv) => JSON.parse(kv.value) as TaskHandle);
+  /**
+   * Takes the task handle out of the record (its task is gone), keeping the rest; false when the
+   * record is gone or belongs to another node.
+   */
+  async clearTask(node: string, id: string): Promise<boolean> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const cur = await this.getStored(id);
+      if (!cur || cur.value.node !== node) return false;
+      if (!cur.task) return true;
+      try {
+        await this.group.commit([{ op: 'put', key: K.sandbox(id), value: storedJson(cur.value, undefined), expectRevision: cur.revision }]);
+        return true;
+      } catch (e) {
+        if (outcomeUnknown(e)) await pause(attempt);
+        else if (!isPrismError(e, 'CONFLICT')) throw e;
+      }
+    }
+    throw new PrismError('CONFLICT', `sandbox '${id}' is being changed concurrently; try again`, { retryable: true });
+  }
+
+  /**
+   * Task handles this node stored under keys of their own (before they moved into the record). Each
+   * is moved into its record when the record is this node's and holds none; the ones left (no such
+   * record) are returned for the caller to destroy their tasks and then `dropLegacyHandle`.
+   */
+  async migrateLegacyHandles(node: string): Promise<TaskHandle[]> {
+    const orphans: TaskHandle[] = [];
+    for (const kv of await this.store.list(K.legacyHandles(node))) {
+      const h = JSON.parse(kv.value) as TaskHandle;
+      for (let attempt = 0; ; attempt++) {
+        const cur = await this.getStored(h.id);
+        if (cur?.task) {
+          // The record holds its handle already: the old key is stale.
+          await this.store.delete(kv.key);
+          break;
+        }
+        if (!cur || cur.value.node !== node) {
+          orphans.push(h);
+          break;
+        }
+        try {
+          await this.store.commit([
+            { op: 'put', key: K.sandbox(h.id), value: storedJson(cur.value, h), expectRevision: cur.revision },
+            { op: 'delete', key: kv.key, expectRevision: kv.modRevision },
+          ]);
+          break;
+        } catch (e) {
+          if (attempt >= 20 || !(isPrismError(e, 'CONFLICT') || outcomeUnknown(e))) throw e;
+          await pause(attempt);
+        }
+      }
+    }
+    return orphans;
+  }
+
+  async dropLegacyHandle(node: string, id: string): Promise<void> {
+    await this.store.delete(K.legacyHandle(node, id));
   }
 
   async putNode(node: NodeInfo): Promise<void> {
@@ -418,7 +498,7 @@ export class SandboxRepo {
   ): Watch {
     return this.store.watch(K.sandboxes, fromRevision, (e) => {
       const id = e.key.slice(K.sandboxes.length);
-      onChange(id, e.type === 'put' ? (JSON.parse(e.value!) as Sandbox) : undefined, e.revision);
+      onChange(id, e.type === 'put' ? parseStored(e.value!, e.revision).value : undefined, e.revision);
     }, onError);
   }
 

@@ -53,9 +53,9 @@ async function codeOf(p: Promise<unknown>): Promise<ErrorCode | string | undefin
   );
 }
 
-/** Keys of sandbox state (records, names, handles, exec records), leaving out node and cluster keys. */
+/** Keys of sandbox state (records with their task handles, names, exec records), leaving out node and cluster keys. */
 async function sandboxKeys(store: SqliteStore): Promise<string[]> {
-  return (await store.list('/prism/')).map((kv) => kv.key).filter((k) => /^\/prism\/(sandboxes|names|handles|execs)\//.test(k));
+  return (await store.list('/prism/')).map((kv) => kv.key).filter((k) => /^\/prism\/(sandboxes|names|execs)\//.test(k));
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -71,7 +71,7 @@ describe('SandboxService.create', () => {
       const made = await Promise.all(Array.from({ length: 5 }, () => sandboxes.create({})));
       expect(made.map((sb) => sb.status)).toEqual(Array(5).fill('running'));
       // The creates follow their records from the watch, and the agent runs them as delivered.
-      expect(gets.mock.calls.map(([key]) => key).filter((k) => /^\/prism\/(sandboxes|handles)\//.test(k))).toEqual([]);
+      expect(gets.mock.calls.map(([key]) => key).filter((k) => /^\/prism\/sandboxes\//.test(k))).toEqual([]);
     } finally {
       watches.mockRestore();
     }
@@ -118,12 +118,14 @@ describe('SandboxService.create', () => {
     expect(scheduler.placesNew).toBe(true);
     const writes: { id: string; status: string; revision: number }[] = [];
     const names = new Map<string, number>();
+    const all: { key: string; revision: number }[] = [];
     const from = await store.revision();
     const watches = [
       store.watch('/prism/sandboxes/', from, (e) => {
         if (e.type === 'put') writes.push({ id: e.key.split('/').pop()!, status: (JSON.parse(e.value!) as { status: string }).status, revision: e.revision });
       }),
       store.watch('/prism/names/', from, (e) => void (e.type === 'put' && names.set(e.value!, e.revision))),
+      store.watch('/prism/', from, (e) => all.push({ key: e.key, revision: e.revision })),
     ];
     cleanups.push(() => watches.forEach((w) => w.close()));
     const made = await Promise.all(Array.from({ length: 3 }, () => sandboxes.create({})));
@@ -133,6 +135,8 @@ describe('SandboxService.create', () => {
       expect(mine.map((w) => w.status)).toEqual(['scheduled', 'running']);
       expect(names.get(sb.id)).toBe(mine[0]!.revision);
       expect(await repo.idForName(sb.name)).toBe(sb.id);
+      // The node's `running` commit is the record alone: its task handle rides in it.
+      expect(all.filter((w) => w.revision === mine[1]!.revision).every((w) => w.key.startsWith('/prism/sandboxes/'))).toBe(true);
     }
     // Not leading: place() takes nothing (the create then writes `pending` for a leader to place).
     scheduler.stop();
@@ -152,7 +156,7 @@ describe('SandboxService.create', () => {
     const winner = (won[0] as PromiseFulfilledResult<{ id: string }>).value;
     expect((await sandboxes.list()).map((s) => s.id)).toEqual([winner.id]);
     expect(await driver.listTasks()).toEqual([winner.id]);
-    expect((await repo.listHandles(NODE)).map((h) => h.id)).toEqual([winner.id]);
+    expect((await repo.listOwn(NODE)).flatMap((o) => (o.task ? [o.task.id] : []))).toEqual([winner.id]);
     expect(await codeOf(sandboxes.create({ name: 'dup' }))).toBe('ALREADY_EXISTS');
     expect(await sandboxes.list()).toHaveLength(1);
   });
@@ -198,7 +202,7 @@ describe('SandboxService.create', () => {
     driver.failNextCreate(new PrismError('RESOURCE_EXHAUSTED', 'no loop devices left'));
     expect(await codeOf(sandboxes.create({ name: 'doomed' }))).toBe('RESOURCE_EXHAUSTED');
     expect(await sandboxes.list()).toEqual([]);
-    expect(await repo.listHandles(NODE)).toEqual([]);
+    expect(await repo.listOwn(NODE)).toEqual([]);
     expect(await repo.idForName('doomed')).toBeUndefined();
     expect(await driver.listTasks()).toEqual([]);
     expect((await sandboxes.create({ name: 'doomed' })).status).toBe('running');
@@ -301,7 +305,7 @@ describe('SandboxService lifecycle', () => {
     expect(await codeOf(sandboxes.start(sb.id))).toBe('FAILED_PRECONDITION');
     await sandboxes.delete(sb.id);
     expect(await sandboxes.list()).toEqual([]);
-    expect(await repo.listHandles(NODE)).toEqual([]);
+    expect(await repo.listOwn(NODE)).toEqual([]);
   });
 
   it('stops a sandbox when its timeoutSec runs out, with error TTL_EXPIRED', async () => {

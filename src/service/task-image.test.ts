@@ -167,7 +167,7 @@ describe('creating a sandbox from a runtime\'s own image', () => {
     expect((err as PrismError).message).toContain("'nosuch:1'");
     expect(await sandboxes.list()).toEqual([]);
     expect(await repo.idForName('ghost')).toBeUndefined();
-    expect(await repo.listHandles('node-test')).toEqual([]);
+    expect(await repo.listOwn('node-test')).toEqual([]);
     expect(await driver.listTasks()).toEqual([]);
   });
 });

@@ -133,7 +133,6 @@ describe.skipIf(!!skip)('limits, bad input and failures', () => {
     await store.commit([
       { op: 'delete', key: `/prism/sandboxes/${b.id}` },
       { op: 'delete', key: '/prism/names/orphan' },
-      { op: 'delete', key: `/prism/handles/${b.node}/${b.id}` },
     ]);
     await store.close();
     d = await startPrismd({ dataDir: d.dataDir, port: Number(d.api.split(':')[1]) });

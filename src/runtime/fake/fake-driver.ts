@@ -180,6 +180,7 @@ export class FakeDriver implements RuntimeDriver {
   private readonly caps: RuntimeCapabilities;
   private readonly tasks = new Map<string, FakeTask>();
   private createError?: Error;
+  private createHold?: { reached: () => void; released: Promise<void> };
   private readonly localImages: Map<string, RuntimeImage>;
   private readonly registry: Map<string, RuntimeImage | PrismError>;
   /** References pullImage was asked for, in order. */
@@ -203,6 +204,18 @@ export class FakeDriver implements RuntimeDriver {
   /** The next `create` throws `err` and leaves nothing behind. */
   failNextCreate(err: Error = new PrismError('INTERNAL', 'injected create failure')): void {
     this.createError = err;
+  }
+
+  /**
+   * The next `create` makes its task (listTasks shows it) and then waits for `release()` before it
+   * returns: a create in flight, for races. `reached` resolves once the task exists.
+   */
+  holdNextCreate(): { reached: Promise<void>; release: () => void } {
+    let reached!: () => void;
+    let release!: () => void;
+    const r = new Promise<void>((res) => (reached = res));
+    this.createHold = { reached, released: new Promise<void>((res) => (release = res)) };
+    return { reached: r, release };
   }
 
   /**
@@ -236,6 +249,12 @@ export class FakeDriver implements RuntimeDriver {
     }
     const handle: TaskHandle = { id: spec.id, runtime: this.name, spec: structuredClone(spec), data: { fake: true } };
     this.tasks.set(spec.id, { handle, state: 'running', files: new Map(), procs: new Set() });
+    const hold = this.createHold;
+    if (hold) {
+      this.createHold = undefined;
+      hold.reached();
+      await hold.released;
+    }
     return structuredClone(handle);
   }
 
