@@ -6,6 +6,7 @@ import { startNode, type NodeServices } from '../daemon/node-wiring.js';
 import { oneImageStore } from '../images/fake/one-image-store.js';
 import { FakeDriver } from '../runtime/fake/fake-driver.js';
 import { silentLogger } from '../service/logger.js';
+import { readSandboxValue } from '../service/sandbox-repo.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 
 const IMAGE = 'prism.local/base:test';
@@ -45,7 +46,7 @@ describe('creates sent on to the scheduler leader (owner-proxy LeaderForward)', 
     for (let i = 0; i < 200 && nodes[1]!.svc.membership.leader() !== 'n1'; i++) await sleep(10);
     const w = store.watch('/prism/sandboxes/', await store.revision(), (e) => {
       const id = e.key.split('/').pop()!;
-      if (e.type === 'put' && !firstStatus.has(id)) firstStatus.set(id, (JSON.parse(e.value!) as { status: string }).status);
+      if (e.type === 'put' && !firstStatus.has(id)) firstStatus.set(id, readSandboxValue(e.value!).sandbox.status);
     });
     return () => w.close();
   });

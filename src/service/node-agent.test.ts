@@ -7,6 +7,7 @@ import { FakeDriver } from '../runtime/fake/fake-driver.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { startNode } from '../daemon/node-wiring.js';
 import { silentLogger } from './logger.js';
+import { readSandboxValue } from './sandbox-repo.js';
 import { TaskWatchdog } from './task-watchdog.js';
 
 /**
@@ -212,7 +213,7 @@ describe('task handles in the store', () => {
     const w = first.repo.watchSandboxes(await store.revision(), (_id, sb) => sb && seen.push(sb));
     cleanups.push(() => w.close());
     const sb = await first.sandboxes.create({ name: 'held' });
-    const stored = async () => JSON.parse((await store.get(`/prism/sandboxes/${sb.id}`))!.value) as Sandbox & { task?: { id: string } };
+    const stored = async () => readSandboxValue((await store.get(`/prism/sandboxes/${sb.id}`))!.value);
     expect((await stored()).task?.id).toBe(sb.id);
     expect(await store.list('/prism/handles/')).toEqual([]);
     await first.sandboxes.stop(sb.id);
@@ -230,12 +231,12 @@ describe('task handles in the store', () => {
     const { store, driver, first, restart } = await fresh();
     const sb = await first.sandboxes.create({ name: 'old' });
     await first.run(sb.id, ['write', 'f', 'kept']);
-    const { task, ...record } = JSON.parse((await store.get(`/prism/sandboxes/${sb.id}`))!.value) as Sandbox & { task: TaskSpec };
+    const { sandbox: record, task } = readSandboxValue((await store.get(`/prism/sandboxes/${sb.id}`))!.value);
     await first.node.stop();
     // The layout before 2026-12: the record without its handle, the handle under /prism/handles/<node>/<id>.
     await store.put(`/prism/sandboxes/${sb.id}`, JSON.stringify(record));
     await store.put(`/prism/handles/${NODE}/${sb.id}`, JSON.stringify(task));
-    const ghost = await driver.create({ ...(task as unknown as { spec: TaskSpec }).spec, id: 'sb-g0stg0stg0st' });
+    const ghost = await driver.create({ ...task!.spec, id: 'sb-g0stg0stg0st' });
     await store.put(`/prism/handles/${NODE}/${ghost.id}`, JSON.stringify(ghost));
     const after = await restart();
     expect(await store.list('/prism/handles/')).toEqual([]);

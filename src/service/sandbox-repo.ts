@@ -54,22 +54,37 @@ function parse<T>(kv: KeyValue): Versioned<T> {
 }
 
 /**
- * A sandbox record as stored: once its node made its task, the task handle rides in the record
- * (`task`), so a create's last step is one key, and the handle goes with the record. The handle never
- * leaves this module inside a Sandbox: readers get the record without it (`value`) and the handle
- * beside it, and every rewrite of the record keeps the handle it was read with.
+ * A sandbox record as stored: once its node made its task, the task handle rides with the record, so a
+ * create's last step is one key and the handle goes with the record. The value is the record's JSON,
+ * then, once there is a task, a newline and the handle's JSON (JSON.stringify never writes a raw
+ * newline): readers that want the record alone, every node's watch of every change, parse up to the
+ * newline. The handle never leaves this module inside a Sandbox, and every rewrite of the record keeps
+ * the handle it was read with.
  */
 interface StoredSandbox extends Versioned<Sandbox> {
   task?: TaskHandle;
 }
 
-function parseStored(json: string, revision: number): StoredSandbox {
-  const { task, ...value } = JSON.parse(json) as Sandbox & { task?: TaskHandle };
+/** A stored sandbox value (see StoredSandbox) taken apart: the record, and its task handle if it has one. */
+export function readSandboxValue(stored: string): { sandbox: Sandbox; task?: TaskHandle } {
+  const nl = stored.indexOf('\n');
+  if (nl < 0) return { sandbox: JSON.parse(stored) as Sandbox };
+  return { sandbox: JSON.parse(stored.slice(0, nl)) as Sandbox, task: JSON.parse(stored.slice(nl + 1)) as TaskHandle };
+}
+
+/** The record alone, without parsing the task handle. */
+function recordOf(stored: string): Sandbox {
+  const nl = stored.indexOf('\n');
+  return JSON.parse(nl < 0 ? stored : stored.slice(0, nl)) as Sandbox;
+}
+
+function parseStored(stored: string, revision: number): StoredSandbox {
+  const { sandbox: value, task } = readSandboxValue(stored);
   return task ? { value, revision, task } : { value, revision };
 }
 
 function storedJson(sb: Sandbox, task: TaskHandle | undefined): string {
-  return JSON.stringify(task ? { ...sb, task } : sb);
+  return task ? `${JSON.stringify(sb)}\n${JSON.stringify(task)}` : JSON.stringify(sb);
 }
 
 const withoutTask = (s: StoredSandbox): Versioned<Sandbox> => ({ value: s.value, revision: s.revision });
@@ -498,7 +513,7 @@ export class SandboxRepo {
   ): Watch {
     return this.store.watch(K.sandboxes, fromRevision, (e) => {
       const id = e.key.slice(K.sandboxes.length);
-      onChange(id, e.type === 'put' ? parseStored(e.value!, e.revision).value : undefined, e.revision);
+      onChange(id, e.type === 'put' ? recordOf(e.value!) : undefined, e.revision);
     }, onError);
   }
 

@@ -9,6 +9,7 @@ import { startNode } from '../daemon/node-wiring.js';
 import type { ExecLimits, ExecRequest, ExecService } from './exec-service.js';
 import { silentLogger } from './logger.js';
 import type { CreateSandboxRequest } from './sandbox-service.js';
+import { readSandboxValue } from './sandbox-repo.js';
 
 const NODE = 'node-test';
 const IMAGE = 'prism.local/base:test';
@@ -122,7 +123,7 @@ describe('SandboxService.create', () => {
     const from = await store.revision();
     const watches = [
       store.watch('/prism/sandboxes/', from, (e) => {
-        if (e.type === 'put') writes.push({ id: e.key.split('/').pop()!, status: (JSON.parse(e.value!) as { status: string }).status, revision: e.revision });
+        if (e.type === 'put') writes.push({ id: e.key.split('/').pop()!, status: readSandboxValue(e.value!).sandbox.status, revision: e.revision });
       }),
       store.watch('/prism/names/', from, (e) => void (e.type === 'put' && names.set(e.value!, e.revision))),
       store.watch('/prism/', from, (e) => all.push({ key: e.key, revision: e.revision })),

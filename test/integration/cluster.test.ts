@@ -8,6 +8,7 @@ import { Etcd3 } from 'etcd3';
 import { Prism, type LifecycleEvent } from '../../src/sdk/index.js';
 import { EtcdCluster, etcdSkipReason } from '../fixtures/etcd-cluster.js';
 import { call, integrationSkipReason, leftovers, startPrismd, type Prismd, authHeaders, fetchFor } from './prismd-harness.js';
+import { readSandboxValue } from '../../src/service/sandbox-repo.js';
 
 /**
  * Three prismd processes on a real three-member etcd, all on loopback, running oci sandboxes:
@@ -202,7 +203,7 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
     const watcher = await client.watch().prefix('/prism/sandboxes/').create();
     watcher.on('put', (kv) => {
       const id = kv.key.toString().split('/').pop()!;
-      if (!first.has(id)) first.set(id, (JSON.parse(kv.value.toString()) as { status: string }).status);
+      if (!first.has(id)) first.set(id, readSandboxValue(kv.value.toString()).sandbox.status);
     });
     try {
       const made = await Promise.all([create(follower), create(follower)]);
