@@ -429,6 +429,7 @@ async function startProfile(on: boolean): Promise<(part: string) => Promise<void
   const session = new Session();
   session.connect();
   await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 100 }); // µs: creates take well under a millisecond of CPU each
   await session.post('Profiler.start');
   return async (part) => {
     const { profile } = await session.post('Profiler.stop');

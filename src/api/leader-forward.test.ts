@@ -28,7 +28,7 @@ describe('creates sent on to the scheduler leader (owner-proxy LeaderForward)', 
       watchdogMs: 60_000, log: silentLogger,
     });
     const app = await buildApi(
-      { sandboxes: svc.sandboxes, exec: svc.exec, pty: svc.pty, processes: svc.processes, files: svc.files, nodes: svc.nodes, images: svc.images, volumes: svc.volumes, metrics: svc.metrics, lifecycle: svc.lifecycle, snapshots: svc.snapshots, version: 'test', nodeId: id, leader: () => svc.membership.leader() },
+      { sandboxes: svc.sandboxes, exec: svc.exec, pty: svc.pty, processes: svc.processes, files: svc.files, nodes: svc.nodes, images: svc.images, volumes: svc.volumes, metrics: svc.metrics, lifecycle: svc.lifecycle, snapshots: svc.snapshots, version: 'test', nodeId: id, leader: () => svc.membership.leader(), e2b: { defaultImage: IMAGE, maxTimeoutSec: 3600 } },
       { logger: silentLogger, bodyLimit: 1 << 20, maxImportBytes: 1 << 20 },
     );
     await app.listen({ host: '127.0.0.1', port: 0 });
@@ -76,6 +76,32 @@ describe('creates sent on to the scheduler leader (owner-proxy LeaderForward)', 
     const dup = await create(nodes[1]!.url, { name: 'via-n2' });
     expect(dup.status).toBe(409);
     expect(dup.body.error?.code).toBe('ALREADY_EXISTS');
+  });
+
+  it("E2B's create goes to the leader too, and answers with the Host the client called, as connect on another node's sandbox does", async () => {
+    const e2b = async (url: string, path: string, body: object) => {
+      const res = await fetch(`${url}/e2b${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: res.status, body: (await res.json()) as { sandboxID: string; domain: string } };
+    };
+    const n2Host = new URL(nodes[1]!.url).host;
+    const placedBefore = nodes[0]!.svc.scheduler.stats.placed;
+    const made = await Promise.all(Array.from({ length: 4 }, () => e2b(nodes[1]!.url, '/sandboxes', { templateID: 'base', timeout: 300, allow_internet_access: false })));
+    for (const m of made) {
+      expect(m.status, JSON.stringify(m.body)).toBe(201);
+      expect(m.body.domain).toBe(n2Host);
+      expect(firstStatus.get(m.body.sandboxID)).toBe('scheduled');
+    }
+    expect(nodes[0]!.svc.scheduler.stats.placed).toBe(placedBefore + 4);
+    // Connect runs on the sandbox's node (owner proxy): the domain is still the one the client called.
+    for (const m of made) {
+      const sb = await nodes[1]!.svc.sandboxes.get(m.body.sandboxID);
+      for (const n of nodes) {
+        const c = await e2b(n.url, `/sandboxes/${sb.id}/connect`, { timeout: 300 });
+        expect(c.status, `connect on ${n.id} to a sandbox of ${sb.node}`).toBe(200);
+        expect(c.body.domain).toBe(new URL(n.url).host);
+      }
+    }
+    expect(new Set(await Promise.all(made.map(async (m) => (await nodes[1]!.svc.sandboxes.get(m.body.sandboxID)).node)))).toEqual(new Set(['n1', 'n2']));
   });
 
   it('when the leader cannot be connected to, the create is made where it came in, pending for the leader', async () => {

@@ -35,6 +35,24 @@ declare module 'fastify' {
 
 /** Marks a request forwarded by another node; a node never forwards such a request again. */
 export const FORWARDED_HEADER = 'x-prism-forwarded-by';
+/** The Host the client called, on a forwarded request (the forwarder's own Host header names this node). */
+const FORWARDED_HOST_HEADER = 'x-prism-forwarded-host';
+
+/**
+ * The Host the client called: its own Host header, or for a request another node forwarded, the
+ * Host it called that node by (answers that name an address to call back, as E2B's `domain`, need it).
+ */
+export function calledHost(req: FastifyRequest): string | undefined {
+  const fwd = req.headers[FORWARDED_HOST_HEADER];
+  if (req.headers[FORWARDED_HEADER] && typeof fwd === 'string') return fwd;
+  return req.headers.host;
+}
+
+/** Headers that go with a request this node forwards: it is marked, and the Host the client called kept. */
+function forwardingHeaders(req: FastifyRequest, nodeId: string): Record<string, string> {
+  const host = calledHost(req);
+  return { [FORWARDED_HEADER]: nodeId, ...(host ? { [FORWARDED_HOST_HEADER]: host } : {}) };
+}
 
 /**
  * Any node serves the whole API: a request on a route marked `config: { owner: true }` for a sandbox
@@ -103,7 +121,7 @@ export async function registerOwnerProxy(
     if (req.body === undefined && (req.headers['content-length'] || req.headers['transfer-encoding'])) req.body = req.raw;
     return reply.from(`${address}${req.url}`, {
       ...raw,
-      rewriteRequestHeaders: (_req, headers) => ({ ...headers, [FORWARDED_HEADER]: nodeId }),
+      rewriteRequestHeaders: (_req, headers) => ({ ...headers, ...forwardingHeaders(req, nodeId) }),
       onError: (r) => {
         void r
           .status(503)
@@ -155,7 +173,7 @@ class LeaderForward {
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && !HOP_HEADERS.has(k)) headers[k] = v;
     headers['content-type'] = 'application/json';
-    headers[FORWARDED_HEADER] = this.nodeId;
+    Object.assign(headers, forwardingHeaders(req, this.nodeId));
     let res;
     try {
       res = await undiciRequest(`${to.url}${req.url}`, { method: req.method as 'POST', headers, body: JSON.stringify(req.body ?? {}), dispatcher: this.dispatcher });

@@ -1,6 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { PrismError, httpStatusForCode } from '../core/errors.js';
+import { calledHost } from '../api/owner-proxy.js';
 import type { CreateSandboxWire } from '../core/wire.js';
 import type { EgressPolicy, ExecRecord, Sandbox } from '../core/types.js';
 import type { SandboxMetrics } from '../service/sandbox-metrics.js';
@@ -137,8 +138,9 @@ export function registerControlRoutes(app: FastifyInstance, deps: ControlDeps): 
 
   // e2b >= 2.51 creates and connects under /v2; older SDKs without it. Both stay.
   for (const prefix of ['', '/v2']) {
-    app.post<{ Body: Static<typeof NewSandbox> }>(`${prefix}/sandboxes`, { schema: { body: NewSandbox } }, async (req, reply) =>
-      reply.status(201).send(await create(req.body, req.headers.host)),
+    // Made on the scheduler leader's node, as Prism's own create (owner-proxy.ts, toLeader).
+    app.post<{ Body: Static<typeof NewSandbox> }>(`${prefix}/sandboxes`, { config: { toLeader: true }, schema: { body: NewSandbox } }, async (req, reply) =>
+      reply.status(201).send(await create(req.body, calledHost(req))),
     );
     app.post<IdReq & { Body: Static<typeof ConnectBody> | undefined }>(
       `${prefix}/sandboxes/:id/connect`,
@@ -158,7 +160,7 @@ export function registerControlRoutes(app: FastifyInstance, deps: ControlDeps): 
         const want = req.body?.timeout;
         // "The TTL is only extended": a connect never shortens what is left.
         if (want !== undefined && sb.timeoutSec && remainingSec(sb) < want) sb = await sandboxes.setTimeout(sb.id, want);
-        return reply.status(status).send(sandboxCreated(sb, view(req.headers.host)));
+        return reply.status(status).send(sandboxCreated(sb, view(calledHost(req))));
       },
     );
   }
@@ -173,17 +175,17 @@ export function registerControlRoutes(app: FastifyInstance, deps: ControlDeps): 
     if (q.nextToken && from === 0) throw new PrismError('INVALID_ARGUMENT', `nextToken '${q.nextToken}' is not a sandbox of this listing`);
     const page = all.slice(from, from + limit);
     if (from + limit < all.length) void reply.header('x-next-token', page[page.length - 1]!.id);
-    return page.map((sb) => sandboxListed(sb, view(req.headers.host)));
+    return page.map((sb) => sandboxListed(sb, view(calledHost(req))));
   });
 
   app.get<{ Querystring: Static<typeof ListQuery> }>('/sandboxes', { schema: { querystring: ListQuery } }, async (req) =>
     (await sandboxes.list({ metadata: parseMetadataFilter(req.query.metadata) }))
       .filter((sb) => visible(sb) && sb.status === 'running')
-      .map((sb) => sandboxListed(sb, view(req.headers.host))),
+      .map((sb) => sandboxListed(sb, view(calledHost(req)))),
   );
 
   app.get<IdReq>('/sandboxes/:id', { schema: { params: Id } }, async (req) =>
-    sandboxDetail(await findOrNotFound(sandboxes, req.params.id), view(req.headers.host)),
+    sandboxDetail(await findOrNotFound(sandboxes, req.params.id), view(calledHost(req))),
   );
 
   app.delete<IdReq>('/sandboxes/:id', { config: { owner: true }, schema: { params: Id } }, async (req, reply) => {
