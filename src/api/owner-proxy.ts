@@ -101,8 +101,8 @@ export async function registerOwnerProxy(
     } else if (cfg?.nodeOwner) {
       const node = await cfg.nodeOwner(req).catch(() => undefined);
       if (!node || node === nodeId) return;
-      const info = (await sandboxes.nodes()).find((n) => n.id === node);
-      if (!info || info.status !== 'alive') return; // the route answers (the node is not reachable)
+      const info = await aliveNode(sandboxes, node);
+      if (!info) return; // the route answers (the node is not reachable)
       target = { what: `what node ${info.name} holds`, node: info.name, address: info.address };
     } else if (cfg?.volumeOwner && params?.name && volumes) {
       const loc = await volumes.locate(params.name);
@@ -130,6 +130,12 @@ export async function registerOwnerProxy(
       },
     });
   });
+}
+
+/** Node `id` with the address its API is called at, if it is alive. */
+async function aliveNode(sandboxes: SandboxService, id: string): Promise<{ name: string; address: string } | undefined> {
+  const info = (await sandboxes.nodes()).find((n) => n.id === id);
+  return info && info.status === 'alive' && info.address ? { name: info.name, address: info.address } : undefined;
 }
 
 /** Headers of one connection, not of the request, and the length of a body that is encoded again: not sent on. */
@@ -197,8 +203,8 @@ class LeaderForward {
 
   private async addressOf(node: string): Promise<{ node: string; name: string; url: string } | undefined> {
     if (this.address?.node === node) return this.address;
-    const info = (await this.sandboxes.nodes().catch(() => [])).find((n) => n.id === node);
-    if (!info || info.status !== 'alive' || !info.address) return undefined;
+    const info = await aliveNode(this.sandboxes, node).catch(() => undefined);
+    if (!info) return undefined;
     this.address = { node, name: info.name, url: info.address };
     return this.address;
   }
