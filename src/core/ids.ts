@@ -6,6 +6,13 @@ export function newSandboxId(): string {
   return `sb-${randomString(6, 'hex')}`;
 }
 
+const SANDBOX_ID = /^sb-[0-9a-f]{12}$/;
+
+/** Whether `s` has the form of a sandbox id: a sandbox's task is named by it, a driver's own tasks (warm pools) are not. */
+export function isSandboxId(s: string): boolean {
+  return SANDBOX_ID.test(s);
+}
+
 export function newSnapshotId(): string {
   return `snap-${randomString(6, 'hex')}`;
 }
@@ -19,8 +26,7 @@ const ADJECTIVES = ['amber', 'brisk', 'calm', 'dusky', 'eager', 'fuzzy', 'gentle
 const NOUNS = ['otter', 'falcon', 'maple', 'comet', 'heron', 'cedar', 'lynx', 'pebble', 'raven', 'willow',
   'badger', 'quartz', 'fjord', 'ember', 'tundra', 'walrus', 'meadow', 'orca', 'sparrow', 'canyon'];
 
-/** A readable name such as `brisk-heron-3f`, for nodes and unnamed sandboxes. */
-/** `adjective-noun-xxxx`: about 29 million names; callers that generate one retry on a clash. */
+/** A readable name such as `brisk-heron-3f0a`, for nodes and unnamed sandboxes: about 29 million names; callers that generate one retry on a clash. */
 export function readableName(): string {
   const b = randomBytes(4);
   return `${ADJECTIVES[b[0]! % ADJECTIVES.length]}-${NOUNS[b[1]! % NOUNS.length]}-${b.readUInt16BE(2).toString(16).padStart(4, '0')}`;

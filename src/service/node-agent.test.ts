@@ -252,6 +252,8 @@ describe('task handles in the store', () => {
     const kept = await first.sandboxes.create({});
     // Another node deleted the record while this one was cut off: its task is still here.
     expect(await first.repo.deleteSandbox(gone)).toBe(true);
+    // A driver's own task (a warm-pool one being claimed has no record yet) is not a sandbox's: left alone.
+    await driver.create({ ...(await first.repo.getHandle(NODE, kept.id))!.spec, id: 'pool-0123456789ab' });
     const hold = driver.holdNextCreate();
     const creating = first.sandboxes.create({ name: 'in-flight' });
     await hold.reached;
@@ -260,7 +262,7 @@ describe('task handles in the store', () => {
     hold.release();
     const made = await creating;
     await reconciled;
-    expect((await driver.listTasks()).sort()).toEqual([kept.id, made.id].sort());
+    expect((await driver.listTasks()).sort()).toEqual([kept.id, made.id, 'pool-0123456789ab'].sort());
     expect(await first.sandboxes.get(made.id)).toMatchObject({ status: 'running' });
     expect(await first.run(made.id, ['echo', 'hi'])).toMatchObject({ exitCode: 0 });
   });

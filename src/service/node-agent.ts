@@ -1,5 +1,6 @@
 import { StepTimer } from '../core/step-timer.js';
 import { PrismError, asPrismError, isPrismError } from '../core/errors.js';
+import { isSandboxId } from '../core/ids.js';
 import { join } from 'node:path';
 import { SANDBOX_STATUSES, canTransition } from '../core/lifecycle.js';
 import type { Sandbox, RuntimeName } from '../core/types.js';
@@ -536,7 +537,8 @@ export class NodeAgent {
     const tasks = new Set(own.filter((o) => o.task).map((o) => o.sandbox.id));
     for (const [name, driver] of this.drivers) {
       for (const id of await driver.listTasks().catch(() => [] as string[])) {
-        if (tasks.has(id)) continue;
+        // Only sandboxes' tasks: a warm-pool task being claimed is briefly nobody's (the driver clears its own at start).
+        if (tasks.has(id) || !isSandboxId(id)) continue;
         // A create in flight holds the lock from making its task to committing it: wait it out, look again.
         await this.lock.run(id, async () => {
           const h = await this.repo.getHandle(this.nodeId, id);
