@@ -58,7 +58,7 @@ import { FakeDriver } from '../src/runtime/fake/fake-driver.js';
 import type { Logger } from '../src/service/logger.js';
 import { SandboxRepo } from '../src/service/sandbox-repo.js';
 import { EtcdStore } from '../src/store/etcd/etcd-store.js';
-import { summarize } from './stats.js';
+import { inFlight, summarize } from './stats.js';
 import { EtcdCluster } from '../test/fixtures/etcd-cluster.js';
 
 const RUNS = Number(process.argv[2] ?? 5);
@@ -106,12 +106,10 @@ async function waitUntil(cond: () => boolean | Promise<boolean>, boundMs: number
   }
 }
 
-/** Runs `fn(0..n-1)` with at most `width` calls in flight. */
+/** Runs `fn(0..n-1)` with at most `width` calls in flight (stats.inFlight); a call that failed fails the run. */
 async function pool(n: number, width: number, fn: (i: number) => Promise<unknown>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(width, n) }, async () => {
-    while (next < n) await fn(next++);
-  }));
+  const { failures } = await inFlight(n, width, async (i) => void (await fn(i)));
+  if (failures.length) throw new Error(`${failures.length} of ${n} calls failed, first ${failures[0]}`);
 }
 
 /** Client RPCs etcd has served, by gRPC method, summed over the live members (from /metrics). */
