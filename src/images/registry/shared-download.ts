@@ -1,6 +1,7 @@
 /**
  * One download shared by every caller that wants the same blob. Each caller may abort on its own;
- * the download itself is aborted only when every caller has left. Progress (bytes received so far)
+ * the download itself is aborted only when every caller has left, and that last caller's abort is
+ * answered once the download has stopped. Progress (bytes received so far)
  * goes to all callers; a late joiner first hears the current count.
  */
 export class SharedDownload<T> {
@@ -43,8 +44,14 @@ export class SharedDownload<T> {
       };
       const onAbort = (): void => {
         leave();
-        if (this.waiters === 0) this.controller.abort(signal!.reason);
-        reject(signal!.reason);
+        if (this.waiters > 0) return reject(signal!.reason);
+        // The last caller left: the download stops, and the abort is answered once it has cleaned up
+        // (a half-written temporary file), so that nothing of it is left when the caller hears.
+        this.controller.abort(signal!.reason);
+        this.promise.then(
+          () => reject(signal!.reason),
+          () => reject(signal!.reason),
+        );
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       this.promise.then(
