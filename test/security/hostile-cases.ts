@@ -225,6 +225,14 @@ export const CASES: HostileCase[] = [
     expect: { oci: 'deny', microvm: 'deny', docker: 'deny' },
     async run(ctx) {
       const usage = cpuUsage(ctx);
+      const rate = async (ms: number) => {
+        const u0 = usage();
+        const t0 = process.hrtime.bigint();
+        await new Promise((res) => setTimeout(res, ms));
+        return (usage() - u0) / Number(process.hrtime.bigint() - t0);
+      };
+      // What the sandbox uses doing nothing (a VM's own ticks), beside what it uses spinning.
+      const idle = await rate(1000);
       // Two spinning processes ask for two cores. Each says when it spins, so the window measured holds
       // only the spin, not python's start-up (slow under TCG and under a loaded CI host).
       const spin = (n: number) => `python3 -c "open('/tmp/spin${n}', 'w').close()
@@ -236,17 +244,16 @@ while 1: pass"`;
         if (Date.now() > deadline) throw new Error('the two spinners did not start within 8 s');
         await new Promise((res) => setTimeout(res, 100));
       }
-      const u0 = usage();
-      const t0 = process.hrtime.bigint();
-      await new Promise((res) => setTimeout(res, 2000));
-      const cores = (usage() - u0) / Number(process.hrtime.bigint() - t0);
+      const cores = await rate(2000);
       const r = await running;
       expect(r.timedOut).toBe(true);
       // oci: the CFS quota (cpus). microvm: vCPUs = ceil(cpus) plus QEMU's own threads (docs/runtimes.md).
       const limit = ctx.runtime === 'microvm' ? Math.ceil(ctx.target.victim.cpus) : ctx.target.victim.cpus;
-      console.log(`[${ctx.runtime}] cpu spin used ${cores.toFixed(2)} cores (limit ${limit})`);
+      console.log(`[${ctx.runtime}] cpu spin used ${cores.toFixed(2)} cores (limit ${limit}, idle ${idle.toFixed(2)})`);
       expect(cores).toBeLessThanOrEqual(limit * 1.15 + 0.05);
-      expect(cores).toBeGreaterThan(limit * 0.3); // it did spin
+      // It did spin: well above idle. Not a share of the limit: on a loaded host (CI, a host VM at a
+      // higher priority on 2 cores) a microVM got 0.28 of its core while spinning.
+      expect(cores).toBeGreaterThan(idle + limit * 0.1);
     },
   },
   {
