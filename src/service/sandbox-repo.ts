@@ -191,13 +191,27 @@ export class SandboxRepo {
    * or undefined to leave it as it is.
    */
   async update(id: string, change: (sb: Sandbox) => Sandbox | undefined): Promise<Sandbox> {
+    const done = await this.rewrite(id, (cur) => {
+      const next = change(structuredClone(cur.value));
+      return next && { value: next, task: cur.task };
+    });
+    if (!done) throw new PrismError('NOT_FOUND', `sandbox '${id}' not found`);
+    return done.value;
+  }
+
+  /**
+   * Read-modify-write of the stored record (its task handle included), compare-and-swap, retried on
+   * conflict. `change` returns what to store, or undefined to leave it; the answer is the record as it
+   * now stands, undefined when it is gone.
+   */
+  private async rewrite(id: string, change: (cur: StoredSandbox) => { value: Sandbox; task?: TaskHandle } | undefined): Promise<{ value: Sandbox; task?: TaskHandle } | undefined> {
     for (let attempt = 0; attempt < 20; attempt++) {
       const cur = await this.getStored(id);
-      if (!cur) throw new PrismError('NOT_FOUND', `sandbox '${id}' not found`);
-      const next = change(structuredClone(cur.value));
-      if (!next) return cur.value;
+      if (!cur) return undefined;
+      const next = change(cur);
+      if (!next) return cur;
       try {
-        await this.group.commit([{ op: 'put', key: K.sandbox(id), value: storedJson(next, cur.task), expectRevision: cur.revision }]);
+        await this.group.commit([{ op: 'put', key: K.sandbox(id), value: storedJson(next.value, next.task), expectRevision: cur.revision }]);
         return next;
       } catch (e) {
         // Unknown outcome: the next round re-reads, and a change that already applied applies as a no-op.
@@ -354,19 +368,8 @@ export class SandboxRepo {
    * record is gone or belongs to another node.
    */
   async clearTask(node: string, id: string): Promise<boolean> {
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const cur = await this.getStored(id);
-      if (!cur || cur.value.node !== node) return false;
-      if (!cur.task) return true;
-      try {
-        await this.group.commit([{ op: 'put', key: K.sandbox(id), value: storedJson(cur.value, undefined), expectRevision: cur.revision }]);
-        return true;
-      } catch (e) {
-        if (outcomeUnknown(e)) await pause(attempt);
-        else if (!isPrismError(e, 'CONFLICT')) throw e;
-      }
-    }
-    throw new PrismError('CONFLICT', `sandbox '${id}' is being changed concurrently; try again`, { retryable: true });
+    const done = await this.rewrite(id, (cur) => (cur.value.node === node && cur.task ? { value: cur.value } : undefined));
+    return done?.value.node === node;
   }
 
   /**
