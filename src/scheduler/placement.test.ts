@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { defaultPlacementOptions, placeBatch, type PlacementNode, type PlacementRequest } from './placement.js';
+import { defaultPlacementOptions, placeBatch, placesHere, type PlacementNode, type PlacementRequest } from './placement.js';
 
 function node(id: string, memoryMb: number, cpus = 4, extra: Partial<PlacementNode> = {}): PlacementNode {
   return {
@@ -166,5 +166,34 @@ describe('placeBatch', () => {
     expect(msg).toContain('name-a: 921 MiB unreserved');
     expect(msg).toContain('name-b: no oci runtime');
     expect(msg).toContain('name-c: has 1 CPUs');
+  });
+});
+
+describe('placesHere', () => {
+  const req: PlacementRequest = { id: 'x', runtime: 'oci', cpus: 1, memoryMb: 256 };
+  const used = (n: PlacementNode, sandboxes: number): PlacementNode => ({ ...n, reserved: { cpus: sandboxes, memoryMb: 256 * sandboxes, sandboxes } });
+
+  it('spread: a node takes the create while it is within the slack of the emptiest node', () => {
+    const nodes = [used(node('a', 8192, 64), 3), used(node('b', 8192, 64), 0)];
+    expect(placesHere(req, nodes, 'a', 4 * 256)).toBe(true);
+    expect(placesHere(req, nodes, 'a', 2 * 256)).toBe(false);
+    expect(placesHere(req, nodes, 'b', 0)).toBe(true);
+  });
+
+  it('binpack: the fullest node that fits, within the slack', () => {
+    const nodes = [used(node('a', 8192, 64), 3), used(node('b', 8192, 64), 0)];
+    const binpack = { strategy: 'binpack' as const };
+    expect(placesHere(req, nodes, 'a', 0, binpack)).toBe(true);
+    expect(placesHere(req, nodes, 'b', 2 * 256, binpack)).toBe(false);
+    expect(placesHere(req, nodes, 'b', 3 * 256, binpack)).toBe(true);
+  });
+
+  it('never where the sandbox does not fit or may not run, whatever the slack', () => {
+    const full = used(node('a', 512, 64), 2);
+    expect(placesHere(req, [full, node('b', 8192)], 'a', 1 << 30)).toBe(false);
+    expect(placesHere({ ...req, runtime: 'microvm' }, [node('a', 8192)], 'a', 1 << 30)).toBe(false);
+    expect(placesHere({ ...req, nodeSelector: { gpu: 'yes' } }, [node('a', 8192)], 'a', 1 << 30)).toBe(false);
+    expect(placesHere({ ...req, node: 'b' }, [node('a', 8192), node('b', 8192)], 'a', 1 << 30)).toBe(false);
+    expect(placesHere(req, [node('b', 8192)], 'a', 1 << 30)).toBe(false);
   });
 });

@@ -79,19 +79,32 @@ export function placeBatch(reqs: PlacementRequest[], nodes: PlacementNode[], opt
   return { decisions, reserved };
 }
 
-function placeOne(
+/**
+ * Whether node `self` may take `req` itself (a direct create, src/service/direct-create.ts): it fits
+ * there, and the strategy's first choice is within `slackMb` of memory of it (spread: `self` has at most
+ * that much less free memory than the node with the most; binpack: at most that much more than the
+ * fullest node that fits). The slack lets every node that takes creates place on itself while the
+ * nodes stay about level, instead of all but one sending every create to the scheduler.
+ */
+export function placesHere(req: PlacementRequest, nodes: PlacementNode[], self: string, slackMb: number, opts: PlacementOptions = defaultPlacementOptions): boolean {
+  const { candidates } = rank(req, nodes, (n) => n.reserved, (n) => (n.diskFreeMb === undefined ? Infinity : n.diskFreeMb), opts);
+  const mine = candidates.find((c) => c.id === self);
+  if (!mine) return false;
+  const best = candidates[0]!;
+  return opts.strategy === 'spread' ? mine.freeMem >= best.freeMem - slackMb : mine.freeMem <= best.freeMem + slackMb;
+}
+
+/** The nodes `req` fits on, the strategy's order (first choice first), and why the others do not qualify. */
+function rank(
   req: PlacementRequest,
   nodes: PlacementNode[],
   tally: (n: PlacementNode) => Reservation,
   diskFree: (n: PlacementNode) => number,
   opts: PlacementOptions,
-): PlacementDecision {
+): { candidates: { id: string; freeMem: number }[]; reasons: string[]; eligible: number } {
   const candidates: { id: string; freeMem: number }[] = [];
   const reasons: string[] = [];
   let eligible = 0;
-  if (req.node && !nodes.some((n) => n.id === req.node)) {
-    return { error: { code: 'FAILED_PRECONDITION', message: `the sandbox's volumes or snapshot live on node ${req.node}, which is not alive; it can only run there` } };
-  }
   for (const n of nodes) {
     if (req.node && n.id !== req.node) continue;
     if (!n.runtimes.includes(req.runtime)) {
@@ -115,12 +128,26 @@ function placeOne(
     else if (n.capacity.maxSandboxes > 0 && r.sandboxes >= n.capacity.maxSandboxes) reasons.push(`${n.name}: at its limit of ${n.capacity.maxSandboxes} sandboxes`);
     else candidates.push({ id: n.id, freeMem });
   }
+  candidates.sort((a, b) => (opts.strategy === 'spread' ? b.freeMem - a.freeMem : a.freeMem - b.freeMem) || a.id.localeCompare(b.id));
+  return { candidates, reasons, eligible };
+}
+
+function placeOne(
+  req: PlacementRequest,
+  nodes: PlacementNode[],
+  tally: (n: PlacementNode) => Reservation,
+  diskFree: (n: PlacementNode) => number,
+  opts: PlacementOptions,
+): PlacementDecision {
+  if (req.node && !nodes.some((n) => n.id === req.node)) {
+    return { error: { code: 'FAILED_PRECONDITION', message: `the sandbox's volumes or snapshot live on node ${req.node}, which is not alive; it can only run there` } };
+  }
+  const { candidates, reasons, eligible } = rank(req, nodes, tally, diskFree, opts);
   if (candidates.length === 0) {
     const why = nodes.length === 0 ? 'no alive nodes' : `${req.node ? `its volumes or snapshot live on node ${req.node}; ` : ''}${reasons.join('; ')}`;
     // No node could ever take it (wrong runtime or labels) vs. every fitting node is full right now.
     const code = eligible === 0 ? 'FAILED_PRECONDITION' : 'RESOURCE_EXHAUSTED';
     return { error: { code, message: `no node can take a sandbox with ${req.cpus} CPU / ${req.memoryMb} MiB (${why})` } };
   }
-  candidates.sort((a, b) => (opts.strategy === 'spread' ? b.freeMem - a.freeMem : a.freeMem - b.freeMem) || a.id.localeCompare(b.id));
   return { node: candidates[0]!.id };
 }

@@ -87,4 +87,45 @@ describe('ReservationRelease', () => {
     expect(await reserved(base, 'a')).toEqual({ cpus: 0, memoryMb: 0, sandboxes: 0 });
     await base.close();
   });
+
+  it('claims add to the reservation in merged rounds, and a claim without room is refused alone, writing nothing', async () => {
+    const base = SqliteStore.open(':memory:');
+    await seed(base, 2);
+    const { store, stats } = counting(base);
+    const release = new ReservationRelease(store, key);
+    // Room for 4 sandboxes: 2 are there, so of 4 claims the first 2 land and the last 2 are refused.
+    const fits = (after: Reservation) => after.sandboxes <= 4;
+    const results = await Promise.all(Array.from({ length: 4 }, (_, i) => outcome(release.claim('a', [{ op: 'put', key: `/new/${i}`, value: 'x', expectRevision: 0 }], one, fits))));
+    expect(results).toEqual(['ok', 'ok', 'RESOURCE_EXHAUSTED', 'RESOURCE_EXHAUSTED']);
+    expect((await base.list('/new/')).map((kv) => kv.key)).toEqual(['/new/0', '/new/1']);
+    expect(await reserved(base, 'a')).toEqual({ cpus: 4, memoryMb: 1024, sandboxes: 4 });
+    expect(stats.commits).toBe(2);
+  });
+
+  it('a claim counts the deletes of its round: capacity freed in the same commit is room', async () => {
+    const base = SqliteStore.open(':memory:');
+    await seed(base, 4);
+    const release = new ReservationRelease(base, key);
+    const rev = (await base.get('/sb/0'))!.modRevision;
+    const fits = (after: Reservation) => after.sandboxes <= 4;
+    // Queued behind a first claim (refused: the node is full), a delete and a claim share a round.
+    const first = outcome(release.claim('a', [{ op: 'put', key: '/new/0', value: 'x', expectRevision: 0 }], one, fits));
+    const freed = outcome(release.release('a', [{ op: 'delete', key: '/sb/0', expectRevision: rev }], one));
+    const second = outcome(release.claim('a', [{ op: 'put', key: '/new/1', value: 'x', expectRevision: 0 }], one, fits));
+    expect(await Promise.all([first, freed, second])).toEqual(['RESOURCE_EXHAUSTED', 'ok', 'ok']);
+    expect(await reserved(base, 'a')).toEqual({ cpus: 4, memoryMb: 1024, sandboxes: 4 });
+    expect((await base.list('/new/')).map((kv) => kv.key)).toEqual(['/new/1']);
+  });
+
+  it('a claim re-checks its room when the reservation moved on before its commit', async () => {
+    const base = SqliteStore.open(':memory:');
+    await seed(base, 3);
+    // Another writer (the scheduler placing a sandbox here) takes the last slot just before the commit.
+    const { store } = counting(base, () => base.put(key('a'), JSON.stringify({ cpus: 4, memoryMb: 1024, sandboxes: 4 })).then(() => undefined));
+    const release = new ReservationRelease(store, key);
+    const got = await outcome(release.claim('a', [{ op: 'put', key: '/new/0', value: 'x', expectRevision: 0 }], one, (after) => after.sandboxes <= 4));
+    expect(got).toBe('RESOURCE_EXHAUSTED');
+    expect(await base.list('/new/')).toEqual([]);
+    expect(await reserved(base, 'a')).toEqual({ cpus: 4, memoryMb: 1024, sandboxes: 4 });
+  });
 });

@@ -1,11 +1,13 @@
-import { isPrismError } from '../core/errors.js';
+import { isPrismError, PrismError } from '../core/errors.js';
 import type { Reservation } from '../core/types.js';
 import type { CommitOp, Store } from '../store/store.js';
 
 interface Queued {
   ops: CommitOp[];
   keys: string[];
+  /** Given back (a delete), or taken (a claim: `fits` says whether the reservation has room for it). */
   freed: Reservation;
+  fits?: (after: Reservation) => boolean;
   resolve: () => void;
   reject: (e: unknown) => void;
 }
@@ -27,6 +29,9 @@ const MAX_OPS = 120;
  *   or a delete through another node) is read again and the round sent again.
  * - An unknown outcome (UNAVAILABLE, DEADLINE_EXCEEDED) reaches every caller of the round.
  * - Deletes touching a key another queued delete touches (a shared volume) go in a later round.
+ * Direct creates (a node making a sandbox it runs itself, src/service/direct-create.ts) take capacity the
+ * same way (`claim`), in the same rounds: a claim the reservation as read has no room for is refused
+ * on its own, the round goes without it.
  */
 export class ReservationRelease {
   private readonly queues = new Map<string, Queued[]>();
@@ -39,10 +44,23 @@ export class ReservationRelease {
 
   /** Applies `ops` together with `freed` taken from `node`'s reservation (never below zero). */
   release(node: string, ops: CommitOp[], freed: Reservation): Promise<void> {
+    return this.enqueue(node, { ops, keys: ops.map((op) => op.key), freed });
+  }
+
+  /**
+   * Applies `ops` together with `wanted` added to `node`'s reservation, provided `fits` holds for the
+   * reservation with it added (as read just before the commit, with the claims ahead of it in the round);
+   * RESOURCE_EXHAUSTED, with nothing written, when it does not. Same merging as `release`.
+   */
+  claim(node: string, ops: CommitOp[], wanted: Reservation, fits: (after: Reservation) => boolean): Promise<void> {
+    return this.enqueue(node, { ops, keys: ops.map((op) => op.key), freed: { cpus: -wanted.cpus, memoryMb: -wanted.memoryMb, sandboxes: -wanted.sandboxes }, fits });
+  }
+
+  private enqueue(node: string, item: Omit<Queued, 'resolve' | 'reject'>): Promise<void> {
     return new Promise((resolve, reject) => {
       let q = this.queues.get(node);
       if (!q) this.queues.set(node, (q = []));
-      q.push({ ops, keys: ops.map((op) => op.key), freed, resolve, reject });
+      q.push({ ...item, resolve, reject });
       if (!this.flushing.has(node)) void this.flush(node);
     });
   }
@@ -77,12 +95,15 @@ export class ReservationRelease {
     return round;
   }
 
-  private async round(node: string, round: Queued[]): Promise<void> {
-    const freed = round.reduce((t, q) => ({ cpus: t.cpus + q.freed.cpus, memoryMb: t.memoryMb + q.freed.memoryMb, sandboxes: t.sandboxes + q.freed.sandboxes }), { cpus: 0, memoryMb: 0, sandboxes: 0 });
+  private async round(node: string, all: Queued[]): Promise<void> {
+    let round = all;
     try {
       let kv = await this.store.get(this.key(node));
       for (let attempt = 0; ; attempt++) {
         const r: Reservation = kv ? JSON.parse(kv.value) : { cpus: 0, memoryMb: 0, sandboxes: 0 };
+        round = this.admit(node, r, round);
+        if (round.length === 0) return;
+        const freed = round.reduce((t, q) => ({ cpus: t.cpus + q.freed.cpus, memoryMb: t.memoryMb + q.freed.memoryMb, sandboxes: t.sandboxes + q.freed.sandboxes }), { cpus: 0, memoryMb: 0, sandboxes: 0 });
         const left: Reservation = {
           cpus: Math.max(0, r.cpus - freed.cpus),
           memoryMb: Math.max(0, r.memoryMb - freed.memoryMb),
@@ -104,5 +125,29 @@ export class ReservationRelease {
     } catch (e) {
       for (const q of round) q.reject(e);
     }
+  }
+
+  /**
+   * The round's entries that fit the reservation `r`: releases always, claims in order while the
+   * reservation (less the round's releases, plus the claims admitted before) has room for them. The
+   * others are answered RESOURCE_EXHAUSTED here.
+   */
+  private admit(node: string, r: Reservation, round: Queued[]): Queued[] {
+    const add = (a: Reservation, b: Reservation): Reservation => ({ cpus: a.cpus + b.cpus, memoryMb: a.memoryMb + b.memoryMb, sandboxes: a.sandboxes + b.sandboxes });
+    const neg = (a: Reservation): Reservation => ({ cpus: -a.cpus, memoryMb: -a.memoryMb, sandboxes: -a.sandboxes });
+    let at = round.filter((q) => !q.fits).reduce((t, q) => add(t, neg(q.freed)), r);
+    const out: Queued[] = [];
+    for (const q of round) {
+      if (q.fits) {
+        const after = add(at, neg(q.freed));
+        if (!q.fits(after)) {
+          q.reject(new PrismError('RESOURCE_EXHAUSTED', `node ${node} has no room left for the sandbox (reserved: ${r.cpus} CPUs, ${r.memoryMb} MiB, ${r.sandboxes} sandboxes)`));
+          continue;
+        }
+        at = after;
+      }
+      out.push(q);
+    }
+    return out;
   }
 }
