@@ -12,8 +12,11 @@ import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 const IMAGE = 'prism.local/base:test';
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Two nodes of one cluster on one store, each with its API on loopback (the real routes and proxy). */
-describe('creates sent on to the scheduler leader (owner-proxy LeaderForward)', () => {
+/**
+ * Two nodes of one cluster on one store, each with its API on loopback (the real routes and proxy); with
+ * direct creates off (every create to the scheduler), then on.
+ */
+describe.each([false, true])('creates sent on to the scheduler leader (owner-proxy LeaderForward), direct creates %s', (DIRECT) => {
   const store = SqliteStore.open(':memory:');
   const nodes: { id: string; svc: NodeServices; app: FastifyInstance; url: string }[] = [];
 
@@ -23,9 +26,9 @@ describe('creates sent on to the scheduler leader (owner-proxy LeaderForward)', 
       images: oneImageStore(IMAGE, { digest: 'sha256:' + 'ef'.repeat(32), layerDirs: ['/layers/0'] }),
       drivers: new Map([['oci', new FakeDriver()]]), runtimeInfo: [],
       defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
-      labels: {}, capacity: {}, placement: 'spread', nodeTtlMs: 5000, scheduleTimeoutMs: 5000,
+      labels: { node: id }, capacity: {}, placement: 'spread', nodeTtlMs: 5000, scheduleTimeoutMs: 5000,
       execLimits: { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600 },
-      watchdogMs: 60_000, log: silentLogger,
+      watchdogMs: 60_000, log: silentLogger, directCreate: DIRECT,
     });
     const app = await buildApi(
       { sandboxes: svc.sandboxes, exec: svc.exec, pty: svc.pty, processes: svc.processes, files: svc.files, nodes: svc.nodes, images: svc.images, volumes: svc.volumes, metrics: svc.metrics, lifecycle: svc.lifecycle, snapshots: svc.snapshots, version: 'test', nodeId: id, leader: () => svc.membership.leader(), e2b: { defaultImage: IMAGE, maxTimeoutSec: 3600 } },
@@ -63,22 +66,42 @@ describe('creates sent on to the scheduler leader (owner-proxy LeaderForward)', 
     return { status: res.status, body: (await res.json()) as { id: string; status: string; error?: { code: string } } };
   };
 
+  /** With direct creates on, a create n2 would make itself is not sent on: these may only run on n1. */
+  const forLeader = DIRECT ? { nodeSelector: { node: 'n1' } } : {};
+
+  it.runIf(DIRECT)('a create that placement would put on the node it came to is made there, in one write, and not sent on', async () => {
+    const placedBefore = nodes[0]!.svc.scheduler.stats.placed;
+    const made = await create(nodes[1]!.url, { name: 'direct-n2' });
+    expect(made.status).toBe(201);
+    expect(made.body).toMatchObject({ status: 'running', node: 'n2' });
+    expect(firstStatus.get(made.body.id)).toBe('running');
+    expect(nodes[0]!.svc.scheduler.stats.placed).toBe(placedBefore);
+    // A taken name, refused by the direct create's own commit: nothing is left of the loser.
+    const dup = await create(nodes[1]!.url, { name: 'direct-n2' });
+    expect(dup.status).toBe(409);
+    expect(dup.body.error?.code).toBe('ALREADY_EXISTS');
+    expect((await nodes[1]!.svc.sandboxes.list()).filter((sb) => sb.name === 'direct-n2')).toHaveLength(1);
+    await nodes[1]!.svc.sandboxes.delete(made.body.id);
+  });
+
   it('a create made on the other node is answered by the leader, which writes it already placed', async () => {
     expect(nodes[0]!.svc.membership.leader()).toBe('n1');
     expect(nodes[1]!.svc.membership.leader()).toBe('n1');
     const placedBefore = nodes[0]!.svc.scheduler.stats.placed;
-    const made = await create(nodes[1]!.url, { name: 'via-n2' });
+    const made = await create(nodes[1]!.url, { name: 'via-n2', ...forLeader });
     expect(made.status).toBe(201);
     expect(made.body.status).toBe('running');
-    expect(firstStatus.get(made.body.id)).toBe('scheduled');
-    expect(nodes[0]!.svc.scheduler.stats.placed).toBe(placedBefore + 1);
+    // On the leader's node, a create it may run itself is made there directly too.
+    expect(firstStatus.get(made.body.id)).toBe(DIRECT ? 'running' : 'scheduled');
+    expect(nodes[0]!.svc.scheduler.stats.placed).toBe(placedBefore + (DIRECT ? 0 : 1));
+    if (DIRECT) expect(made.body).toMatchObject({ node: 'n1' });
     // The leader's refusal comes back as it gave it.
-    const dup = await create(nodes[1]!.url, { name: 'via-n2' });
+    const dup = await create(nodes[1]!.url, { name: 'via-n2', ...forLeader });
     expect(dup.status).toBe(409);
     expect(dup.body.error?.code).toBe('ALREADY_EXISTS');
   });
 
-  it("E2B's create goes to the leader too, and answers with the Host the client called, as connect on another node's sandbox does", async () => {
+  it("E2B's create goes to the leader too (or is made directly), and answers with the Host the client called, as connect on another node's sandbox does", async () => {
     const e2b = async (url: string, path: string, body: object) => {
       const res = await fetch(`${url}/e2b${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
       return { status: res.status, body: (await res.json()) as { sandboxID: string; domain: string } };
@@ -89,9 +112,9 @@ describe('creates sent on to the scheduler leader (owner-proxy LeaderForward)', 
     for (const m of made) {
       expect(m.status, JSON.stringify(m.body)).toBe(201);
       expect(m.body.domain).toBe(n2Host);
-      expect(firstStatus.get(m.body.sandboxID)).toBe('scheduled');
+      expect(firstStatus.get(m.body.sandboxID)).toBe(DIRECT ? 'running' : 'scheduled');
     }
-    expect(nodes[0]!.svc.scheduler.stats.placed).toBe(placedBefore + 4);
+    expect(nodes[0]!.svc.scheduler.stats.placed).toBe(placedBefore + (DIRECT ? 0 : 4));
     // Connect runs on the sandbox's node (owner proxy): the domain is still the one the client called.
     for (const m of made) {
       const sb = await nodes[1]!.svc.sandboxes.get(m.body.sandboxID);
@@ -101,13 +124,13 @@ describe('creates sent on to the scheduler leader (owner-proxy LeaderForward)', 
         expect(c.body.domain).toBe(new URL(n.url).host);
       }
     }
-    expect(new Set(await Promise.all(made.map(async (m) => (await nodes[1]!.svc.sandboxes.get(m.body.sandboxID)).node)))).toEqual(new Set(['n1', 'n2']));
+    expect(new Set(await Promise.all(made.map(async (m) => (await nodes[1]!.svc.sandboxes.get(m.body.sandboxID)).node)))).toEqual(new Set(DIRECT ? ['n2'] : ['n1', 'n2']));
   });
 
   it('when the leader cannot be connected to, the create is made where it came in, pending for the leader', async () => {
     // n1 still leads (its membership and scheduler run) but no longer answers on its API.
     await nodes[0]!.app.close();
-    const made = await create(nodes[1]!.url, { name: 'leader-unreachable' });
+    const made = await create(nodes[1]!.url, { name: 'leader-unreachable', ...forLeader });
     expect(made.status).toBe(201);
     expect(made.body.status).toBe('running');
     expect(firstStatus.get(made.body.id)).toBe('pending');

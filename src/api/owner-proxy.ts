@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Agent, request as undiciRequest } from 'undici';
 import { PrismError } from '../core/errors.js';
 import type { Sandbox } from '../core/types.js';
-import type { SandboxService } from '../service/sandbox-service.js';
+import type { CreateSandboxRequest, SandboxService } from '../service/sandbox-service.js';
 import type { VolumeService } from '../service/volume-service.js';
 
 declare module 'fastify' {
@@ -28,8 +28,10 @@ declare module 'fastify' {
      * The route is best served on the scheduler leader's node (a create: its scheduler places it at
      * once, with no `pending` record): sent on there unless this node leads or the request was
      * forwarded already. A leader that cannot be connected to is not waited for: the route runs here.
+     * A function gives the create the request makes (undefined: not known before the route runs): a
+     * create this node makes itself (SandboxService.takesDirectly, a direct create) is not sent on.
      */
-    toLeader?: boolean;
+    toLeader?: true | ((req: FastifyRequest) => CreateSandboxRequest | undefined);
   }
 }
 
@@ -83,6 +85,8 @@ export async function registerOwnerProxy(
   app.addHook('preHandler', async (req, reply) => {
     const cfg = req.routeOptions.config;
     if (cfg?.toLeader) {
+      const create = typeof cfg.toLeader === 'function' ? cfg.toLeader(req) : undefined;
+      if (create && sandboxes.takesDirectly(create)) return;
       if (toLeader && !req.headers[FORWARDED_HEADER] && (await toLeader.forward(req, reply))) return reply;
       return;
     }

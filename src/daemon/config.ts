@@ -49,6 +49,8 @@ export interface DaemonConfig {
   labels: Record<string, string>;
   capacity: { cpus?: number; memoryMb?: number; maxSandboxes?: number; cpuOvercommit?: number; memoryOvercommit?: number };
   placement: 'spread' | 'binpack';
+  /** Creates placement would put on this node are made here in one write (src/service/direct-create.ts); `--direct-create off` turns it off. */
+  directCreate: boolean;
   /** Membership lease TTL: a node silent for this long is dead. */
   nodeTtlMs: number;
   /** How long a create waits for placement before failing with UNAVAILABLE. */
@@ -113,6 +115,7 @@ export interface DaemonFlags {
   cpuOvercommit?: string;
   memoryOvercommit?: string;
   placement?: string;
+  directCreate?: string;
   nodeTtl?: string;
   scheduleTimeout?: string;
   maxFileMb?: string;
@@ -298,6 +301,7 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
     labels: parseLabels(flags.label ?? (env.PRISM_LABELS ?? '').split(',').filter(Boolean)),
     capacity: {},
     placement: 'spread',
+    directCreate: true,
     nodeTtlMs: (positive('--node-ttl', flags.nodeTtl ?? env.PRISM_NODE_TTL, false) ?? 5) * 1000,
     auth: 'token',
     metricsAuth: 'token',
@@ -332,6 +336,9 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
   const placement = flags.placement ?? env.PRISM_PLACEMENT ?? 'spread';
   if (placement !== 'spread' && placement !== 'binpack') throw new PrismError('INVALID_ARGUMENT', `--placement must be spread or binpack, got '${placement}'`);
   cfg.placement = placement;
+  const direct = flags.directCreate ?? env.PRISM_DIRECT_CREATE ?? 'on';
+  if (direct !== 'on' && direct !== 'off') throw new PrismError('INVALID_ARGUMENT', `--direct-create must be on or off, got '${direct}'`);
+  cfg.directCreate = direct === 'on';
   const cpus = positive('--capacity-cpus', flags.capacityCpus ?? env.PRISM_CAPACITY_CPUS, false);
   const memoryMb = positive('--capacity-memory-mb', flags.capacityMemoryMb ?? env.PRISM_CAPACITY_MEMORY_MB);
   const maxSandboxes = positive('--max-sandboxes', flags.maxSandboxes ?? env.PRISM_MAX_SANDBOXES);

@@ -194,7 +194,7 @@ export async function startDaemon(cfg: DaemonConfig): Promise<RunningDaemon> {
       store: prom.timedStore(store), telemetry: prom, id: ident.id, name: ident.name, version, dataDir: cfg.dataDir, address: advertised(),
       images, drivers, runtimeInfo, net, volumes: new LocalVolumeStore(join(cfg.dataDir, 'volumes')),
       defaults: { image: cfg.defaultImage, runtime: defaultRuntime, cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
-      labels: cfg.labels, capacity: cfg.capacity, placement: cfg.placement,
+      labels: cfg.labels, capacity: cfg.capacity, placement: cfg.placement, directCreate: cfg.directCreate,
       nodeTtlMs: cfg.nodeTtlMs, scheduleTimeoutMs: cfg.scheduleTimeoutMs, fileLimits: { maxFileBytes: cfg.maxFileBytes },
       execLimits: { recordBytes: 64 * 1024, recordsPerSandbox: 100, maxTimeoutSec: 86400 },
       processLimits: { ...DEFAULT_PROCESS_LIMITS, maxPerSandbox: cfg.maxProcesses, bufferBytes: cfg.processBufferBytes },

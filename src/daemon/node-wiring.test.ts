@@ -42,7 +42,11 @@ interface TestNode {
   svc: NodeServices;
 }
 
-async function node(store: Store, id: string, opts: { memoryMb?: number; driver?: FakeDriver; scheduleTimeoutMs?: number; labels?: Record<string, string> } = {}): Promise<TestNode> {
+/**
+ * A node on the shared store. Direct creates are off unless asked for: most of these tests are about the
+ * scheduler, which then places every create (with them on, a node makes most creates itself).
+ */
+async function node(store: Store, id: string, opts: { memoryMb?: number; driver?: FakeDriver; scheduleTimeoutMs?: number; labels?: Record<string, string>; directCreate?: boolean } = {}): Promise<TestNode> {
   const driver = opts.driver ?? new FakeDriver();
   const svc = await startNode({
     store, id, name: `name-${id}`, version: 'test', dataDir: tmpdir(), address: `http://${id}.invalid:8008`,
@@ -51,13 +55,13 @@ async function node(store: Store, id: string, opts: { memoryMb?: number; driver?
     labels: opts.labels ?? {}, capacity: { cpus: 8, memoryMb: opts.memoryMb ?? 8192 }, placement: 'spread',
     nodeTtlMs: TTL, scheduleTimeoutMs: opts.scheduleTimeoutMs ?? 5000,
     execLimits: { recordBytes: 1 << 16, recordsPerSandbox: 10, maxTimeoutSec: 60 },
-    watchdogMs: 60_000, log: silentLogger,
+    watchdogMs: 60_000, log: silentLogger, directCreate: opts.directCreate ?? false,
   });
   cleanups.push(() => svc.stop());
   return { id, driver, svc };
 }
 
-async function cluster(n: number, opts: { memoryMb?: number } = {}) {
+async function cluster(n: number, opts: { memoryMb?: number; directCreate?: boolean } = {}) {
   const store = SqliteStore.open(':memory:', { leaseSweepMs: 50 });
   cleanups.push(() => store.close());
   const nodes: TestNode[] = [];
@@ -91,8 +95,41 @@ describe('a cluster of nodes on one store', () => {
     for (const n of await a!.svc.nodes.list()) expect([n.reserved, n.sandboxes]).toEqual([{ cpus: 0, memoryMb: 0, sandboxes: 0 }, 0]);
   });
 
-  it('never overcommits a node under concurrent creates from every node', async () => {
-    const { nodes } = await cluster(3, { memoryMb: 1024 });
+  it('direct creates: a burst through one node is made there until it is the slack ahead, the scheduler places the rest', async () => {
+    const { nodes } = await cluster(3, { directCreate: true });
+    const [a] = nodes;
+    // 8192 MiB nodes, 256 MiB sandboxes: a node takes a create itself while it is at most 16 sandboxes
+    // ahead of the emptiest node (counting its own in flight), so 17 of a burst.
+    const created = await Promise.all(Array.from({ length: 30 }, () => a!.svc.sandboxes.create({})));
+    const per = new Map<string, number>();
+    for (const sb of created) per.set(sb.node, (per.get(sb.node) ?? 0) + 1);
+    expect(a!.svc.direct!.stats.made).toBe(17);
+    expect(leaderOf(nodes)!.svc.scheduler.stats.placed).toBe(13);
+    expect(per.get(nodes[1]!.id)).toBeGreaterThan(0);
+    expect(per.get(nodes[2]!.id)).toBeGreaterThan(0);
+    for (const n of nodes) expect((await n.driver.listTasks()).sort()).toEqual(created.filter((s) => s.node === n.id).map((s) => s.id).sort());
+    for (const n of await a!.svc.nodes.list()) expect(n.reserved.sandboxes).toBe(per.get(n.id) ?? 0);
+    // Deletes give it all back.
+    for (const sb of created) await nodes.find((n) => n.id === sb.node)!.svc.sandboxes.delete(sb.id);
+    for (const n of await a!.svc.nodes.list()) expect(n.reserved).toEqual({ cpus: 0, memoryMb: 0, sandboxes: 0 });
+  });
+
+  it('direct creates: made while no scheduler places anything', async () => {
+    const store = SqliteStore.open(':memory:', { leaseSweepMs: 50 });
+    cleanups.push(() => store.close());
+    // Someone else holds leadership but never schedules.
+    const lease = await store.grantLease(60_000);
+    await store.put('/prism/leader', 'ghost', { lease: lease.id });
+    const a = await node(store, 'a', { scheduleTimeoutMs: 300, directCreate: true });
+    expect((await a.svc.sandboxes.create({ name: 'no-scheduler' })).status).toBe('running');
+    // One bound to a node that is not there still waits for a scheduler, and fails, leaving nothing.
+    expect(await a.svc.sandboxes.create({ name: 'elsewhere', nodeSelector: { zone: 'b' } }).catch((e: unknown) => (e as PrismError).code)).toBe('UNAVAILABLE');
+    expect((await a.svc.sandboxes.list()).map((sb) => sb.name)).toEqual(['no-scheduler']);
+    await lease.revoke();
+  });
+
+  it.each([false, true])('never overcommits a node under concurrent creates from every node (direct creates %s)', async (directCreate) => {
+    const { nodes } = await cluster(3, { memoryMb: 1024, directCreate });
     const results = await Promise.allSettled(
       Array.from({ length: 20 }, (_, i) => nodes[i % 3]!.svc.sandboxes.create({ memoryMb: 256 })),
     );
@@ -104,8 +141,9 @@ describe('a cluster of nodes on one store', () => {
       expect(n.reserved.memoryMb).toBeLessThanOrEqual(n.capacity.memoryMb);
       expect(n.reserved.sandboxes).toBe(4);
     }
-    // Nothing of the refused creates is left.
+    // Nothing of the refused creates is left (a direct create refused at its commit made a task first).
     expect(await nodes[0]!.svc.sandboxes.list()).toHaveLength(12);
+    expect((await Promise.all(nodes.map((n) => n.driver.listTasks()))).flat()).toHaveLength(12);
   });
 
   it('honours node labels and says when no node could ever take a sandbox', async () => {

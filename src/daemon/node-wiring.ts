@@ -7,6 +7,7 @@ import type { NetworkManager } from '../net/network-manager.js';
 import type { RuntimeDriver } from '../runtime/driver.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import type { PlacementStrategy } from '../scheduler/placement.js';
+import { DEFAULT_DIRECT_SLACK_SANDBOXES, DirectCreate } from '../service/direct-create.js';
 import { ExecService, type ExecLimits } from '../service/exec-service.js';
 import { PtyService } from '../service/pty-service.js';
 import { DEFAULT_MAX_FILE_BYTES, FileService, type FileLimits } from '../service/file-service.js';
@@ -45,6 +46,11 @@ export interface NodeWiring {
   labels: Record<string, string>;
   capacity: Partial<NodeCapacity>;
   placement: PlacementStrategy;
+  /**
+   * Creates this node would be given by placement anyway are made here in one store write, without the
+   * scheduler (src/service/direct-create.ts). Default true; `--direct-create off` sends every create to the scheduler.
+   */
+  directCreate?: boolean;
   nodeTtlMs: number;
   scheduleTimeoutMs: number;
   execLimits: ExecLimits;
@@ -84,6 +90,8 @@ export interface NodeServices {
   snapshots: SnapshotService;
   scheduler: Scheduler;
   membership: Membership;
+  /** Direct creates (undefined with directCreate false). */
+  direct?: DirectCreate;
   setAddress(url: string): Promise<void>;
   /**
    * Stops this node's services. `leave` (a clean shutdown) gives up the lease so the cluster sees the
@@ -112,7 +120,8 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   );
   const events = new SandboxEvents(repo, w.log);
   const scheduler = new Scheduler(repo, events, w.log, { strategy: w.placement, batchMax: 100, maxTxnOps: 128 });
-  const sandboxes = new SandboxService(repo, events, agent, w.defaults, w.log, { scheduleMs: w.scheduleTimeoutMs, startMs: 15 * 60_000 }, w.telemetry, scheduler);
+  const direct = w.directCreate === false ? undefined : new DirectCreate(repo, w.id, (sb, fits) => agent.createDirect(sb, fits), w.log, { strategy: w.placement, slackSandboxes: DEFAULT_DIRECT_SLACK_SANDBOXES });
+  const sandboxes = new SandboxService(repo, events, agent, w.defaults, w.log, { scheduleMs: w.scheduleTimeoutMs, startMs: 15 * 60_000 }, w.telemetry, scheduler, direct);
   const exec = new ExecService(sandboxes, agent, repo, w.execLimits, w.log, w.telemetry);
   const pty = new PtyService(sandboxes, agent);
   const processes = new ProcessService(sandboxes, exec, agent, w.processLimits ?? DEFAULT_PROCESS_LIMITS, w.log);
@@ -140,8 +149,9 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   await agent.reconcileAfterRejoin();
   await agent.watchAssignments(events);
   await watchdog.start();
+  await direct?.start();
   return {
-    repo, events, agent, nodes, sandboxes, exec, pty, processes, files, images, volumes, metrics, lifecycle, snapshots, scheduler, membership,
+    repo, events, agent, nodes, sandboxes, exec, pty, processes, files, images, volumes, metrics, lifecycle, snapshots, scheduler, membership, direct,
     async setAddress(url) {
       address = url;
       nodes.setAddress(url);
@@ -152,6 +162,7 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
       if (opts.leave) await membership.stop();
       else membership.halt();
       scheduler.stop();
+      direct?.stop();
       metrics.stop();
       lifecycle.stop();
       watchdog.stop();

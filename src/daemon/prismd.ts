@@ -131,6 +131,7 @@ function daemonOptions(): Option[] {
     new Option('--metrics-interval <sec>', 'seconds between usage samples of each running sandbox (default 5; 0: sample only when asked)').env('PRISM_METRICS_INTERVAL'),
     new Option('--metrics-retention <min>', 'minutes of usage samples kept per sandbox (default 60)').env('PRISM_METRICS_RETENTION'),
     new Option('--placement <strategy>', 'spread (most free memory first) or binpack, used while this node leads').choices(['spread', 'binpack']).env('PRISM_PLACEMENT'),
+    new Option('--direct-create <on|off>', 'make creates placement would put on this node here, in one store write, without the scheduler (default on)').choices(['on', 'off']).env('PRISM_DIRECT_CREATE'),
     new Option('--node-ttl <seconds>', 'membership lease TTL: a node silent this long is dead (default 5)').env('PRISM_NODE_TTL'),
     new Option('--schedule-timeout <seconds>', 'how long a create waits for placement before 503 (default 30)').env('PRISM_SCHEDULE_TIMEOUT'),
     new Option('--max-file-mb <mb>', 'largest file read or written through the files API in one request (default 1024)').env('PRISM_MAX_FILE_MB'),

@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { PrismError, httpStatusForCode } from '../core/errors.js';
 import { calledHost } from '../api/owner-proxy.js';
 import type { CreateSandboxWire } from '../core/wire.js';
@@ -136,10 +136,17 @@ export function registerControlRoutes(app: FastifyInstance, deps: ControlDeps): 
     return sandboxCreated(await sandboxes.create(req), view(host));
   };
 
+  // Made here or on the scheduler leader's node, as Prism's own create (owner-proxy.ts, toLeader):
+  // what decides is the shape of the create, the node's defaults with the volumes asked for. A
+  // snapshot's template is looked up by the route itself, so that create is always sent on.
+  const shape = (req: FastifyRequest): CreateSandboxWire | undefined => {
+    const body = req.body as Static<typeof NewSandbox>;
+    if (body.templateID.startsWith('snap-')) return undefined;
+    return body.volumeMounts?.length ? { volumes: body.volumeMounts.map((m) => ({ name: m.name, mountPath: m.path })) } : {};
+  };
   // e2b >= 2.51 creates and connects under /v2; older SDKs without it. Both stay.
   for (const prefix of ['', '/v2']) {
-    // Made on the scheduler leader's node, as Prism's own create (owner-proxy.ts, toLeader).
-    app.post<{ Body: Static<typeof NewSandbox> }>(`${prefix}/sandboxes`, { config: { toLeader: true }, schema: { body: NewSandbox } }, async (req, reply) =>
+    app.post<{ Body: Static<typeof NewSandbox> }>(`${prefix}/sandboxes`, { config: { toLeader: shape }, schema: { body: NewSandbox } }, async (req, reply) =>
       reply.status(201).send(await create(req.body, calledHost(req))),
     );
     app.post<IdReq & { Body: Static<typeof ConnectBody> | undefined }>(

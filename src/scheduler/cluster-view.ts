@@ -31,7 +31,7 @@ class Latest<T> {
 }
 
 /**
- * The scheduler leader's picture of the nodes: their records, which are alive (member keys) and what
+ * The scheduler leader's (and a direct-creating node's, src/service/direct-create.ts) picture of the nodes: their records, which are alive (member keys) and what
  * placement reserved on each, kept from watches instead of listed for every batch. One listing seeds
  * it and a watch from a revision read before that listing keeps it, so nothing after that revision is
  * missed. It may lag the Store by a watch delivery; placement stays correct because its transaction
@@ -45,6 +45,8 @@ export class ClusterView {
   private readonly reservations = new Latest<Reservation>();
   private watch?: Watch;
   private closed = false;
+  /** The first listing is in and the view is not closed. */
+  private ready = false;
   /** Settles once: with the first listing in, or refused when the view closes or cannot list. */
   private readonly loaded: Promise<void>;
   private settleLoaded!: (e?: Error) => void;
@@ -68,6 +70,7 @@ export class ClusterView {
     this.watch = this.repo.watchNodeState(fromRevision, (c) => this.apply(c), this.onError);
     try {
       for (const c of await this.repo.listNodeState()) this.apply(c);
+      this.ready = !this.closed;
       this.settleLoaded();
     } catch (e) {
       this.settleLoaded(e as Error);
@@ -77,6 +80,7 @@ export class ClusterView {
 
   close(): void {
     this.closed = true;
+    this.ready = false;
     this.watch?.close();
     this.watch = undefined;
     this.settleLoaded(new PrismError('UNAVAILABLE', 'the cluster view closed: this scheduler term ended'));
@@ -90,6 +94,12 @@ export class ClusterView {
   /** The alive nodes with their reservations, once the first listing is in. */
   async alive(): Promise<ViewNode[]> {
     await this.loaded;
+    return this.aliveNow()!;
+  }
+
+  /** As `alive`, without waiting: undefined until the first listing is in (or after the view closed). */
+  aliveNow(): ViewNode[] | undefined {
+    if (!this.ready) return undefined;
     const out: ViewNode[] = [];
     for (const [id, { value: n }] of this.nodes.live) {
       if (!this.members.live.has(id)) continue;

@@ -94,6 +94,12 @@ export function placesHere(req: PlacementRequest, nodes: PlacementNode[], self: 
   return opts.strategy === 'spread' ? mine.freeMem >= best.freeMem - slackMb : mine.freeMem <= best.freeMem + slackMb;
 }
 
+/** Whether a node of `capacity` holds `reserved` (after adding a sandbox to it) within what placement may reserve there. */
+export function hasRoom(capacity: NodeCapacity, reserved: Reservation): boolean {
+  const room = allocatable(capacity);
+  return reserved.cpus <= room.cpus && reserved.memoryMb <= room.memoryMb && (capacity.maxSandboxes <= 0 || reserved.sandboxes <= capacity.maxSandboxes);
+}
+
 /** The nodes `req` fits on, the strategy's order (first choice first), and why the others do not qualify. */
 function rank(
   req: PlacementRequest,

@@ -3,7 +3,7 @@ import { PrismError, asPrismError, isPrismError } from '../core/errors.js';
 import { isSandboxId } from '../core/ids.js';
 import { join } from 'node:path';
 import { SANDBOX_STATUSES, canTransition } from '../core/lifecycle.js';
-import type { Sandbox, RuntimeName } from '../core/types.js';
+import type { Reservation, Sandbox, RuntimeName } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { NetworkManager, NetworkTraffic } from '../net/network-manager.js';
 import type { ExecOptions, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskStats, TaskVolume } from '../runtime/driver.js';
@@ -194,6 +194,49 @@ export class NodeAgent {
         .update(id, (s) => (s.node === this.nodeId && (s.status === 'scheduled' || s.status === 'starting') ? { ...s, status: 'failed', error: { code: err.code, message: err.message } } : undefined))
         .catch((e2) => this.log.warn({ err: e2, sandbox: id }, 'recording a failed create failed'));
     }
+  }
+
+  /**
+   * A direct create (direct-create.ts): makes the task of `sb` (placed on this node, no record yet),
+   * then writes its record, `running` with the handle, and its claim on this node's reservation in one
+   * commit, which `fits` admits (else RESOURCE_EXHAUSTED). Whatever fails, the task is destroyed and
+   * nothing is written.
+   */
+  async createDirect(sb: Sandbox, fits: (after: Reservation) => boolean): Promise<Sandbox> {
+    try {
+      return await this.createDirectLocked(sb, fits);
+    } catch (e) {
+      // As a scheduled create's failure is recorded (runAssignment): a stable code, whatever failed.
+      const err = asPrismError(e, 'INTERNAL', 'creating the sandbox');
+      if (err.code !== 'RESOURCE_EXHAUSTED' && err.code !== 'ALREADY_EXISTS') this.log.warn({ sandbox: sb.id, err }, 'sandbox create failed');
+      throw err;
+    }
+  }
+
+  private async createDirectLocked(sb: Sandbox, fits: (after: Reservation) => boolean): Promise<Sandbox> {
+    const timer = new StepTimer();
+    return this.lock.run(sb.id, async () => {
+      timer.step('queuedMs');
+      const image = await resolveTaskImage(sb.image, this.driver(sb.runtime), this.images, async () => undefined, this.opts.telemetry);
+      timer.step('imageMs');
+      const { handle, workdir, user } = await this.makeTask(sb, image, timer);
+      const running: Sandbox = { ...sb, status: 'running', imageDigest: image.digest, workdir, startedAt: new Date().toISOString() };
+      if (user) running.user = user;
+      // Known before the commit, as in runAssignment.
+      this.handles.set(sb.id, handle);
+      try {
+        await this.repo.commitDirect(handle, running, fits);
+      } catch (e) {
+        this.handles.delete(sb.id);
+        await this.driver(sb.runtime).destroy(handle).catch((de) => this.log.error({ err: de, sandbox: sb.id }, 'destroying the task of a direct create whose record was not written failed'));
+        await this.networks.teardown(sb.id).catch(() => undefined);
+        throw e;
+      }
+      timer.step('commitMs');
+      this.armTtl(running);
+      this.log.debug({ sandbox: sb.id, ms: timer.totalMs(), steps: timer.steps }, 'sandbox task made (direct)');
+      return running;
+    });
   }
 
   /** Makes the task of a new sandbox from its resolved image. On failure nothing is left behind. */

@@ -357,6 +357,37 @@ export class SandboxRepo {
     }
   }
 
+  /**
+   * A direct create's only write (direct-create.ts): the `running` record with its handle, its name,
+   * and `sb`'s share added to its node's reservation, in one commit merged with the node's other claims
+   * and releases. RESOURCE_EXHAUSTED when `fits` refuses the reservation with it added, ALREADY_EXISTS
+   * when the name is taken; nothing is written then.
+   */
+  async commitDirect(handle: TaskHandle, sb: Sandbox, fits: (after: Reservation) => boolean): Promise<void> {
+    const ops: CommitOp[] = [
+      { op: 'put', key: K.name(sb.name), value: sb.id, expectRevision: 0 },
+      { op: 'put', key: K.sandbox(sb.id), value: storedJson(sb, handle), expectRevision: 0 },
+    ];
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.release.claim(sb.node, ops, { cpus: sb.cpus, memoryMb: sb.memoryMb, sandboxes: 1 }, fits);
+        return;
+      } catch (e) {
+        if (isPrismError(e, 'CONFLICT')) {
+          // The round was refused for one of its commits' comparisons: ours if the name is taken, or
+          // if an earlier attempt whose answer was lost wrote the record already.
+          if ((await this.getStored(sb.id))?.value.startedAt === sb.startedAt) return;
+          const owner = await this.idForName(sb.name);
+          if (owner !== undefined && owner !== sb.id) throw new PrismError('ALREADY_EXISTS', `a sandbox named '${sb.name}' already exists`);
+          if (attempt >= 20) throw e;
+          continue;
+        }
+        if (!outcomeUnknown(e) || attempt >= 5) throw e;
+        await pause(attempt);
+      }
+    }
+  }
+
   /** The task handle of a sandbox placed on `node`, once the node made its task. */
   async getHandle(node: string, id: string): Promise<TaskHandle | undefined> {
     const s = await this.getStored(id);

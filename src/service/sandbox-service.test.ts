@@ -22,7 +22,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function setup(limits: Partial<ExecLimits> = {}) {
+async function setup(limits: Partial<ExecLimits> = {}, opts: { directCreate?: boolean } = {}) {
   const store = SqliteStore.open(':memory:');
   const driver = new FakeDriver();
   const node = await startNode({
@@ -31,7 +31,7 @@ async function setup(limits: Partial<ExecLimits> = {}) {
     defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
     labels: {}, capacity: {}, placement: 'spread', nodeTtlMs: 5000, scheduleTimeoutMs: 5000,
     execLimits: { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600, ...limits },
-    watchdogMs: 60_000, log: silentLogger,
+    watchdogMs: 60_000, log: silentLogger, ...(opts.directCreate === undefined ? {} : { directCreate: opts.directCreate }),
   });
   cleanups.push(() => store.close(), () => node.stop());
   const { repo, agent, sandboxes, exec, scheduler } = node;
@@ -113,8 +113,54 @@ describe('SandboxService.create', () => {
     expect(sb).toMatchObject({ name: 'custom', workdir: '/srv', cpus: 2, memoryMb: 256, pidsLimit: 64 });
   });
 
+  it('directly: writes a new sandbox once, running with its task handle, its name and the reservation in the same commit', async () => {
+    const { sandboxes, store, repo, scheduler, node: self } = await setup();
+    const all: { key: string; value?: string; revision: number }[] = [];
+    const watch = store.watch('/prism/', await store.revision(), (e) => all.push({ key: e.key, ...(e.value === undefined ? {} : { value: e.value }), revision: e.revision }));
+    cleanups.push(() => watch.close());
+    const placedBefore = scheduler.stats.placed;
+    const made = await Promise.all(Array.from({ length: 3 }, () => sandboxes.create({ memoryMb: 256 })));
+    await sleep(50);
+    for (const sb of made) {
+      const mine = all.filter((w) => w.key === `/prism/sandboxes/${sb.id}`);
+      expect(mine.map((w) => readSandboxValue(w.value!).sandbox.status)).toEqual(['running']);
+      expect(readSandboxValue(mine[0]!.value!).task?.id).toBe(sb.id);
+      const commit = all.filter((w) => w.revision === mine[0]!.revision).map((w) => w.key);
+      expect(commit).toEqual(expect.arrayContaining([`/prism/names/${sb.name}`, `/prism/reservations/${self.id}`]));
+      expect(await repo.idForName(sb.name)).toBe(sb.id);
+    }
+    expect(scheduler.stats.placed).toBe(placedBefore);
+    expect((await repo.getReservation(self.id)).value).toEqual({ cpus: 3, memoryMb: 768, sandboxes: 3 });
+  });
+
+  it('directly: a node without room left sends the create to the scheduler, which refuses it; nothing is left', async () => {
+    const { sandboxes, repo, driver, node: self } = await setup();
+    // Placement reserves memory 1:1: 4 sandboxes of the node's whole memory / 4 fill it.
+    const quarter = Math.floor(self.capacity.memoryMb / 4);
+    await Promise.all(Array.from({ length: 4 }, () => sandboxes.create({ memoryMb: quarter })));
+    expect(await codeOf(sandboxes.create({ name: 'one-too-many', memoryMb: quarter }))).toBe('RESOURCE_EXHAUSTED');
+    expect((await sandboxes.list()).map((s) => s.name)).not.toContain('one-too-many');
+    expect(await repo.idForName('one-too-many')).toBeUndefined();
+    expect(await driver.listTasks()).toHaveLength(4);
+  });
+
+  it('directly: when the room went while the task was made, the task goes, the create goes to the scheduler, nothing is left', async () => {
+    const { sandboxes, repo, store, driver, node: self } = await setup();
+    const hold = driver.holdNextCreate();
+    const creating = codeOf(sandboxes.create({ name: 'late', memoryMb: 256 }));
+    await hold.reached;
+    // Meanwhile the scheduler (as another writer) filled the node: the claim finds no room at its commit.
+    await store.put(`/prism/reservations/${self.id}`, JSON.stringify({ cpus: 0, memoryMb: self.capacity.memoryMb, sandboxes: 1 }));
+    hold.release();
+    expect(await creating).toBe('RESOURCE_EXHAUSTED');
+    expect(await repo.idForName('late')).toBeUndefined();
+    expect(await sandboxes.list()).toEqual([]);
+    expect(await driver.listTasks()).toEqual([]);
+    expect((await repo.getReservation(self.id)).value).toEqual({ cpus: 0, memoryMb: self.capacity.memoryMb, sandboxes: 1 });
+  });
+
   it('on the scheduler leader, writes a new sandbox once, already placed: no pending record, its name in the same commit', async () => {
-    const { sandboxes, store, repo, scheduler } = await setup();
+    const { sandboxes, store, repo, scheduler } = await setup({}, { directCreate: false });
     for (let i = 0; i < 200 && !scheduler.placesNew; i++) await sleep(10);
     expect(scheduler.placesNew).toBe(true);
     const writes: { id: string; status: string; revision: number }[] = [];

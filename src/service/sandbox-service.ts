@@ -8,6 +8,7 @@ import type { CreateSandboxWire } from '../core/wire.js';
 import { parseReference } from '../images/reference.js';
 import { resolvePolicy } from '../net/policy.js';
 import type { Logger } from './logger.js';
+import type { DirectCreate, DirectShape } from './direct-create.js';
 import type { NodeAgent } from './node-agent.js';
 import type { SandboxEvents, SandboxFollower } from './sandbox-events.js';
 import type { SandboxRepo, Versioned } from './sandbox-repo.js';
@@ -73,6 +74,8 @@ export class SandboxService {
     private readonly telemetry: Telemetry = NO_TELEMETRY,
     /** This node's scheduler: a create made on the leader is placed at once, with no `pending` record. */
     private readonly placer?: Placer,
+    /** Creates this node makes itself, in one write, when placement would put them here (direct-create.ts). */
+    private readonly direct?: DirectCreate,
   ) {
     agent.onTtlExpired = (sb) => {
       const action = sb.onTimeout ?? 'stop';
@@ -211,12 +214,42 @@ export class SandboxService {
       sb.snapshot = snap.id;
       sb.imageNode = snap.node;
     }
+    if (this.direct?.takes(shapeOf(sb))) {
+      const made = await this.createDirect(sb, req);
+      if (made) return made;
+    }
     // Followed from before its first write: every change the watch delivers is seen, none is read.
     const follower = this.events.follow(sb.id);
     try {
       return await this.createAndWait(sb, req, follower);
     } finally {
       follower.close();
+    }
+  }
+
+  /**
+   * Whether a create of `req` would be made on this node directly (direct-create.ts), as things stand
+   * now: the API then makes it here rather than sending it to the scheduler leader's node.
+   */
+  takesDirectly(req: CreateSandboxRequest): boolean {
+    if (!this.direct || req.snapshot !== undefined) return false;
+    return this.direct.takes({
+      runtime: req.runtime ?? this.defaults.runtime, cpus: req.cpus ?? this.defaults.cpus, memoryMb: req.memoryMb ?? this.defaults.memoryMb,
+      diskMb: req.diskMb ?? this.defaults.diskMb, volumes: (req.volumes?.length ?? 0) > 0, snapshot: false,
+      ...(req.nodeSelector && Object.keys(req.nodeSelector).length ? { nodeSelector: req.nodeSelector } : {}),
+    });
+  }
+
+  /** A direct create; undefined when this node had no room at its commit after all (nothing is left of it then). */
+  private async createDirect(sb: Sandbox, req: CreateSandboxRequest): Promise<Sandbox | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.direct!.create(sb);
+      } catch (e) {
+        // A generated name that happens to be taken: draw another, as for a scheduled create.
+        if (req.name !== undefined || attempt >= 5 || !isPrismError(e, 'ALREADY_EXISTS')) throw e;
+        sb.name = readableName();
+      }
     }
   }
 
@@ -477,5 +510,12 @@ function fromMemorySnapshot(req: CreateSandboxRequest, runtime: RuntimeName, sha
   return {
     ...req, cpus: shape.cpus, memoryMb: shape.memoryMb, diskMb: shape.diskMb, pidsLimit: req.pidsLimit ?? shape.pidsLimit, maxOpenFiles: req.maxOpenFiles ?? shape.maxOpenFiles,
     network: req.network ?? shape.network, ports: req.ports ?? shape.ports,
+  };
+}
+
+function shapeOf(sb: Sandbox): DirectShape {
+  return {
+    runtime: sb.runtime, cpus: sb.cpus, memoryMb: sb.memoryMb, diskMb: sb.diskMb ?? 0, volumes: (sb.volumes?.length ?? 0) > 0, snapshot: sb.snapshot !== undefined,
+    ...(sb.nodeSelector ? { nodeSelector: sb.nodeSelector } : {}),
   };
 }

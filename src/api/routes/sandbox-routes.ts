@@ -10,8 +10,9 @@ type Id = { Params: { id: string } };
 export function registerSandboxRoutes(app: FastifyInstance, svc: ApiServices): void {
   app.post<{ Body: Static<typeof CreateSandboxBody> }>(
     '/sandboxes',
-    // Made on the scheduler leader's node, where it is placed at once (owner-proxy.ts, Scheduler.place).
-    { config: { toLeader: true }, schema: { tags: ['sandboxes'], body: CreateSandboxBody, response: withErrors({ 201: SandboxSchema }, 404, 409, 412, 413, 429, 503) } },
+    // Made here when placement would put it here anyway (a direct create), else on the scheduler
+    // leader's node, where it is placed at once (owner-proxy.ts, Scheduler.place).
+    { config: { toLeader: (req) => (req.body ?? {}) as Static<typeof CreateSandboxBody> }, schema: { tags: ['sandboxes'], body: CreateSandboxBody, response: withErrors({ 201: SandboxSchema }, 404, 409, 412, 413, 429, 503) } },
     async (req, reply) => reply.status(201).send(await svc.sandboxes.create(req.body ?? {})),
   );
 
