@@ -30,6 +30,11 @@
  *
  * Usage: node dist/bench/cluster-placement.js [runs=5] [n=1000] [failoverRuns=3]   (needs etcd, etcdctl)
  *   PRISM_BENCH_WARMUP=2    unmeasured rounds (N raw puts, N steady creates) before the runs
+ *   PRISM_BENCH_DIRECT=0    direct creates off (src/service/direct-create.ts): every create goes to the
+ *                           scheduler (`pending` where made, `scheduled` by the leader, then `running`), as
+ *                           before direct creates, for a paired comparison. With them on (the default) a node
+ *                           makes the creates it would be given itself, one write each: the nodes' capacity
+ *                           below is large, so each stays within placement's slack (10% of its memory).
  *   PRISM_BENCH_HTTP=1      each node also serves its API (no auth, no TLS) on loopback, and creates go to the
  *                           nodes' `POST /api/v1/sandboxes` in turn: end to end, with a create made on a
  *                           node that does not lead sent on to the leader's (owner-proxy.ts), as users' are.
@@ -75,6 +80,8 @@ const CONCURRENCY = Number(process.env.PRISM_BENCH_CONCURRENCY ?? 64);
  */
 const BURST = Number(process.env.PRISM_BENCH_BURST ?? 100);
 const NODE_TTL_MS = 3000;
+/** Direct creates on (the default) or off: PRISM_BENCH_DIRECT=0 has the scheduler place every create (see the usage above). */
+const DIRECT = process.env.PRISM_BENCH_DIRECT !== '0';
 /** Every create through the leader's node (see the usage above). */
 const VIA_LEADER = process.env.PRISM_BENCH_VIA_LEADER === '1';
 /** Creates over the nodes' HTTP APIs (see the usage above). */
@@ -152,7 +159,7 @@ async function startBenchNode(endpoints: string[], id: string, driver = new Fake
     images, drivers: new Map([['oci', driver]]), runtimeInfo: [],
     defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 256, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
     // Large enough that capacity never refuses a placement: this bench measures the control plane.
-    labels: {}, capacity: { cpus: 1_000_000, memoryMb: 1_000_000_000, maxSandboxes: 0 }, placement: 'spread',
+    labels: {}, capacity: { cpus: 1_000_000, memoryMb: 1_000_000_000, maxSandboxes: 0 }, placement: 'spread', directCreate: DIRECT,
     nodeTtlMs: NODE_TTL_MS, scheduleTimeoutMs: FAILOVER_BOUND_MS,
     execLimits: { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600 },
     watchdogMs: 600_000, log,
@@ -183,7 +190,7 @@ async function crash(node: BenchNode): Promise<void> {
 }
 
 const leaderOf = (nodes: BenchNode[]) => nodes.find((n) => n.svc.membership.leaderTerm() !== undefined);
-const totals = (nodes: BenchNode[]) => nodes.reduce((t, n) => ({ placed: t.placed + n.svc.scheduler.stats.placed, batches: t.batches + n.svc.scheduler.stats.batches }), { placed: 0, batches: 0 });
+const totals = (nodes: BenchNode[]) => nodes.reduce((t, n) => ({ placed: t.placed + n.svc.scheduler.stats.placed, batches: t.batches + n.svc.scheduler.stats.batches, direct: t.direct + (n.svc.direct?.stats.made ?? 0) }), { placed: 0, batches: 0, direct: 0 });
 
 let deleteConflicts = 0;
 
@@ -259,7 +266,7 @@ function sampleRecord(i: number) {
   };
 }
 
-interface PrismRun { benchLoopBusy: number; benchCpuMs: number; etcdCpuSec: number; rpcsPerCreate: Record<string, number>; rpcsPerDelete: Record<string, number>; placedPerSec: number; createdPerSec: number; deletedPerSec: number; batches: number; meanBatch: number; createMs: number[]; perNode: Record<string, number>; errors: number; leftover: { keys: number; reservedSandboxes: number } }
+interface PrismRun { madeDirectly: number; benchLoopBusy: number; benchCpuMs: number; etcdCpuSec: number; rpcsPerCreate: Record<string, number>; rpcsPerDelete: Record<string, number>; placedPerSec: number; createdPerSec: number; deletedPerSec: number; batches: number; meanBatch: number; createMs: number[]; perNode: Record<string, number>; errors: number; leftover: { keys: number; reservedSandboxes: number } }
 
 /**
  * N creates in waves of `wave`, at most `width` in flight within a wave. Steady (wave N, width 64) is the
@@ -317,7 +324,8 @@ async function prismRun(nodes: BenchNode[], repo: SandboxRepo, observer: EtcdSto
   const rpc2 = await rpcCounts(cluster);
   const batches = after.batches - before.batches;
   return {
-    placedPerSec: placed / (placingMs / 1000),
+    placedPerSec: placingMs > 0 ? placed / (placingMs / 1000) : 0,
+    madeDirectly: nodes.reduce((t, n) => t + (n.svc.direct?.stats.made ?? 0), 0) - before.direct,
     createdPerSec: (N - errors) / ((createdAt - t0) / 1000),
     benchLoopBusy, benchCpuMs, etcdCpuSec: etcdCpu, rpcsPerCreate: rpcsPer(rpc0, rpc1, N), rpcsPerDelete: rpcsPer(rpc1, rpc2, N),
     deletedPerSec, batches, meanBatch: batches ? (after.placed - before.placed) / batches : 0, createMs, perNode, errors,
@@ -517,6 +525,8 @@ function prismSummary(runs: PrismRun[], rawRuns: RawRun[]) {
   const paired = runs.map((r, i) => r.createdPerSec / rawPuts[i]!);
   return {
     placedPerSec: { median: placed, all: runs.map((r) => round(r.placedPerSec)) },
+    /** Creates made directly by their node (direct-create.ts), the rest placed by the scheduler. */
+    madeDirectly: runs.map((r) => r.madeDirectly),
     createdPerSec: { median: created, all: runs.map((r) => round(r.createdPerSec)) },
     placedVsRawPuts: round(placed / rawPutsPerSec),
     createdVsRawPuts: round(created / rawPutsPerSec),
@@ -548,7 +558,7 @@ function report(rawRuns: RawRun[], storePuts: number[], prism: { steady: PrismRu
   return {
     benchmark: 'cluster-placement',
     date: new Date().toISOString(),
-    runs: RUNS, warmupRounds: WARMUP, n: N, concurrency: CONCURRENCY, burst: BURST, createsVia: `${VIA_LEADER ? 'the leader node only (upper bound of forwarding)' : 'every node in turn'}${OVER_HTTP ? `, over HTTP${NO_FORWARD ? ', not sent on to the leader' : ''}` : ', in-process service calls'}`, etcd: 'v3.4, 3 members on loopback, data on ' + tmpdir(),
+    runs: RUNS, warmupRounds: WARMUP, n: N, concurrency: CONCURRENCY, burst: BURST, directCreates: DIRECT, createsVia: `${VIA_LEADER ? 'the leader node only (upper bound of forwarding)' : 'every node in turn'}${OVER_HTTP ? `, over HTTP${NO_FORWARD ? ', not sent on to the leader' : ''}` : ', in-process service calls'}`, etcd: 'v3.4, 3 members on loopback, data on ' + tmpdir(),
     nodes: 3, driver: 'fake (no-op)', nodeTtlMs: NODE_TTL_MS,
     baseline: {
       rawPutsPerSec: { median: rawMedian, all: rawPuts.map(round) },

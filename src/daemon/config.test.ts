@@ -34,6 +34,14 @@ describe('parseHostPort', () => {
 });
 
 describe('resolveConfig', () => {
+  it('turns direct creates on by default, off with --direct-create off or PRISM_DIRECT_CREATE=off, and refuses other values', () => {
+    expect(resolveConfig({ dataDir: '/tmp/p' }, {}).directCreate).toBe(true);
+    expect(resolveConfig({ dataDir: '/tmp/p', directCreate: 'off' }, {}).directCreate).toBe(false);
+    expect(resolveConfig({ dataDir: '/tmp/p' }, { PRISM_DIRECT_CREATE: 'off' }).directCreate).toBe(false);
+    expect(resolveConfig({ dataDir: '/tmp/p', directCreate: 'on' }, { PRISM_DIRECT_CREATE: 'off' }).directCreate).toBe(true);
+    for (const bad of ['yes', '0', '']) expect(code(() => resolveConfig({ dataDir: '/tmp/p', directCreate: bad }, {})), bad).toBe('INVALID_ARGUMENT');
+  });
+
   it('takes overcommit factors from flags or the environment, between 1 and 1000', () => {
     expect(resolveConfig({ dataDir: '/tmp/p' }, {}).capacity).toEqual({});
     expect(resolveConfig({ dataDir: '/tmp/p', cpuOvercommit: '64' }, { PRISM_MEMORY_OVERCOMMIT: '1.5' }).capacity).toEqual({ cpuOvercommit: 64, memoryOvercommit: 1.5 });

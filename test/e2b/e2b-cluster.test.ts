@@ -77,6 +77,9 @@ describe.skipIf(skip !== undefined)('the e2b SDK against a 3-node cluster', () =
     const opts = (i: number) => ({ apiKey: nodes[i]!.token, apiUrl: `${nodes[i]!.url}/e2b`, sandboxUrl: `${nodes[i]!.url}/e2b/envd` });
     const sbx = await Sandbox.create({ ...opts(1), timeoutMs: 120_000 });
     try {
+      // Direct creates (on by default): made by the node the create came to, no scheduler involved.
+      const node1 = (await call(nodes[1]!.url, 'GET', '/health')).body.node;
+      expect((await call(nodes[0]!.url, 'GET', `/sandboxes/${sbx.sandboxId}`)).body.node).toBe(node1);
       for (const i of [0, 1, 2]) {
         const via = await Sandbox.connect(sbx.sandboxId, opts(i));
         expect((await via.commands.run(`echo via-${i}`)).stdout).toBe(`via-${i}\n`);

@@ -42,8 +42,10 @@ describe.skipIf(skip !== undefined)('cluster on etcd (3 prismd, 3 etcd members)'
   // Every node serves HTTPS with a certificate of one cluster CA, so forwarding between nodes is TLS
   // verified against that CA.
   const caDir = mkdtempSync(join(tmpdir(), 'prism-cluster-ca-'));
+  // Direct creates off: these tests are about the scheduler (placement, forwarding to the leader, failover),
+  // which then places every create. test/e2b/e2b-cluster.test.ts runs its cluster with them on.
   const args = (i: number) => [
-    '--store', store(), '--name', `node-${i}`, '--runtime', 'oci', '--node-ttl', String(TTL_S), '--capacity-memory-mb', '4096',
+    '--store', store(), '--name', `node-${i}`, '--runtime', 'oci', '--node-ttl', String(TTL_S), '--capacity-memory-mb', '4096', '--direct-create', 'off',
     '--tls', 'auto', '--tls-ca', join(caDir, 'ca.crt'), '--tls-ca-key', join(caDir, 'ca.key'),
   ];
 
