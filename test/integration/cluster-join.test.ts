@@ -98,7 +98,8 @@ describe.skipIf(skip !== undefined)('a cluster formed with --cluster-init and --
       expect(argv[argv.indexOf('--auto-compaction-mode') + 1]).toBe('periodic');
       expect(argv[argv.indexOf('--auto-compaction-retention') + 1]).toBe(AUTO_COMPACTION_RETENTION);
     }
-    const made = await Promise.all([0, 1, 2, 3, 4, 5].map(() => admin.sandboxes.create({ memoryMb: 64, cpus: 0.25 })));
+    // Two creates through each node: each node makes those it would be given itself (direct creates).
+    const made = await Promise.all(Object.values(nodes).flatMap((n) => [0, 1].map(() => as(n).sandboxes.create({ memoryMb: 64, cpus: 0.25 }))));
     expect(new Set(made.map((s) => s.info.node)).size).toBeGreaterThanOrEqual(2);
     for (const sb of made) expect((await sb.exec('echo hi')).text()).toBe('hi\n');
     await Promise.all(made.map((s) => s.delete()));

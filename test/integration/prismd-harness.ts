@@ -216,11 +216,12 @@ export function leftovers(sandboxId: string, dataDir: string): string[] {
 }
 
 /**
- * The ids of the sandboxes a daemon created while `fn` ran, from its `created` events: how a test names
- * the sandbox of a create that failed (its record is gone by then) to look for what it might have left
- * on the host, without comparing host-wide lists other test files change at the same time.
+ * The ids of the sandboxes a daemon created while `fn` ran, from its `created` events, and of direct
+ * creates that failed (they never wrote a record, so had no event) from its log: how a test names the
+ * sandbox of a create that failed (its record is gone by then) to look for what it might have left on
+ * the host, without comparing host-wide lists other test files change at the same time.
  */
-export async function createdDuring<T>(d: { url: string; token: string }, fn: () => Promise<T>): Promise<{ result: T; ids: string[] }> {
+export async function createdDuring<T>(d: { url: string; token: string; logs?: () => string }, fn: () => Promise<T>): Promise<{ result: T; ids: string[] }> {
   const { Prism } = await import('../../src/sdk/index.js');
   const stop = new AbortController();
   const ids: string[] = [];
@@ -230,10 +231,25 @@ export async function createdDuring<T>(d: { url: string; token: string }, fn: ()
     for await (const e of new Prism({ url: d.url, token: d.token }).events({ types: ['created'], signal: stop.signal, onOpen: open })) ids.push(e.sandboxId!);
   })().catch(() => undefined);
   await opened;
+  // A direct create that failed wrote no record, so it has no event: its id is in the daemon's log line.
+  const failedInLog = () => {
+    const out: string[] = [];
+    for (const line of (d.logs?.() ?? '').split('\n')) {
+      if (!line.startsWith('{') || !line.includes('"sandbox create failed"')) continue;
+      const id = (JSON.parse(line) as { sandbox?: string }).sandbox;
+      if (id) out.push(id);
+    }
+    return out;
+  };
+  const failedBefore = new Set(failedInLog());
   try {
     const result = await fn();
-    // The event of a create that answered is sent before its answer; the wait is for the stream to carry it.
-    for (const deadline = Date.now() + 5_000; ids.length === 0 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 25));
+    const fromLog = () => {
+      for (const id of failedInLog()) if (!failedBefore.has(id) && !ids.includes(id)) ids.push(id);
+    };
+    // The event of a create that answered is sent before its answer; the wait is for the stream to carry
+    // it (or for the log, written asynchronously, to hold the line).
+    for (const deadline = Date.now() + 5_000; ids.length === 0 && Date.now() < deadline; fromLog()) await new Promise((r) => setTimeout(r, 25));
     return { result, ids };
   } finally {
     stop.abort();
