@@ -178,6 +178,23 @@ describe('RegistryClient.resolve', () => {
 });
 
 describe('RegistryClient.fetchBlob', () => {
+  it('starts no download when the caller aborted while the content store was asked (none left running)', async () => {
+    const reg = await start();
+    const img = reg.addImage('app', 'v1', { layerSizes: [200_000] });
+    const ac = new AbortController();
+    // The abort lands during the store's `has`, between the entry check and the download.
+    const asked = Object.create(content) as ContentStore;
+    asked.has = async (digest: string) => {
+      const r = await content.has(digest);
+      ac.abort(new Error('user cancelled'));
+      return r;
+    };
+    await expect(client().fetchBlob(`${reg.host}/app:v1`, img.layers[0]!, asked, undefined, ac.signal)).rejects.toThrow('user cancelled');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(reg.count('/blobs/')).toBe(0);
+    await expectClean();
+  });
+
   it('stores a verified blob, and reports a cached one without asking the registry', async () => {
     const reg = await start();
     const img = reg.addImage('app', 'v1', { layerSizes: [200_000] });

@@ -118,6 +118,9 @@ export class RegistryClient {
     const r = typeof ref === 'string' ? parseReference(ref) : ref;
     checkDescriptor(desc, `blob of ${formatReference(r)}`);
     if (await content.has(desc.digest)) return { digest: desc.digest, size: desc.size, cached: true };
+    // Aborted while the store was asked: no download may start (join would refuse this caller, and a
+    // download nobody waits for is never told to stop).
+    signal?.throwIfAborted();
     const key = `${content.root}\0${desc.digest}`;
     let flight = inFlight.get(key);
     if (flight === undefined || flight.abandoned) {
