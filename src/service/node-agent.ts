@@ -164,21 +164,10 @@ export class NodeAgent {
           ({ value: sb, revision } = starting);
         }, this.opts.telemetry);
         timer.step('imageMs');
-        const { handle, workdir, user } = await this.makeTask(sb, image, timer);
-        const startedAt = new Date().toISOString();
-        const running: Sandbox = { ...sb, status: 'running', imageDigest: image.digest, workdir, startedAt };
-        if (user) running.user = user;
-        // Known before the commit: the watch may deliver `running` (to the watchdog, which asks for the
-        // handle) before the commit's own answer arrives, and a store read for it then is wasted.
-        this.handles.set(id, handle);
-        try {
-          await this.repo.commitRunning(handle, running, revision);
-        } catch (e) {
-          this.handles.delete(id);
-          await this.driver(sb.runtime).destroy(handle).catch(() => undefined);
-          await this.networks.teardown(id).catch(() => undefined);
+        const made = await this.makeTask(sb, image, timer);
+        const running = await this.commitMade(sb, image, made, (r) => this.repo.commitRunning(made.handle, r, revision)).catch((e: unknown) => {
           throw isPrismError(e, 'CONFLICT') || isPrismError(e, 'NOT_FOUND') ? new Superseded() : e;
-        }
+        });
         timer.step('commitMs');
         this.armTtl(running);
         this.log.debug({ sandbox: id, ms: timer.totalMs(), steps: timer.steps }, 'sandbox task made');
@@ -219,24 +208,34 @@ export class NodeAgent {
       timer.step('queuedMs');
       const image = await resolveTaskImage(sb.image, this.driver(sb.runtime), this.images, async () => undefined, this.opts.telemetry);
       timer.step('imageMs');
-      const { handle, workdir, user } = await this.makeTask(sb, image, timer);
-      const running: Sandbox = { ...sb, status: 'running', imageDigest: image.digest, workdir, startedAt: new Date().toISOString() };
-      if (user) running.user = user;
-      // Known before the commit, as in runAssignment.
-      this.handles.set(sb.id, handle);
-      try {
-        await this.repo.commitDirect(handle, running, fits);
-      } catch (e) {
-        this.handles.delete(sb.id);
-        await this.driver(sb.runtime).destroy(handle).catch((de) => this.log.error({ err: de, sandbox: sb.id }, 'destroying the task of a direct create whose record was not written failed'));
-        await this.networks.teardown(sb.id).catch(() => undefined);
-        throw e;
-      }
+      const made = await this.makeTask(sb, image, timer);
+      const running = await this.commitMade(sb, image, made, (r) => this.repo.commitDirect(made.handle, r, fits));
       timer.step('commitMs');
       this.armTtl(running);
       this.log.debug({ sandbox: sb.id, ms: timer.totalMs(), steps: timer.steps }, 'sandbox task made (direct)');
       return running;
     });
+  }
+
+  /**
+   * The `running` record of a task just made, written by `commit` (a scheduled create's compare-and-swap,
+   * or a direct create's one write). The handle is known before the commit: the watch may deliver
+   * `running` (to the watchdog, which asks for the handle) before the commit's own answer arrives, and a
+   * store read for it then is wasted. When the commit fails, the task and its network go, and its error is thrown.
+   */
+  private async commitMade(sb: Sandbox, image: TaskImage, made: { handle: TaskHandle; workdir: string; user?: string }, commit: (running: Sandbox) => Promise<void>): Promise<Sandbox> {
+    const running: Sandbox = { ...sb, status: 'running', imageDigest: image.digest, workdir: made.workdir, startedAt: new Date().toISOString() };
+    if (made.user) running.user = made.user;
+    this.handles.set(sb.id, made.handle);
+    try {
+      await commit(running);
+    } catch (e) {
+      this.handles.delete(sb.id);
+      await this.driver(sb.runtime).destroy(made.handle).catch((de) => this.log.error({ err: de, sandbox: sb.id }, 'destroying a task whose record was not written failed'));
+      await this.networks.teardown(sb.id).catch(() => undefined);
+      throw e;
+    }
+    return running;
   }
 
   /** Makes the task of a new sandbox from its resolved image. On failure nothing is left behind. */
