@@ -85,9 +85,11 @@ export async function registerOwnerProxy(
   app.addHook('preHandler', async (req, reply) => {
     const cfg = req.routeOptions.config;
     if (cfg?.toLeader) {
+      // Asked only where the request could be sent on: a create's own path asks again (SandboxService).
+      if (!toLeader || req.headers[FORWARDED_HEADER]) return;
       const create = typeof cfg.toLeader === 'function' ? cfg.toLeader(req) : undefined;
       if (create && sandboxes.takesDirectly(create)) return;
-      if (toLeader && !req.headers[FORWARDED_HEADER] && (await toLeader.forward(req, reply))) return reply;
+      if (await toLeader.forward(req, reply)) return reply;
       return;
     }
     const params = req.params as { id?: string; name?: string } | undefined;

@@ -132,7 +132,7 @@ export function registerControlRoutes(app: FastifyInstance, deps: ControlDeps): 
       network: { egress: egressOf(body) },
     };
     if (body.envVars && Object.keys(body.envVars).length) req.env = body.envVars;
-    if (body.volumeMounts?.length) req.volumes = body.volumeMounts.map((m) => ({ name: m.name, mountPath: m.path }));
+    if (body.volumeMounts?.length) req.volumes = volumesOf(body.volumeMounts);
     return sandboxCreated(await sandboxes.create(req), view(host));
   };
 
@@ -142,7 +142,7 @@ export function registerControlRoutes(app: FastifyInstance, deps: ControlDeps): 
   const shape = (req: FastifyRequest): CreateSandboxWire | undefined => {
     const body = req.body as Static<typeof NewSandbox>;
     if (body.templateID.startsWith('snap-')) return undefined;
-    return body.volumeMounts?.length ? { volumes: body.volumeMounts.map((m) => ({ name: m.name, mountPath: m.path })) } : {};
+    return body.volumeMounts?.length ? { volumes: volumesOf(body.volumeMounts) } : {};
   };
   // e2b >= 2.51 creates and connects under /v2; older SDKs without it. Both stay.
   for (const prefix of ['', '/v2']) {
@@ -286,6 +286,11 @@ export function registerControlRoutes(app: FastifyInstance, deps: ControlDeps): 
 }
 
 /** Every Prism sandbox is an E2B sandbox (not only those the gateway made), except one being deleted. */
+/** E2B's volume mounts as Prism's create names them. */
+function volumesOf(mounts: { name: string; path: string }[]): NonNullable<CreateSandboxWire['volumes']> {
+  return mounts.map((m) => ({ name: m.name, mountPath: m.path }));
+}
+
 function visible(sb: Sandbox): boolean {
   return sb.status !== 'deleting';
 }
