@@ -44,7 +44,7 @@ const ZERO: Reservation = { cpus: 0, memoryMb: 0, sandboxes: 0 };
  * `running` by the node that runs it; twice when it came in at the leader), and etcd's cost is per
  * record written (docs/benchmarks.md: ~0.3 ms of its CPU each, about a raw put). A direct create makes the
  * task first and then writes the record once, `running`, with its task handle and its name, in the same
- * commit that adds it to this node's reservation (ReservationRelease.claim, merged with the node's other
+ * commit that adds it to this node's reservation (ReservationLedger.claim, merged with the node's other
  * claims and releases): that commit is where capacity is checked, against the reservation as stored,
  * so a direct create never overcommits a node the scheduler is placing on at the same time.
  *

@@ -4,7 +4,7 @@ import type { ExecRecord, NodeInfo, Reservation, Sandbox, SandboxStatus, Snapsho
 import type { TaskHandle } from '../runtime/driver.js';
 import { GroupCommit } from '../store/group-commit.js';
 import type { CommitOp, KeyValue, Lease, Store, Watch } from '../store/store.js';
-import { ReservationRelease } from './reservation-release.js';
+import { ReservationLedger } from './reservation-ledger.js';
 import { VolumeRepo } from './volume-repo.js';
 
 /**
@@ -118,12 +118,12 @@ export class SandboxRepo {
    */
   private readonly group: GroupCommit;
   /** Deletes giving capacity back to one node, merged into one commit on its reservation key. */
-  private readonly release: ReservationRelease;
+  private readonly ledger: ReservationLedger;
 
   constructor(private readonly store: Store) {
     this.volumes = new VolumeRepo(store);
     this.group = new GroupCommit(store);
-    this.release = new ReservationRelease(store, K.reservation);
+    this.ledger = new ReservationLedger(store, K.reservation);
   }
 
   async getSandbox(id: string): Promise<Versioned<Sandbox> | undefined> {
@@ -265,7 +265,7 @@ export class SandboxRepo {
    * Removes the record (its task handle with it), its name and its exec records, releases its volumes, and returns
    * the capacity placement reserved for it to its node, all in one commit (retried when the record or
    * a volume changed meanwhile). Concurrent deletes of one node's sandboxes share that commit
-   * (ReservationRelease). `known`: the record as the caller just wrote it, saving the first read.
+   * (ReservationLedger). `known`: the record as the caller just wrote it, saving the first read.
    */
   async deleteSandbox(sb: Sandbox, onlyIf: (cur: Sandbox) => boolean = () => true, known?: Versioned<Sandbox>): Promise<boolean> {
     const execs = await this.store.list(K.execs(sb.id));
@@ -280,7 +280,7 @@ export class SandboxRepo {
         ...(await this.volumes.detachOps(rec)),
       ];
       try {
-        if (rec.node) await this.release.release(rec.node, ops, { cpus: rec.cpus, memoryMb: rec.memoryMb, sandboxes: 1 });
+        if (rec.node) await this.ledger.release(rec.node, ops, { cpus: rec.cpus, memoryMb: rec.memoryMb, sandboxes: 1 });
         else await this.store.commit(ops);
         return true;
       } catch (e) {
@@ -370,7 +370,7 @@ export class SandboxRepo {
     ];
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.release.claim(sb.node, ops, { cpus: sb.cpus, memoryMb: sb.memoryMb, sandboxes: 1 }, fits);
+        await this.ledger.claim(sb.node, ops, { cpus: sb.cpus, memoryMb: sb.memoryMb, sandboxes: 1 }, fits);
         return;
       } catch (e) {
         if (isPrismError(e, 'CONFLICT')) {

@@ -12,11 +12,12 @@ interface Queued {
   reject: (e: unknown) => void;
 }
 
-/** Most operations in one merged release (etcd's --max-txn-ops is 128 by default; one is the reservation). */
+/** Most operations in one merged round (etcd's --max-txn-ops is 128 by default; one is the reservation). */
 const MAX_OPS = 120;
 
 /**
- * Deletes that give capacity back to one node, merged: every delete waiting for a node's reservation
+ * Changes to one node's reservation, merged: deletes that give capacity back (`release`) and direct
+ * creates that take it (`claim`). Every delete waiting for a node's reservation
  * key goes in one commit that subtracts what all of them free, compared with the reservation as read
  * just before. Concurrent deletes of one node used to race for that key, each a read and a
  * compare-and-swap, mostly refused and retried (about 6 commits and 12 reads per delete at 64 in
@@ -33,7 +34,7 @@ const MAX_OPS = 120;
  * same way (`claim`), in the same rounds: a claim the reservation as read has no room for is refused
  * on its own, the round goes without it.
  */
-export class ReservationRelease {
+export class ReservationLedger {
   private readonly queues = new Map<string, Queued[]>();
   private readonly flushing = new Set<string>();
 

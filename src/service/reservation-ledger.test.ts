@@ -3,7 +3,7 @@ import { PrismError } from '../core/errors.js';
 import type { Reservation } from '../core/types.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { CommitOp, Store } from '../store/store.js';
-import { ReservationRelease } from './reservation-release.js';
+import { ReservationLedger } from './reservation-ledger.js';
 
 const key = (node: string) => `/r/${node}`;
 const one: Reservation = { cpus: 1, memoryMb: 256, sandboxes: 1 };
@@ -26,12 +26,12 @@ async function seed(store: Store, sandboxes: number): Promise<void> {
   for (let i = 0; i < sandboxes; i++) await store.put(`/sb/${i}`, 'x');
 }
 
-describe('ReservationRelease', () => {
+describe('ReservationLedger', () => {
   it('merges concurrent deletes of one node into one commit that frees all of them', async () => {
     const base = SqliteStore.open(':memory:');
     await seed(base, 10);
     const { store, stats } = counting(base);
-    const release = new ReservationRelease(store, key);
+    const release = new ReservationLedger(store, key);
     const revs = await Promise.all(Array.from({ length: 10 }, async (_, i) => (await base.get(`/sb/${i}`))!.modRevision));
     await Promise.all(revs.map((rev, i) => release.release('a', [{ op: 'delete', key: `/sb/${i}`, expectRevision: rev }], one)));
     expect(await base.list('/sb/')).toEqual([]);
@@ -48,7 +48,7 @@ describe('ReservationRelease', () => {
     const { store } = counting(base, async () => {
       await base.put(key('a'), JSON.stringify({ cpus: 5, memoryMb: 1280, sandboxes: 5 }));
     });
-    const release = new ReservationRelease(store, key);
+    const release = new ReservationLedger(store, key);
     await release.release('a', [{ op: 'delete', key: '/sb/0' }], one);
     expect(await reserved(base, 'a')).toEqual({ cpus: 4, memoryMb: 1024, sandboxes: 4 });
     await base.close();
@@ -58,7 +58,7 @@ describe('ReservationRelease', () => {
     const base = SqliteStore.open(':memory:');
     await seed(base, 3);
     const { store } = counting(base);
-    const release = new ReservationRelease(store, key);
+    const release = new ReservationLedger(store, key);
     const first = release.release('a', [{ op: 'delete', key: '/sb/0' }], one);
     const round = [
       release.release('a', [{ op: 'delete', key: '/sb/1' }], one),
@@ -76,7 +76,7 @@ describe('ReservationRelease', () => {
     await seed(base, 3);
     await base.put('/vol', '2');
     const { store, stats } = counting(base);
-    const release = new ReservationRelease(store, key);
+    const release = new ReservationLedger(store, key);
     await Promise.all([
       release.release('a', [{ op: 'delete', key: '/sb/0' }], one),
       release.release('a', [{ op: 'delete', key: '/sb/1' }, { op: 'put', key: '/vol', value: '1' }], one),
@@ -92,7 +92,7 @@ describe('ReservationRelease', () => {
     const base = SqliteStore.open(':memory:');
     await seed(base, 2);
     const { store, stats } = counting(base);
-    const release = new ReservationRelease(store, key);
+    const release = new ReservationLedger(store, key);
     // Room for 4 sandboxes: 2 are there, so of 4 claims the first 2 land and the last 2 are refused.
     const fits = (after: Reservation) => after.sandboxes <= 4;
     const results = await Promise.all(Array.from({ length: 4 }, (_, i) => outcome(release.claim('a', [{ op: 'put', key: `/new/${i}`, value: 'x', expectRevision: 0 }], one, fits))));
@@ -105,7 +105,7 @@ describe('ReservationRelease', () => {
   it('a claim counts the deletes of its round: capacity freed in the same commit is room', async () => {
     const base = SqliteStore.open(':memory:');
     await seed(base, 4);
-    const release = new ReservationRelease(base, key);
+    const release = new ReservationLedger(base, key);
     const rev = (await base.get('/sb/0'))!.modRevision;
     const fits = (after: Reservation) => after.sandboxes <= 4;
     // Queued behind a first claim (refused: the node is full), a delete and a claim share a round.
@@ -122,7 +122,7 @@ describe('ReservationRelease', () => {
     await seed(base, 3);
     // Another writer (the scheduler placing a sandbox here) takes the last slot just before the commit.
     const { store } = counting(base, () => base.put(key('a'), JSON.stringify({ cpus: 4, memoryMb: 1024, sandboxes: 4 })).then(() => undefined));
-    const release = new ReservationRelease(store, key);
+    const release = new ReservationLedger(store, key);
     const got = await outcome(release.claim('a', [{ op: 'put', key: '/new/0', value: 'x', expectRevision: 0 }], one, (after) => after.sandboxes <= 4));
     expect(got).toBe('RESOURCE_EXHAUSTED');
     expect(await base.list('/new/')).toEqual([]);
