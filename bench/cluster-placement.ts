@@ -325,7 +325,7 @@ async function prismRun(nodes: BenchNode[], repo: SandboxRepo, observer: EtcdSto
   const batches = after.batches - before.batches;
   return {
     placedPerSec: placingMs > 0 ? placed / (placingMs / 1000) : 0,
-    madeDirectly: nodes.reduce((t, n) => t + (n.svc.direct?.stats.made ?? 0), 0) - before.direct,
+    madeDirectly: after.direct - before.direct,
     createdPerSec: (N - errors) / ((createdAt - t0) / 1000),
     benchLoopBusy, benchCpuMs, etcdCpuSec: etcdCpu, rpcsPerCreate: rpcsPer(rpc0, rpc1, N), rpcsPerDelete: rpcsPer(rpc1, rpc2, N),
     deletedPerSec, batches, meanBatch: batches ? (after.placed - before.placed) / batches : 0, createMs, perNode, errors,

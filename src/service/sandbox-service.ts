@@ -232,10 +232,10 @@ export class SandboxService {
    * now: the API then makes it here rather than sending it to the scheduler leader's node.
    */
   takesDirectly(req: CreateSandboxRequest): boolean {
-    if (!this.direct || req.snapshot !== undefined) return false;
+    if (!this.direct) return false;
     return this.direct.takes({
       runtime: req.runtime ?? this.defaults.runtime, cpus: req.cpus ?? this.defaults.cpus, memoryMb: req.memoryMb ?? this.defaults.memoryMb,
-      diskMb: req.diskMb ?? this.defaults.diskMb, volumes: (req.volumes?.length ?? 0) > 0, snapshot: false,
+      diskMb: req.diskMb ?? this.defaults.diskMb, volumes: (req.volumes?.length ?? 0) > 0, snapshot: req.snapshot !== undefined,
       ...(req.nodeSelector && Object.keys(req.nodeSelector).length ? { nodeSelector: req.nodeSelector } : {}),
     });
   }
