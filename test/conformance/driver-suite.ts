@@ -296,11 +296,14 @@ export function driverConformanceSuite(name: string, make: () => Promise<DriverF
         type('stty size\n');
         await expectOut(/[\r\n]30 100\r\n/, 'the new size in the shell');
         // 0x03 through the line discipline interrupts the foreground job, not the shell.
-        const before = (await driver.stats(shared)).pids;
+        // Whether a live (not zombie) `sleep` runs in the sandbox. (Counting pids raced: a command the
+        // shell had not reaped yet, or one exiting, made the count before `sleep 100` as high as after.)
+        const sleepRuns = async () =>
+          (await sh(shared, 'for p in /proc/[0-9]*; do read c < $p/comm && [ "$c" = sleep ] && read s < $p/stat && case "$s" in *") Z "*) ;; *) exit 0 ;; esac; done 2>/dev/null; exit 1')).exitCode === 0;
         const sleeping = async (what: string, marker: string, re: RegExp) => {
           type(`echo "${marker.slice(0, 2)}""${marker.slice(2)}"; sleep 100\n`);
           await expectOut(re, what);
-          await waitFor(what, async () => (await driver.stats(shared)).pids > before);
+          await waitFor(what, sleepRuns);
         };
         // The new pid can show before the shell made sleep the terminal's foreground job; an interrupt
         // sent in that window reaches the interactive shell, which ignores it. So interrupt until the
