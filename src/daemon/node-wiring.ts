@@ -120,7 +120,9 @@ export async function startNode(w: NodeWiring): Promise<NodeServices> {
   );
   const events = new SandboxEvents(repo, w.log);
   const scheduler = new Scheduler(repo, events, w.log, { strategy: w.placement, batchMax: 100, maxTxnOps: 128 });
-  const direct = w.directCreate === false ? undefined : new DirectCreate(repo, w.id, (sb, fits) => agent.createDirect(sb, fits), w.log, { strategy: w.placement, slackSandboxes: DEFAULT_DIRECT_SLACK_SANDBOXES });
+  const direct = w.directCreate === false ? undefined : new DirectCreate(repo, w.id, (sb, terms) => agent.createDirect(sb, terms), w.log, {
+    strategy: w.placement, slackSandboxes: DEFAULT_DIRECT_SLACK_SANDBOXES, memberRevision: () => membership.memberRevision(),
+  });
   const sandboxes = new SandboxService(repo, events, agent, w.defaults, w.log, { scheduleMs: w.scheduleTimeoutMs, startMs: 15 * 60_000 }, w.telemetry, scheduler, direct);
   const exec = new ExecService(sandboxes, agent, repo, w.execLimits, w.log, w.telemetry);
   const pty = new PtyService(sandboxes, agent);

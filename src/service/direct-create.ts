@@ -3,7 +3,7 @@ import { allocatable, type Reservation, type RuntimeName, type Sandbox } from '.
 import { ClusterView } from '../scheduler/cluster-view.js';
 import { hasRoom, placesHere, type PlacementStrategy } from '../scheduler/placement.js';
 import type { Logger } from './logger.js';
-import type { SandboxRepo } from './sandbox-repo.js';
+import type { DirectTerms, SandboxRepo } from './sandbox-repo.js';
 
 /** What decides whether a create may be made directly: the request with the node's defaults applied. */
 export interface DirectShape {
@@ -18,7 +18,7 @@ export interface DirectShape {
 }
 
 /** The node agent's half: makes the task, then writes the record, `running`, with the claim (NodeAgent.createDirect). */
-export type MakeDirect = (sb: Sandbox, fits: (after: Reservation) => boolean) => Promise<Sandbox>;
+export type MakeDirect = (sb: Sandbox, terms: DirectTerms) => Promise<Sandbox>;
 
 export interface DirectCreateOptions {
   strategy: PlacementStrategy;
@@ -27,6 +27,8 @@ export interface DirectCreateOptions {
    * sandboxes of the request's memory (placement.ts placesHere).
    */
   slackSandboxes: number;
+  /** This node's member key's revision as it last wrote it (Membership.memberRevision); the commit compares it. */
+  memberRevision: () => number | undefined;
 }
 
 export const DEFAULT_DIRECT_SLACK_SANDBOXES = 16;
@@ -46,7 +48,9 @@ const ZERO: Reservation = { cpus: 0, memoryMb: 0, sandboxes: 0 };
  * task first and then writes the record once, `running`, with its task handle and its name, in the same
  * commit that adds it to this node's reservation (ReservationLedger.claim, merged with the node's other
  * claims and releases): that commit is where capacity is checked, against the reservation as stored,
- * so a direct create never overcommits a node the scheduler is placing on at the same time.
+ * so a direct create never overcommits a node the scheduler is placing on at the same time. The commit
+ * also compares this node's member key, so a node declared dead meanwhile (whose sandboxes the
+ * scheduler marks `lost`) adds no `running` sandbox: its create fails UNAVAILABLE, its task destroyed.
  *
  * A node takes a create itself when the cluster's placement would put it here, within a slack
  * (placesHere): the sandbox fits, may run here (runtime, nodeSelector) and this node is about as free
@@ -124,7 +128,7 @@ export class DirectCreate {
       return ok;
     };
     try {
-      const made = await this.make({ ...sb, node: this.self }, fits);
+      const made = await this.make({ ...sb, node: this.self }, { fits, memberRevision: this.opts.memberRevision });
       this.stats.made++;
       return made;
     } catch (e) {

@@ -22,6 +22,8 @@ export interface MembershipOptions {
  */
 export class Membership {
   private lease?: Lease;
+  /** The member key's revision as last written here; undefined until joined and once the lease ran out. */
+  private memberRev?: number;
   private term?: number;
   private timer?: NodeJS.Timeout;
   private leaderWatch?: Watch;
@@ -67,15 +69,23 @@ export class Membership {
     if (this.opts.campaign) await this.runForLeader();
   }
 
+  /**
+   * The revision of this node's member key as this node last wrote it (direct creates compare it in their
+   * commit); undefined when not known (not joined yet, or the lease ran out and rejoining is under way).
+   */
+  memberRevision(): number | undefined {
+    return this.memberRev;
+  }
+
   private async join(): Promise<void> {
     this.lease = await this.repo.grantLease(this.opts.ttlMs);
-    await this.repo.putMember(this.nodeId, this.address(), this.lease);
+    this.memberRev = await this.repo.putMember(this.nodeId, this.address(), this.lease);
     this.lastRenewal = Date.now();
   }
 
   /** Re-announces the address (after the API bound a port). */
   async announce(): Promise<void> {
-    if (this.lease) await this.repo.putMember(this.nodeId, this.address(), this.lease);
+    if (this.lease) this.memberRev = await this.repo.putMember(this.nodeId, this.address(), this.lease);
   }
 
   private async tick(): Promise<void> {
@@ -88,6 +98,7 @@ export class Membership {
     } catch (e) {
       if (isPrismError(e, 'NOT_FOUND')) {
         this.log.warn({ node: this.nodeId }, 'membership lease expired: rejoining the cluster');
+        this.memberRev = undefined;
         this.depose();
         await this.join().then(() => this.onRejoin(), (err) => this.log.warn({ err }, 'rejoining failed; retrying'));
         if (this.opts.campaign) await this.runForLeader();
@@ -171,7 +182,6 @@ export class Membership {
     this.onDeposed();
   }
 
-  /** Leaves the cluster: gives up leadership and the lease, so others see this node gone at once. */
   /**
    * Leaves: stops renewing and revokes the lease, so the node counts as gone at once. A store that does
    * not answer within `boundMs` (its quorum lost) is not waited for: the lease then runs out after its

@@ -3,7 +3,7 @@ import { PrismError, asPrismError, isPrismError } from '../core/errors.js';
 import { isSandboxId } from '../core/ids.js';
 import { join } from 'node:path';
 import { SANDBOX_STATUSES, canTransition } from '../core/lifecycle.js';
-import type { Reservation, Sandbox, RuntimeName } from '../core/types.js';
+import type { Sandbox, RuntimeName } from '../core/types.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { NetworkManager, NetworkTraffic } from '../net/network-manager.js';
 import type { ExecOptions, RuntimeDriver, TaskHandle, TaskProcess, TaskSpec, TaskStats, TaskVolume } from '../runtime/driver.js';
@@ -11,7 +11,7 @@ import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { SandboxNetworks } from './sandbox-networks.js';
 import type { SandboxFeed } from './sandbox-events.js';
-import type { SandboxRepo, Versioned } from './sandbox-repo.js';
+import type { DirectTerms, SandboxRepo, Versioned } from './sandbox-repo.js';
 import { resolveTaskImage, type TaskImage } from './task-image.js';
 import type { Telemetry } from './telemetry.js';
 
@@ -188,12 +188,13 @@ export class NodeAgent {
   /**
    * A direct create (direct-create.ts): makes the task of `sb` (placed on this node, no record yet),
    * then writes its record, `running` with the handle, and its claim on this node's reservation in one
-   * commit, which `fits` admits (else RESOURCE_EXHAUSTED). Whatever fails, the task is destroyed and
-   * nothing is written.
+   * commit, on the `terms` of SandboxRepo.commitDirect (room on the reservation, else RESOURCE_EXHAUSTED;
+   * this node still a live member, else UNAVAILABLE). Whatever fails, the task is destroyed and nothing
+   * is written.
    */
-  async createDirect(sb: Sandbox, fits: (after: Reservation) => boolean): Promise<Sandbox> {
+  async createDirect(sb: Sandbox, terms: DirectTerms): Promise<Sandbox> {
     try {
-      return await this.createDirectLocked(sb, fits);
+      return await this.createDirectLocked(sb, terms);
     } catch (e) {
       // As a scheduled create's failure is recorded (runAssignment): a stable code, whatever failed.
       const err = asPrismError(e, 'INTERNAL', 'creating the sandbox');
@@ -202,14 +203,14 @@ export class NodeAgent {
     }
   }
 
-  private async createDirectLocked(sb: Sandbox, fits: (after: Reservation) => boolean): Promise<Sandbox> {
+  private async createDirectLocked(sb: Sandbox, terms: DirectTerms): Promise<Sandbox> {
     const timer = new StepTimer();
     return this.lock.run(sb.id, async () => {
       timer.step('queuedMs');
       const image = await resolveTaskImage(sb.image, this.driver(sb.runtime), this.images, async () => undefined, this.opts.telemetry);
       timer.step('imageMs');
       const made = await this.makeTask(sb, image, timer);
-      const running = await this.commitMade(sb, image, made, (r) => this.repo.commitDirect(made.handle, r, fits));
+      const running = await this.commitMade(sb, image, made, (r) => this.repo.commitDirect(made.handle, r, terms));
       timer.step('commitMs');
       this.armTtl(running);
       this.log.debug({ sandbox: sb.id, ms: timer.totalMs(), steps: timer.steps }, 'sandbox task made (direct)');

@@ -128,4 +128,30 @@ describe('ReservationLedger', () => {
     expect(await base.list('/new/')).toEqual([]);
     expect(await reserved(base, 'a')).toEqual({ cpus: 4, memoryMb: 1024, sandboxes: 4 });
   });
+
+  it('claims that check one key (the node\'s member key) share a round, the check sent once; a failed check writes nothing', async () => {
+    const base = SqliteStore.open(':memory:');
+    await seed(base, 0);
+    const member = await base.put('/members/a', 'alive');
+    const sent: CommitOp[][] = [];
+    const wrapped = Object.create(base) as Store;
+    wrapped.commit = (ops: CommitOp[]) => {
+      sent.push(ops);
+      return base.commit(ops);
+    };
+    const ledger = new ReservationLedger(wrapped, key);
+    const fits = () => true;
+    const claim = (i: number, rev: number) =>
+      outcome(ledger.claim('a', [{ op: 'put', key: `/new/${i}`, value: 'x', expectRevision: 0 }, { op: 'check', key: '/members/a', expectRevision: rev }], one, fits));
+    expect(await Promise.all([0, 1, 2, 3].map((i) => claim(i, member)))).toEqual(['ok', 'ok', 'ok', 'ok']);
+    // The first goes alone, the three queued behind it together, their one check sent once.
+    expect(sent.map((ops) => ops.filter((op) => op.op === 'check').length)).toEqual([1, 1]);
+    expect(sent[1]!.filter((op) => op.op === 'put' && op.key.startsWith('/new/'))).toHaveLength(3);
+    // The member key gone (the node declared dead): the claim's round is refused whole.
+    await base.delete('/members/a');
+    expect(await claim(4, member)).toBe('CONFLICT');
+    expect((await base.list('/new/')).map((kv) => kv.key)).toEqual(['/new/0', '/new/1', '/new/2', '/new/3']);
+    expect(await reserved(base, 'a')).toEqual({ cpus: 4, memoryMb: 1024, sandboxes: 4 });
+    await base.close();
+  });
 });

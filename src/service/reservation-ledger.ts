@@ -30,6 +30,8 @@ const MAX_OPS = 120;
  *   or a delete through another node) is read again and the round sent again.
  * - An unknown outcome (UNAVAILABLE, DEADLINE_EXCEEDED) reaches every caller of the round.
  * - Deletes touching a key another queued delete touches (a shared volume) go in a later round.
+ * - Pure checks (`op: 'check'`) touch no key: commits checking one key go in one round, and identical
+ *   checks are sent once (every direct create of a node checks its member key).
  * Direct creates (a node making a sandbox it runs itself, src/service/direct-create.ts) take capacity the
  * same way (`claim`), in the same rounds: a claim the reservation as read has no room for is refused
  * on its own, the round goes without it.
@@ -45,7 +47,7 @@ export class ReservationLedger {
 
   /** Applies `ops` together with `freed` taken from `node`'s reservation (never below zero). */
   release(node: string, ops: CommitOp[], freed: Reservation): Promise<void> {
-    return this.enqueue(node, { ops, keys: ops.map((op) => op.key), freed });
+    return this.enqueue(node, { ops, keys: written(ops), freed });
   }
 
   /**
@@ -54,7 +56,7 @@ export class ReservationLedger {
    * RESOURCE_EXHAUSTED, with nothing written, when it does not. Same merging as `release`.
    */
   claim(node: string, ops: CommitOp[], wanted: Reservation, fits: (after: Reservation) => boolean): Promise<void> {
-    return this.enqueue(node, { ops, keys: ops.map((op) => op.key), freed: { cpus: -wanted.cpus, memoryMb: -wanted.memoryMb, sandboxes: -wanted.sandboxes }, fits });
+    return this.enqueue(node, { ops, keys: written(ops), freed: { cpus: -wanted.cpus, memoryMb: -wanted.memoryMb, sandboxes: -wanted.sandboxes }, fits });
   }
 
   private enqueue(node: string, item: Omit<Queued, 'resolve' | 'reject'>): Promise<void> {
@@ -112,7 +114,7 @@ export class ReservationLedger {
         };
         const reservation: CommitOp = { op: 'put', key: this.key(node), value: JSON.stringify(left), expectRevision: kv?.modRevision ?? 0 };
         try {
-          await this.store.commit([...round.flatMap((q) => q.ops), reservation]);
+          await this.store.commit([...merged(round.flatMap((q) => q.ops)), reservation]);
           for (const q of round) q.resolve();
           return;
         } catch (e) {
@@ -151,4 +153,21 @@ export class ReservationLedger {
     }
     return out;
   }
+}
+
+/** The keys `ops` write (checks write none). */
+function written(ops: CommitOp[]): string[] {
+  return ops.filter((op) => op.op !== 'check').map((op) => op.key);
+}
+
+/** `ops` with identical checks sent once. */
+function merged(ops: CommitOp[]): CommitOp[] {
+  const seen = new Set<string>();
+  return ops.filter((op) => {
+    if (op.op !== 'check') return true;
+    const id = `${op.key}@${op.expectRevision}`;
+    if (seen.has(id)) return false;
+    seen.add(id);
+    return true;
+  });
 }

@@ -44,6 +44,14 @@ function outcomeUnknown(e: unknown): boolean {
 
 const pause = (attempt: number) => new Promise((r) => setTimeout(r, Math.min(1000, 100 * (attempt + 1))));
 
+/** What a direct create's one commit holds to (SandboxRepo.commitDirect). */
+export interface DirectTerms {
+  /** Whether the node's reservation with the sandbox added has room for it (ReservationLedger.claim). */
+  fits(after: Reservation): boolean;
+  /** The revision of the node's member key as the node last wrote it; undefined when not known (then read). */
+  memberRevision(): number | undefined;
+}
+
 export interface Versioned<T> {
   value: T;
   revision: number;
@@ -360,25 +368,32 @@ export class SandboxRepo {
   /**
    * A direct create's only write (direct-create.ts): the `running` record with its handle, its name,
    * and `sb`'s share added to its node's reservation, in one commit merged with the node's other claims
-   * and releases. RESOURCE_EXHAUSTED when `fits` refuses the reservation with it added, ALREADY_EXISTS
-   * when the name is taken; nothing is written then.
+   * and releases. The commit also compares the node's member key: a node the cluster has declared dead
+   * (its lease ran out, the scheduler marks its sandboxes `lost`) cannot add a `running` sandbox.
+   * RESOURCE_EXHAUSTED when `terms.fits` refuses the reservation with it added, ALREADY_EXISTS when the
+   * name is taken, UNAVAILABLE when the node is not a live member; nothing is written then.
    */
-  async commitDirect(handle: TaskHandle, sb: Sandbox, fits: (after: Reservation) => boolean): Promise<void> {
-    const ops: CommitOp[] = [
-      { op: 'put', key: K.name(sb.name), value: sb.id, expectRevision: 0 },
-      { op: 'put', key: K.sandbox(sb.id), value: storedJson(sb, handle), expectRevision: 0 },
-    ];
+  async commitDirect(handle: TaskHandle, sb: Sandbox, terms: DirectTerms): Promise<void> {
+    let member = terms.memberRevision();
     for (let attempt = 0; ; attempt++) {
+      member ??= await this.memberRevision(sb.node);
+      const ops: CommitOp[] = [
+        { op: 'put', key: K.name(sb.name), value: sb.id, expectRevision: 0 },
+        { op: 'put', key: K.sandbox(sb.id), value: storedJson(sb, handle), expectRevision: 0 },
+        { op: 'check', key: K.member(sb.node), expectRevision: member },
+      ];
       try {
-        await this.ledger.claim(sb.node, ops, { cpus: sb.cpus, memoryMb: sb.memoryMb, sandboxes: 1 }, fits);
+        await this.ledger.claim(sb.node, ops, { cpus: sb.cpus, memoryMb: sb.memoryMb, sandboxes: 1 }, terms.fits);
         return;
       } catch (e) {
         if (isPrismError(e, 'CONFLICT')) {
-          // The round was refused for one of its commits' comparisons: ours if the name is taken, or
-          // if an earlier attempt whose answer was lost wrote the record already.
+          // The round was refused for one of its commits' comparisons: ours if the name is taken, if an
+          // earlier attempt whose answer was lost wrote the record already, or if the member key changed
+          // (gone: the node is dead to the cluster; written again: re-announced or rejoined, still alive).
           if ((await this.getStored(sb.id))?.value.startedAt === sb.startedAt) return;
           const owner = await this.idForName(sb.name);
           if (owner !== undefined && owner !== sb.id) throw new PrismError('ALREADY_EXISTS', `a sandbox named '${sb.name}' already exists`);
+          member = await this.memberRevision(sb.node);
           if (attempt >= 20) throw e;
           continue;
         }
@@ -386,6 +401,15 @@ export class SandboxRepo {
         await pause(attempt);
       }
     }
+  }
+
+  /** The revision of `node`'s member key; UNAVAILABLE when there is none (the node is not a live member). */
+  private async memberRevision(node: string): Promise<number> {
+    const kv = await this.store.get(K.member(node));
+    if (!kv) {
+      throw new PrismError('UNAVAILABLE', `node ${node} is not a live member of the cluster (its lease ran out); the sandbox was not created, try again`, { retryable: true });
+    }
+    return kv.modRevision;
   }
 
   /** The task handle of a sandbox placed on `node`, once the node made its task. */
@@ -492,9 +516,9 @@ export class SandboxRepo {
     return { close: () => watches.forEach((w) => w.close()) };
   }
 
-  /** Announces the node alive for as long as `lease` lives. */
-  async putMember(id: string, address: string, lease: Lease): Promise<void> {
-    await this.store.put(K.member(id), JSON.stringify({ address, at: new Date().toISOString() }), { lease: lease.id });
+  /** Announces the node alive for as long as `lease` lives; returns the member key's revision. */
+  async putMember(id: string, address: string, lease: Lease): Promise<number> {
+    return this.store.put(K.member(id), JSON.stringify({ address, at: new Date().toISOString() }), { lease: lease.id });
   }
 
   async isMember(id: string): Promise<boolean> {

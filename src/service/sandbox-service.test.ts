@@ -159,6 +159,37 @@ describe('SandboxService.create', () => {
     expect((await repo.getReservation(self.id)).value).toEqual({ cpus: 0, memoryMb: self.capacity.memoryMb, sandboxes: 1 });
   });
 
+  it('directly: a node declared dead while the task was made adds no running sandbox: UNAVAILABLE, task gone, nothing written', async () => {
+    const { sandboxes, repo, store, driver, node: self } = await setup();
+    const hold = driver.holdNextCreate();
+    const creating = codeOf(sandboxes.create({ name: 'orphan', memoryMb: 256 }));
+    await hold.reached;
+    // The cluster declares the node dead (its member key gone, as when its lease runs out); the
+    // scheduler's sweep of its sandboxes has run already and would never see this one.
+    const reservation = await repo.getReservation(self.id);
+    expect(await store.delete(`/prism/members/${self.id}`)).toBe(true);
+    hold.release();
+    expect(await creating).toBe('UNAVAILABLE');
+    expect(await repo.idForName('orphan')).toBeUndefined();
+    expect(await sandboxKeys(store)).toEqual([]);
+    expect(await driver.listTasks()).toEqual([]);
+    expect((await repo.getReservation(self.id)).value).toEqual(reservation.value);
+  });
+
+  it('directly: a member key written again meanwhile (re-announced, rejoined) still lets the create through', async () => {
+    const { sandboxes, store, driver, node: self } = await setup();
+    const hold = driver.holdNextCreate();
+    const creating = sandboxes.create({ name: 'kept' });
+    await hold.reached;
+    const member = await store.get(`/prism/members/${self.id}`);
+    await store.put(`/prism/members/${self.id}`, member!.value);
+    hold.release();
+    const sb = await creating;
+    expect(sb.status).toBe('running');
+    expect(sb.node).toBe(self.id);
+    expect(await driver.listTasks()).toHaveLength(1);
+  });
+
   it('on the scheduler leader, writes a new sandbox once, already placed: no pending record, its name in the same commit', async () => {
     const { sandboxes, store, repo, scheduler } = await setup({}, { directCreate: false });
     for (let i = 0; i < 200 && !scheduler.placesNew; i++) await sleep(10);
