@@ -17,8 +17,11 @@ export interface DirectShape {
   snapshot: boolean;
 }
 
-/** The node agent's half: makes the task, then writes the record, `running`, with the claim (NodeAgent.createDirect). */
-export type MakeDirect = (sb: Sandbox, terms: DirectTerms) => Promise<Sandbox>;
+/**
+ * The node agent's half: makes the task, then writes the record, `running`, with the claim
+ * (NodeAgent.createDirect). Undefined, with nothing made, when the image must be pulled first.
+ */
+export type MakeDirect = (sb: Sandbox, terms: DirectTerms) => Promise<Sandbox | undefined>;
 
 export interface DirectCreateOptions {
   strategy: PlacementStrategy;
@@ -55,9 +58,10 @@ const ZERO: Reservation = { cpus: 0, memoryMb: 0, sandboxes: 0 };
  * A node takes a create itself when the cluster's placement would put it here, within a slack
  * (placesHere): the sandbox fits, may run here (runtime, nodeSelector) and this node is about as free
  * (spread) or as full (binpack) as the strategy's first choice. Otherwise, and for sandboxes with
- * volumes or from a snapshot, the create goes to the scheduler as before. The view of the nodes is a
- * ClusterView of this node's own (watches on node records, members and reservations), plus the claims
- * this node has in flight.
+ * volumes or from a snapshot, or whose image this node would have to pull, the create goes to the
+ * scheduler as before (where a pull shows as `starting`, and a failure as a `failed` record and event).
+ * The view of the nodes is a ClusterView of this node's own (watches on node records, members and
+ * reservations), plus the claims this node has in flight.
  *
  * What a user sees: the create returns `running` as before; no `pending` or `scheduled` record is
  * ever visible for it (a `created` lifecycle event, then `running`). A task made here whose record
@@ -68,8 +72,11 @@ export class DirectCreate {
   private view?: ClusterView;
   private inFlight: Reservation = ZERO;
   private stopped = false;
-  /** Creates made directly, and those that found no room at their commit and went to the scheduler. */
-  readonly stats = { made: 0, noRoom: 0 };
+  /**
+   * Creates made directly; those that found no room at their commit, and those whose image was not on
+   * this node, which went to the scheduler.
+   */
+  readonly stats = { made: 0, noRoom: 0, pulls: 0 };
 
   constructor(
     private readonly repo: SandboxRepo,
@@ -112,8 +119,9 @@ export class DirectCreate {
   }
 
   /**
-   * Makes `sb` here (its node set to this one). Undefined when, at its commit, this node had no room left
-   * for it (its task is gone again): the caller sends it to the scheduler instead.
+   * Makes `sb` here (its node set to this one). Undefined when its image must be pulled first (nothing
+   * was made), or when, at its commit, this node had no room left for it (its task is gone again): the
+   * caller sends it to the scheduler instead.
    */
   async create(sb: Sandbox): Promise<Sandbox | undefined> {
     const capacity = this.view?.aliveNow()?.find((n) => n.id === this.self)?.capacity;
@@ -129,6 +137,11 @@ export class DirectCreate {
     };
     try {
       const made = await this.make({ ...sb, node: this.self }, { fits, memberRevision: this.opts.memberRevision });
+      if (!made) {
+        this.stats.pulls++;
+        this.log.debug({ sandbox: sb.id, image: sb.image }, 'direct create: the image is not on this node; sent to the scheduler (a pull shows as starting)');
+        return undefined;
+      }
       this.stats.made++;
       return made;
     } catch (e) {

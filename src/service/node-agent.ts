@@ -190,9 +190,10 @@ export class NodeAgent {
    * then writes its record, `running` with the handle, and its claim on this node's reservation in one
    * commit, on the `terms` of SandboxRepo.commitDirect (room on the reservation, else RESOURCE_EXHAUSTED;
    * this node still a live member, else UNAVAILABLE). Whatever fails, the task is destroyed and nothing
-   * is written.
+   * is written. Undefined, with nothing made, when the image must be pulled first: a direct create never
+   * pulls (a pull takes a while, and a create placed by the scheduler shows it as `starting`).
    */
-  async createDirect(sb: Sandbox, terms: DirectTerms): Promise<Sandbox> {
+  async createDirect(sb: Sandbox, terms: DirectTerms): Promise<Sandbox | undefined> {
     try {
       return await this.createDirectLocked(sb, terms);
     } catch (e) {
@@ -203,11 +204,16 @@ export class NodeAgent {
     }
   }
 
-  private async createDirectLocked(sb: Sandbox, terms: DirectTerms): Promise<Sandbox> {
+  private async createDirectLocked(sb: Sandbox, terms: DirectTerms): Promise<Sandbox | undefined> {
     const timer = new StepTimer();
     return this.lock.run(sb.id, async () => {
       timer.step('queuedMs');
-      const image = await resolveTaskImage(sb.image, this.driver(sb.runtime), this.images, async () => undefined, this.opts.telemetry);
+      let pulls = false;
+      const image = await resolveTaskImage(sb.image, this.driver(sb.runtime), this.images, async () => {
+        pulls = true;
+        throw new Error('not pulled by a direct create');
+      }, this.opts.telemetry).catch((e: unknown) => (pulls ? undefined : Promise.reject(e)));
+      if (!image) return undefined;
       timer.step('imageMs');
       const made = await this.makeTask(sb, image, timer);
       const running = await this.commitMade(sb, image, made, (r) => this.repo.commitDirect(made.handle, r, terms));

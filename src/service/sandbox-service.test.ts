@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { PrismError, type ErrorCode } from '../core/errors.js';
 import type { ExecRecord, ExecResult } from '../core/types.js';
 import { oneImageStore } from '../images/fake/one-image-store.js';
+import type { ImageStore } from '../images/image-store.js';
 import { FakeDriver } from '../runtime/fake/fake-driver.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { startNode } from '../daemon/node-wiring.js';
@@ -22,21 +23,21 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function setup(limits: Partial<ExecLimits> = {}, opts: { directCreate?: boolean } = {}) {
+async function setup(limits: Partial<ExecLimits> = {}, opts: { directCreate?: boolean; images?: ImageStore } = {}) {
   const store = SqliteStore.open(':memory:');
   const driver = new FakeDriver();
   const node = await startNode({
     store, id: NODE, name: 'test-node', version: 'test', dataDir: tmpdir(), address: 'http://127.0.0.1:0',
-    images, drivers: new Map([['oci', driver]]), runtimeInfo: [],
+    images: opts.images ?? images, drivers: new Map([['oci', driver]]), runtimeInfo: [],
     defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
     labels: {}, capacity: {}, placement: 'spread', nodeTtlMs: 5000, scheduleTimeoutMs: 5000,
     execLimits: { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600, ...limits },
     watchdogMs: 60_000, log: silentLogger, ...(opts.directCreate === undefined ? {} : { directCreate: opts.directCreate }),
   });
   cleanups.push(() => store.close(), () => node.stop());
-  const { repo, agent, sandboxes, exec, scheduler } = node;
+  const { repo, agent, sandboxes, exec, scheduler, direct } = node;
   const run = (sb: string, argv: string[], req: Partial<ExecRequest> = {}) => runExec(exec, sb, { argv, ...req });
-  return { store, repo, driver, agent, node: await node.nodes.publish(), sandboxes, exec, run, scheduler };
+  return { store, repo, driver, agent, node: await node.nodes.publish(), sandboxes, exec, run, scheduler, direct };
 }
 
 async function runExec(exec: ExecService, sb: string, req: ExecRequest): Promise<ExecResult & { stdout: string; stderr: string }> {
@@ -188,6 +189,48 @@ describe('SandboxService.create', () => {
     expect(sb.status).toBe('running');
     expect(sb.node).toBe(self.id);
     expect(await driver.listTasks()).toHaveLength(1);
+  });
+
+  it('directly: an image this node must pull first sends the create to the scheduler, where the pull shows as starting', async () => {
+    // IMAGE is not on the node until pulled; the pull waits for the test.
+    let pulled = false;
+    let pullStarted!: () => void;
+    const pulling = new Promise<void>((r) => (pullStarted = r));
+    let finishPull!: () => void;
+    const pullDone = new Promise<void>((r) => (finishPull = r));
+    const unpulled = {
+      get: (r: string) => (pulled ? images.get(r) : Promise.reject(new PrismError('NOT_FOUND', `image '${r}' not found`))),
+      rootfs: (r: string) => (pulled ? images.rootfs(r) : Promise.reject(new PrismError('NOT_FOUND', `image '${r}' not found`))),
+      ensure: async (r: string) => {
+        pullStarted();
+        await pullDone;
+        pulled = true;
+        return images.ensure(r);
+      },
+    } as unknown as ImageStore;
+    const { sandboxes, store, driver, direct } = await setup({}, { images: unpulled });
+    const statuses = new Map<string, string[]>();
+    const watch = store.watch('/prism/sandboxes/', await store.revision(), (e) => {
+      if (e.type !== 'put') return;
+      const sb = readSandboxValue(e.value!).sandbox;
+      statuses.set(sb.id, [...(statuses.get(sb.id) ?? []), sb.status]);
+    });
+    cleanups.push(() => watch.close());
+    const creating = sandboxes.create({ name: 'pulls' });
+    await pulling;
+    // While the image is pulled, the sandbox is listed, `starting`, and no task exists yet.
+    expect((await sandboxes.list()).map((s) => [s.name, s.status])).toEqual([['pulls', 'starting']]);
+    expect(await driver.listTasks()).toEqual([]);
+    finishPull();
+    const sb = await creating;
+    expect(sb.status).toBe('running');
+    expect(statuses.get(sb.id)).toEqual(['scheduled', 'starting', 'running']);
+    expect(direct!.stats).toMatchObject({ made: 0, pulls: 1 });
+    // Now on the node: the next create of it is made directly, in one write.
+    const next = await sandboxes.create({});
+    await sleep(20);
+    expect(statuses.get(next.id)).toEqual(['running']);
+    expect(direct!.stats).toMatchObject({ made: 1, pulls: 1 });
   });
 
   it('on the scheduler leader, writes a new sandbox once, already placed: no pending record, its name in the same commit', async () => {

@@ -240,7 +240,10 @@ export class SandboxService {
     });
   }
 
-  /** A direct create; undefined when this node had no room at its commit after all (nothing is left of it then). */
+  /**
+   * A direct create; undefined when its image must be pulled first, or this node had no room at its
+   * commit after all (nothing is left of it then): the create then goes to the scheduler.
+   */
   private async createDirect(sb: Sandbox, req: CreateSandboxRequest): Promise<Sandbox | undefined> {
     for (let attempt = 0; ; attempt++) {
       try {
