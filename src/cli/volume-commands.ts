@@ -23,11 +23,12 @@ export function registerVolumeCommands(program: Command, ctx: CliContext): void 
 
   volume
     .command('create <name>')
-    .description('create a volume on the node prismctl talks to; sandboxes that mount it run there')
+    .description('create a volume on a node (--node, else the one prismctl talks to); sandboxes that mount it run there')
     .requiredOption('--size <mb>', 'size in MiB: writes past it fail with ENOSPC', parseNumber('int'))
     .option('--multi-attach', 'let several sandboxes mount it read-write at once (containers only)')
-    .action(async (name: string, f: { size: number; multiAttach?: boolean }, cmd: Command) => {
-      const v = await ctx.client(cmd).volumes.create({ name, sizeMb: f.size, ...(f.multiAttach ? { multiAttach: true } : {}) });
+    .option('--node <node>', 'the node (id or name, see `prismctl node ls`) to make it on')
+    .action(async (name: string, f: { size: number; multiAttach?: boolean; node?: string }, cmd: Command) => {
+      const v = await ctx.client(cmd).volumes.create({ name, sizeMb: f.size, ...(f.multiAttach ? { multiAttach: true } : {}), ...(f.node ? { node: f.node } : {}) });
       if (ctx.format(cmd) === 'json') return ctx.json(v);
       ctx.out(`created volume ${v.name} (${v.sizeMb} MiB on node ${v.node})`);
     });

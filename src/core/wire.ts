@@ -129,6 +129,8 @@ export const CreateVolumeBody = Type.Object(
     name: VolumeName,
     sizeMb: Type.Integer({ minimum: VOLUME_MB_MIN, maximum: VOLUME_MB_MAX }),
     multiAttach: Type.Optional(Type.Boolean()),
+    /** The node (id or name) to make it on; absent: the node that serves the request. */
+    node: Type.Optional(Type.String({ minLength: 1, maxLength: 253 })),
   },
   closed,
 );

@@ -9,11 +9,14 @@ export interface CreateVolumeOptions {
   sizeMb: number;
   /** Let more than one sandbox mount it read-write at once (containers only; never with a microVM). */
   multiAttach?: boolean;
+  /** The node (id or name) to make it on; absent: the node the client talks to. */
+  node?: string;
 }
 
 /**
  * `prism.volumes`: persistent file systems that outlive sandboxes. A volume lives on the node that
- * created it; sandboxes that mount it (CreateSandboxOptions.volumes) run on that node.
+ * created it (`node`, else the one the client talks to); sandboxes that mount it
+ * (CreateSandboxOptions.volumes) run on that node.
  */
 export class VolumesApi {
   readonly #api: ApiTransport;

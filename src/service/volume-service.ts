@@ -1,6 +1,6 @@
 import { PrismError, isPrismError } from '../core/errors.js';
 import { NAME_PATTERN } from '../core/ids.js';
-import { VOLUME_MB_MAX, VOLUME_MB_MIN, type Volume } from '../core/types.js';
+import { VOLUME_MB_MAX, VOLUME_MB_MIN, type NodeInfo, type Volume } from '../core/types.js';
 import type { VolumeStore } from '../volumes/volume-store.js';
 import type { Logger } from './logger.js';
 import type { SandboxRepo } from './sandbox-repo.js';
@@ -10,6 +10,11 @@ export interface CreateVolumeRequest {
   sizeMb: number;
   /** Allow more than one sandbox to mount it read-write at once (containers only). */
   multiAttach?: boolean;
+  /**
+   * The node (id or name) that makes it; absent: this one. The API sends such a create on to that node
+   * (owner-proxy `nodeOwner`); a create for another node that reaches the service anyway is refused.
+   */
+  node?: string;
 }
 
 /** Where a volume's data lives, for requests that must run on that node. */
@@ -19,8 +24,8 @@ const NAME_RE = new RegExp(NAME_PATTERN);
 
 /**
  * Volumes: a record in the Store (name, size, node, attachments) and the data on one node (the
- * VolumeStore). A volume is created on the node that serves the request; sandboxes that mount it are
- * placed there. Attachments are written by the sandbox repo with the sandbox's own record.
+ * VolumeStore). A volume is created on the node the request names (`node`), else on the node that
+ * serves the request; sandboxes that mount it are placed there. Attachments are written by the sandbox repo with the sandbox's own record.
  */
 export class VolumeService {
   constructor(
@@ -38,6 +43,7 @@ export class VolumeService {
     if (!Number.isInteger(req.sizeMb) || req.sizeMb < VOLUME_MB_MIN || req.sizeMb > VOLUME_MB_MAX) {
       throw new PrismError('INVALID_ARGUMENT', `sizeMb must be a whole number from ${VOLUME_MB_MIN} to ${VOLUME_MB_MAX}, got ${req.sizeMb}`);
     }
+    if (req.node !== undefined) await this.requireThisNode(req.node);
     if (await this.repo.volumes.get(req.name)) throw new PrismError('ALREADY_EXISTS', `a volume named '${req.name}' already exists`);
     const v: Volume = {
       name: req.name, sizeMb: req.sizeMb, node: this.nodeId, multiAttach: req.multiAttach ?? false, createdAt: new Date().toISOString(), attachments: [],
@@ -54,6 +60,22 @@ export class VolumeService {
     }
     this.log.info({ volume: v.name, sizeMb: v.sizeMb }, 'volume created');
     return v;
+  }
+
+  /** The node a create names, by id or name; NOT_FOUND when no node is called that. */
+  async nodeNamed(ref: string): Promise<NodeInfo> {
+    const n = (await this.repo.listNodes()).find((x) => x.id === ref || x.name === ref);
+    if (!n) throw new PrismError('NOT_FOUND', `node '${ref}' not found (see 'prismctl node ls')`);
+    return n;
+  }
+
+  /** A create naming a node runs on that node: this one, else a clear error (it was not sent on). */
+  private async requireThisNode(ref: string): Promise<void> {
+    if (ref === this.nodeId) return;
+    const n = await this.nodeNamed(ref);
+    if (n.id === this.nodeId) return;
+    if (n.status !== 'alive') throw new PrismError('UNAVAILABLE', `node ${n.name} is ${n.status}: a volume is made on its node, which must be alive; try again when it is, or name another node`, { retryAfterSec: 5 });
+    throw new PrismError('FAILED_PRECONDITION', `this request for a volume on node ${n.name} reached node ${this.nodeId} and was not sent on; send it to node ${n.name}'s API (${n.address ?? 'no address known'})`);
   }
 
   async get(name: string): Promise<Volume> {

@@ -10,9 +10,14 @@ export function registerVolumeRoutes(app: FastifyInstance, svc: ApiServices): vo
   app.post<{ Body: Static<typeof CreateVolumeBody> }>(
     '/volumes',
     {
+      // A create naming another node runs there (a node that is not alive: the service answers here).
+      config: { nodeOwner: async (req) => {
+        const node = (req.body as { node?: string } | undefined)?.node;
+        return node === undefined ? undefined : (await svc.volumes.nodeNamed(node)).id;
+      } },
       schema: {
         tags: ['volumes'],
-        description: 'Creates a volume on the node that serves the request; sandboxes that mount it run on that node.',
+        description: 'Creates a volume on the node it names (`node`, an id or name), else on the node that serves the request; sandboxes that mount it run on that node.',
         body: CreateVolumeBody,
         response: withErrors({ 201: VolumeSchema }, 409),
       },
