@@ -185,6 +185,21 @@ describe.skipIf(!!skip)('web console in chromium', () => {
     await page.getByRole('heading', { name: 'Volumes' }).waitFor();
   });
 
+  it('creates a shared volume on a chosen node from the form, and deletes it', async () => {
+    await page.getByRole('link', { name: 'Volumes' }).click();
+    const [self] = await admin.nodes.list();
+    await page.getByLabel('Volume name').fill('made-in-the-console');
+    await page.getByLabel('Size (MiB)').fill('16');
+    await page.getByLabel('Node').selectOption(self!.id);
+    await page.getByLabel('Shared read-write (containers)').check();
+    await page.getByRole('button', { name: 'Create volume' }).click();
+    const made = await waitUntil(async () => (await admin.volumes.list()).find((v) => v.name === 'made-in-the-console'));
+    expect(made).toMatchObject({ sizeMb: 16, node: self!.id, multiAttach: true });
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.getByRole('button', { name: 'Delete volume made-in-the-console' }).click();
+    await waitUntil(async () => ((await admin.volumes.list()).some((v) => v.name === 'made-in-the-console') ? undefined : true));
+  });
+
   it('logs out when its token is revoked', async () => {
     await page.getByRole('link', { name: 'Nodes' }).click(); // refreshes every 5 s
     await admin.tokens.revoke(consoleToken.id);
