@@ -16,6 +16,7 @@ import { copySparse, requireLayers } from './vm-disks.js';
 import { VmLauncher, type LaunchInfo, type MicrovmDriverOptions } from './vm-launcher.js';
 import { toTaskProcess, ttyEnv } from '../agent-process.js';
 import { PidWatcher, type WatchEnd } from '../pid-watch.js';
+import { claimTaskDir, createOrTeardown } from '../task-dir.js';
 
 export type { MicrovmDriverLogger, MicrovmDriverOptions } from './vm-launcher.js';
 
@@ -100,25 +101,14 @@ export class MicrovmDriver implements RuntimeDriver {
     validateSpec(spec);
     const p = this.paths(spec.id);
     await requireLayers(spec.layers);
-    await mkdir(this.tasksDir, { recursive: true });
-    try {
-      await mkdir(p.task); // non-recursive: claims the id atomically
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new PrismError('ALREADY_EXISTS', `task ${spec.id} already exists`);
-      throw asPrismError(e, 'INTERNAL', 'creating task directory');
-    }
-    try {
+    await claimTaskDir(this.tasksDir, p.task, spec.id);
+    return createOrTeardown(spec.id, async () => {
       const t0 = Date.now();
       const boot = spec.restore ? await this.restore(spec, p, spec.restore.dir) : await this.boot(spec, p, true);
       const data = { taskDir: p.task, ...boot, home: await imageHome(spec.layers, spec.user), createMs: Date.now() - t0 };
       this.opts.logger?.info({ task: spec.id, ...data }, 'microvm task created');
       return { id: spec.id, runtime: 'microvm', spec, data };
-    } catch (e) {
-      await this.teardown(spec.id, p, true).catch((te: unknown) =>
-        this.opts.logger?.error({ err: te, task: spec.id }, 'cleanup after failed create failed'),
-      );
-      throw asPrismError(e, 'INTERNAL', `creating task ${spec.id}`);
-    }
+    }, () => this.teardown(spec.id, p, true), this.opts.logger);
   }
 
   async start(handle: TaskHandle): Promise<void> {

@@ -23,6 +23,7 @@ import { buildRuntimeSpec, cpuQuotaUs } from './runtime-spec.js';
 import type { TaskUser } from '../task-user.js';
 import { resolveTaskUser } from './task-user.js';
 import { StepTimer } from '../../core/step-timer.js';
+import { claimTaskDir, createOrTeardown } from '../task-dir.js';
 
 export interface OciDriverLogger {
   info(o: object, msg?: string): void;
@@ -147,19 +148,13 @@ export class OciDriver implements RuntimeDriver {
   /** A task made from scratch: its writable disk, overlay, config and container (runc run). */
   private async createTask(spec: TaskSpec): Promise<TaskHandle> {
     const p = this.paths(spec.id);
-    await mkdir(this.tasksDir, { recursive: true });
-    try {
-      await mkdir(p.task); // non-recursive: claims the id atomically
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new PrismError('ALREADY_EXISTS', `task ${spec.id} already exists`);
-      throw asPrismError(e, 'INTERNAL', 'creating task directory');
-    }
+    await claimTaskDir(this.tasksDir, p.task, spec.id);
     const handle: TaskHandle = { id: spec.id, runtime: 'oci', spec, data: { taskDir: p.task, rootfs: p.rootfs } };
     // Each step's time, in the log line of the create: where a create's time goes (bench/oci-latency.ts).
     const timer = new StepTimer();
     const step = (name: string) => timer.step(name);
     const steps = timer.steps;
-    try {
+    return createOrTeardown(spec.id, async () => {
       await Promise.all([p.bundle, p.disk, p.rootfs].map((d) => mkdir(d)));
       step('dirsMs');
       await makeTaskDisk(p.diskImage, spec.diskMb, join(this.opts.stateDir, 'disk-templates'));
@@ -180,12 +175,7 @@ export class OciDriver implements RuntimeDriver {
       step('userMs');
       this.opts.logger?.info({ task: spec.id, diskMs: handle.data.diskMs, steps }, 'oci task created');
       return handle;
-    } catch (e) {
-      await this.teardown(spec.id, p, true).catch((te: unknown) =>
-        this.opts.logger?.error({ err: te, task: spec.id }, 'cleanup after failed create failed'),
-      );
-      throw asPrismError(e, 'INTERNAL', `creating task ${spec.id}`);
-    }
+    }, () => this.teardown(spec.id, p, true), this.opts.logger);
   }
 
   async start(handle: TaskHandle): Promise<void> {
