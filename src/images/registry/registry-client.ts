@@ -163,7 +163,7 @@ export class RegistryClient {
             await content.putStream(body, desc.digest);
           } catch (e) {
             // The store refuses content not matching the digest and keeps nothing of it.
-            if (e instanceof PrismError && e.code === 'INVALID_ARGUMENT' && !e.message.startsWith('corrupted')) throw corrupted(what, e.message, e);
+            if (e instanceof PrismError && e.code === 'INVALID_ARGUMENT' && !CORRUPTED.has(e)) throw corrupted(what, e.message, e);
             throw e;
           }
           return { digest: desc.digest, size: desc.size, cached: false };
@@ -205,8 +205,13 @@ function target(r: ImageReference): RegistryTarget {
   return { host: registryHost(r), domain: registryDomain(r), repository: repositoryPath(r) };
 }
 
+/** Errors `corrupted` made, told apart by identity (not by their message) when they come back through the store. */
+const CORRUPTED = new WeakSet<PrismError>();
+
 function corrupted(what: string, why: string, cause?: unknown): PrismError {
-  return new PrismError('INVALID_ARGUMENT', `corrupted blob: ${what}: ${why}`, { cause });
+  const e = new PrismError('INVALID_ARGUMENT', `corrupted blob: ${what}: ${why}`, { cause });
+  CORRUPTED.add(e);
+  return e;
 }
 
 function unsupported(what: string, mediaType: string): PrismError {
