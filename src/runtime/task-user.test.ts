@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { PrismError } from '../core/errors.js';
-import { parseTaskUser, userSpec } from './task-user.js';
+import { envWithHome, parseTaskUser, userSpec } from './task-user.js';
 
 const passwd = 'root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234:app:/home/app:/bin/sh\n';
 const group = 'root:x:0:\napp:x:1234:\nextra:x:2000:app,other\nstaff:x:50:\n';
@@ -33,5 +33,13 @@ describe('parseTaskUser', () => {
     expect(codeOf(() => parseTaskUser('app:ghosts', passwd, group))).toBe('INVALID_ARGUMENT');
     expect(codeOf(() => parseTaskUser('app', '', ''))).toBe('INVALID_ARGUMENT');
     expect(codeOf(() => parseTaskUser(':1', passwd, group))).toBe('INVALID_ARGUMENT');
+  });
+});
+
+describe('envWithHome', () => {
+  it('gives a non-root user its home as HOME unless the command sets one; root keeps the env as it is', () => {
+    expect(envWithHome({ A: '1' }, true, '/home/u')).toEqual({ A: '1', HOME: '/home/u' });
+    expect(envWithHome({ HOME: '/tmp' }, true, '/home/u')).toEqual({ HOME: '/tmp' });
+    expect(envWithHome({ A: '1' }, false, '/root')).toEqual({ A: '1' });
   });
 });

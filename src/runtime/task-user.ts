@@ -48,3 +48,11 @@ export function parseTaskUser(spec: string, passwdText: string, groupText: strin
 export function userSpec(u: TaskUser): string {
   return `${u.uid} ${u.gid} ${u.groups.join(',')}`;
 }
+
+/**
+ * The environment of a command run as a user: a non-root user gets its passwd home as HOME unless the
+ * command sets one (as Docker does); root and commands with a HOME of their own get `env` as it is.
+ */
+export function envWithHome(env: Record<string, string>, nonRoot: boolean, home: string): Record<string, string> {
+  return nonRoot && env.HOME === undefined ? { ...env, HOME: home } : env;
+}

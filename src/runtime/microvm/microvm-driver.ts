@@ -17,6 +17,7 @@ import { VmLauncher, type LaunchInfo, type MicrovmDriverOptions } from './vm-lau
 import { toTaskProcess, ttyEnv } from '../agent-process.js';
 import { PidWatcher, type WatchEnd } from '../pid-watch.js';
 import { claimTaskDir, createOrTeardown } from '../task-dir.js';
+import { envWithHome } from '../task-user.js';
 
 export type { MicrovmDriverLogger, MicrovmDriverOptions } from './vm-launcher.js';
 
@@ -164,7 +165,7 @@ export class MicrovmDriver implements RuntimeDriver {
     const p = this.paths(handle.id);
     const user = opts.asRoot ? undefined : agentUser(handle.spec.user);
     const home = typeof handle.data.home === 'string' ? handle.data.home : '/';
-    const env = user && !user.startsWith('0 ') && opts.env.HOME === undefined ? { ...opts.env, HOME: home } : opts.env;
+    const env = user ? envWithHome(opts.env, !user.startsWith('0 '), home) : opts.env;
     const conn = await this.connection(handle.id, p);
     const started = Date.now();
     const proc = conn.exec(ttyEnv({ ...opts, env }), user);

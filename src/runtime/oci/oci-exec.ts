@@ -1,7 +1,7 @@
 import { PrismError } from '../../core/errors.js';
 import type { ExecOptions, TaskProcess } from '../driver.js';
 import { agentExec } from '../exec-agent-client.js';
-import { userSpec, type TaskUser } from '../task-user.js';
+import { envWithHome, userSpec, type TaskUser } from '../task-user.js';
 import { toTaskProcess, ttyEnv } from '../agent-process.js';
 
 /**
@@ -23,8 +23,7 @@ export async function startExec(
   // be killed before the "before" value is taken, and the kill would go unreported.
   const before = await oomKills().catch(() => -1);
   const started = Date.now();
-  // A non-root user gets its passwd home as HOME unless the command sets one (as Docker does).
-  const env = user && user.uid !== 0 && opts.env.HOME === undefined ? { ...opts.env, HOME: user.home } : opts.env;
+  const env = user ? envWithHome(opts.env, user.uid !== 0, user.home) : opts.env;
   const proc = await agentExec(socketPath, ttyEnv({ ...opts, env }), user ? userSpec(user) : undefined);
   const result = (async () => {
     const exit = await proc.exit;
