@@ -1,3 +1,4 @@
+import { drained, errorEvent } from '../ndjson.js';
 import type { Static } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { PrismError } from '../../core/errors.js';
@@ -73,16 +74,6 @@ async function streamExec(svc: ApiServices, id: SandboxRef, execReq: ExecRequest
     early.push(line);
     return true;
   };
-  // The client reads slower than the command writes: wait for the socket to drain (or close).
-  const drained = () => new Promise<void>((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.on('drain', done);
-    res.on('close', done);
-  });
   const encoders = { stdout: new StreamEncoder(), stderr: new StreamEncoder() };
   const emit = (type: 'stdout' | 'stderr', e: { data: string; encoding: string } | undefined): boolean => {
     if (!e) return true;
@@ -92,7 +83,8 @@ async function streamExec(svc: ApiServices, id: SandboxRef, execReq: ExecRequest
   const session: ExecSession = await svc.exec.exec(id, execReq, {
     stdout: (b) => emit('stdout', encoders.stdout.push(b)),
     stderr: (b) => emit('stderr', encoders.stderr.push(b)),
-    drained,
+    // The client reads slower than the command writes: wait for the socket to drain (or close).
+    drained: () => drained(res),
   });
   reply.hijack();
   res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', 'x-exec-id': session.id });
@@ -109,7 +101,7 @@ async function streamExec(svc: ApiServices, id: SandboxRef, execReq: ExecRequest
     write({ type: 'exit', id: session.id, ...r });
   } catch (e) {
     log.error({ err: e }, 'exec stream failed');
-    write({ type: 'error', error: { code: 'INTERNAL', message: (e as Error).message } });
+    write(errorEvent(e));
   } finally {
     finished = true;
     res.end();

@@ -1,3 +1,4 @@
+import { errorEvent } from '../ndjson.js';
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -6,7 +7,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import { PrismError, asPrismError } from '../../core/errors.js';
+import { PrismError } from '../../core/errors.js';
 import type { PullProgress } from '../../images/image-store.js';
 import { GcSchema, ImageSchema, PullBody, withErrors } from '../schemas.js';
 import type { ApiServices } from '../server.js';
@@ -44,8 +45,7 @@ export function registerImageRoutes(app: FastifyInstance, svc: ApiServices, maxI
         const image = await svc.images.pull(req.body.ref, { ...opts, onProgress: (p: PullProgress) => write({ type: 'progress', ...p }) });
         write({ type: 'done', image });
       } catch (e) {
-        const err = asPrismError(e);
-        write({ type: 'error', error: { code: err.code, message: err.message } });
+        write(errorEvent(e));
       } finally {
         res.end();
       }

@@ -1,3 +1,4 @@
+import { drained, errorEvent } from '../ndjson.js';
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { PrismError } from '../../core/errors.js';
@@ -132,11 +133,6 @@ async function followOutput(svc: ApiServices, id: string, pid: string, offsets: 
   const signal = abortOnClose(reply);
   reply.hijack();
   res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
-  const drained = () => new Promise<void>((resolve) => {
-    const done = () => (res.off('drain', done), res.off('close', done), resolve());
-    res.on('drain', done);
-    res.on('close', done);
-  });
   const at = { ...offsets };
   try {
     for await (const ev of svc.processes.follow(id, pid, offsets, signal)) {
@@ -148,12 +144,11 @@ async function followOutput(svc: ApiServices, id: string, pid: string, offsets: 
         at[ev.type] = ev.read.next;
         line = { type: ev.type, data: e.data, ...(e.encoding === 'base64' ? { encoding: 'base64' } : {}), offset: ev.read.from, ...(ev.read.dropped ? { dropped: ev.read.dropped } : {}) };
       }
-      if (!res.write(`${JSON.stringify(line)}\n`)) await drained();
+      if (!res.write(`${JSON.stringify(line)}\n`)) await drained(res);
     }
   } catch (e) {
     log.error({ err: e }, 'process output stream failed');
-    const err = e instanceof PrismError ? e : new PrismError('INTERNAL', (e as Error).message);
-    res.write(`${JSON.stringify({ type: 'error', error: { code: err.code, message: err.message } })}\n`);
+    res.write(`${JSON.stringify(errorEvent(e))}\n`);
   } finally {
     res.end();
   }
