@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cgroupLeaks, ociCgroups } from '../fixtures/host-cgroups.js';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -86,9 +86,49 @@ export interface Prismd {
   logs(): string;
 }
 
-export async function startPrismd(opts: { dataDir?: string; port?: number; extraArgs?: string[]; imagesDir?: string; token?: string } = {}): Promise<Prismd> {
+/** Where test daemons claim their sandbox address pools, one directory per pool, across test processes. */
+const POOL_CLAIMS = join(tmpdir(), 'prism-test-pools');
+const POOLS = 16;
+
+/**
+ * A sandbox address pool of its own for one test daemon: a /22 of 10.203.64.0/18 (a daemon on the
+ * default pool takes the lowest free addresses of 10.203.0.0/16; the network policy tests use pools of
+ * their own above 10.203.128.0). Daemons of one host that share a pool and create sandboxes
+ * at the same moment can pick the same addresses (docs/network.md), and test files run in parallel.
+ * A claim is a directory naming the claiming process; one whose process is gone is taken over.
+ */
+function claimPool(): { cidr: string; release(): void } {
+  mkdirSync(POOL_CLAIMS, { recursive: true });
+  for (let i = 0; i < POOLS; i++) {
+    const dir = join(POOL_CLAIMS, String(i));
+    const owner = Number(existsSync(join(dir, 'pid')) ? readFileSync(join(dir, 'pid'), 'utf8') : NaN);
+    if (existsSync(dir) && Number.isInteger(owner) && !alive(owner)) rmSync(dir, { recursive: true, force: true });
+    try {
+      mkdirSync(dir);
+    } catch {
+      continue; // claimed by a live daemon's test, or just now by another
+    }
+    writeFileSync(join(dir, 'pid'), String(process.pid));
+    return { cidr: `10.203.${64 + i * 4}.0/22`, release: () => rmSync(dir, { recursive: true, force: true }) };
+  }
+  throw new Error(`all ${POOLS} test address pools under ${POOL_CLAIMS} are claimed`);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export async function startPrismd(opts: { dataDir?: string; port?: number; extraArgs?: string[]; imagesDir?: string; token?: string; pool?: { cidr: string; release(): void } } = {}): Promise<Prismd> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'prismd-test-')));
   const port = opts.port ?? (await freePort());
+  // Its own address pool unless the test gives one; kept across restarts (the data dir's networks are in it).
+  const pool = (opts.extraArgs ?? []).includes('--sandbox-cidr') ? undefined : (opts.pool ?? claimPool());
+  const poolArgs = pool ? ['--sandbox-cidr', pool.cidr] : [];
   const api = `127.0.0.1:${port}`;
   const tls = (opts.extraArgs ?? []).some((a) => a === '--tls' || a === '--tls-cert');
   const url = `${tls ? 'https' : 'http'}://${api}`;
@@ -98,7 +138,7 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
   const proc = spawn(
     process.execPath,
     // PRISM_TEST_NODE_FLAGS: node flags for prismd, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile a bench.
-    [...(process.env.PRISM_TEST_NODE_FLAGS?.split(' ').filter(Boolean) ?? []), join(REPO_ROOT, 'bin', 'prismd.js'), '--api', api, '--data-dir', dataDir, '--images-dir', opts.imagesDir ?? TEST_IMAGES_DIR, '--log-file', logFile, '--log-level', 'debug', ...(opts.extraArgs ?? [])],
+    [...(process.env.PRISM_TEST_NODE_FLAGS?.split(' ').filter(Boolean) ?? []), join(REPO_ROOT, 'bin', 'prismd.js'), '--api', api, '--data-dir', dataDir, '--images-dir', opts.imagesDir ?? TEST_IMAGES_DIR, '--log-file', logFile, '--log-level', 'debug', ...poolArgs, ...(opts.extraArgs ?? [])],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let stderr = '';
@@ -122,7 +162,10 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
   for (;;) {
     if (proc.exitCode !== null) {
       killMember();
-      if (!opts.dataDir) await removeDataDir(dataDir);
+      if (!opts.dataDir) {
+        await removeDataDir(dataDir);
+        if (!opts.pool) pool?.release();
+      }
       throw new Error(`prismd exited with ${proc.exitCode}: ${stderr}`);
     }
     try {
@@ -138,7 +181,10 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
       await exited;
       killMember();
       const log = existsSync(logFile) ? readFileSync(logFile, 'utf8').trim().split('\n').slice(-15).join('\n') : '';
-      if (!opts.dataDir) await removeDataDir(dataDir);
+      if (!opts.dataDir) {
+        await removeDataDir(dataDir);
+        if (!opts.pool) pool?.release();
+      }
       throw new Error(`prismd did not become healthy in time: ${stderr}\nlast lines of its log:\n${log}`);
     }
     await new Promise((r) => setTimeout(r, 50));
@@ -160,12 +206,12 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
     },
     async restart(signal = 'SIGTERM') {
       await self.stop(signal);
-      return startPrismd({ ...opts, dataDir, port, ...(token ? { token } : {}) });
+      return startPrismd({ ...opts, dataDir, port, ...(token ? { token } : {}), ...(pool ? { pool } : {}) });
     },
     async dispose() {
       if (proc.exitCode !== null || proc.signalCode !== null) {
         // Killed by the test (or crashed): its sandboxes still run, and only prismd can tear them down.
-        const again = await startPrismd({ ...opts, dataDir, port, ...(token ? { token } : {}) }).catch(() => undefined);
+        const again = await startPrismd({ ...opts, dataDir, port, ...(token ? { token } : {}), ...(pool ? { pool } : {}) }).catch(() => undefined);
         if (again) return again.dispose();
       }
       if (proc.exitCode === null && proc.signalCode === null) {
@@ -180,6 +226,7 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
       await self.stop();
       if (process.env.PRISM_TEST_KEEP_LOGS) await cp(logFile, join(process.env.PRISM_TEST_KEEP_LOGS, `${basename(dataDir)}.log`)).catch(() => undefined);
       await removeDataDir(dataDir);
+      pool?.release();
     },
   };
   return self;
