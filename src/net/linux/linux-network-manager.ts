@@ -26,6 +26,20 @@ export interface LinuxNetworkOptions {
   /** Resolver the DNS filters ask (`--sandbox-dns`), e.g. the host's own. */
   dnsUpstream: { host: string; port: number };
   logger?: NetworkLogger;
+  /**
+   * Where every daemon of this host claims the /30s it takes (one file per /30, named by its address,
+   * made exclusively): two daemons on one pool never take the same one (default {@link HOST_CLAIMS}).
+   */
+  claimsDir?: string;
+}
+
+/** The host's claims on sandbox subnets, shared by every daemon (tmpfs: they go with a reboot, as the links do). */
+export const HOST_CLAIMS = '/run/prism/net-claims';
+
+/** Who holds a claim: the daemon (by its state dir) and the sandbox. */
+interface Claim {
+  stateDir: string;
+  id: string;
 }
 
 interface NetState {
@@ -102,8 +116,10 @@ export class LinuxNetworkManager implements NetworkManager {
       let st = await this.readState(sandboxId);
       const fresh = !st;
       if (!st) {
-        st = { id: sandboxId, key: networkKey(sandboxId), index: await this.allocate(), egress };
+        st = { id: sandboxId, key: networkKey(sandboxId), index: await this.allocate(sandboxId), egress };
         await this.writeState(st);
+      } else {
+        await this.reclaim(st);
       }
       try {
         return await this.apply({ ...st, egress }, policy, placement);
@@ -236,6 +252,7 @@ export class LinuxNetworkManager implements NetworkManager {
       if (batch) await hostCommand('nft', ['-f', '-'], batch);
     }
     await rm(this.statePath(id), { force: true });
+    if (st) await this.unclaim(st);
     // The table goes with the last network, so a host without sandboxes carries no Prism rules.
     if (table && (await this.listAttached()).length === 0) await hostCommand('nft', ['delete', 'table', 'inet', this.opts.table]).catch(() => undefined);
   }
@@ -259,11 +276,15 @@ export class LinuxNetworkManager implements NetworkManager {
     this.filters.clear();
   }
 
-  /** The lowest free /30: not taken by a network of ours nor by any address on this host (another daemon's). */
-  private async allocate(): Promise<number> {
+  /**
+   * The lowest free /30 for sandbox `id`: not taken by a network of ours, nor by any address on this
+   * host, nor claimed by another daemon of this host (a claim is made before the address is set up,
+   * so two daemons allocating at the same moment cannot both take one), and claimed here.
+   */
+  private async allocate(id: string): Promise<number> {
     const used = new Set<number>();
-    for (const id of await this.listAttached()) {
-      const st = await this.readState(id);
+    for (const other of await this.listAttached()) {
+      const st = await this.readState(other);
       if (st) used.add(st.index);
     }
     const hostAddrs = await hostAddresses();
@@ -272,9 +293,63 @@ export class LinuxNetworkManager implements NetworkManager {
       if (used.has(i)) continue;
       const subnet: Cidr4 = { addr: (this.pool.addr + i * 4) >>> 0, prefix: 30 };
       if (hostAddrs.some((a) => cidrContains(subnet, a))) continue;
-      return i;
+      if (await this.claim(i, id)) return i;
     }
     throw new PrismError('RESOURCE_EXHAUSTED', `no free address in the sandbox pool ${this.opts.pool}`);
+  }
+
+  private claimPath(index: number): string {
+    return join(this.opts.claimsDir ?? HOST_CLAIMS, formatIpv4((this.pool.addr + index * 4) >>> 0));
+  }
+
+  /**
+   * Claims /30 `index` for sandbox `id`; false when another daemon holds it. A claim of this daemon's
+   * with no network state of ours behind it is stale (a crash between the claim and the state file, or
+   * a network removed while the claim could not be): it is taken over. Another daemon's claim is never
+   * taken (it may be setting that network up right now): a stale one of theirs costs one /30 until
+   * that daemon removes its network or the host reboots.
+   */
+  private async claim(index: number, id: string): Promise<boolean> {
+    const path = this.claimPath(index);
+    const mine: Claim = { stateDir: this.opts.stateDir, id };
+    await mkdir(this.opts.claimsDir ?? HOST_CLAIMS, { recursive: true, mode: 0o700 });
+    try {
+      await writeFile(path, JSON.stringify(mine), { flag: 'wx' });
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const held = await this.readClaim(path);
+    if (held?.stateDir !== this.opts.stateDir) return false;
+    if (held.id !== id && existsSync(this.statePath(held.id))) return false;
+    await writeFile(path, JSON.stringify(mine));
+    return true;
+  }
+
+  /** A network set up again (a restart, after a reboot): its claim made again when it is gone. */
+  private async reclaim(st: NetState): Promise<void> {
+    const held = await this.readClaim(this.claimPath(st.index));
+    if (held?.stateDir === this.opts.stateDir && held.id === st.id) return;
+    if (held) {
+      this.opts.logger?.warn({ sandbox: st.id, claim: this.claimPath(st.index), holder: held }, 'the address of this sandbox network is claimed by another daemon of this host');
+      return;
+    }
+    await this.claim(st.index, st.id);
+  }
+
+  /** Drops the claim of a network removed here (only ours: a claim another daemon took over stays). */
+  private async unclaim(st: NetState): Promise<void> {
+    const path = this.claimPath(st.index);
+    const held = await this.readClaim(path);
+    if (held?.stateDir === this.opts.stateDir && held.id === st.id) await rm(path, { force: true });
+  }
+
+  private async readClaim(path: string): Promise<Claim | undefined> {
+    try {
+      return JSON.parse(await readFile(path, 'utf8')) as Claim;
+    } catch {
+      return undefined;
+    }
   }
 
   private statePath(id: string): string {
