@@ -4,19 +4,22 @@ import { tmpdir } from 'node:os';
 import { DEFAULT_GUEST_DIR } from '../src/daemon/config.js';
 import { MicrovmDriver } from '../src/runtime/microvm/microvm-driver.js';
 import { join } from 'node:path';
-import { REPO_ROOT, TEST_IMAGES_DIR, integrationSkipReason } from './integration/prismd-harness.js';
+import { REPO_ROOT, TEST_IMAGES_DIR, dropStalePoolClaims, integrationSkipReason } from './integration/prismd-harness.js';
 
 /**
  * Once per test run: make sure the default base image is in the shared test image store, so each
- * test daemon starts sandboxes without rebuilding it. (.ci/run builds it before `npm test`; this covers
+ * test daemon starts sandboxes without rebuilding it, and at the end drop what is left of test daemons'
+ * address pool claims (prismd-harness.ts). (.ci/run builds it before `npm test`; this covers
  * a developer running `npm test` directly.)
  */
-export default async function setup(): Promise<void> {
-  if (integrationSkipReason()) return;
+export default async function setup(): Promise<(() => void) | undefined> {
+  if (integrationSkipReason()) return undefined;
   await warmAcceleratorVerdict();
   execFileSync(process.execPath, [join(REPO_ROOT, 'bin', 'prismd.js'), 'build-base-image', '--images-dir', TEST_IMAGES_DIR], {
     stdio: 'inherit',
   });
+  // After the run: test daemons' address pool claims whose daemons are gone.
+  return dropStalePoolClaims;
 }
 
 /**

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cgroupLeaks, ociCgroups } from '../fixtures/host-cgroups.js';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -95,9 +95,17 @@ const POOLS = 16;
  * default pool takes the lowest free addresses of 10.203.0.0/16; the network policy tests use pools of
  * their own above 10.203.128.0). Daemons of one host that share a pool and create sandboxes
  * at the same moment can pick the same addresses (docs/network.md), and test files run in parallel.
- * A claim is a directory naming the claiming process; one whose process is gone is taken over.
+ * A claim is a directory naming the daemon (the test process until it is spawned); one whose process
+ * is gone is taken over, so a daemon a test never disposes holds its pool no longer than it runs.
  */
-function claimPool(): { cidr: string; release(): void } {
+interface PoolClaim {
+  cidr: string;
+  /** Names the daemon now holding it (a start or restart). */
+  own(pid: number): void;
+  release(): void;
+}
+
+function claimPool(): PoolClaim {
   mkdirSync(POOL_CLAIMS, { recursive: true });
   for (let i = 0; i < POOLS; i++) {
     const dir = join(POOL_CLAIMS, String(i));
@@ -109,9 +117,24 @@ function claimPool(): { cidr: string; release(): void } {
       continue; // claimed by a live daemon's test, or just now by another
     }
     writeFileSync(join(dir, 'pid'), String(process.pid));
-    return { cidr: `10.203.${64 + i * 4}.0/22`, release: () => rmSync(dir, { recursive: true, force: true }) };
+    return {
+      cidr: `10.203.${64 + i * 4}.0/22`,
+      own: (pid) => writeFileSync(join(dir, 'pid'), String(pid)),
+      release: () => rmSync(dir, { recursive: true, force: true }),
+    };
   }
   throw new Error(`all ${POOLS} test address pools under ${POOL_CLAIMS} are claimed`);
+}
+
+/** Removes the pool claims of daemons that are gone (at the end of a test run: a test may never dispose one). */
+export function dropStalePoolClaims(): void {
+  if (!existsSync(POOL_CLAIMS)) return;
+  for (const name of readdirSync(POOL_CLAIMS)) {
+    const dir = join(POOL_CLAIMS, name);
+    const owner = Number(existsSync(join(dir, 'pid')) ? readFileSync(join(dir, 'pid'), 'utf8') : NaN);
+    if (!Number.isInteger(owner) || !alive(owner)) rmSync(dir, { recursive: true, force: true });
+  }
+  if (readdirSync(POOL_CLAIMS).length === 0) rmSync(POOL_CLAIMS, { recursive: true, force: true });
 }
 
 function alive(pid: number): boolean {
@@ -123,7 +146,7 @@ function alive(pid: number): boolean {
   }
 }
 
-export async function startPrismd(opts: { dataDir?: string; port?: number; extraArgs?: string[]; imagesDir?: string; token?: string; pool?: { cidr: string; release(): void } } = {}): Promise<Prismd> {
+export async function startPrismd(opts: { dataDir?: string; port?: number; extraArgs?: string[]; imagesDir?: string; token?: string; pool?: PoolClaim } = {}): Promise<Prismd> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'prismd-test-')));
   const port = opts.port ?? (await freePort());
   // Its own address pool unless the test gives one; kept across restarts (the data dir's networks are in it).
@@ -141,6 +164,7 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
     [...(process.env.PRISM_TEST_NODE_FLAGS?.split(' ').filter(Boolean) ?? []), join(REPO_ROOT, 'bin', 'prismd.js'), '--api', api, '--data-dir', dataDir, '--images-dir', opts.imagesDir ?? TEST_IMAGES_DIR, '--log-file', logFile, '--log-level', 'debug', ...poolArgs, ...(opts.extraArgs ?? [])],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
+  if (proc.pid) pool?.own(proc.pid);
   let stderr = '';
   proc.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
@@ -162,10 +186,8 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
   for (;;) {
     if (proc.exitCode !== null) {
       killMember();
-      if (!opts.dataDir) {
-        await removeDataDir(dataDir);
-        if (!opts.pool) pool?.release();
-      }
+      if (!opts.dataDir) await removeDataDir(dataDir);
+      if (!opts.pool) pool?.release();
       throw new Error(`prismd exited with ${proc.exitCode}: ${stderr}`);
     }
     try {
@@ -181,10 +203,8 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
       await exited;
       killMember();
       const log = existsSync(logFile) ? readFileSync(logFile, 'utf8').trim().split('\n').slice(-15).join('\n') : '';
-      if (!opts.dataDir) {
-        await removeDataDir(dataDir);
-        if (!opts.pool) pool?.release();
-      }
+      if (!opts.dataDir) await removeDataDir(dataDir);
+      if (!opts.pool) pool?.release();
       throw new Error(`prismd did not become healthy in time: ${stderr}\nlast lines of its log:\n${log}`);
     }
     await new Promise((r) => setTimeout(r, 50));
