@@ -119,7 +119,13 @@ function claimPool(): PoolClaim {
     writeFileSync(join(dir, 'pid'), String(process.pid));
     return {
       cidr: `10.203.${64 + i * 4}.0/22`,
-      own: (pid) => writeFileSync(join(dir, 'pid'), String(pid)),
+      // Made again when gone: a claim of a stopped daemon may have been taken over as stale, and a
+      // restart must not fail for it (daemons overlapping a pool still get distinct addresses: the
+      // host-wide subnet claims, docs/network.md).
+      own: (pid) => {
+        mkdirSync(dir, { recursive: true });
+        writeFileSync(join(dir, 'pid'), String(pid));
+      },
       release: () => rmSync(dir, { recursive: true, force: true }),
     };
   }
@@ -164,7 +170,13 @@ export async function startPrismd(opts: { dataDir?: string; port?: number; extra
     [...(process.env.PRISM_TEST_NODE_FLAGS?.split(' ').filter(Boolean) ?? []), join(REPO_ROOT, 'bin', 'prismd.js'), '--api', api, '--data-dir', dataDir, '--images-dir', opts.imagesDir ?? TEST_IMAGES_DIR, '--log-file', logFile, '--log-level', 'debug', ...poolArgs, ...(opts.extraArgs ?? [])],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
-  if (proc.pid) pool?.own(proc.pid);
+  // Nothing may throw between the spawn and the wait below: a daemon spawned and not waited for would
+  // outlive its test (and write into a data dir the test then removes).
+  try {
+    if (proc.pid) pool?.own(proc.pid);
+  } catch (e) {
+    console.warn(`prismd-harness: could not mark pool ${pool?.cidr} as held by pid ${proc.pid}: ${String(e)}`);
+  }
   let stderr = '';
   proc.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
