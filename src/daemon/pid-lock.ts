@@ -20,7 +20,8 @@ export async function acquirePidLock(dataDir: string): Promise<() => Promise<voi
   };
 }
 
-function isAlive(pid: number): boolean {
+/** Whether process `pid` exists (EPERM: it does, owned by someone else). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { packageRoot } from '../../src/daemon/package-info.js';
+import { isAlive } from '../../src/daemon/pid-lock.js';
 import { mountsUnder, unmountAll } from '../../src/runtime/host-mounts.js';
 
 /** Where the shared test image store lives (built once by .ci/run or the global setup). */
@@ -109,8 +110,8 @@ function claimPool(): PoolClaim {
   mkdirSync(POOL_CLAIMS, { recursive: true });
   for (let i = 0; i < POOLS; i++) {
     const dir = join(POOL_CLAIMS, String(i));
-    const owner = Number(existsSync(join(dir, 'pid')) ? readFileSync(join(dir, 'pid'), 'utf8') : NaN);
-    if (existsSync(dir) && Number.isInteger(owner) && !alive(owner)) rmSync(dir, { recursive: true, force: true });
+    const owner = claimOwner(dir);
+    if (owner !== undefined && !isAlive(owner)) rmSync(dir, { recursive: true, force: true });
     try {
       mkdirSync(dir);
     } catch {
@@ -137,19 +138,16 @@ export function dropStalePoolClaims(): void {
   if (!existsSync(POOL_CLAIMS)) return;
   for (const name of readdirSync(POOL_CLAIMS)) {
     const dir = join(POOL_CLAIMS, name);
-    const owner = Number(existsSync(join(dir, 'pid')) ? readFileSync(join(dir, 'pid'), 'utf8') : NaN);
-    if (!Number.isInteger(owner) || !alive(owner)) rmSync(dir, { recursive: true, force: true });
+    const owner = claimOwner(dir);
+    if (owner === undefined || !isAlive(owner)) rmSync(dir, { recursive: true, force: true });
   }
   if (readdirSync(POOL_CLAIMS).length === 0) rmSync(POOL_CLAIMS, { recursive: true, force: true });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
+/** The pid a claim names; undefined while it names none (being made, or made by a process that died first). */
+function claimOwner(dir: string): number | undefined {
+  const pid = Number(existsSync(join(dir, 'pid')) ? readFileSync(join(dir, 'pid'), 'utf8') : NaN);
+  return Number.isInteger(pid) ? pid : undefined;
 }
 
 export async function startPrismd(opts: { dataDir?: string; port?: number; extraArgs?: string[]; imagesDir?: string; token?: string; pool?: PoolClaim } = {}): Promise<Prismd> {
