@@ -1,15 +1,10 @@
-import { tmpdir } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApi } from './server.js';
-import { startNode, type NodeServices } from '../daemon/node-wiring.js';
-import { oneImageStore } from '../images/fake/one-image-store.js';
-import { FakeDriver } from '../runtime/fake/fake-driver.js';
-import { silentLogger } from '../service/logger.js';
+import { startInProcessNode } from '../daemon/in-process-api.test-support.js';
+import type { NodeServices } from '../daemon/node-wiring.js';
 import { readSandboxValue } from '../service/sandbox-repo.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 
-const IMAGE = 'prism.local/base:test';
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
@@ -21,23 +16,8 @@ describe.each([false, true])('creates sent on to the scheduler leader (owner-pro
   const nodes: { id: string; svc: NodeServices; app: FastifyInstance; url: string }[] = [];
 
   async function start(id: string) {
-    const svc = await startNode({
-      store, id, name: id, version: 'test', dataDir: tmpdir(), address: 'http://127.0.0.1:0',
-      images: oneImageStore(IMAGE, { digest: 'sha256:' + 'ef'.repeat(32), layerDirs: ['/layers/0'] }),
-      drivers: new Map([['oci', new FakeDriver()]]), runtimeInfo: [],
-      defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
-      labels: { node: id }, capacity: {}, placement: 'spread', nodeTtlMs: 5000, scheduleTimeoutMs: 5000,
-      execLimits: { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600 },
-      watchdogMs: 60_000, log: silentLogger, directCreate: DIRECT,
-    });
-    const app = await buildApi(
-      { sandboxes: svc.sandboxes, exec: svc.exec, pty: svc.pty, processes: svc.processes, files: svc.files, nodes: svc.nodes, images: svc.images, volumes: svc.volumes, metrics: svc.metrics, lifecycle: svc.lifecycle, snapshots: svc.snapshots, version: 'test', nodeId: id, leader: () => svc.membership.leader(), e2b: { defaultImage: IMAGE, maxTimeoutSec: 3600 } },
-      { logger: silentLogger, bodyLimit: 1 << 20, maxImportBytes: 1 << 20 },
-    );
-    await app.listen({ host: '127.0.0.1', port: 0 });
-    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
-    await svc.setAddress(url);
-    nodes.push({ id, svc, app, url });
+    const n = await startInProcessNode({ store, id, labels: { node: id }, directCreate: DIRECT });
+    nodes.push({ id, svc: n.node, app: n.app, url: n.url });
   }
 
   /** The first status each new sandbox record was written with. */

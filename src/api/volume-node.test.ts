@@ -3,16 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApi } from './server.js';
-import { startNode, type NodeServices } from '../daemon/node-wiring.js';
-import { oneImageStore } from '../images/fake/one-image-store.js';
-import { FakeDriver } from '../runtime/fake/fake-driver.js';
+import { startInProcessNode } from '../daemon/in-process-api.test-support.js';
+import type { NodeServices } from '../daemon/node-wiring.js';
 import { Prism, PrismApiError } from '../sdk/index.js';
-import { silentLogger } from '../service/logger.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { LocalVolumeStore } from '../volumes/local/local-volume-store.js';
 
-const IMAGE = 'prism.local/base:test';
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
@@ -29,23 +25,8 @@ describe('volumes created on the node a request names', () => {
   async function start(id: string) {
     const data = new LocalVolumeStore(join(dir, id, 'volumes'));
     await mkdir(join(dir, id), { recursive: true });
-    const svc = await startNode({
-      store, id, name: `name-${id}`, version: 'test', dataDir: join(dir, id), address: 'http://127.0.0.1:0',
-      images: oneImageStore(IMAGE, { digest: 'sha256:' + 'cd'.repeat(32), layerDirs: ['/layers/0'] }),
-      drivers: new Map([['oci', new FakeDriver()]]), runtimeInfo: [], volumes: data,
-      defaults: { image: IMAGE, runtime: 'oci', cpus: 1, memoryMb: 512, pidsLimit: 256, diskMb: 2048, maxOpenFiles: 4096 },
-      labels: {}, capacity: {}, placement: 'spread', nodeTtlMs: 600, scheduleTimeoutMs: 5000,
-      execLimits: { recordBytes: 1 << 20, recordsPerSandbox: 100, maxTimeoutSec: 3600 },
-      watchdogMs: 60_000, log: silentLogger,
-    });
-    const app = await buildApi(
-      { sandboxes: svc.sandboxes, exec: svc.exec, pty: svc.pty, processes: svc.processes, files: svc.files, nodes: svc.nodes, images: svc.images, volumes: svc.volumes, metrics: svc.metrics, lifecycle: svc.lifecycle, snapshots: svc.snapshots, version: 'test', nodeId: id, leader: () => svc.membership.leader(), e2b: { defaultImage: IMAGE, maxTimeoutSec: 3600 } },
-      { logger: silentLogger, bodyLimit: 1 << 20, maxImportBytes: 1 << 20 },
-    );
-    await app.listen({ host: '127.0.0.1', port: 0 });
-    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
-    await svc.setAddress(url);
-    nodes.push({ id, svc, app, url, data });
+    const n = await startInProcessNode({ store, id, name: `name-${id}`, dataDir: join(dir, id), volumes: data, nodeTtlMs: 600 });
+    nodes.push({ id, svc: n.node, app: n.app, url: n.url, data });
   }
 
   beforeAll(async () => {
