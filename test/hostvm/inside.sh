@@ -11,6 +11,17 @@ if [[ -d "$PRISM_TEST_IMAGES_DIR" && ! -d /var/lib/prism/images ]]; then
   cp -a "$PRISM_TEST_IMAGES_DIR" /var/lib/prism/images
 fi
 start=$(date +%s)
-npm run quickstart 2>&1 | tee /tmp/quickstart.out
+# Bounded, so that a quick start that hangs says why (prismd's journal) with time left to say it,
+# rather than the VM being killed at the run's timeout with nothing but the quick start's output.
+set +e
+timeout "${PRISM_HOSTVM_QUICKSTART_TIMEOUT:-1200}" npm run quickstart 2>&1 | tee /tmp/quickstart.out
+rc=${PIPESTATUS[0]}
+set -e
 echo "host-vm: quick start took $(( $(date +%s) - start )) s"
+if [[ $rc -ne 0 ]]; then
+  echo "host-vm: the quick start failed (exit $rc$([[ $rc -eq 124 ]] && echo ': timed out')); prismd's state and journal follow"
+  systemctl status prismd --no-pager 2>&1 | head -n 15 || true
+  journalctl -u prismd --no-pager -o short-precise 2>&1 | cut -c1-400 | tail -n 120 || true
+  exit "$rc"
+fi
 PRISM_IN_HOST_VM=1 npx vitest run --config vitest.hostvm.config.ts "$@"

@@ -85,6 +85,41 @@ describe('SqliteStore', () => {
     }
   });
 
+  it('credits leases with the time the process stood still, and expires them on time after it', async () => {
+    const store = SqliteStore.open(':memory:', { leaseSweepMs: 50 });
+    const blockFor = (ms: number) => {
+      const until = performance.now() + ms;
+      while (performance.now() < until) {
+        // the event loop, the lease holders and the store's sweep all stand still
+      }
+    };
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    try {
+      const renewedFirst = await store.grantLease(300);
+      const sweptFirst = await store.grantLease(300);
+      await store.put('renewed-first', 'v', { lease: renewedFirst.id });
+      await store.put('swept-first', 'v', { lease: sweptFirst.id });
+      blockFor(1500);
+      // The holder's renewal comes before the store's sweep...
+      await renewedFirst.keepAlive();
+      // ...or after it: neither finds its lease gone.
+      await new Promise((resolve) => setTimeout(resolve, 120));
+      expect((await store.get('swept-first'))?.value).toBe('v');
+      await sweptFirst.keepAlive();
+      expect((await store.get('renewed-first'))?.value).toBe('v');
+      expect(warnings.some((m) => /stood still for 1\.\d s/.test(m))).toBe(true);
+      // Credited once: a lease its holder stops renewing while the process runs expires after its TTL.
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      expect(await store.get('swept-first')).toBeUndefined();
+      await expect(sweptFirst.keepAlive()).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    } finally {
+      process.off('warning', onWarning);
+      await store.close();
+    }
+  });
+
   it('refuses a watch from before the retained history with FAILED_PRECONDITION', async () => {
     const store = SqliteStore.open(':memory:', { historyLimit: 3 });
     try {

@@ -5,6 +5,7 @@
  */
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { PrismError } from '../../core/errors.js';
 import type { CommitOp, KeyValue, Lease, PutOptions, Store, Watch, WatchEvent } from '../store.js';
 import { checkKey, invalid, validateOps } from '../store-input.js';
@@ -60,19 +61,25 @@ const SQL = {
   getLease: 'SELECT id, ttl_ms, expires_at FROM leases WHERE id = ?',
   addLease: 'INSERT INTO leases (id, ttl_ms, expires_at) VALUES (?, ?, ?)',
   renewLease: 'UPDATE leases SET expires_at = ? WHERE id = ?',
+  extendLeases: 'UPDATE leases SET expires_at = expires_at + ?',
   delLease: 'DELETE FROM leases WHERE id = ?',
   expiredLeases: 'SELECT id FROM leases WHERE expires_at <= ?',
 } as const;
 
 type Statements = { [K in keyof typeof SQL]: Database.Statement };
 
+/** A gap this much longer than the sweep interval between two turns of the store is the process standing still (creditStall). */
+const STALL_MS = 1000;
+
 export class SqliteStore implements Store {
   private readonly q: Statements;
   private readonly watchers = new Set<Watcher>();
   private readonly sweepTimer: NodeJS.Timeout;
   private closed = false;
+  /** When (monotonic ms) the store last saw this process run: its sweep timer's tick or a lease operation. */
+  private lastTurn = performance.now();
 
-  private constructor(private readonly db: Database.Database, private readonly historyLimit: number, sweepMs: number) {
+  private constructor(private readonly db: Database.Database, private readonly historyLimit: number, private readonly sweepMs: number) {
     this.q = Object.fromEntries(Object.entries(SQL).map(([k, sql]) => [k, db.prepare(sql)])) as Statements;
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
     // A forgotten close() must not keep the process alive.
@@ -198,6 +205,7 @@ export class SqliteStore implements Store {
 
   private keepAlive(id: string): void {
     this.assertUsable();
+    this.creditStall();
     const now = Date.now();
     const state = this.run(() => this.db.transaction(() => {
       const lease = this.q.getLease.get(id) as LeaseRow | undefined;
@@ -213,9 +221,30 @@ export class SqliteStore implements Store {
     }
   }
 
+  /**
+   * Lease holders live in this process (the store is one daemon's): when the process stood still (its
+   * event loop blocked by a long synchronous step, the process stopped or starved of CPU, the host
+   * suspended), neither they nor the store ran, and the time is credited to every lease before any
+   * lease is judged, as etcd extends its leases when a new leader's lessor takes over. Without it a
+   * daemon whose event loop was blocked for longer than its member TTL (a start-up on a slow or
+   * emulated machine) expired its own membership and leadership on the next turn, though nothing had
+   * failed. A lease its holder stops renewing while the process runs still expires on time; leases
+   * that ran out while the daemon was down are not credited (the constructor's sweep drops them).
+   */
+  private creditStall(): void {
+    const now = performance.now();
+    const gap = now - this.lastTurn;
+    this.lastTurn = now;
+    if (gap < this.sweepMs + STALL_MS) return;
+    const credit = Math.round(gap - this.sweepMs);
+    this.run(() => this.q.extendLeases.run(credit));
+    process.emitWarning(`prism store: the process stood still for ${(gap / 1000).toFixed(1)} s; leases were credited that time`);
+  }
+
   private sweep(): void {
     if (this.closed) return;
     try {
+      this.creditStall();
       const ids = (this.q.expiredLeases.all(Date.now()) as { id: string }[]).map((r) => r.id);
       if (ids.length > 0) this.dropLeases(ids);
     } catch (e) {
@@ -268,6 +297,7 @@ export class SqliteStore implements Store {
         `key ${op.key} is at revision ${actual}, expected ${op.expectRevision}; re-read it and retry`);
     }
     if (op.op === 'put' && op.lease !== undefined) {
+      this.creditStall();
       const lease = this.q.getLease.get(op.lease) as LeaseRow | undefined;
       if (!lease || lease.expires_at <= Date.now()) {
         throw new PrismError('NOT_FOUND', `lease ${op.lease} expired or was revoked; grant a new lease`);
