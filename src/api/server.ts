@@ -36,6 +36,7 @@ import { registerSystemRoutes } from './routes/system-routes.js';
 import { isJoinPath, registerClusterRoutes } from './routes/cluster-routes.js';
 import type { ClusterJoin } from '../cluster/join-service.js';
 import { registerVolumeRoutes } from './routes/volume-routes.js';
+import { LazySerializers } from './lazy-serializers.js';
 
 export interface ApiServices {
   sandboxes: SandboxService;
@@ -73,6 +74,8 @@ export interface ApiOptions {
   tls?: { cert: Buffer; key: Buffer; ca: Buffer };
   /** Serve the web console at `/` (prismd `--no-console` turns it off); a string: from that directory. */
   console?: boolean | string;
+  /** The response serializers, compiled on first use (a test passes its own to compile them all). */
+  serializers?: LazySerializers;
 }
 
 function sendError(reply: import('fastify').FastifyReply, code: ErrorCode, message: string) {
@@ -106,6 +109,7 @@ export async function buildApi(svc: ApiServices, opts: ApiOptions): Promise<Fast
     bodyLimit: opts.bodyLimit,
     // Reject wrong types and unknown fields instead of silently coercing or dropping them.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false } },
+    schemaController: { compilersFactory: { buildSerializer: (opts.serializers ?? new LazySerializers()).factory } },
   });
   await app.register(swagger, {
     openapi: {

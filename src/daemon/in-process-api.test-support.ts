@@ -1,5 +1,6 @@
 import { tmpdir } from 'node:os';
 import type { FastifyInstance } from 'fastify';
+import type { LazySerializers } from '../api/lazy-serializers.js';
 import { buildApi } from '../api/server.js';
 import { oneImageStore } from '../images/fake/one-image-store.js';
 import { FakeDriver } from '../runtime/fake/fake-driver.js';
@@ -34,6 +35,7 @@ export async function startInProcessNode(opts: {
   nodeTtlMs?: number;
   directCreate?: boolean;
   processLimits?: Partial<ProcessLimits>;
+  serializers?: LazySerializers;
 }): Promise<InProcessNode> {
   const { store, id } = opts;
   const node = await startNode({
@@ -48,7 +50,7 @@ export async function startInProcessNode(opts: {
   });
   const app = await buildApi(
     { sandboxes: node.sandboxes, exec: node.exec, pty: node.pty, processes: node.processes, files: node.files, nodes: node.nodes, images: node.images, volumes: node.volumes, metrics: node.metrics, lifecycle: node.lifecycle, snapshots: node.snapshots, version: 'test', nodeId: id, leader: () => node.membership.leader(), e2b: { defaultImage: IMAGE, maxTimeoutSec: 3600 } },
-    { logger: silentLogger, bodyLimit: 1 << 20, maxImportBytes: 1 << 20 },
+    { logger: silentLogger, bodyLimit: 1 << 20, maxImportBytes: 1 << 20, ...(opts.serializers ? { serializers: opts.serializers } : {}) },
   );
   await app.listen({ host: '127.0.0.1', port: 0 });
   const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
