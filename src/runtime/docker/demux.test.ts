@@ -49,4 +49,28 @@ describe('demuxWithBackpressure', () => {
     expect(source.isPaused()).toBe(false);
     expect(taken.reduce((n, c) => n + c.length, 0)).toBe(64);
   });
+
+  it('waits for one drain per full target, however many frames of a chunk found it full', async () => {
+    const source = new PassThrough();
+    const out = new PassThrough({ highWaterMark: 4 });
+    const err = new PassThrough({ highWaterMark: 4 });
+    demuxWithBackpressure(source, out, err);
+    const frames = Array.from({ length: 30 }, (_, i) => frame(i % 3 === 0 ? 2 : 1, Buffer.from(`frame ${i};`)));
+    source.write(Buffer.concat(frames));
+    await new Promise((r) => setImmediate(r));
+    expect(source.isPaused()).toBe(true);
+    expect([out.listenerCount('drain'), err.listenerCount('drain')]).toEqual([1, 1]);
+    const read = (s: PassThrough) => new Promise<string>((resolve) => {
+      let text = '';
+      s.on('data', (c: Buffer) => (text += c.toString()));
+      s.on('end', () => resolve(text));
+    });
+    const [o, e] = [read(out), read(err)];
+    await new Promise((r) => setImmediate(r));
+    expect(source.isPaused()).toBe(false);
+    out.end();
+    err.end();
+    expect(await o).toBe(frames.map((_, i) => (i % 3 === 0 ? '' : `frame ${i};`)).join(''));
+    expect(await e).toBe(frames.map((_, i) => (i % 3 === 0 ? `frame ${i};` : '')).join(''));
+  });
 });

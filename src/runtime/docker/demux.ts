@@ -9,12 +9,15 @@ import type { Readable, Writable } from 'node:stream';
  */
 export function demuxWithBackpressure(source: Readable, stdout: Writable, stderr: Writable): void {
   let pending: Buffer = Buffer.alloc(0);
-  let waiting = 0;
+  // The targets full right now: one 'drain' listener each, however many frames of one chunk found it full.
+  const full = new Set<Writable>();
   const resumeWhenDrained = (target: Writable): void => {
-    waiting++;
     source.pause();
+    if (full.has(target)) return;
+    full.add(target);
     target.once('drain', () => {
-      if (--waiting === 0) source.resume();
+      full.delete(target);
+      if (full.size === 0) source.resume();
     });
   };
   source.on('data', (chunk: Buffer) => {
