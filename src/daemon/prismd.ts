@@ -2,7 +2,6 @@ import { Command, Option } from 'commander';
 import { asPrismError } from '../core/errors.js';
 import { DEFAULT_CPU_OVERCOMMIT, DEFAULT_MEMORY_OVERCOMMIT } from '../core/types.js';
 import { DEFAULT_API, DEFAULT_GUEST_DIR, DEFAULT_IMAGE, DEFAULT_SANDBOX_CIDR, resolveConfig, type DaemonFlags } from './config.js';
-import { startDaemon } from './daemon.js';
 import { buildBaseImageCommand } from './build-base-image.js';
 import { installServiceCommand, uninstallServiceCommand } from './service-command.js';
 import { packageVersion } from './package-info.js';
@@ -18,7 +17,12 @@ export function prismdProgram(): Command {
   for (const o of daemonOptions()) program.addOption(o);
   program
     .action(async (flags: DaemonFlags) => {
-      const daemon = await startDaemon(resolveConfig(flags, process.env));
+      const cfg = resolveConfig(flags, process.env);
+      // Loaded here, not at the top: the daemon's module graph is most of a start's CPU (about 1 s here,
+      // a minute on an emulated host), which the subcommands (build-base-image, install-service,
+      // doctor) and --help / --version need none of.
+      const { startDaemon } = await import('./daemon.js');
+      const daemon = await startDaemon(cfg);
       const shutdown = (sig: string) => {
         process.stderr.write(`prismd: ${sig} received, shutting down\n`);
         daemon.close().then(
