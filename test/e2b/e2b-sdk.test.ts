@@ -246,7 +246,8 @@ describe.skipIf(!!skip)('the official e2b SDK against prismd (oci)', () => {
     it('routes <port>-<id>.<domain> hosts: envd with its token, other ports with the traffic token', async () => {
       const info = await call(d.url, 'GET', `/sandboxes/${sbx.sandboxId}`);
       expect(info.body.network).toEqual({ egress: 'all' });
-      await sbx.commands.run('mkdir -p /tmp/site && echo served > /tmp/site/index.txt && cd /tmp/site && setsid python3 -m http.server 8000 >/dev/null 2>&1 < /dev/null &');
+      // Only the server goes to the background (a trailing `&` would take the whole list, the file's write with it).
+      await sbx.commands.run('mkdir -p /tmp/site && echo served > /tmp/site/index.txt && cd /tmp/site && { setsid python3 -m http.server 8000 >/dev/null 2>&1 < /dev/null & }');
       const host = (port: number) => `${port}-${sbx.sandboxId}.sandbox.test`;
       const envdToken = (sbx as unknown as { envdAccessToken?: string }).envdAccessToken;
       const stat = await rawRequest(d.url, { method: 'POST', path: '/filesystem.Filesystem/Stat', host: host(49983), headers: { 'content-type': 'application/json', 'x-access-token': envdToken ?? '' }, body: '{"path":"/tmp/site/index.txt"}' });
