@@ -13,8 +13,13 @@ const skip = integrationSkipReason();
 if (skip) console.warn(`skipping lifecycle integration tests: ${skip}`);
 
 const COUNTER = 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done';
-// The loop's shell (the pattern does not match this finder's own command line).
-const FIND_LOOP = "for p in /proc/[0-9]*; do grep -q 'do [i]=' $p/cmdline 2>/dev/null && echo ${p#/proc/}; done";
+// The loop's shell (the pattern does not match this finder's own command line), not a child it just
+// forked for `mv` or `sleep`, which carries the same command line until it execs (seen under load).
+const FIND_LOOP = [
+  "m=$(for p in /proc/[0-9]*; do grep -q 'do [i]=' $p/cmdline 2>/dev/null && echo ${p#/proc/}; done)",
+  'for p in $m; do pp=$(awk \'/^PPid:/ { print $2 }\' /proc/$p/status 2>/dev/null); [ -n "$pp" ] || continue',
+  'case " $(echo $m) " in *" $pp "*) ;; *) echo $p ;; esac; done',
+].join('; ');
 
 describe.skipIf(!!skip)('lifecycle over HTTP (oci)', () => {
   let d: Prismd;
