@@ -322,22 +322,30 @@ describe.skipIf(!!skip)('the official e2b SDK against prismd (oci)', () => {
     });
 
     it('pauses (memory kept) and resumes on connect; a running command continues', async () => {
-      const h = await sbx.commands.run('i=0; while :; do i=$((i+1)); echo $i > /tmp/ticks; sleep 0.05; done', { background: true, timeoutMs: 0 });
-      await new Promise((r) => setTimeout(r, 300));
-      const before = Number((await sbx.commands.run('cat /tmp/ticks')).stdout);
+      // The loop writes the time (ms) of each tick: a frozen sandbox leaves a hole in the times as long as
+      // the pause, however slowly the calls around it go on a loaded host (a tick count did not).
+      const h = await sbx.commands.run('while :; do date +%s%3N >> /tmp/ticks; sleep 0.05; done', { background: true, timeoutMs: 0 });
+      const ticks = async (s: Sandbox) => (await s.commands.run('cat /tmp/ticks')).stdout.trim().split('\n').map(Number);
+      for (const deadline = Date.now() + 10_000; (await ticks(sbx).catch(() => [])).length < 3 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 100));
       expect(await sbx.pause()).toBe(true);
+      const pausedAt = Date.now();
       expect(await sbx.pause()).toBe(false); // already paused: E2B's 409
       expect((await sbx.getInfo()).state).toBe('paused');
       expect((await Sandbox.list({ ...opts, query: { state: ['paused'] } }).nextItems()).map((s) => s.sandboxId)).toContain(sbx.sandboxId);
       await new Promise((r) => setTimeout(r, 1000));
+      const resumeAt = Date.now();
       const again = await Sandbox.connect(sbx.sandboxId, opts);
       expect((await again.getInfo()).state).toBe('running');
       // (Once seen killed under a loaded CI run, cause unknown: the prismd log says what ended it.)
-      const read = await again.commands.run('cat /tmp/ticks').catch((e: unknown) => {
-        throw new Error(`${String(e)}; prismd log: ${d.logs().split('\n').filter((l) => l.includes(sbx.sandboxId) || /"level":[45]/.test(l)).slice(-15).join('\n')}`);
-      });
-      const after = Number(read.stdout);
-      expect(after - before).toBeLessThan(15); // frozen for a second: ~20 further otherwise
+      let times: number[] = [];
+      for (const deadline = Date.now() + 10_000; !(times.at(-1)! > resumeAt) && Date.now() < deadline; ) {
+        times = await ticks(again).catch((e: unknown) => {
+          throw new Error(`${String(e)}; prismd log: ${d.logs().split('\n').filter((l) => l.includes(sbx.sandboxId) || /"level":[45]/.test(l)).slice(-15).join('\n')}`);
+        });
+      }
+      expect(times.filter((t) => t < pausedAt).length).toBeGreaterThan(2);
+      expect(times.filter((t) => t > pausedAt && t < resumeAt), 'ticks while paused').toEqual([]);
+      expect(times.at(-1), 'ticks after the resume').toBeGreaterThan(resumeAt);
       expect((await again.commands.list()).map((p) => p.pid)).toContain(h.pid);
       await again.commands.kill(h.pid);
     });
